@@ -1,0 +1,977 @@
+"""The relay's embedded default store: one SQLite file in WAL mode, with group commit.
+
+Theory of operation
+===================
+
+Opening
+-------
+`await SQLiteStore.open(path, durability=...)` (or `async with open_sqlite_store(...)`)
+creates the parent directory (mode 0700) and the database file (mode 0600) if they are
+missing, and tightens the mode of an existing file, its `-wal` and its `-shm` to 0600:
+SQLite gives those two the database file's mode, so they follow. Then, in order, refusing
+with a `StorageError` that says what to do at the first problem:
+
+1. the SQLite library is at least `MIN_SQLITE_VERSION`;
+2. the file is a SQLite database that is empty or marked as ours (`application_id`), and
+   its schema version (`user_version`) is not newer than `SCHEMA_VERSION`;
+3. `journal_mode=WAL` really took effect (it cannot on some network filesystems);
+4. `PRAGMA quick_check` says "ok";
+5. the migrations from the file's version up to `SCHEMA_VERSION` run, all of them in one
+   transaction, so a failed migration leaves the file as it was;
+6. the expected tables and index exist.
+
+Last, it runs the TRUNCATE checkpoint described under "Deleting" below, because a crash
+between a deletion and its checkpoint would otherwise leave deleted ciphertext in the WAL.
+
+Schema (version 1)
+------------------
+`mailboxes`: one row per mailbox, with an integer `id` used inside the database, the
+16-byte `mailbox` id (unique), the three capability public keys, `admin_counter`,
+`max_ttl`, `max_bytes` and `created_at`. `heads`: one row per mailbox (`mailbox_id` is
+`mailboxes.id`) with `head`, the last seq assigned, and `stored_bytes`, the sum of the
+lengths of its stored envelopes. `envelopes`: `id`, `mailbox_id` (references
+`mailboxes.id`), `seq` (unique per mailbox), `expires_at`, `envelope` (the opaque
+ciphertext). The unique index on (`mailbox_id`, `seq`) serves `read_after` and mailbox
+deletion; `envelopes_by_expiry` serves the sweeper. Nothing else is stored: no
+plaintext, nothing about members or connections, no clocks besides `created_at` and
+`expires_at`.
+
+Two layout choices come from measurement (bench/bench_store.py, 1000 mailboxes). The
+head and byte count, which every append rewrites, live in their own narrow table rather
+than in the ~200-byte mailbox row: a batch touching 100 mailboxes then dirties a few
+pages of `heads` instead of ~40 pages of `mailboxes`, and each dirty page is 4 KiB more
+to write and fsync; that raised appends per second by about a fifth. The envelope table
+is a rowid table rather than WITHOUT ROWID because envelopes are large rows, which the
+SQLite documentation advises against keeping inside a WITHOUT ROWID b-tree.
+
+Writes and group commit
+-----------------------
+One connection writes; a `trio.Lock` makes sure one thread at a time uses it. Every write
+transaction starts with `BEGIN IMMEDIATE`, so it holds SQLite's write lock from its
+first statement and never fails half way to upgrade a read lock. `append_batch` is one
+transaction for the whole batch: it reads each mailbox's `head`, `stored_bytes` and
+`max_bytes` inside the transaction (one `IN (...)` query per 64 mailboxes), assigns
+seqs in item order, inserts the envelopes with one `executemany`, writes the new heads
+and byte counts back, and commits. Because the head is read inside the write transaction
+rather than cached, two processes sharing one file (which nobody should do, but a
+mistake should not corrupt anything) still never assign one seq twice. The lookup costs
+a few percent of a batch, so there is no cache to keep coherent.
+
+Durability: with `durability="full"` (`synchronous=FULL`) every commit fsyncs the WAL, so
+an acknowledged batch survives a power loss or kernel crash. With `"normal"`
+(`synchronous=NORMAL`) a commit only writes the WAL and the fsync happens at checkpoints:
+a crash of the relay process (kill -9, out of memory) still loses nothing acknowledged,
+because the written WAL is in the kernel's page cache, but a power loss or kernel crash
+may roll back the last transactions before the most recent checkpoint. Either way the
+file is never corrupted. SQLite runs an automatic PASSIVE checkpoint when the WAL passes
+1000 pages (its default), inside whichever commit crosses that line.
+
+Reads
+-----
+`get_mailbox`, `read_after` and `count_mailboxes` use a small pool of read-only
+connections (`PRAGMA query_only`), each used by one thread at a time. WAL lets them read
+the last committed state while a write transaction is in progress, so a catch-up read is
+not queued behind a group commit. Every read runs to completion (`fetchall`) so no
+statement keeps a read snapshot open, which would both show stale data and hold up the
+TRUNCATE checkpoint below. `read_after` filters `expires_at > now` in its query, so an
+expired envelope is never returned even if the sweeper has not run yet.
+
+Threads and cancellation
+------------------------
+All SQLite calls run in worker threads (`trio.to_thread.run_sync`), never on the Trio
+thread; connections are created with `check_same_thread=False` and handed to one thread
+at a time by the lock (writer) or the pool (readers). Waiting for the lock or a reader
+can be cancelled; once a thread has started it runs to the end
+(`abandon_on_cancel=False`), so a batch whose commit began is committed and its results
+are returned (the caller sees the cancellation at its next checkpoint), and an
+acknowledgement is never lost or doubled. Every method raises `StorageError` for SQLite
+errors. After an I/O error or corruption on the write connection the store refuses all
+further work: what is on disk is no longer known, and reopening the file (SQLite
+recovers the WAL) is the safe way back.
+
+Deleting, and what it does and does not guarantee
+--------------------------------------------------
+`secure_delete=ON` makes SQLite overwrite deleted rows, index entries and freed pages
+with zeros in the pages it writes. In WAL mode those pages go to the WAL first, and the
+WAL may still hold older copies of the same pages with the ciphertext in them; the main
+database file is only rewritten at the next checkpoint. So `delete_expired` deletes in
+chunks of `DELETE_CHUNK_ROWS` (each its own short transaction, releasing the write lock
+between chunks so publishes interleave), then runs `PRAGMA wal_checkpoint(TRUNCATE)`:
+that copies the zeroed pages into the database file, fsyncs it, and truncates the WAL to
+zero bytes. `delete_mailbox` does the same. A checkpoint cannot complete while another
+connection (a slow reader, or an outside program such as a backup) still reads an old
+snapshot; then it gives up after `CHECKPOINT_BUSY_TIMEOUT`, logs `wal_checkpoint_busy`,
+sets `wal_checkpoint_pending`, and the next `delete_expired` tries again even if it
+deleted nothing. `temp_store=MEMORY` keeps SQLite's temporary files (sorts, for
+instance) out of the filesystem altogether; the `-shm` file holds only page numbers
+and hashes, never row contents.
+
+What this does not reach: truncating the WAL frees its blocks without overwriting them,
+and overwriting a page of the database file in place need not overwrite the same
+physical storage. Copy-on-write and log-structured filesystems (btrfs, ZFS, F2FS),
+filesystem snapshots, SSD and flash wear levelling, swap, backups and the kernel's page
+cache can all keep copies of deleted ciphertext. The ciphertext is end-to-end encrypted,
+so those copies matter most if a member's keys are later seized; run the relay on
+full-disk encryption, and without snapshots or backups of the database, to narrow the
+gap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import stat
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, Literal, TypeVar
+
+import structlog
+import trio
+
+from relay._store import (
+    INT64_MAX,
+    AppendResult,
+    MailboxExistsError,
+    MailboxId,
+    MailboxRecord,
+    PendingAppend,
+    StorageError,
+    StoredEnvelope,
+    validate_admin_update,
+    validate_append,
+    validate_now,
+    validate_record,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+
+__all__ = [
+    "APPLICATION_ID",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "Durability",
+    "SQLiteStore",
+    "open_sqlite_store",
+]
+
+log = structlog.get_logger(__name__)
+
+_T = TypeVar("_T")
+
+Durability = Literal["full", "normal"]
+_SYNCHRONOUS: Final[dict[str, str]] = {"full": "FULL", "normal": "NORMAL"}
+
+# "crly" in ASCII: marks the file as a cellrelay database (SQLite's `application_id`
+# header field), so pointing the relay at some other program's database is refused
+# instead of adding our tables to it.
+APPLICATION_ID: Final = 0x63726C79
+
+# `INSERT ... ON CONFLICT DO NOTHING` needs 3.24 (2018); everything else used here (WAL,
+# secure_delete, wal_checkpoint(TRUNCATE), application_id) is older.
+MIN_SQLITE_VERSION: Final = (3, 24, 0)
+
+FILE_MODE: Final = 0o600  # the database, -wal and -shm: the relay's user only
+DIR_MODE: Final = 0o700  # a parent directory the store creates
+
+# How long a statement waits for a lock held by another connection before failing with
+# SQLITE_BUSY. Our own connections only contend at checkpoints (below); this is for an
+# outside program (a backup, the sqlite3 shell) holding a lock for a moment.
+BUSY_TIMEOUT: Final = 5.0
+
+# How long a TRUNCATE checkpoint waits for readers of an older snapshot. Our own reads
+# take milliseconds (a bounded page of envelopes); the write lock is held while it
+# waits, so a longer wait would stall publishes. Busy: retry at the next sweep.
+CHECKPOINT_BUSY_TIMEOUT: Final = 0.25
+
+# Expired envelopes deleted per transaction, holding the write lock. A chunk of 1000
+# 600-byte envelopes took 17-22 ms with secure_delete and fsync here (bench/bench_store.py,
+# including its share of the checkpoint), so a publish waits about that long at worst
+# behind the sweeper, while 20 chunks still clear 20,000 envelopes in under half a second.
+DELETE_CHUNK_ROWS: Final = 1000
+
+# Read connections: enough for several catch-up reads to overlap with each other; each
+# costs a file descriptor and up to SQLite's default 2 MiB page cache.
+DEFAULT_READ_CONNECTIONS: Final = 4
+MAX_READ_CONNECTIONS: Final = 64
+
+# Primary SQLite result codes after which the write connection's view of the file can
+# no longer be trusted (https://www.sqlite.org/rescode.html).
+_SQLITE_IOERR: Final = 10
+_SQLITE_CORRUPT: Final = 11
+_SQLITE_NOTADB: Final = 26
+_FATAL_CODES: Final = frozenset({_SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_NOTADB})
+
+_SQLITE_BUSY: Final = 5
+_SQLITE_LOCKED: Final = 6
+
+# Migrations: MIGRATIONS[n] takes a database from schema version n to n + 1. Never edit
+# a step that has shipped; append a new one (tests/relay/test_store.py keeps a frozen
+# copy of version 1 and checks such a file still opens). Each step is a tuple of single
+# statements because sqlite3's executescript() would commit the open transaction.
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+    (
+        f"PRAGMA application_id = {APPLICATION_ID}",
+        """
+        CREATE TABLE mailboxes (
+            id INTEGER PRIMARY KEY,
+            mailbox BLOB NOT NULL UNIQUE CHECK (length(mailbox) = 16),
+            write_key BLOB NOT NULL CHECK (length(write_key) = 32),
+            read_key BLOB NOT NULL CHECK (length(read_key) = 32),
+            admin_key BLOB NOT NULL CHECK (length(admin_key) = 32),
+            admin_counter INTEGER NOT NULL CHECK (admin_counter >= 0),
+            max_ttl INTEGER NOT NULL CHECK (max_ttl >= 0),
+            max_bytes INTEGER NOT NULL CHECK (max_bytes >= 0),
+            created_at INTEGER NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE heads (
+            mailbox_id INTEGER PRIMARY KEY REFERENCES mailboxes (id) ON DELETE CASCADE,
+            head INTEGER NOT NULL CHECK (head >= 0),
+            stored_bytes INTEGER NOT NULL CHECK (stored_bytes >= 0)
+        )
+        """,
+        """
+        CREATE TABLE envelopes (
+            id INTEGER PRIMARY KEY,
+            mailbox_id INTEGER NOT NULL REFERENCES mailboxes (id) ON DELETE CASCADE,
+            seq INTEGER NOT NULL CHECK (seq > 0),
+            expires_at INTEGER NOT NULL,
+            envelope BLOB NOT NULL,
+            UNIQUE (mailbox_id, seq)
+        )
+        """,
+        "CREATE INDEX envelopes_by_expiry ON envelopes (expires_at)",
+    ),
+)
+SCHEMA_VERSION: Final = len(MIGRATIONS)
+
+# What the open-time check expects to find (name -> type in sqlite_master).
+_EXPECTED_OBJECTS: Final[dict[str, str]] = {
+    "mailboxes": "table",
+    "heads": "table",
+    "envelopes": "table",
+    "envelopes_by_expiry": "index",
+}
+
+# Mailbox ids looked up per statement in `append_batch`: a fixed count (padded by
+# repeating an id) keeps it one cached prepared statement. One IN (...) lookup of 64 ids
+# took a quarter of the time of 64 single-row SELECTs here; 64 is far below SQLite's
+# bound-parameter limit (999 before 3.32).
+_LOOKUP_CHUNK: Final = 64
+_LOOKUP_SQL: Final = (
+    "SELECT m.mailbox, m.id, h.head, h.stored_bytes, m.max_bytes"  # noqa: S608 (only "?"s added)
+    " FROM mailboxes AS m JOIN heads AS h ON h.mailbox_id = m.id"
+    f" WHERE m.mailbox IN ({', '.join('?' * _LOOKUP_CHUNK)})"
+)
+
+
+class SQLiteStore:
+    """A `Store` in one SQLite file; see the module docstring for how it works.
+
+    Create it with `await SQLiteStore.open(path)` or `async with open_sqlite_store(path)`,
+    and call `aclose` when done.
+    """
+
+    def __init__(
+        self,
+        *,
+        path: Path,
+        durability: Durability,
+        writer: sqlite3.Connection,
+        readers: Sequence[sqlite3.Connection],
+    ) -> None:
+        """Wrap connections that `open` prepared; call `open` instead of this."""
+        self._path = path
+        self._durability: Durability = durability
+        self._writer = writer
+        self._write_lock = trio.Lock()
+        self._idle_readers = list(readers)
+        self._reader_count = len(readers)
+        self._read_slots = trio.CapacityLimiter(len(readers))
+        # Our own worker threads: one writer plus the readers, never the process-wide
+        # default pool that other code may be using up.
+        self._threads = trio.CapacityLimiter(len(readers) + 1)
+        self._closed = False
+        self._failure: str | None = None
+        self._checkpoint_pending = False
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        durability: Durability = "full",
+        read_connections: int = DEFAULT_READ_CONNECTIONS,
+    ) -> SQLiteStore:
+        """Open (creating if needed), check and migrate the database at `path`.
+
+        Args:
+            path: the database file. Its directory holds the `-wal` and `-shm` files too
+                and must be on a local filesystem (WAL needs shared memory).
+            durability: "full" survives power loss; "normal" survives a crash of the
+                process but may lose the last acknowledged batches on power loss.
+            read_connections: size of the read connection pool.
+
+        Raises:
+            StorageError: the file cannot be used; the message says why and what to do.
+        """
+        if durability not in _SYNCHRONOUS:
+            raise ValueError('durability must be "full" or "normal"')
+        if not 1 <= read_connections <= MAX_READ_CONNECTIONS:
+            raise ValueError(f"read_connections must be in [1, {MAX_READ_CONNECTIONS}]")
+        db_path = Path(path)
+        writer, readers, migrated_from, wal_clean = await trio.to_thread.run_sync(
+            _open_sync, db_path, durability, read_connections
+        )
+        log.info(
+            "store_opened",
+            path=str(db_path),
+            durability=durability,
+            schema_version=SCHEMA_VERSION,
+            migrated_from=migrated_from,
+        )
+        store = cls(path=db_path, durability=durability, writer=writer, readers=readers)
+        if not wal_clean:
+            store._checkpoint_pending = True
+            log.warning("wal_checkpoint_busy", during="open")
+        return store
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "failed" if self._failure else "open"
+        return f"<SQLiteStore {str(self._path)!r} durability={self._durability} {state}>"
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return self._path
+
+    @property
+    def durability(self) -> Durability:
+        """The durability the store was opened with."""
+        return self._durability
+
+    @property
+    def wal_checkpoint_pending(self) -> bool:
+        """Whether deleted data may still sit in the WAL because a checkpoint was busy."""
+        return self._checkpoint_pending
+
+    # --- the Store interface -------------------------------------------------------------
+
+    async def create_mailbox(self, record: MailboxRecord) -> None:
+        """Store a new mailbox; raise `MailboxExistsError` if its id is taken."""
+        validate_record(record)
+        created = await self._write("create_mailbox", lambda conn: _create_sync(conn, record))
+        if not created:
+            raise MailboxExistsError("mailbox id already taken")
+
+    async def get_mailbox(self, mailbox: MailboxId) -> MailboxRecord | None:
+        """Return the mailbox's record, or None if there is no such mailbox."""
+        return await self._read("get_mailbox", lambda conn: _get_sync(conn, mailbox))
+
+    async def update_admin(
+        self,
+        mailbox: MailboxId,
+        *,
+        counter: int,
+        write_key: bytes | None = None,
+        read_key: bytes | None = None,
+        admin_key: bytes | None = None,
+        max_ttl: int | None = None,
+        max_bytes: int | None = None,
+    ) -> bool:
+        """Apply an admin change if `counter` is above the stored counter, atomically.
+
+        Returns False (and changes nothing) if the mailbox is gone or the counter is stale.
+        """
+        validate_admin_update(
+            counter=counter,
+            write_key=write_key,
+            read_key=read_key,
+            admin_key=admin_key,
+            max_ttl=max_ttl,
+            max_bytes=max_bytes,
+        )
+        params = (counter, write_key, read_key, admin_key, max_ttl, max_bytes, mailbox, counter)
+        return await self._write("update_admin", lambda conn: _update_admin_sync(conn, params))
+
+    async def delete_mailbox(self, mailbox: MailboxId) -> bool:
+        """Delete the mailbox and its envelopes, then checkpoint so the bytes are gone.
+
+        Returns False if there was no such mailbox.
+        """
+        deleted = await self._write(
+            "delete_mailbox", lambda conn: _delete_mailbox_sync(conn, mailbox)
+        )
+        if deleted:
+            # Set before trying, so a cancelled or busy checkpoint is retried by the sweeper.
+            self._checkpoint_pending = True
+            await self._checkpoint()
+        return deleted
+
+    async def append_batch(
+        self, items: Sequence[PendingAppend], *, default_max_bytes: int
+    ) -> list[AppendResult]:
+        """Store a batch durably in one transaction and return one result per item, in order.
+
+        Sequence numbers within one mailbox follow the order of `items`. An item whose
+        mailbox does not exist gets error "no_such_mailbox"; one that would take its
+        mailbox past its `max_bytes` (or `default_max_bytes` if that is 0) gets
+        "mailbox_full". Neither affects the other items.
+        """
+        validate_append(items, default_max_bytes=default_max_bytes)
+        if not items:
+            await trio.lowlevel.checkpoint()
+            return []
+        return await self._write(
+            "append_batch", lambda conn: _append_sync(conn, items, default_max_bytes)
+        )
+
+    async def read_after(
+        self, mailbox: MailboxId, after: int, *, limit: int, now: float
+    ) -> list[StoredEnvelope]:
+        """Return up to `limit` unexpired envelopes with seq > `after`, by increasing seq."""
+        if limit < 0:
+            raise ValueError("limit must not be negative")
+        validate_now(now)
+        if limit == 0 or after >= INT64_MAX:
+            # Nothing can follow INT64_MAX; and SQLite could not bind a larger cursor.
+            await trio.lowlevel.checkpoint()
+            self._check_usable()
+            return []
+        first_after = max(after, 0)
+        return await self._read(
+            "read_after", lambda conn: _read_after_sync(conn, mailbox, first_after, limit, now)
+        )
+
+    async def delete_expired(self, now: float) -> int:
+        """Delete every envelope with expires_at <= now, then checkpoint and truncate the WAL.
+
+        Returns how many envelopes were deleted. Deletes in chunks of `DELETE_CHUNK_ROWS`,
+        each its own transaction; if cancelled between chunks, what was deleted stays
+        deleted (and `stored_bytes` agrees). A busy checkpoint is logged and retried on
+        the next call (see `wal_checkpoint_pending`).
+        """
+        validate_now(now)
+        deleted = 0
+        while True:
+            count = await self._write(
+                "delete_expired", lambda conn: _delete_expired_chunk_sync(conn, now)
+            )
+            deleted += count
+            if count:
+                # Set before the checkpoint, so a cancelled or busy one is retried later.
+                self._checkpoint_pending = True
+            if count < DELETE_CHUNK_ROWS:
+                break
+        if self._checkpoint_pending:
+            await self._checkpoint()
+        return deleted
+
+    async def count_mailboxes(self) -> int:
+        """Return how many mailboxes exist (for the metrics gauge)."""
+        return await self._read("count_mailboxes", _count_sync)
+
+    async def aclose(self) -> None:
+        """Wait for running operations, then close every connection.
+
+        Closing the last connection checkpoints the WAL into the database file and
+        removes the `-wal` and `-shm` files. Calling it again does nothing.
+        """
+        if self._closed:
+            await trio.lowlevel.checkpoint()
+            return
+        self._closed = True
+        # Shielded: a half-closed store would leave connections (and the WAL) open.
+        with trio.CancelScope(shield=True):
+            async with self._write_lock:
+                tokens = [object() for _ in range(self._reader_count)]
+                for token in tokens:
+                    await self._read_slots.acquire_on_behalf_of(token)
+                try:
+                    await trio.to_thread.run_sync(
+                        _close_all, self._writer, self._idle_readers, limiter=self._threads
+                    )
+                finally:
+                    # Tasks queued for a reader wake up, see the store closed, and raise.
+                    for token in tokens:
+                        self._read_slots.release_on_behalf_of(token)
+        log.info("store_closed", path=str(self._path))
+
+    # --- plumbing --------------------------------------------------------------------------
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("the store is closed")
+        if self._failure is not None:
+            raise StorageError(
+                f"the store stopped after an earlier error ({self._failure}); restart the "
+                "relay so SQLite can recover the database file"
+            )
+
+    async def _write(self, what: str, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run `work` on the write connection in a worker thread, one at a time."""
+        self._check_usable()
+        async with self._write_lock:
+            self._check_usable()  # aclose, or a failure, may have come while we waited
+            try:
+                return await trio.to_thread.run_sync(
+                    work, self._writer, limiter=self._threads, abandon_on_cancel=False
+                )
+            except sqlite3.Error as exc:
+                if _primary_code(exc) in _FATAL_CODES:
+                    self._failure = f"{what}: {exc}"
+                    # Not log.exception: a rendered traceback may show local variables.
+                    log.error("store_failed", operation=what, error=str(exc))  # noqa: TRY400
+                raise StorageError(f"{what} failed: {exc}") from exc
+
+    async def _read(self, what: str, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run `work` on an idle read connection in a worker thread."""
+        self._check_usable()
+        async with self._read_slots:
+            self._check_usable()
+            conn = self._idle_readers.pop()
+            try:
+                return await trio.to_thread.run_sync(
+                    work, conn, limiter=self._threads, abandon_on_cancel=False
+                )
+            except sqlite3.Error as exc:
+                raise StorageError(f"{what} failed: {exc}") from exc
+            finally:
+                self._idle_readers.append(conn)
+
+    async def _checkpoint(self) -> None:
+        """Checkpoint and truncate the WAL; on busy, remember to retry and log it."""
+        result = await self._write("wal_checkpoint", _checkpoint_sync)
+        if result is None:
+            self._checkpoint_pending = False
+            return
+        self._checkpoint_pending = True
+        log.warning("wal_checkpoint_busy", wal_frames=result[0], checkpointed=result[1])
+
+
+@asynccontextmanager
+async def open_sqlite_store(
+    path: str | os.PathLike[str],
+    *,
+    durability: Durability = "full",
+    read_connections: int = DEFAULT_READ_CONNECTIONS,
+) -> AsyncIterator[SQLiteStore]:
+    """Open a `SQLiteStore` (see `SQLiteStore.open`) and close it when the block ends."""
+    store = await SQLiteStore.open(path, durability=durability, read_connections=read_connections)
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+# --- blocking work, run in worker threads ---------------------------------------------------
+
+
+def _primary_code(exc: sqlite3.Error) -> int | None:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return None if code is None else code & 0xFF
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """Run the block in one write transaction: commit if it returns, roll back if not."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        # A failed COMMIT may already have rolled back; the original error matters more
+        # than a second one from ROLLBACK.
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise
+
+
+def _create_sync(conn: sqlite3.Connection, record: MailboxRecord) -> bool:
+    with _transaction(conn):
+        cursor = conn.execute(
+            "INSERT INTO mailboxes (mailbox, write_key, read_key, admin_key, admin_counter,"
+            " max_ttl, max_bytes, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (mailbox) DO NOTHING",
+            (
+                record.mailbox,
+                record.write_key,
+                record.read_key,
+                record.admin_key,
+                record.admin_counter,
+                record.max_ttl,
+                record.max_bytes,
+                record.created_at,
+            ),
+        )
+        if cursor.rowcount != 1:
+            return False
+        conn.execute(
+            "INSERT INTO heads (mailbox_id, head, stored_bytes) VALUES (?, ?, ?)",
+            (cursor.lastrowid, record.head, record.stored_bytes),
+        )
+    return True
+
+
+def _get_sync(conn: sqlite3.Connection, mailbox: bytes) -> MailboxRecord | None:
+    rows = conn.execute(
+        "SELECT m.write_key, m.read_key, m.admin_key, m.admin_counter, m.max_ttl,"
+        " m.max_bytes, m.created_at, h.head, h.stored_bytes"
+        " FROM mailboxes AS m JOIN heads AS h ON h.mailbox_id = m.id WHERE m.mailbox = ?",
+        (mailbox,),
+    ).fetchall()
+    if not rows:
+        return None
+    write_key, read_key, admin_key, counter, max_ttl, max_bytes, created, head, stored = rows[0]
+    return MailboxRecord(
+        mailbox=MailboxId(mailbox),
+        write_key=write_key,
+        read_key=read_key,
+        admin_key=admin_key,
+        admin_counter=counter,
+        max_ttl=max_ttl,
+        max_bytes=max_bytes,
+        created_at=created,
+        head=head,
+        stored_bytes=stored,
+    )
+
+
+def _update_admin_sync(conn: sqlite3.Connection, params: tuple[object, ...]) -> bool:
+    # One statement, so the counter check and the change are atomic without BEGIN.
+    cursor = conn.execute(
+        "UPDATE mailboxes SET admin_counter = ?,"
+        " write_key = coalesce(?, write_key), read_key = coalesce(?, read_key),"
+        " admin_key = coalesce(?, admin_key), max_ttl = coalesce(?, max_ttl),"
+        " max_bytes = coalesce(?, max_bytes)"
+        " WHERE mailbox = ? AND admin_counter < ?",
+        params,
+    )
+    return cursor.rowcount == 1
+
+
+def _delete_mailbox_sync(conn: sqlite3.Connection, mailbox: bytes) -> bool:
+    with _transaction(conn):
+        rows = conn.execute("SELECT id FROM mailboxes WHERE mailbox = ?", (mailbox,)).fetchall()
+        if not rows:
+            return False
+        # Explicit rather than relying on ON DELETE CASCADE alone, so the envelopes go
+        # even if foreign keys were somehow off for this connection.
+        conn.execute("DELETE FROM envelopes WHERE mailbox_id = ?", rows[0])
+        conn.execute("DELETE FROM heads WHERE mailbox_id = ?", rows[0])
+        conn.execute("DELETE FROM mailboxes WHERE id = ?", rows[0])
+    return True
+
+
+@dataclass(slots=True)
+class _Head:
+    """One mailbox's write position while a batch is being assigned (mutable, private)."""
+
+    row_id: int
+    head: int
+    stored: int
+    limit: int
+    changed: bool = False
+
+
+def _lookup_heads(
+    conn: sqlite3.Connection, mailboxes: list[bytes], default_max_bytes: int
+) -> dict[bytes, _Head]:
+    found: dict[bytes, _Head] = {}
+    for start in range(0, len(mailboxes), _LOOKUP_CHUNK):
+        chunk = mailboxes[start : start + _LOOKUP_CHUNK]
+        chunk += [chunk[-1]] * (_LOOKUP_CHUNK - len(chunk))
+        for mailbox, row_id, head, stored, max_bytes in conn.execute(_LOOKUP_SQL, chunk):
+            found[mailbox] = _Head(row_id, head, stored, max_bytes or default_max_bytes)
+    return found
+
+
+def _append_sync(
+    conn: sqlite3.Connection, items: Sequence[PendingAppend], default_max_bytes: int
+) -> list[AppendResult]:
+    inserts: list[tuple[int, int, int, bytes]] = []
+    results: list[AppendResult] = []
+    with _transaction(conn):
+        # Inside the transaction, so no other writer can move a head under us.
+        heads = _lookup_heads(
+            conn, list(dict.fromkeys(i.mailbox for i in items)), default_max_bytes
+        )
+        for item in items:
+            box = heads.get(item.mailbox)
+            if box is None:
+                results.append(AppendResult(seq=None, error="no_such_mailbox"))
+                continue
+            size = len(item.envelope)
+            # The head check mirrors MemoryStore: seq may not pass what SQLite can hold.
+            if box.stored + size > box.limit or box.head >= INT64_MAX:
+                results.append(AppendResult(seq=None, error="mailbox_full"))
+                continue
+            box.head += 1
+            box.stored += size
+            box.changed = True
+            inserts.append((box.row_id, box.head, item.expires_at, item.envelope))
+            results.append(AppendResult(seq=box.head))
+        if inserts:
+            conn.executemany(
+                "INSERT INTO envelopes (mailbox_id, seq, expires_at, envelope) VALUES (?, ?, ?, ?)",
+                inserts,
+            )
+            conn.executemany(
+                "UPDATE heads SET head = ?, stored_bytes = ? WHERE mailbox_id = ?",
+                [(b.head, b.stored, b.row_id) for b in heads.values() if b.changed],
+            )
+    return results
+
+
+def _read_after_sync(
+    conn: sqlite3.Connection, mailbox: bytes, after: int, limit: int, now: float
+) -> list[StoredEnvelope]:
+    rows = conn.execute(
+        "SELECT seq, expires_at, envelope FROM envelopes"
+        " WHERE mailbox_id = (SELECT id FROM mailboxes WHERE mailbox = ?)"
+        " AND seq > ? AND expires_at > ? ORDER BY seq LIMIT ?",
+        (mailbox, after, now, limit),
+    ).fetchall()
+    return [StoredEnvelope(seq=seq, expires_at=exp, envelope=env) for seq, exp, env in rows]
+
+
+def _delete_expired_chunk_sync(conn: sqlite3.Connection, now: float) -> int:
+    with _transaction(conn):
+        # length() of a BLOB column does not read the blob (SQLite's OPFLAG_LENGTHARG).
+        rows = conn.execute(
+            "SELECT id, mailbox_id, length(envelope) FROM envelopes"
+            " WHERE expires_at <= ? ORDER BY expires_at LIMIT ?",
+            (now, DELETE_CHUNK_ROWS),
+        ).fetchall()
+        if not rows:
+            return 0
+        freed: dict[int, int] = {}
+        for _, mailbox_id, size in rows:
+            freed[mailbox_id] = freed.get(mailbox_id, 0) + size
+        conn.executemany("DELETE FROM envelopes WHERE id = ?", [(row[0],) for row in rows])
+        conn.executemany(
+            "UPDATE heads SET stored_bytes = stored_bytes - ? WHERE mailbox_id = ?",
+            [(size, mailbox_id) for mailbox_id, size in freed.items()],
+        )
+    return len(rows)
+
+
+def _checkpoint_sync(conn: sqlite3.Connection) -> tuple[int, int] | None:
+    """Checkpoint and truncate the WAL; None if done, else (WAL frames, checkpointed)."""
+    conn.execute(f"PRAGMA busy_timeout = {int(CHECKPOINT_BUSY_TIMEOUT * 1000)}")
+    try:
+        busy, wal_frames, checkpointed = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()[
+            0
+        ]
+    except sqlite3.OperationalError as exc:
+        if _primary_code(exc) in (_SQLITE_BUSY, _SQLITE_LOCKED):
+            return (-1, -1)
+        raise
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
+    return None if busy == 0 else (wal_frames, checkpointed)
+
+
+def _count_sync(conn: sqlite3.Connection) -> int:
+    count: int = conn.execute("SELECT count(*) FROM mailboxes").fetchall()[0][0]
+    return count
+
+
+def _close_all(writer: sqlite3.Connection, readers: Sequence[sqlite3.Connection]) -> None:
+    # Readers first: the last connection to close checkpoints and removes the WAL.
+    for conn in readers:
+        conn.close()
+    writer.close()
+
+
+# --- opening ---------------------------------------------------------------------------------
+
+
+def _open_sync(
+    path: Path, durability: Durability, read_connections: int
+) -> tuple[sqlite3.Connection, list[sqlite3.Connection], int | None, bool]:
+    """Prepare the files, open and check the database, migrate it, open the readers.
+
+    Returns the connections, the schema version migrated from (None if none was needed)
+    and whether the opening checkpoint emptied the WAL.
+    """
+    if sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:
+        need = ".".join(map(str, MIN_SQLITE_VERSION))
+        raise StorageError(
+            f"the SQLite library is version {sqlite3.sqlite_version}; cellrelay needs {need} "
+            "or newer (install a Python built against a newer SQLite)"
+        )
+    _prepare_files(path)
+    opened: list[sqlite3.Connection] = []
+    try:
+        writer = _connect(path, durability)
+        opened.append(writer)
+        _check_identity(writer, path)
+        _enable_wal(writer, path)
+        _check_integrity(writer, path)
+        migrated_from = _migrate(writer, MIGRATIONS, path)
+        _check_tables(writer, path)
+        # A crash between a deletion and its checkpoint leaves deleted ciphertext in the
+        # WAL, and the in-memory "pending" flag died with the process: checkpoint now.
+        wal_clean = _checkpoint_sync(writer) is None
+        for _ in range(read_connections):
+            reader = _connect(path, durability)
+            opened.append(reader)
+            reader.execute("PRAGMA query_only = ON").fetchall()
+        return writer, opened[1:], migrated_from, wal_clean
+    except sqlite3.Error as exc:
+        for conn in opened:
+            conn.close()
+        raise StorageError(
+            f"cannot open {path} as a cellrelay database ({exc}); if it is not one, point "
+            "the relay at another path, else restore it from a backup"
+        ) from exc
+    except BaseException:
+        for conn in opened:
+            conn.close()
+        raise
+
+
+def _prepare_files(path: Path) -> None:
+    """Create the directory and file with private modes, or tighten existing modes."""
+    parent = path.parent
+    try:
+        if not parent.exists():
+            parent.mkdir(mode=DIR_MODE, parents=True)
+            parent.chmod(DIR_MODE)  # mkdir's mode is filtered by the umask
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise StorageError(f"{path} is not a regular file; give the database a file path")
+            if stat.S_IMODE(info.st_mode) != FILE_MODE:
+                os.fchmod(fd, FILE_MODE)
+                log.warning("store_file_mode_tightened", path=str(path))
+            if info.st_size == 0:
+                # A new (or empty) database: make its directory entry durable as well.
+                dir_fd = os.open(parent, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    os.fsync(dir_fd)
+                finally:
+                    os.close(dir_fd)
+        finally:
+            os.close(fd)
+        for suffix in ("-wal", "-shm"):
+            side = path.with_name(path.name + suffix)
+            if side.exists() and stat.S_IMODE(side.stat().st_mode) != FILE_MODE:
+                side.chmod(FILE_MODE)
+    except OSError as exc:
+        raise StorageError(
+            f"cannot create or open {path}: {exc.strerror}; check that the relay's user "
+            "may create and write files in that directory"
+        ) from exc
+
+
+def _connect(path: Path, durability: Durability) -> sqlite3.Connection:
+    # isolation_level=None: we issue BEGIN/COMMIT ourselves. check_same_thread=False:
+    # each connection moves between worker threads, one thread at a time (see above).
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        for pragma in (
+            f"busy_timeout = {int(BUSY_TIMEOUT * 1000)}",
+            f"synchronous = {_SYNCHRONOUS[durability]}",
+            "secure_delete = ON",
+            "foreign_keys = ON",
+            "temp_store = MEMORY",
+            "trusted_schema = OFF",
+        ):
+            conn.execute(f"PRAGMA {pragma}").fetchall()
+        # A SQLite built with other defaults or omissions may ignore a pragma silently.
+        _expect_pragma(conn, "secure_delete", 1)
+        _expect_pragma(conn, "foreign_keys", 1)
+        _expect_pragma(conn, "synchronous", {"full": 2, "normal": 1}[durability])
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _expect_pragma(conn: sqlite3.Connection, name: str, want: int) -> None:
+    got = conn.execute(f"PRAGMA {name}").fetchall()[0][0]
+    if got != want:
+        raise StorageError(
+            f"SQLite ignored PRAGMA {name} (it is {got}, cellrelay needs {want}); this "
+            "SQLite build cannot be used: run cellrelay on a Python with a standard SQLite"
+        )
+
+
+def _enable_wal(conn: sqlite3.Connection, path: Path) -> None:
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchall()[0][0]
+    if str(mode).lower() != "wal":
+        raise StorageError(
+            f"{path}: SQLite could not switch to WAL mode (it reports {mode!r}); put the "
+            "database on a local filesystem (WAL does not work on network filesystems)"
+        )
+
+
+def _check_integrity(conn: sqlite3.Connection, path: Path) -> None:
+    problems = [row[0] for row in conn.execute("PRAGMA quick_check").fetchall()]
+    if problems != ["ok"]:
+        raise StorageError(
+            f"{path} failed SQLite's integrity check (first problem: {problems[0]}); "
+            "stop the relay, move the file and its -wal and -shm files aside, and "
+            "restore a backup or start with an empty database"
+        )
+
+
+def _check_identity(conn: sqlite3.Connection, path: Path) -> None:
+    """Refuse another program's database, and a schema newer than this code knows."""
+    app_id = conn.execute("PRAGMA application_id").fetchall()[0][0]
+    version = conn.execute("PRAGMA user_version").fetchall()[0][0]
+    objects = conn.execute("SELECT count(*) FROM sqlite_master").fetchall()[0][0]
+    if app_id != APPLICATION_ID and (app_id != 0 or version != 0 or objects != 0):
+        raise StorageError(
+            f"{path} is not a cellrelay database (application_id {app_id:#x}, schema "
+            f"version {version}); point the relay at a new path"
+        )
+    _check_version(version, SCHEMA_VERSION, path)
+
+
+def _check_version(version: int, known: int, path: Path) -> None:
+    if version > known:
+        raise StorageError(
+            f"{path} has schema version {version}, but this cellrelay knows versions up to "
+            f"{known}; run the newer cellrelay that wrote it (or restore a backup made "
+            "with this version)"
+        )
+
+
+def _migrate(
+    conn: sqlite3.Connection, migrations: Sequence[Sequence[str]], path: Path
+) -> int | None:
+    """Run the missing migration steps in one transaction; return the old version, if any."""
+    target = len(migrations)
+    with _transaction(conn):
+        # Read again inside the transaction: another process may have migrated meanwhile.
+        version: int = conn.execute("PRAGMA user_version").fetchall()[0][0]
+        _check_version(version, target, path)
+        if version == target:
+            return None
+        for step in migrations[version:]:
+            for statement in step:
+                conn.execute(statement).fetchall()
+        # PRAGMA takes no bound parameters; target is an int we computed.
+        conn.execute(f"PRAGMA user_version = {int(target)}")
+    log.info("store_migrated", path=str(path), from_version=version, to_version=target)
+    return version
+
+
+def _check_tables(conn: sqlite3.Connection, path: Path) -> None:
+    found = dict(conn.execute("SELECT name, type FROM sqlite_master").fetchall())
+    for name, kind in _EXPECTED_OBJECTS.items():
+        if found.get(name) != kind:
+            raise StorageError(
+                f"{path} claims schema version {SCHEMA_VERSION} but has no {kind} {name!r}; "
+                "it was changed outside cellrelay: restore a backup, or move it aside to "
+                "start with an empty database"
+            )
