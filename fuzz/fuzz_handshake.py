@@ -35,7 +35,9 @@ def _pair() -> tuple[Connection, Connection]:
         relay_public_key=RELAY_KEY.public,
         ephemeral_key=KeyPair.from_private(CLIENT_EPHEMERAL),
     )
-    relay = Connection(Role.RELAY, static_key=RELAY_KEY, ephemeral_key=KeyPair.from_private(RELAY_EPHEMERAL))
+    relay = Connection(
+        Role.RELAY, static_key=RELAY_KEY, ephemeral_key=KeyPair.from_private(RELAY_EPHEMERAL)
+    )
     return client, relay
 
 
@@ -53,13 +55,13 @@ def test_one_input(data: bytes) -> None:
         if mode == 0:
             relay.receive_data(rest)
         elif mode == 1:
-            handshake = client._handshake  # noqa: SLF001 - the harness forges a client
+            handshake = client._handshake
             assert handshake is not None
             relay.receive_data(_frame(handshake.write_message(rest[:60000])))
         else:
             relay.receive_data(client.send(Hello()))
             client.receive_data(relay.send(WELCOME))
-            cipher = client._send_cipher  # noqa: SLF001
+            cipher = client._send_cipher
             assert cipher is not None
             relay.receive_data(_frame(cipher.encrypt(rest[:65000])))
     except RemoteProtocolError:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from protocol._codec import encode_message  # noqa: E402
-from protocol._framing import encode_frame  # noqa: E402
-from protocol._messages import MESSAGE_TYPES, Message, PageItem  # noqa: E402
+from protocol._codec import encode_message
+from protocol._framing import encode_frame
+from protocol._messages import MESSAGE_TYPES, Message, PageItem
 
 SEEDS = Path(__file__).resolve().parent / "seeds"
 
@@ -50,7 +50,9 @@ def main() -> None:
         (SEEDS / "codec" / f"{message.TYPE}.bin").write_bytes(encoded)
         (SEEDS / "handshake" / f"payload-{message.TYPE}.bin").write_bytes(b"\x01" + encoded)
         (SEEDS / "handshake" / f"transport-{message.TYPE}.bin").write_bytes(b"\x02" + encoded)
-        (SEEDS / "frames" / f"{message.TYPE}.bin").write_bytes(b"\x02\x10\x80" + encode_frame(encoded) * 2)
+        (SEEDS / "frames" / f"{message.TYPE}.bin").write_bytes(
+            b"\x02\x10\x80" + encode_frame(encoded) * 2
+        )
     (SEEDS / "codec" / "several.bin").write_bytes(b"".join(encode_message(m) for m in messages[:6]))
 
 

@@ -1,0 +1,3 @@
+"""cellrelay's client library (being built; see the open issues)."""
+
+__all__: list[str] = []

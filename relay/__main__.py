@@ -1,0 +1,7 @@
+"""`python -m relay`: the relay's command line."""
+
+import sys
+
+from ._cli import main
+
+sys.exit(main())

@@ -1,0 +1,633 @@
+"""The mailbox hub: requests, group commit, fan-out and subscriptions with resume.
+
+Theory of operation
+-------------------
+
+The hub owns one `MailboxState` per mailbox in use (authenticated or subscribed on some
+connection, or with publishes awaiting commit); it forgets a mailbox when none of that
+holds. The state caches the store's record (keys, limits, counter) and the last committed
+sequence number (`head`). The relay keeps no per-member state: a `MailboxState` knows
+connections, not members.
+
+Publishing (group commit). A `publish` is checked (capability, size, expiry, rates) and
+appended to `_commit_queue`; the connection goes on reading. One committer task takes
+everything queued (up to `commit_batch`) and hands it to `Store.append_batch`, one
+transaction. While that commits, new publishes queue up and form the next batch, so the
+batch size adapts to the load with no timer. After the commit returns, in one synchronous
+step (no await, so nothing interleaves): each publisher gets `published` (or `error`),
+each mailbox's `head` advances, and every live subscriber gets the new envelopes, all of a
+batch's messages for one connection in one frame. A publish is acknowledged only after its
+commit, and fan-out follows seq order because batches commit one at a time.
+
+Subscriptions, and why there is no gap or duplicate at the seam. A subscription starts
+"catching up": its task reads the backlog from the store, page by page, and queues it,
+while the committer puts new envelopes for it into a bounded buffer instead of sending
+them. Before each read the task notes `head`; every envelope with seq <= that head was
+committed before the read began, so the read sees it. When a read comes back short, the
+subscription's cursor becomes max(last seq sent, noted head), the buffered envelopes with
+seq above the cursor are sent, and the subscription turns live: all without an await, so
+no commit can slip between. Every envelope above the noted head was committed after the
+subscription was registered, hence is in the buffer. If the buffer overflowed, it is
+dropped and the task reads the store again instead; the envelopes are there. Live delivery
+sends only seq > cursor, so nothing is sent twice.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
+
+import structlog
+import trio
+
+from protocol._capability import verify_admin, verify_auth
+from protocol._connection import MAX_PLAINTEXT, EncodedMessage
+from protocol._errors import ErrorCode
+from protocol._messages import (
+    MAX_PAGE_ITEMS,
+    Auth,
+    Create,
+    Created,
+    Delete,
+    Deliver,
+    Error,
+    Fetch,
+    Goodbye,
+    MailboxId,
+    Message,
+    Ok,
+    Page,
+    PageItem,
+    Ping,
+    Pong,
+    Publish,
+    Published,
+    Revoked,
+    Rotate,
+    SetLimits,
+    Subscribe,
+    Subscribed,
+    Unsubscribe,
+)
+
+from ._logging import tag_mailbox
+from ._ratelimit import AddressBuckets, TokenBucket
+from ._session import READ, WRITE, Session
+from ._store import MailboxExistsError, MailboxRecord, PendingAppend, Store
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ._config import RelayConfig
+    from ._metrics import RelayMetrics
+
+__all__ = ["Hub", "MailboxState", "Subscription"]
+
+log = structlog.get_logger("cellrelay.relay")
+
+# Backlog pages: the protocol's page size; 256 alerts of ~1 KiB is a quarter of the queue.
+BACKLOG_PAGE: Final = MAX_PAGE_ITEMS
+# Live envelopes buffered for one catching-up subscription before it falls back to
+# re-reading the store. 1,024 covers several seconds of a busy cell's traffic.
+CATCH_UP_BUFFER: Final = 1024
+# A page must fit one frame: per item, the array header, two uints and the bin header
+# take at most 1 + 9 + 9 + 5 bytes; the map around it under 64.
+PAGE_ITEM_OVERHEAD: Final = 24
+PAGE_BUDGET: Final = MAX_PLAINTEXT - 64
+# Tolerance for clocks: an expires_at this far past now + max TTL is still accepted, so a
+# client that computes "now + TTL" with its own slightly fast clock is not refused.
+TTL_SLACK: Final = 60
+
+STORE_ERRORS: Final = {
+    "no_such_mailbox": ErrorCode.NO_SUCH_MAILBOX,
+    "mailbox_full": ErrorCode.MAILBOX_FULL,
+}
+
+
+@dataclass(eq=False, slots=True)
+class Subscription:
+    """One connection's subscription to one mailbox."""
+
+    state: MailboxState
+    session: Session
+    cursor: int  # the highest seq queued to the client, or its resume cursor
+    live: bool = False
+    buffer: list[tuple[int, int, EncodedMessage]] | None = field(default_factory=list)
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+
+@dataclass(eq=False, slots=True)
+class MailboxState:
+    """What the hub holds for a mailbox in use."""
+
+    record: MailboxRecord
+    head: int
+    bucket: TokenBucket
+    holders: dict[Session, int] = field(default_factory=dict)  # capability bits per connection
+    subs: dict[Session, Subscription] = field(default_factory=dict)
+    pending: int = 0  # publishes queued or committing
+
+    @property
+    def mailbox(self) -> MailboxId:
+        """The mailbox id."""
+        return self.record.mailbox
+
+
+class Hub:
+    """Handles every request of every connection; see the module docstring."""
+
+    def __init__(
+        self,
+        store: Store,
+        config: RelayConfig,
+        metrics: RelayMetrics,
+        *,
+        now: Callable[[], float],
+        mailbox_count: int,
+    ) -> None:
+        """Create a hub over `store`; `now` returns the wall clock (Unix seconds)."""
+        self.store = store
+        self.config = config
+        self.metrics = metrics
+        self.now = now
+        self.mailbox_count = mailbox_count
+        self._states: dict[MailboxId, MailboxState] = {}
+        self._commit_queue: list[tuple[PendingAppend, Session, int]] = []
+        self._commit_wakeup = trio.Event()
+        self._committing = False
+        self._accepting = True
+        self._idle = trio.Event()
+        self._create_buckets = AddressBuckets(config.create_rate, config.create_burst)
+        metrics.mailboxes.set_function(lambda: self.mailbox_count)
+
+    # -- background tasks ------------------------------------------------------------------
+
+    async def run_committer(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Commit queued publishes in batches until cancelled or shut down and drained."""
+        task_status.started()
+        config = self.config
+        while True:
+            if not self._commit_queue:
+                if not self._accepting:
+                    self._idle.set()
+                    return
+                self._commit_wakeup = trio.Event()
+                await self._commit_wakeup.wait()
+                continue
+            batch = self._commit_queue[: config.commit_batch]
+            del self._commit_queue[: config.commit_batch]
+            self._committing = True
+            started = trio.current_time()
+            try:
+                results = await self.store.append_batch(
+                    [item for item, _, _ in batch], default_max_bytes=config.mailbox_max_bytes
+                )
+            finally:
+                self._committing = False
+            self.metrics.store_commit_seconds.observe(trio.current_time() - started)
+            self.metrics.store_batch_size.observe(len(batch))
+            self._after_commit(batch, [(r.seq, r.error) for r in results])
+
+    def _after_commit(
+        self,
+        batch: list[tuple[PendingAppend, Session, int]],
+        results: list[tuple[int | None, str | None]],
+    ) -> None:
+        """Acknowledge and fan out one committed batch, all in one synchronous step."""
+        outgoing: dict[Session, list[EncodedMessage]] = {}
+        fresh: dict[MailboxId, list[tuple[int, int, EncodedMessage]]] = {}
+        limit = self.config.max_inflight_publishes
+        metrics = self.metrics
+        for (item, session, request_id), (seq, error) in zip(batch, results, strict=True):
+            state = self._states.get(item.mailbox)
+            if state is not None:
+                state.pending -= 1
+            session.publish_done(limit)
+            if seq is None:
+                code = STORE_ERRORS.get(error or "", ErrorCode.INTERNAL)
+                metrics.reject(code)
+                outgoing.setdefault(session, []).append(
+                    EncodedMessage.of(Error(id=request_id, code=code))
+                )
+                continue
+            metrics.publishes.inc()
+            outgoing.setdefault(session, []).append(
+                EncodedMessage.of(Published(id=request_id, seq=seq))
+            )
+            deliver = Deliver(
+                mailbox=item.mailbox, seq=seq, expires_at=item.expires_at, envelope=item.envelope
+            )
+            fresh.setdefault(item.mailbox, []).append(
+                (seq, item.expires_at, EncodedMessage.of(deliver))
+            )
+        deliveries = 0
+        for mailbox, entries in fresh.items():
+            state = self._states.get(mailbox)
+            if state is None:
+                continue
+            state.head = max(state.head, entries[-1][0])
+            for sub in state.subs.values():
+                if not sub.live:
+                    if sub.buffer is not None:
+                        sub.buffer.extend(entries)
+                        if len(sub.buffer) > CATCH_UP_BUFFER:
+                            sub.buffer = None  # overflow: the catch-up task re-reads the store
+                    continue
+                cursor = sub.cursor
+                new = [encoded for seq, _, encoded in entries if seq > cursor]
+                if new:
+                    sub.cursor = entries[-1][0]
+                    outgoing.setdefault(sub.session, []).extend(new)
+                    deliveries += len(new)
+        for session, messages in outgoing.items():
+            session.send(messages)
+        if deliveries:
+            metrics.deliveries.inc(deliveries)
+        for mailbox in fresh:
+            self._maybe_forget(mailbox)
+
+    async def run_sweeper(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Delete expired envelopes every `sweep_interval` seconds."""
+        task_status.started()
+        while True:
+            await trio.sleep(self.config.sweep_interval)
+            await self.sweep()
+
+    async def sweep(self) -> int:
+        """Delete expired envelopes now; return how many."""
+        deleted = await self.store.delete_expired(self.now())
+        if deleted:
+            self.metrics.expired_deleted.inc(deleted)
+            log.info("expired_deleted", count=deleted)
+        return deleted
+
+    async def drain(self) -> None:
+        """Stop taking publishes and wait until every queued one is committed and answered."""
+        self._accepting = False
+        self._commit_wakeup.set()
+        if self._commit_queue or self._committing:
+            await self._idle.wait()
+
+    # -- requests ----------------------------------------------------------------------------
+
+    async def handle(self, session: Session, message: Message) -> None:
+        """Handle one message from a client."""
+        match message:
+            case Publish():
+                await self._publish(session, message)
+            case Subscribe():
+                await self._subscribe(session, message)
+            case Auth():
+                await self._auth(session, message)
+            case Fetch():
+                await self._fetch(session, message)
+            case Unsubscribe():
+                await self._unsubscribe(session, message)
+            case Create():
+                await self._create(session, message)
+            case Rotate():
+                await self._rotate(session, message)
+            case SetLimits():
+                await self._set_limits(session, message)
+            case Delete():
+                await self._delete(session, message)
+            case Ping():
+                self._reply(session, Pong(id=message.id))
+            case Pong():
+                session.ping_outstanding = False
+            case Goodbye():
+                session.close(ErrorCode.NORMAL)
+            case _:  # pragma: no cover - the connection's transition table forbids the rest
+                session.close(ErrorCode.UNEXPECTED_MESSAGE)
+
+    def _reply(self, session: Session, message: Message) -> None:
+        session.send([EncodedMessage.of(message)])
+
+    def _refuse(self, session: Session, request_id: int, code: ErrorCode) -> None:
+        self.metrics.reject(code)
+        self._reply(session, Error(id=request_id, code=code))
+
+    async def _create(self, session: Session, message: Create) -> None:
+        config = self.config
+        if config.creation_secret and not hmac.compare_digest(
+            message.secret, config.creation_secret.encode()
+        ):
+            self._refuse(session, message.id, ErrorCode.CREATE_FORBIDDEN)
+            return
+        if not self._create_buckets.take(session.address, trio.current_time()):
+            self._refuse(session, message.id, ErrorCode.RATE_LIMITED)
+            return
+        max_ttl = min(message.max_ttl or config.max_ttl, config.max_ttl)
+        while True:
+            record = MailboxRecord(
+                mailbox=MailboxId(secrets.token_bytes(16)),
+                write_key=message.write_key,
+                read_key=message.read_key,
+                admin_key=message.admin_key,
+                max_ttl=max_ttl if max_ttl != config.max_ttl else 0,
+                created_at=int(self.now()),
+            )
+            try:
+                await self.store.create_mailbox(record)
+            except MailboxExistsError:  # 2^-128 per try; the loop is for correctness only
+                continue
+            break
+        self.mailbox_count += 1
+        self.metrics.mailboxes_created.inc()
+        log.info(
+            "mailbox_created", conn_id=session.conn_id, mailbox_tag=tag_mailbox(record.mailbox)
+        )
+        self._reply(session, Created(id=message.id, mailbox=record.mailbox))
+
+    async def _load(self, mailbox: MailboxId) -> MailboxState | None:
+        state = self._states.get(mailbox)
+        if state is not None:
+            return state
+        record = await self.store.get_mailbox(mailbox)
+        if record is None:
+            return None
+        state = self._states.get(mailbox)  # another task may have loaded it meanwhile
+        if state is None:
+            config = self.config
+            bucket = TokenBucket(
+                config.mailbox_publish_rate, config.mailbox_publish_burst, trio.current_time()
+            )
+            state = self._states[mailbox] = MailboxState(
+                record=record, head=record.head, bucket=bucket
+            )
+        return state
+
+    def _maybe_forget(self, mailbox: MailboxId) -> None:
+        state = self._states.get(mailbox)
+        if state is not None and not state.holders and not state.subs and state.pending == 0:
+            del self._states[mailbox]
+
+    async def _auth(self, session: Session, message: Auth) -> None:
+        state = await self._load(message.mailbox)
+        if session.closing:
+            return
+        if state is None:
+            self._refuse(session, message.id, ErrorCode.NO_SUCH_MAILBOX)
+            return
+        if (
+            message.mailbox not in session.mailboxes
+            and len(session.mailboxes) >= self.config.max_mailboxes_per_connection
+        ):
+            self._refuse(session, message.id, ErrorCode.TOO_MANY_MAILBOXES)
+            self._maybe_forget(message.mailbox)
+            return
+        key = state.record.read_key if message.role == "read" else state.record.write_key
+        if not verify_auth(
+            key, message.proof, message.role, session.conn.handshake_hash, message.mailbox
+        ):
+            self._refuse(session, message.id, ErrorCode.BAD_PROOF)
+            self._maybe_forget(message.mailbox)
+            return
+        state.holders[session] = state.holders.get(session, 0) | (
+            READ if message.role == "read" else WRITE
+        )
+        session.mailboxes[message.mailbox] = state
+        self._reply(session, Ok(id=message.id))
+
+    def _holding(self, session: Session, mailbox: MailboxId, bit: int) -> MailboxState | None:
+        state = session.mailboxes.get(mailbox)
+        if state is None or not state.holders.get(session, 0) & bit:
+            return None
+        return state
+
+    async def _publish(self, session: Session, message: Publish) -> None:
+        config = self.config
+        state = self._holding(session, message.mailbox, WRITE)
+        if state is None:
+            self._refuse(session, message.id, ErrorCode.UNAUTHORIZED)
+            return
+        if len(message.envelope) > config.max_envelope:
+            self._refuse(session, message.id, ErrorCode.ENVELOPE_TOO_LARGE)
+            return
+        now = self.now()
+        if message.expires_at <= now:
+            self._refuse(session, message.id, ErrorCode.EXPIRED)
+            return
+        max_ttl = min(state.record.max_ttl or config.max_ttl, config.max_ttl)
+        if message.expires_at > now + max_ttl + TTL_SLACK:
+            self._refuse(session, message.id, ErrorCode.TTL_TOO_LONG)
+            return
+        tick = trio.current_time()
+        if not session.publish_bucket.take(tick) or not state.bucket.take(tick):
+            self._refuse(session, message.id, ErrorCode.RATE_LIMITED)
+            return
+        if not self._accepting:
+            self._refuse(session, message.id, ErrorCode.SHUTTING_DOWN)
+            return
+        item = PendingAppend(
+            mailbox=message.mailbox, expires_at=message.expires_at, envelope=message.envelope
+        )
+        self._commit_queue.append((item, session, message.id))
+        state.pending += 1
+        session.inflight += 1
+        self._commit_wakeup.set()
+        if session.inflight >= config.max_inflight_publishes:
+            await session.wait_inflight_below(config.max_inflight_publishes)
+
+    async def _subscribe(self, session: Session, message: Subscribe) -> None:
+        state = self._holding(session, message.mailbox, READ)
+        if state is None:
+            self._refuse(session, message.id, ErrorCode.UNAUTHORIZED)
+            return
+        self._drop_subscription(session, message.mailbox)
+        sub = Subscription(state=state, session=session, cursor=message.after)
+        state.subs[session] = sub
+        session.subs[message.mailbox] = sub
+        self.metrics.subscriptions.inc()
+        self._reply(session, Subscribed(id=message.id, mailbox=message.mailbox, head=state.head))
+        if session.nursery is not None:
+            session.nursery.start_soon(self._catch_up, sub)
+
+    async def _catch_up(self, sub: Subscription) -> None:
+        """Stream the backlog, then turn the subscription live (see the module docstring)."""
+        state, session = sub.state, sub.session
+        with sub.scope:
+            while True:
+                head = state.head
+                items = await self.store.read_after(
+                    state.mailbox, sub.cursor, limit=BACKLOG_PAGE, now=self.now()
+                )
+                if session.closing:
+                    return
+                if items:
+                    sub.cursor = items[-1].seq
+                    session.send(
+                        [
+                            EncodedMessage.of(
+                                Deliver(
+                                    mailbox=state.mailbox,
+                                    seq=i.seq,
+                                    expires_at=i.expires_at,
+                                    envelope=i.envelope,
+                                )
+                            )
+                            for i in items
+                        ]
+                    )
+                    self.metrics.deliveries.inc(len(items))
+                if len(items) < BACKLOG_PAGE:
+                    sub.cursor = max(sub.cursor, head)
+                    if sub.buffer is None:  # overflowed while we read: read again
+                        sub.buffer = []
+                        continue
+                    now = self.now()
+                    fresh = [
+                        (seq, encoded)
+                        for seq, expires_at, encoded in sub.buffer
+                        if seq > sub.cursor and expires_at > now
+                    ]
+                    sub.buffer = None
+                    sub.live = True
+                    if fresh:
+                        sub.cursor = fresh[-1][0]
+                        session.send([encoded for _, encoded in fresh])
+                        self.metrics.deliveries.inc(len(fresh))
+                    return
+                await session.wait_drained()
+
+    def _drop_subscription(self, session: Session, mailbox: MailboxId) -> bool:
+        sub = session.subs.pop(mailbox, None)
+        if sub is None:
+            return False
+        sub.scope.cancel()
+        sub.state.subs.pop(session, None)
+        self.metrics.subscriptions.dec()
+        return True
+
+    async def _unsubscribe(self, session: Session, message: Unsubscribe) -> None:
+        self._drop_subscription(session, message.mailbox)
+        self._reply(session, Ok(id=message.id))
+
+    async def _fetch(self, session: Session, message: Fetch) -> None:
+        state = self._holding(session, message.mailbox, READ)
+        if state is None:
+            self._refuse(session, message.id, ErrorCode.UNAUTHORIZED)
+            return
+        stored = await self.store.read_after(
+            message.mailbox, message.after, limit=message.limit + 1, now=self.now()
+        )
+        items: list[PageItem] = []
+        budget = PAGE_BUDGET
+        for entry in stored[: message.limit]:
+            budget -= len(entry.envelope) + PAGE_ITEM_OVERHEAD
+            if budget < 0:
+                break
+            items.append(
+                PageItem(seq=entry.seq, expires_at=entry.expires_at, envelope=entry.envelope)
+            )
+        more = len(stored) > len(items)
+        self._reply(
+            session, Page(id=message.id, mailbox=message.mailbox, items=tuple(items), more=more)
+        )
+        self.metrics.deliveries.inc(len(items))
+
+    async def _admin(
+        self, session: Session, message: Rotate | SetLimits | Delete
+    ) -> MailboxState | None:
+        """Check an admin message's signature and counter; refuse and return None if bad."""
+        state = await self._load(message.mailbox)
+        if session.closing:
+            return None
+        if state is None:
+            self._refuse(session, message.id, ErrorCode.NO_SUCH_MAILBOX)
+            return None
+        if not verify_admin(state.record.admin_key, message, session.conn.handshake_hash):
+            self._refuse(session, message.id, ErrorCode.BAD_PROOF)
+            self._maybe_forget(message.mailbox)
+            return None
+        if message.counter <= state.record.admin_counter:
+            self._refuse(session, message.id, ErrorCode.STALE_COUNTER)
+            self._maybe_forget(message.mailbox)
+            return None
+        return state
+
+    async def _rotate(self, session: Session, message: Rotate) -> None:
+        state = await self._admin(session, message)
+        if state is None:
+            return
+        changed = await self.store.update_admin(
+            message.mailbox,
+            counter=message.counter,
+            write_key=message.write_key,
+            read_key=message.read_key,
+            admin_key=message.admin_key,
+        )
+        if not changed:
+            self._refuse(session, message.id, ErrorCode.STALE_COUNTER)
+            return
+        record = await self.store.get_mailbox(message.mailbox)
+        if record is not None:
+            state.record = record
+        self._revoke(state, ErrorCode.REVOKED)
+        log.info(
+            "mailbox_rotated", conn_id=session.conn_id, mailbox_tag=tag_mailbox(message.mailbox)
+        )
+        self._reply(session, Ok(id=message.id))
+
+    async def _set_limits(self, session: Session, message: SetLimits) -> None:
+        state = await self._admin(session, message)
+        if state is None:
+            return
+        config = self.config
+        max_ttl = min(message.max_ttl, config.max_ttl)
+        max_bytes = min(message.max_bytes, config.mailbox_max_bytes)
+        changed = await self.store.update_admin(
+            message.mailbox, counter=message.counter, max_ttl=max_ttl, max_bytes=max_bytes
+        )
+        if not changed:
+            self._refuse(session, message.id, ErrorCode.STALE_COUNTER)
+            return
+        record = await self.store.get_mailbox(message.mailbox)
+        if record is not None:
+            state.record = record
+        self._maybe_forget(message.mailbox)
+        self._reply(session, Ok(id=message.id))
+
+    async def _delete(self, session: Session, message: Delete) -> None:
+        state = await self._admin(session, message)
+        if state is None:
+            return
+        # Advance the counter first so the same signed message cannot be replayed against a
+        # mailbox that a failure left half-deleted; then delete.
+        if not await self.store.update_admin(message.mailbox, counter=message.counter):
+            self._refuse(session, message.id, ErrorCode.STALE_COUNTER)
+            return
+        await self.store.delete_mailbox(message.mailbox)
+        self.mailbox_count -= 1
+        self._revoke(state, ErrorCode.DELETED)
+        self._states.pop(message.mailbox, None)
+        log.info(
+            "mailbox_deleted", conn_id=session.conn_id, mailbox_tag=tag_mailbox(message.mailbox)
+        )
+        self._reply(session, Ok(id=message.id))
+
+    def _revoke(self, state: MailboxState, code: ErrorCode) -> None:
+        """Take every connection's capabilities and subscription on this mailbox, telling each."""
+        mailbox = state.mailbox
+        notice = [EncodedMessage.of(Revoked(mailbox=mailbox, code=code))]
+        for holder in list(state.holders):
+            self._drop_subscription(holder, mailbox)
+            holder.mailboxes.pop(mailbox, None)
+            holder.send(notice)
+        state.holders.clear()
+        self._maybe_forget(mailbox)
+
+    def forget_session(self, session: Session) -> None:
+        """Drop everything a closed connection held."""
+        for mailbox in list(session.subs):
+            self._drop_subscription(session, mailbox)
+        for mailbox, state in session.mailboxes.items():
+            state.holders.pop(session, None)
+            self._maybe_forget(mailbox)
+        session.mailboxes.clear()
