@@ -588,3 +588,49 @@ def ed25519_verify(public_key: Readable, message: Readable, signature: Readable)
     out = _new_uninitialised(_UCHAR_ARRAY, len(signed))
     if lib.crypto_sign_open(out, _NULL, signed, len(signed), _ptr(public_key)) != 0:
         raise CryptoError("bad signature")
+
+
+# -- Passphrase keys and SecretBox (the client's keystore) -------------------------------------
+# Not on any hot path (one derivation per unlock), so these use PyNaCl's bindings.
+
+ARGON2ID_SALT_SIZE: Final = 16
+SECRETBOX_KEY_SIZE: Final = 32
+SECRETBOX_NONCE_SIZE: Final = 24
+
+
+def argon2id_key(passphrase: bytes, salt: bytes, *, opslimit: int, memlimit: int) -> bytearray:
+    """Derive a 32-byte SecretBox key from a passphrase with Argon2id (libsodium's pwhash).
+
+    Raises:
+        ValueError: the salt is not 16 bytes or the limits are outside libsodium's range.
+    """
+    from nacl import bindings
+
+    if len(salt) != ARGON2ID_SALT_SIZE:
+        raise ValueError("an Argon2id salt is 16 bytes")
+    key = bindings.crypto_pwhash_alg(
+        SECRETBOX_KEY_SIZE, passphrase, salt, opslimit, memlimit, bindings.crypto_pwhash_ALG_ARGON2ID13
+    )
+    return bytearray(key)
+
+
+def secretbox_seal(key: bytes | bytearray, nonce: bytes, plaintext: bytes) -> bytes:
+    """Return XSalsa20-Poly1305 (crypto_secretbox_easy) of `plaintext` under `key`."""
+    from nacl import bindings
+
+    return bindings.crypto_secretbox_easy(plaintext, nonce, bytes(key))
+
+
+def secretbox_open(key: bytes | bytearray, nonce: bytes, ciphertext: bytes) -> bytes:
+    """Open a SecretBox.
+
+    Raises:
+        CryptoError: wrong key or tampered data (the two cannot be told apart).
+    """
+    from nacl import bindings
+    from nacl.exceptions import CryptoError as NaclCryptoError
+
+    try:
+        return bindings.crypto_secretbox_open_easy(ciphertext, nonce, bytes(key))
+    except (NaclCryptoError, ValueError):
+        raise CryptoError("the box does not open") from None

@@ -1,0 +1,489 @@
+"""A resilient connection to one relay: reconnect, re-authenticate, resume, retry.
+
+Theory of operation
+-------------------
+
+`RelayLink.run` owns one TCP connection at a time and keeps trying to have one: connect,
+handshake, re-prove every capability the link holds, resubscribe every watched mailbox
+from its cursor, then read until the connection ends; then wait (exponential backoff with
+full jitter, reset after a connection that lasted) and start again. Nothing above the link
+sees a reconnect except as a short delay.
+
+* **Requests** (`request`) wait until a connection is up, get a fresh id, and resolve with
+  the relay's response or raise `RelayRefusedError` with the code. A request whose
+  connection dies is retried on the next connection when it is idempotent (auth, fetch,
+  subscribe...); `publish` is retried too, because delivery is at least once and readers
+  de-duplicate by message id (docs/protocol.md §7).
+* **Watches** (`watch`) are the link's subscriptions: mailbox, read key and cursor. Every
+  delivery moves the watch's cursor to its seq *before* it is handed on, so a resubscribe
+  never asks for what was already handed on; a consumer that must not lose messages across
+  process restarts persists its own cursor after processing and passes it to `watch`.
+  Deliveries come out of `deliveries` in per-mailbox seq order, each at most once per link
+  (a seq not above the cursor is dropped here).
+* **Keepalive**: the relay pings a silent client; the link answers. If nothing at all
+  arrives for three ping intervals (from `Welcome.ping_interval`) the link gives up on the
+  connection and reconnects.
+* **Clock**: the link keeps the offset between the relay's clock (`Welcome.time_ms`) and
+  ours, so callers compute `expires_at` in the relay's time (`relay_time`).
+
+The link is a Trio object: one task runs it (`run`, started in the caller's nursery);
+every other method is called from tasks in the same Trio run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final, Literal
+
+import structlog
+import trio
+
+from protocol import (
+    Auth,
+    CapabilityKey,
+    CellrelayError,
+    Connection,
+    Deliver,
+    Error,
+    ErrorCode,
+    Goodbye,
+    Hello,
+    MailboxId,
+    Message,
+    Ping,
+    Pong,
+    Publish,
+    Published,
+    RelayAddress,
+    RemoteProtocolError,
+    Revoked,
+    Role,
+    Subscribe,
+    Subscribed,
+    Unsubscribe,
+    Welcome,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["Delivery", "LinkClosedError", "RelayLink", "RelayRefusedError", "Revocation"]
+
+log = structlog.get_logger("cellrelay.client")
+
+CONNECT_TIMEOUT: Final = 10.0
+HANDSHAKE_TIMEOUT: Final = 10.0
+BACKOFF_BASE: Final = 0.5  # seconds; the first retry waits up to this
+BACKOFF_CAP: Final = (
+    30.0  # no wait is longer: alerts must get through soon after the network returns
+)
+STABLE_AFTER: Final = 10.0  # a connection that lasted this long resets the backoff
+DEAD_AFTER_PINGS: Final = 3  # silence for this many ping intervals means a dead link
+RECEIVE_SIZE: Final = 65_537
+DELIVERY_BUFFER: Final = 4096  # deliveries not yet taken by the consumer; beyond it the link waits
+
+
+class RelayRefusedError(CellrelayError):
+    """The relay refused a request; `code` says why (see docs/protocol.md §8)."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class LinkClosedError(CellrelayError):
+    """The link was closed while a request was waiting."""
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One envelope from a watched mailbox, in seq order."""
+
+    mailbox: MailboxId = field(repr=False)
+    seq: int
+    expires_at: int
+    envelope: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    """The relay revoked this link's capabilities on a mailbox (keys rotated, or deleted)."""
+
+    mailbox: MailboxId = field(repr=False)
+    code: int
+
+
+Event = Delivery | Revocation
+
+
+@dataclass(slots=True)
+class _Watch:
+    mailbox: MailboxId
+    key: CapabilityKey
+    cursor: int
+
+
+@dataclass(slots=True)
+class _Pending:
+    message: Message
+    retry: bool
+    background: bool = False  # sent by the link itself on reconnect; nobody awaits it
+    done: trio.Event = field(default_factory=trio.Event)
+    result: Message | None = None
+    error: BaseException | None = None
+
+
+class RelayLink:
+    """One relay, kept connected; see the module docstring."""
+
+    def __init__(
+        self,
+        address: RelayAddress,
+        *,
+        rng: random.Random | None = None,
+        on_connected: Callable[[], None] | None = None,
+    ) -> None:
+        """Create a link to `address`; nothing happens until `run` is started."""
+        self.address = address
+        self._rng = rng or random.SystemRandom()
+        self._on_connected = on_connected
+        self._watches: dict[MailboxId, _Watch] = {}
+        self._writers: dict[MailboxId, CapabilityKey] = {}
+        self._pending: dict[int, _Pending] = {}
+        self._queue: list[_Pending] = []  # waiting for a connection
+        self._next_id = 0
+        self._conn: Connection | None = None
+        self._stream: trio.SocketStream | None = None
+        self._connected = trio.Event()
+        self._closed = False
+        self._send_lock = trio.Lock()
+        self._offset = 0.0  # relay clock minus ours, seconds
+        self.welcome: Welcome | None = None
+        self.connections = 0  # how many times a connection was established
+        send, receive = trio.open_memory_channel[Event](DELIVERY_BUFFER)
+        self._events_send = send
+        self.events = receive  # consume with `async for event in link.events`
+
+    def __repr__(self) -> str:
+        state = "connected" if self._conn is not None else "disconnected"
+        return f"<RelayLink {self.address.host}:{self.address.port} {state}>"
+
+    @property
+    def closed(self) -> bool:
+        """True once `aclose` was called or `run` ended."""
+        return self._closed
+
+    @property
+    def connected(self) -> bool:
+        """True while a connection is open."""
+        return self._conn is not None
+
+    def relay_time(self) -> float:
+        """Now, by the relay's clock as last seen (for expires_at)."""
+        return time.time() + self._offset
+
+    # -- running ------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Keep a connection up until cancelled; report started at once (not when connected)."""
+        task_status.started()
+        failures = 0
+        try:
+            while not self._closed:
+                started = trio.current_time()
+                try:
+                    await self._connect_and_serve()
+                except (
+                    OSError,
+                    trio.BrokenResourceError,
+                    trio.ClosedResourceError,
+                    trio.TooSlowError,
+                    EOFError,
+                ):
+                    pass
+                except RemoteProtocolError as exc:
+                    log.warning("relay_protocol_error", code=exc.code.name)
+                finally:
+                    self._drop_connection()
+                if self.closed:
+                    break
+                failures = 0 if trio.current_time() - started >= STABLE_AFTER else failures + 1
+                await trio.sleep(self._backoff(failures))
+        finally:
+            self._closed = True
+            self._fail_all(LinkClosedError("the link was closed"))
+            self._events_send.close()
+
+    def _backoff(self, failures: int) -> float:
+        """Full jitter (AWS architecture blog): uniform in [0, min(cap, base * 2^n)]."""
+        return self._rng.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * math.pow(2, failures)))
+
+    async def aclose(self) -> None:
+        """Stop reconnecting, say goodbye if connected, and fail waiting requests."""
+        self._closed = True
+        conn, stream = self._conn, self._stream
+        if conn is not None and stream is not None:
+            try:
+                async with self._send_lock:
+                    await stream.send_all(conn.send(Goodbye()))
+            except (CellrelayError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+            await trio.aclose_forcefully(stream)
+        self._fail_all(LinkClosedError("the link was closed"))
+
+    async def _connect_and_serve(self) -> None:
+        address = self.address
+        with trio.fail_after(CONNECT_TIMEOUT):
+            stream = await trio.open_tcp_stream(address.host, address.port)
+        try:
+            conn = Connection(Role.CLIENT, relay_public_key=address.public_key)
+            with trio.fail_after(HANDSHAKE_TIMEOUT):
+                await stream.send_all(conn.send(Hello()))
+                welcome = await self._read_welcome(stream, conn)
+            self._offset = welcome.time_ms / 1000 - time.time()
+            self.welcome = welcome
+            self._conn, self._stream = conn, stream
+            self.connections += 1
+            await self._restore(conn, stream)
+            self._connected.set()
+            if self._on_connected is not None:
+                self._on_connected()
+            log.debug("relay_connected", host=address.host, port=address.port)
+            await self._read_loop(conn, stream, welcome)
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def _read_welcome(self, stream: trio.SocketStream, conn: Connection) -> Welcome:
+        while True:
+            data = await stream.receive_some(RECEIVE_SIZE)
+            if not data:
+                raise EOFError("the relay closed the connection during the handshake")
+            messages = conn.receive_data(data)
+            if messages:
+                welcome = messages[0]
+                if not isinstance(welcome, Welcome):  # pragma: no cover - the connection forbids it
+                    raise RemoteProtocolError("no welcome", ErrorCode.UNEXPECTED_MESSAGE)
+                for extra in messages[1:]:
+                    self._dispatch(extra)
+                return welcome
+
+    async def _restore(self, conn: Connection, stream: trio.SocketStream) -> None:
+        """On a new connection: re-prove capabilities, resubscribe, resend what was pending."""
+        hh = conn.handshake_hash
+        out: list[Message] = []
+
+        def background(message: Message) -> None:
+            out.append(self._assign(_Pending(message=message, retry=False, background=True)))
+
+        for mailbox, key in self._writers.items():
+            background(
+                Auth(id=0, mailbox=mailbox, role="write", proof=key.prove("write", hh, mailbox))
+            )
+        for watch in self._watches.values():
+            background(
+                Auth(
+                    id=0,
+                    mailbox=watch.mailbox,
+                    role="read",
+                    proof=watch.key.prove("read", hh, watch.mailbox),
+                )
+            )
+            background(Subscribe(id=0, mailbox=watch.mailbox, after=watch.cursor))
+        retry, self._queue = self._queue, []
+        for pending in retry:
+            out.append(self._assign(pending))
+        if out:
+            async with self._send_lock:
+                await stream.send_all(conn.send_many(out))
+
+    async def _read_loop(
+        self, conn: Connection, stream: trio.SocketStream, welcome: Welcome
+    ) -> None:
+        silence = DEAD_AFTER_PINGS * welcome.ping_interval
+        while True:
+            with trio.fail_after(silence):
+                data = await stream.receive_some(RECEIVE_SIZE)
+            if not data:
+                conn.receive_eof()
+                return
+            replies: list[Message] = []
+            for message in conn.receive_data(data):
+                if isinstance(message, Ping):
+                    replies.append(Pong(id=message.id))
+                elif isinstance(message, Goodbye):
+                    log.info("relay_goodbye", code=message.code)
+                    return
+                else:
+                    await self._handle(message)
+            if replies:
+                async with self._send_lock:
+                    await stream.send_all(conn.send_many(replies))
+
+    async def _handle(self, message: Message) -> None:
+        if isinstance(message, Deliver):
+            watch = self._watches.get(message.mailbox)
+            if watch is None or message.seq <= watch.cursor:
+                return  # unwatched meanwhile, or already handed on
+            watch.cursor = message.seq
+            await self._events_send.send(
+                Delivery(
+                    mailbox=message.mailbox,
+                    seq=message.seq,
+                    expires_at=message.expires_at,
+                    envelope=message.envelope,
+                )
+            )
+        elif isinstance(message, Revoked):
+            self._watches.pop(message.mailbox, None)
+            self._writers.pop(message.mailbox, None)
+            await self._events_send.send(Revocation(mailbox=message.mailbox, code=message.code))
+        else:
+            pending = self._dispatch(message)
+            if (
+                pending is not None
+                and pending.background
+                and isinstance(pending.error, RelayRefusedError)
+            ):
+                # A capability proven again after a reconnect no longer works: the keys were
+                # rotated (or the mailbox deleted) while we were away. Tell the consumer.
+                mailbox = getattr(pending.message, "mailbox", None)
+                if isinstance(pending.message, Auth) and mailbox is not None:
+                    self._watches.pop(mailbox, None)
+                    self._writers.pop(mailbox, None)
+                    await self._events_send.send(
+                        Revocation(mailbox=mailbox, code=pending.error.code)
+                    )
+
+    def _dispatch(self, message: Message) -> _Pending | None:
+        """Resolve the request a response answers; return it."""
+        request_id = getattr(message, "id", None)
+        if request_id is None:
+            return None
+        pending = self._pending.pop(request_id, None)
+        if pending is None:
+            return None
+        if isinstance(message, Error):
+            pending.error = RelayRefusedError(
+                f"the relay refused {pending.message.TYPE}: code {message.code}", message.code
+            )
+        else:
+            pending.result = message
+        pending.done.set()
+        return pending
+
+    def _drop_connection(self) -> None:
+        self._conn = self._stream = None
+        self._connected = trio.Event()
+        # Requests in flight on the dead connection: retry the retryable, fail the rest.
+        for pending in self._pending.values():
+            if pending.retry and not self._closed:
+                self._queue.append(pending)
+            else:
+                pending.error = LinkClosedError("the connection closed before the relay answered")
+                pending.done.set()
+        self._pending.clear()
+
+    def _fail_all(self, error: BaseException) -> None:
+        for pending in [*self._pending.values(), *self._queue]:
+            if not pending.done.is_set():
+                pending.error = error
+                pending.done.set()
+        self._pending.clear()
+        self._queue.clear()
+
+    # -- requests -----------------------------------------------------------------------------
+
+    def _assign(self, pending: _Pending) -> Message:
+        """Give a pending request a fresh id on the current connection and return the message."""
+        self._next_id = (self._next_id + 1) & 0xFFFFFFFF
+        self._pending[self._next_id] = pending
+        message = dataclasses.replace(pending.message, id=self._next_id)  # type: ignore[type-var]
+        pending.message = message
+        return message
+
+    async def request(self, message: Message, *, retry: bool = True) -> Message:
+        """Send a request (its `id` is replaced) and return the relay's response.
+
+        Raises:
+            RelayRefusedError: the relay answered with an error code.
+            LinkClosedError: the link was closed first (or, with retry=False, the connection).
+        """
+        if self._closed:
+            raise LinkClosedError("the link is closed")
+        pending = _Pending(message=message, retry=retry)
+        conn, stream = self._conn, self._stream
+        if conn is None or stream is None:
+            self._queue.append(pending)
+        else:
+            wire = conn.send(self._assign(pending))
+            try:
+                async with self._send_lock:
+                    await stream.send_all(wire)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass  # the reader notices; the request is retried or failed with the rest
+        await pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        assert pending.result is not None  # noqa: S101 - set together with done
+        return pending.result
+
+    async def wait_connected(self) -> None:
+        """Wait until a connection is up (and restored)."""
+        while self._conn is None:
+            if self._closed:
+                raise LinkClosedError("the link is closed")
+            await self._connected.wait()
+
+    # -- mailboxes ----------------------------------------------------------------------------
+
+    async def authorize_writer(self, mailbox: MailboxId, key: CapabilityKey) -> None:
+        """Prove the write key now and after every reconnect."""
+        self._writers[mailbox] = key
+        await self._auth(mailbox, key, "write")
+
+    async def _auth(
+        self, mailbox: MailboxId, key: CapabilityKey, role: Literal["read", "write"]
+    ) -> None:
+        await self.wait_connected()
+        conn = self._conn
+        assert conn is not None  # noqa: S101 - wait_connected returned
+        proof = key.prove(role, conn.handshake_hash, mailbox)
+        await self.request(Auth(id=0, mailbox=mailbox, role=role, proof=proof), retry=False)
+
+    async def publish(self, mailbox: MailboxId, envelope: bytes, expires_at: int) -> int:
+        """Store an envelope durably (retrying across reconnects) and return its seq."""
+        if mailbox not in self._writers:
+            raise LinkClosedError("authorize_writer first")
+        reply = await self.request(
+            Publish(id=0, mailbox=mailbox, expires_at=expires_at, envelope=envelope)
+        )
+        if not isinstance(reply, Published):  # pragma: no cover - the relay answers publish so
+            raise RemoteProtocolError("unexpected answer to publish", ErrorCode.UNEXPECTED_MESSAGE)
+        return reply.seq
+
+    async def watch(self, mailbox: MailboxId, key: CapabilityKey, cursor: int) -> int:
+        """Subscribe from `cursor`, now and after every reconnect; return the relay's head."""
+        self._watches[mailbox] = _Watch(mailbox=mailbox, key=key, cursor=cursor)
+        await self._auth(mailbox, key, "read")
+        reply = await self.request(
+            Subscribe(id=0, mailbox=mailbox, after=self._watches[mailbox].cursor), retry=False
+        )
+        return reply.head if isinstance(reply, Subscribed) else 0
+
+    async def unwatch(self, mailbox: MailboxId) -> None:
+        """Stop watching a mailbox (deliveries in flight may still arrive, and are dropped)."""
+        if self._watches.pop(mailbox, None) is not None and self._conn is not None:
+            await self.request(Unsubscribe(id=0, mailbox=mailbox), retry=False)
+
+    def forget_writer(self, mailbox: MailboxId) -> None:
+        """Stop proving the write key after reconnects (e.g. after a rotation)."""
+        self._writers.pop(mailbox, None)
+
+    def cursor(self, mailbox: MailboxId) -> int | None:
+        """The last seq handed on for a watched mailbox."""
+        watch = self._watches.get(mailbox)
+        return None if watch is None else watch.cursor
