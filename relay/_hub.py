@@ -27,9 +27,12 @@ committed before the read began, so the read sees it. When a read comes back sho
 subscription's cursor becomes max(last seq sent, noted head), the buffered envelopes with
 seq above the cursor are sent, and the subscription turns live: all without an await, so
 no commit can slip between. Every envelope above the noted head was committed after the
-subscription was registered, hence is in the buffer. If the buffer overflowed, it is
-dropped and the task reads the store again instead; the envelopes are there. Live delivery
-sends only seq > cursor, so nothing is sent twice.
+subscription was registered, hence is in the buffer. If the buffer overflowed (or holds
+more bytes than the backlog's flow-control threshold), it is dropped and the task reads
+the store again instead; the envelopes are there. Live delivery sends only seq > cursor,
+so nothing is sent twice. The backlog goes out a frame at a time, each frame only once
+the connection's queue has drained below that threshold, so a large backlog never counts
+as slow consumption; the awaits this adds all come before the final, synchronous step.
 """
 
 from __future__ import annotations
@@ -74,8 +77,8 @@ from protocol._messages import (
 
 from ._logging import tag_mailbox
 from ._ratelimit import AddressBuckets, TokenBucket
-from ._session import READ, WRITE, Session
-from ._store import MailboxExistsError, MailboxRecord, PendingAppend, Store
+from ._session import LOW_WATER, READ, WRITE, Session
+from ._store import MailboxExistsError, MailboxRecord, PendingAppend, StorageError, Store
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -104,6 +107,16 @@ STORE_ERRORS: Final = {
     "no_such_mailbox": ErrorCode.NO_SUCH_MAILBOX,
     "mailbox_full": ErrorCode.MAILBOX_FULL,
 }
+
+
+def _store_failed(store: Store) -> bool:
+    """Whether the store says it refuses all further work (a `failed` attribute, if it has one).
+
+    Such a failure is not retried: the committer and sweeper let it stop the relay, so the
+    service manager restarts it and SQLite recovers the file. Other storage errors (a lock
+    held by another program, a full disk) refuse the requests involved and the relay goes on.
+    """
+    return getattr(store, "failed", False) is True
 
 
 @dataclass(eq=False, slots=True)
@@ -182,15 +195,28 @@ class Hub:
             del self._commit_queue[: config.commit_batch]
             self._committing = True
             started = trio.current_time()
+            results: list[tuple[int | None, str | None]]
             try:
-                results = await self.store.append_batch(
+                appended = await self.store.append_batch(
                     [item for item, _, _ in batch], default_max_bytes=config.mailbox_max_bytes
                 )
+                results = [(r.seq, r.error) for r in appended]
+            except StorageError as exc:
+                # A failed batch stored nothing (the Store contract): answer each publish
+                # with INTERNAL and go on. Letting the error escape would cancel the relay's
+                # whole nursery: one locked database or full disk would disconnect everyone
+                # (found by tests/relay/test_storage_failure.py). A store that refuses all
+                # further work (after an I/O error or corruption) is different: stop, so a
+                # restart lets SQLite recover (docs/operator-guide.md, `store_failed`).
+                if _store_failed(self.store):
+                    raise
+                log.error("storage_error", operation="append_batch", error=str(exc))  # noqa: TRY400
+                results = [(None, "storage_error")] * len(batch)
             finally:
                 self._committing = False
             self.metrics.store_commit_seconds.observe(trio.current_time() - started)
             self.metrics.store_batch_size.observe(len(batch))
-            self._after_commit(batch, [(r.seq, r.error) for r in results])
+            self._after_commit(batch, results)
 
     def _after_commit(
         self,
@@ -257,7 +283,15 @@ class Hub:
         task_status.started()
         while True:
             await trio.sleep(self.config.sweep_interval)
-            await self.sweep()
+            try:
+                await self.sweep()
+            except StorageError as exc:
+                # Try again next interval; an escaping error would stop the relay (see
+                # run_committer). Expired envelopes are still never delivered meanwhile:
+                # reads filter on expires_at.
+                if _store_failed(self.store):
+                    raise
+                log.error("storage_error", operation="sweep", error=str(exc))  # noqa: TRY400
 
     async def sweep(self) -> int:
         """Delete expired envelopes now; return how many."""
@@ -277,7 +311,19 @@ class Hub:
     # -- requests ----------------------------------------------------------------------------
 
     async def handle(self, session: Session, message: Message) -> None:
-        """Handle one message from a client."""
+        """Handle one message from a client; a storage failure refuses it with INTERNAL."""
+        try:
+            await self._dispatch(session, message)
+        except StorageError as exc:
+            # docs/protocol.md §8: INTERNAL, "retry later"; the connection goes on, as for
+            # any other refusal, instead of ending as a crash without a word to the client.
+            # No traceback (log.error, not log.exception): a rendered one can show locals.
+            log.error("storage_error", operation=message.TYPE, error=str(exc))  # noqa: TRY400
+            request_id = getattr(message, "id", None)
+            if isinstance(request_id, int):
+                self._refuse(session, request_id, ErrorCode.INTERNAL)
+
+    async def _dispatch(self, session: Session, message: Message) -> None:
         match message:
             case Publish():
                 await self._publish(session, message)
@@ -452,30 +498,54 @@ class Hub:
     async def _catch_up(self, sub: Subscription) -> None:
         """Stream the backlog, then turn the subscription live (see the module docstring)."""
         state, session = sub.state, sub.session
+        # Flow control for the backlog: it goes out a frame's worth at a time, each chunk
+        # only once the connection's queue is below `threshold`. A chunk is at most one
+        # frame and `queue_limit` is at least two (config check), so backlog alone never
+        # pushes the queue past `queue_limit`, and replies queued meanwhile still fit.
+        # Sending a whole page at once (up to 256 envelopes of 16 KiB: 4 MiB) tripped
+        # SLOW_CONSUMER for healthy readers, who then reconnected and tripped it again
+        # (found by tests/relay/test_slow_consumer.py).
+        threshold = min(LOW_WATER, session.queue_limit // 4)
         with sub.scope:
             while True:
                 head = state.head
-                items = await self.store.read_after(
-                    state.mailbox, sub.cursor, limit=BACKLOG_PAGE, now=self.now()
-                )
-                if session.closing:
-                    return
-                if items:
-                    sub.cursor = items[-1].seq
-                    session.send(
-                        [
-                            EncodedMessage.of(
-                                Deliver(
-                                    mailbox=state.mailbox,
-                                    seq=i.seq,
-                                    expires_at=i.expires_at,
-                                    envelope=i.envelope,
-                                )
-                            )
-                            for i in items
-                        ]
+                try:
+                    items = await self.store.read_after(
+                        state.mailbox, sub.cursor, limit=BACKLOG_PAGE, now=self.now()
                     )
-                    self.metrics.deliveries.inc(len(items))
+                except StorageError as exc:
+                    # The subscription cannot go on without its backlog; the client is told
+                    # and resumes from its cursor on a new connection.
+                    log.error("storage_error", operation="catch_up", error=str(exc))  # noqa: TRY400
+                    session.close(ErrorCode.INTERNAL)
+                    return
+                # The subscription may have ended during the read (re-subscribe, unsubscribe,
+                # rotate, delete): its scope is cancelled, but a store read that runs in a
+                # worker thread (SQLite) returns its rows anyway and the cancellation only
+                # lands at the next checkpoint. Sending them would put this old
+                # subscription's envelopes after the new `subscribed` or after `revoked`
+                # (found by tests/relay/test_resume_property.py).
+                if session.closing or sub.scope.cancel_called:
+                    return
+                chunk: list[tuple[int, EncodedMessage]] = []
+                size = 0
+                for item in items:
+                    encoded = EncodedMessage.of(
+                        Deliver(
+                            mailbox=state.mailbox,
+                            seq=item.seq,
+                            expires_at=item.expires_at,
+                            envelope=item.envelope,
+                        )
+                    )
+                    if chunk and size + len(encoded.data) > MAX_PLAINTEXT:
+                        if not await self._send_backlog(sub, chunk, threshold):
+                            return
+                        chunk, size = [], 0
+                    chunk.append((item.seq, encoded))
+                    size += len(encoded.data)
+                if chunk and not await self._send_backlog(sub, chunk, threshold):
+                    return
                 if len(items) < BACKLOG_PAGE:
                     sub.cursor = max(sub.cursor, head)
                     if sub.buffer is None:  # overflowed while we read: read again
@@ -487,6 +557,12 @@ class Hub:
                         for seq, expires_at, encoded in sub.buffer
                         if seq > sub.cursor and expires_at > now
                     ]
+                    if sum(len(encoded.data) for _, encoded in fresh) > threshold:
+                        # Too much arrived during the catch-up to send in one go without
+                        # risking the queue limit: it is all committed, so read it from the
+                        # store, flow-controlled like the rest of the backlog.
+                        sub.buffer = []
+                        continue
                     sub.buffer = None
                     sub.live = True
                     if fresh:
@@ -494,7 +570,22 @@ class Hub:
                         session.send([encoded for _, encoded in fresh])
                         self.metrics.deliveries.inc(len(fresh))
                     return
-                await session.wait_drained()
+
+    async def _send_backlog(
+        self, sub: Subscription, chunk: list[tuple[int, EncodedMessage]], threshold: int
+    ) -> bool:
+        """Send one chunk of backlog once the queue is below `threshold`.
+
+        Returns False, sending nothing, if the subscription or connection ended meanwhile.
+        """
+        session = sub.session
+        await session.wait_drained(threshold)
+        if session.closing or sub.scope.cancel_called:
+            return False
+        sub.cursor = chunk[-1][0]
+        session.send([encoded for _, encoded in chunk])
+        self.metrics.deliveries.inc(len(chunk))
+        return True
 
     def _drop_subscription(self, session: Session, mailbox: MailboxId) -> bool:
         sub = session.subs.pop(mailbox, None)
@@ -517,6 +608,12 @@ class Hub:
         stored = await self.store.read_after(
             message.mailbox, message.after, limit=message.limit + 1, now=self.now()
         )
+        # A rotate or delete on another connection may have revoked the read capability
+        # while the store read ran; this connection has been sent `revoked`, so a page of
+        # envelopes after it would outlive the revocation. Answer as if the fetch came later.
+        if self._holding(session, message.mailbox, READ) is None:
+            self._refuse(session, message.id, ErrorCode.UNAUTHORIZED)
+            return
         items: list[PageItem] = []
         budget = PAGE_BUDGET
         for entry in stored[: message.limit]:

@@ -27,8 +27,9 @@ Invariants, which the ordering of Noise nonces depends on:
   the direct path, so no other task can interleave there.
 * The queue is bounded: when `_out` plus `_pending` exceed `queue_limit` bytes the
   subscriber is too slow; it is closed with `SLOW_CONSUMER` and resumes from its cursor.
-  Responses and deliveries both count; backlog streaming waits for the queue to drain
-  below `LOW_WATER` instead, so it never trips the limit itself.
+  Responses and deliveries both count; backlog streaming sends a frame's worth at a
+  time, each only once the queue is below min(`LOW_WATER`, `queue_limit` / 4), so it
+  never trips the limit itself (Hub._catch_up).
 """
 
 from __future__ import annotations
@@ -242,9 +243,14 @@ class Session:
         if self.closing:
             return
         self.close_code = int(code)
+        # Mark the session closing before queueing the goodbye: `_send` closes a session
+        # whose queue is over its limit unless it is already closing, so a goodbye queued
+        # behind a full queue (SLOW_CONSUMER) would call close again, and again, until a
+        # RecursionError escaped into the committer and stopped the whole relay (found by
+        # tests/relay/test_slow_consumer.py).
+        self.closing = True
         with contextlib.suppress(CellrelayError):
             self._send([EncodedMessage.of(Goodbye(code=code))])
-        self.closing = True
         if self.read_scope is not None:
             self.read_scope.cancel()
 

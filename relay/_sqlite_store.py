@@ -355,6 +355,11 @@ class SQLiteStore:
         return self._durability
 
     @property
+    def failed(self) -> bool:
+        """True after an I/O error or corruption: the store refuses all further work."""
+        return self._failure is not None
+
+    @property
     def wal_checkpoint_pending(self) -> bool:
         """Whether deleted data may still sit in the WAL because a checkpoint was busy."""
         return self._checkpoint_pending
