@@ -27,7 +27,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command, rest = args[0], args[1:]
     if command == "relay":
-        os.execv(sys.executable, [sys.executable, "-m", "relay", *rest])  # noqa: S606 - our own module
+        # -P: do not put the current directory on sys.path, or a `relay/` folder wherever
+        # the operator happens to stand would run instead of ours.
+        os.execv(sys.executable, [sys.executable, "-P", "-m", "relay", *rest])  # noqa: S606 - our own module
     if command == "demo":
         from ._demo import run_demo
 

@@ -116,7 +116,7 @@ async def _demo(address: RelayAddress) -> None:
 def run_demo(argv: list[str]) -> int:
     """Start a relay in a temporary directory, run the demonstration, stop the relay."""
     with tempfile.TemporaryDirectory(prefix="cellrelay-demo-") as tmp:
-        base = [sys.executable, "-m", "relay"]
+        base = [sys.executable, "-P", "-m", "relay"]  # -P: see client/_cli.py
         common = ["--data-dir", tmp, "--listen", "127.0.0.1:0", "--ops-listen", ""]
         subprocess.run([*base, "init", *common], check=True, capture_output=True)  # noqa: S603
         relay = subprocess.Popen(  # noqa: S603

@@ -342,6 +342,8 @@ class RelayLink:
             self._writers.pop(message.mailbox, None)
             await self._events_send.send(Revocation(mailbox=message.mailbox, code=message.code))
         else:
+            if isinstance(message, Subscribed):
+                await self._check_rewind(message)
             pending = self._dispatch(message)
             if (
                 pending is not None
@@ -357,6 +359,26 @@ class RelayLink:
                     await self._events_send.send(
                         Revocation(mailbox=mailbox, code=pending.error.code)
                     )
+
+    async def _check_rewind(self, message: Subscribed) -> None:
+        """A relay whose head is below our cursor lost envelopes (restored from a backup, or
+        a power cut with durability=normal) and will reuse their seqs for new ones, which
+        our cursor would skip. Start over from its head; the cell layer de-duplicates what
+        it has already seen by message id.
+        """
+        watch = self._watches.get(message.mailbox)
+        conn, stream = self._conn, self._stream
+        if watch is None or message.head >= watch.cursor or conn is None or stream is None:
+            return
+        log.warning("relay_rewound", cursor=watch.cursor, head=message.head)
+        watch.cursor = message.head
+        retry = _Pending(
+            message=Subscribe(id=0, mailbox=message.mailbox, after=message.head),
+            retry=False,
+            background=True,
+        )
+        async with self._send_lock:
+            await stream.send_all(conn.send(self._assign(retry)))
 
     def _dispatch(self, message: Message) -> _Pending | None:
         """Resolve the request a response answers; return it."""

@@ -212,6 +212,7 @@ class Connection:
         self._receive_cipher: CipherState | None = None
         self._handshake_hash: bytes | None = None
         self._farewell_cipher: CipherState | None = None
+        self.frames_sent = 0  # transport frames sealed so far (for the relay's metrics)
 
     def __repr__(self) -> str:
         return f"<Connection {self.our_role.value} {self.state.value}>"
@@ -285,6 +286,7 @@ class Connection:
             size += len(data)
         if batch:
             out.append(self._seal_frame(cipher, batch[0] if len(batch) == 1 else b"".join(batch)))
+        self.frames_sent += len(out)
         return out[0] if len(out) == 1 else b"".join(out)
 
     @staticmethod

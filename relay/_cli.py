@@ -295,8 +295,27 @@ def _serve(args: argparse.Namespace) -> int:
         config.log_format == "auto" and not sys.stderr.isatty()
     )
     configure_logging(json=json_logs, level=config.log_level)
-    trio.run(serve, config)
+    try:
+        trio.run(serve, config)
+    except (OSError, BaseExceptionGroup) as exc:
+        # Binding fails inside the relay's nursery (address in use, permission denied), so
+        # the OSError may arrive wrapped in exception groups: find it, say it in one line.
+        error = _find_os_error(exc)
+        if error is None:
+            raise
+        raise ConfigError(f"listen: cannot listen ({error.strerror or error})") from None
     return 0
+
+
+def _find_os_error(exc: BaseException) -> OSError | None:
+    if isinstance(exc, OSError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _find_os_error(inner)
+            if found is not None:
+                return found
+    return None
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -262,6 +262,11 @@ def load_config(
         section = data.get("relay", data)
         if not isinstance(section, dict):
             raise ConfigError(f"config file {file}: [relay] must be a table")
+        if section is not data and len(data) > 1:
+            stray = sorted(k for k in data if k != "relay")
+            raise ConfigError(
+                f"config file {file}: settings outside [relay] are not read: {', '.join(stray)}"
+            )
         for key, value in section.items():
             name = key.replace("-", "_")
             if name not in FIELD_KINDS:

@@ -499,7 +499,8 @@ class RelayMetrics:
         subscriptions = r.gauge(p + "subscriptions", "Mailbox subscriptions active now.")
         rejections = r.counter_family(
             p + "rejections_total",
-            "Requests refused, by the error code sent to the client.",
+            "Requests and connections refused, by error code (connections refused before the "
+            "handshake get no message, so their code is only counted here).",
             ("reason",),
         )
         store_commit_seconds = r.histogram(

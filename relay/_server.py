@@ -276,7 +276,9 @@ class Relay:
             queue_limit=config.send_queue_bytes,
             publish_bucket=TokenBucket(config.publish_rate, config.publish_burst, now),
             now=now,
+            metrics=self.metrics,
         )
+        log.info("connection_opened", conn_id=session.conn_id)
         self.sessions.add(session)
         received = 0
         lost = False
@@ -295,7 +297,6 @@ class Relay:
             if not self.sessions and self._sessions_gone is not None:
                 self._sessions_gone.set()
             self.hub.forget_session(session)
-            self.metrics.bytes_sent.inc(session.bytes_sent)
             code = ErrorCode(session.close_code) if session.close_code >= 0 else None
             if lost:
                 self.metrics.drop("connection_lost")

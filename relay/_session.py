@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from ._hub import MailboxState, Subscription
+    from ._metrics import RelayMetrics
     from ._ratelimit import TokenBucket
 
 __all__ = ["LOW_WATER", "READ", "WRITE", "Session"]
@@ -67,14 +68,15 @@ class Session:
         "__weakref__",
         "_drained",
         "_fd",
+        "_frames_reported",
         "_inflight_event",
+        "_metrics",
         "_out",
         "_pending",
         "_pending_bytes",
         "_socket",
         "_writer_running",
         "address",
-        "bytes_sent",
         "close_code",
         "closing",
         "conn",
@@ -100,9 +102,12 @@ class Session:
         queue_limit: int,
         publish_bucket: TokenBucket,
         now: float,
+        metrics: RelayMetrics,
     ) -> None:
         """Wrap an open `conn` speaking over `stream`."""
         self.conn = conn
+        self._metrics = metrics
+        self._frames_reported = conn.frames_sent
         self._socket = stream.socket
         self._fd = stream.socket.fileno()
         self.conn_id = conn_id
@@ -122,7 +127,6 @@ class Session:
         self._drained: trio.Event | None = None
         self.closing = False
         self.close_code: int = GOODBYE_CODE_NONE
-        self.bytes_sent = 0
         self.nursery: trio.Nursery | None = None
         self.read_scope: trio.CancelScope | None = None
 
@@ -167,10 +171,19 @@ class Session:
         except OSError:
             self.abort()
             return
-        self.bytes_sent += sent
+        self._count(sent)
         if sent < len(data):
             self._out += memoryview(data)[sent:]
             self._start_writer()
+
+    def _count(self, sent: int) -> None:
+        """Report bytes written and frames sealed since the last report."""
+        metrics = self._metrics
+        metrics.bytes_sent.inc(sent)
+        frames = self.conn.frames_sent
+        if frames != self._frames_reported:
+            metrics.frames_sent.inc(frames - self._frames_reported)
+            self._frames_reported = frames
 
     def _start_writer(self) -> None:
         if not self._writer_running and self.nursery is not None:
@@ -186,12 +199,13 @@ class Session:
                     self._out += self.conn.send_encoded(pending)
                 if not self._out:
                     return
+                self._metrics.send_queue_depth.observe(self.queued_bytes)
                 await trio.lowlevel.wait_writable(self._socket)
                 try:
                     sent = os.write(self._fd, self._out)
                 except BlockingIOError:
                     continue
-                self.bytes_sent += sent
+                self._count(sent)
                 del self._out[:sent]
                 if self._drained is not None and self.queued_bytes < LOW_WATER:
                     self._drained.set()

@@ -122,3 +122,20 @@ async def test_rotation_is_reported(
     assert event.code == ErrorCode.REVOKED
     assert link.cursor(mailbox) is None
     await link.aclose()
+
+
+async def test_relay_that_lost_envelopes_is_followed_from_its_head(
+    running_relay: RunningRelay, nursery: trio.Nursery
+) -> None:
+    """A cursor past the relay's head (a restored backup) must not hide new envelopes."""
+    link = RelayLink(address_of(running_relay))
+    await nursery.start(link.run)
+    keys = Keys()
+    mailbox = await create_mailbox(link, keys)
+    await link.authorize_writer(mailbox, keys.write)
+    await link.watch(mailbox, keys.read, cursor=50)  # as if we had seen seqs up to 50
+    expires = int(link.relay_time()) + 600
+    assert await link.publish(mailbox, b"after the restore", expires) == 1
+    delivery = await next_delivery(link)
+    assert (delivery.seq, delivery.envelope) == (1, b"after the restore")
+    await link.aclose()
