@@ -37,7 +37,7 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Final, Literal, TypeVar
 
 import structlog
 import trio
@@ -47,6 +47,9 @@ from protocol import (
     CapabilityKey,
     CellrelayError,
     Connection,
+    Create,
+    Created,
+    Delete,
     Deliver,
     Error,
     ErrorCode,
@@ -62,10 +65,13 @@ from protocol import (
     RemoteProtocolError,
     Revoked,
     Role,
+    Rotate,
+    SetLimits,
     Subscribe,
     Subscribed,
     Unsubscribe,
     Welcome,
+    sign_admin,
 )
 
 if TYPE_CHECKING:
@@ -85,6 +91,8 @@ STABLE_AFTER: Final = 10.0  # a connection that lasted this long resets the back
 DEAD_AFTER_PINGS: Final = 3  # silence for this many ping intervals means a dead link
 RECEIVE_SIZE: Final = 65_537
 DELIVERY_BUFFER: Final = 4096  # deliveries not yet taken by the consumer; beyond it the link waits
+ADMIN_ATTEMPTS: Final = 3  # connections an admin operation is tried on before giving up
+A = TypeVar("A", Rotate, SetLimits, Delete)
 
 
 class RelayRefusedError(CellrelayError):
@@ -162,6 +170,7 @@ class RelayLink:
         self._closed = False
         self._send_lock = trio.Lock()
         self._offset = 0.0  # relay clock minus ours, seconds
+        self._admin_counter = 0
         self.welcome: Welcome | None = None
         self.connections = 0  # how many times a connection was established
         send, receive = trio.open_memory_channel[Event](DELIVERY_BUFFER)
@@ -500,6 +509,53 @@ class RelayLink:
         """Stop watching a mailbox (deliveries in flight may still arrive, and are dropped)."""
         if self._watches.pop(mailbox, None) is not None and self._conn is not None:
             await self.request(Unsubscribe(id=0, mailbox=mailbox), retry=False)
+
+    async def create_mailbox(
+        self,
+        write: CapabilityKey,
+        read: CapabilityKey,
+        admin: CapabilityKey,
+        *,
+        secret: bytes = b"",
+    ) -> MailboxId:
+        """Create a mailbox guarded by these keys; return its id."""
+        reply = await self.request(
+            Create(
+                id=0,
+                write_key=write.public,
+                read_key=read.public,
+                admin_key=admin.public,
+                secret=secret,
+            )
+        )
+        if not isinstance(reply, Created):  # pragma: no cover - the relay answers create so
+            raise RemoteProtocolError("unexpected answer to create", ErrorCode.UNEXPECTED_MESSAGE)
+        return reply.mailbox
+
+    async def admin(self, key: CapabilityKey, message: A) -> Message:
+        """Send an admin operation signed for the current connection; return the answer.
+
+        Its counter is the current time in milliseconds (above the last one this link
+        used); its signature binds the connection, so a resend is signed again.
+
+        Raises:
+            RelayRefusedError: refused (BAD_PROOF, STALE_COUNTER, NO_SUCH_MAILBOX...).
+        """
+        for _ in range(ADMIN_ATTEMPTS):
+            await self.wait_connected()
+            conn = self._conn
+            if conn is None:  # pragma: no cover - wait_connected returned
+                continue
+            self._admin_counter = max(int(time.time() * 1000), self._admin_counter + 1)
+            unsigned = dataclasses.replace(message, counter=self._admin_counter)
+            try:
+                return await self.request(
+                    sign_admin(key, unsigned, conn.handshake_hash), retry=False
+                )
+            except LinkClosedError:
+                if self.closed:
+                    raise
+        raise LinkClosedError("the connection kept failing; the admin operation was not confirmed")
 
     def forget_writer(self, mailbox: MailboxId) -> None:
         """Stop proving the write key after reconnects (e.g. after a rotation)."""

@@ -56,5 +56,100 @@ def main() -> None:
     (SEEDS / "codec" / "several.bin").write_bytes(b"".join(encode_message(m) for m in messages[:6]))
 
 
+def write_content_and_invite_seeds() -> None:
+    """Write seeds for fuzz_content (kind byte + encoding) and fuzz_invite (mode byte + input)."""
+    from protocol._address import RelayAddress
+    from protocol._content import (
+        Alert,
+        Change,
+        MemberId,
+        MembershipChange,
+        MessageId,
+        PlainMessage,
+        Priority,
+        Receipt,
+        ReceiptState,
+        Status,
+        StatusReply,
+    )
+    from protocol._invite import Invite
+    from protocol._messages import MailboxId
+
+    ids = [MessageId(bytes([n]) * 16) for n in range(4)]
+    contents = {
+        "alert": Alert(
+            message_id=ids[0], sent_at_ms=1_767_225_600_000, text="agents at 14th & Main",
+            priority=Priority.URGENT, place="14th & Main", expires_at=1_767_229_200,
+        ),
+        "alert-bare": Alert(
+            message_id=ids[1], sent_at_ms=1, text="x", priority=Priority.INFO, expires_at=1
+        ),
+        "status": StatusReply(
+            message_id=ids[2], sent_at_ms=1_767_225_660_000, alert_id=ids[0],
+            status=Status.ON_SCENE, note="two of us here",
+        ),
+        "receipt": Receipt(
+            message_id=ids[3], sent_at_ms=1, message_ids=tuple(ids[:3]), state=ReceiptState.READ
+        ),
+        "plain": PlainMessage(message_id=ids[1], sent_at_ms=1, text="line one\nline two"),
+        "membership": MembershipChange(
+            message_id=ids[2], sent_at_ms=1, change=Change.ADDED, member_id=MemberId(b"a" * 16),
+            member_name="Alice", by_id=MemberId(b"b" * 16), by_name="Bob",
+        ),
+    }  # fmt: skip
+    folder = SEEDS / "content"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, content in contents.items():
+        (folder / f"{name}.bin").write_bytes(bytes([content.KIND]) + content.encode())
+
+    invites = [
+        Invite(
+            relay=RelayAddress(host, port, bytes(range(32))),
+            cell_id=bytes(range(16)),
+            cell_name=name,
+            join_mailbox=MailboxId(bytes(range(16, 32))),
+            admin_sign_key=bytes(32),
+            admin_box_key=bytes([9]) * 32,
+            expires_at=1_767_830_400,
+            secret=bytes(range(32, 64)),
+        )
+        for host, port, name in [
+            ("relay.example.org", 7446, "Eastside Rapid Response"),
+            ("2001:db8::1", 443, "\u0645\u0631\u062d\u0628\u0627"),
+            ("10.0.0.1", 1, "c"),
+        ]
+    ]
+    folder = SEEDS / "invite"
+    folder.mkdir(parents=True, exist_ok=True)
+    for n, invite in enumerate(invites):
+        (folder / f"bytes-{n}.bin").write_bytes(b"\x00" + invite.to_bytes())
+        (folder / f"link-{n}.bin").write_bytes(b"\x01" + invite.to_link().encode())
+
+
+def write_group_seeds() -> None:
+    """Write seeds for fuzz_group_open (mode byte + input; see that harness's docstring)."""
+    from group_fixture import build
+
+    fixture = build()
+    folder = SEEDS / "group_open"
+    folder.mkdir(parents=True, exist_ok=True)
+    env = fixture.envelopes
+    seeds = {
+        "open-alert": b"\x00" + env["alert"],
+        "open-reply": b"\x00" + env["reply"],
+        "open-own": b"\x00" + env["own"],
+        "open-next-epoch": b"\x00" + env["next-alert"],
+        "open-distribution": b"\x00" + env["next-distribution"],
+        "control-rotation": b"\x01" + env["rotation"],
+        "header-alert": b"\x02" + env["alert-inner"],
+        "welcome": b"\x03" + env["welcome"],
+        "state": b"\x04" + fixture.alice_state,
+    }
+    for name, seed in seeds.items():
+        (folder / f"{name}.bin").write_bytes(seed)
+
+
 if __name__ == "__main__":
     main()
+    write_content_and_invite_seeds()
+    write_group_seeds()

@@ -47,6 +47,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AEAD_TAG_SIZE",
+    "BLAKE2B_MAX_KEY_SIZE",
+    "BLAKE2B_MAX_SIZE",
+    "BLAKE2B_PERSONAL_SIZE",
     "CHACHA20POLY1305_KEY_SIZE",
     "CHACHA20POLY1305_NONCE_SIZE",
     "ED25519_PUBLIC_KEY_SIZE",
@@ -59,7 +62,12 @@ __all__ = [
     "XCHACHA20POLY1305_KEY_SIZE",
     "XCHACHA20POLY1305_NONCE_SIZE",
     "CountingCipher",
+    "HashChain",
     "Readable",
+    "SigningKey",
+    "XChaChaKey",
+    "blake2b",
+    "blake2b_secret",
     "chacha20poly1305_decrypt",
     "chacha20poly1305_encrypt",
     "ed25519_from_seed",
@@ -96,6 +104,12 @@ ED25519_PUBLIC_KEY_SIZE: Final = 32
 ED25519_SECRET_KEY_SIZE: Final = 64
 ED25519_SIGNATURE_SIZE: Final = 64
 
+# RFC 7693 §2.1 and libsodium's crypto_generichash_blake2b: 1..64-byte digests, keys of at
+# most 64 bytes, a 16-byte personalisation string.
+BLAKE2B_MAX_SIZE: Final = 64
+BLAKE2B_MAX_KEY_SIZE: Final = 64
+BLAKE2B_PERSONAL_SIZE: Final = 16
+
 # Each thread's output buffer is this big; larger outputs get a buffer of their own. It is
 # the largest Noise message (Noise spec rev 34 §3: 65,535 bytes), so transport never
 # allocates, and it is also CountingCipher's message limit.
@@ -129,6 +143,7 @@ _aead_encrypt: Final = lib.crypto_aead_chacha20poly1305_ietf_encrypt
 _aead_decrypt: Final = lib.crypto_aead_chacha20poly1305_ietf_decrypt
 _xaead_encrypt: Final = lib.crypto_aead_xchacha20poly1305_ietf_encrypt
 _xaead_decrypt: Final = lib.crypto_aead_xchacha20poly1305_ietf_decrypt
+_blake2b: Final = lib.crypto_generichash_blake2b_salt_personal
 
 
 class _Scratch(threading.local):
@@ -163,6 +178,12 @@ def _check_size(value: Readable, size: int, what: str) -> None:
 
 def random_bytes(size: int) -> bytes:
     """Return `size` bytes from libsodium's CSPRNG."""
+    if size <= _SCRATCH_SIZE:
+        # The scratch buffer saves an allocation (a nonce per group message draws here);
+        # what it keeps until the next call is no more exposed than the bytes returned.
+        out, view = _scratch.pair
+        lib.randombytes(out, size)
+        return view[:size]  # type: ignore[no-any-return]
     out = ffi.new("unsigned char[]", size)
     lib.randombytes(out, size)
     return bytes(ffi.buffer(out, size))
@@ -180,6 +201,60 @@ def zero(buf: bytearray) -> None:
     """Overwrite `buf` with zeros in place (sodium_memzero, which the compiler cannot elide)."""
     if buf:
         lib.sodium_memzero(ffi.from_buffer(buf), len(buf))
+
+
+# -- BLAKE2b (RFC 7693) ----------------------------------------------------------------------
+# crypto_generichash_blake2b_salt_personal with a NULL salt is plain BLAKE2b with the given
+# personalisation (NULL: all zeros, which is BLAKE2b's default parameter block), so these
+# agree with hashlib.blake2b(data, digest_size=size, key=key, person=person) byte for byte;
+# tests/protocol/test_group_primitives.py checks that, and BLAKE2's own keyed test vector.
+
+
+def _blake2b_args(
+    size: int, key: Readable | None, person: bytes | None
+) -> tuple[object, int, object]:
+    if not 1 <= size <= BLAKE2B_MAX_SIZE:
+        raise ValueError(f"a BLAKE2b digest is 1 to {BLAKE2B_MAX_SIZE} bytes")
+    if person is not None and len(person) != BLAKE2B_PERSONAL_SIZE:
+        raise ValueError(f"a BLAKE2b personalisation is {BLAKE2B_PERSONAL_SIZE} bytes")
+    if key is None:
+        return _NULL, 0, _NULL if person is None else person
+    keylen = _nbytes(key)
+    if not 1 <= keylen <= BLAKE2B_MAX_KEY_SIZE:
+        raise ValueError(f"a BLAKE2b key is 1 to {BLAKE2B_MAX_KEY_SIZE} bytes")
+    return _ptr(key), keylen, _NULL if person is None else person
+
+
+def blake2b(
+    data: Readable, *, size: int = 32, key: Readable | None = None, person: bytes | None = None
+) -> bytes:
+    """Return the `size`-byte BLAKE2b digest of `data`, keyed (a PRF/MAC) when `key` is given.
+
+    Raises:
+        ValueError: `size` is not 1..64, `key` not 1..64 bytes, or `person` not 16 bytes.
+    """
+    key_ptr, keylen, person_ptr = _blake2b_args(size, key, person)
+    out, view = _scratch.pair
+    _blake2b(out, size, _ptr(data), _nbytes(data), key_ptr, keylen, _NULL, person_ptr)
+    return view[:size]  # type: ignore[no-any-return]
+
+
+def blake2b_secret(data: Readable, *, key: Readable, size: int = 32) -> bytearray:
+    """Return the keyed BLAKE2b digest of `data` in a fresh `bytearray` the caller can zero.
+
+    For derived keys: the output goes from libsodium straight into the `bytearray`, so no
+    immutable copy of it is made. This is on the group layer's per-message path (two calls
+    per message), hence the checks inline rather than through `_blake2b_args`.
+
+    Raises:
+        ValueError: `size` is not 1..64 or `key` not 1..64 bytes.
+    """
+    keylen = _nbytes(key)
+    if not (1 <= size <= BLAKE2B_MAX_SIZE and 1 <= keylen <= BLAKE2B_MAX_KEY_SIZE):
+        raise ValueError("a BLAKE2b digest and key are 1 to 64 bytes")
+    out = bytearray(size)
+    _blake2b(ffi.from_buffer(out), size, _ptr(data), _nbytes(data), _ptr(key), keylen, _NULL, _NULL)
+    return out
 
 
 # -- X25519 (RFC 7748) -----------------------------------------------------------------------
@@ -526,6 +601,101 @@ def xchacha20poly1305_decrypt(
     return _open(_xaead_decrypt, ptr, nonce, ad, ciphertext)
 
 
+class XChaChaKey:
+    """An XChaCha20-Poly1305 key held for many messages, each with its own 24-byte nonce.
+
+    The key lives in a `bytearray` whose cffi pointer is made once, so a message pays for
+    neither the size checks nor `ffi.from_buffer` on the key (the group layer's headers and
+    distributions are sealed under such long-lived keys).
+    """
+
+    __slots__ = ("_key", "_ptr")
+
+    def __init__(self, key: Readable) -> None:
+        """Copy a 32-byte key into a buffer of our own."""
+        _check_size(key, XCHACHA20POLY1305_KEY_SIZE, "an XChaCha20-Poly1305 key")
+        self._key = bytearray(key)
+        self._ptr = ffi.from_buffer(self._key)
+
+    def encrypt(self, nonce: bytes, ad: Readable, plaintext: Readable) -> bytes:
+        """Return ciphertext || tag (ValueError if `nonce` is not 24 bytes)."""
+        if type(nonce) is not bytes or len(nonce) != XCHACHA20POLY1305_NONCE_SIZE:
+            raise ValueError("the nonce must be 24 bytes")
+        return _seal(_xaead_encrypt, self._ptr, nonce, ad, plaintext)
+
+    def decrypt(self, nonce: bytes, ad: Readable, ciphertext: Readable) -> bytes:
+        """Return the plaintext (CryptoError if it does not authenticate)."""
+        if type(nonce) is not bytes or len(nonce) != XCHACHA20POLY1305_NONCE_SIZE:
+            raise ValueError("the nonce must be 24 bytes")
+        return _open(_xaead_decrypt, self._ptr, nonce, ad, ciphertext)
+
+    def export(self) -> bytes:
+        """Return the key (SECRET: for saving it)."""
+        return bytes(self._key)
+
+    def clear(self) -> None:
+        """Zero the key; it must not be used afterwards."""
+        zero(self._key)
+
+
+class HashChain:
+    """A 32-byte key that derives outputs with keyed BLAKE2b and steps forward in place.
+
+    The per-message hash ratchet of the group layer: `derive` gives BLAKE2b(key=k, data)
+    of a chosen size, `step` replaces k with BLAKE2b(key=k, data, 32), overwriting it in
+    its buffer (through the scratch buffer, which is zeroed after). Like `XChaChaKey`, the
+    cffi pointer is made once.
+    """
+
+    __slots__ = ("_key", "_ptr")
+
+    def __init__(self, key: Readable) -> None:
+        """Copy a 32-byte key into a buffer of our own."""
+        _check_size(key, 32, "a chain key")
+        self._key = bytearray(key)
+        self._ptr = ffi.from_buffer(self._key)
+
+    def derive(self, data: bytes, size: int) -> bytes:
+        """Return BLAKE2b(digest_size=size, key=k, data): 1..64 bytes."""
+        if not 1 <= size <= BLAKE2B_MAX_SIZE:
+            raise ValueError("a BLAKE2b digest is 1 to 64 bytes")
+        out, view = _scratch.pair
+        _blake2b(out, size, data, len(data), self._ptr, 32, _NULL, _NULL)
+        return view[:size]  # type: ignore[no-any-return]
+
+    def step(self, data: bytes) -> None:
+        """Replace the key with BLAKE2b(digest_size=32, key=k, data)."""
+        out, _ = _scratch.pair
+        _blake2b(out, 32, data, len(data), self._ptr, 32, _NULL, _NULL)
+        ffi.memmove(self._ptr, out, 32)
+        lib.sodium_memzero(out, 32)
+
+    def advance(self, output: bytes, size: int, step: bytes) -> bytes:
+        """Return `derive(output, size)`, then `step(step)`: one message's work in one call."""
+        if not 1 <= size <= BLAKE2B_MAX_SIZE:
+            raise ValueError("a BLAKE2b digest is 1 to 64 bytes")
+        out, view = _scratch.pair
+        key = self._ptr
+        _blake2b(out, size, output, len(output), key, 32, _NULL, _NULL)
+        derived: bytes = view[:size]
+        _blake2b(out, 32, step, len(step), key, 32, _NULL, _NULL)
+        ffi.memmove(key, out, 32)
+        lib.sodium_memzero(out, 32)
+        return derived
+
+    def copy(self) -> HashChain:
+        """Return an independent chain at the same key."""
+        return HashChain(self._key)
+
+    def export(self) -> bytes:
+        """Return the key (SECRET: for saving or sending it)."""
+        return bytes(self._key)
+
+    def clear(self) -> None:
+        """Zero the key; it must not be used afterwards."""
+        zero(self._key)
+
+
 # -- Ed25519 (RFC 8032) ------------------------------------------------------------------------
 # PyNaCl's cffi module has only the combined-mode crypto_sign / crypto_sign_open, not the
 # detached functions; a detached signature is the first 64 bytes of the combined output, and
@@ -553,6 +723,40 @@ def ed25519_generate() -> tuple[bytes, bytearray]:
         zero(seed)
 
 
+class SigningKey:
+    """An Ed25519 key pair held for many signatures, its cffi pointer made once.
+
+    The group layer signs every message with its per-epoch key; this saves the size checks
+    and `ffi.from_buffer` a call to `ed25519_sign` pays, and signs into the scratch buffer.
+    """
+
+    __slots__ = ("_ptr", "_secret", "public")
+
+    def __init__(self, seed: Readable) -> None:
+        """Derive the key pair from a 32-byte seed."""
+        self.public, self._secret = ed25519_from_seed(bytes(seed))
+        self._ptr = ffi.from_buffer(self._secret)
+
+    def sign(self, message: bytes) -> bytes:
+        """Return the 64-byte signature of `message`."""
+        size = len(message) + ED25519_SIGNATURE_SIZE
+        if size <= _SCRATCH_SIZE:
+            out, view = _scratch.pair
+        else:
+            out = _new_uninitialised(_UCHAR_ARRAY, size)
+            view = ffi.buffer(out)
+        lib.crypto_sign(out, _NULL, message, len(message), self._ptr)
+        return view[:ED25519_SIGNATURE_SIZE]  # type: ignore[no-any-return]
+
+    def seed(self) -> bytes:
+        """Return the 32-byte seed (SECRET: for saving the key)."""
+        return bytes(self._secret[:ED25519_SEED_SIZE])
+
+    def clear(self) -> None:
+        """Zero the secret key; it must not be used afterwards."""
+        zero(self._secret)
+
+
 def ed25519_public_from_secret(secret_key: bytes | bytearray) -> bytes:
     """Return the public key inside libsodium's 64-byte secret key (seed || public)."""
     _check_size(secret_key, ED25519_SECRET_KEY_SIZE, "an Ed25519 secret key")
@@ -563,11 +767,17 @@ def ed25519_sign(secret_key: bytes | bytearray, message: Readable) -> bytes:
     """Return the 64-byte detached Ed25519 signature of `message`."""
     _check_size(secret_key, ED25519_SECRET_KEY_SIZE, "an Ed25519 secret key")
     mlen = _nbytes(message)
-    signed = _new_uninitialised(_UCHAR_ARRAY, mlen + ED25519_SIGNATURE_SIZE)
+    # crypto_sign writes signature || message: the scratch buffer takes it when it fits
+    # (every group message does), which saves an allocation per signature.
+    if mlen + ED25519_SIGNATURE_SIZE <= _SCRATCH_SIZE:
+        signed, view = _scratch.pair
+    else:
+        signed = _new_uninitialised(_UCHAR_ARRAY, mlen + ED25519_SIGNATURE_SIZE)
+        view = ffi.buffer(signed)
     rc = lib.crypto_sign(signed, _NULL, _ptr(message), mlen, _ptr(secret_key))
     if rc != 0:  # pragma: no cover - libsodium's signing cannot fail on well-sized input
         raise CryptoError("signing failed")
-    return bytes(ffi.buffer(signed, ED25519_SIGNATURE_SIZE))
+    return view[:ED25519_SIGNATURE_SIZE]  # type: ignore[no-any-return]
 
 
 def ed25519_verify(public_key: Readable, message: Readable, signature: Readable) -> None:
@@ -585,7 +795,10 @@ def ed25519_verify(public_key: Readable, message: Readable, signature: Readable)
     ):
         raise CryptoError("bad signature")
     signed = bytes(signature) + bytes(message)
-    out = _new_uninitialised(_UCHAR_ARRAY, len(signed))
+    if len(signed) <= _SCRATCH_SIZE:
+        out, _ = _scratch.pair
+    else:
+        out = _new_uninitialised(_UCHAR_ARRAY, len(signed))
     if lib.crypto_sign_open(out, _NULL, signed, len(signed), _ptr(public_key)) != 0:
         raise CryptoError("bad signature")
 
@@ -609,7 +822,12 @@ def argon2id_key(passphrase: bytes, salt: bytes, *, opslimit: int, memlimit: int
     if len(salt) != ARGON2ID_SALT_SIZE:
         raise ValueError("an Argon2id salt is 16 bytes")
     key = bindings.crypto_pwhash_alg(
-        SECRETBOX_KEY_SIZE, passphrase, salt, opslimit, memlimit, bindings.crypto_pwhash_ALG_ARGON2ID13
+        SECRETBOX_KEY_SIZE,
+        passphrase,
+        salt,
+        opslimit,
+        memlimit,
+        bindings.crypto_pwhash_ALG_ARGON2ID13,
     )
     return bytearray(key)
 

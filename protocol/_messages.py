@@ -117,6 +117,28 @@ class FieldSpec:
             return ErrorCode.WRONG_TYPE
         return None if len(value) <= self.hi else ErrorCode.TOO_LARGE
 
+    def predicate(self) -> Callable[[object], bool] | None:
+        """Return a fast test that is True only for values `check` accepts (None for "items").
+
+        The codec's fast path (`_codec.py`) calls it for every field of every received
+        message, so it is one closure with no dispatch on `kind`: `check` costs about
+        0.4 µs per field, this about 0.1. It may refuse a value `check` would accept (an
+        `IntEnum` member, which msgpack never produces; the codec then asks `check` for
+        the exact error), but it never accepts a value `check` refuses, and
+        tests/protocol/test_codec.py holds it to that.
+        """
+        lo, hi = self.lo, self.hi
+        if self.kind == "uint":
+            return lambda value: type(value) is int and lo <= value <= hi
+        if self.kind == "bytes":
+            return lambda value: type(value) is bytes and lo <= len(value) <= hi
+        if self.kind == "choice":
+            choices = frozenset(self.choices)
+            return lambda value: type(value) is str and value in choices
+        if self.kind == "bool":
+            return lambda value: type(value) is bool
+        return None
+
 
 def _uint(hi: int, lo: int = 0) -> FieldSpec:
     return FieldSpec("uint", lo, hi)

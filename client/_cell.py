@@ -1,0 +1,868 @@
+"""One cell at run time: the group layer driven over a relay link, with the app's events.
+
+Theory of operation
+-------------------
+
+A cell lives in three kinds of mailbox on one relay (docs/protocol.md, Parts 2 and 3):
+the *group* mailbox (messages and sender key distributions; its keys rotate when a member
+is removed), the *control* mailbox (epoch changes; only admins write it, every member can
+always read it) and, for admins with open invites and members waiting to be admitted,
+one-time *join* mailboxes. The client's router hands this object every delivery from its
+mailboxes, one at a time and in seq order per mailbox (`on_delivery`), and this object
+drives the sans-IO group layer (`CellCrypto`) with it:
+
+* group envelope -> `CellCrypto.open` -> content -> de-duplicated by message id, kept
+  in history until it expires, folded into the alert roll-up, handed to the app;
+* control envelope -> `open_control` -> new epoch: publish this member's sender key
+  distribution, follow rotated group keys, report the membership change, and (for the
+  admin that proposed the change) finish the operation it belongs to;
+* join envelope -> a request to record (admin) or the welcome that makes us a member.
+
+Rules that keep keys safe:
+
+* **Write-ahead.** The state is saved *before* an envelope sealed from it is published,
+  so a crash can never make the next run reuse a message key.
+* **Distribution first.** In a new epoch nothing is sealed before this member's sender
+  key distribution has been published (`_flush_distribution`).
+* **Persist before the app sees it.** A delivery is applied, the state (cursor, seen
+  ids, ratcheted chains) saved, and only then is the event handed on: after a crash the
+  app may miss an event, which `recent()` still holds, but never gets one twice, and no
+  message key survives on disk after its message was read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import TYPE_CHECKING, Final
+
+import structlog
+import trio
+
+from protocol import CapabilityKey, MailboxId, RelayAddress, Rotate
+from protocol._codec import decode_map, encode_map
+from protocol._content import (
+    Alert,
+    Change,
+    Content,
+    ContentError,
+    MembershipChange,
+    MessageId,
+    PlainMessage,
+    Priority,
+    Receipt,
+    ReceiptState,
+    Status,
+    StatusReply,
+    WireContent,
+    decode_content,
+)
+from protocol._group import CellCrypto, EpochUpdate, Opened, Outcome
+from protocol._group_errors import (
+    EpochGapError,
+    ExpiredError,
+    GroupError,
+    RemovedError,
+    StaleControlError,
+    StaleEpochError,
+    UnknownEpochError,
+)
+from protocol._identity import Identity, MemberInfo
+from protocol._invite import Invite
+from protocol._join import JOIN_REQUEST, JOIN_WELCOME, open_join_request, split_join_envelope
+from protocol._membership import Op
+from protocol._rollup import AlertRollup, RollupBook
+
+from ._events import (
+    AlertReceived,
+    CellEvent,
+    JoinRequested,
+    Member,
+    MembershipChanged,
+    MessageReceived,
+    ReceiptReceived,
+    SecurityWarning,
+    StatusReceived,
+)
+from ._link import Delivery, RelayLink, Revocation
+from ._state import CellRecord, HistoryItem, InviteRecord, RequestRecord
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable
+
+__all__ = ["AdminSecrets", "Cell", "CellError", "CellInfo"]
+
+log = structlog.get_logger("cellrelay.client")
+
+KIND_SENDER_KEY: Final = 5
+DEFAULT_ALERT_TTL: Final = 3600  # an alert that nobody resolves stops mattering in an hour
+DEFAULT_MESSAGE_TTL: Final = 24 * 3600
+DEFAULT_INVITE_TTL: Final = 24 * 3600
+EVENT_BUFFER: Final = 10_000  # events an app has not taken; a listener further behind is closed
+APPLY_TIMEOUT: Final = 30.0  # seconds to wait for our own epoch change to come back
+# Refusals that are expected in normal operation and say nothing hostile: a message sealed
+# in an epoch before we joined, one that waited too long, one that expired on the way.
+QUIET_REFUSALS: Final = (UnknownEpochError, StaleEpochError, ExpiredError)
+
+
+class CellError(Exception):
+    """An operation on a cell cannot be done; the message says why and what to do."""
+
+
+class AdminSecrets:
+    """What admins hold besides the group layer's keys: the mailboxes' admin and write keys."""
+
+    def __init__(
+        self,
+        *,
+        group_admin: bytes,
+        control_write: bytes,
+        control_admin: bytes,
+        creation_secret: bytes,
+    ) -> None:
+        self.group_admin = group_admin
+        self.control_write = control_write
+        self.control_admin = control_admin
+        self.creation_secret = creation_secret
+
+    def encode(self) -> bytes:
+        return encode_map(
+            {"group_admin": self.group_admin, "control_write": self.control_write,
+             "control_admin": self.control_admin, "creation_secret": self.creation_secret}
+        )  # fmt: skip
+
+    @classmethod
+    def decode(cls, data: bytes) -> AdminSecrets:
+        fields = decode_map(data)
+        values = {
+            k: fields.get(k)
+            for k in ("group_admin", "control_write", "control_admin", "creation_secret")
+        }
+        if not all(type(v) is bytes for v in values.values()):
+            raise CellError("the cell's admin secrets are damaged")
+        return cls(**values)  # type: ignore[arg-type]
+
+
+class CellInfo:
+    """The client data a welcome carries to a joiner (`CellCrypto.extra`)."""
+
+    def __init__(
+        self,
+        *,
+        relay: str,
+        group: bytes,
+        control: bytes,
+        group_from: int = 0,
+        control_from: int = 0,
+    ) -> None:
+        self.relay = relay
+        self.group = MailboxId(group)
+        self.control = MailboxId(control)
+        self.group_from = group_from
+        self.control_from = control_from
+
+    def encode(self) -> bytes:
+        return encode_map(
+            {"relay": self.relay, "group": self.group, "control": self.control,
+             "group_from": self.group_from, "control_from": self.control_from}
+        )  # fmt: skip
+
+    @classmethod
+    def decode(cls, data: bytes) -> CellInfo:
+        f = decode_map(data)
+        relay, group, control = f.get("relay"), f.get("group"), f.get("control")
+        group_from, control_from = f.get("group_from", 0), f.get("control_from", 0)
+        if type(relay) is not str or type(group) is not bytes or type(control) is not bytes:
+            raise CellError("the cell's mailbox information is damaged")
+        if type(group_from) is not int or type(control_from) is not int:
+            raise CellError("the cell's mailbox information is damaged")
+        return cls(
+            relay=relay,
+            group=group,
+            control=control,
+            group_from=group_from,
+            control_from=control_from,
+        )
+
+
+class Cell:
+    """A cell this member belongs to: send, receive, manage members (module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        identity: Identity,
+        record: CellRecord,
+        crypto: CellCrypto,
+        link: RelayLink,
+        save: Callable[[], Awaitable[None]],
+        route: Callable[[MailboxId, Callable[[Delivery | Revocation], Awaitable[None]]], None],
+        unroute: Callable[[MailboxId], None],
+    ) -> None:
+        """Wrap a cell's state; the client creates cells (`Client.create_cell`, `join`)."""
+        self._identity = identity
+        self.record = record
+        self.crypto = crypto
+        self.link = link
+        self._save = save
+        self._route = route
+        self._unroute = unroute
+        self._book = RollupBook()
+        self._listeners: list[trio.MemorySendChannel[CellEvent]] = []
+        self._send_lock = trio.Lock()
+        self._epoch_changed = trio.Event()
+        self._started = False
+        self._heads: dict[MailboxId, int] = {}  # relay heads when watched, for wait_synced
+        self._progress = trio.Event()  # set after each processed delivery
+        for item in record.history:
+            self._fold(item)
+
+    def __repr__(self) -> str:
+        return f"<Cell {self.name!r} epoch={self.crypto.epoch}>"
+
+    # -- what the cell looks like ----------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The cell's display name."""
+        return self.crypto.name
+
+    @property
+    def cell_id(self) -> bytes:
+        """The cell's 16-byte id."""
+        return self.crypto.cell_id
+
+    @property
+    def is_admin(self) -> bool:
+        """Whether this member may invite, approve and remove."""
+        return self.crypto.is_admin
+
+    @property
+    def removed(self) -> bool:
+        """Whether this member was removed from the cell."""
+        return self.crypto.removed
+
+    @property
+    def me(self) -> Member:
+        """This member."""
+        return self._member(self.crypto.me)
+
+    def members(self) -> list[Member]:
+        """The current members, admins first, then by name."""
+        members = [self._member(info) for info in self.crypto.members]
+        return sorted(members, key=lambda m: (not m.is_admin, m.name.casefold(), m.member_id))
+
+    def _member(self, info: MemberInfo) -> Member:
+        return Member(
+            member_id=info.member_id, name=info.name, is_admin=info.member_id in self.crypto.admins
+        )
+
+    def find_member(self, text: str) -> Member:
+        """Find a member by name (case-insensitive) or by a prefix of its hex id.
+
+        Raises:
+            CellError: no such member, or several match.
+        """
+        wanted = text.casefold()
+        found = [
+            m
+            for m in self.members()
+            if m.name.casefold() == wanted or m.member_id.hex().startswith(wanted)
+        ]
+        if len(found) != 1:
+            raise CellError(
+                f"{'no' if not found else 'more than one'} member matches {text!r}; see `cellrelay cell members`"
+            )
+        return found[0]
+
+    def rollup(self, alert_id: bytes) -> AlertRollup | None:
+        """The live roll-up of an alert: who responds, who is on scene, is it over."""
+        return self._book.rollup(alert_id)
+
+    def active_alerts(self) -> list[AlertRollup]:
+        """Unexpired, unresolved alerts, most urgent first."""
+        return self._book.active(self.link.relay_time())
+
+    def recent(self) -> list[tuple[Member, Content]]:
+        """Recent unexpired messages (what `events()` showed, and what a crash may have hidden)."""
+        out: list[tuple[Member, Content]] = []
+        now = self.link.relay_time()
+        for item in self.record.history:
+            if item.expires_at > now:
+                with contextlib.suppress(ContentError):
+                    content = decode_content(item.kind, item.content, allow_local=True)
+                    info = Member(member_id=item.sender_id, name=item.sender_name)
+                    out.append((info, content))
+        return out
+
+    @property
+    def join_requests(self) -> list[Member]:
+        """People who asked to join with one of our invites, waiting for approval."""
+        return [self._member_of_request(r) for r in self.record.requests]
+
+    @staticmethod
+    def _member_of_request(request: RequestRecord) -> Member:
+        info = MemberInfo.from_bytes(request.member)
+        return Member(member_id=info.member_id, name=info.name)
+
+    # -- events ------------------------------------------------------------------------------
+
+    async def events(self) -> AsyncIterator[CellEvent]:
+        """Yield every event from now on, in order, until the cell is closed."""
+        send, receive = trio.open_memory_channel[CellEvent](EVENT_BUFFER)
+        self._listeners.append(send)
+        try:
+            async with receive:
+                async for event in receive:
+                    yield event
+        finally:
+            with contextlib.suppress(ValueError):
+                self._listeners.remove(send)
+
+    def _emit(self, event: CellEvent) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener.send_nowait(event)
+            except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                # Hopelessly behind (or gone): close it rather than block the cell; the app
+                # can catch up from recent().
+                listener.close()
+                self._listeners.remove(listener)
+
+    def close(self) -> None:
+        """End every `events()` iterator."""
+        for listener in self._listeners:
+            listener.close()
+        self._listeners.clear()
+
+    # -- starting ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Watch the cell's mailboxes from their cursors and publish what is pending."""
+        if self._started:
+            return
+        self._started = True
+        record, crypto = self.record, self.crypto
+        self._route(record.control_mailbox, self._on_control)
+        self._heads[record.control_mailbox] = await self.link.watch(
+            record.control_mailbox,
+            CapabilityKey.from_seed(crypto.control_read_key),
+            record.control_cursor,
+        )
+        if crypto.removed:
+            return
+        await self._watch_group()
+        if self.is_admin:
+            await self._watch_admin_mailboxes()
+            if self.record.pending_change:  # a change we saved but may not have published
+                await self._resume_proposal()
+        await self._flush_distribution()
+
+    async def _watch_group(self) -> None:
+        record = self.record
+        read_seed, write_seed = self.crypto.group_keys
+        self._route(record.group_mailbox, self._on_group)
+        await self.link.authorize_writer(record.group_mailbox, CapabilityKey.from_seed(write_seed))
+        self._heads[record.group_mailbox] = await self.link.watch(
+            record.group_mailbox, CapabilityKey.from_seed(read_seed), record.group_cursor
+        )
+
+    async def _watch_admin_mailboxes(self) -> None:
+        secrets = AdminSecrets.decode(self.crypto.admin_secrets)
+        await self.link.authorize_writer(
+            self.record.control_mailbox, CapabilityKey.from_seed(secrets.control_write)
+        )
+        for invite in self.record.invites:
+            await self._watch_invite(invite)
+
+    async def _watch_invite(self, invite: InviteRecord) -> None:
+        probe = self._invite_for(invite)
+        read = CapabilityKey.from_seed(probe.join_read_seed)
+        write = CapabilityKey.from_seed(probe.join_write_seed)
+
+        async def on_join(event: Delivery | Revocation) -> None:
+            await self._on_join(invite, event)
+
+        self._route(invite.join_mailbox, on_join)
+        await self.link.authorize_writer(invite.join_mailbox, write)
+        await self.link.watch(invite.join_mailbox, read, invite.cursor)
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def _now_ms(self) -> int:
+        return int(self.link.relay_time() * 1000)
+
+    async def send_alert(
+        self,
+        text: str,
+        *,
+        priority: Priority | str = Priority.URGENT,
+        place: str | None = None,
+        ttl: int = DEFAULT_ALERT_TTL,
+    ) -> Alert:
+        """Send an alert to every member; it expires (everywhere) after `ttl` seconds."""
+        now_ms = self._now_ms()
+        alert = Alert(
+            sent_at_ms=now_ms,
+            text=text,
+            priority=Priority(priority),
+            place=place,
+            expires_at=now_ms // 1000 + ttl,
+        )
+        await self._send(alert, alert.expires_at)
+        return alert
+
+    async def reply(
+        self, alert_id: bytes, status: Status | str, *, note: str | None = None
+    ) -> StatusReply:
+        """Answer an alert (responding, on_scene, resolved, false_alarm); lives as long as it."""
+        rollup = self._book.rollup(alert_id)
+        expires_at = (
+            rollup.alert.expires_at
+            if rollup is not None
+            else self._now_ms() // 1000 + DEFAULT_ALERT_TTL
+        )
+        reply = StatusReply(
+            sent_at_ms=self._now_ms(),
+            alert_id=MessageId(alert_id),
+            status=Status(status),
+            note=note,
+        )
+        await self._send(reply, max(expires_at, self._now_ms() // 1000 + 60))
+        return reply
+
+    async def send_receipt(
+        self,
+        message_ids: list[bytes],
+        state: ReceiptState | str = ReceiptState.READ,
+        *,
+        ttl: int = DEFAULT_ALERT_TTL,
+    ) -> Receipt:
+        """Tell the cell these messages were delivered (or read) here."""
+        receipt = Receipt(
+            sent_at_ms=self._now_ms(),
+            message_ids=tuple(MessageId(m) for m in message_ids),
+            state=ReceiptState(state),
+        )
+        await self._send(receipt, self._now_ms() // 1000 + ttl)
+        return receipt
+
+    async def send_message(self, text: str, *, ttl: int = DEFAULT_MESSAGE_TTL) -> PlainMessage:
+        """Send an ordinary message to the cell."""
+        message = PlainMessage(sent_at_ms=self._now_ms(), text=text)
+        await self._send(message, self._now_ms() // 1000 + ttl)
+        return message
+
+    async def _send(self, content: WireContent, expires_at: int) -> None:
+        if self.crypto.removed:
+            raise CellError(f"you were removed from {self.name!r}")
+        max_ttl = self.link.welcome.max_ttl if self.link.welcome is not None else None
+        if max_ttl is not None:
+            expires_at = min(expires_at, int(self.link.relay_time()) + max_ttl)
+        async with self._send_lock:
+            await self._flush_distribution_locked()
+            envelope = self.crypto.seal(
+                content.KIND, content.encode(), expires_at=expires_at, now=self.link.relay_time()
+            )
+            self.record.crypto = self.crypto.to_bytes()
+            self._remember(self.crypto.me, content, expires_at)
+            await (
+                self._save()
+            )  # write-ahead: the advanced chain is on disk before the envelope leaves
+            await self.link.publish(self.record.group_mailbox, envelope, expires_at)
+
+    async def _flush_distribution(self) -> None:
+        async with self._send_lock:
+            await self._flush_distribution_locked()
+
+    async def _flush_distribution_locked(self) -> None:
+        pending = self.record.distribution_pending
+        if not pending:
+            return
+        expires_at = int(self.link.relay_time()) + (
+            self.link.welcome.max_ttl if self.link.welcome else 86400
+        )
+        await self.link.publish(self.record.group_mailbox, pending, expires_at)
+        self.record.distribution_pending = b""
+        await self._save()
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    async def _on_group(self, event: Delivery | Revocation) -> None:
+        if isinstance(event, Revocation):
+            log.info("group_keys_revoked", code=event.code)  # the control mailbox says what next
+            return
+        now = self.link.relay_time()
+        try:
+            outcome: Outcome | GroupError = self.crypto.open(event.envelope, now=now)
+        except GroupError as exc:
+            outcome = exc
+        events = self._outcome(outcome)
+        self.record.group_cursor = event.seq
+        self.record.crypto = self.crypto.to_bytes()
+        await self._save()
+        self._advanced()
+        for e in events:
+            self._emit(e)
+
+    def _outcome(self, outcome: Outcome | GroupError) -> list[CellEvent]:
+        """Turn what the group layer said into app events (recursively for released ones)."""
+        if isinstance(outcome, GroupError):
+            if isinstance(outcome, QUIET_REFUSALS):
+                return []
+            log.warning("envelope_refused", reason=type(outcome).__name__)
+            return [SecurityWarning(cell=self.name, reason=type(outcome).__name__)]
+        out: list[CellEvent] = []
+        if isinstance(outcome, Opened):
+            if outcome.kind != KIND_SENDER_KEY:
+                out.extend(self._content(outcome))
+            for released in outcome.released:
+                out.extend(self._outcome(released))
+        return out
+
+    def _content(self, opened: Opened) -> list[CellEvent]:
+        try:
+            content = decode_content(opened.kind, opened.plaintext)
+        except ContentError as exc:
+            return [
+                SecurityWarning(
+                    cell=self.name,
+                    reason="ContentError",
+                    detail=f"from {opened.sender.name}: {exc.code.name}",
+                )
+            ]
+        if content.message_id in self.record.seen:
+            return []  # delivered before (at least once from the relay, exactly once from here)
+        sender = self._member(opened.sender)
+        rollup = self._remember(opened.sender, content, opened.expires_at)
+        if isinstance(content, Alert):
+            return [AlertReceived(cell=self.name, sender=sender, alert=content, rollup=rollup)]
+        if isinstance(content, StatusReply):
+            return [
+                StatusReceived(
+                    cell=self.name,
+                    sender=sender,
+                    reply=content,
+                    rollup=self._book.rollup(content.alert_id),
+                )
+            ]
+        if isinstance(content, Receipt):
+            return [ReceiptReceived(cell=self.name, sender=sender, receipt=content)]
+        if isinstance(content, PlainMessage):
+            return [MessageReceived(cell=self.name, sender=sender, message=content)]
+        return []  # pragma: no cover - kind 0 is refused from the wire by decode_content
+
+    def _remember(
+        self, sender: MemberInfo, content: Content, expires_at: int
+    ) -> AlertRollup | None:
+        item = HistoryItem(kind=content.KIND, content=content.encode(), sender_id=sender.member_id,
+                           sender_name=sender.name, received_at=time.time(), expires_at=expires_at)  # fmt: skip
+        self.record.seen[content.message_id] = expires_at
+        self.record.history.append(item)
+        return self._fold(item)
+
+    def _fold(self, item: HistoryItem) -> AlertRollup | None:
+        with contextlib.suppress(ContentError):
+            content = decode_content(item.kind, item.content, allow_local=True)
+            return self._book.add(item.sender_id, item.sender_name, content, item.received_at)  # type: ignore[arg-type]
+        return None
+
+    async def _on_control(self, event: Delivery | Revocation) -> None:
+        if isinstance(event, Revocation):  # pragma: no cover - the control read key never rotates
+            log.warning("control_revoked", code=event.code)
+            return
+        now = self.link.relay_time()
+        events: list[CellEvent] = []
+        update: EpochUpdate | None = None
+        try:
+            update = self.crypto.open_control(event.envelope, now=now)
+        except StaleControlError as exc:
+            if exc.ours:
+                log.warning("epoch_change_lost_race")
+        except (RemovedError, EpochGapError) as exc:
+            if isinstance(exc, EpochGapError):
+                events.append(
+                    SecurityWarning(
+                        cell=self.name,
+                        reason="EpochGapError",
+                        detail="missed epochs: ask an admin to add you again",
+                    )
+                )
+        except GroupError as exc:
+            events.append(
+                SecurityWarning(
+                    cell=self.name, reason=type(exc).__name__, detail="in the control mailbox"
+                )
+            )
+        self.record.control_cursor = event.seq
+        if update is not None:
+            events.extend(await self._apply(update))
+        self.record.crypto = self.crypto.to_bytes()
+        await self._save()
+        self._advanced()
+        if update is not None:
+            self._epoch_changed.set()
+            self._epoch_changed = trio.Event()
+            if update.distribution is not None:
+                await self._flush_distribution()
+        for e in events:
+            self._emit(e)
+
+    async def _apply(self, update: EpochUpdate) -> list[CellEvent]:
+        """Act on an applied epoch change: keys, distribution, relay rotation, events."""
+        events: list[CellEvent] = []
+        if update.distribution is not None:
+            self.record.distribution_pending = update.distribution
+        if update.entry is not None:
+            events.append(MembershipChanged(cell=self.name, change=self._change_of(update)))
+        elif update.removed_self:  # we cannot read the new epoch's log entry: say what we know
+            me = self.crypto.me
+            events.append(MembershipChanged(cell=self.name, change=MembershipChange(
+                sent_at_ms=self._now_ms(), change=Change.REMOVED, member_id=me.member_id,  # type: ignore[arg-type]
+                member_name=me.name, by_id=update.signer.member_id, by_name=update.signer.name)))  # type: ignore[arg-type]  # fmt: skip
+        if update.removed_self:
+            self.link.forget_writer(self.record.group_mailbox)
+            await self.link.unwatch(self.record.group_mailbox)
+            self._unroute(self.record.group_mailbox)
+            return events
+        if update.group_keys is not None:
+            # The proposing admin rotated the relay's keys before publishing the change
+            # (`_propose`), so the relay already accepts the new keys; it revoked our old
+            # watch then, on this same connection, before this delivery.
+            await self.link.unwatch(self.record.group_mailbox)
+            self.link.forget_writer(self.record.group_mailbox)
+            await self._watch_group()
+        if update.admin_secrets:  # just promoted
+            await self._watch_admin_mailboxes()
+        for released in update.released:
+            events.extend(self._outcome(released))
+        return events
+
+    def _change_of(self, update: EpochUpdate) -> MembershipChange:
+        entry = update.entry
+        assert entry is not None  # noqa: S101 - checked by the caller
+        change = {Op.ADD: Change.ADDED, Op.REMOVE: Change.REMOVED, Op.PROMOTE: Change.PROMOTED,
+                  Op.DEMOTE: Change.DEMOTED, Op.GENESIS: Change.ADDED}[entry.op]  # fmt: skip
+        return MembershipChange(
+            message_id=MessageId(entry.signature[:16]),
+            sent_at_ms=entry.timestamp_ms,
+            change=change,
+            member_id=entry.subject.member_id,  # type: ignore[arg-type]
+            member_name=entry.subject.name,
+            by_id=update.signer.member_id,  # type: ignore[arg-type]
+            by_name=update.signer.name,
+        )
+
+    async def _rotate_on_relay(self, group_keys: tuple[bytes, bytes]) -> None:
+        """As the admin who proposed a rotation: give the relay the new group keys."""
+        secrets = AdminSecrets.decode(self.crypto.admin_secrets)
+        read_seed, write_seed = group_keys
+        admin = CapabilityKey.from_seed(secrets.group_admin)
+        rotate = Rotate(
+            id=0,
+            mailbox=self.record.group_mailbox,
+            write_key=CapabilityKey.from_seed(write_seed).public,
+            read_key=CapabilityKey.from_seed(read_seed).public,
+            admin_key=admin.public,
+            counter=0,
+            sig=bytes(64),
+        )
+        await self.link.admin(admin, rotate)
+
+    async def _on_join(self, invite: InviteRecord, event: Delivery | Revocation) -> None:
+        """A delivery in one of our invites' join mailboxes (we are its admin)."""
+        if isinstance(event, Revocation):
+            return
+        invite.cursor = event.seq
+        event_out: CellEvent | None = None
+        try:
+            kind, _ = split_join_envelope(event.envelope)
+            if kind == JOIN_REQUEST and not invite.used:
+                probe = self._invite_for(invite)
+                request = open_join_request(
+                    self._identity,
+                    event.envelope,
+                    join_mailbox=invite.join_mailbox,
+                    proof_key=probe.join_secret,
+                )
+                if all(r.member != request.member.to_bytes() for r in self.record.requests):
+                    self.record.requests.append(
+                        RequestRecord(
+                            member=request.member.to_bytes(),
+                            join_mailbox=invite.join_mailbox,
+                            received_at=time.time(),
+                        )
+                    )
+                    event_out = JoinRequested(
+                        cell=self.name,
+                        member=Member(member_id=request.member.member_id, name=request.member.name),
+                    )
+        except GroupError as exc:
+            event_out = SecurityWarning(
+                cell=self.name, reason=type(exc).__name__, detail="in a join mailbox"
+            )
+        await self._save()
+        if event_out is not None:
+            self._emit(event_out)
+
+    # -- membership --------------------------------------------------------------------------
+
+    def _require_admin(self) -> AdminSecrets:
+        if not self.is_admin:
+            raise CellError(f"only an admin of {self.name!r} can do that")
+        return AdminSecrets.decode(self.crypto.admin_secrets)
+
+    def _invite_for(self, record: InviteRecord) -> Invite:
+        return Invite(
+            relay=RelayAddress.parse(self.record.relay),
+            cell_id=self.cell_id,
+            cell_name=self.name,
+            join_mailbox=record.join_mailbox,
+            admin_sign_key=self.crypto.me.sign_pub,
+            admin_box_key=self.crypto.me.dh_pub,
+            expires_at=record.expires_at,
+            secret=record.secret,
+        )
+
+    async def invite(self, *, ttl: int = DEFAULT_INVITE_TTL) -> Invite:
+        """Create a one-time invite (a `cellrelay://join/...` link) valid for `ttl` seconds."""
+        secrets = self._require_admin()
+        if self.link.welcome is not None:
+            ttl = min(ttl, self.link.welcome.max_ttl)
+        expires_at = int(self.link.relay_time()) + ttl
+        secret = CapabilityKey.generate().seed  # 32 random bytes from libsodium
+        admin = CapabilityKey.generate()
+        draft = InviteRecord(
+            join_mailbox=MailboxId(bytes(16)),
+            secret=secret,
+            admin_seed=admin.seed,
+            expires_at=expires_at,
+        )
+        probe = self._invite_for(draft)
+        draft.join_mailbox = await self.link.create_mailbox(
+            CapabilityKey.from_seed(probe.join_write_seed),
+            CapabilityKey.from_seed(probe.join_read_seed),
+            admin,
+            secret=secrets.creation_secret,
+        )
+        self.record.invites.append(draft)
+        await self._save()
+        await self._watch_invite(draft)
+        return self._invite_for(draft)
+
+    async def approve(self, member: Member | None = None) -> Member:
+        """Admit someone who asked to join (the only one waiting, if `member` is None).
+
+        Raises:
+            CellError: not an admin, nobody (or several) waiting, or the change was not applied.
+        """
+        self._require_admin()
+        requests = self.record.requests
+        if member is not None:
+            requests = [
+                r for r in requests if MemberInfo.from_bytes(r.member).member_id == member.member_id
+            ]
+        if len(requests) != 1:
+            raise CellError(
+                "nobody is waiting to join"
+                if not requests
+                else "several people are waiting: name one"
+            )
+        request = requests[0]
+        info = MemberInfo.from_bytes(request.member)
+        group_from = self.record.group_cursor
+        change = self.crypto.add_member(info, now=self.link.relay_time())
+        control_seq = await self._propose(change)
+        cell_info = CellInfo.decode(self.crypto.extra)
+        cell_info.group_from, cell_info.control_from = group_from, control_seq
+        welcome = self.crypto.welcome_for(
+            info.member_id, now=self.link.relay_time(), extra=cell_info.encode()
+        )
+        invite = next(i for i in self.record.invites if i.join_mailbox == request.join_mailbox)
+        expires_at = max(invite.expires_at, int(self.link.relay_time()) + 3600)
+        await self.link.publish(invite.join_mailbox, bytes([JOIN_WELCOME]) + welcome, expires_at)
+        invite.used = True
+        self.record.requests.remove(request)
+        await self._save()
+        return self._member(info)
+
+    async def remove(self, member: Member) -> None:
+        """Remove a member: a new epoch, new group keys; they can read or send nothing new."""
+        self._require_admin()
+        new_keys = (CapabilityKey.generate().seed, CapabilityKey.generate().seed)
+        change = self.crypto.remove_member(
+            member.member_id, now=self.link.relay_time(), new_group_keys=new_keys
+        )
+        await self._propose(change, rotate_to=new_keys)
+
+    async def rotate(self) -> None:
+        """Start a new epoch with fresh keys for everyone (periodic rotation)."""
+        self._require_admin()
+        await self._propose(self.crypto.rotate(now=self.link.relay_time()))
+
+    async def _propose(self, change: bytes, *, rotate_to: tuple[bytes, bytes] | None = None) -> int:
+        """Publish an epoch change to the control mailbox and wait until it is applied here.
+
+        A change that rotates the group keys first rotates them on the relay, so that when
+        members read the change the relay already accepts the new keys and the removed
+        member's access has already ended. The change (and the keys) are saved before
+        either step, and `start` finishes the job after a crash (`_resume_proposal`).
+        """
+        target = self.crypto.epoch + 1
+        self.record.pending_change = change
+        self.record.pending_keys = b"".join(rotate_to) if rotate_to is not None else b""
+        self.record.crypto = self.crypto.to_bytes()
+        await self._save()
+        seq = await self._resume_proposal()
+        with trio.move_on_after(APPLY_TIMEOUT):
+            while self.crypto.epoch < target:
+                await self._epoch_changed.wait()
+        if self.crypto.epoch < target:
+            raise CellError(
+                "the membership change was not confirmed by the relay in time; try again"
+            )
+        return seq
+
+    async def _resume_proposal(self) -> int:
+        """Rotate the relay's keys if the pending change needs it, then publish the change."""
+        change, keys = self.record.pending_change, self.record.pending_keys
+        if keys:
+            await self._rotate_on_relay((keys[:32], keys[32:]))
+        expires_at = int(self.link.relay_time()) + (
+            self.link.welcome.max_ttl if self.link.welcome else 86400
+        )
+        seq = await self.link.publish(self.record.control_mailbox, change, expires_at)
+        self.record.pending_change = self.record.pending_keys = b""
+        await self._save()
+        return seq
+
+    async def leave(self) -> None:
+        """Leave the cell: an admin removes itself (if another admin remains); then forget it."""
+        if self.is_admin and len(self.crypto.admins) > 1:
+            await self.remove(self.me)
+        self._unroute(self.record.group_mailbox)
+        self._unroute(self.record.control_mailbox)
+        with contextlib.suppress(Exception):
+            await self.link.unwatch(self.record.group_mailbox)
+            await self.link.unwatch(self.record.control_mailbox)
+        self.close()
+
+    async def wait_synced(self) -> None:
+        """Wait until the group and control mailboxes are processed up to the relay's head
+        as it was when they were watched (callers bound the wait with trio.move_on_after)."""
+        record = self.record
+        while True:
+            behind = [
+                (cursor, self._heads.get(mailbox, 0))
+                for mailbox, cursor in (
+                    (record.group_mailbox, record.group_cursor),
+                    (record.control_mailbox, record.control_cursor),
+                )
+            ]
+            if all(cursor >= head for cursor, head in behind):
+                return
+            await self._progress.wait()
+
+    def _advanced(self) -> None:
+        self._progress.set()
+        self._progress = trio.Event()

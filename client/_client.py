@@ -1,0 +1,321 @@
+"""The client library's entry point: an identity, its cells and the relays they live on.
+
+```python
+async with open_client(passphrase) as client:          # unlocks the keystore
+    cell = client.cell("Eastside")                      # or await client.create_cell(...)
+    await cell.send_alert("Agents at 14th & Main", priority="urgent", place="14th & Main")
+    async for event in cell.events():
+        ...
+```
+
+`Client` owns one `RelayLink` per relay and a router task per link that hands each
+delivery to whoever registered for its mailbox (a cell, an invite's join mailbox, a join
+in progress), one at a time, in seq order. State changes are saved to the encrypted
+keystore through `save`, one writer at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Final
+
+import structlog
+import trio
+
+from protocol import CapabilityKey, CellrelayError, MailboxId, RelayAddress
+from protocol._group import CellCrypto
+from protocol._identity import Identity, member_id_of
+from protocol._invite import Invite
+from protocol._join import JOIN_WELCOME, seal_join_request, split_join_envelope
+
+from ._cell import AdminSecrets, Cell, CellError, CellInfo
+from ._keystore import DEFAULT_COST, Keystore, default_data_dir
+from ._link import Delivery, RelayLink, Revocation
+from ._state import CellRecord, ClientState, JoinRecord
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+__all__ = ["KEYSTORE_NAME", "Client", "create_identity", "open_client"]
+
+log = structlog.get_logger("cellrelay.client")
+
+KEYSTORE_NAME: Final = "keystore"
+Handler = Callable[[Delivery | Revocation], Awaitable[None]]
+
+
+def create_identity(
+    passphrase: str, name: str, *, home: Path | None = None, cost: tuple[int, int] = DEFAULT_COST
+) -> Identity:
+    """Create a new identity in a new keystore under `home` (default: the data directory).
+
+    Raises:
+        KeystoreExistsError: there is one already.
+    """
+    identity = Identity.generate(name)
+    path = (home or default_data_dir()) / KEYSTORE_NAME
+    state = ClientState(identity=identity.to_bytes())
+    Keystore.create(path, passphrase, state.encode(), cost=cost).close()
+    return identity
+
+
+@asynccontextmanager
+async def open_client(passphrase: str, *, home: Path | None = None) -> AsyncIterator[Client]:
+    """Unlock the keystore, connect to the cells' relays, and close everything at the end.
+
+    Raises:
+        KeystoreError, WrongPassphraseError, KeystoreBusyError: see client/_keystore.py.
+    """
+    path = (home or default_data_dir()) / KEYSTORE_NAME
+    keystore, payload = await trio.to_thread.run_sync(Keystore.open, path, passphrase)
+    try:
+        state = ClientState.decode(payload)
+        async with trio.open_nursery() as nursery:
+            client = Client(keystore, state, nursery)
+            try:
+                await client.start()
+                yield client
+            finally:
+                await client.aclose()
+                nursery.cancel_scope.cancel()
+    finally:
+        keystore.close()
+
+
+class Client:
+    """See the module docstring."""
+
+    def __init__(self, keystore: Keystore, state: ClientState, nursery: trio.Nursery) -> None:
+        """Wrap an unlocked keystore; use `open_client`."""
+        self._keystore = keystore
+        self._state = state
+        self._nursery = nursery
+        self.identity = Identity.from_bytes(state.identity)
+        self._links: dict[str, RelayLink] = {}
+        self._routes: dict[MailboxId, Handler] = {}
+        self._cells: list[Cell] = []
+        self._save_lock = trio.Lock()
+        self._joined: dict[bytes, trio.Event] = {}  # invite join mailbox -> set when welcomed
+
+    def __repr__(self) -> str:
+        return f"<Client {self.identity.info.name!r} cells={len(self._cells)}>"
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load every cell and pending join, and start watching their mailboxes."""
+        now = time.time()
+        for record in self._state.cells:
+            record.prune(now)
+            crypto = CellCrypto.from_bytes(record.crypto, self.identity)
+            cell = self._make_cell(record, crypto)
+            self._cells.append(cell)
+        for cell in self._cells:
+            await cell.start()
+        for join in self._state.joins:
+            await self._watch_join(join)
+
+    async def aclose(self) -> None:
+        """Close the links (saying goodbye) and the cells' event streams."""
+        for cell in self._cells:
+            cell.close()
+        for link in self._links.values():
+            await link.aclose()
+
+    async def save(self) -> None:
+        """Write the state to the keystore (atomically, off the event loop)."""
+        async with self._save_lock:
+            payload = self._state.encode()
+            await trio.to_thread.run_sync(self._keystore.save, payload)
+
+    # -- relays -------------------------------------------------------------------------------
+
+    def link_for(self, address: RelayAddress) -> RelayLink:
+        """The link to a relay, started on first use."""
+        key = str(address)
+        link = self._links.get(key)
+        if link is None:
+            link = self._links[key] = RelayLink(address)
+            self._nursery.start_soon(link.run)
+            self._nursery.start_soon(self._route_deliveries, link)
+        return link
+
+    async def _route_deliveries(self, link: RelayLink) -> None:
+        async for event in link.events:
+            handler = self._routes.get(event.mailbox)
+            if handler is not None:
+                try:
+                    await handler(event)
+                except (CellrelayError, CellError, ValueError) as exc:
+                    # One bad envelope must not stop the others: it is reported and skipped.
+                    log.warning("delivery_failed", error=type(exc).__name__)
+
+    def _route(self, mailbox: MailboxId, handler: Handler) -> None:
+        self._routes[mailbox] = handler
+
+    def _unroute(self, mailbox: MailboxId) -> None:
+        self._routes.pop(mailbox, None)
+
+    # -- cells --------------------------------------------------------------------------------
+
+    @property
+    def cells(self) -> list[Cell]:
+        """The cells this member belongs to (removed ones included, marked `removed`)."""
+        return list(self._cells)
+
+    def cell(self, name_or_id: str) -> Cell:
+        """Find a cell by name (case-insensitive) or a prefix of its hex id.
+
+        Raises:
+            CellError: none or several match.
+        """
+        wanted = name_or_id.casefold()
+        found = [
+            c
+            for c in self._cells
+            if c.name.casefold() == wanted or c.cell_id.hex().startswith(wanted)
+        ]
+        if len(found) != 1:
+            names = ", ".join(repr(c.name) for c in self._cells) or "none yet"
+            raise CellError(
+                f"{'no' if not found else 'more than one'} cell matches {name_or_id!r} (cells: {names})"
+            )
+        return found[0]
+
+    def _make_cell(self, record: CellRecord, crypto: CellCrypto) -> Cell:
+        link = self.link_for(RelayAddress.parse(record.relay))
+        return Cell(identity=self.identity, record=record, crypto=crypto, link=link, save=self.save,
+                    route=self._route, unroute=self._unroute)  # fmt: skip
+
+    async def create_cell(
+        self, name: str, relay: str | RelayAddress, *, creation_secret: bytes = b""
+    ) -> Cell:
+        """Create a cell on a relay, with this member as its first admin."""
+        address = relay if isinstance(relay, RelayAddress) else RelayAddress.parse(relay)
+        link = self.link_for(address)
+        group_write, group_read, group_admin = (
+            CapabilityKey.generate(),
+            CapabilityKey.generate(),
+            CapabilityKey.generate(),
+        )
+        control_write, control_read, control_admin = (
+            CapabilityKey.generate(),
+            CapabilityKey.generate(),
+            CapabilityKey.generate(),
+        )
+        group = await link.create_mailbox(
+            group_write, group_read, group_admin, secret=creation_secret
+        )
+        control = await link.create_mailbox(
+            control_write, control_read, control_admin, secret=creation_secret
+        )
+        secrets = AdminSecrets(group_admin=group_admin.seed, control_write=control_write.seed,
+                               control_admin=control_admin.seed, creation_secret=creation_secret)  # fmt: skip
+        info = CellInfo(relay=str(address), group=group, control=control)
+        crypto = CellCrypto.create(
+            self.identity,
+            now=link.relay_time(),
+            group_keys=(group_read.seed, group_write.seed),
+            control_read_key=control_read.seed,
+            admin_secrets=secrets.encode(),
+            extra=info.encode(),
+            name=name,
+        )
+        record = CellRecord(crypto=crypto.to_bytes(), relay=str(address), group_mailbox=group, control_mailbox=control,
+                            distribution_pending=crypto.distribution(now=link.relay_time()))  # fmt: skip
+        record.crypto = crypto.to_bytes()
+        self._state.cells.append(record)
+        await self.save()
+        cell = self._make_cell(record, crypto)
+        self._cells.append(cell)
+        await cell.start()
+        return cell
+
+    # -- joining ------------------------------------------------------------------------------
+
+    async def request_join(self, link_text: str) -> Invite:
+        """Ask to join the cell an invite link names; the admin must approve.
+
+        Raises:
+            InviteError: the link is malformed or expired.
+        """
+        invite = Invite.parse(link_text)
+        invite.check_fresh(time.time())
+        link = self.link_for(invite.relay)
+        write = CapabilityKey.from_seed(invite.join_write_seed)
+        await link.authorize_writer(invite.join_mailbox, write)
+        request = seal_join_request(
+            self.identity,
+            admin_box_key=invite.admin_box_key,
+            join_mailbox=invite.join_mailbox,
+            proof_key=invite.join_secret,
+        )
+        record = JoinRecord(invite=invite.to_bytes(), requested_at=time.time())
+        self._state.joins.append(record)
+        await self.save()
+        await self._watch_join(record)
+        await link.publish(
+            invite.join_mailbox, request, min(invite.expires_at, int(link.relay_time()) + 7 * 86400)
+        )
+        return invite
+
+    async def wait_joined(self, invite: Invite) -> Cell:
+        """Wait until the admin approves the join request (bound it with trio.move_on_after)."""
+        event = self._joined.setdefault(invite.join_mailbox, trio.Event())
+        await event.wait()
+        return next(c for c in self._cells if c.cell_id == invite.cell_id)
+
+    async def join(self, link_text: str) -> Cell:
+        """Ask to join and wait for the admin's approval; return the cell."""
+        invite = await self.request_join(link_text)
+        return await self.wait_joined(invite)
+
+    async def _watch_join(self, record: JoinRecord) -> None:
+        invite = Invite.from_bytes(record.invite)
+        link = self.link_for(invite.relay)
+        read = CapabilityKey.from_seed(invite.join_read_seed)
+
+        async def on_delivery(event: Delivery | Revocation) -> None:
+            if isinstance(event, Revocation):
+                return
+            record.cursor = event.seq
+            kind, rest = split_join_envelope(event.envelope)
+            if kind == JOIN_WELCOME and record in self._state.joins:
+                await self._welcomed(record, invite, rest)
+            else:
+                await self.save()
+
+        self._route(invite.join_mailbox, on_delivery)
+        self._joined.setdefault(invite.join_mailbox, trio.Event())
+        await link.watch(invite.join_mailbox, read, record.cursor)
+
+    async def _welcomed(self, record: JoinRecord, invite: Invite, welcome: bytes) -> None:
+        link = self.link_for(invite.relay)
+        inviter = member_id_of(invite.admin_sign_key, invite.admin_box_key)
+        crypto, distribution = CellCrypto.from_welcome(
+            self.identity, welcome, now=link.relay_time(), inviter=inviter
+        )
+        info = CellInfo.decode(crypto.extra)
+        cell_record = CellRecord(
+            crypto=crypto.to_bytes(),
+            relay=info.relay,
+            group_mailbox=info.group,
+            control_mailbox=info.control,
+            group_cursor=info.group_from,
+            control_cursor=info.control_from,
+            distribution_pending=distribution,
+        )
+        self._state.joins.remove(record)
+        self._state.cells.append(cell_record)
+        await self.save()
+        self._unroute(invite.join_mailbox)
+        with contextlib.suppress(Exception):
+            await link.unwatch(invite.join_mailbox)
+        cell = self._make_cell(cell_record, crypto)
+        self._cells.append(cell)
+        await cell.start()
+        self._joined.setdefault(invite.join_mailbox, trio.Event()).set()
+        log.info("cell_joined", epoch=crypto.epoch)

@@ -1,0 +1,121 @@
+"""The typed events a cell hands the application (`async for event in cell.events()`).
+
+Apps see decoded, verified objects, never raw bytes: every message event carries the
+content (protocol/_content.py) and the `Member` who sent it, as the group layer verified
+it. `SecurityWarning` reports what the group layer refused (tampering, forgery, replay),
+so an app can tell its user that something hostile is going on without ever seeing the
+forged content.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from protocol._content import Alert, MembershipChange, PlainMessage, Receipt, StatusReply
+    from protocol._rollup import AlertRollup
+
+__all__ = [
+    "AlertReceived",
+    "CellEvent",
+    "JoinRequested",
+    "Member",
+    "MembershipChanged",
+    "MessageReceived",
+    "ReceiptReceived",
+    "SecurityWarning",
+    "StatusReceived",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A member of a cell as the app sees it."""
+
+    member_id: bytes
+    name: str
+    is_admin: bool = False
+
+    @property
+    def short_id(self) -> str:
+        """The first 8 hex digits of the member id, for people comparing fingerprints."""
+        return self.member_id.hex()[:8]
+
+
+@dataclass(frozen=True, slots=True)
+class AlertReceived:
+    """An alert arrived (from another member, or our own sent from another device)."""
+
+    cell: str
+    sender: Member
+    alert: Alert
+    rollup: AlertRollup | None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReceived:
+    """A member answered an alert; `rollup` is the alert's roll-up after this answer."""
+
+    cell: str
+    sender: Member
+    reply: StatusReply
+    rollup: AlertRollup | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptReceived:
+    """A member received or read messages."""
+
+    cell: str
+    sender: Member
+    receipt: Receipt
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived:
+    """An ordinary message to the cell."""
+
+    cell: str
+    sender: Member
+    message: PlainMessage
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipChanged:
+    """Somebody joined, left, was removed, promoted or demoted (signed by an admin)."""
+
+    cell: str
+    change: MembershipChange
+
+
+@dataclass(frozen=True, slots=True)
+class JoinRequested:
+    """Somebody holding an invite asks to join; an admin approves with `cell.approve`."""
+
+    cell: str
+    member: Member
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityWarning:
+    """The group layer refused an envelope: `reason` names the check that failed.
+
+    Nothing from the refused envelope reaches the app. A steady stream of these means a
+    hostile relay or a member's compromised device; one now and then may be a bug.
+    """
+
+    cell: str
+    reason: str
+    detail: str = field(default="")
+
+
+CellEvent = (
+    AlertReceived
+    | StatusReceived
+    | ReceiptReceived
+    | MessageReceived
+    | MembershipChanged
+    | JoinRequested
+    | SecurityWarning
+)

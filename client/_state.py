@@ -1,0 +1,302 @@
+"""What the client keeps between runs, inside the encrypted keystore.
+
+`ClientState` is the keystore's payload: the identity, every cell this member belongs to
+(its group-layer state, mailboxes, cursors, recent history and the message ids already
+handed to the application), invites it issued, join requests waiting for approval and
+joins it is waiting on. It is encoded with the protocol's msgpack doorway
+(`protocol._codec.encode_map` / `decode_map`); nested records are encoded maps inside
+bin fields, so each level is validated by the same strict decoder.
+
+Expired history and seen-ids are pruned at load and on every save (`prune`), so a message
+is gone from the device once it is gone from the cell.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+from protocol import CellrelayError, MailboxId, RemoteProtocolError
+from protocol._codec import decode_map, encode_map
+
+__all__ = [
+    "CellRecord",
+    "ClientState",
+    "HistoryItem",
+    "InviteRecord",
+    "JoinRecord",
+    "RequestRecord",
+    "StateError",
+]
+
+STATE_VERSION: Final = 1
+# Recent messages kept per cell for `Cell.recent()`: a busy cell's day of alerts and
+# replies; older ones fall off even before they expire.
+MAX_HISTORY: Final = 1000
+MAX_SEEN: Final = 20_000
+
+
+class StateError(CellrelayError):
+    """The saved client state cannot be read (damaged, or from a newer version)."""
+
+
+def _bytes(fields: dict[str, object], name: str) -> bytes:
+    value = fields.get(name)
+    if type(value) is not bytes:
+        raise StateError(f"saved state: {name} is missing or not bytes")
+    return value
+
+
+def _int(fields: dict[str, object], name: str) -> int:
+    value = fields.get(name)
+    if type(value) is not int:
+        raise StateError(f"saved state: {name} is missing or not an integer")
+    return value
+
+
+def _str(fields: dict[str, object], name: str) -> str:
+    value = fields.get(name)
+    if type(value) is not str:
+        raise StateError(f"saved state: {name} is missing or not text")
+    return value
+
+
+def _float(fields: dict[str, object], name: str) -> float:
+    value = fields.get(name)
+    if type(value) not in (int, float):
+        raise StateError(f"saved state: {name} is missing or not a number")
+    return float(value)  # type: ignore[arg-type]
+
+
+def _list(fields: dict[str, object], name: str) -> tuple[bytes, ...]:
+    value = fields.get(name, ())
+    if type(value) is not tuple or not all(type(v) is bytes for v in value):
+        raise StateError(f"saved state: {name} is not a list of records")
+    return value
+
+
+def _decode(data: bytes) -> dict[str, object]:
+    try:
+        return decode_map(data)
+    except RemoteProtocolError as exc:
+        raise StateError(f"saved state is damaged ({exc.code.name})") from None
+
+
+@dataclass(slots=True, kw_only=True)
+class HistoryItem:
+    """One message kept for `Cell.recent()` until it expires."""
+
+    kind: int
+    content: bytes = field(repr=False)  # the encoded content
+    sender_id: bytes
+    sender_name: str
+    received_at: float
+    expires_at: int
+
+    def encode(self) -> bytes:
+        return encode_map(
+            {"kind": self.kind, "content": self.content, "sender_id": self.sender_id,
+             "sender_name": self.sender_name, "received_at": self.received_at, "expires_at": self.expires_at}
+        )  # fmt: skip
+
+    @classmethod
+    def decode(cls, data: bytes) -> HistoryItem:
+        f = _decode(data)
+        return cls(kind=_int(f, "kind"), content=_bytes(f, "content"), sender_id=_bytes(f, "sender_id"),
+                   sender_name=_str(f, "sender_name"), received_at=_float(f, "received_at"),
+                   expires_at=_int(f, "expires_at"))  # fmt: skip
+
+
+@dataclass(slots=True, kw_only=True)
+class InviteRecord:
+    """An invite this admin issued: its one-time join mailbox, until used or expired."""
+
+    join_mailbox: MailboxId = field(repr=False)
+    secret: bytes = field(repr=False)  # the invite's secret, from which the join keys derive
+    admin_seed: bytes = field(repr=False)  # the join mailbox's admin key, to delete it later
+    expires_at: int
+    cursor: int = 0
+    used: bool = False
+
+    def encode(self) -> bytes:
+        return encode_map(
+            {"join_mailbox": self.join_mailbox, "secret": self.secret, "admin_seed": self.admin_seed,
+             "expires_at": self.expires_at, "cursor": self.cursor, "used": int(self.used)}
+        )  # fmt: skip
+
+    @classmethod
+    def decode(cls, data: bytes) -> InviteRecord:
+        f = _decode(data)
+        return cls(join_mailbox=MailboxId(_bytes(f, "join_mailbox")), secret=_bytes(f, "secret"),
+                   admin_seed=_bytes(f, "admin_seed"), expires_at=_int(f, "expires_at"),
+                   cursor=_int(f, "cursor"), used=bool(_int(f, "used")))  # fmt: skip
+
+
+@dataclass(slots=True, kw_only=True)
+class RequestRecord:
+    """A join request waiting for an admin's decision."""
+
+    member: bytes  # MemberInfo.to_bytes()
+    join_mailbox: MailboxId = field(repr=False)
+    received_at: float
+
+    def encode(self) -> bytes:
+        return encode_map(
+            {
+                "member": self.member,
+                "join_mailbox": self.join_mailbox,
+                "received_at": self.received_at,
+            }
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> RequestRecord:
+        f = _decode(data)
+        return cls(member=_bytes(f, "member"), join_mailbox=MailboxId(_bytes(f, "join_mailbox")),
+                   received_at=_float(f, "received_at"))  # fmt: skip
+
+
+@dataclass(slots=True, kw_only=True)
+class CellRecord:
+    """One cell as this member keeps it."""
+
+    crypto: bytes = field(repr=False)  # CellCrypto.to_bytes()
+    relay: str  # the relay address text
+    group_mailbox: MailboxId = field(repr=False)
+    control_mailbox: MailboxId = field(repr=False)
+    group_cursor: int = 0
+    control_cursor: int = 0
+    distribution_pending: bytes = field(default=b"", repr=False)  # to publish before sealing
+    pending_change: bytes = field(default=b"", repr=False)  # our epoch change, until published
+    pending_keys: bytes = field(
+        default=b"", repr=False
+    )  # group key seeds it rotates to (read || write)
+    invites: list[InviteRecord] = field(default_factory=list)
+    requests: list[RequestRecord] = field(default_factory=list)
+    history: list[HistoryItem] = field(default_factory=list)
+    seen: dict[bytes, int] = field(default_factory=dict)  # message id -> expires_at
+
+    def encode(self) -> bytes:
+        seen = b"".join(mid + exp.to_bytes(8, "big") for mid, exp in self.seen.items())
+        return encode_map(
+            {
+                "crypto": self.crypto,
+                "relay": self.relay,
+                "group_mailbox": self.group_mailbox,
+                "control_mailbox": self.control_mailbox,
+                "group_cursor": self.group_cursor,
+                "control_cursor": self.control_cursor,
+                "distribution_pending": self.distribution_pending,
+                "pending_change": self.pending_change,
+                "pending_keys": self.pending_keys,
+                "invites": [i.encode() for i in self.invites],
+                "requests": [r.encode() for r in self.requests],
+                "history": [h.encode() for h in self.history],
+                "seen": seen,
+            }
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> CellRecord:
+        f = _decode(data)
+        raw_seen = _bytes(f, "seen")
+        if len(raw_seen) % 24:
+            raise StateError("saved state: seen ids are damaged")
+        seen = {
+            raw_seen[i : i + 16]: int.from_bytes(raw_seen[i + 16 : i + 24], "big")
+            for i in range(0, len(raw_seen), 24)
+        }
+        return cls(
+            crypto=_bytes(f, "crypto"),
+            relay=_str(f, "relay"),
+            group_mailbox=MailboxId(_bytes(f, "group_mailbox")),
+            control_mailbox=MailboxId(_bytes(f, "control_mailbox")),
+            group_cursor=_int(f, "group_cursor"),
+            control_cursor=_int(f, "control_cursor"),
+            distribution_pending=_bytes(f, "distribution_pending"),
+            pending_change=_bytes(f, "pending_change"),
+            pending_keys=_bytes(f, "pending_keys"),
+            invites=[InviteRecord.decode(b) for b in _list(f, "invites")],
+            requests=[RequestRecord.decode(b) for b in _list(f, "requests")],
+            history=[HistoryItem.decode(b) for b in _list(f, "history")],
+            seen=seen,
+        )
+
+    def prune(self, now: float) -> None:
+        """Drop expired history, seen ids and invites (the device forgets what expired)."""
+        self.history = [h for h in self.history if h.expires_at > now][-MAX_HISTORY:]
+        self.seen = {mid: exp for mid, exp in self.seen.items() if exp > now}
+        if len(self.seen) > MAX_SEEN:  # keep the ones that expire last
+            self.seen = dict(sorted(self.seen.items(), key=lambda kv: kv[1])[-MAX_SEEN:])
+        self.invites = [i for i in self.invites if i.expires_at > now and not i.used]
+
+
+@dataclass(slots=True, kw_only=True)
+class JoinRecord:
+    """A join this member asked for and is waiting to be approved."""
+
+    invite: bytes = field(repr=False)  # Invite.to_bytes()
+    cursor: int = 0
+    requested_at: float = 0.0
+
+    def encode(self) -> bytes:
+        return encode_map(
+            {"invite": self.invite, "cursor": self.cursor, "requested_at": self.requested_at}
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> JoinRecord:
+        f = _decode(data)
+        return cls(
+            invite=_bytes(f, "invite"),
+            cursor=_int(f, "cursor"),
+            requested_at=_float(f, "requested_at"),
+        )
+
+
+@dataclass(slots=True, kw_only=True)
+class ClientState:
+    """The keystore's payload (see the module docstring)."""
+
+    identity: bytes = field(repr=False)  # Identity.to_bytes()
+    cells: list[CellRecord] = field(default_factory=list)
+    joins: list[JoinRecord] = field(default_factory=list)
+    creation_secrets: dict[str, bytes] = field(default_factory=dict, repr=False)  # relay -> secret
+
+    def encode(self) -> bytes:
+        """Return the payload bytes."""
+        return encode_map(
+            {
+                "v": STATE_VERSION,
+                "identity": self.identity,
+                "cells": [c.encode() for c in self.cells],
+                "joins": [j.encode() for j in self.joins],
+                "creation_secrets": [
+                    encode_map({"relay": r, "secret": s}) for r, s in self.creation_secrets.items()
+                ],
+            }
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> ClientState:
+        """Read a payload.
+
+        Raises:
+            StateError: damaged, or written by a newer version of cellrelay.
+        """
+        f = _decode(data)
+        version = _int(f, "v")
+        if version != STATE_VERSION:
+            raise StateError(
+                f"the saved state is version {version}; this cellrelay reads {STATE_VERSION}: upgrade it"
+            )
+        secrets: dict[str, bytes] = {}
+        for raw in _list(f, "creation_secrets"):
+            record = _decode(raw)
+            secrets[_str(record, "relay")] = _bytes(record, "secret")
+        return cls(
+            identity=_bytes(f, "identity"),
+            cells=[CellRecord.decode(b) for b in _list(f, "cells")],
+            joins=[JoinRecord.decode(b) for b in _list(f, "joins")],
+            creation_secrets=secrets,
+        )

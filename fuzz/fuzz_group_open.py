@@ -1,0 +1,74 @@
+"""Fuzz the group layer's parsers: arbitrary bytes give a result or a GroupError, nothing else.
+
+The first input byte picks what the rest is fed to, in a state restored afresh for every
+input (so a crash reproduces from its input alone):
+
+* 0: `CellCrypto.open` (a group envelope);
+* 1: `CellCrypto.open_control` (an epoch change);
+* 2: a group envelope whose sealed header is genuine (sealed with the epoch's header key)
+  around fuzzed H || signature, then fuzzed body bytes: reaches the checks behind the
+  header AEAD;
+* 3: `CellCrypto.from_welcome`;
+* 4: `CellCrypto.from_bytes` (a saved state).
+
+Keys are pinned (fuzz/group_fixture.py). Anything but a result or a `GroupError` is a bug.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import atheris
+
+with atheris.instrument_imports():
+    from group_fixture import NOW, build
+
+    from protocol._envelope import BODY_OFFSET, CLEAR_SIZE, SEALED_HEADER_SIZE
+    from protocol._group import CellCrypto
+    from protocol._group_errors import GroupError
+    from protocol._padding import bucket_for
+
+FIXTURE = build()
+MODES = 5
+
+
+def _genuine_header(cell: CellCrypto, rest: bytes) -> bytes:
+    """Seal `rest`'s first bytes as H || signature under the real header key; add a body."""
+    state = cell._s
+    epoch = state.epochs[state.current]
+    inner_size = SEALED_HEADER_SIZE - 16
+    inner = rest[:inner_size].ljust(inner_size, b"\x00")
+    body = rest[inner_size:]
+    clear = bytes([1]) + state.current.to_bytes(4, "big")
+    nonce = bytes(24)
+    sealed = epoch.keys.header.encrypt(nonce, clear, inner)
+    size = bucket_for(min(len(body), 16384 - BODY_OFFSET) + BODY_OFFSET)
+    envelope = clear + nonce + sealed + body
+    assert len(clear + nonce) == CLEAR_SIZE
+    return envelope[:size].ljust(size, b"\x00")
+
+
+def test_one_input(data: bytes) -> None:
+    """Check one input (atheris entry point)."""
+    if not data:
+        return
+    mode, rest = data[0] % MODES, data[1:]
+    alice = CellCrypto.from_bytes(FIXTURE.alice_state, FIXTURE.alice)
+    try:
+        if mode == 0:
+            alice.open(rest, now=NOW)
+        elif mode == 1:
+            alice.open_control(rest, now=NOW)
+        elif mode == 2:
+            alice.open(_genuine_header(alice, rest), now=NOW)
+        elif mode == 3:
+            CellCrypto.from_welcome(FIXTURE.alice, rest, now=NOW)
+        else:
+            CellCrypto.from_bytes(rest, FIXTURE.alice)
+    except GroupError:
+        return
+
+
+if __name__ == "__main__":
+    atheris.Setup(sys.argv, test_one_input)
+    atheris.Fuzz()

@@ -1,0 +1,411 @@
+"""Epoch changes (the control mailbox) and welcomes (for joiners): layouts, sealing, opening.
+
+docs/protocol.md, Part 2, "Epoch changes" and "Welcome". Both are pure functions of their
+inputs so the known-answer vectors can pin every byte; `_group.CellCrypto` decides policy.
+
+An epoch change from epoch E to E+1 has a fixed size (`CONTROL_SIZE`, 7,330 bytes), so
+neither the relay nor a removed member still reading the control mailbox learns how many
+members remain:
+
+```
+offset  size   field
+0       1      version (1)
+1       4      new epoch E+1                  in clear: tells a member it is the next one
+5       24     nonce                          random; every AEAD below uses it, each under
+                                              its own key
+29      117    sealed CH                      XChaCha20-Poly1305(control-header key of E,
+                                              nonce, AD = version || epoch, CH || signature)
+146     1040   body                           XChaCha20-Poly1305(control-body key of E+1,
+                                              nonce, AD = CH, body padded to 1,024 bytes)
+1186    6144   128 box slots of 48 bytes      a box per member of E+1, then random filler
+```
+
+CH (37) = cell id (16) || E+1 (4) || signer member id (16) || kind 6. The signature is
+the signer's identity key over "cellrelay/1 epoch-change" || 0x00 || CH || body || slots.
+A box is XChaCha20-Poly1305(pairwise epoch-box key(signer, recipient), nonce,
+AD = "cellrelay/1 epoch-box" || 0x00 || CH || recipient id, epoch secret of E+1). A
+recipient finds its box by trying each slot (at most 128 small AEADs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
+
+from ._binary import Reader, Writer
+from ._crypto import (
+    AEAD_TAG_SIZE,
+    ED25519_SIGNATURE_SIZE,
+    X25519_KEY_SIZE,
+    XCHACHA20POLY1305_NONCE_SIZE,
+    ed25519_verify,
+    x25519,
+    x25519_public_from_private,
+    xchacha20poly1305_decrypt,
+    xchacha20poly1305_encrypt,
+    zero,
+)
+from ._envelope import Kind
+from ._errors import CryptoError
+from ._group_errors import BadSignatureError, MalformedError, TamperedError
+from ._group_keys import WELCOME, kdf
+from ._identity import MAX_NAME_BYTES, MEMBER_ID_SIZE, MemberInfo, check_name
+from ._membership import CELL_ID_SIZE, HASH_SIZE, MAX_MEMBERS, LogEntry, Role
+from ._padding import bucket_for, pad, unpad
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from ._crypto import XChaChaKey
+    from ._identity import Identity
+
+__all__ = [
+    "CONTROL_SIZE",
+    "MAX_ADMIN_SECRETS",
+    "MAX_EXTRA",
+    "SECRET_SIZE",
+    "ChangeBody",
+    "WelcomeContent",
+    "change_header",
+    "find_box",
+    "open_admin_grant",
+    "open_change_body",
+    "open_change_header",
+    "open_welcome",
+    "seal_admin_grant",
+    "seal_epoch_change",
+    "seal_welcome",
+]
+
+VERSION: Final = 1
+SECRET_SIZE: Final = 32
+CLEAR_SIZE: Final = 1 + 4 + XCHACHA20POLY1305_NONCE_SIZE
+CH_SIZE: Final = CELL_ID_SIZE + 4 + MEMBER_ID_SIZE + 1
+SEALED_CH_SIZE: Final = CH_SIZE + ED25519_SIGNATURE_SIZE + AEAD_TAG_SIZE
+# The body holds at most one log entry (≤ 244 bytes), rotated group keys (64) and an admin
+# grant (≤ 274): 585 bytes at most, padded to a fixed 1,024 so its size says nothing.
+BODY_SIZE: Final = 1024
+BODY_OFFSET: Final = CLEAR_SIZE + SEALED_CH_SIZE
+SLOTS_OFFSET: Final = BODY_OFFSET + BODY_SIZE + AEAD_TAG_SIZE
+BOX_SIZE: Final = SECRET_SIZE + AEAD_TAG_SIZE
+CONTROL_SIZE: Final = SLOTS_OFFSET + MAX_MEMBERS * BOX_SIZE
+# Opaque bytes this layer carries for the client: the admins' own secrets (mailbox admin
+# and control-write key seeds: a few 32-byte seeds) and, in a welcome, anything else a
+# joiner needs (mailbox ids, relay addresses, cursors). Sized so the largest welcome fits a
+# default relay envelope.
+MAX_ADMIN_SECRETS: Final = 256
+MAX_EXTRA: Final = 1024
+GROUP_KEY_SIZE: Final = 32
+
+_SIGN_DOMAIN: Final = b"cellrelay/1 epoch-change\x00"
+_BOX_DOMAIN: Final = b"cellrelay/1 epoch-box\x00"
+_GRANT_DOMAIN: Final = b"cellrelay/1 admin-grant\x00"
+_WELCOME_DOMAIN: Final = b"cellrelay/1 welcome\x00"
+_WELCOME_HEAD: Final = 1 + X25519_KEY_SIZE + XCHACHA20POLY1305_NONCE_SIZE
+_WELCOME_OVERHEAD: Final = _WELCOME_HEAD + AEAD_TAG_SIZE
+
+
+def change_header(cell_id: bytes, epoch: int, signer: bytes) -> bytes:
+    """Return CH for an epoch change to `epoch` signed by member `signer`."""
+    return cell_id + epoch.to_bytes(4, "big") + signer + bytes([Kind.EPOCH_CHANGE])
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChangeBody:
+    """What an epoch change tells the members of the new epoch.
+
+    Layout (then padded to 1,024 bytes): entry flag (u8) [log entry] || group keys flag
+    (u8) [read seed (32) || write seed (32)] || grant flag (u8) [u16 length || sealed grant].
+    """
+
+    entry: LogEntry | None
+    group_keys: tuple[bytes, bytes] | None = field(repr=False)
+    admin_grant: bytes | None = field(repr=False)  # sealed for the promoted member
+
+    def to_bytes(self) -> bytes:
+        """Return the padded body plaintext."""
+        writer = Writer()
+        writer.u8(self.entry is not None)
+        if self.entry is not None:
+            writer.raw(self.entry.to_bytes())
+        writer.u8(self.group_keys is not None)
+        if self.group_keys is not None:
+            writer.raw(self.group_keys[0]).raw(self.group_keys[1])
+        writer.u8(self.admin_grant is not None)
+        if self.admin_grant is not None:
+            writer.long(self.admin_grant)
+        return pad(writer.bytes(), BODY_SIZE)
+
+    @classmethod
+    def from_bytes(cls, padded: bytes) -> ChangeBody:
+        """Parse a padded body plaintext (MalformedError if it is not one)."""
+        reader = Reader(unpad(padded))
+        entry = LogEntry.read(reader) if reader.flag() else None
+        group_keys = None
+        if reader.flag():
+            group_keys = (reader.take(GROUP_KEY_SIZE), reader.take(GROUP_KEY_SIZE))
+        grant = reader.long(MAX_ADMIN_SECRETS + AEAD_TAG_SIZE) if reader.flag() else None
+        reader.end()
+        return cls(entry=entry, group_keys=group_keys, admin_grant=grant)
+
+
+def seal_admin_grant(
+    key: bytes | bytearray, nonce: bytes, ch: bytes, subject: bytes, secrets: bytes
+) -> bytes:
+    """Seal the admins' opaque secrets for a promoted member (pairwise admin-grant key)."""
+    return xchacha20poly1305_encrypt(key, nonce, _GRANT_DOMAIN + ch + subject, secrets)
+
+
+def open_admin_grant(
+    key: bytes | bytearray, nonce: bytes, ch: bytes, subject: bytes, sealed: bytes
+) -> bytes:
+    """Open an admin grant (TamperedError if it does not authenticate)."""
+    try:
+        return xchacha20poly1305_decrypt(key, nonce, _GRANT_DOMAIN + ch + subject, sealed)
+    except CryptoError as exc:
+        raise TamperedError("admin grant does not authenticate") from exc
+
+
+def seal_epoch_change(
+    *,
+    signer: Identity,
+    ch: bytes,
+    nonce: bytes,
+    header_key: XChaChaKey,
+    body_key: XChaChaKey,
+    body: ChangeBody,
+    secret: bytes | bytearray,
+    boxes: Sequence[tuple[bytes, bytes | bytearray]],
+    filler: bytes,
+) -> bytes:
+    """Return the epoch change envelope (see the module docstring).
+
+    `boxes` lists (recipient id, pairwise epoch-box key) for every member of the new epoch,
+    in ascending id order; `filler` is the random content of the unused slots.
+    """
+    if len(boxes) > MAX_MEMBERS or len(filler) != (MAX_MEMBERS - len(boxes)) * BOX_SIZE:
+        raise ValueError("box slots and filler do not add up")
+    epoch = ch[CELL_ID_SIZE : CELL_ID_SIZE + 4]
+    sealed_body = body_key.encrypt(nonce, ch, body.to_bytes())
+    slots = b"".join(
+        xchacha20poly1305_encrypt(key, nonce, _BOX_DOMAIN + ch + recipient, secret)
+        for recipient, key in boxes
+    )
+    tail = sealed_body + slots + filler
+    signature = signer.sign(_SIGN_DOMAIN + ch + tail)
+    clear = bytes([VERSION]) + epoch
+    return clear + nonce + header_key.encrypt(nonce, clear, ch + signature) + tail
+
+
+def split_change(envelope: bytes) -> tuple[int, bytes]:
+    """Return (new epoch, nonce) from an epoch change's clear part.
+
+    Raises:
+        MalformedError: wrong size or version.
+    """
+    if len(envelope) != CONTROL_SIZE or envelope[0] != VERSION:
+        raise MalformedError("not an epoch change")
+    return int.from_bytes(envelope[1:5], "big"), envelope[5:CLEAR_SIZE]
+
+
+def open_change_header(
+    envelope: bytes, header_key: XChaChaKey, nonce: bytes
+) -> tuple[bytes, bytes]:
+    """Return (CH, signature) of an epoch change (TamperedError if it does not authenticate)."""
+    view = memoryview(envelope)
+    try:
+        inner = header_key.decrypt(nonce, view[:5], view[CLEAR_SIZE:BODY_OFFSET])
+    except CryptoError as exc:
+        raise TamperedError("epoch change header does not authenticate") from exc
+    return inner[:CH_SIZE], inner[CH_SIZE:]
+
+
+def verify_change(signer: MemberInfo, ch: bytes, signature: bytes, envelope: bytes) -> None:
+    """Check the admin's signature over an epoch change (BadSignatureError if wrong)."""
+    try:
+        ed25519_verify(signer.sign_pub, _SIGN_DOMAIN + ch + envelope[BODY_OFFSET:], signature)
+    except CryptoError as exc:
+        raise BadSignatureError("bad epoch change signature") from exc
+
+
+def find_box(
+    envelope: bytes, key: bytes | bytearray, nonce: bytes, ch: bytes, recipient: bytes
+) -> bytearray | None:
+    """Return the epoch secret in the recipient's box, or None if no slot opens for it."""
+    ad = _BOX_DOMAIN + ch + recipient
+    view = memoryview(envelope)
+    for start in range(SLOTS_OFFSET, CONTROL_SIZE, BOX_SIZE):
+        try:
+            secret = xchacha20poly1305_decrypt(key, nonce, ad, view[start : start + BOX_SIZE])
+        except CryptoError:
+            continue
+        return bytearray(secret)
+    return None
+
+
+def open_change_body(envelope: bytes, body_key: XChaChaKey, nonce: bytes, ch: bytes) -> ChangeBody:
+    """Return the parsed body (TamperedError / MalformedError)."""
+    try:
+        padded = body_key.decrypt(nonce, ch, memoryview(envelope)[BODY_OFFSET:SLOTS_OFFSET])
+    except CryptoError as exc:
+        raise TamperedError("epoch change body does not authenticate") from exc
+    return ChangeBody.from_bytes(padded)
+
+
+# -- welcomes -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WelcomeContent:
+    """Everything a joiner needs, as signed by the welcoming admin.
+
+    Layout of the signed part WB: joiner id (16) || cell id (16) || cell name (u8 length,
+    UTF-8) || epoch (u32) || epoch secret (32) || head index (u32) || head hash (32) ||
+    head epoch (u32) || member count (u16) || members (MemberInfo || role u8, ascending id)
+    || group read seed (32) || group write seed (32) || control read key (32) || admin
+    secrets (u16 length) || extra (u16 length) || created at (u64, Unix milliseconds).
+    """
+
+    joiner: bytes
+    cell_id: bytes
+    cell_name: str
+    epoch: int
+    secret: bytes = field(repr=False)
+    head_index: int
+    head_hash: bytes
+    head_epoch: int
+    members: tuple[tuple[MemberInfo, Role], ...]
+    group_keys: tuple[bytes, bytes] = field(repr=False)
+    control_read_key: bytes = field(repr=False)
+    admin_secrets: bytes = field(repr=False)
+    extra: bytes = field(repr=False)
+    created_ms: int
+
+    def to_bytes(self) -> bytes:
+        """Return WB."""
+        writer = Writer().raw(self.joiner).raw(self.cell_id).short(self.cell_name.encode())
+        writer.u32(self.epoch).raw(self.secret).u32(self.head_index).raw(self.head_hash)
+        writer.u32(self.head_epoch).u16(len(self.members))
+        for info, role in self.members:
+            info.write(writer)
+            writer.u8(role)
+        writer.raw(self.group_keys[0]).raw(self.group_keys[1]).raw(self.control_read_key)
+        writer.long(self.admin_secrets).long(self.extra)
+        return writer.u64(self.created_ms).bytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> WelcomeContent:
+        """Parse WB (MalformedError if it is not one)."""
+        reader = Reader(data)
+        joiner, cell_id = reader.take(MEMBER_ID_SIZE), reader.take(CELL_ID_SIZE)
+        try:
+            cell_name = reader.short(MAX_NAME_BYTES).decode("utf-8", "strict")
+            check_name(cell_name)
+        except ValueError as exc:  # UnicodeDecodeError is a ValueError
+            raise MalformedError("bad cell name") from exc
+        epoch, secret = reader.u32(), reader.take(SECRET_SIZE)
+        head_index, head_hash, head_epoch = reader.u32(), reader.take(HASH_SIZE), reader.u32()
+        count = reader.u16()
+        if count > MAX_MEMBERS:
+            raise MalformedError("too many members")
+        members = []
+        for _ in range(count):
+            info = MemberInfo.read(reader)
+            role = reader.u8()
+            if role > Role.ADMIN:
+                raise MalformedError("bad role")
+            members.append((info, Role(role)))
+        group_keys = (reader.take(GROUP_KEY_SIZE), reader.take(GROUP_KEY_SIZE))
+        control_read_key = reader.take(GROUP_KEY_SIZE)
+        admin_secrets, extra = reader.long(MAX_ADMIN_SECRETS), reader.long(MAX_EXTRA)
+        created_ms = reader.u64()
+        reader.end()
+        return cls(
+            joiner=joiner,
+            cell_id=cell_id,
+            cell_name=cell_name,
+            epoch=epoch,
+            secret=secret,
+            head_index=head_index,
+            head_hash=head_hash,
+            head_epoch=head_epoch,
+            members=tuple(members),
+            group_keys=group_keys,
+            control_read_key=control_read_key,
+            admin_secrets=admin_secrets,
+            extra=extra,
+            created_ms=created_ms,
+        )
+
+
+def _welcome_key(
+    shared: bytes | bytearray, ephemeral_pub: bytes, joiner_dh_pub: bytes
+) -> bytearray:
+    return kdf(shared, WELCOME, ephemeral_pub + joiner_dh_pub)
+
+
+def seal_welcome(
+    *,
+    signer: Identity,
+    content: WelcomeContent,
+    joiner_dh_pub: bytes,
+    ephemeral_private: bytearray,
+    nonce: bytes,
+) -> bytes:
+    """Return a welcome: version || ephemeral public key || nonce || sealed (signer id ||
+    signature || WB, padded so the whole welcome is a bucket size)."""
+    ephemeral_pub = x25519_public_from_private(ephemeral_private)
+    shared = x25519(ephemeral_private, joiner_dh_pub)
+    key = _welcome_key(shared, ephemeral_pub, joiner_dh_pub)
+    zero(shared)
+    wb = content.to_bytes()
+    inner = signer.member_id + signer.sign(_WELCOME_DOMAIN + wb) + wb
+    padded = pad(inner, bucket_for(len(inner) + 1 + _WELCOME_OVERHEAD) - _WELCOME_OVERHEAD)
+    head = bytes([VERSION]) + ephemeral_pub + nonce
+    try:
+        return head + xchacha20poly1305_encrypt(
+            key, nonce, _WELCOME_DOMAIN + head + joiner_dh_pub, padded
+        )
+    finally:
+        zero(key)
+
+
+def open_welcome(identity: Identity, welcome: bytes) -> tuple[bytes, bytes, bytes]:
+    """Return (signer id, signature, WB) from a welcome sealed for `identity`.
+
+    The caller verifies the signature against the signer's key in the member list.
+
+    Raises:
+        MalformedError: not a welcome.
+        TamperedError: it does not authenticate (not for this identity, or altered).
+    """
+    if len(welcome) <= _WELCOME_OVERHEAD or welcome[0] != VERSION:
+        raise MalformedError("not a welcome")
+    ephemeral_pub = welcome[1 : 1 + X25519_KEY_SIZE]
+    nonce = welcome[1 + X25519_KEY_SIZE : _WELCOME_HEAD]
+    try:
+        shared = identity.dh(ephemeral_pub)
+    except CryptoError as exc:
+        raise TamperedError("welcome does not authenticate") from exc
+    key = _welcome_key(shared, ephemeral_pub, identity.dh_pub)
+    zero(shared)
+    ad = _WELCOME_DOMAIN + welcome[:_WELCOME_HEAD] + identity.dh_pub
+    try:
+        padded = xchacha20poly1305_decrypt(key, nonce, ad, welcome[_WELCOME_HEAD:])
+    except CryptoError as exc:
+        raise TamperedError("welcome does not authenticate") from exc
+    finally:
+        zero(key)
+    inner = unpad(padded)
+    if len(inner) < MEMBER_ID_SIZE + ED25519_SIGNATURE_SIZE:
+        raise MalformedError("welcome too short")
+    signer, rest = inner[:MEMBER_ID_SIZE], inner[MEMBER_ID_SIZE:]
+    return signer, rest[:ED25519_SIGNATURE_SIZE], rest[ED25519_SIGNATURE_SIZE:]
+
+
+def verify_welcome(signer: MemberInfo, signature: bytes, wb: bytes) -> None:
+    """Check the welcoming admin's signature over WB (BadSignatureError if wrong)."""
+    try:
+        ed25519_verify(signer.sign_pub, _WELCOME_DOMAIN + wb, signature)
+    except CryptoError as exc:
+        raise BadSignatureError("bad welcome signature") from exc

@@ -1,0 +1,638 @@
+"""One member's view of one cell: membership, epochs, sender keys; seal and open envelopes.
+
+docs/protocol.md, Part 2. Sans-IO: no clock (every call that needs time takes `now`, Unix
+seconds), no I/O; randomness from libsodium's CSPRNG unless an `rng` is injected (tests).
+
+Theory of operation:
+
+* **Epochs.** The cell's life is a sequence of epochs, each with a random 32-byte epoch
+  secret known to exactly the members of that epoch. An admin starts epoch E+1 by posting
+  an *epoch change* to the control mailbox (`add_member`, `remove_member`, `promote`,
+  `demote`, `rotate` return it). Nobody, the proposing admin included, applies a change
+  until it reads it back through `open_control`: the relay's order of the control mailbox
+  is the one order every member sees, so two admins racing for epoch E+1 cannot split the
+  cell. The loser's change is refused with `StaleControlError(ours=True)`; it redoes its
+  operation on the new state.
+* **Sender keys.** On entering an epoch every member draws a fresh chain key and signing
+  key and publishes a *sender key distribution* (`EpochUpdate.distribution`) in the group
+  mailbox, before any message of that epoch. Receivers follow each sender's chain; a
+  message whose sender key (or epoch) is not known yet is *parked* (outcome `Pending`,
+  bounded) and released, in arrival order, when the distribution (or the epoch change)
+  arrives.
+* **Old epochs** stay readable for `grace_period` seconds after this member applied the
+  next epoch, and only for senders who are still members; then their keys are wiped.
+* **Failure changes nothing.** Every check (authentication, signature, counter window,
+  membership) happens before any state changes; a refused envelope leaves the state as it
+  was. Expired messages are the one exception: they are authenticated, their key is
+  burned (forward secrecy), and then they are refused.
+
+Invariants: the current epoch's members equal the membership's members; the current epoch
+keeps its secret (for welcomes), older ones only their derived keys, for the grace window;
+a used message key is gone from the state. The receive path, its bounds and its order of
+checks are in `_receiver`; the epoch-change rules in `_epochs`; the bytes in `_envelope`
+and `_control`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+from ._control import (
+    MAX_ADMIN_SECRETS,
+    MAX_EXTRA,
+    SECRET_SIZE,
+    WelcomeContent,
+    open_welcome,
+    seal_welcome,
+    split_change,
+    verify_welcome,
+)
+from ._crypto import ED25519_SEED_SIZE, HashChain, SigningKey, blake2b, random_bytes, zero
+from ._envelope import (
+    CONTENT_KINDS,
+    HEADER,
+    MAX_GROUP_PLAINTEXT,
+    DistributionPayload,
+    Kind,
+    distribution_mac,
+    seal_envelope,
+)
+from ._epochs import build_change, check_change, timestamp_ms, welcome_content
+from ._group_errors import (
+    EpochGapError,
+    MembershipError,
+    NotAdminError,
+    RemovedError,
+    StaleControlError,
+)
+from ._group_keys import PAIRWISE_DISTRIBUTION_MAC, EpochKeys, SendChain
+from ._group_state import Epoch, SavedState, read_state, write_state
+from ._identity import check_name
+from ._membership import CELL_ID_SIZE, Membership, Op, Role, sign_entry
+from ._outcomes import EpochUpdate, Opened, Outcome, Own, Pending
+from ._receiver import Receiver
+
+if TYPE_CHECKING:
+    from ._identity import Identity, MemberInfo, Rng
+
+__all__ = [
+    "DEFAULT_KEY_TTL",
+    "GRACE_PERIOD",
+    "CellCrypto",
+    "EpochUpdate",
+    "Opened",
+    "Outcome",
+    "Own",
+    "Pending",
+]
+
+# docs/protocol.md, Part 2, "Limits" gives the reasons again for implementers.
+# Old epochs stay readable this long after the next one was applied locally: long enough
+# for messages sealed just before a change (in the other mailbox, which the relay does not
+# order against the control mailbox) to arrive, short enough that a removed member's keys
+# stop working soon.
+GRACE_PERIOD: Final = 600.0
+# Sender key distributions stay on the relay this long by default: the reference relay's
+# default maximum TTL (7 days), so a member offline for a week still finds them.
+DEFAULT_KEY_TTL: Final = 7 * 24 * 3600
+# Counters are u32 in the header (docs/protocol.md §G9); past this, rotate the epoch.
+MAX_COUNTER: Final = 2**32 - 1
+# This member's own epoch changes not read back yet, remembered to set
+# StaleControlError.ours; an admin has one or two in flight, 16 is plenty.
+_MAX_PROPOSALS: Final = 16
+_KEY: Final = 32
+_U64: Final = 2**64 - 1  # expires_at is a u64
+
+
+def _check_group_keys(keys: tuple[bytes, bytes]) -> tuple[bytes, bytes]:
+    if any(len(k) != _KEY for k in keys):
+        raise ValueError("group keys are two 32-byte seeds")
+    return bytes(keys[0]), bytes(keys[1])
+
+
+class CellCrypto:
+    """One member's keys and membership for one cell (see the module docstring)."""
+
+    def __init__(self, identity: Identity, state: SavedState, *, rng: Rng = random_bytes) -> None:
+        """Wrap a state; use `create`, `from_welcome` or `from_bytes` instead."""
+        self._identity = identity
+        self._s = state
+        self._rng = rng
+        self._me = identity.member_id
+        self._pairwise: dict[tuple[bytes, bytes], bytearray] = {}
+        self._rx = Receiver(state, identity.member_id, self._pair)
+
+    # -- construction ------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        identity: Identity,
+        cell_id: bytes | None = None,
+        *,
+        now: float,
+        group_keys: tuple[bytes, bytes],
+        control_read_key: bytes,
+        admin_secrets: bytes = b"",
+        extra: bytes = b"",
+        name: str = "",
+        grace_period: float = GRACE_PERIOD,
+        rng: Rng = random_bytes,
+    ) -> CellCrypto:
+        """Return a new cell with `identity` as its only member and admin, in epoch 1.
+
+        `group_keys` (read, write seeds), `control_read_key` and `admin_secrets` are
+        opaque to this layer; it hands them to joiners and rotates them as told.
+
+        Raises:
+            ValueError: wrong sizes, or an invalid cell name.
+        """
+        check_name(name)
+        cell_id = rng(CELL_ID_SIZE) if cell_id is None else cell_id
+        if len(cell_id) != CELL_ID_SIZE or len(control_read_key) != _KEY:
+            raise ValueError("cell id is 16 bytes, control read key 32")
+        if len(admin_secrets) > MAX_ADMIN_SECRETS or len(extra) > MAX_EXTRA:
+            raise ValueError("admin secrets or extra too long")
+        genesis = sign_entry(
+            identity,
+            op=Op.GENESIS,
+            index=0,
+            prev_hash=bytes(32),
+            epoch=1,
+            timestamp_ms=timestamp_ms(now),
+            cell_id=cell_id,
+            subject=identity.info,
+            role=Role.ADMIN,
+        )
+        membership = Membership.genesis(genesis)
+        state = SavedState(
+            member_id=identity.member_id,
+            cell_id=cell_id,
+            name=name,
+            group_keys=_check_group_keys(group_keys),
+            control_read_key=bytes(control_read_key),
+            admin_secrets=bytes(admin_secrets),
+            extra=bytes(extra),
+            removed=False,
+            grace_period=grace_period,
+            joined_epoch=1,
+            current=1,
+            membership=membership,
+            epochs={},
+            parked=[],
+            proposals=[],
+        )
+        cell = cls(identity, state, rng=rng)
+        cell._enter_epoch(1, bytearray(rng(SECRET_SIZE)), membership)
+        return cell
+
+    @classmethod
+    def from_welcome(
+        cls,
+        identity: Identity,
+        welcome: bytes,
+        *,
+        now: float,
+        inviter: bytes | None = None,
+        key_ttl: int = DEFAULT_KEY_TTL,
+        grace_period: float = GRACE_PERIOD,
+        rng: Rng = random_bytes,
+    ) -> tuple[CellCrypto, bytes]:
+        """Join a cell from an admin's welcome; return (state, sender key distribution).
+
+        Publish the distribution in the group mailbox before sealing anything. If
+        `inviter` (a member id) is given, the welcome must come from that admin.
+
+        Raises:
+            MalformedError, TamperedError: not a welcome for this identity.
+            BadSignatureError: the admin's signature does not verify.
+            MembershipError: the member list is incoherent, the signer is not an admin
+                in it (or not `inviter`), or this identity is not a member.
+        """
+        signer_id, signature, wb = open_welcome(identity, welcome)
+        content = WelcomeContent.from_bytes(wb)
+        membership = Membership.snapshot(
+            cell_id=content.cell_id,
+            members=content.members,
+            head_index=content.head_index,
+            head_hash=content.head_hash,
+            head_epoch=content.head_epoch,
+        )
+        signer = membership.members.get(signer_id)
+        if signer is None or signer_id not in membership.admins:
+            raise MembershipError("welcome not signed by an admin")
+        if inviter is not None and signer_id != inviter:
+            raise MembershipError("welcome not from the inviter")
+        verify_welcome(signer, signature, wb)
+        if (
+            content.joiner != identity.member_id
+            or identity.member_id not in membership.members
+            or content.epoch < content.head_epoch
+        ):
+            raise MembershipError("welcome does not admit this member")
+        is_admin = identity.member_id in membership.admins
+        state = SavedState(
+            member_id=identity.member_id,
+            cell_id=content.cell_id,
+            name=content.cell_name,
+            group_keys=content.group_keys,
+            control_read_key=content.control_read_key,
+            admin_secrets=content.admin_secrets if is_admin else b"",
+            extra=content.extra,
+            removed=False,
+            grace_period=grace_period,
+            joined_epoch=content.epoch,
+            current=content.epoch,
+            membership=membership,
+            epochs={},
+            parked=[],
+            proposals=[],
+        )
+        cell = cls(identity, state, rng=rng)
+        cell._enter_epoch(content.epoch, bytearray(content.secret), membership)
+        return cell, cell._distribution(int(now) + key_ttl)
+
+    def to_bytes(self) -> bytes:
+        """Return the full state (SECRET: for the client's encrypted keystore only)."""
+        return write_state(self._s)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, identity: Identity, *, rng: Rng = random_bytes) -> CellCrypto:
+        """Restore a state saved by `to_bytes` for `identity`.
+
+        Raises:
+            MalformedError: corrupt, of another version, or saved for another identity.
+        """
+        return cls(identity, read_state(data, identity.member_id), rng=rng)
+
+    # -- what the cell looks like ----------------------------------------------------------
+
+    @property
+    def cell_id(self) -> bytes:
+        """The cell's 16-byte id (secret from the relay: it never appears in clear)."""
+        return self._s.cell_id
+
+    @property
+    def name(self) -> str:
+        """The cell's display name."""
+        return self._s.name
+
+    @property
+    def epoch(self) -> int:
+        """The current epoch number."""
+        return self._s.current
+
+    @property
+    def members(self) -> tuple[MemberInfo, ...]:
+        """The current members, in ascending member id order."""
+        return tuple(self._s.membership.members.values())
+
+    @property
+    def admins(self) -> frozenset[bytes]:
+        """The member ids of the current admins."""
+        return self._s.membership.admins
+
+    @property
+    def membership(self) -> Membership:
+        """The current membership state (members, admins, log head)."""
+        return self._s.membership
+
+    @property
+    def me(self) -> MemberInfo:
+        """This member's public info."""
+        return self._identity.info
+
+    @property
+    def is_admin(self) -> bool:
+        """Whether this member is currently an admin (False once removed)."""
+        return not self._s.removed and self._me in self._s.membership.admins
+
+    @property
+    def removed(self) -> bool:
+        """Whether this member has been removed from the cell."""
+        return self._s.removed
+
+    @property
+    def group_keys(self) -> tuple[bytes, bytes]:
+        """The group mailbox's (read, write) capability key seeds, as last rotated."""
+        return self._s.group_keys
+
+    @property
+    def control_read_key(self) -> bytes:
+        """The control mailbox's read capability key seed (never rotated)."""
+        return self._s.control_read_key
+
+    @property
+    def admin_secrets(self) -> bytes:
+        """The admins' opaque secrets (empty for a non-admin)."""
+        return self._s.admin_secrets
+
+    @property
+    def extra(self) -> bytes:
+        """The opaque client data from the welcome (or given to `create`)."""
+        return self._s.extra
+
+    def role_of(self, member_id: bytes) -> Role | None:
+        """Return a member's current role, or None if it is not a member."""
+        return self._s.membership.role_of(member_id)
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def seal(self, kind: int, plaintext: bytes, *, expires_at: int, now: float) -> bytes:
+        """Return a group envelope carrying `plaintext` of `kind`, from this member.
+
+        Raises:
+            ValueError: `kind` not a content kind (1..4, 16..255), `plaintext` over
+                MAX_GROUP_PLAINTEXT, or
+                `expires_at` not after `now` (or over 2^64-1).
+            RemovedError: this member was removed.
+        """
+        s = self._s
+        if s.removed:
+            raise RemovedError("removed from the cell")
+        if kind not in CONTENT_KINDS or len(plaintext) > MAX_GROUP_PLAINTEXT:
+            raise ValueError("not a content kind, or the plaintext is over MAX_GROUP_PLAINTEXT")
+        if not now < expires_at <= _U64:
+            raise ValueError("expires_at must be after now")
+        epoch = s.epochs[s.current]
+        own = epoch.own
+        if own is None or own.counter > MAX_COUNTER:  # pragma: no cover - 2^32 messages
+            raise ValueError("the chain is used up: rotate the epoch")
+        counter, material = own.step()
+        return seal_envelope(
+            header=HEADER.pack(s.cell_id, s.current, self._me, counter, kind, expires_at),
+            epoch=s.current,
+            header_key=epoch.keys.header,
+            header_nonce=self._rng(24),
+            signing_key=own.signing_key,
+            body_key=material[:_KEY],
+            body_nonce=material[_KEY:],
+            plaintext=plaintext,
+        )
+
+    def _distribution(self, expires_at: int) -> bytes:
+        """Return this member's sender key distribution for the current epoch."""
+        s = self._s
+        epoch = s.epochs[s.current]
+        own = epoch.own
+        if own is None:  # pragma: no cover - the current epoch always has our chain
+            raise RemovedError("no sending chain")
+        chain_key = own.chain_key.export()
+        macs = tuple(
+            distribution_mac(
+                self._pair(info.dh_pub, PAIRWISE_DISTRIBUTION_MAC),
+                cell_id=s.cell_id,
+                epoch=s.current,
+                sender=self._me,
+                recipient=member_id,
+                chain_key=chain_key,
+                start=own.counter,
+                signing_public=own.signing_public,
+            )
+            for member_id, info in epoch.members.items()
+            if member_id != self._me
+        )
+        payload = DistributionPayload(
+            chain_key=chain_key,
+            start=own.counter,
+            signing_public=own.signing_public,
+            macs=macs,
+        )
+        header = HEADER.pack(s.cell_id, s.current, self._me, 0, Kind.SENDER_KEY, expires_at)
+        nonce = self._rng(24)
+        return seal_envelope(
+            header=header,
+            epoch=s.current,
+            header_key=epoch.keys.header,
+            header_nonce=nonce,
+            signing_key=own.signing_key,
+            body_key=epoch.keys.distribution,
+            body_nonce=nonce,
+            plaintext=payload.to_bytes(),
+        )
+
+    def distribution(self, *, now: float, key_ttl: int = DEFAULT_KEY_TTL) -> bytes:
+        """Return a fresh copy of this member's distribution for the current epoch.
+
+        For a client that lost the one from `open_control` or `from_welcome` before
+        publishing it. It starts at the chain's current counter, so it reveals no key of
+        a message already sent.
+        """
+        if self._s.removed:
+            raise RemovedError("removed from the cell")
+        return self._distribution(int(now) + key_ttl)
+
+    # -- receiving -------------------------------------------------------------------------
+
+    def open(self, envelope: bytes, *, now: float) -> Outcome:
+        """Authenticate and decrypt a group envelope.
+
+        Returns `Opened` (a message, or a sender key distribution), `Pending` (parked until
+        its sender key or epoch arrives; released later in `Opened.released` or
+        `EpochUpdate.released`) or `Own` (this member's own envelope echoed back).
+
+        Raises:
+            GroupError: one subclass per reason (docs/protocol.md, Part 2, "Rejections").
+        """
+        self._rx.expire(now)
+        return self._rx.open(bytes(envelope), now)
+
+    # -- epoch changes ---------------------------------------------------------------------
+
+    def open_control(
+        self, envelope: bytes, *, now: float, key_ttl: int = DEFAULT_KEY_TTL
+    ) -> EpochUpdate:
+        """Verify and apply an epoch change read from the control mailbox.
+
+        Raises:
+            StaleControlError: its epoch was already reached (`ours`: it was this
+                member's own proposal, which lost the race; redo the operation).
+            EpochGapError: it skips epochs; this member needs a new welcome.
+            RemovedError: this member was already removed.
+            MalformedError, TamperedError, BadSignatureError, MembershipError: forged or
+                invalid; nothing was applied.
+        """
+        self._rx.expire(now)
+        s = self._s
+        envelope = bytes(envelope)
+        if s.removed:
+            raise RemovedError("removed from the cell")
+        number, nonce = split_change(envelope)
+        digest = blake2b(envelope)
+        if number <= s.current:
+            ours = digest in s.proposals
+            if ours:
+                s.proposals.remove(digest)
+            raise StaleControlError("epoch already reached", ours=ours)
+        if number > s.current + 1:
+            raise EpochGapError("epoch changes were missed")
+        change = check_change(s, self._me, self._pair, envelope, number, nonce)
+        # Verified: from here on, apply.
+        if digest in s.proposals:
+            s.proposals.remove(digest)
+        if change.secret is None or change.membership is None:
+            s.removed = True
+            current = s.epochs[s.current]
+            current.superseded_at = now
+            if current.own is not None:
+                current.own.clear()
+                current.own = None
+            return EpochUpdate(epoch=number, signer=change.signer, entry=None, removed_self=True)
+        if change.group_keys is not None:
+            s.group_keys = change.group_keys
+        if change.granted is not None:
+            s.admin_secrets = change.granted
+        elif self._me not in change.membership.admins:
+            s.admin_secrets = b""
+        self._enter_epoch(number, change.secret, change.membership, now=now)
+        return EpochUpdate(
+            epoch=number,
+            signer=change.signer,
+            entry=change.entry,
+            group_keys=change.group_keys,
+            admin_secrets=change.granted,
+            distribution=self._distribution(int(now) + key_ttl),
+            released=self._rx.release(None, None, now),
+        )
+
+    def _enter_epoch(
+        self, number: int, secret: bytearray, membership: Membership, *, now: float = 0.0
+    ) -> None:
+        """Make `number` the current epoch, with a fresh chain and signing key for this member."""
+        s = self._s
+        previous = s.epochs.get(s.current)
+        if previous is not None and previous.number != number:
+            previous.superseded_at = now
+            if previous.own is not None:
+                previous.own.clear()
+                previous.own = None
+            if previous.secret is not None:
+                zero(previous.secret)
+                previous.secret = None
+        seed = bytearray(self._rng(ED25519_SEED_SIZE))
+        signing_key = SigningKey(seed)
+        zero(seed)
+        s.epochs[number] = Epoch(
+            number=number,
+            keys=EpochKeys.derive(secret, s.cell_id, number),
+            members=dict(membership.members),
+            own_public=signing_key.public,
+            own=SendChain(HashChain(self._rng(_KEY)), 0, signing_key, signing_key.public),
+            secret=secret,
+        )
+        s.current = number
+        s.membership = membership
+
+    # -- admin operations ------------------------------------------------------------------
+    # Each returns an epoch change to post in the control mailbox; nothing changes here
+    # until it is read back through `open_control` (see the module docstring).
+
+    def add_member(self, member: MemberInfo, *, now: float, role: Role = Role.MEMBER) -> bytes:
+        """Return the epoch change that adds `member`; after applying it, send `welcome_for`.
+
+        Raises:
+            NotAdminError, RemovedError: this member may not.
+            MembershipError: already a member, or the cell is full (MAX_MEMBERS).
+        """
+        return self._propose((Op.ADD, member, role), now=now)
+
+    def remove_member(
+        self, member_id: bytes, *, now: float, new_group_keys: tuple[bytes, bytes]
+    ) -> bytes:
+        """Return the epoch change that removes a member and rotates the group mailbox keys.
+
+        Raises:
+            NotAdminError, RemovedError: this member may not.
+            MembershipError: not a member, or the last admin.
+            ValueError: `new_group_keys` are not two 32-byte seeds.
+        """
+        subject = self._member(member_id)
+        keys = _check_group_keys(new_group_keys)
+        return self._propose((Op.REMOVE, subject, Role.MEMBER), now=now, group_keys=keys)
+
+    def promote(self, member_id: bytes, *, now: float) -> bytes:
+        """Return the epoch change that makes a member an admin (it receives admin_secrets)."""
+        return self._propose((Op.PROMOTE, self._member(member_id), Role.ADMIN), now=now)
+
+    def demote(self, member_id: bytes, *, now: float) -> bytes:
+        """Return the epoch change that makes an admin a plain member (not the last admin)."""
+        return self._propose((Op.DEMOTE, self._member(member_id), Role.MEMBER), now=now)
+
+    def rotate(self, *, now: float, new_group_keys: tuple[bytes, bytes] | None = None) -> bytes:
+        """Return an epoch change with no membership change: fresh keys for everyone."""
+        keys = None if new_group_keys is None else _check_group_keys(new_group_keys)
+        return self._propose(None, now=now, group_keys=keys)
+
+    def _member(self, member_id: bytes) -> MemberInfo:
+        info = self._s.membership.members.get(member_id)
+        if info is None:
+            raise MembershipError("not a member")
+        return info
+
+    def _require_admin(self) -> None:
+        if self._s.removed:
+            raise RemovedError("removed from the cell")
+        if not self.is_admin:
+            raise NotAdminError("only an admin may do this")
+
+    def _propose(
+        self,
+        entry_fields: tuple[Op, MemberInfo, Role] | None,
+        *,
+        now: float,
+        group_keys: tuple[bytes, bytes] | None = None,
+    ) -> bytes:
+        self._require_admin()
+        s = self._s
+        envelope = build_change(
+            self._identity,
+            s,
+            self._rng,
+            self._pair,
+            entry_fields=entry_fields,
+            now=now,
+            group_keys=group_keys,
+        )
+        s.proposals = [*s.proposals, blake2b(envelope)][-_MAX_PROPOSALS:]
+        return envelope
+
+    def welcome_for(self, member_id: bytes, *, now: float, extra: bytes | None = None) -> bytes:
+        """Return a welcome for a member of the current epoch (admin only).
+
+        It carries the cell id and name, the current epoch secret, the membership (with
+        the log head), the group and control mailbox key seeds, the admin secrets if the
+        joiner is an admin, and `extra` (default: this state's `extra`), signed by this
+        admin and sealed to the joiner's X25519 key.
+
+        Raises:
+            NotAdminError, RemovedError: this member may not.
+            MembershipError: `member_id` is not a member (add it first).
+            ValueError: `extra` is longer than MAX_EXTRA.
+        """
+        self._require_admin()
+        joiner = self._member(member_id)
+        extra = self._s.extra if extra is None else bytes(extra)
+        if len(extra) > MAX_EXTRA:
+            raise ValueError("extra too long")
+        content = welcome_content(self._s, member_id, now=now, extra=extra)
+        ephemeral = bytearray(self._rng(_KEY))
+        try:
+            return seal_welcome(
+                signer=self._identity,
+                content=content,
+                joiner_dh_pub=joiner.dh_pub,
+                ephemeral_private=ephemeral,
+                nonce=self._rng(24),
+            )
+        finally:
+            zero(ephemeral)
+
+    # -- pairwise keys ---------------------------------------------------------------------
+
+    def _pair(self, peer_dh_pub: bytes, purpose: bytes) -> bytearray:
+        """Return (and cache, in memory only) the pairwise key with a peer for `purpose`."""
+        key = self._pairwise.get((peer_dh_pub, purpose))
+        if key is None:
+            key = self._identity.pairwise_key(peer_dh_pub, purpose)
+            self._pairwise[peer_dh_pub, purpose] = key
+        return key

@@ -1,0 +1,133 @@
+"""The exceptions of group end-to-end encryption (docs/protocol.md, Part 2, "Rejections").
+
+Every envelope that is not returned as a valid message raises exactly one of these, so an
+application can tell "forged" from "stale" from "not for me yet" without parsing messages.
+Like `CryptoError`, none of them says which byte or which key was wrong, and none carries
+plaintext, keys or identifiers in its message.
+
+```
+CellrelayError
+└── GroupError                      anything the group layer refuses
+    ├── MalformedError              not our layout: sizes, version, padding, field values
+    ├── TamperedError (CryptoError) a sealed header or body failed to authenticate
+    ├── BadSignatureError (Crypto.) a signature or MAC is wrong (or absent: all zeros)
+    ├── NotAMemberError             the sender is not a member of the cell in that epoch
+    ├── ReplayError                 the counter was already used (or its key discarded)
+    ├── OutOfWindowError            the counter skips further ahead than the window allows
+    ├── ExpiredError                expires_at <= now
+    ├── StaleEpochError             an old epoch after its grace window
+    ├── UnknownEpochError           an epoch this member never had, or far in the future
+    ├── PendingOverflowError        the buffer of not-yet-openable envelopes is full
+    ├── MembershipError             a membership log entry does not verify
+    ├── StaleControlError           an epoch change for an epoch already reached
+    ├── EpochGapError               an epoch change that skips epochs: rejoin needed
+    ├── NotAdminError               a local admin operation by a non-admin
+    └── RemovedError                this member was removed from the cell
+```
+"""
+
+from __future__ import annotations
+
+from ._errors import CellrelayError, CryptoError
+
+__all__ = [
+    "BadSignatureError",
+    "EpochGapError",
+    "ExpiredError",
+    "GroupError",
+    "MalformedError",
+    "MembershipError",
+    "NotAMemberError",
+    "NotAdminError",
+    "OutOfWindowError",
+    "PendingOverflowError",
+    "RemovedError",
+    "ReplayError",
+    "StaleControlError",
+    "StaleEpochError",
+    "TamperedError",
+    "UnknownEpochError",
+]
+
+
+class GroupError(CellrelayError):
+    """The group layer refused an envelope, a log entry or an operation."""
+
+
+class MalformedError(GroupError):
+    """The bytes do not have the group layer's layout (sizes, version byte, padding, values)."""
+
+
+class TamperedError(GroupError, CryptoError):
+    """A sealed header or body failed to authenticate: altered, truncated or not for this cell."""
+
+
+class BadSignatureError(GroupError, CryptoError):
+    """A signature or MAC does not verify: forged, or altered after signing."""
+
+
+class NotAMemberError(GroupError):
+    """The sender was not a member of the cell in the envelope's epoch (or has been removed)."""
+
+
+class ReplayError(GroupError):
+    """The message's counter was already used, or its key was discarded: a replay or duplicate.
+
+    Re-deliveries are normal (delivery is at least once); the client has already shown the
+    message once, so it can drop this one quietly.
+    """
+
+
+class OutOfWindowError(GroupError):
+    """The counter jumps further ahead than the out-of-order window allows."""
+
+
+class ExpiredError(GroupError):
+    """The message's expires_at is not after now: it must not be shown."""
+
+
+class StaleEpochError(GroupError):
+    """The message belongs to an older epoch whose grace window has closed."""
+
+
+class UnknownEpochError(GroupError):
+    """The envelope names an epoch this member never had, or one too far in the future."""
+
+
+class PendingOverflowError(GroupError):
+    """The buffer of envelopes waiting for their sender key or epoch is full.
+
+    Keep the envelope and offer it again after processing the control mailbox.
+    """
+
+
+class MembershipError(GroupError):
+    """A membership log entry, or a welcome's member list, does not verify."""
+
+
+class StaleControlError(GroupError):
+    """An epoch change for an epoch this member has already reached.
+
+    A re-delivery, or a concurrent change by another admin that was sequenced first. When
+    `ours` is True the change was proposed by this member and lost the race: redo the
+    operation on the current state.
+    """
+
+    def __init__(self, message: str, *, ours: bool = False) -> None:
+        super().__init__(message)
+        self.ours = ours
+
+
+class EpochGapError(GroupError):
+    """An epoch change skips epochs this member never saw (expired from the relay?).
+
+    The member cannot catch up from the control mailbox; it needs a new welcome from an admin.
+    """
+
+
+class NotAdminError(GroupError):
+    """Only an admin of the cell may do this."""
+
+
+class RemovedError(GroupError):
+    """This member has been removed from the cell; it can no longer send or change anything."""

@@ -1,0 +1,286 @@
+"""The pieces of a member's cell state, and their saved form (`CellCrypto.to_bytes`).
+
+The saved form is for the client's encrypted keystore only: it holds every secret the
+member has (epoch secret, chain keys, skipped message keys, sender signing key). It holds
+nothing the member has already used: opened messages' keys are gone from it, which is what
+tests/protocol/test_group_messages.py's forward secrecy test checks by restoring from it.
+
+Layout (version 1): see `write_state`; every field is fixed-size or length-prefixed, read
+back by `read_state` with the same bounds the protocol has, so a corrupted or hostile file
+gives `MalformedError`, never a state that breaks an invariant.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import Final
+
+from ._binary import Reader, Writer
+from ._control import GROUP_KEY_SIZE, MAX_ADMIN_SECRETS, MAX_EXTRA, SECRET_SIZE
+from ._crypto import (
+    ED25519_PUBLIC_KEY_SIZE,
+    ED25519_SEED_SIZE,
+    HashChain,
+    SigningKey,
+    XChaChaKey,
+    zero,
+)
+from ._group_errors import MalformedError, MembershipError
+from ._group_keys import MATERIAL_SIZE, EpochKeys, ReceiveChain, SendChain
+from ._identity import MAX_NAME_BYTES, MEMBER_ID_SIZE, MemberInfo, check_name
+from ._membership import CELL_ID_SIZE, HASH_SIZE, MAX_MEMBERS, Membership, Role
+
+__all__ = ["Epoch", "Parked", "SavedState", "read_state", "write_state"]
+
+STATE_VERSION: Final = 1
+_KEY: Final = 32
+_DOUBLE: Final = struct.Struct(">d")
+# A bound for reading a saved state back: well above what the code keeps (MAX_SKIPPED_TOTAL
+# in _group), so a valid state always loads and a corrupt one cannot make the reader
+# allocate without end. Every other count is a u8 or u16 read from the data.
+_MAX_SAVED_SKIPPED: Final = 65_535
+
+
+@dataclass(slots=True, eq=False)
+class Epoch:
+    """One epoch as this member holds it: keys, members, its own chain and the others'."""
+
+    number: int
+    keys: EpochKeys
+    members: dict[bytes, MemberInfo]
+    own_public: bytes  # this member's signing key in the epoch (to recognise its own echoes)
+    own: SendChain | None = None  # None once the epoch is superseded: no more sending in it
+    secret: bytearray | None = field(default=None, repr=False)  # current epoch only
+    chains: dict[bytes, ReceiveChain] = field(default_factory=dict)
+    superseded_at: float | None = None  # local time the next epoch was applied
+
+    def clear(self) -> None:
+        """Zero every key of the epoch."""
+        self.keys.clear()
+        if self.own is not None:
+            self.own.clear()
+        if self.secret is not None:
+            zero(self.secret)
+        for chain in self.chains.values():
+            chain.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class Parked:
+    """An envelope waiting for its epoch (sender None) or its sender's key distribution."""
+
+    envelope: bytes = field(repr=False)
+    epoch: int
+    sender: bytes | None
+    received_at: float
+
+
+@dataclass(slots=True, eq=False, kw_only=True)
+class SavedState:
+    """Everything `CellCrypto` keeps besides its identity and random source."""
+
+    member_id: bytes
+    cell_id: bytes
+    name: str
+    group_keys: tuple[bytes, bytes] = field(repr=False)
+    control_read_key: bytes = field(repr=False)
+    admin_secrets: bytes = field(repr=False)
+    extra: bytes = field(repr=False)
+    removed: bool
+    grace_period: float
+    joined_epoch: int
+    current: int
+    membership: Membership
+    epochs: dict[int, Epoch]
+    parked: list[Parked]
+    proposals: list[bytes]
+
+
+def write_state(state: SavedState) -> bytes:
+    """Return the saved form of `state`."""
+    w = Writer().u8(STATE_VERSION).raw(state.member_id).raw(state.cell_id)
+    w.short(state.name.encode()).raw(state.group_keys[0]).raw(state.group_keys[1])
+    w.raw(state.control_read_key).long(state.admin_secrets).long(state.extra)
+    w.u8(state.removed).raw(_DOUBLE.pack(state.grace_period))
+    w.u32(state.joined_epoch).u32(state.current)
+    m = state.membership
+    w.u32(m.head_index).raw(m.head_hash).u32(m.head_epoch).u16(len(m.members))
+    for member_id, info in m.members.items():
+        info.write(w)
+        w.u8(member_id in m.admins)
+    w.u8(len(state.epochs))
+    for epoch in state.epochs.values():
+        w.u32(epoch.number)
+        keys = epoch.keys
+        for key in (keys.header, keys.distribution, keys.control_header, keys.control_body):
+            w.raw(key.export())
+        w.u16(len(epoch.members))
+        for info in epoch.members.values():
+            info.write(w)
+        w.raw(epoch.own_public).u8(epoch.own is not None)
+        if epoch.own is not None:
+            own = epoch.own
+            w.raw(own.chain_key.export()).u32(own.counter).raw(own.signing_key.seed())
+        w.u8(epoch.secret is not None)
+        if epoch.secret is not None:
+            w.raw(epoch.secret)
+        w.u8(epoch.superseded_at is not None)
+        if epoch.superseded_at is not None:
+            w.raw(_DOUBLE.pack(epoch.superseded_at))
+        w.u16(len(epoch.chains))
+        for sender, chain in epoch.chains.items():
+            w.raw(sender).raw(chain.signing_public).raw(chain.chain_key.export()).u32(chain.next)
+            w.u16(len(chain.skipped))
+            for counter, material in chain.skipped.items():
+                w.u32(counter).raw(material)
+    w.u16(len(state.parked))
+    for parked in state.parked:
+        w.u32(parked.epoch).u8(parked.sender is not None)
+        if parked.sender is not None:
+            w.raw(parked.sender)
+        w.raw(_DOUBLE.pack(parked.received_at)).long(parked.envelope)
+    w.u8(len(state.proposals))
+    for digest in state.proposals:
+        w.raw(digest)
+    return w.bytes()
+
+
+def _read_double(reader: Reader) -> float:
+    value: float = _DOUBLE.unpack(reader.take(8))[0]
+    if value != value or value in (float("inf"), float("-inf")):  # NaN or infinite
+        raise MalformedError("bad time")
+    return value
+
+
+def _read_secret(reader: Reader, size: int = _KEY) -> bytearray:
+    return bytearray(reader.take(size))
+
+
+def _read_members(reader: Reader, count: int) -> dict[bytes, MemberInfo]:
+    if count > MAX_MEMBERS:
+        raise MalformedError("too many members")
+    members = {}
+    for _ in range(count):
+        info = MemberInfo.read(reader)
+        members[info.member_id] = info
+    return dict(sorted(members.items()))
+
+
+def _read_epoch(reader: Reader) -> Epoch:
+    number = reader.u32()
+    keys = EpochKeys(
+        header=XChaChaKey(reader.take(_KEY)),
+        distribution=XChaChaKey(reader.take(_KEY)),
+        control_header=XChaChaKey(reader.take(_KEY)),
+        control_body=XChaChaKey(reader.take(_KEY)),
+    )
+    members = _read_members(reader, reader.u16())
+    own_public = reader.take(ED25519_PUBLIC_KEY_SIZE)
+    own = None
+    if reader.flag():
+        chain_key, counter = HashChain(reader.take(_KEY)), reader.u32()
+        seed = _read_secret(reader, ED25519_SEED_SIZE)
+        signing_key = SigningKey(seed)
+        zero(seed)
+        if signing_key.public != own_public:
+            raise MalformedError("signing key does not match")
+        own = SendChain(chain_key, counter, signing_key, own_public)
+    secret_key = _read_secret(reader, SECRET_SIZE) if reader.flag() else None
+    superseded_at = _read_double(reader) if reader.flag() else None
+    chains = {}
+    skipped_total = 0
+    for _ in range(reader.u16()):
+        sender, public_key = reader.take(MEMBER_ID_SIZE), reader.take(ED25519_PUBLIC_KEY_SIZE)
+        chain = ReceiveChain(public_key, HashChain(reader.take(_KEY)), reader.u32())
+        count = reader.u16()
+        skipped_total += count
+        if skipped_total > _MAX_SAVED_SKIPPED:
+            raise MalformedError("too many skipped keys")
+        for _ in range(count):
+            counter = reader.u32()
+            chain.skipped[counter] = _read_secret(reader, MATERIAL_SIZE)
+        chains[sender] = chain
+    return Epoch(
+        number=number,
+        keys=keys,
+        members=members,
+        own_public=own_public,
+        own=own,
+        secret=secret_key,
+        chains=chains,
+        superseded_at=superseded_at,
+    )
+
+
+def read_state(data: bytes, member_id: bytes) -> SavedState:
+    """Parse `write_state` output saved by the member `member_id`.
+
+    Raises:
+        MalformedError: not a saved state of this version, or saved by another identity.
+    """
+    r = Reader(data)
+    if r.u8() != STATE_VERSION:
+        raise MalformedError("unknown state version")
+    if r.take(MEMBER_ID_SIZE) != member_id:
+        raise MalformedError("state belongs to another identity")
+    cell_id = r.take(CELL_ID_SIZE)
+    try:
+        name = r.short(MAX_NAME_BYTES).decode("utf-8", "strict")
+        check_name(name)
+    except ValueError as exc:
+        raise MalformedError("bad cell name") from exc
+    group_keys = (r.take(GROUP_KEY_SIZE), r.take(GROUP_KEY_SIZE))
+    control_read_key = r.take(GROUP_KEY_SIZE)
+    admin_secrets, extra = r.long(MAX_ADMIN_SECRETS), r.long(MAX_EXTRA)
+    removed, grace = r.flag(), _read_double(r)
+    joined_epoch, current = r.u32(), r.u32()
+    head_index, head_hash, head_epoch = r.u32(), r.take(HASH_SIZE), r.u32()
+    listed = []
+    count = r.u16()
+    if count > MAX_MEMBERS:
+        raise MalformedError("too many members")
+    for _ in range(count):
+        info = MemberInfo.read(r)
+        listed.append((info, Role.ADMIN if r.flag() else Role.MEMBER))
+    try:
+        membership = Membership.snapshot(
+            cell_id=cell_id,
+            members=listed,
+            head_index=head_index,
+            head_hash=head_hash,
+            head_epoch=head_epoch,
+        )
+    except MembershipError as exc:
+        raise MalformedError("bad membership") from exc
+    epochs = {}
+    for _ in range(r.u8()):
+        epoch = _read_epoch(r)
+        epochs[epoch.number] = epoch
+    parked = []
+    for _ in range(r.u16()):
+        epoch_number = r.u32()
+        sender = r.take(MEMBER_ID_SIZE) if r.flag() else None
+        received_at = _read_double(r)
+        parked.append(Parked(r.long(), epoch_number, sender, received_at))
+    proposals = [r.take(HASH_SIZE) for _ in range(r.u8())]
+    r.end()
+    if current not in epochs and not removed:
+        raise MalformedError("no current epoch")
+    return SavedState(
+        member_id=member_id,
+        cell_id=cell_id,
+        name=name,
+        group_keys=group_keys,
+        control_read_key=control_read_key,
+        admin_secrets=admin_secrets,
+        extra=extra,
+        removed=removed,
+        grace_period=grace,
+        joined_epoch=joined_epoch,
+        current=current,
+        membership=membership,
+        epochs=epochs,
+        parked=parked,
+        proposals=proposals,
+    )

@@ -1,0 +1,294 @@
+"""Invite links: everything a new member needs to ask a cell's admin to let them in.
+
+An invite names the relay (address and pinned static key), the cell (id and name), a
+*join mailbox* on that relay where the joiner posts a request and reads the admin's
+answer, the admin's identity public keys (X25519 to seal the request to the admin, Ed25519
+to verify the answer), an expiry, and one 32-byte *invite secret*. Three keys are derived
+from the secret (docs/protocol.md Part 3 §3.3): the Ed25519 seeds of the join mailbox's
+read and write capabilities, and the join secret that proves, inside the sealed request,
+that the joiner holds this invite (the relay could otherwise inject requests: it does not
+check capabilities against itself). Carrying one secret rather than three keeps the link
+near 300 characters, small enough for a QR code a phone reads off a terminal.
+
+The admin makes one join mailbox per invite, so an invite is single-use: once a request
+is approved the admin deletes the mailbox, and the relay cannot link joiners across
+invites.
+
+**An invite is as sensitive as a password until it expires or is used**: whoever holds it
+can ask to join, read the admin's answer to that request and fill the join mailbox.
+Send it over a channel you trust, never post it publicly, and keep expiries short.
+
+The text form is `cellrelay://join/` followed by the binary form in unpadded base64url.
+The binary form is versioned (first byte) and fixed-layout (docs/protocol.md Part 3
+§3.1); decoding is strict (canonical base64, exact lengths, every field checked) and has
+no checksum: a damaged invite fails one of those checks, or the Noise handshake with the
+relay key, or the join secret check, and never silently reaches another cell. Errors are
+`InviteError`s whose one-line message tells a person what to do.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import hashlib
+import re
+import struct
+from dataclasses import dataclass, field
+from typing import Final
+
+from ._address import AddressError, RelayAddress
+from ._content import MAX_NAME, ContentFieldSpec
+from ._crypto import random_bytes
+from ._errors import CellrelayError
+from ._messages import MailboxId
+
+__all__ = [
+    "INVITE_FORMAT",
+    "INVITE_JOIN_PROOF",
+    "INVITE_JOIN_READ",
+    "INVITE_JOIN_WRITE",
+    "INVITE_PREFIX",
+    "INVITE_SECRET_SIZE",
+    "MAX_INVITE_LINK",
+    "Invite",
+    "InviteError",
+]
+
+INVITE_PREFIX: Final = "cellrelay://join/"
+INVITE_FORMAT: Final = 1  # the first byte of the binary form
+INVITE_SECRET_SIZE: Final = 32  # 256 bits: the invite secret, and each key derived from it
+_ID_SIZE: Final = 16  # cell ids and mailbox ids (docs/protocol.md §1)
+_KEY_SIZE: Final = 32  # X25519 and Ed25519 public keys
+# The largest valid link: 170 fixed bytes, a 255-byte host and a 64-character name of
+# 4-byte characters make 681 bytes, 908 base64 characters and the prefix. Anything longer
+# is refused before decoding.
+MAX_INVITE_LINK: Final = 1_000
+_MAX_HOST_BYTES: Final = 255  # the host's length is one byte
+_MAX_EXPIRY: Final = 2**32 - 1  # four bytes of unix seconds: early 2106
+
+# format, expires_at, relay key, port, cell id, join mailbox, secret, admin Ed25519 key,
+# admin X25519 key, host length, name length; then the host and the cell name. Both
+# lengths are explicit, so a link cut short or run on never decodes (a name taking "the
+# rest" would decode a truncated link as a shorter name). 170 bytes; docs/protocol.md Part 3
+# §3.1 gives the offsets (a test checks them).
+_FIXED: Final = struct.Struct(">BI32sH16s16s32s32s32sBH")
+
+# Purposes of the keys derived from the invite secret, in the group layer's KDF convention
+# (docs/protocol.md Part 2, "Key derivation"): BLAKE2b(digest_size=32, key=secret,
+# data=purpose || 0x00 || context), here with an empty context.
+INVITE_JOIN_READ: Final = b"cellrelay/1 invite join-read"
+INVITE_JOIN_WRITE: Final = b"cellrelay/1 invite join-write"
+INVITE_JOIN_PROOF: Final = b"cellrelay/1 invite join-proof"
+
+_BASE64URL: Final = re.compile(r"[A-Za-z0-9_-]*")
+_WHITESPACE: Final = re.compile(r"[ \t\r\n]+")
+_NAME_SPEC: Final = ContentFieldSpec("line", 1, MAX_NAME)
+
+_DAMAGED: Final = "the invite is damaged; check it was copied whole, or ask for a new one"
+
+
+class InviteError(CellrelayError, ValueError):
+    """An invite link is malformed, expired or unusable; the message says what to do."""
+
+
+def _check_format(first: int) -> None:
+    if first == INVITE_FORMAT:
+        return
+    if first > INVITE_FORMAT:
+        raise InviteError(
+            f"this invite has format {first}, which this cellrelay does not know;"
+            " upgrade cellrelay, or check the invite was copied whole"
+        )
+    raise InviteError(_DAMAGED)
+
+
+def _derive(secret: bytes, purpose: bytes) -> bytes:
+    data = purpose + b"\x00"
+    return hashlib.blake2b(data, key=secret, digest_size=INVITE_SECRET_SIZE).digest()
+
+
+def _new_secret() -> bytes:
+    return random_bytes(INVITE_SECRET_SIZE)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Invite:
+    """An invitation to one cell, to be passed as a link or a QR code.
+
+    Build one with the admin's keys and the join mailbox (`secret` defaults to 32 fresh
+    random bytes); `to_link()` gives the text, `Invite.parse(text)` reads it back.
+    Everything but the expiry is hidden from `repr`, because the invite is a secret.
+    """
+
+    relay: RelayAddress
+    cell_id: bytes = field(repr=False)
+    cell_name: str = field(repr=False)
+    join_mailbox: MailboxId = field(repr=False)
+    admin_sign_key: bytes = field(repr=False)  # Ed25519: verifies the admin's answer
+    admin_box_key: bytes = field(repr=False)  # X25519: the join request is sealed to it
+    expires_at: int  # unix seconds
+    secret: bytes = field(default_factory=_new_secret, repr=False)
+
+    def __post_init__(self) -> None:
+        for name, size in (
+            ("cell_id", _ID_SIZE),
+            ("join_mailbox", _ID_SIZE),
+            ("admin_sign_key", _KEY_SIZE),
+            ("admin_box_key", _KEY_SIZE),
+            ("secret", INVITE_SECRET_SIZE),
+        ):
+            value = getattr(self, name)
+            if type(value) is not bytes or len(value) != size:
+                raise InviteError(f"an invite's {name} is {size} bytes")
+        if _NAME_SPEC.check(self.cell_name) is not None:
+            raise InviteError(
+                f"a cell name is 1 to {MAX_NAME} characters on one line, without control characters"
+            )
+        if type(self.expires_at) is not int or not 0 < self.expires_at <= _MAX_EXPIRY:
+            raise InviteError("an invite's expiry is a unix time in 1..4294967295")
+        if len(self.relay.host.encode()) > _MAX_HOST_BYTES:
+            raise InviteError(f"the relay's host name is longer than {_MAX_HOST_BYTES} bytes")
+
+    # -- derived keys -----------------------------------------------------------------
+
+    @property
+    def join_read_seed(self) -> bytes:
+        """The Ed25519 seed of the join mailbox's read capability."""
+        return _derive(self.secret, INVITE_JOIN_READ)
+
+    @property
+    def join_write_seed(self) -> bytes:
+        """The Ed25519 seed of the join mailbox's write capability."""
+        return _derive(self.secret, INVITE_JOIN_WRITE)
+
+    @property
+    def join_secret(self) -> bytes:
+        """The 32 bytes a join request carries (sealed to the admin) to prove it holds the invite."""
+        return _derive(self.secret, INVITE_JOIN_PROOF)
+
+    # -- expiry -----------------------------------------------------------------------
+
+    def check_fresh(self, now: float) -> None:
+        """Raise `InviteError` if the invite has expired at `now` (unix seconds)."""
+        if now >= self.expires_at:
+            when = datetime.datetime.fromtimestamp(self.expires_at, tz=datetime.UTC)
+            raise InviteError(
+                f"this invite expired on {when:%Y-%m-%d %H:%M} UTC; ask the cell's admin for a new one"
+            )
+
+    # -- encodings --------------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        """Return the binary form (docs/protocol.md §C3.1)."""
+        host = self.relay.host.encode()
+        name = self.cell_name.encode()
+        return (
+            _FIXED.pack(
+                INVITE_FORMAT,
+                self.expires_at,
+                self.relay.public_key,
+                self.relay.port,
+                self.cell_id,
+                self.join_mailbox,
+                self.secret,
+                self.admin_sign_key,
+                self.admin_box_key,
+                len(host),
+                len(name),
+            )
+            + host
+            + name
+        )
+
+    def to_link(self) -> str:
+        """Return the text form: `cellrelay://join/` and the binary form in unpadded base64url."""
+        return INVITE_PREFIX + base64.urlsafe_b64encode(self.to_bytes()).rstrip(b"=").decode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Invite:
+        """Decode the binary form, strictly.
+
+        Raises:
+            InviteError: a newer format, a wrong length, or a field that fails its check.
+        """
+        if not data:
+            raise InviteError("the invite is empty")
+        _check_format(data[0])
+        if len(data) < _FIXED.size:
+            raise InviteError("the invite is cut short; check it was copied whole")
+        (_, expires_at, relay_key, port, cell_id, mailbox, secret, sign_key, box_key, *lengths) = (
+            _FIXED.unpack_from(data)
+        )
+        host_end = _FIXED.size + lengths[0]
+        end = host_end + lengths[1]
+        if len(data) < end:
+            raise InviteError("the invite is cut short; check it was copied whole")
+        if len(data) > end:
+            raise InviteError(
+                "the invite has extra characters at the end; check it was copied alone"
+            )
+        try:
+            host = data[_FIXED.size : host_end].decode()
+            name = data[host_end:end].decode()
+            relay = RelayAddress(host, port, relay_key)
+            return cls(
+                relay=relay,
+                cell_id=cell_id,
+                cell_name=name,
+                join_mailbox=MailboxId(mailbox),
+                admin_sign_key=sign_key,
+                admin_box_key=box_key,
+                expires_at=expires_at,
+                secret=secret,
+            )
+        except (UnicodeDecodeError, AddressError, InviteError):
+            raise InviteError(_DAMAGED) from None
+
+    @classmethod
+    def parse(cls, text: str) -> Invite:
+        """Read an invite link. Spaces and line breaks anywhere in it are ignored.
+
+        This does not check the expiry: call `check_fresh(now)` as well.
+
+        Raises:
+            InviteError: with a one-line message a person can act on.
+        """
+        # Bounded before any work; whitespace (a link wrapped in an email) may pad it out.
+        if len(text) > 4 * MAX_INVITE_LINK:
+            raise InviteError("this is too long to be an invite link")
+        text = _WHITESPACE.sub("", text)
+        if not text.startswith(INVITE_PREFIX):
+            if re.match(r"cellrelay://[^/]*@", text):
+                raise InviteError(
+                    "this is a relay address, not an invite; ask the cell's admin for an invite"
+                )
+            raise InviteError(f"this is not an invite link (an invite starts with {INVITE_PREFIX})")
+        if len(text) > MAX_INVITE_LINK:
+            raise InviteError("this is too long to be an invite link")
+        body = text[len(INVITE_PREFIX) :]
+        if not _BASE64URL.fullmatch(body):
+            raise InviteError(
+                "the invite contains a character no invite has; check it was copied whole"
+            )
+        # Say "cut short" or "extra characters" when the header's lengths show it: those are
+        # what a person can fix. The complete 4-character groups always decode.
+        head = base64.urlsafe_b64decode(body[: len(body) - len(body) % 4])
+        if head:
+            _check_format(head[0])
+        if len(head) < _FIXED.size:
+            raise InviteError("the invite is cut short; check it was copied whole")
+        total = _FIXED.size + sum(_FIXED.unpack_from(head)[-2:])
+        expected = (4 * total + 2) // 3  # unpadded base64 of `total` bytes
+        if len(body) < expected:
+            raise InviteError("the invite is cut short; check it was copied whole")
+        if len(body) > expected:
+            raise InviteError(
+                "the invite has extra characters at the end; check it was copied alone"
+            )
+        # The length is now that of some base64 text (never 4n + 1), so this decodes.
+        data = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+        # Canonical only: the unused low bits of the last character must be zero, so one
+        # invite has one text (and a changed character cannot decode to the same invite).
+        if base64.urlsafe_b64encode(data).rstrip(b"=").decode() != body:
+            raise InviteError(_DAMAGED)
+        return cls.from_bytes(data)

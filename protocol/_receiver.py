@@ -1,0 +1,318 @@
+"""The receive path of a cell: open group envelopes, follow sender chains, park what must wait.
+
+docs/protocol.md, Part 2, "Opening an envelope" gives the order of checks; this module
+implements it. `CellCrypto` owns a `Receiver` and shares its `SavedState` with it.
+
+Theory of operation:
+
+* Checks run cheapest-first and *nothing changes before the sender's signature verified*:
+  a forged, replayed or out-of-window envelope leaves every chain as it was.
+* A receive chain holds the key of its next expected counter. Opening counter n > next
+  derives the material of next..n, keeps next..n-1 as skipped keys (at most MAX_SKIP in
+  one step, MAX_SKIPPED_PER_SENDER per chain, MAX_SKIPPED_TOTAL overall: beyond those the
+  oldest are dropped, and their messages can no longer be opened) and burns n's. A
+  counter below next opens only from its skipped key, which is then burned: a second
+  copy is a `ReplayError`.
+* An envelope whose epoch is ahead of ours, or whose sender's distribution has not
+  arrived, is parked (`Pending`) and reopened by `release` when the epoch change or the
+  distribution arrives, in the order the envelopes came.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+from typing import TYPE_CHECKING, Final
+
+from ._crypto import HashChain, zero
+from ._envelope import (
+    CONTENT_KINDS,
+    HEADER,
+    DistributionPayload,
+    Kind,
+    distribution_mac,
+    open_body,
+    open_header,
+    split_envelope,
+    verify_envelope,
+)
+from ._group_errors import (
+    BadSignatureError,
+    ExpiredError,
+    GroupError,
+    MalformedError,
+    NotAMemberError,
+    OutOfWindowError,
+    PendingOverflowError,
+    ReplayError,
+    StaleEpochError,
+    UnknownEpochError,
+)
+from ._group_keys import PAIRWISE_DISTRIBUTION_MAC, ReceiveChain, message_material, step_chain
+from ._group_state import Parked
+from ._outcomes import Opened, Outcome, Own, Pending
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ._group_state import Epoch, SavedState
+    from ._identity import MemberInfo
+
+__all__ = [
+    "MAX_EPOCHS_AHEAD",
+    "MAX_PENDING",
+    "MAX_PENDING_BYTES",
+    "MAX_SKIP",
+    "MAX_SKIPPED_PER_SENDER",
+    "MAX_SKIPPED_TOTAL",
+    "PENDING_MAX_AGE",
+    "Receiver",
+]
+
+# docs/protocol.md, Part 2, "Limits" gives these reasons again for implementers.
+# How far one message may jump ahead of the next expected counter, and how many skipped
+# keys one sender's chain may hold: Signal's MAX_SKIP is 1,000; a cell's burst during an
+# incident (a few hundred members replying) should never hit ours. A key costs 56 bytes.
+MAX_SKIP: Final = 2000
+MAX_SKIPPED_PER_SENDER: Final = 2000
+MAX_SKIPPED_TOTAL: Final = 5000
+# Parked envelopes (their sender key or epoch not known yet): the client reads the control
+# mailbox first, so only the race of a live delivery with an epoch change parks anything;
+# 256 envelopes (1 MiB) absorb that with room to spare.
+MAX_PENDING: Final = 256
+MAX_PENDING_BYTES: Final = 1 << 20
+# A parked envelope whose distribution has not come after an hour never will (the relay
+# keeps a mailbox in order, and the distribution precedes its messages).
+PENDING_MAX_AGE: Final = 3600.0
+# Envelopes of epochs this far beyond the current one are parked, further ones refused.
+MAX_EPOCHS_AHEAD: Final = 8
+_KEY: Final = 32
+
+
+class Receiver:
+    """Opens one member's group envelopes for one cell (see the module docstring)."""
+
+    def __init__(
+        self, state: SavedState, me: bytes, pair: Callable[[bytes, bytes], bytearray]
+    ) -> None:
+        """Work on `state` (shared with the owning `CellCrypto`) as member `me`.
+
+        `pair(peer_dh_pub, purpose)` returns the pairwise key with a peer.
+        """
+        self._s = state
+        self._me = me
+        self._pair = pair
+        self._parked_bytes = sum(len(p.envelope) for p in state.parked)
+
+    def open(self, envelope: bytes, now: float) -> Outcome:
+        """Authenticate and decrypt a group envelope (`CellCrypto.open`)."""
+        s = self._s
+        epoch_number, nonce = split_envelope(envelope)
+        if epoch_number > s.current:
+            if s.removed or epoch_number > s.current + MAX_EPOCHS_AHEAD:
+                raise UnknownEpochError("unknown epoch")
+            return self._park(envelope, epoch_number, None, now)
+        epoch = s.epochs.get(epoch_number)
+        if epoch is None:
+            if epoch_number < s.joined_epoch:
+                raise UnknownEpochError("epoch before this member joined")
+            raise StaleEpochError("epoch past its grace window")
+        header, signature = open_header(envelope, epoch.keys.header, nonce)
+        cell_id, h_epoch, sender, counter, kind, expires_at = HEADER.unpack(header)
+        if cell_id != s.cell_id or h_epoch != epoch_number:
+            raise MalformedError("header names another cell or epoch")
+        info = epoch.members.get(sender)
+        if info is None or (epoch_number != s.current and sender not in s.membership.members):
+            raise NotAMemberError("sender not a member")
+        if sender == self._me:
+            verify_envelope(epoch.own_public, header, signature, envelope)
+            return Own(epoch_number, counter, kind)
+        if kind == Kind.SENDER_KEY:
+            return self._accept_distribution(epoch, info, header, signature, envelope, nonce, now)
+        if kind not in CONTENT_KINDS:
+            raise MalformedError("unknown kind")
+        chain = epoch.chains.get(sender)
+        if chain is None:
+            return self._park(envelope, epoch_number, sender, now)
+        material = chain.skipped.get(counter)
+        if material is None:
+            if counter < chain.next:
+                raise ReplayError("counter already used")
+            if counter - chain.next > MAX_SKIP:
+                raise OutOfWindowError("counter too far ahead")
+        verify_envelope(chain.signing_public, header, signature, envelope)
+        # Authenticated: from here on the key is burned, even for an expired message.
+        expired = expires_at <= now
+        if material is not None:  # a late message whose key was kept when it was skipped
+            if not expired:
+                plaintext = open_body(
+                    envelope, header, bytes(material[:_KEY]), bytes(material[_KEY:])
+                )
+            zero(chain.skipped.pop(counter))
+        elif counter == chain.next:  # in order: the common case
+            key = message_material(chain.chain_key)
+            if not expired:
+                plaintext = open_body(envelope, header, key[:_KEY], key[_KEY:])
+            step_chain(chain.chain_key)
+            chain.next = counter + 1
+        else:  # ahead: keep the keys of the counters it skipped
+            work = chain.chain_key.copy()
+            skipped = []
+            for skipped_counter in range(chain.next, counter):
+                skipped.append((skipped_counter, bytearray(message_material(work))))
+                step_chain(work)
+            key = message_material(work)
+            step_chain(work)
+            if not expired:
+                try:
+                    plaintext = open_body(envelope, header, key[:_KEY], key[_KEY:])
+                except GroupError:
+                    # Only the sender can sign a body that does not open: keep the chain.
+                    for _, skipped_material in skipped:
+                        zero(skipped_material)
+                    work.clear()
+                    raise
+            self._skip(chain, skipped, work, counter)
+        if expired:
+            raise ExpiredError("message expired")
+        return Opened(
+            kind=kind,
+            plaintext=plaintext,
+            sender=info,
+            epoch=epoch_number,
+            counter=counter,
+            expires_at=expires_at,
+        )
+
+    def _skip(
+        self,
+        chain: ReceiveChain,
+        skipped: list[tuple[int, bytearray]],
+        work: HashChain,
+        counter: int,
+    ) -> None:
+        """Move `chain` past `counter`, keeping the skipped keys within their bounds."""
+        chain.skipped.update(skipped)
+        chain.chain_key.clear()
+        chain.chain_key = work
+        chain.next = counter + 1
+        while len(chain.skipped) > MAX_SKIPPED_PER_SENDER:
+            zero(chain.skipped.pop(next(iter(chain.skipped))))
+        self._cap_skipped()
+
+    def _cap_skipped(self) -> None:
+        chains = [c for e in self._s.epochs.values() for c in e.chains.values()]
+        total = sum(len(c.skipped) for c in chains)
+        while total > MAX_SKIPPED_TOTAL:
+            # The chain with most skipped keys pays: one sender's gaps cannot evict others'.
+            chain = max(chains, key=lambda c: len(c.skipped))
+            zero(chain.skipped.pop(next(iter(chain.skipped))))
+            total -= 1
+
+    def _accept_distribution(
+        self,
+        epoch: Epoch,
+        sender: MemberInfo,
+        header: bytes,
+        signature: bytes,
+        envelope: bytes,
+        nonce: bytes,
+        now: float,
+    ) -> Opened:
+        s = self._s
+        fields = HEADER.unpack(header)
+        if fields[3] != 0:
+            raise MalformedError("a distribution has counter 0")
+        payload = DistributionPayload.from_bytes(
+            open_body(envelope, header, epoch.keys.distribution, nonce)
+        )
+        recipients = [m for m in epoch.members if m != sender.member_id]
+        if len(payload.macs) != len(recipients):
+            raise MalformedError("wrong number of MACs")
+        expected = distribution_mac(
+            self._pair(sender.dh_pub, PAIRWISE_DISTRIBUTION_MAC),
+            cell_id=s.cell_id,
+            epoch=epoch.number,
+            sender=sender.member_id,
+            recipient=self._me,
+            chain_key=payload.chain_key,
+            start=payload.start,
+            signing_public=payload.signing_public,
+        )
+        if not hmac.compare_digest(expected, payload.macs[recipients.index(self._me)]):
+            raise BadSignatureError("bad distribution MAC")
+        verify_envelope(payload.signing_public, header, signature, envelope)
+        if sender.member_id in epoch.chains:
+            raise ReplayError("sender key already known")
+        epoch.chains[sender.member_id] = ReceiveChain(
+            payload.signing_public, HashChain(payload.chain_key), payload.start
+        )
+        released = self.release(epoch.number, sender.member_id, now)
+        return Opened(
+            kind=Kind.SENDER_KEY,
+            plaintext=b"",
+            sender=sender,
+            epoch=epoch.number,
+            counter=0,
+            expires_at=fields[5],
+            released=released,
+        )
+
+    def _park(self, envelope: bytes, epoch: int, sender: bytes | None, now: float) -> Pending:
+        s = self._s
+        if len(s.parked) >= MAX_PENDING or self._parked_bytes + len(envelope) > MAX_PENDING_BYTES:
+            raise PendingOverflowError("too many parked envelopes")
+        s.parked.append(Parked(envelope, epoch, sender, now))
+        self._parked_bytes += len(envelope)
+        return Pending(epoch)
+
+    def release(
+        self, epoch: int | None, sender: bytes | None, now: float
+    ) -> tuple[Outcome | GroupError, ...]:
+        """Reopen parked envelopes for (epoch, sender), or for every reached epoch if epoch is None."""
+        s = self._s
+        ready = [
+            p
+            for p in s.parked
+            if (epoch is None and p.sender is None and p.epoch <= s.current)
+            or (p.epoch == epoch and p.sender == sender)
+        ]
+        if not ready:
+            return ()
+        taken = {id(p) for p in ready}
+        s.parked = [p for p in s.parked if id(p) not in taken]
+        self._parked_bytes -= sum(len(p.envelope) for p in ready)
+        out: list[Outcome | GroupError] = []
+        for parked in ready:
+            try:
+                result = self.open(parked.envelope, now)
+            except GroupError as exc:
+                out.append(exc)
+                continue
+            if isinstance(result, Opened) and result.released:
+                out.append(dataclasses.replace(result, released=()))
+                out.extend(result.released)
+            else:
+                out.append(result)
+        return tuple(out)
+
+    def expire(self, now: float) -> None:
+        """Wipe epochs past their grace window and drop parked envelopes that can never open."""
+        s = self._s
+        if not s.parked and len(s.epochs) == 1:  # the common case: nothing can expire
+            return
+        for number in [
+            n
+            for n, e in s.epochs.items()
+            if e.superseded_at is not None and now - e.superseded_at > s.grace_period
+        ]:
+            s.epochs.pop(number).clear()
+        keep = [
+            p
+            for p in s.parked
+            if now - p.received_at <= PENDING_MAX_AGE
+            and (p.epoch in s.epochs or p.epoch > s.current)
+        ]
+        if len(keep) != len(s.parked):
+            s.parked = keep
+            self._parked_bytes = sum(len(p.envelope) for p in keep)

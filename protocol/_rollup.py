@@ -1,0 +1,368 @@
+"""The live roll-up of each alert: who is responding, who is on scene, whether it is over.
+
+Theory of operation. A `RollupBook` takes the alerts and status replies a client decrypts,
+as events `(sender id, sender name, content, received_at)`, and keeps per alert the latest
+status of each member (docs/protocol.md §C2). Events arrive in any order: the relay
+delivers in order per mailbox, but a client may catch up on several relays, and the group
+layer may hold back an alert until its author's sender key arrives while replies to it
+already decrypt. So the book is built to depend on the *set* of events it was given, not
+on their order:
+
+* A member's status for an alert is the greatest of the statuses it sent, by
+  `(sent_at_ms, rank, message_id, encoding)`: the sender's clock first; within the same
+  millisecond the further-along status (responding < on scene < resolved < false alarm);
+  then bytes, so that even two different replies under one id (a buggy or hostile sender)
+  resolve the same way everywhere. Copies of the winning reply keep the earliest
+  `(received_at, name)`.
+* Two different alerts under one id (only a bug or a hostile member makes them: ids are
+  128 random bits) resolve to the least by `(sent_at_ms, author id, encoding, received_at,
+  name)`: the first one sent, usually the genuine one. The replies stay attached.
+* A reply whose alert has not arrived waits in a pending pool and is attached when it
+  does.
+* The alert is *resolved* while some member's latest status is RESOLVED (*a false alarm*
+  likewise), so a member who corrects a mistaken "resolved" un-resolves it. An alert is
+  *active* until it expires or is resolved or declared a false alarm.
+
+Memory is bounded, because every event comes from some member and one member may be
+hostile: at most `MAX_ALERTS` alerts, `MAX_RESPONDERS` statuses per alert (one per
+member, so a single member cannot grow it), `MAX_PENDING` waiting replies in all and
+`MAX_PENDING_PER_MEMBER` per member. What does not fit is dropped and counted in
+`dropped`; past the bounds the result may depend on order (which events were dropped).
+When alerts overflow, the book drops the one least worth keeping: closed before active,
+then the soonest to expire (possibly the newcomer itself).
+
+Time is an input: `received_at` and `now` are unix seconds (float) from the caller's
+clock; `prune(now)` drops expired alerts with their statuses and replies that waited
+longer than `PENDING_HORIZON`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Final
+
+from ._content import Alert, MemberId, MessageId, Priority, Status, StatusReply
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from ._content import Content
+
+__all__ = [
+    "MAX_ALERTS",
+    "MAX_PENDING",
+    "MAX_PENDING_PER_MEMBER",
+    "MAX_RESPONDERS",
+    "PENDING_HORIZON",
+    "AlertRollup",
+    "MemberStatus",
+    "RollupBook",
+]
+
+# A cell has a handful of live alerts at a time; 512 is far beyond a real night and keeps
+# a flood from one hostile member to about 5 MB (an alert is at most ~9 KB encoded).
+MAX_ALERTS: Final = 512
+# One status per member per alert, so this is a cell size: ten times the 100-member cells
+# the issue benchmarks. A status holds at most ~2.3 KB (a 500-char note, a 64-char name).
+MAX_RESPONDERS: Final = 1_024
+# Replies waiting for their alert: a normal backlog holds a few; these bound a member who
+# replies to alerts that do not exist (1,024 x ~2.3 KB = ~2.4 MB at most).
+MAX_PENDING: Final = 1_024
+MAX_PENDING_PER_MEMBER: Final = 64
+# How long a reply waits for its alert: the relay's default maximum envelope TTL (7 days,
+# relay/_config.py). An alert that has not come by then is not coming.
+PENDING_HORIZON: Final = 7 * 86_400.0
+
+# Within one millisecond, the status further along wins.
+_RANK: Final = {Status.RESPONDING: 0, Status.ON_SCENE: 1, Status.RESOLVED: 2, Status.FALSE_ALARM: 3}
+_PRIORITY_RANK: Final = {Priority.EMERGENCY: 0, Priority.URGENT: 1, Priority.INFO: 2}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MemberStatus:
+    """One member's latest answer to an alert."""
+
+    member_id: MemberId
+    name: str = field(repr=False)
+    status: Status
+    note: str | None = field(repr=False)
+    sent_at_ms: int  # by the member's clock
+    received_at: float  # by ours: the first copy of this reply that arrived
+    message_id: MessageId
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertRollup:
+    """A snapshot of one alert and everyone's latest status for it."""
+
+    alert: Alert
+    author_id: MemberId
+    author_name: str = field(repr=False)
+    received_at: float
+    responders: Mapping[MemberId, MemberStatus]  # latest per member, in member id order
+
+    @property
+    def alert_id(self) -> MessageId:
+        """The alert's id."""
+        return self.alert.alert_id
+
+    def _with(self, status: Status) -> frozenset[MemberId]:
+        return frozenset(m for m, s in self.responders.items() if s.status is status)
+
+    @property
+    def responding(self) -> frozenset[MemberId]:
+        """Members whose latest status is RESPONDING (on their way)."""
+        return self._with(Status.RESPONDING)
+
+    @property
+    def on_scene(self) -> frozenset[MemberId]:
+        """Members whose latest status is ON_SCENE."""
+        return self._with(Status.ON_SCENE)
+
+    @property
+    def resolved_by(self) -> frozenset[MemberId]:
+        """Members whose latest status is RESOLVED."""
+        return self._with(Status.RESOLVED)
+
+    @property
+    def false_alarm_by(self) -> frozenset[MemberId]:
+        """Members whose latest status is FALSE_ALARM."""
+        return self._with(Status.FALSE_ALARM)
+
+    @property
+    def resolved(self) -> bool:
+        """Whether some member's latest status says the situation is over."""
+        return any(s.status is Status.RESOLVED for s in self.responders.values())
+
+    @property
+    def false_alarm(self) -> bool:
+        """Whether some member's latest status says it was a false alarm."""
+        return any(s.status is Status.FALSE_ALARM for s in self.responders.values())
+
+    @property
+    def closed(self) -> bool:
+        """Whether the alert is resolved or a false alarm."""
+        return self.resolved or self.false_alarm
+
+    @property
+    def last_update_ms(self) -> int:
+        """The latest send time among the alert and the current statuses (unix ms)."""
+        return max([self.alert.sent_at_ms, *(s.sent_at_ms for s in self.responders.values())])
+
+    def is_active(self, now: float) -> bool:
+        """Whether the alert is unexpired at `now` (unix seconds) and not closed."""
+        return now < self.alert.expires_at and not self.closed
+
+
+# A status's precedence: greater wins. See the module docstring.
+_StatusKey = tuple[int, int, bytes, bytes]
+# An alert's precedence: lesser wins.
+_AlertKey = tuple[int, bytes, bytes, float, str]
+
+
+@dataclass(slots=True)
+class _Held:
+    key: _StatusKey
+    status: MemberStatus
+
+    def beaten_by(self, other: _Held) -> bool:
+        if other.key != self.key:
+            return other.key > self.key
+        # The same reply again: keep the first arrival (and, for exact ties, the least name).
+        return (other.status.received_at, other.status.name) < (
+            self.status.received_at,
+            self.status.name,
+        )
+
+
+@dataclass(slots=True)
+class _Entry:
+    key: _AlertKey
+    alert: Alert
+    author_id: MemberId
+    author_name: str
+    received_at: float
+    held: dict[MemberId, _Held]
+    snapshot: AlertRollup | None = None
+
+    def rollup(self) -> AlertRollup:
+        if self.snapshot is None:
+            responders = {m: self.held[m].status for m in sorted(self.held)}
+            self.snapshot = AlertRollup(
+                alert=self.alert,
+                author_id=self.author_id,
+                author_name=self.author_name,
+                received_at=self.received_at,
+                responders=MappingProxyType(responders),
+            )
+        return self.snapshot
+
+    def eviction_key(self) -> tuple[bool, int, bytes]:
+        # Least worth keeping first: closed ones, then the soonest to expire.
+        return (not self.rollup().closed, self.alert.expires_at, self.alert.alert_id)
+
+
+class RollupBook:
+    """The roll-ups of a cell's alerts, fed with decrypted contents in any order."""
+
+    def __init__(
+        self,
+        *,
+        max_alerts: int = MAX_ALERTS,
+        max_responders: int = MAX_RESPONDERS,
+        max_pending: int = MAX_PENDING,
+        max_pending_per_member: int = MAX_PENDING_PER_MEMBER,
+        pending_horizon: float = PENDING_HORIZON,
+    ) -> None:
+        self._max_alerts = max_alerts
+        self._max_responders = max_responders
+        self._max_pending = max_pending
+        self._max_pending_per_member = max_pending_per_member
+        self._pending_horizon = pending_horizon
+        self._entries: dict[MessageId, _Entry] = {}
+        # Replies waiting for their alert, by alert id then member.
+        self._pending: dict[MessageId, dict[MemberId, _Held]] = {}
+        self._pending_total = 0
+        self._pending_by_member: dict[MemberId, int] = {}
+        self.dropped = 0
+        """Events refused because a bound was reached (not duplicates or superseded ones)."""
+
+    def __len__(self) -> int:
+        """Return the number of alerts held."""
+        return len(self._entries)
+
+    @property
+    def pending(self) -> int:
+        """The number of replies waiting for their alert."""
+        return self._pending_total
+
+    def add(
+        self, sender_id: MemberId, sender_name: str, content: Content, received_at: float
+    ) -> AlertRollup | None:
+        """Take one decrypted content from a member; return the alert's new roll-up if it changed.
+
+        Alerts and status replies are used; other contents are ignored (None). A reply
+        whose alert has not arrived is kept (None now; it counts once the alert comes).
+
+        Raises:
+            ValueError: `received_at` is not a finite number.
+        """
+        if not math.isfinite(received_at):
+            raise ValueError("received_at must be a finite unix time")
+        if isinstance(content, Alert):
+            return self._add_alert(sender_id, sender_name, content, received_at)
+        if isinstance(content, StatusReply):
+            return self._add_status(sender_id, sender_name, content, received_at)
+        return None
+
+    def rollup(self, alert_id: bytes) -> AlertRollup | None:
+        """Return the roll-up of the alert `alert_id`, or None if the book does not hold it."""
+        entry = self._entries.get(MessageId(alert_id))
+        return None if entry is None else entry.rollup()
+
+    def active(self, now: float) -> list[AlertRollup]:
+        """Return the alerts unexpired at `now` and not closed: most urgent, then newest, first."""
+        live = [e.rollup() for e in self._entries.values()]
+        live = [r for r in live if r.is_active(now)]
+        live.sort(key=lambda r: (_PRIORITY_RANK[r.alert.priority], -r.alert.sent_at_ms, r.alert_id))
+        return live
+
+    def prune(self, now: float) -> int:
+        """Drop alerts expired at `now` with their statuses, and stale pending replies.
+
+        Returns the number of alerts dropped.
+        """
+        expired = [a for a, e in self._entries.items() if e.alert.expires_at <= now]
+        for alert_id in expired:
+            del self._entries[alert_id]
+        cutoff = now - self._pending_horizon
+        for alert_id in list(self._pending):
+            waiting = self._pending[alert_id]
+            for member in [m for m, h in waiting.items() if h.status.received_at <= cutoff]:
+                del waiting[member]
+                self._forget_pending(member)
+            if not waiting:
+                del self._pending[alert_id]
+        return len(expired)
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _add_alert(
+        self, author_id: MemberId, author_name: str, alert: Alert, received_at: float
+    ) -> AlertRollup | None:
+        key: _AlertKey = (alert.sent_at_ms, author_id, alert.encode(), received_at, author_name)
+        entry = self._entries.get(alert.alert_id)
+        if entry is not None:
+            if key >= entry.key:
+                return None  # a copy, or a later claim to the same id: the first stands
+            entry.key, entry.alert, entry.author_id = key, alert, author_id
+            entry.author_name, entry.received_at, entry.snapshot = author_name, received_at, None
+            return entry.rollup()
+        entry = _Entry(key, alert, author_id, author_name, received_at, {})
+        self._entries[alert.alert_id] = entry
+        for member, held in self._pending.pop(alert.alert_id, {}).items():
+            self._forget_pending(member)
+            if len(entry.held) < self._max_responders:
+                entry.held[member] = held
+            else:  # only with max_responders below the pending bounds
+                self.dropped += 1
+        if len(self._entries) > self._max_alerts:
+            victim = min(self._entries.values(), key=_Entry.eviction_key)
+            del self._entries[victim.alert.alert_id]
+            self.dropped += 1
+            if victim is entry:
+                return None
+        return entry.rollup()
+
+    def _add_status(
+        self, member: MemberId, name: str, reply: StatusReply, received_at: float
+    ) -> AlertRollup | None:
+        held = _Held(
+            key=(reply.sent_at_ms, _RANK[reply.status], reply.message_id, reply.encode()),
+            status=MemberStatus(
+                member_id=member,
+                name=name,
+                status=reply.status,
+                note=reply.note,
+                sent_at_ms=reply.sent_at_ms,
+                received_at=received_at,
+                message_id=reply.message_id,
+            ),
+        )
+        entry = self._entries.get(reply.alert_id)
+        if entry is not None:
+            current = entry.held.get(member)
+            if current is None and len(entry.held) >= self._max_responders:
+                self.dropped += 1
+                return None
+            if current is not None and not current.beaten_by(held):
+                return None
+            entry.held[member] = held
+            entry.snapshot = None
+            return entry.rollup()
+        waiting = self._pending.get(reply.alert_id)
+        current = None if waiting is None else waiting.get(member)
+        if current is not None:
+            if current.beaten_by(held):
+                current.key, current.status = held.key, held.status
+            return None
+        if (
+            self._pending_total >= self._max_pending
+            or self._pending_by_member.get(member, 0) >= self._max_pending_per_member
+        ):
+            self.dropped += 1
+            return None
+        self._pending.setdefault(reply.alert_id, {})[member] = held
+        self._pending_total += 1
+        self._pending_by_member[member] = self._pending_by_member.get(member, 0) + 1
+        return None
+
+    def _forget_pending(self, member: MemberId) -> None:
+        self._pending_total -= 1
+        left = self._pending_by_member[member] - 1
+        if left:
+            self._pending_by_member[member] = left
+        else:
+            del self._pending_by_member[member]
