@@ -19,7 +19,9 @@ ADMIN = Identity.from_seeds(bytes(range(32)), bytes(range(32, 64)), "lead")
 JOINER = Identity.from_seeds(bytes(range(64, 96)), bytes(range(96, 128)), "ana")
 MAILBOX = bytes(16)
 PROOF_KEY = bytes(range(32))
-GENUINE = seal_join_request(JOINER, admin_box_key=ADMIN.dh_pub, join_mailbox=MAILBOX, proof_key=PROOF_KEY)
+GENUINE = seal_join_request(
+    JOINER, admin_box_key=ADMIN.dh_pub, join_mailbox=MAILBOX, proof_key=PROOF_KEY
+)
 
 
 def test_one_input(data: bytes) -> None:
