@@ -17,6 +17,7 @@ keystore through `save`, one writer at a time.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -44,6 +45,7 @@ __all__ = ["KEYSTORE_NAME", "Client", "create_identity", "open_client"]
 log = structlog.get_logger("cellrelay.client")
 
 KEYSTORE_NAME: Final = "keystore"
+EXPIRY_SLACK: Final = 0.05  # seconds after an expiry that its message is deleted from disk
 Handler = Callable[[Delivery | Revocation], Awaitable[None]]
 
 
@@ -99,6 +101,7 @@ class Client:
         self._cells: list[Cell] = []
         self._save_lock = trio.Lock()
         self._joined: dict[bytes, trio.Event] = {}  # invite join mailbox -> set when welcomed
+        self._saved = trio.Event()  # set (and replaced) after each save, for _forget_expired
 
     def __repr__(self) -> str:
         return f"<Client {self.identity.info.name!r} cells={len(self._cells)}>"
@@ -117,6 +120,7 @@ class Client:
             await cell.start()
         for join in self._state.joins:
             await self._watch_join(join)
+        self._nursery.start_soon(self._forget_expired)
 
     async def aclose(self) -> None:
         """Close the links (saying goodbye) and the cells' event streams."""
@@ -126,10 +130,38 @@ class Client:
             await link.aclose()
 
     async def save(self) -> None:
-        """Write the state to the keystore (atomically, off the event loop)."""
+        """Write the state to the keystore (atomically, off the event loop), minus what expired."""
         async with self._save_lock:
+            for cell in self._cells:
+                cell.prune()
             payload = self._state.encode()
             await trio.to_thread.run_sync(self._keystore.save, payload)
+        self._saved.set()
+        self._saved = trio.Event()
+
+    async def _forget_expired(self) -> None:
+        """Save again whenever a kept message expires, so that it leaves the disk on time.
+
+        Expired messages used to be dropped only when the keystore was next opened: the
+        text of an alert stayed on disk, readable with the passphrase, for as long as the
+        client ran after it expired (tests/client/test_expiry.py). Each save prunes; this
+        task makes sure there is a save soon after each expiry, waking early when a save
+        may have added a message that expires sooner.
+        """
+        while True:
+            saved = self._saved
+            delays = [
+                min(item.expires_at for item in cell.record.history) - cell.clock()
+                for cell in self._cells
+                if cell.record.history
+            ]
+            # + EXPIRY_SLACK: the save must come after the expiry by the same clock, never at it.
+            with trio.move_on_after(
+                max(0.0, min(delays)) + EXPIRY_SLACK if delays else math.inf
+            ) as waited:
+                await saved.wait()
+            if waited.cancelled_caught:
+                await self.save()
 
     # -- relays -------------------------------------------------------------------------------
 
