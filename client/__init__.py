@@ -1,3 +1,121 @@
-"""cellrelay's client library (being built; see the open issues)."""
+"""cellrelay's client library: identities, cells, alerts and replies, end-to-end encrypted.
 
-__all__: list[str] = []
+Async (Trio):
+
+```python
+async with open_client(passphrase) as client:
+    cell = client.cell("Eastside")
+    await cell.send_alert("Agents at 14th & Main", priority="urgent", place="14th & Main")
+    async for event in cell.events():
+        ...
+```
+
+Blocking, for programs that are not async:
+
+```python
+with BlockingClient.open(passphrase) as client:
+    client.cell("Eastside").send_alert("Agents at 14th & Main", priority="urgent")
+```
+
+docs/client-guide.md is the tutorial and the reference of every name exported here. The
+message contents (`Alert`, `StatusReply`, ...) and roll-ups are the protocol package's,
+re-exported so an app needs only this package.
+"""
+
+from protocol import (
+    Alert,
+    AlertRollup,
+    Change,
+    Content,
+    ContentError,
+    Invite,
+    InviteError,
+    MembershipChange,
+    MemberStatus,
+    PlainMessage,
+    Priority,
+    Receipt,
+    ReceiptState,
+    RelayAddress,
+    Status,
+    StatusReply,
+)
+
+from ._blocking import (
+    DEFAULT_TIMEOUT,
+    BlockingCell,
+    BlockingClient,
+    ClientClosedError,
+    EventStream,
+    Subscription,
+)
+from ._cell import Cell, CellError
+from ._client import Client, create_identity, open_client
+from ._events import (
+    AlertReceived,
+    CellEvent,
+    JoinRequested,
+    Member,
+    MembershipChanged,
+    MessageReceived,
+    ReceiptReceived,
+    SecurityWarning,
+    StatusReceived,
+)
+from ._keystore import (
+    KeystoreBusyError,
+    KeystoreError,
+    KeystoreExistsError,
+    WrongPassphraseError,
+    default_data_dir,
+)
+from ._link import LinkClosedError, RelayRefusedError
+from ._qr import invite_qr_terminal, write_invite_png
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "Alert",
+    "AlertReceived",
+    "AlertRollup",
+    "BlockingCell",
+    "BlockingClient",
+    "Cell",
+    "CellError",
+    "CellEvent",
+    "Change",
+    "Client",
+    "ClientClosedError",
+    "Content",
+    "ContentError",
+    "EventStream",
+    "Invite",
+    "InviteError",
+    "JoinRequested",
+    "KeystoreBusyError",
+    "KeystoreError",
+    "KeystoreExistsError",
+    "LinkClosedError",
+    "Member",
+    "MemberStatus",
+    "MembershipChange",
+    "MembershipChanged",
+    "MessageReceived",
+    "PlainMessage",
+    "Priority",
+    "Receipt",
+    "ReceiptReceived",
+    "ReceiptState",
+    "RelayAddress",
+    "RelayRefusedError",
+    "SecurityWarning",
+    "Status",
+    "StatusReceived",
+    "StatusReply",
+    "Subscription",
+    "WrongPassphraseError",
+    "create_identity",
+    "default_data_dir",
+    "invite_qr_terminal",
+    "open_client",
+    "write_invite_png",
+]

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Final
 import structlog
 import trio
 
-from protocol import CapabilityKey, Fetch, MailboxId, Page, RelayAddress, Rotate
+from protocol import CapabilityKey, Delete, Fetch, MailboxId, Page, RelayAddress, Rotate
 from protocol._codec import decode_map, encode_map
 from protocol._content import (
     Alert,
@@ -227,8 +227,11 @@ class Cell:
         self._send_lock = trio.Lock()
         self._epoch_changed = trio.Event()
         self._started = False
+        self._ready = trio.Event()  # set when start() has watched the mailboxes
         self._heads: dict[MailboxId, int] = {}  # relay heads when watched, for wait_synced
         self._progress = trio.Event()  # set after each processed delivery
+        self._dirty = False  # the group layer's state changed since the record was written
+        self._queued: list[CellEvent] = []  # events of applied deliveries, emitted after the save
         for item in record.history:
             self._fold(item)
 
@@ -322,17 +325,24 @@ class Cell:
 
     # -- events ------------------------------------------------------------------------------
 
-    async def events(self) -> AsyncIterator[CellEvent]:
-        """Yield every event from now on, in order, until the cell is closed."""
+    def subscribe(self) -> trio.MemoryReceiveChannel[CellEvent]:
+        """Register for every event from this moment on; close the channel to stop.
+
+        A listener more than `EVENT_BUFFER` events behind is closed (the app can catch up
+        from `recent()`), so a forgotten channel cannot stall the cell.
+        """
         send, receive = trio.open_memory_channel[CellEvent](EVENT_BUFFER)
         self._listeners.append(send)
-        try:
-            async with receive:
-                async for event in receive:
-                    yield event
-        finally:
-            with contextlib.suppress(ValueError):
-                self._listeners.remove(send)
+        return receive
+
+    async def events(self) -> AsyncIterator[CellEvent]:
+        """Yield every event from the first iteration on, in order, until the cell is closed.
+
+        Registration happens at the first step; use `subscribe` to register at once.
+        """
+        async with self.subscribe() as receive:
+            async for event in receive:
+                yield event
 
     def _emit(self, event: CellEvent) -> None:
         for listener in list(self._listeners):
@@ -353,10 +363,24 @@ class Cell:
     # -- starting ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Watch the cell's mailboxes from their cursors and publish what is pending."""
+        """Watch the cell's mailboxes from their cursors and publish what is pending.
+
+        Waits for the relay; the client runs it in the background for every cell, so one
+        unreachable relay delays only its own cells (`wait_ready`).
+        """
         if self._started:
             return
         self._started = True
+        try:
+            await self._start()
+        finally:
+            self._ready.set()
+
+    async def wait_ready(self) -> None:
+        """Wait until `start` has watched the cell's mailboxes (bound it with a deadline)."""
+        await self._ready.wait()
+
+    async def _start(self) -> None:
         record, crypto = self.record, self.crypto
         self._route(record.control_mailbox, self._on_control)
         self._heads[record.control_mailbox] = await self.link.watch(
@@ -387,8 +411,28 @@ class Cell:
         await self.link.authorize_writer(
             self.record.control_mailbox, CapabilityKey.from_seed(secrets.control_write)
         )
+        await self._reap_invites()
         for invite in self.record.invites:
-            await self._watch_invite(invite)
+            if not invite.used:
+                await self._watch_invite(invite)
+
+    async def _reap_invites(self) -> None:
+        """Delete the join mailboxes of expired invites on the relay, then forget them.
+
+        A used invite's mailbox holds the welcome until its joiner has read it, so it is
+        kept until the invite's own expiry like an unused one.
+        """
+        now = self.clock()
+        for invite in [i for i in self.record.invites if i.expires_at <= now]:
+            admin = CapabilityKey.from_seed(invite.admin_seed)
+            try:
+                await self.link.admin(
+                    admin, Delete(id=0, mailbox=invite.join_mailbox, counter=0, sig=bytes(64))
+                )
+            except RelayRefusedError as exc:  # already gone (NO_SUCH_MAILBOX): nothing to do
+                log.debug("join_mailbox_not_deleted", code=exc.code)
+            self.record.invites.remove(invite)
+        await self._save()
 
     async def _watch_invite(self, invite: InviteRecord) -> None:
         probe = self._invite_for(invite)
@@ -400,7 +444,9 @@ class Cell:
 
         self._route(invite.join_mailbox, on_join)
         await self.link.authorize_writer(invite.join_mailbox, write)
-        await self.link.watch(invite.join_mailbox, read, invite.cursor)
+        self._heads[invite.join_mailbox] = await self.link.watch(
+            invite.join_mailbox, read, invite.cursor
+        )
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -477,6 +523,7 @@ class Cell:
         return message
 
     async def _send(self, content: WireContent, expires_at: int) -> None:
+        await self.wait_ready()
         if self.crypto.removed:
             raise CellError(f"you were removed from {self.name!r}")
         max_ttl = self.link.welcome.max_ttl if self.link.welcome is not None else None
@@ -520,13 +567,26 @@ class Cell:
             outcome: Outcome | GroupError = self.crypto.open(event.envelope, now=now)
         except GroupError as exc:
             outcome = exc
-        events = self._outcome(outcome)
+        # Applied, not yet saved: the client saves once after the burst of deliveries it
+        # took together and only then calls `flush`, which hands these events on. With
+        # 100 members each saving (state encoding, SecretBox, fsync) after every delivery,
+        # saving was three quarters of a member's CPU per alert (bench/bench_cells.py).
+        self._queued.extend(self._outcome(outcome))
         self.record.group_cursor = event.seq
-        self.record.crypto = self.crypto.to_bytes()
-        await self._save()
+        self._dirty = True
+
+    def sync_record(self) -> None:
+        """Copy the group layer's state into the record, if it changed (before a save)."""
+        if self._dirty:
+            self.record.crypto = self.crypto.to_bytes()
+            self._dirty = False
+
+    def flush(self) -> None:
+        """Hand on the events of deliveries that are now saved (the client calls this)."""
+        queued, self._queued = self._queued, []
+        for event in queued:
+            self._emit(event)
         self._advanced()
-        for e in events:
-            self._emit(e)
 
     def _outcome(self, outcome: Outcome | GroupError) -> list[CellEvent]:
         """Turn what the group layer said into app events (recursively for released ones)."""
@@ -622,16 +682,17 @@ class Cell:
         self.record.control_cursor = event.seq
         if update is not None:
             events.extend(await self._apply(update))
-        self.record.crypto = self.crypto.to_bytes()
+        # Saved at once, not at the end of the burst: the distribution is published next,
+        # and must be the saved one if we crash in between (module docstring).
+        self._dirty = True
         await self._save()
-        self._advanced()
         if update is not None:
             self._epoch_changed.set()
             self._epoch_changed = trio.Event()
             if update.distribution is not None:
                 await self._flush_distribution()
-        for e in events:
-            self._emit(e)
+        self._queued.extend(events)
+        self.flush()
 
     async def _apply(self, update: EpochUpdate) -> list[CellEvent]:
         """Act on an applied epoch change: keys, distribution, relay rotation, events."""
@@ -727,12 +788,15 @@ class Cell:
                 cell=self.name, reason=type(exc).__name__, detail="in a join mailbox"
             )
         await self._save()
+        self._advanced()
         if event_out is not None:
             self._emit(event_out)
 
     # -- membership --------------------------------------------------------------------------
 
-    def _require_admin(self) -> AdminSecrets:
+    async def _admin_ready(self) -> AdminSecrets:
+        """Wait until the cell is started, then check this member may administer it."""
+        await self.wait_ready()
         if not self.is_admin:
             raise CellError(f"only an admin of {self.name!r} can do that")
         return AdminSecrets.decode(self.crypto.admin_secrets)
@@ -751,7 +815,7 @@ class Cell:
 
     async def invite(self, *, ttl: int = DEFAULT_INVITE_TTL) -> Invite:
         """Create a one-time invite (a `cellrelay://join/...` link) valid for `ttl` seconds."""
-        secrets = self._require_admin()
+        secrets = await self._admin_ready()
         if self.link.welcome is not None:
             ttl = min(ttl, self.link.welcome.max_ttl)
         expires_at = int(self.link.relay_time()) + ttl
@@ -781,7 +845,7 @@ class Cell:
         Raises:
             CellError: not an admin, nobody (or several) waiting, or the change was not applied.
         """
-        self._require_admin()
+        await self._admin_ready()
         requests = self.record.requests
         if member is not None:
             requests = [
@@ -813,7 +877,7 @@ class Cell:
 
     async def remove(self, member: Member) -> None:
         """Remove a member: a new epoch, new group keys; they can read or send nothing new."""
-        self._require_admin()
+        await self._admin_ready()
         new_keys = (CapabilityKey.generate().seed, CapabilityKey.generate().seed)
         change = self.crypto.remove_member(
             member.member_id, now=self.link.relay_time(), new_group_keys=new_keys
@@ -822,7 +886,7 @@ class Cell:
 
     async def rotate(self) -> None:
         """Start a new epoch with fresh keys for everyone (periodic rotation)."""
-        self._require_admin()
+        await self._admin_ready()
         await self._propose(self.crypto.rotate(now=self.link.relay_time()))
 
     async def _propose(self, change: bytes, *, rotate_to: tuple[bytes, bytes] | None = None) -> int:
@@ -874,8 +938,12 @@ class Cell:
 
     async def wait_synced(self) -> None:
         """Wait until the group and control mailboxes are processed up to the relay's head
-        as it was when they were watched (callers bound the wait with trio.move_on_after)."""
-        for mailbox in (self.record.group_mailbox, self.record.control_mailbox):
+        as it was when they were watched (callers bound the wait with trio.move_on_after).
+
+        An admin's open invites count too, so join requests are in `join_requests` after it.
+        """
+        await self.wait_ready()
+        for mailbox in list(self._heads):
             head = self._heads.get(mailbox, 0)
             while self._processed(mailbox) < head and self.link.cursor(mailbox) is not None:
                 # The head counts envelopes that expired, and those are never delivered:
@@ -901,9 +969,14 @@ class Cell:
                         await self._progress.wait()
 
     def _processed(self, mailbox: MailboxId) -> int:
-        """The seq up to which the group or control mailbox was processed (and saved)."""
+        """The seq up to which one of this cell's mailboxes was processed (and saved)."""
         record = self.record
-        return record.group_cursor if mailbox == record.group_mailbox else record.control_cursor
+        if mailbox == record.group_mailbox:
+            return record.group_cursor
+        if mailbox == record.control_mailbox:
+            return record.control_cursor
+        invite = next((i for i in record.invites if i.join_mailbox == mailbox), None)
+        return invite.cursor if invite is not None else 2**63
 
     def _advanced(self) -> None:
         self._progress.set()

@@ -46,6 +46,9 @@ log = structlog.get_logger("cellrelay.client")
 
 KEYSTORE_NAME: Final = "keystore"
 EXPIRY_SLACK: Final = 0.05  # seconds after an expiry that its message is deleted from disk
+# Deliveries applied before one save: a catch-up after a day offline saves every 256
+# envelopes rather than once per envelope, yet a crash loses little work.
+MAX_BURST: Final = 256
 Handler = Callable[[Delivery | Revocation], Awaitable[None]]
 
 
@@ -116,11 +119,23 @@ class Client:
             crypto = CellCrypto.from_bytes(record.crypto, self.identity)
             cell = self._make_cell(record, crypto)
             self._cells.append(cell)
+        # In the background: a relay that does not answer delays only its own cells
+        # (their operations wait in Cell.wait_ready), never the others or the caller.
         for cell in self._cells:
-            await cell.start()
+            self._nursery.start_soon(self._start_in_background, cell.start)
         for join in self._state.joins:
-            await self._watch_join(join)
+            # Known at once, even before its mailbox is watched: asking again must wait instead.
+            self._joined.setdefault(Invite.from_bytes(join.invite).join_mailbox, trio.Event())
+            self._nursery.start_soon(
+                self._start_in_background, lambda join=join: self._watch_join(join)
+            )
         self._nursery.start_soon(self._forget_expired)
+
+    async def _start_in_background(self, start: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await start()
+        except CellrelayError as exc:  # the link was closed first: nothing left to start
+            log.info("start_abandoned", error=type(exc).__name__)
 
     async def aclose(self) -> None:
         """Close the links (saying goodbye) and the cells' event streams."""
@@ -129,13 +144,17 @@ class Client:
         for link in self._links.values():
             await link.aclose()
 
-    async def save(self) -> None:
-        """Write the state to the keystore (atomically, off the event loop), minus what expired."""
+    async def save(self, *, durable: bool = True) -> None:
+        """Write the state to the keystore (atomically, off the event loop), minus what expired.
+
+        `durable=False` skips the fsyncs (see `Keystore.save`): for saves after receiving.
+        """
         async with self._save_lock:
             for cell in self._cells:
+                cell.sync_record()
                 cell.prune()
             payload = self._state.encode()
-            await trio.to_thread.run_sync(self._keystore.save, payload)
+            await trio.to_thread.run_sync(lambda: self._keystore.save(payload, durable=durable))
         self._saved.set()
         self._saved = trio.Event()
 
@@ -176,14 +195,27 @@ class Client:
         return link
 
     async def _route_deliveries(self, link: RelayLink) -> None:
-        async for event in link.events:
-            handler = self._routes.get(event.mailbox)
-            if handler is not None:
+        """Apply deliveries in bursts: everything already waiting, then one save, then events."""
+        async for first in link.events:
+            burst = [first]
+            while len(burst) < MAX_BURST:
                 try:
-                    await handler(event)
-                except (CellrelayError, CellError, ValueError) as exc:
-                    # One bad envelope must not stop the others: it is reported and skipped.
-                    log.warning("delivery_failed", error=type(exc).__name__)
+                    burst.append(link.events.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            for event in burst:
+                handler = self._routes.get(event.mailbox)
+                if handler is not None:
+                    try:
+                        await handler(event)
+                    except (CellrelayError, CellError, ValueError) as exc:
+                        # One bad envelope must not stop the others: reported and skipped.
+                        log.warning("delivery_failed", error=type(exc).__name__)
+            # Not durable: a power cut can only make us receive these again (at least once;
+            # contents are de-duplicated by id). Sends save durably before publishing.
+            await self.save(durable=False)
+            for cell in self._cells:
+                cell.flush()
 
     def _route(self, mailbox: MailboxId, handler: Handler) -> None:
         self._routes[mailbox] = handler
@@ -275,7 +307,12 @@ class Client:
             InviteError: the link is malformed or expired.
         """
         invite = Invite.parse(link_text)
+        if invite.join_mailbox in self._joined:
+            return invite  # asked already (waiting, being welcomed, or in): wait_joined answers
+        if any(c.cell_id == invite.cell_id and not c.removed for c in self._cells):
+            raise CellError(f"you are already a member of {invite.cell_name!r}")
         invite.check_fresh(time.time())
+        self._joined[invite.join_mailbox] = trio.Event()  # before any await: no second request
         link = self.link_for(invite.relay)
         write = CapabilityKey.from_seed(invite.join_write_seed)
         await link.authorize_writer(invite.join_mailbox, write)
@@ -293,6 +330,25 @@ class Client:
             invite.join_mailbox, request, min(invite.expires_at, int(link.relay_time()) + 7 * 86400)
         )
         return invite
+
+    def asked_to_join(self, invite: Invite) -> bool:
+        """Whether this client asked to join with `invite` (waiting, being welcomed, or in)."""
+        return invite.join_mailbox in self._joined
+
+    def pending_joins(self) -> list[Invite]:
+        """The invites this member asked to join with, still waiting for an admin's approval."""
+        return [Invite.from_bytes(record.invite) for record in self._state.joins]
+
+    async def forget(self, cell: Cell) -> None:
+        """Delete a cell this member left (or was removed from): its keys and history."""
+        cell.close()
+        for mailbox in (cell.record.group_mailbox, cell.record.control_mailbox):
+            self._unroute(mailbox)
+        if cell.record in self._state.cells:
+            self._state.cells.remove(cell.record)
+        if cell in self._cells:
+            self._cells.remove(cell)
+        await self.save()
 
     async def wait_joined(self, invite: Invite) -> Cell:
         """Wait until the admin approves the join request (bound it with trio.move_on_after)."""
@@ -325,6 +381,13 @@ class Client:
         await link.watch(invite.join_mailbox, read, record.cursor)
 
     async def _welcomed(self, record: JoinRecord, invite: Invite, welcome: bytes) -> None:
+        held = [c for c in self._cells if c.cell_id == invite.cell_id]
+        if any(not c.removed for c in held):
+            self._state.joins.remove(record)  # a second welcome for a cell we are in: ignore
+            await self.save()
+            return
+        for old in held:  # re-admitted after a removal: the new state replaces the old
+            await self.forget(old)
         link = self.link_for(invite.relay)
         inviter = member_id_of(invite.admin_sign_key, invite.admin_box_key)
         crypto, distribution = CellCrypto.from_welcome(

@@ -1,143 +1,430 @@
-"""`cellrelay demo`: a relay on the embedded default store and a demonstration on loopback.
+"""`cellrelay demo`: a relay, a cell of three members in separate processes, an alert, replies.
 
-Until the group layer and client library land (issue 4), the demo shows the relay itself:
-a relay process with the SQLite store in a temporary directory, a subscriber and a
-publisher, each its own connection, exchanging sealed envelopes through a mailbox.
+What runs, all on loopback and in a temporary directory deleted at the end:
+
+* a relay process (`python -P -m relay serve`) on the embedded default store, SQLite;
+* three member processes (client/_demo_member.py), each with its own keystore, identity,
+  relay connection and group keys: `lead` creates the cell "Eastside" and invites `ana`
+  and `ben`; they ask to join with the links and `lead` approves them; `lead` sends an
+  alert; `ana` answers "responding" and `ben` "on scene"; every member prints the
+  roll-up it computed from what it decrypted.
+
+At the end the demo stops the relay and searches its database files for the alert's
+text, which is not there: the relay only ever held ciphertext. The whole run is bounded
+by `DEMO_TIMEOUT`; any failure stops every process and is reported on one line.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Final
 
 import trio
 
-from protocol import (
-    Auth,
-    CapabilityKey,
-    Connection,
-    Create,
-    Created,
-    Deliver,
-    Hello,
-    MailboxId,
-    Message,
-    Publish,
-    RelayAddress,
-    Role,
-    Subscribe,
-)
-from protocol._crypto import random_bytes, xchacha20poly1305_decrypt, xchacha20poly1305_encrypt
+from protocol import Status
+
+from ._cli_output import STATUS_WORDS, Style, isolate
+from ._demo_member import PASSPHRASE_ENV
 
 __all__ = ["run_demo"]
 
-
-class _Link:
-    """A bare connection for the demo; the client library will replace it."""
-
-    def __init__(self, stream: trio.SocketStream, conn: Connection) -> None:
-        self.stream, self.conn, self.inbox = stream, conn, list[Message]()
-
-    @classmethod
-    async def open(cls, address: RelayAddress) -> _Link:
-        stream = await trio.open_tcp_stream(address.host, address.port)
-        conn = Connection(Role.CLIENT, relay_public_key=address.public_key)
-        await stream.send_all(conn.send(Hello()))
-        link = cls(stream, conn)
-        await link.next()  # the welcome
-        return link
-
-    async def next(self) -> Message:
-        while not self.inbox:
-            data = await self.stream.receive_some(65536)
-            if not data:
-                raise EOFError("the relay closed the connection")
-            self.inbox.extend(self.conn.receive_data(data))
-        return self.inbox.pop(0)
-
-    async def ask(self, message: Message) -> Message:
-        await self.stream.send_all(self.conn.send(message))
-        return await self.next()
+# Each member process imports the client and derives its keystore key in about a second;
+# the whole demo takes a few seconds here. This bounds it on a loaded machine too.
+DEMO_TIMEOUT: Final = 90.0
+STOP_TIMEOUT: Final = 15.0  # for a process to exit after being asked
+READ_SIZE: Final = 65_536
+CELL: Final = "Eastside"
+ALERT: Final = "Agents at 14th & Main, responders needed"
+PLACE: Final = "14th & Main"
+# Not a secret: the demo's keystores are temporary and deleted at the end.
+DEMO_PASSPHRASE: Final = "demo passphrase, not secret"  # noqa: S105
+NAMES: Final = ("lead", "ana", "ben")
+ANSWERS: Final[dict[str, tuple[Status, str | None]]] = {
+    "ana": (Status.RESPONDING, None),
+    "ben": (Status.ON_SCENE, "two vans, six agents"),
+}
+# Each name gets a colour on a terminal, so the interleaved processes are easy to follow.
+COLOURS: Final = {
+    "relay": "\033[2m",
+    "lead": "\033[1;34m",
+    "ana": "\033[1;35m",
+    "ben": "\033[1;36m",
+}
 
 
-async def _demo(address: RelayAddress) -> None:
-    write, read, admin = (
-        CapabilityKey.generate(),
-        CapabilityKey.generate(),
-        CapabilityKey.generate(),
-    )
-    lead = await _Link.open(address)
-    created = await lead.ask(
-        Create(
-            id=1, write_key=write.public, read_key=read.public, admin_key=admin.public, secret=b""
-        )
-    )
-    if not isinstance(created, Created):
-        raise TypeError(f"the relay refused to create a mailbox: {created}")
-    mailbox = MailboxId(created.mailbox)
-    print(f"lead: created a mailbox; the relay knows it only as {len(mailbox)} random bytes")
-    member = await _Link.open(address)
-    proof = read.prove("read", member.conn.handshake_hash, mailbox)
-    await member.ask(Auth(id=1, mailbox=mailbox, role="read", proof=proof))
-    await member.ask(Subscribe(id=2, mailbox=mailbox, after=0))
-    print("member: proved the read key and subscribed")
-    await lead.ask(
-        Auth(
-            id=2,
-            mailbox=mailbox,
-            role="write",
-            proof=write.prove("write", lead.conn.handshake_hash, mailbox),
-        )
-    )
-    shared = random_bytes(32)  # stands in for the cell's group key until issue 4 lands
-    text = b"ALERT: agents at 14th & Main, responders needed (demo)"
-    nonce = random_bytes(24)
-    envelope = nonce + xchacha20poly1305_encrypt(shared, nonce, b"", text)
-    sent = time.perf_counter()
-    published = await lead.ask(
-        Publish(id=3, mailbox=mailbox, expires_at=int(time.time()) + 600, envelope=envelope)
-    )
-    print(f"lead: published a {len(envelope)}-byte sealed envelope -> {type(published).__name__}")
-    delivered = await member.next()
-    if not isinstance(delivered, Deliver):
-        raise TypeError(f"expected a delivery, got {type(delivered).__name__}")
-    elapsed = (time.perf_counter() - sent) * 1000
-    plain = xchacha20poly1305_decrypt(shared, delivered.envelope[:24], b"", delivered.envelope[24:])
-    print(
-        f"member: received seq {delivered.seq} in {elapsed:.1f} ms and opened it: {plain.decode()}"
-    )
-    for link in (lead, member):
-        await trio.aclose_forcefully(link.stream)
+class DemoError(Exception):
+    """A step of the demo failed; the message says which."""
 
 
-def run_demo(argv: list[str]) -> int:
-    """Start a relay in a temporary directory, run the demonstration, stop the relay."""
-    with tempfile.TemporaryDirectory(prefix="cellrelay-demo-") as tmp:
-        base = [sys.executable, "-P", "-m", "relay"]  # -P: see client/_cli.py
-        common = ["--data-dir", tmp, "--listen", "127.0.0.1:0", "--ops-listen", ""]
-        subprocess.run([*base, "init", *common], check=True, capture_output=True)  # noqa: S603
-        relay = subprocess.Popen(  # noqa: S603
-            [*base, "serve", *common, "--log-format", "console", "--log-level", "warning"],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+def _clean_environment() -> dict[str, str]:
+    # The relay reads CELLRELAY_* settings and the client CELLRELAY_HOME: keep the user's out.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CELLRELAY_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class _Narrator:
+    def __init__(self, style: Style) -> None:
+        self.style = style
+        self.started = time.monotonic()
+
+    def __call__(self, who: str, text: str) -> None:
+        label = f"{who:<6}"
+        if self.style.colour:
+            label = f"{COLOURS.get(who, '')}{label}\033[0m"
+        print(f"{label} {text}", flush=True)
+
+
+class _Process:
+    """A child process whose standard output arrives as lines and whose error output is kept."""
+
+    def __init__(self, name: str, process: trio.Process, nursery: trio.Nursery) -> None:
+        self.name = name
+        self.process = process
+        self.errors = bytearray()
+        self.lines_send, self.lines = trio.open_memory_channel[str](1000)
+        assert process.stdout is not None  # noqa: S101 - opened with pipes
+        assert process.stderr is not None  # noqa: S101
+        nursery.start_soon(self._pump_lines, process.stdout)
+        nursery.start_soon(self._pump_errors, process.stderr)
+
+    async def _pump_lines(self, stream: trio.abc.ReceiveStream) -> None:
+        buffer = b""
+        async with self.lines_send:
+            while data := await stream.receive_some(READ_SIZE):
+                buffer += data
+                *complete, buffer = buffer.split(b"\n")
+                for line in complete:
+                    await self.lines_send.send(line.decode("utf-8", "replace"))
+
+    async def _pump_errors(self, stream: trio.abc.ReceiveStream) -> None:
+        while data := await stream.receive_some(READ_SIZE):
+            self.errors += data
+
+    def last_error(self) -> str:
+        """The last line the process wrote on standard error (a traceback's ends with the error)."""
+        lines = self.errors.decode("utf-8", "replace").strip().splitlines()
+        return lines[-1] if lines else "(nothing on standard error)"
+
+    async def next_line(self) -> str:
         try:
-            line = relay.stdout.readline().strip() if relay.stdout is not None else ""
-            if not line:
-                print("cellrelay demo: the relay did not start", file=sys.stderr)
-                return 1
-            address = RelayAddress.parse(line)
-            print(f"relay: listening at {address} (SQLite store in {Path(tmp)})")
-            trio.run(_demo, address)
-        finally:
-            relay.terminate()
-            relay.wait(timeout=10)
-        print(
-            "relay: stopped cleanly"
-            if relay.returncode == 0
-            else f"relay: exit status {relay.returncode}"
+            return await self.lines.receive()
+        except trio.EndOfChannel:
+            raise DemoError(f"{self.name} exited unexpectedly: {self.last_error()}") from None
+
+    async def stop(self) -> None:
+        if self.process.returncode is None:
+            self.process.terminate()
+        with trio.move_on_after(STOP_TIMEOUT):
+            await self.process.wait()
+        if self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
+
+
+class _Member(_Process):
+    """A member process: commands in, answers and events out (client/_demo_member.py)."""
+
+    def __init__(
+        self, name: str, process: trio.Process, nursery: trio.Nursery, say: _Narrator
+    ) -> None:
+        super().__init__(name, process, nursery)
+        self.say = say
+        self.answers_send, self.answers = trio.open_memory_channel[dict[str, object]](100)
+        nursery.start_soon(self._dispatch)
+
+    async def _dispatch(self) -> None:
+        async with self.answers_send:
+            while True:
+                try:
+                    line = await self.next_line()
+                except DemoError:
+                    return  # ask() reports it
+                message = json.loads(line)
+                if "event" in message:
+                    self._narrate(message["event"])
+                else:
+                    await self.answers_send.send(message)
+
+    async def answer(self, op: str) -> dict[str, object]:
+        """The member's answer to the command `op` sent last (or to its start-up)."""
+        try:
+            answer = await self.answers.receive()
+        except trio.EndOfChannel:
+            raise DemoError(f"{self.name} exited during {op}: {self.last_error()}") from None
+        if not answer.get("ok"):
+            raise DemoError(f"{self.name} could not {op}: {answer.get('error')}")
+        return answer
+
+    async def ask(self, op: str, **fields: object) -> dict[str, object]:
+        """Send the command `op` and return the member's answer."""
+        stdin = self.process.stdin
+        assert stdin is not None  # noqa: S101 - opened with a pipe
+        await stdin.send_all((json.dumps({"op": op, **fields}) + "\n").encode())
+        return await self.answer(op)
+
+    async def quit(self) -> None:
+        """Ask the member to close its client (saying goodbye to the relay) and exit."""
+        stdin = self.process.stdin
+        assert stdin is not None  # noqa: S101 - opened with a pipe
+        await stdin.send_all(b'{"op": "quit"}\n')
+        with trio.move_on_after(STOP_TIMEOUT):
+            await self.process.wait()
+
+    def _narrate(self, event: dict[str, object]) -> None:
+        kind = event.get("type")
+        sender = event.get("from")
+        who = isolate(str(sender["name"])) if isinstance(sender, dict) else "?"
+        if kind == "alert":
+            priority = str(event["priority"]).upper()
+            self.say(self.name, f"received alert {str(event['alert_id'])[:8]} ({priority}) from {who}, decrypted and "
+                                f"its signature checked: {isolate(str(event['text']))!r} @ {isolate(str(event['place']))}")  # fmt: skip
+        elif kind == "status":
+            note = f' ("{isolate(str(event["note"]))}")' if event.get("note") else ""
+            word = STATUS_WORDS[Status(str(event["status"]))]
+            self.say(self.name, f"{who} answered {str(event['alert_id'])[:8]}: {word}{note}")
+        elif kind == "membership":
+            member = event.get("member")
+            name = isolate(str(member["name"])) if isinstance(member, dict) else "?"
+            self.say(self.name, f"membership: {name} {event['change']} (signed by an admin)")
+        elif kind == "join_request":
+            member = event.get("member")
+            if isinstance(member, dict):
+                self.say(
+                    self.name,
+                    f"{isolate(str(member['name']))} ({str(member['member_id'])[:8]}) asks to join",
+                )
+        elif kind == "security_warning":
+            self.say(self.name, f"SECURITY WARNING: {event.get('reason')}")
+
+
+def _rollup_text(rollup: dict[str, object]) -> str:
+    """A roll-up in its `--json` form (client/_cli_output.py) as a line for people."""
+    responders = rollup.get("responders")
+    if not isinstance(responders, list):
+        return "?"
+    parts = []
+    for status in (Status.ON_SCENE, Status.RESPONDING, Status.RESOLVED, Status.FALSE_ALARM):
+        names = [
+            isolate(str(r["name"])) + (f' ("{isolate(str(r["note"]))}")' if r.get("note") else "")
+            for r in responders
+            if r["status"] == status
+        ]
+        if names:
+            parts.append(f"{STATUS_WORDS[status]}: {', '.join(names)}")
+    state = "resolved" if rollup.get("resolved") else "open"
+    return f"{state}; " + "; ".join(parts)
+
+
+async def _start(argv: list[str], env: dict[str, str]) -> trio.Process:
+    return await trio.lowlevel.open_process(
+        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
+
+
+class _Demo:
+    """The demo's steps, in order (module docstring)."""
+
+    def __init__(self, tmp: Path, say: _Narrator, nursery: trio.Nursery) -> None:
+        self.tmp = tmp
+        self.say = say
+        self.nursery = nursery
+        self.relay_dir = tmp / "relay"
+        self.processes: list[_Process] = []
+        self.members: dict[str, _Member] = {}
+
+    async def start(self) -> str:
+        """Start the relay and the members' processes; return the relay address."""
+        env = _clean_environment()
+        relay = [sys.executable, "-P", "-m", "relay"]  # -P: see client/_cli.py
+        settings = [
+            "--data-dir",
+            str(self.relay_dir),
+            "--listen",
+            "127.0.0.1:0",
+            "--ops-listen",
+            "",
+        ]
+        await trio.run_process(
+            [*relay, "init", *settings], env=env, capture_stdout=True, capture_stderr=True
         )
+        serve = [
+            *relay,
+            "serve",
+            *settings,
+            "--log-format",
+            "console",
+            "--log-level",
+            "warning",
+            "--shutdown-grace",
+            "1",
+        ]
+        relay_process = _Process("relay", await _start(serve, env), self.nursery)
+        self.processes.append(relay_process)
+        member_env = {**env, PASSPHRASE_ENV: DEMO_PASSPHRASE}
+        for name in NAMES:
+            argv = [
+                sys.executable,
+                "-P",
+                "-m",
+                "client._demo_member",
+                "--home",
+                str(self.tmp / name),
+                "--name",
+                name,
+            ]
+            self.members[name] = _Member(
+                name, await _start(argv, member_env), self.nursery, self.say
+            )
+            self.processes.append(self.members[name])
+        address = (await relay_process.next_line()).strip()
+        self.say(
+            "relay",
+            f"listening at {address.split('@')[-1]}, storing in SQLite under {self.relay_dir}",
+        )
+        for name, member in self.members.items():
+            member_id = str((await member.answer("start"))["member_id"])
+            self.say(
+                name, f"started: its own process, keystore and identity (member id {member_id[:8]})"
+            )
+        return address
+
+    async def form_cell(self, address: str) -> None:
+        """The lead creates the cell, invites the others, and approves them as they ask."""
+        lead = self.members["lead"]
+        await lead.ask("create", name=CELL, relay=address)
+        self.say("lead", f"created the cell {CELL!r} on the relay; lead is its admin")
+        for name in NAMES[1:]:
+            link = str((await lead.ask("invite"))["link"])
+            self.say("lead", f"invited {name} with a one-time link: {link[:28]}...{link[-8:]}")
+            joined: dict[str, object] = {}
+
+            async def join(
+                name: str = name, link: str = link, joined: dict[str, object] = joined
+            ) -> None:
+                joined.update(await self.members[name].ask("join", link=link))
+
+            async with trio.open_nursery() as step:
+                step.start_soon(join)
+                self.say(name, f"asks to join {CELL} with the link, and waits for the admin")
+                member = (await lead.ask("approve"))["member"]
+                assert isinstance(member, dict)  # noqa: S101 - the member's own answer
+                self.say(
+                    "lead",
+                    f"approved {member['name']} (id {str(member['member_id'])[:8]}, which {name} can confirm)",
+                )
+            roster = joined.get("members")
+            who = ", ".join(str(m["name"]) for m in roster) if isinstance(roster, list) else "?"
+            self.say(name, f"joined {CELL}: members {who}")
+
+    async def alert_and_answers(self) -> None:
+        """The lead sends an alert; two members answer; everyone shows its roll-up."""
+        alert_id = str(
+            (await self.members["lead"].ask("alert", text=ALERT, priority="urgent", place=PLACE))[
+                "alert_id"
+            ]
+        )
+        self.say("lead", f"sent an URGENT alert {alert_id[:8]}: {ALERT!r}")
+        for name in ANSWERS:
+            await self.members[name].ask("wait_alert", alert_id=alert_id)
+        for name, (status, note) in ANSWERS.items():
+            await self.members[name].ask("reply", alert_id=alert_id, status=status, note=note)
+            self.say(name, f"answered: {STATUS_WORDS[status]}" + (f' ("{note}")' if note else ""))
+        rollups = {name: (await member.ask("wait_rollup", alert_id=alert_id, responders=len(ANSWERS)))["rollup"]
+                   for name, member in self.members.items()}  # fmt: skip
+        print(flush=True)
+        for name, rollup in rollups.items():
+            assert isinstance(rollup, dict)  # noqa: S101 - the member's own answer
+            self.say(
+                name, f"roll-up of {alert_id[:8]}, as {name} computed it: {_rollup_text(rollup)}"
+            )
+        print(flush=True)
+
+    async def stop(self) -> None:
+        """Ask the members to quit (they say goodbye to the relay), then stop every process."""
+        for member in self.members.values():
+            if member.process.returncode is None:
+                await member.quit()
+        for process in reversed(self.processes):
+            await process.stop()
+
+    def check_relay_files(self) -> None:
+        """Search the stopped relay's files for the alert's text: it must not be there."""
+        files = [
+            p for p in sorted(self.relay_dir.iterdir()) if p.is_file() and p.name != "relay.key"
+        ]
+        stored = b"".join(p.read_bytes() for p in files)
+        if ALERT.encode() in stored or PLACE.encode() in stored:
+            raise DemoError("the alert's text is in the relay's files: the relay saw plaintext")
+        self.say("relay", f"stopped; searched its {len(stored) // 1024} KB of files for the alert's text: "
+                          "not there, the relay only ever held ciphertext")  # fmt: skip
+
+
+async def _demo(tmp: Path, say: _Narrator) -> None:
+    async with trio.open_nursery() as nursery:
+        demo = _Demo(tmp, say, nursery)
+        try:
+            address = await demo.start()
+            await demo.form_cell(address)
+            await demo.alert_and_answers()
+        finally:
+            with trio.CancelScope(shield=True):
+                await demo.stop()
+            nursery.cancel_scope.cancel()
+    demo.check_relay_files()
+
+
+def run_demo(*, keep: bool = False) -> int:
+    """Run the demo (module docstring); return the exit status."""
+    style = Style(colour=sys.stdout.isatty() and "NO_COLOR" not in os.environ)
+    say = _Narrator(style)
+    print(
+        "cellrelay demo: a relay and a cell of three members, each its own process, on this machine.\n",
+        flush=True,
+    )
+    tmp = Path(tempfile.mkdtemp(prefix="cellrelay-demo-"))
+    try:
+        trio.run(_run_bounded, tmp, say)
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise
+        leaves = _leaves(exc)
+        failure = next(
+            (e for e in leaves if isinstance(e, DemoError | trio.TooSlowError)), leaves[0]
+        )
+        if isinstance(failure, trio.TooSlowError):
+            print(
+                f"cellrelay demo: did not finish within {DEMO_TIMEOUT:g} s (is this machine very busy?)",
+                file=sys.stderr,
+            )
+        else:
+            print(f"cellrelay demo: {failure}", file=sys.stderr)
+        return 1
+    finally:
+        if keep:
+            print(f"\n(kept {tmp})")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    elapsed = time.monotonic() - say.started
+    print(
+        f"\nDone in {elapsed:.1f} s. To do it yourself: docs/client-guide.md, or `cellrelay --help`."
+    )
     return 0
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]
+
+
+async def _run_bounded(tmp: Path, say: _Narrator) -> None:
+    with trio.fail_after(DEMO_TIMEOUT):
+        await _demo(tmp, say)

@@ -178,8 +178,16 @@ class Keystore:
             raise
         return cls(path, key, salt, (opslimit, memlimit), lock), payload
 
-    def save(self, payload: bytes) -> None:
-        """Replace the stored payload, atomically and durably."""
+    def save(self, payload: bytes, *, durable: bool = True) -> None:
+        """Replace the stored payload atomically; with `durable`, also survive a power cut.
+
+        Atomic means a crash of the process leaves the old or the new payload. `durable`
+        adds the two fsyncs (file, then directory) that make the new one survive a power
+        cut too. The client asks for durability where losing the save could be unsafe
+        (before publishing what was sealed from the new state: a lost save there would
+        make the next run reuse a message key), and not after merely receiving, where a
+        lost save means only receiving again.
+        """
         if self._lock.closed:
             raise KeystoreError("the keystore is closed")
         nonce = random_bytes(SECRETBOX_NONCE_SIZE)
@@ -197,12 +205,15 @@ class Keystore:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
-                os.fsync(f.fileno())
+                if durable:
+                    os.fsync(f.fileno())
             os.replace(temporary, self.path)
         except BaseException:
             with contextlib.suppress(OSError):
                 temporary.unlink()
             raise
+        if not durable:
+            return
         directory = os.open(self.path.parent, os.O_RDONLY)
         try:
             os.fsync(directory)

@@ -92,19 +92,24 @@ class HistoryItem:
     sender_name: str
     received_at: float
     expires_at: int
+    # Items never change once made, and every save writes the whole history: encode once.
+    # (Re-encoding a thousand items per save was most of a member's CPU per alert.)
+    _encoded: bytes = field(default=b"", repr=False, compare=False)
 
     def encode(self) -> bytes:
-        return encode_map(
-            {"kind": self.kind, "content": self.content, "sender_id": self.sender_id,
-             "sender_name": self.sender_name, "received_at": self.received_at, "expires_at": self.expires_at}
-        )  # fmt: skip
+        if not self._encoded:
+            self._encoded = encode_map(
+                {"kind": self.kind, "content": self.content, "sender_id": self.sender_id,
+                 "sender_name": self.sender_name, "received_at": self.received_at, "expires_at": self.expires_at}
+            )  # fmt: skip
+        return self._encoded
 
     @classmethod
     def decode(cls, data: bytes) -> HistoryItem:
         f = _decode(data)
         return cls(kind=_int(f, "kind"), content=_bytes(f, "content"), sender_id=_bytes(f, "sender_id"),
                    sender_name=_str(f, "sender_name"), received_at=_float(f, "received_at"),
-                   expires_at=_int(f, "expires_at"))  # fmt: skip
+                   expires_at=_int(f, "expires_at"), _encoded=data)  # fmt: skip
 
 
 @dataclass(slots=True, kw_only=True)
@@ -228,7 +233,7 @@ class CellRecord:
         self.seen = {mid: exp for mid, exp in self.seen.items() if exp > now}
         if len(self.seen) > MAX_SEEN:  # keep the ones that expire last
             self.seen = dict(sorted(self.seen.items(), key=lambda kv: kv[1])[-MAX_SEEN:])
-        self.invites = [i for i in self.invites if i.expires_at > now and not i.used]
+        # Invites stay until the cell deletes their join mailboxes (Cell._reap_invites).
 
 
 @dataclass(slots=True, kw_only=True)

@@ -28,8 +28,8 @@ class Writer:
         self._parts: list[bytes] = []
 
     def raw(self, data: bytes | bytearray) -> Writer:
-        """Append `data` as is."""
-        self._parts.append(bytes(data))
+        """Append `data` as is (a copy of a bytearray, so later changes do not leak in)."""
+        self._parts.append(data if type(data) is bytes else bytes(data))
         return self
 
     def u8(self, value: int) -> Writer:

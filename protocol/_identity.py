@@ -103,6 +103,16 @@ class MemberInfo:
     sign_pub: bytes
     dh_pub: bytes
     name: str
+    # The wire form, made once: a saved state writes every member once per epoch it is in,
+    # and writing the four fields each time was most of what saving cost (a 100-member cell
+    # saves after each message it receives; bench/bench_cells.py).
+    _wire: bytes = field(default=b"", init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        name = self.name.encode("utf-8")
+        if len(name) > 255:  # Writer.short's limit; check_name allows far less
+            raise ValueError("a member name is at most 255 bytes")
+        object.__setattr__(self, "_wire", self.sign_pub + self.dh_pub + bytes([len(name)]) + name)
 
     def __repr__(self) -> str:
         """Name the member and the start of its id, not its keys (reprs end up in logs)."""
@@ -124,7 +134,7 @@ class MemberInfo:
 
     def write(self, writer: Writer) -> None:
         """Append sign_pub (32) || dh_pub (32) || name (1-byte length, UTF-8)."""
-        writer.raw(self.sign_pub).raw(self.dh_pub).short(self.name.encode("utf-8"))
+        writer.raw(self._wire)
 
     @classmethod
     def read(cls, reader: Reader) -> MemberInfo:

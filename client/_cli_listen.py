@@ -1,0 +1,205 @@
+"""`cellrelay listen`: the cells' active alerts, then a live feed, answering from the same process.
+
+The feed subscribes to every cell *before* catching up, so nothing that arrives after it
+started is missed; what the catch-up itself brought in is shown once, in the snapshot of
+active alerts (events already shown there are skipped). Each answer is followed by its
+alert's roll-up as it now stands, so a person watching sees the responders change.
+
+`listen` holds the keystore while it runs (one process per keystore, client/_keystore.py),
+so `cellrelay reply` could not run beside it: on a terminal, or with `--interactive`, the
+feed also reads `reply ALERT_ID STATUS [NOTE]` lines and answers from this process.
+Ctrl-C or SIGTERM ends the feed with exit status 0: stopping is how a feed ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+import signal
+import sys
+from typing import TYPE_CHECKING, Final
+
+import trio
+
+from protocol import CellrelayError, Change, Status
+
+from ._cell import CellError
+from ._cli_commands import alerts_of, connected, find_alert, synced
+from ._cli_output import (
+    alert_headline,
+    alert_json,
+    event_json,
+    event_lines,
+    isolate,
+    rollup_json,
+    rollup_lines,
+)
+from ._events import AlertReceived, MembershipChanged, StatusReceived
+from ._shims import subscribe
+
+if TYPE_CHECKING:
+    import argparse
+
+    from protocol import AlertRollup
+
+    from ._cell import Cell
+    from ._cli_commands import Context
+    from ._events import CellEvent
+
+__all__ = ["INTERACTIVE_HELP", "listen"]
+
+
+async def listen(ctx: Context, args: argparse.Namespace) -> None:
+    """`cellrelay listen [CELL...]`: the cells' current alerts, then a live feed until stopped."""
+    async with connected(ctx) as client:
+        cells = [client.cell(name) for name in args.cells] or [
+            c for c in client.cells if not c.removed
+        ]
+        for cell in cells:
+            if cell.removed:
+                raise CellError(f"you were removed from {cell.name!r}")
+        if not cells:
+            raise CellError(
+                "you are in no cell yet: nothing to listen to (cellrelay cell join LINK)"
+            )
+        # Subscribe before catching up, so nothing that arrives from here on is missed; the
+        # catch-up's own events are then shown once, in the snapshot below.
+        channels = [subscribe(cell) for cell in cells]
+        await synced(ctx, cells)
+        me = client.identity.member_id
+        label = len(cells) > 1
+        shown: set[bytes] = set()  # message ids the snapshot already showed
+        # The first line says the feed is live: a script can act once it has read it.
+        ctx.emit(
+            {
+                "type": "listening",
+                "cells": [c.name for c in cells],
+                "as": {"name": client.identity.name, "member_id": me.hex()},
+            }
+        )
+        interactive = args.interactive or (sys.stdin.isatty() and not ctx.json)
+        if not ctx.json:
+            names = ", ".join(isolate(c.name) for c in cells)
+            ctx.note(f"Listening to {names} as {isolate(client.identity.name)}; Ctrl-C stops.")
+            if interactive:
+                ctx.note(INTERACTIVE_HELP)
+        for cell in cells:
+            for rollup in cell.active_alerts():
+                shown.add(rollup.alert_id)
+                shown.update(s.message_id for s in rollup.responders.values())
+                _show_snapshot(ctx, cell, rollup, me=me, label=label)
+
+        def show(event: CellEvent) -> None:
+            if isinstance(event, AlertReceived) and event.alert.alert_id in shown:
+                return
+            if isinstance(event, StatusReceived) and event.reply.message_id in shown:
+                return
+            ctx.emit(event_json(event))
+            for line in event_lines(event, ctx.style, me=me, cell_label=label):
+                ctx.say(line)
+            if (
+                isinstance(event, MembershipChanged)
+                and event.change.member_id == me
+                and event.change.change is Change.REMOVED
+            ):
+                ctx.note(
+                    f"You were removed from {isolate(event.cell)}; nothing more will come from it."
+                )
+
+        async def pump(channel: trio.MemoryReceiveChannel[CellEvent]) -> None:
+            async with channel:
+                async for event in channel:
+                    show(event)
+
+        async with trio.open_nursery() as nursery:
+            for channel in channels:
+                nursery.start_soon(pump, channel)
+            nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
+            if interactive:
+                nursery.start_soon(_typed_commands, ctx, cells, me)
+            if args.duration is not None:
+                nursery.cancel_scope.deadline = trio.current_time() + args.duration
+
+
+INTERACTIVE_HELP: Final = "Answer an alert by typing: reply ALERT_ID STATUS [NOTE] (STATUS: responding, on-scene, resolved, false-alarm)."
+
+
+async def _typed_commands(ctx: Context, cells: list[Cell], me: bytes) -> None:
+    """Read `reply ...` lines while listening: the keystore is this process's, so a second
+    `cellrelay reply` could not run until the feed stops. End of input ends only this."""
+    while line := await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True):
+        try:
+            words = shlex.split(line)
+        except ValueError as exc:
+            ctx.note(f"cellrelay: {exc}")
+            continue
+        if not words:
+            continue
+        if words[0] not in ("reply", "r") or len(words) < 3:
+            ctx.note(INTERACTIVE_HELP)
+            continue
+        try:
+            await _typed_reply(ctx, cells, me, words[1], words[2], " ".join(words[3:]) or None)
+        except (CellError, ValueError, CellrelayError) as exc:
+            ctx.note(f"cellrelay: {exc}")
+
+
+async def _typed_reply(
+    ctx: Context, cells: list[Cell], me: bytes, prefix: str, word: str, note: str | None
+) -> None:
+    try:
+        status = Status(word.replace("-", "_"))
+    except ValueError:
+        raise CellError(
+            f"{word!r} is not a status: responding, on-scene, resolved or false-alarm"
+        ) from None
+    found: list[tuple[Cell, bytes]] = []
+    for cell in cells:
+        with contextlib.suppress(CellError):
+            found.append((cell, find_alert(cell, prefix)))
+    if len(found) != 1:
+        raise CellError(
+            f"no current alert has an id starting with {prefix}"
+            if not found
+            else f"alerts in several cells start with {prefix}: give more digits"
+        )
+    cell, alert_id = found[0]
+    with trio.move_on_after(ctx.timeout) as scope:
+        answer = await cell.reply(alert_id, status, note=note)
+    if scope.cancelled_caught:
+        raise CellError(
+            f"the relay did not store the reply within {ctx.timeout:g} s; it may still go out"
+        )
+    rollup = cell.rollup(alert_id)
+    ctx.emit({"type": "reply_sent", "cell": cell.name, "alert_id": alert_id.hex(), "message_id": answer.message_id.hex(),
+              "status": str(status), "rollup": None if rollup is None else rollup_json(rollup)})  # fmt: skip
+    event = StatusReceived(cell=cell.name, sender=cell.me, reply=answer, rollup=rollup)
+    for text in event_lines(event, ctx.style, me=me, cell_label=len(cells) > 1):
+        ctx.say(text)
+
+
+def _show_snapshot(
+    ctx: Context, cell: Cell, rollup: AlertRollup, *, me: bytes, label: bool
+) -> None:
+    authors = alerts_of(cell)
+    sender = authors[rollup.alert_id][0] if rollup.alert_id in authors else None
+    ctx.emit(
+        {
+            "type": "alert",
+            "cell": cell.name,
+            **alert_json(rollup.alert, sender, rollup),
+            "snapshot": True,
+        }
+    )
+    author = "you" if rollup.author_id == me else rollup.author_name
+    ctx.say(alert_headline(rollup.alert, author, ctx.style, cell=cell.name if label else None))
+    for line in rollup_lines(rollup, ctx.style, me=me):
+        ctx.say(line)
+
+
+async def _stop_on_signal(scope: trio.CancelScope) -> None:
+    """End the feed cleanly on Ctrl-C or SIGTERM (exit status 0: stopping is how it ends)."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            scope.cancel()
+            return

@@ -1,0 +1,368 @@
+"""What the command line prints: lines for people (coloured on a terminal) and JSON for scripts.
+
+Everything a member wrote (alert text, places, notes, names, cell names) reaches a screen
+only through `isolate`: the content layer already refuses control characters, so no
+escape sequence can arrive, and isolating each field with U+2068 ... U+2069 keeps
+right-to-left text from reordering the words around it (docs/protocol-content.md §1.3).
+
+The JSON forms are the stable interface for scripts: ids are full lowercase hex, times are
+the protocol's integers (`sent_at_ms` in unix milliseconds, `expires_at` in unix
+seconds), enumerations their wire strings (`"urgent"`, `"on_scene"`).
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from typing import TYPE_CHECKING, Final
+
+from protocol import Alert, Priority, Status
+
+from ._events import (
+    AlertReceived,
+    JoinRequested,
+    Member,
+    MembershipChanged,
+    MessageReceived,
+    ReceiptReceived,
+    StatusReceived,
+)
+
+if TYPE_CHECKING:
+    from protocol import AlertRollup
+
+    from ._events import CellEvent
+
+__all__ = [
+    "SHORT_ID",
+    "Style",
+    "alert_json",
+    "event_json",
+    "event_lines",
+    "isolate",
+    "member_json",
+    "pad",
+    "parse_duration",
+    "plural",
+    "rollup_json",
+    "rollup_lines",
+    "short_id",
+]
+
+# Hex digits shown for alert, member and cell ids: 32 bits tell apart the handful of alerts
+# or members a cell has (commands accept any unique prefix, and --json gives full ids).
+SHORT_ID: Final = 8
+
+_RESET: Final = "\033[0m"
+_PRIORITY_COLOUR: Final = {
+    Priority.EMERGENCY: "\033[1;97;41m",  # bold white on red: cannot be missed
+    Priority.URGENT: "\033[1;33m",  # bold yellow
+    Priority.INFO: "\033[36m",  # cyan
+}
+_STATUS_COLOUR: Final = {
+    Status.RESPONDING: "\033[33m",
+    Status.ON_SCENE: "\033[1;32m",
+    Status.RESOLVED: "\033[32m",
+    Status.FALSE_ALARM: "\033[35m",
+}
+_DIM: Final = "\033[2m"
+_BOLD: Final = "\033[1m"
+_WARN: Final = "\033[1;31m"
+
+STATUS_WORDS: Final = {
+    Status.RESPONDING: "responding",
+    Status.ON_SCENE: "on scene",
+    Status.RESOLVED: "resolved",
+    Status.FALSE_ALARM: "false alarm",
+}
+
+_DURATION: Final = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
+_UNIT_SECONDS: Final = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+class Style:
+    """ANSI colours when writing to a terminal, plain text otherwise."""
+
+    def __init__(self, *, colour: bool) -> None:
+        """Colour the output or not (the caller checks isatty, NO_COLOR and TERM)."""
+        self.colour = colour
+
+    def _wrap(self, code: str, text: str) -> str:
+        return f"{code}{text}{_RESET}" if self.colour else text
+
+    def priority(self, priority: Priority, text: str) -> str:
+        """Colour `text` by an alert's priority."""
+        return self._wrap(_PRIORITY_COLOUR[priority], text)
+
+    def status(self, status: Status, text: str) -> str:
+        """Colour `text` by a status."""
+        return self._wrap(_STATUS_COLOUR[status], text)
+
+    def dim(self, text: str) -> str:
+        """Show `text` faintly (times, ids)."""
+        return self._wrap(_DIM, text)
+
+    def bold(self, text: str) -> str:
+        """Show `text` in bold."""
+        return self._wrap(_BOLD, text)
+
+    def warn(self, text: str) -> str:
+        """Show `text` as a warning."""
+        return self._wrap(_WARN, text)
+
+
+def isolate(text: str) -> str:
+    """Return a field ready to print next to others: bidirectionally isolated if not ASCII.
+
+    ASCII holds no right-to-left letters and no bidirectional controls, so it cannot
+    reorder its neighbours and is left alone; anything else gets FSI ... PDI.
+    """
+    return text if text.isascii() else f"\u2068{text}\u2069"
+
+
+def pad(text: str, width: int) -> str:
+    """An isolated field followed by spaces up to `width` characters (for columns)."""
+    return isolate(text) + " " * max(0, width - len(text))
+
+
+def plural(count: int, noun: str) -> str:
+    """`1 member`, `3 members`."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def short_id(value: bytes) -> str:
+    """The first `SHORT_ID` hex digits of an id."""
+    return value.hex()[:SHORT_ID]
+
+
+def clock(unix_seconds: float) -> str:
+    """Local wall-clock time, HH:MM:SS."""
+    return datetime.datetime.fromtimestamp(unix_seconds).strftime("%H:%M:%S")
+
+
+def when(unix_seconds: float) -> str:
+    """Local date and time, YYYY-MM-DD HH:MM."""
+    return datetime.datetime.fromtimestamp(unix_seconds).strftime("%Y-%m-%d %H:%M")
+
+
+def parse_duration(text: str) -> int:
+    """Parse a duration such as `90`, `90s`, `30m`, `2h` or `1d` into seconds.
+
+    Raises:
+        ValueError: not a positive whole number with an optional unit.
+    """
+    match = _DURATION.match(text)
+    if match is None or int(match.group(1)) <= 0:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 30m, 2h, 1d)")
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+# -- JSON ----------------------------------------------------------------------------------
+
+
+def member_json(member: Member, *, me: bytes | None = None) -> dict[str, object]:
+    """A member as JSON: name, full id, admin flag (and whether it is us)."""
+    out: dict[str, object] = {
+        "name": member.name,
+        "member_id": member.member_id.hex(),
+        "admin": member.is_admin,
+    }
+    if me is not None:
+        out["you"] = member.member_id == me
+    return out
+
+
+def rollup_json(rollup: AlertRollup) -> dict[str, object]:
+    """An alert's roll-up as JSON: every member's latest status, and whether it is over."""
+    return {
+        "alert_id": rollup.alert_id.hex(),
+        "resolved": rollup.resolved,
+        "false_alarm": rollup.false_alarm,
+        "closed": rollup.closed,
+        "responders": [
+            {
+                "name": s.name,
+                "member_id": s.member_id.hex(),
+                "status": str(s.status),
+                "note": s.note,
+                "sent_at_ms": s.sent_at_ms,
+            }
+            for s in rollup.responders.values()
+        ],
+    }
+
+
+def alert_json(
+    alert: Alert, sender: Member | None, rollup: AlertRollup | None
+) -> dict[str, object]:
+    """An alert (with its sender and roll-up, when known) as JSON."""
+    return {
+        "alert_id": alert.alert_id.hex(),
+        "from": None if sender is None else member_json(sender),
+        "text": alert.text,
+        "priority": str(alert.priority),
+        "place": alert.place,
+        "sent_at_ms": alert.sent_at_ms,
+        "expires_at": alert.expires_at,
+        "rollup": None if rollup is None else rollup_json(rollup),
+    }
+
+
+def event_json(event: CellEvent) -> dict[str, object]:
+    """A cell event as one JSON object with a `type` field."""
+    if isinstance(event, AlertReceived):
+        return {
+            "type": "alert",
+            "cell": event.cell,
+            **alert_json(event.alert, event.sender, event.rollup),
+        }
+    if isinstance(event, StatusReceived):
+        reply = event.reply
+        return {
+            "type": "status",
+            "cell": event.cell,
+            "from": member_json(event.sender),
+            "message_id": reply.message_id.hex(),
+            "alert_id": reply.alert_id.hex(),
+            "status": str(reply.status),
+            "note": reply.note,
+            "sent_at_ms": reply.sent_at_ms,
+            "rollup": None if event.rollup is None else rollup_json(event.rollup),
+        }
+    if isinstance(event, ReceiptReceived):
+        return {
+            "type": "receipt",
+            "cell": event.cell,
+            "from": member_json(event.sender),
+            "state": str(event.receipt.state),
+            "message_ids": [m.hex() for m in event.receipt.message_ids],
+        }
+    if isinstance(event, MessageReceived):
+        return {
+            "type": "message",
+            "cell": event.cell,
+            "from": member_json(event.sender),
+            "message_id": event.message.message_id.hex(),
+            "text": event.message.text,
+            "sent_at_ms": event.message.sent_at_ms,
+        }
+    if isinstance(event, MembershipChanged):
+        change = event.change
+        return {
+            "type": "membership",
+            "cell": event.cell,
+            "change": str(change.change),
+            "member": {"name": change.member_name, "member_id": change.member_id.hex()},
+            "by": {"name": change.by_name, "member_id": change.by_id.hex()},
+            "sent_at_ms": change.sent_at_ms,
+        }
+    if isinstance(event, JoinRequested):
+        return {"type": "join_request", "cell": event.cell, "member": member_json(event.member)}
+    return {
+        "type": "security_warning",
+        "cell": event.cell,
+        "reason": event.reason,
+        "detail": event.detail,
+    }
+
+
+# -- lines for people -------------------------------------------------------------------------
+
+
+def _indent(text: str, prefix: str) -> str:
+    """Continue a multi-line text under its first line."""
+    return text.replace("\n", "\n" + prefix)
+
+
+def alert_headline(alert: Alert, author: str, style: Style, *, cell: str | None = None) -> str:
+    """One alert as a line: time, priority, id, (cell,) author, text, place, expiry."""
+    label = style.priority(alert.priority, f" {alert.priority.upper()} ")
+    where = f" @ {isolate(alert.place)}" if alert.place else ""
+    in_cell = f"[{isolate(cell)}] " if cell is not None else ""
+    head = f"{style.dim(clock(alert.sent_at_ms / 1000))} {label} {style.bold(short_id(alert.alert_id))} {in_cell}"
+    body = f"{isolate(author)}: {_indent(isolate(alert.text), '    ')}{where}"
+    return f"{head}{body} {style.dim('(until ' + clock(alert.expires_at) + ')')}"
+
+
+def rollup_lines(rollup: AlertRollup, style: Style, *, me: bytes | None = None) -> list[str]:
+    """The roll-up of an alert, as indented lines: state, then who answered what."""
+    if rollup.false_alarm:
+        state = style.status(Status.FALSE_ALARM, "FALSE ALARM")
+    elif rollup.resolved:
+        state = style.status(Status.RESOLVED, "RESOLVED")
+    else:
+        state = style.bold("open")
+    groups: list[str] = []
+    for status in (Status.ON_SCENE, Status.RESPONDING, Status.RESOLVED, Status.FALSE_ALARM):
+        people = [s for s in rollup.responders.values() if s.status is status]
+        if people:
+            names = ", ".join(
+                ("you" if s.member_id == me else isolate(s.name))
+                + (f' ("{isolate(s.note)}")' if s.note else "")
+                for s in people
+            )
+            groups.append(f"{style.status(status, STATUS_WORDS[status])}: {names}")
+    answers = "; ".join(groups) if groups else style.dim("no answers yet")
+    return [f"    \u21b3 {short_id(rollup.alert_id)} {state} - {answers}"]
+
+
+def event_lines(
+    event: CellEvent, style: Style, *, me: bytes | None = None, cell_label: bool = True
+) -> list[str]:
+    """A cell event as lines for people (a status also re-renders its alert's roll-up)."""
+    cell = isolate(event.cell)
+    tag = f"[{cell}] " if cell_label else ""
+    if isinstance(event, AlertReceived):
+        lines = [
+            alert_headline(
+                event.alert, event.sender.name, style, cell=event.cell if cell_label else None
+            )
+        ]
+        if event.rollup is not None:
+            lines += rollup_lines(event.rollup, style, me=me)
+        return lines
+    if isinstance(event, StatusReceived):
+        reply = event.reply
+        note = f' "{_indent(isolate(reply.note), "    ")}"' if reply.note else ""
+        who = "you" if event.sender.member_id == me else isolate(event.sender.name)
+        word = style.status(reply.status, STATUS_WORDS[reply.status])
+        line = f"{style.dim(clock(reply.sent_at_ms / 1000))} {tag}{who}: {word} to {short_id(reply.alert_id)}{note}"
+        return [
+            line,
+            *(rollup_lines(event.rollup, style, me=me) if event.rollup is not None else []),
+        ]
+    if isinstance(event, ReceiptReceived):
+        ids = ", ".join(short_id(m) for m in event.receipt.message_ids[:5])
+        more = (
+            ""
+            if len(event.receipt.message_ids) <= 5
+            else f" and {len(event.receipt.message_ids) - 5} more"
+        )
+        return [style.dim(f"{tag}{isolate(event.sender.name)} {event.receipt.state}: {ids}{more}")]
+    if isinstance(event, MessageReceived):
+        when_ = style.dim(clock(event.message.sent_at_ms / 1000))
+        return [
+            f"{when_} {tag}{isolate(event.sender.name)}: {_indent(isolate(event.message.text), '    ')}"
+        ]
+    if isinstance(event, MembershipChanged):
+        change = event.change
+        subject = "you" if change.member_id == me else isolate(change.member_name)
+        return [style.bold(f"{tag}{subject} {change.change} by {isolate(change.by_name)}")]
+    if isinstance(event, JoinRequested):
+        member = event.member
+        return [
+            style.bold(f"{tag}{isolate(member.name)} ({member.short_id}) asks to join")
+            + f": cellrelay cell approve {_quote(event.cell)} {member.short_id}"
+        ]
+    detail = f" ({event.detail})" if event.detail else ""
+    return [style.warn(f"{tag}security warning: refused a message: {event.reason}{detail}")]
+
+
+def _quote(text: str) -> str:
+    """Quote a cell name for a command a person may copy (only when it needs quoting)."""
+    return text if re.fullmatch(r"[\w.@%+=:,/-]+", text) else "'" + text.replace("'", "'\\''") + "'"
+
+
+def command_arg(text: str) -> str:
+    """A name as it would be typed in a shell command."""
+    return _quote(text)
