@@ -57,6 +57,7 @@ from protocol._content import (
     WireContent,
     decode_content,
 )
+from protocol._control import split_change
 from protocol._group import CellCrypto, EpochUpdate, Opened, Outcome
 from protocol._group_errors import (
     EpochGapError,
@@ -228,6 +229,8 @@ class Cell:
         self._epoch_changed = trio.Event()
         self._started = False
         self._ready = trio.Event()  # set when start() has watched the mailboxes
+        self._admin_lock = trio.Lock()  # one membership change at a time (see _propose)
+        self._lost_race = False  # our last epoch change lost to another admin's
         self._heads: dict[MailboxId, int] = {}  # relay heads when watched, for wait_synced
         self._progress = trio.Event()  # set after each processed delivery
         self._dirty = False  # the group layer's state changed since the record was written
@@ -376,6 +379,11 @@ class Cell:
         finally:
             self._ready.set()
 
+    @property
+    def started(self) -> bool:
+        """Whether `start` has finished watching the cell's mailboxes."""
+        return self._ready.is_set()
+
     async def wait_ready(self) -> None:
         """Wait until `start` has watched the cell's mailboxes (bound it with a deadline)."""
         await self._ready.wait()
@@ -394,7 +402,7 @@ class Cell:
         if self.is_admin:
             await self._watch_admin_mailboxes()
             if self.record.pending_change:  # a change we saved but may not have published
-                await self._resume_proposal()
+                await self._finish_pending_proposal()
         await self._flush_distribution()
 
     async def _watch_group(self) -> None:
@@ -664,6 +672,9 @@ class Cell:
         except StaleControlError as exc:
             if exc.ours:
                 log.warning("epoch_change_lost_race")
+                self._lost_race = True
+                self._epoch_changed.set()
+                self._epoch_changed = trio.Event()
         except (RemovedError, EpochGapError) as exc:
             if isinstance(exc, EpochGapError):
                 events.append(
@@ -681,6 +692,7 @@ class Cell:
             )
         self.record.control_cursor = event.seq
         if update is not None:
+            self.record.epoch_started_at = time.time()
             events.extend(await self._apply(update))
         # Saved at once, not at the end of the burst: the distribution is published next,
         # and must be the saved one if we crash in between (module docstring).
@@ -860,8 +872,9 @@ class Cell:
         request = requests[0]
         info = MemberInfo.from_bytes(request.member)
         group_from = self.record.group_cursor
-        change = self.crypto.add_member(info, now=self.link.relay_time())
-        control_seq = await self._propose(change)
+        async with self._admin_lock:
+            change = self.crypto.add_member(info, now=self.link.relay_time())
+            control_seq = await self._propose(change)
         cell_info = CellInfo.decode(self.crypto.extra)
         cell_info.group_from, cell_info.control_from = group_from, control_seq
         welcome = self.crypto.welcome_for(
@@ -878,16 +891,28 @@ class Cell:
     async def remove(self, member: Member) -> None:
         """Remove a member: a new epoch, new group keys; they can read or send nothing new."""
         await self._admin_ready()
-        new_keys = (CapabilityKey.generate().seed, CapabilityKey.generate().seed)
-        change = self.crypto.remove_member(
-            member.member_id, now=self.link.relay_time(), new_group_keys=new_keys
-        )
-        await self._propose(change, rotate_to=new_keys)
+        async with self._admin_lock:
+            new_keys = (CapabilityKey.generate().seed, CapabilityKey.generate().seed)
+            change = self.crypto.remove_member(
+                member.member_id, now=self.link.relay_time(), new_group_keys=new_keys
+            )
+            await self._propose(change, rotate_to=new_keys)
+
+    async def promote(self, member: Member) -> None:
+        """Make a member an admin too (it receives the admin secrets in the epoch change)."""
+        await self._admin_ready()
+        async with self._admin_lock:
+            await self._propose(self.crypto.promote(member.member_id, now=self.link.relay_time()))
 
     async def rotate(self) -> None:
         """Start a new epoch with fresh keys for everyone (periodic rotation)."""
         await self._admin_ready()
-        await self._propose(self.crypto.rotate(now=self.link.relay_time()))
+        async with self._admin_lock:
+            await self._propose(self.crypto.rotate(now=self.link.relay_time()))
+
+    def epoch_age(self) -> float:
+        """Seconds since this member entered the current epoch (by the device clock)."""
+        return time.time() - self.record.epoch_started_at
 
     async def _propose(self, change: bytes, *, rotate_to: tuple[bytes, bytes] | None = None) -> int:
         """Publish an epoch change to the control mailbox and wait until it is applied here.
@@ -895,17 +920,24 @@ class Cell:
         A change that rotates the group keys first rotates them on the relay, so that when
         members read the change the relay already accepts the new keys and the removed
         member's access has already ended. The change (and the keys) are saved before
-        either step, and `start` finishes the job after a crash (`_resume_proposal`).
+        either step, and `start` finishes the job after a crash (`_finish_pending_proposal`).
+        Callers hold `_admin_lock`: two operations in flight would share the one pending
+        slot, and each could take the other's epoch for its own.
         """
         target = self.crypto.epoch + 1
+        self._lost_race = False
         self.record.pending_change = change
         self.record.pending_keys = b"".join(rotate_to) if rotate_to is not None else b""
         self.record.crypto = self.crypto.to_bytes()
         await self._save()
         seq = await self._resume_proposal()
         with trio.move_on_after(APPLY_TIMEOUT):
-            while self.crypto.epoch < target:
+            while self.crypto.epoch < target and not self._lost_race:
                 await self._epoch_changed.wait()
+        if self._lost_race:
+            raise CellError(
+                "another admin changed the cell at the same moment; look again and retry"
+            )
         if self.crypto.epoch < target:
             raise CellError(
                 "the membership change was not confirmed by the relay in time; try again"
@@ -924,6 +956,23 @@ class Cell:
         self.record.pending_change = self.record.pending_keys = b""
         await self._save()
         return seq
+
+    async def _finish_pending_proposal(self) -> None:
+        """After a restart: publish a saved change only if it is not applied already.
+
+        The change may have reached the relay before the crash, its acknowledgement lost.
+        Catch up on the control mailbox first: if the cell is at the change's epoch, it
+        went through, and rotating the relay's keys again would only revoke everyone.
+        """
+        with trio.move_on_after(APPLY_TIMEOUT):
+            await self._wait_processed(self.record.control_mailbox)
+        number, _ = split_change(self.record.pending_change)
+        if self.crypto.epoch >= number:
+            self.record.pending_change = self.record.pending_keys = b""
+            await self._save()
+            return
+        async with self._admin_lock:
+            await self._resume_proposal()
 
     async def leave(self) -> None:
         """Leave the cell: an admin removes itself (if another admin remains); then forget it."""
@@ -944,29 +993,33 @@ class Cell:
         """
         await self.wait_ready()
         for mailbox in list(self._heads):
-            head = self._heads.get(mailbox, 0)
-            while self._processed(mailbox) < head and self.link.cursor(mailbox) is not None:
-                # The head counts envelopes that expired, and those are never delivered:
-                # waiting for the cursor to reach it waited forever once the newest
-                # envelopes of a mailbox had expired, so every CLI command failed with
-                # "could not catch up" (tests/client/test_expiry.py). Ask the relay for the
-                # next envelope it still holds, and wait for that one.
-                try:
-                    page = await self.link.request(
-                        Fetch(id=0, mailbox=mailbox, after=self._processed(mailbox), limit=1)
-                    )
-                except RelayRefusedError:  # no longer readable (keys rotated): nothing to wait for
-                    break
-                due = (
-                    [item.seq for item in page.items if item.seq <= head]
-                    if isinstance(page, Page)
-                    else []
+            await self._wait_processed(mailbox)
+
+    async def _wait_processed(self, mailbox: MailboxId) -> None:
+        """Wait until one mailbox is processed up to its head when watched (see wait_synced)."""
+        head = self._heads.get(mailbox, 0)
+        while self._processed(mailbox) < head and self.link.cursor(mailbox) is not None:
+            # The head counts envelopes that expired, and those are never delivered: waiting
+            # for the cursor to reach it waited forever once the newest envelopes of a
+            # mailbox had expired, so every CLI command failed with "could not catch up"
+            # (tests/client/test_expiry.py). Ask the relay for the next envelope it still
+            # holds, and wait for that one.
+            try:
+                page = await self.link.request(
+                    Fetch(id=0, mailbox=mailbox, after=self._processed(mailbox), limit=1)
                 )
-                if not due:
-                    break
-                with trio.move_on_after(SYNC_RECHECK):
-                    while self._processed(mailbox) < due[0]:
-                        await self._progress.wait()
+            except RelayRefusedError:  # no longer readable (keys rotated): nothing to wait for
+                return
+            due = (
+                [item.seq for item in page.items if item.seq <= head]
+                if isinstance(page, Page)
+                else []
+            )
+            if not due:
+                return
+            with trio.move_on_after(SYNC_RECHECK):
+                while self._processed(mailbox) < due[0]:
+                    await self._progress.wait()
 
     def _processed(self, mailbox: MailboxId) -> int:
         """The seq up to which one of this cell's mailboxes was processed (and saved)."""

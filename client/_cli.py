@@ -88,6 +88,8 @@ COMMANDS: Final[dict[str, Callable[[Context, argparse.Namespace], Awaitable[None
     "cell approve": commands.cell_approve,
     "cell members": commands.cell_members,
     "cell remove": commands.cell_remove,
+    "cell promote": commands.cell_promote,
+    "cell rotate": commands.cell_rotate,
     "cell leave": commands.cell_leave,
     "send": commands.send,
     "reply": commands.reply,
@@ -239,6 +241,13 @@ def build_parser() -> argparse.ArgumentParser:
     remove = leaf(cell, "remove", "remove a member: new keys, they read nothing new (admins)")
     remove.add_argument("cell", metavar="CELL")
     remove.add_argument("member", metavar="MEMBER", help="name or id prefix")
+    promote = leaf(cell, "promote", "make a member an admin too (admins)")
+    promote.add_argument("cell", metavar="CELL")
+    promote.add_argument("member", metavar="MEMBER", help="name or id prefix")
+    rotate = leaf(
+        cell, "rotate", "start a new epoch: fresh keys for everyone (admins; also done daily)"
+    )
+    rotate.add_argument("cell", metavar="CELL")
     leave = leaf(cell, "leave", "leave a cell and delete its keys from this device")
     leave.add_argument("cell", metavar="CELL")
     leave.add_argument("--yes", action="store_true", help="confirm")

@@ -496,6 +496,31 @@ async def cell_remove(ctx: Context, args: argparse.Namespace) -> None:
         ctx.say("and they can read nothing sent from now on.")
 
 
+async def cell_promote(ctx: Context, args: argparse.Namespace) -> None:
+    """`cellrelay cell promote CELL MEMBER`: make a member an admin too."""
+    async with connected(ctx) as client:
+        cell = await the_cell(ctx, client, args.cell)
+        member = cell.find_member(args.member)
+        ctx.bound("the relay did not confirm the membership change")
+        await cell.promote(member)
+        ctx.unbound()
+        ctx.emit(member_json(member))
+        ctx.say(
+            f"{isolate(member.name)} ({member.short_id}) is now an admin of {isolate(cell.name)}."
+        )
+
+
+async def cell_rotate(ctx: Context, args: argparse.Namespace) -> None:
+    """`cellrelay cell rotate CELL`: start a new epoch with fresh keys for everyone."""
+    async with connected(ctx) as client:
+        cell = await the_cell(ctx, client, args.cell)
+        ctx.bound("the relay did not confirm the new epoch")
+        await cell.rotate()
+        ctx.unbound()
+        ctx.emit({"cell": cell.name, "epoch": cell.crypto.epoch})
+        ctx.say(f"{isolate(cell.name)} is in epoch {cell.crypto.epoch}: everyone has fresh keys.")
+
+
 async def cell_leave(ctx: Context, args: argparse.Namespace) -> None:
     """`cellrelay cell leave CELL`: stop following a cell and delete its keys here."""
     async with connected(ctx) as client:

@@ -49,6 +49,8 @@ EXPIRY_SLACK: Final = 0.05  # seconds after an expiry that its message is delete
 # Deliveries applied before one save: a catch-up after a day offline saves every 256
 # envelopes rather than once per envelope, yet a crash loses little work.
 MAX_BURST: Final = 256
+ROTATE_AFTER: Final = 24 * 3600.0  # seconds an epoch lasts before an admin's client rotates it
+MAINTENANCE_INTERVAL: Final = 60.0  # seconds between checks for due rotations
 Handler = Callable[[Delivery | Revocation], Awaitable[None]]
 
 
@@ -130,6 +132,24 @@ class Client:
                 self._start_in_background, lambda join=join: self._watch_join(join)
             )
         self._nursery.start_soon(self._forget_expired)
+        self._nursery.start_soon(self._maintain)
+
+    async def _maintain(self) -> None:
+        """Rotate the epochs of cells this member administers once they are old.
+
+        A member's saved state holds its current epoch's secret, and with it every sender
+        key of the epoch that the relay still stores: forward secrecy against a seized
+        device is only as good as epochs are short (docs/threat-model.md §5.8). A day keeps
+        rotation traffic small (one epoch change and one distribution per member).
+        """
+        while True:
+            await trio.sleep(MAINTENANCE_INTERVAL)
+            for cell in list(self._cells):
+                if cell.is_admin and cell.started and cell.epoch_age() > ROTATE_AFTER:
+                    try:
+                        await cell.rotate()
+                    except (CellrelayError, CellError) as exc:
+                        log.info("rotation_deferred", error=type(exc).__name__)
 
     async def _start_in_background(self, start: Callable[[], Awaitable[None]]) -> None:
         try:
@@ -289,7 +309,8 @@ class Client:
             name=name,
         )
         record = CellRecord(crypto=crypto.to_bytes(), relay=str(address), group_mailbox=group, control_mailbox=control,
-                            distribution_pending=crypto.distribution(now=link.relay_time()))  # fmt: skip
+                            distribution_pending=crypto.distribution(now=link.relay_time()),
+                            epoch_started_at=time.time())  # fmt: skip
         record.crypto = crypto.to_bytes()
         self._state.cells.append(record)
         await self.save()
@@ -402,6 +423,7 @@ class Client:
             group_cursor=info.group_from,
             control_cursor=info.control_from,
             distribution_pending=distribution,
+            epoch_started_at=time.time(),
         )
         self._state.joins.remove(record)
         self._state.cells.append(cell_record)

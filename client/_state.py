@@ -173,9 +173,9 @@ class CellRecord:
     control_cursor: int = 0
     distribution_pending: bytes = field(default=b"", repr=False)  # to publish before sealing
     pending_change: bytes = field(default=b"", repr=False)  # our epoch change, until published
-    pending_keys: bytes = field(
-        default=b"", repr=False
-    )  # group key seeds it rotates to (read || write)
+    # The group key seeds the pending change rotates to (read || write), or empty.
+    pending_keys: bytes = field(default=b"", repr=False)
+    epoch_started_at: float = 0.0  # when this member entered the current epoch (device clock)
     invites: list[InviteRecord] = field(default_factory=list)
     requests: list[RequestRecord] = field(default_factory=list)
     history: list[HistoryItem] = field(default_factory=list)
@@ -194,6 +194,7 @@ class CellRecord:
                 "distribution_pending": self.distribution_pending,
                 "pending_change": self.pending_change,
                 "pending_keys": self.pending_keys,
+                "epoch_started_at": self.epoch_started_at,
                 "invites": [i.encode() for i in self.invites],
                 "requests": [r.encode() for r in self.requests],
                 "history": [h.encode() for h in self.history],
@@ -221,6 +222,7 @@ class CellRecord:
             distribution_pending=_bytes(f, "distribution_pending"),
             pending_change=_bytes(f, "pending_change"),
             pending_keys=_bytes(f, "pending_keys"),
+            epoch_started_at=_float(f, "epoch_started_at"),
             invites=[InviteRecord.decode(b) for b in _list(f, "invites")],
             requests=[RequestRecord.decode(b) for b in _list(f, "requests")],
             history=[HistoryItem.decode(b) for b in _list(f, "history")],

@@ -10,9 +10,9 @@ that the joiner holds this invite (the relay could otherwise inject requests: it
 check capabilities against itself). Carrying one secret rather than three keeps the link
 near 300 characters, small enough for a QR code a phone reads off a terminal.
 
-The admin makes one join mailbox per invite, so an invite is single-use: once a request
-is approved the admin deletes the mailbox, and the relay cannot link joiners across
-invites.
+The admin makes one join mailbox per invite, so an invite is single-use (it admits one
+request; the admin's client deletes the mailbox once the invite has expired) and the relay
+cannot link joiners across invites.
 
 **An invite is as sensitive as a password until it expires or is used**: whoever holds it
 can ask to join, read the admin's answer to that request and fill the join mailbox.
