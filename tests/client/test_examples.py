@@ -35,7 +35,7 @@ EXPECTED: dict[str, list[str]] = {
     ],
     "blocking.py": [
         r"^desk approves responder bot$",
-        r"^desk sent alert [0-9a-f]{8}$",
+        r"^desk sends an alert$",
         r"^bot received: Agents at 14th & Main$",
         r"^desk roll-up: responding: responder bot$",
     ],
