@@ -16,8 +16,11 @@ import socket
 import time
 from typing import TYPE_CHECKING, Final, Literal, TypeVar
 
+import msgpack
+
 from protocol._capability import CapabilityKey
-from protocol._connection import Connection, Role
+from protocol._codec import encode_message
+from protocol._connection import Connection, EncodedMessage, Role
 from protocol._messages import (
     Auth,
     Create,
@@ -40,6 +43,7 @@ if TYPE_CHECKING:
 RECEIVE_SIZE: Final = 1 << 18  # one read takes several coalesced 64 KiB frames at once
 SETUP_TIMEOUT: Final = 30.0  # seconds for one setup step, generous for a loaded machine
 TTL: Final = 3600  # seconds; nothing expires during a benchmark
+_pack: Final = msgpack.Packer(use_bin_type=True).pack  # one per process: single-threaded
 
 
 class RefusedError(Exception):
@@ -76,6 +80,7 @@ class RelayLoadClient:
         self.out = bytearray()  # encrypted bytes the socket has not taken yet
         self.inbox: list[Message] = []  # messages read during setup but not yet claimed
         self._next_id = 0
+        self._publish_checked = False
 
     @classmethod
     def connect(cls, port: int, relay_key: bytes, host: str = "127.0.0.1") -> RelayLoadClient:
@@ -163,14 +168,39 @@ class RelayLoadClient:
     # -- non-blocking use -----------------------------------------------------------------
 
     def publish_messages(self, mailbox: MailboxId, envelopes: Sequence[bytes]) -> list[int]:
-        """Queue one `Publish` per envelope, all in one frame; return their request ids."""
+        """Queue one `publish` per envelope, all in one frame; return their request ids.
+
+        The messages are packed directly instead of built as `Publish` objects (which
+        validate every field) and encoded field by field: the load generator shares the
+        two cores with the relay, and that took about 7 µs of its CPU per publish. The
+        Redis client sends pre-built commands for the same reason. The first message of
+        each connection is checked against `encode_message`, so the bytes are the same.
+        """
         expires_at = int(time.time()) + TTL
-        messages = [
-            Publish(id=self.next_id(), mailbox=mailbox, expires_at=expires_at, envelope=envelope)
-            for envelope in envelopes
-        ]
-        self.out += self.conn.send_many(messages)
-        return [m.id for m in messages]
+        ids: list[int] = []
+        encoded: list[EncodedMessage] = []
+        for envelope in envelopes:
+            request_id = self.next_id()
+            ids.append(request_id)
+            data = _pack(
+                {
+                    "t": "publish",
+                    "id": request_id,
+                    "mailbox": mailbox,
+                    "expires_at": expires_at,
+                    "envelope": envelope,
+                }
+            )
+            if not self._publish_checked:
+                reference = Publish(
+                    id=request_id, mailbox=mailbox, expires_at=expires_at, envelope=envelope
+                )
+                if data != encode_message(reference):
+                    raise AssertionError("the packed publish differs from encode_message's")
+                self._publish_checked = True
+            encoded.append(EncodedMessage(Publish, data))
+        self.out += self.conn.send_encoded(encoded)
+        return ids
 
     def flush(self) -> bool:
         """Write what the socket takes now; return True when nothing is left."""

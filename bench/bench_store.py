@@ -35,6 +35,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import relay._sqlite_store as sqlite_store
 from relay._sqlite_store import DELETE_CHUNK_ROWS, Durability, open_sqlite_store
 from relay._store import MailboxId, MailboxRecord, PendingAppend
 
@@ -130,8 +131,8 @@ async def bench_appends(
     rng = random.Random(1)
     envelope = os.urandom(ENVELOPE_SIZE)
     print(f"{'durability':<10} {'batch':>5} {'appends/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
-    for durability in DURABILITIES:
-        for size in BATCH_SIZES:
+    for durability in args.durabilities:
+        for size in args.batches:
             rates: list[float] = []
             p50s: list[float] = []
             p99s: list[float] = []
@@ -207,13 +208,15 @@ async def main(args: argparse.Namespace) -> None:
         print(
             f"SQLite {sqlite3.sqlite_version}, Python {platform.python_version()},"
             f" {os.cpu_count()} CPUs; {ENVELOPE_SIZE}-byte envelopes over {args.mailboxes}"
-            f" mailboxes; median of {args.repeats} runs x {args.seconds} s\n",
+            f" mailboxes; median of {args.repeats} runs x {args.seconds} s;"
+            f" wal_autocheckpoint {sqlite_store.WAL_AUTOCHECKPOINT_PAGES} pages\n",
             flush=True,
         )
         template = work / "template.sqlite3"
         ids = await make_template(template, args.mailboxes)
         await bench_appends(work, template, ids, args)
-        await bench_sweep_and_read(work, template, ids)
+        if not args.appends_only:
+            await bench_sweep_and_read(work, template, ids)
     finally:
         shutil.rmtree(work)
 
@@ -225,8 +228,25 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="runs per configuration")
     parser.add_argument("--mailboxes", type=int, default=1000, help="mailboxes to spread over")
     parser.add_argument("--dir", help="where to put the temporary directory (default: bench/)")
+    parser.add_argument(
+        "--batches", type=lambda s: tuple(int(x) for x in s.split(",")), default=BATCH_SIZES,
+        help="batch sizes, comma-separated",
+    )  # fmt: skip
+    parser.add_argument(
+        "--durabilities", type=lambda s: tuple(s.split(",")), default=DURABILITIES,
+        help="full,normal (or one of them)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--wal-autocheckpoint", type=int,
+        help="override the store's WAL_AUTOCHECKPOINT_PAGES (to compare settings)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--appends-only", action="store_true", help="skip the sweep and read measurements"
+    )
     args = parser.parse_args()
     args.dir = Path(args.dir or Path(__file__).parent).resolve()
+    if args.wal_autocheckpoint is not None:
+        sqlite_store.WAL_AUTOCHECKPOINT_PAGES = args.wal_autocheckpoint  # type: ignore[misc]
     return args
 
 

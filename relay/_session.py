@@ -171,7 +171,11 @@ class Session:
         except OSError:
             self.abort()
             return
-        self._count(sent)
+        # `_count`, inlined: this runs once per subscriber per alert.
+        metrics = self._metrics
+        metrics.bytes_sent.inc(sent)
+        metrics.frames_sent.inc(self.conn.frames_sent - self._frames_reported)
+        self._frames_reported = self.conn.frames_sent
         if sent < len(data):
             self._out += memoryview(data)[sent:]
             self._start_writer()

@@ -42,20 +42,24 @@ than in the ~200-byte mailbox row: a batch touching 100 mailboxes then dirties a
 pages of `heads` instead of ~40 pages of `mailboxes`, and each dirty page is 4 KiB more
 to write and fsync; that raised appends per second by about a fifth. The envelope table
 is a rowid table rather than WITHOUT ROWID because envelopes are large rows, which the
-SQLite documentation advises against keeping inside a WITHOUT ROWID b-tree.
+SQLite documentation advises against keeping inside a WITHOUT ROWID b-tree; measured, a
+WITHOUT ROWID table keyed (mailbox_id, seq) took 2 to 4 times the CPU per append of this
+one (600-byte envelopes, 8 or 1000 mailboxes). The foreign keys stay on: turning them off
+saved 3-5 % of an append, not worth a check against a bug that orphans envelopes.
 
 Writes and group commit
 -----------------------
-One connection writes; a `trio.Lock` makes sure one thread at a time uses it. Every write
-transaction starts with `BEGIN IMMEDIATE`, so it holds SQLite's write lock from its
+One connection writes, in the writer thread; a `trio.Lock` keeps one job at a time. Every
+write transaction starts with `BEGIN IMMEDIATE`, so it holds SQLite's write lock from its
 first statement and never fails half way to upgrade a read lock. `append_batch` is one
 transaction for the whole batch: it reads each mailbox's `head`, `stored_bytes` and
 `max_bytes` inside the transaction (one `IN (...)` query per 64 mailboxes), assigns
-seqs in item order, inserts the envelopes with one `executemany`, writes the new heads
-and byte counts back, and commits. Because the head is read inside the write transaction
-rather than cached, two processes sharing one file (which nobody should do, but a
-mistake should not corrupt anything) still never assign one seq twice. The lookup costs
-a few percent of a batch, so there is no cache to keep coherent.
+seqs in item order, inserts the envelopes and writes the new heads and byte counts back
+with multi-row statements (`ROWS_PER_STATEMENT` rows each), and commits. Because the
+head is read inside the write transaction rather than cached, two processes sharing one
+file (which nobody should do, but a mistake should not corrupt anything) still never
+assign one seq twice. The lookup costs a few percent of a batch, so there is no cache to
+keep coherent.
 
 Durability: with `durability="full"` (`synchronous=FULL`) every commit fsyncs the WAL, so
 an acknowledged batch survives a power loss or kernel crash. With `"normal"`
@@ -64,7 +68,7 @@ a crash of the relay process (kill -9, out of memory) still loses nothing acknow
 because the written WAL is in the kernel's page cache, but a power loss or kernel crash
 may roll back the last transactions before the most recent checkpoint. Either way the
 file is never corrupted. SQLite runs an automatic PASSIVE checkpoint when the WAL passes
-1000 pages (its default), inside whichever commit crosses that line.
+`WAL_AUTOCHECKPOINT_PAGES` pages, inside whichever commit crosses that line.
 
 Reads
 -----
@@ -78,13 +82,14 @@ expired envelope is never returned even if the sweeper has not run yet.
 
 Threads and cancellation
 ------------------------
-All SQLite calls run in worker threads (`trio.to_thread.run_sync`), never on the Trio
-thread; connections are created with `check_same_thread=False` and handed to one thread
-at a time by the lock (writer) or the pool (readers). Waiting for the lock or a reader
-can be cancelled; once a thread has started it runs to the end
-(`abandon_on_cancel=False`), so a batch whose commit began is committed and its results
-are returned (the caller sees the cancellation at its next checkpoint), and an
-acknowledgement is never lost or doubled. Every method raises `StorageError` for SQLite
+All SQLite calls run in other threads, never on the Trio thread: writes in the store's one
+writer thread (`_WriterThread`), reads in worker threads (`trio.to_thread.run_sync`).
+Connections are created with `check_same_thread=False`; the write connection is used by
+the writer thread only once the store is open, each read connection by one thread at a
+time (the pool). Waiting for the write lock or a reader can be cancelled; once a job has
+been handed to a thread it runs to the end (`abandon_on_cancel=False` for readers), so a
+batch whose commit began is committed and its results are returned (the caller sees the
+cancellation at its next checkpoint), and an acknowledgement is never lost or doubled. Every method raises `StorageError` for SQLite
 errors. After an I/O error or corruption on the write connection the store refuses all
 further work: what is on disk is no longer known, and reopening the file (SQLite
 recovers the WAL) is the safe way back.
@@ -120,8 +125,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import sqlite3
 import stat
+import threading
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,6 +198,24 @@ CHECKPOINT_BUSY_TIMEOUT: Final = 0.25
 # including its share of the checkpoint), so a publish waits about that long at worst
 # behind the sweeper, while 20 chunks still clear 20,000 envelopes in under half a second.
 DELETE_CHUNK_ROWS: Final = 1000
+
+# SQLite checkpoints the WAL into the database file inside the commit that takes it past
+# this many pages, and that commit waits for the copy and an fsync of the database file.
+# With SQLite's default of 1000 pages (4 MiB) that was the p99 of a commit: 64 envelopes
+# over 8 mailboxes, durability full, took 1.5 ms at p50 and 13 ms at p99; at 250 pages the
+# p99 was 6.5 ms for 5-10 % fewer appends per second (docs/design.md; `bench/bench_store.py
+# --mailboxes 8 --batches 64 --wal-autocheckpoint N`). At 100 pages the extra fsyncs
+# cost more throughput than they saved in latency.
+WAL_AUTOCHECKPOINT_PAGES: Final = 250
+
+# Envelopes (or heads) written per INSERT statement in `append_batch`. Each statement is
+# one step of SQLite with the GIL released around it, and the Trio thread wants the GIL
+# back meanwhile, so one statement for many rows instead of `executemany`'s one step per
+# row cut the wall time of a 64-envelope commit from 3.3 to 1.8 ms while the Trio thread
+# was busy (and its CPU by a fifth). 64 rows of 4 parameters stay far below SQLite's
+# bound-parameter limit (999 before 3.32); a remainder goes in power-of-two chunks, so at
+# most 7 statements per table are ever prepared (sqlite3 caches them).
+ROWS_PER_STATEMENT: Final = 64
 
 # Read connections: enough for several catch-up reads to overlap with each other; each
 # costs a file descriptor and up to SQLite's default 2 MiB page cache.
@@ -269,6 +294,98 @@ _LOOKUP_SQL: Final = (
 )
 
 
+def _chunk_sizes() -> tuple[int, ...]:
+    sizes = [ROWS_PER_STATEMENT]
+    while sizes[-1] > 1:
+        sizes.append(sizes[-1] // 2)
+    return tuple(sizes)
+
+
+# The multi-row statements of `append_batch`, by row count (see ROWS_PER_STATEMENT).
+_INSERT_ENVELOPES_SQL: Final = {
+    rows: "INSERT INTO envelopes (mailbox_id, seq, expires_at, envelope) VALUES "  # noqa: S608 (only "?"s added)
+    + ", ".join(["(?, ?, ?, ?)"] * rows)
+    for rows in _chunk_sizes()
+}
+# Every mailbox of the batch has a heads row (the lookup joined it, in this transaction),
+# so the conflict branch is the one taken: an UPDATE of many rows in one statement.
+# (UPDATE ... FROM would say it more directly but needs SQLite 3.33.)
+_UPDATE_HEADS_SQL: Final = {
+    rows: "INSERT INTO heads (mailbox_id, head, stored_bytes) VALUES "  # noqa: S608 (only "?"s added)
+    + ", ".join(["(?, ?, ?)"] * rows)
+    + " ON CONFLICT (mailbox_id) DO UPDATE"
+    " SET head = excluded.head, stored_bytes = excluded.stored_bytes"
+    for rows in _chunk_sizes()
+}
+
+
+class _WriterThread:
+    """The one thread that runs the store's writes, in the order they were submitted.
+
+    `trio.to_thread.run_sync` cost about 185 µs of CPU per call here (an empty job, round
+    trip), mostly starting and reporting through a general-purpose thread cache; a thread
+    of our own fed through a queue, reporting with one `run_sync_soon`, cost about 105 µs
+    (docs/design.md). It is paid per group commit, so at shallow pipelines it was several
+    microseconds per publish. Only this thread touches the write connection once
+    the store is open, which is a stronger form of the one-thread-at-a-time rule above.
+
+    A job cannot be abandoned once submitted, like `to_thread.run_sync` with
+    `abandon_on_cancel=False`: a commit that was handed over is committed and its result
+    returned, and a cancellation reaches the caller at its next checkpoint.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        # (work, token, task, box): the thread puts (True, result) or (False, exception)
+        # in `box`, then reschedules `task` through `token`. None stops the thread.
+        self._jobs: queue.SimpleQueue[
+            tuple[
+                Callable[[sqlite3.Connection], object],
+                trio.lowlevel.TrioToken,
+                trio.lowlevel.Task,
+                list[tuple[bool, object]],
+            ]
+            | None
+        ] = queue.SimpleQueue()
+        # A daemon, so that a store nobody closed cannot keep the process from exiting; an
+        # interrupted transaction is rolled back by SQLite when the file is next opened.
+        self._thread = threading.Thread(
+            target=self._serve, name="cellrelay-sqlite-writer", daemon=True
+        )
+        self._thread.start()
+
+    def _serve(self) -> None:
+        conn, jobs = self._conn, self._jobs
+        while (job := jobs.get()) is not None:
+            work, token, task, box = job
+            try:
+                box.append((True, work(conn)))
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting task as is
+                box.append((False, exc))
+            token.run_sync_soon(trio.lowlevel.reschedule, task)
+
+    async def run(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run `work(conn)` in the thread; return its result or raise its exception."""
+        box: list[tuple[bool, object]] = []
+        self._jobs.put(
+            (work, trio.lowlevel.current_trio_token(), trio.lowlevel.current_task(), box)
+        )
+        await trio.lowlevel.wait_task_rescheduled(_cannot_abort)
+        ok, value = box[0]
+        if not ok:
+            raise value  # type: ignore[misc]
+        return value  # type: ignore[return-value]
+
+    async def stop(self) -> None:
+        """End the thread once the jobs before this call are done, and wait for it."""
+        self._jobs.put(None)
+        await trio.to_thread.run_sync(self._thread.join)
+
+
+def _cannot_abort(_: object) -> trio.lowlevel.Abort:
+    return trio.lowlevel.Abort.FAILED
+
+
 class SQLiteStore:
     """A `Store` in one SQLite file; see the module docstring for how it works.
 
@@ -289,12 +406,13 @@ class SQLiteStore:
         self._durability: Durability = durability
         self._writer = writer
         self._write_lock = trio.Lock()
+        self._writer_thread = _WriterThread(writer)
         self._idle_readers = list(readers)
         self._reader_count = len(readers)
         self._read_slots = trio.CapacityLimiter(len(readers))
-        # Our own worker threads: one writer plus the readers, never the process-wide
-        # default pool that other code may be using up.
-        self._threads = trio.CapacityLimiter(len(readers) + 1)
+        # The readers' worker threads: never the process-wide default pool that other code
+        # may be using up. (The writer has a thread of its own.)
+        self._threads = trio.CapacityLimiter(len(readers))
         self._closed = False
         self._failure: str | None = None
         self._checkpoint_pending = False
@@ -497,9 +615,9 @@ class SQLiteStore:
                 for token in tokens:
                     await self._read_slots.acquire_on_behalf_of(token)
                 try:
-                    await trio.to_thread.run_sync(
-                        _close_all, self._writer, self._idle_readers, limiter=self._threads
-                    )
+                    readers = self._idle_readers
+                    await self._writer_thread.run(lambda writer: _close_all(writer, readers))
+                    await self._writer_thread.stop()
                 finally:
                     # Tasks queued for a reader wake up, see the store closed, and raise.
                     for token in tokens:
@@ -518,20 +636,30 @@ class SQLiteStore:
             )
 
     async def _write(self, what: str, work: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run `work` on the write connection in a worker thread, one at a time."""
+        """Run `work` on the write connection in the writer thread, one at a time."""
         self._check_usable()
-        async with self._write_lock:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        # A free lock is taken without yielding (`async with` yields even then). That yield
+        # let every connection with a frame waiting run between the committer taking its
+        # batch and the writer thread starting on it: most of the 0.5-1 ms that a group
+        # commit waited to start under load (docs/design.md). The wait for the thread's
+        # answer is the schedule point; a held lock is waited for as before, in turn.
+        lock = self._write_lock
+        try:
+            lock.acquire_nowait()
+        except trio.WouldBlock:
+            await lock.acquire()
+        try:
             self._check_usable()  # aclose, or a failure, may have come while we waited
-            try:
-                return await trio.to_thread.run_sync(
-                    work, self._writer, limiter=self._threads, abandon_on_cancel=False
-                )
-            except sqlite3.Error as exc:
-                if _primary_code(exc) in _FATAL_CODES:
-                    self._failure = f"{what}: {exc}"
-                    # Not log.exception: a rendered traceback may show local variables.
-                    log.error("store_failed", operation=what, error=str(exc))  # noqa: TRY400
-                raise StorageError(f"{what} failed: {exc}") from exc
+            return await self._writer_thread.run(work)
+        except sqlite3.Error as exc:
+            if _primary_code(exc) in _FATAL_CODES:
+                self._failure = f"{what}: {exc}"
+                # Not log.exception: a rendered traceback may show local variables.
+                log.error("store_failed", operation=what, error=str(exc))  # noqa: TRY400
+            raise StorageError(f"{what} failed: {exc}") from exc
+        finally:
+            lock.release()
 
     async def _read(self, what: str, work: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run `work` on an idle read connection in a worker thread."""
@@ -722,15 +850,30 @@ def _append_sync(
             inserts.append((box.row_id, box.head, item.expires_at, item.envelope))
             results.append(AppendResult(seq=box.head))
         if inserts:
-            conn.executemany(
-                "INSERT INTO envelopes (mailbox_id, seq, expires_at, envelope) VALUES (?, ?, ?, ?)",
-                inserts,
-            )
-            conn.executemany(
-                "UPDATE heads SET head = ?, stored_bytes = ? WHERE mailbox_id = ?",
-                [(b.head, b.stored, b.row_id) for b in heads.values() if b.changed],
+            _execute_rows(conn, _INSERT_ENVELOPES_SQL, inserts)
+            _execute_rows(
+                conn,
+                _UPDATE_HEADS_SQL,
+                [(b.row_id, b.head, b.stored) for b in heads.values() if b.changed],
             )
     return results
+
+
+def _execute_rows(
+    conn: sqlite3.Connection, statements: dict[int, str], rows: Sequence[tuple[object, ...]]
+) -> None:
+    """Run the multi-row `statements[n]` over `rows`: as many rows per statement as fit.
+
+    Chunks are `ROWS_PER_STATEMENT` rows, then powers of two for the rest (45 rows: 32, 8,
+    4, 1), so only the statements in `statements` are ever prepared.
+    """
+    start, total = 0, len(rows)
+    while start < total:
+        size = min(ROWS_PER_STATEMENT, 1 << ((total - start).bit_length() - 1))
+        conn.execute(
+            statements[size], [value for row in rows[start : start + size] for value in row]
+        )
+        start += size
 
 
 def _read_after_sync(
@@ -888,6 +1031,7 @@ def _connect(path: Path, durability: Durability) -> sqlite3.Connection:
             "secure_delete = ON",
             "foreign_keys = ON",
             "temp_store = MEMORY",
+            f"wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}",
             "trusted_schema = OFF",
         ):
             conn.execute(f"PRAGMA {pragma}").fetchall()

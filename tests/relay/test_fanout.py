@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 import trio
 
-from protocol._messages import Fetch, MailboxId, Ok, Page, Published, Subscribed
+from protocol._messages import Fetch, MailboxId, Ok, Page, Publish, Published, Subscribed
 
 from ..wire_client import MailboxKeys, WireClient
 from .conftest import (
@@ -130,3 +132,55 @@ async def test_offline_member_catches_up_from_its_cursor(relays: RelayFactory) -
         assert isinstance(page, Page)
         assert [i.seq for i in page.items] == [19, 20]
         assert not page.more
+
+
+async def test_one_batch_over_two_mailboxes_reaches_each_subscriber_once_in_order(
+    relays: RelayFactory,
+) -> None:
+    """Publishes to two mailboxes in one frame: each subscriber gets each envelope once, in order.
+
+    One reader holds both mailboxes and the publisher reads the first itself, so a batch
+    gives them acknowledgements and deliveries from two mailboxes at once: the relay's
+    coalescing path, where a connection must get one frame and no envelope twice. A third
+    reader of one mailbox takes the direct path beside them.
+    """
+    running = await relays.start(store=await relays.open_sqlite())
+    with trio.fail_after(PATIENCE):
+        writer = await running.connect()
+        keys_a, keys_b = MailboxKeys(), MailboxKeys()
+        box_a, box_b = await writer.create(keys_a), await writer.create(keys_b)
+        assert isinstance(await writer.auth(keys_a.write, "write", box_a), Ok)
+        assert isinstance(await writer.auth(keys_b.write, "write", box_b), Ok)
+        assert isinstance(await writer.auth(keys_a.read, "read", box_a), Ok)
+        assert isinstance(await writer.subscribe(box_a), Subscribed)
+        both = await _reader(running, keys_a, box_a)
+        assert isinstance(await both.auth(keys_b.read, "read", box_b), Ok)
+        assert isinstance(await both.subscribe(box_a), Subscribed)
+        assert isinstance(await both.subscribe(box_b), Subscribed)
+        only_b = await _reader(running, keys_b, box_b)
+        assert isinstance(await only_b.subscribe(box_b), Subscribed)
+
+        rounds = 5
+        for round_ in range(rounds):
+            expires_at = int(time.time()) + 3600
+            await writer.send(
+                *(
+                    Publish(
+                        id=writer.next_id(),
+                        mailbox=MailboxId(box),
+                        expires_at=expires_at,
+                        envelope=b"%c%d" % (name, round_),
+                    )
+                    for box, name in ((box_a, ord("a")), (box_b, ord("b")), (box_a, ord("a")))
+                )
+            )
+        per_a, per_b = 2 * rounds, rounds
+        got = await receive_deliveries(both, per_a + per_b)
+        assert [d.seq for d in got if d.mailbox == box_a] == list(range(1, per_a + 1))
+        assert [d.seq for d in got if d.mailbox == box_b] == list(range(1, per_b + 1))
+        own = await receive_deliveries(writer, per_a)
+        assert [(d.mailbox, d.seq) for d in own] == [(box_a, seq) for seq in range(1, per_a + 1)]
+        only = await receive_deliveries(only_b, per_b)
+        assert [d.envelope for d in only] == [b"b%d" % r for r in range(rounds)]
+        for client in (both, writer, only_b):
+            await assert_quiet(client)

@@ -387,6 +387,23 @@ async def test_delete_expired_goes_through_several_chunks(store: Store) -> None:
     assert await all_seqs(store, mailboxes[0]) == [total // 3 + 1]
 
 
+async def test_a_batch_over_many_mailboxes_keeps_every_head_and_byte_count(store: Store) -> None:
+    """More mailboxes and envelopes than one multi-row statement takes (SQLite: 64 rows)."""
+    mailboxes = [await new_mailbox(store) for _ in range(70)]
+    items = [pending(mailboxes[i % 70], b"e" * (1 + i % 70)) for i in range(3 * 70 + 5)]
+    seqs = await append(store, *items)
+    assert seqs == [1 + i // 70 for i in range(len(items))]
+    for index, mailbox in enumerate(mailboxes):
+        record = await store.get_mailbox(mailbox)
+        assert record is not None
+        count = 4 if index < 5 else 3
+        assert (record.head, record.stored_bytes) == (count, count * (1 + index))
+        stored = await store.read_after(mailbox, 0, limit=10, now=NOW)
+        assert [(e.seq, e.envelope) for e in stored] == [
+            (seq, b"e" * (1 + index)) for seq in range(1, count + 1)
+        ]
+
+
 async def test_concurrent_batches_get_distinct_seqs(store: Store) -> None:
     mailbox = await new_mailbox(store)
     seen: list[int | None] = []
