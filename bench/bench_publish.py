@@ -61,7 +61,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from contextlib import AbstractContextManager
 
-WINDOWS: Final = (4, 16, 64)  # publishes in flight per connection
+WINDOWS: Final = (4, 12, 16, 64)  # publishes in flight per connection (x 8 connections)
 START_DELAY: Final = 0.3  # seconds between "go" and the first publish, so all start together
 SETUP_TIMEOUT: Final = 60.0
 RESULT_TIMEOUT: Final = 60.0

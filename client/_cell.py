@@ -58,6 +58,7 @@ from protocol._content import (
     decode_content,
 )
 from protocol._control import split_change
+from protocol._errors import CellrelayError, ErrorCode
 from protocol._group import CellCrypto, EpochUpdate, Opened, Outcome
 from protocol._group_errors import (
     EpochGapError,
@@ -119,6 +120,13 @@ CLOCK_TOLERANCE: Final = 300.0
 # wait_synced asks the relay again after this long when an envelope it listed has not come
 # (it may have expired on the way, and an expired envelope is never delivered).
 SYNC_RECHECK: Final = 1.0
+
+
+def _code_name(code: int) -> str:
+    try:
+        return ErrorCode(code).name
+    except ValueError:
+        return str(code)
 
 
 class CellError(Exception):
@@ -231,6 +239,8 @@ class Cell:
         self._ready = trio.Event()  # set when start() has watched the mailboxes
         self._admin_lock = trio.Lock()  # one membership change at a time (see _propose)
         self._lost_race = False  # our last epoch change lost to another admin's
+        self._settled: set[MailboxId] = set()  # join mailboxes whose joiner is in the group
+        self._releasing = False  # release_invites is running
         self._heads: dict[MailboxId, int] = {}  # relay heads when watched, for wait_synced
         self._progress = trio.Event()  # set after each processed delivery
         self._dirty = False  # the group layer's state changed since the record was written
@@ -422,16 +432,24 @@ class Cell:
         await self._reap_invites()
         for invite in self.record.invites:
             if not invite.used:
-                await self._watch_invite(invite)
+                try:
+                    await self._watch_invite(invite)
+                except RelayRefusedError as exc:  # TOO_MANY_MAILBOXES: the cell still starts
+                    log.warning("invite_not_watched", code=_code_name(exc.code))
 
     async def _reap_invites(self) -> None:
-        """Delete the join mailboxes of expired invites on the relay, then forget them.
+        """Delete the join mailboxes of expired and settled invites, then forget them.
 
-        A used invite's mailbox holds the welcome until its joiner has read it, so it is
-        kept until the invite's own expiry like an unused one.
+        A used invite's mailbox holds the welcome until its joiner has read it: it is kept
+        until the joiner's first message in the group shows they did (`release_invites`),
+        or else until the invite's own expiry like an unused one.
         """
         now = self.clock()
-        for invite in [i for i in self.record.invites if i.expires_at <= now]:
+        settled = self._settled
+        for invite in [
+            i for i in self.record.invites if i.expires_at <= now or i.join_mailbox in settled
+        ]:
+            settled.discard(invite.join_mailbox)
             admin = CapabilityKey.from_seed(invite.admin_seed)
             try:
                 await self.link.admin(
@@ -441,6 +459,36 @@ class Cell:
                 log.debug("join_mailbox_not_deleted", code=exc.code)
             self.record.invites.remove(invite)
         await self._save()
+
+    @property
+    def invites_to_release(self) -> bool:
+        """Whether a used invite's joiner has been seen in the group (see `release_invites`)."""
+        return bool(self._settled) and not self._releasing
+
+    async def release_invites(self) -> None:
+        """Delete the join mailboxes of invites whose joiners are now in the group.
+
+        Each join mailbox the admin watches takes one of the relay's mailboxes per
+        connection (64 by default): kept until expiry, they stopped an admin from
+        admitting more than about 60 people in a week, and one with that many open could
+        not even start (tests/client/test_invite_limits.py). The client runs this after
+        a burst of deliveries that showed a joiner; a failure leaves the invite to expire.
+        """
+        if self._releasing:
+            return
+        self._releasing = True
+        try:
+            async with self._admin_lock:
+                await self._reap_invites()
+        except (CellrelayError, CellError) as exc:
+            log.info("invite_release_deferred", error=type(exc).__name__)
+        finally:
+            self._releasing = False
+
+    def _note_joined(self, sender: MemberInfo) -> None:
+        for invite in self.record.invites:
+            if invite.used and invite.member_id == sender.member_id:
+                self._settled.add(invite.join_mailbox)
 
     async def _watch_invite(self, invite: InviteRecord) -> None:
         probe = self._invite_for(invite)
@@ -607,6 +655,8 @@ class Cell:
             return [SecurityWarning(cell=self.name, reason=type(outcome).__name__)]
         out: list[CellEvent] = []
         if isinstance(outcome, Opened):
+            if self.record.invites:
+                self._note_joined(outcome.sender)
             if outcome.kind != KIND_SENDER_KEY:
                 out.extend(self._content(outcome))
             for released in outcome.released:
@@ -848,7 +898,22 @@ class Cell:
         )
         self.record.invites.append(draft)
         await self._save()
-        await self._watch_invite(draft)
+        try:
+            await self._watch_invite(draft)
+        except RelayRefusedError as exc:
+            # Most likely TOO_MANY_MAILBOXES: every open invite is a mailbox this
+            # connection watches. An invite nobody watches would never be answered.
+            self.record.invites.remove(draft)
+            await self._save()
+            with contextlib.suppress(CellrelayError):
+                await self.link.admin(
+                    admin, Delete(id=0, mailbox=draft.join_mailbox, counter=0, sig=bytes(64))
+                )
+            raise CellError(
+                f"the relay refused another open invite ({_code_name(exc.code)}): wait until"
+                " some are"
+                " used or expire"
+            ) from None
         return self._invite_for(draft)
 
     async def approve(self, member: Member | None = None) -> Member:
@@ -884,6 +949,7 @@ class Cell:
         expires_at = max(invite.expires_at, int(self.link.relay_time()) + 3600)
         await self.link.publish(invite.join_mailbox, bytes([JOIN_WELCOME]) + welcome, expires_at)
         invite.used = True
+        invite.member_id = info.member_id
         self.record.requests.remove(request)
         await self._save()
         return self._member(info)

@@ -236,6 +236,8 @@ class Client:
             await self.save(durable=False)
             for cell in self._cells:
                 cell.flush()
+                if cell.invites_to_release:
+                    self._nursery.start_soon(cell.release_invites)
 
     def _route(self, mailbox: MailboxId, handler: Handler) -> None:
         self._routes[mailbox] = handler

@@ -122,19 +122,25 @@ class InviteRecord:
     expires_at: int
     cursor: int = 0
     used: bool = False
+    # The member admitted with it (set by `approve`), so that their first message in the
+    # group, which proves they read the welcome, lets the admin delete the join mailbox.
+    member_id: bytes = field(default=b"", repr=False)
 
     def encode(self) -> bytes:
         return encode_map(
             {"join_mailbox": self.join_mailbox, "secret": self.secret, "admin_seed": self.admin_seed,
-             "expires_at": self.expires_at, "cursor": self.cursor, "used": int(self.used)}
+             "expires_at": self.expires_at, "cursor": self.cursor, "used": int(self.used),
+             "member_id": self.member_id}
         )  # fmt: skip
 
     @classmethod
     def decode(cls, data: bytes) -> InviteRecord:
         f = _decode(data)
+        f.setdefault("member_id", b"")  # saved before the field existed
         return cls(join_mailbox=MailboxId(_bytes(f, "join_mailbox")), secret=_bytes(f, "secret"),
                    admin_seed=_bytes(f, "admin_seed"), expires_at=_int(f, "expires_at"),
-                   cursor=_int(f, "cursor"), used=bool(_int(f, "used")))  # fmt: skip
+                   cursor=_int(f, "cursor"), used=bool(_int(f, "used")),
+                   member_id=_bytes(f, "member_id"))  # fmt: skip
 
 
 @dataclass(slots=True, kw_only=True)

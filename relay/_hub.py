@@ -722,6 +722,7 @@ class Hub:
         state = await self._admin(session, message)
         if state is None:
             return
+        before = state.record
         changed = await self.store.update_admin(
             message.mailbox,
             counter=message.counter,
@@ -735,7 +736,11 @@ class Hub:
         record = await self.store.get_mailbox(message.mailbox)
         if record is not None:
             state.record = record
-        self._revoke(state, ErrorCode.REVOKED)
+        # A rotation that keeps the read and write keys (a repeated one, after a client
+        # lost the answer to the first; or an admin key change alone) leaves every proof
+        # made with them valid, so nobody is cut off for it.
+        if (message.write_key, message.read_key) != (before.write_key, before.read_key):
+            self._revoke(state, ErrorCode.REVOKED)
         log.info(
             "mailbox_rotated", conn_id=session.conn_id, mailbox_tag=tag_mailbox(message.mailbox)
         )

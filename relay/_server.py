@@ -97,7 +97,7 @@ class Relay:
         self._ready = False
         self._shutting_down = False
         self._listeners: list[trio.SocketListener] = []
-        self._connection_nursery: trio.Nursery | None = None
+        self._serve_scope: trio.CancelScope | None = None
         self._sessions_gone: trio.Event | None = None
         self.ports: list[tuple[str, int]] = []
         self.ops_port: int | None = None
@@ -112,6 +112,8 @@ class Relay:
     ) -> None:
         """Run until cancelled or shut down; report the bound (host, port) pairs when listening."""
         async with trio.open_nursery() as nursery:
+            # `shutdown` cancels it all once drained, and then `serve` returns.
+            self._serve_scope = nursery.cancel_scope
             await nursery.start(self.hub.run_committer)
             nursery.start_soon(self.hub.run_sweeper)
             nursery.start_soon(self._run_keepalive)
@@ -129,7 +131,6 @@ class Relay:
             try:
                 await self._open_listeners()
                 async with trio.open_nursery() as connections:
-                    self._connection_nursery = connections
                     for listener in self._listeners:
                         connections.start_soon(self._accept_loop, listener, connections)
                     self._ready = True
@@ -181,8 +182,8 @@ class Relay:
             while self.sessions:
                 self._sessions_gone = trio.Event()
                 await self._sessions_gone.wait()
-        if self._connection_nursery is not None:
-            self._connection_nursery.cancel_scope.cancel()
+        if self._serve_scope is not None:
+            self._serve_scope.cancel()  # the committer's work was drained above
         log.info("relay_stopped")
 
     # -- one connection ------------------------------------------------------------------------

@@ -1,13 +1,12 @@
 """An admin's invites against the relay's limit of mailboxes per connection.
 
-Each invite is a join mailbox the admin's one connection to the relay authenticates to
-(to read requests and write the welcome), and a relay never forgets an authentication on
-a live connection except by revoking it; used invites stay authenticated too. The relay
-allows `max_mailboxes_per_connection` (64 by default) per connection, so an admin that has
-issued about 62 invites in one session cannot issue another, and one holding 63 open
-invites cannot even start its client (`Cell.start` re-watches them all). Known, not fixed
-here: the test is marked xfail until join mailboxes are given back (deleted once their
-joiner has joined, or spread over more connections).
+Each open invite is a join mailbox the admin's one connection to the relay watches (to
+read requests and write the welcome), and the relay allows `max_mailboxes_per_connection`
+(64 by default) per connection. Used invites used to stay authenticated until they
+expired, so an admin could admit only about 60 people a week; now the join mailbox is
+deleted once the joiner's first message in the group shows they read the welcome. Open
+(unused) invites still count: one more than fit is refused with a clear error and leaves
+nothing behind.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from client import Cell, CellError
 from protocol import RelayAddress
 
 from ..relay.conftest import RelayFactory, relays
@@ -27,12 +27,20 @@ __all__ = ["relays"]
 LIMIT = 4  # the group and control mailboxes, and room for two invites
 
 
-@pytest.mark.xfail(
-    strict=True, reason="used invites keep their join mailbox authenticated (TOO_MANY_MAILBOXES)"
-)
+async def _released(lead: Cell) -> None:
+    """Wait until the lead has let go of every used invite's join mailbox."""
+    while lead.record.invites:
+        await trio.sleep(0.02)
+
+
 async def test_admin_keeps_admitting_past_the_per_connection_mailbox_limit(
     relays: RelayFactory, tmp_path: Path
 ) -> None:
+    """Three admissions through a connection with room for two invites.
+
+    Catches join mailboxes that stay authenticated after their joiner joined: the
+    second or third invite would be refused with TOO_MANY_MAILBOXES.
+    """
     relay = await relays.start(max_mailboxes_per_connection=LIMIT)
     address = str(RelayAddress("127.0.0.1", relay.port, relay.public_key))
     with trio.fail_after(30):
@@ -40,4 +48,29 @@ async def test_admin_keeps_admitting_past_the_per_connection_mailbox_limit(
             lead = await clients["lead"].create_cell("Eastside", address)
             for name in ("ana", "ben", "cleo"):
                 await admit(lead, clients[name])
+                await _released(lead)
             assert len(lead.members()) == 4
+            # The joiners were welcomed before their mailboxes went: all can talk.
+            assert all(m.name in {"lead", "ana", "ben", "cleo"} for m in lead.members())
+
+
+async def test_one_invite_too_many_is_refused_clearly_and_leaves_nothing(
+    relays: RelayFactory, tmp_path: Path
+) -> None:
+    """With room for two open invites, the third raises CellError and is not kept.
+
+    Catches an invite saved (and re-watched at every start) although the relay refused to
+    let us watch it, and a join mailbox left behind on the relay.
+    """
+    relay = await relays.start(max_mailboxes_per_connection=LIMIT)
+    address = str(RelayAddress("127.0.0.1", relay.port, relay.public_key))
+    with trio.fail_after(30):
+        async with members(tmp_path, "lead") as clients:
+            lead = await clients["lead"].create_cell("Eastside", address)
+            await lead.invite()
+            await lead.invite()
+            mailboxes = relay.relay.hub.mailbox_count
+            with pytest.raises(CellError, match="TOO_MANY_MAILBOXES"):
+                await lead.invite()
+            assert len(lead.record.invites) == 2
+            assert relay.relay.hub.mailbox_count == mailboxes

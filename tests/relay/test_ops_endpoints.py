@@ -13,9 +13,18 @@ import trio.testing
 
 from protocol._errors import ErrorCode
 from protocol._messages import Goodbye, Ok, Published, Subscribed
+from protocol._noise import KeyPair
+from relay._memory_store import MemoryStore
+from relay._server import Relay
 
 from ..wire_client import MailboxKeys
-from .conftest import PATIENCE, IndependentWire, RelayFactory, receive_deliveries
+from .conftest import (
+    PATIENCE,
+    IndependentWire,
+    RelayFactory,
+    receive_deliveries,
+    relay_config,
+)
 from .process import http_get
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?) (\S+)$")
@@ -95,6 +104,16 @@ async def test_readyz_turns_503_once_shutdown_begins(relays: RelayFactory) -> No
     running = await relays.start()
     port = running.relay.ops_port
     assert port is not None
+    # The drain is held open until the probes are done, as a slow commit would hold it:
+    # with nothing to drain, shutdown ends (and the ops server with it) within a moment.
+    hub = running.relay.hub
+    drained, release = hub.drain, trio.Event()
+
+    async def slow_drain() -> None:
+        await release.wait()
+        await drained()
+
+    hub.drain = slow_drain  # type: ignore[method-assign]
     with trio.fail_after(PATIENCE):
         client = await running.connect()
         assert await http_get(port, "/readyz") == (200, b"ready\n")
@@ -104,13 +123,31 @@ async def test_readyz_turns_503_once_shutdown_begins(relays: RelayFactory) -> No
             status, _ = await http_get(port, "/readyz")
             assert status == 503
             assert (await http_get(port, "/healthz"))[0] == 200
+            release.set()
             goodbye = await client.receive()
             assert isinstance(goodbye, Goodbye)
             assert goodbye.code == ErrorCode.SHUTTING_DOWN
-        assert (await http_get(port, "/readyz"))[0] == 503
+        # Shutdown is over and `serve` has returned: the ops server went with it.
         try:
             await running.connect()
         except (OSError, EOFError):
             pass  # refused, or accepted by the kernel and closed: either way not served
         else:
             raise AssertionError("a relay that is shutting down accepted a client")
+
+
+async def test_serve_returns_once_shutdown_has_drained() -> None:
+    """`Relay.serve` returns after `shutdown`, with its committer, sweeper and ops server gone.
+
+    Catches a `serve` that keeps its background tasks running after a shutdown, so that an
+    embedding program (the demo, a test) has to cancel it and cannot tell a clean stop
+    from a hang.
+    """
+    relay = Relay(relay_config(), key=KeyPair.generate(), store=MemoryStore())
+    with trio.fail_after(PATIENCE):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(relay.serve)
+            assert relay.ready
+            await relay.shutdown()
+        # The nursery exited by itself: serve returned.
+        assert not relay.ready

@@ -253,6 +253,36 @@ async def test_rotation_cuts_off_connections_holding_the_old_keys(relays: RelayF
         await assert_quiet(old_reader)  # the old subscription ended with the revocation
 
 
+async def test_rotation_to_the_same_keys_revokes_nobody(relays: RelayFactory) -> None:
+    """A repeated `rotate` (same read and write keys, next counter) is accepted and cuts nobody off.
+
+    A client that lost the answer to its first rotation sends it again; the holders that
+    already re-authenticated with the new keys must keep their subscriptions. Catches a
+    relay that revokes on every accepted rotation, which would cut a whole cell off twice.
+    """
+    running = await relays.start()
+    with trio.fail_after(PATIENCE):
+        admin, keys, mailbox = await _mailbox(running)
+        reader = await running.connect()
+        assert isinstance(await reader.auth(keys.read, "read", mailbox), Ok)
+        assert isinstance(await reader.subscribe(mailbox), Subscribed)
+        assert isinstance(await admin.auth(keys.write, "write", mailbox), Ok)
+
+        same = MailboxKeys()  # a new admin key, the same read and write keys
+        same.write, same.read = keys.write, keys.read
+        assert isinstance(await admin.rotate(keys.admin, mailbox, same, counter=1), Ok)
+        assert isinstance(await admin.rotate(same.admin, mailbox, same, counter=2), Ok)
+        assert not admin.inbox  # no `revoked`
+        assert isinstance(await admin.publish(mailbox, b"still here"), Published)
+        assert [d.envelope for d in await receive_deliveries(reader, 1)] == [b"still here"]
+        assert _code(await admin.rotate(keys.admin, mailbox, same, counter=3)) == (
+            ErrorCode.BAD_PROOF
+        )  # the old admin key is gone
+        assert _code(await admin.rotate(same.admin, mailbox, same, counter=2)) == (
+            ErrorCode.STALE_COUNTER
+        )
+
+
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])
 async def test_delete_revokes_holders_and_the_mailbox_is_gone(
     relays: RelayFactory, kind: str
