@@ -190,9 +190,9 @@ class Server:
 
 
 @contextlib.contextmanager
-def temporary_directory(prefix: str) -> Iterator[Path]:
-    """A temporary directory (on /tmp's disk), removed afterwards."""
-    path = Path(tempfile.mkdtemp(prefix=prefix))
+def temporary_directory(prefix: str, parent: Path | None = None) -> Iterator[Path]:
+    """A temporary directory (under `parent`, else on /tmp's disk), removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     try:
         yield path
     finally:

@@ -59,6 +59,7 @@ from _benchlib import (
     REPO,
     OtherLoad,
     cpu_seconds,
+    filesystem_of,
     fmt,
     machine_summary,
     percentile,
@@ -86,6 +87,7 @@ from protocol._identity import MemberInfo
 from protocol._join import JOIN_WELCOME
 
 if TYPE_CHECKING:
+    import cProfile
     from collections.abc import Callable
 
     from protocol._invite import Invite
@@ -96,6 +98,10 @@ PREFIX: Final = "bench alert"
 TARGET_P99_MS: Final = 100.0
 STEP_TIMEOUT: Final = 600.0  # seconds any one set-up step may take before the run is abandoned
 WELCOME_TTL: Final = 3600
+
+
+PROFILE_ENV: Final = "CELLRELAY_BENCH_PROFILE"  # set for the workers by --profile
+_profiler: cProfile.Profile | None = None  # a worker's, with --profile
 
 
 async def poll(condition: Callable[[], bool]) -> None:
@@ -206,6 +212,8 @@ async def worker(home: Path, first: int, count: int) -> None:
         target = (await pipe.read())["sync"]
         await poll(lambda: all(cell.record.group_cursor >= target for cell in cells))
         await pipe.write({"synced": count})
+        if _profiler is not None:  # --profile: the measured rounds only, not the set-up
+            _profiler.enable()
         while True:
             try:
                 request = await pipe.read()
@@ -215,6 +223,8 @@ async def worker(home: Path, first: int, count: int) -> None:
                 await pipe.write({"received": {str(k): v for k, v in received.items()}})
                 received.clear()
         nursery.cancel_scope.cancel()
+        if _profiler is not None:
+            _profiler.disable()
 
 
 # -- (b) the controller: the relay, the lead, the workers -------------------------------------
@@ -452,9 +462,13 @@ def latency_part(args: argparse.Namespace) -> dict[str, Any]:
     # The lead's one connection holds a join mailbox per invite, all 100 at once, beyond the
     # relay's default of 64 mailboxes per connection (the report of issue 4 discusses it).
     extra = ("--max-mailboxes-per-connection", str(args.members + 16))
-    with run_relay(*extra) as server, temporary_directory("cellrelay-bench-cells-") as home:
+    with (
+        run_relay(*extra) as server,
+        temporary_directory("cellrelay-bench-cells-", args.keystores) as home,
+    ):
         for note in server.notes:
             print(f"    {note}")
+        print(f"    keystores (lead and members): {filesystem_of(home)}")
         address = RelayAddress("127.0.0.1", server.port, server.public_key)
         results = trio.run(controller, address, server.pid, home, args)
     for name, seconds in results["setup_seconds"].items():
@@ -493,14 +507,38 @@ def main() -> None:
     parser.add_argument("--skip-latency", action="store_true", help="only part (a)")
     parser.add_argument("--json", type=Path, help="write every figure to this file")
     parser.add_argument(
+        "--keystores", type=Path,
+        help="directory for the clients' keystores (default: /tmp, the relay's disk); e.g."
+        " /dev/shm, so that 101 simulated devices do not queue on the journal of the disk"
+        " whose every commit the relay fsyncs",
+    )  # fmt: skip
+    parser.add_argument(
+        "--profile", type=Path,
+        help="write a cProfile of each worker process (set-up included) to DIR/worker-N.prof",
+    )  # fmt: skip
+    parser.add_argument(
         "--worker", nargs=3, metavar=("HOME", "FIRST", "COUNT"), help=argparse.SUPPRESS
     )
     args = parser.parse_args()
     quiet_logs()
     if args.worker:
         home, first, count = args.worker
-        trio.run(worker, Path(home), int(first), int(count))
+        profile_dir = os.environ.get(PROFILE_ENV)
+        if profile_dir is None:
+            trio.run(worker, Path(home), int(first), int(count))
+            return
+        import cProfile
+
+        global _profiler
+        _profiler = cProfile.Profile()
+        try:
+            trio.run(worker, Path(home), int(first), int(count))
+        finally:
+            _profiler.dump_stats(Path(profile_dir) / f"worker-{first}.prof")
         return
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        os.environ[PROFILE_ENV] = str(args.profile.resolve())
     print(f"cellrelay cells benchmark: {machine_summary()}")
     print(tree_state())
     figures: dict[str, Any] = {}

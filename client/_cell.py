@@ -700,11 +700,11 @@ class Cell:
     ) -> AlertRollup | None:
         item = HistoryItem(kind=content.KIND, content=content.encode(), sender_id=sender.member_id,
                            sender_name=sender.name, received_at=time.time(), expires_at=expires_at)  # fmt: skip
-        self.record.seen[content.message_id] = expires_at
-        self.record.history.append(item)
-        return self._fold(item)
+        self.record.remember(content.message_id, item)
+        return self._book.add(item.sender_id, item.sender_name, content, item.received_at)  # type: ignore[arg-type]
 
     def _fold(self, item: HistoryItem) -> AlertRollup | None:
+        """Add a kept message to the roll-ups (when the cell is loaded)."""
         with contextlib.suppress(ContentError):
             content = decode_content(item.kind, item.content, allow_local=True)
             return self._book.add(item.sender_id, item.sender_name, content, item.received_at)  # type: ignore[arg-type]

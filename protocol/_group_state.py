@@ -54,6 +54,9 @@ class Epoch:
     secret: bytearray | None = field(default=None, repr=False)  # current epoch only
     chains: dict[bytes, ReceiveChain] = field(default_factory=dict)
     superseded_at: float | None = None  # local time the next epoch was applied
+    # `write_state`'s encoding of `members`, made at the first save: an epoch's member
+    # list never changes (a membership change starts a new epoch).
+    members_wire: bytes | None = field(default=None, repr=False)
 
     def clear(self) -> None:
         """Zero every key of the epoch."""
@@ -97,8 +100,14 @@ class SavedState:
     proposals: list[bytes]
 
 
-def write_state(state: SavedState) -> bytes:
-    """Return the saved form of `state`."""
+def write_state(state: SavedState, *, cached: bool = True) -> bytes:
+    """Return the saved form of `state`.
+
+    The parts that rarely change between two saves (member lists, other members' chains)
+    are encoded once and reused while they stay the same (`_membership_block`,
+    `Epoch.members_wire`, `ReceiveChain.saved`); `cached=False` encodes everything
+    afresh, which tests compare against.
+    """
     w = Writer().u8(STATE_VERSION).raw(state.member_id).raw(state.cell_id)
     w.short(state.name.encode()).raw(state.group_keys[0]).raw(state.group_keys[1])
     w.raw(state.control_read_key).long(state.admin_secrets).long(state.extra)
@@ -106,9 +115,7 @@ def write_state(state: SavedState) -> bytes:
     w.u32(state.joined_epoch).u32(state.current)
     m = state.membership
     w.u32(m.head_index).raw(m.head_hash).u32(m.head_epoch).u16(len(m.members))
-    for member_id, info in m.members.items():
-        info.write(w)
-        w.u8(member_id in m.admins)
+    w.raw(_membership_block(m) if cached else _write_membership(m))
     w.u8(len(state.epochs))
     for epoch in state.epochs.values():
         w.u32(epoch.number)
@@ -116,8 +123,12 @@ def write_state(state: SavedState) -> bytes:
         for key in (keys.header, keys.distribution, keys.control_header, keys.control_body):
             w.raw(key.export())
         w.u16(len(epoch.members))
-        for info in epoch.members.values():
-            info.write(w)
+        if not cached:
+            w.raw(_write_members(epoch.members))
+        else:
+            if epoch.members_wire is None:
+                epoch.members_wire = _write_members(epoch.members)
+            w.raw(epoch.members_wire)
         w.raw(epoch.own_public).u8(epoch.own is not None)
         if epoch.own is not None:
             own = epoch.own
@@ -130,10 +141,19 @@ def write_state(state: SavedState) -> bytes:
             w.raw(_DOUBLE.pack(epoch.superseded_at))
         w.u16(len(epoch.chains))
         for sender, chain in epoch.chains.items():
-            w.raw(sender).raw(chain.signing_public).raw(chain.chain_key.export()).u32(chain.next)
-            w.u16(len(chain.skipped))
-            for counter, material in chain.skipped.items():
-                w.u32(counter).raw(material)
+            saved = chain.saved
+            if (
+                not cached
+                or saved is None
+                or saved[0] != chain.next
+                or saved[1] != len(chain.skipped)
+            ):
+                block = _write_chain(sender, chain)
+                if not cached:
+                    w.raw(block)
+                    continue
+                chain.saved = saved = (chain.next, len(chain.skipped), block)
+            w.raw(saved[2])
     w.u16(len(state.parked))
     for parked in state.parked:
         w.u32(parked.epoch).u8(parked.sender is not None)
@@ -144,6 +164,47 @@ def write_state(state: SavedState) -> bytes:
     for digest in state.proposals:
         w.raw(digest)
     return w.bytes()
+
+
+def _write_chain(sender: bytes, chain: ReceiveChain) -> bytes:
+    w = Writer().raw(sender).raw(chain.signing_public).raw(chain.chain_key.export())
+    w.u32(chain.next).u16(len(chain.skipped))
+    for counter, material in chain.skipped.items():
+        w.u32(counter).raw(material)
+    return w.bytes()
+
+
+def _write_membership(m: Membership) -> bytes:
+    w = Writer()
+    for member_id, info in m.members.items():
+        info.write(w)
+        w.u8(member_id in m.admins)
+    return w.bytes()
+
+
+def _write_members(members: dict[bytes, MemberInfo]) -> bytes:
+    w = Writer()
+    for info in members.values():
+        info.write(w)
+    return w.bytes()
+
+
+# Encoded member lists (with admin flags) by the identity of the Membership they encode,
+# which is frozen and whose `members` is never modified; each entry keeps its Membership
+# alive so that its id cannot be reused. A client holds one current membership per cell.
+_MEMBERSHIP_CACHE_SIZE: Final = 32
+_membership_cache: dict[int, tuple[Membership, bytes]] = {}
+
+
+def _membership_block(m: Membership) -> bytes:
+    entry = _membership_cache.get(id(m))
+    if entry is not None and entry[0] is m:
+        return entry[1]
+    block = _write_membership(m)
+    if len(_membership_cache) >= _MEMBERSHIP_CACHE_SIZE:
+        del _membership_cache[next(iter(_membership_cache))]
+    _membership_cache[id(m)] = (m, block)
+    return block
 
 
 def _read_double(reader: Reader) -> float:

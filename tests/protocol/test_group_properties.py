@@ -15,6 +15,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from protocol._envelope import Kind
 from protocol._group_errors import GroupError, ReplayError
+from protocol._group_state import write_state
 from protocol._outcomes import Opened, Pending
 
 from .group_harness import Cell
@@ -135,6 +136,17 @@ class GroupOverHostileRelay(RuleBasedStateMachine):
     def every_message_opens_at_most_once(self) -> None:
         for name in self.names:
             assert len(self.opened[name]) == len(set(self.opened[name]))
+
+    @invariant()
+    def saved_state_reuses_only_what_is_still_true(self) -> None:
+        """`to_bytes` with its reused encodings equals an encoding made afresh.
+
+        Catches a cached chain or member list that outlived a change: a state saved with
+        an old chain key would re-open (or fail to open) messages after a restart.
+        """
+        for name in self.names:
+            state = self.cell[name]._s
+            assert write_state(state) == write_state(state, cached=False), name
 
     def teardown(self) -> None:
         """Deliver everything still owed, in order: every message must have opened once."""
