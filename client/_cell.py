@@ -20,8 +20,9 @@ drives the sans-IO group layer (`CellCrypto`) with it:
 
 Rules that keep keys safe:
 
-* **Write-ahead.** The state is saved *before* an envelope sealed from it is published,
-  so a crash can never make the next run reuse a message key.
+* **Write-ahead.** The state is saved durably *before* an envelope sealed from it is
+  published, with the next `SEND_RESERVATION` counters reserved (`_reserve_counter`), so
+  a crash can never make the next run reuse a message key: it skips what was reserved.
 * **Distribution first.** In a new epoch nothing is sealed before this member's sender
   key distribution has been published (`_flush_distribution`).
 * **Persist before the app sees it.** A delivery is applied, the state (cursor, seen
@@ -34,7 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 import structlog
 import trio
@@ -101,6 +102,9 @@ KIND_SENDER_KEY: Final = 5
 DEFAULT_ALERT_TTL: Final = 3600  # an alert that nobody resolves stops mattering in an hour
 DEFAULT_MESSAGE_TTL: Final = 24 * 3600
 DEFAULT_INVITE_TTL: Final = 24 * 3600
+# Message counters reserved by one durable save (Cell._reserve_counter): one send in this
+# many waits for the fsyncs; a crash wastes at most this many, which receivers skip over.
+SEND_RESERVATION: Final = 32
 EVENT_BUFFER: Final = 10_000  # events an app has not taken; a listener further behind is closed
 APPLY_TIMEOUT: Final = 30.0  # seconds to wait for our own epoch change to come back
 # Refusals that are expected in normal operation and say nothing hostile: a message sealed
@@ -127,6 +131,12 @@ def _code_name(code: int) -> str:
         return ErrorCode(code).name
     except ValueError:
         return str(code)
+
+
+class Saver(Protocol):
+    """How a cell saves the client's state (`Client.save`): durably unless told otherwise."""
+
+    def __call__(self, *, durable: bool = True) -> Awaitable[None]: ...
 
 
 class CellError(Exception):
@@ -219,7 +229,7 @@ class Cell:
         record: CellRecord,
         crypto: CellCrypto,
         link: RelayLink,
-        save: Callable[[], Awaitable[None]],
+        save: Saver,
         route: Callable[[MailboxId, Callable[[Delivery | Revocation], Awaitable[None]]], None],
         unroute: Callable[[MailboxId], None],
     ) -> None:
@@ -247,6 +257,12 @@ class Cell:
         self._queued: list[CellEvent] = []  # events of applied deliveries, emitted after the save
         for item in record.history:
             self._fold(item)
+        # The last run may have published counters its last saves did not reach the disk
+        # with (a crash, a power cut): skip past everything it reserved (see `_send`).
+        skipped = crypto.skip_sending_to(record.send_reserved_epoch, record.send_reserved)
+        if skipped:
+            self._dirty = True
+            log.info("send_counters_skipped", count=skipped)
 
     def __repr__(self) -> str:
         return f"<Cell {self.name!r} epoch={self.crypto.epoch}>"
@@ -587,15 +603,54 @@ class Cell:
             expires_at = min(expires_at, int(self.link.relay_time()) + max_ttl)
         async with self._send_lock:
             await self._flush_distribution_locked()
+            await self._reserve_counter()
             envelope = self.crypto.seal(
                 content.KIND, content.encode(), expires_at=expires_at, now=self.link.relay_time()
             )
             self.record.crypto = self.crypto.to_bytes()
             self._remember(self.crypto.me, content, expires_at)
-            await (
-                self._save()
-            )  # write-ahead: the advanced chain is on disk before the envelope leaves
+            # Saved before the envelope leaves, so that a crash of the process never loses
+            # it from history; not fsync'd: the reservation already covers its counter.
+            await self._save(durable=False)
             await self.link.publish(self.record.group_mailbox, envelope, expires_at)
+
+    async def _reserve_counter(self) -> None:
+        """Make sure the next counter is reserved on disk before it is sealed with (§C6 item 3).
+
+        Write-ahead by reservation: every `SEND_RESERVATION` messages, the state is saved
+        durably with the counters up to `send_reserved` marked as possibly used, and the
+        next run skips past them (`__init__`). Any version of the file a crash or power
+        cut can leave is therefore ahead of every counter already published, and a
+        message key is never used twice, while only one send in `SEND_RESERVATION` waits
+        for the fsyncs (several milliseconds on this machine's disk, on the alert's path).
+        Called with the send lock held.
+        """
+        epoch, counter = self.crypto.send_position()
+        record = self.record
+        if record.send_reserved_epoch == epoch and counter < record.send_reserved:
+            return
+        record.send_reserved_epoch, record.send_reserved = epoch, counter + SEND_RESERVATION
+        await self._save()  # durable
+
+    async def settle(self) -> bool:
+        """Give back the counters reserved but not used, for a clean close; True if it did.
+
+        The client then saves durably, so the next run skips nothing. Skipped when a send
+        is in progress: the reservation stays, which is always safe.
+        """
+        try:
+            self._send_lock.acquire_nowait()
+        except trio.WouldBlock:
+            return False
+        try:
+            epoch, counter = self.crypto.send_position()
+            record = self.record
+            if record.send_reserved_epoch != epoch or record.send_reserved <= counter:
+                return False
+            record.send_reserved = counter
+            return True
+        finally:
+            self._send_lock.release()
 
     async def _flush_distribution(self) -> None:
         async with self._send_lock:

@@ -158,7 +158,14 @@ class Client:
             log.info("start_abandoned", error=type(exc).__name__)
 
     async def aclose(self) -> None:
-        """Close the links (saying goodbye) and the cells' event streams."""
+        """Give back unused send reservations, close the links and the cells' event streams."""
+        settled = [await cell.settle() for cell in self._cells]
+        if any(settled):
+            # Durable: the next run then skips no counter (Cell._reserve_counter). If this
+            # save is lost, the reservations on disk still hold, which is safe.
+            # Shielded: a close is often the unwinding of a cancellation.
+            with trio.CancelScope(shield=True), contextlib.suppress(CellrelayError, OSError):
+                await self.save()
         for cell in self._cells:
             cell.close()
         for link in self._links.values():

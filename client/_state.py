@@ -184,6 +184,11 @@ class CellRecord:
     # The group key seeds the pending change rotates to (read || write), or empty.
     pending_keys: bytes = field(default=b"", repr=False)
     epoch_started_at: float = 0.0  # when this member entered the current epoch (device clock)
+    # Counters reserved for sealing, made durable before any of them is used: the next
+    # run skips to `send_reserved` in epoch `send_reserved_epoch` (0: none), because the
+    # state on disk may be behind what was published (Cell._send, §C6 item 3).
+    send_reserved_epoch: int = 0
+    send_reserved: int = 0
     invites: list[InviteRecord] = field(default_factory=list)
     requests: list[RequestRecord] = field(default_factory=list)
     history: list[HistoryItem] = field(default_factory=list)
@@ -224,6 +229,8 @@ class CellRecord:
                 "pending_change": self.pending_change,
                 "pending_keys": self.pending_keys,
                 "epoch_started_at": self.epoch_started_at,
+                "send_reserved_epoch": self.send_reserved_epoch,
+                "send_reserved": self.send_reserved,
                 "invites": [i.encode() for i in self.invites],
                 "requests": [r.encode() for r in self.requests],
                 "history": [h.encode() for h in self.history],
@@ -234,6 +241,8 @@ class CellRecord:
     @classmethod
     def decode(cls, data: bytes) -> CellRecord:
         f = _decode(data)
+        f.setdefault("send_reserved_epoch", 0)  # saved before reservations existed
+        f.setdefault("send_reserved", 0)
         raw_seen = _bytes(f, "seen")
         if len(raw_seen) % 24:
             raise StateError("saved state: seen ids are damaged")
@@ -252,6 +261,8 @@ class CellRecord:
             pending_change=_bytes(f, "pending_change"),
             pending_keys=_bytes(f, "pending_keys"),
             epoch_started_at=_float(f, "epoch_started_at"),
+            send_reserved_epoch=_int(f, "send_reserved_epoch"),
+            send_reserved=_int(f, "send_reserved"),
             invites=[InviteRecord.decode(b) for b in _list(f, "invites")],
             requests=[RequestRecord.decode(b) for b in _list(f, "requests")],
             history=[HistoryItem.decode(b) for b in _list(f, "history")],

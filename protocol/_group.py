@@ -338,6 +338,39 @@ class CellCrypto:
 
     # -- sending ---------------------------------------------------------------------------
 
+    def send_position(self) -> tuple[int, int]:
+        """(current epoch, counter of the next message this member seals in it).
+
+        The counter is 0 when this member has no chain in the epoch (removed).
+        """
+        s = self._s
+        own = s.epochs[s.current].own
+        return s.current, own.counter if own is not None else 0
+
+    def skip_sending_to(self, epoch: int, counter: int) -> int:
+        """Move this member's chain in `epoch` on to `counter`; return how many were skipped.
+
+        For a client that reserves counters ahead of its durable saves (docs/protocol.md
+        §C6 item 3): after a crash, the state on disk may be behind messages already
+        published, so the client skips to the reservation and never seals with a message
+        key twice. Receivers see a gap, as after lost messages. Nothing happens when
+        `epoch` is no longer current or the chain is already at or past `counter`. The
+        chain key steps in place, as for a sealed message.
+
+        Raises:
+            ValueError: `counter` beyond the chain's last usable counter.
+        """
+        s = self._s
+        if counter > MAX_COUNTER + 1:
+            raise ValueError("counter beyond the end of the chain")
+        own = s.epochs[s.current].own if epoch == s.current else None
+        if own is None or own.counter >= counter:
+            return 0
+        skipped = counter - own.counter
+        while own.counter < counter:
+            own.step()  # its message material is dropped unused
+        return skipped
+
     def seal(self, kind: int, plaintext: bytes, *, expires_at: int, now: float) -> bytes:
         """Return a group envelope carrying `plaintext` of `kind`, from this member.
 

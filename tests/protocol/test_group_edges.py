@@ -601,3 +601,29 @@ def test_welcomes_that_cannot_be_opened_or_are_empty_inside(cell: Cell) -> None:
     )
     with pytest.raises(MalformedError, match="short"):
         CellCrypto.from_welcome(carol, head + sealed, now=cell.now)
+
+
+def test_skip_sending_moves_the_chain_on_and_receivers_follow(cell: Cell) -> None:
+    """`skip_sending_to` (a client's recovery from a power cut) never lets a counter be reused.
+
+    After skipping, the next message carries the reserved counter and still opens at a
+    member that saw the ones before it; skipping backwards, to an old epoch or to where
+    the chain already is, does nothing. Catches a skip that leaves the chain where it was
+    (the next seal would reuse a message key) or that corrupts it (receivers refuse).
+    """
+    alice = cell["alice"]
+    bob = cell.members["bob"].cell
+    first = cell.send("alice", b"before")
+    assert isinstance(bob.open(first, now=cell.now), Opened)
+    epoch, counter = alice.send_position()
+    assert alice.skip_sending_to(epoch, counter + 10) == 10
+    assert alice.send_position() == (epoch, counter + 10)
+    assert alice.skip_sending_to(epoch, counter + 5) == 0  # never backwards
+    assert alice.skip_sending_to(epoch - 1, counter + 50) == 0  # not the current epoch
+    assert alice.send_position() == (epoch, counter + 10)
+    after = cell.send("alice", b"after")
+    opened = bob.open(after, now=cell.now)
+    assert isinstance(opened, Opened)
+    assert (opened.counter, opened.plaintext) == (counter + 10, b"after")
+    with pytest.raises(ValueError, match="beyond the end"):
+        alice.skip_sending_to(epoch, 2**32 + 1)
