@@ -11,10 +11,12 @@ nothing behind.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 import trio
+from structlog.testing import capture_logs
 
 from client import Cell, CellError
 from protocol import RelayAddress
@@ -74,3 +76,32 @@ async def test_one_invite_too_many_is_refused_clearly_and_leaves_nothing(
                 await lead.invite()
             assert len(lead.record.invites) == 2
             assert relay.relay.hub.mailbox_count == mailboxes
+
+
+async def test_a_cell_starts_even_when_its_saved_invites_no_longer_fit(
+    relays: RelayFactory, tmp_path: Path
+) -> None:
+    """The operator lowered the limit below what the lead's open invites need: it still starts.
+
+    Catches a start that stops at the first invite the relay refuses, skipping what comes
+    after the invites (finishing a saved epoch change, publishing a pending sender key
+    distribution).
+    """
+    relay = await relays.start(max_mailboxes_per_connection=LIMIT)
+    address = str(RelayAddress("127.0.0.1", relay.port, relay.public_key))
+    with trio.fail_after(30):
+        async with members(tmp_path, "lead") as clients:
+            lead = await clients["lead"].create_cell("Eastside", address)
+            await lead.invite()
+            await lead.invite()
+        hub = relay.relay.hub
+        hub.config = dataclasses.replace(hub.config, max_mailboxes_per_connection=LIMIT - 1)
+        with capture_logs() as logs:
+            async with members(tmp_path, "lead") as clients:
+                (lead,) = clients["lead"].cells
+                await lead.wait_ready()
+                assert len(lead.record.invites) == 2  # kept until they expire
+                await lead.send_alert("still works")
+        events = [entry["event"] for entry in logs]
+        assert "invite_not_watched" in events
+        assert "start_abandoned" not in events  # the start went on to its other duties
