@@ -430,6 +430,11 @@ class Hub:
         if not self._create_buckets.take(session.address, trio.current_time()):
             self._refuse(session, message.id, ErrorCode.RATE_LIMITED)
             return
+        # A bound on what creations can add to the disk, whoever makes them (the rate is
+        # per source address). Creations in flight together may pass it by a few.
+        if self.mailbox_count >= config.max_mailboxes:
+            self._refuse(session, message.id, ErrorCode.BUSY)
+            return
         max_ttl = min(message.max_ttl or config.max_ttl, config.max_ttl)
         while True:
             record = MailboxRecord(

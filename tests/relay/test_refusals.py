@@ -18,6 +18,7 @@ from protocol._capability import CapabilityKey, sign_admin
 from protocol._errors import ErrorCode
 from protocol._messages import (
     Auth,
+    Create,
     Created,
     Delete,
     Error,
@@ -320,6 +321,31 @@ async def test_delete_revokes_holders_and_the_mailbox_is_gone(
         assert await running.store.get_mailbox(MailboxId(mailbox)) is None
         assert await running.store.read_after(MailboxId(mailbox), 0, limit=10, now=0) == []
         assert running.relay.hub.mailbox_count == 0
+
+
+async def test_the_relay_wide_mailbox_limit_refuses_creation_with_busy(
+    relays: RelayFactory,
+) -> None:
+    """At `max_mailboxes`, `create` is BUSY for everyone; a deletion makes room again.
+
+    Catches a relay whose database an abuser with many addresses can grow without end
+    (the creation rate is per address), and a limit that counts deleted mailboxes.
+    """
+    running = await relays.start(max_mailboxes=2)
+    with trio.fail_after(PATIENCE):
+        first, second = await running.connect(), await running.connect()
+        keys = MailboxKeys()
+        mailbox = await first.create(keys)
+        await second.create(MailboxKeys())
+        for client in (first, second):
+            refused = await client.request(
+                Create(id=client.next_id(), write_key=keys.write.public, read_key=keys.read.public,
+                       admin_key=keys.admin.public, secret=b"")
+            )  # fmt: skip
+            assert _code(refused) == ErrorCode.BUSY
+        assert running.rejections("busy") == 2
+        assert isinstance(await first.delete(keys.admin, mailbox, counter=1), Ok)
+        await second.create(MailboxKeys())
 
 
 async def test_envelope_size_limit(relays: RelayFactory) -> None:
