@@ -62,7 +62,7 @@ class ErrorCode(IntEnum):
     EXPIRED = 300  # expires_at is not in the future
     TTL_TOO_LONG = 301  # expires_at is beyond the mailbox's or the relay's maximum TTL
     ENVELOPE_TOO_LARGE = 302
-    MAILBOX_FULL = 303  # the mailbox's stored-bytes quota is used up
+    MAILBOX_FULL = 303  # the mailbox's (or the relay's) stored-bytes quota is used up
     RATE_LIMITED = 304
     TOO_MANY_MAILBOXES = 305  # this connection authorised or subscribed too many mailboxes
     TOO_MANY_CONNECTIONS = 306  # from this source address
@@ -143,7 +143,7 @@ DESCRIPTIONS: dict[ErrorCode, str] = {
     ErrorCode.EXPIRED: "expires_at is not in the future (by the relay's clock; see Welcome.time_ms).",
     ErrorCode.TTL_TOO_LONG: "expires_at is beyond the mailbox's or the relay's maximum TTL.",
     ErrorCode.ENVELOPE_TOO_LARGE: "The envelope exceeds the relay's limit (Welcome.max_envelope).",
-    ErrorCode.MAILBOX_FULL: "The mailbox's stored-bytes quota is used up; wait for envelopes to expire.",
+    ErrorCode.MAILBOX_FULL: "The mailbox's stored-bytes quota, or the relay's, is used up; wait for envelopes to expire.",
     ErrorCode.RATE_LIMITED: "Too many requests of this kind; retry after a pause.",
     ErrorCode.TOO_MANY_MAILBOXES: "This connection uses too many mailboxes; open another connection.",
     ErrorCode.TOO_MANY_CONNECTIONS: "Too many connections from this address.",

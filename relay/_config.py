@@ -101,6 +101,11 @@ class RelayConfig:
         1_000_000,
         "Mailboxes the relay holds at most; beyond it creation is refused (BUSY).",
     )
+    max_stored_bytes: int = _opt(
+        4 * 1024**3,
+        "Envelope bytes stored over all mailboxes at most; beyond it publishes are refused"
+        " (MAILBOX_FULL) until envelopes expire.",
+    )
     publish_rate: float = _opt(50.0, "Publishes per second per connection (token bucket refill).")
     publish_burst: int = _opt(500, "Publishes per connection in a burst (token bucket size).")
     mailbox_publish_rate: float = _opt(
@@ -183,7 +188,8 @@ def _check(config: RelayConfig) -> None:
     need(0 < config.max_ttl < 2**32, "max_ttl", "must be 1..4294967295 seconds")
     need(len(config.creation_secret.encode()) <= 64, "creation_secret", "at most 64 bytes")
     for name in (
-        "mailbox_max_bytes", "max_mailboxes_per_connection", "max_mailboxes", "publish_burst",
+        "mailbox_max_bytes", "max_mailboxes_per_connection", "max_mailboxes", "max_stored_bytes",
+        "publish_burst",
         "mailbox_publish_burst",
         "create_burst", "max_connections", "max_connections_per_address", "max_handshakes",
         "ping_interval", "send_queue_bytes", "max_inflight_publishes", "commit_batch",

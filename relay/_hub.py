@@ -174,7 +174,13 @@ class Hub:
         self._accepting = True
         self._idle = trio.Event()
         self._create_buckets = AddressBuckets(config.create_rate, config.create_burst)
+        # Envelope bytes stored over all mailboxes, against `max_stored_bytes`: read from
+        # the store when the committer starts and after each sweep, and added to at each
+        # commit in between. A deletion counts at the next sweep, and publishes queued for
+        # one commit may pass the limit together: it bounds the disk, not to the byte.
+        self.stored_bytes = 0
         metrics.mailboxes.set_function(lambda: self.mailbox_count)
+        metrics.stored_bytes.set_function(lambda: self.stored_bytes)
 
     # -- background tasks ------------------------------------------------------------------
 
@@ -182,6 +188,7 @@ class Hub:
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Commit queued publishes in batches until cancelled or shut down and drained."""
+        self.stored_bytes = await self.store.total_stored_bytes()
         task_status.started()
         config = self.config
         while True:
@@ -238,7 +245,7 @@ class Hub:
         limit = self.config.max_inflight_publishes
         metrics = self.metrics
         states = self._states
-        published = 0
+        published = stored = 0
         for (item, session, request_id), (seq, error) in zip(batch, results, strict=True):
             session.publish_done(limit)
             if seq is None:
@@ -247,6 +254,7 @@ class Hub:
                 reply = EncodedMessage(Error, encode_error(request_id, code))
             else:
                 published += 1
+                stored += len(item.envelope)
                 reply = EncodedMessage(Published, encode_published(request_id, seq))
             replies = outgoing.get(session)
             if replies is None:
@@ -273,6 +281,7 @@ class Hub:
                     entries.append((seq, item.expires_at, deliver))
         if published:
             metrics.publishes.inc(published)
+            self.stored_bytes += stored
         deliveries = 0
         direct = len(fresh) == 1
         for state, entries in fresh.items():
@@ -351,6 +360,7 @@ class Hub:
     async def sweep(self) -> int:
         """Delete expired envelopes now; return how many."""
         deleted = await self.store.delete_expired(self.now())
+        self.stored_bytes = await self.store.total_stored_bytes()
         if deleted:
             self.metrics.expired_deleted.inc(deleted)
             log.info("expired_deleted", count=deleted)
@@ -537,6 +547,9 @@ class Hub:
         max_ttl = min(state.record.max_ttl or config.max_ttl, config.max_ttl)
         if message.expires_at > now + max_ttl + TTL_SLACK:
             self._refuse(session, message.id, ErrorCode.TTL_TOO_LONG)
+            return False
+        if self.stored_bytes + len(message.envelope) > config.max_stored_bytes:
+            self._refuse(session, message.id, ErrorCode.MAILBOX_FULL)  # the relay's, here
             return False
         tick = trio.current_time()
         if not session.publish_bucket.take(tick) or not state.bucket.take(tick):

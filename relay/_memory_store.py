@@ -198,6 +198,11 @@ class MemoryStore:
         await self._enter()
         return len(self._mailboxes)
 
+    async def total_stored_bytes(self) -> int:
+        """Return the envelope bytes stored over all mailboxes."""
+        await self._enter()
+        return sum(box.record.stored_bytes for box in self._mailboxes.values())
+
     async def aclose(self) -> None:
         """Forget everything; the store is unusable afterwards."""
         self._closed = True

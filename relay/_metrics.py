@@ -450,6 +450,7 @@ class RelayMetrics:
     handshakes: Family[Counter]
     handshakes_in_progress: Gauge
     mailboxes: CallbackGauge
+    stored_bytes: CallbackGauge
     mailboxes_created: Counter
     publishes: Counter
     deliveries: Counter
@@ -481,6 +482,10 @@ class RelayMetrics:
             p + "handshakes_in_progress", "Noise handshakes started and not yet finished."
         )
         mailboxes = r.callback_gauge(p + "mailboxes", "Mailboxes that exist now.")
+        stored_bytes = r.callback_gauge(
+            p + "stored_bytes",
+            "Envelope bytes stored over all mailboxes (refreshed from the store at each sweep).",
+        )
         mailboxes_created = r.counter(p + "mailboxes_created_total", "Mailboxes created.")
         publishes = r.counter(p + "publishes_total", "Envelopes accepted and stored.")
         deliveries = r.counter(
@@ -528,6 +533,7 @@ class RelayMetrics:
             handshakes=handshakes,
             handshakes_in_progress=handshakes_in_progress,
             mailboxes=mailboxes,
+            stored_bytes=stored_bytes,
             mailboxes_created=mailboxes_created,
             publishes=publishes,
             deliveries=deliveries,

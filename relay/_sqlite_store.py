@@ -598,6 +598,10 @@ class SQLiteStore:
         """Return how many mailboxes exist (for the metrics gauge)."""
         return await self._read("count_mailboxes", _count_sync)
 
+    async def total_stored_bytes(self) -> int:
+        """Return the envelope bytes stored over all mailboxes (one sum over `heads`)."""
+        return await self._read("total_stored_bytes", _total_stored_sync)
+
     async def aclose(self) -> None:
         """Wait for running operations, then close every connection.
 
@@ -928,6 +932,11 @@ def _checkpoint_sync(conn: sqlite3.Connection) -> tuple[int, int] | None:
 def _count_sync(conn: sqlite3.Connection) -> int:
     count: int = conn.execute("SELECT count(*) FROM mailboxes").fetchall()[0][0]
     return count
+
+
+def _total_stored_sync(conn: sqlite3.Connection) -> int:
+    total: int = conn.execute("SELECT coalesce(sum(stored_bytes), 0) FROM heads").fetchall()[0][0]
+    return total
 
 
 def _close_all(writer: sqlite3.Connection, readers: Sequence[sqlite3.Connection]) -> None:

@@ -194,6 +194,10 @@ class Store(Protocol):
         """Return how many mailboxes exist (for the metrics gauge)."""
         ...
 
+    async def total_stored_bytes(self) -> int:
+        """Return the envelope bytes stored over all mailboxes (expired ones not yet swept too)."""
+        ...
+
     async def aclose(self) -> None:
         """Finish pending work and release files. The store is unusable afterwards."""
         ...

@@ -404,7 +404,7 @@ def test_relay_metrics_follow_naming_conventions() -> None:
     registry = Registry()
     RelayMetrics.create(registry)
     parsed = parse_exposition(registry.render())
-    assert len(parsed) == 18
+    assert len(parsed) == 19
     for name, fam in parsed.items():
         assert name.startswith("cellrelay_")
         assert fam.help

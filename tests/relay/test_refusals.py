@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
+import time
 from typing import Literal
 
 import pytest
@@ -346,6 +347,36 @@ async def test_the_relay_wide_mailbox_limit_refuses_creation_with_busy(
         assert running.rejections("busy") == 2
         assert isinstance(await first.delete(keys.admin, mailbox, counter=1), Ok)
         await second.create(MailboxKeys())
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_the_relay_wide_storage_limit_refuses_publishes_until_envelopes_expire(
+    relays: RelayFactory, kind: str
+) -> None:
+    """At `max_stored_bytes` over all mailboxes, a publish is MAILBOX_FULL; the sweep frees room.
+
+    Catches a relay whose disk fills with ciphertext until SQLite fails for everyone (the
+    per-mailbox quota times the mailboxes bounds nothing), and a limit that never lets go.
+    """
+    store = await relays.open_sqlite() if kind == "sqlite" else None
+    running = await relays.start(store=store, max_stored_bytes=100)
+    with trio.fail_after(PATIENCE):
+        client, first_keys, first = await _mailbox(running)
+        keys = MailboxKeys()
+        second = await client.create(keys)
+        assert isinstance(await client.auth(first_keys.write, "write", first), Ok)
+        assert isinstance(await client.auth(keys.write, "write", second), Ok)
+        expires_at = int(time.time()) + 2
+        assert isinstance(await client.publish(first, b"a" * 60, expires_at=expires_at), Published)
+        assert _code(await client.publish(second, b"b" * 50)) == ErrorCode.MAILBOX_FULL
+        assert isinstance(await client.publish(second, b"b" * 40), Published)  # exactly 100
+        assert running.relay.hub.stored_bytes == 100
+        assert running.rejections("mailbox_full") == 1
+        while time.time() <= expires_at:
+            await trio.sleep(0.1)
+        await running.relay.hub.sweep()
+        assert running.relay.hub.stored_bytes == 40
+        assert isinstance(await client.publish(second, b"b" * 50), Published)
 
 
 async def test_envelope_size_limit(relays: RelayFactory) -> None:

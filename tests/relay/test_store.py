@@ -244,6 +244,18 @@ async def test_expiry_releases_quota(store: Store) -> None:
     assert await append(store, pending(mailbox, b"c" * 70)) == [3]
 
 
+async def test_total_stored_bytes_follows_appends_expiry_and_deletion(store: Store) -> None:
+    """The relay-wide sum the hub's `max_stored_bytes` starts from and refreshes to."""
+    assert await store.total_stored_bytes() == 0
+    first, second = await new_mailbox(store), await new_mailbox(store)
+    await append(store, pending(first, b"a" * 70, expires_at=NOW + 10), pending(second, b"b" * 30))
+    assert await store.total_stored_bytes() == 100
+    assert await store.delete_expired(NOW + 10) == 1
+    assert await store.total_stored_bytes() == 30
+    assert await store.delete_mailbox(second)
+    assert await store.total_stored_bytes() == 0
+
+
 async def test_read_after_pages_in_seq_order(store: Store) -> None:
     mailbox = await new_mailbox(store)
     envelopes = [f"message {i}".encode() for i in range(1, 11)]
