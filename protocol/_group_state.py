@@ -98,13 +98,16 @@ class SavedState:
     epochs: dict[int, Epoch]
     parked: list[Parked]
     proposals: list[bytes]
+    # `write_state`'s encoding of `membership`'s member list, with the Membership it was
+    # made from: a Membership is frozen, and a change replaces it with a new one.
+    membership_wire: tuple[Membership, bytes] | None = field(default=None, repr=False)
 
 
 def write_state(state: SavedState, *, cached: bool = True) -> bytes:
     """Return the saved form of `state`.
 
     The parts that rarely change between two saves (member lists, other members' chains)
-    are encoded once and reused while they stay the same (`_membership_block`,
+    are encoded once and reused while they stay the same (`SavedState.membership_wire`,
     `Epoch.members_wire`, `ReceiveChain.saved`); `cached=False` encodes everything
     afresh, which tests compare against.
     """
@@ -115,7 +118,7 @@ def write_state(state: SavedState, *, cached: bool = True) -> bytes:
     w.u32(state.joined_epoch).u32(state.current)
     m = state.membership
     w.u32(m.head_index).raw(m.head_hash).u32(m.head_epoch).u16(len(m.members))
-    w.raw(_membership_block(m) if cached else _write_membership(m))
+    w.raw(_membership_block(state) if cached else _write_membership(m))
     w.u8(len(state.epochs))
     for epoch in state.epochs.values():
         w.u32(epoch.number)
@@ -123,12 +126,7 @@ def write_state(state: SavedState, *, cached: bool = True) -> bytes:
         for key in (keys.header, keys.distribution, keys.control_header, keys.control_body):
             w.raw(key.export())
         w.u16(len(epoch.members))
-        if not cached:
-            w.raw(_write_members(epoch.members))
-        else:
-            if epoch.members_wire is None:
-                epoch.members_wire = _write_members(epoch.members)
-            w.raw(epoch.members_wire)
+        w.raw(_members_block(epoch) if cached else _write_members(epoch.members))
         w.raw(epoch.own_public).u8(epoch.own is not None)
         if epoch.own is not None:
             own = epoch.own
@@ -141,19 +139,7 @@ def write_state(state: SavedState, *, cached: bool = True) -> bytes:
             w.raw(_DOUBLE.pack(epoch.superseded_at))
         w.u16(len(epoch.chains))
         for sender, chain in epoch.chains.items():
-            saved = chain.saved
-            if (
-                not cached
-                or saved is None
-                or saved[0] != chain.next
-                or saved[1] != len(chain.skipped)
-            ):
-                block = _write_chain(sender, chain)
-                if not cached:
-                    w.raw(block)
-                    continue
-                chain.saved = saved = (chain.next, len(chain.skipped), block)
-            w.raw(saved[2])
+            w.raw(_chain_block(sender, chain) if cached else _write_chain(sender, chain))
     w.u16(len(state.parked))
     for parked in state.parked:
         w.u32(parked.epoch).u8(parked.sender is not None)
@@ -189,22 +175,29 @@ def _write_members(members: dict[bytes, MemberInfo]) -> bytes:
     return w.bytes()
 
 
-# Encoded member lists (with admin flags) by the identity of the Membership they encode,
-# which is frozen and whose `members` is never modified; each entry keeps its Membership
-# alive so that its id cannot be reused. A client holds one current membership per cell.
-_MEMBERSHIP_CACHE_SIZE: Final = 32
-_membership_cache: dict[int, tuple[Membership, bytes]] = {}
+# The reused encodings (see `write_state`). Each is kept with what tells whether it is
+# still true: the Membership object, nothing for an epoch's never-changing member list,
+# and a chain's `next` and number of skipped keys.
 
 
-def _membership_block(m: Membership) -> bytes:
-    entry = _membership_cache.get(id(m))
-    if entry is not None and entry[0] is m:
-        return entry[1]
-    block = _write_membership(m)
-    if len(_membership_cache) >= _MEMBERSHIP_CACHE_SIZE:
-        del _membership_cache[next(iter(_membership_cache))]
-    _membership_cache[id(m)] = (m, block)
-    return block
+def _membership_block(state: SavedState) -> bytes:
+    m, cached = state.membership, state.membership_wire
+    if cached is None or cached[0] is not m:
+        cached = state.membership_wire = (m, _write_membership(m))
+    return cached[1]
+
+
+def _members_block(epoch: Epoch) -> bytes:
+    if epoch.members_wire is None:
+        epoch.members_wire = _write_members(epoch.members)
+    return epoch.members_wire
+
+
+def _chain_block(sender: bytes, chain: ReceiveChain) -> bytes:
+    saved = chain.saved
+    if saved is None or saved[0] != chain.next or saved[1] != len(chain.skipped):
+        saved = chain.saved = (chain.next, len(chain.skipped), _write_chain(sender, chain))
+    return saved[2]
 
 
 def _read_double(reader: Reader) -> float:
