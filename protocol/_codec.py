@@ -44,6 +44,21 @@ class _ExtensionRefusedError(Exception):
     """Raised inside the unpacker when it meets an extension type."""
 
 
+# What msgpack's unpacking raises for bad input, besides running out of data or finding
+# more than one object (the callers name those themselves). ValueError covers invalid
+# UTF-8, reserved bytes and non-str map keys; StackError is a ValueError too.
+_UNPACK_ERRORS: Final = (_ExtensionRefusedError, ValueError, TypeError, msgpack.UnpackException)
+
+
+def _unpack_error(exc: Exception) -> RemoteProtocolError:
+    """The protocol error, with its stable code, for one of `_UNPACK_ERRORS`."""
+    if isinstance(exc, msgpack.StackError):
+        return RemoteProtocolError("nesting too deep", ErrorCode.TOO_DEEP)
+    if isinstance(exc, _ExtensionRefusedError):
+        return RemoteProtocolError("extension type", ErrorCode.EXTENSION_TYPE)
+    return RemoteProtocolError(f"undecodable msgpack ({type(exc).__name__})", ErrorCode.MALFORMED)
+
+
 def _refuse_extension(code: int, data: bytes) -> object:
     raise _ExtensionRefusedError
 
@@ -146,15 +161,8 @@ def decode_messages(data: bytes) -> list[Message]:
             raise RemoteProtocolError(
                 f"message cut off with {end - start} bytes left in the frame", ErrorCode.MALFORMED
             ) from None
-        except msgpack.StackError:
-            raise RemoteProtocolError("nesting too deep", ErrorCode.TOO_DEEP) from None
-        except _ExtensionRefusedError:
-            raise RemoteProtocolError("extension type", ErrorCode.EXTENSION_TYPE) from None
-        except (ValueError, TypeError, msgpack.UnpackException) as exc:
-            # ValueError covers invalid UTF-8, reserved bytes and non-str map keys.
-            raise RemoteProtocolError(
-                f"undecodable msgpack ({type(exc).__name__})", ErrorCode.MALFORMED
-            ) from None
+        except _UNPACK_ERRORS as exc:
+            raise _unpack_error(exc) from None
         message = _decode_fast(obj)
         messages.append(_from_wire(obj) if message is None else message)
         start = unpacker.tell()
@@ -349,15 +357,8 @@ def decode_map(data: bytes) -> dict[str, object]:
         raise RemoteProtocolError(
             f"{len(exc.extra)} bytes after the map", ErrorCode.MALFORMED
         ) from None
-    except msgpack.StackError:
-        raise RemoteProtocolError("nesting too deep", ErrorCode.TOO_DEEP) from None
-    except _ExtensionRefusedError:
-        raise RemoteProtocolError("extension type", ErrorCode.EXTENSION_TYPE) from None
-    except (ValueError, TypeError, msgpack.UnpackException) as exc:
-        # ValueError covers a cut-off map, invalid UTF-8, reserved bytes, int map keys.
-        raise RemoteProtocolError(
-            f"undecodable msgpack ({type(exc).__name__})", ErrorCode.MALFORMED
-        ) from None
+    except _UNPACK_ERRORS as exc:  # here ValueError also covers a cut-off map
+        raise _unpack_error(exc) from None
     if type(obj) is not list:
         raise _wrong_type("top level", obj)
     # msgpack decodes its timestamp extension itself, without calling ext_hook: find any.
