@@ -632,7 +632,7 @@ class Cell:
         record.send_reserved_epoch, record.send_reserved = epoch, counter + SEND_RESERVATION
         await self._save()  # durable
 
-    async def settle(self) -> bool:
+    def settle(self) -> bool:
         """Give back the counters reserved but not used, for a clean close; True if it did.
 
         The client then saves durably, so the next run skips nothing. Skipped when a send

@@ -159,7 +159,7 @@ class Client:
 
     async def aclose(self) -> None:
         """Give back unused send reservations, close the links and the cells' event streams."""
-        settled = [await cell.settle() for cell in self._cells]
+        settled = [cell.settle() for cell in self._cells]
         if any(settled):
             # Durable: the next run then skips no counter (Cell._reserve_counter). If this
             # save is lost, the reservations on disk still hold, which is safe.
