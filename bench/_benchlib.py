@@ -225,7 +225,7 @@ def run_relay(
     thread's CPU time) and writes its statistics there when it stops.
     """
     with temporary_directory("cellrelay-bench-relay-") as workdir:
-        base = [PYTHON, "-m", "relay"]
+        base = [PYTHON, "-m", "cellrelay.relay"]
         common = ["--data-dir", str(workdir), "--listen", "127.0.0.1:0"]
         subprocess.run(
             [*base, "init", *common], cwd=REPO, check=True, capture_output=True, timeout=30
@@ -247,7 +247,7 @@ def run_relay(
             assert process.stdout is not None
             line = _read_line(process.stdout, STARTUP_TIMEOUT, server)
             # `serve` prints its address once listening: cellrelay://KEY@HOST:PORT
-            from protocol._address import RelayAddress
+            from cellrelay.protocol.wire._address import RelayAddress
 
             address = RelayAddress.parse(line)
             server.port, server.public_key = address.port, address.public_key

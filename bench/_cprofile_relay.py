@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from relay._cli import main
+from cellrelay.relay._cli import main
 
 
 def run() -> int:

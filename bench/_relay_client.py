@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Final, Literal, TypeVar
 
 import msgpack
 
-from protocol._capability import CapabilityKey
-from protocol._codec import encode_message
-from protocol._connection import Connection, EncodedMessage, Role
-from protocol._messages import (
+from cellrelay.protocol.wire._capability import CapabilityKey
+from cellrelay.protocol.wire._codec import encode_message
+from cellrelay.protocol.wire._connection import Connection, EncodedMessage, Role
+from cellrelay.protocol.wire._messages import (
     Auth,
     Create,
     Created,

@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _benchlib import raise_open_files_limit
 from _relay_client import MailboxKeys, RelayLoadClient
 
-from protocol._capability import CapabilityKey
-from protocol._messages import Deliver, Error, MailboxId, Published
+from cellrelay.protocol.wire._capability import CapabilityKey
+from cellrelay.protocol.wire._messages import Deliver, Error, MailboxId, Published
 
 if TYPE_CHECKING:
     from collections.abc import Callable

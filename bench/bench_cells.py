@@ -78,19 +78,20 @@ from bench_group import (
     bench_ed25519,
 )
 
-from client._cell import Cell, CellInfo
-from client._client import Client, create_identity, open_client
-from client._events import AlertReceived
-from client._keystore import TEST_COST
-from protocol import MAX_PAGE_ITEMS, Fetch, Page, RelayAddress
-from protocol._identity import MemberInfo
-from protocol._join import JOIN_WELCOME
+from cellrelay.client._cell_member import CellInfo
+from cellrelay.client._client import Client, create_identity, open_client
+from cellrelay.client._events import AlertReceived
+from cellrelay.client._keystore import TEST_COST
+from cellrelay.protocol.cell._identity import MemberInfo
+from cellrelay.protocol.cell._join import JOIN_WELCOME
+from cellrelay.protocol.wire import MAX_PAGE_ITEMS, Fetch, Page, RelayAddress
 
 if TYPE_CHECKING:
     import cProfile
     from collections.abc import Callable
 
-    from protocol._invite import Invite
+    from cellrelay.client._cell_admin import Cell
+    from cellrelay.protocol.cell._invite import Invite
 
 PASSPHRASE: Final = "benchmark passphrase"  # noqa: S105 - throwaway keystores at TEST_COST
 SCRIPT: Final = Path(__file__).resolve()

@@ -22,13 +22,20 @@ from typing import TYPE_CHECKING, Final
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from client._qr import invite_qr_terminal
-from protocol._address import RelayAddress
-from protocol._content import Alert, MemberId, MessageId, Priority, Status, StatusReply
-from protocol._content import decode_content as decode
-from protocol._invite import Invite
-from protocol._messages import MailboxId
-from protocol._rollup import RollupBook
+from cellrelay.client._qr import invite_qr_terminal
+from cellrelay.protocol.cell._content import (
+    Alert,
+    MemberId,
+    MessageId,
+    Priority,
+    Status,
+    StatusReply,
+)
+from cellrelay.protocol.cell._content import decode_content as decode
+from cellrelay.protocol.cell._invite import Invite
+from cellrelay.protocol.cell._rollup import RollupBook
+from cellrelay.protocol.wire._address import RelayAddress
+from cellrelay.protocol.wire._messages import MailboxId
 
 if TYPE_CHECKING:
     from collections.abc import Callable

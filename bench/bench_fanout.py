@@ -70,7 +70,7 @@ from _benchlib import (
 )
 from _relay_client import MailboxKeys, RelayLoadClient
 
-from protocol._messages import Error
+from cellrelay.protocol.wire._messages import Error
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

@@ -29,10 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import nacl
 from nacl._sodium import ffi, lib
 
-from protocol._envelope import ENVELOPE_OVERHEAD, Kind
-from protocol._group import CellCrypto
-from protocol._identity import Identity
-from protocol._padding import bucket_for
+from cellrelay.protocol.cell._envelope import ENVELOPE_OVERHEAD, Kind
+from cellrelay.protocol.cell._group import CellCrypto
+from cellrelay.protocol.cell._identity import Identity
+from cellrelay.protocol.cell._padding import bucket_for
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import nacl
 from nacl._sodium import ffi, lib
 
-from protocol._noise import CipherState, HandshakeState, KeyPair
+from cellrelay.protocol.wire._noise import CipherState, HandshakeState, KeyPair
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -25,10 +25,10 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from protocol._errors import ErrorCode
-from relay._logging import configure_logging
-from relay._metrics import Registry, RelayMetrics
-from relay._ops import serve_ops
+from cellrelay.protocol._errors import ErrorCode
+from cellrelay.relay._logging import configure_logging
+from cellrelay.relay._metrics import Registry, RelayMetrics
+from cellrelay.relay._ops import serve_ops
 
 if TYPE_CHECKING:
     from collections.abc import Callable

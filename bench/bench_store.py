@@ -35,9 +35,9 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import relay._sqlite_store as sqlite_store
-from relay._sqlite_store import DELETE_CHUNK_ROWS, Durability, open_sqlite_store
-from relay._store import MailboxId, MailboxRecord, PendingAppend
+import cellrelay.relay._sqlite_store as sqlite_store
+from cellrelay.relay._sqlite_store import DELETE_CHUNK_ROWS, Durability, open_sqlite_store
+from cellrelay.relay._store import MailboxId, MailboxRecord, PendingAppend
 
 ENVELOPE_SIZE: Final = 600  # a padded alert with its signature, per the brief
 BATCH_SIZES: Final = (1, 10, 100, 500)

@@ -22,7 +22,7 @@ message contents (`Alert`, `StatusReply`, ...) and roll-ups are the protocol pac
 re-exported so an app needs only this package.
 """
 
-from protocol import (
+from cellrelay.protocol.cell import (
     Alert,
     AlertRollup,
     Change,
@@ -36,10 +36,10 @@ from protocol import (
     Priority,
     Receipt,
     ReceiptState,
-    RelayAddress,
     Status,
     StatusReply,
 )
+from cellrelay.protocol.wire import RelayAddress
 
 from ._blocking import (
     DEFAULT_TIMEOUT,
@@ -49,7 +49,8 @@ from ._blocking import (
     EventStream,
     Subscription,
 )
-from ._cell import Cell, CellError
+from ._cell_admin import Cell
+from ._cell_member import CellError
 from ._client import Client, create_identity, open_client
 from ._events import (
     AlertReceived,

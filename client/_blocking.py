@@ -39,9 +39,10 @@ from typing import TYPE_CHECKING, Final, TypeVar
 import structlog
 import trio
 
-from protocol import Priority, ReceiptState, Status
+from cellrelay.protocol.cell import Priority, ReceiptState, Status
 
-from ._cell import DEFAULT_ALERT_TTL, DEFAULT_INVITE_TTL, DEFAULT_MESSAGE_TTL, Cell
+from ._cell_admin import DEFAULT_INVITE_TTL, Cell
+from ._cell_member import DEFAULT_ALERT_TTL, DEFAULT_MESSAGE_TTL
 from ._client import open_client
 from ._portal import Portal
 from ._shims import subscribe
@@ -51,17 +52,17 @@ if TYPE_CHECKING:
     from pathlib import Path
     from types import TracebackType
 
-    from protocol import (
+    from cellrelay.protocol.cell import (
         Alert,
         AlertRollup,
         Content,
         Invite,
         PlainMessage,
         Receipt,
-        RelayAddress,
         StatusReply,
     )
-    from protocol._identity import Identity
+    from cellrelay.protocol.cell._identity import Identity
+    from cellrelay.protocol.wire import RelayAddress
 
     from ._client import Client
     from ._events import CellEvent, Member

@@ -29,10 +29,12 @@ from typing import TYPE_CHECKING, Final, NoReturn
 import structlog
 import trio
 
-from protocol import AddressError, CellrelayError, ContentError, ErrorCode, InviteError
+from cellrelay.protocol import CellrelayError, ErrorCode
+from cellrelay.protocol.cell import ContentError, InviteError
+from cellrelay.protocol.wire import AddressError
 
 from . import _cli_commands as commands
-from ._cell import CellError
+from ._cell_member import CellError
 from ._cli_commands import CliError, Context, run_command
 from ._cli_listen import listen
 from ._cli_output import Style, parse_duration
@@ -414,9 +416,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == ["relay"]:
-        # -P: do not put the current directory on sys.path, or a `relay/` folder wherever
-        # the operator happens to stand would run instead of ours.
-        os.execv(sys.executable, [sys.executable, "-P", "-m", "relay", *arguments[1:]])  # noqa: S606 - our own module
+        # -P: do not put the current directory on sys.path, or a `cellrelay/` folder
+        # wherever the operator happens to stand would run instead of ours.
+        os.execv(sys.executable, [sys.executable, "-P", "-m", "cellrelay.relay", *arguments[1:]])  # noqa: S606 - our own module
     args = build_parser().parse_args(arguments)
     debug = bool(getattr(args, "debug", False))
     _configure_logging(debug)

@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING, Final, TextIO
 
 import trio
 
-from protocol import Alert, Invite, Priority, RelayAddress, Status
-from protocol._identity import Identity
+from cellrelay.protocol.cell import Alert, Invite, Priority, Status
+from cellrelay.protocol.cell._identity import Identity
+from cellrelay.protocol.wire import RelayAddress
 
-from ._cell import CellError
+from ._cell_member import CellError
 from ._cli_output import (
     Style,
     alert_headline,
@@ -53,7 +54,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
     from pathlib import Path
 
-    from ._cell import Cell
+    from ._cell_admin import Cell
     from ._client import Client
 
 __all__ = [

@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Final
 
 import trio
 
-from protocol import CellrelayError, Change, Status
+from cellrelay.protocol import CellrelayError
+from cellrelay.protocol.cell import Change, Status
 
-from ._cell import CellError
+from ._cell_member import CellError
 from ._cli_commands import alerts_of, connected, find_alert, synced
 from ._cli_output import (
     alert_headline,
@@ -40,9 +41,9 @@ from ._shims import subscribe
 if TYPE_CHECKING:
     import argparse
 
-    from protocol import AlertRollup
+    from cellrelay.protocol.cell import AlertRollup
 
-    from ._cell import Cell
+    from ._cell_admin import Cell
     from ._cli_commands import Context
     from ._events import CellEvent
 

@@ -16,7 +16,7 @@ import datetime
 import re
 from typing import TYPE_CHECKING, Final
 
-from protocol import Alert, Priority, Status
+from cellrelay.protocol.cell import Alert, Priority, Status
 
 from ._events import (
     AlertReceived,
@@ -29,7 +29,7 @@ from ._events import (
 )
 
 if TYPE_CHECKING:
-    from protocol import AlertRollup
+    from cellrelay.protocol.cell import AlertRollup
 
     from ._events import CellEvent
 

@@ -26,13 +26,15 @@ from typing import TYPE_CHECKING, Final
 import structlog
 import trio
 
-from protocol import CapabilityKey, CellrelayError, MailboxId, RelayAddress
-from protocol._group import CellCrypto
-from protocol._identity import Identity, member_id_of
-from protocol._invite import Invite
-from protocol._join import JOIN_WELCOME, seal_join_request, split_join_envelope
+from cellrelay.protocol import CellrelayError
+from cellrelay.protocol.cell._group import CellCrypto
+from cellrelay.protocol.cell._identity import Identity, member_id_of
+from cellrelay.protocol.cell._invite import Invite
+from cellrelay.protocol.cell._join import JOIN_WELCOME, seal_join_request, split_join_envelope
+from cellrelay.protocol.wire import CapabilityKey, MailboxId, RelayAddress
 
-from ._cell import AdminSecrets, Cell, CellError, CellInfo
+from ._cell_admin import AdminSecrets, Cell
+from ._cell_member import CellError, CellInfo
 from ._keystore import DEFAULT_COST, Keystore, default_data_dir
 from ._link import Delivery, RelayLink, Revocation
 from ._state import CellRecord, ClientState, JoinRecord

@@ -2,7 +2,7 @@
 
 What runs, all on loopback and in a temporary directory deleted at the end:
 
-* a relay process (`python -P -m relay serve`) on the embedded default store, SQLite;
+* a relay process (`python -P -m cellrelay.relay serve`) on the embedded default store, SQLite;
 * three member processes (client/_demo_member.py), each with its own keystore, identity,
   relay connection and group keys: `lead` creates the cell "Eastside" and invites `ana`
   and `ben`; they ask to join with the links and `lead` approves them; `lead` sends an
@@ -28,7 +28,7 @@ from typing import Final
 
 import trio
 
-from protocol import Status
+from cellrelay.protocol.cell import Status
 
 from ._cli_output import STATUS_WORDS, Style, isolate
 from ._demo_member import PASSPHRASE_ENV
@@ -243,7 +243,7 @@ class _Demo:
     async def start(self) -> str:
         """Start the relay and the members' processes; return the relay address."""
         env = _clean_environment()
-        relay = [sys.executable, "-P", "-m", "relay"]  # -P: see client/_cli.py
+        relay = [sys.executable, "-P", "-m", "cellrelay.relay"]  # -P: see client/_cli.py
         settings = [
             "--data-dir",
             str(self.relay_dir),
@@ -274,7 +274,7 @@ class _Demo:
                 sys.executable,
                 "-P",
                 "-m",
-                "client._demo_member",
+                "cellrelay.client._demo_member",
                 "--home",
                 str(self.tmp / name),
                 "--name",

@@ -27,9 +27,10 @@ from typing import TYPE_CHECKING, Final
 import structlog
 import trio
 
-from protocol import CellrelayError, Priority, Status
+from cellrelay.protocol import CellrelayError
+from cellrelay.protocol.cell import Priority, Status
 
-from ._cell import CellError
+from ._cell_member import CellError
 from ._cli_output import event_json, member_json, rollup_json
 from ._client import create_identity, open_client
 from ._events import AlertReceived, StatusReceived
@@ -37,7 +38,7 @@ from ._keystore import TEST_COST
 from ._shims import subscribe
 
 if TYPE_CHECKING:
-    from ._cell import Cell
+    from ._cell_admin import Cell
     from ._client import Client
     from ._events import CellEvent
 

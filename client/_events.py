@@ -1,7 +1,7 @@
 """The typed events a cell hands the application (`async for event in cell.events()`).
 
 Apps see decoded, verified objects, never raw bytes: every message event carries the
-content (protocol/_content.py) and the `Member` who sent it, as the group layer verified
+content (protocol/cell/_content.py) and the `Member` who sent it, as the group layer verified
 it. `SecurityWarning` reports what the group layer refused (tampering, forgery, replay),
 so an app can tell its user that something hostile is going on without ever seeing the
 forged content.
@@ -13,8 +13,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from protocol._content import Alert, MembershipChange, PlainMessage, Receipt, StatusReply
-    from protocol._rollup import AlertRollup
+    from cellrelay.protocol.cell._content import (
+        Alert,
+        MembershipChange,
+        PlainMessage,
+        Receipt,
+        StatusReply,
+    )
+    from cellrelay.protocol.cell._rollup import AlertRollup
 
 __all__ = [
     "AlertReceived",

@@ -31,8 +31,8 @@ import sys
 from pathlib import Path
 from typing import IO, Final
 
-from protocol import CellrelayError, CryptoError
-from protocol._crypto import (
+from cellrelay.protocol import CellrelayError, CryptoError
+from cellrelay.protocol._crypto import (
     ARGON2ID_SALT_SIZE,
     SECRETBOX_NONCE_SIZE,
     argon2id_key,

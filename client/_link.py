@@ -42,17 +42,16 @@ from typing import TYPE_CHECKING, Final, Literal, TypeVar
 import structlog
 import trio
 
-from protocol import (
+from cellrelay.protocol import CellrelayError, ErrorCode, RemoteProtocolError
+from cellrelay.protocol.wire import (
     Auth,
     CapabilityKey,
-    CellrelayError,
     Connection,
     Create,
     Created,
     Delete,
     Deliver,
     Error,
-    ErrorCode,
     Goodbye,
     Hello,
     MailboxId,
@@ -62,7 +61,6 @@ from protocol import (
     Publish,
     Published,
     RelayAddress,
-    RemoteProtocolError,
     Revoked,
     Role,
     Rotate,

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Final
 
 import segno
 
-from protocol import Invite
+from cellrelay.protocol.cell import Invite
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

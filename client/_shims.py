@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import trio
 
-    from protocol import Invite
+    from cellrelay.protocol.cell import Invite
 
-    from ._cell import Cell
+    from ._cell_admin import Cell
     from ._client import Client
     from ._events import CellEvent
 

@@ -4,7 +4,7 @@
 (its group-layer state, mailboxes, cursors, recent history and the message ids already
 handed to the application), invites it issued, join requests waiting for approval and
 joins it is waiting on. It is encoded with the protocol's msgpack doorway
-(`protocol._codec.encode_map` / `decode_map`); nested records are encoded maps inside
+(`cellrelay.protocol.wire._codec.encode_map` / `decode_map`); nested records are encoded maps inside
 bin fields, so each level is validated by the same strict decoder.
 
 Expired history and seen-ids are pruned at load and on every save (`prune`), so a message
@@ -17,8 +17,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Final
 
-from protocol import CellrelayError, MailboxId, RemoteProtocolError
-from protocol._codec import decode_map, encode_map
+from cellrelay.protocol import CellrelayError, RemoteProtocolError
+from cellrelay.protocol.wire import MailboxId
+from cellrelay.protocol.wire._codec import decode_map, encode_map
 
 __all__ = [
     "CellRecord",

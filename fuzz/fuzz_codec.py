@@ -7,8 +7,8 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from protocol._codec import decode_messages, encode_message
-    from protocol._errors import RemoteProtocolError
+    from cellrelay.protocol._errors import RemoteProtocolError
+    from cellrelay.protocol.wire._codec import decode_messages, encode_message
 
 
 def test_one_input(data: bytes) -> None:

@@ -11,8 +11,8 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from protocol._content import ContentError, MemberId, decode_content
-    from protocol._rollup import RollupBook
+    from cellrelay.protocol.cell._content import ContentError, MemberId, decode_content
+    from cellrelay.protocol.cell._rollup import RollupBook
 
 
 def test_one_input(data: bytes) -> None:

@@ -12,8 +12,8 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from protocol._errors import RemoteProtocolError
-    from protocol._framing import FrameDecoder
+    from cellrelay.protocol._errors import RemoteProtocolError
+    from cellrelay.protocol.wire._framing import FrameDecoder
 
 
 def _decode(stream: bytes, cuts: list[int]) -> tuple[list[bytes], str | None]:

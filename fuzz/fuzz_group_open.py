@@ -23,10 +23,10 @@ import atheris
 with atheris.instrument_imports():
     from group_fixture import NOW, build
 
-    from protocol._envelope import BODY_OFFSET, CLEAR_SIZE, SEALED_HEADER_SIZE
-    from protocol._group import CellCrypto
-    from protocol._group_errors import GroupError
-    from protocol._padding import bucket_for
+    from cellrelay.protocol.cell._envelope import BODY_OFFSET, CLEAR_SIZE, SEALED_HEADER_SIZE
+    from cellrelay.protocol.cell._errors import GroupError
+    from cellrelay.protocol.cell._group import CellCrypto
+    from cellrelay.protocol.cell._padding import bucket_for
 
 FIXTURE = build()
 MODES = 5

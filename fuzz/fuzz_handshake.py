@@ -18,10 +18,10 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from protocol._connection import Connection, Role
-    from protocol._errors import RemoteProtocolError
-    from protocol._messages import Hello, Welcome
-    from protocol._noise import KeyPair
+    from cellrelay.protocol._errors import RemoteProtocolError
+    from cellrelay.protocol.wire._connection import Connection, Role
+    from cellrelay.protocol.wire._messages import Hello, Welcome
+    from cellrelay.protocol.wire._noise import KeyPair
 
 RELAY_KEY = KeyPair.from_private(bytes(range(32)))
 CLIENT_EPHEMERAL = bytes(range(32, 64))

@@ -13,7 +13,7 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from protocol._invite import INVITE_PREFIX, Invite, InviteError
+    from cellrelay.protocol.cell._invite import INVITE_PREFIX, Invite, InviteError
 
 
 def _check(invite: Invite) -> None:

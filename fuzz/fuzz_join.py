@@ -11,9 +11,13 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from protocol._group_errors import GroupError
-    from protocol._identity import Identity
-    from protocol._join import open_join_request, seal_join_request, split_join_envelope
+    from cellrelay.protocol.cell._errors import GroupError
+    from cellrelay.protocol.cell._identity import Identity
+    from cellrelay.protocol.cell._join import (
+        open_join_request,
+        seal_join_request,
+        split_join_envelope,
+    )
 
 ADMIN = Identity.from_seeds(bytes(range(32)), bytes(range(32, 64)), "lead")
 JOINER = Identity.from_seeds(bytes(range(64, 96)), bytes(range(96, 128)), "ana")

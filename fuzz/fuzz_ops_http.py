@@ -36,8 +36,8 @@ import trio  # noqa: E402, F401
 with atheris.instrument_imports():
     import h11  # noqa: TC002 -- imported here so that it is instrumented
 
-    from relay._metrics import Registry
-    from relay._ops import OpsHttpConnection, OpsResponse, handle_ops_request
+    from cellrelay.relay._metrics import Registry
+    from cellrelay.relay._ops import OpsHttpConnection, OpsResponse, handle_ops_request
 
 HANDLER_STATUSES = frozenset({200, 404, 405, 503})
 # h11's hints: 400 malformed, 431 head too large, 501 a transfer coding other than chunked.

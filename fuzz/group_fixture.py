@@ -10,9 +10,9 @@ import hashlib
 from dataclasses import dataclass
 from typing import Final
 
-from protocol._envelope import Kind
-from protocol._group import CellCrypto
-from protocol._identity import Identity
+from cellrelay.protocol.cell._envelope import Kind
+from cellrelay.protocol.cell._group import CellCrypto
+from cellrelay.protocol.cell._identity import Identity
 
 NOW: Final = 1_767_225_600.0
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from protocol._codec import encode_message
-from protocol._framing import encode_frame
-from protocol._messages import MESSAGE_TYPES, Message, PageItem
+from cellrelay.protocol.wire._codec import encode_message
+from cellrelay.protocol.wire._framing import encode_frame
+from cellrelay.protocol.wire._messages import MESSAGE_TYPES, Message, PageItem
 
 SEEDS = Path(__file__).resolve().parent / "seeds"
 
@@ -21,7 +21,7 @@ SEEDS = Path(__file__).resolve().parent / "seeds"
 def examples() -> list[Message]:
     """One valid message of every type, built from the smallest valid field values."""
     out: list[Message] = []
-    from protocol._messages import field_specs
+    from cellrelay.protocol.wire._messages import field_specs
 
     for cls in MESSAGE_TYPES.values():
         kwargs: dict[str, object] = {}
@@ -58,8 +58,7 @@ def main() -> None:
 
 def write_content_and_invite_seeds() -> None:
     """Write seeds for fuzz_content (kind byte + encoding) and fuzz_invite (mode byte + input)."""
-    from protocol._address import RelayAddress
-    from protocol._content import (
+    from cellrelay.protocol.cell._content import (
         Alert,
         Change,
         MemberId,
@@ -72,8 +71,9 @@ def write_content_and_invite_seeds() -> None:
         Status,
         StatusReply,
     )
-    from protocol._invite import Invite
-    from protocol._messages import MailboxId
+    from cellrelay.protocol.cell._invite import Invite
+    from cellrelay.protocol.wire._address import RelayAddress
+    from cellrelay.protocol.wire._messages import MailboxId
 
     ids = [MessageId(bytes([n]) * 16) for n in range(4)]
     contents = {

@@ -18,7 +18,7 @@ Conventions:
   result, a private key) is a fresh `bytearray` the caller can zero.
 
 `CountingCipher` is the one stateful object: a ChaCha20-Poly1305 key whose nonce is a
-message counter, the per-message path of Noise transport (`protocol/_noise.py`'s
+message counter, the per-message path of Noise transport (`protocol/wire/_noise.py`'s
 `CipherState` builds on it). It lives here, not in `_noise`, so that path is a single
 Python frame above libsodium and this module stays the only one that touches `lib`.
 
@@ -337,7 +337,7 @@ class CountingCipher:
 
     This is the construction of Noise's ChaChaPoly (spec rev 34 §12.3) and of WireGuard's
     transport, kept here so that the per-message path is one Python frame between the
-    caller and libsodium (`protocol/_noise.py`'s `CipherState` subclasses it and adds the
+    caller and libsodium (`protocol/wire/_noise.py`'s `CipherState` subclasses it and adds the
     Noise rules). `n` is the next message number: a successful `encrypt` / `decrypt` moves
     it on by one, a failed `decrypt` does not. The counter value 2^64-1 is never used for
     a message (Noise reserves it for `rekey`).

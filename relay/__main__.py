@@ -1,4 +1,4 @@
-"""`python -m relay`: the relay's command line."""
+"""`python -m cellrelay.relay`: the relay's command line."""
 
 import sys
 

@@ -1,4 +1,4 @@
-"""The relay's command line: `cellrelay relay init|serve|address|backup` (`python -m relay`).
+"""The relay's command line: `cellrelay relay init|serve|address|backup` (`python -m cellrelay.relay`).
 
 Errors an operator can fix (bad settings, a missing key, an unusable database) are one
 clear line on standard error and exit status 2, never a traceback.
@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Final
 import structlog
 import trio
 
-from protocol._address import RelayAddress
-from protocol._errors import CellrelayError
+from cellrelay.protocol._errors import CellrelayError
+from cellrelay.protocol.wire._address import RelayAddress
 
 from ._config import FIELD_KINDS, ConfigError, RelayConfig, load_config, split_host_port
 from ._keys import create_key_file, load_key_file

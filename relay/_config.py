@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from protocol._errors import CellrelayError
-from protocol._messages import MAX_ENVELOPE
+from cellrelay.protocol._errors import CellrelayError
+from cellrelay.protocol.wire._messages import MAX_ENVELOPE
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

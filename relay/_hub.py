@@ -45,11 +45,11 @@ from typing import TYPE_CHECKING, Final
 import structlog
 import trio
 
-from protocol._capability import verify_admin, verify_auth
-from protocol._codec import encode_deliver, encode_error, encode_ok, encode_published
-from protocol._connection import MAX_PLAINTEXT, EncodedMessage
-from protocol._errors import ErrorCode
-from protocol._messages import (
+from cellrelay.protocol._errors import ErrorCode
+from cellrelay.protocol.wire._capability import verify_admin, verify_auth
+from cellrelay.protocol.wire._codec import encode_deliver, encode_error, encode_ok, encode_published
+from cellrelay.protocol.wire._connection import MAX_PLAINTEXT, EncodedMessage
+from cellrelay.protocol.wire._messages import (
     MAX_PAGE_ITEMS,
     Auth,
     Create,
@@ -133,6 +133,18 @@ class Subscription:
 
 
 @dataclass(eq=False, slots=True)
+class Holdings:
+    """What one connection holds on the hub: the mailboxes it proved a key for, its subscriptions.
+
+    Kept by the hub, keyed by session, rather than on `Session`: the send path knows nothing
+    of mailboxes, so `_session` does not import this module and the two form no circle.
+    """
+
+    mailboxes: dict[MailboxId, MailboxState] = field(default_factory=dict)
+    subs: dict[MailboxId, Subscription] = field(default_factory=dict)
+
+
+@dataclass(eq=False, slots=True)
 class MailboxState:
     """What the hub holds for a mailbox in use."""
 
@@ -168,6 +180,7 @@ class Hub:
         self.now = now
         self.mailbox_count = mailbox_count
         self._states: dict[MailboxId, MailboxState] = {}
+        self._holdings: dict[Session, Holdings] = {}
         self._commit_queue: list[tuple[PendingAppend, Session, int]] = []
         self._commit_wakeup = trio.Event()
         self._committing = False
@@ -497,9 +510,12 @@ class Hub:
         if state is None:
             self._refuse(session, message.id, ErrorCode.NO_SUCH_MAILBOX)
             return
+        holdings = self._holdings.get(session)
+        if holdings is None:
+            holdings = self._holdings[session] = Holdings()
         if (
-            message.mailbox not in session.mailboxes
-            and len(session.mailboxes) >= self.config.max_mailboxes_per_connection
+            message.mailbox not in holdings.mailboxes
+            and len(holdings.mailboxes) >= self.config.max_mailboxes_per_connection
         ):
             self._refuse(session, message.id, ErrorCode.TOO_MANY_MAILBOXES)
             self._maybe_forget(message.mailbox)
@@ -514,11 +530,12 @@ class Hub:
         state.holders[session] = state.holders.get(session, 0) | (
             READ if message.role == "read" else WRITE
         )
-        session.mailboxes[message.mailbox] = state
+        holdings.mailboxes[message.mailbox] = state
         self._ok(session, message.id)
 
     def _holding(self, session: Session, mailbox: MailboxId, bit: int) -> MailboxState | None:
-        state = session.mailboxes.get(mailbox)
+        holdings = self._holdings.get(session)
+        state = None if holdings is None else holdings.mailboxes.get(mailbox)
         if state is None or not state.holders.get(session, 0) & bit:
             return None
         return state
@@ -579,7 +596,7 @@ class Hub:
         self._drop_subscription(session, message.mailbox)
         sub = Subscription(state=state, session=session, cursor=message.after)
         state.subs[session] = sub
-        session.subs[message.mailbox] = sub
+        self._holdings[session].subs[message.mailbox] = sub  # _holding found it there
         self.metrics.subscriptions.inc()
         self._reply(session, Subscribed(id=message.id, mailbox=message.mailbox, head=state.head))
         if session.nursery is not None:
@@ -675,7 +692,8 @@ class Hub:
         return True
 
     def _drop_subscription(self, session: Session, mailbox: MailboxId) -> bool:
-        sub = session.subs.pop(mailbox, None)
+        holdings = self._holdings.get(session)
+        sub = None if holdings is None else holdings.subs.pop(mailbox, None)
         if sub is None:
             return False
         sub.scope.cancel()
@@ -807,16 +825,26 @@ class Hub:
         notice = [EncodedMessage.of(Revoked(mailbox=mailbox, code=code))]
         for holder in list(state.holders):
             self._drop_subscription(holder, mailbox)
-            holder.mailboxes.pop(mailbox, None)
+            holdings = self._holdings.get(holder)
+            if holdings is not None:
+                holdings.mailboxes.pop(mailbox, None)
             holder.send(notice)
         state.holders.clear()
         self._maybe_forget(mailbox)
 
+    def is_subscribed(self, session: Session, mailbox: MailboxId) -> bool:
+        """Whether `session` has a subscription to `mailbox` (for tests and diagnostics)."""
+        holdings = self._holdings.get(session)
+        return holdings is not None and mailbox in holdings.subs
+
     def forget_session(self, session: Session) -> None:
         """Drop everything a closed connection held."""
-        for mailbox in list(session.subs):
+        holdings = self._holdings.get(session)
+        if holdings is None:
+            return
+        for mailbox in list(holdings.subs):
             self._drop_subscription(session, mailbox)
-        for mailbox, state in session.mailboxes.items():
+        del self._holdings[session]
+        for mailbox, state in holdings.mailboxes.items():
             state.holders.pop(session, None)
             self._maybe_forget(mailbox)
-        session.mailboxes.clear()

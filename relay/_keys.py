@@ -14,7 +14,7 @@ import os
 import stat
 from typing import TYPE_CHECKING, Final
 
-from protocol._noise import KeyPair
+from cellrelay.protocol.wire._noise import KeyPair
 
 from ._config import ConfigError
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from relay._store import (
+from cellrelay.relay._store import (
     INT64_MAX,
     AppendResult,
     MailboxExistsError,

@@ -23,12 +23,12 @@ import h11
 import structlog
 import trio
 
-from relay._metrics import CONTENT_TYPE
+from cellrelay.relay._metrics import CONTENT_TYPE
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from relay._metrics import Registry
+    from cellrelay.relay._metrics import Registry
 
 __all__ = [
     "DEFAULT_OPS_HOST",

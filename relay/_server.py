@@ -39,9 +39,9 @@ from typing import TYPE_CHECKING, Final
 import structlog
 import trio
 
-from protocol._connection import Connection, EncodedMessage, Role, State
-from protocol._errors import CellrelayError, ErrorCode, RemoteProtocolError
-from protocol._messages import Message, Ping, Publish, Welcome
+from cellrelay.protocol._errors import CellrelayError, ErrorCode, RemoteProtocolError
+from cellrelay.protocol.wire._connection import Connection, EncodedMessage, Role, State
+from cellrelay.protocol.wire._messages import Message, Ping, Publish, Welcome
 
 from ._config import RelayConfig, split_host_port
 from ._hub import Hub
@@ -53,7 +53,7 @@ from ._session import Session
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from protocol._noise import KeyPair
+    from cellrelay.protocol.wire._noise import KeyPair
 
     from ._store import Store
 

@@ -40,14 +40,13 @@ from typing import TYPE_CHECKING, Final
 
 import trio
 
-from protocol._connection import Connection, EncodedMessage
-from protocol._errors import CellrelayError, ErrorCode
-from protocol._messages import Goodbye, MailboxId
+from cellrelay.protocol._errors import CellrelayError, ErrorCode
+from cellrelay.protocol.wire._connection import Connection, EncodedMessage
+from cellrelay.protocol.wire._messages import Goodbye
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from ._hub import MailboxState, Subscription
     from ._metrics import RelayMetrics
     from ._ratelimit import TokenBucket
 
@@ -83,13 +82,11 @@ class Session:
         "conn_id",
         "inflight",
         "last_receive",
-        "mailboxes",
         "nursery",
         "ping_outstanding",
         "publish_bucket",
         "queue_limit",
         "read_scope",
-        "subs",
     )
 
     def __init__(
@@ -116,8 +113,6 @@ class Session:
         self.publish_bucket = publish_bucket
         self.last_receive = now
         self.ping_outstanding = False
-        self.mailboxes: dict[MailboxId, MailboxState] = {}  # capability bits live in the state
-        self.subs: dict[MailboxId, Subscription] = {}
         self.inflight = 0  # publishes awaiting their commit
         self._inflight_event: trio.Event | None = None
         self._out = bytearray()

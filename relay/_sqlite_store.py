@@ -137,7 +137,7 @@ from typing import TYPE_CHECKING, Final, Literal, TypeVar
 import structlog
 import trio
 
-from relay._store import (
+from cellrelay.relay._store import (
     INT64_MAX,
     AppendResult,
     MailboxExistsError,

@@ -35,7 +35,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Protocol
 
-from protocol._messages import MailboxId  # 16 random bytes chosen by the relay
+from cellrelay.protocol.wire._messages import MailboxId  # 16 random bytes chosen by the relay
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -15,47 +15,50 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# The group end-to-end encryption modules (docs/protocol.md, Part 2): the relay forwards
-# sealed bytes and must not have the code that opens them.
-GROUP_MODULES = {
-    "protocol._binary",
-    "protocol._control",
-    "protocol._envelope",
-    "protocol._epochs",
-    "protocol._group",
-    "protocol._group_errors",
-    "protocol._group_keys",
-    "protocol._group_state",
-    "protocol._identity",
-    "protocol._join",
-    "protocol._membership",
-    "protocol._outcomes",
-    "protocol._padding",
-    "protocol._receiver",
+# Folder -> modules its code may not import: a name forbids that module and its submodules.
+# The relay forwards sealed bytes and must not have the code that opens them (the cell
+# protocol); the wire protocol must not need it either.
+FORBIDDEN = {
+    "protocol": {
+        "cellrelay.relay",
+        "cellrelay.client",
+        "trio",
+        "structlog",
+        "socket",
+        "asyncio",
+        "time",
+    },
+    "protocol/wire": {"cellrelay.protocol.cell"},
+    "relay": {"cellrelay.client", "cellrelay.protocol.cell"},
+    "client": {"cellrelay.relay"},
 }
 
-# Package -> modules it may not import: a top-level name forbids the whole package, a
-# dotted name that module (and its submodules).
-FORBIDDEN = {
-    "protocol": {"relay", "client", "trio", "structlog", "socket", "asyncio", "time"},
-    "relay": {"client", *GROUP_MODULES},
-    "client": {"relay"},
-}
+# The old top-level import names: nothing may import them, or an app's own client.py,
+# protocol.py or relay.py would be imported in their place (or ours in place of theirs).
+BARE_NAMES = {"client", "protocol", "relay"}
 
 
 def imported_modules(path: Path) -> set[str]:
     """Return every absolute module name `path` imports, with all its parent packages.
 
-    `from protocol import _group` counts as importing `protocol._group` as well.
+    `from cellrelay.protocol import cell` counts as importing `cellrelay.protocol.cell`.
+    Relative imports are resolved against the module's place under `cellrelay`.
     """
     tree = ast.parse(path.read_text(), filename=str(path))
+    relative = path.relative_to(ROOT).with_suffix("").parts
+    package = ["cellrelay", *relative[:-1]] if relative[0] in BARE_NAMES else list(relative[:-1])
     modules: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             modules.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            modules.add(node.module)
-            modules.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                module = ".".join([*base, *([node.module] if node.module else [])])
+            else:
+                module = node.module or ""
+            modules.add(module)
+            modules.update(f"{module}.{alias.name}" for alias in node.names)
     return {
         ".".join(parts[:i])
         for m in modules
@@ -64,13 +67,31 @@ def imported_modules(path: Path) -> set[str]:
     }
 
 
-@pytest.mark.parametrize("package", sorted(FORBIDDEN))
-def test_package_imports_respect_layers(package: str) -> None:
-    files = sorted((ROOT / package).rglob("*.py"))
-    assert files, f"no modules found in {package}"
+@pytest.mark.parametrize("folder", sorted(FORBIDDEN))
+def test_package_imports_respect_layers(folder: str) -> None:
+    files = sorted((ROOT / folder).rglob("*.py"))
+    assert files, f"no modules found in {folder}"
     for path in files:
-        bad = imported_modules(path) & FORBIDDEN[package]
+        bad = imported_modules(path) & FORBIDDEN[folder]
         assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize(
+    "folder", ["protocol", "relay", "client", "tests", "fuzz", "bench", "docs"]
+)
+def test_nothing_imports_the_bare_names(folder: str) -> None:
+    for path in sorted((ROOT / folder).rglob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and not node.level
+                else []
+            )
+            bare = {n.split(".")[0] for n in names} & BARE_NAMES
+            assert not bare, f"{path.relative_to(ROOT)} imports {sorted(bare)}"
 
 
 def test_import_linter_contracts_hold() -> None:
@@ -82,16 +103,20 @@ def test_import_linter_contracts_hold() -> None:
     assert "broken" not in result.stdout.lower().replace("0 broken", "")
 
 
-def test_importing_the_relay_loads_no_group_encryption() -> None:
-    """At run time too: protocol/__init__.py loads the group modules only on first use."""
+def test_importing_the_relay_loads_no_cell_protocol() -> None:
+    """At run time too: loading every relay module loads nothing of the cell protocol."""
     submodules = (ROOT / "relay").glob("_*.py")
-    relay_modules = ["relay", *sorted(f"relay.{p.stem}" for p in submodules if p.stem[1] != "_")]
+    relay_modules = [
+        "cellrelay.relay",
+        *sorted(f"cellrelay.relay.{p.stem}" for p in submodules if p.stem[1] != "_"),
+    ]
     code = (
         "import importlib, sys\n"
         f"for name in {relay_modules!r}: importlib.import_module(name)\n"
-        f"print(sorted(set(sys.modules) & set({sorted(GROUP_MODULES)!r})))\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('cellrelay.protocol.cell',"
+        " 'cellrelay.client'))))\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+        [sys.executable, "-P", "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]", result.stdout

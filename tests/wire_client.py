@@ -12,9 +12,9 @@ from typing import Literal, TypeVar
 
 import trio
 
-from protocol._capability import CapabilityKey, sign_admin
-from protocol._connection import Connection, Role
-from protocol._messages import (
+from cellrelay.protocol.wire._capability import CapabilityKey, sign_admin
+from cellrelay.protocol.wire._connection import Connection, Role
+from cellrelay.protocol.wire._messages import (
     Auth,
     Create,
     Created,

@@ -20,7 +20,14 @@ from pathlib import Path
 
 import structlog
 
-from client import AlertReceived, BlockingClient, CellEvent, Status, StatusReceived, create_identity
+from cellrelay.client import (
+    AlertReceived,
+    BlockingClient,
+    CellEvent,
+    Status,
+    StatusReceived,
+    create_identity,
+)
 
 PASSPHRASE = "an example passphrase"  # noqa: S105 - examples only: ask the person for it
 

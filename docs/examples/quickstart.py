@@ -19,7 +19,7 @@ from pathlib import Path
 import structlog
 import trio
 
-from client import (
+from cellrelay.client import (
     AlertReceived,
     Cell,
     JoinRequested,

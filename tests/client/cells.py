@@ -8,10 +8,10 @@ from pathlib import Path
 
 import trio
 
-from client._cell import Cell
-from client._client import Client, create_identity, open_client
-from client._events import CellEvent
-from client._keystore import TEST_COST
+from cellrelay.client._cell_admin import Cell
+from cellrelay.client._client import Client, create_identity, open_client
+from cellrelay.client._events import CellEvent
+from cellrelay.client._keystore import TEST_COST
 
 
 def passphrase_of(name: str) -> str:

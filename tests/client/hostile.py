@@ -32,21 +32,21 @@ from typing import TYPE_CHECKING
 import pytest
 import trio
 
-from client._cell import Cell
-from client._events import AlertReceived, CellEvent, MessageReceived
-from client._keystore import HEADER, MAGIC
-from client._state import ClientState
-from protocol._capability import CapabilityKey
-from protocol._codec import decode_single
-from protocol._connection import EncodedMessage
-from protocol._crypto import ARGON2ID_SALT_SIZE, argon2id_key, secretbox_open
-from protocol._messages import Deliver, Published
-from relay._session import Session
+from cellrelay.client._cell_admin import Cell
+from cellrelay.client._events import AlertReceived, CellEvent, MessageReceived
+from cellrelay.client._keystore import HEADER, MAGIC
+from cellrelay.client._state import ClientState
+from cellrelay.protocol._crypto import ARGON2ID_SALT_SIZE, argon2id_key, secretbox_open
+from cellrelay.protocol.wire._capability import CapabilityKey
+from cellrelay.protocol.wire._codec import decode_single
+from cellrelay.protocol.wire._connection import EncodedMessage
+from cellrelay.protocol.wire._messages import Deliver, Published
+from cellrelay.relay._session import Session
 
 from ..wire_client import WireClient
 
 if TYPE_CHECKING:
-    from client._link import RelayLink
+    from cellrelay.client._link import RelayLink
 
     from ..relay.conftest import RunningRelay
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import trio
 
-import client._client as client_module
-from client._events import AlertReceived
-from protocol import RelayAddress
+import cellrelay.client._client as client_module
+from cellrelay.client._events import AlertReceived
+from cellrelay.protocol.wire import RelayAddress
 
 from .cells import Recorder, admit, members
 from .conftest import RunningRelay

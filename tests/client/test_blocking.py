@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from client import (
+from cellrelay.client import (
     AlertReceived,
     BlockingClient,
     CellEvent,
@@ -23,8 +23,8 @@ from client import (
     StatusReceived,
     create_identity,
 )
-from client._keystore import TEST_COST
-from protocol import RelayAddress
+from cellrelay.client._keystore import TEST_COST
+from cellrelay.protocol.wire import RelayAddress
 
 from .cells import passphrase_of
 from .conftest import RunningRelay

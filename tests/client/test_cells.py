@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 import trio
 
-from client._cell import Cell, CellError
-from client._events import AlertReceived, MembershipChanged, StatusReceived
-from protocol import RelayAddress
-from protocol._content import Change, Status
+from cellrelay.client._cell_admin import Cell
+from cellrelay.client._cell_member import CellError
+from cellrelay.client._events import AlertReceived, MembershipChanged, StatusReceived
+from cellrelay.protocol.cell._content import Change, Status
+from cellrelay.protocol.wire import RelayAddress
 
 from .cells import Recorder, admit, members
 from .conftest import RunningRelay

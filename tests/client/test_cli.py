@@ -21,10 +21,11 @@ from typing import Any
 import pytest
 import trio
 
-from client._cli_output import isolate, parse_duration
-from client._client import create_identity
-from client._keystore import TEST_COST
-from protocol import Invite, MailboxId, RelayAddress
+from cellrelay.client._cli_output import isolate, parse_duration
+from cellrelay.client._client import create_identity
+from cellrelay.client._keystore import TEST_COST
+from cellrelay.protocol.cell import Invite
+from cellrelay.protocol.wire import MailboxId, RelayAddress
 
 from .conftest import RunningRelay
 

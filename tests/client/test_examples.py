@@ -14,7 +14,7 @@ from pathlib import Path
 
 import trio
 
-import client
+from cellrelay import client
 
 from ..relay.process import open_relay_process
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import trio
 
-import client._cell
-from client._cell import Cell
-from protocol._content import Alert
-from relay._memory_store import MemoryStore
-from relay._store import MailboxId, StoredEnvelope
+from cellrelay.client import _cell_member as cell_module
+from cellrelay.client._cell_admin import Cell
+from cellrelay.protocol.cell._content import Alert
+from cellrelay.relay._memory_store import MemoryStore
+from cellrelay.relay._store import MailboxId, StoredEnvelope
 
 from ..relay.conftest import RelayFactory, relays
 from .cells import admit, members, passphrase_of
@@ -120,7 +120,7 @@ async def test_relay_that_keeps_expired_envelopes_cannot_show_them(
     in its welcome: the member's client refuses it (the expiry inside the authenticated
     envelope is the one that counts, against a clock the relay cannot move back further
     than CLOCK_TOLERANCE; one second here instead of five minutes, to keep the test short)."""
-    monkeypatch.setattr(client._cell, "CLOCK_TOLERANCE", 1.0)
+    monkeypatch.setattr(cell_module, "CLOCK_TOLERANCE", 1.0)
     marker = f"resurrected alert {time.time_ns()}"
     lag = [0.0]
     relay = await relays.start(store=KeepsExpired(), now=lambda: time.time() - lag[0])

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import trio
 
-from client._events import AlertReceived, MessageReceived
-from protocol._content import decode_content
-from protocol._group import CellCrypto, Opened
-from protocol._group_errors import ReplayError
-from protocol._identity import Identity
-from relay._memory_store import MemoryStore
+from cellrelay.client._events import AlertReceived, MessageReceived
+from cellrelay.protocol.cell._content import decode_content
+from cellrelay.protocol.cell._errors import ReplayError
+from cellrelay.protocol.cell._group import CellCrypto, Opened
+from cellrelay.protocol.cell._identity import Identity
+from cellrelay.relay._memory_store import MemoryStore
 
 from .cells import Recorder, admit, members, passphrase_of
 from .conftest import RunningRelay

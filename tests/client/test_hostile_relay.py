@@ -30,16 +30,16 @@ from pathlib import Path
 import pytest
 import trio
 
-from client._cell import AdminSecrets, Cell
-from client._events import MessageReceived, SecurityWarning
-from protocol._crypto import random_bytes
+from cellrelay.client._cell_admin import AdminSecrets, Cell
+from cellrelay.client._events import MessageReceived, SecurityWarning
+from cellrelay.protocol._crypto import random_bytes
 
 from .cells import Recorder, admit, members
 from .conftest import RunningRelay
 from .hostile import HostileRelay, client_port, flip, until
 from .test_cells import address_of
 
-HEADER_BYTE = 29 + 10  # inside the sealed header (protocol/_envelope.py's layout)
+HEADER_BYTE = 29 + 10  # inside the sealed header (protocol/cell/_envelope.py's layout)
 BODY_BYTE = 158 + 20  # inside the body
 VERSION_BYTE = 0
 TEST_TIMEOUT = 60

@@ -18,8 +18,8 @@ import pytest
 import trio
 from structlog.testing import capture_logs
 
-from client import Cell, CellError
-from protocol import RelayAddress
+from cellrelay.client import Cell, CellError
+from cellrelay.protocol.wire import RelayAddress
 
 from ..relay.conftest import RelayFactory, relays
 from .cells import admit, members

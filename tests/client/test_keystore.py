@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from client._keystore import (
+from cellrelay.client._keystore import (
     TEST_COST,
     Keystore,
     KeystoreBusyError,

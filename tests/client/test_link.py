@@ -8,8 +8,9 @@ from collections.abc import Awaitable, Callable
 import pytest
 import trio
 
-from client._link import Delivery, RelayLink, RelayRefusedError, Revocation
-from protocol import CapabilityKey, Create, Created, ErrorCode, MailboxId, RelayAddress
+from cellrelay.client._link import Delivery, RelayLink, RelayRefusedError, Revocation
+from cellrelay.protocol import ErrorCode
+from cellrelay.protocol.wire import CapabilityKey, Create, Created, MailboxId, RelayAddress
 
 from ..wire_client import MailboxKeys, WireClient
 from .conftest import RunningRelay
@@ -93,7 +94,7 @@ async def test_reconnect_resumes_without_gap_or_duplicate(
             await writer.publish(mailbox, f"{round_number}-{i}".encode(), expires)
         # Cut the reader off from the relay's side, mid-stream.
         for session in list(running_relay.relay.sessions):
-            if mailbox in session.subs:
+            if running_relay.relay.hub.is_subscribed(session, mailbox):
                 session.close(ErrorCode.SHUTTING_DOWN)
         for i in range(5, 8):
             await writer.publish(mailbox, f"{round_number}-{i}".encode(), expires)

@@ -18,9 +18,9 @@ from pathlib import Path
 import structlog
 import trio
 
-from client._events import AlertReceived, MessageReceived, StatusReceived
-from protocol import RelayAddress
-from protocol._content import Status
+from cellrelay.client._events import AlertReceived, MessageReceived, StatusReceived
+from cellrelay.protocol.cell._content import Status
+from cellrelay.protocol.wire import RelayAddress
 
 from ..relay.process import open_relay_process
 from .cells import Recorder, admit, members, passphrase_of

@@ -6,7 +6,7 @@ import pytest
 import trio
 import trio.lowlevel
 
-from client._portal import Portal
+from cellrelay.client._portal import Portal
 
 
 def test_calls_run_in_the_trio_thread_and_return() -> None:

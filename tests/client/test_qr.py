@@ -15,8 +15,15 @@ from pathlib import Path
 import pytest
 import segno
 
-from client._qr import PNG_BORDER, PNG_SCALE, TERMINAL_BORDER, invite_qr_terminal, write_invite_png
-from protocol import Invite, InviteError, MailboxId, RelayAddress
+from cellrelay.client._qr import (
+    PNG_BORDER,
+    PNG_SCALE,
+    TERMINAL_BORDER,
+    invite_qr_terminal,
+    write_invite_png,
+)
+from cellrelay.protocol.cell import Invite, InviteError
+from cellrelay.protocol.wire import MailboxId, RelayAddress
 
 UPPER, LOWER, FULL = "\u2580", "\u2584", "\u2588"
 

@@ -20,15 +20,15 @@ from pathlib import Path
 
 import trio
 
-from client._events import AlertReceived, MembershipChanged, MessageReceived
-from protocol._capability import CapabilityKey
-from protocol._content import Change
-from protocol._errors import ErrorCode
-from protocol._group import CellCrypto, EpochUpdate, Opened
-from protocol._group_errors import GroupError
-from protocol._identity import Identity
-from protocol._messages import Deliver, Error, Ok, Ping, Pong, Revoked, Subscribed
-from relay._memory_store import MemoryStore
+from cellrelay.client._events import AlertReceived, MembershipChanged, MessageReceived
+from cellrelay.protocol._errors import ErrorCode
+from cellrelay.protocol.cell._content import Change
+from cellrelay.protocol.cell._errors import GroupError
+from cellrelay.protocol.cell._group import CellCrypto, EpochUpdate, Opened
+from cellrelay.protocol.cell._identity import Identity
+from cellrelay.protocol.wire._capability import CapabilityKey
+from cellrelay.protocol.wire._messages import Deliver, Error, Ok, Ping, Pong, Revoked, Subscribed
+from cellrelay.relay._memory_store import MemoryStore
 
 from ..wire_client import WireClient
 from .cells import Recorder, admit, members, passphrase_of

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from client._events import SecurityWarning
+from cellrelay.client._events import SecurityWarning
 
 from ..relay.process import open_relay_process
 from .cells import admit, members

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import trio
 
-from client._cell import SEND_RESERVATION
-from client._events import AlertReceived
-from client._keystore import Keystore
-from client._state import ClientState
+from cellrelay.client._cell_member import SEND_RESERVATION
+from cellrelay.client._events import AlertReceived
+from cellrelay.client._keystore import Keystore
+from cellrelay.client._state import ClientState
 
 from .cells import Recorder, admit, members, passphrase_of
 from .conftest import RunningRelay

@@ -12,8 +12,8 @@ from __future__ import annotations
 import hypothesis.strategies as st
 from hypothesis import given
 
-from client._state import MAX_HISTORY, MAX_SEEN, SEEN_SLACK, CellRecord, HistoryItem
-from protocol import MailboxId
+from cellrelay.client._state import MAX_HISTORY, MAX_SEEN, SEEN_SLACK, CellRecord, HistoryItem
+from cellrelay.protocol.wire import MailboxId
 
 
 def _record() -> CellRecord:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import trio
 
-from client._events import AlertReceived, CellEvent
+from cellrelay.client._events import AlertReceived, CellEvent
 
 from ..relay.conftest import RelayFactory, relays
 from .cells import Recorder, admit, members

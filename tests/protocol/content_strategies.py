@@ -6,7 +6,7 @@ import typing
 
 from hypothesis import strategies as st
 
-from protocol._content import (
+from cellrelay.protocol.cell._content import (
     CONTENT_TYPES,
     Alert,
     Content,

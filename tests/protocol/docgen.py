@@ -12,9 +12,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from protocol._capability import CapabilityKey, auth_signing_input
-from protocol._codec import encode_message
-from protocol._connection import (
+from cellrelay.protocol._errors import DESCRIPTIONS, ErrorCode
+from cellrelay.protocol.wire._capability import CapabilityKey, auth_signing_input
+from cellrelay.protocol.wire._codec import encode_message
+from cellrelay.protocol.wire._connection import (
     CLIENT_MESSAGES,
     RELAY_MESSAGES,
     TRANSITIONS,
@@ -22,8 +23,7 @@ from protocol._connection import (
     Role,
     State,
 )
-from protocol._errors import DESCRIPTIONS, ErrorCode
-from protocol._messages import (
+from cellrelay.protocol.wire._messages import (
     MESSAGE_TYPES,
     Auth,
     FieldSpec,
@@ -35,7 +35,7 @@ from protocol._messages import (
     Welcome,
     field_specs,
 )
-from protocol._noise import KeyPair
+from cellrelay.protocol.wire._noise import KeyPair
 
 if TYPE_CHECKING:
     from collections.abc import Callable

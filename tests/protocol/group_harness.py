@@ -13,17 +13,17 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
-from protocol._crypto import random_bytes
-from protocol._envelope import Kind
-from protocol._group import CellCrypto
-from protocol._group_errors import GroupError, StaleControlError
-from protocol._identity import Identity
-from protocol._membership import Role
-from protocol._outcomes import EpochUpdate, Opened, Own, Pending
+from cellrelay.protocol._crypto import random_bytes
+from cellrelay.protocol.cell._envelope import Kind
+from cellrelay.protocol.cell._errors import GroupError, StaleControlError
+from cellrelay.protocol.cell._group import CellCrypto
+from cellrelay.protocol.cell._identity import Identity
+from cellrelay.protocol.cell._membership import Role
+from cellrelay.protocol.cell._outcomes import EpochUpdate, Opened, Own, Pending
 
 if TYPE_CHECKING:
-    from protocol._identity import Rng
-    from protocol._outcomes import Outcome
+    from cellrelay.protocol.cell._identity import Rng
+    from cellrelay.protocol.cell._outcomes import Outcome
 
 NOW: Final = 1_700_000_000.0
 TTL: Final = 3600

@@ -16,12 +16,13 @@ import hashlib
 import json
 from typing import Final, TypeAlias
 
-from protocol._control import CONTROL_SIZE, SLOTS_OFFSET, seal_welcome
-from protocol._crypto import HashChain
-from protocol._envelope import CLEAR_SIZE, Kind
-from protocol._epochs import welcome_content
-from protocol._group import CellCrypto
-from protocol._group_keys import (
+from cellrelay.protocol._crypto import HashChain
+from cellrelay.protocol.cell._control import CONTROL_SIZE, SLOTS_OFFSET, seal_welcome
+from cellrelay.protocol.cell._envelope import CLEAR_SIZE, Kind
+from cellrelay.protocol.cell._epochs import welcome_content
+from cellrelay.protocol.cell._group import CellCrypto
+from cellrelay.protocol.cell._identity import Identity
+from cellrelay.protocol.cell._keys import (
     EPOCH_CONTROL_BODY,
     EPOCH_CONTROL_HEADER,
     EPOCH_DISTRIBUTION,
@@ -32,8 +33,7 @@ from protocol._group_keys import (
     message_material,
     step_chain,
 )
-from protocol._identity import Identity
-from protocol._outcomes import Opened
+from cellrelay.protocol.cell._outcomes import Opened
 
 NOW: Final = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 TTL: Final = 3600

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from protocol._messages import MESSAGE_TYPES, FieldSpec, Message, PageItem, field_specs
+from cellrelay.protocol.wire._messages import (
+    MESSAGE_TYPES,
+    FieldSpec,
+    Message,
+    PageItem,
+    field_specs,
+)
 
 # Envelopes may be up to 60,000 bytes; drawing such sizes in every example is slow and
 # adds nothing that a few hundred bytes do not, except at the bounds, which unit tests pin.

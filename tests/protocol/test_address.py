@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol._address import DEFAULT_PORT, AddressError, RelayAddress
+from cellrelay.protocol.wire._address import DEFAULT_PORT, AddressError, RelayAddress
 
 KEY = bytes(range(32))
 

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol._codec import decode_messages, decode_single, encode_message
-from protocol._errors import ErrorCode, LocalProtocolError, RemoteProtocolError
-from protocol._messages import (
+from cellrelay.protocol._errors import ErrorCode, LocalProtocolError, RemoteProtocolError
+from cellrelay.protocol.wire._codec import decode_messages, decode_single, encode_message
+from cellrelay.protocol.wire._messages import (
     MAX_ENVELOPE,
     MAX_PAGE_ITEMS,
     MESSAGE_TYPES,

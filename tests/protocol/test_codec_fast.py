@@ -14,7 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol._codec import (
+from cellrelay.protocol._errors import ErrorCode, RemoteProtocolError
+from cellrelay.protocol.wire._codec import (
     _decode_fast,
     _from_wire,
     decode_messages,
@@ -24,8 +25,7 @@ from protocol._codec import (
     encode_ok,
     encode_published,
 )
-from protocol._errors import ErrorCode, RemoteProtocolError
-from protocol._messages import (
+from cellrelay.protocol.wire._messages import (
     ITEM_SPECS,
     MAX_ENVELOPE,
     MESSAGE_TYPES,

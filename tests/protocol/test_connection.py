@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol._codec import encode_message
-from protocol._connection import (
+from cellrelay.protocol._errors import ErrorCode, LocalProtocolError, RemoteProtocolError
+from cellrelay.protocol.wire._codec import encode_message
+from cellrelay.protocol.wire._connection import (
     CLIENT_MESSAGES,
     MAX_PLAINTEXT,
     REKEY_INTERVAL,
@@ -20,8 +21,7 @@ from protocol._connection import (
     Role,
     State,
 )
-from protocol._errors import ErrorCode, LocalProtocolError, RemoteProtocolError
-from protocol._messages import (
+from cellrelay.protocol.wire._messages import (
     Deliver,
     Goodbye,
     Hello,
@@ -33,7 +33,7 @@ from protocol._messages import (
     Publish,
     Welcome,
 )
-from protocol._noise import KeyPair
+from cellrelay.protocol.wire._noise import KeyPair
 
 from .strategies import messages_of
 

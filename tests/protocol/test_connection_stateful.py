@@ -14,10 +14,10 @@ import pytest
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from protocol._connection import OTHER_ROLE, TRANSITIONS, Connection, Role, State
-from protocol._errors import LocalProtocolError
-from protocol._messages import Hello, Message, Welcome
-from protocol._noise import KeyPair
+from cellrelay.protocol._errors import LocalProtocolError
+from cellrelay.protocol.wire._connection import OTHER_ROLE, TRANSITIONS, Connection, Role, State
+from cellrelay.protocol.wire._messages import Hello, Message, Welcome
+from cellrelay.protocol.wire._noise import KeyPair
 
 from .strategies import ANY_MESSAGE
 

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol._content import (
+from cellrelay.protocol._errors import CellrelayError, ErrorCode, ProtocolError
+from cellrelay.protocol.cell._content import (
     CONTENT_TYPES,
     GROUP_KINDS,
     MAX_CONTENT,
@@ -38,7 +39,6 @@ from protocol._content import (
     decode_content,
     new_message_id,
 )
-from protocol._errors import CellrelayError, ErrorCode, ProtocolError
 
 from .content_strategies import ANY_CONTENT, contents_of
 

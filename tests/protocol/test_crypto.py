@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from protocol._crypto import (
+from cellrelay.protocol._crypto import (
     AEAD_TAG_SIZE,
     MAX_COUNTER,
     MAX_COUNTING_PLAINTEXT,
@@ -34,7 +34,7 @@ from protocol._crypto import (
     xchacha20poly1305_encrypt,
     zero,
 )
-from protocol._errors import CryptoError
+from cellrelay.protocol._errors import CryptoError
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol._errors import ErrorCode, LocalProtocolError, RemoteProtocolError
-from protocol._framing import MAX_FRAME, FrameDecoder, encode_frame
+from cellrelay.protocol._errors import ErrorCode, LocalProtocolError, RemoteProtocolError
+from cellrelay.protocol.wire._framing import MAX_FRAME, FrameDecoder, encode_frame
 
 bodies = st.lists(st.binary(min_size=1, max_size=600), max_size=10)
 

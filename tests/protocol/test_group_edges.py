@@ -9,7 +9,13 @@ import math
 
 import pytest
 
-from protocol._control import (
+from cellrelay.protocol._crypto import (
+    SigningKey,
+    XChaChaKey,
+    random_bytes,
+    x25519_public_from_private,
+)
+from cellrelay.protocol.cell._control import (
     BOX_SIZE,
     ChangeBody,
     WelcomeContent,
@@ -18,11 +24,15 @@ from protocol._control import (
     seal_epoch_change,
     seal_welcome,
 )
-from protocol._crypto import SigningKey, XChaChaKey, random_bytes, x25519_public_from_private
-from protocol._envelope import HEADER, DistributionPayload, Kind, distribution_mac, seal_envelope
-from protocol._epochs import welcome_content
-from protocol._group import CellCrypto
-from protocol._group_errors import (
+from cellrelay.protocol.cell._envelope import (
+    HEADER,
+    DistributionPayload,
+    Kind,
+    distribution_mac,
+    seal_envelope,
+)
+from cellrelay.protocol.cell._epochs import welcome_content
+from cellrelay.protocol.cell._errors import (
     BadSignatureError,
     MalformedError,
     MembershipError,
@@ -30,18 +40,26 @@ from protocol._group_errors import (
     StaleEpochError,
     TamperedError,
 )
-from protocol._group_keys import (
+from cellrelay.protocol.cell._group import CellCrypto
+from cellrelay.protocol.cell._identity import Identity, MemberInfo
+from cellrelay.protocol.cell._keys import (
     PAIRWISE_DISTRIBUTION_MAC,
     PAIRWISE_EPOCH_BOX,
     WELCOME,
     EpochKeys,
     kdf,
 )
-from protocol._group_state import SavedState, read_state, write_state
-from protocol._identity import Identity, MemberInfo
-from protocol._membership import MAX_MEMBERS, LogEntry, Membership, Op, Role, sign_entry
-from protocol._padding import pad
-from protocol._receiver import MAX_SKIP, MAX_SKIPPED_TOTAL, PENDING_MAX_AGE
+from cellrelay.protocol.cell._membership import (
+    MAX_MEMBERS,
+    LogEntry,
+    Membership,
+    Op,
+    Role,
+    sign_entry,
+)
+from cellrelay.protocol.cell._padding import pad
+from cellrelay.protocol.cell._receiver import MAX_SKIP, MAX_SKIPPED_TOTAL, PENDING_MAX_AGE
+from cellrelay.protocol.cell._state import SavedState, read_state, write_state
 
 from .group_harness import Cell, Opened, Pending, new_keys
 

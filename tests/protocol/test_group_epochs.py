@@ -10,12 +10,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from protocol._control import CONTROL_SIZE, seal_welcome
-from protocol._crypto import random_bytes
-from protocol._envelope import Kind
-from protocol._epochs import welcome_content
-from protocol._group import CellCrypto
-from protocol._group_errors import (
+from cellrelay.protocol._crypto import random_bytes
+from cellrelay.protocol.cell._control import CONTROL_SIZE, seal_welcome
+from cellrelay.protocol.cell._envelope import Kind
+from cellrelay.protocol.cell._epochs import welcome_content
+from cellrelay.protocol.cell._errors import (
     BadSignatureError,
     EpochGapError,
     MalformedError,
@@ -28,8 +27,9 @@ from protocol._group_errors import (
     TamperedError,
     UnknownEpochError,
 )
-from protocol._identity import Identity
-from protocol._membership import Op, Role
+from cellrelay.protocol.cell._group import CellCrypto
+from cellrelay.protocol.cell._identity import Identity
+from cellrelay.protocol.cell._membership import Op, Role
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -12,14 +12,21 @@ from typing import Final
 
 import pytest
 
-from protocol._binary import Reader
-from protocol._control import ChangeBody, change_header, seal_epoch_change
-from protocol._crypto import random_bytes
-from protocol._epochs import build_change
-from protocol._group_errors import MalformedError, MembershipError
-from protocol._group_keys import PAIRWISE_EPOCH_BOX, EpochKeys
-from protocol._identity import Identity, MemberInfo
-from protocol._membership import MAX_MEMBERS, LogEntry, Membership, Op, Role, sign_entry
+from cellrelay.protocol._crypto import random_bytes
+from cellrelay.protocol.cell._binary import Reader
+from cellrelay.protocol.cell._control import ChangeBody, change_header, seal_epoch_change
+from cellrelay.protocol.cell._epochs import build_change
+from cellrelay.protocol.cell._errors import MalformedError, MembershipError
+from cellrelay.protocol.cell._identity import Identity, MemberInfo
+from cellrelay.protocol.cell._keys import PAIRWISE_EPOCH_BOX, EpochKeys
+from cellrelay.protocol.cell._membership import (
+    MAX_MEMBERS,
+    LogEntry,
+    Membership,
+    Op,
+    Role,
+    sign_entry,
+)
 
 from .group_harness import Cell, new_keys
 

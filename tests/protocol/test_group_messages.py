@@ -10,8 +10,9 @@ import struct
 
 import pytest
 
-from protocol._crypto import XChaChaKey, random_bytes
-from protocol._envelope import (
+from cellrelay.protocol._crypto import XChaChaKey, random_bytes
+from cellrelay.protocol._errors import CryptoError
+from cellrelay.protocol.cell._envelope import (
     BODY_OFFSET,
     CLEAR_SIZE,
     ENVELOPE_OVERHEAD,
@@ -20,9 +21,7 @@ from protocol._envelope import (
     Kind,
     seal_envelope,
 )
-from protocol._errors import CryptoError
-from protocol._group import CellCrypto
-from protocol._group_errors import (
+from cellrelay.protocol.cell._errors import (
     BadSignatureError,
     ExpiredError,
     MalformedError,
@@ -35,9 +34,10 @@ from protocol._group_errors import (
     TamperedError,
     UnknownEpochError,
 )
-from protocol._group_keys import message_material, step_chain
-from protocol._padding import BUCKETS
-from protocol._receiver import MAX_PENDING, MAX_SKIP, MAX_SKIPPED_PER_SENDER
+from cellrelay.protocol.cell._group import CellCrypto
+from cellrelay.protocol.cell._keys import message_material, step_chain
+from cellrelay.protocol.cell._padding import BUCKETS
+from cellrelay.protocol.cell._receiver import MAX_PENDING, MAX_SKIP, MAX_SKIPPED_PER_SENDER
 
 from .group_harness import TTL, Cell, Opened, Own, Pending
 

@@ -12,8 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol._binary import Reader, Writer
-from protocol._crypto import (
+from cellrelay.protocol._crypto import (
     HashChain,
     XChaChaKey,
     blake2b,
@@ -22,12 +21,19 @@ from protocol._crypto import (
     xchacha20poly1305_decrypt,
     xchacha20poly1305_encrypt,
 )
-from protocol._envelope import CONTENT_KINDS, GROUP_KINDS, Kind
-from protocol._errors import CryptoError
-from protocol._group_errors import MalformedError
-from protocol._group_keys import PURPOSES, EpochKeys, kdf, message_material, step_chain
-from protocol._identity import MAX_NAME_BYTES, Identity, MemberInfo, check_name, member_id_of
-from protocol._padding import BUCKETS, bucket_for, pad, unpad
+from cellrelay.protocol._errors import CryptoError
+from cellrelay.protocol.cell._binary import Reader, Writer
+from cellrelay.protocol.cell._envelope import CONTENT_KINDS, GROUP_KINDS, Kind
+from cellrelay.protocol.cell._errors import MalformedError
+from cellrelay.protocol.cell._identity import (
+    MAX_NAME_BYTES,
+    Identity,
+    MemberInfo,
+    check_name,
+    member_id_of,
+)
+from cellrelay.protocol.cell._keys import PURPOSES, EpochKeys, kdf, message_material, step_chain
+from cellrelay.protocol.cell._padding import BUCKETS, bucket_for, pad, unpad
 
 # The last keyed BLAKE2b-512 vector of the BLAKE2 reference suite (blake2b-kat.txt):
 # in = 00 01 .. fe (255 bytes), key = 00 01 .. 3f (64 bytes).
@@ -252,8 +258,8 @@ def test_reprs_carry_no_keys() -> None:
 
 
 def test_kinds_agree_with_the_content_layer() -> None:
-    """protocol/_content.py numbers the same kinds; the two layers must not drift."""
-    content = pytest.importorskip("protocol._content")
+    """protocol/cell/_content.py numbers the same kinds; the two layers must not drift."""
+    content = pytest.importorskip("cellrelay.protocol.cell._content")
     kind = content.ContentKind
     assert (kind.ALERT, kind.STATUS, kind.RECEIPT, kind.PLAIN) == (
         Kind.ALERT,

@@ -13,10 +13,10 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from protocol._envelope import Kind
-from protocol._group_errors import GroupError, ReplayError
-from protocol._group_state import write_state
-from protocol._outcomes import Opened, Pending
+from cellrelay.protocol.cell._envelope import Kind
+from cellrelay.protocol.cell._errors import GroupError, ReplayError
+from cellrelay.protocol.cell._outcomes import Opened, Pending
+from cellrelay.protocol.cell._state import write_state
 
 from .group_harness import Cell
 

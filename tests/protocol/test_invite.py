@@ -11,8 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol._address import RelayAddress
-from protocol._invite import (
+from cellrelay.protocol.cell._invite import (
     INVITE_JOIN_PROOF,
     INVITE_JOIN_READ,
     INVITE_JOIN_WRITE,
@@ -21,7 +20,8 @@ from protocol._invite import (
     Invite,
     InviteError,
 )
-from protocol._messages import MailboxId
+from cellrelay.protocol.wire._address import RelayAddress
+from cellrelay.protocol.wire._messages import MailboxId
 
 from .content_strategies import LINE_CHARS
 

@@ -8,10 +8,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol._crypto import random_bytes
-from protocol._group_errors import BadSignatureError, GroupError, MalformedError, TamperedError
-from protocol._identity import Identity
-from protocol._join import (
+from cellrelay.protocol._crypto import random_bytes
+from cellrelay.protocol.cell._errors import (
+    BadSignatureError,
+    GroupError,
+    MalformedError,
+    TamperedError,
+)
+from cellrelay.protocol.cell._identity import Identity
+from cellrelay.protocol.cell._join import (
     JOIN_REQUEST,
     JOIN_WELCOME,
     open_join_request,

@@ -16,19 +16,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol._crypto import (
+from cellrelay.protocol._crypto import (
     chacha20poly1305_encrypt,
     random_bytes,
     x25519,
 )
-from protocol._errors import (
+from cellrelay.protocol._errors import (
     CellrelayError,
     CryptoError,
     ErrorCode,
     LocalProtocolError,
     RemoteProtocolError,
 )
-from protocol._noise import (
+from cellrelay.protocol.wire._noise import (
     MAX_MESSAGE,
     MAX_NONCE,
     MAX_PLAINTEXT,

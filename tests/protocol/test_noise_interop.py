@@ -12,9 +12,9 @@ from typing import Final, Literal
 import pytest
 from noise.connection import Keypair, NoiseConnection
 
-from protocol._crypto import random_bytes
-from protocol._errors import CryptoError
-from protocol._noise import CipherState, HandshakeState, HashName, KeyPair
+from cellrelay.protocol._crypto import random_bytes
+from cellrelay.protocol._errors import CryptoError
+from cellrelay.protocol.wire._noise import CipherState, HandshakeState, HashName, KeyPair
 
 PROLOGUE: Final = b"cellrelay interop test"
 TRANSPORT_ROUNDS: Final = 5

@@ -15,8 +15,8 @@ from typing import cast
 
 import pytest
 
-from protocol._errors import LocalProtocolError
-from protocol._noise import PATTERNS, CipherState, HandshakeState, HashName, KeyPair
+from cellrelay.protocol._errors import LocalProtocolError
+from cellrelay.protocol.wire._noise import PATTERNS, CipherState, HandshakeState, HashName, KeyPair
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "noise-25519-chachapoly.json"
 HASHES: tuple[HashName, ...] = ("BLAKE2b", "SHA256")

@@ -8,9 +8,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from protocol._connection import Connection, Role
-from protocol._messages import Auth, Ok, Publish, Published, Welcome
-from protocol._noise import KeyPair
+from cellrelay.protocol.wire._connection import Connection, Role
+from cellrelay.protocol.wire._messages import Auth, Ok, Publish, Published, Welcome
+from cellrelay.protocol.wire._noise import KeyPair
 
 from ..independent_client import IndependentClient
 from . import docgen
@@ -71,7 +71,7 @@ def test_independent_client_talks_to_our_relay_role() -> None:
     auth, publish = relay.receive_data(wire)
     assert isinstance(auth, Auth)
     assert isinstance(publish, Publish)
-    from protocol._capability import verify_auth
+    from cellrelay.protocol.wire._capability import verify_auth
 
     public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     assert verify_auth(public, auth.proof, "read", relay.handshake_hash, mailbox)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol._content import (
+from cellrelay.protocol.cell._content import (
     Alert,
     Content,
     MemberId,
@@ -22,7 +22,7 @@ from protocol._content import (
     StatusReply,
     new_message_id,
 )
-from protocol._rollup import (
+from cellrelay.protocol.cell._rollup import (
     MAX_ALERTS,
     MAX_PENDING,
     MAX_PENDING_PER_MEMBER,

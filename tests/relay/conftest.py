@@ -25,9 +25,9 @@ from typing import Any
 import pytest
 import trio
 
-from protocol._connection import Connection, Role
-from protocol._errors import CellrelayError
-from protocol._messages import (
+from cellrelay.protocol._errors import CellrelayError
+from cellrelay.protocol.wire._connection import Connection, Role
+from cellrelay.protocol.wire._messages import (
     Deliver,
     Error,
     Goodbye,
@@ -40,12 +40,12 @@ from protocol._messages import (
     Published,
     Welcome,
 )
-from protocol._noise import KeyPair
-from relay._config import RelayConfig
-from relay._memory_store import MemoryStore
-from relay._server import Relay
-from relay._sqlite_store import SQLiteStore
-from relay._store import Store
+from cellrelay.protocol.wire._noise import KeyPair
+from cellrelay.relay._config import RelayConfig
+from cellrelay.relay._memory_store import MemoryStore
+from cellrelay.relay._server import Relay
+from cellrelay.relay._sqlite_store import SQLiteStore
+from cellrelay.relay._store import Store
 
 from ..independent_client import IndependentClient
 from ..wire_client import WireClient

@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from relay._config import ENV_PREFIX, FIELD_KINDS, RelayConfig
-from relay._metrics import Registry, RelayMetrics
+from cellrelay.relay._config import ENV_PREFIX, FIELD_KINDS, RelayConfig
+from cellrelay.relay._metrics import Registry, RelayMetrics
 
 from ..protocol.docgen import SECTION
 

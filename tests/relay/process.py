@@ -1,7 +1,7 @@
 """Run a relay as a separate process for tests: init, serve, read its address, stop it.
 
-`open_relay_process(data_dir)` runs `python -m relay init` the first time a data
-directory is used, then `python -m relay serve` on free loopback ports (client and ops)
+`open_relay_process(data_dir)` runs `python -m cellrelay.relay init` the first time a data
+directory is used, then `python -m cellrelay.relay serve` on free loopback ports (client and ops)
 with JSON logs on standard error, reads the relay address that `serve` prints on
 standard output, and learns the ops port from the `ops_listening` log line. Standard
 error is collected for the whole life of the process, so a test can search the logs
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
-from protocol._address import RelayAddress
+from cellrelay.protocol.wire._address import RelayAddress
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
@@ -63,9 +63,9 @@ def _environment() -> dict[str, str]:
 
 
 async def init_relay(data_dir: Path) -> None:
-    """Run `python -m relay init` for `data_dir` (creates the static key)."""
+    """Run `python -m cellrelay.relay init` for `data_dir` (creates the static key)."""
     await trio.run_process(
-        [sys.executable, "-m", "relay", "init", "--data-dir", str(data_dir),
+        [sys.executable, "-m", "cellrelay.relay", "init", "--data-dir", str(data_dir),
          "--listen", "127.0.0.1:0"],
         env=_environment(), capture_stdout=True, capture_stderr=True,
     )  # fmt: skip
@@ -145,7 +145,7 @@ async def _pump(stream: trio.abc.ReceiveStream, into: bytearray) -> None:
 
 @asynccontextmanager
 async def open_relay_process(data_dir: Path, **settings: object) -> AsyncIterator[RelayProcess]:
-    """Start `python -m relay serve` on `data_dir` (init first if it has no key).
+    """Start `python -m cellrelay.relay serve` on `data_dir` (init first if it has no key).
 
     `settings` are relay settings by field name (`max_envelope=1000`), passed as flags on
     top of `BASE_SETTINGS`. The process is killed on exit if it is still running.
@@ -153,7 +153,7 @@ async def open_relay_process(data_dir: Path, **settings: object) -> AsyncIterato
     if not (data_dir / "relay.key").exists():
         await init_relay(data_dir)
     merged: dict[str, object] = {**BASE_SETTINGS, "data_dir": str(data_dir), **settings}
-    command = [sys.executable, "-m", "relay", "serve", *_flags(merged)]
+    command = [sys.executable, "-m", "cellrelay.relay", "serve", *_flags(merged)]
     process = await trio.lowlevel.open_process(
         command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         env=_environment(),

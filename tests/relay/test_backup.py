@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from relay._cli import backup_database, main
-from relay._sqlite_store import SQLiteStore, open_sqlite_store
-from relay._store import MailboxId, MailboxRecord, PendingAppend, StorageError
+from cellrelay.relay._cli import backup_database, main
+from cellrelay.relay._sqlite_store import SQLiteStore, open_sqlite_store
+from cellrelay.relay._store import MailboxId, MailboxRecord, PendingAppend, StorageError
 
 NOW = 1_700_000_000  # stores take time as an argument; no test here reads the clock
 FAR = NOW + 10**6
@@ -71,7 +71,7 @@ async def test_backup_of_a_live_store_holds_every_commit(tmp_path: Path) -> None
         assert _files_holding(db.parent, envelopes[-1]) == ["relay.sqlite3-wal"]
 
         done = await trio.run_process(
-            [sys.executable, "-m", "relay", "backup", "--database", str(db), str(dest)],
+            [sys.executable, "-m", "cellrelay.relay", "backup", "--database", str(db), str(dest)],
             capture_stdout=True,
             capture_stderr=True,
             check=False,

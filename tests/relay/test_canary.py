@@ -22,9 +22,17 @@ from pathlib import Path
 
 import trio
 
-from protocol._crypto import random_bytes, xchacha20poly1305_encrypt
-from protocol._errors import ErrorCode
-from protocol._messages import Error, Fetch, MailboxId, Ok, Page, Published, Subscribed
+from cellrelay.protocol._crypto import random_bytes, xchacha20poly1305_encrypt
+from cellrelay.protocol._errors import ErrorCode
+from cellrelay.protocol.wire._messages import (
+    Error,
+    Fetch,
+    MailboxId,
+    Ok,
+    Page,
+    Published,
+    Subscribed,
+)
 
 from ..wire_client import MailboxKeys, WireClient
 from .conftest import PATIENCE, IndependentWire, receive_deliveries

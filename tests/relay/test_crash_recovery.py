@@ -1,6 +1,6 @@
 """A relay process killed (SIGKILL) or stopped (SIGTERM) mid-stream loses nothing it acknowledged.
 
-The relay runs as a real subprocess (`python -m relay serve`) on a SQLite file with the
+The relay runs as a real subprocess (`python -m cellrelay.relay serve`) on a SQLite file with the
 default durability. A publisher streams pipelined publishes; once a few hundred have
 been acknowledged the test signals the relay while more are in flight, restarts it on the
 same data directory and subscribes from cursor 0.
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import trio
 
-from protocol._errors import CellrelayError, ErrorCode
-from protocol._messages import (
+from cellrelay.protocol._errors import CellrelayError, ErrorCode
+from cellrelay.protocol.wire._messages import (
     Deliver,
     Error,
     Goodbye,

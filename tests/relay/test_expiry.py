@@ -21,11 +21,20 @@ import pytest
 import trio
 import trio.testing
 
-from protocol._errors import ErrorCode
-from protocol._messages import Deliver, Error, Fetch, MailboxId, Ok, Page, Published, Subscribed
-from relay._hub import TTL_SLACK
-from relay._sqlite_store import SQLiteStore
-from relay._store import Store
+from cellrelay.protocol._errors import ErrorCode
+from cellrelay.protocol.wire._messages import (
+    Deliver,
+    Error,
+    Fetch,
+    MailboxId,
+    Ok,
+    Page,
+    Published,
+    Subscribed,
+)
+from cellrelay.relay._hub import TTL_SLACK
+from cellrelay.relay._sqlite_store import SQLiteStore
+from cellrelay.relay._store import Store
 
 from ..wire_client import MailboxKeys, WireClient
 from .conftest import (

@@ -6,7 +6,15 @@ import time
 
 import trio
 
-from protocol._messages import Fetch, MailboxId, Ok, Page, Publish, Published, Subscribed
+from cellrelay.protocol.wire._messages import (
+    Fetch,
+    MailboxId,
+    Ok,
+    Page,
+    Publish,
+    Published,
+    Subscribed,
+)
 
 from ..wire_client import MailboxKeys, WireClient
 from .conftest import (

@@ -18,10 +18,10 @@ import pytest
 import trio
 from structlog.testing import capture_logs
 
-from protocol._connection import EncodedMessage
-from protocol._errors import ErrorCode
-from protocol._messages import Fetch, MailboxId, Ok, Ping, Published, Subscribed
-from relay._hub import Hub
+from cellrelay.protocol._errors import ErrorCode
+from cellrelay.protocol.wire._connection import EncodedMessage
+from cellrelay.protocol.wire._messages import Fetch, MailboxId, Ok, Ping, Published, Subscribed
+from cellrelay.relay._hub import Hub
 
 from ..wire_client import MailboxKeys, WireClient
 from .conftest import (

@@ -15,7 +15,7 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from protocol._errors import ErrorCode
+from cellrelay.protocol._errors import ErrorCode
 
 from ..independent_client import REKEY_EVERY
 from .conftest import PATIENCE, IndependentWire

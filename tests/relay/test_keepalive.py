@@ -9,8 +9,8 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from protocol._errors import ErrorCode
-from protocol._messages import Goodbye, Ping, Pong
+from cellrelay.protocol._errors import ErrorCode
+from cellrelay.protocol.wire._messages import Goodbye, Ping, Pong
 
 from .conftest import PATIENCE, RelayFactory, assert_quiet, read_until_closed, real_time_limit
 

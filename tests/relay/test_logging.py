@@ -14,7 +14,7 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from relay._logging import (
+from cellrelay.relay._logging import (
     REDACTED,
     MailboxTagger,
     configure_logging,
@@ -159,7 +159,7 @@ def test_unknown_level_is_refused() -> None:
 
 def test_import_configures_nothing() -> None:
     """Only the entry point configures structlog; importing the module must not."""
-    code = "import structlog, relay._logging; print(structlog.is_configured())"
+    code = "import structlog, cellrelay.relay._logging; print(structlog.is_configured())"
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
     )

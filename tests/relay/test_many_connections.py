@@ -11,7 +11,7 @@ import resource
 import pytest
 import trio
 
-from protocol._messages import Deliver, Ok, Published, Subscribed
+from cellrelay.protocol.wire._messages import Deliver, Ok, Published, Subscribed
 
 from ..wire_client import MailboxKeys, WireClient
 from .conftest import RelayFactory, assert_quiet

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol._errors import ErrorCode
-from relay._metrics import (
+from cellrelay.protocol._errors import ErrorCode
+from cellrelay.relay._metrics import (
     DEFAULT_MAX_LABEL_SETS,
     CardinalityError,
     Registry,

@@ -7,9 +7,9 @@ import ast
 import re
 from pathlib import Path
 
-from relay._cli import build_parser, main
-from relay._config import RelayConfig, load_config
-from relay._server import CLOSE_GRACE
+from cellrelay.relay._cli import build_parser, main
+from cellrelay.relay._config import RelayConfig, load_config
+from cellrelay.relay._server import CLOSE_GRACE
 
 from ..protocol.docgen import SECTION
 from . import docgen_operator

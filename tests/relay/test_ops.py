@@ -17,8 +17,8 @@ import pytest
 import trio
 from structlog.testing import capture_logs
 
-from relay._metrics import CONTENT_TYPE, Registry
-from relay._ops import (
+from cellrelay.relay._metrics import CONTENT_TYPE, Registry
+from cellrelay.relay._ops import (
     MAX_OPS_CONNECTIONS,
     OPS_REQUEST_TIMEOUT,
     OpsHttpConnection,

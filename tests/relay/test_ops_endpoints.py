@@ -11,11 +11,11 @@ import re
 import trio
 import trio.testing
 
-from protocol._errors import ErrorCode
-from protocol._messages import Goodbye, Ok, Published, Subscribed
-from protocol._noise import KeyPair
-from relay._memory_store import MemoryStore
-from relay._server import Relay
+from cellrelay.protocol._errors import ErrorCode
+from cellrelay.protocol.wire._messages import Goodbye, Ok, Published, Subscribed
+from cellrelay.protocol.wire._noise import KeyPair
+from cellrelay.relay._memory_store import MemoryStore
+from cellrelay.relay._server import Relay
 
 from ..wire_client import MailboxKeys
 from .conftest import (

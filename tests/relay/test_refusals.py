@@ -15,9 +15,9 @@ from typing import Literal
 import pytest
 import trio
 
-from protocol._capability import CapabilityKey, sign_admin
-from protocol._errors import ErrorCode
-from protocol._messages import (
+from cellrelay.protocol._errors import ErrorCode
+from cellrelay.protocol.wire._capability import CapabilityKey, sign_admin
+from cellrelay.protocol.wire._messages import (
     Auth,
     Create,
     Created,

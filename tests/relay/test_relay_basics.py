@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from protocol._errors import ErrorCode
-from protocol._messages import Deliver, Error, Ok, Published, Subscribed
+from cellrelay.protocol._errors import ErrorCode
+from cellrelay.protocol.wire._messages import Deliver, Error, Ok, Published, Subscribed
 
 from ..wire_client import MailboxKeys, WireClient
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import trio
 
-from protocol._errors import ErrorCode
-from protocol._messages import Deliver, Ok, Ping, Published, Subscribed
+from cellrelay.protocol._errors import ErrorCode
+from cellrelay.protocol.wire._messages import Deliver, Ok, Ping, Published, Subscribed
 
 from ..wire_client import MailboxKeys
 from .conftest import (

@@ -17,9 +17,9 @@ import pytest
 import trio
 from structlog.testing import capture_logs
 
-import relay._sqlite_store as sqlite_module
-from protocol._errors import ErrorCode
-from protocol._messages import Error, Ok, Published, Subscribed
+import cellrelay.relay._sqlite_store as sqlite_module
+from cellrelay.protocol._errors import ErrorCode
+from cellrelay.protocol.wire._messages import Error, Ok, Published, Subscribed
 
 from ..wire_client import MailboxKeys
 from .conftest import PATIENCE, RelayFactory, assert_quiet, receive_deliveries, settle

@@ -28,8 +28,8 @@ import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relay._memory_store import MemoryStore
-from relay._sqlite_store import (
+from cellrelay.relay._memory_store import MemoryStore
+from cellrelay.relay._sqlite_store import (
     APPLICATION_ID,
     DELETE_CHUNK_ROWS,
     SCHEMA_VERSION,
@@ -37,7 +37,7 @@ from relay._sqlite_store import (
     _migrate,
     open_sqlite_store,
 )
-from relay._store import (
+from cellrelay.relay._store import (
     INT64_MAX,
     AppendResult,
     MailboxExistsError,
@@ -808,8 +808,8 @@ async def test_a_batch_whose_thread_started_completes_despite_cancellation(
 CRASH_WRITER = """
 import sys
 import structlog, trio
-from relay._sqlite_store import SQLiteStore
-from relay._store import MailboxId, PendingAppend
+from cellrelay.relay._sqlite_store import SQLiteStore
+from cellrelay.relay._store import MailboxId, PendingAppend
 
 structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
 
@@ -876,8 +876,8 @@ async def test_acknowledged_appends_survive_sigkill(tmp_path: Path, durability: 
 DIE_AFTER_BUSY_CHECKPOINT = """
 import os, signal, sqlite3, sys
 import structlog, trio
-from relay._sqlite_store import SQLiteStore
-from relay._store import MailboxId, MailboxRecord, PendingAppend
+from cellrelay.relay._sqlite_store import SQLiteStore
+from cellrelay.relay._store import MailboxId, MailboxRecord, PendingAppend
 
 structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
 

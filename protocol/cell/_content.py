@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Annotated, ClassVar, Final, NewType, TypeAlias, TypeVar
 
-from ._codec import decode_map, encode_map
-from ._crypto import random_bytes
-from ._errors import CellrelayError, ErrorCode, RemoteProtocolError
+from .._crypto import random_bytes
+from .._errors import CellrelayError, ErrorCode, RemoteProtocolError
+from ..wire._codec import decode_map, encode_map
 
 if typing.TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -80,7 +80,7 @@ MemberId = NewType("MemberId", bytes)
 # bound is 2^64 messages), and receipts name up to 100 of them, so short ids matter.
 MESSAGE_ID_SIZE: Final = 16
 # The group layer's member id: BLAKE2b-128 of the member's two identity public keys
-# (protocol/_identity.py, docs/protocol.md Part 2 "Identities").
+# (protocol/cell/_identity.py, docs/protocol.md Part 2 "Identities").
 MEMBER_ID_SIZE: Final = 16
 # Text bounds, in characters (code points). An alert is read on a phone in a hurry and must
 # fit a small padded envelope: 2,000 characters is a long SMS thread and at most 8,000

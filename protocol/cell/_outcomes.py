@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeAlias
 
 if TYPE_CHECKING:
-    from ._group_errors import GroupError
+    from ._errors import GroupError
     from ._identity import MemberInfo
     from ._membership import LogEntry, Op
 

@@ -28,7 +28,7 @@ CellrelayError
 
 from __future__ import annotations
 
-from ._errors import CellrelayError, CryptoError
+from .._errors import CellrelayError, CryptoError
 
 __all__ = [
     "BadSignatureError",

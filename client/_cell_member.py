@@ -1,4 +1,4 @@
-"""One cell at run time: the group layer driven over a relay link, with the app's events.
+"""A member's cell at run time: the group layer driven over a relay link, with the app's events.
 
 Theory of operation
 -------------------
@@ -40,9 +40,8 @@ from typing import TYPE_CHECKING, Final, Protocol
 import structlog
 import trio
 
-from protocol import CapabilityKey, Delete, Fetch, MailboxId, Page, RelayAddress, Rotate
-from protocol._codec import decode_map, encode_map
-from protocol._content import (
+from cellrelay.protocol._errors import ErrorCode
+from cellrelay.protocol.cell._content import (
     Alert,
     Change,
     Content,
@@ -58,10 +57,7 @@ from protocol._content import (
     WireContent,
     decode_content,
 )
-from protocol._control import split_change
-from protocol._errors import CellrelayError, ErrorCode
-from protocol._group import CellCrypto, EpochUpdate, Opened, Outcome
-from protocol._group_errors import (
+from cellrelay.protocol.cell._errors import (
     EpochGapError,
     ExpiredError,
     GroupError,
@@ -71,16 +67,21 @@ from protocol._group_errors import (
     StaleEpochError,
     UnknownEpochError,
 )
-from protocol._identity import Identity, MemberInfo
-from protocol._invite import Invite
-from protocol._join import JOIN_REQUEST, JOIN_WELCOME, open_join_request, split_join_envelope
-from protocol._membership import Op
-from protocol._rollup import AlertRollup, RollupBook
+from cellrelay.protocol.cell._group import CellCrypto, EpochUpdate, Opened, Outcome
+from cellrelay.protocol.cell._identity import Identity, MemberInfo
+from cellrelay.protocol.cell._membership import Op
+from cellrelay.protocol.cell._rollup import AlertRollup, RollupBook
+from cellrelay.protocol.wire import (
+    CapabilityKey,
+    Fetch,
+    MailboxId,
+    Page,
+)
+from cellrelay.protocol.wire._codec import decode_map, encode_map
 
 from ._events import (
     AlertReceived,
     CellEvent,
-    JoinRequested,
     Member,
     MembershipChanged,
     MessageReceived,
@@ -89,19 +90,18 @@ from ._events import (
     StatusReceived,
 )
 from ._link import Delivery, RelayLink, RelayRefusedError, Revocation
-from ._state import CellRecord, HistoryItem, InviteRecord, RequestRecord
+from ._state import CellRecord, HistoryItem, RequestRecord
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
 
-__all__ = ["AdminSecrets", "Cell", "CellError", "CellInfo"]
+__all__ = ["CellError", "CellInfo", "MemberCell", "Saver"]
 
 log = structlog.get_logger("cellrelay.client")
 
 KIND_SENDER_KEY: Final = 5
 DEFAULT_ALERT_TTL: Final = 3600  # an alert that nobody resolves stops mattering in an hour
 DEFAULT_MESSAGE_TTL: Final = 24 * 3600
-DEFAULT_INVITE_TTL: Final = 24 * 3600
 # Message counters reserved by one durable save (Cell._reserve_counter): one send in this
 # many waits for the fsyncs; a crash wastes at most this many, which receivers skip over.
 SEND_RESERVATION: Final = 32
@@ -126,7 +126,7 @@ CLOCK_TOLERANCE: Final = 300.0
 SYNC_RECHECK: Final = 1.0
 
 
-def _code_name(code: int) -> str:
+def code_name(code: int) -> str:
     try:
         return ErrorCode(code).name
     except ValueError:
@@ -141,40 +141,6 @@ class Saver(Protocol):
 
 class CellError(Exception):
     """An operation on a cell cannot be done; the message says why and what to do."""
-
-
-class AdminSecrets:
-    """What admins hold besides the group layer's keys: the mailboxes' admin and write keys."""
-
-    def __init__(
-        self,
-        *,
-        group_admin: bytes,
-        control_write: bytes,
-        control_admin: bytes,
-        creation_secret: bytes,
-    ) -> None:
-        self.group_admin = group_admin
-        self.control_write = control_write
-        self.control_admin = control_admin
-        self.creation_secret = creation_secret
-
-    def encode(self) -> bytes:
-        return encode_map(
-            {"group_admin": self.group_admin, "control_write": self.control_write,
-             "control_admin": self.control_admin, "creation_secret": self.creation_secret}
-        )  # fmt: skip
-
-    @classmethod
-    def decode(cls, data: bytes) -> AdminSecrets:
-        fields = decode_map(data)
-        values = {
-            k: fields.get(k)
-            for k in ("group_admin", "control_write", "control_admin", "creation_secret")
-        }
-        if not all(type(v) is bytes for v in values.values()):
-            raise CellError("the cell's admin secrets are damaged")
-        return cls(**values)  # type: ignore[arg-type]
 
 
 class CellInfo:
@@ -219,8 +185,12 @@ class CellInfo:
         )
 
 
-class Cell:
-    """A cell this member belongs to: send, receive, manage members (module docstring)."""
+class MemberCell:
+    """What every member of a cell does: read, send, follow epochs (module docstring).
+
+    `Cell` (client/_cell_admin.py) adds an admin's duties; the client always builds a
+    `Cell`, whose admin methods refuse unless this member is an admin.
+    """
 
     def __init__(
         self,
@@ -247,10 +217,7 @@ class Cell:
         self._epoch_changed = trio.Event()
         self._started = False
         self._ready = trio.Event()  # set when start() has watched the mailboxes
-        self._admin_lock = trio.Lock()  # one membership change at a time (see _propose)
         self._lost_race = False  # our last epoch change lost to another admin's
-        self._settled: set[MailboxId] = set()  # join mailboxes whose joiner is in the group
-        self._releasing = False  # release_invites is running
         self._heads: dict[MailboxId, int] = {}  # relay heads when watched, for wait_synced
         self._progress = trio.Event()  # set after each processed delivery
         self._dirty = False  # the group layer's state changed since the record was written
@@ -352,7 +319,7 @@ class Cell:
         info = MemberInfo.from_bytes(request.member)
         return Member(member_id=info.member_id, name=info.name)
 
-    # -- events ------------------------------------------------------------------------------
+    # -- events ----------------------------------------------------------------------------
 
     def subscribe(self) -> trio.MemoryReceiveChannel[CellEvent]:
         """Register for every event from this moment on; close the channel to stop.
@@ -389,7 +356,7 @@ class Cell:
             listener.close()
         self._listeners.clear()
 
-    # -- starting ----------------------------------------------------------------------------
+    # -- starting --------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Watch the cell's mailboxes from their cursors and publish what is pending.
@@ -426,9 +393,7 @@ class Cell:
             return
         await self._watch_group()
         if self.is_admin:
-            await self._watch_admin_mailboxes()
-            if self.record.pending_change:  # a change we saved but may not have published
-                await self._finish_pending_proposal()
+            await self._take_up_admin_duties()
         await self._flush_distribution()
 
     async def _watch_group(self) -> None:
@@ -440,87 +405,7 @@ class Cell:
             record.group_mailbox, CapabilityKey.from_seed(read_seed), record.group_cursor
         )
 
-    async def _watch_admin_mailboxes(self) -> None:
-        secrets = AdminSecrets.decode(self.crypto.admin_secrets)
-        await self.link.authorize_writer(
-            self.record.control_mailbox, CapabilityKey.from_seed(secrets.control_write)
-        )
-        await self._reap_invites()
-        for invite in self.record.invites:
-            if not invite.used:
-                try:
-                    await self._watch_invite(invite)
-                except RelayRefusedError as exc:  # TOO_MANY_MAILBOXES: the cell still starts
-                    log.warning("invite_not_watched", code=_code_name(exc.code))
-
-    async def _reap_invites(self) -> None:
-        """Delete the join mailboxes of expired and settled invites, then forget them.
-
-        A used invite's mailbox holds the welcome until its joiner has read it: it is kept
-        until the joiner's first message in the group shows they did (`release_invites`),
-        or else until the invite's own expiry like an unused one.
-        """
-        now = self.clock()
-        settled = self._settled
-        for invite in [
-            i for i in self.record.invites if i.expires_at <= now or i.join_mailbox in settled
-        ]:
-            settled.discard(invite.join_mailbox)
-            admin = CapabilityKey.from_seed(invite.admin_seed)
-            try:
-                await self.link.admin(
-                    admin, Delete(id=0, mailbox=invite.join_mailbox, counter=0, sig=bytes(64))
-                )
-            except RelayRefusedError as exc:  # already gone (NO_SUCH_MAILBOX): nothing to do
-                log.debug("join_mailbox_not_deleted", code=exc.code)
-            self.record.invites.remove(invite)
-        await self._save()
-
-    @property
-    def invites_to_release(self) -> bool:
-        """Whether a used invite's joiner has been seen in the group (see `release_invites`)."""
-        return bool(self._settled) and not self._releasing
-
-    async def release_invites(self) -> None:
-        """Delete the join mailboxes of invites whose joiners are now in the group.
-
-        Each join mailbox the admin watches takes one of the relay's mailboxes per
-        connection (64 by default): kept until expiry, they stopped an admin from
-        admitting more than about 60 people in a week, and one with that many open could
-        not even start (tests/client/test_invite_limits.py). The client runs this after
-        a burst of deliveries that showed a joiner; a failure leaves the invite to expire.
-        """
-        if self._releasing:
-            return
-        self._releasing = True
-        try:
-            async with self._admin_lock:
-                await self._reap_invites()
-        except (CellrelayError, CellError) as exc:
-            log.info("invite_release_deferred", error=type(exc).__name__)
-        finally:
-            self._releasing = False
-
-    def _note_joined(self, sender: MemberInfo) -> None:
-        for invite in self.record.invites:
-            if invite.used and invite.member_id == sender.member_id:
-                self._settled.add(invite.join_mailbox)
-
-    async def _watch_invite(self, invite: InviteRecord) -> None:
-        probe = self._invite_for(invite)
-        read = CapabilityKey.from_seed(probe.join_read_seed)
-        write = CapabilityKey.from_seed(probe.join_write_seed)
-
-        async def on_join(event: Delivery | Revocation) -> None:
-            await self._on_join(invite, event)
-
-        self._route(invite.join_mailbox, on_join)
-        await self.link.authorize_writer(invite.join_mailbox, write)
-        self._heads[invite.join_mailbox] = await self.link.watch(
-            invite.join_mailbox, read, invite.cursor
-        )
-
-    # -- sending -----------------------------------------------------------------------------
+    # -- sending ---------------------------------------------------------------------------
 
     def _now_ms(self) -> int:
         return int(self.link.relay_time() * 1000)
@@ -667,7 +552,7 @@ class Cell:
         self.record.distribution_pending = b""
         await self._save()
 
-    # -- receiving ---------------------------------------------------------------------------
+    # -- receiving -------------------------------------------------------------------------
 
     async def _on_group(self, event: Delivery | Revocation) -> None:
         if isinstance(event, Revocation):
@@ -836,7 +721,7 @@ class Cell:
             self.link.forget_writer(self.record.group_mailbox)
             await self._watch_group()
         if update.admin_secrets:  # just promoted
-            await self._watch_admin_mailboxes()
+            await self._take_up_admin_duties()
         for released in update.released:
             events.extend(self._outcome(released))
         return events
@@ -856,249 +741,14 @@ class Cell:
             by_name=update.signer.name,
         )
 
-    async def _rotate_on_relay(self, group_keys: tuple[bytes, bytes]) -> None:
-        """As the admin who proposed a rotation: give the relay the new group keys."""
-        secrets = AdminSecrets.decode(self.crypto.admin_secrets)
-        read_seed, write_seed = group_keys
-        admin = CapabilityKey.from_seed(secrets.group_admin)
-        rotate = Rotate(
-            id=0,
-            mailbox=self.record.group_mailbox,
-            write_key=CapabilityKey.from_seed(write_seed).public,
-            read_key=CapabilityKey.from_seed(read_seed).public,
-            admin_key=admin.public,
-            counter=0,
-            sig=bytes(64),
-        )
-        await self.link.admin(admin, rotate)
-
-    async def _on_join(self, invite: InviteRecord, event: Delivery | Revocation) -> None:
-        """A delivery in one of our invites' join mailboxes (we are its admin)."""
-        if isinstance(event, Revocation):
-            return
-        invite.cursor = event.seq
-        event_out: CellEvent | None = None
-        try:
-            kind, _ = split_join_envelope(event.envelope)
-            if kind == JOIN_REQUEST and not invite.used:
-                probe = self._invite_for(invite)
-                request = open_join_request(
-                    self._identity,
-                    event.envelope,
-                    join_mailbox=invite.join_mailbox,
-                    proof_key=probe.join_secret,
-                )
-                if all(r.member != request.member.to_bytes() for r in self.record.requests):
-                    self.record.requests.append(
-                        RequestRecord(
-                            member=request.member.to_bytes(),
-                            join_mailbox=invite.join_mailbox,
-                            received_at=time.time(),
-                        )
-                    )
-                    event_out = JoinRequested(
-                        cell=self.name,
-                        member=Member(member_id=request.member.member_id, name=request.member.name),
-                    )
-        except GroupError as exc:
-            event_out = SecurityWarning(
-                cell=self.name, reason=type(exc).__name__, detail="in a join mailbox"
-            )
-        await self._save()
-        self._advanced()
-        if event_out is not None:
-            self._emit(event_out)
-
-    # -- membership --------------------------------------------------------------------------
-
-    async def _admin_ready(self) -> AdminSecrets:
-        """Wait until the cell is started, then check this member may administer it."""
-        await self.wait_ready()
-        if not self.is_admin:
-            raise CellError(f"only an admin of {self.name!r} can do that")
-        return AdminSecrets.decode(self.crypto.admin_secrets)
-
-    def _invite_for(self, record: InviteRecord) -> Invite:
-        return Invite(
-            relay=RelayAddress.parse(self.record.relay),
-            cell_id=self.cell_id,
-            cell_name=self.name,
-            join_mailbox=record.join_mailbox,
-            admin_sign_key=self.crypto.me.sign_pub,
-            admin_box_key=self.crypto.me.dh_pub,
-            expires_at=record.expires_at,
-            secret=record.secret,
-        )
-
-    async def invite(self, *, ttl: int = DEFAULT_INVITE_TTL) -> Invite:
-        """Create a one-time invite (a `cellrelay://join/...` link) valid for `ttl` seconds."""
-        secrets = await self._admin_ready()
-        if self.link.welcome is not None:
-            ttl = min(ttl, self.link.welcome.max_ttl)
-        expires_at = int(self.link.relay_time()) + ttl
-        secret = CapabilityKey.generate().seed  # 32 random bytes from libsodium
-        admin = CapabilityKey.generate()
-        draft = InviteRecord(
-            join_mailbox=MailboxId(bytes(16)),
-            secret=secret,
-            admin_seed=admin.seed,
-            expires_at=expires_at,
-        )
-        probe = self._invite_for(draft)
-        draft.join_mailbox = await self.link.create_mailbox(
-            CapabilityKey.from_seed(probe.join_write_seed),
-            CapabilityKey.from_seed(probe.join_read_seed),
-            admin,
-            secret=secrets.creation_secret,
-        )
-        self.record.invites.append(draft)
-        await self._save()
-        try:
-            await self._watch_invite(draft)
-        except RelayRefusedError as exc:
-            # Most likely TOO_MANY_MAILBOXES: every open invite is a mailbox this
-            # connection watches. An invite nobody watches would never be answered.
-            self.record.invites.remove(draft)
-            await self._save()
-            with contextlib.suppress(CellrelayError):
-                await self.link.admin(
-                    admin, Delete(id=0, mailbox=draft.join_mailbox, counter=0, sig=bytes(64))
-                )
-            raise CellError(
-                f"the relay refused another open invite ({_code_name(exc.code)}): wait until"
-                " some are"
-                " used or expire"
-            ) from None
-        return self._invite_for(draft)
-
-    async def approve(self, member: Member | None = None) -> Member:
-        """Admit someone who asked to join (the only one waiting, if `member` is None).
-
-        Raises:
-            CellError: not an admin, nobody (or several) waiting, or the change was not applied.
-        """
-        await self._admin_ready()
-        requests = self.record.requests
-        if member is not None:
-            requests = [
-                r for r in requests if MemberInfo.from_bytes(r.member).member_id == member.member_id
-            ]
-        if len(requests) != 1:
-            raise CellError(
-                "nobody is waiting to join"
-                if not requests
-                else "several people are waiting: name one"
-            )
-        request = requests[0]
-        info = MemberInfo.from_bytes(request.member)
-        group_from = self.record.group_cursor
-        async with self._admin_lock:
-            change = self.crypto.add_member(info, now=self.link.relay_time())
-            control_seq = await self._propose(change)
-        cell_info = CellInfo.decode(self.crypto.extra)
-        cell_info.group_from, cell_info.control_from = group_from, control_seq
-        welcome = self.crypto.welcome_for(
-            info.member_id, now=self.link.relay_time(), extra=cell_info.encode()
-        )
-        invite = next(i for i in self.record.invites if i.join_mailbox == request.join_mailbox)
-        expires_at = max(invite.expires_at, int(self.link.relay_time()) + 3600)
-        await self.link.publish(invite.join_mailbox, bytes([JOIN_WELCOME]) + welcome, expires_at)
-        invite.used = True
-        invite.member_id = info.member_id
-        self.record.requests.remove(request)
-        await self._save()
-        return self._member(info)
-
-    async def remove(self, member: Member) -> None:
-        """Remove a member: a new epoch, new group keys; they can read or send nothing new."""
-        await self._admin_ready()
-        async with self._admin_lock:
-            new_keys = (CapabilityKey.generate().seed, CapabilityKey.generate().seed)
-            change = self.crypto.remove_member(
-                member.member_id, now=self.link.relay_time(), new_group_keys=new_keys
-            )
-            await self._propose(change, rotate_to=new_keys)
-
-    async def promote(self, member: Member) -> None:
-        """Make a member an admin too (it receives the admin secrets in the epoch change)."""
-        await self._admin_ready()
-        async with self._admin_lock:
-            await self._propose(self.crypto.promote(member.member_id, now=self.link.relay_time()))
-
-    async def rotate(self) -> None:
-        """Start a new epoch with fresh keys for everyone (periodic rotation)."""
-        await self._admin_ready()
-        async with self._admin_lock:
-            await self._propose(self.crypto.rotate(now=self.link.relay_time()))
+    # -- epochs, leaving and catching up ---------------------------------------------------
 
     def epoch_age(self) -> float:
         """Seconds since this member entered the current epoch (by the device clock)."""
         return time.time() - self.record.epoch_started_at
 
-    async def _propose(self, change: bytes, *, rotate_to: tuple[bytes, bytes] | None = None) -> int:
-        """Publish an epoch change to the control mailbox and wait until it is applied here.
-
-        A change that rotates the group keys first rotates them on the relay, so that when
-        members read the change the relay already accepts the new keys and the removed
-        member's access has already ended. The change (and the keys) are saved before
-        either step, and `start` finishes the job after a crash (`_finish_pending_proposal`).
-        Callers hold `_admin_lock`: two operations in flight would share the one pending
-        slot, and each could take the other's epoch for its own.
-        """
-        target = self.crypto.epoch + 1
-        self._lost_race = False
-        self.record.pending_change = change
-        self.record.pending_keys = b"".join(rotate_to) if rotate_to is not None else b""
-        self.record.crypto = self.crypto.to_bytes()
-        await self._save()
-        seq = await self._resume_proposal()
-        with trio.move_on_after(APPLY_TIMEOUT):
-            while self.crypto.epoch < target and not self._lost_race:
-                await self._epoch_changed.wait()
-        if self._lost_race:
-            raise CellError(
-                "another admin changed the cell at the same moment; look again and retry"
-            )
-        if self.crypto.epoch < target:
-            raise CellError(
-                "the membership change was not confirmed by the relay in time; try again"
-            )
-        return seq
-
-    async def _resume_proposal(self) -> int:
-        """Rotate the relay's keys if the pending change needs it, then publish the change."""
-        change, keys = self.record.pending_change, self.record.pending_keys
-        if keys:
-            await self._rotate_on_relay((keys[:32], keys[32:]))
-        expires_at = int(self.link.relay_time()) + (
-            self.link.welcome.max_ttl if self.link.welcome else 86400
-        )
-        seq = await self.link.publish(self.record.control_mailbox, change, expires_at)
-        self.record.pending_change = self.record.pending_keys = b""
-        await self._save()
-        return seq
-
-    async def _finish_pending_proposal(self) -> None:
-        """After a restart: publish a saved change only if it is not applied already.
-
-        The change may have reached the relay before the crash, its acknowledgement lost.
-        Catch up on the control mailbox first: if the cell is at the change's epoch, it
-        went through, and rotating the relay's keys again would only revoke everyone.
-        """
-        with trio.move_on_after(APPLY_TIMEOUT):
-            await self._wait_processed(self.record.control_mailbox)
-        number, _ = split_change(self.record.pending_change)
-        if self.crypto.epoch >= number:
-            self.record.pending_change = self.record.pending_keys = b""
-            await self._save()
-            return
-        async with self._admin_lock:
-            await self._resume_proposal()
-
     async def leave(self) -> None:
-        """Leave the cell: an admin removes itself (if another admin remains); then forget it."""
-        if self.is_admin and len(self.crypto.admins) > 1:
-            await self.remove(self.me)
+        """Leave the cell: stop watching its mailboxes and end every `events()` iterator."""
         self._unroute(self.record.group_mailbox)
         self._unroute(self.record.control_mailbox)
         with contextlib.suppress(Exception):
@@ -1155,3 +805,11 @@ class Cell:
     def _advanced(self) -> None:
         self._progress.set()
         self._progress = trio.Event()
+
+    # -- hooks for the admin's duties (`Cell`, client/_cell_admin.py) ------------------------
+
+    async def _take_up_admin_duties(self) -> None:
+        """Start what an admin does besides being a member: at start, and when promoted."""
+
+    def _note_joined(self, sender: MemberInfo) -> None:
+        """A member's message was opened; an admin releases the invite it joined with."""

@@ -79,7 +79,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Literal, Protocol, Self, TypeAlias, cast
 
-from ._crypto import (
+from .._crypto import (
     AEAD_TAG_SIZE,
     MAX_COUNTER,
     MAX_COUNTING_PLAINTEXT,
@@ -90,12 +90,12 @@ from ._crypto import (
     x25519_public_from_private,
     zero,
 )
-from ._errors import CryptoError, ErrorCode, LocalProtocolError, RemoteProtocolError
+from .._errors import CryptoError, ErrorCode, LocalProtocolError, RemoteProtocolError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-    from ._crypto import Readable
+    from .._crypto import Readable
 
 __all__ = [
     "DHLEN",

@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
-from ._crypto import (
+from .._crypto import (
     HashChain,
     SigningKey,
     XChaChaKey,
@@ -40,7 +40,7 @@ from ._crypto import (
 )
 
 if TYPE_CHECKING:
-    from ._crypto import Readable
+    from .._crypto import Readable
 
 __all__ = [
     "CHAIN_MESSAGE",

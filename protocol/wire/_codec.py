@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 import msgpack
 
-from ._errors import ErrorCode, LocalProtocolError, RemoteProtocolError
+from .._errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from ._messages import ITEM_SPECS, MESSAGE_TYPES, Message, PageItem, field_specs
 
 if TYPE_CHECKING:

@@ -19,8 +19,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, TypeAlias
 
-from ._binary import Reader, Writer
-from ._crypto import (
+from .._crypto import (
     ED25519_PUBLIC_KEY_SIZE,
     ED25519_SEED_SIZE,
     X25519_KEY_SIZE,
@@ -32,13 +31,14 @@ from ._crypto import (
     x25519_public_from_private,
     zero,
 )
-from ._group_errors import MalformedError
-from ._group_keys import kdf
+from ._binary import Reader, Writer
+from ._errors import MalformedError
+from ._keys import kdf
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ._crypto import Readable
+    from .._crypto import Readable
 
 __all__ = [
     "MAX_NAME_BYTES",

@@ -1,7 +1,7 @@
 """The join mailbox: a joiner's request, sealed to the inviting admin, and the admin's answer.
 
 docs/protocol.md, Part 3. Each invite names a one-time *join mailbox* whose read and write
-capability keys derive from the invite's secret (protocol/_invite.py), so only holders of
+capability keys derive from the invite's secret (protocol/cell/_invite.py), so only holders of
 the invite (the joiner, the admin) can read or write it; the relay only stores it. Two
 envelope types travel there, told apart by their first byte:
 
@@ -28,8 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from ._codec import decode_map, encode_map
-from ._crypto import (
+from .._crypto import (
     blake2b,
     ed25519_verify,
     random_bytes,
@@ -39,10 +38,11 @@ from ._crypto import (
     xchacha20poly1305_encrypt,
     zero,
 )
-from ._errors import CryptoError, RemoteProtocolError
-from ._group_errors import BadSignatureError, MalformedError, TamperedError
-from ._group_keys import kdf
+from .._errors import CryptoError, RemoteProtocolError
+from ..wire._codec import decode_map, encode_map
+from ._errors import BadSignatureError, MalformedError, TamperedError
 from ._identity import Identity, MemberInfo
+from ._keys import kdf
 
 __all__ = [
     "JOIN_REQUEST",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from ._group_errors import MalformedError
+from ._errors import MalformedError
 
 __all__ = ["BUCKETS", "bucket_for", "pad", "unpad"]
 

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Final
 
-from ._errors import CellrelayError
+from .._errors import CellrelayError
 
 __all__ = ["DEFAULT_PORT", "AddressError", "RelayAddress"]
 

@@ -24,7 +24,7 @@ import dataclasses
 import hmac
 from typing import TYPE_CHECKING, Final
 
-from ._crypto import HashChain, zero
+from .._crypto import HashChain, zero
 from ._envelope import (
     CONTENT_KINDS,
     HEADER,
@@ -36,7 +36,7 @@ from ._envelope import (
     split_envelope,
     verify_envelope,
 )
-from ._group_errors import (
+from ._errors import (
     BadSignatureError,
     ExpiredError,
     GroupError,
@@ -48,15 +48,15 @@ from ._group_errors import (
     StaleEpochError,
     UnknownEpochError,
 )
-from ._group_keys import PAIRWISE_DISTRIBUTION_MAC, ReceiveChain, message_material, step_chain
-from ._group_state import Parked
+from ._keys import PAIRWISE_DISTRIBUTION_MAC, ReceiveChain, message_material, step_chain
 from ._outcomes import Opened, Outcome, Own, Pending
+from ._state import Parked
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ._group_state import Epoch, SavedState
     from ._identity import MemberInfo
+    from ._state import Epoch, SavedState
 
 __all__ = [
     "MAX_EPOCHS_AHEAD",

@@ -18,7 +18,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Annotated, ClassVar, Final, NewType, TypeVar
 
-from ._errors import ErrorCode, LocalProtocolError
+from .._errors import ErrorCode, LocalProtocolError
 
 if typing.TYPE_CHECKING:
     from collections.abc import Callable, Mapping

@@ -26,14 +26,14 @@ import enum
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, ParamSpec, TypeVar
 
-from ._codec import decode_messages, decode_single, encode_message
-from ._errors import (
+from .._errors import (
     CellrelayError,
     CryptoError,
     ErrorCode,
     LocalProtocolError,
     RemoteProtocolError,
 )
+from ._codec import decode_messages, decode_single, encode_message
 from ._framing import FRAME_HEADER, MAX_FRAME, FrameDecoder
 from ._messages import (
     Auth,

@@ -16,9 +16,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Final
 
-from ._binary import Reader, Writer
-from ._control import GROUP_KEY_SIZE, MAX_ADMIN_SECRETS, MAX_EXTRA, SECRET_SIZE
-from ._crypto import (
+from .._crypto import (
     ED25519_PUBLIC_KEY_SIZE,
     ED25519_SEED_SIZE,
     HashChain,
@@ -26,9 +24,11 @@ from ._crypto import (
     XChaChaKey,
     zero,
 )
-from ._group_errors import MalformedError, MembershipError
-from ._group_keys import MATERIAL_SIZE, EpochKeys, ReceiveChain, SendChain
+from ._binary import Reader, Writer
+from ._control import GROUP_KEY_SIZE, MAX_ADMIN_SECRETS, MAX_EXTRA, SECRET_SIZE
+from ._errors import MalformedError, MembershipError
 from ._identity import MAX_NAME_BYTES, MEMBER_ID_SIZE, MemberInfo, check_name
+from ._keys import MATERIAL_SIZE, EpochKeys, ReceiveChain, SendChain
 from ._membership import CELL_ID_SIZE, HASH_SIZE, MAX_MEMBERS, Membership, Role
 
 __all__ = ["Epoch", "Parked", "SavedState", "read_state", "write_state"]

@@ -19,8 +19,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Final, Literal, TypeVar
 
-from ._crypto import ed25519_from_seed, ed25519_generate, ed25519_sign, ed25519_verify, zero
-from ._errors import CryptoError, LocalProtocolError
+from .._crypto import ed25519_from_seed, ed25519_generate, ed25519_sign, ed25519_verify, zero
+from .._errors import CryptoError, LocalProtocolError
 from ._messages import Delete, Rotate, SetLimits
 
 __all__ = [

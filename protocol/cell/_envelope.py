@@ -36,8 +36,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import TYPE_CHECKING, Final
 
-from ._binary import Reader, Writer
-from ._crypto import (
+from .._crypto import (
     AEAD_TAG_SIZE,
     ED25519_PUBLIC_KEY_SIZE,
     ED25519_SIGNATURE_SIZE,
@@ -46,13 +45,14 @@ from ._crypto import (
     ed25519_verify,
     xchacha20poly1305_encrypt,
 )
-from ._errors import CryptoError
-from ._group_errors import BadSignatureError, MalformedError, TamperedError
-from ._group_keys import aead_decrypt, aead_encrypt
+from .._errors import CryptoError
+from ._binary import Reader, Writer
+from ._errors import BadSignatureError, MalformedError, TamperedError
+from ._keys import aead_decrypt, aead_encrypt
 from ._padding import BUCKETS, bucket_for, pad, unpad
 
 if TYPE_CHECKING:
-    from ._crypto import SigningKey, XChaChaKey
+    from .._crypto import SigningKey, XChaChaKey
 
 __all__ = [
     "CONTENT_KINDS",
@@ -93,7 +93,7 @@ _SIZES: Final = frozenset(BUCKETS)
 
 
 class Kind(IntEnum):
-    """What an envelope's plaintext is (the same numbers as protocol/_content.py's ContentKind).
+    """What an envelope's plaintext is (the same numbers as protocol/cell/_content.py's ContentKind).
 
     5..15 belong to this layer; every other kind from 1 to 255 is the content layer's.
     """

@@ -36,11 +36,11 @@ import struct
 from dataclasses import dataclass, field
 from typing import Final
 
-from ._address import AddressError, RelayAddress
+from .._crypto import random_bytes
+from .._errors import CellrelayError
+from ..wire._address import AddressError, RelayAddress
+from ..wire._messages import MailboxId
 from ._content import MAX_NAME, ContentFieldSpec
-from ._crypto import random_bytes
-from ._errors import CellrelayError
-from ._messages import MailboxId
 
 __all__ = [
     "INVITE_FORMAT",

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
+from .._crypto import ED25519_SEED_SIZE, HashChain, SigningKey, blake2b, random_bytes, zero
 from ._control import (
     MAX_ADMIN_SECRETS,
     MAX_EXTRA,
@@ -47,7 +48,6 @@ from ._control import (
     split_change,
     verify_welcome,
 )
-from ._crypto import ED25519_SEED_SIZE, HashChain, SigningKey, blake2b, random_bytes, zero
 from ._envelope import (
     CONTENT_KINDS,
     HEADER,
@@ -58,19 +58,19 @@ from ._envelope import (
     seal_envelope,
 )
 from ._epochs import build_change, check_change, timestamp_ms, welcome_content
-from ._group_errors import (
+from ._errors import (
     EpochGapError,
     MembershipError,
     NotAdminError,
     RemovedError,
     StaleControlError,
 )
-from ._group_keys import PAIRWISE_DISTRIBUTION_MAC, EpochKeys, SendChain
-from ._group_state import Epoch, SavedState, read_state, write_state
 from ._identity import check_name
+from ._keys import PAIRWISE_DISTRIBUTION_MAC, EpochKeys, SendChain
 from ._membership import CELL_ID_SIZE, Membership, Op, Role, sign_entry
 from ._outcomes import EpochUpdate, Opened, Outcome, Own, Pending
 from ._receiver import Receiver
+from ._state import Epoch, SavedState, read_state, write_state
 
 if TYPE_CHECKING:
     from ._identity import Identity, MemberInfo, Rng

@@ -32,8 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
-from ._binary import Reader, Writer
-from ._crypto import (
+from .._crypto import (
     AEAD_TAG_SIZE,
     ED25519_SIGNATURE_SIZE,
     X25519_KEY_SIZE,
@@ -45,18 +44,19 @@ from ._crypto import (
     xchacha20poly1305_encrypt,
     zero,
 )
+from .._errors import CryptoError
+from ._binary import Reader, Writer
 from ._envelope import Kind
-from ._errors import CryptoError
-from ._group_errors import BadSignatureError, MalformedError, TamperedError
-from ._group_keys import WELCOME, kdf
+from ._errors import BadSignatureError, MalformedError, TamperedError
 from ._identity import MAX_NAME_BYTES, MEMBER_ID_SIZE, MemberInfo, check_name
+from ._keys import WELCOME, kdf
 from ._membership import CELL_ID_SIZE, HASH_SIZE, MAX_MEMBERS, LogEntry, Role
 from ._padding import bucket_for, pad, unpad
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from ._crypto import XChaChaKey
+    from .._crypto import XChaChaKey
     from ._identity import Identity
 
 __all__ = [

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
+from .._crypto import zero
 from ._control import (
     BOX_SIZE,
     SECRET_SIZE,
@@ -25,17 +26,16 @@ from ._control import (
     seal_epoch_change,
     verify_change,
 )
-from ._crypto import zero
-from ._group_errors import GroupError, MalformedError, MembershipError
-from ._group_keys import PAIRWISE_ADMIN_GRANT, PAIRWISE_EPOCH_BOX, EpochKeys
+from ._errors import GroupError, MalformedError, MembershipError
+from ._keys import PAIRWISE_ADMIN_GRANT, PAIRWISE_EPOCH_BOX, EpochKeys
 from ._membership import CELL_ID_SIZE, MAX_MEMBERS, Op, Role, sign_entry
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ._group_state import SavedState
     from ._identity import Identity, MemberInfo, Rng
     from ._membership import LogEntry, Membership
+    from ._state import SavedState
 
 __all__ = ["VerifiedChange", "build_change", "check_change", "welcome_content"]
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from ._errors import ErrorCode, LocalProtocolError, RemoteProtocolError
+from .._errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 
 __all__ = ["FRAME_HEADER", "MAX_FRAME", "FrameDecoder", "encode_frame"]
 

@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import TYPE_CHECKING, Final
 
+from .._crypto import ED25519_SIGNATURE_SIZE, blake2b, ed25519_verify
+from .._errors import CryptoError
 from ._binary import Reader, Writer
-from ._crypto import ED25519_SIGNATURE_SIZE, blake2b, ed25519_verify
-from ._errors import CryptoError
-from ._group_errors import MalformedError, MembershipError
+from ._errors import MalformedError, MembershipError
 from ._identity import MEMBER_ID_SIZE, MemberInfo
 
 if TYPE_CHECKING:
