@@ -245,7 +245,7 @@ class Relay:
     def _count_in(self, address: str) -> None:
         self._connections += 1
         self._per_address[address] += 1
-        self.metrics.connections.inc()
+        self.metrics.connections_open.inc()
         self.metrics.connections_total.inc()
 
     def _count_out(self, address: str) -> None:
@@ -253,7 +253,7 @@ class Relay:
         self._per_address[address] -= 1
         if not self._per_address[address]:
             del self._per_address[address]
-        self.metrics.connections.dec()
+        self.metrics.connections_open.dec()
 
     async def _handshake(self, stream: trio.SocketStream, conn: Connection) -> bool:
         """Run the handshake within the deadline; True when the connection is open."""

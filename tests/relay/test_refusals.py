@@ -533,6 +533,6 @@ async def test_connections_per_address_and_handshakes_in_progress_are_capped(
         assert running.rejections("too_many_connections") == 1
         await clients.pop().aclose()
         await settle(
-            lambda: running.relay.metrics.connections.value == 2, what="the slot to be freed"
+            lambda: running.relay.metrics.connections_open.value == 2, what="the slot to be freed"
         )
         await assert_quiet(await running.connect())
