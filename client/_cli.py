@@ -76,6 +76,7 @@ REFUSALS: Final = {
     ErrorCode.EXPIRED: "the message expired before the relay got it: check this computer's clock",
     ErrorCode.SHUTTING_DOWN: "the relay is shutting down: try again shortly",
     ErrorCode.BUSY: "the relay is busy: try again shortly",
+    ErrorCode.STORAGE_FULL: "the relay's disk is full, so it stored nothing: try again later, and tell its operator",
 }
 
 

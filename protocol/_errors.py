@@ -68,6 +68,7 @@ class ErrorCode(IntEnum):
     TOO_MANY_CONNECTIONS = 306  # from this source address
     SLOW_CONSUMER = 307  # the connection did not read its deliveries fast enough
     BUSY = 308  # too many handshakes in progress, or (to create) the relay's mailbox limit
+    STORAGE_FULL = 309  # the relay's disk is full: nothing was stored; reads still work
 
     # 4xx: lifecycle.
     REVOKED = 400  # the mailbox's keys were rotated; prove the new ones
@@ -149,6 +150,7 @@ DESCRIPTIONS: dict[ErrorCode, str] = {
     ErrorCode.TOO_MANY_CONNECTIONS: "Too many connections from this address.",
     ErrorCode.SLOW_CONSUMER: "Deliveries were not read fast enough; reconnect and resume from the cursor.",
     ErrorCode.BUSY: "The relay is overloaded, or holds as many mailboxes as its operator allows (create); retry later with backoff.",
+    ErrorCode.STORAGE_FULL: "The relay's storage is full: nothing was stored (publish, create). Reads, subscriptions and admin operations still work; retry later with backoff.",
     ErrorCode.REVOKED: "The mailbox's keys were rotated; authenticate with the new keys.",
     ErrorCode.DELETED: "The mailbox was deleted by its admin.",
     ErrorCode.SHUTTING_DOWN: "The relay is stopping; reconnect later.",

@@ -33,6 +33,18 @@ the store again instead; the envelopes are there. Live delivery sends only seq >
 so nothing is sent twice. The backlog goes out a frame at a time, each frame only once
 the connection's queue has drained below that threshold, so a large backlog never counts
 as slow consumption; the awaits this adds all come before the final, synchronous step.
+
+A full disk. A write that fails with `StorageFullError` puts the hub in the *storage full*
+state (`storage_full`): it logs `storage_full` once, asks the store to release its reserve
+(room for deletions, relay/_sqlite_store.py), and from then on refuses publishes and
+creations with `STORAGE_FULL` at once, without touching the store and without a log line
+each. Reads, subscriptions and admin operations go on (a delete or a rotation must work
+when the disk is full: they make room and cut off removed members), and so does the
+sweeper. A probe task asks the store every `STORAGE_PROBE_INTERVAL` seconds, and at once
+after a sweep or a delete freed something, whether there is room again; when there is, the
+hub logs `storage_recovered` with how many writes it refused and for how long, and takes
+writes again. /readyz is 503 meanwhile. The state is the hub's, not the store's: a write
+that found no room is an outcome of the store's calls, and the hub decides what to refuse.
 """
 
 from __future__ import annotations
@@ -79,7 +91,14 @@ from cellrelay.protocol.wire._messages import (
 from ._logging import tag_mailbox
 from ._ratelimit import AddressBuckets, TokenBucket
 from ._session import LOW_WATER, READ, WRITE, Session
-from ._store import MailboxExistsError, MailboxRecord, PendingAppend, StorageError, Store
+from ._store import (
+    MailboxExistsError,
+    MailboxRecord,
+    PendingAppend,
+    StorageError,
+    StorageFullError,
+    Store,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -104,9 +123,14 @@ PAGE_BUDGET: Final = MAX_PLAINTEXT - 64
 # client that computes "now + TTL" with its own slightly fast clock is not refused.
 TTL_SLACK: Final = 60
 
+# While the storage is full, how often the hub asks the store whether there is room again
+# (a statvfs and a few pragmas): a relay recovers within this long of space returning.
+STORAGE_PROBE_INTERVAL: Final = 2.0
+
 STORE_ERRORS: Final = {
     "no_such_mailbox": ErrorCode.NO_SUCH_MAILBOX,
     "mailbox_full": ErrorCode.MAILBOX_FULL,
+    "storage_full": ErrorCode.STORAGE_FULL,
 }
 
 
@@ -192,16 +216,42 @@ class Hub:
         # commit in between. A deletion counts at the next sweep, and publishes queued for
         # one commit may pass the limit together: it bounds the disk, not to the byte.
         self.stored_bytes = 0
+        # The storage full state (module docstring): when it began, writes refused since.
+        self.storage_full = False
+        self._full_since = 0.0
+        self._full_refused = 0
+        self._full_begun = trio.Event()  # wakes the probe
+        self._room_made = trio.Event()  # a sweep or delete freed something: probe now
         metrics.mailboxes.set_function(lambda: self.mailbox_count)
         metrics.stored_bytes.set_function(lambda: self.stored_bytes)
 
     # -- background tasks ------------------------------------------------------------------
 
+    async def prepare(self) -> None:
+        """Get ready to serve: count what is stored, claim the disk reserve, sweep.
+
+        The sweep runs before the relay listens: envelopes that expired while it was
+        stopped would otherwise stay on disk until the first interval passed (issue 10).
+        Reads never return them either way. A store too full for its reserve starts the
+        relay in the storage full state (module docstring); a sweep that fails is logged,
+        and the sweeper tries again.
+        """
+        self.stored_bytes = await self.store.total_stored_bytes()
+        if not await self.store.restore_reserve():
+            await self._enter_full("open")
+        try:
+            await self.sweep()
+        except StorageFullError:
+            await self._enter_full("sweep")
+        except StorageError as exc:
+            if _store_failed(self.store):
+                raise
+            log.error("storage_error", operation="sweep", error=str(exc))  # noqa: TRY400
+
     async def run_committer(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Commit queued publishes in batches until cancelled or shut down and drained."""
-        self.stored_bytes = await self.store.total_stored_bytes()
         task_status.started()
         config = self.config
         while True:
@@ -222,6 +272,11 @@ class Hub:
                     [item for item, _, _ in batch], default_max_bytes=config.mailbox_max_bytes
                 )
                 results = [(r.seq, r.error) for r in appended]
+            except StorageFullError:
+                # Nothing was stored; refuse the batch as full and stop taking writes until
+                # there is room (module docstring). One log line, from _enter_full.
+                results = [(None, "storage_full")] * len(batch)
+                await self._enter_full("append_batch", refused=len(batch))
             except StorageError as exc:
                 # A failed batch stored nothing (the Store contract): answer each publish
                 # with INTERNAL and go on. Letting the error escape would cancel the relay's
@@ -362,6 +417,8 @@ class Hub:
             await trio.sleep(self.config.sweep_interval)
             try:
                 await self.sweep()
+            except StorageFullError:
+                await self._enter_full("sweep")  # logs only if it is news
             except StorageError as exc:
                 # Try again next interval; an escaping error would stop the relay (see
                 # run_committer). Expired envelopes are still never delivered meanwhile:
@@ -377,7 +434,64 @@ class Hub:
         if deleted:
             self.metrics.expired_deleted.inc(deleted)
             log.info("expired_deleted", count=deleted)
+            self._room_made.set()
+        if not self.storage_full:
+            # Writes may have resumed without the reserve (relay/_sqlite_store.py): take it
+            # back once there is room for it.
+            await self.store.restore_reserve()
         return deleted
+
+    # -- the storage full state (module docstring) -------------------------------------------
+
+    async def _enter_full(self, operation: str, *, refused: int = 0) -> None:
+        """A write found no room: refuse writes from now on, log it once, free the reserve.
+
+        `refused` counts the writes this failure refused, in the state's total.
+        """
+        if self.storage_full:
+            self._full_refused += refused
+            return
+        self.storage_full = True
+        self._full_since = trio.current_time()
+        self._full_refused = refused
+        self.metrics.storage_full.set(1)
+        log.warning("storage_full", operation=operation, stored_bytes=self.stored_bytes)
+        self._full_begun.set()
+        try:
+            await self.store.release_reserve()
+        except StorageError as exc:
+            log.error("storage_error", operation="release_reserve", error=str(exc))  # noqa: TRY400
+
+    def _refuse_full(self, session: Session, request_id: int) -> None:
+        self._full_refused += 1
+        self._refuse(session, request_id, ErrorCode.STORAGE_FULL)
+
+    async def run_storage_probe(self) -> None:
+        """While the storage is full, take writes again once the store has room (module docstring)."""
+        while True:
+            if not self.storage_full:
+                self._full_begun = trio.Event()
+                await self._full_begun.wait()
+                continue
+            with trio.move_on_after(STORAGE_PROBE_INTERVAL):
+                await self._room_made.wait()
+            self._room_made = trio.Event()
+            try:
+                room = await self.store.restore_reserve()
+            except StorageError as exc:
+                if _store_failed(self.store):
+                    raise
+                log.error("storage_error", operation="restore_reserve", error=str(exc))  # noqa: TRY400
+                continue
+            if room and self.storage_full:
+                self.storage_full = False
+                self.metrics.storage_full.set(0)
+                log.info(
+                    "storage_recovered",
+                    refused=self._full_refused,
+                    seconds=round(trio.current_time() - self._full_since, 1),
+                    stored_bytes=self.stored_bytes,
+                )
 
     async def drain(self) -> None:
         """Stop taking publishes and wait until every queued one is committed and answered."""
@@ -389,9 +503,18 @@ class Hub:
     # -- requests ----------------------------------------------------------------------------
 
     async def handle(self, session: Session, message: Message) -> None:
-        """Handle one message from a client; a storage failure refuses it with INTERNAL."""
+        """Handle one message from a client; a storage failure refuses it with INTERNAL.
+
+        A write that found the storage full is refused with STORAGE_FULL instead, and puts
+        the hub in the storage full state (module docstring).
+        """
         try:
             await self._dispatch(session, message)
+        except StorageFullError:
+            request_id = getattr(message, "id", None)
+            if isinstance(request_id, int):
+                self._refuse(session, request_id, ErrorCode.STORAGE_FULL)
+            await self._enter_full(message.TYPE, refused=1)
         except StorageError as exc:
             # docs/protocol.md §8: INTERNAL, "retry later"; the connection goes on, as for
             # any other refusal, instead of ending as a crash without a word to the client.
@@ -457,6 +580,9 @@ class Hub:
         # per source address). Creations in flight together may pass it by a few.
         if self.mailbox_count >= config.max_mailboxes:
             self._refuse(session, message.id, ErrorCode.BUSY)
+            return
+        if self.storage_full:
+            self._refuse_full(session, message.id)
             return
         max_ttl = min(message.max_ttl or config.max_ttl, config.max_ttl)
         while True:
@@ -567,6 +693,9 @@ class Hub:
             return False
         if self.stored_bytes + len(message.envelope) > config.max_stored_bytes:
             self._refuse(session, message.id, ErrorCode.MAILBOX_FULL)  # the relay's, here
+            return False
+        if self.storage_full:
+            self._refuse_full(session, message.id)
             return False
         tick = trio.current_time()
         if not session.publish_bucket.take(tick) or not state.bucket.take(tick):
@@ -811,6 +940,7 @@ class Hub:
             self._refuse(session, message.id, ErrorCode.STALE_COUNTER)
             return
         await self.store.delete_mailbox(message.mailbox)
+        self._room_made.set()
         self.mailbox_count -= 1
         self._revoke(state, ErrorCode.DELETED)
         self._states.pop(message.mailbox, None)

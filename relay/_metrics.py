@@ -439,6 +439,7 @@ class RelayMetrics:
     store_batch_size: Histogram
     expired_deleted: Counter
     connections_dropped: Family[Counter]
+    storage_full: Gauge
     _rejection_by_code: dict[ErrorCode, Counter] = field(repr=False)
 
     @classmethod
@@ -501,6 +502,10 @@ class RelayMetrics:
             "Connections ended other than by an orderly goodbye, by reason.",
             ("reason",),
         )
+        storage_full = r.gauge(
+            p + "storage_full",
+            "1 while the relay refuses publishes and creations because its storage is full, else 0.",
+        )
         _close_family(handshakes, HANDSHAKE_RESULTS)
         _close_family(rejections, _CODE_LABELS)
         _close_family(connections_dropped, (*_CODE_LABELS, CONNECTION_LOST))
@@ -524,6 +529,7 @@ class RelayMetrics:
             store_batch_size=store_batch_size,
             expired_deleted=expired_deleted,
             connections_dropped=connections_dropped,
+            storage_full=storage_full,
             _rejection_by_code={
                 code: rejections.labels(reason=code.name.lower())
                 for code in ErrorCode

@@ -45,6 +45,7 @@ from cellrelay.protocol.wire._messages import Message, Ping, Publish, Welcome
 
 from ._config import RelayConfig, split_host_port
 from ._hub import Hub
+from ._listen import open_listeners
 from ._metrics import Registry, RelayMetrics
 from ._ops import serve_ops
 from ._ratelimit import TokenBucket
@@ -104,8 +105,8 @@ class Relay:
 
     @property
     def ready(self) -> bool:
-        """True while the relay accepts clients (for /readyz)."""
-        return self._ready and not self._shutting_down
+        """True while the relay accepts clients and can store what they publish (for /readyz)."""
+        return self._ready and not self._shutting_down and not self.hub.storage_full
 
     async def serve(
         self, *, task_status: trio.TaskStatus[list[tuple[str, int]]] = trio.TASK_STATUS_IGNORED
@@ -114,8 +115,10 @@ class Relay:
         async with trio.open_nursery() as nursery:
             # `shutdown` cancels it all once drained, and then `serve` returns.
             self._serve_scope = nursery.cancel_scope
+            await self.hub.prepare()
             await nursery.start(self.hub.run_committer)
             nursery.start_soon(self.hub.run_sweeper)
+            nursery.start_soon(self.hub.run_storage_probe)
             nursery.start_soon(self._run_keepalive)
             if self.config.ops_listen:
                 host, port = split_host_port(self.config.ops_listen, "ops_listen")
@@ -144,7 +147,7 @@ class Relay:
     async def _open_listeners(self) -> None:
         for address in self.config.listen:
             host, port = split_host_port(address, "listen")
-            listeners = await trio.open_tcp_listeners(port, host=host)
+            listeners = await open_listeners("listen", address, host, port)
             if port == 0:  # one listener per family would each get another port
                 for extra in listeners[1:]:
                     await extra.aclose()

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
     from pathlib import Path
 
-__all__ = ["RelayProcess", "http_get", "init_relay", "open_relay_process"]
+__all__ = ["RelayProcess", "http_get", "init_relay", "open_relay_process", "run_serve_to_exit"]
 
 # Starting Python, importing the relay and opening SQLite takes about half a second here;
 # a loaded 2-core machine can take several times that.
@@ -69,6 +69,24 @@ async def init_relay(data_dir: Path) -> None:
          "--listen", "127.0.0.1:0"],
         env=_environment(), capture_stdout=True, capture_stderr=True,
     )  # fmt: skip
+
+
+async def run_serve_to_exit(data_dir: Path, **settings: object) -> tuple[int, str]:
+    """Run `relay serve` on `data_dir` where it should stop by itself; return (status, stderr).
+
+    For starts that must fail (a port taken, the database locked, the disk full): bounded
+    by STARTUP_TIMEOUT, so a relay that starts after all fails the test instead of hanging.
+    """
+    if not (data_dir / "relay.key").exists():
+        await init_relay(data_dir)
+    merged: dict[str, object] = {**BASE_SETTINGS, "data_dir": str(data_dir), **settings}
+    with trio.fail_after(STARTUP_TIMEOUT):
+        result = await trio.run_process(
+            [sys.executable, "-m", "cellrelay.relay", "serve", *_flags(merged)],
+            stdin=subprocess.DEVNULL, capture_stdout=True, capture_stderr=True, check=False,
+            env=_environment(),
+        )  # fmt: skip
+    return result.returncode, result.stderr.decode("utf-8", "replace")
 
 
 @dataclass(eq=False)

@@ -307,7 +307,7 @@ def test_relay_metrics_follow_naming_conventions() -> None:
     registry = Registry()
     RelayMetrics.create(registry)
     parsed = parse_exposition(registry.render())
-    assert len(parsed) == 19
+    assert len(parsed) == 20
     # The names fit prometheus_client's model too: every family registers on its registry.
     names = {family.name for family in text_string_to_metric_families(registry.render().decode())}
     assert "cellrelay_connections_open" in names
