@@ -64,8 +64,8 @@ EXIT_INTERRUPTED: Final = 130  # 128 + SIGINT, as shells report it
 # What a relay's refusal means to the person at the keyboard (docs/protocol.md §8).
 REFUSALS: Final = {
     ErrorCode.CREATE_FORBIDDEN: "the relay requires a creation secret and this one is missing or wrong (ask its operator; --creation-secret)",
-    ErrorCode.NO_SUCH_MAILBOX: "the relay does not know this mailbox: the invite or cell was deleted there, or the relay lost its data",
-    ErrorCode.BAD_PROOF: "the relay did not accept this device's keys for the mailbox (keys rotated, or a removed member?)",
+    ErrorCode.NO_SUCH_MAILBOX: "the relay no longer has this mailbox: the cell was deleted there, or the relay lost its data",
+    ErrorCode.BAD_PROOF: "the relay did not accept this device's keys for the mailbox: keys rotated, a removed member, or the mailbox is gone (deleted, or the relay lost its data)",
     ErrorCode.UNAUTHORIZED: "the relay did not accept this device's keys for the mailbox (keys rotated, or a removed member?)",
     ErrorCode.RATE_LIMITED: "the relay is rate-limiting this connection: wait a minute and try again",
     ErrorCode.TOO_MANY_MAILBOXES: "the relay refuses more mailboxes on one connection (its operator sets the limit)",

@@ -58,7 +58,7 @@ import structlog
 import trio
 
 from cellrelay.protocol._errors import ErrorCode
-from cellrelay.protocol.wire._capability import verify_admin, verify_auth
+from cellrelay.protocol.wire._capability import CapabilityKey, verify_admin, verify_auth
 from cellrelay.protocol.wire._codec import encode_deliver, encode_error, encode_ok, encode_published
 from cellrelay.protocol.wire._connection import MAX_PLAINTEXT, EncodedMessage
 from cellrelay.protocol.wire._messages import (
@@ -222,6 +222,10 @@ class Hub:
         self._full_refused = 0
         self._full_begun = trio.Event()  # wakes the probe
         self._room_made = trio.Event()  # a sweep or delete freed something: probe now
+        # What a proof for a mailbox that does not exist is checked against (`_lookup`): a
+        # real Ed25519 public key, so its check costs what a real one does (libsodium
+        # refuses a malformed or small-order key before doing the work).
+        self._absent_key = CapabilityKey.generate().public
         metrics.mailboxes.set_function(lambda: self.mailbox_count)
         metrics.stored_bytes.set_function(lambda: self.stored_bytes)
 
@@ -606,20 +610,15 @@ class Hub:
         )
         self._reply(session, Created(id=message.id, mailbox=record.mailbox))
 
-    async def _load(self, mailbox: MailboxId) -> MailboxState | None:
-        state = self._states.get(mailbox)
-        if state is not None:
-            return state
-        record = await self.store.get_mailbox(mailbox)
-        if record is None:
-            return None
-        state = self._states.get(mailbox)  # another task may have loaded it meanwhile
+    def _state_for(self, record: MailboxRecord) -> MailboxState:
+        """The hub's state of a mailbox that exists: the one in use, or a new one from `record`."""
+        state = self._states.get(record.mailbox)
         if state is None:
             config = self.config
             bucket = TokenBucket(
                 config.mailbox_publish_rate, config.mailbox_publish_burst, trio.current_time()
             )
-            state = self._states[mailbox] = MailboxState(
+            state = self._states[record.mailbox] = MailboxState(
                 record=record, head=record.head, bucket=bucket
             )
         return state
@@ -629,12 +628,20 @@ class Hub:
         if state is not None and not state.holders and not state.subs and state.pending == 0:
             del self._states[mailbox]
 
+    async def _lookup(self, mailbox: MailboxId) -> MailboxRecord | None:
+        """Read the mailbox's record from the store, whether or not the hub holds it in use.
+
+        A proof is always checked against a record read now, never against the cached one
+        alone, and a mailbox that does not exist is checked against `_absent_key`: an auth
+        or admin request then costs one store lookup and one signature check whatever the
+        mailbox's state, and is refused with one code, so neither the answer nor its time
+        tells whether the mailbox exists or is in use (issue 10; docs/threat-model.md).
+        """
+        return await self.store.get_mailbox(mailbox)
+
     async def _auth(self, session: Session, message: Auth) -> None:
-        state = await self._load(message.mailbox)
+        record = await self._lookup(message.mailbox)
         if session.closing:
-            return
-        if state is None:
-            self._refuse(session, message.id, ErrorCode.NO_SUCH_MAILBOX)
             return
         holdings = self._holdings.get(session)
         if holdings is None:
@@ -644,15 +651,18 @@ class Hub:
             and len(holdings.mailboxes) >= self.config.max_mailboxes_per_connection
         ):
             self._refuse(session, message.id, ErrorCode.TOO_MANY_MAILBOXES)
-            self._maybe_forget(message.mailbox)
             return
-        key = state.record.read_key if message.role == "read" else state.record.write_key
-        if not verify_auth(
+        if record is None:
+            key = self._absent_key
+        else:
+            key = record.read_key if message.role == "read" else record.write_key
+        valid = verify_auth(
             key, message.proof, message.role, session.conn.handshake_hash, message.mailbox
-        ):
+        )
+        if record is None or not valid:
             self._refuse(session, message.id, ErrorCode.BAD_PROOF)
-            self._maybe_forget(message.mailbox)
             return
+        state = self._state_for(record)
         state.holders[session] = state.holders.get(session, 0) | (
             READ if message.role == "read" else WRITE
         )
@@ -866,22 +876,22 @@ class Hub:
     async def _admin(
         self, session: Session, message: Rotate | SetLimits | Delete
     ) -> MailboxState | None:
-        """Check an admin message's signature and counter; refuse and return None if bad."""
-        state = await self._load(message.mailbox)
+        """Check an admin message's signature and counter; refuse and return None if bad.
+
+        An absent mailbox is BAD_PROOF after the same work as a present one (`_lookup`).
+        """
+        record = await self._lookup(message.mailbox)
         if session.closing:
             return None
-        if state is None:
-            self._refuse(session, message.id, ErrorCode.NO_SUCH_MAILBOX)
-            return None
-        if not verify_admin(state.record.admin_key, message, session.conn.handshake_hash):
+        key = self._absent_key if record is None else record.admin_key
+        valid = verify_admin(key, message, session.conn.handshake_hash)
+        if record is None or not valid:
             self._refuse(session, message.id, ErrorCode.BAD_PROOF)
-            self._maybe_forget(message.mailbox)
             return None
-        if message.counter <= state.record.admin_counter:
+        if message.counter <= record.admin_counter:
             self._refuse(session, message.id, ErrorCode.STALE_COUNTER)
-            self._maybe_forget(message.mailbox)
             return None
-        return state
+        return self._state_for(record)
 
     async def _rotate(self, session: Session, message: Rotate) -> None:
         state = await self._admin(session, message)
@@ -897,6 +907,7 @@ class Hub:
         )
         if not changed:
             self._refuse(session, message.id, ErrorCode.STALE_COUNTER)
+            self._maybe_forget(message.mailbox)
             return
         record = await self.store.get_mailbox(message.mailbox)
         if record is not None:
@@ -906,6 +917,7 @@ class Hub:
         # made with them valid, so nobody is cut off for it.
         if (message.write_key, message.read_key) != (before.write_key, before.read_key):
             self._revoke(state, ErrorCode.REVOKED)
+        self._maybe_forget(message.mailbox)
         log.info(
             "mailbox_rotated", conn_id=session.conn_id, mailbox_tag=tag_mailbox(message.mailbox)
         )
@@ -923,6 +935,7 @@ class Hub:
         )
         if not changed:
             self._refuse(session, message.id, ErrorCode.STALE_COUNTER)
+            self._maybe_forget(message.mailbox)
             return
         record = await self.store.get_mailbox(message.mailbox)
         if record is not None:
@@ -938,6 +951,7 @@ class Hub:
         # mailbox that a failure left half-deleted; then delete.
         if not await self.store.update_admin(message.mailbox, counter=message.counter):
             self._refuse(session, message.id, ErrorCode.STALE_COUNTER)
+            self._maybe_forget(message.mailbox)
             return
         await self.store.delete_mailbox(message.mailbox)
         self._room_made.set()
