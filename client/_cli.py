@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Final, NoReturn
 import structlog
 import trio
 
+from cellrelay._undumpable import make_undumpable
 from cellrelay.protocol import CellrelayError, ErrorCode
 from cellrelay.protocol.cell import ContentError, InviteError
 from cellrelay.protocol.wire import AddressError
@@ -420,6 +421,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # -P: do not put the current directory on sys.path, or a `cellrelay/` folder
         # wherever the operator happens to stand would run instead of ours.
         os.execv(sys.executable, [sys.executable, "-P", "-m", "cellrelay.relay", *arguments[1:]])  # noqa: S606 - our own module
+    # Before any passphrase is read: no core dump may hold it, or what it unlocks.
+    make_undumpable(lock_limit=False)
     args = build_parser().parse_args(arguments)
     debug = bool(getattr(args, "debug", False))
     _configure_logging(debug)

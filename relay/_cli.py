@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Final
 import structlog
 import trio
 
+from cellrelay._undumpable import make_undumpable
 from cellrelay.protocol._errors import CellrelayError
 from cellrelay.protocol.wire._address import RelayAddress
 
@@ -362,7 +363,12 @@ EXIT_DISK_FULL: Final = 75
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the relay command line; return the exit status."""
+    """Run the relay command line; return the exit status.
+
+    First of all the process stops making core dumps (`cellrelay._undumpable`): the relay
+    key is read by every command but `backup`, and `serve` holds it and the envelopes.
+    """
+    make_undumpable(lock_limit=True)
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args))

@@ -160,6 +160,7 @@ def test_unit_stops_the_way_the_relay_drains() -> None:
     )
     (nofile,) = unit["LimitNOFILE"]
     assert int(nofile) > defaults.max_connections
+    assert unit["LimitCORE"] == ["0"]  # a core dump would hold the relay key
     for setting in ("NoNewPrivileges", "PrivateTmp", "ProtectHome", "PrivateDevices"):
         assert unit[setting] == ["yes"], setting
     assert unit["ProtectSystem"] == ["strict"]
