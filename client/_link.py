@@ -329,6 +329,8 @@ class RelayLink:
             if replies:
                 async with self._send_lock:
                     await stream.send_all(conn.send_many(replies))
+            if conn.failing:  # a fault after those messages (docs/protocol.md §8.1)
+                conn.receive_data(b"")
 
     async def _handle(self, message: Message) -> None:
         if isinstance(message, Deliver):

@@ -63,6 +63,7 @@ from cellrelay.protocol.wire._codec import encode_deliver, encode_error, encode_
 from cellrelay.protocol.wire._connection import MAX_PLAINTEXT, EncodedMessage
 from cellrelay.protocol.wire._messages import (
     MAX_PAGE_ITEMS,
+    TTL_TOLERANCE,
     Auth,
     Create,
     Created,
@@ -119,9 +120,6 @@ CATCH_UP_BUFFER: Final = 1024
 # take at most 1 + 9 + 9 + 5 bytes; the map around it under 64.
 PAGE_ITEM_OVERHEAD: Final = 24
 PAGE_BUDGET: Final = MAX_PLAINTEXT - 64
-# Tolerance for clocks: an expires_at this far past now + max TTL is still accepted, so a
-# client that computes "now + TTL" with its own slightly fast clock is not refused.
-TTL_SLACK: Final = 60
 
 # While the storage is full, how often the hub asks the store whether there is room again
 # (a statvfs and a few pragmas): a relay recovers within this long of space returning.
@@ -698,7 +696,7 @@ class Hub:
             self._refuse(session, message.id, ErrorCode.EXPIRED)
             return False
         max_ttl = min(state.record.max_ttl or config.max_ttl, config.max_ttl)
-        if message.expires_at > now + max_ttl + TTL_SLACK:
+        if message.expires_at > now + max_ttl + TTL_TOLERANCE:
             self._refuse(session, message.id, ErrorCode.TTL_TOO_LONG)
             return False
         if self.stored_bytes + len(message.envelope) > config.max_stored_bytes:
