@@ -41,7 +41,7 @@ from ._cli_listen import listen
 from ._cli_output import Style, parse_duration
 from ._client import KEYSTORE_NAME
 from ._keystore import KeystoreBusyError, KeystoreError, WrongPassphraseError, default_data_dir
-from ._link import LinkClosedError, RelayRefusedError
+from ._link import LinkClosedError, RelayKeyMismatchError, RelayRefusedError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, MutableMapping, Sequence
@@ -333,15 +333,24 @@ def _passphrase(args: argparse.Namespace, env: MutableMapping[str, str], *, new:
             "no passphrase: set CELLRELAY_PASSPHRASE, use --passphrase-file, or run in a terminal"
         )
     if not new:
-        return getpass.getpass("Passphrase: ")
+        return _ask(getpass.getpass, "Passphrase: ", "no passphrase given")
     print(
         f"Choose a passphrase of at least {MIN_PASSPHRASE} characters; a few random words is best.",
         file=sys.stderr,
     )
-    first = getpass.getpass("New passphrase: ")
-    if getpass.getpass("Again: ") != first:
+    first = _ask(getpass.getpass, "New passphrase: ", "no passphrase given; nothing was created")
+    if _ask(getpass.getpass, "Again: ", "no passphrase given; nothing was created") != first:
         raise CliError("the passphrases do not match; nothing was created")
     return first
+
+
+def _ask(prompt: Callable[[str], str], question: str, nothing: str) -> str:
+    """Ask on the terminal; Ctrl-D (end of input) is a one-line `CliError` saying `nothing`."""
+    try:
+        return prompt(question)
+    except EOFError:
+        print(file=sys.stderr)  # end the prompt's line: the error gets one of its own
+        raise CliError(f"{nothing} (input ended)") from None
 
 
 def _name(args: argparse.Namespace) -> str:
@@ -349,7 +358,8 @@ def _name(args: argparse.Namespace) -> str:
         return str(args.name)
     if not sys.stdin.isatty():
         raise CliError("give the name other members will see: --name NAME")
-    return input("The name other members see (not necessarily your real one): ").strip()
+    question = "The name other members see (not necessarily your real one): "
+    return _ask(input, question, "no name given; nothing was created").strip()
 
 
 def _style(args: argparse.Namespace, env: MutableMapping[str, str]) -> Style:
@@ -399,6 +409,12 @@ def describe_error(error: BaseException, *, home: Path | None = None) -> str:
             return REFUSALS[ErrorCode(error.code)]
         except (KeyError, ValueError):
             return f"the relay refused: error code {error.code}"
+    if isinstance(error, RelayKeyMismatchError):
+        where = f"{error.address.host}:{error.address.port}"
+        return (
+            f"the relay's key does not match the invite or address you have ({where} refused the "
+            "handshake): check it was copied exactly, or ask whoever gave it to you for a new one"
+        )
     if isinstance(error, LinkClosedError):
         return "the connection to the relay closed before it answered: try again"
     if isinstance(error, InviteError):
@@ -415,7 +431,15 @@ def describe_error(error: BaseException, *, home: Path | None = None) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status."""
+    """Run the command line; return the exit status (130, and one line, after Ctrl-C)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # wherever it came: parsing the command line, say (issue 10)
+        print(f"{PROGRAM}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: Sequence[str] | None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == ["relay"]:
         # -P: do not put the current directory on sys.path, or a `cellrelay/` folder
