@@ -124,6 +124,11 @@ PAGE_BUDGET: Final = MAX_PLAINTEXT - 64
 # While the storage is full, how often the hub asks the store whether there is room again
 # (a statvfs and a few pragmas): a relay recovers within this long of space returning.
 STORAGE_PROBE_INTERVAL: Final = 2.0
+# What the `storage_full` line tells the operator (docs/operator-guide.md, "A full disk").
+STORAGE_FULL_ADVICE: Final = (
+    "free space on the database's filesystem, or lower max_stored_bytes; reads go on, and"
+    " the relay takes writes again by itself once there is room"
+)
 
 STORE_ERRORS: Final = {
     "no_such_mailbox": ErrorCode.NO_SUCH_MAILBOX,
@@ -457,7 +462,12 @@ class Hub:
         self._full_since = trio.current_time()
         self._full_refused = refused
         self.metrics.storage_full.set(1)
-        log.warning("storage_full", operation=operation, stored_bytes=self.stored_bytes)
+        log.warning(
+            "storage_full",
+            operation=operation,
+            stored_bytes=self.stored_bytes,
+            advice=STORAGE_FULL_ADVICE,
+        )
         self._full_begun.set()
         try:
             await self.store.release_reserve()
