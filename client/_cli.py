@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Final, NoReturn
 import structlog
 import trio
 
+from cellrelay import __version__
 from cellrelay._undumpable import make_undumpable
 from cellrelay.protocol import CellrelayError, ErrorCode
 from cellrelay.protocol.cell import ContentError, InviteError
@@ -182,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[_common_options(suppress=False)],
         epilog="Run a relay with `cellrelay relay init|serve` (see `cellrelay relay --help`).",
     )
+    parser.add_argument("--version", action="version", version=f"{PROGRAM} {__version__}")
     commands = parser.add_subparsers(
         dest="command", metavar="COMMAND", required=True, parser_class=_Parser
     )

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Final
 import structlog
 import trio
 
+from cellrelay import __version__
 from cellrelay._undumpable import make_undumpable
 from cellrelay.protocol._errors import CellrelayError
 from cellrelay.protocol.wire._address import RelayAddress
@@ -332,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a cellrelay relay. Every option can also come from the TOML file given with "
         "--config or from an environment variable; flags win over the environment, which wins over the file.",
     )
+    parser.add_argument("--version", action="version", version=f"cellrelay relay {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     init = commands.add_parser("init", help="create the relay's static key and print its address")
     _add_config_options(init)

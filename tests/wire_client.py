@@ -46,19 +46,25 @@ class WireClient:
     @classmethod
     async def connect(cls, port: int, relay_key: bytes, host: str = "127.0.0.1") -> WireClient:
         stream = await trio.open_tcp_stream(host, port)
-        conn = Connection(Role.CLIENT, relay_public_key=relay_key)
-        await stream.send_all(conn.send(Hello()))
-        while True:
-            data = await stream.receive_some(65536)
-            if not data:
-                raise EOFError("relay closed during the handshake")
-            messages = conn.receive_data(data)
-            if messages:
-                welcome = messages[0]
-                assert isinstance(welcome, Welcome)
-                client = cls(stream, conn, welcome)
-                client.inbox.extend(messages[1:])
-                return client
+        try:
+            conn = Connection(Role.CLIENT, relay_public_key=relay_key)
+            await stream.send_all(conn.send(Hello()))
+            while True:
+                data = await stream.receive_some(65536)
+                if not data:
+                    raise EOFError("relay closed during the handshake")
+                messages = conn.receive_data(data)
+                if messages:
+                    welcome = messages[0]
+                    assert isinstance(welcome, Welcome)
+                    client = cls(stream, conn, welcome)
+                    client.inbox.extend(messages[1:])
+                    return client
+        except BaseException:
+            # A refused or cancelled handshake must not leave the socket to the garbage
+            # collector: its ResourceWarning fails whichever test happens to be running.
+            await trio.aclose_forcefully(stream)
+            raise
 
     def next_id(self) -> int:
         self._next_id += 1

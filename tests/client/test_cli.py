@@ -8,6 +8,7 @@ library at libsodium's smallest Argon2id cost, so unlocking them does not domina
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import signal
@@ -292,71 +293,74 @@ async def test_id_new_and_show(tmp_path: Path) -> None:
 
 async def test_errors_are_one_line(tmp_path: Path, running_relay: RunningRelay) -> None:
     """Wrong passphrase, unknown cell, bad and expired invites, unreachable relay, usage."""
-    closed = trio.socket.socket()
-    await closed.bind(("127.0.0.1", 0))
-    dead = str(
-        RelayAddress("127.0.0.1", closed.getsockname()[1], running_relay.public_key)
-    )  # bound, never listening
-    expired = Invite(
-        relay=RelayAddress("127.0.0.1", running_relay.port, running_relay.public_key),
-        cell_id=bytes(16),
-        cell_name="Eastside",
-        join_mailbox=MailboxId(bytes(16)),
-        admin_sign_key=bytes(32),
-        admin_box_key=bytes(32),
-        expires_at=1_000_000,
-    ).to_link()
-    # name -> (arguments, passphrase, what the one line says)
-    cases: dict[str, tuple[list[str], str | None, str]] = {
-        "wrong passphrase": (
-            ["cell", "list"],
-            "not the passphrase",
-            "wrong passphrase",
-        ),
-        "unknown cell": (["cell", "members", "Westside"], PASSPHRASE, "no cell matches 'Westside'"),
-        "bad link": (
-            ["cell", "join", "https://example.org/join"],
-            PASSPHRASE,
-            "bad invite link: this is not an invite link",
-        ),
-        "expired link": (
-            ["cell", "join", expired],
-            PASSPHRASE,
-            "this invite expired on 1970-01-12",
-        ),
-        "unreachable": (
-            ["cell", "create", "X", "--relay", dead, "--timeout", "2"],
-            PASSPHRASE,
-            "could not reach the relay at 127.0.0.1",
-        ),
-        "bad address": (
-            ["cell", "create", "X", "--relay", "example.org"],
-            PASSPHRASE,
-            "bad relay address",
-        ),
-        "no passphrase": (
-            ["cell", "list"],
-            None,
-            "no passphrase: set CELLRELAY_PASSPHRASE",
-        ),
-    }
-    results: dict[str, Result] = {}
+    with trio.socket.socket() as closed:  # closed whatever happens
+        await closed.bind(("127.0.0.1", 0))
+        dead = str(
+            RelayAddress("127.0.0.1", closed.getsockname()[1], running_relay.public_key)
+        )  # bound, never listening
+        expired = Invite(
+            relay=RelayAddress("127.0.0.1", running_relay.port, running_relay.public_key),
+            cell_id=bytes(16),
+            cell_name="Eastside",
+            join_mailbox=MailboxId(bytes(16)),
+            admin_sign_key=bytes(32),
+            admin_box_key=bytes(32),
+            expires_at=1_000_000,
+        ).to_link()
+        # name -> (arguments, passphrase, what the one line says)
+        cases: dict[str, tuple[list[str], str | None, str]] = {
+            "wrong passphrase": (
+                ["cell", "list"],
+                "not the passphrase",
+                "wrong passphrase",
+            ),
+            "unknown cell": (
+                ["cell", "members", "Westside"],
+                PASSPHRASE,
+                "no cell matches 'Westside'",
+            ),
+            "bad link": (
+                ["cell", "join", "https://example.org/join"],
+                PASSPHRASE,
+                "bad invite link: this is not an invite link",
+            ),
+            "expired link": (
+                ["cell", "join", expired],
+                PASSPHRASE,
+                "this invite expired on 1970-01-12",
+            ),
+            "unreachable": (
+                ["cell", "create", "X", "--relay", dead, "--timeout", "2"],
+                PASSPHRASE,
+                "could not reach the relay at 127.0.0.1",
+            ),
+            "bad address": (
+                ["cell", "create", "X", "--relay", "example.org"],
+                PASSPHRASE,
+                "bad relay address",
+            ),
+            "no passphrase": (
+                ["cell", "list"],
+                None,
+                "no passphrase: set CELLRELAY_PASSPHRASE",
+            ),
+        }
+        results: dict[str, Result] = {}
 
-    async def run(name: str) -> None:
-        args, passphrase, _ = cases[name]
-        home = identity(tmp_path, name.replace(" ", "-"))  # one keystore each: they run at once
-        results[name] = await cli(*args, home=home, passphrase=passphrase, expect=1)
+        async def run(name: str) -> None:
+            args, passphrase, _ = cases[name]
+            home = identity(tmp_path, name.replace(" ", "-"))  # one keystore each: they run at once
+            results[name] = await cli(*args, home=home, passphrase=passphrase, expect=1)
 
-    async with trio.open_nursery() as nursery:
-        for name in cases:
-            nursery.start_soon(run, name)
-    for name, (_, _, expected) in cases.items():
-        assert expected in one_line_error(results[name]), name
-    usage = await cli("send", home=tmp_path / "nobody", expect=2)
-    assert "required: CELL, TEXT" in one_line_error(usage)
-    missing = await cli("cell", "list", home=tmp_path / "nobody", expect=1)
-    assert "no identity in" in one_line_error(missing)
-    closed.close()
+        async with trio.open_nursery() as nursery:
+            for name in cases:
+                nursery.start_soon(run, name)
+        for name, (_, _, expected) in cases.items():
+            assert expected in one_line_error(results[name]), name
+        usage = await cli("send", home=tmp_path / "nobody", expect=2)
+        assert "required: CELL, TEXT" in one_line_error(usage)
+        missing = await cli("cell", "list", home=tmp_path / "nobody", expect=1)
+        assert "no identity in" in one_line_error(missing)
 
 
 def test_durations_and_isolation() -> None:
@@ -372,3 +376,11 @@ def test_durations_and_isolation() -> None:
             parse_duration(bad)
     assert isolate("Eastside") == "Eastside"
     assert isolate("\u05d0\u05d1") == "\u2068\u05d0\u05d1\u2069"  # right-to-left text is isolated
+
+
+async def test_version_through_the_console_script(tmp_path: Path) -> None:
+    """`cellrelay --version` and `cellrelay relay --version` print the installed version."""
+    version = importlib.metadata.version("cellrelay")
+    assert (await cli("--version", home=tmp_path)).stdout == f"cellrelay {version}\n"
+    relay = await cli("relay", "--version", home=tmp_path, expect=0)
+    assert relay.stdout == f"cellrelay relay {version}\n"

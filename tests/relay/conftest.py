@@ -194,22 +194,32 @@ async def connect_raw_socket(port: int, *, receive_buffer: int | None = None) ->
     reading makes the relay's socket refuse bytes after a few kilobytes, not megabytes.
     """
     sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    if receive_buffer is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
-    await sock.connect(("127.0.0.1", port))
+    try:
+        if receive_buffer is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        await sock.connect(("127.0.0.1", port))
+    except BaseException:
+        sock.close()  # never leave a socket to the garbage collector (see handshake)
+        raise
     return trio.SocketStream(sock)
 
 
 async def handshake(stream: trio.SocketStream, relay_key: bytes) -> WireClient:
     """Run the client side of the handshake on an open stream; return the WireClient."""
     conn = Connection(Role.CLIENT, relay_public_key=relay_key)
-    await stream.send_all(conn.send(Hello()))
     messages: list[Message] = []
-    while not messages:
-        data = await stream.receive_some(65_536)
-        if not data:
-            raise EOFError("relay closed during the handshake")
-        messages = conn.receive_data(data)
+    try:
+        await stream.send_all(conn.send(Hello()))
+        while not messages:
+            data = await stream.receive_some(65_536)
+            if not data:
+                raise EOFError("relay closed during the handshake")
+            messages = conn.receive_data(data)
+    except BaseException:
+        # An unclosed socket's ResourceWarning fails whichever test the garbage collector
+        # happens to run in (filterwarnings = error): close it here, on every failure.
+        await trio.aclose_forcefully(stream)
+        raise
     welcome = messages[0]
     assert isinstance(welcome, Welcome)
     client = WireClient(stream, conn, welcome)
@@ -355,12 +365,16 @@ class IndependentWire:
         """Open a connection and run the handshake."""
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         wire = cls(stream, IndependentClient(relay_key))
-        await stream.send_all(wire.client.hello())
-        while not wire.client.handshake_done:
-            data = await stream.receive_some(65_536)
-            if not data:
-                raise EOFError("relay closed during the handshake")
-            wire.inbox.extend(wire.client.receive(data))
+        try:
+            await stream.send_all(wire.client.hello())
+            while not wire.client.handshake_done:
+                data = await stream.receive_some(65_536)
+                if not data:
+                    raise EOFError("relay closed during the handshake")
+                wire.inbox.extend(wire.client.receive(data))
+        except BaseException:
+            await trio.aclose_forcefully(stream)  # see handshake()
+            raise
         wire.welcome = wire.inbox.pop(0)
         return wire
 
