@@ -34,5 +34,9 @@ def main() -> int:
     previous = signal.signal(signal.SIGINT, _interrupted)
     from cellrelay.client._cli import main as run  # the slow part
 
-    signal.signal(signal.SIGINT, previous)
-    return run()
+    try:
+        signal.signal(signal.SIGINT, previous)  # Ctrl-C is a KeyboardInterrupt again
+        return run()
+    except KeyboardInterrupt:  # between the two lines above and run's own handling
+        print("cellrelay: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
