@@ -360,6 +360,29 @@ class Cell(MemberCell):
         await self._save()
         return self._member(info)
 
+    async def deny(self, member: Member) -> None:
+        """Turn down someone who asked to join: forget the request and delete its invite.
+
+        The invite was one-time, so its join mailbox is deleted on the relay at once: the
+        same link cannot be used to ask again. The person is not told.
+
+        Raises:
+            CellError: not an admin, or this member is not waiting.
+        """
+        await self._admin_ready()
+        request = next(
+            (r for r in self.record.requests
+             if MemberInfo.from_bytes(r.member).member_id == member.member_id),
+            None,
+        )  # fmt: skip
+        if request is None:
+            raise CellError(f"{member.name!r} is not waiting to join")
+        self.record.requests.remove(request)
+        # Reaped like an invite whose joiner is in: its mailbox deleted, then forgotten.
+        self._settled.add(request.join_mailbox)
+        async with self._admin_lock:
+            await self._reap_invites()
+
     async def remove(self, member: Member) -> None:
         """Remove a member: a new epoch, new group keys; they can read or send nothing new."""
         await self._admin_ready()
