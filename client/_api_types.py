@@ -28,12 +28,7 @@ from cellrelay.protocol.cell import (
     Status,
     StatusReply,
 )
-from cellrelay.protocol.cell._content import (
-    MAX_NAME,
-    MAX_RECEIPT_IDS,
-    MessageId,
-    content_field_specs,
-)
+from cellrelay.protocol.cell._content import MAX_NAME, MessageId, content_field_specs
 
 from ._events import CellEvent, Member
 from ._schema import Bounds
@@ -102,6 +97,8 @@ MAX_LINK: Final = 4096  # an invite link is about 300 characters
 MAX_SECRET: Final = 256
 MAX_FINGERPRINT: Final = 128
 MAX_CODE: Final = 128  # one-time codes and session tokens are 43 characters
+# A member id as people write it down: 32 hex digits, grouped as they like.
+FINGERPRINT_PATTERN: Final = "^[ :-]*([0-9A-Fa-f][ :-]*){32}$"
 
 AlertText = Annotated[str, _spec(Alert, "text")]
 Place = Annotated[str | None, _spec(Alert, "place")]
@@ -235,7 +232,7 @@ class MemberDetail:
 class VerifyMember:
     """The fingerprint the member's own device shows (`cellrelay id show`), to compare."""
 
-    fingerprint: Annotated[str, Bounds(lo=1, hi=MAX_FINGERPRINT, one_line=True, description="hex digits; spaces and dashes are ignored")]  # fmt: skip
+    fingerprint: Annotated[str, Bounds(lo=32, hi=MAX_FINGERPRINT, pattern=FINGERPRINT_PATTERN, description="32 hex digits; spaces, colons and dashes between them are ignored")]  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -385,7 +382,7 @@ class MessageList:
 class SendReceipt:
     """Tell the cell these messages were delivered (or read) here."""
 
-    message_ids: Annotated[list[MessageId], Bounds(lo=1, hi=MAX_RECEIPT_IDS)]
+    message_ids: Annotated[tuple[MessageId, ...], _spec(Receipt, "message_ids")]
     state: ReceiptState = ReceiptState.READ
 
 

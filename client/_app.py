@@ -33,7 +33,7 @@ import trio
 
 from cellrelay.protocol import CellrelayError, ErrorCode
 from cellrelay.protocol._errors import DESCRIPTIONS
-from cellrelay.protocol.cell import ContentError, InviteError
+from cellrelay.protocol.cell import ContentError, GroupError, InviteError
 from cellrelay.protocol.wire import AddressError
 
 from ._api import DEFAULT_WAIT, ROUTES, Api, ApiError, Call, Route
@@ -93,7 +93,9 @@ def problem_for(exc: BaseException, call: Call | None = None) -> Problem:
         return _problem(422, "BAD_INVITE", str(exc))
     if isinstance(exc, AddressError):
         return _problem(422, "BAD_ADDRESS", str(exc))
-    if isinstance(exc, CellError):
+    if isinstance(exc, CellError | GroupError):
+        # The library refused the operation in this cell's state (already an admin, the
+        # last admin, nobody waiting...); its message says why.
         return _problem(409, "REFUSED", str(exc))
     if isinstance(exc, RelayRefusedError):
         try:

@@ -33,6 +33,8 @@ _ALWAYS: Final = (421,)
 _AUTH: Final = (401,)
 _BODY: Final = (400, 413, 415)
 _WAITS: Final = (429, 502, 503, 504, 507)
+# Examples for path parameters: the guides' running example (a cell called Eastside).
+_PATH_EXAMPLES: Final = {"cell": ["Eastside"], "member": ["ana"], "alert": ["5f3a9c1e"]}
 
 _DESCRIPTION: Final = """\
 The local API of `cellrelay daemon`: one process per identity that keeps every cell's relay
@@ -73,10 +75,18 @@ def api_registry() -> Registry:
     return registry
 
 
-def _problem_response(registry: Registry, status: int) -> dict[str, Any]:
+def _problem_name(status: int) -> str:
+    return http.HTTPStatus(status).phrase.title().replace(" ", "").replace("-", "")
+
+
+def _problem_responses(registry: Registry, statuses: set[int]) -> dict[str, Any]:
+    """Every problem response the document uses, as components."""
     return {
-        "description": http.HTTPStatus(status).phrase,
-        "content": {"application/problem+json": {"schema": registry.schema(Problem)}},
+        _problem_name(status): {
+            "description": http.HTTPStatus(status).phrase + " (a problem document)",
+            "content": {"application/problem+json": {"schema": registry.schema(Problem)}},
+        }
+        for status in sorted(statuses)
     }
 
 
@@ -89,7 +99,12 @@ def _parameters(registry: Registry, route: Route) -> list[dict[str, Any]]:
                 "in": "path",
                 "required": True,
                 "description": f"the {name}'s name or a prefix of its hex id",
-                "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+                "schema": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 200,
+                    "examples": _PATH_EXAMPLES[name],
+                },
             }
         )
     if route.query is not None:
@@ -120,12 +135,14 @@ def _request_body(registry: Registry, route: Route) -> dict[str, Any] | None:
     return {"required": route.body_required, "content": content}
 
 
-def _operation(registry: Registry, route: Route) -> dict[str, Any]:
+def _operation(registry: Registry, route: Route, used: set[int]) -> dict[str, Any]:
     responses: dict[str, Any] = {}
     if route.stream:
         responses[str(route.status)] = {
-            "description": "An event stream: one JSON object per `data:` line, with an `id:`.",
+            "description": "An event stream: one JSON object per `data:` line, with an `id:`;"
+            " each is an `Event` (see x-event-schema).",
             "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "x-event-schema": {"$ref": "#/components/schemas/Event"},
         }
     else:
         responses[str(route.status)] = {
@@ -142,7 +159,8 @@ def _operation(registry: Registry, route: Route) -> dict[str, Any]:
     if route.name == "open_session":  # public, but a wrong code is refused like a token
         statuses.add(401)
     for status in sorted(statuses):
-        responses[str(status)] = _problem_response(registry, status)
+        responses[str(status)] = {"$ref": f"#/components/responses/{_problem_name(status)}"}
+    used |= statuses
     operation: dict[str, Any] = {
         "operationId": route.name,
         "summary": route.summary,
@@ -163,9 +181,16 @@ def _operation(registry: Registry, route: Route) -> dict[str, Any]:
 def openapi_document() -> dict[str, Any]:
     """The whole document (a fresh dict each time)."""
     registry = api_registry()
+    registry.converter(Problem)
     paths: dict[str, dict[str, Any]] = {}
+    used: set[int] = set()
     for route in ROUTES:
-        paths.setdefault(route.path, {})[route.method.lower()] = _operation(registry, route)
+        paths.setdefault(route.path, {})[route.method.lower()] = _operation(registry, route, used)
+    schemas = dict(sorted(registry.components.items()))
+    schemas["Event"] = {
+        "description": "One event of GET /events, tagged by `type`.",
+        **registry.schema(StreamEvent),
+    }
     return {
         "openapi": OPENAPI_VERSION,
         "info": {
@@ -185,7 +210,8 @@ def openapi_document() -> dict[str, Any]:
         ],
         "paths": paths,
         "components": {
-            "schemas": dict(sorted(registry.components.items())),
+            "schemas": schemas,
+            "responses": _problem_responses(registry, used),
             "securitySchemes": {
                 "bearer": {
                     "type": "http",

@@ -130,7 +130,11 @@ async def test_messages_receipts_members_and_fingerprints(
     short = await lead.request(
         "POST", "/cells/Eastside/members/ana/verify", json_body={"fingerprint": ana_id[:8]}
     )
-    assert (short.status, short.json()["code"]) == (400, "OUT_OF_RANGE")
+    assert (short.status, short.json()["code"], short.json()["field"]) == (
+        400,
+        "OUT_OF_RANGE",
+        "fingerprint",
+    )
 
     promoted = await lead.ok("POST", f"/cells/Eastside/members/{ana_id[:8]}/promote")
     assert promoted["member"]["name"] == "ana"
