@@ -64,17 +64,20 @@ from ._api_types import (
     SendReply,
     Session,
     SessionRequest,
+    StreamEvent,
     Verification,
     VerifyMember,
 )
+from ._events import AlertReceived, MessageReceived, ReceiptReceived, StatusReceived
 from ._qr import invite_qr_png_data_uri, invite_qr_svg
 
 if TYPE_CHECKING:
     from ._auth import Gatekeeper
     from ._cell_admin import Cell
     from ._client import Client
-    from ._events import Member
+    from ._events import CellEvent, Member
     from ._http import Request
+    from ._schema import Registry
     from ._sse import EventHub
 
 __all__ = ["DEFAULT_WAIT", "ROUTES", "Api", "ApiError", "Call", "Route"]
@@ -233,9 +236,12 @@ class Api:
         gatekeeper: Gatekeeper,
         socket_path: str,
         listen_url: str | None,
+        registry: Registry,
     ) -> None:
         """Serve `client`'s cells; `listen_url` is the TCP listener's base URL, if any."""
         self.client = client
+        self.registry = registry
+        self._encode_event = registry.converter(StreamEvent).encode
         self.hub = hub
         self.gatekeeper = gatekeeper
         self.socket_path = socket_path
@@ -293,6 +299,15 @@ class Api:
         if len(found) > 1:
             raise ApiError(409, "AMBIGUOUS", "several alerts match: give more of the id")
         return found[0]
+
+    def echo(self, cell: Cell, event: CellEvent) -> None:
+        """Publish what this daemon sent as the event another device of ours would see.
+
+        The library hands the app no event for its own messages (they are marked seen
+        when sent), but the daemon serves many apps: `listen` in one terminal, a board in a
+        browser, a bot. Each must see what the others sent, as if from another device.
+        """
+        self.hub.publish(self._encode_event(event), cell_id=cell.cell_id)
 
     def summary(self, cell: Cell) -> CellSummary:
         """A cell as `CellSummary`."""
@@ -524,6 +539,8 @@ class Api:
         alert = await cell.send_alert(
             body.text, priority=body.priority, place=body.place, ttl=body.ttl
         )
+        rollup = cell.rollup(alert.alert_id)
+        self.echo(cell, AlertReceived(cell=cell.name, sender=cell.me, alert=alert, rollup=rollup))
         return AlertSent(cell=cell.name, alert=alert, sender=cell.me,
                          recipients=len(cell.members()) - 1)  # fmt: skip
 
@@ -542,7 +559,9 @@ class Api:
         alert_id = self.find_alert(cell, call.params["alert"])
         call.waiting_for = "the relay did not store the reply"
         answer = await cell.reply(alert_id, body.status, note=body.note)
-        return ReplySent(cell=cell.name, reply=answer, rollup=cell.rollup(alert_id))
+        rollup = cell.rollup(alert_id)
+        self.echo(cell, StatusReceived(cell=cell.name, sender=cell.me, reply=answer, rollup=rollup))
+        return ReplySent(cell=cell.name, reply=answer, rollup=rollup)
 
     async def list_messages(self, call: Call) -> MessageList:
         """GET /cells/{cell}/messages."""
@@ -555,7 +574,9 @@ class Api:
         body: SendMessage = call.body
         cell = await self.synced_cell(call)
         call.waiting_for = "the relay did not store the message"
-        return MessageSent(cell=cell.name, message=await cell.send_message(body.text, ttl=body.ttl))
+        message = await cell.send_message(body.text, ttl=body.ttl)
+        self.echo(cell, MessageReceived(cell=cell.name, sender=cell.me, message=message))
+        return MessageSent(cell=cell.name, message=message)
 
     async def send_receipt(self, call: Call) -> ReceiptSent:
         """POST /cells/{cell}/receipts."""
@@ -563,6 +584,7 @@ class Api:
         cell = await self.synced_cell(call)
         call.waiting_for = "the relay did not store the receipt"
         receipt = await cell.send_receipt(list(body.message_ids), body.state)
+        self.echo(cell, ReceiptReceived(cell=cell.name, sender=cell.me, receipt=receipt))
         return ReceiptSent(cell=cell.name, receipt=receipt)
 
     # -- sessions and tickets ---------------------------------------------------------------------

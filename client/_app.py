@@ -41,7 +41,7 @@ from ._api_types import MAX_WAIT, Problem
 from ._cell_member import CellError
 from ._http import Request, Response
 from ._link import LinkClosedError, RelayRefusedError
-from ._openapi import api_registry, openapi_document
+from ._openapi import openapi_document
 from ._schema import FieldError
 from ._sse import serve_stream
 
@@ -107,7 +107,7 @@ def problem_for(exc: BaseException, call: Call | None = None) -> Problem:
         return _problem(503, "LINK_CLOSED", "the connection to the relay closed; try again")
     if isinstance(exc, trio.TooSlowError):
         waiting_for = call.waiting_for if call is not None else "the relay did not answer"
-        return _problem(504, "RELAY_TIMEOUT", f"{waiting_for} in time")
+        return _problem(504, "RELAY_TIMEOUT", waiting_for)
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         return _problem(507, "DISK_FULL", "the disk holding the keystore is full")
     return _problem(500, "INTERNAL", "the daemon failed; its log says where")
@@ -161,7 +161,7 @@ class App:
     def __init__(self, api: Api) -> None:
         """Route to `api`'s operations; load the board's files and the OpenAPI document."""
         self.api = api
-        self.registry = api_registry()
+        self.registry = api.registry
         self._openapi = json.dumps(openapi_document()).encode()
         board = resources.files("cellrelay.client") / "board"
         self._static = {

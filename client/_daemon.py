@@ -45,6 +45,7 @@ from ._auth import TOKEN_NAME, Gatekeeper, load_or_create_token
 from ._client import open_client
 from ._http import MAX_CONNECTIONS, Transport, serve_connection
 from ._keystore import default_data_dir
+from ._openapi import api_registry
 from ._sse import EventHub
 
 if TYPE_CHECKING:
@@ -288,9 +289,8 @@ async def run_daemon(
                     del tcp[1:]  # port 0 on a name with several addresses: keep the first
                     url = _url(listen[0], tcp[0].socket.getsockname()[1])
                 gatekeeper = Gatekeeper(token, tcp_port=int(url.rsplit(":", 1)[1]) if url else None)
-                api = Api(
-                    client, hub=hub, gatekeeper=gatekeeper, socket_path=str(sock), listen_url=url
-                )
+                api = Api(client, hub=hub, gatekeeper=gatekeeper, socket_path=str(sock),
+                          listen_url=url, registry=api_registry())  # fmt: skip
                 app = App(api)
                 follower = _Follower(client, hub, app.registry)
                 follower.follow_new()
