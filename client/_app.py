@@ -64,7 +64,12 @@ BOARD_CSP: Final = (
 # Everything else is data, never a document to render.
 _DATA_CSP: Final = "default-src 'none'; frame-ancestors 'none'; sandbox"
 _JSON: Final = "application/json"
-_STATIC: Final[dict[str, tuple[str, str]]] = {}  # the board's files (none yet)
+_STATIC: Final = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/index.html": ("index.html", "text/html; charset=utf-8"),
+    "/board.js": ("board.js", "text/javascript; charset=utf-8"),
+    "/board.css": ("board.css", "text/css; charset=utf-8"),
+}
 # How each relay refusal reads over HTTP: limits that pass are 429/503, what the relay
 # will never accept 422, what only its operator can change 403/507; the rest 502.
 _REFUSAL_STATUS: Final = {

@@ -304,7 +304,12 @@ async def test_tcp_needs_the_token_and_the_right_host(
         assert answer.headers["www-authenticate"].startswith("Bearer")
     # Unknown paths look the same without a token: nothing is learnt before authorising.
     assert (await lead.tcp("GET", "/no/such/path", token=None)).status == 401
-    # The schema is public (it holds no data).
+    # The board's files and the schema are public (they hold no data).
+    page = await lead.tcp("GET", "/", token=None)
+    assert page.status == 200
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert "require-trusted-types-for 'script'" in page.headers["content-security-policy"]
+    assert b"<script>" not in page.body  # no inline script: the policy would refuse it anyway
     assert (await lead.tcp("GET", "/openapi.json", token=None)).status == 200
     port = lead.address.url.rsplit(":", 1)[1] if lead.address.url else ""
     for host in (
