@@ -116,7 +116,12 @@ class Cell(MemberCell):
 
     async def _take_up_admin_duties(self) -> None:
         await self._watch_admin_mailboxes()
-        if self.record.pending_change:  # a change we saved but may not have published
+        # A change an earlier run saved but may not have published. One being proposed
+        # right now holds the admin lock: a member promoted a moment ago may already be
+        # removing someone (the daemon's API makes that easy), and finishing that change
+        # here, inside the delivery that promoted us, waited for the control mailbox this
+        # very delivery blocks, so the change was not confirmed in time.
+        if self.record.pending_change and not self._admin_lock.locked():
             await self._finish_pending_proposal()
 
     async def leave(self) -> None:
