@@ -48,7 +48,9 @@ from ._sse import serve_stream
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["BOARD_CSP", "App", "problem_for"]
+    from ._schema import Registry
+
+__all__ = ["BOARD_CSP", "App", "decode_body", "decode_query", "problem_for"]
 
 log = structlog.get_logger("cellrelay.daemon")
 
@@ -221,8 +223,8 @@ class App:
             return self._problem(_problem(404, "NOT_FOUND", "no such resource")), "-"
         call = Call(request=request, params=params, wait=_wait(headers))
         try:
-            call.query = self._query(route, request)
-            call.body = self._body(route, request)
+            call.query = decode_query(self.registry, route, request)
+            call.body = decode_body(self.registry, route, request)
             if route.stream:
                 return self._stream(call), route.name
             handler: Callable[[Call], Any] = getattr(self.api, route.name)
@@ -261,51 +263,6 @@ class App:
     def _ticket_ok(self, request: Request) -> bool:
         values = urllib.parse.parse_qs(request.query).get("ticket", [])
         return len(values) == 1 and self.api.gatekeeper.redeem_ticket(values[0])
-
-    def _query(self, route: Route, request: Request) -> Any:  # noqa: ANN401 - the route's query type
-        if route.query is None:
-            return None
-        try:
-            raw = urllib.parse.parse_qs(request.query, keep_blank_values=True, strict_parsing=False)
-        except ValueError:
-            raise FieldError("", "MALFORMED", "the query is not URL-encoded") from None
-        self.registry.converter(route.query)
-        properties = self.registry.components[route.query.__name__]["properties"]
-        data: dict[str, Any] = {}
-        for name, values in raw.items():
-            if name not in properties:
-                continue  # unknown parameters are ignored (cache busters, a ticket)
-            if len(values) != 1:
-                raise FieldError(name, "DUPLICATE_FIELD", "appears more than once")
-            data[name] = _coerce(name, values[0], properties[name])
-        return self.registry.decode(data, route.query)
-
-    def _body(self, route: Route, request: Request) -> Any:  # noqa: ANN401 - the route's body type
-        if route.body is None:
-            return None
-        media = _media_type(request.headers)
-        if not request.body and not route.body_required:
-            return None
-        if media == _JSON or (media.endswith("+json") and media.startswith("application/")):
-            return self.registry.decode(_loads(request.body), route.body)
-        if route.text_field is not None and media in (
-            "text/plain",
-            "application/x-www-form-urlencoded",
-            "",
-        ):
-            # The ntfy-style one-liner: the whole body is the text (`curl -d` sends it as
-            # a form, but it is not one); the other fields come from the query.
-            try:
-                text = request.body.decode("utf-8")
-            except UnicodeDecodeError:
-                raise FieldError(route.text_field, "MALFORMED", "the body is not UTF-8") from None
-            text = text.removesuffix("\n").removesuffix("\r")
-            options: dict[str, Any] = {}
-            if route.query is not None:
-                options = self.registry.encode(self._query(route, request), route.query)
-            return self.registry.decode({**options, route.text_field: text}, route.body)
-        raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE",
-                       "send application/json" + (" or text/plain" if route.text_field else ""))  # fmt: skip
 
     def _stream(self, call: Call) -> Response:
         api = self.api
@@ -347,6 +304,63 @@ class App:
         response = self._problem(_problem(401, "UNAUTHORIZED", None))
         response.headers.append(("www-authenticate", 'Bearer realm="cellrelay"'))
         return response
+
+
+def decode_query(registry: Registry, route: Route, request: Request) -> Any:  # noqa: ANN401 - the route's query type
+    """The route's query, decoded and checked (None if it takes none).
+
+    Raises:
+        FieldError: names the parameter.
+    """
+    if route.query is None:
+        return None
+    try:
+        raw = urllib.parse.parse_qs(request.query, keep_blank_values=True, strict_parsing=False)
+    except ValueError:
+        raise FieldError("", "MALFORMED", "the query is not URL-encoded") from None
+    registry.converter(route.query)
+    properties = registry.components[route.query.__name__]["properties"]
+    data: dict[str, Any] = {}
+    for name, values in raw.items():
+        if name not in properties:
+            continue  # unknown parameters are ignored (cache busters, a ticket)
+        if len(values) != 1:
+            raise FieldError(name, "DUPLICATE_FIELD", "appears more than once")
+        data[name] = _coerce(name, values[0], properties[name])
+    return registry.decode(data, route.query)
+
+
+def decode_body(registry: Registry, route: Route, request: Request) -> Any:  # noqa: ANN401 - the route's body type
+    """The route's body, decoded and checked (None if it takes none, or may be empty).
+
+    Raises:
+        FieldError: names the field; ApiError: 415 for a media type it does not take.
+    """
+    if route.body is None:
+        return None
+    media = _media_type(request.headers)
+    if not request.body and not route.body_required:
+        return None
+    if media == _JSON or (media.endswith("+json") and media.startswith("application/")):
+        return registry.decode(_loads(request.body), route.body)
+    if route.text_field is not None and media in (
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "",
+    ):
+        # The ntfy-style one-liner: the whole body is the text (`curl -d` sends it as
+        # a form, but it is not one); the other fields come from the query.
+        try:
+            text = request.body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise FieldError(route.text_field, "MALFORMED", "the body is not UTF-8") from None
+        text = text.removesuffix("\n").removesuffix("\r")
+        options: dict[str, Any] = {}
+        if route.query is not None:
+            options = registry.encode(decode_query(registry, route, request), route.query)
+        return registry.decode({**options, route.text_field: text}, route.body)
+    raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE",
+                   "send application/json" + (" or text/plain" if route.text_field else ""))  # fmt: skip
 
 
 def _coerce(name: str, text: str, schema: dict[str, Any]) -> Any:  # noqa: ANN401 - a JSON value
