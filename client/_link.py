@@ -171,6 +171,7 @@ class RelayLink:
         self._admin_counter = 0
         self.welcome: Welcome | None = None
         self.connections = 0  # how many times a connection was established
+        self._state_changed = trio.Event()  # set (and replaced) when connected comes or goes
         send, receive = trio.open_memory_channel[Event](DELIVERY_BUFFER)
         self._events_send = send
         self.events = receive  # consume with `async for event in link.events`
@@ -188,6 +189,14 @@ class RelayLink:
     def connected(self) -> bool:
         """True while a connection is open."""
         return self._conn is not None
+
+    async def wait_state_change(self) -> None:
+        """Wait until a connection comes up or goes down (then look at `connected`)."""
+        await self._state_changed.wait()
+
+    def _note_state_change(self) -> None:
+        self._state_changed.set()
+        self._state_changed = trio.Event()
 
     def relay_time(self) -> float:
         """Now, by the relay's clock as last seen (for expires_at)."""
@@ -257,6 +266,7 @@ class RelayLink:
             self.connections += 1
             await self._restore(conn, stream)
             self._connected.set()
+            self._note_state_change()
             if self._on_connected is not None:
                 self._on_connected()
             log.debug("relay_connected", host=address.host, port=address.port)
@@ -405,6 +415,8 @@ class RelayLink:
         return pending
 
     def _drop_connection(self) -> None:
+        if self._conn is not None:
+            self._note_state_change()
         self._conn = self._stream = None
         self._connected = trio.Event()
         # Requests in flight on the dead connection: retry the retryable, fail the rest.
