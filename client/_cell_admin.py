@@ -116,7 +116,12 @@ class Cell(MemberCell):
 
     async def _take_up_admin_duties(self) -> None:
         await self._watch_admin_mailboxes()
-        if self.record.pending_change:  # a change we saved but may not have published
+        # A change an earlier run saved but may not have published. One being proposed
+        # right now holds the admin lock: a member promoted a moment ago may already be
+        # removing someone (the daemon's API makes that easy), and finishing that change
+        # here, inside the delivery that promoted us, waited for the control mailbox this
+        # very delivery blocks, so the change was not confirmed in time.
+        if self.record.pending_change and not self._admin_lock.locked():
             await self._finish_pending_proposal()
 
     async def leave(self) -> None:
@@ -359,6 +364,29 @@ class Cell(MemberCell):
         self.record.requests.remove(request)
         await self._save()
         return self._member(info)
+
+    async def deny(self, member: Member) -> None:
+        """Turn down someone who asked to join: forget the request and delete its invite.
+
+        The invite was one-time, so its join mailbox is deleted on the relay at once: the
+        same link cannot be used to ask again. The person is not told.
+
+        Raises:
+            CellError: not an admin, or this member is not waiting.
+        """
+        await self._admin_ready()
+        request = next(
+            (r for r in self.record.requests
+             if MemberInfo.from_bytes(r.member).member_id == member.member_id),
+            None,
+        )  # fmt: skip
+        if request is None:
+            raise CellError(f"{member.name!r} is not waiting to join")
+        self.record.requests.remove(request)
+        # Reaped like an invite whose joiner is in: its mailbox deleted, then forgotten.
+        self._settled.add(request.join_mailbox)
+        async with self._admin_lock:
+            await self._reap_invites()
 
     async def remove(self, member: Member) -> None:
         """Remove a member: a new epoch, new group keys; they can read or send nothing new."""

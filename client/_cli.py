@@ -36,6 +36,7 @@ from cellrelay.protocol.cell import ContentError, InviteError
 from cellrelay.protocol.wire import AddressError
 
 from . import _cli_commands as commands
+from . import _cli_daemon
 from ._cell_member import CellError
 from ._cli_commands import CliError, Context, run_command
 from ._cli_listen import listen
@@ -101,6 +102,7 @@ COMMANDS: Final[dict[str, Callable[[Context, argparse.Namespace], Awaitable[None
     "message": commands.message,
     "alerts": commands.alerts,
     "listen": listen,
+    "daemon": _cli_daemon.daemon_command,
 }
 
 
@@ -308,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="read `reply ALERT_ID STATUS [NOTE]` lines from standard input (the default on a terminal)",
     )
+    _cli_daemon.add_parsers(commands, common)
     demo_text = "run a relay and a three-member cell on this machine, and show an alert"
     demo = commands.add_parser("demo", help=demo_text, description=demo_text)
     demo.add_argument("--keep", action="store_true", help="keep the demo's temporary directory")
@@ -486,6 +489,14 @@ def _main(argv: Sequence[str] | None) -> int:
 
 def _run(args: argparse.Namespace, home: Path, env: MutableMapping[str, str]) -> int:
     key = f"{args.command} {args.subcommand}" if getattr(args, "subcommand", None) else args.command
+    # A daemon running for this identity holds the keystore: go through it (no passphrase).
+    timeout = getattr(args, "timeout", None) or DEFAULT_TIMEOUT
+    json_mode = bool(getattr(args, "json", False))
+    routed = _cli_daemon.through_daemon(
+        key, args, home, json_mode=json_mode, timeout=timeout, style=_style(args, env)
+    )
+    if routed is not None:
+        return routed
     keystore = home / KEYSTORE_NAME
     # Check for the keystore before asking for a passphrase that could not be used.
     if key == "id new":

@@ -121,6 +121,7 @@ class Client:
         self._save_lock = trio.Lock()
         self._joined: dict[bytes, trio.Event] = {}  # invite join mailbox -> set when welcomed
         self._saved = trio.Event()  # set (and replaced) after each save, for _forget_expired
+        self._cells_changed = trio.Event()  # set (and replaced) when a cell is added or removed
 
     def __repr__(self) -> str:
         return f"<Client {self.identity.info.name!r} cells={len(self._cells)}>"
@@ -288,6 +289,17 @@ class Client:
         """The cells this member belongs to (removed ones included, marked `removed`)."""
         return list(self._cells)
 
+    async def wait_cells_changed(self) -> None:
+        """Wait until a cell is added (created, joined) or forgotten; then look at `cells`.
+
+        For programs that follow every cell (the daemon subscribes to each new one).
+        """
+        await self._cells_changed.wait()
+
+    def _note_cells_changed(self) -> None:
+        self._cells_changed.set()
+        self._cells_changed = trio.Event()
+
     def cell(self, name_or_id: str) -> Cell:
         """Find a cell by name (case-insensitive) or a prefix of its hex id.
 
@@ -354,6 +366,7 @@ class Client:
         await self.save()
         cell = self._make_cell(record, crypto)
         self._cells.append(cell)
+        self._note_cells_changed()
         await cell.start()
         return cell
 
@@ -407,6 +420,7 @@ class Client:
             self._state.cells.remove(cell.record)
         if cell in self._cells:
             self._cells.remove(cell)
+            self._note_cells_changed()
         await self.save()
 
     async def wait_joined(self, invite: Invite) -> Cell:
@@ -471,6 +485,7 @@ class Client:
             await link.unwatch(invite.join_mailbox)
         cell = self._make_cell(cell_record, crypto)
         self._cells.append(cell)
+        self._note_cells_changed()
         await cell.start()
         self._joined.setdefault(invite.join_mailbox, trio.Event()).set()
         log.info("cell_joined", epoch=crypto.epoch)

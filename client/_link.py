@@ -225,6 +225,7 @@ class RelayLink:
         self._status_channels: list[trio.MemorySendChannel[LinkStatus]] = []
         self._goodbye: str | None = None  # the code of the relay's last goodbye, by name
         self._catching_up = False  # after a reconnect, until every watch reached its head
+        self._state_changed = trio.Event()  # set (and replaced) when connected comes or goes
         send, receive = trio.open_memory_channel[Event](DELIVERY_BUFFER)
         self._events_send = send
         self.events = receive  # consume with `async for event in link.events`
@@ -242,6 +243,14 @@ class RelayLink:
     def connected(self) -> bool:
         """True while a connection is open."""
         return self._conn is not None
+
+    async def wait_state_change(self) -> None:
+        """Wait until a connection comes up or goes down (then look at `connected`)."""
+        await self._state_changed.wait()
+
+    def _note_state_change(self) -> None:
+        self._state_changed.set()
+        self._state_changed = trio.Event()
 
     def relay_time(self) -> float:
         """Now, by the relay's clock as last seen (for expires_at)."""
@@ -363,6 +372,7 @@ class RelayLink:
                 self._report(LinkStatus("connected"))
             self._changed.set()
             self._changed = trio.Event()
+            self._note_state_change()
             if self._on_connected is not None:
                 self._on_connected()
             log.debug("relay_connected", host=address.host, port=address.port)
@@ -529,6 +539,8 @@ class RelayLink:
         return pending
 
     def _drop_connection(self) -> None:
+        if self._conn is not None:
+            self._note_state_change()
         self._conn = self._stream = None
         # Requests in flight on the dead connection: retry the retryable, fail the rest.
         for pending in self._pending.values():

@@ -18,6 +18,7 @@ only (mode 0600).
 
 from __future__ import annotations
 
+import io
 import os
 from typing import TYPE_CHECKING, Final
 
@@ -28,7 +29,15 @@ from cellrelay.protocol.cell import Invite
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["PNG_BORDER", "PNG_SCALE", "TERMINAL_BORDER", "invite_qr_terminal", "write_invite_png"]
+__all__ = [
+    "PNG_BORDER",
+    "PNG_SCALE",
+    "TERMINAL_BORDER",
+    "invite_qr_png_data_uri",
+    "invite_qr_svg",
+    "invite_qr_terminal",
+    "write_invite_png",
+]
 
 TERMINAL_BORDER: Final = 2  # modules of quiet zone on a screen (ISO/IEC 18004 asks 4 on paper)
 PNG_BORDER: Final = 4  # the standard quiet zone
@@ -92,3 +101,24 @@ def write_invite_png(link: str, path: str | os.PathLike[str], *, scale: int = PN
     with os.fdopen(fd, "wb") as out:
         os.fchmod(out.fileno(), 0o600)  # O_CREAT's mode applies only to a new file
         qr.save(out, kind="png", scale=scale, border=PNG_BORDER)
+
+
+def invite_qr_svg(link: str, *, scale: int = PNG_SCALE) -> str:
+    """Return the QR code of an invite link as an SVG document (for the daemon's API).
+
+    Raises:
+        InviteError: `link` is not a valid invite link.
+    """
+    out = io.BytesIO()
+    # A light field behind the dark modules: a page with a dark theme must not swallow it.
+    _qr(link).save(out, kind="svg", scale=scale, border=PNG_BORDER, xmldecl=False, light="#fff")
+    return out.getvalue().decode("ascii")
+
+
+def invite_qr_png_data_uri(link: str, *, scale: int = PNG_SCALE) -> str:
+    """Return the QR code of an invite link as a `data:image/png;base64,...` URL.
+
+    Raises:
+        InviteError: `link` is not a valid invite link.
+    """
+    return str(_qr(link).png_data_uri(scale=scale, border=PNG_BORDER))

@@ -101,3 +101,39 @@ async def test_old_epochs_are_rotated(
         with trio.fail_after(20):
             while lead.crypto.epoch < start + 2:
                 await trio.sleep(0.05)
+
+
+async def test_a_member_promoted_a_moment_ago_can_remove_at_once(
+    running_relay: RunningRelay, tmp_path: Path
+) -> None:
+    """Promoted, then removing someone before the promotion's own work is done.
+
+    The promotion's delivery takes up the admin's duties, which used to finish any saved
+    proposal; the removal's was in flight, and finishing it waited for the control mailbox
+    that this same delivery was holding up, so the removal timed out (seen through the
+    daemon's API, where a promotion and a removal can follow each other within a millisecond).
+    """
+    async with members(tmp_path, "lead", "ana") as clients:
+        lead = await clients["lead"].create_cell("Eastside", address_of(running_relay))
+        ana = await admit(lead, clients["ana"])
+        await lead.promote(lead.find_member("ana"))
+        with trio.fail_after(20):
+            while not ana.is_admin:
+                await trio.lowlevel.checkpoint()  # act at the first moment the library says ana may
+            await ana.remove(ana.find_member("lead"))
+        assert [m.name for m in ana.members()] == ["ana"]
+
+
+async def test_taking_up_admin_duties_leaves_a_proposal_in_flight_alone(
+    running_relay: RunningRelay, tmp_path: Path
+) -> None:
+    """The same, without the timing: a change being proposed (lock held) is not finished."""
+    async with members(tmp_path, "lead", "ana") as clients:
+        lead = await clients["lead"].create_cell("Eastside", address_of(running_relay))
+        await admit(lead, clients["ana"])
+        async with lead._admin_lock:
+            lead.record.pending_change = b"a change being proposed right now"
+            with trio.fail_after(5):
+                await lead._take_up_admin_duties()
+            assert lead.record.pending_change == b"a change being proposed right now"
+            lead.record.pending_change = b""

@@ -1,0 +1,501 @@
+"""What the daemon's API takes and gives: every request body, response and event, declared once.
+
+client/_schema.py turns these declarations into the OpenAPI document's schemas, the
+handlers' validation and the JSON on the wire; client/_api.py uses them. The library's own
+types (`Member`, `Alert`, `AlertRollup`, the events of client/_events.py...) appear as they
+are: the API shows what the library yields, with nothing re-declared.
+
+Naming: request bodies are imperative (`SendAlert`), responses say what happened or what
+is (`AlertSent`, `CellSummary`). Times are the protocol's integers (unix seconds, or
+milliseconds where the field says `_ms`) or, for `received_at`, float unix seconds.
+"""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass
+from typing import Annotated, Final, Literal, Union
+
+from cellrelay.protocol.cell import (
+    Alert,
+    AlertRollup,
+    Content,
+    MembershipChange,
+    PlainMessage,
+    Priority,
+    Receipt,
+    ReceiptState,
+    Status,
+    StatusReply,
+)
+from cellrelay.protocol.cell._content import MAX_NAME, MessageId, content_field_specs
+
+from ._events import CellEvent, Member
+from ._schema import Bounds
+
+__all__ = [
+    "API_TYPES",
+    "MAX_ALERT_TTL",
+    "MAX_WAIT",
+    "AlertList",
+    "AlertOptions",
+    "AlertSent",
+    "BoardCode",
+    "CellList",
+    "CellSummary",
+    "CreateCell",
+    "CreateInvite",
+    "DaemonInfo",
+    "EventTicket",
+    "EventsMissed",
+    "EventsQuery",
+    "IdentityInfo",
+    "InviteCreated",
+    "JoinCell",
+    "JoinList",
+    "JoinStatus",
+    "LeaveCell",
+    "Left",
+    "MemberDetail",
+    "MemberList",
+    "MessageList",
+    "MessageSent",
+    "Problem",
+    "ReceiptSent",
+    "RecentMessage",
+    "RelayList",
+    "RelayState",
+    "RelayStateChanged",
+    "ReplySent",
+    "Rotated",
+    "SendAlert",
+    "SendMessage",
+    "SendReceipt",
+    "SendReply",
+    "Session",
+    "SessionRequest",
+    "StreamEvent",
+    "Verification",
+    "VerifyMember",
+]
+
+
+def _spec(cls: type, name: str) -> object:
+    """The protocol's bound of one content field, for a request field that becomes it."""
+    return dict(content_field_specs(cls))[name]
+
+
+# Lifetimes a request may ask for, in seconds. A relay caps them further (its max TTL, 7
+# days by default); the daemon passes the cap on rather than refusing.
+MIN_TTL: Final = 60
+MAX_ALERT_TTL: Final = 7 * 86_400
+MAX_INVITE_TTL: Final = 30 * 86_400
+# The longest a request may ask the daemon to wait (Prefer: wait=N, or a join's `wait`).
+MAX_WAIT: Final = 600
+MAX_ADDRESS: Final = 512  # a relay address: a 52-character key, a host name and a port
+MAX_LINK: Final = 4096  # an invite link is about 300 characters
+MAX_SECRET: Final = 256
+MAX_FINGERPRINT: Final = 128
+MAX_CODE: Final = 128  # one-time codes and session tokens are 43 characters
+# A member id as people write it down: 32 hex digits, grouped as they like.
+FINGERPRINT_PATTERN: Final = "^[ :-]*([0-9A-Fa-f][ :-]*){32}$"
+
+AlertText = Annotated[str, _spec(Alert, "text")]
+Place = Annotated[str | None, _spec(Alert, "place")]
+Note = Annotated[str | None, _spec(StatusReply, "note")]
+MessageText = Annotated[str, _spec(PlainMessage, "text")]
+AlertTtl = Annotated[int, Bounds(lo=MIN_TTL, hi=MAX_ALERT_TTL, description="seconds until it expires everywhere")]  # fmt: skip
+MessageTtl = Annotated[int, Bounds(lo=MIN_TTL, hi=MAX_ALERT_TTL, description="seconds until it expires everywhere")]  # fmt: skip
+CellName = Annotated[str, Bounds(lo=1, hi=MAX_NAME, one_line=True)]
+Code = Annotated[str, Bounds(lo=1, hi=MAX_CODE, one_line=True)]
+
+
+# -- the daemon, identity and relays -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IdentityInfo:
+    """This member: the name others see and the member id (the fingerprint of its keys)."""
+
+    name: str
+    member_id: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DaemonInfo:
+    """The daemon: whose it is, and where it listens."""
+
+    identity: IdentityInfo
+    version: str
+    pid: int
+    socket: str
+    listen: str | None  # http://127.0.0.1:PORT when asked for, else null
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RelayState:
+    """One relay the daemon keeps a connection to."""
+
+    relay: str  # host:port
+    address: str  # the full cellrelay:// address, with the relay's key
+    connected: bool
+    connections: int  # connections established since the daemon started (reconnects + 1)
+    cells: list[str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RelayList:
+    """Every relay the daemon's cells live on."""
+
+    relays: list[RelayState]
+
+
+# -- cells -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CellSummary:
+    """A cell this member belongs to (or was removed from)."""
+
+    name: str
+    cell_id: bytes
+    relay: str  # the relay's cellrelay:// address
+    role: Literal["admin", "member", "removed"]
+    epoch: int
+    members: int
+    active_alerts: int
+    join_requests: int
+    connected: bool  # whether the connection to its relay is up
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CellList:
+    """The cells, and the ones this member asked to join that wait for an admin."""
+
+    cells: list[CellSummary]
+    waiting: list[JoinStatus]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateCell:
+    """Create a cell on a relay; this member becomes its first admin."""
+
+    name: CellName
+    relay: Annotated[str, Bounds(lo=1, hi=MAX_ADDRESS, one_line=True, description="cellrelay://KEY@HOST:PORT")]  # fmt: skip
+    creation_secret: Annotated[str | None, Bounds(lo=0, hi=MAX_SECRET, one_line=True)] = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LeaveCell:
+    """Leave a cell and delete its keys here (`force`: even as its only admin)."""
+
+    force: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Left:
+    """A cell this member left; its keys are gone from this device."""
+
+    cell: str
+    cell_id: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rotated:
+    """A cell in a new epoch: everyone has fresh keys."""
+
+    cell: str
+    epoch: int
+
+
+# -- members, invites, joins -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MemberList:
+    """A cell's members, admins first, then by name."""
+
+    cell: str
+    members: list[Member]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MemberDetail:
+    """A member and the fingerprint to compare with what their device shows."""
+
+    cell: str
+    member: Member
+    fingerprint: str  # the member id in groups of four hex digits, as read aloud
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VerifyMember:
+    """The fingerprint the member's own device shows (`cellrelay id show`), to compare."""
+
+    fingerprint: Annotated[str, Bounds(lo=32, hi=MAX_FINGERPRINT, pattern=FINGERPRINT_PATTERN, description="32 hex digits; spaces, colons and dashes between them are ignored")]  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Verification:
+    """Whether the fingerprint given is the member's, all 32 hex digits of it."""
+
+    cell: str
+    member: Member
+    verified: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateInvite:
+    """Create a one-time invite valid for `ttl` seconds (the relay may cap it)."""
+
+    ttl: Annotated[int, Bounds(lo=MIN_TTL, hi=MAX_INVITE_TTL)] = 86_400
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InviteCreated:
+    """A one-time invite: the link and its QR code. As secret as the link itself."""
+
+    cell: str
+    link: str
+    expires_at: int
+    qr_svg: Annotated[str, Bounds(description="the QR code as an SVG document")]
+    qr_png: Annotated[str, Bounds(description="the QR code as a data: URL of a PNG image")]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JoinList:
+    """People who asked to join a cell with one of its invites, waiting for approval."""
+
+    cell: str
+    requests: list[Member]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JoinCell:
+    """Ask to join the cell an invite names; wait up to `wait` seconds for the approval."""
+
+    link: Annotated[str, Bounds(lo=1, hi=MAX_LINK, one_line=True)]
+    wait: Annotated[int, Bounds(lo=0, hi=MAX_WAIT)] = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JoinStatus:
+    """A join asked for: approved (`joined`, with the members), or still waiting."""
+
+    cell: str
+    cell_id: bytes
+    joined: bool
+    expires_at: int  # when the invite expires; an approval cannot come after it
+    members: list[Member]
+
+
+# -- alerts, replies, messages, receipts -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendAlert:
+    """An alert to every member of the cell."""
+
+    text: AlertText
+    priority: Priority = Priority.URGENT
+    place: Place = None
+    ttl: AlertTtl = 3600
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertOptions:
+    """The query of a plain-text alert (`curl -d TEXT .../alerts?priority=emergency`)."""
+
+    priority: Priority = Priority.URGENT
+    place: Annotated[str | None, Bounds(lo=1, hi=200, one_line=True)] = None
+    ttl: AlertTtl = 3600
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertSent:
+    """An alert the relay has stored: every member receives it."""
+
+    cell: str
+    alert: Alert
+    sender: Member
+    recipients: int  # the other members
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertList:
+    """A cell's active alerts with their roll-ups, most urgent first."""
+
+    cell: str
+    alerts: list[AlertRollup]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendReply:
+    """This member's answer to an alert."""
+
+    status: Status
+    note: Note = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplySent:
+    """An answer the relay has stored, and the alert's roll-up with it."""
+
+    cell: str
+    reply: StatusReply
+    rollup: AlertRollup | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendMessage:
+    """An ordinary message to the cell."""
+
+    text: MessageText
+    ttl: MessageTtl = 86_400
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageSent:
+    """A message the relay has stored."""
+
+    cell: str
+    message: PlainMessage
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecentMessage:
+    """One unexpired message this member holds, with who sent it."""
+
+    sender: Member
+    content: Content
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageList:
+    """The cell's recent unexpired messages, oldest first."""
+
+    cell: str
+    messages: list[RecentMessage]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendReceipt:
+    """Tell the cell these messages were delivered (or read) here."""
+
+    message_ids: Annotated[tuple[MessageId, ...], _spec(Receipt, "message_ids")]
+    state: ReceiptState = ReceiptState.READ
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReceiptSent:
+    """A receipt the relay has stored."""
+
+    cell: str
+    receipt: Receipt
+
+
+# -- sessions for the board, and event streams ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BoardCode:
+    """A one-time code that opens a board session: open `url` (or `path` on your own proxy)."""
+
+    code: str
+    path: str  # /#code=...: the code is in the fragment, which no request or Referer carries
+    url: str | None  # the same on the daemon's TCP listener, when it has one
+    expires_at: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionRequest:
+    """Redeem a one-time board code for a session token."""
+
+    code: Code
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Session:
+    """A session token: send it as `Authorization: Bearer TOKEN` until it expires."""
+
+    token: str
+    expires_at: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventTicket:
+    """A one-time ticket for `GET /events?ticket=...`, for clients that cannot set headers."""
+
+    ticket: str
+    expires_at: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventsQuery:
+    """Which events a stream carries, and where it resumes."""
+
+    cell: Annotated[str | None, Bounds(lo=1, hi=MAX_NAME, one_line=True, description="only this cell's events (name or id prefix)")] = None  # fmt: skip
+    ticket: Annotated[str | None, Bounds(lo=1, hi=MAX_CODE, one_line=True, description="from POST /events/tickets, instead of a header")] = None  # fmt: skip
+    last_event_id: Annotated[str | None, Bounds(lo=1, hi=64, one_line=True, description="as the Last-Event-ID header, for clients that cannot set it")] = None  # fmt: skip
+
+
+# -- events that are the daemon's own -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RelayStateChanged:
+    """The connection to a relay came up or went down (the daemon keeps reconnecting)."""
+
+    relay: str  # host:port
+    connected: bool
+    cells: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class EventsMissed:
+    """The stream could not resume where the client asked: events were missed.
+
+    Sent first on a stream whose `Last-Event-ID` is older than the daemon's replay buffer,
+    or from before the daemon restarted. Fetch the state again (alerts, requests).
+    """
+
+    reason: Literal["too_old", "daemon_restarted", "unknown_id"]
+
+
+def _stream_event_types() -> tuple[type, ...]:
+    """Every event the stream carries: each one the library yields, then the daemon's own."""
+    return (*typing.get_args(CellEvent), RelayStateChanged, EventsMissed)
+
+
+StreamEvent: object = Union[_stream_event_types()]  # noqa: UP007 - built from CellEvent
+"""Every event `GET /events` carries, tagged by `type`."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Problem:
+    """An error, as RFC 9457 problem details; `code` is stable, `title` and `detail` are for people."""
+
+    type: str  # "about:blank": the status and code say everything
+    title: str
+    status: int
+    code: str
+    detail: str | None = None
+    field: str | None = None  # the request field that is wrong, for 400
+
+
+# Request bodies: their schemas refuse unknown members.
+RECEIVED: Final = (
+    CreateCell,
+    LeaveCell,
+    VerifyMember,
+    CreateInvite,
+    JoinCell,
+    SendAlert,
+    SendReply,
+    SendMessage,
+    SendReceipt,
+    SessionRequest,
+)
+
+API_TYPES: Final = (Alert, StatusReply, Receipt, PlainMessage, MembershipChange)
+"""Content classes, all tagged (as `RecentMessage.content` is a union of them)."""

@@ -1,0 +1,849 @@
+"""The command line and the daemon: `cellrelay daemon`, `cellrelay board`, and every command through a running daemon.
+
+When a daemon runs for the identity (its socket answers), the command line does not
+unlock the keystore (the daemon holds it) but asks the daemon, over its Unix socket, with
+the same API any program uses (docs/daemon.md): no passphrase, no lock conflict, and an
+answer in milliseconds instead of the second an unlock costs. What it prints is what the
+command prints on its own: the same JSON for scripts (tests/client/test_cli_daemon.py
+compares the two) and the same lines for people, rendered by client/_cli_output.py from
+the library's own types, which the API's JSON decodes back into (client/_schema.py).
+
+With no daemon running, `through_daemon` returns None and the command runs alone as before.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ipaddress
+import shlex
+import signal
+import sys
+import time
+import typing
+import urllib.parse
+from functools import partial
+from typing import TYPE_CHECKING, Any, Final
+
+import trio
+
+from cellrelay.protocol import ErrorCode
+from cellrelay.protocol.cell import Alert, AlertRollup, Invite, Status
+from cellrelay.protocol.wire import RelayAddress
+
+from ._api_types import (
+    AlertSent,
+    CellList,
+    InviteCreated,
+    JoinStatus,
+    MemberDetail,
+    MemberList,
+    MessageList,
+    ReplySent,
+    StreamEvent,
+)
+from ._cli_commands import CliError, Context
+from ._cli_output import (
+    Style,
+    alert_headline,
+    alert_json,
+    command_arg,
+    event_json,
+    event_lines,
+    isolate,
+    member_json,
+    pad,
+    plural,
+    rollup_json,
+    rollup_lines,
+    short_id,
+    when,
+)
+from ._daemon import DaemonAddress, DaemonRunningError, check_not_running, run_daemon, socket_path
+from ._daemon_client import DaemonConnection, DaemonResponse, open_daemon
+from ._events import AlertReceived, CellEvent, Member, MembershipChanged, StatusReceived
+from ._openapi import api_registry
+from ._qr import invite_qr_terminal, write_invite_png
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Sequence
+    from pathlib import Path
+
+__all__ = ["add_parsers", "daemon_command", "through_daemon"]
+
+DEFAULT_PORT_HOST: Final = "127.0.0.1"
+_INTERACTIVE_HELP: Final = "Answer an alert by typing: reply ALERT_ID STATUS [NOTE] (STATUS: responding, on-scene, resolved, false-alarm)."
+_REGISTRY: Final = api_registry()
+
+
+def _listen_address(text: str) -> tuple[str, int]:
+    """`PORT` or `HOST:PORT` (a loopback address) for `--listen`."""
+    host, _, port = text.rpartition(":")
+    host = host.strip("[]") or DEFAULT_PORT_HOST
+    try:
+        address = ipaddress.ip_address(host)
+        number = int(port)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not PORT or ADDRESS:PORT: {text!r}") from None
+    if not address.is_loopback or not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"the daemon listens on loopback addresses only (127.0.0.1, ::1), not {host}"
+        )
+    return host, number
+
+
+def add_parsers(
+    commands: argparse._SubParsersAction[Any], common: Sequence[argparse.ArgumentParser]
+) -> None:
+    """Add `daemon` and `board` to the command line."""
+    text = "run in the background for this identity: unlocked once, the local API and the board"
+    daemon = commands.add_parser(
+        "daemon", help=text, description=text + " (docs/daemon.md)", parents=list(common)
+    )
+    daemon.add_argument(
+        "--listen", type=_listen_address, metavar="[ADDRESS:]PORT",
+        help="also serve on loopback TCP (with the token in daemon.token), e.g. 8765 or 127.0.0.1:8765",
+    )  # fmt: skip
+    text = "print a one-time link that opens the dispatch board (a daemon must be running)"
+    commands.add_parser("board", help=text, description=text, parents=list(common))
+
+
+# -- cellrelay daemon -------------------------------------------------------------------------
+
+
+async def daemon_command(ctx: Context, args: argparse.Namespace) -> None:
+    """`cellrelay daemon`: run until SIGTERM or Ctrl-C, then save and exit 0."""
+    ctx.unbound()
+
+    async def stop_on_signal(scope: trio.CancelScope) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                scope.cancel()
+                return
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(stop_on_signal, nursery.cancel_scope)
+        address: DaemonAddress = await nursery.start(
+            partial(run_daemon, ctx.passphrase, home=ctx.home, listen=args.listen)
+        )
+        _announce(ctx, address)
+
+
+def _announce(ctx: Context, address: DaemonAddress) -> None:
+    ctx.emit({"type": "daemon_listening", "socket": str(address.socket), "url": address.url,
+              "board_url": address.board_url, "token_file": str(address.token_file)})  # fmt: skip
+    ctx.say(f"cellrelay daemon: serving this identity on {address.socket}")
+    if address.url is not None:
+        ctx.say(f"API: {address.url} (Authorization: Bearer, token in {address.token_file})")
+    if address.board_url is not None:
+        ctx.say(f"Board: {address.board_url}")
+        ctx.note("The board link works once, for 10 minutes; `cellrelay board` prints a new one.")
+    ctx.note("Other cellrelay commands now go through this daemon. Ctrl-C or SIGTERM stops it.")
+
+
+# -- routing a command through a running daemon --------------------------------------------------
+
+
+def through_daemon(key: str, args: argparse.Namespace, home: Path, *, json_mode: bool,
+                   timeout: float, style: Style) -> int | None:  # fmt: skip
+    """Run `key` through the daemon running for `home`; None if none runs (run it alone).
+
+    Raises:
+        CliError: for `daemon` when one already runs, for `board` when none does, and
+            whatever the command itself says went wrong.
+    """
+    if key == "daemon":
+        try:
+            check_not_running(home)
+        except DaemonRunningError as exc:
+            raise CliError(
+                f"{exc}; stop it first, or use it: other commands go through it"
+            ) from None
+        return None
+    command = _COMMANDS.get(key)
+    if command is None:
+        return None
+    ctx = Context(home=home, passphrase="", json=json_mode, timeout=timeout, style=style)
+    outcome = trio.run(_run_through, ctx, command, args, home)
+    if outcome is _NO_DAEMON:
+        if key == "board":
+            raise CliError(
+                "no daemon runs for this identity: start one with `cellrelay daemon --listen PORT`"
+            )
+        return None
+    return 0
+
+
+_NO_DAEMON: Final = object()
+
+
+async def _run_through(
+    ctx: Context, command: Callable[[Api, argparse.Namespace], Awaitable[None]],
+    args: argparse.Namespace, home: Path,
+) -> object:  # fmt: skip
+    try:
+        async with open_daemon(socket_path(home)) as connection:
+            api = Api(ctx, connection, home)
+            await command(api, args)
+    except (FileNotFoundError, ConnectionRefusedError):
+        return _NO_DAEMON
+    return None
+
+
+class Api:
+    """The daemon as the commands here use it: typed answers, problems as CliError."""
+
+    def __init__(self, ctx: Context, connection: DaemonConnection, home: Path) -> None:
+        self.ctx = ctx
+        self.connection = connection
+        self.home = home
+
+    def _wait_header(self) -> dict[str, str]:
+        return {"prefer": f"wait={max(1, round(self.ctx.timeout))}"}
+
+    async def call(self, method: str, path: str, answer: object = None, *, body: object = None,
+                   problems: dict[str, str] | None = None) -> Any:  # noqa: ANN401 - the type `answer` names  # fmt: skip
+        """One request; its answer decoded as `answer` (JSON as it is if None).
+
+        Raises:
+            CliError: the daemon refused; `problems` maps codes to what to say instead.
+        """
+        response = await self.connection.request(
+            method, path, json_body=body, headers=self._wait_header()
+        )
+        if response.status >= 400:
+            raise self._error(response, problems or {})
+        data = response.json()
+        return data if answer is None else _REGISTRY.decode(data, answer)
+
+    def _error(self, response: DaemonResponse, problems: dict[str, str]) -> CliError:
+        try:
+            problem = response.json()
+            code, detail = str(problem.get("code", "")), problem.get("detail")
+        except ValueError:
+            return CliError(f"the daemon answered {response.status}")
+        if code in problems:
+            return CliError(problems[code])
+        if code == "RELAY_TIMEOUT":
+            return CliError(f"{detail} within {self.ctx.timeout:g} s; is the relay running and reachable? (--timeout SECONDS waits longer)")  # fmt: skip
+        from ._cli import REFUSALS  # _cli imports this module: imported when first needed
+
+        with contextlib.suppress(KeyError):
+            return CliError(REFUSALS[ErrorCode[code]])
+        return CliError(str(detail or code))
+
+
+def _path(*parts: str) -> str:
+    return "/" + "/".join(urllib.parse.quote(p, safe="") for p in parts)
+
+
+def _not_admin(cell: str, what: str = "can do that") -> dict[str, str]:
+    return {"NOT_ADMIN": f"only an admin of {cell!r} {what}"}
+
+
+def _no_cell(cell: str) -> dict[str, str]:
+    return {
+        "NO_SUCH_CELL": f"no cell matches {cell!r} (see `cellrelay cell list`)",
+        "AMBIGUOUS": f"more than one cell matches {cell!r}: give more of its id",
+        "REMOVED": f"you were removed from {cell!r}; an admin can invite you again",
+    }
+
+
+# -- identity and cells ---------------------------------------------------------------------------
+
+
+async def id_show(api: Api, args: argparse.Namespace) -> None:
+    """`cellrelay id show` through the daemon."""
+    ctx = api.ctx
+    daemon = await api.call("GET", "/daemon")
+    cells = await api.call("GET", "/cells")
+    name, member_id = daemon["identity"]["name"], daemon["identity"]["member_id"]
+    path = api.home / "keystore"
+    ctx.emit(
+        {"name": name, "member_id": member_id, "keystore": str(path), "cells": len(cells["cells"])}
+    )
+    ctx.say(f"{isolate(name)}")
+    ctx.say(f"  member id  {member_id}")
+    ctx.say(f"  keystore   {path}")
+    ctx.say(f"  cells      {len(cells['cells'])}")
+    ctx.say(
+        "An admin approving you sees the first 8 digits of your member id: tell them, so they know it is you."
+    )
+
+
+async def cell_create(api: Api, args: argparse.Namespace) -> None:
+    """`cellrelay cell create` through the daemon."""
+    ctx = api.ctx
+    address = RelayAddress.parse(args.relay)
+    body = {"name": args.name, "relay": args.relay, "creation_secret": args.creation_secret or None}
+    cell = await api.call("POST", "/cells", body=body, problems={
+        "EXISTS": f"you already have a cell named {args.name!r}; choose another name"})  # fmt: skip
+    ctx.emit({"cell": cell["name"], "cell_id": cell["cell_id"], "relay": str(address)})
+    ctx.say(
+        f"Created {isolate(cell['name'])} ({cell['cell_id'][:8]}) on {address.host}:{address.port}; you are its admin."
+    )
+    ctx.say(f"Invite members: cellrelay cell invite {command_arg(cell['name'])}")
+
+
+async def cell_list(api: Api, args: argparse.Namespace) -> None:
+    """`cellrelay cell list` through the daemon."""
+    ctx = api.ctx
+    listing: CellList = await api.call("GET", "/cells", CellList)
+    rows = []
+    for cell in listing.cells:
+        address = RelayAddress.parse(cell.relay)
+        rows.append({"name": cell.name, "cell_id": cell.cell_id.hex(), "relay": cell.relay,
+                     "relay_host": f"{address.host}:{address.port}", "role": cell.role,
+                     "members": cell.members, "active_alerts": cell.active_alerts})  # fmt: skip
+    ctx.emit(
+        {
+            "cells": rows,
+            "waiting": [{"cell": w.cell, "cell_id": w.cell_id.hex()} for w in listing.waiting],
+        }
+    )
+    if not rows and not listing.waiting:
+        ctx.say("You are in no cell yet: create one (cellrelay cell create NAME --relay ADDRESS)")
+        ctx.say("or join one with an invite link (cellrelay cell join LINK).")
+    width = max([len(c.name) for c in listing.cells] + [len(w.cell) for w in listing.waiting] + [0])
+    for cell, row in zip(listing.cells, rows, strict=True):
+        alerts = cell.active_alerts
+        alert_text = plural(alerts, "active alert") if alerts else "no active alerts"
+        ctx.say(
+            f"{pad(cell.name, width)}  {ctx.style.dim(short_id(cell.cell_id))}  {row['role']:7}  "
+            f"{plural(cell.members, 'member'):11}  {alert_text:16}  {ctx.style.dim('relay ' + str(row['relay_host']))}"
+        )
+    for waiting in listing.waiting:
+        ctx.say(
+            f"{pad(waiting.cell, width)}  {ctx.style.dim(short_id(waiting.cell_id))}  waiting for an admin to approve your request"
+        )
+
+
+async def cell_invite(api: Api, args: argparse.Namespace) -> None:
+    """`cellrelay cell invite` through the daemon (the PNG is written here, not by the daemon)."""
+    ctx = api.ctx
+    invite: InviteCreated = await api.call(
+        "POST", _path("cells", args.cell, "invites"), InviteCreated, body={"ttl": args.ttl},
+        problems={**_no_cell(args.cell), **_not_admin(args.cell)},
+    )  # fmt: skip
+    if args.png:
+        write_invite_png(invite.link, args.png)
+    ctx.emit(
+        {"cell": invite.cell, "link": invite.link, "expires_at": invite.expires_at, "png": args.png}
+    )
+    if ctx.json:
+        return
+    print(invite.link, file=ctx.out, flush=True)
+    if args.qr or ctx.out.isatty():
+        print(invite_qr_terminal(invite.link), file=ctx.out, flush=True)
+    ctx.note(f"One-time invite to {isolate(invite.cell)}, valid until {when(invite.expires_at)}.")
+    ctx.note(
+        "Give it privately: whoever holds it can ask to join."
+        + (f" QR code saved to {args.png}." if args.png else "")
+    )
+    ctx.note(f"When they have asked: cellrelay cell approve {command_arg(invite.cell)}")
+
+
+async def cell_join(api: Api, args: argparse.Namespace) -> None:
+    """`cellrelay cell join` through the daemon."""
+    ctx = api.ctx
+    invite = Invite.parse(args.link)
+    invite.check_fresh(time.time())
+    listing: CellList = await api.call("GET", "/cells", CellList)
+    me = (await api.call("GET", "/daemon"))["identity"]["member_id"][:8]
+    if any(w.cell_id == invite.cell_id for w in listing.waiting):
+        ctx.note(
+            f"You already asked to join {isolate(invite.cell_name)}; waiting for the approval."
+        )
+    status: JoinStatus = await api.call(
+        "POST", "/joins", JoinStatus, body={"link": args.link, "wait": 0}
+    )
+    member_of = any(c.cell_id == invite.cell_id and c.role != "removed" for c in listing.cells)
+    if status.joined and member_of:
+        ctx.emit({"cell": status.cell, "cell_id": status.cell_id.hex(), "joined": True})
+        ctx.say(f"You are already a member of {isolate(status.cell)}.")
+        return
+    if args.wait <= 0:
+        ctx.emit({"cell": invite.cell_name, "cell_id": invite.cell_id.hex(), "joined": False})
+        ctx.say(
+            f"Asked to join {isolate(invite.cell_name)}. An admin approves with: cellrelay cell approve {command_arg(invite.cell_name)} {me}"
+        )
+        return
+    if not any(w.cell_id == invite.cell_id for w in listing.waiting):
+        ctx.note(
+            f"Asked to join {isolate(invite.cell_name)}; waiting up to {args.wait:g} s for an admin to approve "
+            f"(they run: cellrelay cell approve {command_arg(invite.cell_name)} {me})."
+        )
+    deadline = trio.current_time() + args.wait
+    while not status.joined and trio.current_time() < deadline:
+        wait = max(1, min(600, round(deadline - trio.current_time())))
+        status = await api.call(
+            "POST", "/joins", JoinStatus, body={"link": args.link, "wait": wait}
+        )
+    if not status.joined:
+        raise CliError(
+            f"no approval within {args.wait:g} s; the request stays with the relay until the invite expires "
+            f"({when(invite.expires_at)}): run the same command again to keep waiting"
+        )
+    mine = bytes.fromhex((await api.call("GET", "/daemon"))["identity"]["member_id"])
+    ctx.emit({"cell": status.cell, "cell_id": status.cell_id.hex(), "joined": True,
+              "members": [member_json(m, me=mine) for m in status.members]})  # fmt: skip
+    names = ", ".join(isolate(m.name) + (" (admin)" if m.is_admin else "") for m in status.members)
+    ctx.say(f"Joined {isolate(status.cell)}: {names}.")
+    ctx.say(f"Follow it with: cellrelay listen {command_arg(status.cell)}")
+
+
+async def cell_requests(api: Api, args: argparse.Namespace) -> None:
+    """`cellrelay cell requests` through the daemon."""
+    ctx = api.ctx
+    requests = await api.call("GET", _path("cells", args.cell, "join-requests"), problems={
+        **_no_cell(args.cell), **_not_admin(args.cell, "sees join requests")})  # fmt: skip
+    members = [_REGISTRY.decode(m, Member) for m in requests["requests"]]
+    ctx.emit([member_json(m) for m in members])
+    if not members:
+        ctx.say(f"Nobody is waiting to join {isolate(requests['cell'])}.")
+    for m in members:
+        ctx.say(
+            f"{isolate(m.name)}  {m.short_id}   cellrelay cell approve {command_arg(requests['cell'])} {m.short_id}"
+        )
+
+
+def _matches(member: Member, text: str) -> bool:
+    wanted = text.casefold()
+    return member.name.casefold() == wanted or member.member_id.hex().startswith(wanted)
+
+
+async def cell_approve(api: Api, args: argparse.Namespace) -> None:
+    """`cellrelay cell approve` through the daemon: waits (--wait) for the request on the event stream."""
+    ctx = api.ctx
+    problems = {**_no_cell(args.cell), **_not_admin(args.cell, "can approve")}
+    path = _path("cells", args.cell, "join-requests")
+    async with open_daemon(socket_path(api.home)) as events_connection:
+        stream = await events_connection.open_events(
+            "/events?" + urllib.parse.urlencode({"cell": args.cell})
+        )
+        listing = await api.call("GET", path, problems=problems)
+        cell_name = listing["cell"]
+        requests = [_REGISTRY.decode(m, Member) for m in listing["requests"]]
+        with trio.move_on_after(args.wait):
+            while not requests or (
+                args.member is not None and not any(_matches(m, args.member) for m in requests)
+            ):
+                async for event in stream:  # wake on the next join request
+                    if event.data.get("type") == "join_requested":
+                        break
+                listing = await api.call("GET", path, problems=problems)
+                requests = [_REGISTRY.decode(m, Member) for m in listing["requests"]]
+    if args.member is not None:
+        chosen = [m for m in requests if _matches(m, args.member)]
+        if not chosen:
+            raise CliError(
+                f"nobody called {args.member!r} is waiting to join {cell_name!r} (see `cellrelay cell requests`)"
+            )
+        if len(chosen) > 1:
+            raise CliError(
+                f"several people waiting match {args.member!r}: give the id shown by `cellrelay cell requests`"
+            )
+        wanted = chosen[0]
+    elif len(requests) > 1:
+        raise CliError(
+            f"{len(requests)} people are waiting to join: name one (see `cellrelay cell requests`)"
+        )
+    elif not requests:
+        raise CliError(
+            f"nobody is waiting to join {cell_name!r} (the request may not have arrived yet; --wait waits longer)"
+        )
+    else:
+        wanted = requests[0]
+    detail: MemberDetail = await api.call(
+        "POST", _path("cells", args.cell, "join-requests", wanted.member_id.hex(), "approve"),
+        MemberDetail, problems=problems,
+    )  # fmt: skip
+    member = detail.member
+    ctx.emit(member_json(member))
+    ctx.say(f"Approved {isolate(member.name)} ({member.short_id}) into {isolate(cell_name)}.")
+    ctx.note(
+        "Check that this id is the one their `cellrelay id show` prints: anyone holding the invite could have asked."
+    )
+
+
+async def _me(api: Api) -> bytes:
+    return bytes.fromhex((await api.call("GET", "/daemon"))["identity"]["member_id"])
+
+
+async def cell_members(api: Api, args: argparse.Namespace) -> None:
+    """`cellrelay cell members` through the daemon."""
+    ctx = api.ctx
+    listing: MemberList = await api.call(
+        "GET", _path("cells", args.cell, "members"), MemberList, problems=_no_cell(args.cell)
+    )
+    me = await _me(api)
+    members = listing.members
+    ctx.emit([member_json(m, me=me) for m in members])
+    width = max(len(m.name) for m in members)
+    for m in members:
+        tags = [t for t, on in (("admin", m.is_admin), ("you", m.member_id == me)) if on]
+        ctx.say(f"{pad(m.name, width)}  {ctx.style.dim(m.short_id)}  {', '.join(tags)}".rstrip())
+
+
+def _member_problems(cell: str, member: str) -> dict[str, str]:
+    return {
+        **_no_cell(cell),
+        **_not_admin(cell),
+        "NO_SUCH_MEMBER": f"no member matches {member!r}; see `cellrelay cell members`",
+        "SELF": f"to remove yourself, use: cellrelay cell leave {command_arg(cell)}",
+    }
+
+
+async def cell_remove(api: Api, args: argparse.Namespace) -> None:
+    """`cellrelay cell remove` through the daemon."""
+    ctx = api.ctx
+    detail: MemberDetail = await api.call("DELETE", _path("cells", args.cell, "members", args.member), MemberDetail,
+                                          problems=_member_problems(args.cell, args.member))  # fmt: skip
+    member = detail.member
+    ctx.emit(member_json(member))
+    ctx.say(
+        f"Removed {isolate(member.name)} ({member.short_id}) from {isolate(detail.cell)}: everyone has new keys,"
+    )
+    ctx.say("and they can read nothing sent from now on.")
+
+
+async def cell_promote(api: Api, args: argparse.Namespace) -> None:
+    """`cellrelay cell promote` through the daemon."""
+    ctx = api.ctx
+    detail: MemberDetail = await api.call("POST", _path("cells", args.cell, "members", args.member, "promote"),
+                                          MemberDetail, problems=_member_problems(args.cell, args.member))  # fmt: skip
+    ctx.emit(member_json(detail.member))
+    ctx.say(
+        f"{isolate(detail.member.name)} ({detail.member.short_id}) is now an admin of {isolate(detail.cell)}."
+    )
+
+
+async def cell_rotate(api: Api, args: argparse.Namespace) -> None:
+    """`cellrelay cell rotate` through the daemon."""
+    ctx = api.ctx
+    rotated = await api.call(
+        "POST",
+        _path("cells", args.cell, "rotate"),
+        problems={**_no_cell(args.cell), **_not_admin(args.cell)},
+    )
+    ctx.emit({"cell": rotated["cell"], "epoch": rotated["epoch"]})
+    ctx.say(f"{isolate(rotated['cell'])} is in epoch {rotated['epoch']}: everyone has fresh keys.")
+
+
+async def cell_leave(api: Api, args: argparse.Namespace) -> None:
+    """`cellrelay cell leave` through the daemon."""
+    ctx = api.ctx
+    cell = await api.call("GET", _path("cells", args.cell), problems=_no_cell(args.cell))
+    name = cell["name"]
+    only_admin = f"you are the only admin of {name!r}: nobody could add or remove members after you leave (--force leaves anyway)"
+    if cell["role"] == "admin" and not args.force and not args.yes:
+        members = (await api.call("GET", _path("cells", args.cell, "members")))["members"]
+        if len(members) > 1 and len([m for m in members if m["is_admin"]]) == 1:
+            raise CliError(only_admin)
+    if not args.yes:
+        raise CliError(
+            f"leaving deletes {name!r} from this device and needs a new invite to come back: add --yes to confirm"
+        )
+    left = await api.call("POST", _path("cells", args.cell, "leave"), body={"force": bool(args.force)},
+                          problems={**_no_cell(args.cell), "ONLY_ADMIN": only_admin})  # fmt: skip
+    ctx.emit({"cell": left["cell"], "cell_id": left["cell_id"], "left": True})
+    ctx.say(f"Left {isolate(left['cell'])} and deleted its keys from this device.")
+    if cell["role"] != "admin":
+        ctx.note("Its admins still list you until one of them removes you.")
+
+
+# -- messages -----------------------------------------------------------------------------------------
+
+
+async def send(api: Api, args: argparse.Namespace) -> None:
+    """`cellrelay send` through the daemon."""
+    ctx = api.ctx
+    text = sys.stdin.read().rstrip("\n") if args.text == "-" else args.text
+    body = {"text": text, "priority": args.priority, "place": args.place, "ttl": args.ttl}
+    sent: AlertSent = await api.call("POST", _path("cells", args.cell, "alerts"), AlertSent, body=body,
+                                     problems=_no_cell(args.cell))  # fmt: skip
+    ctx.emit({"cell": sent.cell, **alert_json(sent.alert, sent.sender, None)})
+    ctx.say(alert_headline(sent.alert, "you", ctx.style, cell=sent.cell))
+    others = sent.recipients
+    ctx.note(
+        f"Sent to {others} other member{'s' if others != 1 else ''}. Follow the replies: cellrelay listen {command_arg(sent.cell)}"
+    )
+
+
+def _alert_problems(cell: str, prefix: str) -> dict[str, str]:
+    return {**_no_cell(cell),
+            "NO_SUCH_ALERT": f"no current alert in {cell!r} has an id starting with {prefix} (expired? see `cellrelay alerts {command_arg(cell)}`)",
+            "AMBIGUOUS": f"several alerts in {cell!r} start with {prefix}: give more digits"}  # fmt: skip
+
+
+def _check_alert_prefix(prefix: str) -> str:
+    wanted = prefix.strip().lower()
+    if not wanted or any(c not in "0123456789abcdef" for c in wanted):
+        raise CliError(
+            f"{prefix!r} is not an alert id (hex digits, as `cellrelay alerts` shows them)"
+        )
+    return wanted
+
+
+async def reply(api: Api, args: argparse.Namespace) -> None:
+    """`cellrelay reply` through the daemon."""
+    ctx = api.ctx
+    status = Status(args.status.replace("-", "_"))
+    prefix = _check_alert_prefix(args.alert_id)
+    answer: ReplySent = await api.call(
+        "POST", _path("cells", args.cell, "alerts", prefix, "replies"), ReplySent,
+        body={"status": str(status), "note": args.note}, problems=_alert_problems(args.cell, prefix),
+    )  # fmt: skip
+    me = await _me(api)
+    sender = next(
+        m
+        for m in (await api.call("GET", _path("cells", args.cell, "members"), MemberList)).members
+        if m.member_id == me
+    )
+    rollup = answer.rollup
+    ctx.emit({"cell": answer.cell, "alert_id": answer.reply.alert_id.hex(), "message_id": answer.reply.message_id.hex(),
+              "status": str(status), "rollup": None if rollup is None else rollup_json(rollup)})  # fmt: skip
+    event = StatusReceived(cell=answer.cell, sender=sender, reply=answer.reply, rollup=rollup)
+    for line in event_lines(event, ctx.style, me=me, cell_label=False):
+        ctx.say(line)
+
+
+async def message(api: Api, args: argparse.Namespace) -> None:
+    """`cellrelay message` through the daemon."""
+    ctx = api.ctx
+    text = sys.stdin.read().rstrip("\n") if args.text == "-" else args.text
+    sent = await api.call("POST", _path("cells", args.cell, "messages"), body={"text": text, "ttl": args.ttl},
+                          problems=_no_cell(args.cell))  # fmt: skip
+    ctx.emit(
+        {
+            "cell": sent["cell"],
+            "message_id": sent["message"]["message_id"],
+            "sent_at_ms": sent["message"]["sent_at_ms"],
+        }
+    )
+    ctx.say(f"Sent to {isolate(sent['cell'])}.")
+
+
+async def _authors(api: Api, cell: str) -> dict[bytes, Member]:
+    """Who sent each alert this member holds (for alert_json's `from`)."""
+    messages: MessageList = await api.call("GET", _path("cells", cell, "messages"), MessageList)
+    return {m.content.alert_id: m.sender for m in messages.messages if isinstance(m.content, Alert)}
+
+
+async def _rollups(api: Api, cell: str) -> tuple[str, list[AlertRollup]]:
+    listing = await api.call("GET", _path("cells", cell, "alerts"), problems=_no_cell(cell))
+    return listing["cell"], [_REGISTRY.decode(r, AlertRollup) for r in listing["alerts"]]
+
+
+async def alerts(api: Api, args: argparse.Namespace) -> None:
+    """`cellrelay alerts` through the daemon."""
+    ctx = api.ctx
+    name, active = await _rollups(api, args.cell)
+    authors = await _authors(api, args.cell)
+    ctx.emit([alert_json(r.alert, authors.get(r.alert_id), r) for r in active])
+    if not active:
+        ctx.say(f"No active alerts in {isolate(name)}.")
+    me = await _me(api)
+    for rollup in active:
+        author = "you" if rollup.author_id == me else rollup.author_name
+        ctx.say(alert_headline(rollup.alert, author, ctx.style))
+        for line in rollup_lines(rollup, ctx.style, me=me):
+            ctx.say(line)
+
+
+async def listen(api: Api, args: argparse.Namespace) -> None:
+    """`cellrelay listen` through the daemon: the same snapshot, then the daemon's event stream."""
+    ctx = api.ctx
+    listing: CellList = await api.call("GET", "/cells", CellList)
+    wanted = [c.casefold() for c in args.cells]
+    cells = [c for c in listing.cells if (not wanted and c.role != "removed")
+             or c.name.casefold() in wanted or any(c.cell_id.hex().startswith(w) for w in wanted)]  # fmt: skip
+    for name in args.cells:
+        if not any(
+            c.name.casefold() == name.casefold() or c.cell_id.hex().startswith(name.casefold())
+            for c in cells
+        ):
+            raise CliError(f"no cell matches {name!r} (see `cellrelay cell list`)")
+    for cell in cells:
+        if cell.role == "removed":
+            raise CliError(f"you were removed from {cell.name!r}")
+    if not cells:
+        raise CliError("you are in no cell yet: nothing to listen to (cellrelay cell join LINK)")
+    names = {c.name for c in cells}
+    daemon = await api.call("GET", "/daemon")
+    me = bytes.fromhex(daemon["identity"]["member_id"])
+    label = len(cells) > 1
+    async with open_daemon(socket_path(api.home)) as events_connection:
+        # Subscribed before the snapshot, so nothing that arrives from here on is missed.
+        stream = await events_connection.open_events("/events")
+        shown: set[bytes] = set()
+        ctx.emit({"type": "listening", "cells": [c.name for c in cells],
+                  "as": {"name": daemon["identity"]["name"], "member_id": me.hex()}})  # fmt: skip
+        interactive = args.interactive or (sys.stdin.isatty() and not ctx.json)
+        if not ctx.json:
+            ctx.note(
+                f"Listening to {', '.join(isolate(c.name) for c in cells)} as {isolate(daemon['identity']['name'])}; Ctrl-C stops."
+            )
+            if interactive:
+                ctx.note(_INTERACTIVE_HELP)
+        for cell in cells:
+            name, active = await _rollups(api, cell.cell_id.hex())
+            authors = await _authors(api, cell.cell_id.hex())
+            for rollup in active:
+                shown.add(rollup.alert_id)
+                shown.update(s.message_id for s in rollup.responders.values())
+                ctx.emit(
+                    {
+                        "type": "alert",
+                        "cell": name,
+                        **alert_json(rollup.alert, authors.get(rollup.alert_id), rollup),
+                        "snapshot": True,
+                    }
+                )
+                author = "you" if rollup.author_id == me else rollup.author_name
+                ctx.say(
+                    alert_headline(rollup.alert, author, ctx.style, cell=name if label else None)
+                )
+                for line in rollup_lines(rollup, ctx.style, me=me):
+                    ctx.say(line)
+
+        def show(event: CellEvent) -> None:
+            if event.cell not in names:
+                return
+            if isinstance(event, AlertReceived) and event.alert.alert_id in shown:
+                return
+            if isinstance(event, StatusReceived) and event.reply.message_id in shown:
+                return
+            ctx.emit(event_json(event))
+            for line in event_lines(event, ctx.style, me=me, cell_label=label):
+                ctx.say(line)
+            change = event.change if isinstance(event, MembershipChanged) else None
+            if change is not None and change.member_id == me and change.change == "removed":
+                ctx.note(
+                    f"You were removed from {isolate(event.cell)}; nothing more will come from it."
+                )
+
+        async def pump() -> None:
+            async for item in stream:
+                try:
+                    event = _REGISTRY.decode(item.data, StreamEvent)
+                except ValueError:
+                    continue  # a newer daemon's event this command does not know
+                if isinstance(event, _CELL_EVENTS):
+                    show(event)
+                elif item.data.get("type") == "events_missed":
+                    ctx.note(
+                        "cellrelay: the daemon's event stream skipped some events; run `cellrelay alerts` to see the state"
+                    )
+            raise CliError("the daemon stopped")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pump)
+            nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
+            if interactive:
+                nursery.start_soon(_typed_replies, api, [c.cell_id.hex() for c in cells])
+            if args.duration is not None:
+                nursery.cancel_scope.deadline = trio.current_time() + args.duration
+
+
+_CELL_EVENTS: Final = typing.get_args(CellEvent)
+
+
+async def _stop_on_signal(scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            scope.cancel()
+            return
+
+
+async def _typed_replies(api: Api, cells: list[str]) -> None:
+    """`reply ALERT_ID STATUS [NOTE]` lines while listening, sent through the daemon."""
+    ctx = api.ctx
+    while line := await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True):
+        try:
+            words = shlex.split(line)
+        except ValueError as exc:
+            ctx.note(f"cellrelay: {exc}")
+            continue
+        if not words:
+            continue
+        if words[0] not in ("reply", "r") or len(words) < 3:
+            ctx.note(_INTERACTIVE_HELP)
+            continue
+        try:
+            await _typed_reply(api, cells, words[1], words[2], " ".join(words[3:]) or None)
+        except (CliError, ValueError) as exc:
+            ctx.note(f"cellrelay: {exc}")
+
+
+async def _typed_reply(
+    api: Api, cells: list[str], prefix: str, word: str, note: str | None
+) -> None:
+    try:
+        status = Status(word.replace("-", "_"))
+    except ValueError:
+        raise CliError(
+            f"{word!r} is not a status: responding, on-scene, resolved or false-alarm"
+        ) from None
+    wanted = _check_alert_prefix(prefix)
+    found = []
+    for cell in cells:
+        _, active = await _rollups(api, cell)
+        authors = await _authors(api, cell)
+        ids = {r.alert_id for r in active} | set(authors)
+        found += [(cell, a) for a in ids if a.hex().startswith(wanted)]
+    if len(found) != 1:
+        raise CliError(f"no current alert has an id starting with {prefix}" if not found
+                       else f"alerts in several cells start with {prefix}: give more digits")  # fmt: skip
+    cell, alert_id = found[0]
+    answer: ReplySent = await api.call("POST", _path("cells", cell, "alerts", alert_id.hex(), "replies"), ReplySent,
+                                       body={"status": str(status), "note": note})  # fmt: skip
+    me = await _me(api)
+    sender = next(
+        m
+        for m in (await api.call("GET", _path("cells", cell, "members"), MemberList)).members
+        if m.member_id == me
+    )
+    rollup = answer.rollup
+    api.ctx.emit({"type": "reply_sent", "cell": answer.cell, "alert_id": alert_id.hex(), "message_id": answer.reply.message_id.hex(),
+                  "status": str(status), "rollup": None if rollup is None else rollup_json(rollup)})  # fmt: skip
+    event = StatusReceived(cell=answer.cell, sender=sender, reply=answer.reply, rollup=rollup)
+    for text in event_lines(event, api.ctx.style, me=me, cell_label=len(cells) > 1):
+        api.ctx.say(text)
+
+
+async def board(api: Api, args: argparse.Namespace) -> None:
+    """`cellrelay board`: a one-time link to the board."""
+    ctx = api.ctx
+    code = await api.call("POST", "/board/codes")
+    ctx.emit(code)
+    if code["url"] is not None:
+        ctx.say(code["url"])
+        ctx.note("Open it in a browser on this computer: it works once, for 10 minutes.")
+    else:
+        ctx.say(code["path"])
+        ctx.note(
+            "The daemon listens on its socket only: restart it with --listen PORT, or open this path on your own proxy of the socket."
+        )
+
+
+_COMMANDS: Final[dict[str, Callable[[Api, argparse.Namespace], Awaitable[None]]]] = {
+    "id show": id_show,
+    "cell create": cell_create,
+    "cell list": cell_list,
+    "cell invite": cell_invite,
+    "cell join": cell_join,
+    "cell requests": cell_requests,
+    "cell approve": cell_approve,
+    "cell members": cell_members,
+    "cell remove": cell_remove,
+    "cell promote": cell_promote,
+    "cell rotate": cell_rotate,
+    "cell leave": cell_leave,
+    "send": send,
+    "reply": reply,
+    "message": message,
+    "alerts": alerts,
+    "listen": listen,
+    "board": board,
+}

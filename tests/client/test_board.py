@@ -1,0 +1,256 @@
+"""The dispatch board in a real browser: Debian's chromium, driven by Playwright, against real daemons.
+
+Two daemons (a lead and a member) on one real relay; each person opens their own board
+from the one-time link their daemon printed, in their own browser context, and works the
+board as a dispatcher would: sending an alert, answering it, approving a join. Alert text
+is attacker-controlled, so one test sends HTML and script and checks that the board shows
+it as text and runs nothing.
+
+Playwright's synchronous API runs in a worker thread (`trio.to_thread`) while the daemons
+and the relay run in the test's Trio loop. The browser is the system's /usr/bin/chromium
+(never a downloaded one; .ci/run installs the Debian package). When a scenario fails, a
+screenshot of every open page is saved under test-results/ (ignored by git) and named in
+the failure message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from .conftest import RunningRelay
+from .daemons import RunningDaemon, admit, make_cell, start_daemon
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+RESULTS = Path(__file__).resolve().parents[2] / "test-results"
+# Playwright's own waits, in milliseconds: generous for a loaded machine; they end as soon
+# as what they wait for is on the page.
+WAIT_MS = 30_000
+# The issue's bound from the lead's click to the member's board showing the alert.
+DELIVERY_BOUND = 1.0
+
+
+@contextlib.contextmanager
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail(
+            "install Debian's chromium (apt-get install chromium): the board is tested in it"
+        )
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+class Scenario:
+    """Pages opened in one browser; screenshots of all of them if the scenario fails."""
+
+    def __init__(self, browser: Browser, name: str) -> None:
+        self.browser = browser
+        self.name = name
+        self.pages: dict[str, Page] = {}
+        self.errors: list[str] = []
+
+    def open_board(self, who: str, daemon: RunningDaemon) -> Page:
+        assert daemon.address.board_url is not None
+        context = self.browser.new_context()
+        page = context.new_page()
+        page.set_default_timeout(WAIT_MS)
+        page.on("pageerror", lambda error: self.errors.append(f"{who}: {error}"))
+        page.on(
+            "console",
+            lambda m: self.errors.append(f"{who}: {m.text}") if m.type == "error" else None,
+        )
+        page.goto(daemon.address.board_url)
+        page.wait_for_selector("body[data-ready=true]")
+        self.pages[who] = page
+        return page
+
+    def screenshots(self) -> list[Path]:
+        RESULTS.mkdir(exist_ok=True)
+        saved = []
+        for who, page in self.pages.items():
+            path = RESULTS / f"{self.name}-{who}.png"
+            with contextlib.suppress(Exception):
+                page.screenshot(path=str(path), full_page=True)
+                saved.append(path)
+        return saved
+
+
+async def run_in_browser(name: str, scenario: Callable[[Scenario], None]) -> None:
+    """Run a synchronous browser scenario in a worker thread; screenshots if it fails."""
+
+    def run() -> None:
+        with browser() as launched:
+            session = Scenario(launched, name)
+            try:
+                scenario(session)
+            except BaseException as exc:
+                shots = ", ".join(str(p) for p in session.screenshots())
+                raise AssertionError(
+                    f"{exc!r}; screenshots: {shots}; page errors: {session.errors}"
+                ) from exc
+
+    with trio.fail_after(180):
+        await trio.to_thread.run_sync(run)
+
+
+def alert_item(page: Page, text: str) -> Any:  # noqa: ANN401 - a Playwright locator
+    return page.locator("li.alert", has_text=text)
+
+
+async def test_an_alert_from_the_lead_board_reaches_the_member_board_and_the_answer_comes_back(
+    nursery: trio.Nursery, running_relay: RunningRelay, tmp_path: Path
+) -> None:
+    lead = await start_daemon(nursery, tmp_path, "lead")
+    ana = await start_daemon(nursery, tmp_path, "ana")
+    await make_cell(lead, running_relay)
+    await admit(lead, ana)
+    timings: dict[str, float] = {}
+
+    def scenario(session: Scenario) -> None:
+        lead_page = session.open_board("lead", lead)
+        ana_page = session.open_board("ana", ana)
+        assert "connected" in (lead_page.text_content("#relays") or "")
+        assert (lead_page.text_content("#identity") or "").startswith("lead (")
+        text = "Agents at 14th & Main, two vans"
+        lead_page.fill("#send-text", text)
+        lead_page.select_option("#send-priority", "emergency")
+        lead_page.fill("#send-place", "14th & Main")
+        lead_page.select_option("#send-ttl", "900")
+        started = time.monotonic()
+        lead_page.click("#send-button")
+        alert_item(ana_page, text).wait_for()
+        timings["delivery"] = time.monotonic() - started
+        item = alert_item(ana_page, text)
+        assert item.locator(".badge").text_content() == "EMERGENCY"
+        assert item.locator(".place-text").text_content() == "14th & Main"
+        assert item.locator(".author").text_content() == "From lead"
+        alert_item(lead_page, text).wait_for()  # the sender's own board shows it too
+
+        item.locator('button[data-status="on_scene"]').click()
+        on_scene = alert_item(lead_page, text).locator(".rollup .on_scene")
+        on_scene.wait_for()
+        assert on_scene.text_content() == "On scene: ana"
+        item.locator('button[data-status="resolved"]').click()
+        alert_item(lead_page, text).locator('.rollup-state[data-state="resolved"]').wait_for()
+        assert not session.errors, session.errors
+
+    await run_in_browser("alert-and-answer", scenario)
+    assert timings["delivery"] <= DELIVERY_BOUND, (
+        f"the member's board showed the alert after {timings['delivery']:.3f} s"
+    )
+
+
+HOSTILE_TEXT = (
+    '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script> & <b>bold</b>'
+)
+HOSTILE_PLACE = "<svg onload=window.__pwned=3>"
+
+
+async def test_html_and_script_in_an_alert_are_shown_as_text_and_run_nothing(
+    nursery: trio.Nursery, running_relay: RunningRelay, tmp_path: Path
+) -> None:
+    lead = await start_daemon(nursery, tmp_path, "lead")
+    mallory = await start_daemon(nursery, tmp_path, "mallory")
+    await make_cell(lead, running_relay)
+    await admit(lead, mallory)
+    # One arrives before the board opens (loaded), one while it is open (an event).
+    await mallory.ok("POST", "/cells/Eastside/alerts", 201,
+                     json_body={"text": "before " + HOSTILE_TEXT, "place": HOSTILE_PLACE, "priority": "emergency"})  # fmt: skip
+
+    def scenario(session: Scenario) -> None:
+        page = session.open_board("lead", lead)
+        alert_item(page, "before <img").wait_for()
+        trio.from_thread.run(partial_send, mallory)
+        alert_item(page, "after <img").wait_for()
+        for prefix in ("before ", "after "):
+            item = alert_item(page, prefix + "<img")
+            assert item.locator(".alert-text").text_content() == prefix + HOSTILE_TEXT
+            assert item.locator(".place-text").text_content() == HOSTILE_PLACE
+        assert page.locator("#alerts img, #alerts script, #alerts svg, #alerts b").count() == 0
+        assert page.evaluate("() => window.__pwned") is None
+        # The policy itself: HTML cannot be assigned to the DOM at all (Trusted Types).
+        refused = page.evaluate(
+            "() => { try { document.body.innerHTML = '<b>x</b>'; return 'assigned' } catch (e) { return e.name } }"
+        )
+        assert refused == "TypeError"
+        assert page.evaluate("() => window.__pwned") is None
+
+    await run_in_browser("hostile-text", scenario)
+
+
+async def partial_send(daemon: RunningDaemon) -> None:
+    await daemon.ok("POST", "/cells/Eastside/alerts", 201,
+                    json_body={"text": "after " + HOSTILE_TEXT, "place": HOSTILE_PLACE})  # fmt: skip
+
+
+async def test_a_join_request_approved_from_the_board(
+    nursery: trio.Nursery, running_relay: RunningRelay, tmp_path: Path
+) -> None:
+    lead = await start_daemon(nursery, tmp_path, "lead")
+    ben = await start_daemon(nursery, tmp_path, "ben")
+    await make_cell(lead, running_relay)
+    joined: dict[str, Any] = {}
+
+    async def ask_and_wait(link: str) -> None:
+        await ben.ok("POST", "/joins", 201, json_body={"link": link})
+
+    async def wait_joined(link: str) -> None:
+        joined.update(await ben.ok("POST", "/joins", 201, json_body={"link": link, "wait": 60}))
+
+    def scenario(session: Scenario) -> None:
+        page = session.open_board("lead", lead)
+        page.click("#invite-button")
+        page.wait_for_selector("#invite:not([hidden])")
+        link = page.text_content("#invite-link")
+        assert link is not None
+        assert link.startswith("cellrelay://join/")
+        assert page.get_attribute("#invite-qr", "src").startswith("data:image/png;base64,")  # type: ignore[union-attr]
+        assert page.evaluate("() => document.getElementById('invite-qr').naturalWidth") > 100
+        trio.from_thread.run(ask_and_wait, link)
+        request = page.locator("li.request", has_text="ben")
+        request.wait_for()
+        request.locator("button.approve").click()
+        page.locator('ul.members[data-cell="Eastside"] li', has_text="ben").wait_for()
+        trio.from_thread.run(wait_joined, link)
+        assert page.locator("li.request").count() == 0
+
+    await run_in_browser("join-approved", scenario)
+    assert joined["joined"] is True
+    assert [m["name"] for m in joined["members"]] == ["lead", "ben"]
+
+
+async def test_a_used_link_opens_no_session(nursery: trio.Nursery, tmp_path: Path) -> None:
+    lead = await start_daemon(nursery, tmp_path, "lead")
+
+    def scenario(session: Scenario) -> None:
+        session.open_board("lead", lead)
+        again = session.browser.new_context().new_page()
+        session.pages["again"] = again
+        assert lead.address.board_url is not None
+        again.goto(lead.address.board_url)  # the same one-time code, used already
+        again.wait_for_selector("#login:not([hidden])")
+        assert "used or has expired" in (again.text_content("#login-error") or "")
+        assert again.url.endswith("/")  # the code is gone from the address bar
+        assert again.evaluate("() => sessionStorage.length") == 0
+
+    await run_in_browser("used-link", scenario)
