@@ -4,7 +4,8 @@ Run from the repository root: `python bench/bench_ops.py` (about 15 s). It print
 operation, the median over 5 runs of the time per call:
 
 * metric updates on the hot path (`Counter.inc`, `inc(n)`, a labelled child, `reject`,
-  `Histogram.observe`) and rendering all of `RelayMetrics`;
+  `Histogram.observe`) and rendering all of `RelayMetrics`, beside `prometheus_client`'s
+  own `Counter.inc` and `Gauge.inc` (the reason relay/_metrics.py keeps its own values);
 * one log call through `configure_logging`'s JSON and console chains into a string buffer,
   with a handful of fields (so including `redact`), and one filtered out by level;
 * one `GET /metrics` over a keep-alive loopback connection to `serve_ops`, client included.
@@ -20,6 +21,7 @@ import timeit
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+import prometheus_client
 import structlog
 import trio
 
@@ -57,6 +59,12 @@ def bench_metrics() -> None:
     for i in range(200):
         metrics.store_commit_seconds.observe(i / 1e4)
     report("Counter.inc()", per_call(metrics.deliveries.inc, 1_000_000))
+    peers = prometheus_client.CollectorRegistry()
+    their_counter = prometheus_client.Counter("bench_total", "Bench.", registry=peers)
+    their_gauge = prometheus_client.Gauge("bench_open", "Bench.", registry=peers)
+    report("prometheus_client Counter.inc() (peer)", per_call(their_counter.inc, 1_000_000))
+    report("Gauge.inc()", per_call(metrics.connections_open.inc, 1_000_000))
+    report("prometheus_client Gauge.inc() (peer)", per_call(their_gauge.inc, 1_000_000))
     report("Counter.inc(500)", per_call(lambda: metrics.deliveries.inc(500), 1_000_000))
     child = metrics.rejections.labels(reason="rate_limited")
     report("labelled child .inc() (child cached by caller)", per_call(child.inc, 1_000_000))

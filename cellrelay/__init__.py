@@ -10,11 +10,21 @@ the relay (`cellrelay relay serve`, or `python -m cellrelay.relay`). The three p
 This module imports none of them, so `import cellrelay.relay` loads no client code.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("cellrelay")
-except PackageNotFoundError:  # run from a source tree that was never installed
-    __version__ = "0+unknown"
-
 __all__ = ["__version__"]
+
+
+def __getattr__(name: str) -> str:
+    """`cellrelay.__version__`, read from the installed metadata when first asked for.
+
+    Not at import: importlib.metadata pulls in the email and urllib packages, which made
+    every `cellrelay` command a tenth of a second slower to start, and it starts by
+    importing this package (cellrelay/_console.py).
+    """
+    if name != "__version__":
+        raise AttributeError(f"module 'cellrelay' has no attribute {name!r}")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("cellrelay")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "0+unknown"

@@ -70,7 +70,7 @@ from ._keystore import (
     WrongPassphraseError,
     default_data_dir,
 )
-from ._link import LinkClosedError, RelayRefusedError
+from ._link import LinkClosedError, RelayKeyMismatchError, RelayRefusedError
 from ._qr import invite_qr_terminal, write_invite_png
 
 __all__ = [
@@ -107,6 +107,7 @@ __all__ = [
     "ReceiptReceived",
     "ReceiptState",
     "RelayAddress",
+    "RelayKeyMismatchError",
     "RelayRefusedError",
     "SecurityWarning",
     "Status",

@@ -36,7 +36,6 @@ import queue
 import threading
 from typing import TYPE_CHECKING, Final, TypeVar
 
-import structlog
 import trio
 
 from cellrelay.protocol.cell import Priority, ReceiptState, Status
@@ -44,12 +43,13 @@ from cellrelay.protocol.cell import Priority, ReceiptState, Status
 from ._cell_admin import DEFAULT_INVITE_TTL, Cell
 from ._cell_member import DEFAULT_ALERT_TTL, DEFAULT_MESSAGE_TTL
 from ._client import open_client
+from ._log import library_logger
 from ._portal import Portal
 from ._shims import subscribe
 
 if TYPE_CHECKING:
+    import os
     from collections.abc import Awaitable, Callable, Iterator
-    from pathlib import Path
     from types import TracebackType
 
     from cellrelay.protocol.cell import (
@@ -71,7 +71,7 @@ __all__ = ["DEFAULT_TIMEOUT", "BlockingCell", "BlockingClient", "EventStream", "
 
 T = TypeVar("T")
 
-log = structlog.get_logger("cellrelay.client")
+log = library_logger("cellrelay.client")
 
 # Long enough for a phone on a poor link to reconnect (the link's backoff restarts at half
 # a second) and catch up; short enough that a web request does not hang on a dead relay.
@@ -115,7 +115,11 @@ class BlockingClient:
 
     @classmethod
     def open(
-        cls, passphrase: str, *, home: Path | None = None, timeout: float | None = DEFAULT_TIMEOUT
+        cls,
+        passphrase: str,
+        *,
+        home: str | os.PathLike[str] | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
     ) -> BlockingClient:
         """Unlock the keystore in `home` (default: the data directory) and connect to the cells' relays.
 
@@ -137,7 +141,7 @@ class BlockingClient:
             raise
         return client
 
-    async def _hold(self, passphrase: str, home: Path | None) -> None:
+    async def _hold(self, passphrase: str, home: str | os.PathLike[str] | None) -> None:
         """Keep the async client open in the portal's thread until `close` (or an error)."""
         self._stop = trio.Event()
         try:

@@ -16,7 +16,6 @@ import contextlib
 import time
 from typing import TYPE_CHECKING, Final
 
-import structlog
 import trio
 
 from cellrelay.protocol._errors import CellrelayError
@@ -43,6 +42,7 @@ from ._cell_member import (
 )
 from ._events import CellEvent, JoinRequested, Member, SecurityWarning
 from ._link import Delivery, RelayLink, RelayRefusedError, Revocation
+from ._log import library_logger
 from ._state import CellRecord, InviteRecord, RequestRecord
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_INVITE_TTL", "AdminSecrets", "Cell"]
 
-log = structlog.get_logger("cellrelay.client")
+log = library_logger("cellrelay.client")
 
 DEFAULT_INVITE_TTL: Final = 24 * 3600
 

@@ -37,7 +37,6 @@ import contextlib
 import time
 from typing import TYPE_CHECKING, Final, Protocol
 
-import structlog
 import trio
 
 from cellrelay.protocol._errors import ErrorCode
@@ -90,6 +89,7 @@ from ._events import (
     StatusReceived,
 )
 from ._link import Delivery, RelayLink, RelayRefusedError, Revocation
+from ._log import library_logger
 from ._state import CellRecord, HistoryItem, RequestRecord
 
 if TYPE_CHECKING:
@@ -97,7 +97,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CellError", "CellInfo", "MemberCell", "Saver"]
 
-log = structlog.get_logger("cellrelay.client")
+log = library_logger("cellrelay.client")
 
 KIND_SENDER_KEY: Final = 5
 DEFAULT_ALERT_TTL: Final = 3600  # an alert that nobody resolves stops mattering in an hour

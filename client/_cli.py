@@ -30,6 +30,7 @@ import structlog
 import trio
 
 from cellrelay import __version__
+from cellrelay._undumpable import make_undumpable
 from cellrelay.protocol import CellrelayError, ErrorCode
 from cellrelay.protocol.cell import ContentError, InviteError
 from cellrelay.protocol.wire import AddressError
@@ -42,7 +43,7 @@ from ._cli_listen import listen
 from ._cli_output import Style, parse_duration
 from ._client import KEYSTORE_NAME
 from ._keystore import KeystoreBusyError, KeystoreError, WrongPassphraseError, default_data_dir
-from ._link import LinkClosedError, RelayRefusedError
+from ._link import LinkClosedError, RelayKeyMismatchError, RelayRefusedError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, MutableMapping, Sequence
@@ -66,8 +67,8 @@ EXIT_INTERRUPTED: Final = 130  # 128 + SIGINT, as shells report it
 # What a relay's refusal means to the person at the keyboard (docs/protocol.md §8).
 REFUSALS: Final = {
     ErrorCode.CREATE_FORBIDDEN: "the relay requires a creation secret and this one is missing or wrong (ask its operator; --creation-secret)",
-    ErrorCode.NO_SUCH_MAILBOX: "the relay does not know this mailbox: the invite or cell was deleted there, or the relay lost its data",
-    ErrorCode.BAD_PROOF: "the relay did not accept this device's keys for the mailbox (keys rotated, or a removed member?)",
+    ErrorCode.NO_SUCH_MAILBOX: "the relay no longer has this mailbox: the cell was deleted there, or the relay lost its data",
+    ErrorCode.BAD_PROOF: "the relay did not accept this device's keys for the mailbox: keys rotated, a removed member, or the mailbox is gone (deleted, or the relay lost its data)",
     ErrorCode.UNAUTHORIZED: "the relay did not accept this device's keys for the mailbox (keys rotated, or a removed member?)",
     ErrorCode.RATE_LIMITED: "the relay is rate-limiting this connection: wait a minute and try again",
     ErrorCode.TOO_MANY_MAILBOXES: "the relay refuses more mailboxes on one connection (its operator sets the limit)",
@@ -78,6 +79,7 @@ REFUSALS: Final = {
     ErrorCode.EXPIRED: "the message expired before the relay got it: check this computer's clock",
     ErrorCode.SHUTTING_DOWN: "the relay is shutting down: try again shortly",
     ErrorCode.BUSY: "the relay is busy: try again shortly",
+    ErrorCode.STORAGE_FULL: "the relay's disk is full, so it stored nothing: try again later, and tell its operator",
 }
 
 
@@ -336,15 +338,24 @@ def _passphrase(args: argparse.Namespace, env: MutableMapping[str, str], *, new:
             "no passphrase: set CELLRELAY_PASSPHRASE, use --passphrase-file, or run in a terminal"
         )
     if not new:
-        return getpass.getpass("Passphrase: ")
+        return _ask(getpass.getpass, "Passphrase: ", "no passphrase given")
     print(
         f"Choose a passphrase of at least {MIN_PASSPHRASE} characters; a few random words is best.",
         file=sys.stderr,
     )
-    first = getpass.getpass("New passphrase: ")
-    if getpass.getpass("Again: ") != first:
+    first = _ask(getpass.getpass, "New passphrase: ", "no passphrase given; nothing was created")
+    if _ask(getpass.getpass, "Again: ", "no passphrase given; nothing was created") != first:
         raise CliError("the passphrases do not match; nothing was created")
     return first
+
+
+def _ask(prompt: Callable[[str], str], question: str, nothing: str) -> str:
+    """Ask on the terminal; Ctrl-D (end of input) is a one-line `CliError` saying `nothing`."""
+    try:
+        return prompt(question)
+    except EOFError:
+        print(file=sys.stderr)  # end the prompt's line: the error gets one of its own
+        raise CliError(f"{nothing} (input ended)") from None
 
 
 def _name(args: argparse.Namespace) -> str:
@@ -352,7 +363,8 @@ def _name(args: argparse.Namespace) -> str:
         return str(args.name)
     if not sys.stdin.isatty():
         raise CliError("give the name other members will see: --name NAME")
-    return input("The name other members see (not necessarily your real one): ").strip()
+    question = "The name other members see (not necessarily your real one): "
+    return _ask(input, question, "no name given; nothing was created").strip()
 
 
 def _style(args: argparse.Namespace, env: MutableMapping[str, str]) -> Style:
@@ -402,6 +414,12 @@ def describe_error(error: BaseException, *, home: Path | None = None) -> str:
             return REFUSALS[ErrorCode(error.code)]
         except (KeyError, ValueError):
             return f"the relay refused: error code {error.code}"
+    if isinstance(error, RelayKeyMismatchError):
+        where = f"{error.address.host}:{error.address.port}"
+        return (
+            f"the relay's key does not match the invite or address you have ({where} refused the "
+            "handshake): check it was copied exactly, or ask whoever gave it to you for a new one"
+        )
     if isinstance(error, LinkClosedError):
         return "the connection to the relay closed before it answered: try again"
     if isinstance(error, InviteError):
@@ -418,12 +436,22 @@ def describe_error(error: BaseException, *, home: Path | None = None) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status."""
+    """Run the command line; return the exit status (130, and one line, after Ctrl-C)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # wherever it came: parsing the command line, say (issue 10)
+        print(f"{PROGRAM}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: Sequence[str] | None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == ["relay"]:
         # -P: do not put the current directory on sys.path, or a `cellrelay/` folder
         # wherever the operator happens to stand would run instead of ours.
         os.execv(sys.executable, [sys.executable, "-P", "-m", "cellrelay.relay", *arguments[1:]])  # noqa: S606 - our own module
+    # Before any passphrase is read: no core dump may hold it, or what it unlocks.
+    make_undumpable(lock_limit=False)
     args = build_parser().parse_args(arguments)
     debug = bool(getattr(args, "debug", False))
     _configure_logging(debug)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Final, TextIO
 
 import trio
 
+from cellrelay.protocol import ErrorCode
 from cellrelay.protocol.cell import Alert, Invite, Priority, Status
 from cellrelay.protocol.cell._identity import Identity
 from cellrelay.protocol.wire import RelayAddress
@@ -32,6 +33,7 @@ from ._cli_output import (
     alert_headline,
     alert_json,
     command_arg,
+    duration_text,
     event_lines,
     isolate,
     member_json,
@@ -45,6 +47,7 @@ from ._cli_output import (
 from ._client import KEYSTORE_NAME, create_identity, open_client
 from ._events import Member, StatusReceived
 from ._keystore import Keystore
+from ._link import RelayRefusedError
 from ._qr import invite_qr_terminal, write_invite_png
 from ._shims import forget_cell, join_known, pending_joins, subscribe
 from ._state import ClientState
@@ -58,9 +61,11 @@ if TYPE_CHECKING:
     from ._client import Client
 
 __all__ = [
+    "USED_INVITE",
     "CliError",
     "Context",
     "alerts_of",
+    "check_ttl",
     "connected",
     "find_alert",
     "run_command",
@@ -71,6 +76,12 @@ __all__ = [
 # connects, separately from the cell's own mailboxes; give it this long to arrive before
 # saying nobody is waiting (a few round trips on a slow mobile link).
 REQUEST_SETTLE: Final = 3.0
+
+
+USED_INVITE: Final = (
+    "this invite was used or has expired (the relay no longer has its join mailbox): ask the"
+    " cell's admin for a new one"
+)
 
 
 class CliError(Exception):
@@ -154,8 +165,15 @@ async def connected(ctx: Context) -> AsyncIterator[Client]:
 
 
 async def synced(ctx: Context, cells: list[Cell]) -> None:
-    """Catch up with what the relay holds for these cells (bounded by --timeout)."""
+    """Catch up with what the relay holds for these cells (bounded by --timeout).
+
+    Raises:
+        RelayKeyMismatchError: a relay refused the handshake for its key, at once rather
+            than when the timeout runs out (issue 10).
+    """
     for cell in cells:
+        ctx.bound(f"could not reach the relay of {isolate(cell.name)}")
+        await cell.link.wait_connected()
         ctx.bound(f"could not catch up with {isolate(cell.name)}")
         await cell.wait_synced()
     ctx.unbound()
@@ -172,6 +190,25 @@ async def the_cell(ctx: Context, client: Client, name_or_id: str) -> Cell:
     if cell.removed:
         raise CellError(f"you were removed from {cell.name!r}; an admin can invite you again")
     return cell
+
+
+def check_ttl(cell: Cell, ttl: int) -> None:
+    """Refuse a `--ttl` beyond what the cell's relay keeps (its `Welcome.max_ttl`).
+
+    The relay would cut the envelope's life short while the message inside promised the
+    longer one, and members' clients kept it that long (issue 10: `--ttl 365d` on a relay
+    that keeps 7 days).
+
+    Raises:
+        CliError: naming the relay's maximum.
+    """
+    welcome = cell.link.welcome
+    if welcome is not None and ttl > welcome.max_ttl:
+        longest = duration_text(welcome.max_ttl)
+        raise CliError(
+            f"--ttl {duration_text(ttl)} is longer than the relay of {cell.name!r} keeps "
+            f"anything (at most {longest}): give --ttl {longest} or less"
+        )
 
 
 def alerts_of(cell: Cell) -> dict[bytes, tuple[Member, Alert]]:
@@ -319,6 +356,7 @@ async def cell_invite(ctx: Context, args: argparse.Namespace) -> None:
     """`cellrelay cell invite CELL`: a one-time link and its QR code."""
     async with connected(ctx) as client:
         cell = await the_cell(ctx, client, args.cell)
+        check_ttl(cell, args.ttl)
         ctx.bound("could not create the invite's mailbox on the relay")
         invite = await cell.invite(ttl=args.ttl)
         ctx.unbound()
@@ -357,7 +395,15 @@ async def cell_join(ctx: Context, args: argparse.Namespace) -> None:
             return
         else:
             ctx.bound(f"could not reach the relay at {invite.relay.host}:{invite.relay.port}")
-            await client.request_join(args.link)
+            try:
+                await client.request_join(args.link)
+            except RelayRefusedError as exc:
+                # The join mailbox is gone: the admin's client deletes it once the invite was
+                # used, or has expired (the relay answers BAD_PROOF, whether or not it ever
+                # existed: docs/protocol.md §7).
+                if exc.code in (ErrorCode.BAD_PROOF, ErrorCode.NO_SUCH_MAILBOX):
+                    raise CliError(USED_INVITE) from None
+                raise
             ctx.unbound()
         me = short_id(client.identity.member_id)
         if args.wait <= 0:
@@ -559,6 +605,7 @@ async def send(ctx: Context, args: argparse.Namespace) -> None:
     text = sys.stdin.read().rstrip("\n") if args.text == "-" else args.text
     async with connected(ctx) as client:
         cell = await the_cell(ctx, client, args.cell)
+        check_ttl(cell, args.ttl)
         ctx.bound("the relay did not store the alert")
         alert = await cell.send_alert(
             text, priority=Priority(args.priority), place=args.place, ttl=args.ttl
@@ -594,6 +641,7 @@ async def message(ctx: Context, args: argparse.Namespace) -> None:
     text = sys.stdin.read().rstrip("\n") if args.text == "-" else args.text
     async with connected(ctx) as client:
         cell = await the_cell(ctx, client, args.cell)
+        check_ttl(cell, args.ttl)
         ctx.bound("the relay did not store the message")
         sent = await cell.send_message(text, ttl=args.ttl)
         ctx.unbound()

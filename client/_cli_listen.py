@@ -5,6 +5,11 @@ started is missed; what the catch-up itself brought in is shown once, in the sna
 active alerts (events already shown there are skipped). Each answer is followed by its
 alert's roll-up as it now stands, so a person watching sees the responders change.
 
+The connection to each relay is part of the feed: a member must know when they are not
+listening (issue 10: a 40 s outage printed nothing). When a connection is lost, the feed
+says so, and when it will try again; when it is back and has caught up with what the relay
+stored meanwhile, it says that too. With `--json` these are `connection` lines.
+
 `listen` holds the keystore while it runs (one process per keystore, client/_keystore.py),
 so `cellrelay reply` could not run beside it: on a terminal, or with `--interactive`, the
 feed also reads `reply ALERT_ID STATUS [NOTE]` lines and answers from this process.
@@ -17,6 +22,7 @@ import contextlib
 import shlex
 import signal
 import sys
+import time
 from typing import TYPE_CHECKING, Final
 
 import trio
@@ -29,6 +35,7 @@ from ._cli_commands import alerts_of, connected, find_alert, synced
 from ._cli_output import (
     alert_headline,
     alert_json,
+    clock,
     event_json,
     event_lines,
     isolate,
@@ -46,8 +53,9 @@ if TYPE_CHECKING:
     from ._cell_admin import Cell
     from ._cli_commands import Context
     from ._events import CellEvent
+    from ._link import LinkStatus, RelayLink
 
-__all__ = ["INTERACTIVE_HELP", "listen"]
+__all__ = ["INTERACTIVE_HELP", "listen", "show_status"]
 
 
 async def listen(ctx: Context, args: argparse.Namespace) -> None:
@@ -66,6 +74,8 @@ async def listen(ctx: Context, args: argparse.Namespace) -> None:
         # Subscribe before catching up, so nothing that arrives from here on is missed; the
         # catch-up's own events are then shown once, in the snapshot below.
         channels = [subscribe(cell) for cell in cells]
+        links = list({id(cell.link): cell.link for cell in cells}.values())
+        statuses = [(link, link.statuses()) for link in links]
         await synced(ctx, cells)
         me = client.identity.member_id
         label = len(cells) > 1
@@ -112,14 +122,48 @@ async def listen(ctx: Context, args: argparse.Namespace) -> None:
                 async for event in channel:
                     show(event)
 
+        async def watch_connection(
+            link: RelayLink, changes: trio.MemoryReceiveChannel[LinkStatus]
+        ) -> None:
+            async with changes:
+                async for status in changes:
+                    show_status(ctx, link, status)
+
         async with trio.open_nursery() as nursery:
             for channel in channels:
                 nursery.start_soon(pump, channel)
+            for link, changes in statuses:
+                nursery.start_soon(watch_connection, link, changes)
             nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
             if interactive:
                 nursery.start_soon(_typed_commands, ctx, cells, me)
             if args.duration is not None:
                 nursery.cancel_scope.deadline = trio.current_time() + args.duration
+
+
+def show_status(ctx: Context, link: RelayLink, status: LinkStatus) -> None:
+    """One line (or JSON object) for a change in the connection to a relay."""
+    relay = f"{link.address.host}:{link.address.port}"
+    ctx.emit(
+        {
+            "type": "connection",
+            "relay": relay,
+            "state": status.state,
+            "reason": status.reason or None,
+            "retry_in": None if status.retry_in is None else round(status.retry_in, 1),
+        }
+    )
+    stamp = ctx.style.dim(clock(time.time()))
+    why = f" ({status.reason})" if status.reason else ""
+    if status.state == "lost":
+        text = ctx.style.warn(f"connection to the relay {relay} lost{why}: not listening")
+    elif status.state == "retrying":
+        text = f"relay {relay} unreachable{why}; trying again in {max(1, round(status.retry_in or 0))} s"
+    elif status.state == "connected":
+        text = f"connected to the relay {relay} again; catching up"
+    else:
+        text = ctx.style.bold(f"back: caught up with the relay {relay}; listening")
+    ctx.say(f"{stamp} {text}")
 
 
 INTERACTIVE_HELP: Final = "Answer an alert by typing: reply ALERT_ID STATUS [NOTE] (STATUS: responding, on-scene, resolved, false-alarm)."

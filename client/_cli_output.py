@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import re
+import time
 from typing import TYPE_CHECKING, Final
 
 from cellrelay.protocol.cell import Alert, Priority, Status
@@ -37,6 +38,8 @@ __all__ = [
     "SHORT_ID",
     "Style",
     "alert_json",
+    "clock",
+    "duration_text",
     "event_json",
     "event_lines",
     "isolate",
@@ -47,6 +50,7 @@ __all__ = [
     "rollup_json",
     "rollup_lines",
     "short_id",
+    "until",
 ]
 
 # Hex digits shown for alert, member and cell ids: 32 bits tell apart the handful of alerts
@@ -145,6 +149,26 @@ def when(unix_seconds: float) -> str:
     return datetime.datetime.fromtimestamp(unix_seconds).strftime("%Y-%m-%d %H:%M")
 
 
+def until(unix_seconds: float, now: float | None = None) -> str:
+    """When something ends: HH:MM:SS if that is today (local time), else with its date.
+
+    An alert that lives past midnight showed `(until 09:00:00)`, which reads as this
+    morning (issue 10).
+    """
+    end = datetime.datetime.fromtimestamp(unix_seconds)
+    today = datetime.datetime.fromtimestamp(time.time() if now is None else now).date()
+    return end.strftime("%H:%M:%S") if end.date() == today else end.strftime("%Y-%m-%d %H:%M")
+
+
+def duration_text(seconds: int) -> str:
+    """A duration the way `parse_duration` reads it, in its largest exact unit: `7d`, `90m`."""
+    for unit in ("d", "h", "m"):
+        size = _UNIT_SECONDS[unit]
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
 def parse_duration(text: str) -> int:
     """Parse a duration such as `90`, `90s`, `30m`, `2h` or `1d` into seconds.
 
@@ -153,7 +177,10 @@ def parse_duration(text: str) -> int:
     """
     match = _DURATION.match(text)
     if match is None or int(match.group(1)) <= 0:
-        raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 30m, 2h, 1d)")
+        raise ValueError(
+            f"not a duration: {text!r} (a whole number of seconds, or with a unit: s, m, h or d;"
+            " for example 90s, 30m, 2h, 7d)"
+        )
     return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
@@ -281,7 +308,7 @@ def alert_headline(alert: Alert, author: str, style: Style, *, cell: str | None 
     in_cell = f"[{isolate(cell)}] " if cell is not None else ""
     head = f"{style.dim(clock(alert.sent_at_ms / 1000))} {label} {style.bold(short_id(alert.alert_id))} {in_cell}"
     body = f"{isolate(author)}: {_indent(isolate(alert.text), '    ')}{where}"
-    return f"{head}{body} {style.dim('(until ' + clock(alert.expires_at) + ')')}"
+    return f"{head}{body} {style.dim('(until ' + until(alert.expires_at) + ')')}"
 
 
 def rollup_lines(rollup: AlertRollup, style: Style, *, me: bytes | None = None) -> list[str]:

@@ -21,9 +21,9 @@ import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-import structlog
 import trio
 
 from cellrelay.protocol import CellrelayError
@@ -36,15 +36,16 @@ from cellrelay.protocol.wire import CapabilityKey, MailboxId, RelayAddress
 from ._cell_admin import AdminSecrets, Cell
 from ._cell_member import CellError, CellInfo
 from ._keystore import DEFAULT_COST, Keystore, default_data_dir
-from ._link import Delivery, RelayLink, Revocation
+from ._link import Delivery, LinkClosedError, RelayLink, Revocation
+from ._log import library_logger
 from ._state import CellRecord, ClientState, JoinRecord
 
 if TYPE_CHECKING:
-    from pathlib import Path
+    import os
 
 __all__ = ["KEYSTORE_NAME", "Client", "create_identity", "open_client"]
 
-log = structlog.get_logger("cellrelay.client")
+log = library_logger("cellrelay.client")
 
 KEYSTORE_NAME: Final = "keystore"
 EXPIRY_SLACK: Final = 0.05  # seconds after an expiry that its message is deleted from disk
@@ -56,8 +57,17 @@ MAINTENANCE_INTERVAL: Final = 60.0  # seconds between checks for due rotations
 Handler = Callable[[Delivery | Revocation], Awaitable[None]]
 
 
+def keystore_path(home: str | os.PathLike[str] | None) -> Path:
+    """The keystore file in `home` (a `str` or a path), or in the platform's data directory."""
+    return (default_data_dir() if home is None else Path(home)) / KEYSTORE_NAME
+
+
 def create_identity(
-    passphrase: str, name: str, *, home: Path | None = None, cost: tuple[int, int] = DEFAULT_COST
+    passphrase: str,
+    name: str,
+    *,
+    home: str | os.PathLike[str] | None = None,
+    cost: tuple[int, int] = DEFAULT_COST,
 ) -> Identity:
     """Create a new identity in a new keystore under `home` (default: the data directory).
 
@@ -65,20 +75,22 @@ def create_identity(
         KeystoreExistsError: there is one already.
     """
     identity = Identity.generate(name)
-    path = (home or default_data_dir()) / KEYSTORE_NAME
+    path = keystore_path(home)
     state = ClientState(identity=identity.to_bytes())
     Keystore.create(path, passphrase, state.encode(), cost=cost).close()
     return identity
 
 
 @asynccontextmanager
-async def open_client(passphrase: str, *, home: Path | None = None) -> AsyncIterator[Client]:
+async def open_client(
+    passphrase: str, *, home: str | os.PathLike[str] | None = None
+) -> AsyncIterator[Client]:
     """Unlock the keystore, connect to the cells' relays, and close everything at the end.
 
     Raises:
         KeystoreError, WrongPassphraseError, KeystoreBusyError: see client/_keystore.py.
     """
-    path = (home or default_data_dir()) / KEYSTORE_NAME
+    path = keystore_path(home)
     keystore, payload = await trio.to_thread.run_sync(Keystore.open, path, passphrase)
     try:
         state = ClientState.decode(payload)
@@ -248,6 +260,11 @@ class Client:
                 if handler is not None:
                     try:
                         await handler(event)
+                    except LinkClosedError as exc:
+                        # The client is closing (a command that has done its work, issue 10):
+                        # the handler's request was cut short, which is no failure to report.
+                        if not link.closed:
+                            log.warning("delivery_failed", error=type(exc).__name__)
                     except (CellrelayError, CellError, ValueError) as exc:
                         # One bad envelope must not stop the others: reported and skipped.
                         log.warning("delivery_failed", error=type(exc).__name__)

@@ -18,6 +18,9 @@ Rules that keep keys safe:
   Two writers could otherwise each advance a sender chain from the same saved state and
   reuse a message key, which would break the encryption of both messages.
 * The derived key stays in a `bytearray` while the keystore is open and is zeroed on close.
+* From the first `create` or `open` on, the process makes no core dumps
+  (`cellrelay._undumpable`): a dump would hold the derived key and the decrypted state.
+  It stays so after `close`, since Python cannot erase every copy it made.
 * Old versions of the file are unlinked by the rename but may survive on the disk's blocks;
   docs/threat-model.md discusses what that means for forward secrecy.
 """
@@ -31,6 +34,7 @@ import sys
 from pathlib import Path
 from typing import IO, Final
 
+from cellrelay._undumpable import make_undumpable
 from cellrelay.protocol import CellrelayError, CryptoError
 from cellrelay.protocol._crypto import (
     ARGON2ID_SALT_SIZE,
@@ -122,6 +126,7 @@ class Keystore:
             KeystoreBusyError: another process holds the lock.
         """
         _check_passphrase(passphrase)
+        make_undumpable(lock_limit=False)
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         lock = _lock(path)
         try:
@@ -147,6 +152,7 @@ class Keystore:
             WrongPassphraseError: the passphrase does not open it.
             KeystoreBusyError: another process holds the lock.
         """
+        make_undumpable(lock_limit=False)
         lock = _lock(path)
         try:
             try:

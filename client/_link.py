@@ -25,6 +25,17 @@ sees a reconnect except as a short delay.
   connection and reconnects.
 * **Clock**: the link keeps the offset between the relay's clock (`Welcome.time_ms`) and
   ours, so callers compute `expires_at` in the relay's time (`relay_time`).
+* **Status**: `statuses()` gives a stream of `LinkStatus` changes for people to see
+  (`cellrelay listen` shows them, issue 10): the connection was `lost` (with why), the link
+  is `retrying` in N seconds, it is `connected` again, and it has `caught_up`: every watched
+  mailbox has delivered up to the head the relay reported when it was watched again.
+* **A relay that refuses the handshake** for the key (docs/protocol.md §3.2,
+  `HANDSHAKE_FAILED`: it does not hold the key the address pins) makes every waiting
+  request and `wait_connected` fail at once with `RelayKeyMismatchError`, and so does
+  every new one until a connection succeeds: waiting out a timeout would only hide the
+  cause (issue 10). The link goes on retrying with backoff, in case the key comes back
+  (a relay restored with its old key); the refusal is unauthenticated, and a forged one
+  costs nothing more than a blocked connection would.
 
 The link is a Trio object: one task runs it (`run`, started in the caller's nursery);
 every other method is called from tasks in the same Trio run.
@@ -39,7 +50,6 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Literal, TypeVar
 
-import structlog
 import trio
 
 from cellrelay.protocol import CellrelayError, ErrorCode, RemoteProtocolError
@@ -53,6 +63,7 @@ from cellrelay.protocol.wire import (
     Deliver,
     Error,
     Goodbye,
+    HandshakeRefusedError,
     Hello,
     MailboxId,
     Message,
@@ -72,12 +83,22 @@ from cellrelay.protocol.wire import (
     sign_admin,
 )
 
+from ._log import library_logger
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["Delivery", "LinkClosedError", "RelayLink", "RelayRefusedError", "Revocation"]
+__all__ = [
+    "Delivery",
+    "LinkClosedError",
+    "LinkStatus",
+    "RelayKeyMismatchError",
+    "RelayLink",
+    "RelayRefusedError",
+    "Revocation",
+]
 
-log = structlog.get_logger("cellrelay.client")
+log = library_logger("cellrelay.client")
 
 CONNECT_TIMEOUT: Final = 10.0
 HANDSHAKE_TIMEOUT: Final = 10.0
@@ -105,6 +126,22 @@ class LinkClosedError(CellrelayError):
     """The link was closed while a request was waiting."""
 
 
+class RelayKeyMismatchError(CellrelayError):
+    """The relay refused the handshake: it does not hold the key its address (or invite) names.
+
+    Check that the address or invite was copied exactly; if it was, the relay's key has
+    changed (a new `relay init`) or something between you and the relay answers for it:
+    ask whoever gave it to you.
+    """
+
+    def __init__(self, address: RelayAddress) -> None:
+        super().__init__(
+            f"the relay at {address.host}:{address.port} does not hold the key its address "
+            "names (it refused the handshake)"
+        )
+        self.address = address
+
+
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """One envelope from a watched mailbox, in seq order."""
@@ -125,12 +162,25 @@ class Revocation:
 
 Event = Delivery | Revocation
 
+LinkState = Literal["lost", "retrying", "connected", "caught_up"]
+STATUS_BUFFER: Final = 64  # status changes not yet read; past it the oldest are dropped
+
+
+@dataclass(frozen=True, slots=True)
+class LinkStatus:
+    """A change in a link's connection, for people to see (module docstring, "Status")."""
+
+    state: LinkState
+    reason: str = ""  # why it was lost, or why the last attempt failed ("" if not known)
+    retry_in: float | None = None  # for "retrying": seconds until the next attempt
+
 
 @dataclass(slots=True)
 class _Watch:
     mailbox: MailboxId
     key: CapabilityKey
     cursor: int
+    catch_up_to: int | None = None  # the head the relay reported when watched again
 
 
 @dataclass(slots=True)
@@ -164,13 +214,17 @@ class RelayLink:
         self._next_id = 0
         self._conn: Connection | None = None
         self._stream: trio.SocketStream | None = None
-        self._connected = trio.Event()
+        self._changed = trio.Event()  # set (and replaced) on each connection or refusal
+        self._refusal: RelayKeyMismatchError | None = None  # since the last connection
         self._closed = False
         self._send_lock = trio.Lock()
         self._offset = 0.0  # relay clock minus ours, seconds
         self._admin_counter = 0
         self.welcome: Welcome | None = None
         self.connections = 0  # how many times a connection was established
+        self._status_channels: list[trio.MemorySendChannel[LinkStatus]] = []
+        self._goodbye: str | None = None  # the code of the relay's last goodbye, by name
+        self._catching_up = False  # after a reconnect, until every watch reached its head
         self._state_changed = trio.Event()  # set (and replaced) when connected comes or goes
         send, receive = trio.open_memory_channel[Event](DELIVERY_BUFFER)
         self._events_send = send
@@ -202,6 +256,21 @@ class RelayLink:
         """Now, by the relay's clock as last seen (for expires_at)."""
         return time.time() + self._offset
 
+    def statuses(self) -> trio.MemoryReceiveChannel[LinkStatus]:
+        """A new stream of this link's status changes from now on (module docstring)."""
+        send, receive = trio.open_memory_channel[LinkStatus](STATUS_BUFFER)
+        self._status_channels.append(send)
+        return receive
+
+    def _report(self, status: LinkStatus) -> None:
+        for channel in list(self._status_channels):
+            try:
+                channel.send_nowait(status)
+            except trio.WouldBlock:
+                pass  # a reader that fell behind misses a change; it is only for display
+            except trio.BrokenResourceError:
+                self._status_channels.remove(channel)
+
     # -- running ------------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -211,28 +280,58 @@ class RelayLink:
         try:
             while not self._closed:
                 started = trio.current_time()
+                before = self.connections
+                reason = "closed by the relay"
                 try:
                     await self._connect_and_serve()
-                except (
-                    OSError,
-                    trio.BrokenResourceError,
-                    trio.ClosedResourceError,
-                    trio.TooSlowError,
-                    EOFError,
-                ):
+                except OSError as exc:
+                    reason = (exc.strerror or type(exc).__name__).lower()
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    reason = "connection broken"
+                except trio.TooSlowError:
+                    reason = "no answer"
+                except EOFError:
                     pass
+                except HandshakeRefusedError as exc:
+                    reason = "the relay's key does not match"
+                    self._refused(exc)
                 except RemoteProtocolError as exc:
+                    reason = f"protocol error {exc.code.name}"
                     log.warning("relay_protocol_error", code=exc.code.name)
                 finally:
                     self._drop_connection()
                 if self.closed:
                     break
+                if self._goodbye is not None:
+                    reason = f"the relay said goodbye ({self._goodbye})"
+                    self._goodbye = None
+                if self.connections != before:
+                    self._report(LinkStatus("lost", reason))
                 failures = 0 if trio.current_time() - started >= STABLE_AFTER else failures + 1
-                await trio.sleep(self._backoff(failures))
+                delay = self._backoff(failures)
+                self._report(LinkStatus("retrying", reason, retry_in=delay))
+                await trio.sleep(delay)
         finally:
             self._closed = True
             self._fail_all(LinkClosedError("the link was closed"))
             self._events_send.close()
+            for channel in self._status_channels:
+                channel.close()
+
+    def _refused(self, exc: HandshakeRefusedError) -> None:
+        """The relay refused the handshake (module docstring): fail what waits, once per streak."""
+        if exc.code is not ErrorCode.HANDSHAKE_FAILED:
+            log.info("relay_refused_handshake", code=exc.code.name)  # timeout, say: retry
+            return
+        if self._refusal is None:
+            log.info("relay_key_mismatch", host=self.address.host, port=self.address.port)
+        self._refusal = RelayKeyMismatchError(self.address)
+        queued, self._queue = self._queue, []
+        for pending in queued:
+            pending.error = self._refusal
+            pending.done.set()
+        self._changed.set()
+        self._changed = trio.Event()
 
     def _backoff(self, failures: int) -> float:
         """Full jitter (AWS architecture blog): uniform in [0, min(cap, base * 2^n)]."""
@@ -264,8 +363,15 @@ class RelayLink:
             self.welcome = welcome
             self._conn, self._stream = conn, stream
             self.connections += 1
+            self._refusal = None
+            self._catching_up = self.connections > 1 and bool(self._watches)
+            for watch in self._watches.values():
+                watch.catch_up_to = None
             await self._restore(conn, stream)
-            self._connected.set()
+            if self.connections > 1:
+                self._report(LinkStatus("connected"))
+            self._changed.set()
+            self._changed = trio.Event()
             self._note_state_change()
             if self._on_connected is not None:
                 self._on_connected()
@@ -333,12 +439,15 @@ class RelayLink:
                     replies.append(Pong(id=message.id))
                 elif isinstance(message, Goodbye):
                     log.info("relay_goodbye", code=message.code)
+                    self._goodbye = _code_name(message.code)
                     return
                 else:
                     await self._handle(message)
             if replies:
                 async with self._send_lock:
                     await stream.send_all(conn.send_many(replies))
+            if conn.failing:  # a fault after those messages (docs/protocol.md §8.1)
+                conn.receive_data(b"")
 
     async def _handle(self, message: Message) -> None:
         if isinstance(message, Deliver):
@@ -354,6 +463,7 @@ class RelayLink:
                     envelope=message.envelope,
                 )
             )
+            self._check_caught_up()
         elif isinstance(message, Revoked):
             self._watches.pop(message.mailbox, None)
             self._writers.pop(message.mailbox, None)
@@ -361,6 +471,10 @@ class RelayLink:
         else:
             if isinstance(message, Subscribed):
                 await self._check_rewind(message)
+                watch = self._watches.get(message.mailbox)
+                if watch is not None:
+                    watch.catch_up_to = message.head
+                self._check_caught_up()
             pending = self._dispatch(message)
             if (
                 pending is not None
@@ -376,6 +490,16 @@ class RelayLink:
                     await self._events_send.send(
                         Revocation(mailbox=mailbox, code=pending.error.code)
                     )
+
+    def _check_caught_up(self) -> None:
+        """After a reconnect, report `caught_up` once every watch delivered up to its head."""
+        if not self._catching_up:
+            return
+        for watch in self._watches.values():
+            if watch.catch_up_to is None or watch.cursor < watch.catch_up_to:
+                return
+        self._catching_up = False
+        self._report(LinkStatus("caught_up"))
 
     async def _check_rewind(self, message: Subscribed) -> None:
         """A relay whose head is below our cursor lost envelopes (restored from a backup, or
@@ -418,7 +542,6 @@ class RelayLink:
         if self._conn is not None:
             self._note_state_change()
         self._conn = self._stream = None
-        self._connected = trio.Event()
         # Requests in flight on the dead connection: retry the retryable, fail the rest.
         for pending in self._pending.values():
             if pending.retry and not self._closed:
@@ -458,6 +581,8 @@ class RelayLink:
         pending = _Pending(message=message, retry=retry)
         conn, stream = self._conn, self._stream
         if conn is None or stream is None:
+            if self._refusal is not None:
+                raise self._refusal
             self._queue.append(pending)
         else:
             wire = conn.send(self._assign(pending))
@@ -473,11 +598,18 @@ class RelayLink:
         return pending.result
 
     async def wait_connected(self) -> None:
-        """Wait until a connection is up (and restored)."""
+        """Wait until a connection is up (and restored).
+
+        Raises:
+            RelayKeyMismatchError: the relay refused the last handshake for the key.
+            LinkClosedError: the link was closed.
+        """
         while self._conn is None:
             if self._closed:
                 raise LinkClosedError("the link is closed")
-            await self._connected.wait()
+            if self._refusal is not None:
+                raise self._refusal
+            await self._changed.wait()
 
     # -- mailboxes ----------------------------------------------------------------------------
 
@@ -575,3 +707,10 @@ class RelayLink:
         """The last seq handed on for a watched mailbox."""
         watch = self._watches.get(mailbox)
         return None if watch is None else watch.cursor
+
+
+def _code_name(code: int) -> str:
+    try:
+        return ErrorCode(code).name
+    except ValueError:
+        return str(code)

@@ -1,14 +1,15 @@
 """Fuzz invite links: text or bytes give an invite that re-encodes identically, or an InviteError.
 
 Input layout: byte 0 picks the entry point: even feeds the rest to `Invite.from_bytes`
-and, wrapped as a link, to `Invite.parse`; odd decodes the rest as UTF-8 (replacing bad
-bytes) and feeds that text to `Invite.parse`.
+and, wrapped as a link with its checksum (so parsing gets past it), to `Invite.parse`;
+odd decodes the rest as UTF-8 (replacing bad bytes) and feeds that text to `Invite.parse`.
 """
 
 from __future__ import annotations
 
 import base64
 import sys
+import zlib
 
 import atheris
 
@@ -38,7 +39,8 @@ def test_one_input(data: bytes) -> None:
             _check(invite)
             if invite.to_bytes() != body:
                 raise AssertionError("accepted bytes are not canonical")
-        text = INVITE_PREFIX + base64.urlsafe_b64encode(body).rstrip(b"=").decode()
+        checked = body + zlib.crc32(body).to_bytes(4, "big")
+        text = INVITE_PREFIX + base64.urlsafe_b64encode(checked).rstrip(b"=").decode()
     else:
         text = body.decode("utf-8", "replace")
     try:

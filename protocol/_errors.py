@@ -68,6 +68,7 @@ class ErrorCode(IntEnum):
     TOO_MANY_CONNECTIONS = 306  # from this source address
     SLOW_CONSUMER = 307  # the connection did not read its deliveries fast enough
     BUSY = 308  # too many handshakes in progress, or (to create) the relay's mailbox limit
+    STORAGE_FULL = 309  # the relay's disk is full: nothing was stored; reads still work
 
     # 4xx: lifecycle.
     REVOKED = 400  # the mailbox's keys were rotated; prove the new ones
@@ -136,9 +137,9 @@ DESCRIPTIONS: dict[ErrorCode, str] = {
     ErrorCode.HANDSHAKE_FAILED: "A handshake message failed: wrong length, bad key or failed authentication (wrong relay key?).",
     ErrorCode.BUFFER_FULL: "The peer sent more unprocessed data than the receiver buffers.",
     ErrorCode.UNAUTHORIZED: "This connection has not proven the capability the request needs; send Auth first.",
-    ErrorCode.BAD_PROOF: "A capability proof or admin signature does not verify (wrong key, or keys were rotated).",
+    ErrorCode.BAD_PROOF: "A capability proof or admin signature does not verify (wrong key, keys rotated, or no such mailbox).",
     ErrorCode.STALE_COUNTER: "An admin counter not above the last accepted; use the current time in milliseconds.",
-    ErrorCode.NO_SUCH_MAILBOX: "The mailbox does not exist (never created, deleted, or on another relay).",
+    ErrorCode.NO_SUCH_MAILBOX: "The mailbox was deleted while this connection held a capability on it (auth and admin operations on a missing mailbox get BAD_PROOF).",
     ErrorCode.CREATE_FORBIDDEN: "The relay requires a creation secret and this one is wrong; ask the operator.",
     ErrorCode.EXPIRED: "expires_at is not in the future (by the relay's clock; see Welcome.time_ms).",
     ErrorCode.TTL_TOO_LONG: "expires_at is beyond the mailbox's or the relay's maximum TTL.",
@@ -149,6 +150,7 @@ DESCRIPTIONS: dict[ErrorCode, str] = {
     ErrorCode.TOO_MANY_CONNECTIONS: "Too many connections from this address.",
     ErrorCode.SLOW_CONSUMER: "Deliveries were not read fast enough; reconnect and resume from the cursor.",
     ErrorCode.BUSY: "The relay is overloaded, or holds as many mailboxes as its operator allows (create); retry later with backoff.",
+    ErrorCode.STORAGE_FULL: "The relay's storage is full: nothing was stored (publish, create). Reads, subscriptions and admin operations still work; retry later with backoff.",
     ErrorCode.REVOKED: "The mailbox's keys were rotated; authenticate with the new keys.",
     ErrorCode.DELETED: "The mailbox was deleted by its admin.",
     ErrorCode.SHUTTING_DOWN: "The relay is stopping; reconnect later.",

@@ -15,6 +15,7 @@ from ._store import (
     MailboxRecord,
     PendingAppend,
     StorageError,
+    StorageFullError,
     Store,
     StoredEnvelope,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "RelayMetrics",
     "SQLiteStore",
     "StorageError",
+    "StorageFullError",
     "Store",
     "StoredEnvelope",
     "create_key_file",

@@ -29,6 +29,7 @@ import structlog
 import trio
 
 from cellrelay import __version__
+from cellrelay._undumpable import make_undumpable
 from cellrelay.protocol._errors import CellrelayError
 from cellrelay.protocol.wire._address import RelayAddress
 
@@ -39,12 +40,11 @@ from ._memory_store import MemoryStore
 from ._server import Relay
 from ._sqlite_store import (
     APPLICATION_ID,
-    DELETE_CHUNK_ROWS,
     SCHEMA_VERSION,
     SQLiteStore,
     _delete_expired_chunk_sync,
 )
-from ._store import StorageError, Store
+from ._store import StorageError, StorageFullError, Store
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -113,7 +113,11 @@ async def open_store(config: RelayConfig) -> AsyncIterator[Store]:
     if config.store == "memory":
         yield MemoryStore()
         return
-    store = await SQLiteStore.open(config.database_path, durability=config.durability)  # type: ignore[arg-type]
+    store = await SQLiteStore.open(
+        config.database_path,
+        durability=config.durability,  # type: ignore[arg-type]
+        reserve_bytes=config.storage_reserve,
+    )
     try:
         yield store
     finally:
@@ -254,11 +258,10 @@ def _purge_expired(conn: sqlite3.Connection, now: float) -> BackupSummary:
     conn.execute("PRAGMA secure_delete = ON").fetchall()
     conn.execute("PRAGMA foreign_keys = ON").fetchall()
     expired = 0
-    while True:
-        count = _delete_expired_chunk_sync(conn, now)
+    more = True
+    while more:
+        count, more = _delete_expired_chunk_sync(conn, now)
         expired += count
-        if count < DELETE_CHUNK_ROWS:
-            break
     conn.execute("PRAGMA journal_mode = DELETE").fetchall()
     problems = [row[0] for row in conn.execute("PRAGMA quick_check").fetchall()]
     if problems != ["ok"]:
@@ -298,22 +301,26 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(json=json_logs, level=config.log_level)
     try:
         trio.run(serve, config)
-    except (OSError, BaseExceptionGroup) as exc:
-        # Binding fails inside the relay's nursery (address in use, permission denied), so
-        # the OSError may arrive wrapped in exception groups: find it, say it in one line.
-        error = _find_os_error(exc)
-        if error is None:
+    except BaseExceptionGroup as group:
+        # What fails while the relay starts (a port in use, the database locked by another
+        # relay, a full disk) fails inside its nurseries, wrapped in exception groups: find
+        # the error meant for the operator and raise it alone, so it is one line.
+        found = _operator_error(group)
+        if found is None:
             raise
-        raise ConfigError(f"listen: cannot listen ({error.strerror or error})") from None
+        raise found from None
     return 0
 
 
-def _find_os_error(exc: BaseException) -> OSError | None:
-    if isinstance(exc, OSError):
+_OPERATOR_ERRORS: Final = (ConfigError, StorageError, CellrelayError)
+
+
+def _operator_error(exc: BaseException) -> BaseException | None:
+    if isinstance(exc, _OPERATOR_ERRORS):
         return exc
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:
-            found = _find_os_error(inner)
+            found = _operator_error(inner)
             if found is not None:
                 return found
     return None
@@ -349,13 +356,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Exit statuses besides 0 (docs/operator-guide.md, section 4): a setting or the database
+# needs the operator (systemd must not restart in a loop: RestartPreventExitStatus=2), or the
+# disk is too full to open the database (sysexits' EX_TEMPFAIL: systemd restarts it, and
+# it starts once there is room).
+EXIT_FIX: Final = 2
+EXIT_DISK_FULL: Final = 75
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the relay command line; return the exit status."""
+    """Run the relay command line; return the exit status.
+
+    First of all the process stops making core dumps (`cellrelay._undumpable`): the relay
+    key is read by every command but `backup`, and `serve` holds it and the envelopes.
+    """
+    make_undumpable(lock_limit=True)
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args))
-    except (ConfigError, StorageError, CellrelayError) as exc:
+    except StorageFullError as exc:
         print(f"cellrelay relay: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_DISK_FULL
+    except _OPERATOR_ERRORS as exc:
+        print(f"cellrelay relay: {exc}", file=sys.stderr)
+        return EXIT_FIX
     except KeyboardInterrupt:
         return 130

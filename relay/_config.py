@@ -68,6 +68,11 @@ class RelayConfig:
         "Storage: sqlite (durable, the default) or memory (tests; loses everything on exit).",
     )
     database: str = _opt("", "SQLite database file (default: DATA_DIR/relay.sqlite3).")
+    storage_reserve: int = _opt(
+        32 * 1024 * 1024,
+        "Bytes of disk the relay keeps in a file beside the database and gives back when the disk"
+        " fills, so deleting and expiring envelopes still work (0: none).",
+    )
     durability: str = _opt(
         "full",
         "full: fsync each group commit, nothing acknowledged is lost even on power failure; "
@@ -195,6 +200,7 @@ def _check(config: RelayConfig) -> None:
         "ping_interval", "send_queue_bytes", "max_inflight_publishes", "commit_batch",
     ):  # fmt: skip
         need(getattr(config, name) > 0, name, "must be positive")
+    need(config.storage_reserve >= 0, "storage_reserve", "must not be negative")
     for name in ("publish_rate", "mailbox_publish_rate", "create_rate", "handshake_timeout",
                  "sweep_interval", "shutdown_grace"):  # fmt: skip
         need(getattr(config, name) > 0, name, "must be positive")

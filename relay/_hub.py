@@ -33,6 +33,18 @@ the store again instead; the envelopes are there. Live delivery sends only seq >
 so nothing is sent twice. The backlog goes out a frame at a time, each frame only once
 the connection's queue has drained below that threshold, so a large backlog never counts
 as slow consumption; the awaits this adds all come before the final, synchronous step.
+
+A full disk. A write that fails with `StorageFullError` puts the hub in the *storage full*
+state (`storage_full`): it logs `storage_full` once, asks the store to release its reserve
+(room for deletions, relay/_sqlite_store.py), and from then on refuses publishes and
+creations with `STORAGE_FULL` at once, without touching the store and without a log line
+each. Reads, subscriptions and admin operations go on (a delete or a rotation must work
+when the disk is full: they make room and cut off removed members), and so does the
+sweeper. A probe task asks the store every `STORAGE_PROBE_INTERVAL` seconds, and at once
+after a sweep or a delete freed something, whether there is room again; when there is, the
+hub logs `storage_recovered` with how many writes it refused and for how long, and takes
+writes again. /readyz is 503 meanwhile. The state is the hub's, not the store's: a write
+that found no room is an outcome of the store's calls, and the hub decides what to refuse.
 """
 
 from __future__ import annotations
@@ -46,11 +58,12 @@ import structlog
 import trio
 
 from cellrelay.protocol._errors import ErrorCode
-from cellrelay.protocol.wire._capability import verify_admin, verify_auth
+from cellrelay.protocol.wire._capability import CapabilityKey, verify_admin, verify_auth
 from cellrelay.protocol.wire._codec import encode_deliver, encode_error, encode_ok, encode_published
 from cellrelay.protocol.wire._connection import MAX_PLAINTEXT, EncodedMessage
 from cellrelay.protocol.wire._messages import (
     MAX_PAGE_ITEMS,
+    TTL_TOLERANCE,
     Auth,
     Create,
     Created,
@@ -79,7 +92,14 @@ from cellrelay.protocol.wire._messages import (
 from ._logging import tag_mailbox
 from ._ratelimit import AddressBuckets, TokenBucket
 from ._session import LOW_WATER, READ, WRITE, Session
-from ._store import MailboxExistsError, MailboxRecord, PendingAppend, StorageError, Store
+from ._store import (
+    MailboxExistsError,
+    MailboxRecord,
+    PendingAppend,
+    StorageError,
+    StorageFullError,
+    Store,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -100,13 +120,20 @@ CATCH_UP_BUFFER: Final = 1024
 # take at most 1 + 9 + 9 + 5 bytes; the map around it under 64.
 PAGE_ITEM_OVERHEAD: Final = 24
 PAGE_BUDGET: Final = MAX_PLAINTEXT - 64
-# Tolerance for clocks: an expires_at this far past now + max TTL is still accepted, so a
-# client that computes "now + TTL" with its own slightly fast clock is not refused.
-TTL_SLACK: Final = 60
+
+# While the storage is full, how often the hub asks the store whether there is room again
+# (a statvfs and a few pragmas): a relay recovers within this long of space returning.
+STORAGE_PROBE_INTERVAL: Final = 2.0
+# What the `storage_full` line tells the operator (docs/operator-guide.md, "A full disk").
+STORAGE_FULL_ADVICE: Final = (
+    "free space on the database's filesystem, or lower max_stored_bytes; reads go on, and"
+    " the relay takes writes again by itself once there is room"
+)
 
 STORE_ERRORS: Final = {
     "no_such_mailbox": ErrorCode.NO_SUCH_MAILBOX,
     "mailbox_full": ErrorCode.MAILBOX_FULL,
+    "storage_full": ErrorCode.STORAGE_FULL,
 }
 
 
@@ -192,16 +219,46 @@ class Hub:
         # commit in between. A deletion counts at the next sweep, and publishes queued for
         # one commit may pass the limit together: it bounds the disk, not to the byte.
         self.stored_bytes = 0
+        # The storage full state (module docstring): when it began, writes refused since.
+        self.storage_full = False
+        self._full_since = 0.0
+        self._full_refused = 0
+        self._full_begun = trio.Event()  # wakes the probe
+        self._room_made = trio.Event()  # a sweep or delete freed something: probe now
+        # What a proof for a mailbox that does not exist is checked against (`_lookup`): a
+        # real Ed25519 public key, so its check costs what a real one does (libsodium
+        # refuses a malformed or small-order key before doing the work).
+        self._absent_key = CapabilityKey.generate().public
         metrics.mailboxes.set_function(lambda: self.mailbox_count)
         metrics.stored_bytes.set_function(lambda: self.stored_bytes)
 
     # -- background tasks ------------------------------------------------------------------
 
+    async def prepare(self) -> None:
+        """Get ready to serve: count what is stored, claim the disk reserve, sweep.
+
+        The sweep runs before the relay listens: envelopes that expired while it was
+        stopped would otherwise stay on disk until the first interval passed (issue 10).
+        Reads never return them either way. A store too full for its reserve starts the
+        relay in the storage full state (module docstring); a sweep that fails is logged,
+        and the sweeper tries again.
+        """
+        self.stored_bytes = await self.store.total_stored_bytes()
+        if not await self.store.restore_reserve():
+            await self._enter_full("open")
+        try:
+            await self.sweep()
+        except StorageFullError:
+            await self._enter_full("sweep")
+        except StorageError as exc:
+            if _store_failed(self.store):
+                raise
+            log.error("storage_error", operation="sweep", error=str(exc))  # noqa: TRY400
+
     async def run_committer(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Commit queued publishes in batches until cancelled or shut down and drained."""
-        self.stored_bytes = await self.store.total_stored_bytes()
         task_status.started()
         config = self.config
         while True:
@@ -222,6 +279,11 @@ class Hub:
                     [item for item, _, _ in batch], default_max_bytes=config.mailbox_max_bytes
                 )
                 results = [(r.seq, r.error) for r in appended]
+            except StorageFullError:
+                # Nothing was stored; refuse the batch as full and stop taking writes until
+                # there is room (module docstring). One log line, from _enter_full.
+                results = [(None, "storage_full")] * len(batch)
+                await self._enter_full("append_batch", refused=len(batch))
             except StorageError as exc:
                 # A failed batch stored nothing (the Store contract): answer each publish
                 # with INTERNAL and go on. Letting the error escape would cancel the relay's
@@ -362,6 +424,8 @@ class Hub:
             await trio.sleep(self.config.sweep_interval)
             try:
                 await self.sweep()
+            except StorageFullError:
+                await self._enter_full("sweep")  # logs only if it is news
             except StorageError as exc:
                 # Try again next interval; an escaping error would stop the relay (see
                 # run_committer). Expired envelopes are still never delivered meanwhile:
@@ -377,7 +441,69 @@ class Hub:
         if deleted:
             self.metrics.expired_deleted.inc(deleted)
             log.info("expired_deleted", count=deleted)
+            self._room_made.set()
+        if not self.storage_full:
+            # Writes may have resumed without the reserve (relay/_sqlite_store.py): take it
+            # back once there is room for it.
+            await self.store.restore_reserve()
         return deleted
+
+    # -- the storage full state (module docstring) -------------------------------------------
+
+    async def _enter_full(self, operation: str, *, refused: int = 0) -> None:
+        """A write found no room: refuse writes from now on, log it once, free the reserve.
+
+        `refused` counts the writes this failure refused, in the state's total.
+        """
+        if self.storage_full:
+            self._full_refused += refused
+            return
+        self.storage_full = True
+        self._full_since = trio.current_time()
+        self._full_refused = refused
+        self.metrics.storage_full.set(1)
+        log.warning(
+            "storage_full",
+            operation=operation,
+            stored_bytes=self.stored_bytes,
+            advice=STORAGE_FULL_ADVICE,
+        )
+        self._full_begun.set()
+        try:
+            await self.store.release_reserve()
+        except StorageError as exc:
+            log.error("storage_error", operation="release_reserve", error=str(exc))  # noqa: TRY400
+
+    def _refuse_full(self, session: Session, request_id: int) -> None:
+        self._full_refused += 1
+        self._refuse(session, request_id, ErrorCode.STORAGE_FULL)
+
+    async def run_storage_probe(self) -> None:
+        """While the storage is full, take writes again once the store has room (module docstring)."""
+        while True:
+            if not self.storage_full:
+                self._full_begun = trio.Event()
+                await self._full_begun.wait()
+                continue
+            with trio.move_on_after(STORAGE_PROBE_INTERVAL):
+                await self._room_made.wait()
+            self._room_made = trio.Event()
+            try:
+                room = await self.store.restore_reserve()
+            except StorageError as exc:
+                if _store_failed(self.store):
+                    raise
+                log.error("storage_error", operation="restore_reserve", error=str(exc))  # noqa: TRY400
+                continue
+            if room and self.storage_full:
+                self.storage_full = False
+                self.metrics.storage_full.set(0)
+                log.info(
+                    "storage_recovered",
+                    refused=self._full_refused,
+                    seconds=round(trio.current_time() - self._full_since, 1),
+                    stored_bytes=self.stored_bytes,
+                )
 
     async def drain(self) -> None:
         """Stop taking publishes and wait until every queued one is committed and answered."""
@@ -389,9 +515,18 @@ class Hub:
     # -- requests ----------------------------------------------------------------------------
 
     async def handle(self, session: Session, message: Message) -> None:
-        """Handle one message from a client; a storage failure refuses it with INTERNAL."""
+        """Handle one message from a client; a storage failure refuses it with INTERNAL.
+
+        A write that found the storage full is refused with STORAGE_FULL instead, and puts
+        the hub in the storage full state (module docstring).
+        """
         try:
             await self._dispatch(session, message)
+        except StorageFullError:
+            request_id = getattr(message, "id", None)
+            if isinstance(request_id, int):
+                self._refuse(session, request_id, ErrorCode.STORAGE_FULL)
+            await self._enter_full(message.TYPE, refused=1)
         except StorageError as exc:
             # docs/protocol.md §8: INTERNAL, "retry later"; the connection goes on, as for
             # any other refusal, instead of ending as a crash without a word to the client.
@@ -458,6 +593,9 @@ class Hub:
         if self.mailbox_count >= config.max_mailboxes:
             self._refuse(session, message.id, ErrorCode.BUSY)
             return
+        if self.storage_full:
+            self._refuse_full(session, message.id)
+            return
         max_ttl = min(message.max_ttl or config.max_ttl, config.max_ttl)
         while True:
             record = MailboxRecord(
@@ -480,20 +618,15 @@ class Hub:
         )
         self._reply(session, Created(id=message.id, mailbox=record.mailbox))
 
-    async def _load(self, mailbox: MailboxId) -> MailboxState | None:
-        state = self._states.get(mailbox)
-        if state is not None:
-            return state
-        record = await self.store.get_mailbox(mailbox)
-        if record is None:
-            return None
-        state = self._states.get(mailbox)  # another task may have loaded it meanwhile
+    def _state_for(self, record: MailboxRecord) -> MailboxState:
+        """The hub's state of a mailbox that exists: the one in use, or a new one from `record`."""
+        state = self._states.get(record.mailbox)
         if state is None:
             config = self.config
             bucket = TokenBucket(
                 config.mailbox_publish_rate, config.mailbox_publish_burst, trio.current_time()
             )
-            state = self._states[mailbox] = MailboxState(
+            state = self._states[record.mailbox] = MailboxState(
                 record=record, head=record.head, bucket=bucket
             )
         return state
@@ -503,12 +636,20 @@ class Hub:
         if state is not None and not state.holders and not state.subs and state.pending == 0:
             del self._states[mailbox]
 
+    async def _lookup(self, mailbox: MailboxId) -> MailboxRecord | None:
+        """Read the mailbox's record from the store, whether or not the hub holds it in use.
+
+        A proof is always checked against a record read now, never against the cached one
+        alone, and a mailbox that does not exist is checked against `_absent_key`: an auth
+        or admin request then costs one store lookup and one signature check whatever the
+        mailbox's state, and is refused with one code, so neither the answer nor its time
+        tells whether the mailbox exists or is in use (issue 10; docs/threat-model.md).
+        """
+        return await self.store.get_mailbox(mailbox)
+
     async def _auth(self, session: Session, message: Auth) -> None:
-        state = await self._load(message.mailbox)
+        record = await self._lookup(message.mailbox)
         if session.closing:
-            return
-        if state is None:
-            self._refuse(session, message.id, ErrorCode.NO_SUCH_MAILBOX)
             return
         holdings = self._holdings.get(session)
         if holdings is None:
@@ -518,15 +659,18 @@ class Hub:
             and len(holdings.mailboxes) >= self.config.max_mailboxes_per_connection
         ):
             self._refuse(session, message.id, ErrorCode.TOO_MANY_MAILBOXES)
-            self._maybe_forget(message.mailbox)
             return
-        key = state.record.read_key if message.role == "read" else state.record.write_key
-        if not verify_auth(
+        if record is None:
+            key = self._absent_key
+        else:
+            key = record.read_key if message.role == "read" else record.write_key
+        valid = verify_auth(
             key, message.proof, message.role, session.conn.handshake_hash, message.mailbox
-        ):
+        )
+        if record is None or not valid:
             self._refuse(session, message.id, ErrorCode.BAD_PROOF)
-            self._maybe_forget(message.mailbox)
             return
+        state = self._state_for(record)
         state.holders[session] = state.holders.get(session, 0) | (
             READ if message.role == "read" else WRITE
         )
@@ -562,11 +706,14 @@ class Hub:
             self._refuse(session, message.id, ErrorCode.EXPIRED)
             return False
         max_ttl = min(state.record.max_ttl or config.max_ttl, config.max_ttl)
-        if message.expires_at > now + max_ttl + TTL_SLACK:
+        if message.expires_at > now + max_ttl + TTL_TOLERANCE:
             self._refuse(session, message.id, ErrorCode.TTL_TOO_LONG)
             return False
         if self.stored_bytes + len(message.envelope) > config.max_stored_bytes:
             self._refuse(session, message.id, ErrorCode.MAILBOX_FULL)  # the relay's, here
+            return False
+        if self.storage_full:
+            self._refuse_full(session, message.id)
             return False
         tick = trio.current_time()
         if not session.publish_bucket.take(tick) or not state.bucket.take(tick):
@@ -737,22 +884,22 @@ class Hub:
     async def _admin(
         self, session: Session, message: Rotate | SetLimits | Delete
     ) -> MailboxState | None:
-        """Check an admin message's signature and counter; refuse and return None if bad."""
-        state = await self._load(message.mailbox)
+        """Check an admin message's signature and counter; refuse and return None if bad.
+
+        An absent mailbox is BAD_PROOF after the same work as a present one (`_lookup`).
+        """
+        record = await self._lookup(message.mailbox)
         if session.closing:
             return None
-        if state is None:
-            self._refuse(session, message.id, ErrorCode.NO_SUCH_MAILBOX)
-            return None
-        if not verify_admin(state.record.admin_key, message, session.conn.handshake_hash):
+        key = self._absent_key if record is None else record.admin_key
+        valid = verify_admin(key, message, session.conn.handshake_hash)
+        if record is None or not valid:
             self._refuse(session, message.id, ErrorCode.BAD_PROOF)
-            self._maybe_forget(message.mailbox)
             return None
-        if message.counter <= state.record.admin_counter:
+        if message.counter <= record.admin_counter:
             self._refuse(session, message.id, ErrorCode.STALE_COUNTER)
-            self._maybe_forget(message.mailbox)
             return None
-        return state
+        return self._state_for(record)
 
     async def _rotate(self, session: Session, message: Rotate) -> None:
         state = await self._admin(session, message)
@@ -768,6 +915,7 @@ class Hub:
         )
         if not changed:
             self._refuse(session, message.id, ErrorCode.STALE_COUNTER)
+            self._maybe_forget(message.mailbox)
             return
         record = await self.store.get_mailbox(message.mailbox)
         if record is not None:
@@ -777,6 +925,7 @@ class Hub:
         # made with them valid, so nobody is cut off for it.
         if (message.write_key, message.read_key) != (before.write_key, before.read_key):
             self._revoke(state, ErrorCode.REVOKED)
+        self._maybe_forget(message.mailbox)
         log.info(
             "mailbox_rotated", conn_id=session.conn_id, mailbox_tag=tag_mailbox(message.mailbox)
         )
@@ -794,6 +943,7 @@ class Hub:
         )
         if not changed:
             self._refuse(session, message.id, ErrorCode.STALE_COUNTER)
+            self._maybe_forget(message.mailbox)
             return
         record = await self.store.get_mailbox(message.mailbox)
         if record is not None:
@@ -809,8 +959,10 @@ class Hub:
         # mailbox that a failure left half-deleted; then delete.
         if not await self.store.update_admin(message.mailbox, counter=message.counter):
             self._refuse(session, message.id, ErrorCode.STALE_COUNTER)
+            self._maybe_forget(message.mailbox)
             return
         await self.store.delete_mailbox(message.mailbox)
+        self._room_made.set()
         self.mailbox_count -= 1
         self._revoke(state, ErrorCode.DELETED)
         self._states.pop(message.mailbox, None)

@@ -203,6 +203,15 @@ class MemoryStore:
         await self._enter()
         return sum(box.record.stored_bytes for box in self._mailboxes.values())
 
+    async def release_reserve(self) -> None:
+        """Nothing to release: memory has no reserve (the process's memory is the limit)."""
+        await self._enter()
+
+    async def restore_reserve(self) -> bool:
+        """Always room: memory has no reserve."""
+        await self._enter()
+        return True
+
     async def aclose(self) -> None:
         """Forget everything; the store is unusable afterwards."""
         self._closed = True

@@ -1,18 +1,26 @@
-"""A tiny in-process metrics registry with Prometheus text exposition (format 0.0.4).
+"""The relay's metrics: cheap values on the hot path, exposed through `prometheus_client`.
 
-Theory of operation: every metric lives on the Trio thread, so values are plain Python
-numbers with no locks, and an update is one attribute add (`deliveries.inc(n)` counts a
-whole fan-out batch in one call). A `Registry` owns families in registration order; a family
-has a fixed tuple of label names and one child per label-value combination. Unlabelled
-metrics are families with no label names and a single child, which the registry hands back
-directly, so the hot path never looks anything up.
+Theory of operation. Every metric lives on the Trio thread, so a value is a plain Python
+number with no lock, and an update is one attribute add (`deliveries.inc(n)` counts a
+whole fan-out batch in one call). `prometheus_client`'s own metric objects take a lock per
+update: measured here, `Counter.inc` cost 0.96 µs against 0.21 µs for ours, and the fan-out
+path counts bytes and frames on every send, so a delivery would pay about 1.5 µs more, on
+a relay whose whole CPU per delivery under load is about 2 µs (docs/benchmarks.md). So the
+values stay ours and `prometheus_client` does the rest: each family is a collector on a
+`prometheus_client.CollectorRegistry`, which refuses names that collide (a gauge `x` and
+a counter `x_total` are one family to it), and `generate_latest` writes the exposition
+text at scrape time from `collect()`. The command to measure it again is in
+docs/benchmarks.md ("Metrics").
+
+A `Registry` owns families in registration order; a family has a fixed tuple of label
+names and one child per label-value combination. Unlabelled metrics are families with no
+label names and a single child, which the registry hands back directly, so the hot path
+never looks anything up.
 
 Label values must never come from user data (mailbox ids, addresses): a family refuses more
 than `max_label_sets` combinations with `CardinalityError`, so a bug that lets a peer choose a
 label value fails loudly instead of growing memory. `RelayMetrics` pre-creates every allowed
 value and then caps the family at exactly that many, which makes its label sets closed.
-
-Format reference: https://prometheus.io/docs/instrumenting/exposition_formats/ (0.0.4).
 """
 
 from __future__ import annotations
@@ -23,6 +31,15 @@ import math
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Generic, Literal, TypeVar
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from cellrelay.protocol._errors import ErrorCode
 
@@ -48,19 +65,16 @@ __all__ = [
     "RelayMetrics",
 ]
 
-CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+# The text format 0.0.4, which every Prometheus reads; `generate_latest` writes it (with
+# its default escaping our names, all ASCII, are unchanged).
+CONTENT_TYPE: Final = CONTENT_TYPE_PLAIN_0_0_4
 
-# Our largest label set is one value per ErrorCode (37 today). 64 leaves room for growth
+# Our largest label set is one value per ErrorCode (38 today). 64 leaves room for growth
 # while bounding what a buggy label source can cost to a few kilobytes per family.
 DEFAULT_MAX_LABEL_SETS: Final = 64
 
 _METRIC_NAME: Final = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
 _LABEL_NAME: Final = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
-_HISTOGRAM_SUFFIXES: Final = ("_bucket", "_sum", "_count")
-
-# One exposition line's parts: sample name, label pairs the child adds (a histogram's
-# `le="0.1"`, already formatted; "" for none), value.
-_Sample = tuple[str, str, float]
 
 
 class CardinalityError(ValueError):
@@ -68,32 +82,6 @@ class CardinalityError(ValueError):
 
     Label values must come from a small closed set (enum names), never from user data.
     """
-
-
-def _format_value(value: float) -> str:
-    """Format a sample value the way Prometheus parses it (Go's ParseFloat spellings)."""
-    if isinstance(value, int):
-        return str(int(value))  # int() so a stray bool renders as 1, not True
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(value)
-
-
-def _escape_help(text: str) -> str:
-    """Escape a HELP string: only backslash and newline are special there."""
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def _escape_label_value(text: str) -> str:
-    """Escape a label value: backslash, double quote and newline."""
-    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _label_pairs(names: Sequence[str], values: Sequence[str]) -> str:
-    """Render `a="x",b="y"` (no braces), escaped; made once per child, not per scrape."""
-    return ",".join(f'{n}="{_escape_label_value(v)}"' for n, v in zip(names, values, strict=True))
 
 
 class Counter:
@@ -110,8 +98,8 @@ class Counter:
             raise ValueError("a counter only goes up")
         self.value += amount
 
-    def _samples(self, name: str) -> Iterator[_Sample]:
-        yield name, "", self.value
+    def _sample(self) -> float:
+        return self.value
 
 
 class Gauge:
@@ -134,8 +122,8 @@ class Gauge:
         """Subtract `amount` from the gauge."""
         self.value -= amount
 
-    def _samples(self, name: str) -> Iterator[_Sample]:
-        yield name, "", self.value
+    def _sample(self) -> float:
+        return self.value
 
 
 class CallbackGauge:
@@ -155,9 +143,8 @@ class CallbackGauge:
         """Compute the gauge's value by calling `function` at each scrape from now on."""
         self._function = function
 
-    def _samples(self, name: str) -> Iterator[_Sample]:
-        if self._function is not None:
-            yield name, "", self._function()
+    def _sample(self) -> float | None:
+        return None if self._function is None else self._function()
 
 
 class Histogram:
@@ -167,11 +154,10 @@ class Histogram:
     observation equal to a bound counts in that bound's bucket (`le` means <=).
     """
 
-    __slots__ = ("_bounds", "_counts", "_le", "count", "sum")
+    __slots__ = ("_bounds", "_counts", "count", "sum")
 
     def __init__(self, buckets: Sequence[float]) -> None:
         self._bounds = tuple(float(b) for b in buckets)
-        self._le = (*(f'le="{_format_value(b)}"' for b in self._bounds), 'le="+Inf"')
         self._counts = [0] * (len(self._bounds) + 1)  # last slot: above every bound
         self.sum: float = 0.0
         self.count = 0
@@ -182,25 +168,29 @@ class Histogram:
         self.sum += value
         self.count += 1
 
-    def _samples(self, name: str) -> Iterator[_Sample]:
-        bucket, cumulative = f"{name}_bucket", 0
-        for le, n in zip(self._le, self._counts, strict=True):
-            cumulative += n
-            yield bucket, le, cumulative
-        yield f"{name}_sum", "", self.sum
-        yield f"{name}_count", "", self.count
+    def _buckets(self) -> list[tuple[str, float]]:
+        """(`le`, cumulative count) per bucket, `+Inf` last, as prometheus_client wants them."""
+        bounds = (*self._bounds, math.inf)
+        return [
+            ("+Inf" if bound == math.inf else repr(bound), count)
+            for bound, count in zip(bounds, itertools.accumulate(self._counts), strict=True)
+        ]
 
 
 C = TypeVar("C", Counter, Gauge, CallbackGauge, Histogram)
+Kind = Literal["counter", "gauge", "histogram"]
 
 
 class Family(Generic[C]):
-    """One metric name with a fixed tuple of label names and a child per label combination."""
+    """One metric name with a fixed tuple of label names and a child per label combination.
+
+    It is also a `prometheus_client` collector: `collect` turns the children's values into
+    one metric family at scrape time.
+    """
 
     __slots__ = (
         "_children",
         "_factory",
-        "_pairs",
         "help",
         "kind",
         "label_names",
@@ -213,7 +203,7 @@ class Family(Generic[C]):
         *,
         name: str,
         help: str,
-        kind: Literal["counter", "gauge", "histogram"],
+        kind: Kind,
         label_names: tuple[str, ...],
         factory: Callable[[], C],
         max_label_sets: int,
@@ -225,7 +215,6 @@ class Family(Generic[C]):
         self.max_label_sets = max_label_sets
         self._factory: Callable[[], C] = factory
         self._children: dict[tuple[str, ...], C] = {}
-        self._pairs: dict[tuple[str, ...], str] = {}  # each child's escaped label pairs
 
     def labels(self, **values: str) -> C:
         """Return the child for these label values, creating it within the cap.
@@ -249,33 +238,47 @@ class Family(Generic[C]):
                     f"{self.name} already has {len(self._children)} label combinations"
                 )
             child = self._children[key] = self._factory()
-            self._pairs[key] = _label_pairs(self.label_names, key)
         return child
 
-    def _render(self, out: list[str]) -> None:
-        out.append(f"# HELP {self.name} {_escape_help(self.help)}\n")
-        out.append(f"# TYPE {self.name} {self.kind}\n")
+    def _empty(self) -> Metric:
+        labels = list(self.label_names)
+        if self.kind == "counter":
+            return CounterMetricFamily(self.name, self.help, labels=labels)
+        if self.kind == "gauge":
+            return GaugeMetricFamily(self.name, self.help, labels=labels)
+        return HistogramMetricFamily(self.name, self.help, labels=labels)
+
+    def describe(self) -> list[Metric]:
+        """The family without samples: how the registry learns its names at registration."""
+        return [self._empty()]
+
+    def collect(self) -> Iterator[Metric]:
+        """The family with one sample (or histogram) per child, read now."""
+        metric = self._empty()
         for key, child in self._children.items():
-            pairs = self._pairs[key]
-            for sample, extra, value in child._samples(self.name):
-                labels = f"{pairs},{extra}" if pairs and extra else pairs or extra
-                braced = f"{{{labels}}}" if labels else ""
-                out.append(f"{sample}{braced} {_format_value(value)}\n")
+            if isinstance(child, Histogram):
+                assert isinstance(metric, HistogramMetricFamily)  # noqa: S101 - same kind
+                metric.add_metric(list(key), child._buckets(), sum_value=child.sum)
+                continue
+            value = child._sample()
+            if value is not None:
+                assert isinstance(metric, CounterMetricFamily | GaugeMetricFamily)  # noqa: S101
+                metric.add_metric(list(key), float(value))
+        yield metric
 
 
 class Registry:
-    """Owns metric families and renders them in registration order."""
+    """Owns metric families, in registration order, on a `prometheus_client` registry."""
 
-    __slots__ = ("_families", "_names")
+    __slots__ = ("collectors",)
 
     def __init__(self) -> None:
-        # Each family's render method, in registration order.
-        self._families: list[Callable[[list[str]], None]] = []
-        self._names: set[str] = set()  # every sample name in use, to refuse collisions
+        # Not prometheus_client's global REGISTRY: a process may hold several relays (tests).
+        self.collectors = CollectorRegistry(auto_describe=False)
 
     def counter(self, name: str, help: str) -> Counter:
         """Register an unlabelled counter; its name must end in `_total`."""
-        return self._unlabelled(self.counter_family(name, help, ()))
+        return self.counter_family(name, help, ()).labels()
 
     def counter_family(
         self,
@@ -288,20 +291,11 @@ class Registry:
         """Register a counter with labels; its name must end in `_total`."""
         if not name.endswith("_total"):
             raise ValueError(f"counter {name} must end in _total")
-        return self._add(
-            Family(
-                name=name,
-                help=help,
-                kind="counter",
-                label_names=label_names,
-                factory=Counter,
-                max_label_sets=max_label_sets,
-            )
-        )
+        return self._add(name, help, "counter", label_names, Counter, max_label_sets)
 
     def gauge(self, name: str, help: str) -> Gauge:
         """Register an unlabelled gauge."""
-        return self._unlabelled(self.gauge_family(name, help, ()))
+        return self.gauge_family(name, help, ()).labels()
 
     def gauge_family(
         self,
@@ -312,37 +306,18 @@ class Registry:
         max_label_sets: int = DEFAULT_MAX_LABEL_SETS,
     ) -> Family[Gauge]:
         """Register a gauge with labels."""
-        return self._add(
-            Family(
-                name=name,
-                help=help,
-                kind="gauge",
-                label_names=label_names,
-                factory=Gauge,
-                max_label_sets=max_label_sets,
-            )
-        )
+        return self._add(name, help, "gauge", label_names, Gauge, max_label_sets)
 
     def callback_gauge(
-        self,
-        name: str,
-        help: str,
-        function: Callable[[], float] | None = None,
+        self, name: str, help: str, function: Callable[[], float] | None = None
     ) -> CallbackGauge:
         """Register a gauge computed by `function` at scrape time (set it later if None)."""
-        family: Family[CallbackGauge] = Family(
-            name=name,
-            help=help,
-            kind="gauge",
-            label_names=(),
-            factory=lambda: CallbackGauge(function),
-            max_label_sets=1,
-        )
-        return self._unlabelled(self._add(family))
+        family = self._add(name, help, "gauge", (), lambda: CallbackGauge(function), 1)
+        return family.labels()
 
     def histogram(self, name: str, help: str, buckets: Sequence[float]) -> Histogram:
         """Register an unlabelled histogram with fixed finite upper bounds `buckets`."""
-        return self._unlabelled(self.histogram_family(name, help, (), buckets))
+        return self.histogram_family(name, help, (), buckets).labels()
 
     def histogram_family(
         self,
@@ -361,43 +336,43 @@ class Registry:
             raise ValueError(f"{name}: buckets must be strictly increasing")
         if "le" in label_names:
             raise ValueError(f"{name}: 'le' is reserved for histogram buckets")
+        return self._add(
+            name, help, "histogram", label_names, lambda: Histogram(bounds), max_label_sets
+        )
+
+    def render(self) -> bytes:
+        """Return every metric in the Prometheus text format 0.0.4, UTF-8."""
+        return generate_latest(self.collectors)
+
+    def _add(
+        self,
+        name: str,
+        help: str,
+        kind: Kind,
+        label_names: tuple[str, ...],
+        factory: Callable[[], C],
+        max_label_sets: int,
+    ) -> Family[C]:
+        if not _METRIC_NAME.match(name):
+            raise ValueError(f"invalid metric name {name!r}")
+        for label in label_names:
+            if not _LABEL_NAME.match(label) or label.startswith("__"):
+                raise ValueError(f"{name}: invalid label name {label!r}")
+        if len(set(label_names)) != len(label_names):
+            raise ValueError(f"{name}: duplicate label name")
         family = Family(
             name=name,
             help=help,
-            kind="histogram",
+            kind=kind,
             label_names=label_names,
-            factory=lambda: Histogram(bounds),
+            factory=factory,
             max_label_sets=max_label_sets,
         )
-        return self._add(family)
-
-    def render(self) -> bytes:
-        """Return every metric in Prometheus text format 0.0.4, UTF-8."""
-        out: list[str] = []
-        for render_family in self._families:
-            render_family(out)
-        return "".join(out).encode("utf-8")
-
-    def _add(self, family: Family[C]) -> Family[C]:
-        if not _METRIC_NAME.match(family.name):
-            raise ValueError(f"invalid metric name {family.name!r}")
-        for label in family.label_names:
-            if not _LABEL_NAME.match(label) or label.startswith("__"):
-                raise ValueError(f"{family.name}: invalid label name {label!r}")
-        if len(set(family.label_names)) != len(family.label_names):
-            raise ValueError(f"{family.name}: duplicate label name")
-        names = {family.name}
-        if family.kind == "histogram":
-            names |= {family.name + s for s in _HISTOGRAM_SUFFIXES}
-        if names & self._names:
-            raise ValueError(f"metric {family.name} collides with one already registered")
-        self._names |= names
-        self._families.append(family._render)
+        try:
+            self.collectors.register(family)
+        except ValueError as exc:  # "Duplicated timeseries in CollectorRegistry: {...}"
+            raise ValueError(f"metric {name} collides with one already registered") from exc
         return family
-
-    @staticmethod
-    def _unlabelled(family: Family[C]) -> C:
-        return family.labels()
 
 
 # -- The relay's standard metrics ----------------------------------------------------------
@@ -445,7 +420,7 @@ class RelayMetrics:
     max-gauge would need a scrape-time reset and lie with more than one scraper.
     """
 
-    connections: Gauge
+    connections_open: Gauge
     connections_total: Counter
     handshakes: Family[Counter]
     handshakes_in_progress: Gauge
@@ -464,6 +439,7 @@ class RelayMetrics:
     store_batch_size: Histogram
     expired_deleted: Counter
     connections_dropped: Family[Counter]
+    storage_full: Gauge
     _rejection_by_code: dict[ErrorCode, Counter] = field(repr=False)
 
     @classmethod
@@ -473,7 +449,9 @@ class RelayMetrics:
         Set `mailboxes` with `metrics.mailboxes.set_function(...)` once the hub exists.
         """
         r, p = registry, PREFIX
-        connections = r.gauge(p + "connections", "Client connections open now.")
+        # Not `cellrelay_connections`: with the counter below it would be one family
+        # name (a counter's is its name without `_total`), which Prometheus refuses.
+        connections_open = r.gauge(p + "connections_open", "Client connections open now.")
         connections_total = r.counter(p + "connections_total", "Client connections accepted.")
         handshakes = r.counter_family(
             p + "handshakes_total", "Noise handshakes finished, by result.", ("result",)
@@ -524,11 +502,15 @@ class RelayMetrics:
             "Connections ended other than by an orderly goodbye, by reason.",
             ("reason",),
         )
+        storage_full = r.gauge(
+            p + "storage_full",
+            "1 while the relay refuses publishes and creations because its storage is full, else 0.",
+        )
         _close_family(handshakes, HANDSHAKE_RESULTS)
         _close_family(rejections, _CODE_LABELS)
         _close_family(connections_dropped, (*_CODE_LABELS, CONNECTION_LOST))
         return cls(
-            connections=connections,
+            connections_open=connections_open,
             connections_total=connections_total,
             handshakes=handshakes,
             handshakes_in_progress=handshakes_in_progress,
@@ -547,6 +529,7 @@ class RelayMetrics:
             store_batch_size=store_batch_size,
             expired_deleted=expired_deleted,
             connections_dropped=connections_dropped,
+            storage_full=storage_full,
             _rejection_by_code={
                 code: rejections.labels(reason=code.name.lower())
                 for code in ErrorCode

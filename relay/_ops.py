@@ -23,6 +23,7 @@ import h11
 import structlog
 import trio
 
+from cellrelay.relay._listen import open_listeners
 from cellrelay.relay._metrics import CONTENT_TYPE
 
 if TYPE_CHECKING:
@@ -246,7 +247,8 @@ async def serve_ops(
             saturated = False
             await trio.aclose_forcefully(stream)
 
-    listeners = await trio.open_tcp_listeners(port, host=host)
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    listeners = await open_listeners("ops_listen", address, host, port)
     if port == 0:
         for extra in listeners[1:]:
             await extra.aclose()

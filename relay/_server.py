@@ -30,6 +30,7 @@ publishes, let every queued publish commit and be acknowledged, say `goodbye`
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import time
@@ -40,11 +41,18 @@ import structlog
 import trio
 
 from cellrelay.protocol._errors import CellrelayError, ErrorCode, RemoteProtocolError
-from cellrelay.protocol.wire._connection import Connection, EncodedMessage, Role, State
+from cellrelay.protocol.wire._connection import (
+    Connection,
+    EncodedMessage,
+    Role,
+    State,
+    refusal_frame,
+)
 from cellrelay.protocol.wire._messages import Message, Ping, Publish, Welcome
 
 from ._config import RelayConfig, split_host_port
 from ._hub import Hub
+from ._listen import open_listeners
 from ._metrics import Registry, RelayMetrics
 from ._ops import serve_ops
 from ._ratelimit import TokenBucket
@@ -67,6 +75,9 @@ RECEIVE_SIZE: Final = 65_537
 KEEPALIVE_SCAN: Final = 1.0  # seconds between passes over all connections
 IDLE_INTERVALS: Final = 3  # pings unanswered for this many intervals close the connection
 CLOSE_GRACE: Final = 2.0  # seconds a closing connection's writer gets to flush its goodbye
+# Seconds a handshake refusal (17 bytes, docs/protocol.md §3.2) may take to write: a socket
+# takes it at once unless the client stopped reading, which is then its loss.
+REFUSAL_GRACE: Final = 1.0
 
 
 class Relay:
@@ -104,8 +115,8 @@ class Relay:
 
     @property
     def ready(self) -> bool:
-        """True while the relay accepts clients (for /readyz)."""
-        return self._ready and not self._shutting_down
+        """True while the relay accepts clients and can store what they publish (for /readyz)."""
+        return self._ready and not self._shutting_down and not self.hub.storage_full
 
     async def serve(
         self, *, task_status: trio.TaskStatus[list[tuple[str, int]]] = trio.TASK_STATUS_IGNORED
@@ -114,8 +125,10 @@ class Relay:
         async with trio.open_nursery() as nursery:
             # `shutdown` cancels it all once drained, and then `serve` returns.
             self._serve_scope = nursery.cancel_scope
+            await self.hub.prepare()
             await nursery.start(self.hub.run_committer)
             nursery.start_soon(self.hub.run_sweeper)
+            nursery.start_soon(self.hub.run_storage_probe)
             nursery.start_soon(self._run_keepalive)
             if self.config.ops_listen:
                 host, port = split_host_port(self.config.ops_listen, "ops_listen")
@@ -144,7 +157,7 @@ class Relay:
     async def _open_listeners(self) -> None:
         for address in self.config.listen:
             host, port = split_host_port(address, "listen")
-            listeners = await trio.open_tcp_listeners(port, host=host)
+            listeners = await open_listeners("listen", address, host, port)
             if port == 0:  # one listener per family would each get another port
                 for extra in listeners[1:]:
                     await extra.aclose()
@@ -245,7 +258,7 @@ class Relay:
     def _count_in(self, address: str) -> None:
         self._connections += 1
         self._per_address[address] += 1
-        self.metrics.connections.inc()
+        self.metrics.connections_open.inc()
         self.metrics.connections_total.inc()
 
     def _count_out(self, address: str) -> None:
@@ -253,7 +266,7 @@ class Relay:
         self._per_address[address] -= 1
         if not self._per_address[address]:
             del self._per_address[address]
-        self.metrics.connections.dec()
+        self.metrics.connections_open.dec()
 
     async def _handshake(self, stream: trio.SocketStream, conn: Connection) -> bool:
         """Run the handshake within the deadline; True when the connection is open."""
@@ -281,7 +294,13 @@ class Relay:
                 result = "ok"
             if deadline.cancelled_caught:
                 result = "timeout"
-        except (RemoteProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
+                await _refuse_handshake(stream, refusal_frame(ErrorCode.HANDSHAKE_TIMEOUT))
+        except RemoteProtocolError as exc:
+            # docs/protocol.md §3.2: say why, unauthenticated (HANDSHAKE_FAILED: the client
+            # pinned another key), so a client can tell its user at once.
+            await _refuse_handshake(stream, conn.farewell(exc.code))
+            return False
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
             return False
         finally:
             self._handshakes -= 1
@@ -355,12 +374,15 @@ class Relay:
             session.ping_outstanding = False
             try:
                 messages = conn.receive_data(data)
+                received += await self._handle_messages(session, messages)
+                if conn.failing and not session.closing:
+                    # A fault after those messages (docs/protocol.md §8.1): raise it now.
+                    conn.receive_data(b"")
             except RemoteProtocolError as exc:
                 # The peer broke the protocol: one last goodbye with the code, then close.
                 metrics.reject(exc.code)
                 session.fail(conn.farewell(exc.code), exc.code)
                 return received, False
-            received += await self._handle_messages(session, messages)
             if session.closing:
                 return received, False
             # Not kept while waiting for the next read: an idle connection would hold its
@@ -397,3 +419,12 @@ class Relay:
                     ping_id = (ping_id + 1) & 0xFFFFFFFF
                     session.ping_outstanding = True
                     session.send([EncodedMessage.of(Ping(id=ping_id))])
+
+
+async def _refuse_handshake(stream: trio.SocketStream, refusal: bytes) -> None:
+    """Send a handshake refusal if the client takes it at once; never wait on a client for it."""
+    with (
+        trio.move_on_after(REFUSAL_GRACE),
+        contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+    ):
+        await stream.send_all(refusal)

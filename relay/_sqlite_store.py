@@ -8,8 +8,20 @@ Opening
 `await SQLiteStore.open(path, durability=...)` (or `async with open_sqlite_store(...)`)
 creates the parent directory (mode 0700) and the database file (mode 0600) if they are
 missing, and tightens the mode of an existing file, its `-wal` and its `-shm` to 0600:
-SQLite gives those two the database file's mode, so they follow. Then, in order, refusing
-with a `StorageError` that says what to do at the first problem:
+SQLite gives those two the database file's mode, so they follow.
+
+First of all it takes an exclusive `flock` on the lock file beside the database
+(`relay.sqlite3.lock`, mode 0600, holding the owner's process id), and holds it until
+`aclose` (or the process ends: the kernel drops the lock with the descriptor, so a killed
+relay leaves no stale lock). A second store on the same file, in this process or another,
+is refused with a `StorageError` naming the first one's process id. Two relays on one
+database would each cache heads and counts the other changes, and sweep and checkpoint
+under each other (issue 10, item 6). A separate file rather than the database itself:
+SQLite takes POSIX locks on the database, and on some filesystems (NFS) `flock` is
+emulated with POSIX locks and would collide with them. `cellrelay relay backup` reads the
+database without the lock, as it may while the relay runs.
+
+Then, in order, refusing with a `StorageError` that says what to do at the first problem:
 
 1. the SQLite library is at least `MIN_SQLITE_VERSION`;
 2. the file is a SQLite database that is empty or marked as ours (`application_id`), and
@@ -94,6 +106,37 @@ errors. After an I/O error or corruption on the write connection the store refus
 further work: what is on disk is no longer known, and reopening the file (SQLite
 recovers the WAL) is the safe way back.
 
+A full disk
+-----------
+A write that finds no room (SQLite's SQLITE_FULL: the filesystem is full, or the database
+reached `max_page_count`) raises `StorageFullError`; its transaction was rolled back, so
+nothing was written, and the file is fine (this is not one of the errors after which the
+store refuses all work). Deleting also writes (WAL frames, and `secure_delete` rewrites
+every page it frees), so a disk that is exactly full would refuse the very deletions that
+make room. Three things keep that from happening:
+
+* Deletions are chunked by bytes as well as rows (`DELETE_CHUNK_BYTES`), mailbox deletion
+  included, so one transaction adds at most about that much to the WAL, which SQLite
+  reuses from its start after each automatic checkpoint: deleting needs a few MiB of
+  disk, however much it deletes.
+* The *reserve*: `relay.sqlite3.reserve`, a file of `reserve_bytes` allocated zeros beside
+  the database. `release_reserve` unlinks it, so its room goes to the deletions the hub
+  still lets through while it refuses publishes (expiry sweeps, admin deletes and
+  rotations).
+* `restore_reserve` says when writes may resume: once the filesystem has `WAL_ROOM` free
+  for the WAL, and beyond that, counting the database's free pages (what expiry and
+  deletion freed inside the file), room for at least as much as the reserve, so that
+  taking writes again is not followed at once by the next full disk. Expiry alone can
+  bring a relay back, without anyone freeing space. The reserve itself is allocated again
+  whenever the filesystem has room for it and `WAL_ROOM` besides (the hub asks after every
+  sweep).
+
+If the disk is so full at start that SQLite could not create its `-wal` and `-shm` files,
+`open` releases a reserve left by the last run first (the hub then starts refusing
+writes); without one it fails with `StorageFullError`, whose message says to free space.
+`limit_pages` sets SQLite's `max_page_count` on the write connection: a real "database is
+full", which tests and fire drills use to fill the store without filling a disk.
+
 Deleting, and what it does and does not guarantee
 --------------------------------------------------
 `secure_delete=ON` makes SQLite overwrite deleted rows, index entries and freed pages
@@ -124,6 +167,8 @@ gap.
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import os
 import queue
 import sqlite3
@@ -145,6 +190,7 @@ from cellrelay.relay._store import (
     MailboxRecord,
     PendingAppend,
     StorageError,
+    StorageFullError,
     StoredEnvelope,
     validate_admin_update,
     validate_append,
@@ -180,7 +226,8 @@ APPLICATION_ID: Final = 0x63726C79
 # secure_delete, wal_checkpoint(TRUNCATE), application_id) is older.
 MIN_SQLITE_VERSION: Final = (3, 24, 0)
 
-FILE_MODE: Final = 0o600  # the database, -wal and -shm: the relay's user only
+FILE_MODE: Final = 0o600  # the database, -wal, -shm and .lock: the relay's user only
+LOCK_SUFFIX: Final = ".lock"  # the lock file beside the database (module docstring)
 DIR_MODE: Final = 0o700  # a parent directory the store creates
 
 # How long a statement waits for a lock held by another connection before failing with
@@ -198,6 +245,10 @@ CHECKPOINT_BUSY_TIMEOUT: Final = 0.25
 # including its share of the checkpoint), so a publish waits about that long at worst
 # behind the sweeper, while 20 chunks still clear 20,000 envelopes in under half a second.
 DELETE_CHUNK_ROWS: Final = 1000
+# ...and at most this many envelope bytes (but at least one envelope): with large envelopes
+# a chunk of 1000 rows would be 16 MB of WAL, which a full disk cannot hold (module
+# docstring, "A full disk"). 1 MiB is about 1700 alerts of 600 bytes, so it rarely binds.
+DELETE_CHUNK_BYTES: Final = 1024 * 1024
 
 # SQLite checkpoints the WAL into the database file inside the commit that takes it past
 # this many pages, and that commit waits for the copy and an fsync of the database file.
@@ -230,6 +281,19 @@ _SQLITE_NOTADB: Final = 26
 _FATAL_CODES: Final = frozenset({_SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_NOTADB})
 
 _SQLITE_BUSY: Final = 5
+_SQLITE_FULL: Final = 13  # "database or disk is full": a write found no room
+
+# The reserve (module docstring, "A full disk"): a file of zeros beside the database that
+# the store gives back to the filesystem when a write finds the disk full, so that deleting
+# (expired envelopes, a mailbox) can still write its WAL frames, and takes again once there
+# is room. 32 MiB covers deleting a whole mailbox at the default 16 MiB quota, with
+# secure_delete rewriting every page it frees, plus its index pages.
+RESERVE_SUFFIX: Final = ".reserve"
+DEFAULT_RESERVE_BYTES: Final = 32 * 1024 * 1024
+# Room a commit needs on the filesystem beyond the reserve: the WAL grows to about
+# WAL_AUTOCHECKPOINT_PAGES pages plus one batch before SQLite reuses it from its start.
+WAL_ROOM: Final = 2 * WAL_AUTOCHECKPOINT_PAGES * 4096
+_ZEROS: Final = bytes(1024 * 1024)  # for filesystems without fallocate
 _SQLITE_LOCKED: Final = 6
 
 # Migrations: MIGRATIONS[n] takes a database from schema version n to n + 1. Never edit
@@ -400,9 +464,14 @@ class SQLiteStore:
         durability: Durability,
         writer: sqlite3.Connection,
         readers: Sequence[sqlite3.Connection],
+        lock_fd: int = -1,
+        reserve_bytes: int = DEFAULT_RESERVE_BYTES,
     ) -> None:
         """Wrap connections that `open` prepared; call `open` instead of this."""
         self._path = path
+        self._reserve_path = path.with_name(path.name + RESERVE_SUFFIX)
+        self._reserve_bytes = reserve_bytes
+        self._lock_fd = lock_fd  # the flock on the lock file, released by aclose
         self._durability: Durability = durability
         self._writer = writer
         self._write_lock = trio.Lock()
@@ -424,6 +493,7 @@ class SQLiteStore:
         *,
         durability: Durability = "full",
         read_connections: int = DEFAULT_READ_CONNECTIONS,
+        reserve_bytes: int = DEFAULT_RESERVE_BYTES,
     ) -> SQLiteStore:
         """Open (creating if needed), check and migrate the database at `path`.
 
@@ -433,18 +503,28 @@ class SQLiteStore:
             durability: "full" survives power loss; "normal" survives a crash of the
                 process but may lose the last acknowledged batches on power loss.
             read_connections: size of the read connection pool.
+            reserve_bytes: the room kept for deletions on a full disk (module docstring;
+                0: none). The reserve is allocated by `restore_reserve`, not here.
 
         Raises:
+            StorageFullError: the disk is too full to open the database at all.
             StorageError: the file cannot be used; the message says why and what to do.
         """
         if durability not in _SYNCHRONOUS:
             raise ValueError('durability must be "full" or "normal"')
         if not 1 <= read_connections <= MAX_READ_CONNECTIONS:
             raise ValueError(f"read_connections must be in [1, {MAX_READ_CONNECTIONS}]")
+        if reserve_bytes < 0:
+            raise ValueError("reserve_bytes must not be negative")
         db_path = Path(path)
-        writer, readers, migrated_from, wal_clean = await trio.to_thread.run_sync(
-            _open_sync, db_path, durability, read_connections
-        )
+        lock_fd = await trio.to_thread.run_sync(lock_database, db_path)
+        try:
+            writer, readers, migrated_from, wal_clean = await trio.to_thread.run_sync(
+                _open_sync, db_path, durability, read_connections
+            )
+        except BaseException:
+            os.close(lock_fd)
+            raise
         log.info(
             "store_opened",
             path=str(db_path),
@@ -452,7 +532,14 @@ class SQLiteStore:
             schema_version=SCHEMA_VERSION,
             migrated_from=migrated_from,
         )
-        store = cls(path=db_path, durability=durability, writer=writer, readers=readers)
+        store = cls(
+            path=db_path,
+            durability=durability,
+            writer=writer,
+            readers=readers,
+            lock_fd=lock_fd,
+            reserve_bytes=reserve_bytes,
+        )
         if not wal_clean:
             store._checkpoint_pending = True
             log.warning("wal_checkpoint_busy", during="open")
@@ -524,15 +611,27 @@ class SQLiteStore:
     async def delete_mailbox(self, mailbox: MailboxId) -> bool:
         """Delete the mailbox and its envelopes, then checkpoint so the bytes are gone.
 
-        Returns False if there was no such mailbox.
+        The envelopes go in chunks, as in `delete_expired` (module docstring, "A full
+        disk"), then the mailbox in one last transaction. A failure part way leaves the
+        mailbox with fewer envelopes, its head and counter as they were; deleting again
+        finishes the job. Returns False if there was no such mailbox.
         """
+        more = True
+        while more:
+            count, more = await self._write(
+                "delete_mailbox", lambda conn: _delete_envelopes_chunk_sync(conn, mailbox)
+            )
+            if count:
+                self._checkpoint_pending = True
         deleted = await self._write(
             "delete_mailbox", lambda conn: _delete_mailbox_sync(conn, mailbox)
         )
         if deleted:
-            # Set before trying, so a cancelled or busy checkpoint is retried by the sweeper.
+            # Set before trying, so a cancelled, busy or full checkpoint is retried by the
+            # sweeper.
             self._checkpoint_pending = True
-            await self._checkpoint()
+            with contextlib.suppress(StorageFullError):
+                await self._checkpoint()
         return deleted
 
     async def append_batch(
@@ -573,25 +672,28 @@ class SQLiteStore:
     async def delete_expired(self, now: float) -> int:
         """Delete every envelope with expires_at <= now, then checkpoint and truncate the WAL.
 
-        Returns how many envelopes were deleted. Deletes in chunks of `DELETE_CHUNK_ROWS`,
-        each its own transaction; if cancelled between chunks, what was deleted stays
+        Returns how many envelopes were deleted. Deletes in chunks of `DELETE_CHUNK_ROWS`
+        rows or `DELETE_CHUNK_BYTES` bytes, each its own transaction; if cancelled between chunks, what was deleted stays
         deleted (and `stored_bytes` agrees). A busy checkpoint is logged and retried on
         the next call (see `wal_checkpoint_pending`).
         """
         validate_now(now)
         deleted = 0
         while True:
-            count = await self._write(
+            count, more = await self._write(
                 "delete_expired", lambda conn: _delete_expired_chunk_sync(conn, now)
             )
             deleted += count
             if count:
                 # Set before the checkpoint, so a cancelled or busy one is retried later.
                 self._checkpoint_pending = True
-            if count < DELETE_CHUNK_ROWS:
+            if not more:
                 break
         if self._checkpoint_pending:
-            await self._checkpoint()
+            # What was deleted stays deleted; on a full disk the checkpoint (which may have
+            # to grow the database file) waits for the next sweep.
+            with contextlib.suppress(StorageFullError):
+                await self._checkpoint()
         return deleted
 
     async def count_mailboxes(self) -> int:
@@ -601,6 +703,41 @@ class SQLiteStore:
     async def total_stored_bytes(self) -> int:
         """Return the envelope bytes stored over all mailboxes (one sum over `heads`)."""
         return await self._read("total_stored_bytes", _total_stored_sync)
+
+    async def release_reserve(self) -> None:
+        """Give the reserve's room back to the filesystem (module docstring, "A full disk")."""
+        self._check_usable()
+        try:
+            await trio.to_thread.run_sync(_unlink_if_present, self._reserve_path)
+        except OSError as exc:
+            raise StorageError(f"cannot remove {self._reserve_path}: {exc.strerror}") from exc
+
+    async def restore_reserve(self) -> bool:
+        """Allocate the reserve again if there is room for it and beyond it; True if there is."""
+        free_pages, growth = await self._write("restore_reserve", _database_room_sync)
+        try:
+            return await trio.to_thread.run_sync(
+                _restore_reserve_sync, self._reserve_path, self._reserve_bytes, free_pages, growth
+            )
+        except OSError as exc:
+            raise StorageError(
+                f"cannot allocate {self._reserve_path}: {exc.strerror}; check that the relay's "
+                "user may create files beside the database"
+            ) from exc
+
+    async def limit_pages(self, pages: int) -> int:
+        """Limit the database to `pages` pages (SQLite's `max_page_count`); return the limit set.
+
+        For tests and fire drills: writes beyond it fail as on a full disk. SQLite never
+        sets it below the pages in use, and it lasts until the store is closed.
+        """
+        if type(pages) is not int or not 1 <= pages <= 0xFFFFFFFE:
+            raise ValueError("pages must be an int in [1, 4294967294]")
+        limit: int = await self._write(
+            "limit_pages",
+            lambda conn: conn.execute(f"PRAGMA max_page_count = {pages}").fetchall()[0][0],
+        )
+        return limit
 
     async def aclose(self) -> None:
         """Wait for running operations, then close every connection.
@@ -626,6 +763,9 @@ class SQLiteStore:
                     # Tasks queued for a reader wake up, see the store closed, and raise.
                     for token in tokens:
                         self._read_slots.release_on_behalf_of(token)
+                    if self._lock_fd >= 0:
+                        os.close(self._lock_fd)  # releases the flock: another relay may start
+                        self._lock_fd = -1
         log.info("store_closed", path=str(self._path))
 
     # --- plumbing --------------------------------------------------------------------------
@@ -657,7 +797,10 @@ class SQLiteStore:
             self._check_usable()  # aclose, or a failure, may have come while we waited
             return await self._writer_thread.run(work)
         except sqlite3.Error as exc:
-            if _primary_code(exc) in _FATAL_CODES:
+            code = _primary_code(exc)
+            if code == _SQLITE_FULL:
+                raise StorageFullError(f"{what} failed: {exc}") from exc
+            if code in _FATAL_CODES:
                 self._failure = f"{what}: {exc}"
                 # Not log.exception: a rendered traceback may show local variables.
                 log.error("store_failed", operation=what, error=str(exc))  # noqa: TRY400
@@ -696,9 +839,15 @@ async def open_sqlite_store(
     *,
     durability: Durability = "full",
     read_connections: int = DEFAULT_READ_CONNECTIONS,
+    reserve_bytes: int = DEFAULT_RESERVE_BYTES,
 ) -> AsyncIterator[SQLiteStore]:
     """Open a `SQLiteStore` (see `SQLiteStore.open`) and close it when the block ends."""
-    store = await SQLiteStore.open(path, durability=durability, read_connections=read_connections)
+    store = await SQLiteStore.open(
+        path,
+        durability=durability,
+        read_connections=read_connections,
+        reserve_bytes=reserve_bytes,
+    )
     try:
         yield store
     finally:
@@ -892,25 +1041,56 @@ def _read_after_sync(
     return [StoredEnvelope(seq=seq, expires_at=exp, envelope=env) for seq, exp, env in rows]
 
 
-def _delete_expired_chunk_sync(conn: sqlite3.Connection, now: float) -> int:
+def _delete_rows(conn: sqlite3.Connection, rows: list[tuple[int, int, int]]) -> None:
+    """Delete envelopes given as (id, mailbox_id, length) and take their bytes off the heads."""
+    freed: dict[int, int] = {}
+    for _, mailbox_id, size in rows:
+        freed[mailbox_id] = freed.get(mailbox_id, 0) + size
+    conn.executemany("DELETE FROM envelopes WHERE id = ?", [(row[0],) for row in rows])
+    conn.executemany(
+        "UPDATE heads SET stored_bytes = stored_bytes - ? WHERE mailbox_id = ?",
+        [(size, mailbox_id) for mailbox_id, size in freed.items()],
+    )
+
+
+def _one_chunk(rows: list[tuple[int, int, int]]) -> tuple[list[tuple[int, int, int]], bool]:
+    """Cut rows (at most DELETE_CHUNK_ROWS) to DELETE_CHUNK_BYTES; say whether more may follow."""
+    total = 0
+    for end, (_, _, size) in enumerate(rows):
+        total += size
+        if total > DELETE_CHUNK_BYTES and end > 0:
+            return rows[:end], True
+    return rows, len(rows) == DELETE_CHUNK_ROWS
+
+
+def _delete_expired_chunk_sync(conn: sqlite3.Connection, now: float) -> tuple[int, bool]:
+    """Delete one chunk of expired envelopes; return (how many, whether more may be left)."""
     with _transaction(conn):
         # length() of a BLOB column does not read the blob (SQLite's OPFLAG_LENGTHARG).
-        rows = conn.execute(
-            "SELECT id, mailbox_id, length(envelope) FROM envelopes"
-            " WHERE expires_at <= ? ORDER BY expires_at LIMIT ?",
-            (now, DELETE_CHUNK_ROWS),
-        ).fetchall()
-        if not rows:
-            return 0
-        freed: dict[int, int] = {}
-        for _, mailbox_id, size in rows:
-            freed[mailbox_id] = freed.get(mailbox_id, 0) + size
-        conn.executemany("DELETE FROM envelopes WHERE id = ?", [(row[0],) for row in rows])
-        conn.executemany(
-            "UPDATE heads SET stored_bytes = stored_bytes - ? WHERE mailbox_id = ?",
-            [(size, mailbox_id) for mailbox_id, size in freed.items()],
+        rows, more = _one_chunk(
+            conn.execute(
+                "SELECT id, mailbox_id, length(envelope) FROM envelopes"
+                " WHERE expires_at <= ? ORDER BY expires_at LIMIT ?",
+                (now, DELETE_CHUNK_ROWS),
+            ).fetchall()
         )
-    return len(rows)
+        _delete_rows(conn, rows)
+    return len(rows), more
+
+
+def _delete_envelopes_chunk_sync(conn: sqlite3.Connection, mailbox: bytes) -> tuple[int, bool]:
+    """Delete one chunk of a mailbox's envelopes; return (how many, whether more may be left)."""
+    with _transaction(conn):
+        rows, more = _one_chunk(
+            conn.execute(
+                "SELECT id, mailbox_id, length(envelope) FROM envelopes"
+                " WHERE mailbox_id = (SELECT id FROM mailboxes WHERE mailbox = ?)"
+                " ORDER BY seq LIMIT ?",
+                (mailbox, DELETE_CHUNK_ROWS),
+            ).fetchall()
+        )
+        _delete_rows(conn, rows)
+    return len(rows), more
 
 
 def _checkpoint_sync(conn: sqlite3.Connection) -> tuple[int, int] | None:
@@ -949,6 +1129,48 @@ def _close_all(writer: sqlite3.Connection, readers: Sequence[sqlite3.Connection]
 # --- opening ---------------------------------------------------------------------------------
 
 
+def lock_database(path: Path) -> int:
+    """Take the exclusive lock of the database at `path` (module docstring); return its fd.
+
+    The lock lasts until the descriptor is closed. The parent directory is created (mode
+    0700) if it is missing, as for the database itself.
+
+    Raises:
+        StorageError: another store holds the lock (the message names its process id), or
+            the lock file cannot be created.
+    """
+    lock_path = path.with_name(path.name + LOCK_SUFFIX)
+    try:
+        if not path.parent.exists():
+            path.parent.mkdir(mode=DIR_MODE, parents=True)
+            path.parent.chmod(DIR_MODE)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+    except OSError as exc:
+        raise StorageError(
+            f"cannot create {lock_path}: {exc.strerror}; check that the relay's user may "
+            "create files in that directory"
+        ) from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+            raise StorageError(f"cannot lock {lock_path}: {exc.strerror}") from exc
+        raise StorageError(
+            f"{path} is in use by another relay (process {holder}); stop it first: two "
+            "relays must never share one database"
+        ) from None
+    # The process id is for the message above only: written in place, padded to one size,
+    # so that on a full disk the same block is reused; if even that fails, the lock holds.
+    with contextlib.suppress(OSError):
+        os.fchmod(fd, FILE_MODE)
+        line = f"{os.getpid():<10}\n".encode()
+        os.pwrite(fd, line, 0)
+        os.ftruncate(fd, len(line))
+    return fd
+
+
 def _open_sync(
     path: Path, durability: Durability, read_connections: int
 ) -> tuple[sqlite3.Connection, list[sqlite3.Connection], int | None, bool]:
@@ -964,6 +1186,7 @@ def _open_sync(
             "or newer (install a Python built against a newer SQLite)"
         )
     _prepare_files(path)
+    _release_reserve_if_cramped(path)
     opened: list[sqlite3.Connection] = []
     try:
         writer = _connect(path, durability)
@@ -974,8 +1197,15 @@ def _open_sync(
         migrated_from = _migrate(writer, MIGRATIONS, path)
         _check_tables(writer, path)
         # A crash between a deletion and its checkpoint leaves deleted ciphertext in the
-        # WAL, and the in-memory "pending" flag died with the process: checkpoint now.
-        wal_clean = _checkpoint_sync(writer) is None
+        # WAL, and the in-memory "pending" flag died with the process: checkpoint now. On
+        # a full disk it may not fit (the database file must grow): then the first sweep
+        # with room does it, as after a busy one.
+        try:
+            wal_clean = _checkpoint_sync(writer) is None
+        except sqlite3.OperationalError as exc:
+            if _primary_code(exc) != _SQLITE_FULL:
+                raise
+            wal_clean = False
         for _ in range(read_connections):
             reader = _connect(path, durability)
             opened.append(reader)
@@ -984,6 +1214,8 @@ def _open_sync(
     except sqlite3.Error as exc:
         for conn in opened:
             conn.close()
+        if _primary_code(exc) == _SQLITE_FULL or _disk_is_full(path):
+            raise _full_at_open(path) from exc
         raise StorageError(
             f"cannot open {path} as a cellrelay database ({exc}); if it is not one, point "
             "the relay at another path, else restore it from a backup"
@@ -992,6 +1224,92 @@ def _open_sync(
         for conn in opened:
             conn.close()
         raise
+
+
+def _free_bytes(directory: Path) -> int:
+    """Bytes an unprivileged process may still write on the filesystem of `directory`."""
+    info = os.statvfs(directory)
+    return info.f_bavail * info.f_frsize
+
+
+def _disk_is_full(path: Path) -> bool:
+    try:
+        return _free_bytes(path.parent) < WAL_ROOM
+    except OSError:
+        return False
+
+
+def _full_at_open(path: Path) -> StorageFullError:
+    free = _free_bytes(path.parent)
+    return StorageFullError(
+        f"the disk holding {path} is full ({free} bytes free): the relay cannot open its "
+        "database until there is room. Free space on that filesystem (or grow it), then start "
+        "the relay again (under systemd it retries by itself); nothing stored was lost"
+    )
+
+
+def _release_reserve_if_cramped(path: Path) -> None:
+    """Before opening on a full disk, give back a reserve left by the last run.
+
+    SQLite needs room to create the `-wal` and `-shm` files; the hub finds the reserve gone
+    and starts refusing writes, as it would have once the disk filled while running.
+    """
+    reserve = path.with_name(path.name + RESERVE_SUFFIX)
+    if reserve.exists() and _free_bytes(path.parent) < WAL_ROOM:
+        _unlink_if_present(reserve)
+
+
+def _unlink_if_present(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+def _database_room_sync(conn: sqlite3.Connection) -> tuple[int, int]:
+    """(bytes of free pages inside the file, bytes it may still grow under max_page_count)."""
+    page_size, free, pages, limit = (
+        conn.execute(f"PRAGMA {name}").fetchall()[0][0]
+        for name in ("page_size", "freelist_count", "page_count", "max_page_count")
+    )
+    return free * page_size, max(0, limit - pages) * page_size
+
+
+def _restore_reserve_sync(reserve: Path, reserve_bytes: int, free_pages: int, growth: int) -> bool:
+    """Allocate the reserve if it fits; say whether the store can take writes (module docstring)."""
+    try:
+        held = reserve.stat().st_blocks * 512
+    except FileNotFoundError:
+        held = 0
+    missing = max(0, reserve_bytes - held)
+    if missing and _free_bytes(reserve.parent) - missing >= WAL_ROOM:
+        _allocate_reserve(reserve, reserve_bytes)
+    beyond = _free_bytes(reserve.parent) - WAL_ROOM
+    return beyond >= 0 and free_pages + min(beyond, growth) >= max(reserve_bytes, WAL_ROOM)
+
+
+def _allocate_reserve(reserve: Path, reserve_bytes: int) -> bool:
+    """Make the reserve `reserve_bytes` of allocated zeros; False (and no file) if no room."""
+    fd = os.open(reserve, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+    try:
+        try:
+            os.posix_fallocate(fd, 0, reserve_bytes)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            # No fallocate on this filesystem: write the zeros ourselves.
+            for offset in range(0, reserve_bytes, len(_ZEROS)):
+                os.pwrite(fd, _ZEROS[: reserve_bytes - offset], offset)
+        os.ftruncate(fd, reserve_bytes)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        allocated = False
+    else:
+        allocated = True
+    finally:
+        os.close(fd)
+    if not allocated:
+        _unlink_if_present(reserve)  # half a reserve only hides free space
+    return allocated
 
 
 def _prepare_files(path: Path) -> None:
@@ -1023,6 +1341,8 @@ def _prepare_files(path: Path) -> None:
             if side.exists() and stat.S_IMODE(side.stat().st_mode) != FILE_MODE:
                 side.chmod(FILE_MODE)
     except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise _full_at_open(path) from exc
         raise StorageError(
             f"cannot create or open {path}: {exc.strerror}; check that the relay's user "
             "may create and write files in that directory"

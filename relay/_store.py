@@ -17,10 +17,13 @@ after a crash either all of it is there or none of it.
 Every method may be called from the Trio thread; implementations that block (SQLite) move
 the blocking work to a worker thread themselves.
 
-Failures: a method raises `StorageError` when the storage itself failed (disk full, I/O
-error, corruption, the database locked by another program); its transaction was rolled
-back (a failed `append_batch` stored nothing), and the hub answers the requests involved
-with an internal error. A method
+Failures: a method raises `StorageError` when the storage itself failed (I/O error,
+corruption, the database locked by another program); its transaction was rolled back (a
+failed `append_batch` stored nothing), and the hub answers the requests involved with an
+internal error. A write that failed for lack of room (a full disk) raises the subclass
+`StorageFullError`, also with nothing written: the hub then refuses writes with
+`STORAGE_FULL` until the store says there is room again (`release_reserve`,
+`restore_reserve`; docs/operator-guide.md, "A full disk"). A method
 called after `aclose` raises `trio.ClosedResourceError`. Arguments outside the ranges
 below raise `ValueError` (a bug in the caller, never the peer's doing): every integer
 (counters, limits, times, sequence numbers) fits in a signed 64-bit integer, because that
@@ -50,6 +53,7 @@ __all__ = [
     "MailboxRecord",
     "PendingAppend",
     "StorageError",
+    "StorageFullError",
     "Store",
     "StoredEnvelope",
     "validate_admin_update",
@@ -74,6 +78,14 @@ class StorageError(Exception):
     Raised when opening a store finds a problem (the message names the file and the fix)
     and when an operation fails underneath (disk full, I/O error). The message never holds
     envelope bytes, keys or mailbox ids, so it is safe to log.
+    """
+
+
+class StorageFullError(StorageError):
+    """A write found no room (the disk, or the database's size limit, is full); nothing was written.
+
+    Raised by `open` as well when the store cannot even be opened for lack of room: free
+    space on the database's filesystem and start again.
     """
 
 
@@ -196,6 +208,22 @@ class Store(Protocol):
 
     async def total_stored_bytes(self) -> int:
         """Return the envelope bytes stored over all mailboxes (expired ones not yet swept too)."""
+        ...
+
+    async def release_reserve(self) -> None:
+        """Free the room set aside for a full disk, so deletions and expiry can still write.
+
+        The hub calls it when a write failed with `StorageFullError`; until
+        `restore_reserve` returns True it sends the store no publishes or creations.
+        """
+        ...
+
+    async def restore_reserve(self) -> bool:
+        """Set the reserve aside again if there is room for it and for new writes beyond it.
+
+        Returns True when the store can take writes (also at start, with its reserve in
+        place), False while it is still too full.
+        """
         ...
 
     async def aclose(self) -> None:

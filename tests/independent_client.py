@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 PROTOCOL_NAME = b"Noise_NK_25519_ChaChaPoly_BLAKE2b"
 PROLOGUE = b"cellrelay/1"
 REKEY_EVERY = 65536
+MIN_MESSAGE_2 = 49  # §2: an ephemeral key, a tag and at least one byte of payload
 
 
 class IndependentClient:
@@ -33,6 +34,7 @@ class IndependentClient:
         self.noise.start_handshake()
         self.buffer = b""
         self.handshake_done = False
+        self.refused = False
         self.sent = 0
         self.received = 0
         self.handshake_hash = b""
@@ -41,12 +43,17 @@ class IndependentClient:
     def frame(body: bytes) -> bytes:
         return len(body).to_bytes(2, "big") + body
 
-    def hello(self) -> bytes:
-        """Return frame 1: handshake message 1 carrying hello."""
-        return self.frame(self.noise.write_message(msgpack.packb({"t": "hello", "v": 1})))
+    def hello(self, payload: dict[Any, Any] | None = None) -> bytes:
+        """Return frame 1: handshake message 1 carrying hello (or `payload`, to test refusals)."""
+        body = msgpack.packb({"t": "hello", "v": 1} if payload is None else payload)
+        return self.frame(self.noise.write_message(body))
 
     def receive(self, data: bytes) -> list[dict[str, Any]]:
-        """Feed bytes; return decoded messages (the welcome first, once)."""
+        """Feed bytes; return decoded messages (the welcome first, once).
+
+        A handshake refusal (§3.2: a frame shorter than 49 bytes where message 2 belongs)
+        comes back as the plaintext goodbye it carries, with `refused` set.
+        """
         self.buffer += data
         out: list[dict[str, Any]] = []
         while len(self.buffer) >= 2:
@@ -54,6 +61,10 @@ class IndependentClient:
             if len(self.buffer) < 2 + n:
                 break
             body, self.buffer = self.buffer[2 : 2 + n], self.buffer[2 + n :]
+            if not self.handshake_done and n < MIN_MESSAGE_2:
+                out.append(msgpack.unpackb(body))
+                self.refused = True
+                continue
             if not self.handshake_done:
                 payload = self.noise.read_message(body)
                 self.handshake_done = True

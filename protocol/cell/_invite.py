@@ -18,12 +18,16 @@ cannot link joiners across invites.
 can ask to join, read the admin's answer to that request and fill the join mailbox.
 Send it over a channel you trust, never post it publicly, and keep expiries short.
 
-The text form is `cellrelay://join/` followed by the binary form in unpadded base64url.
-The binary form is versioned (first byte) and fixed-layout (docs/protocol.md Part 3
-§3.1); decoding is strict (canonical base64, exact lengths, every field checked) and has
-no checksum: a damaged invite fails one of those checks, or the Noise handshake with the
-relay key, or the join secret check, and never silently reaches another cell. Errors are
-`InviteError`s whose one-line message tells a person what to do.
+The text form is `cellrelay://join/` followed by, in unpadded base64url, the binary form
+and its CRC-32 (4 bytes, big-endian). The binary form is versioned (first byte) and
+fixed-layout (docs/protocol.md Part 3 §C3.1); decoding is strict (canonical base64, exact
+lengths, every field checked). The checksum is for people, not attackers: a link typed or
+read out by hand with one wrong character used to pass every check but the handshake, and
+read, after 21 s of retries, as "could not reach the relay" (issue 10). CRC-32 catches every
+change of one character (at most 12 changed bits, always within 32) and every swap of two
+neighbours, before anything is sent; an altered invite still fails the handshake, the
+join secret check or the admin's signature, and never silently reaches another cell.
+Errors are `InviteError`s whose one-line message tells a person what to do.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import datetime
 import hashlib
 import re
 import struct
+import zlib
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -43,6 +48,7 @@ from ..wire._messages import MailboxId
 from ._content import MAX_NAME, ContentFieldSpec
 
 __all__ = [
+    "INVITE_CHECKSUM_SIZE",
     "INVITE_FORMAT",
     "INVITE_JOIN_PROOF",
     "INVITE_JOIN_READ",
@@ -59,9 +65,10 @@ INVITE_FORMAT: Final = 1  # the first byte of the binary form
 INVITE_SECRET_SIZE: Final = 32  # 256 bits: the invite secret, and each key derived from it
 _ID_SIZE: Final = 16  # cell ids and mailbox ids (docs/protocol.md §1)
 _KEY_SIZE: Final = 32  # X25519 and Ed25519 public keys
-# The largest valid link: 170 fixed bytes, a 255-byte host and a 64-character name of
-# 4-byte characters make 681 bytes, 908 base64 characters and the prefix. Anything longer
-# is refused before decoding.
+INVITE_CHECKSUM_SIZE: Final = 4  # the CRC-32 after the binary form, in the text form only
+# The largest valid link: 170 fixed bytes, a 255-byte host, a 64-character name of 4-byte
+# characters and the checksum make 685 bytes, 914 base64 characters and the prefix.
+# Anything longer is refused before decoding.
 MAX_INVITE_LINK: Final = 1_000
 _MAX_HOST_BYTES: Final = 255  # the host's length is one byte
 _MAX_EXPIRY: Final = 2**32 - 1  # four bytes of unix seconds: early 2106
@@ -85,6 +92,10 @@ _WHITESPACE: Final = re.compile(r"[ \t\r\n]+")
 _NAME_SPEC: Final = ContentFieldSpec("line", 1, MAX_NAME)
 
 _DAMAGED: Final = "the invite is damaged; check it was copied whole, or ask for a new one"
+_TYPO: Final = (
+    "the invite has a typo (its checksum does not match); check it was copied exactly,"
+    " or ask for a new one"
+)
 
 
 class InviteError(CellrelayError, ValueError):
@@ -100,6 +111,11 @@ def _check_format(first: int) -> None:
             " upgrade cellrelay, or check the invite was copied whole"
         )
     raise InviteError(_DAMAGED)
+
+
+def _checksum(data: bytes) -> bytes:
+    """CRC-32 of `data` (ISO-HDLC, as zlib and PNG compute it), 4 bytes big-endian (§C3.2)."""
+    return zlib.crc32(data).to_bytes(INVITE_CHECKSUM_SIZE, "big")
 
 
 def _derive(secret: bytes, purpose: bytes) -> bytes:
@@ -201,8 +217,10 @@ class Invite:
         )
 
     def to_link(self) -> str:
-        """Return the text form: `cellrelay://join/` and the binary form in unpadded base64url."""
-        return INVITE_PREFIX + base64.urlsafe_b64encode(self.to_bytes()).rstrip(b"=").decode()
+        """Return the text form: `cellrelay://join/`, then the binary form and its CRC-32 in base64url."""
+        data = self.to_bytes()
+        body = base64.urlsafe_b64encode(data + _checksum(data)).rstrip(b"=").decode()
+        return INVITE_PREFIX + body
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Invite:
@@ -277,7 +295,7 @@ class Invite:
             _check_format(head[0])
         if len(head) < _FIXED.size:
             raise InviteError("the invite is cut short; check it was copied whole")
-        total = _FIXED.size + sum(_FIXED.unpack_from(head)[-2:])
+        total = _FIXED.size + sum(_FIXED.unpack_from(head)[-2:]) + INVITE_CHECKSUM_SIZE
         expected = (4 * total + 2) // 3  # unpadded base64 of `total` bytes
         if len(body) < expected:
             raise InviteError("the invite is cut short; check it was copied whole")
@@ -291,4 +309,7 @@ class Invite:
         # invite has one text (and a changed character cannot decode to the same invite).
         if base64.urlsafe_b64encode(data).rstrip(b"=").decode() != body:
             raise InviteError(_DAMAGED)
-        return cls.from_bytes(data)
+        binary, check = data[:-INVITE_CHECKSUM_SIZE], data[-INVITE_CHECKSUM_SIZE:]
+        if _checksum(binary) != check:
+            raise InviteError(_TYPO)
+        return cls.from_bytes(binary)

@@ -10,6 +10,8 @@ stable code. A received message is refused when it is not a map, repeats a key, 
 wrong msgpack type (ints must be ints, not bools or floats; bytes must be bin, not str),
 an integer or length outside its bounds, or any msgpack extension type (timestamps
 included). A frame that ends inside a message, or holds no message at all, is MALFORMED.
+docs/protocol.md §8.1 gives the order of these checks, which decides the code when a
+message has several faults: this module is its reference.
 """
 
 from __future__ import annotations
@@ -147,7 +149,11 @@ def decode_messages(data: bytes) -> list[Message]:
         raw=False,
         use_list=False,  # arrays become tuples, maps (via the hook) lists of pairs
         object_pairs_hook=list,
-        strict_map_key=True,
+        # Any key type decodes, and `_from_wire` refuses what is not a string with
+        # WRONG_TYPE, as docs/protocol.md §4.1 says. (msgpack's strict mode refused integer
+        # keys itself, as a ValueError, which became MALFORMED: issue 10.) With the pairs
+        # hook no key is ever hashed, so an array or map as a key costs nothing extra.
+        strict_map_key=False,
         ext_hook=_refuse_extension,
         max_buffer_size=end,
     )

@@ -16,6 +16,13 @@ Theory of operation (docs/protocol.md §1-§3, §5):
 * Both directions rekey (Noise §11.3) after every `REKEY_INTERVAL` transport frames, at
   the same frame on both sides, so a key captured later cannot open earlier frames of a
   long-lived connection.
+* A relay that cannot accept handshake message 1 (it does not authenticate: the client
+  pinned another key; or its payload is not a valid `Hello`) has no key to say so with.
+  It answers with a *refusal* (docs/protocol.md §3.2): one frame whose body is a
+  plaintext `Goodbye` with the code, which `farewell` returns on the relay side before the
+  handshake finished (`refusal_frame`). A refusal is shorter than any handshake message 2,
+  so a client tells them apart by length, and raises `HandshakeRefusedError`. It is not
+  authenticated: it may say why, never prove it.
 * The object reads no clock, opens no socket and draws randomness only for its Noise
   ephemeral key, which tests may pin.
 """
@@ -34,7 +41,7 @@ from .._errors import (
     RemoteProtocolError,
 )
 from ._codec import decode_messages, decode_single, encode_message
-from ._framing import FRAME_HEADER, MAX_FRAME, FrameDecoder
+from ._framing import FRAME_HEADER, MAX_FRAME, FrameDecoder, encode_frame
 from ._messages import (
     Auth,
     Create,
@@ -75,8 +82,10 @@ __all__ = [
     "TRANSITIONS",
     "Connection",
     "EncodedMessage",
+    "HandshakeRefusedError",
     "Role",
     "State",
+    "refusal_frame",
 ]
 
 NOISE_PATTERN: Final = "NK"
@@ -97,6 +106,21 @@ REKEY_INTERVAL: Final = 1 << 16
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+class HandshakeRefusedError(RemoteProtocolError):
+    """The relay refused the handshake with `code` (docs/protocol.md §3.2); unauthenticated.
+
+    `HANDSHAKE_FAILED` means the relay could not read handshake message 1: it does not
+    hold the static key the client pinned (a wrong key in the address or invite, or a
+    relay whose key changed). Anyone on the network path could send a refusal, as they
+    could close the connection, so it explains a failure and proves nothing.
+    """
+
+
+def refusal_frame(code: ErrorCode) -> bytes:
+    """The frame a relay sends to refuse a handshake: a plaintext `Goodbye(code)` (§3.2)."""
+    return encode_frame(encode_message(Goodbye(code=code)))
 
 
 class Role(enum.Enum):
@@ -230,6 +254,8 @@ class Connection:
         self._receive_cipher: CipherState | None = None
         self._handshake_hash: bytes | None = None
         self._farewell_cipher: CipherState | None = None
+        self._refused = False  # a refusal was made (farewell before the handshake finished)
+        self._fault: CellrelayError | None = None  # found after messages returned (`failing`)
         self.frames_sent = 0  # transport frames sealed so far (for the relay's metrics)
 
     def __repr__(self) -> str:
@@ -350,24 +376,53 @@ class Connection:
     def receive_data(self, data: bytes | bytearray | memoryview) -> list[Message]:
         """Feed bytes from the peer; return the messages they complete, oldest first.
 
+        A frame is checked whole before any of its messages is returned (docs/protocol.md
+        §8.1). A fault after complete frames does not hide them: their messages are
+        returned and `failing` is set; the next call raises the fault.
+
         Raises:
             RemoteProtocolError: the peer broke the protocol; the code says how.
         """
         if self.state is State.ERROR:
             raise LocalProtocolError("the connection has failed; discard it")
+        self._raise_fault()
+        messages: list[Message] = []
+        decoder = self._decoder
         try:
-            frames = self._decoder.receive_data(data)
-            messages: list[Message] = []
-            for frame in frames:
-                self._receive_frame(frame, messages)
+            frames = decoder.receive_data(data)
+            while frames:
+                for frame in frames:
+                    self._receive_frame(frame, messages)
+                # A bad length after complete frames waits in the decoder: surface it now.
+                frames = decoder.receive_data(b"") if decoder.buffered >= FRAME_HEADER else []
         except CellrelayError as exc:
-            raise self._fail(exc) from None
+            if not messages:
+                raise self._fail(exc) from None
+            # docs/protocol.md §8.1: the frames before the fault are valid and are handled,
+            # answers included; the fault is raised by the next call (see `failing`).
+            self._fault = exc
         return messages
 
+    @property
+    def failing(self) -> bool:
+        """True when the last `receive_data` found a fault after the messages it returned.
+
+        Handle those messages, then call `receive_data(b"")`, which raises the fault.
+        """
+        return self._fault is not None
+
+    def _raise_fault(self) -> None:
+        fault, self._fault = self._fault, None
+        if fault is not None:
+            raise self._fail(fault) from None
+
     def _receive_frame(self, frame: bytes, out: list[Message]) -> None:
+        """Check one frame whole, then add its messages to `out` (none if any is bad)."""
         cipher = self._receive_cipher
         if cipher is None:
             if len(frame) < MIN_HANDSHAKE_FRAME:
+                if self.our_role is Role.CLIENT and self.state is State.HANDSHAKE:
+                    _raise_if_refusal(frame)
                 raise RemoteProtocolError(
                     f"a {len(frame)}-byte handshake frame is below {MIN_HANDSHAKE_FRAME}",
                     ErrorCode.BAD_FRAME,
@@ -390,7 +445,8 @@ class Connection:
         state = self.state
         their_role = self.their_role
         row = _ROWS[state, their_role]
-        for message in decode_messages(plaintext):
+        messages = decode_messages(plaintext)  # every message decoded before any state check
+        for message in messages:
             next_state = row.get(type(message))
             if next_state is None:
                 raise RemoteProtocolError(
@@ -400,7 +456,7 @@ class Connection:
             if next_state is not state:
                 state = next_state
                 row = _ROWS[state, their_role]
-            out.append(message)
+        out.extend(messages)
         self.state = state
 
     def _receive_handshake(self, frame: bytes) -> Message:
@@ -442,6 +498,7 @@ class Connection:
         """
         if self.state is State.ERROR:
             raise LocalProtocolError("the connection has failed; discard it")
+        self._raise_fault()
         try:
             self._decoder.receive_eof()
         except CellrelayError as exc:
@@ -471,13 +528,17 @@ class Connection:
     def farewell(self, code: ErrorCode) -> bytes:
         """After a failure, return the bytes of one last `Goodbye(code)`, then forget the send key.
 
-        Returns b"" if the failure came before the handshake finished (there is no key to
-        send with) or a farewell was already made. Only valid in `State.ERROR`.
+        Before the handshake finished there is no key to send with: a relay then gets a
+        refusal (`refusal_frame`, docs/protocol.md §3.2), a client b"". Returns b"" too
+        once a farewell was made. Only valid in `State.ERROR`.
         """
         if self.state is not State.ERROR:
             raise LocalProtocolError(f"farewell is for failed connections, not {self.state.name}")
         cipher, self._farewell_cipher = self._farewell_cipher, None
         if cipher is None:
+            if self.our_role is Role.RELAY and self._handshake_hash is None and not self._refused:
+                self._refused = True
+                return refusal_frame(code)
             return b""
         try:
             return self._seal_frame(cipher, encode_message(Goodbye(code=code)))
@@ -493,3 +554,18 @@ class Connection:
             return fn(*args, **kwargs)
         except CellrelayError as exc:
             raise self._fail(exc) from None
+
+
+def _raise_if_refusal(frame: bytes) -> None:
+    """Raise `HandshakeRefusedError` if a short handshake-position frame is a refusal (§3.2)."""
+    try:
+        message = decode_single(frame)
+    except RemoteProtocolError:
+        return  # not a refusal: the caller reports the frame as BAD_FRAME
+    if not isinstance(message, Goodbye):
+        return
+    try:
+        code = ErrorCode(message.code)
+    except ValueError:  # a code from a newer relay: still a refusal
+        code = ErrorCode.HANDSHAKE_FAILED
+    raise HandshakeRefusedError(f"the relay refused the handshake: {code.name}", code)

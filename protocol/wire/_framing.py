@@ -60,6 +60,9 @@ class FrameDecoder:
     def receive_data(self, data: bytes | bytearray | memoryview) -> list[bytes]:
         """Add `data` and return every frame body it completes, oldest first.
 
+        A length field below the minimum ends the stream of frames: the frames before it
+        are returned first, and this call (if there were none) or the next one raises.
+
         Raises:
             RemoteProtocolError: a length field below the minimum frame size (BAD_FRAME).
         """
@@ -72,6 +75,8 @@ class FrameDecoder:
         while end - pos >= FRAME_HEADER:
             n = (buf[pos] << 8) | buf[pos + 1]
             if n < min_frame:
+                if frames:
+                    break  # these first; the bad length stays at the front for the next call
                 raise RemoteProtocolError(
                     f"frame length {n} is below the minimum of {min_frame}", ErrorCode.BAD_FRAME
                 )
@@ -88,8 +93,10 @@ class FrameDecoder:
         """Note that the stream ended.
 
         Raises:
-            RemoteProtocolError: the stream ended inside a frame (TRUNCATED).
+            RemoteProtocolError: a length below the minimum was waiting (BAD_FRAME), or
+                the stream ended inside a frame (TRUNCATED).
         """
+        self.receive_data(b"")  # a bad length left for the next call comes first
         if self._buffer:
             raise RemoteProtocolError(
                 f"stream ended with {len(self._buffer)} bytes of an incomplete frame",

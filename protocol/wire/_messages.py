@@ -28,6 +28,7 @@ __all__ = [
     "MAX_PAGE_ITEMS",
     "MESSAGE_TYPES",
     "PROTOCOL_VERSION",
+    "TTL_TOLERANCE",
     "Auth",
     "Create",
     "Created",
@@ -68,6 +69,10 @@ MailboxId = NewType("MailboxId", bytes)
 MAX_ENVELOPE: Final = 60_000
 # A Page must fit in one frame too; the relay fills it by bytes, this caps the count.
 MAX_PAGE_ITEMS: Final = 256
+# How far past "now + maximum TTL" a publish's expires_at may be (docs/protocol.md §7): a
+# client that computes it from its own clock, a little fast, or from the relay's time
+# learned at the handshake a while ago, is not refused for a second's difference.
+TTL_TOLERANCE: Final = 60
 MAX_SECRET: Final = 64  # creation secrets: 32 random bytes is plenty; 64 leaves room
 U16: Final = 2**16 - 1
 U32: Final = 2**32 - 1

@@ -66,7 +66,7 @@ def test_terminal_rendering_has_the_right_shape() -> None:
     text = invite_qr_terminal(link)
     lines = text.split("\n")
     size = segno.make(link, micro=False).symbol_size(border=0)[0]
-    assert size == 61  # version 11 for a 297-character invite
+    assert size == 61  # version 11 for a 303-character invite
     width = size + 2 * TERMINAL_BORDER
     assert {len(line) for line in lines} == {width}
     assert len(lines) == (width + 1) // 2

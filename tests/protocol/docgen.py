@@ -13,7 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cellrelay.protocol._errors import DESCRIPTIONS, ErrorCode
-from cellrelay.protocol.wire._capability import CapabilityKey, auth_signing_input
+from cellrelay.protocol.wire._capability import (
+    CapabilityKey,
+    admin_signing_input,
+    auth_signing_input,
+    sign_admin,
+)
 from cellrelay.protocol.wire._codec import encode_message
 from cellrelay.protocol.wire._connection import (
     CLIENT_MESSAGES,
@@ -30,8 +35,11 @@ from cellrelay.protocol.wire._messages import (
     Hello,
     MailboxId,
     Ok,
+    Page,
+    PageItem,
     Publish,
     Published,
+    SetLimits,
     Welcome,
     field_specs,
 )
@@ -117,10 +125,29 @@ EXAMPLE_CLIENT_EPHEMERAL = bytes(range(0x20, 0x40))
 EXAMPLE_RELAY_EPHEMERAL = bytes(range(0x40, 0x60))
 EXAMPLE_WRITE_SEED = bytes(range(0x60, 0x80))
 EXAMPLE_MAILBOX = MailboxId(bytes(range(0x80, 0x90)))
+EXAMPLE_ADMIN_SEED = bytes(range(0xA0, 0xC0))
+# The admin operation and page of the example (issue 10: §10 had no vector for either).
+EXAMPLE_SET_LIMITS = SetLimits(
+    id=3,
+    mailbox=EXAMPLE_MAILBOX,
+    max_ttl=3600,
+    max_bytes=1_048_576,
+    counter=1_767_225_600_123,
+    sig=bytes(64),
+)
+EXAMPLE_PAGE = Page(
+    id=4,
+    mailbox=EXAMPLE_MAILBOX,
+    items=(
+        PageItem(seq=1, expires_at=1_767_229_200, envelope=b"sealed group message"),
+        PageItem(seq=2, expires_at=1_767_232_800, envelope=b"another one"),
+    ),
+    more=True,
+)
 
 
 def render_example() -> str:
-    """A handshake, an Auth + Publish and the relay's answers, byte for byte."""
+    """A handshake, an Auth + Publish and the relay's answers, an admin operation and a page."""
     relay_key = KeyPair.from_private(EXAMPLE_RELAY_STATIC)
     client = Connection(
         Role.CLIENT,
@@ -153,6 +180,11 @@ def render_example() -> str:
     frame4 = relay.send_many(answers)
     assert client.receive_data(frame4) == answers
 
+    admin_key = CapabilityKey.from_seed(EXAMPLE_ADMIN_SEED)
+    admin_input = admin_signing_input(EXAMPLE_SET_LIMITS, hh)
+    set_limits = sign_admin(admin_key, EXAMPLE_SET_LIMITS, hh)
+    assert admin_key.sign(admin_input) == set_limits.sig
+
     def block(title: str, data: bytes) -> str:
         return f"{title} ({len(data)} bytes):\n\n```\n{_hex_block(data)}\n```\n"
 
@@ -180,6 +212,15 @@ def render_example() -> str:
             "Ok then Published, msgpack", encode_message(answers[0]) + encode_message(answers[1])
         ),
         block("Frame 4, relay → client (first transport message, nonce 0)", frame4),
+        "An admin operation on the same connection: `set_limits` with `max_ttl` 3600, "
+        f"`max_bytes` 1,048,576 and `counter` {EXAMPLE_SET_LIMITS.counter:,}, signed by the "
+        "admin capability key (§6.2).\n",
+        block("Admin capability key seed", EXAMPLE_ADMIN_SEED),
+        block("Admin capability public key", admin_key.public),
+        block("SetLimits signing input (§6.2)", admin_input),
+        block("SetLimits, msgpack", encode_message(set_limits)),
+        "A `page` answering a `fetch` with two items (§4.3) and more to come.\n",
+        block("Page, msgpack", encode_message(EXAMPLE_PAGE)),
     ]
     return "\n".join(parts)
 

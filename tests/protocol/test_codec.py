@@ -151,8 +151,13 @@ def test_extra_field() -> None:
 
 
 def test_non_string_key() -> None:
+    """Any key that is not a string is WRONG_TYPE (docs/protocol.md §4.1, issue 10)."""
     assert code_of(b"\x82\xa1t\xa2ok\xc4\x02id\x01") is ErrorCode.WRONG_TYPE  # bin key
-    assert code_of(b"\x82\xa1t\xa2ok\x01\x01") is ErrorCode.MALFORMED  # int key
+    assert code_of(b"\x82\xa1t\xa2ok\x01\x01") is ErrorCode.WRONG_TYPE  # int key
+    assert code_of(b"\x82\xa1t\xa2ok\xc0\x01") is ErrorCode.WRONG_TYPE  # nil key
+    assert code_of(b"\x82\xa1t\xa2ok\x91\x01\x01") is ErrorCode.WRONG_TYPE  # array key
+    assert code_of(b"\x82\xa1t\xa2ok\x81\x01\x01\x01") is ErrorCode.WRONG_TYPE  # map key
+    assert code_of(b"\x82\x01\xa2ok\xa1t\xa2ok") is ErrorCode.WRONG_TYPE  # before "t" too
 
 
 def test_duplicate_key() -> None:

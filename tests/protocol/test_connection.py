@@ -18,8 +18,10 @@ from cellrelay.protocol.wire._connection import (
     TRANSITIONS,
     Connection,
     EncodedMessage,
+    HandshakeRefusedError,
     Role,
     State,
+    refusal_frame,
 )
 from cellrelay.protocol.wire._messages import (
     Deliver,
@@ -311,11 +313,62 @@ def test_farewell_after_a_remote_error_reaches_the_peer() -> None:
     assert relay.farewell(ErrorCode.INTERNAL) == b""  # only once
 
 
-def test_farewell_before_the_handshake_is_empty() -> None:
-    _, relay = pair()
-    with pytest.raises(RemoteProtocolError):
+def test_a_relay_refuses_a_failed_handshake_and_the_client_reads_why() -> None:
+    """docs/protocol.md §3.2: the refusal is a plaintext goodbye, shorter than any message 2."""
+    client, relay = pair()
+    with pytest.raises(RemoteProtocolError) as info:
         relay.receive_data(b"\x00\x40" + b"z" * 64)
-    assert relay.farewell(ErrorCode.HANDSHAKE_FAILED) == b""
+    assert info.value.code is ErrorCode.HANDSHAKE_FAILED
+    refusal = relay.farewell(ErrorCode.HANDSHAKE_FAILED)
+    assert refusal == refusal_frame(ErrorCode.HANDSHAKE_FAILED)
+    assert refusal == b"\x00\x11" + encode_message(Goodbye(code=ErrorCode.HANDSHAKE_FAILED))
+    assert relay.farewell(ErrorCode.HANDSHAKE_FAILED) == b""  # only once
+    client.send(Hello())
+    with pytest.raises(HandshakeRefusedError) as refused:
+        client.receive_data(refusal)
+    assert refused.value.code is ErrorCode.HANDSHAKE_FAILED
+    assert client.state is State.ERROR
+
+
+def test_a_client_that_pinned_another_key_is_refused_with_handshake_failed() -> None:
+    client = Connection(Role.CLIENT, relay_public_key=KeyPair.generate().public)
+    relay = Connection(Role.RELAY, static_key=RELAY_KEY)
+    with pytest.raises(RemoteProtocolError) as info:
+        relay.receive_data(client.send(Hello()))
+    with pytest.raises(HandshakeRefusedError) as refused:
+        client.receive_data(relay.farewell(info.value.code))
+    assert refused.value.code is ErrorCode.HANDSHAKE_FAILED
+
+
+def test_a_bad_hello_is_refused_with_its_own_code() -> None:
+    client, relay = pair()
+    handshake = client._handshake
+    assert handshake is not None
+    body = handshake.write_message(b"\x82\xa1t\xa5hello\xa1v\x00")  # v = 0
+    with pytest.raises(RemoteProtocolError) as info:
+        relay.receive_data(len(body).to_bytes(2, "big") + body)
+    assert info.value.code is ErrorCode.OUT_OF_RANGE
+    client.state = State.HANDSHAKE  # as if it had sent that message itself
+    with pytest.raises(HandshakeRefusedError) as refused:
+        client.receive_data(relay.farewell(info.value.code))
+    assert refused.value.code is ErrorCode.OUT_OF_RANGE
+
+
+def test_a_short_frame_that_is_no_refusal_is_a_bad_frame() -> None:
+    client, _ = pair()
+    client.send(Hello())
+    with pytest.raises(RemoteProtocolError) as info:
+        client.receive_data(b"\x00\x03" + encode_message(Ping(id=1))[:3])
+    assert info.value.code is ErrorCode.BAD_FRAME
+    assert not isinstance(info.value, HandshakeRefusedError)
+
+
+def test_a_client_never_sends_a_refusal() -> None:
+    client, _ = pair()
+    client.send(Hello())
+    with pytest.raises(RemoteProtocolError):
+        client.receive_data(b"\x00\x40" + b"z" * 64)
+    assert client.farewell(ErrorCode.HANDSHAKE_FAILED) == b""
 
 
 def test_farewell_only_after_failure() -> None:
@@ -330,3 +383,61 @@ def test_handshake_and_transport_frames_in_one_read() -> None:
     relay.receive_data(client.send(Hello()))
     wire = relay.send(WELCOME) + relay.send(Ok(id=0))
     assert client.receive_data(wire) == [WELCOME, Ok(id=0)]
+
+
+def _frame_of(client: Connection, plaintext: bytes) -> bytes:
+    """One transport frame from the client carrying exactly `plaintext` (valid or not)."""
+    cipher = client._send_cipher
+    assert cipher is not None
+    return client._seal_frame(cipher, plaintext)
+
+
+def test_a_frame_is_handled_whole_and_the_frames_before_it_are_handled() -> None:
+    """docs/protocol.md §8.1: a bad message spoils its whole frame, not the frames before it.
+
+    One read brings a good frame, then a frame holding a good ping and a broken message:
+    the first frame's message is kept (`received`), the second frame's ping is not.
+    """
+    client, relay = open_pair()
+    good = client.send(Ping(id=1))
+    spoiled = _frame_of(client, encode_message(Ping(id=2)) + b"\xc1")
+    assert relay.receive_data(good + spoiled) == [Ping(id=1)]
+    assert relay.failing
+    assert client.receive_data(relay.send(Pong(id=1))) == [Pong(id=1)]  # it may still answer
+    with pytest.raises(RemoteProtocolError) as info:
+        relay.receive_data(b"")
+    assert info.value.code is ErrorCode.MALFORMED
+    assert state_of(relay) is State.ERROR
+
+
+def test_an_illegal_message_spoils_its_frame_even_after_legal_ones() -> None:
+    client, relay = open_pair()
+    frame = _frame_of(client, encode_message(Ping(id=1)) + encode_message(WELCOME))
+    with pytest.raises(RemoteProtocolError) as info:
+        relay.receive_data(frame)
+    assert info.value.code is ErrorCode.UNEXPECTED_MESSAGE
+
+
+def test_decoding_faults_win_over_state_faults_within_a_frame() -> None:
+    """Every message of a frame is decoded before any is checked against the state."""
+    client, relay = open_pair()
+    frame = _frame_of(client, encode_message(WELCOME) + b"\x81\x01\x01")  # then an int key
+    with pytest.raises(RemoteProtocolError) as info:
+        relay.receive_data(frame)
+    assert info.value.code is ErrorCode.WRONG_TYPE
+
+
+def test_frames_before_a_zero_length_frame_are_handled() -> None:
+    client, relay = open_pair()
+    assert relay.receive_data(client.send(Ping(id=7)) + b"\x00\x00") == [Ping(id=7)]
+    with pytest.raises(RemoteProtocolError) as info:
+        relay.receive_eof()  # the fault comes first, whichever call is next
+    assert info.value.code is ErrorCode.BAD_FRAME
+
+
+def test_a_transport_frame_cannot_hold_an_empty_plaintext() -> None:
+    """A 16-byte frame (a tag, no plaintext) is BAD_FRAME by its length, before decryption."""
+    client, relay = open_pair()
+    with pytest.raises(RemoteProtocolError) as info:
+        relay.receive_data(_frame_of(client, b""))
+    assert info.value.code is ErrorCode.BAD_FRAME

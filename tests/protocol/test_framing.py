@@ -85,3 +85,28 @@ def test_buffer_holds_at_most_one_partial_frame() -> None:
 def test_minimum_is_validated(bad: int) -> None:
     with pytest.raises(LocalProtocolError):
         FrameDecoder(min_frame=bad)
+
+
+def test_frames_before_a_bad_length_come_first_however_the_stream_is_cut() -> None:
+    """docs/protocol.md §8.1: a bad length hides none of the frames before it."""
+    stream = encode_frame(b"one") + encode_frame(b"two") + b"\x00\x00" + encode_frame(b"x")
+    whole = FrameDecoder()
+    assert whole.receive_data(stream) == [b"one", b"two"]
+    with pytest.raises(RemoteProtocolError) as info:
+        whole.receive_data(b"")
+    assert info.value.code is ErrorCode.BAD_FRAME
+    byte_by_byte = FrameDecoder()
+    frames: list[bytes] = []
+
+    def feed_one_at_a_time() -> None:
+        for i in range(len(stream)):
+            frames.extend(byte_by_byte.receive_data(stream[i : i + 1]))
+
+    with pytest.raises(RemoteProtocolError):
+        feed_one_at_a_time()
+    assert frames == [b"one", b"two"]
+    at_the_end = FrameDecoder()
+    assert at_the_end.receive_data(encode_frame(b"one") + b"\x00\x00") == [b"one"]
+    with pytest.raises(RemoteProtocolError) as info:
+        at_the_end.receive_eof()
+    assert info.value.code is ErrorCode.BAD_FRAME  # not TRUNCATED

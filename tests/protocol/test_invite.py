@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import zlib
 from collections.abc import Callable
 
 import nacl.encoding
@@ -54,7 +55,9 @@ def error_of(text: str) -> str:
 
 
 def link_of(data: bytes) -> str:
-    return INVITE_PREFIX + base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+    """The text form of any bytes, with their CRC-32 after them, as §C3.2 says."""
+    checked = data + zlib.crc32(data).to_bytes(4, "big")
+    return INVITE_PREFIX + base64.urlsafe_b64encode(checked).rstrip(b"=").decode()
 
 
 # -- round trips and size -------------------------------------------------------------------
@@ -89,15 +92,52 @@ def test_any_invite_round_trips(invite: Invite) -> None:
     assert len(invite.to_bytes()) == 170 + len(host) + len(name)
 
 
-def test_the_example_is_under_300_characters() -> None:
+def test_the_example_link() -> None:
+    """docs/protocol.md §C3.4, byte for byte: the 210 bytes, their CRC-32, 303 characters."""
     link = example().to_link()
-    assert len(link) == 297
+    assert len(link) == 303
     assert link == (
         "cellrelay://join/AWle84AAAQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHx0WEBESExQVFhcYGRo"
         "bHB0eHyAhIiMkJSYnKCkqKywtLi-AgYKDhIWGh4iJiouMjY6PkJGSk5SVlpeYmZqbnJ2en0BBQkNERUZHSEl"
         "KS0xNTk9QUVJTVFVWV1hZWltcXV5fYGFiY2RlZmdoaWprbG1ub3BxcnN0dXZ3eHl6e3x9fn8RABdyZWxheS5"
-        "leGFtcGxlLm9yZ0Vhc3RzaWRlIFJhcGlkIFJlc3BvbnNl"
+        "leGFtcGxlLm9yZ0Vhc3RzaWRlIFJhcGlkIFJlc3BvbnNlPNnboQ"
     )
+    assert zlib.crc32(example().to_bytes()) == 0x3CD9DBA1
+    assert zlib.crc32(b"123456789") == 0xCBF43926  # the CRC-32 of §C3.2, by its check value
+
+
+def test_every_typo_of_one_character_is_caught_before_connecting() -> None:
+    """Issue 10: one wrong character in the relay key read as "could not reach the relay".
+
+    Every character of the example's body, changed to every other base64url character, is
+    refused: by the checksum, or (in the header's lengths, or the last character's unused
+    bits) by the length or canonical checks. None decodes to an invite.
+    """
+    link = example().to_link()
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    messages: set[str] = set()
+    for position in range(len(INVITE_PREFIX), len(link)):
+        for char in alphabet:
+            if char != link[position]:
+                messages.add(error_of(link[:position] + char + link[position + 1 :]))
+    typo = "the invite has a typo (its checksum does not match); check it was copied exactly, or ask for a new one"
+    assert typo in messages
+    assert messages <= {
+        typo,
+        "the invite is cut short; check it was copied whole",
+        "the invite has extra characters at the end; check it was copied alone",
+        "the invite is damaged; check it was copied whole, or ask for a new one",
+        "this invite has format 2, which this cellrelay does not know; upgrade cellrelay, or check the invite was copied whole",
+    } | {m for m in messages if m.startswith("this invite has format ")}
+
+
+def test_two_neighbours_swapped_are_caught() -> None:
+    link = example().to_link()
+    for position in range(len(INVITE_PREFIX) + 10, len(link) - 1):
+        a, b = link[position], link[position + 1]
+        if a != b:
+            with pytest.raises(InviteError):
+                Invite.parse(link[:position] + b + a + link[position + 2 :])
 
 
 def test_the_byte_layout() -> None:
@@ -218,11 +258,12 @@ def test_extra_characters(extra: str) -> None:
     assert "extra characters" in error_of(example().to_link() + extra)
 
 
-@pytest.mark.parametrize("name", ["Eastside Rapid Respons", "Eastside Rapid Respon"])
+@pytest.mark.parametrize("name", ["Eastside Rapid Response", "Eastside Rapid Respon"])
 def test_non_canonical_base64_is_damaged(name: str) -> None:
     link = example(cell_name=name).to_link()
-    # 209 or 208 bytes: the last character carries 2 or 4 unused low bits, which must be 0.
-    unused = {209 % 3: 2, 208 % 3: 4}[len(example(cell_name=name).to_bytes()) % 3]
+    # 214 or 212 bytes with the checksum: the last character carries 4 or 2 unused low
+    # bits, which must be 0.
+    unused = {1: 4, 2: 2}[(len(example(cell_name=name).to_bytes()) + 4) % 3]
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
     index = alphabet.index(link[-1])
     assert index % (1 << unused) == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import msgpack
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -14,6 +15,10 @@ from cellrelay.protocol.wire._noise import KeyPair
 
 from ..independent_client import IndependentClient
 from . import docgen
+
+
+def _raw_public(key: Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
 def test_generated_sections_match_the_code() -> None:
@@ -51,6 +56,26 @@ def test_independent_client_reproduces_the_worked_example() -> None:
         {"t": "ok", "id": 1},
         {"t": "published", "id": 2, "seq": 1},
     ]
+    # §6.2 from the document: the admin signing input and the signed set_limits.
+    admin_key = Ed25519PrivateKey.from_private_bytes(_doc_hex("Admin capability key seed"))
+    assert _raw_public(admin_key) == _doc_hex("Admin capability public key")
+    counter = 1_767_225_600_123
+    fields = (3600).to_bytes(4, "big") + (1_048_576).to_bytes(8, "big")
+    signing_input = (
+        b"cellrelay/1 admin set_limits\x00" + client.handshake_hash + mailbox
+        + counter.to_bytes(8, "big") + fields
+    )  # fmt: skip
+    assert signing_input == _doc_hex("SetLimits signing input")
+    set_limits = {"t": "set_limits", "id": 3, "mailbox": mailbox, "max_ttl": 3600,
+                  "max_bytes": 1_048_576, "counter": counter,
+                  "sig": client.admin_sig(admin_key, "set_limits", mailbox, counter, fields)}  # fmt: skip
+    assert msgpack.packb(set_limits) == _doc_hex("SetLimits, msgpack")
+    # §4.3 from the document: page items are [seq, expires_at, envelope] arrays.
+    page = {"t": "page", "id": 4, "mailbox": mailbox,
+            "items": [[1, 1_767_229_200, b"sealed group message"], [2, 1_767_232_800, b"another one"]],
+            "more": True}  # fmt: skip
+    assert msgpack.packb(page) == _doc_hex("Page, msgpack")
+    assert msgpack.unpackb(_doc_hex("Page, msgpack")) == page
 
 
 def test_independent_client_talks_to_our_relay_role() -> None:

@@ -26,10 +26,17 @@ import trio
 from cellrelay.protocol.wire._address import RelayAddress
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping
+    from collections.abc import AsyncIterator, Callable, Mapping
     from pathlib import Path
 
-__all__ = ["RelayProcess", "http_get", "init_relay", "open_relay_process"]
+__all__ = [
+    "Launch",
+    "RelayProcess",
+    "http_get",
+    "init_relay",
+    "open_relay_process",
+    "run_serve_to_exit",
+]
 
 # Starting Python, importing the relay and opening SQLite takes about half a second here;
 # a loaded 2-core machine can take several times that.
@@ -69,6 +76,24 @@ async def init_relay(data_dir: Path) -> None:
          "--listen", "127.0.0.1:0"],
         env=_environment(), capture_stdout=True, capture_stderr=True,
     )  # fmt: skip
+
+
+async def run_serve_to_exit(data_dir: Path, **settings: object) -> tuple[int, str]:
+    """Run `relay serve` on `data_dir` where it should stop by itself; return (status, stderr).
+
+    For starts that must fail (a port taken, the database locked, the disk full): bounded
+    by STARTUP_TIMEOUT, so a relay that starts after all fails the test instead of hanging.
+    """
+    if not (data_dir / "relay.key").exists():
+        await init_relay(data_dir)
+    merged: dict[str, object] = {**BASE_SETTINGS, "data_dir": str(data_dir), **settings}
+    with trio.fail_after(STARTUP_TIMEOUT):
+        result = await trio.run_process(
+            [sys.executable, "-m", "cellrelay.relay", "serve", *_flags(merged)],
+            stdin=subprocess.DEVNULL, capture_stdout=True, capture_stderr=True, check=False,
+            env=_environment(),
+        )  # fmt: skip
+    return result.returncode, result.stderr.decode("utf-8", "replace")
 
 
 @dataclass(eq=False)
@@ -143,20 +168,33 @@ async def _pump(stream: trio.abc.ReceiveStream, into: bytearray) -> None:
         into += data
 
 
+@dataclass(frozen=True)
+class Launch:
+    """How to start the relay's process: its working directory, and code to run in the child."""
+
+    cwd: Path | None = None
+    preexec_fn: Callable[[], None] | None = None
+
+
 @asynccontextmanager
-async def open_relay_process(data_dir: Path, **settings: object) -> AsyncIterator[RelayProcess]:
+async def open_relay_process(
+    data_dir: Path, launch: Launch | None = None, /, **settings: object
+) -> AsyncIterator[RelayProcess]:
     """Start `python -m cellrelay.relay serve` on `data_dir` (init first if it has no key).
 
     `settings` are relay settings by field name (`max_envelope=1000`), passed as flags on
-    top of `BASE_SETTINGS`. The process is killed on exit if it is still running.
+    top of `BASE_SETTINGS`. `launch` says where the process runs (where a core file would
+    land) and what its child side does first (a resource limit to start under). The
+    process is killed on exit if it is still running.
     """
+    launch = launch or Launch()
     if not (data_dir / "relay.key").exists():
         await init_relay(data_dir)
     merged: dict[str, object] = {**BASE_SETTINGS, "data_dir": str(data_dir), **settings}
     command = [sys.executable, "-m", "cellrelay.relay", "serve", *_flags(merged)]
     process = await trio.lowlevel.open_process(
         command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env=_environment(),
+        env=_environment(), cwd=launch.cwd, preexec_fn=launch.preexec_fn,
     )  # fmt: skip
     assert process.stdout is not None
     assert process.stderr is not None

@@ -148,7 +148,7 @@ async def test_no_plaintext_ciphertext_or_mailbox_id_in_database_logs_or_metrics
     database = directory_bytes(data_dir)
     # Positive controls: the searches look at real content.
     assert found_in(database, envelopes[0]), "stored ciphertext should be in the database"
-    assert b"cellrelay_publishes_total 12" in metrics
+    assert b"cellrelay_publishes_total 12.0" in metrics
     assert logs.count(b'"connection_closed"') >= 6
     assert logs.count(b'"mailbox_created"') == 2
 

@@ -23,6 +23,7 @@ import trio.testing
 
 from cellrelay.protocol._errors import ErrorCode
 from cellrelay.protocol.wire._messages import (
+    TTL_TOLERANCE,
     Deliver,
     Error,
     Fetch,
@@ -32,7 +33,6 @@ from cellrelay.protocol.wire._messages import (
     Published,
     Subscribed,
 )
-from cellrelay.relay._hub import TTL_SLACK
 from cellrelay.relay._sqlite_store import SQLiteStore
 from cellrelay.relay._store import Store
 
@@ -174,26 +174,26 @@ async def test_publish_expiry_rules(
         assert await code(mailbox, now - 1) == ErrorCode.EXPIRED
         assert await code(mailbox, now) == ErrorCode.EXPIRED
         assert await code(mailbox, now + 1) is None
-        assert await code(mailbox, now + 3600 + TTL_SLACK) is None
-        assert await code(mailbox, now + 3600 + TTL_SLACK + 1) == ErrorCode.TTL_TOO_LONG
+        assert await code(mailbox, now + 3600 + TTL_TOLERANCE) is None
+        assert await code(mailbox, now + 3600 + TTL_TOLERANCE + 1) == ErrorCode.TTL_TOO_LONG
         assert await code(mailbox, 2**64 - 1) == ErrorCode.TTL_TOO_LONG
 
         # A mailbox created with a lower maximum TTL; and one asking for more than the relay's.
         short_keys = MailboxKeys()
         short = await writer.create(short_keys, max_ttl=100)
         assert isinstance(await writer.auth(short_keys.write, "write", short), Ok)
-        assert await code(short, now + 100 + TTL_SLACK) is None
-        assert await code(short, now + 100 + TTL_SLACK + 1) == ErrorCode.TTL_TOO_LONG
+        assert await code(short, now + 100 + TTL_TOLERANCE) is None
+        assert await code(short, now + 100 + TTL_TOLERANCE + 1) == ErrorCode.TTL_TOO_LONG
         long_keys = MailboxKeys()
         greedy = await writer.create(long_keys, max_ttl=10**6)
         assert isinstance(await writer.auth(long_keys.write, "write", greedy), Ok)
-        assert await code(greedy, now + 3600 + TTL_SLACK + 1) == ErrorCode.TTL_TOO_LONG
+        assert await code(greedy, now + 3600 + TTL_TOLERANCE + 1) == ErrorCode.TTL_TOO_LONG
 
         # The admin lowers the first mailbox's maximum TTL to 50 s.
         reply = await writer.set_limits(keys.admin, mailbox, max_ttl=50, max_bytes=0, counter=1)
         assert isinstance(reply, Ok)
-        assert await code(mailbox, now + 50 + TTL_SLACK) is None
-        assert await code(mailbox, now + 50 + TTL_SLACK + 1) == ErrorCode.TTL_TOO_LONG
+        assert await code(mailbox, now + 50 + TTL_TOLERANCE) is None
+        assert await code(mailbox, now + 50 + TTL_TOLERANCE + 1) == ErrorCode.TTL_TOO_LONG
         assert running.rejections("expired") == 3
         assert running.rejections("ttl_too_long") == 5
 

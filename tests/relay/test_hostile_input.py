@@ -19,7 +19,11 @@ import trio
 from structlog.testing import capture_logs
 
 from cellrelay.protocol._errors import ErrorCode
-from cellrelay.protocol.wire._connection import EncodedMessage
+from cellrelay.protocol.wire._connection import (
+    EncodedMessage,
+    HandshakeRefusedError,
+    refusal_frame,
+)
 from cellrelay.protocol.wire._messages import Fetch, MailboxId, Ok, Ping, Published, Subscribed
 from cellrelay.relay._hub import Hub
 
@@ -179,7 +183,8 @@ async def test_bad_frame_ends_only_that_connection_with_its_code(
     assert running.rejections(code.name.lower()) == 1
 
 
-async def _closed_without_a_word(stream: trio.SocketStream) -> bytes:
+async def _all_until_closed(stream: trio.SocketStream) -> bytes:
+    """Every byte the relay sends until it closes the stream."""
     received = bytearray()
     try:
         while data := await stream.receive_some(65_536):
@@ -191,42 +196,43 @@ async def _closed_without_a_word(stream: trio.SocketStream) -> bytes:
 
 
 @pytest.mark.parametrize(
-    "garbage",
+    ("garbage", "code"),
     [
-        b"\x00\x00",  # a zero-length frame
-        b"\x00\x40" + bytes(64),  # a frame of zeros where handshake message 1 belongs
-        b"\x00\x30" + os.urandom(48),  # shorter than any handshake message 1
-        b"\x00\x80" + os.urandom(128),  # random bytes of a plausible length
+        (b"\x00\x00", ErrorCode.BAD_FRAME),  # a zero-length frame
+        (b"\x00\x40" + bytes(64), ErrorCode.HANDSHAKE_FAILED),  # zeros (a low-order key)
+        (b"\x00\x30" + os.urandom(48), ErrorCode.BAD_FRAME),  # shorter than any message 1
+        (b"\x00\x80" + os.urandom(128), ErrorCode.HANDSHAKE_FAILED),  # random bytes
     ],
     ids=["zero-length", "zeros", "too-short", "random"],
 )
-async def test_garbage_before_the_handshake_closes_the_connection(
-    relays: RelayFactory, garbage: bytes
+async def test_garbage_before_the_handshake_is_refused_and_closed(
+    relays: RelayFactory, garbage: bytes, code: ErrorCode
 ) -> None:
-    """Garbage instead of handshake message 1: the relay closes the stream and sends nothing."""
+    """Garbage instead of handshake message 1: a refusal with its code (§3.2), then the close."""
     running = await relays.start()
     with trio.fail_after(PATIENCE):
         writer, reader, mailbox = await _bystander(running)
         stream = await connect_raw_socket(running.port)
         await stream.send_all(garbage)
-        assert await _closed_without_a_word(stream) == b""
+        assert await _all_until_closed(stream) == refusal_frame(code)
         await _still_served(running, writer, reader, mailbox)
     assert running.relay.metrics.handshakes.labels(result="failed").value == 1
 
 
-async def test_wrong_relay_key_fails_the_handshake(relays: RelayFactory) -> None:
-    """A client pinning another key cannot complete the handshake; the relay closes silently."""
+async def test_wrong_relay_key_fails_the_handshake_with_a_refusal(relays: RelayFactory) -> None:
+    """A client pinning another key cannot complete the handshake, and is told HANDSHAKE_FAILED."""
     running = await relays.start()
     with trio.fail_after(PATIENCE):
         stream = await connect_raw_socket(running.port)
-        with pytest.raises(EOFError):
+        with pytest.raises(HandshakeRefusedError) as refused:
             await handshake(stream, secrets.token_bytes(32))
+        assert refused.value.code is ErrorCode.HANDSHAKE_FAILED
         await stream.aclose()
         assert running.relay.metrics.handshakes.labels(result="failed").value == 1
 
 
 async def test_handshake_timeout_closes_silent_and_slow_clients(relays: RelayFactory) -> None:
-    """A client that sends nothing, or half a frame, is closed after `handshake_timeout`.
+    """A client that sends nothing, or half a frame, is refused and closed after `handshake_timeout`.
 
     Meanwhile another client completes its handshake and is served. Catches a missing
     handshake deadline (slowloris: idle sockets pinning memory and handshake slots).
@@ -240,8 +246,9 @@ async def test_handshake_timeout_closes_silent_and_slow_clients(relays: RelayFac
         started = trio.current_time()
         writer, reader, mailbox = await _bystander(running)
         await _still_served(running, writer, reader, mailbox)
-        assert await _closed_without_a_word(silent) == b""
-        assert await _closed_without_a_word(slow) == b""
+        timed_out = refusal_frame(ErrorCode.HANDSHAKE_TIMEOUT)
+        assert await _all_until_closed(silent) == timed_out
+        assert await _all_until_closed(slow) == timed_out
         assert trio.current_time() - started >= timeout * 0.9
     assert running.relay.metrics.handshakes.labels(result="timeout").value == 2
     assert running.relay.metrics.handshakes_in_progress.value == 0

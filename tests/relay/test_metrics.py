@@ -1,4 +1,4 @@
-"""Tests for relay/_metrics.py: exposition parsed back by a strict 0.0.4 parser."""
+"""Tests for relay/_metrics.py: the exposition read back with prometheus_client's parser."""
 
 from __future__ import annotations
 
@@ -10,6 +10,10 @@ from typing import TYPE_CHECKING
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
+from prometheus_client import Counter as PrometheusCounter
+from prometheus_client import Gauge as PrometheusGauge
+from prometheus_client.parser import text_string_to_metric_families
 
 from cellrelay.protocol._errors import ErrorCode
 from cellrelay.relay._metrics import (
@@ -22,151 +26,36 @@ from cellrelay.relay._metrics import (
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-# -- A strict parser for the Prometheus text format 0.0.4 ---------------------------------
-
-_NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
-_HELP_LINE = re.compile(rf"# HELP ({_NAME}) (.*)\Z")
-_TYPE_LINE = re.compile(rf"# TYPE ({_NAME}) (counter|gauge|histogram|summary|untyped)\Z")
-_SAMPLE_LINE = re.compile(rf"({_NAME})(\{{.*\}})? (\S+)\Z")
-_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
-_VALUE = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\Z")
+# -- Reading the exposition back with prometheus_client's own parser -----------------------
 
 Labels = frozenset[tuple[str, str]]
 
 
-class ExpositionError(Exception):
-    """The text is not valid exposition format; the message says which line and why."""
-
-
 @dataclass
 class ParsedFamily:
-    """One metric family as read back from the text."""
+    """One metric family as read back from the text, keyed by the name in its HELP line."""
 
     help: str | None = None
     type: str | None = None
     samples: dict[tuple[str, Labels], float] = field(default_factory=dict)
 
 
-def _unescape(text: str, specials: str) -> str:
-    out, i = [], 0
-    while i < len(text):
-        c = text[i]
-        if c == "\\":
-            if i + 1 == len(text):
-                raise ExpositionError("dangling backslash")
-            nxt = text[i + 1]
-            if nxt == "n":
-                out.append("\n")
-            elif nxt in specials:
-                out.append(nxt)
-            else:
-                raise ExpositionError(f"bad escape \\{nxt}")
-            i += 2
-        else:
-            out.append(c)
-            i += 1
-    return "".join(out)
-
-
-def _parse_labels(text: str) -> Labels:
-    """Parse `{a="x",b="y"}` with escapes; reject anything loose."""
-    if not (text.startswith("{") and text.endswith("}")):
-        raise ExpositionError("labels must be in braces")
-    body, pos, pairs = text[1:-1], 0, []
-    while pos < len(body):
-        m = _LABEL_NAME.match(body, pos)
-        if m is None or body[m.end() : m.end() + 2] != '="':
-            raise ExpositionError(f"bad label at {body[pos:]!r}")
-        name, pos = m.group(), m.end() + 2
-        raw: list[str] = []
-        while True:
-            if pos >= len(body):
-                raise ExpositionError("unterminated label value")
-            c = body[pos]
-            if c == "\\":
-                raw.append(body[pos : pos + 2])
-                pos += 2
-            elif c == '"':
-                pos += 1
-                break
-            elif c == "\n":
-                raise ExpositionError("raw newline in label value")
-            else:
-                raw.append(c)
-                pos += 1
-        pairs.append((name, _unescape("".join(raw), '\\"')))
-        if pos < len(body):
-            if body[pos] != ",":
-                raise ExpositionError("labels must be separated by commas")
-            pos += 1
-    names = [n for n, _ in pairs]
-    if len(set(names)) != len(names):
-        raise ExpositionError("duplicate label name")
-    return frozenset(pairs)
-
-
-def _parse_value(text: str) -> float:
-    if text in ("NaN", "+Inf", "-Inf"):
-        return float(text.lower().replace("+", ""))
-    if not _VALUE.match(text):
-        raise ExpositionError(f"bad value {text!r}")
-    return float(text)
-
-
 def parse_exposition(data: bytes) -> dict[str, ParsedFamily]:
-    """Parse 0.0.4 text strictly: HELP/TYPE once and before samples, samples in their family."""
-    text = data.decode("utf-8")
-    if text and not text.endswith("\n"):
-        raise ExpositionError("text must end with a newline")
+    """Parse the text with `prometheus_client.parser`, the way a scraper reads it.
+
+    The parser names a counter's family without `_total`; this keys it by the name the
+    text gives (`x_total`), as the relay's documentation does.
+    """
     families: dict[str, ParsedFamily] = {}
-    current: str | None = None
-    for line in text.split("\n")[:-1]:
-        if m := _HELP_LINE.match(line):
-            name, current = m.group(1), m.group(1)
-            fam = families.setdefault(name, ParsedFamily())
-            if fam.help is not None or fam.samples:
-                raise ExpositionError(f"HELP for {name} repeated or after samples")
-            fam.help = _unescape(m.group(2), "\\")
-        elif m := _TYPE_LINE.match(line):
-            name, current = m.group(1), m.group(1)
-            fam = families.setdefault(name, ParsedFamily())
-            if fam.type is not None or fam.samples:
-                raise ExpositionError(f"TYPE for {name} repeated or after samples")
-            fam.type = m.group(2)
-        elif line.startswith("#"):
-            raise ExpositionError(f"unexpected comment {line!r}")
-        elif m := _SAMPLE_LINE.match(line):
-            sample, labels = m.group(1), _parse_labels(m.group(2)) if m.group(2) else frozenset()
-            if current is None:
-                raise ExpositionError(f"sample {sample} before any TYPE")
-            fam = families[current]
-            allowed = {current}
-            if fam.type == "histogram":
-                allowed = {current + s for s in ("_bucket", "_sum", "_count")}
-            if sample not in allowed:
-                raise ExpositionError(f"sample {sample} outside family {current}")
-            if (sample, labels) in fam.samples:
-                raise ExpositionError(f"duplicate series {sample}{sorted(labels)}")
-            fam.samples[sample, labels] = _parse_value(m.group(3))
-        else:
-            raise ExpositionError(f"unparseable line {line!r}")
+    for metric in text_string_to_metric_families(data.decode("utf-8")):
+        name = metric.name + "_total" if metric.type == "counter" else metric.name
+        assert name not in families, f"family {name} appears twice"
+        family = families[name] = ParsedFamily(help=metric.documentation, type=metric.type)
+        for sample in metric.samples:
+            key = (sample.name, frozenset(sample.labels.items()))
+            assert key not in family.samples, f"duplicate series {key}"
+            family.samples[key] = sample.value
     return families
-
-
-def test_parser_rejects_what_it_should() -> None:
-    """The parser is the oracle for every other test, so check it can say no."""
-    bad = [
-        b"x 1",  # no newline at the end
-        b"x 1\n",  # sample before TYPE
-        b'# TYPE x counter\nx{a="b\\q"} 1\n',  # bad escape
-        b'# TYPE x counter\nx{a="b"} one\n',  # bad value
-        b"# TYPE x counter\nx 1\nx 2\n",  # duplicate series
-        b"# TYPE x counter\ny 1\n",  # sample outside its family
-        b"# TYPE x gauge\n# TYPE x gauge\n",
-    ]
-    for text in bad:
-        with pytest.raises(ExpositionError):
-            parse_exposition(text)
 
 
 # -- Registry ------------------------------------------------------------------------------
@@ -298,7 +187,7 @@ def test_histogram_buckets_are_cumulative(observations: list[float]) -> None:
     }
     assert list(buckets) == ["0.001", "0.01", "0.1", "1.0", "+Inf"]
     for le, count in buckets.items():
-        bound = _parse_value(le)
+        bound = float(le)
         assert count == sum(1 for v in observations if v <= bound)
     assert buckets["+Inf"] == len(observations)
     assert parsed.samples["lat_seconds_count", frozenset()] == len(observations)
@@ -322,9 +211,8 @@ def test_labelled_histogram_keeps_le_last() -> None:
     registry = Registry()
     family = registry.histogram_family("h_seconds", "H.", ("op",), (0.5,))
     family.labels(op="commit").observe(0.25)
-    text = registry.render().decode()
-    assert 'h_seconds_bucket{op="commit",le="0.5"} 1\n' in text
-    samples = parse_exposition(text.encode())["h_seconds"].samples
+    samples = parse_exposition(registry.render())["h_seconds"].samples
+    assert samples["h_seconds_bucket", frozenset({("op", "commit"), ("le", "0.5")})] == 1
     assert samples["h_seconds_bucket", frozenset({("op", "commit"), ("le", "+Inf")})] == 1
 
 
@@ -397,6 +285,21 @@ def test_empty_registry_renders_nothing() -> None:
     assert Registry().render() == b""
 
 
+def test_a_gauge_and_a_counter_of_one_family_name_are_refused() -> None:
+    """The clash of issue 10: a gauge `x` and a counter `x_total` are one family to Prometheus.
+
+    prometheus_client's own registry refuses them, and so does ours (it is one).
+    """
+    theirs = CollectorRegistry()
+    PrometheusCounter("cellrelay_connections_total", "Accepted.", registry=theirs)
+    with pytest.raises(ValueError, match="Duplicated timeseries"):
+        PrometheusGauge("cellrelay_connections", "Open now.", registry=theirs)
+    ours = Registry()
+    ours.counter("cellrelay_connections_total", "Accepted.")
+    with pytest.raises(ValueError, match="collides"):
+        ours.gauge("cellrelay_connections", "Open now.")
+
+
 # -- RelayMetrics --------------------------------------------------------------------------
 
 
@@ -404,7 +307,11 @@ def test_relay_metrics_follow_naming_conventions() -> None:
     registry = Registry()
     RelayMetrics.create(registry)
     parsed = parse_exposition(registry.render())
-    assert len(parsed) == 19
+    assert len(parsed) == 20
+    # The names fit prometheus_client's model too: every family registers on its registry.
+    names = {family.name for family in text_string_to_metric_families(registry.render().decode())}
+    assert "cellrelay_connections_open" in names
+    assert "cellrelay_connections" in names  # the counter cellrelay_connections_total
     for name, fam in parsed.items():
         assert name.startswith("cellrelay_")
         assert fam.help
@@ -446,7 +353,7 @@ def test_relay_metrics_record_what_the_relay_counts() -> None:
     metrics.drop("connection_lost")
     metrics.handshakes.labels(result="ok").inc()
     metrics.deliveries.inc(1000)
-    metrics.connections.inc()
+    metrics.connections_open.inc()
     metrics.mailboxes.set_function(lambda: 12)
     metrics.store_commit_seconds.observe(0.0003)
     metrics.store_batch_size.observe(17)
@@ -463,7 +370,7 @@ def test_relay_metrics_record_what_the_relay_counts() -> None:
     assert value("cellrelay_connections_dropped_total", reason="connection_lost") == 1
     assert value("cellrelay_handshakes_total", result="ok") == 1
     assert value("cellrelay_deliveries_total") == 1000
-    assert value("cellrelay_connections") == 1
+    assert value("cellrelay_connections_open") == 1
     assert value("cellrelay_mailboxes") == 12
     commit = "cellrelay_store_commit_seconds"
     assert value(commit, commit + "_bucket", le="0.0001") == 0
@@ -481,9 +388,7 @@ def test_commit_buckets_span_a_tenth_of_a_millisecond_to_a_second() -> None:
     RelayMetrics.create(registry)
     parsed = parse_exposition(registry.render())["cellrelay_store_commit_seconds"]
     bounds = sorted(
-        _parse_value(dict(labels)["le"])
-        for name, labels in parsed.samples
-        if name.endswith("_bucket")
+        float(dict(labels)["le"]) for name, labels in parsed.samples if name.endswith("_bucket")
     )
     assert bounds[0] == 0.0001
     assert bounds[-2] == 1.0  # the last finite bound; then +Inf

@@ -7,7 +7,7 @@ import ast
 import re
 from pathlib import Path
 
-from cellrelay.relay._cli import build_parser, main
+from cellrelay.relay._cli import EXIT_DISK_FULL, EXIT_FIX, build_parser, main
 from cellrelay.relay._config import RelayConfig, load_config
 from cellrelay.relay._server import CLOSE_GRACE
 
@@ -160,6 +160,7 @@ def test_unit_stops_the_way_the_relay_drains() -> None:
     )
     (nofile,) = unit["LimitNOFILE"]
     assert int(nofile) > defaults.max_connections
+    assert unit["LimitCORE"] == ["0"]  # a core dump would hold the relay key
     for setting in ("NoNewPrivileges", "PrivateTmp", "ProtectHome", "PrivateDevices"):
         assert unit[setting] == ["yes"], setting
     assert unit["ProtectSystem"] == ["strict"]
@@ -169,8 +170,10 @@ def test_unit_stops_the_way_the_relay_drains() -> None:
 
 
 def test_exit_status_2_means_a_setting_to_fix(tmp_path: Path) -> None:
-    """The unit's RestartPreventExitStatus=2 relies on this."""
+    """The unit's RestartPreventExitStatus=2 relies on this; 75 (a full disk) is restarted."""
     assert _unit()["RestartPreventExitStatus"] == ["2"]
+    assert _unit()["Restart"] == ["on-failure"]
+    assert (EXIT_FIX, EXIT_DISK_FULL) == (2, 75)
     missing = tmp_path / "no.key"
     assert main(["address", "--key-file", str(missing)]) == 2
     assert main(["serve", "--key-file", str(missing), "--store", "memory"]) == 2

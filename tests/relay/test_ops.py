@@ -152,7 +152,7 @@ async def test_endpoints() -> None:
         assert metrics.status == 200
         assert metrics.headers[b"content-type"] == CONTENT_TYPE.encode()
         assert metrics.body == ops.registry.render()
-        assert b"cellrelay_test_total 7\n" in metrics.body
+        assert b"cellrelay_test_total 7.0\n" in metrics.body
         with_query = await client.request(get("/metrics?name[]=x"))
         assert with_query.body == metrics.body
 

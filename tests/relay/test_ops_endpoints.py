@@ -6,10 +6,9 @@ clients; the endpoints are read over HTTP like a monitoring system would.
 
 from __future__ import annotations
 
-import re
-
 import trio
 import trio.testing
+from prometheus_client.parser import text_string_to_metric_families
 
 from cellrelay.protocol._errors import ErrorCode
 from cellrelay.protocol.wire._messages import Goodbye, Ok, Published, Subscribed
@@ -27,18 +26,24 @@ from .conftest import (
 )
 from .process import http_get
 
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?) (\S+)$")
-
 
 async def scrape(port: int) -> dict[str, float]:
-    """GET /metrics and return {sample name with labels: value}."""
+    """GET /metrics, parse it with prometheus_client's parser, return {sample with labels: value}.
+
+    The parser is what a scraper uses: text it cannot read, or two families of one name
+    (issue 10: a gauge `cellrelay_connections` beside the counter
+    `cellrelay_connections_total`), fails here.
+    """
     status, body = await http_get(port, "/metrics")
     assert status == 200
     samples: dict[str, float] = {}
-    for line in body.decode().splitlines():
-        match = _SAMPLE.match(line)
-        if match:
-            samples[match.group(1)] = float(match.group(2))
+    families: set[str] = set()
+    for family in text_string_to_metric_families(body.decode()):
+        assert family.name not in families, f"two families named {family.name}"
+        families.add(family.name)
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            samples[sample.name + (f"{{{labels}}}" if labels else "")] = sample.value
     return samples
 
 
@@ -87,7 +92,8 @@ async def test_health_readiness_and_counts(relays: RelayFactory) -> None:
     assert samples['cellrelay_rejections_total{reason="envelope_too_large"}'] == 1
     assert samples['cellrelay_rejections_total{reason="malformed"}'] == 1
     assert samples['cellrelay_connections_dropped_total{reason="malformed"}'] == 1
-    assert samples["cellrelay_connections"] == 3
+    assert samples["cellrelay_connections_open"] == 3
+    assert samples["cellrelay_connections_total"] == 4
     assert samples["cellrelay_subscriptions"] == 2
     assert samples["cellrelay_mailboxes"] == 1
     assert samples["cellrelay_mailboxes_created_total"] == 1
