@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Final
 from .._crypto import ED25519_SEED_SIZE, HashChain, SigningKey, blake2b, random_bytes, zero
 from ._control import (
     MAX_ADMIN_SECRETS,
+    MAX_CHANGE_EXTRA,
     MAX_EXTRA,
     SECRET_SIZE,
     WelcomeContent,
@@ -526,6 +527,7 @@ class CellCrypto:
             admin_secrets=change.granted,
             distribution=self._distribution(int(now) + key_ttl),
             released=self._rx.release(None, None, now),
+            extra=change.extra,
         )
 
     def _enter_epoch(
@@ -570,18 +572,29 @@ class CellCrypto:
         return self._propose((Op.ADD, member, role), now=now)
 
     def remove_member(
-        self, member_id: bytes, *, now: float, new_group_keys: tuple[bytes, bytes]
+        self,
+        member_id: bytes,
+        *,
+        now: float,
+        new_group_keys: tuple[bytes, bytes],
+        extra: bytes | None = None,
     ) -> bytes:
         """Return the epoch change that removes a member and rotates the group mailbox keys.
+
+        `extra` is opaque client data for the remaining members (the client's: a new group
+        mailbox, docs/protocol.md §C5); the change carries it in its body (§G6.3).
 
         Raises:
             NotAdminError, RemovedError: this member may not.
             MembershipError: not a member, or the last admin.
-            ValueError: `new_group_keys` are not two 32-byte seeds.
+            ValueError: `new_group_keys` are not two 32-byte seeds; `extra` is empty or
+                longer than MAX_CHANGE_EXTRA.
         """
         subject = self._member(member_id)
         keys = _check_group_keys(new_group_keys)
-        return self._propose((Op.REMOVE, subject, Role.MEMBER), now=now, group_keys=keys)
+        return self._propose(
+            (Op.REMOVE, subject, Role.MEMBER), now=now, group_keys=keys, extra=extra
+        )
 
     def promote(self, member_id: bytes, *, now: float) -> bytes:
         """Return the epoch change that makes a member an admin (it receives admin_secrets)."""
@@ -591,10 +604,19 @@ class CellCrypto:
         """Return the epoch change that makes an admin a plain member (not the last admin)."""
         return self._propose((Op.DEMOTE, self._member(member_id), Role.MEMBER), now=now)
 
-    def rotate(self, *, now: float, new_group_keys: tuple[bytes, bytes] | None = None) -> bytes:
-        """Return an epoch change with no membership change: fresh keys for everyone."""
+    def rotate(
+        self,
+        *,
+        now: float,
+        new_group_keys: tuple[bytes, bytes] | None = None,
+        extra: bytes | None = None,
+    ) -> bytes:
+        """Return an epoch change with no membership change: fresh keys for everyone.
+
+        `extra`, if given, is opaque client data for the members (as for `remove_member`).
+        """
         keys = None if new_group_keys is None else _check_group_keys(new_group_keys)
-        return self._propose(None, now=now, group_keys=keys)
+        return self._propose(None, now=now, group_keys=keys, extra=extra)
 
     def _member(self, member_id: bytes) -> MemberInfo:
         info = self._s.membership.members.get(member_id)
@@ -614,9 +636,12 @@ class CellCrypto:
         *,
         now: float,
         group_keys: tuple[bytes, bytes] | None = None,
+        extra: bytes | None = None,
     ) -> bytes:
         self._require_admin()
         s = self._s
+        if extra is not None and not 0 < len(extra) <= MAX_CHANGE_EXTRA:
+            raise ValueError("extra must be 1..MAX_CHANGE_EXTRA bytes")
         envelope = build_change(
             self._identity,
             s,
@@ -625,6 +650,7 @@ class CellCrypto:
             entry_fields=entry_fields,
             now=now,
             group_keys=group_keys,
+            extra=None if extra is None else bytes(extra),
         )
         s.proposals = [*s.proposals, blake2b(envelope)][-_MAX_PROPOSALS:]
         return envelope
