@@ -253,9 +253,14 @@ class CellCrypto:
         cell._enter_epoch(content.epoch, bytearray(content.secret), membership)
         return cell, cell._distribution(int(now) + key_ttl)
 
-    def to_bytes(self) -> bytes:
-        """Return the full state (SECRET: for the client's encrypted keystore only)."""
-        return write_state(self._s)
+    def to_bytes(self, *, parked: bool = True) -> bytes:
+        """Return the full state (SECRET: for the client's encrypted keystore only).
+
+        `parked=False` leaves out the envelopes parked for their epoch or key (up to
+        1 MiB, rewritten by every save otherwise): for a client that keeps their relay
+        seqs (`parked_refs`) and fetches them again after a restart.
+        """
+        return write_state(self._s, parked=parked)
 
     @classmethod
     def from_bytes(cls, data: bytes, identity: Identity, *, rng: Rng = random_bytes) -> CellCrypto:
@@ -458,18 +463,33 @@ class CellCrypto:
 
     # -- receiving -------------------------------------------------------------------------
 
-    def open(self, envelope: bytes, *, now: float) -> Outcome:
+    def open(self, envelope: bytes, *, now: float, ref: int = 0) -> Outcome:
         """Authenticate and decrypt a group envelope.
 
         Returns `Opened` (a message, or a sender key distribution), `Pending` (parked until
         its sender key or epoch arrives; released later in `Opened.released` or
-        `EpochUpdate.released`) or `Own` (this member's own envelope echoed back).
+        `EpochUpdate.released`) or `Own` (this member's own envelope echoed back). `ref`
+        names the envelope for `parked_refs` (the client passes the relay's seq).
 
         Raises:
             GroupError: one subclass per reason (docs/protocol.md, Part 2, "Rejections").
+                `PendingOverflowError` changes nothing: offer the envelope again once
+                its epoch or its sender's key has arrived.
         """
         self._rx.expire(now)
-        return self._rx.open(bytes(envelope), now)
+        return self._rx.open(bytes(envelope), now, ref)
+
+    def parked_refs(self) -> list[int]:
+        """The `ref`s given with the envelopes parked now (see `open`), in arrival order."""
+        return self._rx.parked_refs()
+
+    def keyed_senders(self) -> frozenset[bytes]:
+        """The members whose sender key of the current epoch this member holds (itself included)."""
+        s = self._s
+        epoch = s.epochs.get(s.current)
+        if epoch is None:
+            return frozenset()
+        return frozenset(epoch.chains) | {self._me}
 
     # -- epoch changes ---------------------------------------------------------------------
 
