@@ -33,8 +33,12 @@ __all__ = [
 
 STATE_VERSION: Final = 1
 # Recent messages kept per cell for `Cell.recent()`: a busy cell's day of alerts and
-# replies; older ones fall off even before they expire.
+# replies; older ones fall off even before they expire. One sender may hold a quarter of
+# them, and when they are full the sender holding most loses its oldest: a flood from one
+# member (up to 1,000 messages in a burst, within the relay's rate limits) pushes out only
+# its own, never another member's message (docs/threat-model.md §3.6).
 MAX_HISTORY: Final = 1000
+MAX_HISTORY_PER_SENDER: Final = MAX_HISTORY // 4
 MAX_SEEN: Final = 20_000
 SEEN_SLACK: Final = 2_000  # see CellRecord.prune
 
@@ -270,6 +274,34 @@ class CellRecord:
             seen=seen,
         )
 
+    def _bound_history(self) -> None:
+        """Drop the oldest messages of whoever holds too many (see MAX_HISTORY)."""
+        history = self.history
+        if len(history) <= MAX_HISTORY_PER_SENDER:
+            return
+        counts: dict[bytes, int] = {}
+        for item in history:
+            counts[item.sender_id] = counts.get(item.sender_id, 0) + 1
+        over = {
+            s: n - MAX_HISTORY_PER_SENDER for s, n in counts.items() if n > MAX_HISTORY_PER_SENDER
+        }
+        total = len(history) - sum(over.values())
+        while total > MAX_HISTORY:  # the sender holding most gives up its oldest, in turn
+            most = max(counts[s] - over.get(s, 0) for s in counts)
+            payer = min(s for s in counts if counts[s] - over.get(s, 0) == most)
+            over[payer] = over.get(payer, 0) + 1
+            total -= 1
+        if not over:
+            return
+        kept = []
+        for item in history:  # oldest first: each payer's first `over` items go
+            drop = over.get(item.sender_id, 0)
+            if drop:
+                over[item.sender_id] = drop - 1
+            else:
+                kept.append(item)
+        self.history = kept
+
     def next_expiry(self) -> float:
         """No later than the soonest expiry of a kept message or seen id (inf: none)."""
         return self._earliest
@@ -290,8 +322,7 @@ class CellRecord:
                 min((h.expires_at for h in self.history), default=math.inf),
                 min(self.seen.values(), default=math.inf),
             )
-        if len(self.history) > MAX_HISTORY:
-            del self.history[: len(self.history) - MAX_HISTORY]  # the oldest received
+        self._bound_history()
         if len(self.seen) > MAX_SEEN + SEEN_SLACK:  # keep the ones that expire last
             self.seen = dict(sorted(self.seen.items(), key=lambda kv: kv[1])[-MAX_SEEN:])
             self._seen_wire = None
