@@ -50,7 +50,7 @@ from ._blocking import (
     Subscription,
 )
 from ._cell_admin import Cell
-from ._cell_member import CellError
+from ._cell_member import CellError, MailboxFullError
 from ._client import Client, create_identity, open_client
 from ._events import (
     AlertReceived,
@@ -96,6 +96,7 @@ __all__ = [
     "KeystoreError",
     "KeystoreExistsError",
     "LinkClosedError",
+    "MailboxFullError",
     "Member",
     "MemberStatus",
     "MembershipChange",

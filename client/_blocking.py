@@ -390,12 +390,16 @@ class BlockingCell:
         return self._client._run(functools.partial(self._cell.approve, member), timeout)
 
     def remove(self, member: Member, *, timeout: float | None = DEFAULT_TIMEOUT) -> None:
-        """Remove a member: a new epoch and new keys; they read and send nothing new."""
+        """Remove a member: a new epoch, new keys, a fresh mailbox; they read and send nothing new."""
         self._client._run(functools.partial(self._cell.remove, member), timeout)
 
     def rotate(self, *, timeout: float | None = DEFAULT_TIMEOUT) -> None:
         """Start a new epoch with fresh keys for everyone."""
         self._client._run(self._cell.rotate, timeout)
+
+    def recover(self, *, timeout: float | None = DEFAULT_TIMEOUT) -> None:
+        """Move the cell to a fresh group mailbox (a new epoch), when a flood filled the old one."""
+        self._client._run(self._cell.recover, timeout)
 
     def leave(self, *, timeout: float | None = DEFAULT_TIMEOUT) -> None:
         """Leave the cell (see `Cell.leave`)."""

@@ -4,8 +4,8 @@ Theory of operation
 -------------------
 
 A cell lives in three kinds of mailbox on one relay (docs/protocol.md, Parts 2 and 3):
-the *group* mailbox (messages and sender key distributions; its keys rotate when a member
-is removed), the *control* mailbox (epoch changes; only admins write it, every member can
+the *group* mailbox (messages and sender key distributions; the cell moves to a fresh one
+when a member is removed: client/_cell_moves.py), the *control* mailbox (epoch changes; only admins write it, every member can
 always read it) and, for admins with open invites and members waiting to be admitted,
 one-time *join* mailboxes. The client's router hands this object every delivery from its
 mailboxes, one at a time and in seq order per mailbox (`on_delivery`), and this object
@@ -14,8 +14,9 @@ drives the sans-IO group layer (`CellCrypto`) with it:
 * group envelope -> `CellCrypto.open` -> content -> de-duplicated by message id, kept
   in history until it expires, folded into the alert roll-up, handed to the app;
 * control envelope -> `open_control` -> new epoch: publish this member's sender key
-  distribution, follow rotated group keys, report the membership change, and (for the
-  admin that proposed the change) finish the operation it belongs to;
+  distribution, follow rotated group keys or a move to a new group mailbox (whose old
+  one `upkeep` then reads to its end in the background), report the membership change,
+  and (for the admin that proposed the change) finish the operation it belongs to;
 * join envelope -> a request to record (admin) or the welcome that makes us a member.
 
 Rules that keep keys safe:
@@ -79,6 +80,7 @@ from cellrelay.protocol.wire import (
 )
 from cellrelay.protocol.wire._codec import decode_map, encode_map
 
+from ._cell_moves import ChangeExtra, ChangeExtraError, Moves
 from ._events import (
     AlertReceived,
     CellEvent,
@@ -95,7 +97,7 @@ from ._state import CellRecord, HistoryItem, RequestRecord
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
 
-__all__ = ["CellError", "CellInfo", "MemberCell", "Saver"]
+__all__ = ["CellError", "CellInfo", "MailboxFullError", "MemberCell", "Saver"]
 
 log = structlog.get_logger("cellrelay.client")
 
@@ -141,6 +143,15 @@ class Saver(Protocol):
 
 class CellError(Exception):
     """An operation on a cell cannot be done; the message says why and what to do."""
+
+
+class MailboxFullError(CellError):
+    """The relay refused a message because the cell's mailbox is full: it was not sent.
+
+    A member is most likely flooding the cell. An admin removes that member, or runs
+    `cellrelay cell recover` (`Cell.recover`) when it is not clear who it is; either moves
+    the cell to a fresh mailbox within seconds. Then send again.
+    """
 
 
 class CellInfo:
@@ -222,6 +233,7 @@ class MemberCell:
         self._progress = trio.Event()  # set after each processed delivery
         self._dirty = False  # the group layer's state changed since the record was written
         self._queued: list[CellEvent] = []  # events of applied deliveries, emitted after the save
+        self._moves = Moves(self)  # moves to a fresh group mailbox (client/_cell_moves.py)
         for item in record.history:
             self._fold(item)
         # The last run may have published counters its last saves did not reach the disk
@@ -391,7 +403,13 @@ class MemberCell:
         )
         if crypto.removed:
             return
-        await self._watch_group()
+        try:
+            await self._watch_group()
+        except RelayRefusedError as exc:
+            # The keys changed while this member was away (a removal rotated or moved the
+            # group mailbox): the control mailbox, watched first, brings the change that
+            # says what next, or, for the admin who made it, its pending proposal below.
+            log.info("group_not_watched", code=code_name(exc.code))
         if self.is_admin:
             await self._take_up_admin_duties()
         await self._flush_distribution()
@@ -497,7 +515,17 @@ class MemberCell:
             # Saved before the envelope leaves, so that a crash of the process never loses
             # it from history; not fsync'd: the reservation already covers its counter.
             await self._save(durable=False)
-            await self.link.publish(self.record.group_mailbox, envelope, expires_at)
+            try:
+                await self.link.publish(self.record.group_mailbox, envelope, expires_at)
+            except RelayRefusedError as exc:
+                if exc.code != ErrorCode.MAILBOX_FULL:
+                    raise
+                log.warning("send_refused_mailbox_full")
+                raise MailboxFullError(
+                    f"the relay refused the message: the mailbox of {self.name!r} is full"
+                    " (a member may be flooding it). It was not sent: an admin can remove"
+                    " the flooder or run `cellrelay cell recover`; then send it again"
+                ) from None
 
     async def _reserve_counter(self) -> None:
         """Make sure the next counter is reserved on disk before it is sealed with (§C6 item 3).
@@ -558,9 +586,14 @@ class MemberCell:
         if isinstance(event, Revocation):
             log.info("group_keys_revoked", code=event.code)  # the control mailbox says what next
             return
+        self._take(event.envelope)
+        self.record.group_cursor = event.seq
+
+    def _take(self, envelope: bytes) -> None:
+        """Open one group envelope and queue what it means for the app."""
         now = self.clock()
         try:
-            outcome: Outcome | GroupError = self.crypto.open(event.envelope, now=now)
+            outcome: Outcome | GroupError = self.crypto.open(envelope, now=now)
         except GroupError as exc:
             outcome = exc
         # Applied, not yet saved: the client saves once after the burst of deliveries it
@@ -568,7 +601,6 @@ class MemberCell:
         # 100 members each saving (state encoding, SecretBox, fsync) after every delivery,
         # saving was three quarters of a member's CPU per alert (bench/bench_cells.py).
         self._queued.extend(self._outcome(outcome))
-        self.record.group_cursor = event.seq
         self._dirty = True
 
     def sync_record(self) -> None:
@@ -699,6 +731,7 @@ class MemberCell:
     async def _apply(self, update: EpochUpdate) -> list[CellEvent]:
         """Act on an applied epoch change: keys, distribution, relay rotation, events."""
         events: list[CellEvent] = []
+        extra = self._change_extra(update, events)
         if update.distribution is not None:
             self.record.distribution_pending = update.distribution
         if update.entry is not None:
@@ -713,7 +746,11 @@ class MemberCell:
             await self.link.unwatch(self.record.group_mailbox)
             self._unroute(self.record.group_mailbox)
             return events
-        if update.group_keys is not None:
+        if update.group_keys is not None and extra.group is not None and extra.drain_read:
+            # The proposing admin created the new mailbox and closed the old one to
+            # writers before publishing the change (client/_cell_moves.py).
+            await self._moves.move(extra.group, extra.drain_read, self.record.group_cursor)
+        elif update.group_keys is not None:
             # The proposing admin rotated the relay's keys before publishing the change
             # (`_propose`), so the relay already accepts the new keys; it revoked our old
             # watch then, on this same connection, before this delivery.
@@ -725,6 +762,23 @@ class MemberCell:
         for released in update.released:
             events.extend(self._outcome(released))
         return events
+
+    def _change_extra(self, update: EpochUpdate, events: list[CellEvent]) -> ChangeExtra:
+        """The change's client data (§C5.1); a damaged one is reported and ignored."""
+        if update.extra is None:
+            return ChangeExtra()
+        try:
+            extra = ChangeExtra.decode(update.extra)
+        except ChangeExtraError as exc:
+            log.warning("change_extra_refused", error=str(exc))
+            events.append(SecurityWarning(cell=self.name, reason="ChangeExtraError",
+                                          detail=f"in an epoch change by {update.signer.name}"))  # fmt: skip
+            return ChangeExtra()
+        if extra.group is not None and update.group_keys is None:  # a move needs its keys
+            events.append(SecurityWarning(cell=self.name, reason="ChangeExtraError",
+                                          detail=f"a move without keys by {update.signer.name}"))  # fmt: skip
+            return ChangeExtra(alert_limit=extra.alert_limit, muted=extra.muted)  # no move
+        return extra
 
     def _change_of(self, update: EpochUpdate) -> MembershipChange:
         entry = update.entry
@@ -749,8 +803,8 @@ class MemberCell:
 
     async def leave(self) -> None:
         """Leave the cell: stop watching its mailboxes and end every `events()` iterator."""
-        self._unroute(self.record.group_mailbox)
-        self._unroute(self.record.control_mailbox)
+        for mailbox in self.mailboxes():
+            self._unroute(mailbox)
         with contextlib.suppress(Exception):
             await self.link.unwatch(self.record.group_mailbox)
             await self.link.unwatch(self.record.control_mailbox)
@@ -805,6 +859,35 @@ class MemberCell:
     def _advanced(self) -> None:
         self._progress.set()
         self._progress = trio.Event()
+
+    def mailboxes(self) -> list[MailboxId]:
+        """The mailboxes this cell's deliveries come from (not an admin's join mailboxes)."""
+        return [self.record.group_mailbox, self.record.control_mailbox]
+
+    # -- upkeep in the background -----------------------------------------------------------
+
+    @property
+    def upkeep_due(self) -> bool:
+        """Whether `upkeep` has work: a retired group mailbox to read to its end or forget."""
+        return self._moves.due or any(r.drained for r in self.record.retired)
+
+    async def upkeep(self) -> None:
+        """Do background work (the client runs it after deliveries and every minute).
+
+        Reads retired group mailboxes to their end and forgets them (an admin deletes them
+        on the relay once nobody needs them). It waits for the relay, so it never runs in
+        a delivery handler, which would hold up every other delivery.
+        """
+        await self.wait_ready()
+        await self._moves.drain()
+        await self._forget_retired()
+
+    async def _forget_retired(self) -> None:
+        """Forget the retired mailboxes read to their end (an admin deletes them first)."""
+        record = self.record
+        if any(r.drained for r in record.retired):
+            record.retired = [r for r in record.retired if not r.drained]
+            await self._save()
 
     # -- hooks for the admin's duties (`Cell`, client/_cell_admin.py) ------------------------
 

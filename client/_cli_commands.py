@@ -492,9 +492,9 @@ async def cell_remove(ctx: Context, args: argparse.Namespace) -> None:
         ctx.unbound()
         ctx.emit(member_json(member))
         ctx.say(
-            f"Removed {isolate(member.name)} ({member.short_id}) from {isolate(cell.name)}: everyone has new keys,"
+            f"Removed {isolate(member.name)} ({member.short_id}) from {isolate(cell.name)}: everyone has new keys"
         )
-        ctx.say("and they can read nothing sent from now on.")
+        ctx.say("and a fresh mailbox, and they can read nothing sent from now on.")
 
 
 async def cell_promote(ctx: Context, args: argparse.Namespace) -> None:
@@ -520,6 +520,18 @@ async def cell_rotate(ctx: Context, args: argparse.Namespace) -> None:
         ctx.unbound()
         ctx.emit({"cell": cell.name, "epoch": cell.crypto.epoch})
         ctx.say(f"{isolate(cell.name)} is in epoch {cell.crypto.epoch}: everyone has fresh keys.")
+
+
+async def cell_recover(ctx: Context, args: argparse.Namespace) -> None:
+    """`cellrelay cell recover CELL`: move the cell to a fresh group mailbox."""
+    async with connected(ctx) as client:
+        cell = await the_cell(ctx, client, args.cell)
+        ctx.bound("the relay did not confirm the move")
+        await cell.recover()
+        ctx.unbound()
+        ctx.emit({"cell": cell.name, "epoch": cell.crypto.epoch})
+        ctx.say(f"{isolate(cell.name)} moved to a fresh mailbox (epoch {cell.crypto.epoch}):")
+        ctx.say("its members can post again. If one of them flooded it, remove them.")
 
 
 async def cell_leave(ctx: Context, args: argparse.Namespace) -> None:

@@ -159,6 +159,7 @@ class RelayLink:
         self._on_connected = on_connected
         self._watches: dict[MailboxId, _Watch] = {}
         self._writers: dict[MailboxId, CapabilityKey] = {}
+        self._readers: dict[MailboxId, CapabilityKey] = {}  # read without a subscription
         self._pending: dict[int, _Pending] = {}
         self._queue: list[_Pending] = []  # waiting for a connection
         self._next_id = 0
@@ -290,6 +291,10 @@ class RelayLink:
             background(
                 Auth(id=0, mailbox=mailbox, role="write", proof=key.prove("write", hh, mailbox))
             )
+        for mailbox, key in self._readers.items():
+            background(
+                Auth(id=0, mailbox=mailbox, role="read", proof=key.prove("read", hh, mailbox))
+            )
         for watch in self._watches.values():
             background(
                 Auth(
@@ -347,6 +352,7 @@ class RelayLink:
         elif isinstance(message, Revoked):
             self._watches.pop(message.mailbox, None)
             self._writers.pop(message.mailbox, None)
+            self._readers.pop(message.mailbox, None)
             await self._events_send.send(Revocation(mailbox=message.mailbox, code=message.code))
         else:
             if isinstance(message, Subscribed):
@@ -473,6 +479,15 @@ class RelayLink:
         """Prove the write key now and after every reconnect."""
         self._writers[mailbox] = key
         await self._auth(mailbox, key, "write")
+
+    async def authorize_reader(self, mailbox: MailboxId, key: CapabilityKey) -> None:
+        """Prove the read key now and after every reconnect, for `fetch` without a watch."""
+        self._readers[mailbox] = key
+        await self._auth(mailbox, key, "read")
+
+    def forget_reader(self, mailbox: MailboxId) -> None:
+        """Stop proving a read key given to `authorize_reader` after reconnects."""
+        self._readers.pop(mailbox, None)
 
     async def _auth(
         self, mailbox: MailboxId, key: CapabilityKey, role: Literal["read", "write"]

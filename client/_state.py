@@ -28,6 +28,7 @@ __all__ = [
     "InviteRecord",
     "JoinRecord",
     "RequestRecord",
+    "RetiredMailbox",
     "StateError",
 ]
 
@@ -175,6 +176,36 @@ class RequestRecord:
 
 
 @dataclass(slots=True, kw_only=True)
+class RetiredMailbox:
+    """A group mailbox the cell moved away from (client/_cell_moves.py), until it is gone.
+
+    Every member reads it to its end once, with its read key, which the move kept: what
+    was sealed there before the move and not read yet must not be lost. Admins keep the
+    record after that, to delete the mailbox on the relay once nobody needs it.
+    """
+
+    mailbox: MailboxId = field(repr=False)
+    read_seed: bytes = field(repr=False)
+    cursor: int  # processed up to this seq (as `CellRecord.group_cursor` was for it)
+    moved_at: float  # device time this member applied the move
+    generation: int  # the `CellRecord.group_generation` it had while it was current
+    drained: bool = False  # this member read it to its end (or it is gone)
+
+    def encode(self) -> bytes:
+        return encode_map(
+            {"mailbox": self.mailbox, "read_seed": self.read_seed, "cursor": self.cursor,
+             "moved_at": self.moved_at, "generation": self.generation, "drained": int(self.drained)}
+        )  # fmt: skip
+
+    @classmethod
+    def decode(cls, data: bytes) -> RetiredMailbox:
+        f = _decode(data)
+        return cls(mailbox=MailboxId(_bytes(f, "mailbox")), read_seed=_bytes(f, "read_seed"),
+                   cursor=_int(f, "cursor"), moved_at=_float(f, "moved_at"),
+                   generation=_int(f, "generation"), drained=bool(_int(f, "drained")))  # fmt: skip
+
+
+@dataclass(slots=True, kw_only=True)
 class CellRecord:
     """One cell as this member keeps it."""
 
@@ -188,6 +219,14 @@ class CellRecord:
     pending_change: bytes = field(default=b"", repr=False)  # our epoch change, until published
     # The group key seeds the pending change rotates to (read || write), or empty.
     pending_keys: bytes = field(default=b"", repr=False)
+    # When the pending change moves the cell to a new group mailbox: its id, and the write
+    # key seed the old mailbox is rotated to (which nobody keeps), else both empty.
+    pending_move: bytes = field(default=b"", repr=False)
+    pending_retire: bytes = field(default=b"", repr=False)
+    # How many times the cell moved to a new group mailbox; tells apart the relay seqs of
+    # the mailboxes this member read (the refs of parked envelopes, `Refetch`).
+    group_generation: int = 0
+    retired: list[RetiredMailbox] = field(default_factory=list)
     epoch_started_at: float = 0.0  # when this member entered the current epoch (device clock)
     # Counters reserved for sealing, made durable before any of them is used: the next
     # run skips to `send_reserved` in epoch `send_reserved_epoch` (0: none), because the
@@ -233,6 +272,10 @@ class CellRecord:
                 "distribution_pending": self.distribution_pending,
                 "pending_change": self.pending_change,
                 "pending_keys": self.pending_keys,
+                "pending_move": self.pending_move,
+                "pending_retire": self.pending_retire,
+                "group_generation": self.group_generation,
+                "retired": [r.encode() for r in self.retired],
                 "epoch_started_at": self.epoch_started_at,
                 "send_reserved_epoch": self.send_reserved_epoch,
                 "send_reserved": self.send_reserved,
@@ -248,6 +291,12 @@ class CellRecord:
         f = _decode(data)
         f.setdefault("send_reserved_epoch", 0)  # saved before reservations existed
         f.setdefault("send_reserved", 0)
+        for name, default in (
+            ("pending_move", b""),
+            ("pending_retire", b""),
+            ("group_generation", 0),
+        ):
+            f.setdefault(name, default)  # saved before cells could move
         raw_seen = _bytes(f, "seen")
         if len(raw_seen) % 24:
             raise StateError("saved state: seen ids are damaged")
@@ -265,6 +314,10 @@ class CellRecord:
             distribution_pending=_bytes(f, "distribution_pending"),
             pending_change=_bytes(f, "pending_change"),
             pending_keys=_bytes(f, "pending_keys"),
+            pending_move=_bytes(f, "pending_move"),
+            pending_retire=_bytes(f, "pending_retire"),
+            group_generation=_int(f, "group_generation"),
+            retired=[RetiredMailbox.decode(b) for b in _list(f, "retired")],
             epoch_started_at=_float(f, "epoch_started_at"),
             send_reserved_epoch=_int(f, "send_reserved_epoch"),
             send_reserved=_int(f, "send_reserved"),

@@ -1,0 +1,190 @@
+"""A cell survives a flood of its mailbox: removal (or recover) moves it to a fresh one.
+
+Through a real relay at its default limits (16 MiB per mailbox, 7-day envelopes): a
+planted member fills the group mailbox until the relay refuses every publish
+(`MAILBOX_FULL`). Removing it moves the cell to a new group mailbox (docs/protocol.md
+§C6 item 4, client/_cell_moves.py): the cell posts again at once, and a member who was
+offline throughout still reads what was sent before the flood from the old mailbox.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+import pytest
+import trio
+
+import cellrelay.client._cell_admin as admin_module
+from cellrelay.client._cell_member import CellError, MailboxFullError
+from cellrelay.protocol import CellrelayError
+from cellrelay.protocol.cell._content import Alert, PlainMessage
+from cellrelay.relay._memory_store import MemoryStore
+
+from .cells import admit, members
+from .flood import flood
+from .test_cells import address_of
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from pathlib import Path
+
+    from cellrelay.client._cell_admin import Cell
+
+    from .conftest import RunningRelay
+
+TEST_TIMEOUT = 120
+
+
+def shown(cell: Cell) -> Counter[str]:
+    """How many times each text is in a member's `recent()` (alerts and messages)."""
+    return Counter(
+        content.text for _, content in cell.recent() if isinstance(content, Alert | PlainMessage)
+    )
+
+
+@asynccontextmanager
+async def three(relay: RunningRelay, tmp_path: Path) -> AsyncIterator[tuple[Cell, Cell, Cell]]:
+    """A cell of lead, ben and eve (who will flood, or be removed), within TEST_TIMEOUT."""
+    with trio.fail_after(TEST_TIMEOUT):
+        async with members(tmp_path, "lead", "ben", "eve") as clients:
+            lead = await clients["lead"].create_cell("Eastside", address_of(relay))
+            ben = await admit(lead, clients["ben"])
+            eve = await admit(lead, clients["eve"])
+            yield lead, ben, eve
+
+
+def memory_store(relay: RunningRelay) -> MemoryStore:
+    store = relay.relay.store
+    assert isinstance(store, MemoryStore)
+    return store
+
+
+async def post_until_accepted(cell: Cell, text: str) -> None:
+    """Send an alert, again and again while the cell is still moving (as a person would)."""
+    while True:
+        try:
+            await cell.send_alert(text, priority="urgent")
+        except (CellError, CellrelayError):
+            await trio.sleep(0.05)
+        else:
+            return
+
+
+async def test_a_removal_moves_a_flooded_cell_and_loses_nothing(
+    running_relay: RunningRelay, tmp_path: Path
+) -> None:
+    store = memory_store(running_relay)
+    async with three(running_relay, tmp_path) as (lead, ben, eve):
+        async with members(tmp_path, "dana") as offline:
+            dana = await admit(lead, offline["dana"])
+            await ben.send_message("before the flood")
+            await ben.send_alert("agents at 14th & Main", priority="urgent")
+            with trio.fail_after(20):
+                while shown(dana)["agents at 14th & Main"] == 0:
+                    await trio.sleep(0.02)
+        # dana is offline from here on.
+        old_group = lead.record.group_mailbox
+        stored = await flood(running_relay.port, running_relay.public_key, eve)
+        assert stored > 900  # the quota: about 1,024 envelopes of 16 KiB
+        with pytest.raises(MailboxFullError, match="full"):
+            await ben.send_message("during the flood: refused")
+        flooded = await store.get_mailbox(old_group)
+        assert flooded is not None
+
+        start = trio.current_time()
+        await lead.remove(lead.find_member("eve"))
+        with trio.fail_after(60):
+            await post_until_accepted(ben, "after the removal")
+        print(f"removal to first post: {trio.current_time() - start:.2f} s")
+        await ben.send_message("after the flood")
+
+        assert lead.record.group_mailbox != old_group
+        assert ben.record.group_mailbox == lead.record.group_mailbox
+        assert [m.name for m in lead.members()] == ["lead", "ben", "dana"]
+        with trio.fail_after(20):
+            while shown(lead)["after the flood"] == 0 or ben.record.retired:
+                await trio.sleep(0.02)
+
+        async with members(tmp_path, "dana") as online:
+            dana = online["dana"].cell("Eastside")
+            with trio.fail_after(30):
+                while shown(dana)["after the flood"] == 0 or dana.record.retired:
+                    await trio.sleep(0.05)
+            genuine = ["before the flood", "agents at 14th & Main", "after the removal",
+                           "after the flood"]  # fmt: skip
+            for member in (lead, ben, dana):
+                counts = shown(member)
+                assert [counts[text] for text in genuine] == [1, 1, 1, 1], member
+                assert counts["during the flood: refused"] == 0 or member is ben
+            assert dana.record.group_mailbox == lead.record.group_mailbox
+        # The old mailbox is closed to everyone: nothing was stored after the flood.
+        record = await store.get_mailbox(old_group)
+        assert record is not None
+        assert record.head == flooded.head
+
+
+async def test_recover_moves_the_cell_without_removing_anyone(
+    running_relay: RunningRelay, tmp_path: Path
+) -> None:
+    async with three(running_relay, tmp_path) as (lead, ben, eve):
+        await flood(running_relay.port, running_relay.public_key, eve)
+        with pytest.raises(CellError, match="only an admin"):
+            await ben.recover()
+        old_group = lead.record.group_mailbox
+        await lead.recover()
+        with trio.fail_after(60):
+            await post_until_accepted(ben, "recovered")
+            while shown(eve)["recovered"] == 0 or shown(lead)["recovered"] == 0:
+                await trio.sleep(0.02)
+        assert [m.name for m in lead.members()] == ["lead", "ben", "eve"]
+        assert eve.record.group_mailbox == lead.record.group_mailbox != old_group
+
+
+async def test_a_retired_mailbox_is_deleted_once_nobody_needs_it(
+    running_relay: RunningRelay, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every member has its key in the new epoch, and a grace window (here 0 s) passed."""
+    monkeypatch.setattr(admin_module, "GRACE_PERIOD", 0.0)
+    store = memory_store(running_relay)
+    async with three(running_relay, tmp_path) as (lead, ben, _):
+        old_group = lead.record.group_mailbox
+        await lead.remove(lead.find_member("eve"))
+        assert lead.record.retired
+        await ben.send_message("my key is out")  # the lead sees every member keyed
+        with trio.fail_after(30):
+            while lead.record.retired:
+                await trio.sleep(0.05)
+        assert await store.get_mailbox(old_group) is None
+        assert await store.get_mailbox(lead.record.group_mailbox) is not None
+
+
+async def test_a_move_interrupted_before_its_change_is_finished_after_a_restart(
+    running_relay: RunningRelay, tmp_path: Path
+) -> None:
+    """The old mailbox was closed, the change never published: the next start publishes it."""
+    with trio.fail_after(TEST_TIMEOUT):
+        async with members(tmp_path, "lead", "ben", "eve") as clients:
+            lead = await clients["lead"].create_cell("Eastside", address_of(running_relay))
+            await admit(lead, clients["ben"])
+            await admit(lead, clients["eve"])
+            publish = lead.link.publish
+
+            async def crash_on_control(mailbox: bytes, envelope: bytes, expires_at: int) -> int:
+                if mailbox == lead.record.control_mailbox:
+                    raise CellrelayError("power cut")
+                return await publish(mailbox, envelope, expires_at)  # type: ignore[arg-type]
+
+            lead.link.publish = crash_on_control  # type: ignore[method-assign]
+            with pytest.raises(CellrelayError, match="power cut"):
+                await lead.remove(lead.find_member("eve"))
+            assert lead.record.pending_move
+        async with members(tmp_path, "lead", "ben") as clients:
+            lead, ben = clients["lead"].cell("Eastside"), clients["ben"].cell("Eastside")
+            with trio.fail_after(60):
+                await post_until_accepted(ben, "after the restart")
+                while shown(lead)["after the restart"] == 0:
+                    await trio.sleep(0.02)
+            assert [m.name for m in lead.members()] == ["lead", "ben"]
+            assert not lead.record.pending_move
