@@ -488,7 +488,7 @@ class Cell(MemberCell):
         moving = move is not None and move[0] is not None
         self.record.pending_move = bytes(move[0]) if move is not None and move[0] else b""
         self.record.pending_retire = move[1] if move is not None and moving else b""
-        self.record.crypto = self.crypto.to_bytes()
+        self.record.crypto = self._state_bytes()
         await self._save()
         seq = await self._resume_proposal()
         with trio.move_on_after(APPLY_TIMEOUT):
@@ -547,7 +547,11 @@ class Cell(MemberCell):
     def upkeep_due(self) -> bool:
         """Whether `upkeep` has work (an admin also deletes retired mailboxes on the relay)."""
         if self.is_admin:
-            return self._moves.due or any(self._deletable(r) for r in self.record.retired)
+            return (
+                self._refetch.due
+                or self._moves.due
+                or any(self._deletable(r) for r in self.record.retired)
+            )
         return super().upkeep_due
 
     def _deletable(self, retired: RetiredMailbox) -> bool:

@@ -62,6 +62,7 @@ from cellrelay.protocol.cell._errors import (
     EpochGapError,
     ExpiredError,
     GroupError,
+    PendingOverflowError,
     RemovedError,
     ReplayError,
     StaleControlError,
@@ -81,6 +82,7 @@ from cellrelay.protocol.wire import (
 from cellrelay.protocol.wire._codec import decode_map, encode_map
 
 from ._cell_moves import ChangeExtra, ChangeExtraError, Moves
+from ._cell_refetch import Refetch, make_ref
 from ._events import (
     AlertReceived,
     CellEvent,
@@ -234,6 +236,7 @@ class MemberCell:
         self._dirty = False  # the group layer's state changed since the record was written
         self._queued: list[CellEvent] = []  # events of applied deliveries, emitted after the save
         self._moves = Moves(self)  # moves to a fresh group mailbox (client/_cell_moves.py)
+        self._refetch = Refetch(self)  # parked envelopes, fetched again (client/_cell_refetch.py)
         for item in record.history:
             self._fold(item)
         # The last run may have published counters its last saves did not reach the disk
@@ -420,7 +423,7 @@ class MemberCell:
         self._route(record.group_mailbox, self._on_group)
         await self.link.authorize_writer(record.group_mailbox, CapabilityKey.from_seed(write_seed))
         self._heads[record.group_mailbox] = await self.link.watch(
-            record.group_mailbox, CapabilityKey.from_seed(read_seed), record.group_cursor
+            record.group_mailbox, CapabilityKey.from_seed(read_seed), self._refetch.resume_after()
         )
 
     # -- sending ---------------------------------------------------------------------------
@@ -510,7 +513,7 @@ class MemberCell:
             envelope = self.crypto.seal(
                 content.KIND, content.encode(), expires_at=expires_at, now=self.link.relay_time()
             )
-            self.record.crypto = self.crypto.to_bytes()
+            self.record.crypto = self._state_bytes()
             self._remember(self.crypto.me, content, expires_at)
             # Saved before the envelope leaves, so that a crash of the process never loses
             # it from history; not fsync'd: the reservation already covers its counter.
@@ -586,16 +589,20 @@ class MemberCell:
         if isinstance(event, Revocation):
             log.info("group_keys_revoked", code=event.code)  # the control mailbox says what next
             return
-        self._take(event.envelope)
-        self.record.group_cursor = event.seq
+        self._take(event.envelope, make_ref(self.record.group_generation, event.seq))
+        # max: envelopes fetched again (client/_cell_refetch.py) may come after later ones.
+        self.record.group_cursor = max(self.record.group_cursor, event.seq)
+        self._refetch.delivered(event.seq)
 
-    def _take(self, envelope: bytes) -> None:
-        """Open one group envelope and queue what it means for the app."""
+    def _take(self, envelope: bytes, ref: int) -> None:
+        """Open one group envelope (`ref`: its mailbox and seq) and queue what it means."""
         now = self.clock()
         try:
-            outcome: Outcome | GroupError = self.crypto.open(envelope, now=now)
+            outcome: Outcome | GroupError = self.crypto.open(envelope, now=now, ref=ref)
         except GroupError as exc:
             outcome = exc
+        if isinstance(outcome, Opened) and outcome.kind == KIND_SENDER_KEY:
+            self._refetch.released()
         # Applied, not yet saved: the client saves once after the burst of deliveries it
         # took together and only then calls `flush`, which hands these events on. With
         # 100 members each saving (state encoding, SecretBox, fsync) after every delivery,
@@ -606,8 +613,13 @@ class MemberCell:
     def sync_record(self) -> None:
         """Copy the group layer's state into the record, if it changed (before a save)."""
         if self._dirty:
-            self.record.crypto = self.crypto.to_bytes()
+            self.record.crypto = self._state_bytes()
+            self._refetch.note()
             self._dirty = False
+
+    def _state_bytes(self) -> bytes:
+        """The group layer's state to save: without parked envelopes, which are fetched again."""
+        return self.crypto.to_bytes(parked=False)
 
     def flush(self) -> None:
         """Hand on the events of deliveries that are now saved (the client calls this)."""
@@ -619,6 +631,9 @@ class MemberCell:
     def _outcome(self, outcome: Outcome | GroupError) -> list[CellEvent]:
         """Turn what the group layer said into app events (recursively for released ones)."""
         if isinstance(outcome, GroupError):
+            if isinstance(outcome, PendingOverflowError):  # not lost: fetched again later
+                self._refetch.refused(outcome.ref)
+                return []
             if isinstance(outcome, QUIET_REFUSALS):
                 # Nothing for the app, but a steady stream of these is worth a look.
                 log.debug("envelope_dropped", reason=type(outcome).__name__)
@@ -715,6 +730,7 @@ class MemberCell:
         self.record.control_cursor = event.seq
         if update is not None:
             self.record.epoch_started_at = time.time()
+            self._refetch.released()
             events.extend(await self._apply(update))
         # Saved at once, not at the end of the burst: the distribution is published next,
         # and must be the saved one if we crash in between (module docstring).
@@ -749,7 +765,9 @@ class MemberCell:
         if update.group_keys is not None and extra.group is not None and extra.drain_read:
             # The proposing admin created the new mailbox and closed the old one to
             # writers before publishing the change (client/_cell_moves.py).
-            await self._moves.move(extra.group, extra.drain_read, self.record.group_cursor)
+            keep_from = self._refetch.resume_after()  # parked ones are read again there
+            self._refetch.moved()
+            await self._moves.move(extra.group, extra.drain_read, keep_from)
         elif update.group_keys is not None:
             # The proposing admin rotated the relay's keys before publishing the change
             # (`_propose`), so the relay already accepts the new keys; it revoked our old
@@ -868,17 +886,19 @@ class MemberCell:
 
     @property
     def upkeep_due(self) -> bool:
-        """Whether `upkeep` has work: a retired group mailbox to read to its end or forget."""
-        return self._moves.due or any(r.drained for r in self.record.retired)
+        """Whether `upkeep` has work: envelopes to fetch again, a retired mailbox to read."""
+        return self._refetch.due or self._moves.due or any(r.drained for r in self.record.retired)
 
     async def upkeep(self) -> None:
         """Do background work (the client runs it after deliveries and every minute).
 
-        Reads retired group mailboxes to their end and forgets them (an admin deletes them
-        on the relay once nobody needs them). It waits for the relay, so it never runs in
+        Fetches again the envelopes the parking buffer had no room for, reads retired
+        group mailboxes to their end and forgets them (an admin deletes them on the
+        relay once nobody needs them). It waits for the relay, so it never runs in
         a delivery handler, which would hold up every other delivery.
         """
         await self.wait_ready()
+        await self._refetch.fetch_again()
         await self._moves.drain()
         await self._forget_retired()
 

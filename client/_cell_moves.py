@@ -44,6 +44,7 @@ from cellrelay.protocol.cell._group import GRACE_PERIOD
 from cellrelay.protocol.wire import MAX_PAGE_ITEMS, CapabilityKey, Fetch, MailboxId, Page
 from cellrelay.protocol.wire._codec import decode_map, encode_map
 
+from ._cell_refetch import make_ref
 from ._link import RelayRefusedError
 from ._state import RetiredMailbox
 
@@ -230,7 +231,7 @@ class Moves:
             return False
         items = [item for item in page.items if item.seq > retired.cursor]
         for item in items:
-            cell._take(item.envelope)
+            cell._take(item.envelope, make_ref(retired.generation, item.seq))
             retired.cursor = item.seq
         # Saved before the app hears of them, as after a burst of deliveries.
         await cell._save(durable=False)

@@ -227,6 +227,9 @@ class CellRecord:
     # the mailboxes this member read (the refs of parked envelopes, `Refetch`).
     group_generation: int = 0
     retired: list[RetiredMailbox] = field(default_factory=list)
+    # The lowest seq of the group mailbox parked or refused for room (0: none): a start
+    # resumes from it, since parked envelopes are not saved (client/_cell_refetch.py).
+    group_refetch: int = 0
     epoch_started_at: float = 0.0  # when this member entered the current epoch (device clock)
     # Counters reserved for sealing, made durable before any of them is used: the next
     # run skips to `send_reserved` in epoch `send_reserved_epoch` (0: none), because the
@@ -275,6 +278,7 @@ class CellRecord:
                 "pending_move": self.pending_move,
                 "pending_retire": self.pending_retire,
                 "group_generation": self.group_generation,
+                "group_refetch": self.group_refetch,
                 "retired": [r.encode() for r in self.retired],
                 "epoch_started_at": self.epoch_started_at,
                 "send_reserved_epoch": self.send_reserved_epoch,
@@ -295,6 +299,7 @@ class CellRecord:
             ("pending_move", b""),
             ("pending_retire", b""),
             ("group_generation", 0),
+            ("group_refetch", 0),
         ):
             f.setdefault(name, default)  # saved before cells could move
         raw_seen = _bytes(f, "seen")
@@ -317,6 +322,7 @@ class CellRecord:
             pending_move=_bytes(f, "pending_move"),
             pending_retire=_bytes(f, "pending_retire"),
             group_generation=_int(f, "group_generation"),
+            group_refetch=_int(f, "group_refetch"),
             retired=[RetiredMailbox.decode(b) for b in _list(f, "retired")],
             epoch_started_at=_float(f, "epoch_started_at"),
             send_reserved_epoch=_int(f, "send_reserved_epoch"),

@@ -286,8 +286,10 @@ class Receiver:
     ) -> Pending:
         s = self._s
         size = len(envelope)
+        if any(p.envelope == envelope for p in s.parked):  # delivered again: parked already
+            return Pending(epoch)
         if len(s.parked) >= MAX_PENDING or self._parked_bytes + size > MAX_PENDING_BYTES:
-            raise PendingOverflowError("too many parked envelopes")
+            raise PendingOverflowError("too many parked envelopes", ref=ref)
         # The claim's share (module docstring): None is "a future epoch", unauthenticated.
         limit = MAX_PENDING_UNAUTHENTICATED if sender is None else MAX_PENDING_PER_SENDER
         count = claimed = 0
@@ -296,7 +298,7 @@ class Receiver:
                 count += 1
                 claimed += len(parked.envelope)
         if count >= limit or claimed + size > limit * (MAX_PENDING_BYTES // MAX_PENDING):
-            raise PendingOverflowError("too many parked envelopes with this claim")
+            raise PendingOverflowError("too many parked envelopes with this claim", ref=ref)
         s.parked.append(Parked(envelope, epoch, sender, now, ref))
         self._parked_bytes += size
         return Pending(epoch)
