@@ -42,7 +42,7 @@ from ._cell_member import (
     Saver,
     code_name,
 )
-from ._cell_moves import ChangeExtra
+from ._cell_moves import MAX_MUTED, ChangeExtra
 from ._events import CellEvent, JoinRequested, Member, SecurityWarning
 from ._link import Delivery, RelayLink, RelayRefusedError, Revocation
 from ._state import CellRecord, InviteRecord, RequestRecord, RetiredMailbox
@@ -396,6 +396,8 @@ class Cell(MemberCell):
             control_seq = await self._propose(change)
         cell_info = CellInfo.decode(self.crypto.extra)
         cell_info.group = self.record.group_mailbox  # the cell may have moved since
+        cell_info.alert_limit = self.record.alert_limit
+        cell_info.muted = tuple(self.record.muted_everyone)
         cell_info.group_from, cell_info.control_from = group_from, control_seq
         welcome = self.crypto.welcome_for(
             info.member_id, now=self.link.relay_time(), extra=cell_info.encode()
@@ -461,6 +463,64 @@ class Cell(MemberCell):
         await self._admin_ready()
         async with self._admin_lock:
             await self._propose(self.crypto.rotate(now=self.link.relay_time()))
+
+    async def mute(self, member: Member, *, everyone: bool | None = None) -> bool:
+        """Mute a member; an admin mutes for everyone unless `everyone=False` (see `MemberCell.mute`).
+
+        For everyone: a new epoch whose change names every member admins mute (at most
+        16), which each member's client applies; returns True.
+
+        Raises:
+            CellError: as `MemberCell.mute`; or already 16 members muted for everyone.
+        """
+        if everyone is False or (everyone is None and not self.is_admin):
+            return await super().mute(member, everyone=everyone)
+        await self._admin_ready()
+        if member.member_id == self.crypto.me.member_id:
+            raise CellError("you cannot mute yourself")
+        await super().mute(member)
+        await self._change_muted(member.member_id, muted=True)
+        return True
+
+    async def unmute(self, member: Member, *, everyone: bool | None = None) -> bool:
+        """Unmute a member; an admin unmutes for everyone unless `everyone=False`."""
+        if everyone is False or (everyone is None and not self.is_admin):
+            return await super().unmute(member, everyone=everyone)
+        await self._admin_ready()
+        await super().unmute(member)
+        await self._change_muted(member.member_id, muted=False)
+        return True
+
+    async def _change_muted(self, member_id: bytes, *, muted: bool) -> None:
+        async with self._admin_lock:
+            members = {info.member_id for info in self.crypto.members}
+            ids = [m for m in self.record.muted_everyone if m in members and m != member_id]
+            if muted:
+                ids.append(member_id)
+            if len(ids) > MAX_MUTED:
+                raise CellError(
+                    f"{MAX_MUTED} members are muted for everyone already: remove some of them"
+                )
+            if ids == self.record.muted_everyone:
+                return
+            extra = ChangeExtra(muted=tuple(ids)).encode()
+            await self._propose(self.crypto.rotate(now=self.link.relay_time(), extra=extra))
+
+    async def set_alert_limit(self, limit: int) -> None:
+        """Set how many alerts a member may send per minute before every client mutes it.
+
+        A new epoch whose change carries the setting (docs/protocol.md §C5.1).
+
+        Raises:
+            CellError: not an admin, or `limit` outside 1..10,000.
+        """
+        await self._admin_ready()
+        try:
+            extra = ChangeExtra(alert_limit=limit).encode()
+        except ValueError as exc:
+            raise CellError(f"the alert limit must be 1..10000 alerts per minute ({exc})") from None
+        async with self._admin_lock:
+            await self._propose(self.crypto.rotate(now=self.link.relay_time(), extra=extra))
 
     async def _propose(
         self,

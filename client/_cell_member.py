@@ -89,10 +89,13 @@ from ._events import (
     Member,
     MembershipChanged,
     MessageReceived,
+    MuteChanged,
+    MutedAlertReceived,
     ReceiptReceived,
     SecurityWarning,
     StatusReceived,
 )
+from ._flood import FloodControl
 from ._link import Delivery, RelayLink, RelayRefusedError, Revocation
 from ._state import CellRecord, HistoryItem, RequestRecord
 
@@ -167,17 +170,22 @@ class CellInfo:
         control: bytes,
         group_from: int = 0,
         control_from: int = 0,
+        alert_limit: int = 0,
+        muted: tuple[bytes, ...] = (),
     ) -> None:
         self.relay = relay
         self.group = MailboxId(group)
         self.control = MailboxId(control)
         self.group_from = group_from
         self.control_from = control_from
+        self.alert_limit = alert_limit  # the cell's flood limit (0: the default)
+        self.muted = muted  # members admins muted for everyone
 
     def encode(self) -> bytes:
         return encode_map(
             {"relay": self.relay, "group": self.group, "control": self.control,
-             "group_from": self.group_from, "control_from": self.control_from}
+             "group_from": self.group_from, "control_from": self.control_from,
+             "alert_limit": self.alert_limit, "muted": list(self.muted)}
         )  # fmt: skip
 
     @classmethod
@@ -185,16 +193,23 @@ class CellInfo:
         f = decode_map(data)
         relay, group, control = f.get("relay"), f.get("group"), f.get("control")
         group_from, control_from = f.get("group_from", 0), f.get("control_from", 0)
+        alert_limit, muted = f.get("alert_limit", 0), f.get("muted", ())
         if type(relay) is not str or type(group) is not bytes or type(control) is not bytes:
             raise CellError("the cell's mailbox information is damaged")
         if type(group_from) is not int or type(control_from) is not int:
             raise CellError("the cell's mailbox information is damaged")
+        if type(alert_limit) is not int or type(muted) is not tuple:
+            raise CellError("the cell's settings are damaged")
+        if not all(type(m) is bytes and len(m) == 16 for m in muted):
+            raise CellError("the cell's settings are damaged")
         return cls(
             relay=relay,
             group=group,
             control=control,
             group_from=group_from,
             control_from=control_from,
+            alert_limit=alert_limit,
+            muted=muted,
         )
 
 
@@ -237,6 +252,8 @@ class MemberCell:
         self._queued: list[CellEvent] = []  # events of applied deliveries, emitted after the save
         self._moves = Moves(self)  # moves to a fresh group mailbox (client/_cell_moves.py)
         self._refetch = Refetch(self)  # parked envelopes, fetched again (client/_cell_refetch.py)
+        self._flood = FloodControl(self)  # mutes a member who floods (client/_flood.py)
+        self._live = False  # the envelope being opened came live, not in a catch-up
         for item in record.history:
             self._fold(item)
         # The last run may have published counters its last saves did not reach the disk
@@ -308,9 +325,54 @@ class MemberCell:
         """The live roll-up of an alert: who responds, who is on scene, is it over."""
         return self._book.rollup(alert_id)
 
-    def active_alerts(self) -> list[AlertRollup]:
-        """Unexpired, unresolved alerts, most urgent first."""
-        return self._book.active(self.clock())
+    def active_alerts(self, *, include_muted: bool = False) -> list[AlertRollup]:
+        """Unexpired, unresolved alerts, most urgent first (not muted members' unless asked)."""
+        active = self._book.active(self.clock())
+        if include_muted:
+            return active
+        return [r for r in active if not self._flood.is_muted(r.author_id)]
+
+    @property
+    def alert_limit(self) -> int:
+        """Alerts per member per minute before flood control mutes it (set by admins)."""
+        return self._flood.limit
+
+    def muted(self) -> list[Member]:
+        """The members muted on this device (by it, by flood control, or by admins for all)."""
+        return [m for m in self.members() if self._flood.is_muted(m.member_id)]
+
+    async def mute(self, member: Member, *, everyone: bool | None = None) -> bool:
+        """Mute a member on this device: its alerts are kept but do not ring (`MutedAlertReceived`).
+
+        `everyone` (an admin's default) mutes it for the whole cell instead: an epoch
+        change that every member's client applies (`Cell.mute`). Returns whether it did.
+
+        Raises:
+            CellError: `everyone` asked by a member who is not an admin, or the member is you.
+        """
+        if everyone:
+            raise CellError(f"only an admin of {self.name!r} can mute someone for everyone")
+        if member.member_id == self.crypto.me.member_id:
+            raise CellError("you cannot mute yourself")
+        if member.member_id not in self.record.muted_here:
+            self.record.muted_here.append(member.member_id)
+            self._emit(
+                MuteChanged(cell=self.name, member=member, muted=True, everyone=False, by=self.me)
+            )
+            await self._save()
+        return False
+
+    async def unmute(self, member: Member, *, everyone: bool | None = None) -> bool:
+        """Unmute a member on this device (and, for an admin, for everyone); see `mute`."""
+        if everyone:
+            raise CellError(f"only an admin of {self.name!r} can unmute someone for everyone")
+        if member.member_id in self.record.muted_here:
+            self.record.muted_here.remove(member.member_id)
+            self._emit(
+                MuteChanged(cell=self.name, member=member, muted=False, everyone=False, by=self.me)
+            )
+            await self._save()
+        return False
 
     def recent(self) -> list[tuple[Member, Content]]:
         """Recent unexpired messages (what `events()` showed, and what a crash may have hidden)."""
@@ -589,18 +651,21 @@ class MemberCell:
         if isinstance(event, Revocation):
             log.info("group_keys_revoked", code=event.code)  # the control mailbox says what next
             return
-        self._take(event.envelope, make_ref(self.record.group_generation, event.seq))
+        # Live: past the head when the mailbox was watched (not a catch-up); flood control.
+        live = event.seq > self._heads.get(self.record.group_mailbox, 0)
+        self._take(event.envelope, make_ref(self.record.group_generation, event.seq), live=live)
         # max: envelopes fetched again (client/_cell_refetch.py) may come after later ones.
         self.record.group_cursor = max(self.record.group_cursor, event.seq)
         self._refetch.delivered(event.seq)
 
-    def _take(self, envelope: bytes, ref: int) -> None:
+    def _take(self, envelope: bytes, ref: int, *, live: bool = False) -> None:
         """Open one group envelope (`ref`: its mailbox and seq) and queue what it means."""
         now = self.clock()
         try:
             outcome: Outcome | GroupError = self.crypto.open(envelope, now=now, ref=ref)
         except GroupError as exc:
             outcome = exc
+        self._live = live
         if isinstance(outcome, Opened) and outcome.kind == KIND_SENDER_KEY:
             self._refetch.released()
         # Applied, not yet saved: the client saves once after the burst of deliveries it
@@ -666,7 +731,12 @@ class MemberCell:
         sender = self._member(opened.sender)
         rollup = self._remember(opened.sender, content, opened.expires_at)
         if isinstance(content, Alert):
-            return [AlertReceived(cell=self.name, sender=sender, alert=content, rollup=rollup)]
+            events = self._flood.count(sender, content, received_at=time.time(), live=self._live)
+            if self._flood.is_muted(sender.member_id):  # kept, shown, not rung
+                events.append(MutedAlertReceived(cell=self.name, sender=sender, alert=content, rollup=rollup))  # fmt: skip
+            else:
+                events.append(AlertReceived(cell=self.name, sender=sender, alert=content, rollup=rollup))  # fmt: skip
+            return events
         if isinstance(content, StatusReply):
             return [
                 StatusReceived(
@@ -775,10 +845,27 @@ class MemberCell:
             await self.link.unwatch(self.record.group_mailbox)
             self.link.forget_writer(self.record.group_mailbox)
             await self._watch_group()
+        events.extend(self._apply_settings(extra, update.signer))
         if update.admin_secrets:  # just promoted
             await self._take_up_admin_duties()
         for released in update.released:
             events.extend(self._outcome(released))
+        return events
+
+    def _apply_settings(self, extra: ChangeExtra, signer: MemberInfo) -> list[CellEvent]:
+        """Take up the cell settings an admin's epoch change carries (§C5.1)."""
+        record = self.record
+        events: list[CellEvent] = []
+        if extra.alert_limit is not None:
+            record.alert_limit = extra.alert_limit
+        if extra.muted is not None:
+            before, after = set(record.muted_everyone), set(extra.muted)
+            record.muted_everyone = list(extra.muted)
+            by = self._member(signer)
+            for info in self.crypto.members:
+                if (info.member_id in before) != (info.member_id in after):
+                    events.append(MuteChanged(cell=self.name, member=self._member(info),
+                                              muted=info.member_id in after, everyone=True, by=by))  # fmt: skip
         return events
 
     def _change_extra(self, update: EpochUpdate, events: list[CellEvent]) -> ChangeExtra:

@@ -94,6 +94,9 @@ COMMANDS: Final[dict[str, Callable[[Context, argparse.Namespace], Awaitable[None
     "cell promote": commands.cell_promote,
     "cell rotate": commands.cell_rotate,
     "cell recover": commands.cell_recover,
+    "cell mute": commands.cell_mute,
+    "cell unmute": commands.cell_unmute,
+    "cell alert-limit": commands.cell_alert_limit,
     "cell leave": commands.cell_leave,
     "send": commands.send,
     "reply": commands.reply,
@@ -259,6 +262,24 @@ def build_parser() -> argparse.ArgumentParser:
         "move the cell to a fresh mailbox when a flood filled it: it posts again at once (admins)",
     )
     recover.add_argument("cell", metavar="CELL")
+    for verb, what in (("mute", "stop ringing for"), ("unmute", "ring again for")):
+        muting = leaf(
+            cell,
+            verb,
+            f"{what} a member's alerts: for everyone (admins), else on this device",
+        )
+        muting.add_argument("cell", metavar="CELL")
+        muting.add_argument("member", metavar="MEMBER", help="name or id prefix")
+        muting.add_argument(
+            "--here", action="store_true", help="on this device only, even as an admin"
+        )
+    limit = leaf(
+        cell,
+        "alert-limit",
+        "alerts a member may send per minute before every client mutes it (admins)",
+    )
+    limit.add_argument("cell", metavar="CELL")
+    limit.add_argument("limit", metavar="N", type=int, help="1..10000 (default 10)")
     leave = leaf(cell, "leave", "leave a cell and delete its keys from this device")
     leave.add_argument("cell", metavar="CELL")
     leave.add_argument("--yes", action="store_true", help="confirm")

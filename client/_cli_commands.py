@@ -534,6 +534,48 @@ async def cell_recover(ctx: Context, args: argparse.Namespace) -> None:
         ctx.say("its members can post again. If one of them flooded it, remove them.")
 
 
+async def cell_mute(ctx: Context, args: argparse.Namespace) -> None:
+    """`cellrelay cell mute CELL MEMBER [--here]`: stop ringing for a member's alerts."""
+    await _muting(ctx, args, mute=True)
+
+
+async def cell_unmute(ctx: Context, args: argparse.Namespace) -> None:
+    """`cellrelay cell unmute CELL MEMBER [--here]`: ring for a member's alerts again."""
+    await _muting(ctx, args, mute=False)
+
+
+async def _muting(ctx: Context, args: argparse.Namespace, *, mute: bool) -> None:
+    async with connected(ctx) as client:
+        cell = await the_cell(ctx, client, args.cell)
+        member = cell.find_member(args.member)
+        ctx.bound("the relay did not confirm the new epoch")
+        act = cell.mute if mute else cell.unmute
+        everyone = await act(member, everyone=False if args.here else None)
+        ctx.unbound()
+        ctx.emit({**member_json(member), "muted": mute, "everyone": everyone})
+        done = "Muted" if mute else "Unmuted"
+        where = "for everyone in" if everyone else "on this device, in"
+        ctx.say(f"{done} {isolate(member.name)} ({member.short_id}) {where} {isolate(cell.name)}.")
+        if mute and not everyone:
+            ctx.say(
+                "Their alerts are still kept, but do not ring. An admin can mute them for everyone, or remove them."
+            )
+
+
+async def cell_alert_limit(ctx: Context, args: argparse.Namespace) -> None:
+    """`cellrelay cell alert-limit CELL N`: the cell's flood limit."""
+    async with connected(ctx) as client:
+        cell = await the_cell(ctx, client, args.cell)
+        ctx.bound("the relay did not confirm the new epoch")
+        await cell.set_alert_limit(args.limit)
+        ctx.unbound()
+        ctx.emit({"cell": cell.name, "alert_limit": cell.alert_limit})
+        ctx.say(
+            f"In {isolate(cell.name)}, a member who sends more than {cell.alert_limit} alerts"
+            " in a minute is now muted by every member's client."
+        )
+
+
 async def cell_leave(ctx: Context, args: argparse.Namespace) -> None:
     """`cellrelay cell leave CELL`: stop following a cell and delete its keys here."""
     async with connected(ctx) as client:

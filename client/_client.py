@@ -459,6 +459,8 @@ class Client:
             control_cursor=info.control_from,
             distribution_pending=distribution,
             epoch_started_at=time.time(),
+            alert_limit=info.alert_limit,
+            muted_everyone=list(info.muted),
         )
         self._state.joins.remove(record)
         self._state.cells.append(cell_record)

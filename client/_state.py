@@ -83,6 +83,13 @@ def _list(fields: dict[str, object], name: str) -> tuple[bytes, ...]:
     return value
 
 
+def _ids(fields: dict[str, object], name: str) -> list[bytes]:
+    raw = _bytes(fields, name)
+    if len(raw) % 16:
+        raise StateError(f"saved state: {name} is damaged")
+    return [raw[i : i + 16] for i in range(0, len(raw), 16)]
+
+
 def _decode(data: bytes) -> dict[str, object]:
     try:
         return decode_map(data)
@@ -230,6 +237,11 @@ class CellRecord:
     # The lowest seq of the group mailbox parked or refused for room (0: none): a start
     # resumes from it, since parked envelopes are not saved (client/_cell_refetch.py).
     group_refetch: int = 0
+    # Flood control (client/_flood.py): the cell's limit of alerts per member per minute
+    # (0: the default), the members admins muted for everyone, and those muted here only.
+    alert_limit: int = 0
+    muted_everyone: list[bytes] = field(default_factory=list)
+    muted_here: list[bytes] = field(default_factory=list)
     epoch_started_at: float = 0.0  # when this member entered the current epoch (device clock)
     # Counters reserved for sealing, made durable before any of them is used: the next
     # run skips to `send_reserved` in epoch `send_reserved_epoch` (0: none), because the
@@ -279,6 +291,9 @@ class CellRecord:
                 "pending_retire": self.pending_retire,
                 "group_generation": self.group_generation,
                 "group_refetch": self.group_refetch,
+                "alert_limit": self.alert_limit,
+                "muted_everyone": b"".join(self.muted_everyone),
+                "muted_here": b"".join(self.muted_here),
                 "retired": [r.encode() for r in self.retired],
                 "epoch_started_at": self.epoch_started_at,
                 "send_reserved_epoch": self.send_reserved_epoch,
@@ -300,6 +315,9 @@ class CellRecord:
             ("pending_retire", b""),
             ("group_generation", 0),
             ("group_refetch", 0),
+            ("alert_limit", 0),
+            ("muted_everyone", b""),
+            ("muted_here", b""),
         ):
             f.setdefault(name, default)  # saved before cells could move
         raw_seen = _bytes(f, "seen")
@@ -323,6 +341,9 @@ class CellRecord:
             pending_retire=_bytes(f, "pending_retire"),
             group_generation=_int(f, "group_generation"),
             group_refetch=_int(f, "group_refetch"),
+            alert_limit=_int(f, "alert_limit"),
+            muted_everyone=_ids(f, "muted_everyone"),
+            muted_here=_ids(f, "muted_here"),
             retired=[RetiredMailbox.decode(b) for b in _list(f, "retired")],
             epoch_started_at=_float(f, "epoch_started_at"),
             send_reserved_epoch=_int(f, "send_reserved_epoch"),

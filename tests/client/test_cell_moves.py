@@ -22,7 +22,7 @@ from cellrelay.protocol import CellrelayError
 from cellrelay.protocol.cell._content import Alert, PlainMessage
 from cellrelay.relay._memory_store import MemoryStore
 
-from .cells import admit, members
+from .cells import admit, cell_of, members
 from .flood import flood
 from .test_cells import address_of
 
@@ -48,10 +48,7 @@ def shown(cell: Cell) -> Counter[str]:
 async def three(relay: RunningRelay, tmp_path: Path) -> AsyncIterator[tuple[Cell, Cell, Cell]]:
     """A cell of lead, ben and eve (who will flood, or be removed), within TEST_TIMEOUT."""
     with trio.fail_after(TEST_TIMEOUT):
-        async with members(tmp_path, "lead", "ben", "eve") as clients:
-            lead = await clients["lead"].create_cell("Eastside", address_of(relay))
-            ben = await admit(lead, clients["ben"])
-            eve = await admit(lead, clients["eve"])
+        async with cell_of(tmp_path, address_of(relay), "lead", "ben", "eve") as (lead, ben, eve):
             yield lead, ben, eve
 
 
