@@ -18,12 +18,16 @@ import trio
 
 import cellrelay.client._cell_admin as admin_module
 from cellrelay.client._cell_member import CellError, MailboxFullError
+from cellrelay.client._events import AlertReceived, FloodDetected, MessageReceived
+from cellrelay.client._flood import DEFAULT_ALERT_LIMIT
 from cellrelay.protocol import CellrelayError
 from cellrelay.protocol.cell._content import Alert, PlainMessage
+from cellrelay.protocol.cell._rollup import MAX_ALERTS, MAX_ALERTS_PER_MEMBER
 from cellrelay.relay._memory_store import MemoryStore
 
-from .cells import admit, cell_of, members
+from .cells import Recorder, admit, cell_of, members
 from .flood import flood
+from .hostile import until
 from .test_cells import address_of
 
 if TYPE_CHECKING:
@@ -69,26 +73,63 @@ async def post_until_accepted(cell: Cell, text: str) -> None:
             return
 
 
-async def test_a_removal_moves_a_flooded_cell_and_loses_nothing(
-    running_relay: RunningRelay, tmp_path: Path
+def check_active(member: Cell, alert_id: bytes, responder: bytes) -> None:
+    """The genuine alert is in the member's active list, with its roll-up, among the flood."""
+    assert alert_id in [r.alert_id for r in member.active_alerts()], member
+    rollup = member.rollup(alert_id)
+    assert rollup is not None, member
+    assert rollup.responding == {responder}, member
+
+
+async def test_a_planted_member_floods_and_the_cell_recovers_with_nothing_lost(
+    running_relay: RunningRelay, tmp_path: Path, nursery: trio.Nursery
 ) -> None:
+    """issue 15's scenario, at the relay's default limits.
+
+    Eve floods the group mailbox with week-long 16 KiB alerts: first past every alert
+    list's bounds (512 alerts, 128 per member), then to the mailbox's quota. Meanwhile
+    ben's alert, and the lead's answer to it, reach every member's active list and its
+    roll-up and stay there; flood control mutes eve on every device. Ben's send into the
+    full mailbox is refused. The lead removes eve: the cell posts again within 60 s, and
+    every genuine message, before, during and after, is shown exactly once to everyone,
+    dana included, who was offline from before the flood until after the removal.
+    """
     store = memory_store(running_relay)
     async with three(running_relay, tmp_path) as (lead, ben, eve):
+        watching = {"lead": Recorder(lead), "ben": Recorder(ben)}
+        for recorder in watching.values():
+            await nursery.start(recorder.run)
+        lead_id, eve_id = lead.me.member_id, eve.me.member_id
         async with members(tmp_path, "dana") as offline:
             dana = await admit(lead, offline["dana"])
             await ben.send_message("before the flood")
-            await ben.send_alert("agents at 14th & Main", priority="urgent")
-            with trio.fail_after(20):
-                while shown(dana)["agents at 14th & Main"] == 0:
-                    await trio.sleep(0.02)
+            await lead.send_alert("before the flood: an alert", priority="info")
+            await until(lambda: shown(dana)["before the flood: an alert"] == 1)
         # dana is offline from here on.
         old_group = lead.record.group_mailbox
-        stored = await flood(running_relay.port, running_relay.public_key, eve)
-        assert stored > 900  # the quota: about 1,024 envelopes of 16 KiB
+        await flood(running_relay.port, running_relay.public_key, eve, count=MAX_ALERTS + 100)
+        alert = await ben.send_alert("agents at 14th & Main", priority="emergency")
+        await until(lambda: lead.rollup(alert.alert_id) is not None)
+        await lead.reply(alert.alert_id, "responding")
+        stored = await flood(running_relay.port, running_relay.public_key, eve)  # to the quota
+        assert stored > 300
         with pytest.raises(MailboxFullError, match="full"):
             await ben.send_message("during the flood: refused")
         flooded = await store.get_mailbox(old_group)
         assert flooded is not None
+        await until(lambda: ben.record.group_cursor == flooded.head)
+        await until(lambda: lead.record.group_cursor == flooded.head)
+        for member in (lead, ben):
+            check_active(member, alert.alert_id, lead_id)
+            muted = [r for r in member.active_alerts(include_muted=True) if r.author_id == eve_id]
+            assert len(muted) == MAX_ALERTS_PER_MEMBER  # eve's share of the list, no more
+            assert [m.name for m in member.muted()] == ["eve"]
+        for recorder in watching.values():
+            (flagged,) = recorder.of(FloodDetected)
+            assert isinstance(flagged, FloodDetected)
+            assert flagged.member.member_id == eve_id
+            rung = [e for e in recorder.of(AlertReceived) if isinstance(e, AlertReceived)]
+            assert sum(1 for e in rung if e.sender.member_id == eve_id) == DEFAULT_ALERT_LIMIT
 
         start = trio.current_time()
         await lead.remove(lead.find_member("eve"))
@@ -100,22 +141,29 @@ async def test_a_removal_moves_a_flooded_cell_and_loses_nothing(
         assert lead.record.group_mailbox != old_group
         assert ben.record.group_mailbox == lead.record.group_mailbox
         assert [m.name for m in lead.members()] == ["lead", "ben", "dana"]
-        with trio.fail_after(20):
-            while shown(lead)["after the flood"] == 0 or ben.record.retired:
-                await trio.sleep(0.02)
+        await until(lambda: shown(lead)["after the flood"] == 1 and not ben.record.retired)
 
         async with members(tmp_path, "dana") as online:
             dana = online["dana"].cell("Eastside")
-            with trio.fail_after(30):
-                while shown(dana)["after the flood"] == 0 or dana.record.retired:
-                    await trio.sleep(0.05)
-            genuine = ["before the flood", "agents at 14th & Main", "after the removal",
-                           "after the flood"]  # fmt: skip
+            await until(lambda: shown(dana)["after the flood"] == 1 and not dana.record.retired)
+            genuine = ["before the flood", "before the flood: an alert", "agents at 14th & Main",
+                       "after the removal", "after the flood"]  # fmt: skip
             for member in (lead, ben, dana):
                 counts = shown(member)
-                assert [counts[text] for text in genuine] == [1, 1, 1, 1], member
+                assert [counts[text] for text in genuine] == [1] * len(genuine), member
                 assert counts["during the flood: refused"] == 0 or member is ben
+                check_active(member, alert.alert_id, lead_id)
             assert dana.record.group_mailbox == lead.record.group_mailbox
+        # The apps saw each genuine message from another member once (their own, never).
+        from_others = {"lead": [t for t in genuine if t != "before the flood: an alert"],
+                       "ben": ["before the flood: an alert"]}  # fmt: skip
+        for name, recorder in watching.items():
+            texts = Counter(
+                e.alert.text if isinstance(e, AlertReceived) else e.message.text
+                for e in recorder.events
+                if isinstance(e, AlertReceived | MessageReceived) and e.sender.member_id != eve_id
+            )
+            assert texts == Counter(from_others[name]), name
         # The old mailbox is closed to everyone: nothing was stored after the flood.
         record = await store.get_mailbox(old_group)
         assert record is not None

@@ -20,6 +20,18 @@ from .conftest import RunningRelay
 from .test_cli import CELLRELAY, COMMAND_TIMEOUT, PASSPHRASE, Feed, cli, environment, identity
 
 
+async def read_text_until(process: trio.Process, wanted: str) -> str:
+    """What a text-mode `listen` printed, read until `wanted` appears in it."""
+    assert process.stdout is not None
+    text = ""
+    with trio.fail_after(COMMAND_TIMEOUT):
+        while wanted not in text:
+            data = await process.stdout.receive_some(65536)
+            assert data, f"listen ended early: {text}"
+            text += data.decode()
+    return text
+
+
 async def test_flood_control_and_recover_from_the_command_line(
     running_relay: RunningRelay, tmp_path: Path, nursery: trio.Nursery
 ) -> None:
@@ -64,13 +76,12 @@ async def test_flood_control_and_recover_from_the_command_line(
         assert (mute["member"]["name"], mute["muted"], mute["everyone"], mute["by"]) == (
             "eve", True, False, None)  # fmt: skip
         # The lead reads it as text: a security line that says what to do.
+        text = await read_text_until(feeds["lead"].process, "flood 4")
         for feed in feeds.values():
             feed.process.terminate()
         with trio.fail_after(COMMAND_TIMEOUT):
             for feed in feeds.values():
                 await feed.process.wait()
-        assert feeds["lead"].process.stdout is not None
-        text = (await feeds["lead"].process.stdout.receive_some(1 << 20)).decode()
     finally:
         for feed in feeds.values():
             if feed.process.returncode is None:
