@@ -606,7 +606,7 @@ class Cell(MemberCell):
     @property
     def upkeep_due(self) -> bool:
         """Whether `upkeep` has work (an admin also deletes retired mailboxes on the relay)."""
-        if self.is_admin:
+        if self.is_admin and not self._upkeeping:
             return (
                 self._refetch.due
                 or self._moves.due

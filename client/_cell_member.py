@@ -254,6 +254,7 @@ class MemberCell:
         self._refetch = Refetch(self)  # parked envelopes, fetched again (client/_cell_refetch.py)
         self._flood = FloodControl(self)  # mutes a member who floods (client/_flood.py)
         self._live = False  # the envelope being opened came live, not in a catch-up
+        self._upkeeping = False  # `upkeep` is running
         for item in record.history:
             self._fold(item)
         # The last run may have published counters its last saves did not reach the disk
@@ -974,6 +975,8 @@ class MemberCell:
     @property
     def upkeep_due(self) -> bool:
         """Whether `upkeep` has work: envelopes to fetch again, a retired mailbox to read."""
+        if self._upkeeping:
+            return False
         return self._refetch.due or self._moves.due or any(r.drained for r in self.record.retired)
 
     async def upkeep(self) -> None:
@@ -984,10 +987,16 @@ class MemberCell:
         relay once nobody needs them). It waits for the relay, so it never runs in
         a delivery handler, which would hold up every other delivery.
         """
-        await self.wait_ready()
-        await self._refetch.fetch_again()
-        await self._moves.drain()
-        await self._forget_retired()
+        if self._upkeeping:  # the client starts it after bursts and every minute: once at a time
+            return
+        self._upkeeping = True
+        try:
+            await self.wait_ready()
+            await self._refetch.fetch_again()
+            await self._moves.drain()
+            await self._forget_retired()
+        finally:
+            self._upkeeping = False
 
     async def _forget_retired(self) -> None:
         """Forget the retired mailboxes read to their end (an admin deletes them first)."""
