@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 import structlog
 import trio
 
-from cellrelay.protocol._errors import ErrorCode
+from cellrelay.protocol._errors import CellrelayError, ErrorCode
 from cellrelay.protocol.cell._content import (
     Alert,
     Change,
@@ -357,10 +357,10 @@ class MemberCell:
             raise CellError("you cannot mute yourself")
         if member.member_id not in self.record.muted_here:
             self.record.muted_here.append(member.member_id)
+            await self._save()  # saved before the app hears of it
             self._emit(
                 MuteChanged(cell=self.name, member=member, muted=True, everyone=False, by=self.me)
             )
-            await self._save()
         return False
 
     async def unmute(self, member: Member, *, everyone: bool | None = None) -> bool:
@@ -369,10 +369,10 @@ class MemberCell:
             raise CellError(f"only an admin of {self.name!r} can unmute someone for everyone")
         if member.member_id in self.record.muted_here:
             self.record.muted_here.remove(member.member_id)
+            await self._save()  # saved before the app hears of it
             self._emit(
                 MuteChanged(cell=self.name, member=member, muted=False, everyone=False, by=self.me)
             )
-            await self._save()
         return False
 
     def recent(self) -> list[tuple[Member, Content]]:
@@ -469,22 +469,35 @@ class MemberCell:
         )
         if crypto.removed:
             return
-        try:
-            await self._watch_group()
-        except RelayRefusedError as exc:
-            # The keys changed while this member was away (a removal rotated or moved the
-            # group mailbox): the control mailbox, watched first, brings the change that
-            # says what next, or, for the admin who made it, its pending proposal below.
-            log.info("group_not_watched", code=code_name(exc.code))
+        await self._rewatch_group()
         if self.is_admin:
             await self._take_up_admin_duties()
         await self._flush_distribution()
+
+    async def _rewatch_group(self) -> None:
+        """Watch the group mailbox, unless its keys have changed again on the relay since.
+
+        That happens to a member catching up through several changes (a removal rotated
+        or moved the group mailbox while it was away): the control mailbox, watched first,
+        brings the change that says what next, or, for the admin who made it, its pending
+        proposal.
+        """
+        try:
+            await self._watch_group()
+        except RelayRefusedError as exc:
+            log.info("group_not_watched", code=code_name(exc.code))
 
     async def _watch_group(self) -> None:
         record = self.record
         read_seed, write_seed = self.crypto.group_keys
         self._route(record.group_mailbox, self._on_group)
-        await self.link.authorize_writer(record.group_mailbox, CapabilityKey.from_seed(write_seed))
+        try:
+            await self.link.authorize_writer(
+                record.group_mailbox, CapabilityKey.from_seed(write_seed)
+            )
+        except RelayRefusedError:
+            self.link.forget_writer(record.group_mailbox)  # or every reconnect proves it again
+            raise
         self._heads[record.group_mailbox] = await self.link.watch(
             record.group_mailbox, CapabilityKey.from_seed(read_seed), self._refetch.resume_after()
         )
@@ -775,6 +788,7 @@ class MemberCell:
         now = self.clock()
         events: list[CellEvent] = []
         update: EpochUpdate | None = None
+        self._live = False  # what an epoch change releases counts as a catch-up (_flood.py)
         try:
             update = self.crypto.open_control(event.envelope, now=now)
         except StaleControlError as exc:
@@ -798,11 +812,15 @@ class MemberCell:
                     cell=self.name, reason=type(exc).__name__, detail="in the control mailbox"
                 )
             )
-        self.record.control_cursor = event.seq
-        if update is not None:
-            self.record.epoch_started_at = time.time()
-            self._refetch.released()
-            events.extend(await self._apply(update))
+        try:
+            if update is not None:
+                self.record.epoch_started_at = time.time()
+                self._refetch.released()
+                events.extend(await self._apply(update))
+        finally:
+            # Processed only once applied: `wait_synced` (and so every command) waits for
+            # the relay's watches of a change's mailboxes, not only for its keys.
+            self.record.control_cursor = event.seq
         # Saved at once, not at the end of the burst: the distribution is published next,
         # and must be the saved one if we crash in between (module docstring).
         self._dirty = True
@@ -811,7 +829,10 @@ class MemberCell:
             self._epoch_changed.set()
             self._epoch_changed = trio.Event()
             if update.distribution is not None:
-                await self._flush_distribution()
+                try:
+                    await self._flush_distribution()
+                except CellrelayError as exc:  # a later change moved the cell on already
+                    log.info("distribution_deferred", error=type(exc).__name__)
         self._queued.extend(events)
         self.flush()
 
@@ -845,7 +866,7 @@ class MemberCell:
             # watch then, on this same connection, before this delivery.
             await self.link.unwatch(self.record.group_mailbox)
             self.link.forget_writer(self.record.group_mailbox)
-            await self._watch_group()
+            await self._rewatch_group()
         events.extend(self._apply_settings(extra, update.signer))
         if update.admin_secrets:  # just promoted
             await self._take_up_admin_duties()

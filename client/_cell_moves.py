@@ -180,7 +180,7 @@ class Moves:
         record.group_generation += 1
         record.group_mailbox, record.group_cursor = new, 0
         log.info("group_mailbox_moved", generation=record.group_generation)
-        await cell._watch_group()
+        await cell._rewatch_group()
 
     async def drain(self) -> None:
         """Read every retired mailbox not read yet to its end.

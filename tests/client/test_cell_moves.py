@@ -233,3 +233,29 @@ async def test_a_move_interrupted_before_its_change_is_finished_after_a_restart(
                     await trio.sleep(0.02)
             assert [m.name for m in lead.members()] == ["lead", "ben"]
             assert not lead.record.pending_move
+
+
+async def test_a_member_away_for_two_moves_follows_both(
+    running_relay: RunningRelay, tmp_path: Path
+) -> None:
+    """Catching up, ana meets a move to a mailbox that is closed already; she follows the next.
+
+    Once `wait_synced` returns, her first send goes out at once: the command line depends
+    on it (every command catches up, then acts).
+    """
+    async with three(running_relay, tmp_path) as (lead, ben, _):
+        async with members(tmp_path, "ana") as first:
+            await admit(lead, first["ana"])
+        await ben.send_message("before the moves")
+        await lead.recover()
+        await ben.send_message("between the moves")
+        await lead.recover()
+        async with members(tmp_path, "ana") as second:
+            ana = second["ana"].cell("Eastside")
+            with trio.fail_after(30):
+                await ana.wait_synced()
+            await ana.send_message("back after two moves")
+            assert ana.record.group_mailbox == lead.record.group_mailbox
+            await until(lambda: shown(ben)["back after two moves"] == 1)
+            await until(lambda: not ana.record.retired)
+            assert [shown(ana)[t] for t in ("before the moves", "between the moves")] == [1, 1]
