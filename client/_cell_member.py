@@ -472,7 +472,10 @@ class MemberCell:
         await self._rewatch_group()
         if self.is_admin:
             await self._take_up_admin_duties()
-        await self._flush_distribution()
+        try:
+            await self._flush_distribution()
+        except CellrelayError as exc:  # the group mailbox moved meanwhile: the next send does it
+            log.info("distribution_deferred", error=type(exc).__name__)
 
     async def _rewatch_group(self) -> None:
         """Watch the group mailbox, unless its keys have changed again on the relay since.
@@ -488,18 +491,20 @@ class MemberCell:
             log.info("group_not_watched", code=code_name(exc.code))
 
     async def _watch_group(self) -> None:
-        record = self.record
+        # The mailbox and keys as they are now: an epoch change applied while this waits
+        # (a start races the control mailbox's deliveries) watches its own, and the key
+        # refused here must not make the link forget the one that change proved.
+        mailbox = self.record.group_mailbox
         read_seed, write_seed = self.crypto.group_keys
-        self._route(record.group_mailbox, self._on_group)
+        write = CapabilityKey.from_seed(write_seed)
+        self._route(mailbox, self._on_group)
         try:
-            await self.link.authorize_writer(
-                record.group_mailbox, CapabilityKey.from_seed(write_seed)
-            )
+            await self.link.authorize_writer(mailbox, write)
         except RelayRefusedError:
-            self.link.forget_writer(record.group_mailbox)  # or every reconnect proves it again
+            self.link.forget_writer(mailbox, write)  # or every reconnect proves it again
             raise
-        self._heads[record.group_mailbox] = await self.link.watch(
-            record.group_mailbox, CapabilityKey.from_seed(read_seed), self._refetch.resume_after()
+        self._heads[mailbox] = await self.link.watch(
+            mailbox, CapabilityKey.from_seed(read_seed), self._refetch.resume_after()
         )
 
     # -- sending ---------------------------------------------------------------------------

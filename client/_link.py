@@ -570,9 +570,13 @@ class RelayLink:
                     raise
         raise LinkClosedError("the connection kept failing; the admin operation was not confirmed")
 
-    def forget_writer(self, mailbox: MailboxId) -> None:
-        """Stop proving the write key after reconnects (e.g. after a rotation)."""
-        self._writers.pop(mailbox, None)
+    def forget_writer(self, mailbox: MailboxId, key: CapabilityKey | None = None) -> None:
+        """Stop proving the write key after reconnects (e.g. after a rotation).
+
+        With `key`, only if that is still the key held for the mailbox.
+        """
+        if key is None or self._writers.get(mailbox) is key:
+            self._writers.pop(mailbox, None)
 
     def cursor(self, mailbox: MailboxId) -> int | None:
         """The last seq handed on for a watched mailbox."""

@@ -20,14 +20,14 @@ from .conftest import RunningRelay
 from .test_cli import CELLRELAY, COMMAND_TIMEOUT, PASSPHRASE, Feed, cli, environment, identity
 
 
-async def read_text_until(process: trio.Process, wanted: str) -> str:
+async def read_text_until(feed: Feed, wanted: str) -> str:
     """What a text-mode `listen` printed, read until `wanted` appears in it."""
-    assert process.stdout is not None
+    assert feed.process.stdout is not None
     text = ""
     with trio.fail_after(COMMAND_TIMEOUT):
         while wanted not in text:
-            data = await process.stdout.receive_some(65536)
-            assert data, f"listen ended early: {text}"
+            data = await feed.process.stdout.receive_some(65536)
+            assert data, f"listen ended early: {text}\n{feed.stderr.decode()}"
             text += data.decode()
     return text
 
@@ -76,7 +76,7 @@ async def test_flood_control_and_recover_from_the_command_line(
         assert (mute["member"]["name"], mute["muted"], mute["everyone"], mute["by"]) == (
             "eve", True, False, None)  # fmt: skip
         # The lead reads it as text: a security line that says what to do.
-        text = await read_text_until(feeds["lead"].process, "flood 4")
+        text = await read_text_until(feeds["lead"], "flood 4")
         for feed in feeds.values():
             feed.process.terminate()
         with trio.fail_after(COMMAND_TIMEOUT):
