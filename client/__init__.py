@@ -50,15 +50,18 @@ from ._blocking import (
     Subscription,
 )
 from ._cell_admin import Cell
-from ._cell_member import CellError
+from ._cell_member import CellError, MailboxFullError
 from ._client import Client, create_identity, open_client
 from ._events import (
     AlertReceived,
     CellEvent,
+    FloodDetected,
     JoinRequested,
     Member,
     MembershipChanged,
     MessageReceived,
+    MuteChanged,
+    MutedAlertReceived,
     ReceiptReceived,
     SecurityWarning,
     StatusReceived,
@@ -89,6 +92,7 @@ __all__ = [
     "Content",
     "ContentError",
     "EventStream",
+    "FloodDetected",
     "Invite",
     "InviteError",
     "JoinRequested",
@@ -96,11 +100,14 @@ __all__ = [
     "KeystoreError",
     "KeystoreExistsError",
     "LinkClosedError",
+    "MailboxFullError",
     "Member",
     "MemberStatus",
     "MembershipChange",
     "MembershipChanged",
     "MessageReceived",
+    "MuteChanged",
+    "MutedAlertReceived",
     "PlainMessage",
     "Priority",
     "Receipt",

@@ -318,9 +318,20 @@ class BlockingCell:
         """The live roll-up of an alert: who responds, who is on scene, is it over."""
         return self._client._read(functools.partial(self._cell.rollup, alert_id))
 
-    def active_alerts(self) -> list[AlertRollup]:
-        """Unexpired, unresolved alerts, most urgent first."""
-        return self._client._read(self._cell.active_alerts)
+    def active_alerts(self, *, include_muted: bool = False) -> list[AlertRollup]:
+        """Unexpired, unresolved alerts, most urgent first (not muted members' unless asked)."""
+        return self._client._read(
+            functools.partial(self._cell.active_alerts, include_muted=include_muted)
+        )
+
+    @property
+    def alert_limit(self) -> int:
+        """Alerts per member per minute before flood control mutes it."""
+        return self._client._read(lambda: self._cell.alert_limit)
+
+    def muted(self) -> list[Member]:
+        """The members muted on this device (by it, by flood control, or by admins for all)."""
+        return self._client._read(self._cell.muted)
 
     def recent(self) -> list[tuple[Member, Content]]:
         """Recent unexpired messages."""
@@ -394,12 +405,44 @@ class BlockingCell:
         return self._client._run(functools.partial(self._cell.approve, member), timeout)
 
     def remove(self, member: Member, *, timeout: float | None = DEFAULT_TIMEOUT) -> None:
-        """Remove a member: a new epoch and new keys; they read and send nothing new."""
+        """Remove a member: a new epoch, new keys, a fresh mailbox; they read and send nothing new."""
         self._client._run(functools.partial(self._cell.remove, member), timeout)
 
     def rotate(self, *, timeout: float | None = DEFAULT_TIMEOUT) -> None:
         """Start a new epoch with fresh keys for everyone."""
         self._client._run(self._cell.rotate, timeout)
+
+    def mute(
+        self,
+        member: Member,
+        *,
+        everyone: bool | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+    ) -> bool:
+        """Mute a member (for everyone by default when an admin); see `Cell.mute`."""
+        return self._client._run(
+            functools.partial(self._cell.mute, member, everyone=everyone), timeout
+        )
+
+    def unmute(
+        self,
+        member: Member,
+        *,
+        everyone: bool | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+    ) -> bool:
+        """Unmute a member (for everyone by default when an admin); see `Cell.unmute`."""
+        return self._client._run(
+            functools.partial(self._cell.unmute, member, everyone=everyone), timeout
+        )
+
+    def set_alert_limit(self, limit: int, *, timeout: float | None = DEFAULT_TIMEOUT) -> None:
+        """Set the cell's alerts per member per minute before flood control mutes (admins)."""
+        self._client._run(functools.partial(self._cell.set_alert_limit, limit), timeout)
+
+    def recover(self, *, timeout: float | None = DEFAULT_TIMEOUT) -> None:
+        """Move the cell to a fresh group mailbox (a new epoch), when a flood filled the old one."""
+        self._client._run(self._cell.recover, timeout)
 
     def leave(self, *, timeout: float | None = DEFAULT_TIMEOUT) -> None:
         """Leave the cell (see `Cell.leave`)."""

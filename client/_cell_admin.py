@@ -2,9 +2,9 @@
 
 `Cell` is `MemberCell` (client/_cell_member.py) plus what only admins do. Every change of
 membership is a *proposal*: an epoch change the admin saves, publishes to the control
-mailbox (rotating the group mailbox's keys on the relay first when someone is removed)
-and then waits to read back like every other member (`_propose`); docs/protocol.md, Part 3,
-gives the rules. Invites are one-time *join* mailboxes the admin creates and watches; the
+mailbox (moving the cell to a fresh group mailbox on the relay first when someone is
+removed, or the cell recovers from a flood: client/_cell_moves.py) and then waits to read
+back like every other member (`_propose`); docs/protocol.md, Part 3, gives the rules. Invites are one-time *join* mailboxes the admin creates and watches; the
 request that arrives there waits in `join_requests` until `approve`, which publishes the
 change and then the welcome, and the mailbox is deleted once the joiner is seen in the
 group (`release_invites`).
@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Final
 
 import trio
 
-from cellrelay.protocol._errors import CellrelayError
+from cellrelay.protocol._errors import CellrelayError, ErrorCode
 from cellrelay.protocol.cell._control import split_change
 from cellrelay.protocol.cell._errors import GroupError
+from cellrelay.protocol.cell._group import DEFAULT_KEY_TTL, GRACE_PERIOD
 from cellrelay.protocol.cell._identity import Identity, MemberInfo
 from cellrelay.protocol.cell._invite import Invite
 from cellrelay.protocol.cell._join import (
@@ -40,10 +41,11 @@ from ._cell_member import (
     Saver,
     code_name,
 )
+from ._cell_moves import MAX_MUTED, ChangeExtra
 from ._events import CellEvent, JoinRequested, Member, SecurityWarning
 from ._link import Delivery, RelayLink, RelayRefusedError, Revocation
 from ._log import library_logger
-from ._state import CellRecord, InviteRecord, RequestRecord
+from ._state import CellRecord, InviteRecord, RequestRecord, RetiredMailbox
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -55,6 +57,9 @@ __all__ = ["DEFAULT_INVITE_TTL", "AdminSecrets", "Cell"]
 log = library_logger("cellrelay.client")
 
 DEFAULT_INVITE_TTL: Final = 24 * 3600
+# A retired group mailbox is deleted at the latest this long after everything stored in
+# it expired by the relay's maximum lifetime (clocks, and the sweeper's minute).
+RETIRE_SLACK: Final = 600.0
 
 
 class AdminSecrets:
@@ -113,6 +118,9 @@ class Cell(MemberCell):
         self._admin_lock = trio.Lock()  # one membership change at a time (see _propose)
         self._settled: set[MailboxId] = set()  # join mailboxes whose joiner is in the group
         self._releasing = False  # release_invites is running
+        # (epoch, device time) when every member of that epoch was first seen keyed here:
+        # from a grace window after it, no member needs a retired group mailbox any more.
+        self._all_keyed: tuple[int, float] | None = None
 
     async def _take_up_admin_duties(self) -> None:
         await self._watch_admin_mailboxes()
@@ -211,6 +219,46 @@ class Cell(MemberCell):
         self._heads[invite.join_mailbox] = await self.link.watch(
             invite.join_mailbox, read, invite.cursor
         )
+
+    async def _retire_on_relay(self, keys: bytes) -> None:
+        """Close the group mailbox to writers, and to readers but the remaining members.
+
+        `keys` is a write key seed nobody keeps and the read key seed the move's change
+        carries (client/_cell_moves.py). Repeated with the same seeds after a crash, the
+        rotation revokes nobody.
+        """
+        secrets = AdminSecrets.decode(self.crypto.admin_secrets)
+        admin = CapabilityKey.from_seed(secrets.group_admin)
+        rotate = Rotate(
+            id=0,
+            mailbox=self.record.group_mailbox,
+            write_key=CapabilityKey.from_seed(keys[:32]).public,
+            read_key=CapabilityKey.from_seed(keys[32:]).public,
+            admin_key=admin.public,
+            counter=0,
+            sig=bytes(64),
+        )
+        await self.link.admin(admin, rotate)
+
+    async def _new_group_mailbox(
+        self, secrets: AdminSecrets
+    ) -> tuple[tuple[bytes, bytes], MailboxId | None]:
+        """Fresh group key seeds (read, write) and a mailbox created with them, if the relay will.
+
+        The mailbox has the cell's group admin key, so any admin can later delete it.
+        """
+        read, write = CapabilityKey.generate(), CapabilityKey.generate()
+        try:
+            mailbox = await self.link.create_mailbox(
+                write,
+                read,
+                CapabilityKey.from_seed(secrets.group_admin),
+                secret=secrets.creation_secret,
+            )
+        except RelayRefusedError as exc:  # RATE_LIMITED, BUSY, CREATE_FORBIDDEN
+            log.warning("group_move_refused", code=code_name(exc.code))
+            return (read.seed, write.seed), None
+        return (read.seed, write.seed), mailbox
 
     async def _rotate_on_relay(self, group_keys: tuple[bytes, bytes]) -> None:
         """As the admin who proposed a rotation: give the relay the new group keys."""
@@ -352,6 +400,9 @@ class Cell(MemberCell):
             change = self.crypto.add_member(info, now=self.link.relay_time())
             control_seq = await self._propose(change)
         cell_info = CellInfo.decode(self.crypto.extra)
+        cell_info.group = self.record.group_mailbox  # the cell may have moved since
+        cell_info.alert_limit = self.record.alert_limit
+        cell_info.muted = tuple(self.record.muted_everyone)
         cell_info.group_from, cell_info.control_from = group_from, control_seq
         welcome = self.crypto.welcome_for(
             info.member_id, now=self.link.relay_time(), extra=cell_info.encode()
@@ -389,14 +440,45 @@ class Cell(MemberCell):
             await self._reap_invites()
 
     async def remove(self, member: Member) -> None:
-        """Remove a member: a new epoch, new group keys; they can read or send nothing new."""
-        await self._admin_ready()
+        """Remove a member: a new epoch, a fresh group mailbox; they can read or send nothing new.
+
+        Whatever the member stored in the old mailbox (a flood that fills its quota
+        included) stays behind there: the cell posts again at once (client/_cell_moves.py).
+        If the relay will not create a mailbox now, the old one's keys are rotated instead.
+        """
+        secrets = await self._admin_ready()
         async with self._admin_lock:
-            new_keys = (CapabilityKey.generate().seed, CapabilityKey.generate().seed)
+            new_keys, mailbox = await self._new_group_mailbox(secrets)
+            retire = CapabilityKey.generate().seed + CapabilityKey.generate().seed
             change = self.crypto.remove_member(
-                member.member_id, now=self.link.relay_time(), new_group_keys=new_keys
+                member.member_id,
+                now=self.link.relay_time(),
+                new_group_keys=new_keys,
+                extra=None if mailbox is None else _move_extra(mailbox, retire),
             )
-            await self._propose(change, rotate_to=new_keys)
+            await self._propose(change, rotate_to=new_keys, move=(mailbox, retire))
+
+    async def recover(self) -> None:
+        """Move the cell to a fresh group mailbox (a new epoch): the cell posts again at once.
+
+        For a mailbox a member filled (sends fail with "mailbox full") when it is not
+        clear who did it; removing the flooder does the same and more.
+
+        Raises:
+            CellError: not an admin, or the relay would not create a mailbox now.
+        """
+        secrets = await self._admin_ready()
+        async with self._admin_lock:
+            new_keys, mailbox = await self._new_group_mailbox(secrets)
+            if mailbox is None:
+                raise CellError("the relay would not create a new mailbox now; try again shortly")
+            retire = CapabilityKey.generate().seed + CapabilityKey.generate().seed
+            change = self.crypto.rotate(
+                now=self.link.relay_time(),
+                new_group_keys=new_keys,
+                extra=_move_extra(mailbox, retire),
+            )
+            await self._propose(change, rotate_to=new_keys, move=(mailbox, retire))
 
     async def promote(self, member: Member) -> None:
         """Make a member an admin too (it receives the admin secrets in the epoch change)."""
@@ -410,13 +492,80 @@ class Cell(MemberCell):
         async with self._admin_lock:
             await self._propose(self.crypto.rotate(now=self.link.relay_time()))
 
-    async def _propose(self, change: bytes, *, rotate_to: tuple[bytes, bytes] | None = None) -> int:
+    async def mute(self, member: Member, *, everyone: bool | None = None) -> bool:
+        """Mute a member; an admin mutes for everyone unless `everyone=False` (see `MemberCell.mute`).
+
+        For everyone: a new epoch whose change names every member admins mute (at most
+        16), which each member's client applies; returns True.
+
+        Raises:
+            CellError: as `MemberCell.mute`; or already 16 members muted for everyone.
+        """
+        if everyone is False or (everyone is None and not self.is_admin):
+            return await super().mute(member, everyone=everyone)
+        await self._admin_ready()
+        if member.member_id == self.crypto.me.member_id:
+            raise CellError("you cannot mute yourself")
+        await super().mute(member)
+        await self._change_muted(member.member_id, muted=True)
+        return True
+
+    async def unmute(self, member: Member, *, everyone: bool | None = None) -> bool:
+        """Unmute a member; an admin unmutes for everyone unless `everyone=False`."""
+        if everyone is False or (everyone is None and not self.is_admin):
+            return await super().unmute(member, everyone=everyone)
+        await self._admin_ready()
+        await super().unmute(member)
+        await self._change_muted(member.member_id, muted=False)
+        return True
+
+    async def _change_muted(self, member_id: bytes, *, muted: bool) -> None:
+        async with self._admin_lock:
+            members = {info.member_id for info in self.crypto.members}
+            ids = [m for m in self.record.muted_everyone if m in members and m != member_id]
+            if muted:
+                ids.append(member_id)
+            if len(ids) > MAX_MUTED:
+                raise CellError(
+                    f"{MAX_MUTED} members are muted for everyone already: remove some of them"
+                )
+            if ids == self.record.muted_everyone:
+                return
+            extra = ChangeExtra(muted=tuple(ids)).encode()
+            await self._propose(self.crypto.rotate(now=self.link.relay_time(), extra=extra))
+
+    async def set_alert_limit(self, limit: int) -> None:
+        """Set how many alerts a member may send per minute before every client mutes it.
+
+        A new epoch whose change carries the setting (docs/protocol.md §C5.1).
+
+        Raises:
+            CellError: not an admin, or `limit` outside 1..10,000.
+        """
+        await self._admin_ready()
+        try:
+            extra = ChangeExtra(alert_limit=limit).encode()
+        except ValueError as exc:
+            raise CellError(f"the alert limit must be 1..10000 alerts per minute ({exc})") from None
+        async with self._admin_lock:
+            await self._propose(self.crypto.rotate(now=self.link.relay_time(), extra=extra))
+
+    async def _propose(
+        self,
+        change: bytes,
+        *,
+        rotate_to: tuple[bytes, bytes] | None = None,
+        move: tuple[MailboxId | None, bytes] | None = None,
+    ) -> int:
         """Publish an epoch change to the control mailbox and wait until it is applied here.
 
         A change that rotates the group keys first rotates them on the relay, so that when
         members read the change the relay already accepts the new keys and the removed
-        member's access has already ended. The change (and the keys) are saved before
-        either step, and `start` finishes the job after a crash (`_finish_pending_proposal`).
+        member's access has already ended; a change that moves the cell (`move`: the new
+        mailbox, created with those keys, and the old one's new write and read key seeds)
+        rotates the old mailbox to those instead. The change (and the keys) are saved
+        before either step, and `start` finishes the job after a crash
+        (`_finish_pending_proposal`).
         Callers hold `_admin_lock`: two operations in flight would share the one pending
         slot, and each could take the other's epoch for its own.
         """
@@ -424,7 +573,10 @@ class Cell(MemberCell):
         self._lost_race = False
         self.record.pending_change = change
         self.record.pending_keys = b"".join(rotate_to) if rotate_to is not None else b""
-        self.record.crypto = self.crypto.to_bytes()
+        moving = move is not None and move[0] is not None
+        self.record.pending_move = bytes(move[0]) if move is not None and move[0] else b""
+        self.record.pending_retire = move[1] if move is not None and moving else b""
+        self.record.crypto = self._state_bytes()
         await self._save()
         seq = await self._resume_proposal()
         with trio.move_on_after(APPLY_TIMEOUT):
@@ -443,15 +595,22 @@ class Cell(MemberCell):
     async def _resume_proposal(self) -> int:
         """Rotate the relay's keys if the pending change needs it, then publish the change."""
         change, keys = self.record.pending_change, self.record.pending_keys
-        if keys:
+        if self.record.pending_move:
+            await self._retire_on_relay(self.record.pending_retire)
+        elif keys:
             await self._rotate_on_relay((keys[:32], keys[32:]))
         expires_at = int(self.link.relay_time()) + (
             self.link.welcome.max_ttl if self.link.welcome else 86400
         )
         seq = await self.link.publish(self.record.control_mailbox, change, expires_at)
-        self.record.pending_change = self.record.pending_keys = b""
+        self._clear_pending()
         await self._save()
         return seq
+
+    def _clear_pending(self) -> None:
+        record = self.record
+        record.pending_change = record.pending_keys = b""
+        record.pending_move = record.pending_retire = b""
 
     async def _finish_pending_proposal(self) -> None:
         """After a restart: publish a saved change only if it is not applied already.
@@ -464,8 +623,72 @@ class Cell(MemberCell):
             await self._wait_processed(self.record.control_mailbox)
         number, _ = split_change(self.record.pending_change)
         if self.crypto.epoch >= number:
-            self.record.pending_change = self.record.pending_keys = b""
+            self._clear_pending()
             await self._save()
             return
         async with self._admin_lock:
             await self._resume_proposal()
+
+    # -- retired group mailboxes -----------------------------------------------------------
+
+    @property
+    def upkeep_due(self) -> bool:
+        """Whether `upkeep` has work (an admin also deletes retired mailboxes on the relay)."""
+        if self.is_admin and not self._upkeeping:
+            return (
+                self._refetch.due
+                or self._moves.due
+                or any(self._deletable(r) for r in self.record.retired)
+            )
+        return super().upkeep_due
+
+    def _deletable(self, retired: RetiredMailbox) -> bool:
+        """Whether no member can need a retired group mailbox any more (client/_cell_moves.py).
+
+        Every member of the current epoch has published its sender key, so applied the
+        move, and a grace window passed since, after which the old epoch's keys are gone
+        everywhere; or everything stored there has expired anyway.
+        """
+        if not retired.drained:
+            return False
+        now = time.time()
+        max_ttl = self.link.welcome.max_ttl if self.link.welcome else DEFAULT_KEY_TTL
+        if now >= retired.moved_at + max_ttl + RETIRE_SLACK:
+            return True
+        members = {info.member_id for info in self.crypto.members}
+        if not members <= self.crypto.keyed_senders():
+            return False
+        epoch = self.crypto.epoch
+        if self._all_keyed is None or self._all_keyed[0] != epoch:
+            self._all_keyed = (epoch, now)
+        return now >= max(self._all_keyed[1], retired.moved_at) + GRACE_PERIOD
+
+    async def _forget_retired(self) -> None:
+        """Delete retired group mailboxes nobody needs any more on the relay, then forget them."""
+        if not self.is_admin:
+            await super()._forget_retired()
+            return
+        gone = []
+        for retired in [r for r in self.record.retired if self._deletable(r)]:
+            secrets = AdminSecrets.decode(self.crypto.admin_secrets)
+            admin = CapabilityKey.from_seed(secrets.group_admin)
+            try:
+                await self.link.admin(
+                    admin, Delete(id=0, mailbox=retired.mailbox, counter=0, sig=bytes(64))
+                )
+            except RelayRefusedError as exc:
+                if exc.code != ErrorCode.NO_SUCH_MAILBOX:  # another admin's client did it
+                    log.info("retired_mailbox_kept", code=code_name(exc.code))
+                    continue
+            log.info("retired_mailbox_deleted", generation=retired.generation)
+            gone.append(retired)
+        if gone:
+            self.record.retired = [r for r in self.record.retired if r not in gone]
+            await self._save()
+
+
+def _move_extra(mailbox: MailboxId | None, retire: bytes) -> bytes | None:
+    """The client data of a change that moves the cell to `mailbox` (None: no move)."""
+    if mailbox is None:
+        return None
+    return ChangeExtra(group=mailbox, drain_read=retire[32:]).encode()

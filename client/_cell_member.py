@@ -4,8 +4,8 @@ Theory of operation
 -------------------
 
 A cell lives in three kinds of mailbox on one relay (docs/protocol.md, Parts 2 and 3):
-the *group* mailbox (messages and sender key distributions; its keys rotate when a member
-is removed), the *control* mailbox (epoch changes; only admins write it, every member can
+the *group* mailbox (messages and sender key distributions; the cell moves to a fresh one
+when a member is removed: client/_cell_moves.py), the *control* mailbox (epoch changes; only admins write it, every member can
 always read it) and, for admins with open invites and members waiting to be admitted,
 one-time *join* mailboxes. The client's router hands this object every delivery from its
 mailboxes, one at a time and in seq order per mailbox (`on_delivery`), and this object
@@ -14,8 +14,9 @@ drives the sans-IO group layer (`CellCrypto`) with it:
 * group envelope -> `CellCrypto.open` -> content -> de-duplicated by message id, kept
   in history until it expires, folded into the alert roll-up, handed to the app;
 * control envelope -> `open_control` -> new epoch: publish this member's sender key
-  distribution, follow rotated group keys, report the membership change, and (for the
-  admin that proposed the change) finish the operation it belongs to;
+  distribution, follow rotated group keys or a move to a new group mailbox (whose old
+  one `upkeep` then reads to its end in the background), report the membership change,
+  and (for the admin that proposed the change) finish the operation it belongs to;
 * join envelope -> a request to record (admin) or the welcome that makes us a member.
 
 Rules that keep keys safe:
@@ -39,7 +40,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 import trio
 
-from cellrelay.protocol._errors import ErrorCode
+from cellrelay.protocol._errors import CellrelayError, ErrorCode
 from cellrelay.protocol.cell._content import (
     Alert,
     Change,
@@ -60,6 +61,7 @@ from cellrelay.protocol.cell._errors import (
     EpochGapError,
     ExpiredError,
     GroupError,
+    PendingOverflowError,
     RemovedError,
     ReplayError,
     StaleControlError,
@@ -78,16 +80,21 @@ from cellrelay.protocol.wire import (
 )
 from cellrelay.protocol.wire._codec import decode_map, encode_map
 
+from ._cell_moves import ChangeExtra, ChangeExtraError, Moves
+from ._cell_refetch import Refetch, make_ref
 from ._events import (
     AlertReceived,
     CellEvent,
     Member,
     MembershipChanged,
     MessageReceived,
+    MuteChanged,
+    MutedAlertReceived,
     ReceiptReceived,
     SecurityWarning,
     StatusReceived,
 )
+from ._flood import FloodControl
 from ._link import Delivery, RelayLink, RelayRefusedError, Revocation
 from ._log import library_logger
 from ._state import CellRecord, HistoryItem, RequestRecord
@@ -95,7 +102,7 @@ from ._state import CellRecord, HistoryItem, RequestRecord
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
 
-__all__ = ["CellError", "CellInfo", "MemberCell", "Saver"]
+__all__ = ["CellError", "CellInfo", "MailboxFullError", "MemberCell", "Saver"]
 
 log = library_logger("cellrelay.client")
 
@@ -143,6 +150,15 @@ class CellError(Exception):
     """An operation on a cell cannot be done; the message says why and what to do."""
 
 
+class MailboxFullError(CellError):
+    """The relay refused a message because the cell's mailbox is full: it was not sent.
+
+    A member is most likely flooding the cell. An admin removes that member, or runs
+    `cellrelay cell recover` (`Cell.recover`) when it is not clear who it is; either moves
+    the cell to a fresh mailbox within seconds. Then send again.
+    """
+
+
 class CellInfo:
     """The client data a welcome carries to a joiner (`CellCrypto.extra`)."""
 
@@ -154,17 +170,22 @@ class CellInfo:
         control: bytes,
         group_from: int = 0,
         control_from: int = 0,
+        alert_limit: int = 0,
+        muted: tuple[bytes, ...] = (),
     ) -> None:
         self.relay = relay
         self.group = MailboxId(group)
         self.control = MailboxId(control)
         self.group_from = group_from
         self.control_from = control_from
+        self.alert_limit = alert_limit  # the cell's flood limit (0: the default)
+        self.muted = muted  # members admins muted for everyone
 
     def encode(self) -> bytes:
         return encode_map(
             {"relay": self.relay, "group": self.group, "control": self.control,
-             "group_from": self.group_from, "control_from": self.control_from}
+             "group_from": self.group_from, "control_from": self.control_from,
+             "alert_limit": self.alert_limit, "muted": list(self.muted)}
         )  # fmt: skip
 
     @classmethod
@@ -172,16 +193,23 @@ class CellInfo:
         f = decode_map(data)
         relay, group, control = f.get("relay"), f.get("group"), f.get("control")
         group_from, control_from = f.get("group_from", 0), f.get("control_from", 0)
+        alert_limit, muted = f.get("alert_limit", 0), f.get("muted", ())
         if type(relay) is not str or type(group) is not bytes or type(control) is not bytes:
             raise CellError("the cell's mailbox information is damaged")
         if type(group_from) is not int or type(control_from) is not int:
             raise CellError("the cell's mailbox information is damaged")
+        if type(alert_limit) is not int or type(muted) is not tuple:
+            raise CellError("the cell's settings are damaged")
+        if not all(type(m) is bytes and len(m) == 16 for m in muted):
+            raise CellError("the cell's settings are damaged")
         return cls(
             relay=relay,
             group=group,
             control=control,
             group_from=group_from,
             control_from=control_from,
+            alert_limit=alert_limit,
+            muted=muted,
         )
 
 
@@ -222,6 +250,11 @@ class MemberCell:
         self._progress = trio.Event()  # set after each processed delivery
         self._dirty = False  # the group layer's state changed since the record was written
         self._queued: list[CellEvent] = []  # events of applied deliveries, emitted after the save
+        self._moves = Moves(self)  # moves to a fresh group mailbox (client/_cell_moves.py)
+        self._refetch = Refetch(self)  # parked envelopes, fetched again (client/_cell_refetch.py)
+        self._flood = FloodControl(self)  # mutes a member who floods (client/_flood.py)
+        self._live = False  # the envelope being opened came live, not in a catch-up
+        self._upkeeping = False  # `upkeep` is running
         for item in record.history:
             self._fold(item)
         # The last run may have published counters its last saves did not reach the disk
@@ -293,9 +326,54 @@ class MemberCell:
         """The live roll-up of an alert: who responds, who is on scene, is it over."""
         return self._book.rollup(alert_id)
 
-    def active_alerts(self) -> list[AlertRollup]:
-        """Unexpired, unresolved alerts, most urgent first."""
-        return self._book.active(self.clock())
+    def active_alerts(self, *, include_muted: bool = False) -> list[AlertRollup]:
+        """Unexpired, unresolved alerts, most urgent first (not muted members' unless asked)."""
+        active = self._book.active(self.clock())
+        if include_muted:
+            return active
+        return [r for r in active if not self._flood.is_muted(r.author_id)]
+
+    @property
+    def alert_limit(self) -> int:
+        """Alerts per member per minute before flood control mutes it (set by admins)."""
+        return self._flood.limit
+
+    def muted(self) -> list[Member]:
+        """The members muted on this device (by it, by flood control, or by admins for all)."""
+        return [m for m in self.members() if self._flood.is_muted(m.member_id)]
+
+    async def mute(self, member: Member, *, everyone: bool | None = None) -> bool:
+        """Mute a member on this device: its alerts are kept but do not ring (`MutedAlertReceived`).
+
+        `everyone` (an admin's default) mutes it for the whole cell instead: an epoch
+        change that every member's client applies (`Cell.mute`). Returns whether it did.
+
+        Raises:
+            CellError: `everyone` asked by a member who is not an admin, or the member is you.
+        """
+        if everyone:
+            raise CellError(f"only an admin of {self.name!r} can mute someone for everyone")
+        if member.member_id == self.crypto.me.member_id:
+            raise CellError("you cannot mute yourself")
+        if member.member_id not in self.record.muted_here:
+            self.record.muted_here.append(member.member_id)
+            await self._save()  # saved before the app hears of it
+            self._emit(
+                MuteChanged(cell=self.name, member=member, muted=True, everyone=False, by=self.me)
+            )
+        return False
+
+    async def unmute(self, member: Member, *, everyone: bool | None = None) -> bool:
+        """Unmute a member on this device (and, for an admin, for everyone); see `mute`."""
+        if everyone:
+            raise CellError(f"only an admin of {self.name!r} can unmute someone for everyone")
+        if member.member_id in self.record.muted_here:
+            self.record.muted_here.remove(member.member_id)
+            await self._save()  # saved before the app hears of it
+            self._emit(
+                MuteChanged(cell=self.name, member=member, muted=False, everyone=False, by=self.me)
+            )
+        return False
 
     def recent(self) -> list[tuple[Member, Content]]:
         """Recent unexpired messages (what `events()` showed, and what a crash may have hidden)."""
@@ -391,18 +469,42 @@ class MemberCell:
         )
         if crypto.removed:
             return
-        await self._watch_group()
+        await self._rewatch_group()
         if self.is_admin:
             await self._take_up_admin_duties()
-        await self._flush_distribution()
+        try:
+            await self._flush_distribution()
+        except CellrelayError as exc:  # the group mailbox moved meanwhile: the next send does it
+            log.info("distribution_deferred", error=type(exc).__name__)
+
+    async def _rewatch_group(self) -> None:
+        """Watch the group mailbox, unless its keys have changed again on the relay since.
+
+        That happens to a member catching up through several changes (a removal rotated
+        or moved the group mailbox while it was away): the control mailbox, watched first,
+        brings the change that says what next, or, for the admin who made it, its pending
+        proposal.
+        """
+        try:
+            await self._watch_group()
+        except RelayRefusedError as exc:
+            log.info("group_not_watched", code=code_name(exc.code))
 
     async def _watch_group(self) -> None:
-        record = self.record
+        # The mailbox and keys as they are now: an epoch change applied while this waits
+        # (a start races the control mailbox's deliveries) watches its own, and the key
+        # refused here must not make the link forget the one that change proved.
+        mailbox = self.record.group_mailbox
         read_seed, write_seed = self.crypto.group_keys
-        self._route(record.group_mailbox, self._on_group)
-        await self.link.authorize_writer(record.group_mailbox, CapabilityKey.from_seed(write_seed))
-        self._heads[record.group_mailbox] = await self.link.watch(
-            record.group_mailbox, CapabilityKey.from_seed(read_seed), record.group_cursor
+        write = CapabilityKey.from_seed(write_seed)
+        self._route(mailbox, self._on_group)
+        try:
+            await self.link.authorize_writer(mailbox, write)
+        except RelayRefusedError:
+            self.link.forget_writer(mailbox, write)  # or every reconnect proves it again
+            raise
+        self._heads[mailbox] = await self.link.watch(
+            mailbox, CapabilityKey.from_seed(read_seed), self._refetch.resume_after()
         )
 
     # -- sending ---------------------------------------------------------------------------
@@ -492,12 +594,22 @@ class MemberCell:
             envelope = self.crypto.seal(
                 content.KIND, content.encode(), expires_at=expires_at, now=self.link.relay_time()
             )
-            self.record.crypto = self.crypto.to_bytes()
+            self.record.crypto = self._state_bytes()
             self._remember(self.crypto.me, content, expires_at)
             # Saved before the envelope leaves, so that a crash of the process never loses
             # it from history; not fsync'd: the reservation already covers its counter.
             await self._save(durable=False)
-            await self.link.publish(self.record.group_mailbox, envelope, expires_at)
+            try:
+                await self.link.publish(self.record.group_mailbox, envelope, expires_at)
+            except RelayRefusedError as exc:
+                if exc.code != ErrorCode.MAILBOX_FULL:
+                    raise
+                log.warning("send_refused_mailbox_full")
+                raise MailboxFullError(
+                    f"the relay refused the message: the mailbox of {self.name!r} is full"
+                    " (a member may be flooding it). It was not sent: an admin can remove"
+                    " the flooder or run `cellrelay cell recover`; then send it again"
+                ) from None
 
     async def _reserve_counter(self) -> None:
         """Make sure the next counter is reserved on disk before it is sealed with (§C6 item 3).
@@ -558,24 +670,40 @@ class MemberCell:
         if isinstance(event, Revocation):
             log.info("group_keys_revoked", code=event.code)  # the control mailbox says what next
             return
+        # Live: past the head when the mailbox was watched (not a catch-up); flood control.
+        live = event.seq > self._heads.get(self.record.group_mailbox, 0)
+        self._take(event.envelope, make_ref(self.record.group_generation, event.seq), live=live)
+        # max: envelopes fetched again (client/_cell_refetch.py) may come after later ones.
+        self.record.group_cursor = max(self.record.group_cursor, event.seq)
+        self._refetch.delivered(event.seq)
+
+    def _take(self, envelope: bytes, ref: int, *, live: bool = False) -> None:
+        """Open one group envelope (`ref`: its mailbox and seq) and queue what it means."""
         now = self.clock()
         try:
-            outcome: Outcome | GroupError = self.crypto.open(event.envelope, now=now)
+            outcome: Outcome | GroupError = self.crypto.open(envelope, now=now, ref=ref)
         except GroupError as exc:
             outcome = exc
+        self._live = live
+        if isinstance(outcome, Opened) and outcome.kind == KIND_SENDER_KEY:
+            self._refetch.released()
         # Applied, not yet saved: the client saves once after the burst of deliveries it
         # took together and only then calls `flush`, which hands these events on. With
         # 100 members each saving (state encoding, SecretBox, fsync) after every delivery,
         # saving was three quarters of a member's CPU per alert (bench/bench_cells.py).
         self._queued.extend(self._outcome(outcome))
-        self.record.group_cursor = event.seq
         self._dirty = True
 
     def sync_record(self) -> None:
         """Copy the group layer's state into the record, if it changed (before a save)."""
         if self._dirty:
-            self.record.crypto = self.crypto.to_bytes()
+            self.record.crypto = self._state_bytes()
+            self._refetch.note()
             self._dirty = False
+
+    def _state_bytes(self) -> bytes:
+        """The group layer's state to save: without parked envelopes, which are fetched again."""
+        return self.crypto.to_bytes(parked=False)
 
     def flush(self) -> None:
         """Hand on the events of deliveries that are now saved (the client calls this)."""
@@ -587,6 +715,9 @@ class MemberCell:
     def _outcome(self, outcome: Outcome | GroupError) -> list[CellEvent]:
         """Turn what the group layer said into app events (recursively for released ones)."""
         if isinstance(outcome, GroupError):
+            if isinstance(outcome, PendingOverflowError):  # not lost: fetched again later
+                self._refetch.refused(outcome.ref)
+                return []
             if isinstance(outcome, QUIET_REFUSALS):
                 # Nothing for the app, but a steady stream of these is worth a look.
                 log.debug("envelope_dropped", reason=type(outcome).__name__)
@@ -619,7 +750,12 @@ class MemberCell:
         sender = self._member(opened.sender)
         rollup = self._remember(opened.sender, content, opened.expires_at)
         if isinstance(content, Alert):
-            return [AlertReceived(cell=self.name, sender=sender, alert=content, rollup=rollup)]
+            events = self._flood.count(sender, content, received_at=time.time(), live=self._live)
+            if self._flood.is_muted(sender.member_id):  # kept, shown, not rung
+                events.append(MutedAlertReceived(cell=self.name, sender=sender, alert=content, rollup=rollup))  # fmt: skip
+            else:
+                events.append(AlertReceived(cell=self.name, sender=sender, alert=content, rollup=rollup))  # fmt: skip
+            return events
         if isinstance(content, StatusReply):
             return [
                 StatusReceived(
@@ -657,6 +793,7 @@ class MemberCell:
         now = self.clock()
         events: list[CellEvent] = []
         update: EpochUpdate | None = None
+        self._live = False  # what an epoch change releases counts as a catch-up (_flood.py)
         try:
             update = self.crypto.open_control(event.envelope, now=now)
         except StaleControlError as exc:
@@ -680,10 +817,15 @@ class MemberCell:
                     cell=self.name, reason=type(exc).__name__, detail="in the control mailbox"
                 )
             )
-        self.record.control_cursor = event.seq
-        if update is not None:
-            self.record.epoch_started_at = time.time()
-            events.extend(await self._apply(update))
+        try:
+            if update is not None:
+                self.record.epoch_started_at = time.time()
+                self._refetch.released()
+                events.extend(await self._apply(update))
+        finally:
+            # Processed only once applied: `wait_synced` (and so every command) waits for
+            # the relay's watches of a change's mailboxes, not only for its keys.
+            self.record.control_cursor = event.seq
         # Saved at once, not at the end of the burst: the distribution is published next,
         # and must be the saved one if we crash in between (module docstring).
         self._dirty = True
@@ -692,13 +834,17 @@ class MemberCell:
             self._epoch_changed.set()
             self._epoch_changed = trio.Event()
             if update.distribution is not None:
-                await self._flush_distribution()
+                try:
+                    await self._flush_distribution()
+                except CellrelayError as exc:  # a later change moved the cell on already
+                    log.info("distribution_deferred", error=type(exc).__name__)
         self._queued.extend(events)
         self.flush()
 
     async def _apply(self, update: EpochUpdate) -> list[CellEvent]:
         """Act on an applied epoch change: keys, distribution, relay rotation, events."""
         events: list[CellEvent] = []
+        extra = self._change_extra(update, events)
         if update.distribution is not None:
             self.record.distribution_pending = update.distribution
         if update.entry is not None:
@@ -713,18 +859,58 @@ class MemberCell:
             await self.link.unwatch(self.record.group_mailbox)
             self._unroute(self.record.group_mailbox)
             return events
-        if update.group_keys is not None:
+        if update.group_keys is not None and extra.group is not None and extra.drain_read:
+            # The proposing admin created the new mailbox and closed the old one to
+            # writers before publishing the change (client/_cell_moves.py).
+            keep_from = self._refetch.resume_after()  # parked ones are read again there
+            self._refetch.moved()
+            await self._moves.move(extra.group, extra.drain_read, keep_from)
+        elif update.group_keys is not None:
             # The proposing admin rotated the relay's keys before publishing the change
             # (`_propose`), so the relay already accepts the new keys; it revoked our old
             # watch then, on this same connection, before this delivery.
             await self.link.unwatch(self.record.group_mailbox)
             self.link.forget_writer(self.record.group_mailbox)
-            await self._watch_group()
+            await self._rewatch_group()
+        events.extend(self._apply_settings(extra, update.signer))
         if update.admin_secrets:  # just promoted
             await self._take_up_admin_duties()
         for released in update.released:
             events.extend(self._outcome(released))
         return events
+
+    def _apply_settings(self, extra: ChangeExtra, signer: MemberInfo) -> list[CellEvent]:
+        """Take up the cell settings an admin's epoch change carries (§C5.1)."""
+        record = self.record
+        events: list[CellEvent] = []
+        if extra.alert_limit is not None:
+            record.alert_limit = extra.alert_limit
+        if extra.muted is not None:
+            before, after = set(record.muted_everyone), set(extra.muted)
+            record.muted_everyone = list(extra.muted)
+            by = self._member(signer)
+            for info in self.crypto.members:
+                if (info.member_id in before) != (info.member_id in after):
+                    events.append(MuteChanged(cell=self.name, member=self._member(info),
+                                              muted=info.member_id in after, everyone=True, by=by))  # fmt: skip
+        return events
+
+    def _change_extra(self, update: EpochUpdate, events: list[CellEvent]) -> ChangeExtra:
+        """The change's client data (§C5.1); a damaged one is reported and ignored."""
+        if update.extra is None:
+            return ChangeExtra()
+        try:
+            extra = ChangeExtra.decode(update.extra)
+        except ChangeExtraError as exc:
+            log.warning("change_extra_refused", error=str(exc))
+            events.append(SecurityWarning(cell=self.name, reason="ChangeExtraError",
+                                          detail=f"in an epoch change by {update.signer.name}"))  # fmt: skip
+            return ChangeExtra()
+        if extra.group is not None and update.group_keys is None:  # a move needs its keys
+            events.append(SecurityWarning(cell=self.name, reason="ChangeExtraError",
+                                          detail=f"a move without keys by {update.signer.name}"))  # fmt: skip
+            return ChangeExtra(alert_limit=extra.alert_limit, muted=extra.muted)  # no move
+        return extra
 
     def _change_of(self, update: EpochUpdate) -> MembershipChange:
         entry = update.entry
@@ -749,8 +935,8 @@ class MemberCell:
 
     async def leave(self) -> None:
         """Leave the cell: stop watching its mailboxes and end every `events()` iterator."""
-        self._unroute(self.record.group_mailbox)
-        self._unroute(self.record.control_mailbox)
+        for mailbox in self.mailboxes():
+            self._unroute(mailbox)
         with contextlib.suppress(Exception):
             await self.link.unwatch(self.record.group_mailbox)
             await self.link.unwatch(self.record.control_mailbox)
@@ -805,6 +991,45 @@ class MemberCell:
     def _advanced(self) -> None:
         self._progress.set()
         self._progress = trio.Event()
+
+    def mailboxes(self) -> list[MailboxId]:
+        """The mailboxes this cell's deliveries come from (not an admin's join mailboxes)."""
+        return [self.record.group_mailbox, self.record.control_mailbox]
+
+    # -- upkeep in the background -----------------------------------------------------------
+
+    @property
+    def upkeep_due(self) -> bool:
+        """Whether `upkeep` has work: envelopes to fetch again, a retired mailbox to read."""
+        if self._upkeeping:
+            return False
+        return self._refetch.due or self._moves.due or any(r.drained for r in self.record.retired)
+
+    async def upkeep(self) -> None:
+        """Do background work (the client runs it after deliveries and every minute).
+
+        Fetches again the envelopes the parking buffer had no room for, reads retired
+        group mailboxes to their end and forgets them (an admin deletes them on the
+        relay once nobody needs them). It waits for the relay, so it never runs in
+        a delivery handler, which would hold up every other delivery.
+        """
+        if self._upkeeping:  # the client starts it after bursts and every minute: once at a time
+            return
+        self._upkeeping = True
+        try:
+            await self.wait_ready()
+            await self._refetch.fetch_again()
+            await self._moves.drain()
+            await self._forget_retired()
+        finally:
+            self._upkeeping = False
+
+    async def _forget_retired(self) -> None:
+        """Forget the retired mailboxes read to their end (an admin deletes them first)."""
+        record = self.record
+        if any(r.drained for r in record.retired):
+            record.retired = [r for r in record.retired if not r.drained]
+            await self._save()
 
     # -- hooks for the admin's duties (`Cell`, client/_cell_admin.py) ------------------------
 

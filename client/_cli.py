@@ -73,7 +73,7 @@ REFUSALS: Final = {
     ErrorCode.RATE_LIMITED: "the relay is rate-limiting this connection: wait a minute and try again",
     ErrorCode.TOO_MANY_MAILBOXES: "the relay refuses more mailboxes on one connection (its operator sets the limit)",
     ErrorCode.TOO_MANY_CONNECTIONS: "the relay refuses more connections from this address: close other cellrelay programs",
-    ErrorCode.MAILBOX_FULL: "the cell's mailbox on the relay is full: wait for messages to expire, or ask the operator",
+    ErrorCode.MAILBOX_FULL: "the cell's mailbox on the relay is full (a member flooding it?): an admin can remove the flooder or run `cellrelay cell recover CELL`",
     ErrorCode.ENVELOPE_TOO_LARGE: "the message is larger than the relay accepts",
     ErrorCode.TTL_TOO_LONG: "the relay keeps messages for less time than asked: use a shorter --ttl",
     ErrorCode.EXPIRED: "the message expired before the relay got it: check this computer's clock",
@@ -96,6 +96,10 @@ COMMANDS: Final[dict[str, Callable[[Context, argparse.Namespace], Awaitable[None
     "cell remove": commands.cell_remove,
     "cell promote": commands.cell_promote,
     "cell rotate": commands.cell_rotate,
+    "cell recover": commands.cell_recover,
+    "cell mute": commands.cell_mute,
+    "cell unmute": commands.cell_unmute,
+    "cell alert-limit": commands.cell_alert_limit,
     "cell leave": commands.cell_leave,
     "send": commands.send,
     "reply": commands.reply,
@@ -256,6 +260,30 @@ def build_parser() -> argparse.ArgumentParser:
         cell, "rotate", "start a new epoch: fresh keys for everyone (admins; also done daily)"
     )
     rotate.add_argument("cell", metavar="CELL")
+    recover = leaf(
+        cell,
+        "recover",
+        "move the cell to a fresh mailbox when a flood filled it: it posts again at once (admins)",
+    )
+    recover.add_argument("cell", metavar="CELL")
+    for verb, what in (("mute", "stop ringing for"), ("unmute", "ring again for")):
+        muting = leaf(
+            cell,
+            verb,
+            f"{what} a member's alerts: for everyone (admins), else on this device",
+        )
+        muting.add_argument("cell", metavar="CELL")
+        muting.add_argument("member", metavar="MEMBER", help="name or id prefix")
+        muting.add_argument(
+            "--here", action="store_true", help="on this device only, even as an admin"
+        )
+    limit = leaf(
+        cell,
+        "alert-limit",
+        "alerts a member may send per minute before every client mutes it (admins)",
+    )
+    limit.add_argument("cell", metavar="CELL")
+    limit.add_argument("limit", metavar="N", type=int, help="1..10000 (default 10)")
     leave = leaf(cell, "leave", "leave a cell and delete its keys from this device")
     leave.add_argument("cell", metavar="CELL")
     leave.add_argument("--yes", action="store_true", help="confirm")

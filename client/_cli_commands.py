@@ -538,9 +538,9 @@ async def cell_remove(ctx: Context, args: argparse.Namespace) -> None:
         ctx.unbound()
         ctx.emit(member_json(member))
         ctx.say(
-            f"Removed {isolate(member.name)} ({member.short_id}) from {isolate(cell.name)}: everyone has new keys,"
+            f"Removed {isolate(member.name)} ({member.short_id}) from {isolate(cell.name)}: everyone has new keys"
         )
-        ctx.say("and they can read nothing sent from now on.")
+        ctx.say("and a fresh mailbox, and they can read nothing sent from now on.")
 
 
 async def cell_promote(ctx: Context, args: argparse.Namespace) -> None:
@@ -566,6 +566,60 @@ async def cell_rotate(ctx: Context, args: argparse.Namespace) -> None:
         ctx.unbound()
         ctx.emit({"cell": cell.name, "epoch": cell.crypto.epoch})
         ctx.say(f"{isolate(cell.name)} is in epoch {cell.crypto.epoch}: everyone has fresh keys.")
+
+
+async def cell_recover(ctx: Context, args: argparse.Namespace) -> None:
+    """`cellrelay cell recover CELL`: move the cell to a fresh group mailbox."""
+    async with connected(ctx) as client:
+        cell = await the_cell(ctx, client, args.cell)
+        ctx.bound("the relay did not confirm the move")
+        await cell.recover()
+        ctx.unbound()
+        ctx.emit({"cell": cell.name, "epoch": cell.crypto.epoch})
+        ctx.say(f"{isolate(cell.name)} moved to a fresh mailbox (epoch {cell.crypto.epoch}):")
+        ctx.say("its members can post again. If one of them flooded it, remove them.")
+
+
+async def cell_mute(ctx: Context, args: argparse.Namespace) -> None:
+    """`cellrelay cell mute CELL MEMBER [--here]`: stop ringing for a member's alerts."""
+    await _muting(ctx, args, mute=True)
+
+
+async def cell_unmute(ctx: Context, args: argparse.Namespace) -> None:
+    """`cellrelay cell unmute CELL MEMBER [--here]`: ring for a member's alerts again."""
+    await _muting(ctx, args, mute=False)
+
+
+async def _muting(ctx: Context, args: argparse.Namespace, *, mute: bool) -> None:
+    async with connected(ctx) as client:
+        cell = await the_cell(ctx, client, args.cell)
+        member = cell.find_member(args.member)
+        ctx.bound("the relay did not confirm the new epoch")
+        act = cell.mute if mute else cell.unmute
+        everyone = await act(member, everyone=False if args.here else None)
+        ctx.unbound()
+        ctx.emit({**member_json(member), "muted": mute, "everyone": everyone})
+        done = "Muted" if mute else "Unmuted"
+        where = "for everyone in" if everyone else "on this device, in"
+        ctx.say(f"{done} {isolate(member.name)} ({member.short_id}) {where} {isolate(cell.name)}.")
+        if mute and not everyone:
+            ctx.say(
+                "Their alerts are still kept, but do not ring. An admin can mute them for everyone, or remove them."
+            )
+
+
+async def cell_alert_limit(ctx: Context, args: argparse.Namespace) -> None:
+    """`cellrelay cell alert-limit CELL N`: the cell's flood limit."""
+    async with connected(ctx) as client:
+        cell = await the_cell(ctx, client, args.cell)
+        ctx.bound("the relay did not confirm the new epoch")
+        await cell.set_alert_limit(args.limit)
+        ctx.unbound()
+        ctx.emit({"cell": cell.name, "alert_limit": cell.alert_limit})
+        ctx.say(
+            f"In {isolate(cell.name)}, a member who sends more than {cell.alert_limit} alerts"
+            " in a minute is now muted by every member's client."
+        )
 
 
 async def cell_leave(ctx: Context, args: argparse.Namespace) -> None:

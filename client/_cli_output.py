@@ -21,10 +21,13 @@ from cellrelay.protocol.cell import Alert, Priority, Status
 
 from ._events import (
     AlertReceived,
+    FloodDetected,
     JoinRequested,
     Member,
     MembershipChanged,
     MessageReceived,
+    MuteChanged,
+    MutedAlertReceived,
     ReceiptReceived,
     StatusReceived,
 )
@@ -285,6 +288,19 @@ def event_json(event: CellEvent) -> dict[str, object]:
         }
     if isinstance(event, JoinRequested):
         return {"type": "join_request", "cell": event.cell, "member": member_json(event.member)}
+    if isinstance(event, MutedAlertReceived):
+        return {
+            "type": "muted_alert",
+            "cell": event.cell,
+            **alert_json(event.alert, event.sender, event.rollup),
+        }
+    if isinstance(event, FloodDetected):
+        return {"type": "flood", "cell": event.cell, "member": member_json(event.member),
+                "alerts": event.alerts, "limit": event.limit}  # fmt: skip
+    if isinstance(event, MuteChanged):
+        return {"type": "mute", "cell": event.cell, "member": member_json(event.member),
+                "muted": event.muted, "everyone": event.everyone,
+                "by": None if event.by is None else member_json(event.by)}  # fmt: skip
     return {
         "type": "security_warning",
         "cell": event.cell,
@@ -381,6 +397,28 @@ def event_lines(
             style.bold(f"{tag}{isolate(member.name)} ({member.short_id}) asks to join")
             + f": cellrelay cell approve {_quote(event.cell)} {member.short_id}"
         ]
+    if isinstance(event, MutedAlertReceived):  # shown, never rung
+        head = alert_headline(
+            event.alert, event.sender.name, style, cell=event.cell if cell_label else None
+        )
+        return [style.dim(f"(muted) {head}")]
+    if isinstance(event, FloodDetected):
+        member = event.member
+        return [
+            style.warn(
+                f"{tag}security: {isolate(member.name)} ({member.short_id}) sent {event.alerts} alerts"
+                f" within a minute (the cell allows {event.limit}): muted on this device."
+            ),
+            f"    admins: cellrelay cell mute {_quote(event.cell)} {member.short_id}  (for everyone)"
+            f"  or  cellrelay cell remove {_quote(event.cell)} {member.short_id}",
+        ]
+    if isinstance(event, MuteChanged):
+        subject = "you" if event.member.member_id == me else isolate(event.member.name)
+        done = "muted" if event.muted else "unmuted"
+        if event.everyone and event.by is not None:
+            return [style.bold(f"{tag}{subject} {done} for everyone by {isolate(event.by.name)}")]
+        why = "" if event.by is not None else " (flood control)"
+        return [style.bold(f"{tag}{subject} {done} on this device{why}")]
     detail = f" ({event.detail})" if event.detail else ""
     return [style.warn(f"{tag}security warning: refused a message: {event.reason}{detail}")]
 

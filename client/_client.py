@@ -139,7 +139,7 @@ class Client:
         # In the background: a relay that does not answer delays only its own cells
         # (their operations wait in Cell.wait_ready), never the others or the caller.
         for cell in self._cells:
-            self._nursery.start_soon(self._start_in_background, cell.start)
+            self._nursery.start_soon(self._start_in_background, self._starter(cell))
         for join in self._state.joins:
             # Known at once, even before its mailbox is watched: asking again must wait instead.
             self._joined.setdefault(Invite.from_bytes(join.invite).join_mailbox, trio.Event())
@@ -149,16 +149,28 @@ class Client:
         self._nursery.start_soon(self._forget_expired)
         self._nursery.start_soon(self._maintain)
 
+    def _starter(self, cell: Cell) -> Callable[[], Awaitable[None]]:
+        async def start() -> None:
+            await cell.start()
+            if cell.upkeep_due:
+                await cell.upkeep()
+
+        return start
+
     async def _maintain(self) -> None:
-        """Rotate the epochs of cells this member administers once they are old.
+        """Rotate the epochs of cells this member administers once they are old; upkeep.
 
         A member's saved state holds its current epoch's secret, and with it every sender
         key of the epoch that the relay still stores: forward secrecy against a seized
         device is only as good as epochs are short (docs/threat-model.md §5.8). A day keeps
         rotation traffic small (one epoch change and one distribution per member).
+        `Cell.upkeep` has work that waits for time to pass (deleting a retired mailbox).
         """
         while True:
             await trio.sleep(MAINTENANCE_INTERVAL)
+            for cell in list(self._cells):
+                if cell.started and cell.upkeep_due:
+                    self._nursery.start_soon(self._start_in_background, cell.upkeep)
             for cell in list(self._cells):
                 if cell.is_admin and cell.started and cell.epoch_age() > ROTATE_AFTER:
                     try:
@@ -275,6 +287,8 @@ class Client:
                 cell.flush()
                 if cell.invites_to_release:
                     self._nursery.start_soon(cell.release_invites)
+                if cell.upkeep_due:
+                    self._nursery.start_soon(self._start_in_background, cell.upkeep)
 
     def _route(self, mailbox: MailboxId, handler: Handler) -> None:
         self._routes[mailbox] = handler
@@ -414,7 +428,7 @@ class Client:
     async def forget(self, cell: Cell) -> None:
         """Delete a cell this member left (or was removed from): its keys and history."""
         cell.close()
-        for mailbox in (cell.record.group_mailbox, cell.record.control_mailbox):
+        for mailbox in cell.mailboxes():
             self._unroute(mailbox)
         if cell.record in self._state.cells:
             self._state.cells.remove(cell.record)
@@ -476,6 +490,8 @@ class Client:
             control_cursor=info.control_from,
             distribution_pending=distribution,
             epoch_started_at=time.time(),
+            alert_limit=info.alert_limit,
+            muted_everyone=list(info.muted),
         )
         self._state.joins.remove(record)
         self._state.cells.append(cell_record)

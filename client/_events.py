@@ -5,6 +5,12 @@ content (protocol/cell/_content.py) and the `Member` who sent it, as the group l
 it. `SecurityWarning` reports what the group layer refused (tampering, forgery, replay),
 so an app can tell its user that something hostile is going on without ever seeing the
 forged content.
+
+Flood control (client/_flood.py): a member who sends more alerts in a minute than the
+cell allows is muted on this device; its alerts still arrive, as `MutedAlertReceived`,
+which an app shows but does not ring for, and `FloodDetected` names it once. Every field
+is a plain value, a `Member`, or a content or roll-up of the protocol package, so the
+events serialise as they are (the daemon's API does).
 """
 
 from __future__ import annotations
@@ -25,10 +31,13 @@ if TYPE_CHECKING:
 __all__ = [
     "AlertReceived",
     "CellEvent",
+    "FloodDetected",
     "JoinRequested",
     "Member",
     "MembershipChanged",
     "MessageReceived",
+    "MuteChanged",
+    "MutedAlertReceived",
     "ReceiptReceived",
     "SecurityWarning",
     "StatusReceived",
@@ -116,12 +125,57 @@ class SecurityWarning:
     detail: str = field(default="")
 
 
+@dataclass(frozen=True, slots=True)
+class MutedAlertReceived:
+    """An alert from a muted member: kept (in `recent()`, and its roll-up), not to ring for.
+
+    It is not in `active_alerts()` unless asked for (`include_muted=True`).
+    """
+
+    cell: str
+    sender: Member
+    alert: Alert
+    rollup: AlertRollup | None
+
+
+@dataclass(frozen=True, slots=True)
+class FloodDetected:
+    """A security event: `member` sent `alerts` alerts within a minute, over the cell's `limit`.
+
+    This device has muted them (`MuteChanged` follows); an admin can mute them for
+    everyone or remove them (`cellrelay cell mute` / `remove`). Raised once per mute.
+    """
+
+    cell: str
+    member: Member
+    alerts: int
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class MuteChanged:
+    """A member was muted or unmuted on this device.
+
+    `everyone`: by an admin, for the whole cell (`by` names the admin); else here only,
+    by flood control (`by` is None) or by this device's user (`by` is this member).
+    """
+
+    cell: str
+    member: Member
+    muted: bool
+    everyone: bool
+    by: Member | None
+
+
 CellEvent = (
     AlertReceived
+    | MutedAlertReceived
     | StatusReceived
     | ReceiptReceived
     | MessageReceived
     | MembershipChanged
     | JoinRequested
     | SecurityWarning
+    | FloodDetected
+    | MuteChanged
 )

@@ -209,6 +209,7 @@ class RelayLink:
         self._on_connected = on_connected
         self._watches: dict[MailboxId, _Watch] = {}
         self._writers: dict[MailboxId, CapabilityKey] = {}
+        self._readers: dict[MailboxId, CapabilityKey] = {}  # read without a subscription
         self._pending: dict[int, _Pending] = {}
         self._queue: list[_Pending] = []  # waiting for a connection
         self._next_id = 0
@@ -406,6 +407,10 @@ class RelayLink:
             background(
                 Auth(id=0, mailbox=mailbox, role="write", proof=key.prove("write", hh, mailbox))
             )
+        for mailbox, key in self._readers.items():
+            background(
+                Auth(id=0, mailbox=mailbox, role="read", proof=key.prove("read", hh, mailbox))
+            )
         for watch in self._watches.values():
             background(
                 Auth(
@@ -467,6 +472,7 @@ class RelayLink:
         elif isinstance(message, Revoked):
             self._watches.pop(message.mailbox, None)
             self._writers.pop(message.mailbox, None)
+            self._readers.pop(message.mailbox, None)
             await self._events_send.send(Revocation(mailbox=message.mailbox, code=message.code))
         else:
             if isinstance(message, Subscribed):
@@ -618,6 +624,15 @@ class RelayLink:
         self._writers[mailbox] = key
         await self._auth(mailbox, key, "write")
 
+    async def authorize_reader(self, mailbox: MailboxId, key: CapabilityKey) -> None:
+        """Prove the read key now and after every reconnect, for `fetch` without a watch."""
+        self._readers[mailbox] = key
+        await self._auth(mailbox, key, "read")
+
+    def forget_reader(self, mailbox: MailboxId) -> None:
+        """Stop proving a read key given to `authorize_reader` after reconnects."""
+        self._readers.pop(mailbox, None)
+
     async def _auth(
         self, mailbox: MailboxId, key: CapabilityKey, role: Literal["read", "write"]
     ) -> None:
@@ -699,9 +714,13 @@ class RelayLink:
                     raise
         raise LinkClosedError("the connection kept failing; the admin operation was not confirmed")
 
-    def forget_writer(self, mailbox: MailboxId) -> None:
-        """Stop proving the write key after reconnects (e.g. after a rotation)."""
-        self._writers.pop(mailbox, None)
+    def forget_writer(self, mailbox: MailboxId, key: CapabilityKey | None = None) -> None:
+        """Stop proving the write key after reconnects (e.g. after a rotation).
+
+        With `key`, only if that is still the key held for the mailbox.
+        """
+        if key is None or self._writers.get(mailbox) is key:
+            self._writers.pop(mailbox, None)
 
     def cursor(self, mailbox: MailboxId) -> int | None:
         """The last seq handed on for a watched mailbox."""

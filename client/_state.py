@@ -28,13 +28,18 @@ __all__ = [
     "InviteRecord",
     "JoinRecord",
     "RequestRecord",
+    "RetiredMailbox",
     "StateError",
 ]
 
 STATE_VERSION: Final = 1
 # Recent messages kept per cell for `Cell.recent()`: a busy cell's day of alerts and
-# replies; older ones fall off even before they expire.
+# replies; older ones fall off even before they expire. One sender may hold a quarter of
+# them, and when they are full the sender holding most loses its oldest: a flood from one
+# member (up to 1,000 messages in a burst, within the relay's rate limits) pushes out only
+# its own, never another member's message (docs/threat-model.md §3.6).
 MAX_HISTORY: Final = 1000
+MAX_HISTORY_PER_SENDER: Final = MAX_HISTORY // 4
 MAX_SEEN: Final = 20_000
 SEEN_SLACK: Final = 2_000  # see CellRecord.prune
 
@@ -76,6 +81,13 @@ def _list(fields: dict[str, object], name: str) -> tuple[bytes, ...]:
     if type(value) is not tuple or not all(type(v) is bytes for v in value):
         raise StateError(f"saved state: {name} is not a list of records")
     return value
+
+
+def _ids(fields: dict[str, object], name: str) -> list[bytes]:
+    raw = _bytes(fields, name)
+    if len(raw) % 16:
+        raise StateError(f"saved state: {name} is damaged")
+    return [raw[i : i + 16] for i in range(0, len(raw), 16)]
 
 
 def _decode(data: bytes) -> dict[str, object]:
@@ -171,6 +183,36 @@ class RequestRecord:
 
 
 @dataclass(slots=True, kw_only=True)
+class RetiredMailbox:
+    """A group mailbox the cell moved away from (client/_cell_moves.py), until it is gone.
+
+    Every member reads it to its end once, with its read key, which the move kept: what
+    was sealed there before the move and not read yet must not be lost. Admins keep the
+    record after that, to delete the mailbox on the relay once nobody needs it.
+    """
+
+    mailbox: MailboxId = field(repr=False)
+    read_seed: bytes = field(repr=False)
+    cursor: int  # processed up to this seq (as `CellRecord.group_cursor` was for it)
+    moved_at: float  # device time this member applied the move
+    generation: int  # the `CellRecord.group_generation` it had while it was current
+    drained: bool = False  # this member read it to its end (or it is gone)
+
+    def encode(self) -> bytes:
+        return encode_map(
+            {"mailbox": self.mailbox, "read_seed": self.read_seed, "cursor": self.cursor,
+             "moved_at": self.moved_at, "generation": self.generation, "drained": int(self.drained)}
+        )  # fmt: skip
+
+    @classmethod
+    def decode(cls, data: bytes) -> RetiredMailbox:
+        f = _decode(data)
+        return cls(mailbox=MailboxId(_bytes(f, "mailbox")), read_seed=_bytes(f, "read_seed"),
+                   cursor=_int(f, "cursor"), moved_at=_float(f, "moved_at"),
+                   generation=_int(f, "generation"), drained=bool(_int(f, "drained")))  # fmt: skip
+
+
+@dataclass(slots=True, kw_only=True)
 class CellRecord:
     """One cell as this member keeps it."""
 
@@ -184,6 +226,22 @@ class CellRecord:
     pending_change: bytes = field(default=b"", repr=False)  # our epoch change, until published
     # The group key seeds the pending change rotates to (read || write), or empty.
     pending_keys: bytes = field(default=b"", repr=False)
+    # When the pending change moves the cell to a new group mailbox: its id, and the write
+    # key seed the old mailbox is rotated to (which nobody keeps), else both empty.
+    pending_move: bytes = field(default=b"", repr=False)
+    pending_retire: bytes = field(default=b"", repr=False)
+    # How many times the cell moved to a new group mailbox; tells apart the relay seqs of
+    # the mailboxes this member read (the refs of parked envelopes, `Refetch`).
+    group_generation: int = 0
+    retired: list[RetiredMailbox] = field(default_factory=list)
+    # The lowest seq of the group mailbox parked or refused for room (0: none): a start
+    # resumes from it, since parked envelopes are not saved (client/_cell_refetch.py).
+    group_refetch: int = 0
+    # Flood control (client/_flood.py): the cell's limit of alerts per member per minute
+    # (0: the default), the members admins muted for everyone, and those muted here only.
+    alert_limit: int = 0
+    muted_everyone: list[bytes] = field(default_factory=list)
+    muted_here: list[bytes] = field(default_factory=list)
     epoch_started_at: float = 0.0  # when this member entered the current epoch (device clock)
     # Counters reserved for sealing, made durable before any of them is used: the next
     # run skips to `send_reserved` in epoch `send_reserved_epoch` (0: none), because the
@@ -229,6 +287,14 @@ class CellRecord:
                 "distribution_pending": self.distribution_pending,
                 "pending_change": self.pending_change,
                 "pending_keys": self.pending_keys,
+                "pending_move": self.pending_move,
+                "pending_retire": self.pending_retire,
+                "group_generation": self.group_generation,
+                "group_refetch": self.group_refetch,
+                "alert_limit": self.alert_limit,
+                "muted_everyone": b"".join(self.muted_everyone),
+                "muted_here": b"".join(self.muted_here),
+                "retired": [r.encode() for r in self.retired],
                 "epoch_started_at": self.epoch_started_at,
                 "send_reserved_epoch": self.send_reserved_epoch,
                 "send_reserved": self.send_reserved,
@@ -244,6 +310,16 @@ class CellRecord:
         f = _decode(data)
         f.setdefault("send_reserved_epoch", 0)  # saved before reservations existed
         f.setdefault("send_reserved", 0)
+        for name, default in (
+            ("pending_move", b""),
+            ("pending_retire", b""),
+            ("group_generation", 0),
+            ("group_refetch", 0),
+            ("alert_limit", 0),
+            ("muted_everyone", b""),
+            ("muted_here", b""),
+        ):
+            f.setdefault(name, default)  # saved before cells could move
         raw_seen = _bytes(f, "seen")
         if len(raw_seen) % 24:
             raise StateError("saved state: seen ids are damaged")
@@ -261,6 +337,14 @@ class CellRecord:
             distribution_pending=_bytes(f, "distribution_pending"),
             pending_change=_bytes(f, "pending_change"),
             pending_keys=_bytes(f, "pending_keys"),
+            pending_move=_bytes(f, "pending_move"),
+            pending_retire=_bytes(f, "pending_retire"),
+            group_generation=_int(f, "group_generation"),
+            group_refetch=_int(f, "group_refetch"),
+            alert_limit=_int(f, "alert_limit"),
+            muted_everyone=_ids(f, "muted_everyone"),
+            muted_here=_ids(f, "muted_here"),
+            retired=[RetiredMailbox.decode(b) for b in _list(f, "retired")],
             epoch_started_at=_float(f, "epoch_started_at"),
             send_reserved_epoch=_int(f, "send_reserved_epoch"),
             send_reserved=_int(f, "send_reserved"),
@@ -269,6 +353,34 @@ class CellRecord:
             history=[HistoryItem.decode(b) for b in _list(f, "history")],
             seen=seen,
         )
+
+    def _bound_history(self) -> None:
+        """Drop the oldest messages of whoever holds too many (see MAX_HISTORY)."""
+        history = self.history
+        if len(history) <= MAX_HISTORY_PER_SENDER:
+            return
+        counts: dict[bytes, int] = {}
+        for item in history:
+            counts[item.sender_id] = counts.get(item.sender_id, 0) + 1
+        over = {
+            s: n - MAX_HISTORY_PER_SENDER for s, n in counts.items() if n > MAX_HISTORY_PER_SENDER
+        }
+        total = len(history) - sum(over.values())
+        while total > MAX_HISTORY:  # the sender holding most gives up its oldest, in turn
+            most = max(counts[s] - over.get(s, 0) for s in counts)
+            payer = min(s for s in counts if counts[s] - over.get(s, 0) == most)
+            over[payer] = over.get(payer, 0) + 1
+            total -= 1
+        if not over:
+            return
+        kept = []
+        for item in history:  # oldest first: each payer's first `over` items go
+            drop = over.get(item.sender_id, 0)
+            if drop:
+                over[item.sender_id] = drop - 1
+            else:
+                kept.append(item)
+        self.history = kept
 
     def next_expiry(self) -> float:
         """No later than the soonest expiry of a kept message or seen id (inf: none)."""
@@ -290,8 +402,7 @@ class CellRecord:
                 min((h.expires_at for h in self.history), default=math.inf),
                 min(self.seen.values(), default=math.inf),
             )
-        if len(self.history) > MAX_HISTORY:
-            del self.history[: len(self.history) - MAX_HISTORY]  # the oldest received
+        self._bound_history()
         if len(self.seen) > MAX_SEEN + SEEN_SLACK:  # keep the ones that expire last
             self.seen = dict(sorted(self.seen.items(), key=lambda kv: kv[1])[-MAX_SEEN:])
             self._seen_wire = None

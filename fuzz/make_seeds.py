@@ -149,7 +149,37 @@ def write_group_seeds() -> None:
         (folder / f"{name}.bin").write_bytes(seed)
 
 
+def write_change_extra_seeds() -> None:
+    """Write seeds for fuzz_change_extra (mode byte + input; see that harness's docstring)."""
+    from cellrelay.client._cell_member import CellInfo
+    from cellrelay.client._cell_moves import ChangeExtra
+    from cellrelay.protocol.cell._control import ChangeBody
+    from cellrelay.protocol.wire import MailboxId
+
+    mailbox = MailboxId(bytes(range(16)))
+    move = ChangeExtra(group=mailbox, drain_read=bytes(32))
+    settings = ChangeExtra(alert_limit=10, muted=(bytes(16), bytes([1]) * 16))
+    info = CellInfo(relay="cellrelay://key@relay.example:7446", group=mailbox, control=mailbox,
+                    group_from=3, control_from=4, alert_limit=5, muted=(bytes(16),))  # fmt: skip
+    rotation = ChangeBody(entry=None, group_keys=(bytes(32), bytes(32)), admin_grant=None)
+    moving = ChangeBody(
+        entry=None, group_keys=(bytes(32), bytes(32)), admin_grant=None, extra=move.encode()
+    )
+    seeds = {
+        "body-rotation": b"\x00" + rotation.to_bytes(),
+        "body-move": b"\x00" + moving.to_bytes(),
+        "extra-move": b"\x01" + move.encode(),
+        "extra-settings": b"\x01" + settings.encode(),
+        "cell-info": b"\x02" + info.encode(),
+    }
+    folder = SEEDS / "change_extra"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, seed in seeds.items():
+        (folder / f"{name}.bin").write_bytes(seed)
+
+
 if __name__ == "__main__":
     main()
     write_content_and_invite_seeds()
     write_group_seeds()
+    write_change_extra_seeds()

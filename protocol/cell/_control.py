@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CONTROL_SIZE",
     "MAX_ADMIN_SECRETS",
+    "MAX_CHANGE_EXTRA",
     "MAX_EXTRA",
     "SECRET_SIZE",
     "ChangeBody",
@@ -95,6 +96,10 @@ CONTROL_SIZE: Final = SLOTS_OFFSET + MAX_MEMBERS * BOX_SIZE
 # default relay envelope.
 MAX_ADMIN_SECRETS: Final = 256
 MAX_EXTRA: Final = 1024
+# Opaque client data an epoch change carries to the members of the new epoch (a new group
+# mailbox id, cell settings). With every other field at its largest (585 bytes, above)
+# the body still has 438 bytes free after the 0x80 of the padding; 384 leaves room.
+MAX_CHANGE_EXTRA: Final = 384
 GROUP_KEY_SIZE: Final = 32
 
 _SIGN_DOMAIN: Final = b"cellrelay/1 epoch-change\x00"
@@ -115,12 +120,20 @@ class ChangeBody:
     """What an epoch change tells the members of the new epoch.
 
     Layout (then padded to 1,024 bytes): entry flag (u8) [log entry] || group keys flag
-    (u8) [read seed (32) || write seed (32)] || grant flag (u8) [u16 length || sealed grant].
+    (u8) [read seed (32) || write seed (32)] || grant flag (u8) [u16 length || sealed grant]
+    [|| 0x01 || u16 length || extra]. The last part is present only when there is client
+    data (1..MAX_CHANGE_EXTRA bytes), so a change without it has exactly the bytes it had
+    before the field existed, and every body has one encoding.
     """
 
     entry: LogEntry | None
     group_keys: tuple[bytes, bytes] | None = field(repr=False)
     admin_grant: bytes | None = field(repr=False)  # sealed for the promoted member
+    extra: bytes | None = field(default=None, repr=False)  # opaque client data
+
+    def __post_init__(self) -> None:
+        if self.extra is not None and not 0 < len(self.extra) <= MAX_CHANGE_EXTRA:
+            raise ValueError("extra must be 1..MAX_CHANGE_EXTRA bytes")
 
     def to_bytes(self) -> bytes:
         """Return the padded body plaintext."""
@@ -134,6 +147,8 @@ class ChangeBody:
         writer.u8(self.admin_grant is not None)
         if self.admin_grant is not None:
             writer.long(self.admin_grant)
+        if self.extra is not None:
+            writer.u8(1).long(self.extra)
         return pad(writer.bytes(), BODY_SIZE)
 
     @classmethod
@@ -145,8 +160,15 @@ class ChangeBody:
         if reader.flag():
             group_keys = (reader.take(GROUP_KEY_SIZE), reader.take(GROUP_KEY_SIZE))
         grant = reader.long(MAX_ADMIN_SECRETS + AEAD_TAG_SIZE) if reader.flag() else None
+        extra = None
+        if reader.remaining():
+            if not reader.flag():  # absent extra has one encoding: nothing at all
+                raise MalformedError("an empty extra field")
+            extra = reader.long(MAX_CHANGE_EXTRA)
+            if not extra:
+                raise MalformedError("an empty extra field")
         reader.end()
-        return cls(entry=entry, group_keys=group_keys, admin_grant=grant)
+        return cls(entry=entry, group_keys=group_keys, admin_grant=grant, extra=extra)
 
 
 def seal_admin_grant(

@@ -61,6 +61,7 @@ class VerifiedChange:
     membership: Membership | None = None
     group_keys: tuple[bytes, bytes] | None = field(default=None, repr=False)
     granted: bytes | None = field(default=None, repr=False)
+    extra: bytes | None = field(default=None, repr=False)  # the body's client data
 
 
 def check_change(
@@ -125,6 +126,7 @@ def check_change(
         membership=membership,
         group_keys=body.group_keys,
         granted=granted,
+        extra=body.extra,
     )
 
 
@@ -137,10 +139,12 @@ def build_change(
     entry_fields: tuple[Op, MemberInfo, Role] | None,
     now: float,
     group_keys: tuple[bytes, bytes] | None,
+    extra: bytes | None = None,
 ) -> bytes:
     """Return the epoch change to current + 1, signed by `identity` (an admin).
 
-    `entry_fields` is (op, subject, role) for a membership change, None for a rotation.
+    `entry_fields` is (op, subject, role) for a membership change, None for a rotation;
+    `extra` is opaque client data for the members of the new epoch (docs/protocol.md §G6.3).
 
     Raises:
         MembershipError: the entry would not verify (already a member, cell full, last admin).
@@ -181,7 +185,7 @@ def build_change(
             nonce=nonce,
             header_key=state.epochs[state.current].keys.control_header,
             body_key=keys.control_body,
-            body=ChangeBody(entry=entry, group_keys=group_keys, admin_grant=grant),
+            body=ChangeBody(entry=entry, group_keys=group_keys, admin_grant=grant, extra=extra),
             secret=secret,
             boxes=boxes,
             filler=rng((MAX_MEMBERS - len(boxes)) * BOX_SIZE),

@@ -95,10 +95,16 @@ class UnknownEpochError(GroupError):
 
 
 class PendingOverflowError(GroupError):
-    """The buffer of envelopes waiting for their sender key or epoch is full.
+    """The buffer of envelopes waiting for their sender key or epoch, or its share, is full.
 
-    Keep the envelope and offer it again after processing the control mailbox.
+    Nothing changed. Offer the envelope again once its epoch or its sender's key has
+    arrived: `ref` is the one it was opened with (`CellCrypto.open`), also when it is
+    one of the parked envelopes a release could not park again.
     """
+
+    def __init__(self, message: str, *, ref: int = 0) -> None:
+        super().__init__(message)
+        self.ref = ref
 
 
 class MembershipError(GroupError):

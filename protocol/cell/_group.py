@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Final
 from .._crypto import ED25519_SEED_SIZE, HashChain, SigningKey, blake2b, random_bytes, zero
 from ._control import (
     MAX_ADMIN_SECRETS,
+    MAX_CHANGE_EXTRA,
     MAX_EXTRA,
     SECRET_SIZE,
     WelcomeContent,
@@ -252,9 +253,14 @@ class CellCrypto:
         cell._enter_epoch(content.epoch, bytearray(content.secret), membership)
         return cell, cell._distribution(int(now) + key_ttl)
 
-    def to_bytes(self) -> bytes:
-        """Return the full state (SECRET: for the client's encrypted keystore only)."""
-        return write_state(self._s)
+    def to_bytes(self, *, parked: bool = True) -> bytes:
+        """Return the full state (SECRET: for the client's encrypted keystore only).
+
+        `parked=False` leaves out the envelopes parked for their epoch or key (up to
+        1 MiB, rewritten by every save otherwise): for a client that keeps their relay
+        seqs (`parked_refs`) and fetches them again after a restart.
+        """
+        return write_state(self._s, parked=parked)
 
     @classmethod
     def from_bytes(cls, data: bytes, identity: Identity, *, rng: Rng = random_bytes) -> CellCrypto:
@@ -457,18 +463,33 @@ class CellCrypto:
 
     # -- receiving -------------------------------------------------------------------------
 
-    def open(self, envelope: bytes, *, now: float) -> Outcome:
+    def open(self, envelope: bytes, *, now: float, ref: int = 0) -> Outcome:
         """Authenticate and decrypt a group envelope.
 
         Returns `Opened` (a message, or a sender key distribution), `Pending` (parked until
         its sender key or epoch arrives; released later in `Opened.released` or
-        `EpochUpdate.released`) or `Own` (this member's own envelope echoed back).
+        `EpochUpdate.released`) or `Own` (this member's own envelope echoed back). `ref`
+        names the envelope for `parked_refs` (the client passes the relay's seq).
 
         Raises:
             GroupError: one subclass per reason (docs/protocol.md, Part 2, "Rejections").
+                `PendingOverflowError` changes nothing: offer the envelope again once
+                its epoch or its sender's key has arrived.
         """
         self._rx.expire(now)
-        return self._rx.open(bytes(envelope), now)
+        return self._rx.open(bytes(envelope), now, ref)
+
+    def parked_refs(self) -> list[int]:
+        """The `ref`s given with the envelopes parked now (see `open`), in arrival order."""
+        return self._rx.parked_refs()
+
+    def keyed_senders(self) -> frozenset[bytes]:
+        """The members whose sender key of the current epoch this member holds (itself included)."""
+        s = self._s
+        epoch = s.epochs.get(s.current)
+        if epoch is None:
+            return frozenset()
+        return frozenset(epoch.chains) | {self._me}
 
     # -- epoch changes ---------------------------------------------------------------------
 
@@ -526,6 +547,7 @@ class CellCrypto:
             admin_secrets=change.granted,
             distribution=self._distribution(int(now) + key_ttl),
             released=self._rx.release(None, None, now),
+            extra=change.extra,
         )
 
     def _enter_epoch(
@@ -570,18 +592,29 @@ class CellCrypto:
         return self._propose((Op.ADD, member, role), now=now)
 
     def remove_member(
-        self, member_id: bytes, *, now: float, new_group_keys: tuple[bytes, bytes]
+        self,
+        member_id: bytes,
+        *,
+        now: float,
+        new_group_keys: tuple[bytes, bytes],
+        extra: bytes | None = None,
     ) -> bytes:
         """Return the epoch change that removes a member and rotates the group mailbox keys.
+
+        `extra` is opaque client data for the remaining members (the client's: a new group
+        mailbox, docs/protocol.md §C5); the change carries it in its body (§G6.3).
 
         Raises:
             NotAdminError, RemovedError: this member may not.
             MembershipError: not a member, or the last admin.
-            ValueError: `new_group_keys` are not two 32-byte seeds.
+            ValueError: `new_group_keys` are not two 32-byte seeds; `extra` is empty or
+                longer than MAX_CHANGE_EXTRA.
         """
         subject = self._member(member_id)
         keys = _check_group_keys(new_group_keys)
-        return self._propose((Op.REMOVE, subject, Role.MEMBER), now=now, group_keys=keys)
+        return self._propose(
+            (Op.REMOVE, subject, Role.MEMBER), now=now, group_keys=keys, extra=extra
+        )
 
     def promote(self, member_id: bytes, *, now: float) -> bytes:
         """Return the epoch change that makes a member an admin (it receives admin_secrets)."""
@@ -591,10 +624,19 @@ class CellCrypto:
         """Return the epoch change that makes an admin a plain member (not the last admin)."""
         return self._propose((Op.DEMOTE, self._member(member_id), Role.MEMBER), now=now)
 
-    def rotate(self, *, now: float, new_group_keys: tuple[bytes, bytes] | None = None) -> bytes:
-        """Return an epoch change with no membership change: fresh keys for everyone."""
+    def rotate(
+        self,
+        *,
+        now: float,
+        new_group_keys: tuple[bytes, bytes] | None = None,
+        extra: bytes | None = None,
+    ) -> bytes:
+        """Return an epoch change with no membership change: fresh keys for everyone.
+
+        `extra`, if given, is opaque client data for the members (as for `remove_member`).
+        """
         keys = None if new_group_keys is None else _check_group_keys(new_group_keys)
-        return self._propose(None, now=now, group_keys=keys)
+        return self._propose(None, now=now, group_keys=keys, extra=extra)
 
     def _member(self, member_id: bytes) -> MemberInfo:
         info = self._s.membership.members.get(member_id)
@@ -614,9 +656,12 @@ class CellCrypto:
         *,
         now: float,
         group_keys: tuple[bytes, bytes] | None = None,
+        extra: bytes | None = None,
     ) -> bytes:
         self._require_admin()
         s = self._s
+        if extra is not None and not 0 < len(extra) <= MAX_CHANGE_EXTRA:
+            raise ValueError("extra must be 1..MAX_CHANGE_EXTRA bytes")
         envelope = build_change(
             self._identity,
             s,
@@ -625,6 +670,7 @@ class CellCrypto:
             entry_fields=entry_fields,
             now=now,
             group_keys=group_keys,
+            extra=None if extra is None else bytes(extra),
         )
         s.proposals = [*s.proposals, blake2b(envelope)][-_MAX_PROPOSALS:]
         return envelope

@@ -62,7 +62,8 @@ class EpochUpdate:
 
     `distribution` is the sender key distribution this member must now publish in the group
     mailbox before sealing anything (None when `removed_self`). `group_keys` is set when the
-    group mailbox keys were rotated; `admin_secrets` when this member was just promoted.
+    group mailbox keys were rotated; `admin_secrets` when this member was just promoted;
+    `extra` when the change carried client data (docs/protocol.md §G6.3).
     """
 
     epoch: int
@@ -73,6 +74,7 @@ class EpochUpdate:
     admin_secrets: bytes | None = field(default=None, repr=False)
     distribution: bytes | None = field(default=None, repr=False)
     released: tuple[Outcome | GroupError, ...] = ()
+    extra: bytes | None = field(default=None, repr=False)
 
     @property
     def change(self) -> Op | None:

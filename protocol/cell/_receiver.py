@@ -16,6 +16,16 @@ Theory of operation:
 * An envelope whose epoch is ahead of ours, or whose sender's distribution has not
   arrived, is parked (`Pending`) and reopened by `release` when the epoch change or the
   distribution arrives, in the order the envelopes came.
+* Parking is bounded per *claim* as well as in total, so that nobody can take the room
+  genuine envelopes need: an envelope of a future epoch claims nothing anyone can check
+  (its header is under a key we do not have yet, so the relay itself can make one up),
+  and all of them together get at most `MAX_PENDING_UNAUTHENTICATED`; one whose header
+  opened names its sender (any member holding the header key could have written it, so
+  the sender is claimed, not proven, until its signature verifies) and each claimed
+  sender gets at most `MAX_PENDING_PER_SENDER`. What does not fit is refused with
+  `PendingOverflowError` and nothing changes: the caller offers it again once the epoch
+  or the key has come (the client fetches it from the relay again by its `ref`, the
+  relay's seq), so a full buffer delays an envelope but never loses it.
 """
 
 from __future__ import annotations
@@ -62,6 +72,8 @@ __all__ = [
     "MAX_EPOCHS_AHEAD",
     "MAX_PENDING",
     "MAX_PENDING_BYTES",
+    "MAX_PENDING_PER_SENDER",
+    "MAX_PENDING_UNAUTHENTICATED",
     "MAX_SKIP",
     "MAX_SKIPPED_PER_SENDER",
     "MAX_SKIPPED_TOTAL",
@@ -81,6 +93,13 @@ MAX_SKIPPED_TOTAL: Final = 5000
 # 256 envelopes (1 MiB) absorb that with room to spare.
 MAX_PENDING: Final = 256
 MAX_PENDING_BYTES: Final = 1 << 20
+# The shares of one claim (see the module docstring). Envelopes of future epochs are the
+# ones a relay can make up without any key: half the buffer, so the burst of distributions
+# after an epoch change in a large cell still mostly fits, and the other half stays for
+# envelopes whose header a member key opened. A claimed sender gets a quarter: an epoch's
+# first messages from one member before its key arrives are a handful.
+MAX_PENDING_UNAUTHENTICATED: Final = MAX_PENDING // 2
+MAX_PENDING_PER_SENDER: Final = MAX_PENDING // 4
 # A parked envelope whose distribution has not come after an hour never will (the relay
 # keeps a mailbox in order, and the distribution precedes its messages).
 PENDING_MAX_AGE: Final = 3600.0
@@ -104,14 +123,18 @@ class Receiver:
         self._pair = pair
         self._parked_bytes = sum(len(p.envelope) for p in state.parked)
 
-    def open(self, envelope: bytes, now: float) -> Outcome:
-        """Authenticate and decrypt a group envelope (`CellCrypto.open`)."""
+    def open(self, envelope: bytes, now: float, ref: int = 0) -> Outcome:
+        """Authenticate and decrypt a group envelope (`CellCrypto.open`).
+
+        `ref` is the caller's name for the envelope (the relay's seq), kept with it if it
+        is parked (`parked_refs`).
+        """
         s = self._s
         epoch_number, nonce = split_envelope(envelope)
         if epoch_number > s.current:
             if s.removed or epoch_number > s.current + MAX_EPOCHS_AHEAD:
                 raise UnknownEpochError("unknown epoch")
-            return self._park(envelope, epoch_number, None, now)
+            return self._park(envelope, epoch_number, None, now, ref)
         epoch = s.epochs.get(epoch_number)
         if epoch is None:
             if epoch_number < s.joined_epoch:
@@ -133,7 +156,7 @@ class Receiver:
             raise MalformedError("unknown kind")
         chain = epoch.chains.get(sender)
         if chain is None:
-            return self._park(envelope, epoch_number, sender, now)
+            return self._park(envelope, epoch_number, sender, now, ref)
         material = chain.skipped.get(counter)
         if material is None:
             if counter < chain.next:
@@ -258,13 +281,31 @@ class Receiver:
             released=released,
         )
 
-    def _park(self, envelope: bytes, epoch: int, sender: bytes | None, now: float) -> Pending:
+    def _park(
+        self, envelope: bytes, epoch: int, sender: bytes | None, now: float, ref: int
+    ) -> Pending:
         s = self._s
-        if len(s.parked) >= MAX_PENDING or self._parked_bytes + len(envelope) > MAX_PENDING_BYTES:
-            raise PendingOverflowError("too many parked envelopes")
-        s.parked.append(Parked(envelope, epoch, sender, now))
-        self._parked_bytes += len(envelope)
+        size = len(envelope)
+        if any(p.envelope == envelope for p in s.parked):  # delivered again: parked already
+            return Pending(epoch)
+        if len(s.parked) >= MAX_PENDING or self._parked_bytes + size > MAX_PENDING_BYTES:
+            raise PendingOverflowError("too many parked envelopes", ref=ref)
+        # The claim's share (module docstring): None is "a future epoch", unauthenticated.
+        limit = MAX_PENDING_UNAUTHENTICATED if sender is None else MAX_PENDING_PER_SENDER
+        count = claimed = 0
+        for parked in s.parked:
+            if parked.sender == sender:
+                count += 1
+                claimed += len(parked.envelope)
+        if count >= limit or claimed + size > limit * (MAX_PENDING_BYTES // MAX_PENDING):
+            raise PendingOverflowError("too many parked envelopes with this claim", ref=ref)
+        s.parked.append(Parked(envelope, epoch, sender, now, ref))
+        self._parked_bytes += size
         return Pending(epoch)
+
+    def parked_refs(self) -> list[int]:
+        """The `ref`s of the envelopes parked now, in arrival order (0 after a restore)."""
+        return [p.ref for p in self._s.parked]
 
     def release(
         self, epoch: int | None, sender: bytes | None, now: float
@@ -285,7 +326,7 @@ class Receiver:
         out: list[Outcome | GroupError] = []
         for parked in ready:
             try:
-                result = self.open(parked.envelope, now)
+                result = self.open(parked.envelope, now, parked.ref)
             except GroupError as exc:
                 out.append(exc)
                 continue

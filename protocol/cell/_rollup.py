@@ -24,12 +24,15 @@ on their order:
   *active* until it expires or is resolved or declared a false alarm.
 
 Memory is bounded, because every event comes from some member and one member may be
-hostile: at most `MAX_ALERTS` alerts, `MAX_RESPONDERS` statuses per alert (one per
-member, so a single member cannot grow it), `MAX_PENDING` waiting replies in all and
-`MAX_PENDING_PER_MEMBER` per member. What does not fit is dropped and counted in
-`dropped`; past the bounds the result may depend on order (which events were dropped).
-When alerts overflow, the book drops the one least worth keeping: closed before active,
-then the soonest to expire (possibly the newcomer itself).
+hostile: at most `MAX_ALERTS` alerts and `MAX_ALERTS_PER_MEMBER` per author,
+`MAX_RESPONDERS` statuses per alert (one per member, so a single member cannot grow it),
+`MAX_PENDING` waiting replies in all and `MAX_PENDING_PER_MEMBER` per member. What does
+not fit is dropped and counted in `dropped`; past the bounds the result may depend on
+order (which events were dropped). Alerts are evicted so that a member can only ever
+push out its own: an author over its share loses its own alert least worth keeping
+(closed before active, then the soonest to expire, possibly the newcomer), and when the
+book is full the author holding most alerts does. A member holding fewer alerts than
+another therefore keeps every one of them however much the other sends.
 
 Time is an input: `received_at` and `now` are unix seconds (float) from the caller's
 clock; `prune(now)` drops expired alerts with their statuses and replies that waited
@@ -52,6 +55,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_ALERTS",
+    "MAX_ALERTS_PER_MEMBER",
     "MAX_PENDING",
     "MAX_PENDING_PER_MEMBER",
     "MAX_RESPONDERS",
@@ -64,6 +68,9 @@ __all__ = [
 # A cell has a handful of live alerts at a time; 512 is far beyond a real night and keeps
 # a flood from one hostile member to about 5 MB (an alert is at most ~9 KB encoded).
 MAX_ALERTS: Final = 512
+# One author's share: a dispatcher on a very busy night stays far below it, and four
+# hostile members together cannot fill the book.
+MAX_ALERTS_PER_MEMBER: Final = MAX_ALERTS // 4
 # One status per member per alert, so this is a cell size: ten times the 100-member cells
 # the issue benchmarks. A status holds at most ~2.3 KB (a 500-char note, a 64-char name).
 MAX_RESPONDERS: Final = 1_024
@@ -211,17 +218,20 @@ class RollupBook:
         self,
         *,
         max_alerts: int = MAX_ALERTS,
+        max_alerts_per_member: int = MAX_ALERTS_PER_MEMBER,
         max_responders: int = MAX_RESPONDERS,
         max_pending: int = MAX_PENDING,
         max_pending_per_member: int = MAX_PENDING_PER_MEMBER,
         pending_horizon: float = PENDING_HORIZON,
     ) -> None:
         self._max_alerts = max_alerts
+        self._max_alerts_per_member = max_alerts_per_member
         self._max_responders = max_responders
         self._max_pending = max_pending
         self._max_pending_per_member = max_pending_per_member
         self._pending_horizon = pending_horizon
         self._entries: dict[MessageId, _Entry] = {}
+        self._by_author: dict[MemberId, int] = {}  # alerts held per author
         # Replies waiting for their alert, by alert id then member.
         self._pending: dict[MessageId, dict[MemberId, _Held]] = {}
         self._pending_total = 0
@@ -276,7 +286,7 @@ class RollupBook:
         """
         expired = [a for a, e in self._entries.items() if e.alert.expires_at <= now]
         for alert_id in expired:
-            del self._entries[alert_id]
+            self._drop(self._entries[alert_id])
         cutoff = now - self._pending_horizon
         for alert_id in list(self._pending):
             waiting = self._pending[alert_id]
@@ -297,24 +307,58 @@ class RollupBook:
         if entry is not None:
             if key >= entry.key:
                 return None  # a copy, or a later claim to the same id: the first stands
+            self._count(entry.author_id, -1)
+            self._count(author_id, +1)
             entry.key, entry.alert, entry.author_id = key, alert, author_id
             entry.author_name, entry.received_at, entry.snapshot = author_name, received_at, None
-            return entry.rollup()
+            return entry.rollup() if self._evict(author_id) is not entry else None
         entry = _Entry(key, alert, author_id, author_name, received_at, {})
         self._entries[alert.alert_id] = entry
+        self._count(author_id, +1)
         for member, held in self._pending.pop(alert.alert_id, {}).items():
             self._forget_pending(member)
             if len(entry.held) < self._max_responders:
                 entry.held[member] = held
             else:  # only with max_responders below the pending bounds
                 self.dropped += 1
-        if len(self._entries) > self._max_alerts:
-            victim = min(self._entries.values(), key=_Entry.eviction_key)
-            del self._entries[victim.alert.alert_id]
-            self.dropped += 1
-            if victim is entry:
-                return None
-        return entry.rollup()
+        return entry.rollup() if self._evict(author_id) is not entry else None
+
+    def _evict(self, author_id: MemberId) -> _Entry | None:
+        """Keep the alert bounds after `author_id` gained an alert; return what was dropped.
+
+        The author over its share pays, else (the book full) the author holding most,
+        preferring the newcomer's author among those tied: nobody pays for another.
+        """
+        held = self._by_author
+        if held[author_id] > self._max_alerts_per_member:
+            payer = author_id
+        elif len(self._entries) > self._max_alerts:
+            most = max(held.values())
+            payer = (
+                author_id
+                if held[author_id] == most
+                else min(a for a, n in held.items() if n == most)
+            )
+        else:
+            return None
+        victim = min(
+            (e for e in self._entries.values() if e.author_id == payer),
+            key=_Entry.eviction_key,
+        )
+        self._drop(victim)
+        self.dropped += 1
+        return victim
+
+    def _drop(self, entry: _Entry) -> None:
+        del self._entries[entry.alert.alert_id]
+        self._count(entry.author_id, -1)
+
+    def _count(self, author_id: MemberId, change: int) -> None:
+        left = self._by_author.get(author_id, 0) + change
+        if left:
+            self._by_author[author_id] = left
+        else:
+            del self._by_author[author_id]
 
     def _add_status(
         self, member: MemberId, name: str, reply: StatusReply, received_at: float

@@ -71,12 +71,16 @@ class Epoch:
 
 @dataclass(frozen=True, slots=True)
 class Parked:
-    """An envelope waiting for its epoch (sender None) or its sender's key distribution."""
+    """An envelope waiting for its epoch (sender None) or its sender's key distribution.
+
+    `ref` is the caller's name for it (the client's: the relay's seq); it is not saved.
+    """
 
     envelope: bytes = field(repr=False)
     epoch: int
     sender: bytes | None
     received_at: float
+    ref: int = 0
 
 
 @dataclass(slots=True, eq=False, kw_only=True)
@@ -103,13 +107,14 @@ class SavedState:
     membership_wire: tuple[Membership, bytes] | None = field(default=None, repr=False)
 
 
-def write_state(state: SavedState, *, cached: bool = True) -> bytes:
+def write_state(state: SavedState, *, cached: bool = True, parked: bool = True) -> bytes:
     """Return the saved form of `state`.
 
     The parts that rarely change between two saves (member lists, other members' chains)
     are encoded once and reused while they stay the same (`SavedState.membership_wire`,
     `Epoch.members_wire`, `ReceiveChain.saved`); `cached=False` encodes everything
-    afresh, which tests compare against.
+    afresh, which tests compare against. `parked=False` leaves the parked envelopes out
+    (saved as none), for a caller that can fetch them again (`CellCrypto.to_bytes`).
     """
     w = Writer().u8(STATE_VERSION).raw(state.member_id).raw(state.cell_id)
     w.short(state.name.encode()).raw(state.group_keys[0]).raw(state.group_keys[1])
@@ -140,12 +145,13 @@ def write_state(state: SavedState, *, cached: bool = True) -> bytes:
         w.u16(len(epoch.chains))
         for sender, chain in epoch.chains.items():
             w.raw(_chain_block(sender, chain) if cached else _write_chain(sender, chain))
-    w.u16(len(state.parked))
-    for parked in state.parked:
-        w.u32(parked.epoch).u8(parked.sender is not None)
-        if parked.sender is not None:
-            w.raw(parked.sender)
-        w.raw(_DOUBLE.pack(parked.received_at)).long(parked.envelope)
+    kept = state.parked if parked else []
+    w.u16(len(kept))
+    for item in kept:
+        w.u32(item.epoch).u8(item.sender is not None)
+        if item.sender is not None:
+            w.raw(item.sender)
+        w.raw(_DOUBLE.pack(item.received_at)).long(item.envelope)
     w.u8(len(state.proposals))
     for digest in state.proposals:
         w.raw(digest)

@@ -33,6 +33,17 @@ async def members(tmp_path: Path, *names: str) -> AsyncIterator[dict[str, Client
         yield clients
 
 
+@asynccontextmanager
+async def cell_of(tmp_path: Path, relay: str, *names: str) -> AsyncIterator[list[Cell]]:
+    """A cell "Eastside" on `relay` created by the first of `names`, who admits the others."""
+    async with members(tmp_path, *names) as clients:
+        lead = await clients[names[0]].create_cell("Eastside", relay)
+        cells = [lead]
+        for name in names[1:]:
+            cells.append(await admit(lead, clients[name]))
+        yield cells
+
+
 async def admit(lead: Cell, joiner: Client) -> Cell:
     """Invite `joiner` into `lead`'s cell and approve it; return the joiner's cell."""
     invite = await lead.invite()

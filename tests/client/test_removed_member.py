@@ -5,8 +5,9 @@ raw connection authorised with them (besides her own client), and saves a copy o
 group state before the removal. After the lead removes her and rotates once more:
 
 * the relay revokes her raw connection's capabilities, and delivers nothing new on it;
-* her old keys no longer authorise anything, on that connection or a new one, so she can
-  neither read nor publish;
+* the cell moved to a new group mailbox (docs/protocol.md §C6 item 4), whose keys she never
+  had; the old one holds nothing new, and her old keys no longer authorise anything on it,
+  on that connection or a new one, so she can neither read nor publish;
 * the envelopes sent after the removal, captured from the relay's store anyway, do not
   open with her client's state, nor with the state she saved before the removal even
   after she feeds it every epoch change from the control mailbox (which she can still
@@ -123,6 +124,15 @@ async def test_removed_member_with_old_keys_reads_and_publishes_nothing(
             refused = await fresh.publish(group, b"\x01" + bytes(255))
             assert isinstance(refused, Error)
             assert refused.code == ErrorCode.UNAUTHORIZED
+            moved_to = lead.record.group_mailbox
+            assert moved_to not in (group, control)
+            assert ana.record.group_mailbox == moved_to
+            for reply in (
+                await fresh.auth(old_read, "read", moved_to),
+                await fresh.auth(old_write, "write", moved_to),
+            ):
+                assert isinstance(reply, Error)
+                assert reply.code == ErrorCode.BAD_PROOF
             for connection in (kept, fresh):
                 await connection.aclose()
 
@@ -132,8 +142,9 @@ async def test_removed_member_with_old_keys_reads_and_publishes_nothing(
 
             # What she captures anyway (the relay's store) does not open.
             now = time.time()
+            assert await store.read_after(group, group_head, limit=100, now=now) == []
             new_group = [
-                e.envelope for e in await store.read_after(group, group_head, limit=100, now=now)
+                e.envelope for e in await store.read_after(moved_to, 0, limit=100, now=now)
             ]
             new_control = [
                 e.envelope

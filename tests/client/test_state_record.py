@@ -12,7 +12,14 @@ from __future__ import annotations
 import hypothesis.strategies as st
 from hypothesis import given
 
-from cellrelay.client._state import MAX_HISTORY, MAX_SEEN, SEEN_SLACK, CellRecord, HistoryItem
+from cellrelay.client._state import (
+    MAX_HISTORY,
+    MAX_HISTORY_PER_SENDER,
+    MAX_SEEN,
+    SEEN_SLACK,
+    CellRecord,
+    HistoryItem,
+)
 from cellrelay.protocol.wire import MailboxId
 
 
@@ -74,3 +81,50 @@ def test_bounds_hold_without_a_sort_at_every_save() -> None:
     assert len(record.seen) == MAX_SEEN  # the last prune cut it back
     assert min(record.seen.values()) == 10_000 + SEEN_SLACK + 1  # the soonest expiries went
     assert record.history[-1].content == b"m%d" % (MAX_SEEN + SEEN_SLACK)
+
+
+def _from(sender: int, number: int) -> HistoryItem:
+    return HistoryItem(kind=1, content=b"%d/%d" % (sender, number), sender_id=bytes([sender]) * 16,
+                       sender_name=f"m{sender}", received_at=1000.0, expires_at=10_000)  # fmt: skip
+
+
+def test_a_flood_pushes_out_only_the_flooders_own_messages() -> None:
+    """issue 15: the last 1,000 messages used to be anyone's, so one burst emptied recent()."""
+    record = _record()
+    genuine = [_from(1, n) for n in range(10)]
+    for n, item in enumerate(genuine):
+        record.remember(b"g" + n.to_bytes(15, "big"), item)
+    for n in range(3 * MAX_HISTORY):
+        record.remember(b"f" + n.to_bytes(15, "big"), _from(2, n))
+        if n % 100 == 0:
+            record.prune(5_000)
+    record.prune(5_000)
+    assert [h for h in record.history if h.sender_id == bytes([1]) * 16] == genuine
+    flood = [h for h in record.history if h.sender_id == bytes([2]) * 16]
+    assert len(flood) == MAX_HISTORY_PER_SENDER
+    assert flood[-1].content == b"2/%d" % (3 * MAX_HISTORY - 1)  # the newest are kept
+
+
+@given(st.lists(st.integers(1, 8), min_size=1, max_size=2_000))
+def test_when_the_history_is_full_the_sender_holding_most_pays(senders: list[int]) -> None:
+    record = _record()
+    for n, sender in enumerate(senders):
+        record.remember(n.to_bytes(16, "big"), _from(sender, n))
+    record.prune(5_000)
+    sent = {s: senders.count(s) for s in set(senders)}
+    kept = {s: sum(1 for h in record.history if h.sender_id == bytes([s]) * 16) for s in sent}
+    assert len(record.history) <= MAX_HISTORY
+    assert all(n <= MAX_HISTORY_PER_SENDER for n in kept.values())
+    losers = [s for s in sent if kept[s] < sent[s]]
+    for loser in losers:  # cut down to the level of the others, never below one who kept all
+        assert kept[loser] >= max(kept.values()) - 1
+        assert all(sent[s] <= kept[loser] + 1 for s in sent if s not in losers)
+    for sender in sent:  # each keeps its newest, in order
+        mine = [
+            int(h.content.split(b"/")[1])
+            for h in record.history
+            if h.sender_id == bytes([sender]) * 16
+        ]
+        assert (
+            mine == [n for n, s in enumerate(senders) if s == sender][sent[sender] - kept[sender] :]
+        )

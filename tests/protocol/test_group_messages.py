@@ -27,7 +27,6 @@ from cellrelay.protocol.cell._errors import (
     MalformedError,
     NotAMemberError,
     OutOfWindowError,
-    PendingOverflowError,
     RemovedError,
     ReplayError,
     StaleEpochError,
@@ -37,7 +36,7 @@ from cellrelay.protocol.cell._errors import (
 from cellrelay.protocol.cell._group import CellCrypto
 from cellrelay.protocol.cell._keys import message_material, step_chain
 from cellrelay.protocol.cell._padding import BUCKETS
-from cellrelay.protocol.cell._receiver import MAX_PENDING, MAX_SKIP, MAX_SKIPPED_PER_SENDER
+from cellrelay.protocol.cell._receiver import MAX_SKIP, MAX_SKIPPED_PER_SENDER
 
 from .group_harness import TTL, Cell, Opened, Own, Pending
 
@@ -355,19 +354,6 @@ def test_envelope_of_a_future_epoch_waits_for_the_epoch_change(cell: Cell) -> No
     bob_update = bob.open_control(cell.control[-1], now=cell.now)
     opened = [r for r in bob_update.released if isinstance(r, Opened)]
     assert [(r.kind, r.plaintext) for r in opened] == [(Kind.SENDER_KEY, b""), (1, b"next epoch")]
-
-
-def test_pending_buffer_is_bounded(cell: Cell) -> None:
-    cell.post_control(cell["admin"].rotate(now=cell.now))
-    admin = cell["admin"]
-    admin.open_control(cell.control[-1], now=cell.now)
-    bob = cell["bob"]
-    for _ in range(MAX_PENDING):
-        message = admin.seal(1, b"x", expires_at=int(cell.now) + 60, now=cell.now)
-        assert isinstance(bob.open(message, now=cell.now), Pending)
-    message = admin.seal(1, b"x", expires_at=int(cell.now) + 60, now=cell.now)
-    with pytest.raises(PendingOverflowError):
-        bob.open(message, now=cell.now)
 
 
 def test_own_envelopes_come_back_as_own(cell: Cell) -> None:

@@ -98,8 +98,7 @@ class GroupOverHostileRelay(RuleBasedStateMachine):
             result = self.cell[name].open(envelope, now=self.cell.now)
         except ReplayError:
             return
-        # A message still parked for its key: delivering it again parks it again; it will
-        # open once and be refused once when released.
+        # A message still parked for its key: delivering it again leaves it parked, once.
         assert isinstance(result, Pending), result
         assert len(self.opened[name]) == before
 

@@ -24,6 +24,7 @@ from cellrelay.protocol.cell._content import (
 )
 from cellrelay.protocol.cell._rollup import (
     MAX_ALERTS,
+    MAX_ALERTS_PER_MEMBER,
     MAX_PENDING,
     MAX_PENDING_PER_MEMBER,
     PENDING_HORIZON,
@@ -337,12 +338,72 @@ def test_pending_is_bounded_per_member_and_in_all() -> None:
     assert book.pending == MAX_PENDING
 
 
-def test_a_flood_of_alerts_stays_bounded() -> None:
+def test_a_flood_of_alerts_stays_bounded_per_author_and_in_all() -> None:
+    book = RollupBook()
+    for n in range(MAX_ALERTS_PER_MEMBER + 50):
+        book.add(ALICE, "Alice", make_alert(alert_id(n), ttl=HOUR + n), T0)
+    assert len(book) == MAX_ALERTS_PER_MEMBER
+    assert book.dropped == 50
+    # Alice kept her alerts that expire last; the soonest went first.
+    assert book.rollup(alert_id(0)) is None
+    assert book.rollup(alert_id(MAX_ALERTS_PER_MEMBER + 49)) is not None
+    authors = [MemberId(bytes([0x10 + n]) * 16) for n in range(MAX_ALERTS // MAX_ALERTS_PER_MEMBER)]
+    for k, author in enumerate(authors[1:], start=1):
+        for n in range(MAX_ALERTS_PER_MEMBER + 10):
+            book.add(author, "m", make_alert(alert_id(10_000 * k + n)), T0)
+    assert len(book) == MAX_ALERTS
+
+
+def test_a_flooder_cannot_push_out_anothers_alert() -> None:
+    """issue 15: 512 week-long alerts used to push every new one-hour alert out at once."""
     book = RollupBook()
     for n in range(MAX_ALERTS + 50):
+        book.add(ALICE, "Alice", make_alert(alert_id(n), ttl=7 * 86_400), T0)
+    genuine = book.add(BOB, "Bob", make_alert(A1, ttl=HOUR), T0 + 1)
+    assert genuine is not None
+    for n in range(MAX_ALERTS, 2 * MAX_ALERTS):  # and the flood goes on
+        book.add(ALICE, "Alice", make_alert(alert_id(n), ttl=7 * 86_400), T0 + 2)
+    assert book.rollup(A1) is not None
+    assert [r.alert_id for r in book.active(T0 + 60) if r.author_id == BOB] == [A1]
+    book.add(CAROL, "Carol", make_status(Status.RESPONDING), T0 + 3)
+    rollup = book.rollup(A1)
+    assert rollup is not None
+    assert rollup.responding == {CAROL}
+
+
+def test_when_the_book_is_full_the_author_holding_most_pays() -> None:
+    book = RollupBook(max_alerts=6, max_alerts_per_member=4)
+    for n in range(4):
         book.add(ALICE, "Alice", make_alert(alert_id(n), ttl=HOUR + n), T0)
-    assert len(book) == MAX_ALERTS
-    assert book.dropped == 50
+    book.add(BOB, "Bob", make_alert(alert_id(10)), T0)
+    book.add(CAROL, "Carol", make_alert(alert_id(20)), T0)
+    assert len(book) == 6
+    book.add(BOB, "Bob", make_alert(alert_id(11)), T0)  # the book overflows: Alice pays
+    assert book.rollup(alert_id(0)) is None
+    assert all(book.rollup(alert_id(n)) is not None for n in (1, 2, 3, 10, 11, 20))
+    # A closed alert of the payer goes before an active one.
+    book.add(ALICE, "Alice", make_status(Status.RESOLVED, alert_id=alert_id(3)), T0)
+    book.add(CAROL, "Carol", make_alert(alert_id(21)), T0)  # Alice still holds most
+    assert book.rollup(alert_id(3)) is None
+    assert book.rollup(alert_id(1)) is not None
+
+
+@given(st.lists(st.tuples(st.sampled_from([ALICE, BOB, CAROL]), st.integers(0, 40)), max_size=40))
+def test_an_author_never_loses_an_alert_while_another_holds_more(
+    sends: list[tuple[MemberId, int]],
+) -> None:
+    book = RollupBook(max_alerts=6, max_alerts_per_member=3)
+    held: dict[MessageId, MemberId] = {}
+    for n, (author, ttl) in enumerate(sends):
+        new = alert_id(n)
+        book.add(author, "m", make_alert(new, ttl=HOUR + ttl), T0)
+        before = {**held, new: author}
+        counts = {m: sum(1 for a in before.values() if a == m) for m in (ALICE, BOB, CAROL)}
+        held = {a: m for a, m in before.items() if book.rollup(a) is not None}
+        for lost in set(before) - set(held):
+            payer = before[lost]
+            assert counts[payer] > 3 or counts[payer] == max(counts.values())
+        assert len(held) == len(book) <= 6
 
 
 # -- properties -----------------------------------------------------------------------------
