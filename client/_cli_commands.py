@@ -18,6 +18,7 @@ import sys
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Final, TextIO
 
 import trio
@@ -48,6 +49,7 @@ from ._client import KEYSTORE_NAME, create_identity, open_client
 from ._events import Member, StatusReceived
 from ._keystore import Keystore
 from ._link import RelayRefusedError
+from ._panic import duress_companions
 from ._qr import invite_qr_terminal, write_invite_png
 from ._shims import forget_cell, join_known, pending_joins, subscribe
 from ._state import ClientState
@@ -265,7 +267,10 @@ async def id_show(ctx: Context, args: argparse.Namespace) -> None:
     """`cellrelay id show`: the identity, from the keystore alone (no network)."""
     del args
     path = ctx.home / KEYSTORE_NAME
-    keystore, payload = await trio.to_thread.run_sync(Keystore.open, path, ctx.passphrase)
+    companions = duress_companions(ctx.home)
+    keystore, payload = await trio.to_thread.run_sync(
+        partial(Keystore.open, path, ctx.passphrase, companions=companions)
+    )
     keystore.close()
     state = ClientState.decode(payload)
     identity = Identity.from_bytes(state.identity)
