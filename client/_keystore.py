@@ -58,6 +58,7 @@ import os
 import secrets
 import stat
 import sys
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Final
@@ -119,6 +120,9 @@ DEFAULT_COST: Final = (3, 256 * 1024 * 1024)
 # The smallest limits libsodium accepts, for tests only: a weak passphrase stays weak.
 TEST_COST: Final = (1, 8192)
 _WIPE_CHUNK: Final = 1 << 20
+# Keystores open in this process, so that destroying one closes it here too (its owner's
+# next save then fails instead of writing the state back).
+_OPEN: Final[weakref.WeakSet[Keystore]] = weakref.WeakSet()
 
 
 class KeystoreError(CellrelayError):
@@ -237,6 +241,7 @@ class Keystore:
         self._real_slot = real_slot
         self._data_key = data_key
         self._lock = lock
+        _OPEN.add(self)
 
     def __repr__(self) -> str:
         return f"<Keystore {self.path}>"
@@ -475,6 +480,7 @@ class Keystore:
 
     def close(self) -> None:
         """Zero the keys and release the lock."""
+        _OPEN.discard(self)
         zero(self._key)
         zero(self._data_key)
         self._lock.close()
@@ -495,8 +501,12 @@ def destroy_keystore(path: Path) -> bool:
 
     For when the person cannot or must not type the passphrase (`cellrelay panic`). It does
     not wait for the lock: a process that holds it must be stopped first, or it may write
-    the state again (client/_panic.py stops them). Returns whether there was anything.
+    the state again (client/_panic.py stops them). A `Keystore` open on it in this process
+    is closed (its keys zeroed): its next `save` raises `KeystoreError`. Returns whether
+    there was anything.
     """
+    for store in [s for s in _OPEN if s.path == path]:
+        store.close()
     found = False
     for file in keystore_files(path):
         found = wipe_file(file) or found

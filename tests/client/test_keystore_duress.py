@@ -157,3 +157,13 @@ def test_version_1_keystore_is_upgraded(tmp_path: Path) -> None:
     store.close()
     assert path.read_bytes().startswith(b"CRKS2\n")
     assert read_payload(path, PASSPHRASE) == b"old state"
+
+
+def test_destroying_closes_a_keystore_open_in_this_process(tmp_path: Path) -> None:
+    """An app's own client must not write the state back after its panic button."""
+    path = tmp_path / "keystore"
+    store = Keystore.create(path, PASSPHRASE, b"CANARY", cost=TEST_COST)
+    assert destroy_keystore(path)
+    with pytest.raises(KeystoreError, match="closed"):
+        store.save(b"CANARY again")
+    assert list(tmp_path.iterdir()) == []
