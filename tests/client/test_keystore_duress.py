@@ -1,6 +1,6 @@
 """The keystore's duress passphrase, its destruction, and the upgrade from version 1.
 
-What these pin down (docs/threat-model.md §6.3): a keystore looks the same whether a duress
+What these pin down (docs/threat-model.md §3.9): a keystore looks the same whether a duress
 passphrase is set or not; the duress passphrase opens a replacement as any unlock would,
 and afterwards nothing of the real keystore is in any file; the real passphrase no longer
 opens anything; `destroy` and `destroy_keystore` leave no file behind.
