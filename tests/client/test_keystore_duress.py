@@ -12,7 +12,10 @@ import secrets
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from cellrelay.client._client import create_identity, open_client
 from cellrelay.client._keystore import (
     KEY_FILE_SIZE,
     MAX_DECOY_PAYLOAD,
@@ -24,6 +27,7 @@ from cellrelay.client._keystore import (
     destroy_keystore,
     read_payload,
 )
+from cellrelay.client._panic import set_duress_passphrase
 from cellrelay.protocol._crypto import ARGON2ID_SALT_SIZE, argon2id_key, secretbox_seal
 
 PASSPHRASE = "correct horse battery staple"
@@ -167,3 +171,34 @@ def test_destroying_closes_a_keystore_open_in_this_process(tmp_path: Path) -> No
     with pytest.raises(KeystoreError, match="closed"):
         store.save(b"CANARY again")
     assert list(tmp_path.iterdir()) == []
+
+
+@given(data=st.binary(max_size=2 * KEY_FILE_SIZE), cut=st.integers(0, KEY_FILE_SIZE))
+@settings(
+    max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_arbitrary_key_files_are_refused_cleanly(tmp_path: Path, data: bytes, cut: int) -> None:
+    """Any bytes, or a real key file with its head kept and garbage after: a KeystoreError."""
+    path = tmp_path / "keystore"
+    path.unlink(missing_ok=True)
+    path.with_name("keystore.state").unlink(missing_ok=True)
+    real = b"CRKS2\n" + TEST_COST[0].to_bytes(4, "big") + TEST_COST[1].to_bytes(8, "big")
+    for content in (data, (real + b"\0" * KEY_FILE_SIZE)[:cut] + data):
+        path.write_bytes(content[:KEY_FILE_SIZE] if content.startswith(b"CRKS2\n") else content)
+        with pytest.raises(KeystoreError):
+            Keystore.open(path, PASSPHRASE)
+
+
+async def test_open_client_under_duress_is_a_new_identity(tmp_path: Path) -> None:
+    """Through the library (as the daemon and the blocking facade unlock): no cells, no token."""
+    home = tmp_path / "ana"
+    identity = create_identity(PASSPHRASE, "ana", home=home, cost=TEST_COST)
+    set_duress_passphrase(PASSPHRASE, DURESS, home=home)
+    (home / "daemon.token").write_text("an old token\n")
+    async with open_client(DURESS, home=home) as client:
+        assert client.identity.info.name == "ana"
+        assert client.identity.member_id != identity.member_id
+        assert client.cells == []
+    assert not (home / "daemon.token").exists()
+    async with open_client(DURESS, home=home) as again:
+        assert again.identity.member_id == client.identity.member_id
