@@ -20,8 +20,10 @@ from pathlib import Path
 import trio
 
 from cellrelay.client import _auth, _client, _daemon, _panic
+from cellrelay.client._client import create_identity
 from cellrelay.client._events import AlertReceived
-from cellrelay.client._panic import destroy_local_state
+from cellrelay.client._keystore import TEST_COST
+from cellrelay.client._panic import destroy_local_state, set_duress_passphrase
 from cellrelay.client._state import ClientState
 from cellrelay.protocol.cell._group import CellCrypto
 from cellrelay.protocol.cell._identity import Identity
@@ -30,7 +32,7 @@ from cellrelay.protocol.wire import RelayAddress
 from .cells import Recorder, admit, members, passphrase_of
 from .conftest import RunningRelay
 from .hostile import read_keystore
-from .test_cli import CELLRELAY, COMMAND_TIMEOUT, Feed, cli, environment
+from .test_cli import CELLRELAY, COMMAND_TIMEOUT, Feed, cli, environment, one_line_error
 
 DURESS = "the passphrase ana gives under pressure"
 TEST_TIMEOUT = 120
@@ -203,3 +205,45 @@ def test_results_are_plain(tmp_path: Path) -> None:
     assert destroy_local_state(tmp_path / "nobody") == _panic.LocalStateDestroyed(
         found=False, stopped=0
     )
+
+
+async def test_daemon_started_under_duress_serves_the_new_identity(
+    running_relay: RunningRelay, tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        home, needles = await _canary_cell(running_relay, tmp_path)
+        set_duress_passphrase(passphrase_of("ana"), DURESS, home=home)
+        process = await trio.lowlevel.open_process(
+            [CELLRELAY, "daemon", "--json", "--home", str(home)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment(DURESS),
+        )  # fmt: skip
+        try:
+            feed = Feed(process)
+            nursery.start_soon(feed.pump_stderr)
+            await feed.read_until(lambda line: "socket" in line)
+            # Through the daemon (no passphrase): what a new install shows.
+            shown = (await cli("id", "show", "--json", home=home, passphrase=None)).json()
+            assert (shown["name"], shown["cells"]) == ("ana", 0)
+            assert _readable(home, needles) == []
+            process.send_signal(signal.SIGTERM)
+            with trio.fail_after(COMMAND_TIMEOUT):
+                assert await process.wait() == 0
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        assert _readable(home, needles) == []
+
+
+async def test_set_duress_refuses_the_passphrase_itself(tmp_path: Path) -> None:
+    home = tmp_path / "ana"
+    create_identity(passphrase_of("ana"), "ana", home=home, cost=TEST_COST)
+    same = await cli(
+        "keystore", "set-duress", "--duress-passphrase-file", "-", home=home,
+        passphrase=passphrase_of("ana"), expect=1, stdin=passphrase_of("ana").encode() + b"\n",
+    )  # fmt: skip
+    assert "must differ" in one_line_error(same)
+    missing = await cli(
+        "keystore", "set-duress", home=home, passphrase=passphrase_of("ana"), expect=1
+    )
+    assert "no duress passphrase" in one_line_error(missing)
