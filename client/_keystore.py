@@ -58,6 +58,7 @@ import os
 import secrets
 import stat
 import sys
+import threading
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,7 +123,9 @@ TEST_COST: Final = (1, 8192)
 _WIPE_CHUNK: Final = 1 << 20
 # Keystores open in this process, so that destroying one closes it here too (its owner's
 # next save then fails instead of writing the state back).
+# Keystores are opened in worker threads (trio.to_thread), so the set has a lock.
 _OPEN: Final[weakref.WeakSet[Keystore]] = weakref.WeakSet()
+_OPEN_LOCK: Final = threading.Lock()
 
 
 class KeystoreError(CellrelayError):
@@ -241,7 +244,8 @@ class Keystore:
         self._real_slot = real_slot
         self._data_key = data_key
         self._lock = lock
-        _OPEN.add(self)
+        with _OPEN_LOCK:
+            _OPEN.add(self)
 
     def __repr__(self) -> str:
         return f"<Keystore {self.path}>"
@@ -272,8 +276,11 @@ class Keystore:
                 )
             salt = random_bytes(ARGON2ID_SALT_SIZE)
             key = _derive(passphrase, salt, cost, path)
-            store = cls._install(path, key, salt, cost, random_secret(SECRETBOX_KEY_SIZE), lock)
-            store.save(payload)
+            data_key = random_secret(SECRETBOX_KEY_SIZE)
+            # The state first: a crash before the key file is written leaves no keystore
+            # (a stray state file that nothing opens), never a key file without its state.
+            _write_atomic(_state_path(path), _seal_state(data_key, payload), durable=True)
+            store = cls._install(path, key, salt, cost, data_key, lock)
         except BaseException:
             lock.close()
             raise
@@ -486,7 +493,8 @@ class Keystore:
 
     def close(self) -> None:
         """Zero the keys and release the lock."""
-        _OPEN.discard(self)
+        with _OPEN_LOCK:
+            _OPEN.discard(self)
         zero(self._key)
         zero(self._data_key)
         self._lock.close()
@@ -511,7 +519,9 @@ def destroy_keystore(path: Path) -> bool:
     is closed (its keys zeroed): its next `save` raises `KeystoreError`. Returns whether
     there was anything.
     """
-    for store in [s for s in _OPEN if s.path == path]:
+    with _OPEN_LOCK:
+        stores = [s for s in _OPEN if s.path == path]
+    for store in stores:
         store.close()
     found = False
     for file in keystore_files(path):
