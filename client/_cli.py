@@ -38,7 +38,7 @@ from cellrelay.protocol.wire import AddressError
 from . import _cli_commands as commands
 from . import _cli_daemon, _cli_panic
 from ._cell_member import CellError
-from ._cli_commands import CliError, Context, run_command
+from ._cli_commands import CliError, Context, read_secret, run_command
 from ._cli_listen import listen
 from ._cli_output import Style, parse_duration
 from ._client import KEYSTORE_NAME
@@ -355,13 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _passphrase(args: argparse.Namespace, env: MutableMapping[str, str], *, new: bool) -> str:
     source = getattr(args, "passphrase_file", None)
     if source is not None:
-        try:
-            text = (
-                sys.stdin.readline() if source == "-" else Path(source).read_text(encoding="utf-8")
-            )
-        except OSError as exc:
-            raise CliError(f"cannot read the passphrase file: {exc.strerror}: {source}") from None
-        return text.rstrip("\r\n")
+        return read_secret(source, "passphrase")
     if env.get("CELLRELAY_PASSPHRASE"):
         return env["CELLRELAY_PASSPHRASE"]
     if not sys.stdin.isatty():

@@ -19,6 +19,7 @@ import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Final, TextIO
 
 import trio
@@ -57,7 +58,6 @@ from ._state import ClientState
 if TYPE_CHECKING:
     import argparse
     from collections.abc import AsyncIterator, Awaitable, Callable
-    from pathlib import Path
 
     from ._cell_admin import Cell
     from ._client import Client
@@ -88,6 +88,15 @@ USED_INVITE: Final = (
 
 class CliError(Exception):
     """A failure the command line reports as one line; the message says what to do next."""
+
+
+def read_secret(source: str, what: str) -> str:
+    """A passphrase from the file `source` (`-`: the first line of standard input)."""
+    try:
+        text = sys.stdin.readline() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"cannot read the {what} file: {exc.strerror}: {source}") from None
+    return text.rstrip("\r\n")
 
 
 @dataclass(slots=True, kw_only=True)

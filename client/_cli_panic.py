@@ -16,18 +16,18 @@ import getpass
 import os
 import sys
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
-from ._cli_commands import CliError, Context
+from ._cli_commands import CliError, Context, read_secret
 from ._cli_output import isolate
 from ._panic import clear_duress_passphrase, destroy_local_state, set_duress_passphrase
 
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Sequence
+    from pathlib import Path
 
 __all__ = ["add_parsers", "clear_duress", "panic", "set_duress"]
 
@@ -84,15 +84,7 @@ def panic(home: Path, *, json_mode: bool) -> int:
 def _duress_passphrase(args: argparse.Namespace) -> str:
     source = getattr(args, "duress_passphrase_file", None)
     if source is not None:
-        try:
-            text = (
-                sys.stdin.readline() if source == "-" else Path(source).read_text(encoding="utf-8")
-            )
-        except OSError as exc:
-            raise CliError(
-                f"cannot read the duress passphrase file: {exc.strerror}: {source}"
-            ) from None
-        return text.rstrip("\r\n")
+        return read_secret(source, "duress passphrase")
     if os.environ.get(DURESS_ENV):
         return os.environ[DURESS_ENV]
     if not sys.stdin.isatty():

@@ -15,7 +15,10 @@ import json
 import secrets
 import signal
 import subprocess
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -96,6 +99,29 @@ def _readable(directory: Path, needles: list[bytes]) -> list[str]:
     return hits
 
 
+@asynccontextmanager
+async def _running(
+    nursery: trio.Nursery, passphrase: str, *args: str, until: Callable[[dict[str, Any]], bool]
+) -> AsyncIterator[tuple[trio.Process, dict[str, Any]]]:
+    """A `cellrelay ARGS` process, once it printed a JSON line satisfying `until`; killed after."""
+    process = await trio.lowlevel.open_process(
+        [CELLRELAY, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=environment(passphrase),
+    )  # fmt: skip
+    try:
+        feed = Feed(process)
+        nursery.start_soon(feed.pump_stderr)
+        yield process, await feed.read_until(until)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+def _announced(line: dict[str, Any]) -> bool:
+    return line.get("type") == "daemon_listening"
+
+
 async def test_duress_unlock_destroys_the_cell_and_looks_like_a_new_install(
     running_relay: RunningRelay, tmp_path: Path
 ) -> None:
@@ -143,15 +169,11 @@ async def test_panic_kills_the_daemon_and_destroys_everything(
     with trio.fail_after(TEST_TIMEOUT):
         home, needles = await _canary_cell(running_relay, tmp_path)
         (home / "notes.txt").write_text("not cellrelay's")  # panic must leave it alone
-        env = environment(passphrase_of("ana"))
-        process = await trio.lowlevel.open_process(
-            [CELLRELAY, "daemon", "--json", "--listen", "0", "--home", str(home)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-        )  # fmt: skip
-        try:
-            feed = Feed(process)
-            nursery.start_soon(feed.pump_stderr)
-            announced = await feed.read_until(lambda line: "socket" in line)
+        daemon = ("daemon", "--json", "--listen", "0", "--home", str(home))
+        async with _running(nursery, passphrase_of("ana"), *daemon, until=_announced) as (
+            process,
+            announced,
+        ):
             assert await trio.Path(announced["socket"]).exists()
             assert await trio.Path(home / "daemon.token").exists()
 
@@ -163,10 +185,6 @@ async def test_panic_kills_the_daemon_and_destroys_everything(
             ]
             with trio.fail_after(COMMAND_TIMEOUT):
                 assert await process.wait() == -signal.SIGKILL
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
         assert sorted(p.name for p in home.iterdir()) == ["notes.txt"]
         assert _readable(home, needles) == []
 
@@ -179,23 +197,14 @@ async def test_panic_kills_a_listener_and_removes_the_directory(
 ) -> None:
     with trio.fail_after(TEST_TIMEOUT):
         home, needles = await _canary_cell(running_relay, tmp_path)
-        process = await trio.lowlevel.open_process(
-            [CELLRELAY, "listen", "--json", "--home", str(home)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=environment(passphrase_of("ana")),
-        )  # fmt: skip
-        try:
-            feed = Feed(process)
-            nursery.start_soon(feed.pump_stderr)
-            await feed.read_until(lambda line: line["type"] == "listening")
+        listen = ("listen", "--json", "--home", str(home))
+        async with _running(
+            nursery, passphrase_of("ana"), *listen, until=lambda line: line["type"] == "listening"
+        ) as (process, _):
             done = await trio.to_thread.run_sync(destroy_local_state, home)  # the library's
             assert (done.found, done.stopped) == (True, 1)
             with trio.fail_after(COMMAND_TIMEOUT):
                 assert await process.wait() == -signal.SIGKILL
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
         assert not home.exists()
         assert _readable(tmp_path, needles[2:4]) == []  # ana's keys, anywhere in the test
 
@@ -213,14 +222,8 @@ async def test_daemon_started_under_duress_serves_the_new_identity(
     with trio.fail_after(TEST_TIMEOUT):
         home, needles = await _canary_cell(running_relay, tmp_path)
         set_duress_passphrase(passphrase_of("ana"), DURESS, home=home)
-        process = await trio.lowlevel.open_process(
-            [CELLRELAY, "daemon", "--json", "--home", str(home)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment(DURESS),
-        )  # fmt: skip
-        try:
-            feed = Feed(process)
-            nursery.start_soon(feed.pump_stderr)
-            await feed.read_until(lambda line: "socket" in line)
+        daemon = ("daemon", "--json", "--home", str(home))
+        async with _running(nursery, DURESS, *daemon, until=_announced) as (process, _):
             # Through the daemon (no passphrase): what a new install shows.
             shown = (await cli("id", "show", "--json", home=home, passphrase=None)).json()
             assert (shown["name"], shown["cells"]) == ("ana", 0)
@@ -228,10 +231,6 @@ async def test_daemon_started_under_duress_serves_the_new_identity(
             process.send_signal(signal.SIGTERM)
             with trio.fail_after(COMMAND_TIMEOUT):
                 assert await process.wait() == 0
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
         assert _readable(home, needles) == []
 
 
