@@ -26,6 +26,7 @@ def test_round_trip_and_modes(tmp_path: Path) -> None:
     with Keystore.create(path, PASSPHRASE, b"state one", cost=TEST_COST) as store:
         store.save(b"state two")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.with_name("keystore.state").stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     store, payload = Keystore.open(path, PASSPHRASE)
     assert payload == b"state two"
