@@ -74,6 +74,12 @@ from ._keystore import (
     default_data_dir,
 )
 from ._link import LinkClosedError, RelayKeyMismatchError, RelayRefusedError
+from ._panic import (
+    LocalStateDestroyed,
+    clear_duress_passphrase,
+    destroy_local_state,
+    set_duress_passphrase,
+)
 from ._qr import invite_qr_terminal, write_invite_png
 
 __all__ = [
@@ -100,6 +106,7 @@ __all__ = [
     "KeystoreError",
     "KeystoreExistsError",
     "LinkClosedError",
+    "LocalStateDestroyed",
     "MailboxFullError",
     "Member",
     "MemberStatus",
@@ -122,9 +129,12 @@ __all__ = [
     "StatusReply",
     "Subscription",
     "WrongPassphraseError",
+    "clear_duress_passphrase",
     "create_identity",
     "default_data_dir",
+    "destroy_local_state",
     "invite_qr_terminal",
     "open_client",
+    "set_duress_passphrase",
     "write_invite_png",
 ]

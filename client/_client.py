@@ -21,6 +21,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -38,6 +39,7 @@ from ._cell_member import CellError, CellInfo
 from ._keystore import DEFAULT_COST, Keystore, default_data_dir
 from ._link import Delivery, LinkClosedError, RelayLink, Revocation
 from ._log import library_logger
+from ._panic import duress_companions
 from ._state import CellRecord, ClientState, JoinRecord
 
 if TYPE_CHECKING:
@@ -91,7 +93,10 @@ async def open_client(
         KeystoreError, WrongPassphraseError, KeystoreBusyError: see client/_keystore.py.
     """
     path = keystore_path(home)
-    keystore, payload = await trio.to_thread.run_sync(Keystore.open, path, passphrase)
+    companions = duress_companions(path.parent)  # a duress passphrase destroys these too
+    keystore, payload = await trio.to_thread.run_sync(
+        partial(Keystore.open, path, passphrase, companions=companions)
+    )
     try:
         state = ClientState.decode(payload)
         async with trio.open_nursery() as nursery:
