@@ -498,6 +498,11 @@ class CellCrypto:
         return self._rx.check(now)
 
     @property
+    def wiped(self) -> int:
+        """How many skipped keys were deleted for their age so far (save the state when it grows)."""
+        return self._rx.wiped
+
+    @property
     def key_lifetime(self) -> float:
         """Seconds a skipped message key is kept after its gap appeared (§G10.2)."""
         return self._rx.key_lifetime

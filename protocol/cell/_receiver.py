@@ -174,6 +174,7 @@ class Receiver:
         self._next_deadline = float("-inf")
         self._next_report = float("-inf")
         self._behind_reported = state.current  # newest epoch reported by `Behind`
+        self.wiped = 0  # skipped keys deleted for their age so far (`CellCrypto.wiped`)
 
     def open(
         self, envelope: bytes, now: float, ref: int = 0, present_since: float = float("-inf")
@@ -490,6 +491,7 @@ class Receiver:
                         chain.revision += 1
                     if gap.noticed_at + lifetime <= now:
                         chain.drop(counter)
+                        self.wiped += 1
                     else:
                         deadline = min(deadline, gap.noticed_at + lifetime)
         self._next_deadline = deadline
