@@ -25,9 +25,12 @@ import trio
 
 from cellrelay.client import _cell_member as cell_module
 from cellrelay.client import _client as client_module
+from cellrelay.client._cli_output import Style, event_json, event_lines
 from cellrelay.client._events import (
+    CellEvent,
     EpochStale,
     EquivocationDetected,
+    Member,
     MessageReceived,
     MessagesMissing,
     MessagesRecovered,
@@ -184,3 +187,42 @@ async def test_a_skipped_key_is_gone_from_the_keystore_8_days_later(
             monkeypatch.setattr(ben.link, "relay_time", lambda: real() + offset)
             await until(lambda: skipped_on_disk() == [])  # the next maintenance round saves
             assert not [e for e in emitted.of("ben") if isinstance(e, MessageReceived)][1:]
+
+
+def test_listen_prints_each_notice_as_a_security_line_and_as_json() -> None:
+    """What `cellrelay listen` prints for the new events, as text and with --json."""
+    ana = Member(member_id=bytes.fromhex("3fa2c1d0") + bytes(12), name="Ana")
+    style = Style(colour=False)
+    cases: list[tuple[CellEvent, str, dict[str, object]]] = [
+        (
+            MessagesMissing(cell="Eastside", sender=ana, count=2),
+            "[Eastside] security: 2 messages are missing from Ana (3fa2c1d0).",
+            {"type": "missing", "count": 2},
+        ),
+        (
+            MessagesRecovered(cell="Eastside", sender=ana, count=1),
+            "[Eastside] 1 missing message from Ana arrived after all",
+            {"type": "recovered", "count": 1},
+        ),
+        (
+            EquivocationDetected(cell="Eastside", member=ana, epoch=7, counter=3),
+            "[Eastside] security: Ana (3fa2c1d0) signed two different messages as one.",
+            {"type": "equivocation", "epoch": 7, "counter": 3},
+        ),
+        (
+            EpochStale(cell="Eastside", epoch=7, newer=8, age=60),
+            "[Eastside] security: messages of a newer epoch (8) arrive that this device"
+            " cannot open (it is in epoch 7).",
+            {"type": "epoch_stale", "epoch": 7, "newer": 8, "age": 60},
+        ),
+        (
+            EpochStale(cell="Eastside", epoch=7, newer=0, age=26 * 3600),
+            "[Eastside] security: no new epoch for 26 hours (epoch 7).",
+            {"type": "epoch_stale", "newer": 0},
+        ),
+    ]
+    for event, first_line, fields in cases:
+        assert event_lines(event, style)[0] == first_line
+        as_json = event_json(event)
+        assert as_json["cell"] == "Eastside"
+        assert fields.items() <= as_json.items(), as_json

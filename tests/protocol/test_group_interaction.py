@@ -50,6 +50,7 @@ from hypothesis.stateful import (
 
 from cellrelay.protocol.cell._content import (
     Alert,
+    MessageId,
     Priority,
     Status,
     StatusReply,
@@ -215,10 +216,11 @@ class CellLife(RuleBasedStateMachine):
 
     def _content(self, data: st.DataObject) -> Alert | StatusReply:
         sent_at_ms = self._sent_at_ms()
-        if self.alerts and data.draw(st.booleans()):
+        reply = bool(self.alerts) and data.draw(st.booleans(), label="reply")
+        if reply:
             return StatusReply(
                 sent_at_ms=sent_at_ms,
-                alert_id=data.draw(st.sampled_from(self.alerts)),  # type: ignore[arg-type]
+                alert_id=MessageId(data.draw(st.sampled_from(self.alerts))),
                 status=data.draw(st.sampled_from(list(Status))),
             )
         alert = Alert(
