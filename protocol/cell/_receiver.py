@@ -470,6 +470,8 @@ class Receiver:
 
     def set_key_lifetime(self, seconds: float) -> None:
         """Keep skipped keys `seconds` after their gap appeared (looked at again at once)."""
+        if seconds == self.key_lifetime:
+            return
         self.key_lifetime = seconds
         self._next_deadline = float("-inf")
 
