@@ -285,6 +285,11 @@ class MemberCell:
         if skipped:
             self._dirty = True
             log.info("send_counters_skipped", count=skipped)
+            # Say so to the others (docs/protocol.md §G8.2): the distribution again, from
+            # the counter we skipped to, so their chains move on and the counters we never
+            # used are not reported missing (`MessagesMissing`). Published before the next
+            # message, as any pending distribution (`_flush_distribution`).
+            record.distribution_pending = crypto.distribution(now=time.time())
 
     def __repr__(self) -> str:
         return f"<Cell {self.name!r} epoch={self.crypto.epoch}>"

@@ -135,7 +135,7 @@ BEHIND_GRACE: Final = 120.0
 # second copy of a message (quiet, §G13) from a second *different* envelope signed for
 # its counter (`EquivocationError`). The copies of one equivocation are published
 # together (a planted member) or by a device restored from a backup, which reuses the
-# counters right after those it had saved: the last 32 of each sender cover both, and cost
+# counters right after those it had saved: the last 32 accepted of each sender cover both, and cost
 # 100 senders x 32 x 20 bytes = 64 KB of saved state at most.
 DIGEST_WINDOW: Final = 32
 # A skipped key is deleted this long after the relay's maximum TTL from when its gap was
@@ -372,8 +372,17 @@ class Receiver:
         if not hmac.compare_digest(expected, payload.macs[recipients.index(self._me)]):
             raise BadSignatureError("bad distribution MAC")
         verify_envelope(payload.signing_public, header, signature, envelope)
-        if sender.member_id in epoch.chains:
-            raise ReplayError("sender key already known")
+        known = epoch.chains.get(sender.member_id)
+        if known is not None:
+            self._move_on(known, payload)
+            return Opened(
+                kind=Kind.SENDER_KEY,
+                plaintext=b"",
+                sender=sender,
+                epoch=epoch.number,
+                counter=0,
+                expires_at=fields[5],
+            )
         epoch.chains[sender.member_id] = ReceiveChain(
             payload.signing_public, HashChain(payload.chain_key), payload.start, last_at=now
         )
@@ -387,6 +396,30 @@ class Receiver:
             expires_at=fields[5],
             released=released,
         )
+
+    @staticmethod
+    def _move_on(chain: ReceiveChain, payload: DistributionPayload) -> None:
+        """Follow a sender's distribution of a chain already held: it skips counters (§G8.2).
+
+        A sender publishes its distribution again after skipping counters it never sealed
+        with (a restart after a crash skips what it had reserved, §C6 item 3): the same
+        signing key, and the chain key of a later counter, which must be the one this
+        chain reaches there. The chain then moves on without keeping the skipped keys:
+        the sender said those counters carry nothing, so they are no gap. Anything else
+        (the same or an earlier start, another key) is a replay, as before.
+        """
+        ahead = payload.start - chain.next
+        if payload.signing_public != chain.signing_public or not 0 < ahead <= MAX_SKIP:
+            raise ReplayError("sender key already known")
+        work = chain.chain_key.copy()
+        for _ in range(ahead):
+            step_chain(work)
+        if not hmac.compare_digest(work.export(), payload.chain_key):
+            work.clear()
+            raise ReplayError("sender key already known")
+        chain.chain_key.clear()
+        chain.chain_key = work
+        chain.next = payload.start
 
     def _park(
         self, envelope: bytes, epoch: int, sender: bytes | None, now: float, ref: int

@@ -25,6 +25,7 @@ import trio
 
 from cellrelay.client import _cell_member as cell_module
 from cellrelay.client import _client as client_module
+from cellrelay.client._cell_admin import Cell
 from cellrelay.client._cli_output import Style, event_json, event_lines
 from cellrelay.client._events import (
     CellEvent,
@@ -226,3 +227,31 @@ def test_listen_prints_each_notice_as_a_security_line_and_as_json() -> None:
         as_json = event_json(event)
         assert as_json["cell"] == "Eastside"
         assert fields.items() <= as_json.items(), as_json
+
+
+async def test_counters_skipped_after_a_crash_are_not_reported_missing(
+    running_relay: RunningRelay, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, emitted: Emitted
+) -> None:
+    """A sender that restarts after a crash skips what it reserved, and says so (§G8.2)."""
+    with trio.fail_after(TEST_TIMEOUT):
+        async with members(tmp_path, "ana") as ana_clients:
+            async with members(tmp_path, "lead") as lead_clients:
+                lead = await lead_clients["lead"].create_cell("Eastside", address_of(running_relay))
+                ana = await admit(lead, ana_clients["ana"])
+                await lead.send_message("m0")
+                await until(lambda: emitted.messages("ana") == ["m0"])
+                # An unclean end: the reservation is not given back, the next run skips it.
+                settle = Cell.settle
+                monkeypatch.setattr(Cell, "settle", lambda self: False)
+            monkeypatch.setattr(Cell, "settle", settle)
+            async with members(tmp_path, "lead") as lead_clients:
+                (lead,) = lead_clients["lead"].cells
+                skipped_to = lead.crypto.send_position()[1]
+                assert skipped_to > 1
+                await lead.send_message("m1")
+                await until(lambda: emitted.messages("ana") == ["m0", "m1"])
+            saved = read_state(ana.crypto.to_bytes(), ana.me.member_id)
+            chain = saved.epochs[ana.crypto.epoch].chains[lead.me.member_id]
+            assert (chain.next, dict(chain.skipped)) == (skipped_to + 1, {})
+            assert ana.crypto.check(ana.clock() + 3600) == ()
+            assert not of_type(emitted, "ana", MessagesMissing)

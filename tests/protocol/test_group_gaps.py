@@ -293,3 +293,41 @@ def test_a_version_1_state_loads_and_its_skipped_keys_get_a_lifetime() -> None:
     assert skipped_keys(again, identity)
     again.check(upgraded + DEFAULT_MAX_TTL + SKIPPED_KEY_SLACK)
     assert skipped_keys(again, identity) == {}
+
+
+def test_a_distribution_again_moves_the_chain_past_counters_never_used(cell: Cell) -> None:
+    """§G8.2: a sender that skipped counters (after a crash) says so; no gap, no report."""
+    cell.send("admin", b"m0")
+    cell.sync()
+    admin = cell["admin"]
+    epoch, counter = admin.send_position()
+    assert admin.skip_sending_to(epoch, counter + 31) == 31
+    again = admin.distribution(now=NOW)
+    cell.group.append(again)
+    cell.send("admin", b"m32")
+    cell.sync()
+    bob = cell.members["bob"]
+    assert bob.texts()[-1] == b"m32"
+    assert skipped_keys(bob.cell, bob.identity) == {}
+    assert bob.cell.check(NOW + 10 * GAP_GRACE) == ()
+    # The same distribution once more, or an older one, changes nothing: a replay.
+    with pytest.raises(ReplayError):
+        bob.cell.open(again, now=NOW)
+
+
+def test_a_distribution_whose_chain_key_does_not_follow_is_a_replay(cell: Cell) -> None:
+    """A second distribution with another chain (a restored backup's fresh epoch state)."""
+    cell.send("admin", b"m0")
+    cell.sync()
+    admin = cell.members["admin"]
+    fork = CellCrypto.from_bytes(admin.cell.to_bytes(), admin.identity)
+    epoch, counter = fork.send_position()
+    fork.skip_sending_to(epoch, counter + 5)
+    state = fork._s.epochs[fork.epoch].own
+    assert state is not None
+    state.chain_key.step(b"not the chain")  # a chain that does not continue the real one
+    with pytest.raises(ReplayError):
+        cell["bob"].open(fork.distribution(now=NOW), now=NOW)
+    cell.send("admin", b"m1")
+    cell.sync()
+    assert cell.members["bob"].texts()[-1] == b"m1"
