@@ -139,9 +139,10 @@ CLOCK_TOLERANCE: Final = 300.0
 # (it may have expired on the way, and an expired envelope is never delivered).
 SYNC_RECHECK: Final = 1.0
 # An absence from the group mailbox longer than this may let a message expire unseen on
-# the relay (the shortest lifetime clients give a message is a minute: a reply's floor,
-# see `reply`), so a gap that opens across it is not reported as withheld
-# (docs/protocol.md §G10.2); a shorter break (a reconnect) keeps this member present.
+# the relay, so a gap that opens across it is not reported as withheld (docs/protocol.md
+# §G10.2); a shorter break (a reconnect) keeps this member present. A reply lives at least
+# a minute (`reply`) and alerts an hour by default; a message sent with a life under a
+# minute that expires during a short break is reported missing.
 PRESENCE_GAP: Final = 60.0
 # An epoch older than this (by this device's clock) is reported (`EpochStale`): an admin's
 # client rotates every ROTATE_AFTER (a day, client/_client.py), and two hours is the margin

@@ -135,12 +135,12 @@ BEHIND_GRACE: Final = 120.0
 # second copy of a message (quiet, §G13) from a second *different* envelope signed for
 # its counter (`EquivocationError`). The copies of one equivocation are published
 # together (a planted member) or by a device restored from a backup, which reuses the
-# counters right after those it had saved: the last 32 accepted of each sender cover both, and cost
-# 100 senders x 32 x 20 bytes = 64 KB of saved state at most.
+# counters right after those it had saved: the last 32 accepted of each sender cover
+# both, and cost 100 senders x 32 x 20 bytes = 64 KB of saved state at most.
 DIGEST_WINDOW: Final = 32
 # A skipped key is deleted this long after the relay's maximum TTL from when its gap was
 # noticed (§G10.2): by then its envelope has expired on every clock within the tolerance
-# the client allows between the relay's and its own (two hours each way, issue 9) .
+# the client allows between the relay's and its own (two hours each way, issue 9).
 SKIPPED_KEY_SLACK: Final = 3 * 3600.0
 _KEY: Final = 32
 _DIGEST: Final = 16
