@@ -163,7 +163,8 @@ class Client:
         return start
 
     async def _maintain(self) -> None:
-        """Rotate the epochs of cells this member administers once they are old; upkeep.
+        """Rotate the epochs of cells this member administers once they are old; upkeep;
+        report what should have arrived and has not (`Cell.check_notices`).
 
         A member's saved state holds its current epoch's secret, and with it every sender
         key of the epoch that the relay still stores: forward secrecy against a seized
@@ -176,6 +177,12 @@ class Client:
             for cell in list(self._cells):
                 if cell.started and cell.upkeep_due:
                     self._nursery.start_soon(self._start_in_background, cell.upkeep)
+            # Gaps past their grace period, a stale epoch: saved, then told (issue 9).
+            noticed = [cell for cell in list(self._cells) if cell.check_notices()]
+            if noticed:
+                await self.save(durable=False)
+                for cell in noticed:
+                    cell.flush()
             for cell in list(self._cells):
                 if cell.is_admin and cell.started and cell.epoch_age() > ROTATE_AFTER:
                     try:
