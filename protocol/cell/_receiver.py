@@ -144,9 +144,13 @@ class Receiver:
         cell_id, h_epoch, sender, counter, kind, expires_at = HEADER.unpack(header)
         if cell_id != s.cell_id or h_epoch != epoch_number:
             raise MalformedError("header names another cell or epoch")
+        # Judged by the membership of the envelope's own epoch, not of ours (§G11): what a
+        # member sealed while it was one stays valid for that epoch's history after its
+        # removal, so every member computes the same roll-up however late it catches up.
+        # A removed member has no key to any later epoch.
         info = epoch.members.get(sender)
-        if info is None or (epoch_number != s.current and sender not in s.membership.members):
-            raise NotAMemberError("sender not a member")
+        if info is None:
+            raise NotAMemberError("sender not a member of the envelope's epoch")
         if sender == self._me:
             verify_envelope(epoch.own_public, header, signature, envelope)
             return Own(epoch_number, counter, kind)
