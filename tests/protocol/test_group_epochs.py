@@ -20,7 +20,6 @@ from cellrelay.protocol.cell._errors import (
     MalformedError,
     MembershipError,
     NotAdminError,
-    NotAMemberError,
     RemovedError,
     StaleControlError,
     StaleEpochError,
