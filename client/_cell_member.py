@@ -322,13 +322,19 @@ class MemberCell:
             )
         return found[0]
 
+    @property
+    def _rollups(self) -> RollupBook:
+        """The roll-ups, deciding with the current admins (the close rule, §C2)."""
+        self._book.set_admins(self.crypto.admins)
+        return self._book
+
     def rollup(self, alert_id: bytes) -> AlertRollup | None:
         """The live roll-up of an alert: who responds, who is on scene, is it over."""
-        return self._book.rollup(alert_id)
+        return self._rollups.rollup(alert_id)
 
     def active_alerts(self, *, include_muted: bool = False) -> list[AlertRollup]:
         """Unexpired, unresolved alerts, most urgent first (not muted members' unless asked)."""
-        active = self._book.active(self.clock())
+        active = self._rollups.active(self.clock())
         if include_muted:
             return active
         return [r for r in active if not self._flood.is_muted(r.author_id)]
@@ -544,7 +550,7 @@ class MemberCell:
         self, alert_id: bytes, status: Status | str, *, note: str | None = None
     ) -> StatusReply:
         """Answer an alert (responding, on_scene, resolved, false_alarm); lives as long as it."""
-        rollup = self._book.rollup(alert_id)
+        rollup = self._rollups.rollup(alert_id)
         expires_at = (
             rollup.alert.expires_at
             if rollup is not None
@@ -762,7 +768,7 @@ class MemberCell:
                     cell=self.name,
                     sender=sender,
                     reply=content,
-                    rollup=self._book.rollup(content.alert_id),
+                    rollup=self._rollups.rollup(content.alert_id),
                 )
             ]
         if isinstance(content, Receipt):
@@ -777,13 +783,13 @@ class MemberCell:
         item = HistoryItem(kind=content.KIND, content=content.encode(), sender_id=sender.member_id,
                            sender_name=sender.name, received_at=time.time(), expires_at=expires_at)  # fmt: skip
         self.record.remember(content.message_id, item)
-        return self._book.add(item.sender_id, item.sender_name, content, item.received_at)  # type: ignore[arg-type]
+        return self._rollups.add(item.sender_id, item.sender_name, content, item.received_at)  # type: ignore[arg-type]
 
     def _fold(self, item: HistoryItem) -> AlertRollup | None:
         """Add a kept message to the roll-ups (when the cell is loaded)."""
         with contextlib.suppress(ContentError):
             content = decode_content(item.kind, item.content, allow_local=True)
-            return self._book.add(item.sender_id, item.sender_name, content, item.received_at)  # type: ignore[arg-type]
+            return self._rollups.add(item.sender_id, item.sender_name, content, item.received_at)  # type: ignore[arg-type]
         return None
 
     async def _on_control(self, event: Delivery | Revocation) -> None:
