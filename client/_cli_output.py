@@ -21,6 +21,7 @@ from cellrelay.protocol.cell import Alert, Priority, Status
 
 from ._events import (
     AlertReceived,
+    ClockWarning,
     FloodDetected,
     JoinRequested,
     Member,
@@ -245,6 +246,7 @@ def event_json(event: CellEvent) -> dict[str, object]:
             "type": "alert",
             "cell": event.cell,
             **alert_json(event.alert, event.sender, event.rollup),
+            "late": event.late,
         }
     if isinstance(event, StatusReceived):
         reply = event.reply
@@ -293,6 +295,7 @@ def event_json(event: CellEvent) -> dict[str, object]:
             "type": "muted_alert",
             "cell": event.cell,
             **alert_json(event.alert, event.sender, event.rollup),
+            "late": event.late,
         }
     if isinstance(event, FloodDetected):
         return {"type": "flood", "cell": event.cell, "member": member_json(event.member),
@@ -301,6 +304,9 @@ def event_json(event: CellEvent) -> dict[str, object]:
         return {"type": "mute", "cell": event.cell, "member": member_json(event.member),
                 "muted": event.muted, "everyone": event.everyone,
                 "by": None if event.by is None else member_json(event.by)}  # fmt: skip
+    if isinstance(event, ClockWarning):
+        return {"type": "clock_warning", "cell": event.cell, "offset": round(event.offset, 3),
+                "tolerance": event.tolerance}  # fmt: skip
     return {
         "type": "security_warning",
         "cell": event.cell,
@@ -356,11 +362,10 @@ def event_lines(
     cell = isolate(event.cell)
     tag = f"[{cell}] " if cell_label else ""
     if isinstance(event, AlertReceived):
-        lines = [
-            alert_headline(
-                event.alert, event.sender.name, style, cell=event.cell if cell_label else None
-            )
-        ]
+        head = alert_headline(
+            event.alert, event.sender.name, style, cell=event.cell if cell_label else None
+        )
+        lines = [style.warn("(late) ") + head if event.late else head]
         if event.rollup is not None:
             lines += rollup_lines(event.rollup, style, me=me)
         return lines
@@ -401,7 +406,7 @@ def event_lines(
         head = alert_headline(
             event.alert, event.sender.name, style, cell=event.cell if cell_label else None
         )
-        return [style.dim(f"(muted) {head}")]
+        return [style.dim(f"(muted) {'(late) ' if event.late else ''}{head}")]
     if isinstance(event, FloodDetected):
         member = event.member
         return [
@@ -419,8 +424,22 @@ def event_lines(
             return [style.bold(f"{tag}{subject} {done} for everyone by {isolate(event.by.name)}")]
         why = "" if event.by is not None else " (flood control)"
         return [style.bold(f"{tag}{subject} {done} on this device{why}")]
+    if isinstance(event, ClockWarning):
+        return [style.warn(f"{tag}warning: {clock_warning_text(event.offset)}")]
     detail = f" ({event.detail})" if event.detail else ""
     return [style.warn(f"{tag}security warning: refused a message: {event.reason}{detail}")]
+
+
+def clock_warning_text(offset: float) -> str:
+    """What a ClockWarning says to people: how far apart the clocks are, and what to do."""
+    minutes = round(abs(offset) / 60)
+    span = f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+    ahead = "ahead of" if offset > 0 else "behind"
+    return (
+        f"the relay's clock is {span} {ahead} this device's: one of them is wrong."
+        " Alerts still arrive, but some may show as (late) or stay after they expired;"
+        " set this device's time right (or tell the relay's operator)."
+    )
 
 
 def _quote(text: str) -> str:

@@ -83,9 +83,14 @@ def create_identity(
 
 @asynccontextmanager
 async def open_client(
-    passphrase: str, *, home: str | os.PathLike[str] | None = None
+    passphrase: str,
+    *,
+    home: str | os.PathLike[str] | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> AsyncIterator[Client]:
     """Unlock the keystore, connect to the cells' relays, and close everything at the end.
+
+    `clock` is the device's clock, unix seconds (tests give one that is off).
 
     Raises:
         KeystoreError, WrongPassphraseError, KeystoreBusyError: see client/_keystore.py.
@@ -95,7 +100,7 @@ async def open_client(
     try:
         state = ClientState.decode(payload)
         async with trio.open_nursery() as nursery:
-            client = Client(keystore, state, nursery)
+            client = Client(keystore, state, nursery, clock=clock)
             try:
                 await client.start()
                 yield client
@@ -109,8 +114,16 @@ async def open_client(
 class Client:
     """See the module docstring."""
 
-    def __init__(self, keystore: Keystore, state: ClientState, nursery: trio.Nursery) -> None:
+    def __init__(
+        self,
+        keystore: Keystore,
+        state: ClientState,
+        nursery: trio.Nursery,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         """Wrap an unlocked keystore; use `open_client`."""
+        self._clock = clock
         self._keystore = keystore
         self._state = state
         self._nursery = nursery
@@ -253,7 +266,7 @@ class Client:
         key = str(address)
         link = self._links.get(key)
         if link is None:
-            link = self._links[key] = RelayLink(address)
+            link = self._links[key] = RelayLink(address, clock=self._clock)
             self._nursery.start_soon(link.run)
             self._nursery.start_soon(self._route_deliveries, link)
         return link

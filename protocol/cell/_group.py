@@ -479,6 +479,22 @@ class CellCrypto:
         self._rx.expire(now)
         return self._rx.open(bytes(envelope), now, ref)
 
+    @property
+    def lateness(self) -> float:
+        """How long past its `expires_at` an envelope still opens (seconds; 0 by default).
+
+        A client sets it to its bounded allowance for late delivery and clock skew
+        (docs/protocol.md §G10 step 12, §C7); the key of a message expired beyond it is
+        burned, and the message refused, as before.
+        """
+        return self._rx.lateness
+
+    @lateness.setter
+    def lateness(self, seconds: float) -> None:
+        if not 0 <= seconds < 86_400:
+            raise ValueError("lateness must be within a day")
+        self._rx.lateness = seconds
+
     def parked_refs(self) -> list[int]:
         """The `ref`s given with the envelopes parked now (see `open`), in arrival order."""
         return self._rx.parked_refs()
