@@ -96,7 +96,7 @@ from ._events import (
     StatusReceived,
 )
 from ._flood import FloodControl
-from ._link import Delivery, RelayLink, RelayRefusedError, Revocation
+from ._link import MAX_RELAY_SKEW, Delivery, RelayLink, RelayRefusedError, Revocation
 from ._log import library_logger
 from ._state import CellRecord, HistoryItem, RequestRecord
 
@@ -555,8 +555,14 @@ class MemberCell:
             self._emit(ClockWarning(cell=self.name, offset=offset, tolerance=CLOCK_TOLERANCE))
 
     def prune(self) -> None:
-        """Forget expired messages, seen ids and invites (the client does before every save)."""
-        self.record.prune(self.clock())
+        """Forget expired messages, seen ids and invites (the client does before every save).
+
+        Before the relay's clock is known (no welcome yet in this run), only what is expired
+        by the earliest clock it could have (MAX_RELAY_SKEW behind ours): never delete what
+        may still be live (docs/protocol.md §C7).
+        """
+        now = self.clock() if self.link.welcome is not None else self.clock() - MAX_RELAY_SKEW
+        self.record.prune(now)
 
     async def send_alert(
         self,

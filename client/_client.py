@@ -36,7 +36,7 @@ from cellrelay.protocol.wire import CapabilityKey, MailboxId, RelayAddress
 from ._cell_admin import AdminSecrets, Cell
 from ._cell_member import CellError, CellInfo
 from ._keystore import DEFAULT_COST, Keystore, default_data_dir
-from ._link import Delivery, LinkClosedError, RelayLink, Revocation
+from ._link import MAX_RELAY_SKEW, Delivery, LinkClosedError, RelayLink, Revocation
 from ._log import library_logger
 from ._state import CellRecord, ClientState, JoinRecord
 
@@ -143,7 +143,11 @@ class Client:
 
     async def start(self) -> None:
         """Load every cell and pending join, and start watching their mailboxes."""
-        now = time.time()
+        # The relay's clock is not known yet, and what has expired is decided by the earlier
+        # of it and ours (docs/protocol.md §C7), which may be up to MAX_RELAY_SKEW behind
+        # ours: a phone running fast must not forget a live alert here. Each cell prunes by
+        # its own clock once connected, before every save.
+        now = self._clock() - MAX_RELAY_SKEW
         for record in self._state.cells:
             record.prune(now)
             crypto = CellCrypto.from_bytes(record.crypto, self.identity)

@@ -175,3 +175,22 @@ def test_the_command_line_shows_the_clock_warning_and_late_alerts() -> None:
     )
     assert event_lines(late, style)[0].startswith("(late) ")
     assert event_json(late)["late"] is True
+
+
+async def test_a_fast_phone_keeps_a_live_alert_across_a_restart(
+    relays: RelayFactory, tmp_path: Path
+) -> None:
+    """Before the relay's clock is known (at start), a phone two hours fast must not prune
+    what its own clock alone says has expired: the earlier clock decides (§C7)."""
+    relay = await relays.start()
+    with trio.fail_after(TEST_TIMEOUT):
+        async with skewed_members(tmp_path, "right", "fast") as clients:
+            lead = await clients["right"].create_cell("Eastside", address_of(relay))
+            fast = await admit(lead, clients["fast"])
+            alert = await lead.send_alert("raid on 9th street", ttl=3600)
+            await until(lambda: [r.alert_id for r in fast.active_alerts()] == [alert.alert_id])
+        async with skewed_members(tmp_path, "fast") as clients:
+            fast = clients["fast"].cell("Eastside")
+            await fast.wait_synced()
+            assert texts_of(fast) == ["raid on 9th street"]
+            assert [r.alert_id for r in fast.active_alerts()] == [alert.alert_id]
