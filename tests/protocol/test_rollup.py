@@ -554,6 +554,36 @@ def test_rollup_is_independent_of_arrival_order(evs: list[Event], data: st.DataO
     assert state_of(one) == state_of(two)
 
 
+@settings(max_examples=200)
+@given(st.lists(events, max_size=12), st.data(), st.sets(st.sampled_from(MEMBERS)))
+def test_the_close_rule_is_independent_of_arrival_order_and_of_when_admins_are_set(
+    evs: list[Event], data: st.DataObject, admins: set[MemberId]
+) -> None:
+    """Every member in the same epoch (same admins) closes the same alerts, whatever order
+    the messages came in, and whether the admins were known before or after them."""
+    shuffled = list(data.draw(st.permutations(evs)))
+    before = RollupBook()
+    before.set_admins(frozenset(admins))
+    for e in evs:
+        before.add(e.sender, e.name, e.content, e.received_at)
+    after = replay(shuffled)
+    after.set_admins(frozenset(admins))
+    assert state_of(before) == state_of(after)
+    for alert_id in ALERT_IDS:
+        rollup = after.rollup(alert_id)
+        if rollup is not None and not admins - {rollup.author_id} and rollup.closed:
+            # Without other deciders, only the author or two voters close it.
+            author = rollup.responders.get(rollup.author_id)
+            voters = [
+                m
+                for m, s in rollup.responders.items()
+                if m != rollup.author_id and s.status in (Status.RESOLVED, Status.FALSE_ALARM)
+            ]
+            assert (
+                author is not None and author.status in (Status.RESOLVED, Status.FALSE_ALARM)
+            ) or len(voters) >= CLOSE_VOTES
+
+
 @given(st.lists(events, max_size=16))
 def test_each_members_status_is_its_latest_sent(evs: list[Event]) -> None:
     book = replay(evs)
