@@ -37,6 +37,7 @@ from ..relay.conftest import RelayFactory, relays
 from .cells import admit, passphrase_of
 from .hostile import Emitted, until
 from .test_cells import address_of
+from .test_cli import cli, identity
 from .test_expiry import KeepsExpired, sleep_past, texts_of
 
 __all__ = ["relays"]
@@ -194,3 +195,16 @@ async def test_a_fast_phone_keeps_a_live_alert_across_a_restart(
             await fast.wait_synced()
             assert texts_of(fast) == ["raid on 9th street"]
             assert [r.alert_id for r in fast.active_alerts()] == [alert.alert_id]
+
+
+async def test_send_on_the_command_line_warns_when_the_relays_clock_is_off(
+    relays: RelayFactory, tmp_path: Path
+) -> None:
+    """The sender of the finding saw "sent" and nothing else; now `send` says the clocks
+    disagree (on standard error, in every mode)."""
+    relay = await relays.start(now=skewed(-2 * HOUR))
+    lead = identity(tmp_path, "lead")
+    await cli("cell", "create", "Eastside", "--relay", address_of(relay), home=lead)
+    sent = await cli("send", "Eastside", "raid on 9th street", "--json", home=lead)
+    assert sent.json()["text"] == "raid on 9th street"
+    assert "warning: the relay's clock is 2 h 00 min behind this device's" in sent.stderr
