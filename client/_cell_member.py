@@ -267,6 +267,7 @@ class MemberCell:
         self._live = False  # the envelope being opened came live, not in a catch-up
         self._upkeeping = False  # `upkeep` is running
         self._clock_checked = 0  # the link connection whose clock offset was checked
+        self._clock_warning: ClockWarning | None = None  # raised for that connection
         crypto.lateness = LATE_WINDOW
         for item in record.history:
             self._fold(item)
@@ -422,9 +423,13 @@ class MemberCell:
         """Register for every event from this moment on; close the channel to stop.
 
         A listener more than `EVENT_BUFFER` events behind is closed (the app can catch up
-        from `recent()`), so a forgotten channel cannot stall the cell.
+        from `recent()`), so a forgotten channel cannot stall the cell. A `ClockWarning`
+        standing for the current connection comes first: it was raised once, perhaps
+        before the app listened, and still holds.
         """
         send, receive = trio.open_memory_channel[CellEvent](EVENT_BUFFER)
+        if self._clock_warning is not None and self._clock_checked == self.link.connections:
+            send.send_nowait(self._clock_warning)
         self._listeners.append(send)
         return receive
 
@@ -550,9 +555,11 @@ class MemberCell:
             return
         self._clock_checked = link.connections
         offset = link.clock_offset
+        self._clock_warning = None
         if abs(offset) > CLOCK_TOLERANCE:
             log.warning("clock_disagrees", offset_s=round(offset))
-            self._emit(ClockWarning(cell=self.name, offset=offset, tolerance=CLOCK_TOLERANCE))
+            self._clock_warning = ClockWarning(cell=self.name, offset=offset, tolerance=CLOCK_TOLERANCE)  # fmt: skip
+            self._emit(self._clock_warning)
 
     def prune(self) -> None:
         """Forget expired messages, seen ids and invites (the client does before every save).

@@ -208,3 +208,17 @@ async def test_send_on_the_command_line_warns_when_the_relays_clock_is_off(
     sent = await cli("send", "Eastside", "raid on 9th street", "--json", home=lead)
     assert sent.json()["text"] == "raid on 9th street"
     assert "warning: the relay's clock is 2 h 00 min behind this device's" in sent.stderr
+
+
+async def test_an_app_that_listens_after_the_warning_still_gets_it(
+    relays: RelayFactory, tmp_path: Path
+) -> None:
+    relay = await relays.start(now=skewed(2 * HOUR))
+    with trio.fail_after(TEST_TIMEOUT):
+        async with skewed_members(tmp_path, "right") as clients:
+            lead = await clients["right"].create_cell("Eastside", address_of(relay))
+            await lead.send_alert("raid on 9th street", ttl=3600)  # checked: warned by now
+            with lead.subscribe() as receive:
+                first = receive.receive_nowait()
+            assert isinstance(first, ClockWarning)
+            assert first.offset > 2 * HOUR - 60
