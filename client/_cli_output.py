@@ -18,6 +18,7 @@ import time
 from typing import TYPE_CHECKING, Final
 
 from cellrelay.protocol.cell import Alert, Priority, Status
+from cellrelay.protocol.cell._rollup import CLOSE_VOTES
 
 from ._events import (
     AlertReceived,
@@ -210,6 +211,7 @@ def rollup_json(rollup: AlertRollup) -> dict[str, object]:
         "resolved": rollup.resolved,
         "false_alarm": rollup.false_alarm,
         "closed": rollup.closed,
+        "votes": rollup.votes,
         "responders": [
             {
                 "name": s.name,
@@ -341,6 +343,8 @@ def rollup_lines(rollup: AlertRollup, style: Style, *, me: bytes | None = None) 
         state = style.status(Status.RESOLVED, "RESOLVED")
     else:
         state = style.bold("open")
+        if rollup.votes:  # a member's "resolved" alone does not close it (protocol §C2)
+            state += f" ({rollup.votes} of {CLOSE_VOTES} votes to close)"
     groups: list[str] = []
     for status in (Status.ON_SCENE, Status.RESPONDING, Status.RESOLVED, Status.FALSE_ALARM):
         people = [s for s in rollup.responders.values() if s.status is status]

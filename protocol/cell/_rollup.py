@@ -131,6 +131,7 @@ class AlertRollup:
     responders: Mapping[MemberId, MemberStatus]  # latest per member, in member id order
     sent_at_ms: int = 0  # the alert's claimed send time, clamped (CLAIM_TOLERANCE)
     outcome: Status | None = None  # RESOLVED or FALSE_ALARM once closed (the close rule)
+    votes: int = 0  # members' votes to close that count now (CLOSE_VOTES close it)
 
     @property
     def alert_id(self) -> MessageId:
@@ -219,6 +220,7 @@ class _Entry:
     def rollup(self, admins: frozenset[bytes] = frozenset()) -> AlertRollup:
         if self.snapshot is None:
             responders = {m: self.held[m].status for m in sorted(self.held)}
+            outcome, votes = self.outcome(admins)
             self.snapshot = AlertRollup(
                 alert=self.alert,
                 author_id=self.author_id,
@@ -226,16 +228,18 @@ class _Entry:
                 received_at=self.received_at,
                 responders=MappingProxyType(responders),
                 sent_at_ms=self.key[0],
-                outcome=self.outcome(admins),
+                outcome=outcome,
+                votes=votes,
             )
         return self.snapshot
 
-    def outcome(self, admins: frozenset[bytes]) -> Status | None:
-        """The close rule (module docstring): RESOLVED, FALSE_ALARM, or None (open)."""
+    def outcome(self, admins: frozenset[bytes]) -> tuple[Status | None, int]:
+        """The close rule (module docstring): RESOLVED, FALSE_ALARM or None (open), and the
+        votes that count now (0 when a decider closed it)."""
         deciders = [h for m, h in self.held.items() if m == self.author_id or m in admins]
         last = max(deciders, key=lambda h: h.key, default=None)
         if last is not None and last.status.status in _CLOSING:
-            return last.status.status
+            return last.status.status, 0
         votes = [
             h.status.status
             for m, h in self.held.items()
@@ -245,9 +249,11 @@ class _Entry:
             and (last is None or h.key > last.key)
         ]
         if len(votes) < CLOSE_VOTES:
-            return None
+            return None, len(votes)
         false_alarms = votes.count(Status.FALSE_ALARM)
-        return Status.FALSE_ALARM if false_alarms > len(votes) - false_alarms else Status.RESOLVED
+        if false_alarms > len(votes) - false_alarms:
+            return Status.FALSE_ALARM, len(votes)
+        return Status.RESOLVED, len(votes)
 
     def eviction_key(self) -> tuple[bool, int, bytes]:
         # Least worth keeping first: closed ones, then the soonest to expire. (The snapshot

@@ -16,8 +16,16 @@ from pathlib import Path
 import trio
 
 from cellrelay.client._cell_admin import Cell
-from cellrelay.protocol.cell._content import MemberId, MessageId, Status, StatusReply
-from cellrelay.protocol.cell._rollup import CLAIM_TOLERANCE
+from cellrelay.client._cli_output import Style, rollup_json, rollup_lines
+from cellrelay.protocol.cell._content import (
+    Alert,
+    MemberId,
+    MessageId,
+    Priority,
+    Status,
+    StatusReply,
+)
+from cellrelay.protocol.cell._rollup import CLAIM_TOLERANCE, RollupBook
 
 from .cells import admit, members
 from .conftest import RunningRelay
@@ -68,3 +76,20 @@ async def test_a_far_future_false_alarm_from_one_member_closes_nothing(
             await until(lambda: all(active_ids(c) == [] for c in cells))
             await lead.reply(alert.alert_id, Status.RESPONDING, note="they came back")
             await until(lambda: all(active_ids(c) == [alert.alert_id] for c in cells))
+
+
+def test_the_command_line_shows_the_votes_to_close() -> None:
+    book = RollupBook()
+    author, voter = MemberId(b"\x0a" * 16), MemberId(b"\x0b" * 16)
+    now = time.time()
+    alert = Alert(sent_at_ms=int(now * 1000), text="raid", priority=Priority.URGENT,
+                  expires_at=int(now) + 600)  # fmt: skip
+    book.add(author, "lead", alert, now)
+    vote = StatusReply(
+        sent_at_ms=int(now * 1000) + 1, alert_id=alert.alert_id, status=Status.RESOLVED
+    )
+    rollup = book.add(voter, "ana", vote, now)
+    assert rollup is not None
+    (line,) = rollup_lines(rollup, Style(colour=False))
+    assert "open (1 of 2 votes to close)" in line
+    assert rollup_json(rollup)["votes"] == 1

@@ -162,6 +162,7 @@ def test_resolved_by_two_members_and_who() -> None:
     one = book.add(CAROL, "Carol", make_status(Status.RESOLVED, sent=20, note="all clear"), T0)
     assert one is not None
     assert not one.closed  # one vote: a member alone never closes another's alert
+    assert one.votes == 1
     assert one.resolved_by == {CAROL}
     assert one.responders[CAROL].note == "all clear"
     rollup = book.add(BOB, "Bob", make_status(Status.RESOLVED, sent=30), T0)
@@ -170,6 +171,7 @@ def test_resolved_by_two_members_and_who() -> None:
     assert rollup.closed
     assert not rollup.false_alarm
     assert rollup.resolved_by == {BOB, CAROL}
+    assert rollup.votes == 2
     assert book.active(T0 + 1) == []
     assert book.rollup(A1) == rollup  # still held until it expires
 
