@@ -99,6 +99,7 @@ PREFIX: Final = "bench alert"
 TARGET_P99_MS: Final = 100.0
 STEP_TIMEOUT: Final = 600.0  # seconds any one set-up step may take before the run is abandoned
 WELCOME_TTL: Final = 3600
+BENCH_ALERT_LIMIT: Final = 10_000  # the most a cell allows (client/_cell_moves.py)
 
 
 PROFILE_ENV: Final = "CELLRELAY_BENCH_PROFILE"  # set for the workers by --profile
@@ -281,6 +282,7 @@ async def admit_all(lead: Cell) -> None:
         control_from = await lead._propose(change)  # the steps of approve()
     info = CellInfo.decode(lead.crypto.extra)
     info.group_from, info.control_from = group_from, control_from
+    info.alert_limit = lead.record.alert_limit  # as approve() does (BENCH_ALERT_LIMIT)
     expires_at = int(lead.link.relay_time()) + WELCOME_TTL
     for request in requests:
         member = MemberInfo.from_bytes(request.member)
@@ -337,6 +339,10 @@ async def controller(
     async with open_client(PASSPHRASE, home=home / "lead") as client:
         try:
             lead = await client.create_cell("bench", address)
+            # The lead sends far more alerts a minute than a cell allows by default (10):
+            # without this every member mutes it at the eleventh (client/_flood.py), and the
+            # rest arrive as MutedAlertReceived, which the benchmark does not count.
+            await lead.set_alert_limit(BENCH_ALERT_LIMIT)
             counts = split_evenly(args.members, args.workers)
             firsts = [sum(counts[:i]) for i in range(len(counts))]
             for first, count in zip(firsts, counts, strict=True):
