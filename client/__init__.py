@@ -55,6 +55,7 @@ from ._client import Client, create_identity, open_client
 from ._events import (
     AlertReceived,
     CellEvent,
+    ClockWarning,
     EpochStale,
     EquivocationDetected,
     FloodDetected,
@@ -99,6 +100,7 @@ __all__ = [
     "Change",
     "Client",
     "ClientClosedError",
+    "ClockWarning",
     "Content",
     "ContentError",
     "EpochStale",

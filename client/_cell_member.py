@@ -88,6 +88,7 @@ from ._cell_refetch import Refetch, make_ref
 from ._events import (
     AlertReceived,
     CellEvent,
+    ClockWarning,
     EpochStale,
     EquivocationDetected,
     Member,
@@ -102,7 +103,7 @@ from ._events import (
     StatusReceived,
 )
 from ._flood import FloodControl
-from ._link import Delivery, RelayLink, RelayRefusedError, Revocation
+from ._link import MAX_RELAY_SKEW, Delivery, RelayLink, RelayRefusedError, Revocation
 from ._log import library_logger
 from ._state import CellRecord, HistoryItem, RequestRecord
 
@@ -129,12 +130,22 @@ APPLY_TIMEOUT: Final = 30.0  # seconds to wait for our own epoch change to come 
 # the same and is as harmless, since nothing reaches the app twice. Warning about it made
 # every reconnect at the wrong moment a security alarm (tests/client/test_hostile_relay.py).
 QUIET_REFUSALS: Final = (UnknownEpochError, StaleEpochError, ExpiredError, ReplayError)
-# What has expired is decided by the relay's clock (the one expires_at was computed with),
-# but never by one further behind ours than this: a relay can lie about its clock in its
-# welcome (docs/threat-model.md §3.3), and setting it back an hour made the client show,
-# and keep, alerts that had expired an hour before (tests/client/test_expiry.py). Five
-# minutes is Kerberos's default maximum clock skew: phones and relays keep time far better.
+# Clocks (docs/protocol.md §C7, issue 9 finding 1). A member has two: its device's, and the
+# relay's as its link believes it (within MAX_RELAY_SKEW of the device's: client/_link.py).
+# Senders stamp expires_at by the relay's clock, which every member shares; what has
+# expired is decided by the *earlier* of the two (`clock`), so a phone running hours fast,
+# or a relay (and a sender's phone) running hours slow, never makes a live alert look
+# expired. An envelope expired by that clock still opens for LATE_WINDOW more and is shown
+# marked late; one expired longer ago is dropped. The price: a relay that lies about its
+# clock can present an alert up to MAX_RELAY_SKEW past its expiry, which then shows marked
+# late, with a ClockWarning (docs/threat-model.md §3.3).
+# Beyond this disagreement between the two clocks the member is warned (ClockWarning):
+# five minutes is Kerberos's default maximum clock skew; phones and relays keep time far
+# better when they are set right.
 CLOCK_TOLERANCE: Final = 300.0
+# How long past its expiry (by the earlier clock) an envelope is still shown, marked late:
+# a phone that was off for a few minutes still shows the alert that came meanwhile.
+LATE_WINDOW: Final = 900.0
 # wait_synced asks the relay again after this long when an envelope it listed has not come
 # (it may have expired on the way, and an expired envelope is never delivered).
 SYNC_RECHECK: Final = 1.0
@@ -278,6 +289,9 @@ class MemberCell:
         self._presence_connection = 0
         self._stale_reported = 0
         self._upkeeping = False  # `upkeep` is running
+        self._clock_checked = 0  # the link connection whose clock offset was checked
+        self._clock_warning: ClockWarning | None = None  # raised for that connection
+        crypto.lateness = LATE_WINDOW
         for item in record.history:
             self._fold(item)
         # The last run may have published counters its last saves did not reach the disk
@@ -350,13 +364,19 @@ class MemberCell:
             )
         return found[0]
 
+    @property
+    def _rollups(self) -> RollupBook:
+        """The roll-ups, deciding with the current admins (the close rule, §C2)."""
+        self._book.set_admins(self.crypto.admins)
+        return self._book
+
     def rollup(self, alert_id: bytes) -> AlertRollup | None:
         """The live roll-up of an alert: who responds, who is on scene, is it over."""
-        return self._book.rollup(alert_id)
+        return self._rollups.rollup(alert_id)
 
     def active_alerts(self, *, include_muted: bool = False) -> list[AlertRollup]:
         """Unexpired, unresolved alerts, most urgent first (not muted members' unless asked)."""
-        active = self._book.active(self.clock())
+        active = self._rollups.active(self.clock())
         if include_muted:
             return active
         return [r for r in active if not self._flood.is_muted(r.author_id)]
@@ -431,9 +451,13 @@ class MemberCell:
         """Register for every event from this moment on; close the channel to stop.
 
         A listener more than `EVENT_BUFFER` events behind is closed (the app can catch up
-        from `recent()`), so a forgotten channel cannot stall the cell.
+        from `recent()`), so a forgotten channel cannot stall the cell. A `ClockWarning`
+        standing for the current connection comes first: it was raised once, perhaps
+        before the app listened, and still holds.
         """
         send, receive = trio.open_memory_channel[CellEvent](EVENT_BUFFER)
+        if self._clock_warning is not None and self._clock_checked == self.link.connections:
+            send.send_nowait(self._clock_warning)
         self._listeners.append(send)
         return receive
 
@@ -495,6 +519,7 @@ class MemberCell:
             CapabilityKey.from_seed(crypto.control_read_key),
             record.control_cursor,
         )
+        self._check_clock()  # connected now: the welcome told the relay's time
         if crypto.removed:
             return
         await self._rewatch_group()
@@ -541,12 +566,38 @@ class MemberCell:
         return int(self.link.relay_time() * 1000)
 
     def clock(self) -> float:
-        """Now, for deciding what has expired: the relay's clock, within CLOCK_TOLERANCE of ours."""
-        return max(self.link.relay_time(), time.time() - CLOCK_TOLERANCE)
+        """Now, for deciding what has expired: the earlier of the device's and the relay's clock.
+
+        The relay's as believed, within MAX_RELAY_SKEW of the device's (docs/protocol.md §C7).
+        """
+        return min(self.link.device_time(), self.link.relay_time())
+
+    def _later_clock(self) -> float:
+        """The later of the two clocks: a receipt time no honest claim can be later than."""
+        return max(self.link.device_time(), self.link.relay_time())
+
+    def _check_clock(self) -> None:
+        """Warn once per connection when the device's and the relay's clocks disagree."""
+        link = self.link
+        if link.connections == self._clock_checked or link.welcome is None:
+            return
+        self._clock_checked = link.connections
+        offset = link.clock_offset
+        self._clock_warning = None
+        if abs(offset) > CLOCK_TOLERANCE:
+            log.warning("clock_disagrees", offset_s=round(offset))
+            self._clock_warning = ClockWarning(cell=self.name, offset=offset, tolerance=CLOCK_TOLERANCE)  # fmt: skip
+            self._emit(self._clock_warning)
 
     def prune(self) -> None:
-        """Forget expired messages, seen ids and invites (the client does before every save)."""
-        self.record.prune(self.clock())
+        """Forget expired messages, seen ids and invites (the client does before every save).
+
+        Before the relay's clock is known (no welcome yet in this run), only what is expired
+        by the earliest clock it could have (MAX_RELAY_SKEW behind ours): never delete what
+        may still be live (docs/protocol.md §C7).
+        """
+        now = self.clock() if self.link.welcome is not None else self.clock() - MAX_RELAY_SKEW
+        self.record.prune(now)
 
     async def send_alert(
         self,
@@ -572,7 +623,7 @@ class MemberCell:
         self, alert_id: bytes, status: Status | str, *, note: str | None = None
     ) -> StatusReply:
         """Answer an alert (responding, on_scene, resolved, false_alarm); lives as long as it."""
-        rollup = self._book.rollup(alert_id)
+        rollup = self._rollups.rollup(alert_id)
         expires_at = (
             rollup.alert.expires_at
             if rollup is not None
@@ -611,6 +662,7 @@ class MemberCell:
 
     async def _send(self, content: WireContent, expires_at: int) -> None:
         await self.wait_ready()
+        self._check_clock()
         if self.crypto.removed:
             raise CellError(f"you were removed from {self.name!r}")
         max_ttl = self.link.welcome.max_ttl if self.link.welcome is not None else None
@@ -729,6 +781,7 @@ class MemberCell:
 
     def _take(self, envelope: bytes, ref: int, *, live: bool = False) -> None:
         """Open one group envelope (`ref`: its mailbox and seq) and queue what it means."""
+        self._check_clock()
         now = self.clock()
         try:
             outcome: Outcome | GroupError = self.crypto.open(
@@ -856,11 +909,13 @@ class MemberCell:
         sender = self._member(opened.sender)
         rollup = self._remember(opened.sender, content, opened.expires_at)
         if isinstance(content, Alert):
+            # Expired by either of this device's clocks: shown, marked late (§C7).
+            late = opened.expires_at <= self._later_clock()
             events = self._flood.count(sender, content, received_at=time.time(), live=self._live)
             if self._flood.is_muted(sender.member_id):  # kept, shown, not rung
-                events.append(MutedAlertReceived(cell=self.name, sender=sender, alert=content, rollup=rollup))  # fmt: skip
+                events.append(MutedAlertReceived(cell=self.name, sender=sender, alert=content, rollup=rollup, late=late))  # fmt: skip
             else:
-                events.append(AlertReceived(cell=self.name, sender=sender, alert=content, rollup=rollup))  # fmt: skip
+                events.append(AlertReceived(cell=self.name, sender=sender, alert=content, rollup=rollup, late=late))  # fmt: skip
             return events
         if isinstance(content, StatusReply):
             return [
@@ -868,7 +923,7 @@ class MemberCell:
                     cell=self.name,
                     sender=sender,
                     reply=content,
-                    rollup=self._book.rollup(content.alert_id),
+                    rollup=self._rollups.rollup(content.alert_id),
                 )
             ]
         if isinstance(content, Receipt):
@@ -880,16 +935,17 @@ class MemberCell:
     def _remember(
         self, sender: MemberInfo, content: Content, expires_at: int
     ) -> AlertRollup | None:
+        # Received at the later clock: the claim clamp (§C2 rule 0) never cuts an honest claim.
         item = HistoryItem(kind=content.KIND, content=content.encode(), sender_id=sender.member_id,
-                           sender_name=sender.name, received_at=time.time(), expires_at=expires_at)  # fmt: skip
+                           sender_name=sender.name, received_at=self._later_clock(), expires_at=expires_at)  # fmt: skip
         self.record.remember(content.message_id, item)
-        return self._book.add(item.sender_id, item.sender_name, content, item.received_at)  # type: ignore[arg-type]
+        return self._rollups.add(item.sender_id, item.sender_name, content, item.received_at)  # type: ignore[arg-type]
 
     def _fold(self, item: HistoryItem) -> AlertRollup | None:
         """Add a kept message to the roll-ups (when the cell is loaded)."""
         with contextlib.suppress(ContentError):
             content = decode_content(item.kind, item.content, allow_local=True)
-            return self._book.add(item.sender_id, item.sender_name, content, item.received_at)  # type: ignore[arg-type]
+            return self._rollups.add(item.sender_id, item.sender_name, content, item.received_at)  # type: ignore[arg-type]
         return None
 
     async def _on_control(self, event: Delivery | Revocation) -> None:

@@ -29,11 +29,12 @@ from cellrelay.protocol.cell import Alert, Invite, Priority, Status
 from cellrelay.protocol.cell._identity import Identity
 from cellrelay.protocol.wire import RelayAddress
 
-from ._cell_member import CellError
+from ._cell_member import CLOCK_TOLERANCE, CellError
 from ._cli_output import (
     Style,
     alert_headline,
     alert_json,
+    clock_warning_text,
     command_arg,
     duration_text,
     event_lines,
@@ -685,6 +686,14 @@ async def send(ctx: Context, args: argparse.Namespace) -> None:
         ctx.note(
             f"Sent to {others} other member{'s' if others != 1 else ''}. Follow the replies: cellrelay listen {command_arg(cell.name)}"
         )
+        note_clocks(ctx, cell)
+
+
+def note_clocks(ctx: Context, cell: Cell) -> None:
+    """Warn on standard error when the device's and the relay's clocks disagree (§C7)."""
+    offset = cell.link.clock_offset
+    if abs(offset) > CLOCK_TOLERANCE:
+        ctx.note(ctx.style.warn(f"warning: {clock_warning_text(offset)}"))
 
 
 async def reply(ctx: Context, args: argparse.Namespace) -> None:
@@ -702,6 +711,7 @@ async def reply(ctx: Context, args: argparse.Namespace) -> None:
         event = StatusReceived(cell=cell.name, sender=cell.me, reply=answer, rollup=rollup)
         for line in event_lines(event, ctx.style, me=client.identity.member_id, cell_label=False):
             ctx.say(line)
+        note_clocks(ctx, cell)
 
 
 async def message(ctx: Context, args: argparse.Namespace) -> None:

@@ -18,9 +18,11 @@ import time
 from typing import TYPE_CHECKING, Final
 
 from cellrelay.protocol.cell import Alert, Priority, Status
+from cellrelay.protocol.cell._rollup import CLOSE_VOTES
 
 from ._events import (
     AlertReceived,
+    ClockWarning,
     EpochStale,
     EquivocationDetected,
     FloodDetected,
@@ -213,6 +215,7 @@ def rollup_json(rollup: AlertRollup) -> dict[str, object]:
         "resolved": rollup.resolved,
         "false_alarm": rollup.false_alarm,
         "closed": rollup.closed,
+        "votes": rollup.votes,
         "responders": [
             {
                 "name": s.name,
@@ -249,6 +252,7 @@ def event_json(event: CellEvent) -> dict[str, object]:
             "type": "alert",
             "cell": event.cell,
             **alert_json(event.alert, event.sender, event.rollup),
+            "late": event.late,
         }
     if isinstance(event, StatusReceived):
         reply = event.reply
@@ -297,6 +301,7 @@ def event_json(event: CellEvent) -> dict[str, object]:
             "type": "muted_alert",
             "cell": event.cell,
             **alert_json(event.alert, event.sender, event.rollup),
+            "late": event.late,
         }
     if isinstance(event, FloodDetected):
         return {"type": "flood", "cell": event.cell, "member": member_json(event.member),
@@ -315,6 +320,9 @@ def event_json(event: CellEvent) -> dict[str, object]:
     if isinstance(event, EpochStale):
         return {"type": "epoch_stale", "cell": event.cell, "epoch": event.epoch,
                 "newer": event.newer, "age": event.age}  # fmt: skip
+    if isinstance(event, ClockWarning):
+        return {"type": "clock_warning", "cell": event.cell, "offset": round(event.offset, 3),
+                "tolerance": event.tolerance}  # fmt: skip
     return {
         "type": "security_warning",
         "cell": event.cell,
@@ -349,6 +357,8 @@ def rollup_lines(rollup: AlertRollup, style: Style, *, me: bytes | None = None) 
         state = style.status(Status.RESOLVED, "RESOLVED")
     else:
         state = style.bold("open")
+        if rollup.votes:  # a member's "resolved" alone does not close it (protocol §C2)
+            state += f" ({rollup.votes} of {CLOSE_VOTES} votes to close)"
     groups: list[str] = []
     for status in (Status.ON_SCENE, Status.RESPONDING, Status.RESOLVED, Status.FALSE_ALARM):
         people = [s for s in rollup.responders.values() if s.status is status]
@@ -370,11 +380,10 @@ def event_lines(
     cell = isolate(event.cell)
     tag = f"[{cell}] " if cell_label else ""
     if isinstance(event, AlertReceived):
-        lines = [
-            alert_headline(
-                event.alert, event.sender.name, style, cell=event.cell if cell_label else None
-            )
-        ]
+        head = alert_headline(
+            event.alert, event.sender.name, style, cell=event.cell if cell_label else None
+        )
+        lines = [style.warn("(late) ") + head if event.late else head]
         if event.rollup is not None:
             lines += rollup_lines(event.rollup, style, me=me)
         return lines
@@ -415,7 +424,7 @@ def event_lines(
         head = alert_headline(
             event.alert, event.sender.name, style, cell=event.cell if cell_label else None
         )
-        return [style.dim(f"(muted) {head}")]
+        return [style.dim(f"(muted) {'(late) ' if event.late else ''}{head}")]
     if isinstance(event, FloodDetected):
         member = event.member
         return [
@@ -435,6 +444,8 @@ def event_lines(
         return [style.bold(f"{tag}{subject} {done} on this device{why}")]
     if isinstance(event, MessagesMissing | MessagesRecovered | EquivocationDetected | EpochStale):
         return _notice_lines(event, style, tag)
+    if isinstance(event, ClockWarning):
+        return [style.warn(f"{tag}warning: {clock_warning_text(event.offset)}")]
     detail = f" ({event.detail})" if event.detail else ""
     return [style.warn(f"{tag}security warning: refused a message: {event.reason}{detail}")]
 
@@ -477,6 +488,18 @@ def _notice_lines(
         "    Either no admin has been online, or the relay is withholding membership changes"
         " from you. Ask an admin.",
     ]
+
+
+def clock_warning_text(offset: float) -> str:
+    """What a ClockWarning says to people: how far apart the clocks are, and what to do."""
+    minutes = round(abs(offset) / 60)
+    span = f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+    ahead = "ahead of" if offset > 0 else "behind"
+    return (
+        f"the relay's clock is {span} {ahead} this device's: one of them is wrong."
+        " Alerts still arrive, but some may show as (late) or stay after they expired;"
+        " set this device's time right (or tell the relay's operator)."
+    )
 
 
 def _quote(text: str) -> str:

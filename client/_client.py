@@ -37,7 +37,7 @@ from cellrelay.protocol.wire import CapabilityKey, MailboxId, RelayAddress
 from ._cell_admin import AdminSecrets, Cell
 from ._cell_member import CellError, CellInfo
 from ._keystore import DEFAULT_COST, Keystore, default_data_dir
-from ._link import Delivery, LinkClosedError, RelayLink, Revocation
+from ._link import MAX_RELAY_SKEW, Delivery, LinkClosedError, RelayLink, Revocation
 from ._log import library_logger
 from ._panic import duress_companions
 from ._state import CellRecord, ClientState, JoinRecord
@@ -85,9 +85,14 @@ def create_identity(
 
 @asynccontextmanager
 async def open_client(
-    passphrase: str, *, home: str | os.PathLike[str] | None = None
+    passphrase: str,
+    *,
+    home: str | os.PathLike[str] | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> AsyncIterator[Client]:
     """Unlock the keystore, connect to the cells' relays, and close everything at the end.
+
+    `clock` is the device's clock, unix seconds (tests give one that is off).
 
     Raises:
         KeystoreError, WrongPassphraseError, KeystoreBusyError: see client/_keystore.py.
@@ -100,7 +105,7 @@ async def open_client(
     try:
         state = ClientState.decode(payload)
         async with trio.open_nursery() as nursery:
-            client = Client(keystore, state, nursery)
+            client = Client(keystore, state, nursery, clock=clock)
             try:
                 await client.start()
                 yield client
@@ -114,8 +119,16 @@ async def open_client(
 class Client:
     """See the module docstring."""
 
-    def __init__(self, keystore: Keystore, state: ClientState, nursery: trio.Nursery) -> None:
+    def __init__(
+        self,
+        keystore: Keystore,
+        state: ClientState,
+        nursery: trio.Nursery,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         """Wrap an unlocked keystore; use `open_client`."""
+        self._clock = clock
         self._keystore = keystore
         self._state = state
         self._nursery = nursery
@@ -135,7 +148,11 @@ class Client:
 
     async def start(self) -> None:
         """Load every cell and pending join, and start watching their mailboxes."""
-        now = time.time()
+        # The relay's clock is not known yet, and what has expired is decided by the earlier
+        # of it and ours (docs/protocol.md §C7), which may be up to MAX_RELAY_SKEW behind
+        # ours: a phone running fast must not forget a live alert here. Each cell prunes by
+        # its own clock once connected, before every save.
+        now = self._clock() - MAX_RELAY_SKEW
         for record in self._state.cells:
             record.prune(now)
             crypto = CellCrypto.from_bytes(record.crypto, self.identity)
@@ -265,7 +282,7 @@ class Client:
         key = str(address)
         link = self._links.get(key)
         if link is None:
-            link = self._links[key] = RelayLink(address)
+            link = self._links[key] = RelayLink(address, clock=self._clock)
             self._nursery.start_soon(link.run)
             self._nursery.start_soon(self._route_deliveries, link)
         return link

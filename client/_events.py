@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AlertReceived",
     "CellEvent",
+    "ClockWarning",
     "EpochStale",
     "EquivocationDetected",
     "FloodDetected",
@@ -64,12 +65,18 @@ class Member:
 
 @dataclass(frozen=True, slots=True)
 class AlertReceived:
-    """An alert arrived (from another member, or our own sent from another device)."""
+    """An alert arrived (from another member, or our own sent from another device).
+
+    `late`: it had already expired by one of this device's clocks when it arrived (it came
+    late, or the clocks disagree: see `ClockWarning`). Show it, marked late; it stays in
+    `active_alerts()` as long as it is live by the earlier clock (docs/protocol.md §C7).
+    """
 
     cell: str
     sender: Member
     alert: Alert
     rollup: AlertRollup | None
+    late: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +147,7 @@ class MutedAlertReceived:
     sender: Member
     alert: Alert
     rollup: AlertRollup | None
+    late: bool = False  # as AlertReceived.late
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +242,23 @@ class EpochStale:
     age: int
 
 
+@dataclass(frozen=True, slots=True)
+class ClockWarning:
+    """This device's clock and the relay's disagree by more than `tolerance` seconds.
+
+    `offset` is the relay's clock minus the device's, in seconds (positive: the relay is
+    ahead), as measured when the connection was made; raised once per connection. One of
+    the two is wrong (a phone in the wrong time zone, a relay without NTP, or a relay lying):
+    alerts still arrive, but some may show marked late, or stay a while after they expired
+    (docs/protocol.md §C7). Set the device's clock right; if it is right, tell the relay's
+    operator.
+    """
+
+    cell: str
+    offset: float
+    tolerance: float
+
+
 CellEvent = (
     AlertReceived
     | MutedAlertReceived
@@ -249,4 +274,5 @@ CellEvent = (
     | MessagesRecovered
     | EquivocationDetected
     | EpochStale
+    | ClockWarning
 )

@@ -24,7 +24,10 @@ sees a reconnect except as a short delay.
   arrives for three ping intervals (from `Welcome.ping_interval`) the link gives up on the
   connection and reconnects.
 * **Clock**: the link keeps the offset between the relay's clock (`Welcome.time_ms`) and
-  ours, so callers compute `expires_at` in the relay's time (`relay_time`).
+  the device's (`device_time`), so callers compute times in the relay's (`relay_time`).
+  What it believes of the relay's clock is bounded: never more than `MAX_RELAY_SKEW` from
+  the device's, whatever a welcome says (a misconfigured or hostile relay); `clock_offset`
+  is the offset measured, unbounded, for warnings (docs/protocol.md §C7).
 * **Status**: `statuses()` gives a stream of `LinkStatus` changes for people to see
   (`cellrelay listen` shows them, issue 10): the connection was `lost` (with why), the link
   is `retrying` in N seconds, it is `connected` again, and it has `caught_up`: every watched
@@ -111,6 +114,12 @@ DEAD_AFTER_PINGS: Final = 3  # silence for this many ping intervals means a dead
 RECEIVE_SIZE: Final = 65_537
 DELIVERY_BUFFER: Final = 4096  # deliveries not yet taken by the consumer; beyond it the link waits
 ADMIN_ATTEMPTS: Final = 3  # connections an admin operation is tried on before giving up
+# The most the link believes the relay's clock differs from the device's (seconds). Phones
+# and relays may each be two hours off (issue 9: a phone set to the wrong zone, a relay
+# without NTP), so honest clocks can disagree by four; a relay that claims more is believed
+# only this far (docs/protocol.md §C7), which bounds how much it can stretch or shorten
+# what this member sends or keeps.
+MAX_RELAY_SKEW: Final = 4 * 3600.0
 A = TypeVar("A", Rotate, SetLimits, Delete)
 
 
@@ -202,9 +211,14 @@ class RelayLink:
         *,
         rng: random.Random | None = None,
         on_connected: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        """Create a link to `address`; nothing happens until `run` is started."""
+        """Create a link to `address`; nothing happens until `run` is started.
+
+        `clock` is the device's clock (unix seconds; tests give a skewed one).
+        """
         self.address = address
+        self.device_time = clock
         self._rng = rng or random.SystemRandom()
         self._on_connected = on_connected
         self._watches: dict[MailboxId, _Watch] = {}
@@ -259,8 +273,13 @@ class RelayLink:
         self._state_changed = trio.Event()
 
     def relay_time(self) -> float:
-        """Now, by the relay's clock as last seen (for expires_at)."""
-        return time.time() + self._offset
+        """Now, by the relay's clock as last seen (for expires_at), within MAX_RELAY_SKEW of ours."""
+        return self.device_time() + max(-MAX_RELAY_SKEW, min(MAX_RELAY_SKEW, self._offset))
+
+    @property
+    def clock_offset(self) -> float:
+        """The relay's clock minus the device's, as measured at the last welcome (seconds)."""
+        return self._offset
 
     def statuses(self) -> trio.MemoryReceiveChannel[LinkStatus]:
         """A new stream of this link's status changes from now on (module docstring)."""
@@ -365,7 +384,7 @@ class RelayLink:
             with trio.fail_after(HANDSHAKE_TIMEOUT):
                 await stream.send_all(conn.send(Hello()))
                 welcome = await self._read_welcome(stream, conn)
-            self._offset = welcome.time_ms / 1000 - time.time()
+            self._offset = welcome.time_ms / 1000 - self.device_time()
             self.welcome = welcome
             self._conn, self._stream = conn, stream
             self.connections += 1

@@ -63,8 +63,8 @@ def api_registry() -> Registry:
     registry = Registry(namespace=namespace)
     registry.computed(
         AlertRollup,
-        Computed("resolved", bool, "some member's latest status is resolved"),
-        Computed("false_alarm", bool, "some member's latest status is false alarm"),
+        Computed("resolved", bool, "closed as resolved, by the close rule (protocol §C2)"),
+        Computed("false_alarm", bool, "closed as a false alarm, by the close rule"),
         Computed("closed", bool, "resolved or a false alarm"),
         Computed("last_update_ms", int, "the latest send time of the alert and its statuses"),
     )

@@ -224,6 +224,15 @@ function handle(event) {
       state.warnings.unshift({ cell: event.cell, reason: event.type, detail: notice(event) });
       state.warnings.length = Math.min(state.warnings.length, 50);
       break;
+    case "clock_warning": {
+      // The device's clock and the relay's disagree (docs/protocol.md §C7).
+      const minutes = Math.round(Math.abs(event.offset) / 60);
+      const side = event.offset > 0 ? "ahead of" : "behind";
+      state.warnings.unshift({ cell: event.cell, reason: "clock",
+        detail: `the relay's clock is ${minutes} min ${side} this device's; some alerts may show late` });
+      state.warnings.length = Math.min(state.warnings.length, 50);
+      break;
+    }
     case "events_missed":
       loadAll().catch(report);
       return;

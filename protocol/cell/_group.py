@@ -511,6 +511,22 @@ class CellCrypto:
         """Keep skipped keys only as long as the relay's maximum TTL allows (its `Welcome`)."""
         self._rx.set_key_lifetime(max_ttl + SKIPPED_KEY_SLACK)
 
+    @property
+    def lateness(self) -> float:
+        """How long past its `expires_at` an envelope still opens (seconds; 0 by default).
+
+        A client sets it to its bounded allowance for late delivery and clock skew
+        (docs/protocol.md §G10 step 12, §C7); the key of a message expired beyond it is
+        burned, and the message refused, as before.
+        """
+        return self._rx.lateness
+
+    @lateness.setter
+    def lateness(self, seconds: float) -> None:
+        if not 0 <= seconds < 86_400:
+            raise ValueError("lateness must be within a day")
+        self._rx.lateness = seconds
+
     def parked_refs(self) -> list[int]:
         """The `ref`s given with the envelopes parked now (see `open`), in arrival order."""
         return self._rx.parked_refs()

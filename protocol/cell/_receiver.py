@@ -175,6 +175,7 @@ class Receiver:
         self._next_report = float("-inf")
         self._behind_reported = state.current  # newest epoch reported by `Behind`
         self.wiped = 0  # skipped keys deleted for their age so far (`CellCrypto.wiped`)
+        self.lateness = 0.0  # seconds an envelope still opens past expires_at (CellCrypto)
 
     def open(
         self, envelope: bytes, now: float, ref: int = 0, present_since: float = float("-inf")
@@ -200,9 +201,13 @@ class Receiver:
         cell_id, h_epoch, sender, counter, kind, expires_at = HEADER.unpack(header)
         if cell_id != s.cell_id or h_epoch != epoch_number:
             raise MalformedError("header names another cell or epoch")
+        # Judged by the membership of the envelope's own epoch, not of ours (§G11): what a
+        # member sealed while it was one stays valid for that epoch's history after its
+        # removal, so every member computes the same roll-up however late it catches up.
+        # A removed member has no key to any later epoch.
         info = epoch.members.get(sender)
-        if info is None or (epoch_number != s.current and sender not in s.membership.members):
-            raise NotAMemberError("sender not a member")
+        if info is None:
+            raise NotAMemberError("sender not a member of the envelope's epoch")
         if sender == self._me:
             verify_envelope(epoch.own_public, header, signature, envelope)
             return Own(epoch_number, counter, kind)
@@ -221,7 +226,7 @@ class Receiver:
                 raise OutOfWindowError("counter too far ahead")
         verify_envelope(chain.signing_public, header, signature, envelope)
         # Authenticated: from here on the key is burned, even for an expired message.
-        expired = expires_at <= now
+        expired = expires_at + self.lateness <= now
         recovered = False
         if material is not None:  # a late message whose key was kept when it was skipped
             if not expired:

@@ -8,8 +8,13 @@ layer may hold back an alert until its author's sender key arrives while replies
 already decrypt. So the book is built to depend on the *set* of events it was given, not
 on their order:
 
+* Claimed times are clamped: a content's `sent_at_ms` counts as at most its receipt
+  time plus `CLAIM_TOLERANCE` (docs/protocol.md §C2), so that a member claiming a time
+  far in the future (up to 2^63-1 fits the field) cannot make its word outlast everyone
+  else's or sort its alert first for good. An honest sender stamps the relay's time, which
+  the receiver's clocks also see, so the clamp never touches its claims.
 * A member's status for an alert is the greatest of the statuses it sent, by
-  `(sent_at_ms, rank, message_id, encoding)`: the sender's clock first; within the same
+  `(sent_at_ms, rank, message_id, encoding)`: the sender's (clamped) clock first; within the same
   millisecond the further-along status (responding < on scene < resolved < false alarm);
   then bytes, so that even two different replies under one id (a buggy or hostile sender)
   resolve the same way everywhere. Copies of the winning reply keep the earliest
@@ -19,9 +24,14 @@ on their order:
   name)`: the first one sent, usually the genuine one. The replies stay attached.
 * A reply whose alert has not arrived waits in a pending pool and is attached when it
   does.
-* The alert is *resolved* while some member's latest status is RESOLVED (*a false alarm*
-  likewise), so a member who corrects a mistaken "resolved" un-resolves it. An alert is
-  *active* until it expires or is resolved or declared a false alarm.
+* Who may close an alert is a rule of the protocol (docs/protocol.md §C2, "Closing"),
+  applied by every client alike: the alert's *author* and the cell's *admins* decide
+  (their latest word among them: RESOLVED or FALSE_ALARM closes, a later RESPONDING or
+  ON_SCENE reopens); any other member's RESOLVED or FALSE_ALARM is a *vote*, and
+  `CLOSE_VOTES` votes from different members, later than the deciders' last word, close
+  it. One member alone can therefore never close another member's alert. An alert is
+  *active* until it expires or is closed. The admins are the reader's current ones
+  (`set_admins`), the same for every member in the same epoch.
 
 Memory is bounded, because every event comes from some member and one member may be
 hostile: at most `MAX_ALERTS` alerts and `MAX_ALERTS_PER_MEMBER` per author,
@@ -54,6 +64,8 @@ if TYPE_CHECKING:
     from ._content import Content
 
 __all__ = [
+    "CLAIM_TOLERANCE",
+    "CLOSE_VOTES",
     "MAX_ALERTS",
     "MAX_ALERTS_PER_MEMBER",
     "MAX_PENDING",
@@ -82,6 +94,14 @@ MAX_PENDING_PER_MEMBER: Final = 64
 # relay/_config.py). An alert that has not come by then is not coming.
 PENDING_HORIZON: Final = 7 * 86_400.0
 
+# How far past its receipt a claimed sent_at_ms may lie (seconds): delivery and the error
+# of the clock offset measured in the relay's welcome, with room to spare (docs/protocol.md
+# §C2). The receipt time is the receiver's later clock (client/_cell_member.py).
+CLAIM_TOLERANCE: Final = 300.0
+# Votes from members other than the author and the admins that close an alert together.
+CLOSE_VOTES: Final = 2
+_CLOSING: Final = frozenset({Status.RESOLVED, Status.FALSE_ALARM})
+
 # Within one millisecond, the status further along wins.
 _RANK: Final = {Status.RESPONDING: 0, Status.ON_SCENE: 1, Status.RESOLVED: 2, Status.FALSE_ALARM: 3}
 _PRIORITY_RANK: Final = {Priority.EMERGENCY: 0, Priority.URGENT: 1, Priority.INFO: 2}
@@ -95,7 +115,7 @@ class MemberStatus:
     name: str = field(repr=False)
     status: Status
     note: str | None = field(repr=False)
-    sent_at_ms: int  # by the member's clock
+    sent_at_ms: int  # by the member's clock, clamped to received_at + CLAIM_TOLERANCE
     received_at: float  # by ours: the first copy of this reply that arrived
     message_id: MessageId
 
@@ -109,6 +129,9 @@ class AlertRollup:
     author_name: str = field(repr=False)
     received_at: float
     responders: Mapping[MemberId, MemberStatus]  # latest per member, in member id order
+    sent_at_ms: int = 0  # the alert's claimed send time, clamped (CLAIM_TOLERANCE)
+    outcome: Status | None = None  # RESOLVED or FALSE_ALARM once closed (the close rule)
+    votes: int = 0  # members' votes to close that count now (CLOSE_VOTES close it)
 
     @property
     def alert_id(self) -> MessageId:
@@ -140,23 +163,23 @@ class AlertRollup:
 
     @property
     def resolved(self) -> bool:
-        """Whether some member's latest status says the situation is over."""
-        return any(s.status is Status.RESOLVED for s in self.responders.values())
+        """Whether the alert was closed as resolved (by the close rule: module docstring)."""
+        return self.outcome is Status.RESOLVED
 
     @property
     def false_alarm(self) -> bool:
-        """Whether some member's latest status says it was a false alarm."""
-        return any(s.status is Status.FALSE_ALARM for s in self.responders.values())
+        """Whether the alert was closed as a false alarm (by the close rule)."""
+        return self.outcome is Status.FALSE_ALARM
 
     @property
     def closed(self) -> bool:
         """Whether the alert is resolved or a false alarm."""
-        return self.resolved or self.false_alarm
+        return self.outcome is not None
 
     @property
     def last_update_ms(self) -> int:
-        """The latest send time among the alert and the current statuses (unix ms)."""
-        return max([self.alert.sent_at_ms, *(s.sent_at_ms for s in self.responders.values())])
+        """The latest (clamped) send time among the alert and the current statuses (unix ms)."""
+        return max([self.sent_at_ms, *(s.sent_at_ms for s in self.responders.values())])
 
     def is_active(self, now: float) -> bool:
         """Whether the alert is unexpired at `now` (unix seconds) and not closed."""
@@ -194,20 +217,47 @@ class _Entry:
     held: dict[MemberId, _Held]
     snapshot: AlertRollup | None = None
 
-    def rollup(self) -> AlertRollup:
+    def rollup(self, admins: frozenset[bytes] = frozenset()) -> AlertRollup:
         if self.snapshot is None:
             responders = {m: self.held[m].status for m in sorted(self.held)}
+            outcome, votes = self.outcome(admins)
             self.snapshot = AlertRollup(
                 alert=self.alert,
                 author_id=self.author_id,
                 author_name=self.author_name,
                 received_at=self.received_at,
                 responders=MappingProxyType(responders),
+                sent_at_ms=self.key[0],
+                outcome=outcome,
+                votes=votes,
             )
         return self.snapshot
 
+    def outcome(self, admins: frozenset[bytes]) -> tuple[Status | None, int]:
+        """The close rule (module docstring): RESOLVED, FALSE_ALARM or None (open), and the
+        votes that count now (0 when a decider closed it)."""
+        deciders = [h for m, h in self.held.items() if m == self.author_id or m in admins]
+        last = max(deciders, key=lambda h: h.key, default=None)
+        if last is not None and last.status.status in _CLOSING:
+            return last.status.status, 0
+        votes = [
+            h.status.status
+            for m, h in self.held.items()
+            if h.status.status in _CLOSING
+            and m != self.author_id
+            and m not in admins
+            and (last is None or h.key > last.key)
+        ]
+        if len(votes) < CLOSE_VOTES:
+            return None, len(votes)
+        false_alarms = votes.count(Status.FALSE_ALARM)
+        if false_alarms > len(votes) - false_alarms:
+            return Status.FALSE_ALARM, len(votes)
+        return Status.RESOLVED, len(votes)
+
     def eviction_key(self) -> tuple[bool, int, bytes]:
-        # Least worth keeping first: closed ones, then the soonest to expire.
+        # Least worth keeping first: closed ones, then the soonest to expire. (The snapshot
+        # carries the book's current admins: every path that reads it set them.)
         return (not self.rollup().closed, self.alert.expires_at, self.alert.alert_id)
 
 
@@ -230,6 +280,7 @@ class RollupBook:
         self._max_pending = max_pending
         self._max_pending_per_member = max_pending_per_member
         self._pending_horizon = pending_horizon
+        self._admins: frozenset[bytes] = frozenset()  # set_admins
         self._entries: dict[MessageId, _Entry] = {}
         self._by_author: dict[MemberId, int] = {}  # alerts held per author
         # Replies waiting for their alert, by alert id then member.
@@ -242,6 +293,14 @@ class RollupBook:
     def __len__(self) -> int:
         """Return the number of alerts held."""
         return len(self._entries)
+
+    def set_admins(self, admins: frozenset[bytes]) -> None:
+        """Set who decides alongside each alert's author (the cell's current admins)."""
+        admins = frozenset(admins)
+        if admins != self._admins:
+            self._admins = admins
+            for entry in self._entries.values():
+                entry.snapshot = None
 
     @property
     def pending(self) -> int:
@@ -270,13 +329,13 @@ class RollupBook:
     def rollup(self, alert_id: bytes) -> AlertRollup | None:
         """Return the roll-up of the alert `alert_id`, or None if the book does not hold it."""
         entry = self._entries.get(MessageId(alert_id))
-        return None if entry is None else entry.rollup()
+        return None if entry is None else entry.rollup(self._admins)
 
     def active(self, now: float) -> list[AlertRollup]:
         """Return the alerts unexpired at `now` and not closed: most urgent, then newest, first."""
-        live = [e.rollup() for e in self._entries.values()]
+        live = [e.rollup(self._admins) for e in self._entries.values()]
         live = [r for r in live if r.is_active(now)]
-        live.sort(key=lambda r: (_PRIORITY_RANK[r.alert.priority], -r.alert.sent_at_ms, r.alert_id))
+        live.sort(key=lambda r: (_PRIORITY_RANK[r.alert.priority], -r.sent_at_ms, r.alert_id))
         return live
 
     def prune(self, now: float) -> int:
@@ -302,7 +361,8 @@ class RollupBook:
     def _add_alert(
         self, author_id: MemberId, author_name: str, alert: Alert, received_at: float
     ) -> AlertRollup | None:
-        key: _AlertKey = (alert.sent_at_ms, author_id, alert.encode(), received_at, author_name)
+        sent_at_ms = _clamp(alert.sent_at_ms, received_at)
+        key: _AlertKey = (sent_at_ms, author_id, alert.encode(), received_at, author_name)
         entry = self._entries.get(alert.alert_id)
         if entry is not None:
             if key >= entry.key:
@@ -311,7 +371,7 @@ class RollupBook:
             self._count(author_id, +1)
             entry.key, entry.alert, entry.author_id = key, alert, author_id
             entry.author_name, entry.received_at, entry.snapshot = author_name, received_at, None
-            return entry.rollup() if self._evict(author_id) is not entry else None
+            return entry.rollup(self._admins) if self._evict(author_id) is not entry else None
         entry = _Entry(key, alert, author_id, author_name, received_at, {})
         self._entries[alert.alert_id] = entry
         self._count(author_id, +1)
@@ -321,7 +381,7 @@ class RollupBook:
                 entry.held[member] = held
             else:  # only with max_responders below the pending bounds
                 self.dropped += 1
-        return entry.rollup() if self._evict(author_id) is not entry else None
+        return entry.rollup(self._admins) if self._evict(author_id) is not entry else None
 
     def _evict(self, author_id: MemberId) -> _Entry | None:
         """Keep the alert bounds after `author_id` gained an alert; return what was dropped.
@@ -341,6 +401,8 @@ class RollupBook:
             )
         else:
             return None
+        for entry in self._entries.values():
+            entry.rollup(self._admins)  # eviction_key reads the snapshot
         victim = min(
             (e for e in self._entries.values() if e.author_id == payer),
             key=_Entry.eviction_key,
@@ -363,14 +425,15 @@ class RollupBook:
     def _add_status(
         self, member: MemberId, name: str, reply: StatusReply, received_at: float
     ) -> AlertRollup | None:
+        sent_at_ms = _clamp(reply.sent_at_ms, received_at)
         held = _Held(
-            key=(reply.sent_at_ms, _RANK[reply.status], reply.message_id, reply.encode()),
+            key=(sent_at_ms, _RANK[reply.status], reply.message_id, reply.encode()),
             status=MemberStatus(
                 member_id=member,
                 name=name,
                 status=reply.status,
                 note=reply.note,
-                sent_at_ms=reply.sent_at_ms,
+                sent_at_ms=sent_at_ms,
                 received_at=received_at,
                 message_id=reply.message_id,
             ),
@@ -385,7 +448,7 @@ class RollupBook:
                 return None
             entry.held[member] = held
             entry.snapshot = None
-            return entry.rollup()
+            return entry.rollup(self._admins)
         waiting = self._pending.get(reply.alert_id)
         current = None if waiting is None else waiting.get(member)
         if current is not None:
@@ -410,3 +473,8 @@ class RollupBook:
             self._pending_by_member[member] = left
         else:
             del self._pending_by_member[member]
+
+
+def _clamp(sent_at_ms: int, received_at: float) -> int:
+    """A claimed send time, at most CLAIM_TOLERANCE past its receipt (module docstring)."""
+    return min(sent_at_ms, int((received_at + CLAIM_TOLERANCE) * 1000))

@@ -150,8 +150,9 @@ async def test_an_alert_from_the_lead_board_reaches_the_member_board_and_the_ans
         on_scene = alert_item(lead_page, text).locator(".rollup .on_scene")
         on_scene.wait_for()
         assert on_scene.text_content() == "On scene: ana"
-        item.locator('button[data-status="resolved"]').click()
-        alert_item(lead_page, text).locator('.rollup-state[data-state="resolved"]').wait_for()
+        # Its author closes it (another member's "resolved" is only a vote, §C2).
+        alert_item(lead_page, text).locator('button[data-status="resolved"]').click()
+        item.locator('.rollup-state[data-state="resolved"]').wait_for()
         assert not session.errors, session.errors
 
     await run_in_browser("alert-and-answer", scenario)

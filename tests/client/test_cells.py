@@ -64,7 +64,12 @@ async def test_alert_replies_and_rollup_on_every_member(
         )
         rollup = ben.rollup(alert.alert_id)
         assert rollup is not None
-        assert rollup.resolved
+        assert rollup.resolved_by == {ana.crypto.me.member_id}
+        assert not rollup.resolved  # one member's word is a vote (§C2, "Closing")
+        await ben.reply(alert.alert_id, Status.RESOLVED)  # a second vote closes it
+        await recorders["ana"].wait_for(
+            lambda e: isinstance(e, StatusReceived) and e.rollup is not None and e.rollup.resolved
+        )
         # Each member saw each message exactly once.
         assert len(recorders["ben"].of(AlertReceived)) == 1
 

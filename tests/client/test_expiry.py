@@ -15,7 +15,9 @@ import pytest
 import trio
 
 from cellrelay.client import _cell_member as cell_module
+from cellrelay.client import _link as link_module
 from cellrelay.client._cell_admin import Cell
+from cellrelay.client._events import AlertReceived, ClockWarning
 from cellrelay.protocol.cell._content import Alert
 from cellrelay.relay._memory_store import MemoryStore
 from cellrelay.relay._store import MailboxId, StoredEnvelope
@@ -108,19 +110,33 @@ class KeepsExpired(MemoryStore):
         return 0
 
 
-@pytest.mark.parametrize("clock_lag", [0, 3600], ids=["honest-clock", "clock-set-back-an-hour"])
+@pytest.mark.parametrize(
+    ("clock_lag", "max_skew", "shown"),
+    [(0, None, False), (3600, None, True), (3600, 1.0, False)],
+    ids=["honest-clock", "clock-set-back-an-hour", "set-back-beyond-the-bound"],
+)
 async def test_relay_that_keeps_expired_envelopes_cannot_show_them(
     relays: RelayFactory,
     tmp_path: Path,
     emitted: Emitted,
     monkeypatch: pytest.MonkeyPatch,
     clock_lag: int,
+    max_skew: float | None,
+    shown: bool,
 ) -> None:
     """A hostile relay keeps an expired alert and delivers it, even lying about its clock
-    in its welcome: the member's client refuses it (the expiry inside the authenticated
-    envelope is the one that counts, against a clock the relay cannot move back further
-    than CLOCK_TOLERANCE; one second here instead of five minutes, to keep the test short)."""
-    monkeypatch.setattr(cell_module, "CLOCK_TOLERANCE", 1.0)
+    in its welcome. The expiry inside the authenticated envelope is the one that counts,
+    against the earlier of the device's clock and the relay's, which the client believes
+    only within MAX_RELAY_SKEW of the device's (docs/protocol.md §C7), plus LATE_WINDOW
+    (one second here instead of fifteen minutes, to keep the test short).
+
+    With an honest clock the alert is dropped. A relay claiming its clock is an hour
+    behind is within the bound, which honest clocks need (a relay and a phone may each be
+    two hours off): the alert is shown, but marked late, and the member is warned that the
+    clocks disagree. Beyond the bound (made one second here) it is dropped again."""
+    monkeypatch.setattr(cell_module, "LATE_WINDOW", 1.0)
+    if max_skew is not None:
+        monkeypatch.setattr(link_module, "MAX_RELAY_SKEW", max_skew)
     marker = f"resurrected alert {time.time_ns()}"
     lag = [0.0]
     relay = await relays.start(store=KeepsExpired(), now=lambda: time.time() - lag[0])
@@ -134,16 +150,22 @@ async def test_relay_that_keeps_expired_envelopes_cannot_show_them(
             alert_seq = (
                 await relay.store.read_after(lead.record.group_mailbox, 0, limit=1000, now=0)
             )[-1].seq
-            await sleep_past(alert.expires_at + 1)  # + CLOCK_TOLERANCE
+            await sleep_past(alert.expires_at + 2)  # + LATE_WINDOW, + MAX_RELAY_SKEW when small
             lag[0] = clock_lag
             async with members(tmp_path, "ben") as late:
                 ben = late["ben"].cell("Eastside")
                 with trio.fail_after(10):
                     await ben.wait_synced()
                 assert ben.record.group_cursor >= alert_seq  # the relay did deliver it
-                assert (
-                    ben.link.relay_time() < time.time() - clock_lag + 5
-                )  # and ben believed its clock
+                assert ben.link.clock_offset < -clock_lag + 5  # and ben measured its clock
+                if shown:
+                    await until(lambda: emitted.alerts("ben") == [marker])
+                    (event,) = [e for e in emitted.of("ben") if isinstance(e, AlertReceived)]
+                    assert event.late
+                    assert [type(e) for e in emitted.of("ben") if isinstance(e, ClockWarning)] == [
+                        ClockWarning
+                    ]
+            if not shown:
+                assert emitted.alerts("ben") == []
                 assert texts_of(ben) == []
-            assert emitted.alerts("ben") == []
-            assert marker.encode() not in stored(tmp_path, "ben")
+                assert marker.encode() not in stored(tmp_path, "ben")

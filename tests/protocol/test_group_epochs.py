@@ -20,7 +20,6 @@ from cellrelay.protocol.cell._errors import (
     MalformedError,
     MembershipError,
     NotAdminError,
-    NotAMemberError,
     RemovedError,
     StaleControlError,
     StaleEpochError,
@@ -121,12 +120,17 @@ def test_removed_member_reads_nothing_of_the_next_epoch(cell: Cell) -> None:
 def test_removed_member_cannot_produce_a_message_others_accept(cell: Cell) -> None:
     bob = cell.members["bob"]
     before = CellCrypto.from_bytes(bob.cell.to_bytes(), bob.identity)
+    sent_while_member = before.seal(1, b"answer", expires_at=int(cell.now) + 60, now=cell.now)
     cell.remove("bob")
-    # Bob still holds the old epoch's keys and his chain in it, and seals with them.
+    # What he sealed while a member stays valid for that epoch's history (issue 9,
+    # finding 3): judged by the envelope's epoch, so a member catching up after the
+    # removal computes the same roll-up as one that read it before.
+    assert isinstance(cell["alice"].open(sent_while_member, now=cell.now + 1), Opened)
+    # Bob still holds the old epoch's keys and his chain in it, and seals with them. The
+    # relay closed the old mailbox to him (§C6 item 4); only a relay colluding with him
+    # can still deliver this, and only within the grace window (threat model §3.5).
     old_epoch_message = before.seal(1, b"fake alert", expires_at=int(cell.now) + 60, now=cell.now)
-    with pytest.raises(NotAMemberError):  # within the grace window: refused, he is gone
-        cell["alice"].open(old_epoch_message, now=cell.now + 1)
-    with pytest.raises(StaleEpochError):  # after it: the old epoch is gone altogether
+    with pytest.raises(StaleEpochError):  # after the window: the old epoch is gone altogether
         cell["alice"].open(old_epoch_message, now=cell.now + 601)
     with pytest.raises(RemovedError):
         bob.cell.seal(1, b"x", expires_at=int(cell.now) + 60, now=cell.now)

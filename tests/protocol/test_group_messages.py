@@ -234,6 +234,20 @@ def test_expired_message_is_rejected_and_its_key_burned(cell: Cell) -> None:
         bob.open(late, now=cell.now + 61)  # a skipped key, expired when it came
 
 
+def test_lateness_opens_a_message_that_expired_a_moment_ago_and_no_longer(cell: Cell) -> None:
+    """§G10 step 12 with a client's lateness (§C7): within it an expired message opens (the
+    client shows it marked late); beyond it, it is refused and its key burned as before."""
+    bob = cell["bob"]
+    bob.lateness = 900
+    shown = cell.send("alice", b"late", ttl=60)
+    dropped = cell.send("alice", b"too late", ttl=60)
+    assert bob.open(shown, now=cell.now + 60 + 899).plaintext == b"late"  # type: ignore[union-attr]
+    with pytest.raises(ExpiredError):
+        bob.open(dropped, now=cell.now + 60 + 900)
+    with pytest.raises(ValueError, match="within a day"):
+        bob.lateness = -1
+
+
 def test_wrong_sizes_and_versions_are_malformed(cell: Cell) -> None:
     envelope = cell.send("alice", b"x")
     bob = cell["bob"]

@@ -23,12 +23,15 @@ from cellrelay.protocol.cell._content import (
     new_message_id,
 )
 from cellrelay.protocol.cell._rollup import (
+    CLAIM_TOLERANCE,
+    CLOSE_VOTES,
     MAX_ALERTS,
     MAX_ALERTS_PER_MEMBER,
     MAX_PENDING,
     MAX_PENDING_PER_MEMBER,
     PENDING_HORIZON,
     AlertRollup,
+    MemberStatus,
     RollupBook,
 )
 
@@ -37,7 +40,7 @@ MS = T0 * 1000
 HOUR = 3600
 A1, A2, A3 = (MessageId(bytes([n]) * 16) for n in (1, 2, 3))
 GHOST = MessageId(b"\x09" * 16)  # an alert id that never arrives
-ALICE, BOB, CAROL = (MemberId(bytes([n]) * 16) for n in (0xA, 0xB, 0xC))
+ALICE, BOB, CAROL, DAVE = (MemberId(bytes([n]) * 16) for n in (0xA, 0xB, 0xC, 0xD))
 
 
 def make_alert(
@@ -152,17 +155,23 @@ def test_status_before_alert_is_attached_when_it_arrives() -> None:
     assert book.pending == 0
 
 
-def test_resolved_by_anyone_and_who() -> None:
+def test_resolved_by_two_members_and_who() -> None:
     book = RollupBook()
     book.add(ALICE, "Alice", make_alert(), T0)
     book.add(BOB, "Bob", make_status(Status.ON_SCENE, sent=10), T0)
-    rollup = book.add(CAROL, "Carol", make_status(Status.RESOLVED, sent=20, note="all clear"), T0)
+    one = book.add(CAROL, "Carol", make_status(Status.RESOLVED, sent=20, note="all clear"), T0)
+    assert one is not None
+    assert not one.closed  # one vote: a member alone never closes another's alert
+    assert one.votes == 1
+    assert one.resolved_by == {CAROL}
+    assert one.responders[CAROL].note == "all clear"
+    rollup = book.add(BOB, "Bob", make_status(Status.RESOLVED, sent=30), T0)
     assert rollup is not None
     assert rollup.resolved
     assert rollup.closed
     assert not rollup.false_alarm
-    assert rollup.resolved_by == {CAROL}
-    assert rollup.responders[CAROL].note == "all clear"
+    assert rollup.resolved_by == {BOB, CAROL}
+    assert rollup.votes == 2
     assert book.active(T0 + 1) == []
     assert book.rollup(A1) == rollup  # still held until it expires
 
@@ -170,11 +179,83 @@ def test_resolved_by_anyone_and_who() -> None:
 def test_a_corrected_resolution_reopens_the_alert() -> None:
     book = RollupBook()
     book.add(ALICE, "Alice", make_alert(), T0)
-    book.add(BOB, "Bob", make_status(Status.RESOLVED, sent=10), T0)
-    rollup = book.add(BOB, "Bob", make_status(Status.RESPONDING, sent=20), T0)
+    book.add(ALICE, "Alice", make_status(Status.RESOLVED, sent=10), T0)
+    assert book.active(T0 + 1) == []
+    rollup = book.add(ALICE, "Alice", make_status(Status.RESPONDING, sent=20), T0)
     assert rollup is not None
     assert not rollup.resolved
     assert len(book.active(T0 + 1)) == 1
+
+
+# -- the close rule (issue 9, finding 2) ------------------------------------------------------
+
+
+def test_one_member_cannot_close_an_alert_for_good_with_a_far_future_claim() -> None:
+    """The finding: Bob's false alarm claiming the end of time closed Alice's alert for
+    everyone, and nobody could reopen it. Now it is one vote, its time is clamped, and a
+    second member's vote closes the alert only until the author reopens it."""
+    book = RollupBook()
+    book.add(ALICE, "Alice", make_alert(), T0)
+    far = make_status(Status.FALSE_ALARM, sent=2**63 - 1 - MS)
+    rollup = book.add(BOB, "Bob", far, T0 + 1)
+    assert rollup is not None
+    assert not rollup.closed
+    assert rollup.false_alarm_by == {BOB}
+    assert rollup.responders[BOB].sent_at_ms == (T0 + 1 + CLAIM_TOLERANCE) * 1000
+    assert [r.alert_id for r in book.active(T0 + 2)] == [A1]
+    # The author's own later word decides, whatever Bob claims.
+    book.add(
+        ALICE,
+        "Alice",
+        make_status(Status.ON_SCENE, sent=int(CLAIM_TOLERANCE) * 1000 + 5000),
+        T0 + 1,
+    )
+    rollup = book.add(CAROL, "Carol", make_status(Status.FALSE_ALARM, sent=20), T0 + 1)
+    assert rollup is not None
+    assert not rollup.closed  # Bob's and Carol's votes came before the author's last word
+
+
+def test_the_author_and_admins_decide_and_reopen() -> None:
+    book = RollupBook()
+    book.set_admins(frozenset({CAROL}))
+    book.add(ALICE, "Alice", make_alert(), T0)
+    closed = book.add(CAROL, "Carol", make_status(Status.RESOLVED, sent=10), T0)
+    assert closed is not None
+    assert closed.resolved  # an admin decides alone
+    reopened = book.add(ALICE, "Alice", make_status(Status.RESPONDING, sent=20), T0)
+    assert reopened is not None
+    assert not reopened.closed  # the author's later word reopens it
+    # Two votes after the author's last word close it again.
+    book.add(BOB, "Bob", make_status(Status.FALSE_ALARM, sent=30), T0)
+    book.add(DAVE, "Dave", make_status(Status.FALSE_ALARM, sent=31), T0)
+    rollup = book.rollup(A1)
+    assert rollup is not None
+    assert rollup.false_alarm
+    # Who the admins are is the reader's current membership; a demoted admin is a voter.
+    book.set_admins(frozenset())
+    rollup = book.rollup(A1)
+    assert rollup is not None
+    assert rollup.false_alarm  # still two later votes
+
+
+def test_votes_split_between_resolved_and_false_alarm_resolve() -> None:
+    book = RollupBook()
+    book.add(ALICE, "Alice", make_alert(), T0)
+    book.add(BOB, "Bob", make_status(Status.FALSE_ALARM, sent=10), T0)
+    rollup = book.add(CAROL, "Carol", make_status(Status.RESOLVED, sent=20), T0)
+    assert rollup is not None
+    assert rollup.resolved
+    assert not rollup.false_alarm
+
+
+def test_a_far_future_alert_does_not_sort_first_for_good() -> None:
+    book = RollupBook()
+    book.add(ALICE, "Alice", make_alert(A1, sent=30 * 86_400_000, ttl=31 * 86_400), T0)
+    book.add(BOB, "Bob", make_alert(A2, sent=1_000_000), T0 + 900)  # sent later, honestly
+    rollup = book.rollup(A1)
+    assert rollup is not None
+    assert rollup.sent_at_ms == (T0 + CLAIM_TOLERANCE) * 1000
+    assert [r.alert_id for r in book.active(T0 + 901)] == [A2, A1]
 
 
 def test_false_alarm() -> None:
@@ -287,7 +368,7 @@ def test_alerts_are_bounded_and_the_least_useful_goes_first() -> None:
     book.add(ALICE, "Alice", make_alert(alert_id(1), ttl=100), T0)
     book.add(ALICE, "Alice", make_alert(alert_id(2), ttl=50), T0)
     book.add(ALICE, "Alice", make_alert(alert_id(3), ttl=300), T0)
-    book.add(BOB, "Bob", make_status(Status.RESOLVED, alert_id=alert_id(3)), T0)
+    book.add(ALICE, "Alice", make_status(Status.RESOLVED, alert_id=alert_id(3)), T0)
     # Full: the closed alert goes first, although it expires last.
     assert book.add(ALICE, "Alice", make_alert(alert_id(4), ttl=200), T0) is not None
     assert book.rollup(alert_id(3)) is None
@@ -475,6 +556,36 @@ def test_rollup_is_independent_of_arrival_order(evs: list[Event], data: st.DataO
     assert state_of(one) == state_of(two)
 
 
+@settings(max_examples=200)
+@given(st.lists(events, max_size=12), st.data(), st.sets(st.sampled_from(MEMBERS)))
+def test_the_close_rule_is_independent_of_arrival_order_and_of_when_admins_are_set(
+    evs: list[Event], data: st.DataObject, admins: set[MemberId]
+) -> None:
+    """Every member in the same epoch (same admins) closes the same alerts, whatever order
+    the messages came in, and whether the admins were known before or after them."""
+    shuffled = list(data.draw(st.permutations(evs)))
+    before = RollupBook()
+    before.set_admins(frozenset(admins))
+    for e in evs:
+        before.add(e.sender, e.name, e.content, e.received_at)
+    after = replay(shuffled)
+    after.set_admins(frozenset(admins))
+    assert state_of(before) == state_of(after)
+    for alert_id in ALERT_IDS:
+        rollup = after.rollup(alert_id)
+        if rollup is not None and not admins - {rollup.author_id} and rollup.closed:
+            # Without other deciders, only the author or two voters close it.
+            author = rollup.responders.get(rollup.author_id)
+            voters = [
+                m
+                for m, s in rollup.responders.items()
+                if m != rollup.author_id and s.status in (Status.RESOLVED, Status.FALSE_ALARM)
+            ]
+            assert (
+                author is not None and author.status in (Status.RESOLVED, Status.FALSE_ALARM)
+            ) or len(voters) >= CLOSE_VOTES
+
+
 @given(st.lists(events, max_size=16))
 def test_each_members_status_is_its_latest_sent(evs: list[Event]) -> None:
     book = replay(evs)
@@ -493,9 +604,7 @@ def test_each_members_status_is_its_latest_sent(evs: list[Event]) -> None:
         assert set(rollup.responders) == {member for member, _ in sent}
         for member, status in rollup.responders.items():
             assert status.sent_at_ms == max(t for m, t in sent if m == member)
-        assert rollup.resolved == any(
-            s.status is Status.RESOLVED for s in rollup.responders.values()
-        )
+        assert closed_by_the_rule(rollup) in (rollup.closed, None)
     assert book.pending == len(
         {
             (e.sender, e.content.alert_id)
@@ -503,6 +612,27 @@ def test_each_members_status_is_its_latest_sent(evs: list[Event]) -> None:
             if isinstance(e.content, StatusReply) and book.rollup(e.content.alert_id) is None
         }
     )
+
+
+RANK = {Status.RESPONDING: 0, Status.ON_SCENE: 1, Status.RESOLVED: 2, Status.FALSE_ALARM: 3}
+
+
+def closed_by_the_rule(rollup: AlertRollup) -> bool | None:
+    """docs/protocol.md §C2 "Closing", restated: the author's last word, else later votes
+    (None when a vote and the author's word tie up to their encodings: not decided here)."""
+
+    def key(s: MemberStatus) -> tuple[int, int, bytes]:
+        return (s.sent_at_ms, RANK[s.status], s.message_id)
+
+    author = rollup.responders.get(rollup.author_id)
+    closing = (Status.RESOLVED, Status.FALSE_ALARM)
+    if author is not None and author.status in closing:
+        return True
+    others = [s for m, s in rollup.responders.items() if m != rollup.author_id]
+    if author is not None and any(key(s) == key(author) for s in others):
+        return None
+    votes = [s for s in others if s.status in closing and (author is None or key(s) > key(author))]
+    return len(votes) >= CLOSE_VOTES
 
 
 @given(st.lists(events, max_size=30))
