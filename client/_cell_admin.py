@@ -404,10 +404,13 @@ class Cell(MemberCell):
         cell_info.alert_limit = self.record.alert_limit
         cell_info.muted = tuple(self.record.muted_everyone)
         cell_info.group_from, cell_info.control_from = group_from, control_seq
-        welcome = self.crypto.welcome_for(
-            info.member_id, now=self.link.relay_time(), extra=cell_info.encode()
-        )
         invite = next(i for i in self.record.invites if i.join_mailbox == request.join_mailbox)
+        welcome = self.crypto.welcome_for(
+            info.member_id,
+            now=self.link.relay_time(),
+            invite=self._invite_for(invite),
+            extra=cell_info.encode(),
+        )
         expires_at = max(invite.expires_at, int(self.link.relay_time()) + 3600)
         await self.link.publish(invite.join_mailbox, bytes([JOIN_WELCOME]) + welcome, expires_at)
         invite.used = True

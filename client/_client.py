@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Final
 import trio
 
 from cellrelay.protocol import CellrelayError
+from cellrelay.protocol.cell._errors import GroupError
 from cellrelay.protocol.cell._group import CellCrypto
 from cellrelay.protocol.cell._identity import Identity, member_id_of
 from cellrelay.protocol.cell._invite import Invite
@@ -477,9 +478,16 @@ class Client:
             await self.forget(old)
         link = self.link_for(invite.relay)
         inviter = member_id_of(invite.admin_sign_key, invite.admin_box_key)
-        crypto, distribution = CellCrypto.from_welcome(
-            self.identity, welcome, now=link.relay_time(), inviter=inviter
-        )
+        try:
+            crypto, distribution = CellCrypto.from_welcome(
+                self.identity, welcome, now=link.relay_time(), invite=invite, inviter=inviter
+            )
+        except GroupError as exc:
+            # Not the answer to this request (an old welcome replayed, another invite's, a
+            # forgery): keep waiting for the admin's real one, past it in the mailbox.
+            log.warning("welcome_refused", reason=type(exc).__name__)
+            await self.save()
+            return
         info = CellInfo.decode(crypto.extra)
         cell_record = CellRecord(
             crypto=crypto.to_bytes(),
