@@ -64,6 +64,7 @@ from ._events import (
     MutedAlertReceived,
     ReceiptReceived,
     SecurityWarning,
+    SendFailed,
     StatusReceived,
 )
 from ._keystore import (
@@ -117,6 +118,7 @@ __all__ = [
     "RelayKeyMismatchError",
     "RelayRefusedError",
     "SecurityWarning",
+    "SendFailed",
     "Status",
     "StatusReceived",
     "StatusReply",

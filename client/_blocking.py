@@ -337,6 +337,14 @@ class BlockingCell:
         """Recent unexpired messages."""
         return self._client._read(self._cell.recent)
 
+    def send_status(self, message_id: bytes) -> str | None:
+        """ "sending", "sent" (acknowledged by the relay) or "failed", for a message you sent."""
+        return self._client._read(functools.partial(self._cell.send_status, message_id))
+
+    def unsent(self) -> list[tuple[Content, str]]:
+        """Your messages the relay has not acknowledged: ("sending" or "failed")."""
+        return self._client._read(self._cell.unsent)
+
     def wait_synced(self, *, timeout: float | None = DEFAULT_TIMEOUT) -> None:
         """Wait until what the relay held for this cell when the client connected is processed."""
         self._client._run(self._cell.wait_synced, timeout)

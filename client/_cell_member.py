@@ -35,6 +35,7 @@ Rules that keep keys safe:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from typing import TYPE_CHECKING, Final, Protocol
 
@@ -92,12 +93,13 @@ from ._events import (
     MutedAlertReceived,
     ReceiptReceived,
     SecurityWarning,
+    SendFailed,
     StatusReceived,
 )
 from ._flood import FloodControl
 from ._link import Delivery, RelayLink, RelayRefusedError, Revocation
 from ._log import library_logger
-from ._state import CellRecord, HistoryItem, RequestRecord
+from ._state import FAILED, SENDING, SENT, CellRecord, HistoryItem, RequestRecord
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -131,6 +133,13 @@ CLOCK_TOLERANCE: Final = 300.0
 # wait_synced asks the relay again after this long when an envelope it listed has not come
 # (it may have expired on the way, and an expired envelope is never delivered).
 SYNC_RECHECK: Final = 1.0
+# A send refused because a key rotation raced it (the relay revoked the write key before
+# this member read the epoch change) is sealed again in the new epoch: at most this many
+# attempts in all, each waiting at most RACE_WAIT seconds for the epoch change to come.
+# The admin publishes the change right after the relay's rotation (one round trip).
+SEND_ATTEMPTS: Final = 3
+RACE_WAIT: Final = 30.0
+RACED_ROTATION: Final = frozenset({ErrorCode.REVOKED, ErrorCode.UNAUTHORIZED, ErrorCode.BAD_PROOF})
 
 
 def code_name(code: int) -> str:
@@ -380,7 +389,7 @@ class MemberCell:
         out: list[tuple[Member, Content]] = []
         now = self.clock()
         for item in self.record.history:
-            if item.expires_at > now:
+            if item.expires_at > now and item.status == SENT:  # never what was not sent
                 with contextlib.suppress(ContentError):
                     content = decode_content(item.kind, item.content, allow_local=True)
                     info = Member(member_id=item.sender_id, name=item.sender_name)
@@ -582,34 +591,141 @@ class MemberCell:
         return message
 
     async def _send(self, content: WireContent, expires_at: int) -> None:
+        """Seal and publish `content`; return once the relay acknowledged it.
+
+        It is kept in history as "sending" before it leaves (a crash never loses it) and
+        shown as sent only once the relay acknowledged it. A publish refused because a
+        key rotation raced it (the relay revoked the write key before this member read
+        the epoch change: threat model §3.5) is sealed again in the new epoch once this
+        member has caught up, automatically; a send that finally fails is marked failed
+        in history, reported as `SendFailed`, and raised (issue 9, finding 10).
+        """
         await self.wait_ready()
         if self.crypto.removed:
             raise CellError(f"you were removed from {self.name!r}")
         max_ttl = self.link.welcome.max_ttl if self.link.welcome is not None else None
         if max_ttl is not None:
             expires_at = min(expires_at, int(self.link.relay_time()) + max_ttl)
-        async with self._send_lock:
-            await self._flush_distribution_locked()
-            await self._reserve_counter()
-            envelope = self.crypto.seal(
-                content.KIND, content.encode(), expires_at=expires_at, now=self.link.relay_time()
+        item: HistoryItem | None = None
+        try:
+            for attempt in range(1, SEND_ATTEMPTS + 1):
+                async with self._send_lock:
+                    if self.crypto.removed:
+                        raise CellError(
+                            f"you were removed from {self.name!r} as you sent this; it was not sent"
+                        )
+                    await self._flush_distribution_locked()
+                    await self._reserve_counter()
+                    epoch = self.crypto.epoch
+                    envelope = self.crypto.seal(
+                        content.KIND,
+                        content.encode(),
+                        expires_at=expires_at,
+                        now=self.link.relay_time(),
+                    )
+                    self.record.crypto = self._state_bytes()
+                    if item is None:
+                        item = self._remember_sending(content, expires_at)
+                    # Saved before the envelope leaves, so that a crash of the process never
+                    # loses it from history; not fsync'd: the reservation covers its counter.
+                    await self._save(durable=False)
+                    try:
+                        await self.link.publish(self.record.group_mailbox, envelope, expires_at)
+                    except RelayRefusedError as exc:
+                        if exc.code == ErrorCode.MAILBOX_FULL:
+                            log.warning("send_refused_mailbox_full")
+                            raise MailboxFullError(
+                                f"the relay refused the message: the mailbox of {self.name!r}"
+                                " is full (a member may be flooding it). It was not sent: an"
+                                " admin can remove the flooder or run `cellrelay cell"
+                                " recover`; then send it again"
+                            ) from None
+                        if exc.code not in RACED_ROTATION:
+                            raise
+                        log.info("send_raced_rotation", attempt=attempt, code=code_name(exc.code))
+                    else:
+                        self._mark_sent(item, content)
+                        return
+                # Not under the send lock: applying the epoch change publishes our new
+                # sender key distribution, which takes it.
+                if not await self._caught_up_after(epoch):
+                    break
+            raise CellError(
+                f"the relay refused the message because the keys of {self.name!r} changed,"
+                " and this device could not catch up with the change; it was not sent:"
+                " send it again"
             )
-            self.record.crypto = self._state_bytes()
-            self._remember(self.crypto.me, content, expires_at)
-            # Saved before the envelope leaves, so that a crash of the process never loses
-            # it from history; not fsync'd: the reservation already covers its counter.
-            await self._save(durable=False)
-            try:
-                await self.link.publish(self.record.group_mailbox, envelope, expires_at)
-            except RelayRefusedError as exc:
-                if exc.code != ErrorCode.MAILBOX_FULL:
-                    raise
-                log.warning("send_refused_mailbox_full")
-                raise MailboxFullError(
-                    f"the relay refused the message: the mailbox of {self.name!r} is full"
-                    " (a member may be flooding it). It was not sent: an admin can remove"
-                    " the flooder or run `cellrelay cell recover`; then send it again"
-                ) from None
+        except Exception as exc:
+            if item is not None:
+                self._mark_failed(item, content, str(exc) or type(exc).__name__)
+            raise
+
+    async def _caught_up_after(self, epoch: int) -> bool:
+        """Wait (bounded) until this member has applied an epoch after `epoch`, or was removed."""
+        with trio.move_on_after(RACE_WAIT):
+            while self.crypto.epoch == epoch and not self.crypto.removed:
+                await self._epoch_changed.wait()
+        return self.crypto.epoch != epoch or self.crypto.removed
+
+    def _remember_sending(self, content: WireContent, expires_at: int) -> HistoryItem:
+        """Keep our own message in history, marked as sending (not in the roll-ups yet)."""
+        me = self.crypto.me
+        item = HistoryItem(kind=content.KIND, content=content.encode(), sender_id=me.member_id,
+                           sender_name=me.name, received_at=time.time(), expires_at=expires_at,
+                           status=SENDING)  # fmt: skip
+        self.record.remember(content.message_id, item)
+        return item
+
+    def _restatus(self, item: HistoryItem, status: str) -> HistoryItem | None:
+        """Replace `item` in history with a copy of another status (None if it is gone)."""
+        history = self.record.history
+        for index in range(len(history) - 1, -1, -1):
+            if history[index] is item:
+                history[index] = changed = dataclasses.replace(item, status=status, _encoded=b"")
+                return changed
+        return None  # expired, or bounded out, meanwhile
+
+    def _mark_sent(self, item: HistoryItem, content: WireContent) -> None:
+        changed = self._restatus(item, SENT)
+        if changed is not None:
+            self._book.add(changed.sender_id, changed.sender_name, content, changed.received_at)  # type: ignore[arg-type]
+
+    def _mark_failed(self, item: HistoryItem, content: WireContent, reason: str) -> None:
+        self._restatus(item, FAILED)
+        log.warning("send_failed")
+        self._emit(SendFailed(cell=self.name, content=content, reason=reason))
+
+    def send_status(self, message_id: bytes) -> str | None:
+        """Where a message this member sent stands: "sending", "sent" or "failed".
+
+        None for a message that is not ours, or no longer kept (expired). "sent" means
+        the relay acknowledged it; a message still "sending" after a restart is one whose
+        acknowledgement never came before the process stopped: it may or may not have
+        been stored, and is not shown as sent.
+        """
+        me = self.crypto.me.member_id
+        for item in self.record.history:
+            if item.sender_id != me:
+                continue
+            with contextlib.suppress(ContentError):
+                if (
+                    decode_content(item.kind, item.content, allow_local=True).message_id
+                    == message_id
+                ):
+                    return item.status
+        return None
+
+    def unsent(self) -> list[tuple[Content, str]]:
+        """This member's own messages not acknowledged by the relay, with "sending" or "failed"."""
+        out: list[tuple[Content, str]] = []
+        me = self.crypto.me.member_id
+        for item in self.record.history:
+            if item.sender_id == me and item.status != SENT:
+                with contextlib.suppress(ContentError):
+                    out.append(
+                        (decode_content(item.kind, item.content, allow_local=True), item.status)
+                    )
+        return out
 
     async def _reserve_counter(self) -> None:
         """Make sure the next counter is reserved on disk before it is sealed with (§C6 item 3).
@@ -781,6 +897,8 @@ class MemberCell:
 
     def _fold(self, item: HistoryItem) -> AlertRollup | None:
         """Add a kept message to the roll-ups (when the cell is loaded)."""
+        if item.status != SENT:
+            return None  # our own, never acknowledged: not in any roll-up
         with contextlib.suppress(ContentError):
             content = decode_content(item.kind, item.content, allow_local=True)
             return self._book.add(item.sender_id, item.sender_name, content, item.received_at)  # type: ignore[arg-type]

@@ -29,6 +29,7 @@ from ._events import (
     MuteChanged,
     MutedAlertReceived,
     ReceiptReceived,
+    SendFailed,
     StatusReceived,
 )
 
@@ -301,12 +302,44 @@ def event_json(event: CellEvent) -> dict[str, object]:
         return {"type": "mute", "cell": event.cell, "member": member_json(event.member),
                 "muted": event.muted, "everyone": event.everyone,
                 "by": None if event.by is None else member_json(event.by)}  # fmt: skip
+    if isinstance(event, SendFailed):
+        return send_failed_json(event)
     return {
         "type": "security_warning",
         "cell": event.cell,
         "reason": event.reason,
         "detail": event.detail,
     }
+
+
+def _sent_text(content: object) -> str | None:
+    if isinstance(content, Alert):
+        return content.text
+    text = getattr(content, "text", None)
+    return text if isinstance(text, str) else None
+
+
+def send_failed_json(event: SendFailed) -> dict[str, object]:
+    """A send that was finally not stored by the relay (issue 9, finding 10)."""
+    return {
+        "type": "send_failed",
+        "cell": event.cell,
+        "kind": type(event.content).__name__,
+        "message_id": event.content.message_id.hex(),
+        "text": _sent_text(event.content),
+        "reason": event.reason,
+    }
+
+
+def send_failed_lines(event: SendFailed, style: Style, *, tag: str = "") -> list[str]:
+    """The loud line for a send that failed: it was NOT sent."""
+    text = _sent_text(event.content)
+    what = f"{type(event.content).__name__.lower()} {short_id(event.content.message_id)}"
+    quoted = f": {isolate(text)}" if text is not None else ""
+    return [
+        style.warn(f"{tag}NOT SENT ({what}){quoted}"),
+        f"    {isolate(event.reason)}",
+    ]
 
 
 # -- lines for people -------------------------------------------------------------------------
@@ -419,6 +452,8 @@ def event_lines(
             return [style.bold(f"{tag}{subject} {done} for everyone by {isolate(event.by.name)}")]
         why = "" if event.by is not None else " (flood control)"
         return [style.bold(f"{tag}{subject} {done} on this device{why}")]
+    if isinstance(event, SendFailed):
+        return send_failed_lines(event, style, tag=tag)
     detail = f" ({event.detail})" if event.detail else ""
     return [style.warn(f"{tag}security warning: refused a message: {event.reason}{detail}")]
 

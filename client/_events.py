@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         PlainMessage,
         Receipt,
         StatusReply,
+        WireContent,
     )
     from cellrelay.protocol.cell._rollup import AlertRollup
 
@@ -40,6 +41,7 @@ __all__ = [
     "MutedAlertReceived",
     "ReceiptReceived",
     "SecurityWarning",
+    "SendFailed",
     "StatusReceived",
 ]
 
@@ -167,6 +169,22 @@ class MuteChanged:
     by: Member | None
 
 
+@dataclass(frozen=True, slots=True)
+class SendFailed:
+    """Something this member sent was finally not stored by the relay: it was NOT sent.
+
+    The send raised too; this event is for the screens that showed it as sending. It is
+    kept in history marked failed (`Cell.send_status`), not among sent messages. A send
+    refused because a key rotation raced it is sealed again in the new epoch first, so
+    this comes only when that, too, failed (this member was removed, say). `reason` is a
+    line a person can read.
+    """
+
+    cell: str
+    content: WireContent
+    reason: str
+
+
 CellEvent = (
     AlertReceived
     | MutedAlertReceived
@@ -178,4 +196,5 @@ CellEvent = (
     | SecurityWarning
     | FloodDetected
     | MuteChanged
+    | SendFailed
 )

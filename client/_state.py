@@ -97,6 +97,19 @@ def _decode(data: bytes) -> dict[str, object]:
         raise StateError(f"saved state is damaged ({exc.code.name})") from None
 
 
+SENT: Final = "sent"
+SENDING: Final = "sending"
+FAILED: Final = "failed"
+SEND_STATUSES: Final = (SENT, SENDING, FAILED)
+
+
+def _status(f: dict[str, object]) -> str:
+    status = f.get("status", SENT)
+    if status not in SEND_STATUSES:
+        raise StateError("saved state is damaged (a message's send status)")
+    return str(status)
+
+
 @dataclass(slots=True, kw_only=True)
 class HistoryItem:
     """One message kept for `Cell.recent()` until it expires."""
@@ -107,16 +120,20 @@ class HistoryItem:
     sender_name: str
     received_at: float
     expires_at: int
+    # This member's own sends: "sending" until the relay acknowledged the envelope (never
+    # shown as sent before), "failed" when it finally was not stored; received: "sent".
+    status: str = SENT
     # Items never change once made, and every save writes the whole history: encode once.
     # (Re-encoding a thousand items per save was most of a member's CPU per alert.)
     _encoded: bytes = field(default=b"", repr=False, compare=False)
 
     def encode(self) -> bytes:
         if not self._encoded:
-            self._encoded = encode_map(
-                {"kind": self.kind, "content": self.content, "sender_id": self.sender_id,
-                 "sender_name": self.sender_name, "received_at": self.received_at, "expires_at": self.expires_at}
-            )  # fmt: skip
+            fields: dict[str, object] = {"kind": self.kind, "content": self.content, "sender_id": self.sender_id,
+                 "sender_name": self.sender_name, "received_at": self.received_at, "expires_at": self.expires_at}  # fmt: skip
+            if self.status != SENT:  # absent when sent: older records read as sent
+                fields["status"] = self.status
+            self._encoded = encode_map(fields)
         return self._encoded
 
     @classmethod
@@ -124,7 +141,7 @@ class HistoryItem:
         f = _decode(data)
         return cls(kind=_int(f, "kind"), content=_bytes(f, "content"), sender_id=_bytes(f, "sender_id"),
                    sender_name=_str(f, "sender_name"), received_at=_float(f, "received_at"),
-                   expires_at=_int(f, "expires_at"), _encoded=data)  # fmt: skip
+                   expires_at=_int(f, "expires_at"), status=_status(f), _encoded=data)  # fmt: skip
 
 
 @dataclass(slots=True, kw_only=True)
