@@ -66,6 +66,7 @@ from ._events import (
     SecurityWarning,
     SendFailed,
     StatusReceived,
+    VerifiedKeyChanged,
 )
 from ._keystore import (
     KeystoreBusyError,
@@ -123,6 +124,7 @@ __all__ = [
     "StatusReceived",
     "StatusReply",
     "Subscription",
+    "VerifiedKeyChanged",
     "WrongPassphraseError",
     "create_identity",
     "default_data_dir",

@@ -73,6 +73,7 @@ from cellrelay.protocol.cell._group import CellCrypto, EpochUpdate, Opened, Outc
 from cellrelay.protocol.cell._identity import Identity, MemberInfo
 from cellrelay.protocol.cell._membership import Op
 from cellrelay.protocol.cell._rollup import AlertRollup, RollupBook
+from cellrelay.protocol.cell._safety import safety_number
 from cellrelay.protocol.wire import (
     CapabilityKey,
     Fetch,
@@ -95,6 +96,7 @@ from ._events import (
     SecurityWarning,
     SendFailed,
     StatusReceived,
+    VerifiedKeyChanged,
 )
 from ._flood import FloodControl
 from ._link import Delivery, RelayLink, RelayRefusedError, Revocation
@@ -405,6 +407,66 @@ class MemberCell:
     def _member_of_request(request: RequestRecord) -> Member:
         info = MemberInfo.from_bytes(request.member)
         return Member(member_id=info.member_id, name=info.name)
+
+    # -- safety numbers (docs/protocol.md §C7) ------------------------------------------------
+
+    def _info(self, member: Member) -> MemberInfo:
+        """The keys of a member, or of someone waiting to join (CellError if neither)."""
+        for info in self.crypto.members:
+            if info.member_id == member.member_id:
+                return info
+        for request in self.record.requests:
+            info = MemberInfo.from_bytes(request.member)
+            if info.member_id == member.member_id:
+                return info
+        raise CellError(f"{member.name!r} is not a member of {self.name!r}, nor waiting to join")
+
+    def safety_number(self, member: Member) -> str:
+        """The 60-digit safety number of this member and `member`: compare it in person.
+
+        Both devices show the same digits (`cellrelay cell verify`); a member waiting to
+        join has one too, for the admin to compare before approving. The short id is only
+        a name tag: only this tells that the keys are the person's.
+        """
+        return safety_number(self.crypto.me, self._info(member))
+
+    def is_verified(self, member: Member) -> bool:
+        """Whether this member's person marked `member` verified (these very keys)."""
+        return member.member_id in self.record.verified
+
+    def verified(self) -> list[Member]:
+        """The current members marked verified here."""
+        return [m for m in self.members() if m.member_id in self.record.verified]
+
+    async def mark_verified(self, member: Member) -> None:
+        """Record that the safety numbers matched, compared in person (kept in the keystore)."""
+        info = self._info(member)
+        if info.member_id == self.crypto.me.member_id:
+            raise CellError("you cannot verify yourself: compare with another member")
+        self.record.verified[info.member_id] = info.name
+        await self._save()
+
+    async def unmark_verified(self, member: Member) -> None:
+        """Forget that `member` was verified."""
+        if self.record.verified.pop(member.member_id, None) is not None:
+            await self._save()
+
+    def _check_verified_name(self, change: MembershipChange) -> list[CellEvent]:
+        """A member added under the name of a verified member, with other keys: say so, loudly."""
+        verified = self.record.verified
+        if change.change is not Change.ADDED or change.member_id in verified:
+            return []
+        wanted = change.member_name.casefold()
+        out: list[CellEvent] = []
+        for member_id, name in verified.items():
+            if name.casefold() == wanted:
+                member = next(
+                    (m for m in self.members() if m.member_id == change.member_id),
+                    Member(member_id=change.member_id, name=change.member_name),
+                )
+                log.warning("verified_key_changed")
+                out.append(VerifiedKeyChanged(cell=self.name, member=member, verified_id=member_id))
+        return out
 
     # -- events ----------------------------------------------------------------------------
 
@@ -966,7 +1028,9 @@ class MemberCell:
         if update.distribution is not None:
             self.record.distribution_pending = update.distribution
         if update.entry is not None:
-            events.append(MembershipChanged(cell=self.name, change=self._change_of(update)))
+            change = self._change_of(update)
+            events.append(MembershipChanged(cell=self.name, change=change))
+            events.extend(self._check_verified_name(change))
         elif update.removed_self:  # we cannot read the new epoch's log entry: say what we know
             me = self.crypto.me
             events.append(MembershipChanged(cell=self.name, change=MembershipChange(

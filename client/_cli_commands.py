@@ -37,6 +37,7 @@ from ._cli_output import (
     event_lines,
     isolate,
     member_json,
+    name_tag_note,
     pad,
     plural,
     rollup_json,
@@ -504,6 +505,7 @@ async def cell_approve(ctx: Context, args: argparse.Namespace) -> None:
         ctx.unbound()
         ctx.emit(member_json(member))
         ctx.say(f"Approved {isolate(member.name)} ({member.short_id}) into {isolate(cell.name)}.")
+        ctx.say(name_tag_note(cell.name, member))
         ctx.note(
             "Check that this id is the one their `cellrelay id show` prints: anyone holding the invite could have asked."
         )

@@ -31,6 +31,7 @@ from ._events import (
     ReceiptReceived,
     SendFailed,
     StatusReceived,
+    VerifiedKeyChanged,
 )
 
 if TYPE_CHECKING:
@@ -304,6 +305,9 @@ def event_json(event: CellEvent) -> dict[str, object]:
                 "by": None if event.by is None else member_json(event.by)}  # fmt: skip
     if isinstance(event, SendFailed):
         return send_failed_json(event)
+    if isinstance(event, VerifiedKeyChanged):
+        return {"type": "verified_key_changed", "cell": event.cell,
+                "member": member_json(event.member), "verified_id": event.verified_id.hex()}  # fmt: skip
     return {
         "type": "security_warning",
         "cell": event.cell,
@@ -329,6 +333,30 @@ def send_failed_json(event: SendFailed) -> dict[str, object]:
         "text": _sent_text(event.content),
         "reason": event.reason,
     }
+
+
+def verified_key_changed_lines(
+    event: VerifiedKeyChanged, style: Style, *, tag: str = ""
+) -> list[str]:
+    """The loud lines for a member who has a verified member's name but other keys."""
+    name = isolate(event.member.name)
+    return [
+        style.warn(
+            f"{tag}SECURITY: {name} ({event.member.short_id}) has other keys than the {name}"
+            f" you verified ({short_id(event.verified_id)}): a new phone, or an impostor."
+        ),
+        f"    Do not trust them until you compare safety numbers in person:"
+        f" cellrelay cell verify {_quote(event.cell)} {event.member.short_id}",
+    ]
+
+
+def name_tag_note(cell: str, member: Member) -> str:
+    """After an approval: the 8 digits shown are a name tag; safety numbers are the check."""
+    return (
+        f"The short id {member.short_id} is a name tag, not a check (anyone can make keys whose"
+        f" id starts the same): compare safety numbers in person with"
+        f" cellrelay cell verify {_quote(cell)} {member.short_id}"
+    )
 
 
 def send_failed_lines(event: SendFailed, style: Style, *, tag: str = "") -> list[str]:
@@ -454,6 +482,8 @@ def event_lines(
         return [style.bold(f"{tag}{subject} {done} on this device{why}")]
     if isinstance(event, SendFailed):
         return send_failed_lines(event, style, tag=tag)
+    if isinstance(event, VerifiedKeyChanged):
+        return verified_key_changed_lines(event, style, tag=tag)
     detail = f" ({event.detail})" if event.detail else ""
     return [style.warn(f"{tag}security warning: refused a message: {event.reason}{detail}")]
 

@@ -43,6 +43,7 @@ __all__ = [
     "SecurityWarning",
     "SendFailed",
     "StatusReceived",
+    "VerifiedKeyChanged",
 ]
 
 
@@ -56,7 +57,11 @@ class Member:
 
     @property
     def short_id(self) -> str:
-        """The first 8 hex digits of the member id, for people comparing fingerprints."""
+        """The first 8 hex digits of the member id: a name tag, not a security check.
+
+        Anyone can make keys whose id starts with chosen 8 digits (about 2^32 tries);
+        compare safety numbers (`Cell.safety_number`) to know who someone is.
+        """
         return self.member_id.hex()[:8]
 
 
@@ -185,6 +190,21 @@ class SendFailed:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class VerifiedKeyChanged:
+    """A security event: `member` has the name of someone you verified, but other keys.
+
+    You compared safety numbers with the member `verified_id` (docs/protocol.md §C7);
+    `member` is not them: a new phone, a reinstalled app, or an impostor. Nothing of the
+    verification carries over: compare the new safety number in person before trusting
+    them (`cellrelay cell verify`, `Cell.safety_number`).
+    """
+
+    cell: str
+    member: Member
+    verified_id: bytes
+
+
 CellEvent = (
     AlertReceived
     | MutedAlertReceived
@@ -197,4 +217,5 @@ CellEvent = (
     | FloodDetected
     | MuteChanged
     | SendFailed
+    | VerifiedKeyChanged
 )

@@ -97,6 +97,18 @@ def _decode(data: bytes) -> dict[str, object]:
         raise StateError(f"saved state is damaged ({exc.code.name})") from None
 
 
+def _verified(f: dict[str, object]) -> dict[bytes, str]:
+    out: dict[bytes, str] = {}
+    for entry in _list(f, "verified"):
+        if type(entry) is not bytes or len(entry) < 16:
+            raise StateError("saved state is damaged (verified members)")
+        try:
+            out[entry[:16]] = entry[16:].decode()
+        except UnicodeDecodeError:
+            raise StateError("saved state is damaged (verified members)") from None
+    return out
+
+
 SENT: Final = "sent"
 SENDING: Final = "sending"
 FAILED: Final = "failed"
@@ -269,6 +281,10 @@ class CellRecord:
     requests: list[RequestRecord] = field(default_factory=list)
     history: list[HistoryItem] = field(default_factory=list)
     seen: dict[bytes, int] = field(default_factory=dict)  # message id -> expires_at
+    # Members this member's person verified in person (safety numbers, docs/protocol.md
+    # §C7): member id -> the name it had then. A member id is a hash of the keys, so a
+    # verified id never changes keys; a new id under a verified name is the warning.
+    verified: dict[bytes, str] = field(default_factory=dict)
     # Not saved; they keep a save cheap when the record is large (1,000 kept messages and
     # 20,000 seen ids took 5.6 ms per save, and a client saves after every burst of
     # deliveries). `_earliest` is at most the soonest expiry in `history` and `seen`, so
@@ -319,6 +335,7 @@ class CellRecord:
                 "requests": [r.encode() for r in self.requests],
                 "history": [h.encode() for h in self.history],
                 "seen": seen,
+                "verified": [mid + name.encode() for mid, name in self.verified.items()],
             }
         )
 
@@ -335,6 +352,7 @@ class CellRecord:
             ("alert_limit", 0),
             ("muted_everyone", b""),
             ("muted_here", b""),
+            ("verified", []),
         ):
             f.setdefault(name, default)  # saved before cells could move
         raw_seen = _bytes(f, "seen")
@@ -369,6 +387,7 @@ class CellRecord:
             requests=[RequestRecord.decode(b) for b in _list(f, "requests")],
             history=[HistoryItem.decode(b) for b in _list(f, "history")],
             seen=seen,
+            verified=_verified(f),
         )
 
     def _bound_history(self) -> None:
