@@ -91,7 +91,7 @@ def _invite(cell: CellCrypto, now: float) -> Invite:
     return Invite(
         relay=RelayAddress("127.0.0.1", 7446, bytes(range(32))),
         cell_id=cell.cell_id,
-        cell_name=cell.name,
+        cell_name=cell.name or "bench",
         join_mailbox=MailboxId(bytes(16)),
         admin_sign_key=cell.me.sign_pub,
         admin_box_key=cell.me.dh_pub,

@@ -283,7 +283,8 @@ async def id_show(ctx: Context, args: argparse.Namespace) -> None:
     ctx.say(f"  keystore   {path}")
     ctx.say(f"  cells      {len(state.cells)}")
     ctx.say(
-        "An admin approving you sees the first 8 digits of your member id: tell them, so they know it is you."
+        "The first 8 digits of your member id are a name tag, not a check: to show someone it is"
+        " you, compare safety numbers in person (cellrelay cell verify CELL THEIR-NAME)."
     )
 
 
