@@ -456,7 +456,8 @@ def event_lines(
         member = event.member
         return [
             style.bold(f"{tag}{isolate(member.name)} ({member.short_id}) asks to join")
-            + f": cellrelay cell approve {_quote(event.cell)} {member.short_id}"
+            + f": cellrelay cell approve {_quote(event.cell)} {member.short_id}",
+            f"    compare safety numbers with them first: cellrelay cell verify {_quote(event.cell)} {member.short_id}",
         ]
     if isinstance(event, MutedAlertReceived):  # shown, never rung
         head = alert_headline(
