@@ -15,6 +15,7 @@ out may still go out: the relay link keeps retrying it, as the library always do
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import os
 import re
@@ -68,6 +69,7 @@ from ._api_types import (
     Verification,
     VerifyMember,
 )
+from ._cell_member import CellError
 from ._events import AlertReceived, MessageReceived, ReceiptReceived, StatusReceived
 from ._qr import invite_qr_png_data_uri, invite_qr_svg
 
@@ -162,13 +164,13 @@ ROUTES: Final[tuple[Route, ...]] = (
            response=Rotated, waits=True, errors=(*_CELL, 403, 502)),
     _route("GET", "/cells/{cell}/members", "list_members", "The cell's members.",
            response=MemberList, errors=_CELL, tag="members"),
-    _route("GET", "/cells/{cell}/members/{member}", "get_member", "One member and their fingerprint.",
+    _route("GET", "/cells/{cell}/members/{member}", "get_member", "One member, their fingerprint and your safety number.",
            response=MemberDetail, errors=_CELL, tag="members"),
     _route("DELETE", "/cells/{cell}/members/{member}", "remove_member",
            "Remove a member: new keys; they read nothing sent from now on (admins).",
            response=MemberDetail, waits=True, errors=(*_CELL, 403, 502), tag="members"),
     _route("POST", "/cells/{cell}/members/{member}/verify", "verify_member",
-           "Check the fingerprint a member's own device shows.",
+           "Compare the safety number a member's device shows; mark them verified when it matches.",
            body=VerifyMember, response=Verification, errors=_CELL, tag="members"),
     _route("POST", "/cells/{cell}/members/{member}/promote", "promote_member",
            "Make a member an admin too (admins).",
@@ -325,8 +327,16 @@ class Api:
         )
 
     def _detail(self, cell: Cell, member: Member) -> MemberDetail:
+        number = None
+        if member.member_id != self.client.identity.member_id:
+            with contextlib.suppress(CellError):  # just removed: its keys are gone
+                number = cell.safety_number(member)
         return MemberDetail(
-            cell=cell.name, member=member, fingerprint=_fingerprint(member.member_id)
+            cell=cell.name,
+            member=member,
+            fingerprint=_fingerprint(member.member_id),
+            safety_number=number,
+            verified=cell.is_verified(member),
         )
 
     # -- the daemon -------------------------------------------------------------------------
@@ -450,8 +460,12 @@ class Api:
         body: VerifyMember = call.body
         cell = await self.synced_cell(call)
         member = self._match_member(cell.members(), call.params["member"])
-        digits = re.sub(r"[ :-]", "", body.fingerprint).lower()  # 32 hex digits, by its pattern
-        verified = hmac.compare_digest(digits, member.member_id.hex())
+        if member.member_id == self.client.identity.member_id:
+            raise ApiError(409, "SELF", "compare safety numbers with another member")
+        digits = re.sub(r"[ -]", "", body.safety_number)  # digits only, by its pattern
+        verified = hmac.compare_digest(digits.encode(), cell.safety_number(member).encode())
+        if verified:
+            await cell.mark_verified(member)
         return Verification(cell=cell.name, member=member, verified=verified)
 
     async def promote_member(self, call: Call) -> MemberDetail:

@@ -99,6 +99,10 @@ MAX_FINGERPRINT: Final = 128
 MAX_CODE: Final = 128  # one-time codes and session tokens are 43 characters
 # A member id as people write it down: 32 hex digits, grouped as they like.
 FINGERPRINT_PATTERN: Final = "^[ :-]*([0-9A-Fa-f][ :-]*){32}$"
+MAX_SAFETY_NUMBER: Final = 240
+# Digits, spaces and dashes (a simple pattern: test generators choke on counted groups);
+# a text without exactly 60 digits simply does not match.
+SAFETY_NUMBER_PATTERN: Final = "^[0-9 -]*$"
 
 AlertText = Annotated[str, _spec(Alert, "text")]
 Place = Annotated[str | None, _spec(Alert, "place")]
@@ -221,23 +225,34 @@ class MemberList:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MemberDetail:
-    """A member and the fingerprint to compare with what their device shows."""
+    """A member, their fingerprint, and the safety number to compare with them in person."""
 
     cell: str
     member: Member
     fingerprint: str  # the member id in groups of four hex digits, as read aloud
+    # Yours and this member's (docs/protocol.md §C8): 60 digits, the same on their device;
+    # None for yourself. `verified`: you marked them verified (these very keys).
+    safety_number: str | None = None
+    verified: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class VerifyMember:
-    """The fingerprint the member's own device shows (`cellrelay id show`), to compare."""
+    """The safety number the member's own device shows for the two of you, to compare.
 
-    fingerprint: Annotated[str, Bounds(lo=32, hi=MAX_FINGERPRINT, pattern=FINGERPRINT_PATTERN, description="32 hex digits; spaces, colons and dashes between them are ignored")]  # fmt: skip
+    `cellrelay cell verify CELL YOU` on their device shows it (docs/protocol.md §C8).
+    """
+
+    safety_number: Annotated[str, Bounds(lo=60, hi=MAX_SAFETY_NUMBER, pattern=SAFETY_NUMBER_PATTERN, description="the 60 digits; spaces and dashes between them are ignored")]  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Verification:
-    """Whether the fingerprint given is the member's, all 32 hex digits of it."""
+    """Whether the safety number given is yours and the member's, every digit of it.
+
+    When it is, the member is marked verified on this device (a later member with their
+    name and other keys then raises `verified_key_changed`); when not, nothing changes.
+    """
 
     cell: str
     member: Member

@@ -40,6 +40,7 @@ from ._cli_output import (
     event_lines,
     isolate,
     member_json,
+    name_tag_note,
     pad,
     plural,
     rollup_json,
@@ -297,7 +298,8 @@ async def id_show(ctx: Context, args: argparse.Namespace) -> None:
     ctx.say(f"  keystore   {path}")
     ctx.say(f"  cells      {len(state.cells)}")
     ctx.say(
-        "An admin approving you sees the first 8 digits of your member id: tell them, so they know it is you."
+        "The first 8 digits of your member id are a name tag, not a check: to show someone it is"
+        " you, compare safety numbers in person (cellrelay cell verify CELL THEIR-NAME)."
     )
 
 
@@ -519,6 +521,7 @@ async def cell_approve(ctx: Context, args: argparse.Namespace) -> None:
         ctx.unbound()
         ctx.emit(member_json(member))
         ctx.say(f"Approved {isolate(member.name)} ({member.short_id}) into {isolate(cell.name)}.")
+        ctx.say(name_tag_note(cell.name, member))
         ctx.note(
             "Check that this id is the one their `cellrelay id show` prints: anyone holding the invite could have asked."
         )

@@ -52,6 +52,7 @@ from ._cli_output import (
     event_lines,
     isolate,
     member_json,
+    name_tag_note,
     pad,
     plural,
     rollup_json,
@@ -267,7 +268,8 @@ async def id_show(api: Api, args: argparse.Namespace) -> None:
     ctx.say(f"  keystore   {path}")
     ctx.say(f"  cells      {len(cells['cells'])}")
     ctx.say(
-        "An admin approving you sees the first 8 digits of your member id: tell them, so they know it is you."
+        "The first 8 digits of your member id are a name tag, not a check: to show someone it is"
+        " you, compare safety numbers in person (cellrelay cell verify CELL THEIR-NAME)."
     )
 
 
@@ -461,6 +463,7 @@ async def cell_approve(api: Api, args: argparse.Namespace) -> None:
     member = detail.member
     ctx.emit(member_json(member))
     ctx.say(f"Approved {isolate(member.name)} ({member.short_id}) into {isolate(cell_name)}.")
+    ctx.say(name_tag_note(cell_name, member))
     ctx.note(
         "Check that this id is the one their `cellrelay id show` prints: anyone holding the invite could have asked."
     )
@@ -827,6 +830,13 @@ async def board(api: Api, args: argparse.Namespace) -> None:
         )
 
 
+async def _cell_verify(api: Api, args: argparse.Namespace) -> None:
+    """`cellrelay cell verify` through the daemon: client/_cli_verify.py."""
+    from ._cli_verify import cell_verify_daemon  # it imports this module: imported when used
+
+    await cell_verify_daemon(api, args)
+
+
 _COMMANDS: Final[dict[str, Callable[[Api, argparse.Namespace], Awaitable[None]]]] = {
     "id show": id_show,
     "cell create": cell_create,
@@ -846,4 +856,5 @@ _COMMANDS: Final[dict[str, Callable[[Api, argparse.Namespace], Awaitable[None]]]
     "alerts": alerts,
     "listen": listen,
     "board": board,
+    "cell verify": _cell_verify,
 }

@@ -28,10 +28,12 @@ from typing import TYPE_CHECKING, Final
 import trio
 
 from cellrelay.protocol import CellrelayError
+from cellrelay.protocol.cell._errors import GroupError
 from cellrelay.protocol.cell._group import CellCrypto
-from cellrelay.protocol.cell._identity import Identity, member_id_of
+from cellrelay.protocol.cell._identity import Identity, MemberInfo, member_id_of
 from cellrelay.protocol.cell._invite import Invite
 from cellrelay.protocol.cell._join import JOIN_WELCOME, seal_join_request, split_join_envelope
+from cellrelay.protocol.cell._safety import safety_number
 from cellrelay.protocol.wire import CapabilityKey, MailboxId, RelayAddress
 
 from ._cell_admin import AdminSecrets, Cell
@@ -450,6 +452,16 @@ class Client:
         """Whether this client asked to join with `invite` (waiting, being welcomed, or in)."""
         return invite.join_mailbox in self._joined
 
+    def safety_number_for(self, invite: Invite) -> str:
+        """The safety number of this member and the admin who made `invite` (§C8).
+
+        Compare it with the admin in person (or by a call you trust) before or while
+        waiting for approval: the admin's `Cell.safety_number` of your request shows the
+        same 60 digits only if the invite and the request were not swapped on the way.
+        """
+        admin = MemberInfo.create(invite.admin_sign_key, invite.admin_box_key)
+        return safety_number(self.identity.info, admin)
+
     def pending_joins(self) -> list[Invite]:
         """The invites this member asked to join with, still waiting for an admin's approval."""
         return [Invite.from_bytes(record.invite) for record in self._state.joins]
@@ -506,9 +518,16 @@ class Client:
             await self.forget(old)
         link = self.link_for(invite.relay)
         inviter = member_id_of(invite.admin_sign_key, invite.admin_box_key)
-        crypto, distribution = CellCrypto.from_welcome(
-            self.identity, welcome, now=link.relay_time(), inviter=inviter
-        )
+        try:
+            crypto, distribution = CellCrypto.from_welcome(
+                self.identity, welcome, now=link.relay_time(), invite=invite, inviter=inviter
+            )
+        except GroupError as exc:
+            # Not the answer to this request (an old welcome replayed, another invite's, a
+            # forgery): keep waiting for the admin's real one, past it in the mailbox.
+            log.warning("welcome_refused", reason=type(exc).__name__)
+            await self.save()
+            return
         info = CellInfo.decode(crypto.extra)
         cell_record = CellRecord(
             crypto=crypto.to_bytes(),

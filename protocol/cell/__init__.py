@@ -50,6 +50,7 @@ from ._errors import (
     StaleEpochError,
     TamperedError,
     UnknownEpochError,
+    WelcomeRefusedError,
 )
 from ._group import (
     DEFAULT_KEY_TTL,
@@ -89,6 +90,10 @@ from ._rollup import (
     AlertRollup,
     MemberStatus,
     RollupBook,
+)
+from ._safety import (
+    format_safety_number,
+    safety_number,
 )
 
 __all__ = [
@@ -150,7 +155,10 @@ __all__ = [
     "StatusReply",
     "TamperedError",
     "UnknownEpochError",
+    "WelcomeRefusedError",
     "WireContent",
     "decode_content",
+    "format_safety_number",
     "new_message_id",
+    "safety_number",
 ]

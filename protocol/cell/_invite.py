@@ -55,7 +55,9 @@ __all__ = [
     "INVITE_JOIN_WRITE",
     "INVITE_PREFIX",
     "INVITE_SECRET_SIZE",
+    "INVITE_WELCOME",
     "MAX_INVITE_LINK",
+    "WELCOME_LINGER",
     "Invite",
     "InviteError",
 ]
@@ -86,6 +88,13 @@ _FIXED: Final = struct.Struct(">BI32sH16s16s32s32s32sBH")
 INVITE_JOIN_READ: Final = b"cellrelay/1 invite join-read"
 INVITE_JOIN_WRITE: Final = b"cellrelay/1 invite join-write"
 INVITE_JOIN_PROOF: Final = b"cellrelay/1 invite join-proof"
+# The welcome's commitment to its invite (docs/protocol.md §G7, §C3.3): the same KDF, with
+# the cell id as context, so a welcome names one invite of one cell and reveals nothing of
+# the secret (a keyed BLAKE2b is a PRF of its key).
+INVITE_WELCOME: Final = b"cellrelay/1 invite welcome"
+# A welcome is published with at least an hour to live (an admin may approve just before
+# the invite expires); past the invite's expiry plus this, a joiner refuses any welcome.
+WELCOME_LINGER: Final = 3600
 
 _BASE64URL: Final = re.compile(r"[A-Za-z0-9_-]*")
 _WHITESPACE: Final = re.compile(r"[ \t\r\n]+")
@@ -118,8 +127,8 @@ def _checksum(data: bytes) -> bytes:
     return zlib.crc32(data).to_bytes(INVITE_CHECKSUM_SIZE, "big")
 
 
-def _derive(secret: bytes, purpose: bytes) -> bytes:
-    data = purpose + b"\x00"
+def _derive(secret: bytes, purpose: bytes, context: bytes = b"") -> bytes:
+    data = purpose + b"\x00" + context
     return hashlib.blake2b(data, key=secret, digest_size=INVITE_SECRET_SIZE).digest()
 
 
@@ -181,6 +190,11 @@ class Invite:
     def join_secret(self) -> bytes:
         """The 32 bytes a join request carries (sealed to the admin) to prove it holds the invite."""
         return _derive(self.secret, INVITE_JOIN_PROOF)
+
+    @property
+    def welcome_binding(self) -> bytes:
+        """The 32 bytes a welcome answering this invite carries (signed, §G7): its commitment."""
+        return _derive(self.secret, INVITE_WELCOME, self.cell_id)
 
     # -- expiry -----------------------------------------------------------------------
 
