@@ -64,7 +64,9 @@ from ._identity import (
 from ._invite import (
     INVITE_PREFIX,
     Invite,
+    InviteChecksumError,
     InviteError,
+    InviteExpiredError,
 )
 from ._membership import (
     MAX_MEMBERS,
@@ -116,7 +118,9 @@ __all__ = [
     "GroupError",
     "Identity",
     "Invite",
+    "InviteChecksumError",
     "InviteError",
+    "InviteExpiredError",
     "Kind",
     "LogEntry",
     "MalformedError",

@@ -46,7 +46,22 @@ API_CODES: dict[str, tuple[int, str]] = {
         "The library refused the operation in the cell's present state; `detail` says why.",
     ),
     "BAD_ADDRESS": (422, "The relay address is malformed."),
-    "BAD_INVITE": (422, "The invite link is malformed or expired."),
+    "BAD_INVITE": (422, "The invite link is malformed or damaged; `detail` says how."),
+    "INVITE_TYPO": (
+        422,
+        "The invite link's checksum does not match: a typo; check it was copied exactly.",
+    ),
+    "INVITE_EXPIRED": (410, "The invite has expired: ask the cell's admin for a new one."),
+    "INVITE_USED": (
+        410,
+        "The invite was used or has expired (the relay no longer has its join mailbox): ask for a new one.",
+    ),
+    "RELAY_KEY_MISMATCH": (
+        502,
+        "The relay refused the handshake: it does not hold the key the address or invite names.",
+    ),
+    "RELAY_PROTOCOL": (502, "The relay broke the protocol (a bug, or a hostile relay)."),
+    "KEYSTORE": (500, "The keystore or the saved state could not be read or written."),
     "TOO_LARGE": (413, "The body is over the limit (64 KiB), or a field over its bound (400)."),
     "MALFORMED": (400, "The body is not JSON in UTF-8 (or the request not HTTP)."),
     "UNSUPPORTED": (501, "A transfer coding other than chunked (RFC 9112 §6.1)."),

@@ -1,0 +1,119 @@
+"""Every command goes through a running daemon, and prints what it prints alone.
+
+Issue 15's commands (`cell recover`, `cell mute`, `cell unmute`, `cell alert-limit`) came
+after the daemon: with a daemon running they fell back to running alone, which then failed
+on the identity lock the daemon holds. Here each runs as a real process through the
+installed console script, first alone on one cell, then through a real daemon on a twin
+cell (same members, same history of epochs), and what they print is compared byte for
+byte, for people and for scripts, errors included.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import trio
+
+from cellrelay.client import _cli, _cli_daemon
+from cellrelay.client._client import open_client
+from cellrelay.protocol.wire import RelayAddress
+
+from .cells import admit
+from .conftest import RunningRelay
+from .test_cli import COMMAND_TIMEOUT, PASSPHRASE, Result, cli, identity
+from .test_cli_daemon import start_daemon_process
+
+# Commands that never go through a daemon, and why.
+ALONE = {
+    "id new": "creates the keystore a daemon would hold: there is none yet",
+    "daemon": "is the daemon (a second one refuses at once)",
+}
+
+
+def test_every_command_has_a_route_through_the_daemon() -> None:
+    routed = set(_cli_daemon._COMMANDS)
+    assert set(_cli.COMMANDS) - set(ALONE) <= routed, set(_cli.COMMANDS) - set(ALONE) - routed
+
+
+BOTH = ((), ("--json",))
+# (arguments, expected exit status[, modes]): in this order, on a cell called CELL; each
+# for people and with --json unless it says otherwise.
+SCRIPT: tuple[tuple[tuple[str, ...], int, tuple[tuple[str, ...], ...]], ...] = (
+    (("cell", "alert-limit", "CELL", "3"), 0, BOTH),
+    (("cell", "alert-limit", "CELL", "0"), 1, BOTH),
+    (("cell", "mute", "CELL", "eve"), 0, BOTH),
+    (("cell", "mute", "CELL", "lead"), 1, BOTH),
+    (("cell", "mute", "CELL", "nobody"), 1, BOTH),
+    (("cell", "unmute", "CELL", "eve", "--here"), 0, BOTH),
+    (("cell", "mute", "CELL", "eve", "--here"), 0, BOTH),
+    (("cell", "unmute", "CELL", "eve"), 0, BOTH),
+    (("cell", "recover", "CELL"), 0, BOTH),
+    (("send", "CELL", "Agents at 14th & Main", "--ttl", "8d"), 1, BOTH),
+    (("message", "CELL", "hello", "--ttl", "30d"), 1, BOTH),
+    (("cell", "invite", "CELL", "--ttl", "30d"), 1, BOTH),
+    (("cell", "remove", "CELL", "eve"), 0, ((),)),
+    (("cell", "remove", "CELL", "ana"), 0, (("--json",),)),
+)
+
+
+async def run_script(home: Path, cell: str, *, passphrase: str | None) -> list[Result]:
+    """Each command of SCRIPT, for people and then with --json; outputs with `cell` as CELL."""
+    results = []
+    for args, status, modes in SCRIPT:
+        for flags in modes:
+            command = [cell if a == "CELL" else a for a in args]
+            result = await cli(*command, *flags, home=home, passphrase=passphrase, expect=status)
+            results.append(
+                Result(
+                    result.returncode,
+                    result.stdout.replace(cell, "CELL"),
+                    result.stderr.replace(cell, "CELL"),
+                )
+            )
+    return results
+
+
+async def test_issue_15_commands_through_the_daemon_print_what_they_print_alone(
+    running_relay: RunningRelay, tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    address = str(RelayAddress("127.0.0.1", running_relay.port, running_relay.public_key))
+    lead, ana, eve = (identity(tmp_path, name) for name in ("lead", "ana", "eve"))
+    async with open_client(PASSPHRASE, home=lead) as lead_client:
+        for name in ("Eastside", "Westside"):
+            cell = await lead_client.create_cell(name, address)
+            async with open_client(PASSPHRASE, home=ana) as ana_client:
+                await admit(cell, ana_client)
+            async with open_client(PASSPHRASE, home=eve) as eve_client:
+                await admit(cell, eve_client)
+
+    alone = await run_script(lead, "Eastside", passphrase=PASSPHRASE)
+
+    daemon = await start_daemon_process(lead, nursery)
+    try:
+        # No passphrase: were any command to run alone it would fail, asking for one.
+        through = await run_script(lead, "Westside", passphrase=None)
+    finally:
+        daemon.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(COMMAND_TIMEOUT):
+            code = await daemon.process.wait()
+    assert code == 0, daemon.stderr.decode()
+    assert "Traceback" not in daemon.stderr.decode()
+
+    for args, pair in zip(
+        (a for a, _, modes in SCRIPT for _ in modes), zip(alone, through, strict=True), strict=True
+    ):
+        assert pair[0].stdout == pair[1].stdout, (args, pair)
+        if pair[0].returncode:
+            assert pair[0].stderr == pair[1].stderr, (args, pair)
+    said = [r.stdout for r in through]
+    assert said[0] == (
+        "In CELL, a member who sends more than 3 alerts in a minute is now muted by every"
+        " member's client.\n"
+    )
+    assert said[4].startswith("Muted eve (")
+    assert said[4].endswith(") for everyone in CELL.\n")
+    assert "moved to a fresh mailbox" in said[16]
+    errors = [r.stderr for r in through if r.returncode]
+    assert "cellrelay: you cannot mute yourself\n" in errors
+    assert any("--ttl 8d is longer than the relay of 'CELL' keeps anything" in e for e in errors)
