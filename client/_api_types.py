@@ -497,11 +497,20 @@ class EventsQuery:
 
 @dataclass(frozen=True, slots=True)
 class RelayStateChanged:
-    """The connection to a relay came up or went down (the daemon keeps reconnecting)."""
+    """The connection to a relay came up or went down (the daemon keeps reconnecting).
+
+    `state` says where it is: `lost` (with `reason`), `retrying` in `retry_in` seconds
+    (with why the last attempt failed), `connected` again, and `caught_up` with what the
+    relay stored meanwhile; between `lost` and `caught_up` this member is not listening
+    (issue 10). `connected` is whether a connection is up.
+    """
 
     relay: str  # host:port
     connected: bool
     cells: list[str]
+    state: Literal["lost", "retrying", "connected", "caught_up"] = "connected"
+    reason: str | None = None
+    retry_in: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

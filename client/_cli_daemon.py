@@ -44,11 +44,13 @@ from ._api_types import (
     MessageList,
     MuteResult,
     Recovered,
+    RelayStateChanged,
     ReplySent,
     StreamEvent,
 )
 from ._cell_moves import MAX_ALERT_LIMIT
 from ._cli_commands import CliError, Context, ttl_refusal
+from ._cli_listen import show_status
 from ._cli_output import (
     Style,
     alert_headline,
@@ -68,6 +70,7 @@ from ._cli_output import (
 from ._daemon import DaemonAddress, DaemonRunningError, check_not_running, run_daemon, socket_path
 from ._daemon_client import DaemonConnection, DaemonResponse, open_daemon
 from ._events import AlertReceived, CellEvent, Member, MembershipChanged, StatusReceived
+from ._link import LinkStatus
 from ._openapi import api_registry
 from ._qr import invite_qr_terminal, write_invite_png
 
@@ -813,6 +816,11 @@ async def listen(api: Api, args: argparse.Namespace) -> None:
                     continue  # a newer daemon's event this command does not know
                 if isinstance(event, _CELL_EVENTS):
                     show(event)
+                elif isinstance(event, RelayStateChanged) and names & set(event.cells):
+                    # As `listen` alone shows it: a member must know when they are not
+                    # listening (issue 10).
+                    status = LinkStatus(event.state, event.reason or "", event.retry_in)
+                    show_status(ctx, event.relay, status)
                 elif item.data.get("type") == "events_missed":
                     ctx.note(
                         "cellrelay: the daemon's event stream skipped some events; run `cellrelay alerts` to see the state"
