@@ -15,15 +15,19 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 import trio
 
+from cellrelay.client import RelayKeyMismatchError, open_client
 from cellrelay.client._api import USED_INVITE
+from cellrelay.client._client import create_identity
+from cellrelay.client._keystore import TEST_COST
 from cellrelay.protocol.cell import Invite
 from cellrelay.protocol.wire import MailboxId, RelayAddress
 
 from ..relay.process import open_relay_process
 from .conftest import RunningRelay
-from .daemons import PATIENCE, start_daemon
+from .daemons import PASSPHRASE, PATIENCE, start_daemon
 from .test_cli import CELLRELAY, environment
 from .test_cli_hardening import _Lines
 from .test_daemon_events import open_stream
@@ -86,7 +90,9 @@ async def test_invites_mistyped_expired_used_and_on_a_relay_with_another_key(
         (link, 410, "INVITE_USED", USED_INVITE),
         (stranger.to_link(), 502, "RELAY_KEY_MISMATCH", "the relay's key does not match"),
     )
-    for text, status, code, detail in cases:
+    # Twice each: a join that failed was not asked, so asking again asks again (it used to
+    # answer 201 "waiting for approval" the second time, for a request never sent).
+    for text, status, code, detail in cases + cases:
         started = trio.current_time()
         response = await ana.request(
             "POST", "/joins", json_body={"link": text}, headers={"prefer": "wait=60"}
@@ -145,3 +151,18 @@ async def test_relay_connection_states_are_events_and_listen_shows_them(
         if listen.returncode is None:
             listen.kill()
         await lines.aclose()
+
+
+async def test_a_relay_with_another_key_leaves_no_link_retrying(
+    running_relay: RunningRelay, tmp_path: Path
+) -> None:
+    """A long-lived client (the daemon) kept retrying, for its whole life, a link to an
+    address whose key the relay does not hold, after a join through it had failed."""
+    create_identity(PASSPHRASE, "ana", home=tmp_path / "ana", cost=TEST_COST)
+    stranger = invite_to(RelayAddress("127.0.0.1", running_relay.port, secrets.token_bytes(32)))
+    async with open_client(PASSPHRASE, home=tmp_path / "ana") as client:
+        for _ in range(2):
+            with pytest.raises(RelayKeyMismatchError):
+                await client.request_join(stranger.to_link())
+            assert str(stranger.relay) not in client._links
+            assert not client.asked_to_join(stranger)
