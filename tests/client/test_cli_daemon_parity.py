@@ -10,7 +10,9 @@ byte, for people and for scripts, errors included.
 
 from __future__ import annotations
 
+import secrets
 import signal
+import subprocess
 from pathlib import Path
 
 import trio
@@ -21,8 +23,19 @@ from cellrelay.protocol.wire import RelayAddress
 
 from .cells import admit
 from .conftest import RunningRelay
-from .test_cli import COMMAND_TIMEOUT, PASSPHRASE, Result, cli, identity
+from .test_cli import (
+    CELLRELAY,
+    COMMAND_TIMEOUT,
+    PASSPHRASE,
+    Feed,
+    Result,
+    cli,
+    environment,
+    identity,
+)
 from .test_cli_daemon import start_daemon_process
+from .test_cli_flood import read_text_until
+from .test_daemon_hardening import invite_to
 
 # Commands that never go through a daemon, and why.
 ALONE = {
@@ -117,3 +130,100 @@ async def test_issue_15_commands_through_the_daemon_print_what_they_print_alone(
     errors = [r.stderr for r in through if r.returncode]
     assert "cellrelay: you cannot mute yourself\n" in errors
     assert any("--ttl 8d is longer than the relay of 'CELL' keeps anything" in e for e in errors)
+
+
+async def test_joins_that_fail_say_the_same_through_the_daemon(
+    running_relay: RunningRelay, tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """Issue 10's invite checks on the daemon's path: a typo caught before connecting, a used
+    invite, and a relay that does not hold the key, each in the same one line."""
+    address = RelayAddress("127.0.0.1", running_relay.port, running_relay.public_key)
+    link = invite_to(address).to_link()
+    position = len("cellrelay://join/") + 10
+    typo = link[:position] + ("A" if link[position] != "A" else "B") + link[position + 1 :]
+    stranger = invite_to(RelayAddress("127.0.0.1", running_relay.port, secrets.token_bytes(32)))
+    links = (typo, link, stranger.to_link())
+    ana = identity(tmp_path, "ana")
+    alone = [(await cli("cell", "join", t, home=ana, expect=1)).stderr for t in links]
+    daemon = await start_daemon_process(ana, nursery)
+    try:
+        through = [
+            (await cli("cell", "join", t, home=ana, passphrase=None, expect=1)).stderr
+            for t in links
+        ]
+    finally:
+        daemon.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(COMMAND_TIMEOUT):
+            await daemon.process.wait()
+    assert through == alone
+    assert alone[0].startswith("cellrelay: bad invite link: the invite has a typo")
+    assert alone[1].startswith("cellrelay: this invite was used or has expired")
+    assert alone[2].startswith("cellrelay: the relay's key does not match the invite")
+
+
+async def test_listen_through_the_daemon_shows_a_flood_as_it_does_alone(
+    running_relay: RunningRelay, tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """tests/client/test_cli_flood.py's feed, with `listen` going through ana's daemon."""
+    address = str(RelayAddress("127.0.0.1", running_relay.port, running_relay.public_key))
+    lead, ana, eve = (identity(tmp_path, name) for name in ("lead", "ana", "eve"))
+    async with open_client(PASSPHRASE, home=lead) as lead_client:
+        cell = await lead_client.create_cell("Eastside", address)
+        async with open_client(PASSPHRASE, home=ana) as ana_client:
+            await admit(cell, ana_client)
+        async with open_client(PASSPHRASE, home=eve) as eve_client:
+            await admit(cell, eve_client)
+        await cell.set_alert_limit(3)
+    daemon = await start_daemon_process(ana, nursery)
+    feeds = {}
+    try:
+        for mode in ("json", "text"):
+            process = await trio.lowlevel.open_process(
+                [CELLRELAY, "listen", *(["--json"] if mode == "json" else []), "--home", str(ana)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env=environment(passphrase=None),
+            )  # fmt: skip
+            feeds[mode] = Feed(process)
+        nursery.start_soon(feeds["json"].pump_stderr)
+        await feeds["json"].read_until(lambda line: line["type"] == "listening")
+        # The text feed says on standard error that it listens (then its stderr is pumped).
+        said = feeds["text"].process.stderr
+        assert said is not None
+        with trio.fail_after(COMMAND_TIMEOUT):
+            while b"Listening to" not in feeds["text"].stderr:
+                data = await said.receive_some(65536)
+                assert data, "the text feed ended"
+                feeds["text"].stderr += data
+        nursery.start_soon(feeds["text"].pump_stderr)
+        async with open_client(PASSPHRASE, home=eve) as eve_client:
+            flooder = eve_client.cell("Eastside")
+            await flooder.wait_synced()
+            for n in range(5):
+                await flooder.send_alert(f"flood {n}", priority="emergency")
+        flagged = await feeds["json"].read_until(lambda line: line["type"] == "flood")
+        assert (flagged["member"]["name"], flagged["alerts"], flagged["limit"]) == ("eve", 4, 3)
+        await feeds["json"].read_until(
+            lambda line: line["type"] == "muted_alert" and line["text"] == "flood 4"
+        )
+        kinds = [(line["type"], line.get("text")) for line in feeds["json"].lines]
+        assert [k for k in kinds if k[0] in ("alert", "muted_alert")] == [
+            ("alert", "flood 0"), ("alert", "flood 1"), ("alert", "flood 2"),
+            ("muted_alert", "flood 3"), ("muted_alert", "flood 4"),
+        ]  # fmt: skip
+        mute = next(line for line in feeds["json"].lines if line["type"] == "mute")
+        assert (mute["member"]["name"], mute["muted"], mute["everyone"], mute["by"]) == (
+            "eve", True, False, None)  # fmt: skip
+        text = await read_text_until(feeds["text"], "flood 4")
+    finally:
+        for feed in feeds.values():
+            if feed.process.returncode is None:
+                feed.process.terminate()
+        with trio.fail_after(COMMAND_TIMEOUT):
+            for feed in feeds.values():
+                await feed.process.wait()
+        daemon.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(COMMAND_TIMEOUT):
+            await daemon.process.wait()
+    assert "sent 4 alerts within a minute (the cell allows 3): muted on this device." in text
+    assert any(line.startswith("(muted) ") and "flood 3" in line for line in text.splitlines())
+    assert "eve muted on this device (flood control)" in text
