@@ -20,17 +20,22 @@ import trio
 
 from cellrelay.client import RelayKeyMismatchError, open_client
 from cellrelay.client._api import USED_INVITE
+from cellrelay.client._cli import REFUSALS
 from cellrelay.client._client import create_identity
 from cellrelay.client._keystore import TEST_COST
+from cellrelay.protocol import ErrorCode
 from cellrelay.protocol.cell import Invite
 from cellrelay.protocol.wire import MailboxId, RelayAddress
 
+from ..relay.conftest import RelayFactory, relays
 from ..relay.process import open_relay_process
 from .conftest import RunningRelay
-from .daemons import PASSPHRASE, PATIENCE, start_daemon
-from .test_cli import CELLRELAY, environment
+from .daemons import PASSPHRASE, PATIENCE, make_cell, start_daemon
+from .test_cli import CELLRELAY, cli, environment, one_line_error
 from .test_cli_hardening import _Lines
 from .test_daemon_events import open_stream
+
+__all__ = ["invite_to", "relays"]
 
 
 def invite_to(relay: RelayAddress, *, expires_at: int = 2**32 - 1) -> Invite:
@@ -166,3 +171,29 @@ async def test_a_relay_with_another_key_leaves_no_link_retrying(
                 await client.request_join(stranger.to_link())
             assert str(stranger.relay) not in client._links
             assert not client.asked_to_join(stranger)
+
+
+async def test_a_relay_whose_disk_is_full_is_said_so(
+    nursery: trio.Nursery, relays: RelayFactory, tmp_path: Path
+) -> None:
+    """Issue 10's STORAGE_FULL through the daemon: 507 with the protocol's code, and
+    `cellrelay send` through the daemon says what it says alone (tell the relay's operator)."""
+    store = await relays.open_sqlite()
+    relay = await relays.start(store=store, sweep_interval=3600)
+    lead = await start_daemon(nursery, tmp_path, "lead", tcp=False)
+    await make_cell(lead, relay)
+    await lead.ok("POST", "/cells/Eastside/alerts", 201, json_body={"text": "before"})
+    await store.limit_pages(1)  # SQLite keeps what is in use: no page more
+    for _ in range(200):  # what room the pages in use still have fills up first
+        response = await lead.request(
+            "POST", "/cells/Eastside/alerts", json_body={"text": "Agents at 14th & Main " * 90}
+        )
+        if response.status != 201:
+            break
+    problem = response.json()
+    assert (response.status, problem["code"]) == (507, "STORAGE_FULL"), problem
+    assert problem["detail"].startswith("The relay's storage is full")
+    said = await cli("send", "Eastside", "Agents at 14th & Main", home=lead.home,
+                     passphrase=None, expect=1)  # fmt: skip
+    assert one_line_error(said) == f"cellrelay: {REFUSALS[ErrorCode.STORAGE_FULL]}"
+    lead.stop()
