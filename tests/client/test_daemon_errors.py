@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import errno
 import inspect
+import json
 import secrets
+from pathlib import Path
 
 import pytest
 
@@ -30,6 +32,9 @@ from cellrelay.protocol.wire import HandshakeRefusedError, RelayAddress
 
 from . import docgen_daemon
 
+ROOT = Path(__file__).resolve().parents[2]
+OPENAPI = ROOT / "docs" / "openapi.json"
+PROTOCOL = ROOT / "docs" / "protocol.md"
 PACKAGES = (cellrelay.client, cellrelay.protocol, cellrelay.protocol.cell, cellrelay.protocol.wire)
 
 # Classes an API request can never meet, with why: they are raised before the daemon
@@ -69,7 +74,13 @@ def instance(cls: type[BaseException]) -> BaseException:
 
 
 def documented() -> set[str]:
-    return set(docgen_daemon.API_CODES) | {code.name for code in ErrorCode}
+    """The codes docs/openapi.json lists (`x-problem-codes`), each of the daemon's own also
+    in docs/daemon.md's table and each of the protocol's in docs/protocol.md."""
+    listed = json.loads(OPENAPI.read_text(encoding="utf-8"))["x-problem-codes"]
+    guide, spec = docgen_daemon.DOC.read_text(), PROTOCOL.read_text()
+    for code, entry in listed.items():
+        assert f"`{code}`" in (spec if "protocol" in entry else guide), code
+    return set(listed)
 
 
 def test_the_enumeration_finds_the_library_errors() -> None:
