@@ -30,7 +30,7 @@ from cellrelay.protocol.wire import MailboxId, RelayAddress
 from ..relay.conftest import RelayFactory, relays
 from ..relay.process import open_relay_process
 from .conftest import RunningRelay
-from .daemons import PASSPHRASE, PATIENCE, make_cell, start_daemon
+from .daemons import PASSPHRASE, PATIENCE, admit, make_cell, start_daemon
 from .test_cli import CELLRELAY, cli, environment, one_line_error
 from .test_cli_hardening import _Lines
 from .test_daemon_events import open_stream
@@ -197,3 +197,43 @@ async def test_a_relay_whose_disk_is_full_is_said_so(
                      passphrase=None, expect=1)  # fmt: skip
     assert one_line_error(said) == f"cellrelay: {REFUSALS[ErrorCode.STORAGE_FULL]}"
     lead.stop()
+
+
+async def test_a_flood_and_the_mutes_are_events_on_the_stream(
+    nursery: trio.Nursery, running_relay: RunningRelay, tmp_path: Path
+) -> None:
+    """Issue 15's events reach every API client, as the schema says they look."""
+    lead = await start_daemon(nursery, tmp_path, "lead", tcp=False)
+    eve = await start_daemon(nursery, tmp_path, "eve", tcp=False)
+    await make_cell(lead, running_relay)
+    await admit(lead, eve)
+    await lead.ok("PUT", "/cells/Eastside/alert-limit", json_body={"limit": 3})
+    stream = await open_stream(nursery, lead, "/events?cell=Eastside")
+    for n in range(5):
+        await eve.ok("POST", "/cells/Eastside/alerts", 201, json_body={"text": f"flood {n}"})
+    (flood,) = await stream.wait_for("flood_detected")
+    assert (flood["member"]["name"], flood["alerts"], flood["limit"]) == ("eve", 4, 3)
+    muted = await stream.wait_for("muted_alert_received", 2)
+    assert [m["alert"]["text"] for m in muted] == ["flood 3", "flood 4"]
+    assert [m["sender"]["name"] for m in muted] == ["eve", "eve"]
+    (here,) = await stream.wait_for("mute_changed")
+    assert (here["muted"], here["everyone"], here["by"]) == (True, False, None)
+    assert [a["alert"]["text"] for a in stream.of("alert_received")] == [
+        "flood 0", "flood 1", "flood 2",
+    ]  # fmt: skip
+
+    done = await lead.ok("POST", "/cells/Eastside/members/eve/mute")
+    assert (done["muted"], done["everyone"], done["member"]["name"]) == (True, True, "eve")
+    everyone = await stream.wait_for("mute_changed", 2)
+    assert everyone[-1]["member"]["name"] == "eve"
+    assert everyone[-1]["everyone"] is True
+    again = await lead.ok("POST", "/cells/Eastside/members/eve/unmute", json_body={"here": True})
+    assert (again["muted"], again["everyone"]) == (False, False)
+    refused = await eve.request("PUT", "/cells/Eastside/alert-limit", json_body={"limit": 5})
+    assert (refused.status, refused.json()["code"]) == (403, "NOT_ADMIN")
+    itself = await lead.request("POST", "/cells/Eastside/members/lead/mute")
+    assert (itself.status, itself.json()["code"]) == (409, "REFUSED")
+    before = (await lead.ok("GET", "/cells/Eastside"))["epoch"]
+    recovered = await lead.ok("POST", "/cells/Eastside/recover")
+    assert recovered == {"cell": "Eastside", "epoch": before + 1}
+    await eve.ok("POST", "/cells/Eastside/messages", 201, json_body={"text": "still here"})
