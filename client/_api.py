@@ -76,7 +76,7 @@ from ._api_types import (
 )
 from ._cli_output import duration_text
 from ._events import AlertReceived, MessageReceived, ReceiptReceived, StatusReceived
-from ._link import RelayRefusedError
+from ._link import LinkState, RelayRefusedError
 from ._qr import invite_qr_png_data_uri, invite_qr_svg
 
 if TYPE_CHECKING:
@@ -393,6 +393,18 @@ class Api:
         states = []
         for address, (cell, names) in by_relay.items():
             link = cell.link
+            status = link.status
+            state: LinkState
+            if link.connected:
+                state = (
+                    "connected"
+                    if status is not None and status.state == "connected"
+                    else "caught_up"
+                )
+            else:  # before the first report, the link is trying its first connection
+                state = (
+                    "retrying" if status is None or status.state == "connected" else status.state
+                )
             states.append(
                 RelayState(
                     relay=f"{link.address.host}:{link.address.port}",
@@ -400,6 +412,8 @@ class Api:
                     connected=link.connected,
                     connections=link.connections,
                     cells=names,
+                    state=state,
+                    reason=None if status is None or link.connected else status.reason or None,
                 )
             )
         return states

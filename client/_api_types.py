@@ -147,6 +147,10 @@ class RelayState:
     connected: bool
     connections: int  # connections established since the daemon started (reconnects + 1)
     cells: list[str]
+    # As in `relay_state_changed`: `caught_up` when up and caught up, `connected` while
+    # catching up after a reconnect, `lost` or `retrying` (with `reason`) while down.
+    state: Literal["lost", "retrying", "connected", "caught_up"]
+    reason: str | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -91,6 +91,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Delivery",
     "LinkClosedError",
+    "LinkState",
     "LinkStatus",
     "RelayKeyMismatchError",
     "RelayLink",
@@ -223,6 +224,7 @@ class RelayLink:
         self._admin_counter = 0
         self.welcome: Welcome | None = None
         self.connections = 0  # how many times a connection was established
+        self.status: LinkStatus | None = None  # the last change reported (None: none yet)
         self._status_channels: list[trio.MemorySendChannel[LinkStatus]] = []
         self._goodbye: str | None = None  # the code of the relay's last goodbye, by name
         self._catching_up = False  # after a reconnect, until every watch reached its head
@@ -264,6 +266,7 @@ class RelayLink:
         return receive
 
     def _report(self, status: LinkStatus) -> None:
+        self.status = status
         for channel in list(self._status_channels):
             try:
                 channel.send_nowait(status)

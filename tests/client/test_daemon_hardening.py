@@ -136,6 +136,9 @@ async def test_relay_connection_states_are_events_and_listen_shows_them(
         assert retrying["retry_in"] >= 0
         assert json.loads(await lines.wait_for('"state": "lost"'))["relay"] == f"127.0.0.1:{port}"
         await lines.wait_for('"state": "retrying"')
+        (down,) = (await lead.ok("GET", "/relays"))["relays"]
+        assert (down["connected"], down["state"]) == (False, "retrying")
+        assert down["reason"]
         async with open_relay_process(data_dir, listen=f"127.0.0.1:{port}") as relay:
             with trio.fail_after(PATIENCE):
                 while not any(e["state"] == "caught_up" for e in stream.of("relay_state_changed")):
@@ -148,6 +151,8 @@ async def test_relay_connection_states_are_events_and_listen_shows_them(
             states = [e["state"] for e in stream.of("relay_state_changed")]
             assert states[-2:] == ["connected", "caught_up"]
             assert (await lead.ok("GET", "/cells/Eastside"))["connected"] is True
+            (up,) = (await lead.ok("GET", "/relays"))["relays"]
+            assert (up["connected"], up["state"], up["reason"]) == (True, "caught_up", None)
             listen.terminate()
             with trio.fail_after(PATIENCE):
                 await listen.wait()
