@@ -78,7 +78,7 @@ from bench_group import (
     bench_ed25519,
 )
 
-from cellrelay.client._cell_member import CellInfo
+from cellrelay.client._cell_moves import MAX_ALERT_LIMIT
 from cellrelay.client._client import Client, create_identity, open_client
 from cellrelay.client._events import AlertReceived
 from cellrelay.client._keystore import TEST_COST
@@ -279,8 +279,7 @@ async def admit_all(lead: Cell) -> None:
             MemberInfo.from_bytes(request.member), now=lead.link.relay_time()
         )
         control_from = await lead._propose(change)  # the steps of approve()
-    info = CellInfo.decode(lead.crypto.extra)
-    info.group_from, info.control_from = group_from, control_from
+    info = lead._welcome_info(group_from, control_from)
     expires_at = int(lead.link.relay_time()) + WELCOME_TTL
     for request in requests:
         member = MemberInfo.from_bytes(request.member)
@@ -337,6 +336,9 @@ async def controller(
     async with open_client(PASSPHRASE, home=home / "lead") as client:
         try:
             lead = await client.create_cell("bench", address)
+            # The lead sends an alert every 0.3 s, far beyond the cell's default flood limit
+            # (issue 15): without this every client mutes the lead after ten alerts.
+            await lead.set_alert_limit(MAX_ALERT_LIMIT)
             counts = split_evenly(args.members, args.workers)
             firsts = [sum(counts[:i]) for i in range(len(counts))]
             for first, count in zip(firsts, counts, strict=True):

@@ -55,11 +55,15 @@ from ._client import Client, create_identity, open_client
 from ._events import (
     AlertReceived,
     CellEvent,
+    EpochStale,
+    EquivocationDetected,
     FloodDetected,
     JoinRequested,
     Member,
     MembershipChanged,
     MessageReceived,
+    MessagesMissing,
+    MessagesRecovered,
     MuteChanged,
     MutedAlertReceived,
     ReceiptReceived,
@@ -74,6 +78,12 @@ from ._keystore import (
     default_data_dir,
 )
 from ._link import LinkClosedError, RelayKeyMismatchError, RelayRefusedError
+from ._panic import (
+    LocalStateDestroyed,
+    clear_duress_passphrase,
+    destroy_local_state,
+    set_duress_passphrase,
+)
 from ._qr import invite_qr_terminal, write_invite_png
 
 __all__ = [
@@ -91,6 +101,8 @@ __all__ = [
     "ClientClosedError",
     "Content",
     "ContentError",
+    "EpochStale",
+    "EquivocationDetected",
     "EventStream",
     "FloodDetected",
     "Invite",
@@ -100,12 +112,15 @@ __all__ = [
     "KeystoreError",
     "KeystoreExistsError",
     "LinkClosedError",
+    "LocalStateDestroyed",
     "MailboxFullError",
     "Member",
     "MemberStatus",
     "MembershipChange",
     "MembershipChanged",
     "MessageReceived",
+    "MessagesMissing",
+    "MessagesRecovered",
     "MuteChanged",
     "MutedAlertReceived",
     "PlainMessage",
@@ -122,9 +137,12 @@ __all__ = [
     "StatusReply",
     "Subscription",
     "WrongPassphraseError",
+    "clear_duress_passphrase",
     "create_identity",
     "default_data_dir",
+    "destroy_local_state",
     "invite_qr_terminal",
     "open_client",
+    "set_duress_passphrase",
     "write_invite_png",
 ]

@@ -399,11 +399,7 @@ class Cell(MemberCell):
         async with self._admin_lock:
             change = self.crypto.add_member(info, now=self.link.relay_time())
             control_seq = await self._propose(change)
-        cell_info = CellInfo.decode(self.crypto.extra)
-        cell_info.group = self.record.group_mailbox  # the cell may have moved since
-        cell_info.alert_limit = self.record.alert_limit
-        cell_info.muted = tuple(self.record.muted_everyone)
-        cell_info.group_from, cell_info.control_from = group_from, control_seq
+        cell_info = self._welcome_info(group_from, control_seq)
         welcome = self.crypto.welcome_for(
             info.member_id, now=self.link.relay_time(), extra=cell_info.encode()
         )
@@ -533,6 +529,15 @@ class Cell(MemberCell):
                 return
             extra = ChangeExtra(muted=tuple(ids)).encode()
             await self._propose(self.crypto.rotate(now=self.link.relay_time(), extra=extra))
+
+    def _welcome_info(self, group_from: int, control_from: int) -> CellInfo:
+        """What a welcome tells a joiner of the cell: mailboxes, cursors and settings (§C5)."""
+        cell_info = CellInfo.decode(self.crypto.extra)
+        cell_info.group = self.record.group_mailbox  # the cell may have moved since
+        cell_info.alert_limit = self.record.alert_limit
+        cell_info.muted = tuple(self.record.muted_everyone)
+        cell_info.group_from, cell_info.control_from = group_from, control_from
+        return cell_info
 
     async def set_alert_limit(self, limit: int) -> None:
         """Set how many alerts a member may send per minute before every client mutes it.

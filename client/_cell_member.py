@@ -35,6 +35,7 @@ Rules that keep keys safe:
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from typing import TYPE_CHECKING, Final, Protocol
 
@@ -59,6 +60,7 @@ from cellrelay.protocol.cell._content import (
 )
 from cellrelay.protocol.cell._errors import (
     EpochGapError,
+    EquivocationError,
     ExpiredError,
     GroupError,
     PendingOverflowError,
@@ -71,6 +73,7 @@ from cellrelay.protocol.cell._errors import (
 from cellrelay.protocol.cell._group import CellCrypto, EpochUpdate, Opened, Outcome
 from cellrelay.protocol.cell._identity import Identity, MemberInfo
 from cellrelay.protocol.cell._membership import Op
+from cellrelay.protocol.cell._outcomes import Behind, Missing
 from cellrelay.protocol.cell._rollup import AlertRollup, RollupBook
 from cellrelay.protocol.wire import (
     CapabilityKey,
@@ -85,9 +88,13 @@ from ._cell_refetch import Refetch, make_ref
 from ._events import (
     AlertReceived,
     CellEvent,
+    EpochStale,
+    EquivocationDetected,
     Member,
     MembershipChanged,
     MessageReceived,
+    MessagesMissing,
+    MessagesRecovered,
     MuteChanged,
     MutedAlertReceived,
     ReceiptReceived,
@@ -131,6 +138,16 @@ CLOCK_TOLERANCE: Final = 300.0
 # wait_synced asks the relay again after this long when an envelope it listed has not come
 # (it may have expired on the way, and an expired envelope is never delivered).
 SYNC_RECHECK: Final = 1.0
+# An absence from the group mailbox longer than this may let a message expire unseen on
+# the relay, so a gap that opens across it is not reported as withheld (docs/protocol.md
+# §G10.2); a shorter break (a reconnect) keeps this member present. A reply lives at least
+# a minute (`reply`) and alerts an hour by default; a message sent with a life under a
+# minute that expires during a short break is reported missing.
+PRESENCE_GAP: Final = 60.0
+# An epoch older than this (by this device's clock) is reported (`EpochStale`): an admin's
+# client rotates every ROTATE_AFTER (a day, client/_client.py), and two hours is the margin
+# for admins' devices being offline or asleep.
+EPOCH_STALE_AFTER: Final = 26 * 3600.0
 
 
 def code_name(code: int) -> str:
@@ -254,6 +271,12 @@ class MemberCell:
         self._refetch = Refetch(self)  # parked envelopes, fetched again (client/_cell_refetch.py)
         self._flood = FloodControl(self)  # mutes a member who floods (client/_flood.py)
         self._live = False  # the envelope being opened came live, not in a catch-up
+        # Since when (on `clock()`) this member has read the group mailbox without a break
+        # longer than PRESENCE_GAP (inf: not yet, since the link came up), and the link
+        # connection that was judged on; `EpochStale` already said for this epoch.
+        self._present_since = math.inf
+        self._presence_connection = 0
+        self._stale_reported = 0
         self._upkeeping = False  # `upkeep` is running
         for item in record.history:
             self._fold(item)
@@ -263,6 +286,11 @@ class MemberCell:
         if skipped:
             self._dirty = True
             log.info("send_counters_skipped", count=skipped)
+            # Say so to the others (docs/protocol.md §G8.2): the distribution again, from
+            # the counter we skipped to, so their chains move on and the counters we never
+            # used are not reported missing (`MessagesMissing`). Published before the next
+            # message, as any pending distribution (`_flush_distribution`).
+            record.distribution_pending = crypto.distribution(now=time.time())
 
     def __repr__(self) -> str:
         return f"<Cell {self.name!r} epoch={self.crypto.epoch}>"
@@ -672,16 +700,40 @@ class MemberCell:
             return
         # Live: past the head when the mailbox was watched (not a catch-up); flood control.
         live = event.seq > self._heads.get(self.record.group_mailbox, 0)
+        self._note_presence(event.seq)
         self._take(event.envelope, make_ref(self.record.group_generation, event.seq), live=live)
         # max: envelopes fetched again (client/_cell_refetch.py) may come after later ones.
         self.record.group_cursor = max(self.record.group_cursor, event.seq)
         self._refetch.delivered(event.seq)
 
+    def _note_presence(self, seq: int) -> None:
+        """Follow since when this member reads the group mailbox live (docs/protocol.md §G10.2).
+
+        A connection that came up after a break longer than PRESENCE_GAP (or the first)
+        ends the presence; it starts again with the first delivery past the head the
+        relay reported when the mailbox was watched on that connection, that is, once
+        the catch-up is over. Gaps in what a sender sent while this member was away are
+        not reported: those messages may have expired on the relay.
+        """
+        link = self.link
+        if link.connections != self._presence_connection:
+            self._presence_connection = link.connections
+            if link.away_before > PRESENCE_GAP:
+                self._present_since = math.inf
+        mailbox = self.record.group_mailbox
+        head = link.watch_head(mailbox)
+        if head is None:
+            head = self._heads.get(mailbox, 0)
+        if seq > head and self._present_since == math.inf:
+            self._present_since = self.clock()
+
     def _take(self, envelope: bytes, ref: int, *, live: bool = False) -> None:
         """Open one group envelope (`ref`: its mailbox and seq) and queue what it means."""
         now = self.clock()
         try:
-            outcome: Outcome | GroupError = self.crypto.open(envelope, now=now, ref=ref)
+            outcome: Outcome | GroupError = self.crypto.open(
+                envelope, now=now, ref=ref, present_since=self._present_since
+            )
         except GroupError as exc:
             outcome = exc
         self._live = live
@@ -692,7 +744,54 @@ class MemberCell:
         # 100 members each saving (state encoding, SecretBox, fsync) after every delivery,
         # saving was three quarters of a member's CPU per alert (bench/bench_cells.py).
         self._queued.extend(self._outcome(outcome))
+        self._queued.extend(self._notices(now))
         self._dirty = True
+
+    def check_notices(self) -> bool:
+        """Queue what should have arrived and has not; True if there is something to save.
+
+        The client calls it every minute, then saves and calls `flush`: a gap is reported
+        (`MessagesMissing`) once it is `GAP_GRACE` old even when nothing else arrives, and
+        an epoch that has not changed for too long (`EpochStale`) is reported once.
+        """
+        if not self.started or self.crypto.removed:
+            return False
+        wiped = self.crypto.wiped
+        events = self._notices(self.clock())
+        if self.crypto.wiped != wiped:  # skipped keys past their life: off the disk now
+            self._dirty = True
+        age = self.epoch_age()
+        epoch = self.crypto.epoch
+        if (
+            age > EPOCH_STALE_AFTER
+            and self._stale_reported != epoch
+            and self.link.connected
+            and self._processed(self.record.control_mailbox)
+            >= self._heads.get(self.record.control_mailbox, 0)
+        ):
+            self._stale_reported = epoch
+            log.warning("epoch_stale", age=int(age))
+            events.append(EpochStale(cell=self.name, epoch=epoch, newer=0, age=int(age)))
+        if events:
+            self._queued.extend(events)
+            self._dirty = True
+        return self._dirty
+
+    def _notices(self, now: float) -> list[CellEvent]:
+        """The group layer's notices (`CellCrypto.check`) as events."""
+        if self.link.welcome is not None:
+            self.crypto.set_max_ttl(self.link.welcome.max_ttl)
+        events: list[CellEvent] = []
+        for notice in self.crypto.check(now):
+            if isinstance(notice, Missing):
+                log.warning("messages_missing", count=notice.count)
+                events.append(MessagesMissing(cell=self.name, sender=self._member(notice.sender),
+                                              count=notice.count))  # fmt: skip
+            elif isinstance(notice, Behind):
+                log.warning("epoch_behind", epoch=notice.epoch, newer=notice.newer)
+                events.append(EpochStale(cell=self.name, epoch=notice.epoch, newer=notice.newer,
+                                         age=int(self.epoch_age())))  # fmt: skip
+        return events
 
     def sync_record(self) -> None:
         """Copy the group layer's state into the record, if it changed (before a save)."""
@@ -718,6 +817,10 @@ class MemberCell:
             if isinstance(outcome, PendingOverflowError):  # not lost: fetched again later
                 self._refetch.refused(outcome.ref)
                 return []
+            if isinstance(outcome, EquivocationError):
+                log.warning("equivocation", counter=outcome.counter)
+                return [EquivocationDetected(cell=self.name, member=self._member(outcome.sender),
+                                             epoch=outcome.epoch, counter=outcome.counter)]  # fmt: skip
             if isinstance(outcome, QUIET_REFUSALS):
                 # Nothing for the app, but a steady stream of these is worth a look.
                 log.debug("envelope_dropped", reason=type(outcome).__name__)
@@ -730,6 +833,9 @@ class MemberCell:
                 self._note_joined(outcome.sender)
             if outcome.kind != KIND_SENDER_KEY:
                 out.extend(self._content(outcome))
+            if outcome.recovered:
+                out.append(MessagesRecovered(cell=self.name, sender=self._member(outcome.sender),
+                                             count=1))  # fmt: skip
             for released in outcome.released:
                 out.extend(self._outcome(released))
         return out

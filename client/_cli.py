@@ -36,9 +36,9 @@ from cellrelay.protocol.cell import ContentError, InviteError
 from cellrelay.protocol.wire import AddressError
 
 from . import _cli_commands as commands
-from . import _cli_daemon
+from . import _cli_daemon, _cli_panic
 from ._cell_member import CellError
-from ._cli_commands import CliError, Context, run_command
+from ._cli_commands import CliError, Context, read_secret, run_command
 from ._cli_listen import listen
 from ._cli_output import Style, parse_duration
 from ._client import KEYSTORE_NAME
@@ -107,6 +107,8 @@ COMMANDS: Final[dict[str, Callable[[Context, argparse.Namespace], Awaitable[None
     "alerts": commands.alerts,
     "listen": listen,
     "daemon": _cli_daemon.daemon_command,
+    "keystore set-duress": _cli_panic.set_duress,
+    "keystore clear-duress": _cli_panic.clear_duress,
 }
 
 
@@ -339,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="read `reply ALERT_ID STATUS [NOTE]` lines from standard input (the default on a terminal)",
     )
     _cli_daemon.add_parsers(commands, common)
+    _cli_panic.add_parsers(commands, common)
     demo_text = "run a relay and a three-member cell on this machine, and show an alert"
     demo = commands.add_parser("demo", help=demo_text, description=demo_text)
     demo.add_argument("--keep", action="store_true", help="keep the demo's temporary directory")
@@ -352,13 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _passphrase(args: argparse.Namespace, env: MutableMapping[str, str], *, new: bool) -> str:
     source = getattr(args, "passphrase_file", None)
     if source is not None:
-        try:
-            text = (
-                sys.stdin.readline() if source == "-" else Path(source).read_text(encoding="utf-8")
-            )
-        except OSError as exc:
-            raise CliError(f"cannot read the passphrase file: {exc.strerror}: {source}") from None
-        return text.rstrip("\r\n")
+        return read_secret(source, "passphrase")
     if env.get("CELLRELAY_PASSPHRASE"):
         return env["CELLRELAY_PASSPHRASE"]
     if not sys.stdin.isatty():
@@ -517,6 +514,8 @@ def _main(argv: Sequence[str] | None) -> int:
 
 def _run(args: argparse.Namespace, home: Path, env: MutableMapping[str, str]) -> int:
     key = f"{args.command} {args.subcommand}" if getattr(args, "subcommand", None) else args.command
+    if key == "panic":  # at once: no passphrase, no daemon to ask (client/_cli_panic.py)
+        return _cli_panic.panic(home, json_mode=bool(getattr(args, "json", False)))
     # A daemon running for this identity holds the keystore: go through it (no passphrase).
     timeout = getattr(args, "timeout", None) or DEFAULT_TIMEOUT
     json_mode = bool(getattr(args, "json", False))

@@ -18,6 +18,8 @@ import sys
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Final, TextIO
 
 import trio
@@ -49,6 +51,7 @@ from ._client import KEYSTORE_NAME, create_identity, open_client
 from ._events import Member, StatusReceived
 from ._keystore import Keystore
 from ._link import RelayRefusedError
+from ._panic import duress_companions
 from ._qr import invite_qr_terminal, write_invite_png
 from ._shims import forget_cell, join_known, pending_joins, subscribe
 from ._state import ClientState
@@ -56,7 +59,6 @@ from ._state import ClientState
 if TYPE_CHECKING:
     import argparse
     from collections.abc import AsyncIterator, Awaitable, Callable
-    from pathlib import Path
 
     from ._cell_admin import Cell
     from ._client import Client
@@ -82,6 +84,15 @@ REQUEST_SETTLE: Final = 3.0
 
 class CliError(Exception):
     """A failure the command line reports as one line; the message says what to do next."""
+
+
+def read_secret(source: str, what: str) -> str:
+    """A passphrase from the file `source` (`-`: the first line of standard input)."""
+    try:
+        text = sys.stdin.readline() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"cannot read the {what} file: {exc.strerror}: {source}") from None
+    return text.rstrip("\r\n")
 
 
 @dataclass(slots=True, kw_only=True)
@@ -269,7 +280,10 @@ async def id_show(ctx: Context, args: argparse.Namespace) -> None:
     """`cellrelay id show`: the identity, from the keystore alone (no network)."""
     del args
     path = ctx.home / KEYSTORE_NAME
-    keystore, payload = await trio.to_thread.run_sync(Keystore.open, path, ctx.passphrase)
+    companions = duress_companions(ctx.home)
+    keystore, payload = await trio.to_thread.run_sync(
+        partial(Keystore.open, path, ctx.passphrase, companions=companions)
+    )
     keystore.close()
     state = ClientState.decode(payload)
     identity = Identity.from_bytes(state.identity)

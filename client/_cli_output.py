@@ -21,11 +21,15 @@ from cellrelay.protocol.cell import Alert, Priority, Status
 
 from ._events import (
     AlertReceived,
+    EpochStale,
+    EquivocationDetected,
     FloodDetected,
     JoinRequested,
     Member,
     MembershipChanged,
     MessageReceived,
+    MessagesMissing,
+    MessagesRecovered,
     MuteChanged,
     MutedAlertReceived,
     ReceiptReceived,
@@ -301,6 +305,16 @@ def event_json(event: CellEvent) -> dict[str, object]:
         return {"type": "mute", "cell": event.cell, "member": member_json(event.member),
                 "muted": event.muted, "everyone": event.everyone,
                 "by": None if event.by is None else member_json(event.by)}  # fmt: skip
+    if isinstance(event, MessagesMissing | MessagesRecovered):
+        kind = "missing" if isinstance(event, MessagesMissing) else "recovered"
+        return {"type": kind, "cell": event.cell, "from": member_json(event.sender),
+                "count": event.count}  # fmt: skip
+    if isinstance(event, EquivocationDetected):
+        return {"type": "equivocation", "cell": event.cell, "member": member_json(event.member),
+                "epoch": event.epoch, "counter": event.counter}  # fmt: skip
+    if isinstance(event, EpochStale):
+        return {"type": "epoch_stale", "cell": event.cell, "epoch": event.epoch,
+                "newer": event.newer, "age": event.age}  # fmt: skip
     return {
         "type": "security_warning",
         "cell": event.cell,
@@ -419,8 +433,50 @@ def event_lines(
             return [style.bold(f"{tag}{subject} {done} for everyone by {isolate(event.by.name)}")]
         why = "" if event.by is not None else " (flood control)"
         return [style.bold(f"{tag}{subject} {done} on this device{why}")]
+    if isinstance(event, MessagesMissing | MessagesRecovered | EquivocationDetected | EpochStale):
+        return _notice_lines(event, style, tag)
     detail = f" ({event.detail})" if event.detail else ""
     return [style.warn(f"{tag}security warning: refused a message: {event.reason}{detail}")]
+
+
+def _notice_lines(
+    event: MessagesMissing | MessagesRecovered | EquivocationDetected | EpochStale,
+    style: Style,
+    tag: str,
+) -> list[str]:
+    """What should have arrived and has not, or what was signed twice (issue 9), as lines."""
+    if isinstance(event, MessagesMissing):
+        who = f"{isolate(event.sender.name)} ({event.sender.short_id})"
+        plural = "message is" if event.count == 1 else "messages are"
+        return [
+            style.warn(f"{tag}security: {event.count} {plural} missing from {who}."),
+            "    Later ones arrived: the relay may be withholding them from this device,"
+            " or the sender could not publish them. Ask them what they sent.",
+        ]
+    if isinstance(event, MessagesRecovered):
+        plural = "message" if event.count == 1 else "messages"
+        return [style.bold(f"{tag}{event.count} missing {plural} from"
+                           f" {isolate(event.sender.name)} arrived after all")]  # fmt: skip
+    if isinstance(event, EquivocationDetected):
+        who = f"{isolate(event.member.name)} ({event.member.short_id})"
+        return [
+            style.warn(f"{tag}security: {who} signed two different messages as one."),
+            "    Their device may be compromised or restored from a backup, or they are not who"
+            " they seem: check with them in person; an admin can remove them.",
+        ]
+    if event.newer:
+        return [
+            style.warn(f"{tag}security: messages of a newer epoch ({event.newer}) arrive that this"
+                       f" device cannot open (it is in epoch {event.epoch})."),
+            "    The relay may be withholding a membership change from you: a removed member"
+            " could still be reading. Ask an admin.",
+        ]  # fmt: skip
+    hours = event.age // 3600
+    return [
+        style.warn(f"{tag}security: no new epoch for {hours} hours (epoch {event.epoch})."),
+        "    Either no admin has been online, or the relay is withholding membership changes"
+        " from you. Ask an admin.",
+    ]
 
 
 def _quote(text: str) -> str:

@@ -21,6 +21,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -38,6 +39,7 @@ from ._cell_member import CellError, CellInfo
 from ._keystore import DEFAULT_COST, Keystore, default_data_dir
 from ._link import Delivery, LinkClosedError, RelayKeyMismatchError, RelayLink, Revocation
 from ._log import library_logger
+from ._panic import duress_companions
 from ._state import CellRecord, ClientState, JoinRecord
 
 if TYPE_CHECKING:
@@ -91,7 +93,10 @@ async def open_client(
         KeystoreError, WrongPassphraseError, KeystoreBusyError: see client/_keystore.py.
     """
     path = keystore_path(home)
-    keystore, payload = await trio.to_thread.run_sync(Keystore.open, path, passphrase)
+    companions = duress_companions(path.parent)  # a duress passphrase destroys these too
+    keystore, payload = await trio.to_thread.run_sync(
+        partial(Keystore.open, path, passphrase, companions=companions)
+    )
     try:
         state = ClientState.decode(payload)
         async with trio.open_nursery() as nursery:
@@ -158,7 +163,8 @@ class Client:
         return start
 
     async def _maintain(self) -> None:
-        """Rotate the epochs of cells this member administers once they are old; upkeep.
+        """Rotate the epochs of cells this member administers once they are old; upkeep;
+        report what should have arrived and has not (`Cell.check_notices`).
 
         A member's saved state holds its current epoch's secret, and with it every sender
         key of the epoch that the relay still stores: forward secrecy against a seized
@@ -171,6 +177,12 @@ class Client:
             for cell in list(self._cells):
                 if cell.started and cell.upkeep_due:
                     self._nursery.start_soon(self._start_in_background, cell.upkeep)
+            # Gaps past their grace period, a stale epoch: saved, then told (issue 9).
+            noticed = [cell for cell in list(self._cells) if cell.check_notices()]
+            if noticed:
+                await self.save(durable=False)
+                for cell in noticed:
+                    cell.flush()
             for cell in list(self._cells):
                 if cell.is_admin and cell.started and cell.epoch_age() > ROTATE_AFTER:
                     try:

@@ -31,11 +31,15 @@ if TYPE_CHECKING:
 __all__ = [
     "AlertReceived",
     "CellEvent",
+    "EpochStale",
+    "EquivocationDetected",
     "FloodDetected",
     "JoinRequested",
     "Member",
     "MembershipChanged",
     "MessageReceived",
+    "MessagesMissing",
+    "MessagesRecovered",
     "MuteChanged",
     "MutedAlertReceived",
     "ReceiptReceived",
@@ -167,6 +171,69 @@ class MuteChanged:
     by: Member | None
 
 
+# -- what should have arrived and has not, and what was signed twice (issue 9) ------------
+
+
+@dataclass(frozen=True, slots=True)
+class MessagesMissing:
+    """A security event: `count` message(s) from `sender` are missing (docs/protocol.md §G10.2).
+
+    Later messages of `sender` arrived, these did not, for five minutes (`GAP_GRACE`)
+    while this device was following the cell: the relay withheld them from this device
+    (perhaps from it alone), or `sender`'s device sealed them and could not publish them
+    (a crash, a refused send). Reported once; one that comes after all is shown as usual,
+    with `MessagesRecovered`. Ask `sender` what it sent, by another channel if it matters.
+    """
+
+    cell: str
+    sender: Member
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class MessagesRecovered:
+    """A message reported missing (`MessagesMissing`) came after all, and was shown."""
+
+    cell: str
+    sender: Member
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class EquivocationDetected:
+    """A security event: `member` signed two different messages as its message `counter`.
+
+    The relay cannot do this (it cannot sign): `member`'s device is compromised, was
+    restored from a backup and reused its keys, or `member` is not who they seem. The
+    first message was shown; the second reached nobody. Check with `member` in person;
+    an admin removes it if in doubt (docs/protocol.md §G10.1).
+    """
+
+    cell: str
+    member: Member
+    epoch: int
+    counter: int
+
+
+@dataclass(frozen=True, slots=True)
+class EpochStale:
+    """A security event: this device may be kept from the cell's current epoch.
+
+    `newer` > 0: envelopes of epoch `newer` keep arriving that this device cannot open,
+    because the epoch change that leads there never reached it: the relay withholds it
+    (or makes those envelopes up). `newer` == 0: no epoch change for `age` seconds, more
+    than admins' devices let an epoch last (a day) plus a margin: no admin has been
+    online, or the relay withholds the changes. Either way a removed member may still be
+    reading and writing with this device: treat what comes with care, and ask an admin
+    (docs/protocol.md §G10.3).
+    """
+
+    cell: str
+    epoch: int
+    newer: int
+    age: int
+
+
 CellEvent = (
     AlertReceived
     | MutedAlertReceived
@@ -178,4 +245,8 @@ CellEvent = (
     | SecurityWarning
     | FloodDetected
     | MuteChanged
+    | MessagesMissing
+    | MessagesRecovered
+    | EquivocationDetected
+    | EpochStale
 )

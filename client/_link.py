@@ -225,6 +225,11 @@ class RelayLink:
         self.welcome: Welcome | None = None
         self.connections = 0  # how many times a connection was established
         self.status: LinkStatus | None = None  # the last change reported (None: none yet)
+        # Device time the last connection was lost (None: never), and how long the link
+        # was without one before the current connection came up (inf for the first):
+        # cells use them to tell a gap that may have expired while away (issue 9).
+        self.lost_at: float | None = None
+        self.away_before: float = math.inf
         self._status_channels: list[trio.MemorySendChannel[LinkStatus]] = []
         self._goodbye: str | None = None  # the code of the relay's last goodbye, by name
         self._catching_up = False  # after a reconnect, until every watch reached its head
@@ -367,6 +372,7 @@ class RelayLink:
             self.welcome = welcome
             self._conn, self._stream = conn, stream
             self.connections += 1
+            self.away_before = math.inf if self.lost_at is None else time.time() - self.lost_at
             self._refusal = None
             self._catching_up = self.connections > 1 and bool(self._watches)
             for watch in self._watches.values():
@@ -549,6 +555,7 @@ class RelayLink:
 
     def _drop_connection(self) -> None:
         if self._conn is not None:
+            self.lost_at = time.time()
             self._note_state_change()
         self._conn = self._stream = None
         # Requests in flight on the dead connection: retry the retryable, fail the rest.
@@ -724,6 +731,14 @@ class RelayLink:
         """
         if key is None or self._writers.get(mailbox) is key:
             self._writers.pop(mailbox, None)
+
+    def watch_head(self, mailbox: MailboxId) -> int | None:
+        """The head the relay reported when the current connection watched `mailbox` again.
+
+        None on the first connection (the head `watch` returned holds), or when unwatched.
+        """
+        watch = self._watches.get(mailbox)
+        return None if watch is None else watch.catch_up_to
 
     def cursor(self, mailbox: MailboxId) -> int | None:
         """The last seq handed on for a watched mailbox."""

@@ -228,6 +228,12 @@ function handle(event) {
     case "mute_changed":
       refresh(event.cell);
       return;
+    case "messages_missing":
+    case "equivocation_detected":
+    case "epoch_stale":
+      state.warnings.unshift({ cell: event.cell, reason: event.type, detail: notice(event) });
+      state.warnings.length = Math.min(state.warnings.length, 50);
+      break;
     case "events_missed":
       loadAll().catch(report);
       return;
@@ -235,6 +241,18 @@ function handle(event) {
       return; // an event this board does not show
   }
   render();
+}
+
+// The security notices of issue 9, as one line (text only: names are attacker-chosen).
+function notice(event) {
+  if (event.type === "messages_missing") {
+    return `${event.count} message(s) from ${event.sender.name} are missing`;
+  }
+  if (event.type === "equivocation_detected") {
+    return `${event.member.name} signed two different messages as one`;
+  }
+  if (event.newer) return `messages of a newer epoch (${event.newer}) arrive that this device cannot open`;
+  return `no new epoch for ${Math.floor(event.age / 3600)} hours`;
 }
 
 async function refresh(cellName) {

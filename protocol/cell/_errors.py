@@ -13,6 +13,7 @@ CellrelayError
     ├── BadSignatureError (Crypto.) a signature or MAC is wrong (or absent: all zeros)
     ├── NotAMemberError             the sender is not a member of the cell in that epoch
     ├── ReplayError                 the counter was already used (or its key discarded)
+    ├── EquivocationError           a second, different, validly signed envelope for a counter
     ├── OutOfWindowError            the counter skips further ahead than the window allows
     ├── ExpiredError                expires_at <= now
     ├── StaleEpochError             an old epoch after its grace window
@@ -28,11 +29,17 @@ CellrelayError
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .._errors import CellrelayError, CryptoError
+
+if TYPE_CHECKING:
+    from ._identity import MemberInfo
 
 __all__ = [
     "BadSignatureError",
     "EpochGapError",
+    "EquivocationError",
     "ExpiredError",
     "GroupError",
     "MalformedError",
@@ -76,6 +83,22 @@ class ReplayError(GroupError):
     Re-deliveries are normal (delivery is at least once); the client has already shown the
     message once, so it can drop this one quietly.
     """
+
+
+class EquivocationError(GroupError):
+    """The sender signed two different envelopes for the same counter (§G10.1).
+
+    Not a relay's doing: the relay cannot sign. The sender's device is compromised, or
+    was restored from a backup and reused its keys, or the member is planted. `sender`
+    names it (the `MemberInfo`), `epoch` and `counter` the message; the second copy
+    reaches nobody.
+    """
+
+    def __init__(self, message: str, *, sender: MemberInfo, epoch: int, counter: int) -> None:
+        super().__init__(message)
+        self.sender = sender
+        self.epoch = epoch
+        self.counter = counter
 
 
 class OutOfWindowError(GroupError):

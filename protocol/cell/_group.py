@@ -69,8 +69,8 @@ from ._errors import (
 from ._identity import check_name
 from ._keys import PAIRWISE_DISTRIBUTION_MAC, EpochKeys, SendChain
 from ._membership import CELL_ID_SIZE, Membership, Op, Role, sign_entry
-from ._outcomes import EpochUpdate, Opened, Outcome, Own, Pending
-from ._receiver import Receiver
+from ._outcomes import EpochUpdate, Notice, Opened, Outcome, Own, Pending
+from ._receiver import SKIPPED_KEY_SLACK, Receiver
 from ._state import Epoch, SavedState, read_state, write_state
 
 if TYPE_CHECKING:
@@ -463,13 +463,20 @@ class CellCrypto:
 
     # -- receiving -------------------------------------------------------------------------
 
-    def open(self, envelope: bytes, *, now: float, ref: int = 0) -> Outcome:
+    def open(
+        self, envelope: bytes, *, now: float, ref: int = 0, present_since: float = float("-inf")
+    ) -> Outcome:
         """Authenticate and decrypt a group envelope.
 
         Returns `Opened` (a message, or a sender key distribution), `Pending` (parked until
         its sender key or epoch arrives; released later in `Opened.released` or
         `EpochUpdate.released`) or `Own` (this member's own envelope echoed back). `ref`
         names the envelope for `parked_refs` (the client passes the relay's seq).
+        `present_since` is the time (on `now`'s clock) since when this member has been
+        reading the group mailbox without a break long enough for a message to expire;
+        a gap that opens in a sender's counters is reported by `check` only if that
+        sender's previous envelope came after it (docs/protocol.md §G10.2). The default
+        reports every gap.
 
         Raises:
             GroupError: one subclass per reason (docs/protocol.md, Part 2, "Rejections").
@@ -477,7 +484,32 @@ class CellCrypto:
                 its epoch or its sender's key has arrived.
         """
         self._rx.expire(now)
-        return self._rx.open(bytes(envelope), now, ref)
+        return self._rx.open(bytes(envelope), now, ref, present_since)
+
+    def check(self, now: float) -> tuple[Notice, ...]:
+        """Report, once each, what should have arrived and has not (docs/protocol.md §G10).
+
+        `Missing`: messages of a sender whose later messages arrived stayed missing for
+        `GAP_GRACE` seconds. `Behind`: envelopes of a newer epoch waited `BEHIND_GRACE`
+        seconds for the epoch change this member has not seen. Also deletes what has
+        expired (as `open` does): call it every minute or so, and after a burst of
+        deliveries.
+        """
+        return self._rx.check(now)
+
+    @property
+    def wiped(self) -> int:
+        """How many skipped keys were deleted for their age so far (save the state when it grows)."""
+        return self._rx.wiped
+
+    @property
+    def key_lifetime(self) -> float:
+        """Seconds a skipped message key is kept after its gap appeared (§G10.2)."""
+        return self._rx.key_lifetime
+
+    def set_max_ttl(self, max_ttl: int) -> None:
+        """Keep skipped keys only as long as the relay's maximum TTL allows (its `Welcome`)."""
+        self._rx.set_key_lifetime(max_ttl + SKIPPED_KEY_SLACK)
 
     def parked_refs(self) -> list[int]:
         """The `ref`s given with the envelopes parked now (see `open`), in arrival order."""

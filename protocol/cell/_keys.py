@@ -56,6 +56,7 @@ __all__ = [
     "PURPOSES",
     "WELCOME",
     "EpochKeys",
+    "Gap",
     "ReceiveChain",
     "SendChain",
     "advance_chain",
@@ -208,19 +209,35 @@ class ReceiveChain:
     """Another member's chain in one epoch, as this member has followed it so far.
 
     `chain_key` is the key of counter `next`; `skipped` holds the material of counters below
-    `next` that have not arrived yet (bounded by the caller), oldest first.
+    `next` that have not arrived yet (bounded by the caller), oldest first, and `gaps`
+    what this member knows of each (`Gap`: when it noticed it, whether it was owed and
+    reported). `digests` holds a short digest of the last accepted envelopes, by counter,
+    to tell a second copy from a second, different envelope (docs/protocol.md §G10.1).
     """
 
     signing_public: bytes
     chain_key: HashChain = field(repr=False)
     next: int
     skipped: dict[int, bytearray] = field(default_factory=dict, repr=False)
-    # `write_state`'s last encoding of this chain, with the `next` and `len(skipped)` it
-    # was made at: every change of the chain changes one of the two (the receiver steps
-    # the key only together with `next`, and adds or drops skipped keys only one way at a
-    # time), so an equal pair means the bytes are still true. Saving is once per burst of
-    # deliveries, and re-encoding 100 unchanged chains was most of it (bench_cells.py).
-    saved: tuple[int, int, bytes] | None = field(default=None, repr=False)
+    gaps: dict[int, Gap] = field(default_factory=dict, repr=False)
+    digests: dict[int, bytes] = field(default_factory=dict, repr=False)
+    # Receiver-local time the chain last moved (a distribution or a message opened);
+    # None after a restore. Not saved: it only ever excuses a gap (`Gap.owed`).
+    last_at: float | None = field(default=None, repr=False)
+    # Bumped by every change `next` and `len(skipped)` do not show (a gap reported).
+    revision: int = 0
+    # `write_state`'s last encoding of this chain, with the `next`, `len(skipped)` and
+    # `revision` it was made at: every change of the chain changes one of the three (the
+    # receiver steps the key only together with `next`, adds or drops skipped keys only
+    # one way at a time, and bumps `revision` for the rest), so an equal triple means the
+    # bytes are still true. Saving is once per burst of deliveries, and re-encoding 100
+    # unchanged chains was most of it (bench_cells.py).
+    saved: tuple[int, int, int, bytes] | None = field(default=None, repr=False)
+
+    def drop(self, counter: int) -> None:
+        """Zero and forget the skipped key of `counter` (used, evicted or past its life)."""
+        zero(self.skipped.pop(counter))
+        self.gaps.pop(counter, None)
 
     def clear(self) -> None:
         """Zero the chain key and every skipped key (and forget the saved encoding)."""
@@ -228,4 +245,22 @@ class ReceiveChain:
         for material in self.skipped.values():
             zero(material)
         self.skipped.clear()
+        self.gaps.clear()
+        self.digests.clear()
         self.saved = None
+
+
+@dataclass(slots=True)
+class Gap:
+    """What a receiver knows of one skipped counter (docs/protocol.md §G10.2).
+
+    `noticed_at`: receiver-local time the gap appeared (negative: unknown, from a state
+    saved before gaps were timed; the receiver sets it at its next look). `owed`: the
+    missing envelope was published while this member was reading the mailbox, so the
+    relay should have delivered it (otherwise it may have expired on the way).
+    `reported`: the application has been told it is missing.
+    """
+
+    noticed_at: float
+    owed: bool = True
+    reported: bool = False

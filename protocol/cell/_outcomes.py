@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from ._identity import MemberInfo
     from ._membership import LogEntry, Op
 
-__all__ = ["EpochUpdate", "Opened", "Outcome", "Own", "Pending"]
+__all__ = ["Behind", "EpochUpdate", "Missing", "Notice", "Opened", "Outcome", "Own", "Pending"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -35,6 +35,7 @@ class Opened:
     counter: int
     expires_at: int
     released: tuple[Outcome | GroupError, ...] = ()
+    recovered: bool = False  # it had been reported missing (`Missing`), and came after all
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,3 +86,36 @@ class EpochUpdate:
     def subject(self) -> MemberInfo | None:
         """The member added, removed, promoted or demoted (None for a rotation)."""
         return None if self.entry is None else self.entry.subject
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Missing:
+    """`count` messages from `sender` in `epoch` have not arrived, past the grace period (§G10.2).
+
+    Later messages of the same sender did: the relay withheld these (from this member,
+    perhaps from it only), or the sender sealed them and never published them. Reported
+    once; if one comes after all it opens normally (`Opened.recovered`).
+    """
+
+    sender: MemberInfo
+    epoch: int
+    count: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Behind:
+    """Envelopes of `newer`, an epoch after this member's `epoch`, keep arriving (§G10.3).
+
+    This member cannot open them: the epoch change that leads there has not reached it.
+    The relay withholds it (which keeps a removed member in contact with this one), or
+    makes those envelopes up; either way the relay misbehaves. `count` envelopes waited
+    past the grace period. Reported once per newer epoch.
+    """
+
+    epoch: int
+    newer: int
+    count: int
+
+
+Notice: TypeAlias = Missing | Behind
+"""What `CellCrypto.check` reports: something that should have arrived has not."""

@@ -34,8 +34,9 @@ import dataclasses
 import hmac
 from typing import TYPE_CHECKING, Final
 
-from .._crypto import HashChain, zero
+from .._crypto import HashChain, blake2b, zero
 from ._envelope import (
+    BODY_OFFSET,
     CONTENT_KINDS,
     HEADER,
     DistributionPayload,
@@ -48,6 +49,7 @@ from ._envelope import (
 )
 from ._errors import (
     BadSignatureError,
+    EquivocationError,
     ExpiredError,
     GroupError,
     MalformedError,
@@ -58,8 +60,14 @@ from ._errors import (
     StaleEpochError,
     UnknownEpochError,
 )
-from ._keys import PAIRWISE_DISTRIBUTION_MAC, ReceiveChain, message_material, step_chain
-from ._outcomes import Opened, Outcome, Own, Pending
+from ._keys import (
+    PAIRWISE_DISTRIBUTION_MAC,
+    Gap,
+    ReceiveChain,
+    message_material,
+    step_chain,
+)
+from ._outcomes import Behind, Missing, Notice, Opened, Outcome, Own, Pending
 from ._state import Parked
 
 if TYPE_CHECKING:
@@ -69,6 +77,10 @@ if TYPE_CHECKING:
     from ._state import Epoch, SavedState
 
 __all__ = [
+    "BEHIND_GRACE",
+    "DEFAULT_MAX_TTL",
+    "DIGEST_WINDOW",
+    "GAP_GRACE",
     "MAX_EPOCHS_AHEAD",
     "MAX_PENDING",
     "MAX_PENDING_BYTES",
@@ -78,6 +90,7 @@ __all__ = [
     "MAX_SKIPPED_PER_SENDER",
     "MAX_SKIPPED_TOTAL",
     "PENDING_MAX_AGE",
+    "SKIPPED_KEY_SLACK",
     "Receiver",
 ]
 
@@ -105,7 +118,37 @@ MAX_PENDING_PER_SENDER: Final = MAX_PENDING // 4
 PENDING_MAX_AGE: Final = 3600.0
 # Envelopes of epochs this far beyond the current one are parked, further ones refused.
 MAX_EPOCHS_AHEAD: Final = 8
+# The reference relay's default maximum TTL (relay/_config.py): how long an envelope can
+# live, unless the client says what its relay announced (`CellCrypto.key_lifetime`).
+DEFAULT_MAX_TTL: Final = 7 * 24 * 3600
+# A gap in a sender's counters is reported (`Missing`) once it has stayed open this long:
+# the relay keeps one order per mailbox, so a missing envelope that is not lost comes
+# back only through the client's fetch-again of envelopes the parking buffer refused (it
+# runs after each burst and every minute) or a reconnect; five minutes cover both with
+# room, and are short against an alert's hour.
+GAP_GRACE: Final = 300.0
+# Envelopes of a newer epoch that waited this long for their epoch change: the change
+# precedes them on the relay (an admin publishes it before anyone can seal in the new
+# epoch), and a member reads the control mailbox first, so two minutes is generous.
+BEHIND_GRACE: Final = 120.0
+# Accepted envelopes remembered per sender chain (a 16-byte digest each), to tell a
+# second copy of a message (quiet, §G13) from a second *different* envelope signed for
+# its counter (`EquivocationError`). The copies of one equivocation are published
+# together (a planted member) or by a device restored from a backup, which reuses the
+# counters right after those it had saved: the last 32 accepted of each sender cover
+# both, and cost 100 senders x 32 x 20 bytes = 64 KB of saved state at most.
+DIGEST_WINDOW: Final = 32
+# A skipped key is deleted this long after the relay's maximum TTL from when its gap was
+# noticed (§G10.2): by then its envelope has expired on every clock within the tolerance
+# the client allows between the relay's and its own (two hours each way, issue 9).
+SKIPPED_KEY_SLACK: Final = 3 * 3600.0
 _KEY: Final = 32
+_DIGEST: Final = 16
+
+
+def _digest(header: bytes, envelope: bytes) -> bytes:
+    """What the sender signed (header and body), in 16 bytes: a second copy has the same."""
+    return blake2b(b"".join((header, memoryview(envelope)[BODY_OFFSET:])), size=_DIGEST)
 
 
 class Receiver:
@@ -122,12 +165,25 @@ class Receiver:
         self._me = me
         self._pair = pair
         self._parked_bytes = sum(len(p.envelope) for p in state.parked)
+        # How long a skipped key lives after its gap was noticed: the relay's maximum TTL
+        # plus slack (`CellCrypto.key_lifetime` sets it; the default is the reference
+        # relay's maximum).
+        self.key_lifetime = DEFAULT_MAX_TTL + SKIPPED_KEY_SLACK
+        # The earliest time a skipped key may be due for deletion, and an unreported owed
+        # gap for reporting (-inf: look at the next chance; inf: nothing to look for).
+        self._next_deadline = float("-inf")
+        self._next_report = float("-inf")
+        self._behind_reported = state.current  # newest epoch reported by `Behind`
+        self.wiped = 0  # skipped keys deleted for their age so far (`CellCrypto.wiped`)
 
-    def open(self, envelope: bytes, now: float, ref: int = 0) -> Outcome:
+    def open(
+        self, envelope: bytes, now: float, ref: int = 0, present_since: float = float("-inf")
+    ) -> Outcome:
         """Authenticate and decrypt a group envelope (`CellCrypto.open`).
 
         `ref` is the caller's name for the envelope (the relay's seq), kept with it if it
-        is parked (`parked_refs`).
+        is parked (`parked_refs`). `present_since`: since when this member has been
+        reading the mailbox without a break (for `Gap.owed`).
         """
         s = self._s
         epoch_number, nonce = split_envelope(envelope)
@@ -160,18 +216,21 @@ class Receiver:
         material = chain.skipped.get(counter)
         if material is None:
             if counter < chain.next:
-                raise ReplayError("counter already used")
+                self._second_copy(chain, info, epoch_number, counter, header, signature, envelope)
             if counter - chain.next > MAX_SKIP:
                 raise OutOfWindowError("counter too far ahead")
         verify_envelope(chain.signing_public, header, signature, envelope)
         # Authenticated: from here on the key is burned, even for an expired message.
         expired = expires_at <= now
+        recovered = False
         if material is not None:  # a late message whose key was kept when it was skipped
             if not expired:
                 plaintext = open_body(
                     envelope, header, bytes(material[:_KEY]), bytes(material[_KEY:])
                 )
-            zero(chain.skipped.pop(counter))
+            gap = chain.gaps.get(counter)
+            recovered = gap is not None and gap.owed and gap.reported
+            chain.drop(counter)
         elif counter == chain.next:  # in order: the common case
             key = message_material(chain.chain_key)
             if not expired:
@@ -195,7 +254,12 @@ class Receiver:
                         zero(skipped_material)
                     work.clear()
                     raise
-            self._skip(chain, skipped, work, counter)
+            self._skip(chain, skipped, work, counter, now, present_since)
+        digests = chain.digests
+        digests[counter] = _digest(header, envelope)
+        if len(digests) > DIGEST_WINDOW:
+            del digests[next(iter(digests))]  # the oldest accepted
+        chain.last_at = now
         if expired:
             raise ExpiredError("message expired")
         return Opened(
@@ -205,6 +269,35 @@ class Receiver:
             epoch=epoch_number,
             counter=counter,
             expires_at=expires_at,
+            recovered=recovered,
+        )
+
+    @staticmethod
+    def _second_copy(
+        chain: ReceiveChain,
+        sender: MemberInfo,
+        epoch: int,
+        counter: int,
+        header: bytes,
+        signature: bytes,
+        envelope: bytes,
+    ) -> None:
+        """Refuse an envelope for a counter already used: a copy, a forgery or an equivocation.
+
+        A copy of what was accepted (the same signed header and body) is a `ReplayError`,
+        and so is anything for a counter whose digest is no longer kept; a different
+        envelope is a `BadSignatureError` unless the sender's key signed it, which makes
+        it an `EquivocationError`: only the sender can sign (§G10.1).
+        """
+        seen = chain.digests.get(counter)
+        if seen is None or hmac.compare_digest(seen, _digest(header, envelope)):
+            raise ReplayError("counter already used")
+        verify_envelope(chain.signing_public, header, signature, envelope)
+        raise EquivocationError(
+            "two different signed envelopes for one counter",
+            sender=sender,
+            epoch=epoch,
+            counter=counter,
         )
 
     def _skip(
@@ -213,15 +306,29 @@ class Receiver:
         skipped: list[tuple[int, bytearray]],
         work: HashChain,
         counter: int,
+        now: float,
+        present_since: float,
     ) -> None:
-        """Move `chain` past `counter`, keeping the skipped keys within their bounds."""
+        """Move `chain` past `counter`, keeping the skipped keys within their bounds.
+
+        The gap is *owed* when the sender's previous envelope came while this member was
+        reading the mailbox without a break: the missing ones were published after it,
+        so the relay should have delivered them; otherwise they may have expired while
+        this member was away (§G10.2).
+        """
+        owed = chain.last_at is not None and chain.last_at >= present_since
         chain.skipped.update(skipped)
+        for skipped_counter, _ in skipped:
+            chain.gaps[skipped_counter] = Gap(now, owed)
         chain.chain_key.clear()
         chain.chain_key = work
         chain.next = counter + 1
         while len(chain.skipped) > MAX_SKIPPED_PER_SENDER:
-            zero(chain.skipped.pop(next(iter(chain.skipped))))
+            chain.drop(next(iter(chain.skipped)))
         self._cap_skipped()
+        self._next_deadline = min(self._next_deadline, now + self.key_lifetime)
+        if owed:
+            self._next_report = min(self._next_report, now + GAP_GRACE)
 
     def _cap_skipped(self) -> None:
         chains = [c for e in self._s.epochs.values() for c in e.chains.values()]
@@ -229,7 +336,7 @@ class Receiver:
         while total > MAX_SKIPPED_TOTAL:
             # The chain with most skipped keys pays: one sender's gaps cannot evict others'.
             chain = max(chains, key=lambda c: len(c.skipped))
-            zero(chain.skipped.pop(next(iter(chain.skipped))))
+            chain.drop(next(iter(chain.skipped)))
             total -= 1
 
     def _accept_distribution(
@@ -265,10 +372,19 @@ class Receiver:
         if not hmac.compare_digest(expected, payload.macs[recipients.index(self._me)]):
             raise BadSignatureError("bad distribution MAC")
         verify_envelope(payload.signing_public, header, signature, envelope)
-        if sender.member_id in epoch.chains:
-            raise ReplayError("sender key already known")
+        known = epoch.chains.get(sender.member_id)
+        if known is not None:
+            self._move_on(known, payload)
+            return Opened(
+                kind=Kind.SENDER_KEY,
+                plaintext=b"",
+                sender=sender,
+                epoch=epoch.number,
+                counter=0,
+                expires_at=fields[5],
+            )
         epoch.chains[sender.member_id] = ReceiveChain(
-            payload.signing_public, HashChain(payload.chain_key), payload.start
+            payload.signing_public, HashChain(payload.chain_key), payload.start, last_at=now
         )
         released = self.release(epoch.number, sender.member_id, now)
         return Opened(
@@ -280,6 +396,30 @@ class Receiver:
             expires_at=fields[5],
             released=released,
         )
+
+    @staticmethod
+    def _move_on(chain: ReceiveChain, payload: DistributionPayload) -> None:
+        """Follow a sender's distribution of a chain already held: it skips counters (§G8.2).
+
+        A sender publishes its distribution again after skipping counters it never sealed
+        with (a restart after a crash skips what it had reserved, §C6 item 3): the same
+        signing key, and the chain key of a later counter, which must be the one this
+        chain reaches there. The chain then moves on without keeping the skipped keys:
+        the sender said those counters carry nothing, so they are no gap. Anything else
+        (the same or an earlier start, another key) is a replay, as before.
+        """
+        ahead = payload.start - chain.next
+        if payload.signing_public != chain.signing_public or not 0 < ahead <= MAX_SKIP:
+            raise ReplayError("sender key already known")
+        work = chain.chain_key.copy()
+        for _ in range(ahead):
+            step_chain(work)
+        if not hmac.compare_digest(work.export(), payload.chain_key):
+            work.clear()
+            raise ReplayError("sender key already known")
+        chain.chain_key.clear()
+        chain.chain_key = work
+        chain.next = payload.start
 
     def _park(
         self, envelope: bytes, epoch: int, sender: bytes | None, now: float, ref: int
@@ -338,8 +478,11 @@ class Receiver:
         return tuple(out)
 
     def expire(self, now: float) -> None:
-        """Wipe epochs past their grace window and drop parked envelopes that can never open."""
+        """Wipe epochs past their grace window, skipped keys past their life, and parked
+        envelopes that can never open."""
         s = self._s
+        if now >= self._next_deadline:
+            self._expire_skipped(now)
         if not s.parked and len(s.epochs) == 1:  # the common case: nothing can expire
             return
         for number in [
@@ -357,3 +500,73 @@ class Receiver:
         if len(keep) != len(s.parked):
             s.parked = keep
             self._parked_bytes = sum(len(p.envelope) for p in keep)
+
+    def set_key_lifetime(self, seconds: float) -> None:
+        """Keep skipped keys `seconds` after their gap appeared (looked at again at once)."""
+        if seconds == self.key_lifetime:
+            return
+        self.key_lifetime = seconds
+        self._next_deadline = float("-inf")
+
+    def _expire_skipped(self, now: float) -> None:
+        """Delete every skipped key whose envelope has expired by now on any clock (§G10.2).
+
+        Its gap was noticed when a later envelope of the same sender arrived; the missing
+        one was published before that one, so it expires at most the relay's maximum TTL
+        after (`key_lifetime` adds a slack for clocks). Keys from a state saved before
+        gaps were timed get their time now.
+        """
+        lifetime = self.key_lifetime
+        deadline = float("inf")
+        for epoch in self._s.epochs.values():
+            for chain in epoch.chains.values():
+                for counter, gap in list(chain.gaps.items()):
+                    if gap.noticed_at < 0:
+                        gap.noticed_at = now
+                        chain.revision += 1
+                    if gap.noticed_at + lifetime <= now:
+                        chain.drop(counter)
+                        self.wiped += 1
+                    else:
+                        deadline = min(deadline, gap.noticed_at + lifetime)
+        self._next_deadline = deadline
+
+    def check(self, now: float) -> tuple[Notice, ...]:
+        """Report what should have arrived and has not (`CellCrypto.check`)."""
+        self.expire(now)
+        notices: list[Notice] = []
+        if now >= self._next_report:
+            notices.extend(self._missing(now))
+        s = self._s
+        newer = [
+            p.epoch
+            for p in s.parked
+            if p.sender is None
+            and p.epoch > max(self._behind_reported, s.current)
+            and now - p.received_at >= BEHIND_GRACE
+        ]
+        if newer and not s.removed:
+            self._behind_reported = max(newer)
+            notices.append(Behind(epoch=s.current, newer=max(newer), count=len(newer)))
+        return tuple(notices)
+
+    def _missing(self, now: float) -> list[Missing]:
+        out = []
+        due = float("inf")
+        for epoch in self._s.epochs.values():
+            for sender, chain in epoch.chains.items():
+                count = 0
+                for gap in chain.gaps.values():
+                    if not gap.owed or gap.reported:
+                        continue
+                    if now - gap.noticed_at >= GAP_GRACE:
+                        gap.reported = True
+                        count += 1
+                    else:
+                        due = min(due, gap.noticed_at + GAP_GRACE)
+                if count:
+                    chain.revision += 1
+                    info = epoch.members[sender]
+                    out.append(Missing(sender=info, epoch=epoch.number, count=count))
+        self._next_report = due
+        return out

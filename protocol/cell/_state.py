@@ -5,9 +5,15 @@ member has (epoch secret, chain keys, skipped message keys, sender signing key).
 nothing the member has already used: opened messages' keys are gone from it, which is what
 tests/protocol/test_group_messages.py's forward secrecy test checks by restoring from it.
 
-Layout (version 1): see `write_state`; every field is fixed-size or length-prefixed, read
+Layout (version 2): see `write_state`; every field is fixed-size or length-prefixed, read
 back by `read_state` with the same bounds the protocol has, so a corrupted or hostile file
 gives `MalformedError`, never a state that breaks an invariant.
+
+Version 2 (issue 9) adds, per skipped key, when its gap was noticed and whether it was
+owed and reported, and per sender chain the digests of its last accepted envelopes.
+`read_state` still reads version 1: its skipped keys get an unknown time (the receiver
+dates them at its next look, so they live a full key lifetime from the upgrade) and count
+as reported (an old gap is not news), and its chains start with no digests.
 """
 
 from __future__ import annotations
@@ -28,18 +34,20 @@ from ._binary import Reader, Writer
 from ._control import GROUP_KEY_SIZE, MAX_ADMIN_SECRETS, MAX_EXTRA, SECRET_SIZE
 from ._errors import MalformedError, MembershipError
 from ._identity import MAX_NAME_BYTES, MEMBER_ID_SIZE, MemberInfo, check_name
-from ._keys import MATERIAL_SIZE, EpochKeys, ReceiveChain, SendChain
+from ._keys import MATERIAL_SIZE, EpochKeys, Gap, ReceiveChain, SendChain
 from ._membership import CELL_ID_SIZE, HASH_SIZE, MAX_MEMBERS, Membership, Role
 
 __all__ = ["Epoch", "Parked", "SavedState", "read_state", "write_state"]
 
-STATE_VERSION: Final = 1
+STATE_VERSION: Final = 2
+_OLDEST_VERSION: Final = 1  # still read (see the module docstring)
 _KEY: Final = 32
 _DOUBLE: Final = struct.Struct(">d")
 # A bound for reading a saved state back: well above what the code keeps (MAX_SKIPPED_TOTAL
 # in _group), so a valid state always loads and a corrupt one cannot make the reader
 # allocate without end. Every other count is a u8 or u16 read from the data.
 _MAX_SAVED_SKIPPED: Final = 65_535
+_DIGEST_SIZE: Final = 16  # _receiver's digest of an accepted envelope
 
 
 @dataclass(slots=True, eq=False)
@@ -158,11 +166,21 @@ def write_state(state: SavedState, *, cached: bool = True, parked: bool = True) 
     return w.bytes()
 
 
+_GAP_OWED: Final = 1
+_GAP_REPORTED: Final = 2
+_UNKNOWN_GAP: Final = Gap(-1.0, owed=False, reported=True)
+
+
 def _write_chain(sender: bytes, chain: ReceiveChain) -> bytes:
     w = Writer().raw(sender).raw(chain.signing_public).raw(chain.chain_key.export())
     w.u32(chain.next).u16(len(chain.skipped))
     for counter, material in chain.skipped.items():
-        w.u32(counter).raw(material)
+        gap = chain.gaps.get(counter, _UNKNOWN_GAP)
+        flags = (_GAP_OWED if gap.owed else 0) | (_GAP_REPORTED if gap.reported else 0)
+        w.u32(counter).raw(material).raw(_DOUBLE.pack(gap.noticed_at)).u8(flags)
+    w.u8(len(chain.digests))
+    for counter, digest in chain.digests.items():
+        w.u32(counter).raw(digest)
     return w.bytes()
 
 
@@ -201,9 +219,15 @@ def _members_block(epoch: Epoch) -> bytes:
 
 def _chain_block(sender: bytes, chain: ReceiveChain) -> bytes:
     saved = chain.saved
-    if saved is None or saved[0] != chain.next or saved[1] != len(chain.skipped):
-        saved = chain.saved = (chain.next, len(chain.skipped), _write_chain(sender, chain))
-    return saved[2]
+    if (
+        saved is None
+        or saved[0] != chain.next
+        or saved[1] != len(chain.skipped)
+        or saved[2] != chain.revision
+    ):
+        block = _write_chain(sender, chain)
+        saved = chain.saved = (chain.next, len(chain.skipped), chain.revision, block)
+    return saved[3]
 
 
 def _read_double(reader: Reader) -> float:
@@ -227,7 +251,7 @@ def _read_members(reader: Reader, count: int) -> dict[bytes, MemberInfo]:
     return dict(sorted(members.items()))
 
 
-def _read_epoch(reader: Reader) -> Epoch:
+def _read_epoch(reader: Reader, version: int) -> Epoch:
     number = reader.u32()
     keys = EpochKeys(
         header=XChaChaKey(reader.take(_KEY)),
@@ -260,6 +284,19 @@ def _read_epoch(reader: Reader) -> Epoch:
         for _ in range(count):
             counter = reader.u32()
             chain.skipped[counter] = _read_secret(reader, MATERIAL_SIZE)
+            if version == 1:
+                chain.gaps[counter] = Gap(-1.0, owed=False, reported=True)
+            else:
+                noticed_at, flags = _read_double(reader), reader.u8()
+                if flags & ~(_GAP_OWED | _GAP_REPORTED):
+                    raise MalformedError("bad gap flags")
+                chain.gaps[counter] = Gap(
+                    noticed_at, owed=bool(flags & _GAP_OWED), reported=bool(flags & _GAP_REPORTED)
+                )
+        if version > 1:
+            for _ in range(reader.u8()):
+                counter = reader.u32()
+                chain.digests[counter] = reader.take(_DIGEST_SIZE)
         chains[sender] = chain
     return Epoch(
         number=number,
@@ -280,7 +317,8 @@ def read_state(data: bytes, member_id: bytes) -> SavedState:
         MalformedError: not a saved state of this version, or saved by another identity.
     """
     r = Reader(data)
-    if r.u8() != STATE_VERSION:
+    version = r.u8()
+    if not _OLDEST_VERSION <= version <= STATE_VERSION:
         raise MalformedError("unknown state version")
     if r.take(MEMBER_ID_SIZE) != member_id:
         raise MalformedError("state belongs to another identity")
@@ -315,7 +353,7 @@ def read_state(data: bytes, member_id: bytes) -> SavedState:
         raise MalformedError("bad membership") from exc
     epochs = {}
     for _ in range(r.u8()):
-        epoch = _read_epoch(r)
+        epoch = _read_epoch(r, version)
         epochs[epoch.number] = epoch
     parked = []
     for _ in range(r.u16()):

@@ -34,9 +34,8 @@ import trio
 
 from cellrelay.client._cell_admin import Cell
 from cellrelay.client._events import AlertReceived, CellEvent, MessageReceived
-from cellrelay.client._keystore import HEADER, MAGIC
+from cellrelay.client._keystore import read_payload
 from cellrelay.client._state import ClientState
-from cellrelay.protocol._crypto import ARGON2ID_SALT_SIZE, argon2id_key, secretbox_open
 from cellrelay.protocol.wire._capability import CapabilityKey
 from cellrelay.protocol.wire._codec import decode_single
 from cellrelay.protocol.wire._connection import EncodedMessage
@@ -288,16 +287,8 @@ class RecordingProxy:
 
 
 def keystore_payload(path: Path, passphrase: str) -> bytes:
-    """Decrypt a keystore file (client/_keystore.py's layout) without taking its lock."""
-    data = path.read_bytes()
-    assert data.startswith(MAGIC)
-    pos = len(MAGIC)
-    opslimit = int.from_bytes(data[pos : pos + 4], "big")
-    memlimit = int.from_bytes(data[pos + 4 : pos + 12], "big")
-    salt = data[pos + 12 : pos + 12 + ARGON2ID_SALT_SIZE]
-    nonce = data[pos + 12 + ARGON2ID_SALT_SIZE : HEADER]
-    key = argon2id_key(passphrase.encode(), salt, opslimit=opslimit, memlimit=memlimit)
-    return secretbox_open(key, nonce, data[HEADER:])
+    """Decrypt a keystore's payload (client/_keystore.py's layout) without taking its lock."""
+    return read_payload(path, passphrase)
 
 
 def read_keystore(path: Path, passphrase: str) -> ClientState:

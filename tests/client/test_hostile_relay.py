@@ -14,7 +14,7 @@ was removed. Expected outcomes, per docs/protocol.md Part 2 §G10-G13:
 | flips a bit in an epoch change (control mailbox) | SecurityWarning, epoch not applied      |
 | re-sends a message from a removed member         | SecurityWarning NotAMemberError         |
 | re-sends a message already opened (new seq)      | nothing: a duplicate, dropped quietly   |
-| withholds a message (drop)                       | nothing (undetectable, threat model 3.3)|
+| withholds a message (drop)                       | MessagesMissing after 5 min (test_gaps) |
 | swaps two messages                               | both, once each (out of order is legal) |
 | delivers the genuine bytes of any of those later | the message, exactly once               |
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from cellrelay.client._keystore import (
+    KEY_FILE_SIZE,
+    SLOT_SIZE,
     TEST_COST,
     Keystore,
     KeystoreBusyError,
@@ -24,6 +26,7 @@ def test_round_trip_and_modes(tmp_path: Path) -> None:
     with Keystore.create(path, PASSPHRASE, b"state one", cost=TEST_COST) as store:
         store.save(b"state two")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.with_name("keystore.state").stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     store, payload = Keystore.open(path, PASSPHRASE)
     assert payload == b"state two"
@@ -47,11 +50,31 @@ def test_wrong_passphrase_is_a_clear_error(tmp_path: Path) -> None:
 def test_altered_file_does_not_open(tmp_path: Path) -> None:
     path = tmp_path / "keystore"
     Keystore.create(path, PASSPHRASE, b"x" * 100, cost=TEST_COST).close()
-    data = bytearray(path.read_bytes())
+    state = path.with_name("keystore.state")
+    data = bytearray(state.read_bytes())
     data[-5] ^= 1
-    path.write_bytes(bytes(data))
-    with pytest.raises(WrongPassphraseError):
+    state.write_bytes(bytes(data))
+    with pytest.raises(KeystoreError, match="altered"):
         Keystore.open(path, PASSPHRASE)
+
+
+def test_altered_key_file_does_not_open(tmp_path: Path) -> None:
+    """Flipping a bit in each slot in turn: one of the two changes makes it not open."""
+    path = tmp_path / "keystore"
+    Keystore.create(path, PASSPHRASE, b"x", cost=TEST_COST).close()
+    original = path.read_bytes()
+    outcomes = []
+    for slot in (0, 1):
+        data = bytearray(original)
+        data[KEY_FILE_SIZE - 5 - slot * SLOT_SIZE] ^= 1
+        path.write_bytes(bytes(data))
+        try:
+            Keystore.open(path, PASSPHRASE)[0].close()
+            outcomes.append("opened")
+        except WrongPassphraseError:
+            outcomes.append("refused")
+    # The empty slot is random bytes: changing it changes nothing anyone can see.
+    assert sorted(outcomes) == ["opened", "refused"]
 
 
 @pytest.mark.parametrize("content", [b"", b"not a keystore at all, just some bytes here ok"])

@@ -381,7 +381,7 @@ def test_saved_state_refuses_another_identity_and_corruption(cell: Cell) -> None
     with pytest.raises(MalformedError):
         CellCrypto.from_bytes(saved + b"\x00", bob)
     with pytest.raises(MalformedError):
-        CellCrypto.from_bytes(b"\x02" + saved[1:], bob)
+        CellCrypto.from_bytes(b"\x03" + saved[1:], bob)
 
 
 def test_identity_round_trips_and_signs_the_same() -> None:
