@@ -27,10 +27,12 @@ import structlog
 import trio
 
 from cellrelay import __version__
+from cellrelay.protocol import ErrorCode
 from cellrelay.protocol.cell import Alert, AlertRollup, Invite
 from cellrelay.protocol.wire import RelayAddress
 
 from ._api_types import (
+    AlertLimitSet,
     AlertList,
     AlertOptions,
     AlertSent,
@@ -53,8 +55,11 @@ from ._api_types import (
     MemberList,
     MessageList,
     MessageSent,
+    MuteMember,
+    MuteResult,
     ReceiptSent,
     RecentMessage,
+    Recovered,
     RelayList,
     RelayState,
     ReplySent,
@@ -65,12 +70,15 @@ from ._api_types import (
     SendReply,
     Session,
     SessionRequest,
+    SetAlertLimit,
     StreamEvent,
     Verification,
     VerifyMember,
 )
 from ._cell_member import CellError
+from ._cli_output import duration_text
 from ._events import AlertReceived, MessageReceived, ReceiptReceived, StatusReceived
+from ._link import LinkState, RelayRefusedError
 from ._qr import invite_qr_png_data_uri, invite_qr_svg
 
 if TYPE_CHECKING:
@@ -82,7 +90,7 @@ if TYPE_CHECKING:
     from ._schema import Registry
     from ._sse import EventHub
 
-__all__ = ["DEFAULT_WAIT", "ROUTES", "Api", "ApiError", "Call", "Route"]
+__all__ = ["DEFAULT_WAIT", "ROUTES", "USED_INVITE", "Api", "ApiError", "Call", "Route"]
 
 log = structlog.get_logger("cellrelay.daemon")
 
@@ -90,6 +98,10 @@ log = structlog.get_logger("cellrelay.daemon")
 # line's default, for the same reasons (client/_cli.py).
 DEFAULT_WAIT: Final = 20.0
 _HEX: Final = re.compile(r"^[0-9a-f]+$")
+USED_INVITE: Final = (
+    "this invite was used or has expired (the relay no longer has its join mailbox): ask the"
+    " cell's admin for a new one"
+)
 
 
 class ApiError(Exception):
@@ -162,6 +174,12 @@ ROUTES: Final[tuple[Route, ...]] = (
            body=LeaveCell, body_required=False, response=Left, waits=True, errors=(*_CELL, 502)),
     _route("POST", "/cells/{cell}/rotate", "rotate_cell", "Start a new epoch: fresh keys for everyone (admins).",
            response=Rotated, waits=True, errors=(*_CELL, 403, 502)),
+    _route("POST", "/cells/{cell}/recover", "recover_cell",
+           "Move the cell to a fresh mailbox when a flood filled it: it posts again at once (admins).",
+           response=Recovered, waits=True, errors=(*_CELL, 403, 502)),
+    _route("PUT", "/cells/{cell}/alert-limit", "set_alert_limit",
+           "Alerts a member may send per minute before every client mutes it (admins).",
+           body=SetAlertLimit, response=AlertLimitSet, waits=True, errors=(*_CELL, 403, 502)),
     _route("GET", "/cells/{cell}/members", "list_members", "The cell's members.",
            response=MemberList, errors=_CELL, tag="members"),
     _route("GET", "/cells/{cell}/members/{member}", "get_member", "One member, their fingerprint and your safety number.",
@@ -175,10 +193,18 @@ ROUTES: Final[tuple[Route, ...]] = (
     _route("POST", "/cells/{cell}/members/{member}/promote", "promote_member",
            "Make a member an admin too (admins).",
            response=MemberDetail, waits=True, errors=(*_CELL, 403, 502), tag="members"),
+    _route("POST", "/cells/{cell}/members/{member}/mute", "mute_member",
+           "Stop ringing for a member's alerts: for everyone (admins), else on this device.",
+           body=MuteMember, body_required=False, response=MuteResult, waits=True,
+           errors=(*_CELL, 403, 502), tag="members"),
+    _route("POST", "/cells/{cell}/members/{member}/unmute", "unmute_member",
+           "Ring again for a member's alerts: for everyone (admins), else on this device.",
+           body=MuteMember, body_required=False, response=MuteResult, waits=True,
+           errors=(*_CELL, 403, 502), tag="members"),
     _route("POST", "/cells/{cell}/invites", "create_invite",
            "A one-time invite: link and QR code (admins).", body=CreateInvite,
            body_required=False, response=InviteCreated, status=201, waits=True,
-           errors=(*_CELL, 403, 502), tag="members"),
+           errors=(*_CELL, 403, 422, 502), tag="members"),
     _route("GET", "/cells/{cell}/join-requests", "list_join_requests",
            "Who asked to join and waits for approval (admins).",
            response=JoinList, errors=(*_CELL, 403), tag="members"),
@@ -189,14 +215,14 @@ ROUTES: Final[tuple[Route, ...]] = (
            "Turn down someone who asked to join; their invite is deleted (admins).",
            response=MemberDetail, waits=True, errors=(*_CELL, 403, 502), tag="members"),
     _route("POST", "/joins", "join_cell", "Ask to join a cell with an invite link, and wait.",
-           body=JoinCell, response=JoinStatus, status=201, waits=True, errors=(409, 502)),
+           body=JoinCell, response=JoinStatus, status=201, waits=True, errors=(409, 410, 422, 502)),
     _route("GET", "/cells/{cell}/alerts", "list_alerts",
            "Active alerts with their roll-ups, most urgent first.",
            response=AlertList, errors=_CELL, tag="alerts"),
     _route("POST", "/cells/{cell}/alerts", "send_alert",
            "Send an alert: a JSON body, or the text as a plain body with options in the query.",
            body=SendAlert, text_field="text", query=AlertOptions, response=AlertSent,
-           status=201, waits=True, errors=(*_CELL, 502), tag="alerts"),
+           status=201, waits=True, errors=(*_CELL, 422, 502), tag="alerts"),
     _route("GET", "/cells/{cell}/alerts/{alert}", "get_alert", "One alert's roll-up.",
            response=AlertRollup, errors=_CELL, tag="alerts"),
     _route("POST", "/cells/{cell}/alerts/{alert}/replies", "reply",
@@ -207,7 +233,7 @@ ROUTES: Final[tuple[Route, ...]] = (
            response=MessageList, errors=_CELL, tag="alerts"),
     _route("POST", "/cells/{cell}/messages", "send_message", "Send an ordinary message.",
            body=SendMessage, text_field="text", response=MessageSent, status=201, waits=True,
-           errors=(*_CELL, 502), tag="alerts"),
+           errors=(*_CELL, 422, 502), tag="alerts"),
     _route("POST", "/cells/{cell}/receipts", "send_receipt", "Say that messages were delivered or read.",
            body=SendReceipt, response=ReceiptSent, status=201, waits=True,
            errors=(*_CELL, 502), tag="alerts"),
@@ -324,7 +350,23 @@ class Api:
             active_alerts=0 if removed else len(cell.active_alerts()),
             join_requests=len(cell.join_requests) if cell.is_admin and not removed else 0,
             connected=cell.link.connected,
+            alert_limit=cell.alert_limit,
+            muted=[] if removed else [m.member_id for m in cell.muted()],
+            max_ttl=None if cell.link.welcome is None else cell.link.welcome.max_ttl,
         )
+
+    @staticmethod
+    def check_ttl(cell: Cell, ttl: int) -> None:
+        """Refuse a lifetime beyond what the cell's relay keeps, as the command line does.
+
+        The relay would cut the envelope's life short while the message inside promised the
+        longer one, and members' clients would keep it that long (issue 10).
+        """
+        welcome = cell.link.welcome
+        if welcome is not None and ttl > welcome.max_ttl:
+            raise ApiError(422, "TTL_TOO_LONG",
+                           f"ttl {duration_text(ttl)} is longer than the relay of {cell.name!r} keeps "
+                           f"anything (at most {duration_text(welcome.max_ttl)}, {welcome.max_ttl} s)")  # fmt: skip
 
     def _detail(self, cell: Cell, member: Member) -> MemberDetail:
         number = None
@@ -361,6 +403,18 @@ class Api:
         states = []
         for address, (cell, names) in by_relay.items():
             link = cell.link
+            status = link.status
+            state: LinkState
+            if link.connected:
+                state = (
+                    "connected"
+                    if status is not None and status.state == "connected"
+                    else "caught_up"
+                )
+            else:  # before the first report, the link is trying its first connection
+                state = (
+                    "retrying" if status is None or status.state == "connected" else status.state
+                )
             states.append(
                 RelayState(
                     relay=f"{link.address.host}:{link.address.port}",
@@ -368,6 +422,8 @@ class Api:
                     connected=link.connected,
                     connections=link.connections,
                     cells=names,
+                    state=state,
+                    reason=None if status is None or link.connected else status.reason or None,
                 )
             )
         return states
@@ -426,6 +482,21 @@ class Api:
         await self.client.forget(cell)
         return Left(cell=cell.name, cell_id=cell.cell_id)
 
+    async def recover_cell(self, call: Call) -> Recovered:
+        """POST /cells/{cell}/recover."""
+        cell = await self.synced_cell(call, admin=True)
+        call.waiting_for = "the relay did not confirm the move"
+        await cell.recover()
+        return Recovered(cell=cell.name, epoch=cell.crypto.epoch)
+
+    async def set_alert_limit(self, call: Call) -> AlertLimitSet:
+        """PUT /cells/{cell}/alert-limit."""
+        body: SetAlertLimit = call.body
+        cell = await self.synced_cell(call, admin=True)
+        call.waiting_for = "the relay did not confirm the new epoch"
+        await cell.set_alert_limit(body.limit)
+        return AlertLimitSet(cell=cell.name, alert_limit=cell.alert_limit, epoch=cell.crypto.epoch)
+
     async def rotate_cell(self, call: Call) -> Rotated:
         """POST /cells/{cell}/rotate."""
         cell = await self.synced_cell(call, admin=True)
@@ -455,6 +526,23 @@ class Api:
         await cell.remove(member)
         return self._detail(cell, member)
 
+    async def mute_member(self, call: Call) -> MuteResult:
+        """POST /cells/{cell}/members/{member}/mute."""
+        return await self._muting(call, mute=True)
+
+    async def unmute_member(self, call: Call) -> MuteResult:
+        """POST /cells/{cell}/members/{member}/unmute."""
+        return await self._muting(call, mute=False)
+
+    async def _muting(self, call: Call, *, mute: bool) -> MuteResult:
+        body: MuteMember = call.body or MuteMember()
+        cell = await self.synced_cell(call)
+        member = self._match_member(cell.members(), call.params["member"])
+        call.waiting_for = "the relay did not confirm the new epoch"
+        act = cell.mute if mute else cell.unmute
+        everyone = await act(member, everyone=False if body.here else None)
+        return MuteResult(cell=cell.name, member=member, muted=mute, everyone=everyone)
+
     async def verify_member(self, call: Call) -> Verification:
         """POST /cells/{cell}/members/{member}/verify."""
         body: VerifyMember = call.body
@@ -482,6 +570,7 @@ class Api:
         """POST /cells/{cell}/invites."""
         body: CreateInvite = call.body or CreateInvite()
         cell = await self.synced_cell(call, admin=True)
+        self.check_ttl(cell, body.ttl)
         call.waiting_for = "could not create the invite's mailbox on the relay"
         invite = await cell.invite(ttl=body.ttl)
         link = invite.to_link()
@@ -520,7 +609,14 @@ class Api:
             call.waiting_for = (
                 f"could not reach the relay at {invite.relay.host}:{invite.relay.port}"
             )
-            await self.client.request_join(body.link)
+            try:
+                await self.client.request_join(body.link)
+            except RelayRefusedError as exc:
+                # The join mailbox is gone: deleted by the admin's client once the invite
+                # was used, or expired (BAD_PROOF either way: docs/protocol.md §7).
+                if exc.code in (ErrorCode.BAD_PROOF, ErrorCode.NO_SUCH_MAILBOX):
+                    raise ApiError(410, "INVITE_USED", USED_INVITE) from None
+                raise
         joined: Cell | None = None
         with trio.move_on_after(body.wait):
             joined = await self.client.wait_joined(invite)
@@ -549,6 +645,7 @@ class Api:
         """POST /cells/{cell}/alerts."""
         body: SendAlert = call.body
         cell = await self.synced_cell(call)
+        self.check_ttl(cell, body.ttl)
         call.waiting_for = "the relay did not store the alert"
         alert = await cell.send_alert(
             body.text, priority=body.priority, place=body.place, ttl=body.ttl
@@ -587,6 +684,7 @@ class Api:
         """POST /cells/{cell}/messages."""
         body: SendMessage = call.body
         cell = await self.synced_cell(call)
+        self.check_ttl(cell, body.ttl)
         call.waiting_for = "the relay did not store the message"
         message = await cell.send_message(body.text, ttl=body.ttl)
         self.echo(cell, MessageReceived(cell=cell.name, sender=cell.me, message=message))

@@ -30,6 +30,7 @@ from cellrelay.protocol.cell import (
 )
 from cellrelay.protocol.cell._content import MAX_NAME, MessageId, content_field_specs
 
+from ._cell_moves import MAX_ALERT_LIMIT
 from ._events import CellEvent, Member
 from ._schema import Bounds
 
@@ -37,6 +38,7 @@ __all__ = [
     "API_TYPES",
     "MAX_ALERT_TTL",
     "MAX_WAIT",
+    "AlertLimitSet",
     "AlertList",
     "AlertOptions",
     "AlertSent",
@@ -60,9 +62,12 @@ __all__ = [
     "MemberList",
     "MessageList",
     "MessageSent",
+    "MuteMember",
+    "MuteResult",
     "Problem",
     "ReceiptSent",
     "RecentMessage",
+    "Recovered",
     "RelayList",
     "RelayState",
     "RelayStateChanged",
@@ -74,6 +79,7 @@ __all__ = [
     "SendReply",
     "Session",
     "SessionRequest",
+    "SetAlertLimit",
     "StreamEvent",
     "Verification",
     "VerifyMember",
@@ -145,6 +151,10 @@ class RelayState:
     connected: bool
     connections: int  # connections established since the daemon started (reconnects + 1)
     cells: list[str]
+    # As in `relay_state_changed`: `caught_up` when up and caught up, `connected` while
+    # catching up after a reconnect, `lost` or `retrying` (with `reason`) while down.
+    state: Literal["lost", "retrying", "connected", "caught_up"]
+    reason: str | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -170,6 +180,12 @@ class CellSummary:
     active_alerts: int
     join_requests: int
     connected: bool  # whether the connection to its relay is up
+    alert_limit: int  # alerts per member per minute before flood control mutes its sender
+    muted: list[bytes]  # ids of the members muted on this device (here, or for everyone)
+    # The longest lifetime the cell's relay keeps (its Welcome.max_ttl), seconds; null
+    # until the relay has been reached once. Alerts, messages and invites asking for
+    # longer are refused with 422 TTL_TOO_LONG.
+    max_ttl: int | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -210,6 +226,47 @@ class Rotated:
 
     cell: str
     epoch: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Recovered:
+    """A cell moved to a fresh group mailbox (a new epoch): its members can post again."""
+
+    cell: str
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetAlertLimit:
+    """How many alerts a member may send per minute before every member's client mutes it."""
+
+    limit: Annotated[int, Bounds(lo=1, hi=MAX_ALERT_LIMIT)]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertLimitSet:
+    """The cell's flood limit, in force for every member from the new epoch on."""
+
+    cell: str
+    alert_limit: int
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MuteMember:
+    """Mute (or unmute) a member: for everyone by an admin, else on this device (`here`)."""
+
+    here: bool = False  # on this device only, even as an admin
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MuteResult:
+    """A member muted or unmuted: for the whole cell (`everyone`), or on this device only."""
+
+    cell: str
+    member: Member
+    muted: bool
+    everyone: bool
 
 
 # -- members, invites, joins -----------------------------------------------------------------
@@ -459,11 +516,20 @@ class EventsQuery:
 
 @dataclass(frozen=True, slots=True)
 class RelayStateChanged:
-    """The connection to a relay came up or went down (the daemon keeps reconnecting)."""
+    """The connection to a relay came up or went down (the daemon keeps reconnecting).
+
+    `state` says where it is: `lost` (with `reason`), `retrying` in `retry_in` seconds
+    (with why the last attempt failed), `connected` again, and `caught_up` with what the
+    relay stored meanwhile; between `lost` and `caught_up` this member is not listening
+    (issue 10). `connected` is whether a connection is up.
+    """
 
     relay: str  # host:port
     connected: bool
     cells: list[str]
+    state: Literal["lost", "retrying", "connected", "caught_up"] = "connected"
+    reason: str | None = None
+    retry_in: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -502,6 +568,8 @@ class Problem:
 RECEIVED: Final = (
     CreateCell,
     LeaveCell,
+    SetAlertLimit,
+    MuteMember,
     VerifyMember,
     CreateInvite,
     JoinCell,

@@ -39,7 +39,14 @@ from cellrelay.protocol.wire import CapabilityKey, MailboxId, RelayAddress
 from ._cell_admin import AdminSecrets, Cell
 from ._cell_member import CellError, CellInfo
 from ._keystore import DEFAULT_COST, Keystore, default_data_dir
-from ._link import MAX_RELAY_SKEW, Delivery, LinkClosedError, RelayLink, Revocation
+from ._link import (
+    MAX_RELAY_SKEW,
+    Delivery,
+    LinkClosedError,
+    RelayKeyMismatchError,
+    RelayLink,
+    Revocation,
+)
 from ._log import library_logger
 from ._panic import duress_companions
 from ._state import CellRecord, ClientState, JoinRecord
@@ -289,6 +296,18 @@ class Client:
             self._nursery.start_soon(self._route_deliveries, link)
         return link
 
+    def _release_link(self, link: RelayLink) -> None:
+        """Stop a link that no cell and no join uses (it would retry for the client's life)."""
+        key = str(link.address)
+        if self._links.get(key) is not link:
+            return
+        if any(c.link is link for c in self._cells):
+            return
+        if any(Invite.from_bytes(r.invite).relay == link.address for r in self._state.joins):
+            return
+        del self._links[key]
+        self._nursery.start_soon(link.aclose)
+
     async def _route_deliveries(self, link: RelayLink) -> None:
         """Apply deliveries in bursts: everything already waiting, then one save, then events."""
         async for first in link.events:
@@ -432,7 +451,17 @@ class Client:
         self._joined[invite.join_mailbox] = trio.Event()  # before any await: no second request
         link = self.link_for(invite.relay)
         write = CapabilityKey.from_seed(invite.join_write_seed)
-        await link.authorize_writer(invite.join_mailbox, write)
+        try:
+            await link.authorize_writer(invite.join_mailbox, write)
+        except BaseException as exc:
+            # Nothing was asked (a used invite, a relay with another key, no answer): forget
+            # the attempt, or a long-lived client (the daemon) would take the next try with
+            # the same link for a request already sent, and wait for an approval that
+            # cannot come.
+            self._joined.pop(invite.join_mailbox, None)
+            if isinstance(exc, RelayKeyMismatchError):
+                self._release_link(link)  # it can serve nobody: its key is not the relay's
+            raise
         request = seal_join_request(
             self.identity,
             admin_box_key=invite.admin_box_key,

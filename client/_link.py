@@ -94,6 +94,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Delivery",
     "LinkClosedError",
+    "LinkState",
     "LinkStatus",
     "RelayKeyMismatchError",
     "RelayLink",
@@ -240,6 +241,7 @@ class RelayLink:
         self._admin_counter = 0
         self.welcome: Welcome | None = None
         self.connections = 0  # how many times a connection was established
+        self.status: LinkStatus | None = None  # the last change reported (None: none yet)
         # Device time the last connection was lost (None: never), and how long the link
         # was without one before the current connection came up (inf for the first):
         # cells use them to tell a gap that may have expired while away (issue 9).
@@ -291,6 +293,7 @@ class RelayLink:
         return receive
 
     def _report(self, status: LinkStatus) -> None:
+        self.status = status
         for channel in list(self._status_channels):
             try:
                 channel.send_nowait(status)

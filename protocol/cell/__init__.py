@@ -65,7 +65,9 @@ from ._identity import (
 from ._invite import (
     INVITE_PREFIX,
     Invite,
+    InviteChecksumError,
     InviteError,
+    InviteExpiredError,
 )
 from ._membership import (
     MAX_MEMBERS,
@@ -121,7 +123,9 @@ __all__ = [
     "GroupError",
     "Identity",
     "Invite",
+    "InviteChecksumError",
     "InviteError",
+    "InviteExpiredError",
     "Kind",
     "LogEntry",
     "MalformedError",

@@ -59,7 +59,9 @@ __all__ = [
     "MAX_INVITE_LINK",
     "WELCOME_LINGER",
     "Invite",
+    "InviteChecksumError",
     "InviteError",
+    "InviteExpiredError",
 ]
 
 INVITE_PREFIX: Final = "cellrelay://join/"
@@ -109,6 +111,14 @@ _TYPO: Final = (
 
 class InviteError(CellrelayError, ValueError):
     """An invite link is malformed, expired or unusable; the message says what to do."""
+
+
+class InviteChecksumError(InviteError):
+    """The invite's CRC-32 does not match (§C3.2): a typo, caught before connecting."""
+
+
+class InviteExpiredError(InviteError):
+    """The invite has expired: ask the cell's admin for a new one."""
 
 
 def _check_format(first: int) -> None:
@@ -202,7 +212,7 @@ class Invite:
         """Raise `InviteError` if the invite has expired at `now` (unix seconds)."""
         if now >= self.expires_at:
             when = datetime.datetime.fromtimestamp(self.expires_at, tz=datetime.UTC)
-            raise InviteError(
+            raise InviteExpiredError(
                 f"this invite expired on {when:%Y-%m-%d %H:%M} UTC; ask the cell's admin for a new one"
             )
 
@@ -325,5 +335,5 @@ class Invite:
             raise InviteError(_DAMAGED)
         binary, check = data[:-INVITE_CHECKSUM_SIZE], data[-INVITE_CHECKSUM_SIZE:]
         if _checksum(binary) != check:
-            raise InviteError(_TYPO)
+            raise InviteChecksumError(_TYPO)
         return cls.from_bytes(binary)
