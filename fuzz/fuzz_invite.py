@@ -3,6 +3,8 @@
 Input layout: byte 0 picks the entry point: even feeds the rest to `Invite.from_bytes`
 and, wrapped as a link with its checksum (so parsing gets past it), to `Invite.parse`;
 odd decodes the rest as UTF-8 (replacing bad bytes) and feeds that text to `Invite.parse`.
+Both formats are reached: 1 (one relay) and 2 (two or three relays, issue 13); the seeds
+hold both.
 """
 
 from __future__ import annotations
@@ -14,7 +16,12 @@ import zlib
 import atheris
 
 with atheris.instrument_imports():
-    from cellrelay.protocol.cell._invite import INVITE_PREFIX, Invite, InviteError
+    from cellrelay.protocol.cell._invite import (
+        INVITE_PREFIX,
+        MAX_INVITE_LINK,
+        Invite,
+        InviteError,
+    )
 
 
 def _check(invite: Invite) -> None:
@@ -23,6 +30,11 @@ def _check(invite: Invite) -> None:
         raise AssertionError("accepted invite does not round-trip")
     if Invite.from_bytes(invite.to_bytes()) != invite:
         raise AssertionError("accepted invite bytes do not round-trip")
+    # One invite, one text: a one-relay invite is always format 1, more relays format 2.
+    if invite.to_bytes()[0] != (1 if len(invite.relays) == 1 else 2):
+        raise AssertionError("accepted invite in the wrong format")
+    if len(invite.to_link()) > MAX_INVITE_LINK:
+        raise AssertionError("accepted invite whose link is too long")
 
 
 def test_one_input(data: bytes) -> None:

@@ -7,6 +7,7 @@ starts from valid messages of every type rather than from nothing.
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -71,7 +72,7 @@ def write_content_and_invite_seeds() -> None:
         Status,
         StatusReply,
     )
-    from cellrelay.protocol.cell._invite import Invite
+    from cellrelay.protocol.cell._invite import Invite, InviteRelay
     from cellrelay.protocol.wire._address import RelayAddress
     from cellrelay.protocol.wire._messages import MailboxId
 
@@ -119,6 +120,12 @@ def write_content_and_invite_seeds() -> None:
             ("10.0.0.1", 1, "c"),
         ]
     ]
+    # Cells on two and three relays: format 2 (§C3.1a).
+    more = [
+        InviteRelay(RelayAddress(host, 7446, bytes([n]) * 32), MailboxId(bytes([n]) * 16))
+        for n, host in ((1, "relay.example.net"), (2, "192.0.2.7"))
+    ]
+    invites += [replace(invites[0], more_relays=tuple(more[:n])) for n in (1, 2)]
     folder = SEEDS / "invite"
     folder.mkdir(parents=True, exist_ok=True)
     for n, invite in enumerate(invites):

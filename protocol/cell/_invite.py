@@ -28,6 +28,12 @@ change of one character (at most 12 changed bits, always within 32) and every sw
 neighbours, before anything is sent; an altered invite still fails the handshake, the
 join secret check or the admin's signature, and never silently reaches another cell.
 Errors are `InviteError`s whose one-line message tells a person what to do.
+
+A cell may live on up to three relays (issue 13, docs/design.md "A cell on several
+relays"). Its invite then names every relay, each with its own join mailbox, so a joiner
+gets in while one relay is down: format 2 (§C3.1a). A one-relay invite is always format 1,
+byte for byte what earlier versions wrote and read, so one invite still has one text and
+an older joiner reads every invite to a one-relay cell.
 """
 
 from __future__ import annotations
@@ -57,23 +63,30 @@ __all__ = [
     "INVITE_SECRET_SIZE",
     "INVITE_WELCOME",
     "MAX_INVITE_LINK",
+    "MAX_INVITE_RELAYS",
     "WELCOME_LINGER",
     "Invite",
     "InviteChecksumError",
     "InviteError",
     "InviteExpiredError",
+    "InviteRelay",
 ]
 
 INVITE_PREFIX: Final = "cellrelay://join/"
-INVITE_FORMAT: Final = 1  # the first byte of the binary form
+INVITE_FORMAT: Final = 1  # the first byte of the binary form: one relay
+INVITE_FORMAT_RELAYS: Final = 2  # the first byte of the binary form: two or three relays
+MAX_INVITE_RELAYS: Final = 3
 INVITE_SECRET_SIZE: Final = 32  # 256 bits: the invite secret, and each key derived from it
 _ID_SIZE: Final = 16  # cell ids and mailbox ids (docs/protocol.md §1)
 _KEY_SIZE: Final = 32  # X25519 and Ed25519 public keys
 INVITE_CHECKSUM_SIZE: Final = 4  # the CRC-32 after the binary form, in the text form only
 # The largest valid link: 170 fixed bytes, a 255-byte host, a 64-character name of 4-byte
 # characters and the checksum make 685 bytes, 914 base64 characters and the prefix.
-# Anything longer is refused before decoding.
+# Anything longer is refused before decoding, and no invite is made that is longer
+# (format 2 could otherwise reach 1,731: three 255-byte hosts).
 MAX_INVITE_LINK: Final = 1_000
+# The largest binary form whose link fits: 17 + ceil(4 (n + 4) / 3) <= 1,000.
+_MAX_BINARY: Final = 733
 _MAX_HOST_BYTES: Final = 255  # the host's length is one byte
 _MAX_EXPIRY: Final = 2**32 - 1  # four bytes of unix seconds: early 2106
 
@@ -83,6 +96,12 @@ _MAX_EXPIRY: Final = 2**32 - 1  # four bytes of unix seconds: early 2106
 # rest" would decode a truncated link as a shorter name). 170 bytes; docs/protocol.md Part 3
 # §3.1 gives the offsets (a test checks them).
 _FIXED: Final = struct.Struct(">BI32sH16s16s32s32s32sBH")
+# Format 2 (§C3.1a): format, expires_at, cell id, secret, admin Ed25519 key, admin X25519
+# key, relay count R, name length; then R host lengths, R x (relay key, port, join
+# mailbox), the R hosts and the name. Every length comes before any variable part, so the
+# first 120 + R bytes give the whole size (a link cut short or run on never decodes).
+_FIXED2: Final = struct.Struct(">BI16s32s32s32sBH")
+_RELAY2: Final = struct.Struct(">32sH16s")
 
 # Purposes of the keys derived from the invite secret, in the group layer's KDF convention
 # (docs/protocol.md Part 2, "Key derivation"): BLAKE2b(digest_size=32, key=secret,
@@ -122,9 +141,9 @@ class InviteExpiredError(InviteError):
 
 
 def _check_format(first: int) -> None:
-    if first == INVITE_FORMAT:
+    if first in (INVITE_FORMAT, INVITE_FORMAT_RELAYS):
         return
-    if first > INVITE_FORMAT:
+    if first > INVITE_FORMAT_RELAYS:
         raise InviteError(
             f"this invite has format {first}, which this cellrelay does not know;"
             " upgrade cellrelay, or check the invite was copied whole"
@@ -146,6 +165,38 @@ def _new_secret() -> bytes:
     return random_bytes(INVITE_SECRET_SIZE)
 
 
+def _size(head: bytes) -> int:
+    """The binary form's whole size, from its header; `head` is at least its first byte.
+
+    Raises:
+        InviteError: the header is cut short, or names a relay count other than 2..3.
+    """
+    _check_format(head[0])
+    if head[0] == INVITE_FORMAT:
+        if len(head) < _FIXED.size:
+            raise InviteError("the invite is cut short; check it was copied whole")
+        host_length, name_length = _FIXED.unpack_from(head)[-2:]
+        return _FIXED.size + int(host_length) + int(name_length)
+    if len(head) < _FIXED2.size:
+        raise InviteError("the invite is cut short; check it was copied whole")
+    count, name_length = (int(value) for value in _FIXED2.unpack_from(head)[-2:])
+    if not 2 <= count <= MAX_INVITE_RELAYS:
+        raise InviteError(_DAMAGED)
+    lengths_end = _FIXED2.size + count
+    if len(head) < lengths_end:
+        raise InviteError("the invite is cut short; check it was copied whole")
+    hosts = sum(head[_FIXED2.size : lengths_end])
+    return lengths_end + count * _RELAY2.size + hosts + name_length
+
+
+@dataclass(frozen=True, slots=True)
+class InviteRelay:
+    """One relay of an invite, with the join mailbox the admin made on it."""
+
+    relay: RelayAddress
+    join_mailbox: MailboxId = field(repr=False)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Invite:
     """An invitation to one cell, to be passed as a link or a QR code.
@@ -153,6 +204,10 @@ class Invite:
     Build one with the admin's keys and the join mailbox (`secret` defaults to 32 fresh
     random bytes); `to_link()` gives the text, `Invite.parse(text)` reads it back.
     Everything but the expiry is hidden from `repr`, because the invite is a secret.
+
+    `relay` and `join_mailbox` are the first relay's; a cell on several relays lists the
+    others, with their own join mailboxes, in `more_relays` (at most two), and `relays`
+    gives them all in order.
     """
 
     relay: RelayAddress
@@ -163,6 +218,7 @@ class Invite:
     admin_box_key: bytes = field(repr=False)  # X25519: the join request is sealed to it
     expires_at: int  # unix seconds
     secret: bytes = field(default_factory=_new_secret, repr=False)
+    more_relays: tuple[InviteRelay, ...] = ()
 
     def __post_init__(self) -> None:
         for name, size in (
@@ -181,8 +237,42 @@ class Invite:
             )
         if type(self.expires_at) is not int or not 0 < self.expires_at <= _MAX_EXPIRY:
             raise InviteError("an invite's expiry is a unix time in 1..4294967295")
-        if len(self.relay.host.encode()) > _MAX_HOST_BYTES:
-            raise InviteError(f"the relay's host name is longer than {_MAX_HOST_BYTES} bytes")
+        if type(self.more_relays) is not tuple or len(self.more_relays) >= MAX_INVITE_RELAYS:
+            raise InviteError(f"an invite names 1 to {MAX_INVITE_RELAYS} relays")
+        for other in self.more_relays:
+            if type(other) is not InviteRelay:
+                raise InviteError("an invite's more_relays are InviteRelay records")
+            mailbox = other.join_mailbox
+            if type(mailbox) is not bytes or len(mailbox) != _ID_SIZE:
+                raise InviteError(f"an invite's join_mailbox is {_ID_SIZE} bytes")
+        relays = [entry.relay for entry in self.relays]
+        for relay in relays:
+            if type(relay) is not RelayAddress:
+                raise InviteError("an invite's relay is a RelayAddress")
+            if len(relay.host.encode()) > _MAX_HOST_BYTES:
+                raise InviteError(f"the relay's host name is longer than {_MAX_HOST_BYTES} bytes")
+        if len({relay.public_key for relay in relays}) < len(relays) or len(
+            {(relay.host.lower(), relay.port) for relay in relays}
+        ) < len(relays):
+            raise InviteError("an invite names each relay once")
+        if self._binary_size() > _MAX_BINARY:
+            raise InviteError(
+                f"the relays' host names and the cell name make a link longer than"
+                f" {MAX_INVITE_LINK} characters; use shorter ones"
+            )
+
+    @property
+    def relays(self) -> tuple[InviteRelay, ...]:
+        """Every relay of the invite, the first (`relay`, `join_mailbox`) first."""
+        return (InviteRelay(self.relay, self.join_mailbox), *self.more_relays)
+
+    def _binary_size(self) -> int:
+        hosts = sum(len(entry.relay.host.encode()) for entry in self.relays)
+        name = len(self.cell_name.encode())
+        if not self.more_relays:
+            return _FIXED.size + hosts + name
+        count = len(self.relays)
+        return _FIXED2.size + count * (1 + _RELAY2.size) + hosts + name
 
     # -- derived keys -----------------------------------------------------------------
 
@@ -219,9 +309,33 @@ class Invite:
     # -- encodings --------------------------------------------------------------------
 
     def to_bytes(self) -> bytes:
-        """Return the binary form (docs/protocol.md §C3.1)."""
-        host = self.relay.host.encode()
+        """Return the binary form: format 1 for one relay (docs/protocol.md §C3.1), else 2 (§C3.1a)."""
         name = self.cell_name.encode()
+        if self.more_relays:
+            relays = self.relays
+            hosts = [entry.relay.host.encode() for entry in relays]
+            return b"".join(
+                [
+                    _FIXED2.pack(
+                        INVITE_FORMAT_RELAYS,
+                        self.expires_at,
+                        self.cell_id,
+                        self.secret,
+                        self.admin_sign_key,
+                        self.admin_box_key,
+                        len(relays),
+                        len(name),
+                    ),
+                    bytes(len(host) for host in hosts),
+                    *(
+                        _RELAY2.pack(entry.relay.public_key, entry.relay.port, entry.join_mailbox)
+                        for entry in relays
+                    ),
+                    *hosts,
+                    name,
+                ]
+            )
+        host = self.relay.host.encode()
         return (
             _FIXED.pack(
                 INVITE_FORMAT,
@@ -255,20 +369,19 @@ class Invite:
         """
         if not data:
             raise InviteError("the invite is empty")
-        _check_format(data[0])
-        if len(data) < _FIXED.size:
-            raise InviteError("the invite is cut short; check it was copied whole")
-        (_, expires_at, relay_key, port, cell_id, mailbox, secret, sign_key, box_key, *lengths) = (
-            _FIXED.unpack_from(data)
-        )
-        host_end = _FIXED.size + lengths[0]
-        end = host_end + lengths[1]
+        end = _size(data)
         if len(data) < end:
             raise InviteError("the invite is cut short; check it was copied whole")
         if len(data) > end:
             raise InviteError(
                 "the invite has extra characters at the end; check it was copied alone"
             )
+        if data[0] == INVITE_FORMAT_RELAYS:
+            return cls._from_format_2(data)
+        (_, expires_at, relay_key, port, cell_id, mailbox, secret, sign_key, box_key, *lengths) = (
+            _FIXED.unpack_from(data)
+        )
+        host_end = _FIXED.size + lengths[0]
         try:
             host = data[_FIXED.size : host_end].decode()
             name = data[host_end:end].decode()
@@ -282,6 +395,37 @@ class Invite:
                 admin_box_key=box_key,
                 expires_at=expires_at,
                 secret=secret,
+            )
+        except (UnicodeDecodeError, AddressError, InviteError):
+            raise InviteError(_DAMAGED) from None
+
+    @classmethod
+    def _from_format_2(cls, data: bytes) -> Invite:
+        # `data` has exactly the size its header gives (`_size`), and a count of 2..3.
+        (_, expires_at, cell_id, secret, sign_key, box_key, count, _) = _FIXED2.unpack_from(data)
+        host_lengths = data[_FIXED2.size : _FIXED2.size + count]
+        offset = _FIXED2.size + count
+        fixed = []
+        for _index in range(count):
+            fixed.append(_RELAY2.unpack_from(data, offset))
+            offset += _RELAY2.size
+        try:
+            relays = []
+            for (key, port, mailbox), length in zip(fixed, host_lengths, strict=True):
+                host = data[offset : offset + length].decode()
+                offset += length
+                relays.append(InviteRelay(RelayAddress(host, port, key), MailboxId(mailbox)))
+            name = data[offset:].decode()
+            return cls(
+                relay=relays[0].relay,
+                cell_id=cell_id,
+                cell_name=name,
+                join_mailbox=relays[0].join_mailbox,
+                admin_sign_key=sign_key,
+                admin_box_key=box_key,
+                expires_at=expires_at,
+                secret=secret,
+                more_relays=tuple(relays[1:]),
             )
         except (UnicodeDecodeError, AddressError, InviteError):
             raise InviteError(_DAMAGED) from None
@@ -315,11 +459,9 @@ class Invite:
         # Say "cut short" or "extra characters" when the header's lengths show it: those are
         # what a person can fix. The complete 4-character groups always decode.
         head = base64.urlsafe_b64decode(body[: len(body) - len(body) % 4])
-        if head:
-            _check_format(head[0])
-        if len(head) < _FIXED.size:
+        if not head:
             raise InviteError("the invite is cut short; check it was copied whole")
-        total = _FIXED.size + sum(_FIXED.unpack_from(head)[-2:]) + INVITE_CHECKSUM_SIZE
+        total = _size(head) + INVITE_CHECKSUM_SIZE
         expected = (4 * total + 2) // 3  # unpadded base64 of `total` bytes
         if len(body) < expected:
             raise InviteError("the invite is cut short; check it was copied whole")

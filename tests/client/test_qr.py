@@ -23,12 +23,23 @@ from cellrelay.client._qr import (
     write_invite_png,
 )
 from cellrelay.protocol.cell import Invite, InviteError
+from cellrelay.protocol.cell._invite import InviteRelay
 from cellrelay.protocol.wire import MailboxId, RelayAddress
 
 UPPER, LOWER, FULL = "\u2580", "\u2584", "\u2588"
 
 
-def make_link(name: str = "Eastside Rapid Response") -> str:
+OTHER_RELAYS = (
+    InviteRelay(
+        RelayAddress("relay.example.net", 7446, bytes([1]) * 32), MailboxId(bytes([1]) * 16)
+    ),
+    InviteRelay(
+        RelayAddress("relay.example.com", 7446, bytes([2]) * 32), MailboxId(bytes([2]) * 16)
+    ),
+)
+
+
+def make_link(name: str = "Eastside Rapid Response", relays: int = 1) -> str:
     return Invite(
         relay=RelayAddress("relay.example.org", 7446, bytes(range(32))),
         cell_id=bytes(16),
@@ -38,6 +49,7 @@ def make_link(name: str = "Eastside Rapid Response") -> str:
         admin_box_key=bytes(32),
         expires_at=1_767_830_400,
         secret=bytes(range(32)),
+        more_relays=OTHER_RELAYS[: relays - 1],
     ).to_link()
 
 
@@ -209,13 +221,34 @@ def test_png_refuses_what_is_not_an_invite(tmp_path: Path) -> None:
 # -- a real decoder, where one is installed ---------------------------------------------------
 
 
-def test_a_qr_decoder_reads_back_the_link(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("relays", "length", "version", "width"), [(1, 303, 11, 65), (2, 395, 13, 73), (3, 485, 15, 81)]
+)
+def test_size_of_an_invite_on_one_to_three_relays(
+    relays: int, length: int, version: int, width: int
+) -> None:
+    """docs/protocol.md §C3.5's measurements: link length, QR version, terminal columns.
+
+    Relays with 17-byte hosts and a 23-character cell name; error correction L, as segno
+    raises it where the version has room (a three-relay code stays at L).
+    """
+    link = make_link(relays=relays)
+    assert len(link) == length
+    code = segno.make(link, micro=False)
+    assert code.version == version
+    assert code.error == "L"
+    lines = invite_qr_terminal(link).splitlines()
+    assert {len(line) for line in lines} == {width}
+
+
+@pytest.mark.parametrize("relays", [1, 2, 3])
+def test_a_qr_decoder_reads_back_the_link(tmp_path: Path, relays: int) -> None:
     """zxing-cpp (a binary wheel, not a dependency) reads the PNG and both terminal renderings.
 
     Skipped unless `zxingcpp` is importable; checked by hand with zxing-cpp 3.1.1.
     """
     zxingcpp = pytest.importorskip("zxingcpp")
-    link = make_link()
+    link = make_link(relays=relays)
     path = tmp_path / "invite.png"
     write_invite_png(link, path)
     width, height, rows = read_png(path.read_bytes())

@@ -18,8 +18,10 @@ from cellrelay.protocol.cell._invite import (
     INVITE_JOIN_WRITE,
     INVITE_PREFIX,
     MAX_INVITE_LINK,
+    MAX_INVITE_RELAYS,
     Invite,
     InviteError,
+    InviteRelay,
 )
 from cellrelay.protocol.wire._address import RelayAddress
 from cellrelay.protocol.wire._messages import MailboxId
@@ -273,12 +275,12 @@ def test_non_canonical_base64_is_damaged(name: str) -> None:
 
 def test_unknown_format() -> None:
     data = bytearray(example().to_bytes())
-    data[0] = 2
-    assert "format 2" in error_of(link_of(bytes(data)))
+    data[0] = 3
+    assert "format 3" in error_of(link_of(bytes(data)))
     assert "upgrade" in error_of(link_of(bytes(data)))
     data[0] = 0
     assert "damaged" in error_of(link_of(bytes(data)))
-    assert "format 2" in error_of(link_of(b"\x02\x00\x00"))  # a short newer invite
+    assert "format 3" in error_of(link_of(b"\x03\x00\x00"))  # a short newer invite
     with pytest.raises(InviteError, match="empty"):
         Invite.from_bytes(b"")
 
@@ -415,3 +417,190 @@ def test_the_welcome_binding_of_the_example() -> None:
     assert binding.hex() == "ac1bad59bcb449f214e0686330a21f7e5195d211e1f8fa4d1eea776973563ee8"
     assert example(secret=bytes(32)).welcome_binding != binding
     assert example(cell_id=bytes(16)).welcome_binding != binding
+
+
+# -- format 2: a cell on two or three relays (issue 13, §C3.1a) ------------------------------
+
+SECOND = InviteRelay(
+    RelayAddress("relay.example.net", 7446, bytes(range(0xA0, 0xC0))),
+    MailboxId(bytes(range(0x30, 0x40))),
+)
+THIRD = InviteRelay(
+    RelayAddress("relay.example.com", 7446, bytes(range(0xC0, 0xE0))),
+    MailboxId(bytes(range(0xE0, 0xF0))),
+)
+
+relay_entries = st.builds(
+    InviteRelay,
+    st.builds(RelayAddress, hosts, st.integers(1, 65535), st.binary(min_size=32, max_size=32)),
+    st.binary(min_size=16, max_size=16).map(MailboxId),
+)
+
+
+@st.composite
+def several_relay_invites(draw: st.DrawFn) -> Invite:
+    """Invites to cells on one to three relays, skipping the rare draw that is too long."""
+    invite = draw(invites)
+    more = draw(st.lists(relay_entries, max_size=MAX_INVITE_RELAYS - 1))
+    try:
+        return Invite(**{**_fields(invite), "more_relays": tuple(more)})  # type: ignore[arg-type]
+    except InviteError:
+        # Two relays drawn with one key or one address, or hosts that make the link too long.
+        return invite
+
+
+def _fields(invite: Invite) -> dict[str, object]:
+    return {name: getattr(invite, name) for name in Invite.__dataclass_fields__}
+
+
+@given(several_relay_invites())
+def test_any_invite_on_several_relays_round_trips(invite: Invite) -> None:
+    link = invite.to_link()
+    assert len(link) <= MAX_INVITE_LINK
+    assert Invite.parse(link) == invite
+    assert Invite.from_bytes(invite.to_bytes()) == invite
+    hosts_size = sum(len(entry.relay.host.encode()) for entry in invite.relays)
+    name_size = len(invite.cell_name.encode())
+    if len(invite.relays) == 1:
+        assert invite.to_bytes()[0] == 1  # one relay: format 1, as every earlier version wrote
+    else:
+        assert invite.to_bytes()[0] == 2
+        assert len(invite.to_bytes()) == 120 + 51 * len(invite.relays) + hosts_size + name_size
+    assert invite.relays[0] == InviteRelay(invite.relay, invite.join_mailbox)
+
+
+def test_one_relay_is_still_format_1_byte_for_byte() -> None:
+    """An invite to a one-relay cell is the §C3.4 link, unchanged: old joiners read it."""
+    assert example(more_relays=()).to_link() == example().to_link()
+    assert example().to_bytes()[0] == 1
+    assert example().relays == (InviteRelay(example().relay, example().join_mailbox),)
+
+
+def test_the_two_relay_example_link() -> None:
+    """docs/protocol.md §C3.4, the second example, byte for byte: 279 bytes, 395 characters."""
+    invite = example(more_relays=(SECOND,))
+    data = invite.to_bytes()
+    assert data.hex() == (
+        "02695ef380"
+        "101112131415161718191a1b1c1d1e1f"
+        "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
+        "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
+        "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f"
+        "02"
+        "0017"
+        "1111"
+        "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+        "1d16"
+        "202122232425262728292a2b2c2d2e2f"
+        "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
+        "1d16"
+        "303132333435363738393a3b3c3d3e3f"
+        "72656c61792e6578616d706c652e6f7267"
+        "72656c61792e6578616d706c652e6e6574"
+        "456173747369646520526170696420526573706f6e7365"
+    )
+    assert zlib.crc32(data) == 0x145D3629
+    link = invite.to_link()
+    assert len(link) == 395
+    assert link == (
+        "cellrelay://join/Amle84AQERITFBUWFxgZGhscHR4fgIGCg4SFhoeIiYqLjI2Oj5CRkpOUlZaXmJmam5y"
+        "dnp9AQUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVpbXF1eX2BhYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ent"
+        "8fX5_AgAXEREAAQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHx0WICEiIyQlJicoKSorLC0uL6Choq"
+        "OkpaanqKmqq6ytrq-wsbKztLW2t7i5uru8vb6_HRYwMTIzNDU2Nzg5Ojs8PT4_cmVsYXkuZXhhbXBsZS5vc"
+        "mdyZWxheS5leGFtcGxlLm5ldEVhc3RzaWRlIFJhcGlkIFJlc3BvbnNlFF02KQ"
+    )
+    assert Invite.parse(link) == invite
+    assert len(example(more_relays=(SECOND, THIRD)).to_link()) == 485
+
+
+def test_every_truncation_of_a_three_relay_link_is_cut_short() -> None:
+    link = example(more_relays=(SECOND, THIRD)).to_link()
+    for end in range(len(INVITE_PREFIX) + 1, len(link)):
+        assert "cut short" in error_of(link[:end])
+    assert "extra characters" in error_of(link + "A")
+    assert "extra characters" in error_of(link + "AAAA")
+
+
+def test_every_typo_in_a_two_relay_link_is_caught() -> None:
+    link = example(more_relays=(SECOND,)).to_link()
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    for position in range(len(INVITE_PREFIX), len(link), 3):
+        for char in alphabet[::5]:
+            if char != link[position]:
+                with pytest.raises(InviteError):
+                    Invite.parse(link[:position] + char + link[position + 1 :])
+
+
+@pytest.mark.parametrize("count", [0, 1, 4, 255])
+def test_a_relay_count_outside_2_to_3_is_damaged(count: int) -> None:
+    """One relay is format 1 only (one invite, one text); more than three is refused."""
+    data = bytearray(example(more_relays=(SECOND,)).to_bytes())
+    data[117] = count
+    assert "damaged" in error_of(link_of(bytes(data)))
+    with pytest.raises(InviteError):
+        Invite.from_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    ("offset", "value"),
+    [
+        (1, b"\x00\x00\x00\x00"),  # expires_at 0
+        (120, b"\x00\x22"),  # an empty first host (the second takes both)
+        (154, b"\x00\x00"),  # the first relay's port 0
+        (204, b"\x00\x00"),  # the second relay's port 0
+        (222, b"-"),  # a host may not start with a hyphen
+        (239, b"\xff"),  # the second host not UTF-8
+        (256, b"\x1b"),  # a control character in the name
+    ],
+)
+def test_bad_fields_of_format_2_are_damaged(offset: int, value: bytes) -> None:
+    data = bytearray(example(more_relays=(SECOND,)).to_bytes())
+    data[offset : offset + len(value)] = value
+    assert "damaged" in error_of(link_of(bytes(data)))
+
+
+def test_a_relay_named_twice_is_refused() -> None:
+    same_key = InviteRelay(RelayAddress("other.example.net", 1, RELAY_KEY), SECOND.join_mailbox)
+    same_place = InviteRelay(
+        RelayAddress("RELAY.example.org", 7446, bytes(32)), SECOND.join_mailbox
+    )
+    for twice in (same_key, same_place):
+        with pytest.raises(InviteError, match="each relay once"):
+            example(more_relays=(twice,))
+    # Made by hand, the bytes are damaged.
+    data = bytearray(example(more_relays=(SECOND,)).to_bytes())
+    data[172:204] = RELAY_KEY
+    assert "damaged" in error_of(link_of(bytes(data)))
+
+
+def test_at_most_three_relays_and_a_link_that_fits() -> None:
+    fourth = InviteRelay(RelayAddress("relay4.example", 1, bytes([9]) * 32), THIRD.join_mailbox)
+    with pytest.raises(InviteError, match="1 to 3 relays"):
+        example(more_relays=(SECOND, THIRD, fourth))
+    with pytest.raises(InviteError):
+        example(more_relays=[SECOND])  # a list is not a tuple: the invite is hashable
+    long_host = "a" * 62 + "." + "b" * 63 + "." + "c" * 63 + "." + "d" * 61  # 253 with n
+    big = [
+        InviteRelay(RelayAddress(f"{n}{long_host}", 7446, bytes([n]) * 32), SECOND.join_mailbox)
+        for n in (1, 2)
+    ]
+    with pytest.raises(InviteError, match="longer than 1000 characters"):
+        example(more_relays=tuple(big))
+
+
+@given(several_relay_invites(), st.data())
+def test_mutated_several_relay_links_give_an_invite_or_invite_error(
+    invite: Invite, data: st.DataObject
+) -> None:
+    raw = bytearray(invite.to_bytes())
+    position = data.draw(st.integers(0, len(raw) - 1))
+    raw[position] = data.draw(st.integers(0, 255))
+    try:
+        decoded = Invite.parse(link_of(bytes(raw)))
+    except InviteError as exc:
+        message = str(exc)
+    else:
+        assert decoded.to_bytes() == bytes(raw)
+        assert Invite.parse(decoded.to_link()) == decoded
+        return
+    assert "\n" not in message
