@@ -27,6 +27,7 @@ __all__ = [
     "HistoryItem",
     "InviteRecord",
     "JoinRecord",
+    "RelayRecord",
     "RequestRecord",
     "RetiredMailbox",
     "StateError",
@@ -242,8 +243,46 @@ class RetiredMailbox:
 
 
 @dataclass(slots=True, kw_only=True)
+class RelayRecord:
+    """One relay of a cell: its address and, on it, the cell's mailboxes and cursors.
+
+    Issue 13 (docs/design.md, "A cell on several relays"): mailbox ids and seqs are each
+    relay's own, so each relay of a cell has its own mailboxes and cursors.
+    """
+
+    relay: str  # the relay address text
+    group_mailbox: MailboxId = field(repr=False)
+    control_mailbox: MailboxId = field(repr=False)
+    group_cursor: int = 0
+    control_cursor: int = 0
+
+    def encode(self) -> bytes:
+        return encode_map({"relay": self.relay, "group_mailbox": self.group_mailbox,
+                           "control_mailbox": self.control_mailbox,
+                           "group_cursor": self.group_cursor,
+                           "control_cursor": self.control_cursor})  # fmt: skip
+
+    @classmethod
+    def decode(cls, data: bytes) -> RelayRecord:
+        f = _decode(data)
+        group, control = _bytes(f, "group_mailbox"), _bytes(f, "control_mailbox")
+        if len(group) != 16 or len(control) != 16:
+            raise StateError("saved state is damaged (a relay's mailboxes)")
+        return cls(relay=_str(f, "relay"), group_mailbox=MailboxId(group),
+                   control_mailbox=MailboxId(control), group_cursor=_int(f, "group_cursor"),
+                   control_cursor=_int(f, "control_cursor"))  # fmt: skip
+
+
+@dataclass(slots=True, kw_only=True)
 class CellRecord:
-    """One cell as this member keeps it."""
+    """One cell as this member keeps it.
+
+    `relay` and the mailbox and cursor fields beside it are the cell's first relay; a cell
+    on several relays (issue 13, not in use yet) keeps the others in `more_relays`, and
+    `relays` lists them all. The first stays in the flat fields, in memory and on disk, so
+    that nothing that uses one relay changes and an older cellrelay still reads the state
+    of a one-relay cell; a state saved before `more_relays` existed reads as one relay.
+    """
 
     crypto: bytes = field(repr=False)  # CellCrypto.to_bytes()
     relay: str  # the relay address text
@@ -285,6 +324,7 @@ class CellRecord:
     # §C8): member id -> the name it had then. A member id is a hash of the keys, so a
     # verified id never changes keys; a new id under a verified name is the warning.
     verified: dict[bytes, str] = field(default_factory=dict)
+    more_relays: list[RelayRecord] = field(default_factory=list)  # the relays after `relay`
     # Not saved; they keep a save cheap when the record is large (1,000 kept messages and
     # 20,000 seen ids took 5.6 ms per save, and a client saves after every burst of
     # deliveries). `_earliest` is at most the soonest expiry in `history` and `seen`, so
@@ -292,6 +332,14 @@ class CellRecord:
     # Both stay true only if additions go through `remember`.
     _earliest: float = field(default=0.0, repr=False, compare=False)
     _seen_wire: bytes | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def relays(self) -> list[RelayRecord]:
+        """Every relay of the cell, the first first; the first is a copy of the flat fields."""
+        first = RelayRecord(relay=self.relay, group_mailbox=self.group_mailbox,
+                            control_mailbox=self.control_mailbox, group_cursor=self.group_cursor,
+                            control_cursor=self.control_cursor)  # fmt: skip
+        return [first, *self.more_relays]
 
     def remember(self, message_id: bytes, item: HistoryItem) -> None:
         """Keep a received or sent message, and its id as seen (until it expires)."""
@@ -336,6 +384,7 @@ class CellRecord:
                 "history": [h.encode() for h in self.history],
                 "seen": seen,
                 "verified": [mid + name.encode() for mid, name in self.verified.items()],
+                "more_relays": [r.encode() for r in self.more_relays],
             }
         )
 
@@ -352,7 +401,8 @@ class CellRecord:
             ("alert_limit", 0),
             ("muted_everyone", b""),
             ("muted_here", b""),
-            ("verified", []),
+            ("verified", ()),
+            ("more_relays", ()),  # saved before cells could have several relays
         ):
             f.setdefault(name, default)  # saved before cells could move
         raw_seen = _bytes(f, "seen")
@@ -388,6 +438,7 @@ class CellRecord:
             history=[HistoryItem.decode(b) for b in _list(f, "history")],
             seen=seen,
             verified=_verified(f),
+            more_relays=[RelayRecord.decode(b) for b in _list(f, "more_relays")],
         )
 
     def _bound_history(self) -> None:

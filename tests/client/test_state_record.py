@@ -10,6 +10,7 @@ fresh encoding of that content.
 from __future__ import annotations
 
 import hypothesis.strategies as st
+import pytest
 from hypothesis import given
 
 from cellrelay.client._state import (
@@ -19,8 +20,11 @@ from cellrelay.client._state import (
     SEEN_SLACK,
     CellRecord,
     HistoryItem,
+    RelayRecord,
+    StateError,
 )
 from cellrelay.protocol.wire import MailboxId
+from cellrelay.protocol.wire._codec import decode_map, encode_map
 
 
 def _record() -> CellRecord:
@@ -150,3 +154,63 @@ def test_send_status_and_verified_members_survive_a_save(
     plain = _item(2, 2000)
     assert b"status" not in plain.encode()
     assert HistoryItem.decode(plain.encode()).status == "sent"
+
+
+relay_records = st.builds(
+    RelayRecord,
+    relay=st.text(min_size=1, max_size=40),
+    group_mailbox=st.binary(min_size=16, max_size=16).map(MailboxId),
+    control_mailbox=st.binary(min_size=16, max_size=16).map(MailboxId),
+    group_cursor=st.integers(0, 2**63 - 1),
+    control_cursor=st.integers(0, 2**63 - 1),
+)
+
+
+@given(st.lists(relay_records, max_size=2), st.integers(0, 2**40), st.integers(0, 2**40))
+def test_the_relays_of_a_cell_survive_a_save(
+    more: list[RelayRecord], group_cursor: int, control_cursor: int
+) -> None:
+    """Issue 13's ground: a cell record lists its relays, the first in the flat fields."""
+    record = _record()
+    record.group_cursor, record.control_cursor = group_cursor, control_cursor
+    record.more_relays = list(more)
+    again = CellRecord.decode(record.encode())
+    assert again.relays == record.relays
+    assert again.relays[0] == RelayRecord(
+        relay="cellrelay://example",
+        group_mailbox=MailboxId(bytes(16)),
+        control_mailbox=MailboxId(bytes([1]) * 16),
+        group_cursor=group_cursor,
+        control_cursor=control_cursor,
+    )
+    assert again.relays[1:] == more
+
+
+def test_a_record_saved_before_several_relays_reads_as_one_relay() -> None:
+    """Migration: a saved record without `more_relays` is the one-relay cell it was."""
+    record = _record()
+    record.group_cursor = 7
+    fields = decode_map(record.encode())
+    del fields["more_relays"]
+    old = CellRecord.decode(encode_map(fields))
+    assert old.more_relays == []
+    assert [r.relay for r in old.relays] == ["cellrelay://example"]
+    assert old.relays[0].group_cursor == 7
+    assert old.encode() == record.encode()
+
+
+def test_a_damaged_relay_record_is_refused() -> None:
+    record = _record()
+    record.more_relays = [RelayRecord(relay="r", group_mailbox=MailboxId(b"short"),
+                                      control_mailbox=MailboxId(bytes(16)))]  # fmt: skip
+    with pytest.raises(StateError):
+        CellRecord.decode(record.encode())
+
+
+def test_a_record_saved_before_verified_members_existed_still_reads() -> None:
+    """Found here: the default for a missing `verified` was a list, which `_list` refused,
+    so a cell saved before issue 9 would not load (StateError) after the upgrade."""
+    record = _record()
+    fields = decode_map(record.encode())
+    del fields["verified"], fields["more_relays"]
+    assert CellRecord.decode(encode_map(fields)).verified == {}
