@@ -34,7 +34,9 @@ minutes and back up to 4, but never more than 4 minutes behind the latest time i
 it is the relay's clock, which senders stamp and receivers see, and a clock that goes back
 further than the claim tolerance (§C2 rule 0, 300 s) makes receivers clamp honest claims
 differently by design (a relay clock set back is threat model §3.3's business, not this
-test's). Nothing expires within a run (alerts live 30 days), so every loss is a drop.
+test's). Some alerts live 10 or 30 minutes, so clock jumps expire them on the way: one
+delivered within the lateness opens; one refused as expired must have expired beyond it,
+and a message not shown at the end must be such a one (no unexpired message is lost).
 
 Run at CI size by default (20 examples of up to 40 steps, under 10 s here); a long run:
 `HYPOTHESIS_PROFILE=deep .venv/bin/python -m pytest tests/protocol/test_group_interaction.py`
@@ -50,7 +52,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from hypothesis import settings
+from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -70,7 +72,12 @@ from cellrelay.protocol.cell._content import (
     decode_content,
 )
 from cellrelay.protocol.cell._envelope import Kind
-from cellrelay.protocol.cell._errors import GroupError, NotAMemberError, ReplayError
+from cellrelay.protocol.cell._errors import (
+    ExpiredError,
+    GroupError,
+    NotAMemberError,
+    ReplayError,
+)
 from cellrelay.protocol.cell._group import CellCrypto
 from cellrelay.protocol.cell._identity import Identity
 from cellrelay.protocol.cell._outcomes import Missing, Opened, Own, Pending
@@ -95,6 +102,7 @@ class Sent:
     counter: int
     envelope: bytes = field(repr=False)
     content: Alert | StatusReply
+    expires_at: int = 0
 
 
 @dataclass
@@ -115,6 +123,8 @@ class Person:
     delivered: list[Sent] = field(default_factory=list)
     dropped: list[Sent] = field(default_factory=list)
     shown: list[Sent] = field(default_factory=list)
+    expired: list[Sent] = field(default_factory=list)  # refused: expired beyond the lateness
+    expired_released: int = 0  # the same, of envelopes the layer had parked
     book: RollupBook = field(default_factory=RollupBook)
     missing: dict[tuple[bytes, int], int] = field(default_factory=dict)  # (sender, epoch)
     recovered: dict[tuple[bytes, int], int] = field(default_factory=dict)
@@ -231,10 +241,9 @@ class CellLife(RuleBasedStateMachine):
 
     def _seal(self, name: str, cell: CellCrypto, content: Alert | StatusReply) -> Sent:
         epoch, counter = cell.send_position()
-        envelope = cell.seal(
-            content.KIND, content.encode(), expires_at=int(self.now) + TTL, now=self.now
-        )
-        return Sent(name, epoch, counter, envelope, content)
+        expires_at = content.expires_at if isinstance(content, Alert) else int(self.now) + TTL
+        envelope = cell.seal(content.KIND, content.encode(), expires_at=expires_at, now=self.now)
+        return Sent(name, epoch, counter, envelope, content, expires_at)
 
     def _sent_at_ms(self) -> int:
         sent_at_ms = int(self.now * 1000)
@@ -252,11 +261,13 @@ class CellLife(RuleBasedStateMachine):
                 alert_id=MessageId(data.draw(st.sampled_from(self.alerts))),
                 status=data.draw(st.sampled_from(list(Status))),
             )
+        # Some alerts live minutes, so that clock jumps expire them on the way.
+        ttl = data.draw(st.sampled_from([TTL, 600, 1800]), label="ttl")
         alert = Alert(
             sent_at_ms=sent_at_ms,
             text="alert",
             priority=Priority.URGENT,
-            expires_at=int(self.now) + TTL,
+            expires_at=int(self.now) + ttl,
         )
         self.alerts.append(alert.alert_id)
         return alert
@@ -378,7 +389,15 @@ class CellLife(RuleBasedStateMachine):
 
     def _deliver(self, name: str, item: Sent | Dist) -> None:
         person = self.people[name]
-        result = person.cell.open(item.envelope, now=self.now)
+        try:
+            result = person.cell.open(item.envelope, now=self.now)
+        except ExpiredError:
+            # Only what expired beyond the lateness by the receiver's clock (§C7) is refused.
+            assert isinstance(item, Sent)
+            assert item.expires_at + LATENESS <= self.now, (item, self.now)
+            person.expired.append(item)
+            event("refused: expired beyond the lateness")
+            return
         if isinstance(item, Sent):
             person.delivered.append(item)
         self._record(name, result)
@@ -394,6 +413,12 @@ class CellLife(RuleBasedStateMachine):
                 assert content == sent.content
                 person.shown.append(sent)
                 self._fold(name, sent)
+                if sent.expires_at <= self.now:
+                    event("opened late, within the lateness")
+                if sent.sender in self.removed:
+                    event("opened from a member removed since")
+                if result.recovered:
+                    event("recovered after a Missing report")
                 key = (sender, result.epoch)
                 if result.recovered:
                     mid = result.sender.member_id
@@ -415,6 +440,8 @@ class CellLife(RuleBasedStateMachine):
                 person.excused.discard(key)
             for released in result.released:
                 self._record(name, released)
+        elif isinstance(result, ExpiredError):  # a parked envelope that expired meanwhile
+            person.expired_released += 1
         elif isinstance(result, GroupError):
             raise result
         else:
@@ -434,8 +461,7 @@ class CellLife(RuleBasedStateMachine):
                 dropped = sum(
                     1
                     for s in person.dropped
-                    if self._person(s.sender).identity.member_id
-                    == notice.sender.member_id
+                    if self._person(s.sender).identity.member_id == notice.sender.member_id
                     and s.epoch == notice.epoch
                 )
                 late = sum(
@@ -481,17 +507,25 @@ class CellLife(RuleBasedStateMachine):
             for lost in list(person.dropped):
                 self._deliver(name, lost)
             for (sender_id, epoch), count in person.missing.items():
-                assert person.recovered.get((sender_id, epoch), 0) == count, (name, epoch)
+                recovered = person.recovered.get((sender_id, epoch), 0)
+                expired = sum(
+                    1
+                    for s in person.expired
+                    if s.epoch == epoch and self._person(s.sender).identity.member_id == sender_id
+                )
+                assert recovered <= count <= recovered + expired, (name, epoch)
         # 1: every current member shows every message of its epochs exactly once, removed
         # senders' included (`shown` holds no message twice: `_record` checks each).
         for name, person in self.people.items():
             me = person.identity.member_id
             joined = person.cell._s.joined_epoch
-            expected = {
-                id(s) for s in self.sent.values() if s.sender != name and s.epoch >= joined
-            }
+            expected = {id(s) for s in self.sent.values() if s.sender != name and s.epoch >= joined}
             shown = {id(s) for s in person.shown}
-            assert shown == expected, (name, me.hex()[:8])
+            assert shown <= expected, (name, me.hex()[:8])
+            # Nothing unexpired is lost: what was not shown had expired beyond the lateness.
+            lost = [s for s in self.sent.values() if id(s) in expected - shown]
+            assert all(s.expires_at + LATENESS <= self.now for s in lost), (name, lost)
+            assert len(lost) == len(person.expired) + person.expired_released, (name, lost)
         # 3: the same roll-up for every alert, at every member that holds it.
         for alert_id in self.alerts:
             rollups: list[AlertRollup] = [
