@@ -283,13 +283,15 @@ async def admit_all(lead: Cell) -> None:
     expires_at = int(lead.link.relay_time()) + WELCOME_TTL
     for request in requests:
         member = MemberInfo.from_bytes(request.member)
+        record = next(i for i in lead.record.invites if i.join_mailbox == request.join_mailbox)
         welcome = lead.crypto.welcome_for(
-            member.member_id, now=lead.link.relay_time(), extra=info.encode()
+            member.member_id,
+            now=lead.link.relay_time(),
+            invite=lead._invite_for(record),
+            extra=info.encode(),
         )
         await lead.link.publish(request.join_mailbox, bytes([JOIN_WELCOME]) + welcome, expires_at)
-        for invite in lead.record.invites:
-            if invite.join_mailbox == request.join_mailbox:
-                invite.used = True
+        record.used = True
         lead.record.requests.remove(request)
     await lead._save()
 

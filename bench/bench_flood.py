@@ -57,6 +57,7 @@ from cellrelay.protocol import CellrelayError
 from cellrelay.protocol._crypto import random_bytes
 from cellrelay.protocol.cell._group import CellCrypto
 from cellrelay.protocol.cell._identity import Identity
+from cellrelay.protocol.cell._invite import Invite
 from cellrelay.protocol.cell._receiver import MAX_PENDING
 from cellrelay.protocol.cell._state import Parked
 from cellrelay.protocol.wire import MailboxId, RelayAddress
@@ -85,6 +86,19 @@ def quiet_logs() -> None:
 # -- (a) saving with parked envelopes -----------------------------------------------------------
 
 
+def _invite(cell: CellCrypto, now: float) -> Invite:
+    """An invite to `cell` for its welcome to answer (a welcome answers one, §G7)."""
+    return Invite(
+        relay=RelayAddress("127.0.0.1", 7446, bytes(range(32))),
+        cell_id=cell.cell_id,
+        cell_name=cell.name or "bench",
+        join_mailbox=MailboxId(bytes(16)),
+        admin_sign_key=cell.me.sign_pub,
+        admin_box_key=cell.me.dh_pub,
+        expires_at=int(now) + 3600,
+    )
+
+
 def parked_state() -> tuple[CellCrypto, Identity]:
     """A member (bob) whose parking buffer holds 256 envelopes of 4 KiB (1 MiB).
 
@@ -98,8 +112,9 @@ def parked_state() -> tuple[CellCrypto, Identity]:
                              control_read_key=bytes(32), name="bench")  # fmt: skip
     change = lead.add_member(bob.info, now=time.time())
     lead.open_control(change, now=time.time())
-    member, _ = CellCrypto.from_welcome(bob, lead.welcome_for(bob.member_id, now=time.time()),
-                                        now=time.time())  # fmt: skip
+    invite = _invite(lead, time.time())
+    welcome = lead.welcome_for(bob.member_id, now=time.time(), invite=invite)
+    member, _ = CellCrypto.from_welcome(bob, welcome, now=time.time(), invite=invite)
     epoch, now = member.epoch + 1, time.time()
     member._s.parked = [
         Parked(b"\x01" + epoch.to_bytes(4, "big") + random_bytes(4096 - 5), epoch, None, now, seq)

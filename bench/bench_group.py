@@ -32,7 +32,10 @@ from nacl._sodium import ffi, lib
 from cellrelay.protocol.cell._envelope import ENVELOPE_OVERHEAD, Kind
 from cellrelay.protocol.cell._group import CellCrypto
 from cellrelay.protocol.cell._identity import Identity
+from cellrelay.protocol.cell._invite import Invite
 from cellrelay.protocol.cell._padding import bucket_for
+from cellrelay.protocol.wire._address import RelayAddress
+from cellrelay.protocol.wire._messages import MailboxId
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -53,14 +56,28 @@ def timed(run: Callable[[], None], count: int) -> float:
     return (time.perf_counter_ns() - start) / count / 1_000
 
 
+def _invite(cell: CellCrypto, now: float) -> Invite:
+    """An invite to `cell` for its welcome to answer (a welcome answers one, §G7)."""
+    return Invite(
+        relay=RelayAddress("127.0.0.1", 7446, bytes(range(32))),
+        cell_id=cell.cell_id,
+        cell_name=cell.name or "bench",
+        join_mailbox=MailboxId(bytes(16)),
+        admin_sign_key=cell.me.sign_pub,
+        admin_box_key=cell.me.dh_pub,
+        expires_at=int(now) + 3600,
+    )
+
+
 def pair() -> tuple[CellCrypto, CellCrypto]:
     """Return (sender, receiver): a two-member cell whose sender keys are exchanged."""
     alice, bob = Identity.generate("alice"), Identity.generate("bob")
     keys = (bytes(32), bytes(32))
     sender = CellCrypto.create(alice, now=NOW, group_keys=keys, control_read_key=bytes(32))
     update = sender.open_control(sender.add_member(bob.info, now=NOW), now=NOW)
+    invite = _invite(sender, NOW)
     receiver, distribution = CellCrypto.from_welcome(
-        bob, sender.welcome_for(bob.member_id, now=NOW), now=NOW
+        bob, sender.welcome_for(bob.member_id, now=NOW, invite=invite), now=NOW, invite=invite
     )
     sender.open(distribution, now=NOW)
     assert update.distribution is not None

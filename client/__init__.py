@@ -69,7 +69,9 @@ from ._events import (
     MutedAlertReceived,
     ReceiptReceived,
     SecurityWarning,
+    SendFailed,
     StatusReceived,
+    VerifiedKeyChanged,
 )
 from ._keystore import (
     KeystoreBusyError,
@@ -134,10 +136,12 @@ __all__ = [
     "RelayKeyMismatchError",
     "RelayRefusedError",
     "SecurityWarning",
+    "SendFailed",
     "Status",
     "StatusReceived",
     "StatusReply",
     "Subscription",
+    "VerifiedKeyChanged",
     "WrongPassphraseError",
     "clear_duress_passphrase",
     "create_identity",

@@ -15,6 +15,7 @@ out may still go out: the relay link keeps retrying it, as the library always do
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import os
 import re
@@ -26,10 +27,12 @@ import structlog
 import trio
 
 from cellrelay import __version__
+from cellrelay.protocol import ErrorCode
 from cellrelay.protocol.cell import Alert, AlertRollup, Invite
 from cellrelay.protocol.wire import RelayAddress
 
 from ._api_types import (
+    AlertLimitSet,
     AlertList,
     AlertOptions,
     AlertSent,
@@ -52,8 +55,11 @@ from ._api_types import (
     MemberList,
     MessageList,
     MessageSent,
+    MuteMember,
+    MuteResult,
     ReceiptSent,
     RecentMessage,
+    Recovered,
     RelayList,
     RelayState,
     ReplySent,
@@ -64,11 +70,15 @@ from ._api_types import (
     SendReply,
     Session,
     SessionRequest,
+    SetAlertLimit,
     StreamEvent,
     Verification,
     VerifyMember,
 )
+from ._cell_member import CellError
+from ._cli_output import duration_text
 from ._events import AlertReceived, MessageReceived, ReceiptReceived, StatusReceived
+from ._link import LinkState, RelayRefusedError
 from ._qr import invite_qr_png_data_uri, invite_qr_svg
 
 if TYPE_CHECKING:
@@ -80,7 +90,7 @@ if TYPE_CHECKING:
     from ._schema import Registry
     from ._sse import EventHub
 
-__all__ = ["DEFAULT_WAIT", "ROUTES", "Api", "ApiError", "Call", "Route"]
+__all__ = ["DEFAULT_WAIT", "ROUTES", "USED_INVITE", "Api", "ApiError", "Call", "Route"]
 
 log = structlog.get_logger("cellrelay.daemon")
 
@@ -88,6 +98,10 @@ log = structlog.get_logger("cellrelay.daemon")
 # line's default, for the same reasons (client/_cli.py).
 DEFAULT_WAIT: Final = 20.0
 _HEX: Final = re.compile(r"^[0-9a-f]+$")
+USED_INVITE: Final = (
+    "this invite was used or has expired (the relay no longer has its join mailbox): ask the"
+    " cell's admin for a new one"
+)
 
 
 class ApiError(Exception):
@@ -160,23 +174,37 @@ ROUTES: Final[tuple[Route, ...]] = (
            body=LeaveCell, body_required=False, response=Left, waits=True, errors=(*_CELL, 502)),
     _route("POST", "/cells/{cell}/rotate", "rotate_cell", "Start a new epoch: fresh keys for everyone (admins).",
            response=Rotated, waits=True, errors=(*_CELL, 403, 502)),
+    _route("POST", "/cells/{cell}/recover", "recover_cell",
+           "Move the cell to a fresh mailbox when a flood filled it: it posts again at once (admins).",
+           response=Recovered, waits=True, errors=(*_CELL, 403, 502)),
+    _route("PUT", "/cells/{cell}/alert-limit", "set_alert_limit",
+           "Alerts a member may send per minute before every client mutes it (admins).",
+           body=SetAlertLimit, response=AlertLimitSet, waits=True, errors=(*_CELL, 403, 502)),
     _route("GET", "/cells/{cell}/members", "list_members", "The cell's members.",
            response=MemberList, errors=_CELL, tag="members"),
-    _route("GET", "/cells/{cell}/members/{member}", "get_member", "One member and their fingerprint.",
+    _route("GET", "/cells/{cell}/members/{member}", "get_member", "One member, their fingerprint and your safety number.",
            response=MemberDetail, errors=_CELL, tag="members"),
     _route("DELETE", "/cells/{cell}/members/{member}", "remove_member",
            "Remove a member: new keys; they read nothing sent from now on (admins).",
            response=MemberDetail, waits=True, errors=(*_CELL, 403, 502), tag="members"),
     _route("POST", "/cells/{cell}/members/{member}/verify", "verify_member",
-           "Check the fingerprint a member's own device shows.",
+           "Compare the safety number a member's device shows; mark them verified when it matches.",
            body=VerifyMember, response=Verification, errors=_CELL, tag="members"),
     _route("POST", "/cells/{cell}/members/{member}/promote", "promote_member",
            "Make a member an admin too (admins).",
            response=MemberDetail, waits=True, errors=(*_CELL, 403, 502), tag="members"),
+    _route("POST", "/cells/{cell}/members/{member}/mute", "mute_member",
+           "Stop ringing for a member's alerts: for everyone (admins), else on this device.",
+           body=MuteMember, body_required=False, response=MuteResult, waits=True,
+           errors=(*_CELL, 403, 502), tag="members"),
+    _route("POST", "/cells/{cell}/members/{member}/unmute", "unmute_member",
+           "Ring again for a member's alerts: for everyone (admins), else on this device.",
+           body=MuteMember, body_required=False, response=MuteResult, waits=True,
+           errors=(*_CELL, 403, 502), tag="members"),
     _route("POST", "/cells/{cell}/invites", "create_invite",
            "A one-time invite: link and QR code (admins).", body=CreateInvite,
            body_required=False, response=InviteCreated, status=201, waits=True,
-           errors=(*_CELL, 403, 502), tag="members"),
+           errors=(*_CELL, 403, 422, 502), tag="members"),
     _route("GET", "/cells/{cell}/join-requests", "list_join_requests",
            "Who asked to join and waits for approval (admins).",
            response=JoinList, errors=(*_CELL, 403), tag="members"),
@@ -187,14 +215,14 @@ ROUTES: Final[tuple[Route, ...]] = (
            "Turn down someone who asked to join; their invite is deleted (admins).",
            response=MemberDetail, waits=True, errors=(*_CELL, 403, 502), tag="members"),
     _route("POST", "/joins", "join_cell", "Ask to join a cell with an invite link, and wait.",
-           body=JoinCell, response=JoinStatus, status=201, waits=True, errors=(409, 502)),
+           body=JoinCell, response=JoinStatus, status=201, waits=True, errors=(409, 410, 422, 502)),
     _route("GET", "/cells/{cell}/alerts", "list_alerts",
            "Active alerts with their roll-ups, most urgent first.",
            response=AlertList, errors=_CELL, tag="alerts"),
     _route("POST", "/cells/{cell}/alerts", "send_alert",
            "Send an alert: a JSON body, or the text as a plain body with options in the query.",
            body=SendAlert, text_field="text", query=AlertOptions, response=AlertSent,
-           status=201, waits=True, errors=(*_CELL, 502), tag="alerts"),
+           status=201, waits=True, errors=(*_CELL, 422, 502), tag="alerts"),
     _route("GET", "/cells/{cell}/alerts/{alert}", "get_alert", "One alert's roll-up.",
            response=AlertRollup, errors=_CELL, tag="alerts"),
     _route("POST", "/cells/{cell}/alerts/{alert}/replies", "reply",
@@ -205,7 +233,7 @@ ROUTES: Final[tuple[Route, ...]] = (
            response=MessageList, errors=_CELL, tag="alerts"),
     _route("POST", "/cells/{cell}/messages", "send_message", "Send an ordinary message.",
            body=SendMessage, text_field="text", response=MessageSent, status=201, waits=True,
-           errors=(*_CELL, 502), tag="alerts"),
+           errors=(*_CELL, 422, 502), tag="alerts"),
     _route("POST", "/cells/{cell}/receipts", "send_receipt", "Say that messages were delivered or read.",
            body=SendReceipt, response=ReceiptSent, status=201, waits=True,
            errors=(*_CELL, 502), tag="alerts"),
@@ -322,11 +350,35 @@ class Api:
             active_alerts=0 if removed else len(cell.active_alerts()),
             join_requests=len(cell.join_requests) if cell.is_admin and not removed else 0,
             connected=cell.link.connected,
+            alert_limit=cell.alert_limit,
+            muted=[] if removed else [m.member_id for m in cell.muted()],
+            max_ttl=None if cell.link.welcome is None else cell.link.welcome.max_ttl,
         )
 
+    @staticmethod
+    def check_ttl(cell: Cell, ttl: int) -> None:
+        """Refuse a lifetime beyond what the cell's relay keeps, as the command line does.
+
+        The relay would cut the envelope's life short while the message inside promised the
+        longer one, and members' clients would keep it that long (issue 10).
+        """
+        welcome = cell.link.welcome
+        if welcome is not None and ttl > welcome.max_ttl:
+            raise ApiError(422, "TTL_TOO_LONG",
+                           f"ttl {duration_text(ttl)} is longer than the relay of {cell.name!r} keeps "
+                           f"anything (at most {duration_text(welcome.max_ttl)}, {welcome.max_ttl} s)")  # fmt: skip
+
     def _detail(self, cell: Cell, member: Member) -> MemberDetail:
+        number = None
+        if member.member_id != self.client.identity.member_id:
+            with contextlib.suppress(CellError):  # just removed: its keys are gone
+                number = cell.safety_number(member)
         return MemberDetail(
-            cell=cell.name, member=member, fingerprint=_fingerprint(member.member_id)
+            cell=cell.name,
+            member=member,
+            fingerprint=_fingerprint(member.member_id),
+            safety_number=number,
+            verified=cell.is_verified(member),
         )
 
     # -- the daemon -------------------------------------------------------------------------
@@ -351,6 +403,18 @@ class Api:
         states = []
         for address, (cell, names) in by_relay.items():
             link = cell.link
+            status = link.status
+            state: LinkState
+            if link.connected:
+                state = (
+                    "connected"
+                    if status is not None and status.state == "connected"
+                    else "caught_up"
+                )
+            else:  # before the first report, the link is trying its first connection
+                state = (
+                    "retrying" if status is None or status.state == "connected" else status.state
+                )
             states.append(
                 RelayState(
                     relay=f"{link.address.host}:{link.address.port}",
@@ -358,6 +422,8 @@ class Api:
                     connected=link.connected,
                     connections=link.connections,
                     cells=names,
+                    state=state,
+                    reason=None if status is None or link.connected else status.reason or None,
                 )
             )
         return states
@@ -416,6 +482,21 @@ class Api:
         await self.client.forget(cell)
         return Left(cell=cell.name, cell_id=cell.cell_id)
 
+    async def recover_cell(self, call: Call) -> Recovered:
+        """POST /cells/{cell}/recover."""
+        cell = await self.synced_cell(call, admin=True)
+        call.waiting_for = "the relay did not confirm the move"
+        await cell.recover()
+        return Recovered(cell=cell.name, epoch=cell.crypto.epoch)
+
+    async def set_alert_limit(self, call: Call) -> AlertLimitSet:
+        """PUT /cells/{cell}/alert-limit."""
+        body: SetAlertLimit = call.body
+        cell = await self.synced_cell(call, admin=True)
+        call.waiting_for = "the relay did not confirm the new epoch"
+        await cell.set_alert_limit(body.limit)
+        return AlertLimitSet(cell=cell.name, alert_limit=cell.alert_limit, epoch=cell.crypto.epoch)
+
     async def rotate_cell(self, call: Call) -> Rotated:
         """POST /cells/{cell}/rotate."""
         cell = await self.synced_cell(call, admin=True)
@@ -445,13 +526,34 @@ class Api:
         await cell.remove(member)
         return self._detail(cell, member)
 
+    async def mute_member(self, call: Call) -> MuteResult:
+        """POST /cells/{cell}/members/{member}/mute."""
+        return await self._muting(call, mute=True)
+
+    async def unmute_member(self, call: Call) -> MuteResult:
+        """POST /cells/{cell}/members/{member}/unmute."""
+        return await self._muting(call, mute=False)
+
+    async def _muting(self, call: Call, *, mute: bool) -> MuteResult:
+        body: MuteMember = call.body or MuteMember()
+        cell = await self.synced_cell(call)
+        member = self._match_member(cell.members(), call.params["member"])
+        call.waiting_for = "the relay did not confirm the new epoch"
+        act = cell.mute if mute else cell.unmute
+        everyone = await act(member, everyone=False if body.here else None)
+        return MuteResult(cell=cell.name, member=member, muted=mute, everyone=everyone)
+
     async def verify_member(self, call: Call) -> Verification:
         """POST /cells/{cell}/members/{member}/verify."""
         body: VerifyMember = call.body
         cell = await self.synced_cell(call)
         member = self._match_member(cell.members(), call.params["member"])
-        digits = re.sub(r"[ :-]", "", body.fingerprint).lower()  # 32 hex digits, by its pattern
-        verified = hmac.compare_digest(digits, member.member_id.hex())
+        if member.member_id == self.client.identity.member_id:
+            raise ApiError(409, "SELF", "compare safety numbers with another member")
+        digits = re.sub(r"[ -]", "", body.safety_number)  # digits only, by its pattern
+        verified = hmac.compare_digest(digits.encode(), cell.safety_number(member).encode())
+        if verified:
+            await cell.mark_verified(member)
         return Verification(cell=cell.name, member=member, verified=verified)
 
     async def promote_member(self, call: Call) -> MemberDetail:
@@ -468,6 +570,7 @@ class Api:
         """POST /cells/{cell}/invites."""
         body: CreateInvite = call.body or CreateInvite()
         cell = await self.synced_cell(call, admin=True)
+        self.check_ttl(cell, body.ttl)
         call.waiting_for = "could not create the invite's mailbox on the relay"
         invite = await cell.invite(ttl=body.ttl)
         link = invite.to_link()
@@ -506,7 +609,14 @@ class Api:
             call.waiting_for = (
                 f"could not reach the relay at {invite.relay.host}:{invite.relay.port}"
             )
-            await self.client.request_join(body.link)
+            try:
+                await self.client.request_join(body.link)
+            except RelayRefusedError as exc:
+                # The join mailbox is gone: deleted by the admin's client once the invite
+                # was used, or expired (BAD_PROOF either way: docs/protocol.md §7).
+                if exc.code in (ErrorCode.BAD_PROOF, ErrorCode.NO_SUCH_MAILBOX):
+                    raise ApiError(410, "INVITE_USED", USED_INVITE) from None
+                raise
         joined: Cell | None = None
         with trio.move_on_after(body.wait):
             joined = await self.client.wait_joined(invite)
@@ -535,6 +645,7 @@ class Api:
         """POST /cells/{cell}/alerts."""
         body: SendAlert = call.body
         cell = await self.synced_cell(call)
+        self.check_ttl(cell, body.ttl)
         call.waiting_for = "the relay did not store the alert"
         alert = await cell.send_alert(
             body.text, priority=body.priority, place=body.place, ttl=body.ttl
@@ -573,6 +684,7 @@ class Api:
         """POST /cells/{cell}/messages."""
         body: SendMessage = call.body
         cell = await self.synced_cell(call)
+        self.check_ttl(cell, body.ttl)
         call.waiting_for = "the relay did not store the message"
         message = await cell.send_message(body.text, ttl=body.ttl)
         self.echo(cell, MessageReceived(cell=cell.name, sender=cell.me, message=message))

@@ -30,6 +30,7 @@ from cellrelay.protocol.cell import (
 )
 from cellrelay.protocol.cell._content import MAX_NAME, MessageId, content_field_specs
 
+from ._cell_moves import MAX_ALERT_LIMIT
 from ._events import CellEvent, Member
 from ._schema import Bounds
 
@@ -37,6 +38,7 @@ __all__ = [
     "API_TYPES",
     "MAX_ALERT_TTL",
     "MAX_WAIT",
+    "AlertLimitSet",
     "AlertList",
     "AlertOptions",
     "AlertSent",
@@ -60,9 +62,12 @@ __all__ = [
     "MemberList",
     "MessageList",
     "MessageSent",
+    "MuteMember",
+    "MuteResult",
     "Problem",
     "ReceiptSent",
     "RecentMessage",
+    "Recovered",
     "RelayList",
     "RelayState",
     "RelayStateChanged",
@@ -74,6 +79,7 @@ __all__ = [
     "SendReply",
     "Session",
     "SessionRequest",
+    "SetAlertLimit",
     "StreamEvent",
     "Verification",
     "VerifyMember",
@@ -99,6 +105,10 @@ MAX_FINGERPRINT: Final = 128
 MAX_CODE: Final = 128  # one-time codes and session tokens are 43 characters
 # A member id as people write it down: 32 hex digits, grouped as they like.
 FINGERPRINT_PATTERN: Final = "^[ :-]*([0-9A-Fa-f][ :-]*){32}$"
+MAX_SAFETY_NUMBER: Final = 240
+# Digits, spaces and dashes (a simple pattern: test generators choke on counted groups);
+# a text without exactly 60 digits simply does not match.
+SAFETY_NUMBER_PATTERN: Final = "^[0-9 -]*$"
 
 AlertText = Annotated[str, _spec(Alert, "text")]
 Place = Annotated[str | None, _spec(Alert, "place")]
@@ -141,6 +151,10 @@ class RelayState:
     connected: bool
     connections: int  # connections established since the daemon started (reconnects + 1)
     cells: list[str]
+    # As in `relay_state_changed`: `caught_up` when up and caught up, `connected` while
+    # catching up after a reconnect, `lost` or `retrying` (with `reason`) while down.
+    state: Literal["lost", "retrying", "connected", "caught_up"]
+    reason: str | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -166,6 +180,12 @@ class CellSummary:
     active_alerts: int
     join_requests: int
     connected: bool  # whether the connection to its relay is up
+    alert_limit: int  # alerts per member per minute before flood control mutes its sender
+    muted: list[bytes]  # ids of the members muted on this device (here, or for everyone)
+    # The longest lifetime the cell's relay keeps (its Welcome.max_ttl), seconds; null
+    # until the relay has been reached once. Alerts, messages and invites asking for
+    # longer are refused with 422 TTL_TOO_LONG.
+    max_ttl: int | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -208,6 +228,47 @@ class Rotated:
     epoch: int
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Recovered:
+    """A cell moved to a fresh group mailbox (a new epoch): its members can post again."""
+
+    cell: str
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetAlertLimit:
+    """How many alerts a member may send per minute before every member's client mutes it."""
+
+    limit: Annotated[int, Bounds(lo=1, hi=MAX_ALERT_LIMIT)]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertLimitSet:
+    """The cell's flood limit, in force for every member from the new epoch on."""
+
+    cell: str
+    alert_limit: int
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MuteMember:
+    """Mute (or unmute) a member: for everyone by an admin, else on this device (`here`)."""
+
+    here: bool = False  # on this device only, even as an admin
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MuteResult:
+    """A member muted or unmuted: for the whole cell (`everyone`), or on this device only."""
+
+    cell: str
+    member: Member
+    muted: bool
+    everyone: bool
+
+
 # -- members, invites, joins -----------------------------------------------------------------
 
 
@@ -221,23 +282,34 @@ class MemberList:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MemberDetail:
-    """A member and the fingerprint to compare with what their device shows."""
+    """A member, their fingerprint, and the safety number to compare with them in person."""
 
     cell: str
     member: Member
     fingerprint: str  # the member id in groups of four hex digits, as read aloud
+    # Yours and this member's (docs/protocol.md §C8): 60 digits, the same on their device;
+    # None for yourself. `verified`: you marked them verified (these very keys).
+    safety_number: str | None = None
+    verified: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class VerifyMember:
-    """The fingerprint the member's own device shows (`cellrelay id show`), to compare."""
+    """The safety number the member's own device shows for the two of you, to compare.
 
-    fingerprint: Annotated[str, Bounds(lo=32, hi=MAX_FINGERPRINT, pattern=FINGERPRINT_PATTERN, description="32 hex digits; spaces, colons and dashes between them are ignored")]  # fmt: skip
+    `cellrelay cell verify CELL YOU` on their device shows it (docs/protocol.md §C8).
+    """
+
+    safety_number: Annotated[str, Bounds(lo=60, hi=MAX_SAFETY_NUMBER, pattern=SAFETY_NUMBER_PATTERN, description="the 60 digits; spaces and dashes between them are ignored")]  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Verification:
-    """Whether the fingerprint given is the member's, all 32 hex digits of it."""
+    """Whether the safety number given is yours and the member's, every digit of it.
+
+    When it is, the member is marked verified on this device (a later member with their
+    name and other keys then raises `verified_key_changed`); when not, nothing changes.
+    """
 
     cell: str
     member: Member
@@ -444,11 +516,20 @@ class EventsQuery:
 
 @dataclass(frozen=True, slots=True)
 class RelayStateChanged:
-    """The connection to a relay came up or went down (the daemon keeps reconnecting)."""
+    """The connection to a relay came up or went down (the daemon keeps reconnecting).
+
+    `state` says where it is: `lost` (with `reason`), `retrying` in `retry_in` seconds
+    (with why the last attempt failed), `connected` again, and `caught_up` with what the
+    relay stored meanwhile; between `lost` and `caught_up` this member is not listening
+    (issue 10). `connected` is whether a connection is up.
+    """
 
     relay: str  # host:port
     connected: bool
     cells: list[str]
+    state: Literal["lost", "retrying", "connected", "caught_up"] = "connected"
+    reason: str | None = None
+    retry_in: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -487,6 +568,8 @@ class Problem:
 RECEIVED: Final = (
     CreateCell,
     LeaveCell,
+    SetAlertLimit,
+    MuteMember,
     VerifyMember,
     CreateInvite,
     JoinCell,

@@ -31,19 +31,29 @@ from typing import TYPE_CHECKING, Any, Final
 import structlog
 import trio
 
-from cellrelay.protocol import CellrelayError, ErrorCode
+from cellrelay.protocol import CellrelayError, CryptoError, ErrorCode, RemoteProtocolError
 from cellrelay.protocol._errors import DESCRIPTIONS
-from cellrelay.protocol.cell import ContentError, GroupError, InviteError
+from cellrelay.protocol.cell import (
+    ContentError,
+    GroupError,
+    InviteChecksumError,
+    InviteError,
+    InviteExpiredError,
+    NotAdminError,
+    RemovedError,
+)
 from cellrelay.protocol.wire import AddressError
 
 from ._api import DEFAULT_WAIT, ROUTES, Api, ApiError, Call, Route
 from ._api_types import MAX_WAIT, Problem
-from ._cell_member import CellError
+from ._cell_member import CellError, MailboxFullError
 from ._http import Request, Response
-from ._link import LinkClosedError, RelayRefusedError
+from ._keystore import KeystoreError
+from ._link import LinkClosedError, RelayKeyMismatchError, RelayRefusedError
 from ._openapi import openapi_document
 from ._schema import FieldError
 from ._sse import serve_stream
+from ._state import StateError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -85,21 +95,37 @@ _REFUSAL_STATUS: Final = {
     ErrorCode.ENVELOPE_TOO_LARGE: 422,
     ErrorCode.CREATE_FORBIDDEN: 403,
     ErrorCode.MAILBOX_FULL: 507,
+    ErrorCode.STORAGE_FULL: 507,
 }
 
 
 def problem_for(exc: BaseException, call: Call | None = None) -> Problem:
-    """The problem document for an exception an operation raised."""
+    """The problem document for an exception an operation raised.
+
+    Every error class the library raises on purpose has its stable code here (docs/daemon.md
+    §6; tests/client/test_daemon_errors.py enumerates them): only a bug is a 500 INTERNAL.
+    """
     if isinstance(exc, ApiError):
         return _problem(exc.status, exc.code, exc.detail)
     if isinstance(exc, FieldError):
         return _problem(400, exc.code, str(exc), field=exc.path or None)
     if isinstance(exc, ContentError):
         return _problem(400, exc.code.name, str(exc))
+    if isinstance(exc, InviteExpiredError):
+        return _problem(410, "INVITE_EXPIRED", str(exc))
+    if isinstance(exc, InviteChecksumError):
+        return _problem(422, "INVITE_TYPO", str(exc))
     if isinstance(exc, InviteError):
         return _problem(422, "BAD_INVITE", str(exc))
     if isinstance(exc, AddressError):
         return _problem(422, "BAD_ADDRESS", str(exc))
+    if isinstance(exc, MailboxFullError):
+        # A member flooding the cell (issue 15): what an admin does about it is in detail.
+        return _problem(507, ErrorCode.MAILBOX_FULL.name, str(exc))
+    if isinstance(exc, NotAdminError):
+        return _problem(403, "NOT_ADMIN", "only an admin of the cell can do that")
+    if isinstance(exc, RemovedError):
+        return _problem(409, "REMOVED", "you were removed from this cell")
     if isinstance(exc, CellError | GroupError):
         # The library refused the operation in this cell's state (already an admin, the
         # last admin, nobody waiting...); its message says why.
@@ -110,8 +136,24 @@ def problem_for(exc: BaseException, call: Call | None = None) -> Problem:
         except ValueError:
             return _problem(502, "RELAY_REFUSED", f"the relay refused with code {exc.code}")
         return _problem(_REFUSAL_STATUS.get(code, 502), code.name, DESCRIPTIONS.get(code))
+    if isinstance(exc, RelayKeyMismatchError):
+        where = f"{exc.address.host}:{exc.address.port}"
+        return _problem(502, "RELAY_KEY_MISMATCH",
+                        f"the relay's key does not match the invite or address you have ({where} "
+                        "refused the handshake): check it was copied exactly, or ask whoever gave it to you for a new one")  # fmt: skip
     if isinstance(exc, LinkClosedError):
         return _problem(503, "LINK_CLOSED", "the connection to the relay closed; try again")
+    if isinstance(exc, RemoteProtocolError | CryptoError):
+        # A relay that broke the protocol, or a key that would not work with it.
+        return _problem(
+            502, "RELAY_PROTOCOL", f"the relay broke the protocol ({type(exc).__name__})"
+        )
+    if isinstance(exc, KeystoreError | StateError):
+        return _problem(
+            500,
+            "KEYSTORE",
+            "the keystore or the saved state could not be read or written; the daemon's log says more",
+        )
     if isinstance(exc, trio.TooSlowError):
         waiting_for = call.waiting_for if call is not None else "the relay did not answer"
         return _problem(504, "RELAY_TIMEOUT", waiting_for)

@@ -246,6 +246,10 @@ class BlockingClient:
         """
         return self._run(functools.partial(self._async().request_join, link), timeout)
 
+    def safety_number_for(self, invite: Invite) -> str:
+        """Your safety number with the admin who made `invite` (see `Client.safety_number_for`)."""
+        return self._read(functools.partial(self._async().safety_number_for, invite))
+
     def wait_joined(self, invite: Invite, *, timeout: float | None) -> BlockingCell:
         """Wait until an admin approves the request made with `invite`; return the cell."""
         return BlockingCell(
@@ -336,6 +340,34 @@ class BlockingCell:
     def recent(self) -> list[tuple[Member, Content]]:
         """Recent unexpired messages."""
         return self._client._read(self._cell.recent)
+
+    def send_status(self, message_id: bytes) -> str | None:
+        """ "sending", "sent" (acknowledged by the relay) or "failed", for a message you sent."""
+        return self._client._read(functools.partial(self._cell.send_status, message_id))
+
+    def unsent(self) -> list[tuple[Content, str]]:
+        """Your messages the relay has not acknowledged: ("sending" or "failed")."""
+        return self._client._read(self._cell.unsent)
+
+    def safety_number(self, member: Member) -> str:
+        """The 60-digit safety number of you and `member`, to compare in person (§C8)."""
+        return self._client._read(functools.partial(self._cell.safety_number, member))
+
+    def is_verified(self, member: Member) -> bool:
+        """Whether you marked `member` verified."""
+        return self._client._read(functools.partial(self._cell.is_verified, member))
+
+    def verified(self) -> list[Member]:
+        """The current members you marked verified."""
+        return self._client._read(self._cell.verified)
+
+    def mark_verified(self, member: Member, *, timeout: float | None = DEFAULT_TIMEOUT) -> None:
+        """Record that your safety numbers matched (kept in the keystore)."""
+        self._client._run(functools.partial(self._cell.mark_verified, member), timeout)
+
+    def unmark_verified(self, member: Member, *, timeout: float | None = DEFAULT_TIMEOUT) -> None:
+        """Forget that `member` was verified."""
+        self._client._run(functools.partial(self._cell.unmark_verified, member), timeout)
 
     def wait_synced(self, *, timeout: float | None = DEFAULT_TIMEOUT) -> None:
         """Wait until what the relay held for this cell when the client connected is processed."""

@@ -400,10 +400,13 @@ class Cell(MemberCell):
             change = self.crypto.add_member(info, now=self.link.relay_time())
             control_seq = await self._propose(change)
         cell_info = self._welcome_info(group_from, control_seq)
-        welcome = self.crypto.welcome_for(
-            info.member_id, now=self.link.relay_time(), extra=cell_info.encode()
-        )
         invite = next(i for i in self.record.invites if i.join_mailbox == request.join_mailbox)
+        welcome = self.crypto.welcome_for(
+            info.member_id,
+            now=self.link.relay_time(),
+            invite=self._invite_for(invite),
+            extra=cell_info.encode(),
+        )
         expires_at = max(invite.expires_at, int(self.link.relay_time()) + 3600)
         await self.link.publish(invite.join_mailbox, bytes([JOIN_WELCOME]) + welcome, expires_at)
         invite.used = True

@@ -35,6 +35,7 @@ Rules that keep keys safe:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 from typing import TYPE_CHECKING, Final, Protocol
@@ -75,6 +76,7 @@ from cellrelay.protocol.cell._identity import Identity, MemberInfo
 from cellrelay.protocol.cell._membership import Op
 from cellrelay.protocol.cell._outcomes import Behind, Missing
 from cellrelay.protocol.cell._rollup import AlertRollup, RollupBook
+from cellrelay.protocol.cell._safety import safety_number
 from cellrelay.protocol.wire import (
     CapabilityKey,
     Fetch,
@@ -100,12 +102,14 @@ from ._events import (
     MutedAlertReceived,
     ReceiptReceived,
     SecurityWarning,
+    SendFailed,
     StatusReceived,
+    VerifiedKeyChanged,
 )
 from ._flood import FloodControl
 from ._link import MAX_RELAY_SKEW, Delivery, RelayLink, RelayRefusedError, Revocation
 from ._log import library_logger
-from ._state import CellRecord, HistoryItem, RequestRecord
+from ._state import FAILED, SENDING, SENT, CellRecord, HistoryItem, RequestRecord
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -149,6 +153,13 @@ LATE_WINDOW: Final = 900.0
 # wait_synced asks the relay again after this long when an envelope it listed has not come
 # (it may have expired on the way, and an expired envelope is never delivered).
 SYNC_RECHECK: Final = 1.0
+# A send refused because a key rotation raced it (the relay revoked the write key before
+# this member read the epoch change) is sealed again in the new epoch: at most this many
+# attempts in all, each waiting at most RACE_WAIT seconds for the epoch change to come.
+# The admin publishes the change right after the relay's rotation (one round trip).
+SEND_ATTEMPTS: Final = 3
+RACE_WAIT: Final = 30.0
+RACED_ROTATION: Final = frozenset({ErrorCode.REVOKED, ErrorCode.UNAUTHORIZED, ErrorCode.BAD_PROOF})
 # An absence from the group mailbox longer than this may let a message expire unseen on
 # the relay, so a gap that opens across it is not reported as withheld (docs/protocol.md
 # §G10.2); a shorter break (a reconnect) keeps this member present. A reply lives at least
@@ -428,7 +439,7 @@ class MemberCell:
         out: list[tuple[Member, Content]] = []
         now = self.clock()
         for item in self.record.history:
-            if item.expires_at > now:
+            if item.expires_at > now and item.status == SENT:  # never what was not sent
                 with contextlib.suppress(ContentError):
                     content = decode_content(item.kind, item.content, allow_local=True)
                     info = Member(member_id=item.sender_id, name=item.sender_name)
@@ -444,6 +455,66 @@ class MemberCell:
     def _member_of_request(request: RequestRecord) -> Member:
         info = MemberInfo.from_bytes(request.member)
         return Member(member_id=info.member_id, name=info.name)
+
+    # -- safety numbers (docs/protocol.md §C8) ------------------------------------------------
+
+    def _info(self, member: Member) -> MemberInfo:
+        """The keys of a member, or of someone waiting to join (CellError if neither)."""
+        for info in self.crypto.members:
+            if info.member_id == member.member_id:
+                return info
+        for request in self.record.requests:
+            info = MemberInfo.from_bytes(request.member)
+            if info.member_id == member.member_id:
+                return info
+        raise CellError(f"{member.name!r} is not a member of {self.name!r}, nor waiting to join")
+
+    def safety_number(self, member: Member) -> str:
+        """The 60-digit safety number of this member and `member`: compare it in person.
+
+        Both devices show the same digits (`cellrelay cell verify`); a member waiting to
+        join has one too, for the admin to compare before approving. The short id is only
+        a name tag: only this tells that the keys are the person's.
+        """
+        return safety_number(self.crypto.me, self._info(member))
+
+    def is_verified(self, member: Member) -> bool:
+        """Whether this member's person marked `member` verified (these very keys)."""
+        return member.member_id in self.record.verified
+
+    def verified(self) -> list[Member]:
+        """The current members marked verified here."""
+        return [m for m in self.members() if m.member_id in self.record.verified]
+
+    async def mark_verified(self, member: Member) -> None:
+        """Record that the safety numbers matched, compared in person (kept in the keystore)."""
+        info = self._info(member)
+        if info.member_id == self.crypto.me.member_id:
+            raise CellError("you cannot verify yourself: compare with another member")
+        self.record.verified[info.member_id] = info.name
+        await self._save()
+
+    async def unmark_verified(self, member: Member) -> None:
+        """Forget that `member` was verified."""
+        if self.record.verified.pop(member.member_id, None) is not None:
+            await self._save()
+
+    def _check_verified_name(self, change: MembershipChange) -> list[CellEvent]:
+        """A member added under the name of a verified member, with other keys: say so, loudly."""
+        verified = self.record.verified
+        if change.change is not Change.ADDED or change.member_id in verified:
+            return []
+        wanted = change.member_name.casefold()
+        out: list[CellEvent] = []
+        for member_id, name in verified.items():
+            if name.casefold() == wanted:
+                member = next(
+                    (m for m in self.members() if m.member_id == change.member_id),
+                    Member(member_id=change.member_id, name=change.member_name),
+                )
+                log.warning("verified_key_changed")
+                out.append(VerifiedKeyChanged(cell=self.name, member=member, verified_id=member_id))
+        return out
 
     # -- events ----------------------------------------------------------------------------
 
@@ -661,6 +732,15 @@ class MemberCell:
         return message
 
     async def _send(self, content: WireContent, expires_at: int) -> None:
+        """Seal and publish `content`; return once the relay acknowledged it.
+
+        It is kept in history as "sending" before it leaves (a crash never loses it) and
+        shown as sent only once the relay acknowledged it. A publish refused because a
+        key rotation raced it (the relay revoked the write key before this member read
+        the epoch change: threat model §3.5) is sealed again in the new epoch once this
+        member has caught up, automatically; a send that finally fails is marked failed
+        in history, reported as `SendFailed`, and raised (issue 9, finding 10).
+        """
         await self.wait_ready()
         self._check_clock()
         if self.crypto.removed:
@@ -668,28 +748,126 @@ class MemberCell:
         max_ttl = self.link.welcome.max_ttl if self.link.welcome is not None else None
         if max_ttl is not None:
             expires_at = min(expires_at, int(self.link.relay_time()) + max_ttl)
-        async with self._send_lock:
-            await self._flush_distribution_locked()
-            await self._reserve_counter()
-            envelope = self.crypto.seal(
-                content.KIND, content.encode(), expires_at=expires_at, now=self.link.relay_time()
+        item: HistoryItem | None = None
+        try:
+            for attempt in range(1, SEND_ATTEMPTS + 1):
+                async with self._send_lock:
+                    if self.crypto.removed:
+                        raise CellError(
+                            f"you were removed from {self.name!r} as you sent this; it was not sent"
+                        )
+                    await self._flush_distribution_locked()
+                    await self._reserve_counter()
+                    epoch = self.crypto.epoch
+                    envelope = self.crypto.seal(
+                        content.KIND,
+                        content.encode(),
+                        expires_at=expires_at,
+                        now=self.link.relay_time(),
+                    )
+                    self.record.crypto = self._state_bytes()
+                    if item is None:
+                        item = self._remember_sending(content, expires_at)
+                    # Saved before the envelope leaves, so that a crash of the process never
+                    # loses it from history; not fsync'd: the reservation covers its counter.
+                    await self._save(durable=False)
+                    try:
+                        await self.link.publish(self.record.group_mailbox, envelope, expires_at)
+                    except RelayRefusedError as exc:
+                        if exc.code == ErrorCode.MAILBOX_FULL:
+                            log.warning("send_refused_mailbox_full")
+                            raise MailboxFullError(
+                                f"the relay refused the message: the mailbox of {self.name!r}"
+                                " is full (a member may be flooding it). It was not sent: an"
+                                " admin can remove the flooder or run `cellrelay cell"
+                                " recover`; then send it again"
+                            ) from None
+                        if exc.code not in RACED_ROTATION:
+                            raise
+                        log.info("send_raced_rotation", attempt=attempt, code=code_name(exc.code))
+                    else:
+                        self._mark_sent(item, content)
+                        return
+                # Not under the send lock: applying the epoch change publishes our new
+                # sender key distribution, which takes it.
+                if not await self._caught_up_after(epoch):
+                    break
+            raise CellError(
+                f"the relay refused the message because the keys of {self.name!r} changed,"
+                " and this device could not catch up with the change; it was not sent:"
+                " send it again"
             )
-            self.record.crypto = self._state_bytes()
-            self._remember(self.crypto.me, content, expires_at)
-            # Saved before the envelope leaves, so that a crash of the process never loses
-            # it from history; not fsync'd: the reservation already covers its counter.
-            await self._save(durable=False)
-            try:
-                await self.link.publish(self.record.group_mailbox, envelope, expires_at)
-            except RelayRefusedError as exc:
-                if exc.code != ErrorCode.MAILBOX_FULL:
-                    raise
-                log.warning("send_refused_mailbox_full")
-                raise MailboxFullError(
-                    f"the relay refused the message: the mailbox of {self.name!r} is full"
-                    " (a member may be flooding it). It was not sent: an admin can remove"
-                    " the flooder or run `cellrelay cell recover`; then send it again"
-                ) from None
+        except Exception as exc:
+            if item is not None:
+                self._mark_failed(item, content, str(exc) or type(exc).__name__)
+            raise
+
+    async def _caught_up_after(self, epoch: int) -> bool:
+        """Wait (bounded) until this member has applied an epoch after `epoch`, or was removed."""
+        with trio.move_on_after(RACE_WAIT):
+            while self.crypto.epoch == epoch and not self.crypto.removed:
+                await self._epoch_changed.wait()
+        return self.crypto.epoch != epoch or self.crypto.removed
+
+    def _remember_sending(self, content: WireContent, expires_at: int) -> HistoryItem:
+        """Keep our own message in history, marked as sending (not in the roll-ups yet)."""
+        me = self.crypto.me
+        item = HistoryItem(kind=content.KIND, content=content.encode(), sender_id=me.member_id,
+                           sender_name=me.name, received_at=time.time(), expires_at=expires_at,
+                           status=SENDING)  # fmt: skip
+        self.record.remember(content.message_id, item)
+        return item
+
+    def _restatus(self, item: HistoryItem, status: str) -> HistoryItem | None:
+        """Replace `item` in history with a copy of another status (None if it is gone)."""
+        history = self.record.history
+        for index in range(len(history) - 1, -1, -1):
+            if history[index] is item:
+                history[index] = changed = dataclasses.replace(item, status=status, _encoded=b"")
+                return changed
+        return None  # expired, or bounded out, meanwhile
+
+    def _mark_sent(self, item: HistoryItem, content: WireContent) -> None:
+        changed = self._restatus(item, SENT)
+        if changed is not None:
+            self._book.add(changed.sender_id, changed.sender_name, content, changed.received_at)  # type: ignore[arg-type]
+
+    def _mark_failed(self, item: HistoryItem, content: WireContent, reason: str) -> None:
+        self._restatus(item, FAILED)
+        log.warning("send_failed")
+        self._emit(SendFailed(cell=self.name, content=content, reason=reason))
+
+    def send_status(self, message_id: bytes) -> str | None:
+        """Where a message this member sent stands: "sending", "sent" or "failed".
+
+        None for a message that is not ours, or no longer kept (expired). "sent" means
+        the relay acknowledged it; a message still "sending" after a restart is one whose
+        acknowledgement never came before the process stopped: it may or may not have
+        been stored, and is not shown as sent.
+        """
+        me = self.crypto.me.member_id
+        for item in self.record.history:
+            if item.sender_id != me:
+                continue
+            with contextlib.suppress(ContentError):
+                if (
+                    decode_content(item.kind, item.content, allow_local=True).message_id
+                    == message_id
+                ):
+                    return item.status
+        return None
+
+    def unsent(self) -> list[tuple[Content, str]]:
+        """This member's own messages not acknowledged by the relay, with "sending" or "failed"."""
+        out: list[tuple[Content, str]] = []
+        me = self.crypto.me.member_id
+        for item in self.record.history:
+            if item.sender_id == me and item.status != SENT:
+                with contextlib.suppress(ContentError):
+                    out.append(
+                        (decode_content(item.kind, item.content, allow_local=True), item.status)
+                    )
+        return out
 
     async def _reserve_counter(self) -> None:
         """Make sure the next counter is reserved on disk before it is sealed with (§C6 item 3).
@@ -943,6 +1121,8 @@ class MemberCell:
 
     def _fold(self, item: HistoryItem) -> AlertRollup | None:
         """Add a kept message to the roll-ups (when the cell is loaded)."""
+        if item.status != SENT:
+            return None  # our own, never acknowledged: not in any roll-up
         with contextlib.suppress(ContentError):
             content = decode_content(item.kind, item.content, allow_local=True)
             return self._rollups.add(item.sender_id, item.sender_name, content, item.received_at)  # type: ignore[arg-type]
@@ -1010,7 +1190,9 @@ class MemberCell:
         if update.distribution is not None:
             self.record.distribution_pending = update.distribution
         if update.entry is not None:
-            events.append(MembershipChanged(cell=self.name, change=self._change_of(update)))
+            change = self._change_of(update)
+            events.append(MembershipChanged(cell=self.name, change=change))
+            events.extend(self._check_verified_name(change))
         elif update.removed_self:  # we cannot read the new epoch's log entry: say what we know
             me = self.crypto.me
             events.append(MembershipChanged(cell=self.name, change=MembershipChange(

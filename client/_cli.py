@@ -36,7 +36,7 @@ from cellrelay.protocol.cell import ContentError, InviteError
 from cellrelay.protocol.wire import AddressError
 
 from . import _cli_commands as commands
-from . import _cli_daemon, _cli_panic
+from . import _cli_daemon, _cli_panic, _cli_verify
 from ._cell_member import CellError
 from ._cli_commands import CliError, Context, read_secret, run_command
 from ._cli_listen import listen
@@ -101,6 +101,7 @@ COMMANDS: Final[dict[str, Callable[[Context, argparse.Namespace], Awaitable[None
     "cell unmute": commands.cell_unmute,
     "cell alert-limit": commands.cell_alert_limit,
     "cell leave": commands.cell_leave,
+    "cell verify": _cli_verify.cell_verify,
     "send": commands.send,
     "reply": commands.reply,
     "message": commands.message,
@@ -252,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="how long to wait for the request to arrive (default 10s)")  # fmt: skip
     members = leaf(cell, "members", "the cell's members")
     members.add_argument("cell", metavar="CELL")
+    _cli_verify.add_parser(cell, common)
     remove = leaf(cell, "remove", "remove a member: new keys, they read nothing new (admins)")
     remove.add_argument("cell", metavar="CELL")
     remove.add_argument("member", metavar="MEMBER", help="name or id prefix")

@@ -29,6 +29,7 @@ from cellrelay.protocol.cell import Alert, Invite, Priority, Status
 from cellrelay.protocol.cell._identity import Identity
 from cellrelay.protocol.wire import RelayAddress
 
+from ._api import USED_INVITE
 from ._cell_member import CLOCK_TOLERANCE, CellError
 from ._cli_output import (
     Style,
@@ -40,6 +41,7 @@ from ._cli_output import (
     event_lines,
     isolate,
     member_json,
+    name_tag_note,
     pad,
     plural,
     rollup_json,
@@ -73,18 +75,13 @@ __all__ = [
     "find_alert",
     "run_command",
     "synced",
+    "ttl_refusal",
 ]
 
 # A join request sits in a one-time mailbox that the admin's client reads right after it
 # connects, separately from the cell's own mailboxes; give it this long to arrive before
 # saying nobody is waiting (a few round trips on a slow mobile link).
 REQUEST_SETTLE: Final = 3.0
-
-
-USED_INVITE: Final = (
-    "this invite was used or has expired (the relay no longer has its join mailbox): ask the"
-    " cell's admin for a new one"
-)
 
 
 class CliError(Exception):
@@ -215,12 +212,20 @@ def check_ttl(cell: Cell, ttl: int) -> None:
         CliError: naming the relay's maximum.
     """
     welcome = cell.link.welcome
-    if welcome is not None and ttl > welcome.max_ttl:
-        longest = duration_text(welcome.max_ttl)
-        raise CliError(
-            f"--ttl {duration_text(ttl)} is longer than the relay of {cell.name!r} keeps "
-            f"anything (at most {longest}): give --ttl {longest} or less"
-        )
+    refusal = ttl_refusal(cell.name, ttl, None if welcome is None else welcome.max_ttl)
+    if refusal is not None:
+        raise CliError(refusal)
+
+
+def ttl_refusal(cell: str, ttl: int, max_ttl: int | None) -> str | None:
+    """What `--ttl` beyond the relay's `max_ttl` is told (None: it is not beyond)."""
+    if max_ttl is None or ttl <= max_ttl:
+        return None
+    longest = duration_text(max_ttl)
+    return (
+        f"--ttl {duration_text(ttl)} is longer than the relay of {cell!r} keeps "
+        f"anything (at most {longest}): give --ttl {longest} or less"
+    )
 
 
 def alerts_of(cell: Cell) -> dict[bytes, tuple[Member, Alert]]:
@@ -297,7 +302,8 @@ async def id_show(ctx: Context, args: argparse.Namespace) -> None:
     ctx.say(f"  keystore   {path}")
     ctx.say(f"  cells      {len(state.cells)}")
     ctx.say(
-        "An admin approving you sees the first 8 digits of your member id: tell them, so they know it is you."
+        "The first 8 digits of your member id are a name tag, not a check: to show someone it is"
+        " you, compare safety numbers in person (cellrelay cell verify CELL THEIR-NAME)."
     )
 
 
@@ -519,6 +525,7 @@ async def cell_approve(ctx: Context, args: argparse.Namespace) -> None:
         ctx.unbound()
         ctx.emit(member_json(member))
         ctx.say(f"Approved {isolate(member.name)} ({member.short_id}) into {isolate(cell.name)}.")
+        ctx.say(name_tag_note(cell.name, member))
         ctx.note(
             "Check that this id is the one their `cellrelay id show` prints: anyone holding the invite could have asked."
         )

@@ -28,21 +28,29 @@ from typing import TYPE_CHECKING, Any, Final
 import trio
 
 from cellrelay.protocol import ErrorCode
+from cellrelay.protocol._errors import DESCRIPTIONS
 from cellrelay.protocol.cell import Alert, AlertRollup, Invite, Status
 from cellrelay.protocol.wire import RelayAddress
 
 from ._api_types import (
+    AlertLimitSet,
     AlertSent,
     CellList,
+    CellSummary,
     InviteCreated,
     JoinStatus,
     MemberDetail,
     MemberList,
     MessageList,
+    MuteResult,
+    Recovered,
+    RelayStateChanged,
     ReplySent,
     StreamEvent,
 )
-from ._cli_commands import CliError, Context
+from ._cell_moves import MAX_ALERT_LIMIT
+from ._cli_commands import CliError, Context, ttl_refusal
+from ._cli_listen import show_status
 from ._cli_output import (
     Style,
     alert_headline,
@@ -52,6 +60,7 @@ from ._cli_output import (
     event_lines,
     isolate,
     member_json,
+    name_tag_note,
     pad,
     plural,
     rollup_json,
@@ -62,6 +71,7 @@ from ._cli_output import (
 from ._daemon import DaemonAddress, DaemonRunningError, check_not_running, run_daemon, socket_path
 from ._daemon_client import DaemonConnection, DaemonResponse, open_daemon
 from ._events import AlertReceived, CellEvent, Member, MembershipChanged, StatusReceived
+from ._link import LinkStatus
 from ._openapi import api_registry
 from ._qr import invite_qr_terminal, write_invite_png
 
@@ -229,8 +239,24 @@ class Api:
         from ._cli import REFUSALS  # _cli imports this module: imported when first needed
 
         with contextlib.suppress(KeyError):
-            return CliError(REFUSALS[ErrorCode[code]])
+            # A relay's refusal comes with the protocol's description of its code: say what
+            # the command says alone. Any other detail is the library's own message (a full
+            # mailbox says what an admin can do about it): say it as it is.
+            if detail is None or detail == DESCRIPTIONS[ErrorCode[code]]:
+                return CliError(REFUSALS[ErrorCode[code]])
         return CliError(str(detail or code))
+
+
+async def _check_ttl(api: Api, cell: str, ttl: int) -> None:
+    """Refuse a `--ttl` beyond what the cell's relay keeps, as the command does alone."""
+    summary: CellSummary = await api.call(
+        "GET", _path("cells", cell), CellSummary, problems=_no_cell(cell)
+    )
+    if summary.role == "removed":
+        raise CliError(_no_cell(cell)["REMOVED"])
+    refusal = ttl_refusal(summary.name, ttl, summary.max_ttl)
+    if refusal is not None:
+        raise CliError(refusal)
 
 
 def _path(*parts: str) -> str:
@@ -267,7 +293,8 @@ async def id_show(api: Api, args: argparse.Namespace) -> None:
     ctx.say(f"  keystore   {path}")
     ctx.say(f"  cells      {len(cells['cells'])}")
     ctx.say(
-        "An admin approving you sees the first 8 digits of your member id: tell them, so they know it is you."
+        "The first 8 digits of your member id are a name tag, not a check: to show someone it is"
+        " you, compare safety numbers in person (cellrelay cell verify CELL THEIR-NAME)."
     )
 
 
@@ -321,6 +348,7 @@ async def cell_list(api: Api, args: argparse.Namespace) -> None:
 async def cell_invite(api: Api, args: argparse.Namespace) -> None:
     """`cellrelay cell invite` through the daemon (the PNG is written here, not by the daemon)."""
     ctx = api.ctx
+    await _check_ttl(api, args.cell, args.ttl)
     invite: InviteCreated = await api.call(
         "POST", _path("cells", args.cell, "invites"), InviteCreated, body={"ttl": args.ttl},
         problems={**_no_cell(args.cell), **_not_admin(args.cell)},
@@ -461,6 +489,7 @@ async def cell_approve(api: Api, args: argparse.Namespace) -> None:
     member = detail.member
     ctx.emit(member_json(member))
     ctx.say(f"Approved {isolate(member.name)} ({member.short_id}) into {isolate(cell_name)}.")
+    ctx.say(name_tag_note(cell_name, member))
     ctx.note(
         "Check that this id is the one their `cellrelay id show` prints: anyone holding the invite could have asked."
     )
@@ -502,9 +531,9 @@ async def cell_remove(api: Api, args: argparse.Namespace) -> None:
     member = detail.member
     ctx.emit(member_json(member))
     ctx.say(
-        f"Removed {isolate(member.name)} ({member.short_id}) from {isolate(detail.cell)}: everyone has new keys,"
+        f"Removed {isolate(member.name)} ({member.short_id}) from {isolate(detail.cell)}: everyone has new keys"
     )
-    ctx.say("and they can read nothing sent from now on.")
+    ctx.say("and a fresh mailbox, and they can read nothing sent from now on.")
 
 
 async def cell_promote(api: Api, args: argparse.Namespace) -> None:
@@ -528,6 +557,63 @@ async def cell_rotate(api: Api, args: argparse.Namespace) -> None:
     )
     ctx.emit({"cell": rotated["cell"], "epoch": rotated["epoch"]})
     ctx.say(f"{isolate(rotated['cell'])} is in epoch {rotated['epoch']}: everyone has fresh keys.")
+
+
+async def cell_recover(api: Api, args: argparse.Namespace) -> None:
+    """`cellrelay cell recover` through the daemon."""
+    ctx = api.ctx
+    moved: Recovered = await api.call("POST", _path("cells", args.cell, "recover"), Recovered,
+                                      problems={**_no_cell(args.cell), **_not_admin(args.cell)})  # fmt: skip
+    ctx.emit({"cell": moved.cell, "epoch": moved.epoch})
+    ctx.say(f"{isolate(moved.cell)} moved to a fresh mailbox (epoch {moved.epoch}):")
+    ctx.say("its members can post again. If one of them flooded it, remove them.")
+
+
+async def cell_mute(api: Api, args: argparse.Namespace) -> None:
+    """`cellrelay cell mute` through the daemon."""
+    await _muting(api, args, mute=True)
+
+
+async def cell_unmute(api: Api, args: argparse.Namespace) -> None:
+    """`cellrelay cell unmute` through the daemon."""
+    await _muting(api, args, mute=False)
+
+
+async def _muting(api: Api, args: argparse.Namespace, *, mute: bool) -> None:
+    ctx = api.ctx
+    verb = "mute" if mute else "unmute"
+    problems = {**_member_problems(args.cell, args.member),
+                "NOT_ADMIN": f"only an admin of {args.cell!r} can {verb} someone for everyone"}  # fmt: skip
+    done: MuteResult = await api.call("POST", _path("cells", args.cell, "members", args.member, verb),
+                                      MuteResult, body={"here": bool(args.here)}, problems=problems)  # fmt: skip
+    member = done.member
+    ctx.emit({**member_json(member), "muted": done.muted, "everyone": done.everyone})
+    where = "for everyone in" if done.everyone else "on this device, in"
+    ctx.say(
+        f"{'Muted' if mute else 'Unmuted'} {isolate(member.name)} ({member.short_id}) {where} {isolate(done.cell)}."
+    )
+    if mute and not done.everyone:
+        ctx.say(
+            "Their alerts are still kept, but do not ring. An admin can mute them for everyone, or remove them."
+        )
+
+
+async def cell_alert_limit(api: Api, args: argparse.Namespace) -> None:
+    """`cellrelay cell alert-limit` through the daemon."""
+    ctx = api.ctx
+    if not 1 <= args.limit <= MAX_ALERT_LIMIT:
+        # As the library says it alone (the API's own bound would name the field instead).
+        raise CliError(
+            f"the alert limit must be 1..{MAX_ALERT_LIMIT} alerts per minute (alert_limit: 1..{MAX_ALERT_LIMIT})"
+        )
+    limit: AlertLimitSet = await api.call("PUT", _path("cells", args.cell, "alert-limit"), AlertLimitSet,
+                                          body={"limit": args.limit},
+                                          problems={**_no_cell(args.cell), **_not_admin(args.cell)})  # fmt: skip
+    ctx.emit({"cell": limit.cell, "alert_limit": limit.alert_limit})
+    ctx.say(
+        f"In {isolate(limit.cell)}, a member who sends more than {limit.alert_limit} alerts"
+        " in a minute is now muted by every member's client."
+    )
 
 
 async def cell_leave(api: Api, args: argparse.Namespace) -> None:
@@ -559,6 +645,7 @@ async def send(api: Api, args: argparse.Namespace) -> None:
     """`cellrelay send` through the daemon."""
     ctx = api.ctx
     text = sys.stdin.read().rstrip("\n") if args.text == "-" else args.text
+    await _check_ttl(api, args.cell, args.ttl)
     body = {"text": text, "priority": args.priority, "place": args.place, "ttl": args.ttl}
     sent: AlertSent = await api.call("POST", _path("cells", args.cell, "alerts"), AlertSent, body=body,
                                      problems=_no_cell(args.cell))  # fmt: skip
@@ -612,6 +699,7 @@ async def message(api: Api, args: argparse.Namespace) -> None:
     """`cellrelay message` through the daemon."""
     ctx = api.ctx
     text = sys.stdin.read().rstrip("\n") if args.text == "-" else args.text
+    await _check_ttl(api, args.cell, args.ttl)
     sent = await api.call("POST", _path("cells", args.cell, "messages"), body={"text": text, "ttl": args.ttl},
                           problems=_no_cell(args.cell))  # fmt: skip
     ctx.emit(
@@ -731,6 +819,11 @@ async def listen(api: Api, args: argparse.Namespace) -> None:
                     continue  # a newer daemon's event this command does not know
                 if isinstance(event, _CELL_EVENTS):
                     show(event)
+                elif isinstance(event, RelayStateChanged) and names & set(event.cells):
+                    # As `listen` alone shows it: a member must know when they are not
+                    # listening (issue 10).
+                    status = LinkStatus(event.state, event.reason or "", event.retry_in)
+                    show_status(ctx, event.relay, status)
                 elif item.data.get("type") == "events_missed":
                     ctx.note(
                         "cellrelay: the daemon's event stream skipped some events; run `cellrelay alerts` to see the state"
@@ -827,6 +920,13 @@ async def board(api: Api, args: argparse.Namespace) -> None:
         )
 
 
+async def _cell_verify(api: Api, args: argparse.Namespace) -> None:
+    """`cellrelay cell verify` through the daemon: client/_cli_verify.py."""
+    from ._cli_verify import cell_verify_daemon  # it imports this module: imported when used
+
+    await cell_verify_daemon(api, args)
+
+
 _COMMANDS: Final[dict[str, Callable[[Api, argparse.Namespace], Awaitable[None]]]] = {
     "id show": id_show,
     "cell create": cell_create,
@@ -839,6 +939,10 @@ _COMMANDS: Final[dict[str, Callable[[Api, argparse.Namespace], Awaitable[None]]]
     "cell remove": cell_remove,
     "cell promote": cell_promote,
     "cell rotate": cell_rotate,
+    "cell recover": cell_recover,
+    "cell mute": cell_mute,
+    "cell unmute": cell_unmute,
+    "cell alert-limit": cell_alert_limit,
     "cell leave": cell_leave,
     "send": send,
     "reply": reply,
@@ -846,4 +950,5 @@ _COMMANDS: Final[dict[str, Callable[[Api, argparse.Namespace], Awaitable[None]]]
     "alerts": alerts,
     "listen": listen,
     "board": board,
+    "cell verify": _cell_verify,
 }

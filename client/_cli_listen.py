@@ -127,7 +127,7 @@ async def listen(ctx: Context, args: argparse.Namespace) -> None:
         ) -> None:
             async with changes:
                 async for status in changes:
-                    show_status(ctx, link, status)
+                    show_status(ctx, f"{link.address.host}:{link.address.port}", status)
 
         async with trio.open_nursery() as nursery:
             for channel in channels:
@@ -141,9 +141,8 @@ async def listen(ctx: Context, args: argparse.Namespace) -> None:
                 nursery.cancel_scope.deadline = trio.current_time() + args.duration
 
 
-def show_status(ctx: Context, link: RelayLink, status: LinkStatus) -> None:
-    """One line (or JSON object) for a change in the connection to a relay."""
-    relay = f"{link.address.host}:{link.address.port}"
+def show_status(ctx: Context, relay: str, status: LinkStatus) -> None:
+    """One line (or JSON object) for a change in the connection to a relay (`host:port`)."""
     ctx.emit(
         {
             "type": "connection",

@@ -35,7 +35,9 @@ from ._events import (
     MuteChanged,
     MutedAlertReceived,
     ReceiptReceived,
+    SendFailed,
     StatusReceived,
+    VerifiedKeyChanged,
 )
 
 if TYPE_CHECKING:
@@ -310,6 +312,11 @@ def event_json(event: CellEvent) -> dict[str, object]:
         return {"type": "mute", "cell": event.cell, "member": member_json(event.member),
                 "muted": event.muted, "everyone": event.everyone,
                 "by": None if event.by is None else member_json(event.by)}  # fmt: skip
+    if isinstance(event, SendFailed):
+        return send_failed_json(event)
+    if isinstance(event, VerifiedKeyChanged):
+        return {"type": "verified_key_changed", "cell": event.cell,
+                "member": member_json(event.member), "verified_id": event.verified_id.hex()}  # fmt: skip
     if isinstance(event, MessagesMissing | MessagesRecovered):
         kind = "missing" if isinstance(event, MessagesMissing) else "recovered"
         return {"type": kind, "cell": event.cell, "from": member_json(event.sender),
@@ -329,6 +336,60 @@ def event_json(event: CellEvent) -> dict[str, object]:
         "reason": event.reason,
         "detail": event.detail,
     }
+
+
+def _sent_text(content: object) -> str | None:
+    if isinstance(content, Alert):
+        return content.text
+    text = getattr(content, "text", None)
+    return text if isinstance(text, str) else None
+
+
+def send_failed_json(event: SendFailed) -> dict[str, object]:
+    """A send that was finally not stored by the relay (issue 9, finding 10)."""
+    return {
+        "type": "send_failed",
+        "cell": event.cell,
+        "kind": type(event.content).__name__,
+        "message_id": event.content.message_id.hex(),
+        "text": _sent_text(event.content),
+        "reason": event.reason,
+    }
+
+
+def verified_key_changed_lines(
+    event: VerifiedKeyChanged, style: Style, *, tag: str = ""
+) -> list[str]:
+    """The loud lines for a member who has a verified member's name but other keys."""
+    name = isolate(event.member.name)
+    return [
+        style.warn(
+            f"{tag}SECURITY: {name} ({event.member.short_id}) has other keys than the {name}"
+            f" you verified ({short_id(event.verified_id)}): a new phone, or an impostor."
+        ),
+        f"    Do not trust them until you compare safety numbers in person:"
+        f" cellrelay cell verify {_quote(event.cell)} {event.member.short_id}",
+    ]
+
+
+def name_tag_note(cell: str, member: Member) -> str:
+    """After an approval: the 8 digits shown are a name tag; safety numbers are the check."""
+    return (
+        f"The short id {member.short_id} is a name tag, not a check (anyone can make keys whose"
+        f" id starts the same): compare safety numbers in person with"
+        f" cellrelay cell verify {_quote(cell)} {member.short_id}"
+    )
+
+
+def send_failed_lines(event: SendFailed, style: Style, *, tag: str = "") -> list[str]:
+    """The loud line for a send that failed: it was NOT sent."""
+    text = _sent_text(event.content)
+    what = f"{type(event.content).__name__.lower()} {short_id(event.content.message_id)}"
+    quoted = f": {isolate(text)}" if text is not None else ""
+    return [
+        style.warn(f"{tag}NOT SENT ({what}){quoted}"),
+        f"    {isolate(event.reason)}",
+    ]
 
 
 # -- lines for people -------------------------------------------------------------------------
@@ -418,7 +479,8 @@ def event_lines(
         member = event.member
         return [
             style.bold(f"{tag}{isolate(member.name)} ({member.short_id}) asks to join")
-            + f": cellrelay cell approve {_quote(event.cell)} {member.short_id}"
+            + f": cellrelay cell approve {_quote(event.cell)} {member.short_id}",
+            f"    compare safety numbers with them first: cellrelay cell verify {_quote(event.cell)} {member.short_id}",
         ]
     if isinstance(event, MutedAlertReceived):  # shown, never rung
         head = alert_headline(
@@ -442,6 +504,10 @@ def event_lines(
             return [style.bold(f"{tag}{subject} {done} for everyone by {isolate(event.by.name)}")]
         why = "" if event.by is not None else " (flood control)"
         return [style.bold(f"{tag}{subject} {done} on this device{why}")]
+    if isinstance(event, SendFailed):
+        return send_failed_lines(event, style, tag=tag)
+    if isinstance(event, VerifiedKeyChanged):
+        return verified_key_changed_lines(event, style, tag=tag)
     if isinstance(event, MessagesMissing | MessagesRecovered | EquivocationDetected | EpochStale):
         return _notice_lines(event, style, tag)
     if isinstance(event, ClockWarning):

@@ -28,16 +28,25 @@ from typing import TYPE_CHECKING, Final
 import trio
 
 from cellrelay.protocol import CellrelayError
+from cellrelay.protocol.cell._errors import GroupError
 from cellrelay.protocol.cell._group import CellCrypto
-from cellrelay.protocol.cell._identity import Identity, member_id_of
+from cellrelay.protocol.cell._identity import Identity, MemberInfo, member_id_of
 from cellrelay.protocol.cell._invite import Invite
 from cellrelay.protocol.cell._join import JOIN_WELCOME, seal_join_request, split_join_envelope
+from cellrelay.protocol.cell._safety import safety_number
 from cellrelay.protocol.wire import CapabilityKey, MailboxId, RelayAddress
 
 from ._cell_admin import AdminSecrets, Cell
 from ._cell_member import CellError, CellInfo
 from ._keystore import DEFAULT_COST, Keystore, default_data_dir
-from ._link import MAX_RELAY_SKEW, Delivery, LinkClosedError, RelayLink, Revocation
+from ._link import (
+    MAX_RELAY_SKEW,
+    Delivery,
+    LinkClosedError,
+    RelayKeyMismatchError,
+    RelayLink,
+    Revocation,
+)
 from ._log import library_logger
 from ._panic import duress_companions
 from ._state import CellRecord, ClientState, JoinRecord
@@ -287,6 +296,18 @@ class Client:
             self._nursery.start_soon(self._route_deliveries, link)
         return link
 
+    def _release_link(self, link: RelayLink) -> None:
+        """Stop a link that no cell and no join uses (it would retry for the client's life)."""
+        key = str(link.address)
+        if self._links.get(key) is not link:
+            return
+        if any(c.link is link for c in self._cells):
+            return
+        if any(Invite.from_bytes(r.invite).relay == link.address for r in self._state.joins):
+            return
+        del self._links[key]
+        self._nursery.start_soon(link.aclose)
+
     async def _route_deliveries(self, link: RelayLink) -> None:
         """Apply deliveries in bursts: everything already waiting, then one save, then events."""
         async for first in link.events:
@@ -430,7 +451,17 @@ class Client:
         self._joined[invite.join_mailbox] = trio.Event()  # before any await: no second request
         link = self.link_for(invite.relay)
         write = CapabilityKey.from_seed(invite.join_write_seed)
-        await link.authorize_writer(invite.join_mailbox, write)
+        try:
+            await link.authorize_writer(invite.join_mailbox, write)
+        except BaseException as exc:
+            # Nothing was asked (a used invite, a relay with another key, no answer): forget
+            # the attempt, or a long-lived client (the daemon) would take the next try with
+            # the same link for a request already sent, and wait for an approval that
+            # cannot come.
+            self._joined.pop(invite.join_mailbox, None)
+            if isinstance(exc, RelayKeyMismatchError):
+                self._release_link(link)  # it can serve nobody: its key is not the relay's
+            raise
         request = seal_join_request(
             self.identity,
             admin_box_key=invite.admin_box_key,
@@ -449,6 +480,16 @@ class Client:
     def asked_to_join(self, invite: Invite) -> bool:
         """Whether this client asked to join with `invite` (waiting, being welcomed, or in)."""
         return invite.join_mailbox in self._joined
+
+    def safety_number_for(self, invite: Invite) -> str:
+        """The safety number of this member and the admin who made `invite` (§C8).
+
+        Compare it with the admin in person (or by a call you trust) before or while
+        waiting for approval: the admin's `Cell.safety_number` of your request shows the
+        same 60 digits only if the invite and the request were not swapped on the way.
+        """
+        admin = MemberInfo.create(invite.admin_sign_key, invite.admin_box_key)
+        return safety_number(self.identity.info, admin)
 
     def pending_joins(self) -> list[Invite]:
         """The invites this member asked to join with, still waiting for an admin's approval."""
@@ -506,9 +547,16 @@ class Client:
             await self.forget(old)
         link = self.link_for(invite.relay)
         inviter = member_id_of(invite.admin_sign_key, invite.admin_box_key)
-        crypto, distribution = CellCrypto.from_welcome(
-            self.identity, welcome, now=link.relay_time(), inviter=inviter
-        )
+        try:
+            crypto, distribution = CellCrypto.from_welcome(
+                self.identity, welcome, now=link.relay_time(), invite=invite, inviter=inviter
+            )
+        except GroupError as exc:
+            # Not the answer to this request (an old welcome replayed, another invite's, a
+            # forgery): keep waiting for the admin's real one, past it in the mailbox.
+            log.warning("welcome_refused", reason=type(exc).__name__)
+            await self.save()
+            return
         info = CellInfo.decode(crypto.extra)
         cell_record = CellRecord(
             crypto=crypto.to_bytes(),

@@ -45,6 +45,7 @@ from ._auth import TOKEN_NAME, Gatekeeper, load_or_create_token
 from ._client import open_client
 from ._http import MAX_CONNECTIONS, Transport, serve_connection
 from ._keystore import default_data_dir
+from ._link import LinkStatus
 from ._openapi import api_registry
 from ._sse import EventHub
 
@@ -235,16 +236,29 @@ class _Follower:
         self._cells.discard(cell)  # closed: left, forgotten or the client closing
 
     async def _watch_link(self, link: RelayLink) -> None:
+        """Publish each change of the link's connection, as `cellrelay listen` shows it."""
         encode = self.registry.converter(StreamEvent).encode
-        while True:
-            await link.wait_state_change()
+        relay = f"{link.address.host}:{link.address.port}"
+
+        def publish(status: LinkStatus) -> None:
             names = [c.name for c in self.client.cells if c.link is link]
-            event = RelayStateChanged(
-                relay=f"{link.address.host}:{link.address.port}",
-                connected=link.connected,
-                cells=names,
-            )
+            event = RelayStateChanged(relay, link.connected, names, status.state,
+                                      status.reason or None, status.retry_in)  # fmt: skip
             self.hub.publish(encode(event))
+
+        async def first_connection() -> None:
+            # The link reports reconnections; the first one, at start, is said here.
+            while link.connections == 0:
+                await link.wait_state_change()
+            publish(LinkStatus("connected"))
+
+        statuses = link.statuses()
+        async with trio.open_nursery() as nursery, statuses:
+            if link.connections == 0:
+                nursery.start_soon(first_connection)
+            async for status in statuses:
+                publish(status)
+            nursery.cancel_scope.cancel()  # the link closed
 
 
 def _url(host: str, port: int) -> str:

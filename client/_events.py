@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         PlainMessage,
         Receipt,
         StatusReply,
+        WireContent,
     )
     from cellrelay.protocol.cell._rollup import AlertRollup
 
@@ -45,7 +46,9 @@ __all__ = [
     "MutedAlertReceived",
     "ReceiptReceived",
     "SecurityWarning",
+    "SendFailed",
     "StatusReceived",
+    "VerifiedKeyChanged",
 ]
 
 
@@ -59,7 +62,11 @@ class Member:
 
     @property
     def short_id(self) -> str:
-        """The first 8 hex digits of the member id, for people comparing fingerprints."""
+        """The first 8 hex digits of the member id: a name tag, not a security check.
+
+        Anyone can make keys whose id starts with chosen 8 digits (about 2^32 tries);
+        compare safety numbers (`Cell.safety_number`) to know who someone is.
+        """
         return self.member_id.hex()[:8]
 
 
@@ -259,6 +266,37 @@ class ClockWarning:
     tolerance: float
 
 
+@dataclass(frozen=True, slots=True)
+class SendFailed:
+    """Something this member sent was finally not stored by the relay: it was NOT sent.
+
+    The send raised too; this event is for the screens that showed it as sending. It is
+    kept in history marked failed (`Cell.send_status`), not among sent messages. A send
+    refused because a key rotation raced it is sealed again in the new epoch first, so
+    this comes only when that, too, failed (this member was removed, say). `reason` is a
+    line a person can read.
+    """
+
+    cell: str
+    content: WireContent
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedKeyChanged:
+    """A security event: `member` has the name of someone you verified, but other keys.
+
+    You compared safety numbers with the member `verified_id` (docs/protocol.md §C8);
+    `member` is not them: a new phone, a reinstalled app, or an impostor. Nothing of the
+    verification carries over: compare the new safety number in person before trusting
+    them (`cellrelay cell verify`, `Cell.safety_number`).
+    """
+
+    cell: str
+    member: Member
+    verified_id: bytes
+
+
 CellEvent = (
     AlertReceived
     | MutedAlertReceived
@@ -275,4 +313,6 @@ CellEvent = (
     | EquivocationDetected
     | EpochStale
     | ClockWarning
+    | SendFailed
+    | VerifiedKeyChanged
 )

@@ -94,6 +94,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Delivery",
     "LinkClosedError",
+    "LinkState",
     "LinkStatus",
     "RelayKeyMismatchError",
     "RelayLink",
@@ -223,6 +224,9 @@ class RelayLink:
         self._on_connected = on_connected
         self._watches: dict[MailboxId, _Watch] = {}
         self._writers: dict[MailboxId, CapabilityKey] = {}
+        # Mailboxes whose write key the relay revoked (a rotation): a publish to one is
+        # refused as REVOKED, so the cell can tell a send that raced a rotation (issue 9).
+        self._revoked: set[MailboxId] = set()
         self._readers: dict[MailboxId, CapabilityKey] = {}  # read without a subscription
         self._pending: dict[int, _Pending] = {}
         self._queue: list[_Pending] = []  # waiting for a connection
@@ -237,6 +241,7 @@ class RelayLink:
         self._admin_counter = 0
         self.welcome: Welcome | None = None
         self.connections = 0  # how many times a connection was established
+        self.status: LinkStatus | None = None  # the last change reported (None: none yet)
         # Device time the last connection was lost (None: never), and how long the link
         # was without one before the current connection came up (inf for the first):
         # cells use them to tell a gap that may have expired while away (issue 9).
@@ -288,6 +293,7 @@ class RelayLink:
         return receive
 
     def _report(self, status: LinkStatus) -> None:
+        self.status = status
         for channel in list(self._status_channels):
             try:
                 channel.send_nowait(status)
@@ -496,7 +502,8 @@ class RelayLink:
             self._check_caught_up()
         elif isinstance(message, Revoked):
             self._watches.pop(message.mailbox, None)
-            self._writers.pop(message.mailbox, None)
+            if self._writers.pop(message.mailbox, None) is not None:
+                self._revoked.add(message.mailbox)
             self._readers.pop(message.mailbox, None)
             await self._events_send.send(Revocation(mailbox=message.mailbox, code=message.code))
         else:
@@ -517,7 +524,8 @@ class RelayLink:
                 mailbox = getattr(pending.message, "mailbox", None)
                 if isinstance(pending.message, Auth) and mailbox is not None:
                     self._watches.pop(mailbox, None)
-                    self._writers.pop(mailbox, None)
+                    if self._writers.pop(mailbox, None) is not None:
+                        self._revoked.add(mailbox)
                     await self._events_send.send(
                         Revocation(mailbox=mailbox, code=pending.error.code)
                     )
@@ -648,6 +656,7 @@ class RelayLink:
     async def authorize_writer(self, mailbox: MailboxId, key: CapabilityKey) -> None:
         """Prove the write key now and after every reconnect."""
         self._writers[mailbox] = key
+        self._revoked.discard(mailbox)
         await self._auth(mailbox, key, "write")
 
     async def authorize_reader(self, mailbox: MailboxId, key: CapabilityKey) -> None:
@@ -671,6 +680,11 @@ class RelayLink:
     async def publish(self, mailbox: MailboxId, envelope: bytes, expires_at: int) -> int:
         """Store an envelope durably (retrying across reconnects) and return its seq."""
         if mailbox not in self._writers:
+            if mailbox in self._revoked:
+                raise RelayRefusedError(
+                    "the relay revoked this mailbox's write key (the keys were rotated)",
+                    ErrorCode.REVOKED,
+                )
             raise LinkClosedError("authorize_writer first")
         reply = await self.request(
             Publish(id=0, mailbox=mailbox, expires_at=expires_at, envelope=envelope)

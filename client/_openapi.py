@@ -17,12 +17,15 @@ from pathlib import Path
 from typing import Any, Final, Union
 
 import cellrelay.protocol.cell as cell_protocol
+from cellrelay.protocol import ErrorCode
+from cellrelay.protocol._errors import DESCRIPTIONS
 from cellrelay.protocol.cell import AlertRollup
 
 from . import _events
 from ._api import ROUTES, Route
 from ._api_types import API_TYPES, RECEIVED, Problem, StreamEvent
 from ._http import MAX_BODY
+from ._problems import PROBLEM_CODES
 from ._schema import BYTES_ENCODING, Computed, Registry
 
 __all__ = ["OPENAPI_VERSION", "api_registry", "openapi_document"]
@@ -46,7 +49,7 @@ TOKEN`, the token being in `daemon.token` beside the keystore). docs/daemon.md i
   base16`); times are unix seconds, or milliseconds where the name ends in `_ms`.
 * Errors are RFC 9457 problem documents (`application/problem+json`) whose `code` is
   stable: the protocol's error codes (docs/protocol.md §8) for what a relay or the content
-  rules refused, and the codes each response lists for the daemon's own refusals.
+  rules refused, and the daemon's own for the rest; `x-problem-codes` lists them all.
 * Operations that wait for a relay honour `Prefer: wait=SECONDS` (RFC 7240; default 20,
   at most 600) and answer 504 `RELAY_TIMEOUT` when it runs out; a send that timed out may
   still go out, as the client keeps retrying it.
@@ -178,6 +181,18 @@ def _operation(registry: Registry, route: Route, used: set[int]) -> dict[str, An
     return operation
 
 
+def _problem_codes() -> dict[str, Any]:
+    """Every stable `code` a problem document may carry: the daemon's own, then the protocol's."""
+    codes: dict[str, Any] = {
+        code: {"status": status, "description": text}
+        for code, (status, text) in PROBLEM_CODES.items()
+    }
+    for code in ErrorCode:
+        if code.name not in codes and code in DESCRIPTIONS:
+            codes[code.name] = {"description": DESCRIPTIONS[code], "protocol": int(code)}
+    return codes
+
+
 def openapi_document() -> dict[str, Any]:
     """The whole document (a fresh dict each time)."""
     registry = api_registry()
@@ -220,6 +235,7 @@ def openapi_document() -> dict[str, Any]:
                 }
             },
         },
+        "x-problem-codes": _problem_codes(),
         "x-byte-encoding": BYTES_ENCODING,
         "x-max-body-bytes": MAX_BODY,
     }

@@ -1,4 +1,5 @@
-"""QR codes of invite links: for a terminal (Unicode half blocks) and as a PNG file.
+"""QR codes of invite links (for a terminal, in Unicode half blocks, and as a PNG file) and of
+safety numbers (for a terminal: two members compare them in person, issue 9).
 
 The QR encoding itself is segno's (pure Python, no dependencies, ISO/IEC 18004). Links
 are checked with `Invite.parse` first, so a QR code is never made of something that is not
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Final
 import segno
 
 from cellrelay.protocol.cell import Invite
+from cellrelay.protocol.cell._safety import safety_qr_text
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -36,6 +38,7 @@ __all__ = [
     "invite_qr_png_data_uri",
     "invite_qr_svg",
     "invite_qr_terminal",
+    "safety_qr_terminal",
     "write_invite_png",
 ]
 
@@ -73,8 +76,27 @@ def invite_qr_terminal(
     Raises:
         InviteError: `link` is not a valid invite link.
     """
+    return _terminal(_qr(link), dark_background=dark_background, border=border)
+
+
+def safety_qr_terminal(
+    number: str, *, dark_background: bool = True, border: int = TERMINAL_BORDER
+) -> str:
+    """Return the QR code of a safety number (docs/protocol.md §C8) as half-block lines.
+
+    It encodes `cellrelay://safety/1/` and the 60 digits; both members' codes are the
+    same, so a device that scans the other's compares it with its own.
+
+    Raises:
+        ValueError: `number` is not 60 digits.
+    """
+    code = segno.make(safety_qr_text(number), micro=False)
+    return _terminal(code, dark_background=dark_background, border=border)
+
+
+def _terminal(code: segno.QRCode, *, dark_background: bool, border: int) -> str:
     rows: list[Sequence[bool]] = [
-        [bool(module) for module in row] for row in _qr(link).matrix_iter(border=border)
+        [bool(module) for module in row] for row in code.matrix_iter(border=border)
     ]
     # Draw the modules that must look light where the background is dark, and vice versa.
     drawn = [[module is not dark_background for module in row] for row in rows]

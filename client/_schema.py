@@ -46,6 +46,7 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import enum
+import json
 import re
 import sys
 import types
@@ -136,6 +137,14 @@ class Converter:
         self.schema = schema
         self.encode = encode
         self.decode = decode
+
+
+def _printable(name: str) -> str:
+    """A member name a client sent, safe to echo in a problem's `field`: control characters
+    (and lone surrogates) escaped as JSON escapes them, so the text stays within its schema."""
+    if not _BAD_TEXT.search(name):
+        return name
+    return json.dumps(name, ensure_ascii=True)[1:-1]
 
 
 def _wrong(path: str, expected: str) -> FieldError:
@@ -634,7 +643,9 @@ class Registry:
                 if key == "type" and tag is not None:
                     continue
                 if key not in fields_by_name and key not in computed_names:
-                    raise FieldError(_join(path, str(key)), "EXTRA_FIELD", "is not a known field")
+                    raise FieldError(
+                        _join(path, _printable(str(key))), "EXTRA_FIELD", "is not a known field"
+                    )
             kwargs: dict[str, object] = {}
             for field_name in required:
                 if (

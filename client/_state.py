@@ -97,6 +97,31 @@ def _decode(data: bytes) -> dict[str, object]:
         raise StateError(f"saved state is damaged ({exc.code.name})") from None
 
 
+def _verified(f: dict[str, object]) -> dict[bytes, str]:
+    out: dict[bytes, str] = {}
+    for entry in _list(f, "verified"):
+        if type(entry) is not bytes or len(entry) < 16:
+            raise StateError("saved state is damaged (verified members)")
+        try:
+            out[entry[:16]] = entry[16:].decode()
+        except UnicodeDecodeError:
+            raise StateError("saved state is damaged (verified members)") from None
+    return out
+
+
+SENT: Final = "sent"
+SENDING: Final = "sending"
+FAILED: Final = "failed"
+SEND_STATUSES: Final = (SENT, SENDING, FAILED)
+
+
+def _status(f: dict[str, object]) -> str:
+    status = f.get("status", SENT)
+    if status not in SEND_STATUSES:
+        raise StateError("saved state is damaged (a message's send status)")
+    return str(status)
+
+
 @dataclass(slots=True, kw_only=True)
 class HistoryItem:
     """One message kept for `Cell.recent()` until it expires."""
@@ -107,16 +132,20 @@ class HistoryItem:
     sender_name: str
     received_at: float
     expires_at: int
+    # This member's own sends: "sending" until the relay acknowledged the envelope (never
+    # shown as sent before), "failed" when it finally was not stored; received: "sent".
+    status: str = SENT
     # Items never change once made, and every save writes the whole history: encode once.
     # (Re-encoding a thousand items per save was most of a member's CPU per alert.)
     _encoded: bytes = field(default=b"", repr=False, compare=False)
 
     def encode(self) -> bytes:
         if not self._encoded:
-            self._encoded = encode_map(
-                {"kind": self.kind, "content": self.content, "sender_id": self.sender_id,
-                 "sender_name": self.sender_name, "received_at": self.received_at, "expires_at": self.expires_at}
-            )  # fmt: skip
+            fields: dict[str, object] = {"kind": self.kind, "content": self.content, "sender_id": self.sender_id,
+                 "sender_name": self.sender_name, "received_at": self.received_at, "expires_at": self.expires_at}  # fmt: skip
+            if self.status != SENT:  # absent when sent: older records read as sent
+                fields["status"] = self.status
+            self._encoded = encode_map(fields)
         return self._encoded
 
     @classmethod
@@ -124,7 +153,7 @@ class HistoryItem:
         f = _decode(data)
         return cls(kind=_int(f, "kind"), content=_bytes(f, "content"), sender_id=_bytes(f, "sender_id"),
                    sender_name=_str(f, "sender_name"), received_at=_float(f, "received_at"),
-                   expires_at=_int(f, "expires_at"), _encoded=data)  # fmt: skip
+                   expires_at=_int(f, "expires_at"), status=_status(f), _encoded=data)  # fmt: skip
 
 
 @dataclass(slots=True, kw_only=True)
@@ -252,6 +281,10 @@ class CellRecord:
     requests: list[RequestRecord] = field(default_factory=list)
     history: list[HistoryItem] = field(default_factory=list)
     seen: dict[bytes, int] = field(default_factory=dict)  # message id -> expires_at
+    # Members this member's person verified in person (safety numbers, docs/protocol.md
+    # §C8): member id -> the name it had then. A member id is a hash of the keys, so a
+    # verified id never changes keys; a new id under a verified name is the warning.
+    verified: dict[bytes, str] = field(default_factory=dict)
     # Not saved; they keep a save cheap when the record is large (1,000 kept messages and
     # 20,000 seen ids took 5.6 ms per save, and a client saves after every burst of
     # deliveries). `_earliest` is at most the soonest expiry in `history` and `seen`, so
@@ -302,6 +335,7 @@ class CellRecord:
                 "requests": [r.encode() for r in self.requests],
                 "history": [h.encode() for h in self.history],
                 "seen": seen,
+                "verified": [mid + name.encode() for mid, name in self.verified.items()],
             }
         )
 
@@ -318,6 +352,7 @@ class CellRecord:
             ("alert_limit", 0),
             ("muted_everyone", b""),
             ("muted_here", b""),
+            ("verified", []),
         ):
             f.setdefault(name, default)  # saved before cells could move
         raw_seen = _bytes(f, "seen")
@@ -352,6 +387,7 @@ class CellRecord:
             requests=[RequestRecord.decode(b) for b in _list(f, "requests")],
             history=[HistoryItem.decode(b) for b in _list(f, "history")],
             seen=seen,
+            verified=_verified(f),
         )
 
     def _bound_history(self) -> None:

@@ -62,7 +62,7 @@ def test_one_input(data: bytes) -> None:
         elif mode == 2:
             alice.open(_genuine_header(alice, rest), now=NOW)
         elif mode == 3:
-            CellCrypto.from_welcome(FIXTURE.alice, rest, now=NOW)
+            CellCrypto.from_welcome(FIXTURE.alice, rest, now=NOW, invite=FIXTURE.invite)
         else:
             CellCrypto.from_bytes(rest, FIXTURE.alice)
     except GroupError:

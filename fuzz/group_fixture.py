@@ -13,6 +13,9 @@ from typing import Final
 from cellrelay.protocol.cell._envelope import Kind
 from cellrelay.protocol.cell._group import CellCrypto
 from cellrelay.protocol.cell._identity import Identity
+from cellrelay.protocol.cell._invite import Invite
+from cellrelay.protocol.wire._address import RelayAddress
+from cellrelay.protocol.wire._messages import MailboxId
 
 NOW: Final = 1_767_225_600.0
 
@@ -40,6 +43,7 @@ class Fixture:
     admin_state: bytes
     alice_state: bytes
     envelopes: dict[str, bytes]
+    invite: Invite  # the invite the fixture's welcome answers
 
 
 def build() -> Fixture:
@@ -60,8 +64,21 @@ def build() -> Fixture:
         rng=rng,
     )
     update = admin_cell.open_control(admin_cell.add_member(alice.info, now=NOW), now=NOW)
-    welcome = admin_cell.welcome_for(alice.member_id, now=NOW, extra=b"extra")
-    alice_cell, alice_distribution = CellCrypto.from_welcome(alice, welcome, now=NOW, rng=rng)
+    irng = PinnedRng(b"cellrelay fuzz invite")  # its own stream: the other seeds stay put
+    invite = Invite(
+        relay=RelayAddress("127.0.0.1", 7446, irng(32)),
+        cell_id=admin_cell.cell_id,
+        cell_name=admin_cell.name,
+        join_mailbox=MailboxId(irng(16)),
+        admin_sign_key=admin.info.sign_pub,
+        admin_box_key=admin.info.dh_pub,
+        expires_at=int(NOW) + 3600,
+        secret=irng(32),
+    )
+    welcome = admin_cell.welcome_for(alice.member_id, now=NOW, invite=invite, extra=b"extra")
+    alice_cell, alice_distribution = CellCrypto.from_welcome(
+        alice, welcome, now=NOW, invite=invite, rng=rng
+    )
     assert update.distribution is not None
     admin_cell.open(alice_distribution, now=NOW)
     alice_cell.open(update.distribution, now=NOW)
@@ -83,4 +100,4 @@ def build() -> Fixture:
     assert rotation.distribution is not None
     envelopes["next-distribution"] = rotation.distribution
     envelopes["next-alert"] = admin_cell.seal(Kind.ALERT, b"next", expires_at=2**40, now=NOW)
-    return Fixture(admin, alice, admin_cell.to_bytes(), alice_state, envelopes)
+    return Fixture(admin, alice, admin_cell.to_bytes(), alice_state, envelopes, invite)

@@ -28,8 +28,9 @@ const state = {
   alerts: new Map(), // alert id -> { cell, rollup }
   requests: new Map(), // cell name -> [Member]
   members: new Map(), // cell name -> [Member]
-  relays: new Map(), // relay -> { connected, cells }
-  warnings: [],
+  relays: new Map(), // relay -> { connected, cells, state, reason, retry_in }
+  warnings: [], // security_warning and flood_detected events, newest first
+  muted: [], // muted_alert_received events, newest first: shown, never rung
   lastEventId: null,
   source: null,
   audio: null,
@@ -215,9 +216,18 @@ function handle(event) {
       state.relays.set(event.relay, { ...(state.relays.get(event.relay) || {}), ...event });
       break;
     case "security_warning":
+    case "flood_detected":
       state.warnings.unshift(event);
       state.warnings.length = Math.min(state.warnings.length, 50);
       break;
+    case "muted_alert_received":
+      // A muted member's alert (a flood, or muted by you or an admin): listed, no sound.
+      state.muted.unshift(event);
+      state.muted.length = Math.min(state.muted.length, 50);
+      break;
+    case "mute_changed":
+      refresh(event.cell);
+      return;
     case "messages_missing":
     case "equivocation_detected":
     case "epoch_stale":
@@ -311,6 +321,58 @@ function activeAlerts() {
   });
 }
 
+// What a relay's connection state means to a dispatcher (as `cellrelay listen` says it).
+function relayState(r) {
+  const why = r.reason ? ` (${r.reason})` : "";
+  switch (r.state) {
+    case "lost":
+      return `lost${why}: not listening`;
+    case "retrying":
+      return `unreachable${why}; trying again in ${Math.max(1, Math.round(r.retry_in || 0))} s`;
+    case "connected":
+      return r.connected ? "connected; catching up" : "disconnected";
+    default:
+      return r.connected ? "connected" : "disconnected";
+  }
+}
+
+function cellOf(name) {
+  return state.cells.find((c) => c.name === name);
+}
+
+function renderWarning(w) {
+  if (w.type !== "flood_detected") {
+    return el("li", {}, `${w.cell}: ${w.reason}${w.detail ? ` (${w.detail})` : ""}`);
+  }
+  const cell = cellOf(w.cell);
+  const item = el(
+    "li",
+    { class: "flood", "data-member-id": w.member.member_id },
+    `${w.cell}: `,
+    el("span", { class: "name" }, w.member.name),
+    ` (${shortId(w.member.member_id)}) sent ${w.alerts} alerts within a minute (the cell allows ${w.limit}): muted on this device. `,
+  );
+  if (cell && cell.role === "admin") {
+    // Issue 15: an admin mutes the flooder for the whole cell in one click.
+    const button = el("button", { type: "button", class: "mute-everyone" }, "Mute for everyone");
+    button.addEventListener("click", () => mute(w.cell, w.member, true, button));
+    item.append(button);
+  }
+  return item;
+}
+
+function renderMuted(event) {
+  const alert = event.alert;
+  return el(
+    "li",
+    { class: `muted-alert ${alert.priority}`, "data-alert-id": alert.message_id },
+    el("span", { class: "when" }, clock(alert.sent_at_ms)), " ",
+    el("span", { class: "cell" }, event.cell), " ",
+    el("span", { class: "name" }, event.sender.name), ": ",
+    el("span", { class: "alert-text" }, alert.text),
+  );
+}
+
 function renderAlert({ cell, rollup }) {
   const alert = rollup.alert;
   const mine = rollup.author_id === state.me.member_id;
@@ -354,7 +416,7 @@ function render() {
   const relays = $("relays");
   relays.replaceChildren(
     ...[...state.relays.entries()].map(([relay, r]) =>
-      el("li", { class: r.connected ? "up" : "down", title: (r.cells || []).join(", ") }, `${relay} ${r.connected ? "connected" : "disconnected"}`),
+      el("li", { class: r.connected ? "up" : "down", title: (r.cells || []).join(", "), "data-relay": relay }, `${relay} ${relayState(r)}`),
     ),
   );
   const alerts = activeAlerts();
@@ -391,16 +453,29 @@ function render() {
     lists.push(el("h3", {}, cell.name));
     lists.push(
       el("ul", { class: "members", "data-cell": cell.name },
-        ...members.map((m) => el("li", {}, m.name, " ", el("code", {}, shortId(m.member_id)), m.is_admin ? " admin" : "")),
+        ...members.map((m) => renderMember(cell, m)),
       ),
     );
   }
   $("members").replaceChildren(...lists);
 
-  $("warnings").replaceChildren(
-    ...state.warnings.map((w) => el("li", {}, `${w.cell}: ${w.reason}${w.detail ? ` (${w.detail})` : ""}`)),
-  );
+  $("warnings").replaceChildren(...state.warnings.map(renderWarning));
   $("no-warnings").hidden = state.warnings.length > 0;
+  $("muted-alerts").replaceChildren(...state.muted.map(renderMuted));
+  $("muted-panel").hidden = state.muted.length === 0;
+}
+
+function renderMember(cell, m) {
+  const item = el("li", { "data-member-id": m.member_id }, el("span", { class: "name" }, m.name), " ",
+    el("code", {}, shortId(m.member_id)), m.is_admin ? " admin" : "");
+  if (m.member_id === state.me.member_id) return item;
+  const muted = cell.muted.includes(m.member_id);
+  if (muted) item.append(" ", el("span", { class: "muted-tag" }, "muted"));
+  // An admin mutes for everyone; a member, on this device (the daemon decides by role).
+  const button = el("button", { type: "button", class: muted ? "unmute" : "mute" }, muted ? "Unmute" : "Mute");
+  button.addEventListener("click", () => mute(cell.name, m, !muted, button));
+  item.append(" ", button);
+  return item;
 }
 
 function report(error) {
@@ -452,6 +527,19 @@ async function decide(cell, member, decision, button) {
   try {
     await call("POST", cellPath(cell, "join-requests", member.member_id, decision));
     say(`${decision === "approve" ? "Approved" : "Turned down"} ${member.name} (${shortId(member.member_id)}).`);
+    await refresh(cell);
+  } catch (error) {
+    report(error);
+    button.disabled = false;
+  }
+}
+
+async function mute(cell, member, muted, button) {
+  button.disabled = true;
+  try {
+    const done = await call("POST", cellPath(cell, "members", member.member_id, muted ? "mute" : "unmute"), {});
+    const where = done.everyone ? "for everyone" : "on this device";
+    say(`${muted ? "Muted" : "Unmuted"} ${member.name} (${shortId(member.member_id)}) ${where} in ${done.cell}.`);
     await refresh(cell);
   } catch (error) {
     report(error);

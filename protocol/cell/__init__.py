@@ -50,6 +50,7 @@ from ._errors import (
     StaleEpochError,
     TamperedError,
     UnknownEpochError,
+    WelcomeRefusedError,
 )
 from ._group import (
     DEFAULT_KEY_TTL,
@@ -64,7 +65,9 @@ from ._identity import (
 from ._invite import (
     INVITE_PREFIX,
     Invite,
+    InviteChecksumError,
     InviteError,
+    InviteExpiredError,
 )
 from ._membership import (
     MAX_MEMBERS,
@@ -89,6 +92,10 @@ from ._rollup import (
     AlertRollup,
     MemberStatus,
     RollupBook,
+)
+from ._safety import (
+    format_safety_number,
+    safety_number,
 )
 
 __all__ = [
@@ -116,7 +123,9 @@ __all__ = [
     "GroupError",
     "Identity",
     "Invite",
+    "InviteChecksumError",
     "InviteError",
+    "InviteExpiredError",
     "Kind",
     "LogEntry",
     "MalformedError",
@@ -150,7 +159,10 @@ __all__ = [
     "StatusReply",
     "TamperedError",
     "UnknownEpochError",
+    "WelcomeRefusedError",
     "WireContent",
     "decode_content",
+    "format_safety_number",
     "new_message_id",
+    "safety_number",
 ]

@@ -61,10 +61,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CONTROL_SIZE",
+    "INVITE_BINDING_SIZE",
     "MAX_ADMIN_SECRETS",
     "MAX_CHANGE_EXTRA",
     "MAX_EXTRA",
     "SECRET_SIZE",
+    "WELCOME_VERSION",
     "ChangeBody",
     "WelcomeContent",
     "change_header",
@@ -79,6 +81,11 @@ __all__ = [
 ]
 
 VERSION: Final = 1
+# Welcomes have their own version: 2 since a welcome answers one invite (WB ends with the
+# invite binding, issue 9). A version 1 welcome is refused as malformed: it names no
+# invite, so it could be any old welcome replayed.
+WELCOME_VERSION: Final = 2
+INVITE_BINDING_SIZE: Final = 32
 SECRET_SIZE: Final = 32
 CLEAR_SIZE: Final = 1 + 4 + XCHACHA20POLY1305_NONCE_SIZE
 CH_SIZE: Final = CELL_ID_SIZE + 4 + MEMBER_ID_SIZE + 1
@@ -106,6 +113,9 @@ _SIGN_DOMAIN: Final = b"cellrelay/1 epoch-change\x00"
 _BOX_DOMAIN: Final = b"cellrelay/1 epoch-box\x00"
 _GRANT_DOMAIN: Final = b"cellrelay/1 admin-grant\x00"
 _WELCOME_DOMAIN: Final = b"cellrelay/1 welcome\x00"
+# The admin's signature over WB: its own label per welcome version, so no signature made
+# for one layout ever verifies for another.
+_WELCOME_SIGN_DOMAIN: Final = b"cellrelay/1 welcome/2\x00"
 _WELCOME_HEAD: Final = 1 + X25519_KEY_SIZE + XCHACHA20POLY1305_NONCE_SIZE
 _WELCOME_OVERHEAD: Final = _WELCOME_HEAD + AEAD_TAG_SIZE
 
@@ -302,6 +312,7 @@ class WelcomeContent:
     admin_secrets: bytes = field(repr=False)
     extra: bytes = field(repr=False)
     created_ms: int
+    invite_binding: bytes = field(repr=False)
 
     def to_bytes(self) -> bytes:
         """Return WB."""
@@ -313,7 +324,9 @@ class WelcomeContent:
             writer.u8(role)
         writer.raw(self.group_keys[0]).raw(self.group_keys[1]).raw(self.control_read_key)
         writer.long(self.admin_secrets).long(self.extra)
-        return writer.u64(self.created_ms).bytes()
+        if len(self.invite_binding) != INVITE_BINDING_SIZE:
+            raise ValueError("an invite binding is 32 bytes")
+        return writer.u64(self.created_ms).raw(self.invite_binding).bytes()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> WelcomeContent:
@@ -341,6 +354,7 @@ class WelcomeContent:
         control_read_key = reader.take(GROUP_KEY_SIZE)
         admin_secrets, extra = reader.long(MAX_ADMIN_SECRETS), reader.long(MAX_EXTRA)
         created_ms = reader.u64()
+        invite_binding = reader.take(INVITE_BINDING_SIZE)
         reader.end()
         return cls(
             joiner=joiner,
@@ -357,6 +371,7 @@ class WelcomeContent:
             admin_secrets=admin_secrets,
             extra=extra,
             created_ms=created_ms,
+            invite_binding=invite_binding,
         )
 
 
@@ -374,16 +389,16 @@ def seal_welcome(
     ephemeral_private: bytearray,
     nonce: bytes,
 ) -> bytes:
-    """Return a welcome: version || ephemeral public key || nonce || sealed (signer id ||
+    """Return a welcome: version (2) || ephemeral public key || nonce || sealed (signer id ||
     signature || WB, padded so the whole welcome is a bucket size)."""
     ephemeral_pub = x25519_public_from_private(ephemeral_private)
     shared = x25519(ephemeral_private, joiner_dh_pub)
     key = _welcome_key(shared, ephemeral_pub, joiner_dh_pub)
     zero(shared)
     wb = content.to_bytes()
-    inner = signer.member_id + signer.sign(_WELCOME_DOMAIN + wb) + wb
+    inner = signer.member_id + signer.sign(_WELCOME_SIGN_DOMAIN + wb) + wb
     padded = pad(inner, bucket_for(len(inner) + 1 + _WELCOME_OVERHEAD) - _WELCOME_OVERHEAD)
-    head = bytes([VERSION]) + ephemeral_pub + nonce
+    head = bytes([WELCOME_VERSION]) + ephemeral_pub + nonce
     try:
         return head + xchacha20poly1305_encrypt(
             key, nonce, _WELCOME_DOMAIN + head + joiner_dh_pub, padded
@@ -401,8 +416,8 @@ def open_welcome(identity: Identity, welcome: bytes) -> tuple[bytes, bytes, byte
         MalformedError: not a welcome.
         TamperedError: it does not authenticate (not for this identity, or altered).
     """
-    if len(welcome) <= _WELCOME_OVERHEAD or welcome[0] != VERSION:
-        raise MalformedError("not a welcome")
+    if len(welcome) <= _WELCOME_OVERHEAD or welcome[0] != WELCOME_VERSION:
+        raise MalformedError("not a welcome (or one of another version)")
     ephemeral_pub = welcome[1 : 1 + X25519_KEY_SIZE]
     nonce = welcome[1 + X25519_KEY_SIZE : _WELCOME_HEAD]
     try:
@@ -428,6 +443,6 @@ def open_welcome(identity: Identity, welcome: bytes) -> tuple[bytes, bytes, byte
 def verify_welcome(signer: MemberInfo, signature: bytes, wb: bytes) -> None:
     """Check the welcoming admin's signature over WB (BadSignatureError if wrong)."""
     try:
-        ed25519_verify(signer.sign_pub, _WELCOME_DOMAIN + wb, signature)
+        ed25519_verify(signer.sign_pub, _WELCOME_SIGN_DOMAIN + wb, signature)
     except CryptoError as exc:
         raise BadSignatureError("bad welcome signature") from exc

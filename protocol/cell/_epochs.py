@@ -196,7 +196,7 @@ def build_change(
 
 
 def welcome_content(
-    state: SavedState, member_id: bytes, *, now: float, extra: bytes
+    state: SavedState, member_id: bytes, *, now: float, extra: bytes, invite_binding: bytes
 ) -> WelcomeContent:
     """Return what a welcome for `member_id` carries, from the current state."""
     membership = state.membership
@@ -221,4 +221,5 @@ def welcome_content(
         admin_secrets=state.admin_secrets if member_id in membership.admins else b"",
         extra=extra,
         created_ms=timestamp_ms(now),
+        invite_binding=invite_binding,
     )

@@ -54,6 +54,7 @@ __all__ = [
     "StaleEpochError",
     "TamperedError",
     "UnknownEpochError",
+    "WelcomeRefusedError",
 ]
 
 
@@ -160,3 +161,11 @@ class NotAdminError(GroupError):
 
 class RemovedError(GroupError):
     """This member has been removed from the cell; it can no longer send or change anything."""
+
+
+class WelcomeRefusedError(MembershipError):
+    """A valid welcome that does not answer this invite, or comes after the invite's lifetime.
+
+    It is sealed to this member and signed by the admin, but it is not the answer to the
+    request this member is waiting on: an old welcome replayed (issue 9, finding 8).
+    """

@@ -35,6 +35,7 @@ and `_control`.
 
 from __future__ import annotations
 
+import hmac
 from typing import TYPE_CHECKING, Final
 
 from .._crypto import ED25519_SEED_SIZE, HashChain, SigningKey, blake2b, random_bytes, zero
@@ -65,8 +66,10 @@ from ._errors import (
     NotAdminError,
     RemovedError,
     StaleControlError,
+    WelcomeRefusedError,
 )
 from ._identity import check_name
+from ._invite import WELCOME_LINGER
 from ._keys import PAIRWISE_DISTRIBUTION_MAC, EpochKeys, SendChain
 from ._membership import CELL_ID_SIZE, Membership, Op, Role, sign_entry
 from ._outcomes import EpochUpdate, Notice, Opened, Outcome, Own, Pending
@@ -75,6 +78,7 @@ from ._state import Epoch, SavedState, read_state, write_state
 
 if TYPE_CHECKING:
     from ._identity import Identity, MemberInfo, Rng
+    from ._invite import Invite
 
 __all__ = [
     "DEFAULT_KEY_TTL",
@@ -194,6 +198,7 @@ class CellCrypto:
         welcome: bytes,
         *,
         now: float,
+        invite: Invite,
         inviter: bytes | None = None,
         key_ttl: int = DEFAULT_KEY_TTL,
         grace_period: float = GRACE_PERIOD,
@@ -202,14 +207,21 @@ class CellCrypto:
         """Join a cell from an admin's welcome; return (state, sender key distribution).
 
         Publish the distribution in the group mailbox before sealing anything. If
-        `inviter` (a member id) is given, the welcome must come from that admin.
+        `inviter` (a member id) is given, the welcome must come from that admin. The
+        welcome must answer `invite`, the invite this member asked to join with: name its
+        cell, carry its binding (a commitment to its secret), and arrive within its
+        lifetime (until `WELCOME_LINGER` seconds after it expires, by `now`).
 
         Raises:
-            MalformedError, TamperedError: not a welcome for this identity.
+            MalformedError, TamperedError: not a welcome (of this version) for this identity.
             BadSignatureError: the admin's signature does not verify.
+            WelcomeRefusedError: it answers another invite, or comes too late (after the
+                signature check: only an authentic welcome is reported as such).
             MembershipError: the member list is incoherent, the signer is not an admin
                 in it (or not `inviter`), or this identity is not a member.
         """
+        if now > invite.expires_at + WELCOME_LINGER:
+            raise WelcomeRefusedError("the invite's lifetime is over; ask for a new invite")
         signer_id, signature, wb = open_welcome(identity, welcome)
         content = WelcomeContent.from_bytes(wb)
         membership = Membership.snapshot(
@@ -225,6 +237,12 @@ class CellCrypto:
         if inviter is not None and signer_id != inviter:
             raise MembershipError("welcome not from the inviter")
         verify_welcome(signer, signature, wb)
+        if (
+            content.cell_id != invite.cell_id
+            or not hmac.compare_digest(content.invite_binding, invite.welcome_binding)
+            or content.created_ms > (invite.expires_at + WELCOME_LINGER) * 1000
+        ):
+            raise WelcomeRefusedError("welcome does not answer this invite")
         if (
             content.joiner != identity.member_id
             or identity.member_id not in membership.members
@@ -727,25 +745,32 @@ class CellCrypto:
         s.proposals = [*s.proposals, blake2b(envelope)][-_MAX_PROPOSALS:]
         return envelope
 
-    def welcome_for(self, member_id: bytes, *, now: float, extra: bytes | None = None) -> bytes:
+    def welcome_for(
+        self, member_id: bytes, *, now: float, invite: Invite, extra: bytes | None = None
+    ) -> bytes:
         """Return a welcome for a member of the current epoch (admin only).
 
         It carries the cell id and name, the current epoch secret, the membership (with
         the log head), the group and control mailbox key seeds, the admin secrets if the
-        joiner is an admin, and `extra` (default: this state's `extra`), signed by this
-        admin and sealed to the joiner's X25519 key.
+        joiner is an admin, `extra` (default: this state's `extra`) and the binding of
+        `invite`, the invite the joiner asked with, signed by this admin and sealed to the
+        joiner's X25519 key.
 
         Raises:
             NotAdminError, RemovedError: this member may not.
             MembershipError: `member_id` is not a member (add it first).
-            ValueError: `extra` is longer than MAX_EXTRA.
+            ValueError: `extra` is longer than MAX_EXTRA, or `invite` is of another cell.
         """
         self._require_admin()
+        if invite.cell_id != self._s.cell_id:
+            raise ValueError("the invite is for another cell")
         joiner = self._member(member_id)
         extra = self._s.extra if extra is None else bytes(extra)
         if len(extra) > MAX_EXTRA:
             raise ValueError("extra too long")
-        content = welcome_content(self._s, member_id, now=now, extra=extra)
+        content = welcome_content(
+            self._s, member_id, now=now, extra=extra, invite_binding=invite.welcome_binding
+        )
         ephemeral = bytearray(self._rng(_KEY))
         try:
             return seal_welcome(

@@ -55,9 +55,13 @@ __all__ = [
     "INVITE_JOIN_WRITE",
     "INVITE_PREFIX",
     "INVITE_SECRET_SIZE",
+    "INVITE_WELCOME",
     "MAX_INVITE_LINK",
+    "WELCOME_LINGER",
     "Invite",
+    "InviteChecksumError",
     "InviteError",
+    "InviteExpiredError",
 ]
 
 INVITE_PREFIX: Final = "cellrelay://join/"
@@ -86,6 +90,13 @@ _FIXED: Final = struct.Struct(">BI32sH16s16s32s32s32sBH")
 INVITE_JOIN_READ: Final = b"cellrelay/1 invite join-read"
 INVITE_JOIN_WRITE: Final = b"cellrelay/1 invite join-write"
 INVITE_JOIN_PROOF: Final = b"cellrelay/1 invite join-proof"
+# The welcome's commitment to its invite (docs/protocol.md §G7, §C3.3): the same KDF, with
+# the cell id as context, so a welcome names one invite of one cell and reveals nothing of
+# the secret (a keyed BLAKE2b is a PRF of its key).
+INVITE_WELCOME: Final = b"cellrelay/1 invite welcome"
+# A welcome is published with at least an hour to live (an admin may approve just before
+# the invite expires); past the invite's expiry plus this, a joiner refuses any welcome.
+WELCOME_LINGER: Final = 3600
 
 _BASE64URL: Final = re.compile(r"[A-Za-z0-9_-]*")
 _WHITESPACE: Final = re.compile(r"[ \t\r\n]+")
@@ -100,6 +111,14 @@ _TYPO: Final = (
 
 class InviteError(CellrelayError, ValueError):
     """An invite link is malformed, expired or unusable; the message says what to do."""
+
+
+class InviteChecksumError(InviteError):
+    """The invite's CRC-32 does not match (§C3.2): a typo, caught before connecting."""
+
+
+class InviteExpiredError(InviteError):
+    """The invite has expired: ask the cell's admin for a new one."""
 
 
 def _check_format(first: int) -> None:
@@ -118,8 +137,8 @@ def _checksum(data: bytes) -> bytes:
     return zlib.crc32(data).to_bytes(INVITE_CHECKSUM_SIZE, "big")
 
 
-def _derive(secret: bytes, purpose: bytes) -> bytes:
-    data = purpose + b"\x00"
+def _derive(secret: bytes, purpose: bytes, context: bytes = b"") -> bytes:
+    data = purpose + b"\x00" + context
     return hashlib.blake2b(data, key=secret, digest_size=INVITE_SECRET_SIZE).digest()
 
 
@@ -182,13 +201,18 @@ class Invite:
         """The 32 bytes a join request carries (sealed to the admin) to prove it holds the invite."""
         return _derive(self.secret, INVITE_JOIN_PROOF)
 
+    @property
+    def welcome_binding(self) -> bytes:
+        """The 32 bytes a welcome answering this invite carries (signed, §G7): its commitment."""
+        return _derive(self.secret, INVITE_WELCOME, self.cell_id)
+
     # -- expiry -----------------------------------------------------------------------
 
     def check_fresh(self, now: float) -> None:
         """Raise `InviteError` if the invite has expired at `now` (unix seconds)."""
         if now >= self.expires_at:
             when = datetime.datetime.fromtimestamp(self.expires_at, tz=datetime.UTC)
-            raise InviteError(
+            raise InviteExpiredError(
                 f"this invite expired on {when:%Y-%m-%d %H:%M} UTC; ask the cell's admin for a new one"
             )
 
@@ -311,5 +335,5 @@ class Invite:
             raise InviteError(_DAMAGED)
         binary, check = data[:-INVITE_CHECKSUM_SIZE], data[-INVITE_CHECKSUM_SIZE:]
         if _checksum(binary) != check:
-            raise InviteError(_TYPO)
+            raise InviteChecksumError(_TYPO)
         return cls.from_bytes(binary)

@@ -18,7 +18,8 @@ envelope types travel there, told apart by their first byte:
   identity it asks to join with). The ephemeral key hides who is asking from anyone but
   the admin, the relay included.
 * `0x02` **welcome**, admin to joiner: `0x02 || welcome`, the group layer's welcome (sealed
-  to the joiner's X25519 key and signed by the admin; `CellCrypto.from_welcome`).
+  to the joiner's X25519 key and signed by the admin; `CellCrypto.from_welcome`), bound
+  to the invite by `Invite.welcome_binding` and refused after the invite's lifetime.
 
 A request is accepted once per invite: the admin's client marks the invite used.
 """

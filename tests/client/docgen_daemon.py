@@ -16,53 +16,15 @@ from pathlib import Path
 
 from cellrelay.client._api import ROUTES
 from cellrelay.client._api_types import StreamEvent
+from cellrelay.client._problems import PROBLEM_CODES
 from cellrelay.client._schema import type_name
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "daemon.md"
 SECTION = re.compile(r"(<!-- generated: (\w+) -->\n)(.*?)(<!-- end: \2 -->)", re.DOTALL)
 
 # The daemon's own error codes (the protocol's are in docs/protocol.md §8), with what each
-# means. tests/client/test_daemon_docs.py checks that the code raises no other.
-API_CODES: dict[str, tuple[int, str]] = {
-    "UNAUTHORIZED": (401, "No token, a wrong one, or an expired session (no detail is given)."),
-    "BAD_HOST": (
-        421,
-        "The Host header does not name the daemon (DNS rebinding, or a misconfigured proxy).",
-    ),
-    "NOT_FOUND": (404, "No such operation."),
-    "METHOD_NOT_ALLOWED": (405, "The path exists with other methods (see Allow)."),
-    "NO_SUCH_CELL": (404, "No cell has that name or id prefix."),
-    "NO_SUCH_MEMBER": (404, "No member (or waiting requester) has that name or id prefix."),
-    "NO_SUCH_ALERT": (404, "No unexpired alert has that id prefix."),
-    "AMBIGUOUS": (409, "Several cells, members or alerts match: give more of the id."),
-    "REMOVED": (409, "You were removed from the cell."),
-    "NOT_ADMIN": (403, "Only an admin of the cell can do that."),
-    "ALREADY_ADMIN": (409, "That member is an admin already."),
-    "ONLY_ADMIN": (409, "You are the cell's only admin: leaving needs `force`."),
-    "SELF": (409, "Removing yourself is leaving the cell."),
-    "EXISTS": (409, "You already have a cell of that name."),
-    "REFUSED": (
-        409,
-        "The library refused the operation in the cell's present state; `detail` says why.",
-    ),
-    "BAD_ADDRESS": (422, "The relay address is malformed."),
-    "BAD_INVITE": (422, "The invite link is malformed or expired."),
-    "TOO_LARGE": (413, "The body is over the limit (64 KiB), or a field over its bound (400)."),
-    "MALFORMED": (400, "The body is not JSON in UTF-8 (or the request not HTTP)."),
-    "UNSUPPORTED": (501, "A transfer coding other than chunked (RFC 9112 §6.1)."),
-    "UNSUPPORTED_MEDIA_TYPE": (
-        415,
-        "Send application/json (or text/plain where the operation takes text).",
-    ),
-    "RELAY_TIMEOUT": (
-        504,
-        "The relay did not answer within `Prefer: wait`; `detail` says what was not done.",
-    ),
-    "LINK_CLOSED": (503, "The connection to the relay closed before it answered; try again."),
-    "RELAY_REFUSED": (502, "The relay refused with a code this version does not know."),
-    "DISK_FULL": (507, "The disk holding the keystore is full."),
-    "INTERNAL": (500, "A bug in the daemon: its log says where. The daemon keeps running."),
-}
+# means: client/_problems.py. tests/client/test_daemon_docs.py checks that the code raises no other.
+API_CODES = PROBLEM_CODES
 
 
 def render_routes() -> str:

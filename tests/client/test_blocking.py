@@ -48,9 +48,17 @@ def scenario(tmp_path: Path, address: str) -> None:
         with cell.events(timeout=PATIENCE) as admin_events:
             if not cell.join_requests:
                 next(event for event in admin_events if isinstance(event, JoinRequested))
+        (waiting,) = cell.join_requests
+        assert cell.safety_number(waiting) == ana.safety_number_for(pending)
         assert cell.approve().name == "ana"
         ana_cell = ana.wait_joined(pending, timeout=PATIENCE)
         assert [m.name for m in ana_cell.members()] == ["lead", "ana"]
+        member = cell.find_member("ana")
+        cell.mark_verified(member)
+        assert cell.is_verified(member)
+        assert cell.verified() == [member]
+        cell.unmark_verified(member)
+        assert not cell.is_verified(member)
         assert ana.cell("eastside") == ana_cell
 
         # The lead's callback sees the answer; Ana's iterator sees the alert.
@@ -82,6 +90,8 @@ def scenario(tmp_path: Path, address: str) -> None:
             ("ana", Status.ON_SCENE, "two vans")
         ]
         assert [r.alert_id for r in ana_cell.active_alerts()] == [alert.alert_id]
+        assert cell.send_status(alert.alert_id) == "sent"
+        assert cell.unsent() == []
     with pytest.raises(ClientClosedError):
         cell.send_alert("after close")
 

@@ -25,6 +25,7 @@ import pytest
 import trio
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from ..relay.process import open_relay_process
 from .conftest import RunningRelay
 from .daemons import RunningDaemon, admit, make_cell, start_daemon
 
@@ -255,3 +256,95 @@ async def test_a_used_link_opens_no_session(nursery: trio.Nursery, tmp_path: Pat
         assert again.evaluate("() => sessionStorage.length") == 0
 
     await run_in_browser("used-link", scenario)
+
+
+# Stands in for the browser's Notification: records what the board would ring for.
+RECORD_NOTIFICATIONS = """() => {
+  window.__rung = [];
+  window.Notification = class {
+    static permission = "granted";
+    constructor(title, options) { window.__rung.push(options.body); }
+  };
+}"""
+
+
+async def test_a_flood_is_flagged_its_alerts_do_not_ring_and_one_click_mutes_for_everyone(
+    nursery: trio.Nursery, running_relay: RunningRelay, tmp_path: Path
+) -> None:
+    """Issue 15 on the board: a member over the cell's alert limit is named in the security
+    panel (with a one-click mute for everyone, for admins), its further alerts are listed
+    as muted and never ring, and the active alerts keep only what rang."""
+    lead = await start_daemon(nursery, tmp_path, "lead")
+    eve = await start_daemon(nursery, tmp_path, "eve")
+    await make_cell(lead, running_relay)
+    await admit(lead, eve)
+    limit = await lead.ok("PUT", "/cells/Eastside/alert-limit", json_body={"limit": 3})
+    assert limit["alert_limit"] == 3
+
+    async def flood() -> None:
+        for n in range(5):
+            await eve.ok("POST", "/cells/Eastside/alerts", 201,
+                         json_body={"text": f"flood {n}", "priority": "emergency"})  # fmt: skip
+
+    def scenario(session: Scenario) -> None:
+        page = session.open_board("lead", lead)
+        page.evaluate(RECORD_NOTIFICATIONS)
+        trio.from_thread.run(flood)
+        notice = page.locator("#warnings li.flood", has_text="eve")
+        notice.wait_for()
+        assert "sent 4 alerts within a minute (the cell allows 3): muted on this device" in (
+            notice.text_content() or ""
+        )
+        page.locator("#muted-alerts li", has_text="flood 4").wait_for()
+        assert page.is_visible("#muted-panel")
+        muted = page.locator("#muted-alerts li .alert-text").all_text_contents()
+        assert muted == ["flood 4", "flood 3"]
+        shown = page.locator("#alerts li.alert .alert-text").all_text_contents()
+        assert sorted(shown) == ["flood 0", "flood 1", "flood 2"]
+        assert sorted(page.evaluate("() => window.__rung")) == ["flood 0", "flood 1", "flood 2"]
+        page.locator('ul.members[data-cell="Eastside"] li', has_text="eve").locator(
+            ".muted-tag"
+        ).wait_for()
+
+        notice.locator("button.mute-everyone").click()
+        page.locator("#status", has_text="Muted eve").wait_for()
+        assert "for everyone in Eastside" in (page.text_content("#status") or "")
+        assert not session.errors, session.errors
+
+    await run_in_browser("flood", scenario)
+    members = await eve.ok("GET", "/cells/Eastside")
+    assert members["alert_limit"] == 3
+    lead_cell = await lead.ok("GET", "/cells/Eastside")
+    eve_id = (await eve.ok("GET", "/daemon"))["identity"]["member_id"]
+    assert lead_cell["muted"] == [eve_id]
+
+
+async def test_the_board_says_when_a_relay_is_lost_and_back(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """Issue 10 on the board: a relay outage shows as lost and retrying, not as silence."""
+    data_dir = tmp_path / "relay"
+    async with open_relay_process(data_dir) as relay:
+        port = relay.port
+        lead = await start_daemon(nursery, tmp_path, "lead")
+        await lead.ok("POST", "/cells", 201, json_body={"name": "Eastside", "relay": str(relay.address)})  # fmt: skip
+
+    async def restart(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        # Killed when the test's nursery is cancelled at its end.
+        async with open_relay_process(data_dir, listen=f"127.0.0.1:{port}"):
+            task_status.started()
+            await trio.sleep_forever()
+
+    def scenario(session: Scenario) -> None:
+        page = session.open_board("lead", lead)
+        relay_item = page.locator(f'#relays li[data-relay="127.0.0.1:{port}"]')
+        relay_item.locator("text=trying again in").wait_for()
+        assert "down" in (relay_item.get_attribute("class") or "")
+        trio.from_thread.run(nursery.start, restart)
+        page.wait_for_function(
+            f"() => document.querySelector('#relays li[data-relay=\"127.0.0.1:{port}\"]').textContent.endsWith(' connected')"
+        )
+        assert "up" in (relay_item.get_attribute("class") or "")
+        assert not session.errors, session.errors
+
+    await run_in_browser("relay-state", scenario)

@@ -115,25 +115,32 @@ async def test_messages_receipts_members_and_fingerprints(
     detail = await lead.ok("GET", "/cells/Eastside/members/ana")
     ana_id = detail["member"]["member_id"]
     assert detail["fingerprint"].replace(" ", "") == ana_id
-    verified = await lead.ok(
-        "POST",
-        "/cells/Eastside/members/ana/verify",
-        json_body={"fingerprint": detail["fingerprint"].upper()},
-    )
-    assert verified["verified"] is True
-    wrong = ana_id[:-1] + ("0" if ana_id[-1] != "0" else "1")
+    assert detail["verified"] is False
+    # Issue 9, finding 9: the safety number ana's device shows for the two of them.
+    shown = (await ana.ok("GET", "/cells/Eastside/members/lead"))["safety_number"]
+    assert detail["safety_number"] == shown
+    assert len(shown) == 60
+    assert (await ana.ok("GET", "/cells/Eastside/members/ana"))["safety_number"] is None
+    wrong = shown[:-1] + ("0" if shown[-1] != "0" else "1")
     assert (
         await lead.ok(
-            "POST", "/cells/Eastside/members/ana/verify", json_body={"fingerprint": wrong}
+            "POST", "/cells/Eastside/members/ana/verify", json_body={"safety_number": wrong}
         )
     )["verified"] is False
+    assert (await lead.ok("GET", "/cells/Eastside/members/ana"))["verified"] is False
+    grouped = " ".join(shown[i : i + 5] for i in range(0, 60, 5))
+    verified = await lead.ok(
+        "POST", "/cells/Eastside/members/ana/verify", json_body={"safety_number": grouped}
+    )
+    assert verified["verified"] is True
+    assert (await lead.ok("GET", "/cells/Eastside/members/ana"))["verified"] is True
     short = await lead.request(
-        "POST", "/cells/Eastside/members/ana/verify", json_body={"fingerprint": ana_id[:8]}
+        "POST", "/cells/Eastside/members/ana/verify", json_body={"safety_number": shown[:8]}
     )
     assert (short.status, short.json()["code"], short.json()["field"]) == (
         400,
         "OUT_OF_RANGE",
-        "fingerprint",
+        "safety_number",
     )
 
     promoted = await lead.ok("POST", f"/cells/Eastside/members/{ana_id[:8]}/promote")

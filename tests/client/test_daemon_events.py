@@ -252,7 +252,7 @@ async def test_relay_connection_state_changes_are_events(
         assert [(r["connected"], r["cells"]) for r in relays] == [(True, ["Eastside"])]
         stream = await open_stream(nursery, lead)
         await relay.kill()
-        (down,) = await stream.wait_for("relay_state_changed")
-        assert (down["connected"], down["cells"]) == (False, ["Eastside"])
+        down = (await stream.wait_for("relay_state_changed"))[0]
+        assert (down["state"], down["connected"], down["cells"]) == ("lost", False, ["Eastside"])
         assert down["relay"] == f"127.0.0.1:{relay.port}"
         assert (await lead.ok("GET", "/cells/Eastside"))["connected"] is False

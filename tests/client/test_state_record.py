@@ -128,3 +128,25 @@ def test_when_the_history_is_full_the_sender_holding_most_pays(senders: list[int
         assert (
             mine == [n for n, s in enumerate(senders) if s == sender][sent[sender] - kept[sender] :]
         )
+
+
+@given(
+    st.sampled_from(["sent", "sending", "failed"]),
+    st.dictionaries(st.binary(min_size=16, max_size=16), st.text(max_size=20), max_size=4),
+)
+def test_send_status_and_verified_members_survive_a_save(
+    status: str, verified: dict[bytes, str]
+) -> None:
+    """Issue 9: a message not acknowledged stays so after a restart; so do verified members."""
+    record = _record()
+    item = _item(1, 2000)
+    item.status = status
+    record.remember(b"\x01" * 16, item)
+    record.verified = dict(verified)
+    again = CellRecord.decode(record.encode())
+    assert [h.status for h in again.history] == [status]
+    assert again.verified == verified
+    # A record saved before either existed reads as sent, and as nobody verified.
+    plain = _item(2, 2000)
+    assert b"status" not in plain.encode()
+    assert HistoryItem.decode(plain.encode()).status == "sent"

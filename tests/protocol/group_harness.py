@@ -18,8 +18,11 @@ from cellrelay.protocol.cell._envelope import Kind
 from cellrelay.protocol.cell._errors import GroupError, StaleControlError
 from cellrelay.protocol.cell._group import CellCrypto
 from cellrelay.protocol.cell._identity import Identity
+from cellrelay.protocol.cell._invite import Invite
 from cellrelay.protocol.cell._membership import Role
 from cellrelay.protocol.cell._outcomes import EpochUpdate, Opened, Own, Pending
+from cellrelay.protocol.wire._address import RelayAddress
+from cellrelay.protocol.wire._messages import MailboxId
 
 if TYPE_CHECKING:
     from cellrelay.protocol.cell._identity import Rng
@@ -102,14 +105,21 @@ class Cell:
         """Append an epoch change to the control mailbox."""
         self.control.append(envelope)
 
+    def invite(self, by: str = "admin") -> Invite:
+        """The invite `by` answers with its welcomes (one per cell here: pinned secret)."""
+        return invite_of(self[by], now=self.now)
+
     def join(self, name: str, *, by: str = "admin", role: Role = Role.MEMBER) -> Member:
         """Add a member through `by`'s epoch change and welcome, then sync everyone."""
         identity = Identity.generate(name, rng=self.rng)
         group_cursor = len(self.group)
         self.post_control(self[by].add_member(identity.info, now=self.now, role=role))
         self.sync()
-        welcome = self[by].welcome_for(identity.member_id, now=self.now)
-        cell, distribution = CellCrypto.from_welcome(identity, welcome, now=self.now, rng=self.rng)
+        invite = invite_of(self[by], now=self.now)
+        welcome = self[by].welcome_for(identity.member_id, now=self.now, invite=invite)
+        cell, distribution = CellCrypto.from_welcome(
+            identity, welcome, now=self.now, invite=invite, rng=self.rng
+        )
         member = Member(identity, cell, len(self.control), group_cursor)
         self.members[name] = member
         self.group.append(distribution)
@@ -170,4 +180,31 @@ def outcome_types(results: list[Outcome | GroupError]) -> list[str]:
     return [type(r).__name__ for r in results]
 
 
-__all__ = ["NOW", "TTL", "Cell", "Member", "Opened", "Own", "Pending", "new_keys", "outcome_types"]
+__all__ = [
+    "NOW",
+    "TTL",
+    "Cell",
+    "Member",
+    "Opened",
+    "Own",
+    "Pending",
+    "invite_of",
+    "new_keys",
+    "outcome_types",
+]
+
+
+def invite_of(
+    admin: CellCrypto, *, now: float, ttl: int = 86_400, secret: bytes | None = None
+) -> Invite:
+    """An invite to `admin`'s cell, as its client would make one (a welcome answers one)."""
+    return Invite(
+        relay=RelayAddress("127.0.0.1", 7446, bytes(range(32))),
+        cell_id=admin.cell_id,
+        cell_name=admin.name,
+        join_mailbox=MailboxId(bytes(16)),
+        admin_sign_key=admin.me.sign_pub,
+        admin_box_key=admin.me.dh_pub,
+        expires_at=int(now) + ttl,
+        secret=bytes(32) if secret is None else secret,
+    )

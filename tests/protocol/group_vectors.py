@@ -35,6 +35,8 @@ from cellrelay.protocol.cell._keys import (
 )
 from cellrelay.protocol.cell._outcomes import Opened
 
+from .group_harness import invite_of
+
 NOW: Final = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 TTL: Final = 3600
 KEY_TTL: Final = 7 * 24 * 3600
@@ -173,8 +175,13 @@ def generate() -> dict[str, object]:
     def welcome(joiner: Identity, name: str) -> None:
         wrng = PinnedRng(b"welcome " + name.encode())
         ephemeral, nonce = bytearray(wrng(32)), wrng(24)
+        invite = invite_of(states["admin"], now=NOW, secret=wrng(32))
         content = welcome_content(
-            states["admin"]._s, joiner.member_id, now=NOW, extra=b"mailbox ids etc."
+            states["admin"]._s,
+            joiner.member_id,
+            now=NOW,
+            extra=b"mailbox ids etc.",
+            invite_binding=invite.welcome_binding,
         )
         sealed = seal_welcome(
             signer=admin,
@@ -189,6 +196,8 @@ def generate() -> dict[str, object]:
                 "signer": "admin",
                 "ephemeral_private": _hex(ephemeral),
                 "nonce": _hex(nonce),
+                "invite_secret": _hex(invite.secret),
+                "invite_binding": _hex(invite.welcome_binding),
                 "wb": _hex(content.to_bytes()),
                 "envelope": _hex(sealed),
             }
@@ -197,6 +206,7 @@ def generate() -> dict[str, object]:
             joiner,
             sealed,
             now=NOW,
+            invite=invite,
             inviter=admin.member_id,
             key_ttl=KEY_TTL,
             rng=PinnedRng(name.encode() + b" state"),

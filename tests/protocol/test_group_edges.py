@@ -360,7 +360,13 @@ def test_an_admin_grant_needs_a_promotion_and_must_open(cell: Cell) -> None:
 
 
 def _welcome(cell: Cell, joiner: Identity, **changes: object) -> bytes:
-    content = welcome_content(cell["admin"]._s, joiner.member_id, now=cell.now, extra=b"")
+    content = welcome_content(
+        cell["admin"]._s,
+        joiner.member_id,
+        now=cell.now,
+        extra=b"",
+        invite_binding=cell.invite().welcome_binding,
+    )
     content = dataclasses.replace(content, **changes)  # type: ignore[arg-type]
     return seal_welcome(
         signer=cell.members["admin"].identity,
@@ -375,16 +381,29 @@ def test_welcomes_with_bad_fields_are_refused(cell: Cell) -> None:
     carol = Identity.generate("carol")
     cell.post_control(cell["admin"].add_member(carol.info, now=cell.now))
     cell.sync()
-    members = welcome_content(cell["admin"]._s, carol.member_id, now=cell.now, extra=b"").members
+    members = welcome_content(
+        cell["admin"]._s,
+        carol.member_id,
+        now=cell.now,
+        extra=b"",
+        invite_binding=cell.invite().welcome_binding,
+    ).members
     with pytest.raises(MalformedError, match="name"):
-        CellCrypto.from_welcome(carol, _welcome(cell, carol, cell_name="\x07bell"), now=cell.now)
+        CellCrypto.from_welcome(
+            carol, _welcome(cell, carol, cell_name="\x07bell"), now=cell.now, invite=cell.invite()
+        )
     with pytest.raises(MembershipError):  # the same member twice
         CellCrypto.from_welcome(
-            carol, _welcome(cell, carol, members=members + members[:1]), now=cell.now
+            carol,
+            _welcome(cell, carol, members=members + members[:1]),
+            now=cell.now,
+            invite=cell.invite(),
         )
     no_admins = tuple((info, Role.MEMBER) for info, _ in members)
     with pytest.raises(MembershipError):
-        CellCrypto.from_welcome(carol, _welcome(cell, carol, members=no_admins), now=cell.now)
+        CellCrypto.from_welcome(
+            carol, _welcome(cell, carol, members=no_admins), now=cell.now, invite=cell.invite()
+        )
 
 
 def test_welcome_parsing_is_strict() -> None:
@@ -404,6 +423,7 @@ def test_welcome_parsing_is_strict() -> None:
         admin_secrets=b"",
         extra=b"",
         created_ms=0,
+        invite_binding=bytes(32),
     )
     wb = content.to_bytes()
     assert WelcomeContent.from_bytes(wb) == content
@@ -423,7 +443,13 @@ def test_a_welcome_with_a_forged_signature_or_no_room_for_one_is_refused(cell: C
     cell.sync()
     impostor = Identity.generate("admin")  # signs, but claims the admin's id below
     admin_id = cell["admin"].me.member_id
-    content = welcome_content(cell["admin"]._s, carol.member_id, now=cell.now, extra=b"")
+    content = welcome_content(
+        cell["admin"]._s,
+        carol.member_id,
+        now=cell.now,
+        extra=b"",
+        invite_binding=cell.invite().welcome_binding,
+    )
     welcome = seal_welcome(
         signer=impostor,
         content=content,
@@ -442,9 +468,11 @@ def test_a_welcome_with_a_forged_signature_or_no_room_for_one_is_refused(cell: C
         nonce=random_bytes(24),
     )
     with pytest.raises(MembershipError):
-        CellCrypto.from_welcome(carol, welcome, now=cell.now)  # impostor's id: not an admin
+        CellCrypto.from_welcome(
+            carol, welcome, now=cell.now, invite=cell.invite()
+        )  # impostor's id: not an admin
     with pytest.raises(BadSignatureError):
-        CellCrypto.from_welcome(carol, forged, now=cell.now)
+        CellCrypto.from_welcome(carol, forged, now=cell.now, invite=cell.invite())
 
 
 class _Renamed:
@@ -608,17 +636,17 @@ def test_welcomes_that_cannot_be_opened_or_are_empty_inside(cell: Cell) -> None:
     genuine = _welcome(cell, carol)
     low_order = genuine[:1] + bytes(32) + genuine[33:]
     with pytest.raises(TamperedError):
-        CellCrypto.from_welcome(carol, low_order, now=cell.now)
+        CellCrypto.from_welcome(carol, low_order, now=cell.now, invite=cell.invite())
     ephemeral = bytearray(random_bytes(32))
     ephemeral_pub = x25519_public_from_private(ephemeral)
     key = kdf(carol.dh(ephemeral_pub), WELCOME, ephemeral_pub + carol.dh_pub)
     nonce = random_bytes(24)
-    head = b"\x01" + ephemeral_pub + nonce
+    head = b"\x02" + ephemeral_pub + nonce
     sealed = XChaChaKey(key).encrypt(
         nonce, b"cellrelay/1 welcome\x00" + head + carol.dh_pub, pad(b"short", 256 - 57 - 16)
     )
     with pytest.raises(MalformedError, match="short"):
-        CellCrypto.from_welcome(carol, head + sealed, now=cell.now)
+        CellCrypto.from_welcome(carol, head + sealed, now=cell.now, invite=cell.invite())
 
 
 def test_skip_sending_moves_the_chain_on_and_receivers_follow(cell: Cell) -> None:

@@ -25,15 +25,25 @@ from cellrelay.protocol.cell._errors import (
     StaleEpochError,
     TamperedError,
     UnknownEpochError,
+    WelcomeRefusedError,
 )
 from cellrelay.protocol.cell._group import CellCrypto
 from cellrelay.protocol.cell._identity import Identity
+from cellrelay.protocol.cell._invite import WELCOME_LINGER
 from cellrelay.protocol.cell._membership import Op, Role
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-from .group_harness import CONTROL_READ_KEY, GROUP_KEYS, Cell, Opened, Pending, new_keys
+from .group_harness import (
+    CONTROL_READ_KEY,
+    GROUP_KEYS,
+    Cell,
+    Opened,
+    Pending,
+    invite_of,
+    new_keys,
+)
 
 
 @pytest.fixture
@@ -185,7 +195,7 @@ def test_only_admins_change_the_cell(cell: Cell) -> None:
         lambda: alice.add_member(eve, now=cell.now),
         lambda: alice.rotate(now=cell.now),
         lambda: alice.promote(alice.me.member_id, now=cell.now),
-        lambda: alice.welcome_for(alice.me.member_id, now=cell.now),
+        lambda: alice.welcome_for(alice.me.member_id, now=cell.now, invite=cell.invite()),
         lambda: alice.remove_member(
             cell["bob"].me.member_id, now=cell.now, new_group_keys=new_keys(1)
         ),
@@ -297,18 +307,24 @@ def test_a_welcome_opens_only_for_its_joiner(cell: Cell) -> None:
     carol = Identity.generate("carol")
     cell.post_control(cell["admin"].add_member(carol.info, now=cell.now))
     cell.sync()
-    welcome = cell["admin"].welcome_for(carol.member_id, now=cell.now, extra=b"mailboxes")
+    welcome = cell["admin"].welcome_for(
+        carol.member_id, now=cell.now, invite=cell.invite(), extra=b"mailboxes"
+    )
     with pytest.raises(TamperedError):
-        CellCrypto.from_welcome(Identity.generate("carol"), welcome, now=cell.now)
+        CellCrypto.from_welcome(
+            Identity.generate("carol"), welcome, now=cell.now, invite=cell.invite()
+        )
     for position in (0, 5, 40, 100, len(welcome) - 1):
         forged = bytearray(welcome)
         forged[position] ^= 0x01
         with pytest.raises((TamperedError, MalformedError)):
-            CellCrypto.from_welcome(carol, bytes(forged), now=cell.now)
+            CellCrypto.from_welcome(carol, bytes(forged), now=cell.now, invite=cell.invite())
     with pytest.raises(MembershipError, match="inviter"):
-        CellCrypto.from_welcome(carol, welcome, now=cell.now, inviter=cell["alice"].me.member_id)
+        CellCrypto.from_welcome(
+            carol, welcome, now=cell.now, invite=cell.invite(), inviter=cell["alice"].me.member_id
+        )
     state, distribution = CellCrypto.from_welcome(
-        carol, welcome, now=cell.now, inviter=cell["admin"].me.member_id
+        carol, welcome, now=cell.now, invite=cell.invite(), inviter=cell["admin"].me.member_id
     )
     assert state.extra == b"mailboxes"
     assert state.epoch == cell["admin"].epoch
@@ -319,7 +335,13 @@ def test_a_welcome_signed_by_a_non_admin_is_refused(cell: Cell) -> None:
     carol = Identity.generate("carol")
     cell.post_control(cell["admin"].add_member(carol.info, now=cell.now))
     cell.sync()
-    content = welcome_content(cell["alice"]._s, carol.member_id, now=cell.now, extra=b"")
+    content = welcome_content(
+        cell["alice"]._s,
+        carol.member_id,
+        now=cell.now,
+        extra=b"",
+        invite_binding=cell.invite().welcome_binding,
+    )
     welcome = seal_welcome(
         signer=cell.members["alice"].identity,  # alice is a member, not an admin
         content=content,
@@ -328,22 +350,64 @@ def test_a_welcome_signed_by_a_non_admin_is_refused(cell: Cell) -> None:
         nonce=random_bytes(24),
     )
     with pytest.raises(MembershipError, match="admin"):
-        CellCrypto.from_welcome(carol, welcome, now=cell.now)
+        CellCrypto.from_welcome(carol, welcome, now=cell.now, invite=cell.invite())
+
+
+def test_a_welcome_answers_one_invite_within_its_lifetime(cell: Cell) -> None:
+    """Issue 9, finding 8: a welcome is bound to its invite and refused after its lifetime."""
+    carol = Identity.generate("carol")
+    cell.post_control(cell["admin"].add_member(carol.info, now=cell.now))
+    cell.sync()
+    invite = invite_of(cell["admin"], now=cell.now, ttl=3600, secret=b"\x07" * 32)
+    welcome = cell["admin"].welcome_for(carol.member_id, now=cell.now, invite=invite)
+    # Another invite of the same cell, from the same admin: its welcome is not this one's.
+    other = invite_of(cell["admin"], now=cell.now, ttl=3600, secret=b"\x08" * 32)
+    with pytest.raises(WelcomeRefusedError, match="invite"):
+        CellCrypto.from_welcome(carol, welcome, now=cell.now, invite=other)
+    # An invite naming another cell (same secret: only the cell id differs).
+    elsewhere = dataclasses.replace(invite, cell_id=bytes(16))
+    with pytest.raises(WelcomeRefusedError):
+        CellCrypto.from_welcome(carol, welcome, now=cell.now, invite=elsewhere)
+    # Past the invite's expiry plus the linger, even the right welcome is refused.
+    late = cell.now + 3600 + WELCOME_LINGER + 1
+    with pytest.raises(WelcomeRefusedError, match="lifetime"):
+        CellCrypto.from_welcome(carol, welcome, now=late, invite=invite)
+    # A welcome made after its invite expired (plus the linger) cannot answer it either.
+    made_late = cell["admin"].welcome_for(
+        carol.member_id, now=cell.now + 3600 + WELCOME_LINGER + 1, invite=invite
+    )
+    with pytest.raises(WelcomeRefusedError):
+        CellCrypto.from_welcome(carol, made_late, now=cell.now, invite=invite)
+    with pytest.raises(ValueError, match="another cell"):
+        cell["admin"].welcome_for(carol.member_id, now=cell.now, invite=elsewhere)
+    # A version 1 welcome (no binding) is refused as malformed before anything else.
+    with pytest.raises(MalformedError):
+        CellCrypto.from_welcome(carol, b"\x01" + welcome[1:], now=cell.now, invite=invite)
+    state, _ = CellCrypto.from_welcome(carol, welcome, now=cell.now + 3600, invite=invite)
+    assert state.epoch == cell["admin"].epoch
 
 
 def test_welcomes_are_for_members_only(cell: Cell) -> None:
     stranger = Identity.generate("stranger")
     with pytest.raises(MembershipError):
-        cell["admin"].welcome_for(stranger.member_id, now=cell.now)
+        cell["admin"].welcome_for(stranger.member_id, now=cell.now, invite=cell.invite())
     with pytest.raises(ValueError, match="extra"):
-        cell["admin"].welcome_for(cell["bob"].me.member_id, now=cell.now, extra=bytes(1025))
+        cell["admin"].welcome_for(
+            cell["bob"].me.member_id, now=cell.now, invite=cell.invite(), extra=bytes(1025)
+        )
 
 
 def test_a_welcome_for_someone_else_does_not_admit(cell: Cell) -> None:
     carol = Identity.generate("carol")
     cell.post_control(cell["admin"].add_member(carol.info, now=cell.now))
     cell.sync()
-    content = welcome_content(cell["admin"]._s, cell["bob"].me.member_id, now=cell.now, extra=b"")
+    content = welcome_content(
+        cell["admin"]._s,
+        cell["bob"].me.member_id,
+        now=cell.now,
+        extra=b"",
+        invite_binding=cell.invite().welcome_binding,
+    )
     welcome = seal_welcome(
         signer=cell.members["admin"].identity,
         content=content,
@@ -352,7 +416,7 @@ def test_a_welcome_for_someone_else_does_not_admit(cell: Cell) -> None:
         nonce=random_bytes(24),
     )
     with pytest.raises(MembershipError, match="admit"):
-        CellCrypto.from_welcome(carol, welcome, now=cell.now)
+        CellCrypto.from_welcome(carol, welcome, now=cell.now, invite=cell.invite())
 
 
 # -- saved state -----------------------------------------------------------------------

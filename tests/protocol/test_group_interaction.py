@@ -84,7 +84,7 @@ from cellrelay.protocol.cell._outcomes import Missing, Opened, Own, Pending
 from cellrelay.protocol.cell._receiver import GAP_GRACE
 from cellrelay.protocol.cell._rollup import AlertRollup, RollupBook
 
-from .group_harness import CONTROL_READ_KEY, GROUP_KEYS, NOW, new_keys
+from .group_harness import CONTROL_READ_KEY, GROUP_KEYS, NOW, invite_of, new_keys
 
 TTL = 30 * 24 * 3600  # nothing expires within a run: losses must be drops
 GRACE = 30 * 24 * 3600.0  # old epochs stay readable within a run: late deliveries open
@@ -200,9 +200,10 @@ class CellLife(RuleBasedStateMachine):
         identity = Identity.generate(name)
         admin = self.people["admin"].cell
         published = self._apply(admin.add_member(identity.info, now=self.now))
-        welcome = admin.welcome_for(identity.member_id, now=self.now)
+        invite = invite_of(admin, now=self.now)
+        welcome = admin.welcome_for(identity.member_id, now=self.now, invite=invite)
         cell, distribution = CellCrypto.from_welcome(
-            identity, welcome, now=self.now, grace_period=GRACE
+            identity, welcome, now=self.now, invite=invite, grace_period=GRACE
         )
         cell.lateness = LATENESS
         # The joiner reads the group mailbox from the distributions of the new epoch on.

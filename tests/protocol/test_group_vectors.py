@@ -242,7 +242,7 @@ def test_welcomes(vectors: dict[str, Any], people: dict[str, dict[str, bytes]]) 
         joiner, signer = people[welcome["joiner"]], people[welcome["signer"]]
         ephemeral = X25519PrivateKey.from_private_bytes(h(welcome["ephemeral_private"]))
         ephemeral_pub = ephemeral.public_key().public_bytes_raw()
-        assert envelope[:57] == b"\x01" + ephemeral_pub + h(welcome["nonce"])
+        assert envelope[:57] == b"\x02" + ephemeral_pub + h(welcome["nonce"])
         assert len(envelope) in BUCKETS
         key = kdf(
             dh(h(welcome["ephemeral_private"]), joiner["dh_pub"]),
@@ -254,7 +254,13 @@ def test_welcomes(vectors: dict[str, Any], people: dict[str, dict[str, bytes]]) 
         assert inner[:16] == signer["member_id"]
         wb = inner[80:]
         assert wb == h(welcome["wb"])
-        verify(signer["sign_pub"], b"cellrelay/1 welcome\x00" + wb, inner[16:80])
+        verify(signer["sign_pub"], b"cellrelay/1 welcome/2\x00" + wb, inner[16:80])
+        binding = hashlib.blake2b(
+            b"cellrelay/1 invite welcome\x00" + cell_id,
+            key=h(welcome["invite_secret"]),
+            digest_size=32,
+        ).digest()
+        assert wb[-32:] == binding == h(welcome["invite_binding"])
         assert wb[:32] == joiner["member_id"] + cell_id
         name_length = wb[32]
         epoch = int.from_bytes(wb[33 + name_length : 37 + name_length], "big")

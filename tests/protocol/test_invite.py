@@ -407,3 +407,11 @@ def test_secrets_are_not_in_repr() -> None:
         assert secret.hex() not in text
     assert invite.to_link()[len(INVITE_PREFIX) :] not in text
     assert str(EXPIRES) in text
+
+
+def test_the_welcome_binding_of_the_example() -> None:
+    """docs/protocol.md §C3.3: a welcome's commitment to its invite (issue 9, finding 8)."""
+    binding = example().welcome_binding
+    assert binding.hex() == "ac1bad59bcb449f214e0686330a21f7e5195d211e1f8fa4d1eea776973563ee8"
+    assert example(secret=bytes(32)).welcome_binding != binding
+    assert example(cell_id=bytes(16)).welcome_binding != binding
