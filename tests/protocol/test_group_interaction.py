@@ -86,7 +86,7 @@ from cellrelay.protocol.cell._rollup import AlertRollup, RollupBook
 
 from .group_harness import CONTROL_READ_KEY, GROUP_KEYS, NOW, invite_of, new_keys
 
-TTL = 30 * 24 * 3600  # nothing expires within a run: losses must be drops
+TTL = 30 * 24 * 3600  # replies and most alerts do not expire within a run
 GRACE = 30 * 24 * 3600.0  # old epochs stay readable within a run: late deliveries open
 LATENESS = 900.0  # the client's (client/_cell_member.py LATE_WINDOW, §C7)
 BACK = 240  # how far the clock may go back behind the latest time it showed (docstring)
@@ -524,9 +524,9 @@ class CellLife(RuleBasedStateMachine):
             shown = {id(s) for s in person.shown}
             assert shown <= expected, (name, me.hex()[:8])
             # Nothing unexpired is lost: what was not shown had expired beyond the lateness.
-            lost = [s for s in self.sent.values() if id(s) in expected - shown]
-            assert all(s.expires_at + LATENESS <= self.now for s in lost), (name, lost)
-            assert len(lost) == len(person.expired) + person.expired_released, (name, lost)
+            unshown = [s for s in self.sent.values() if id(s) in expected - shown]
+            assert all(s.expires_at + LATENESS <= self.now for s in unshown), (name, unshown)
+            assert len(unshown) == len(person.expired) + person.expired_released, (name, unshown)
         # 3: the same roll-up for every alert, at every member that holds it.
         for alert_id in self.alerts:
             rollups: list[AlertRollup] = [
