@@ -556,7 +556,7 @@ def _view(rollup: AlertRollup) -> tuple[object, ...]:
 TestCellLife = CellLife.TestCase
 # An example builds a cell and runs up to 40 steps of real cryptography (about 0.3 s), so
 # CI runs a fifth of the profile's examples; `deep` runs 1,000 of up to 60 steps.
-# CELL_LIFE_EXAMPLES bounds a long run (`deep` with 400 takes about ten minutes here).
+# CELL_LIFE_EXAMPLES sets the number of examples of a long run (module docstring).
 _PROFILE = settings()
 TestCellLife.settings = settings(
     max_examples=int(os.environ.get("CELL_LIFE_EXAMPLES", max(20, _PROFILE.max_examples // 5))),
