@@ -73,7 +73,7 @@ from ._invite import WELCOME_LINGER
 from ._keys import PAIRWISE_DISTRIBUTION_MAC, EpochKeys, SendChain
 from ._membership import CELL_ID_SIZE, Membership, Op, Role, sign_entry
 from ._outcomes import EpochUpdate, Notice, Opened, Outcome, Own, Pending
-from ._receiver import SKIPPED_KEY_SLACK, Receiver
+from ._receiver import Receiver
 from ._state import Epoch, SavedState, read_state, write_state
 
 if TYPE_CHECKING:
@@ -526,8 +526,12 @@ class CellCrypto:
         return self._rx.key_lifetime
 
     def set_max_ttl(self, max_ttl: int) -> None:
-        """Keep skipped keys only as long as the relay's maximum TTL allows (its `Welcome`)."""
-        self._rx.set_key_lifetime(max_ttl + SKIPPED_KEY_SLACK)
+        """Keep skipped keys only as long as the relay's maximum TTL allows (its `Welcome`).
+
+        A skipped key then lives `max_ttl` + `SKIPPED_KEY_SLACK` + `lateness` after its
+        gap was noticed (`key_lifetime`, §G10.2).
+        """
+        self._rx.set_max_ttl(max_ttl)
 
     @property
     def lateness(self) -> float:

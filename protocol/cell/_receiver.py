@@ -138,10 +138,13 @@ BEHIND_GRACE: Final = 120.0
 # counters right after those it had saved: the last 32 accepted of each sender cover
 # both, and cost 100 senders x 32 x 20 bytes = 64 KB of saved state at most.
 DIGEST_WINDOW: Final = 32
-# A skipped key is deleted this long after the relay's maximum TTL from when its gap was
-# noticed (§G10.2): by then its envelope has expired on every clock within the tolerance
-# the client allows between the relay's and its own (two hours each way, issue 9).
-SKIPPED_KEY_SLACK: Final = 3 * 3600.0
+# A skipped key is deleted this long, plus the receiver's lateness, after the relay's
+# maximum TTL from when its gap was noticed (§G10.2). With the device's and the relay's
+# clocks each up to two hours off (issue 9), the sender's stamping clock (the relay's) and
+# the receiver's earlier clock, which both notices gaps and judges expiry (§C7), differ by
+# up to four hours; the fifth hour is margin for the offset measured at the handshake.
+# By then the envelope can no longer open anywhere: it expired beyond the lateness.
+SKIPPED_KEY_SLACK: Final = 5 * 3600.0
 _KEY: Final = 32
 _DIGEST: Final = 16
 
@@ -165,17 +168,33 @@ class Receiver:
         self._me = me
         self._pair = pair
         self._parked_bytes = sum(len(p.envelope) for p in state.parked)
-        # How long a skipped key lives after its gap was noticed: the relay's maximum TTL
-        # plus slack (`CellCrypto.key_lifetime` sets it; the default is the reference
-        # relay's maximum).
-        self.key_lifetime = DEFAULT_MAX_TTL + SKIPPED_KEY_SLACK
+        # The relay's maximum TTL (`CellCrypto.set_max_ttl`; the default is the reference
+        # relay's), for how long a skipped key lives (`key_lifetime`).
+        self._max_ttl = float(DEFAULT_MAX_TTL)
         # The earliest time a skipped key may be due for deletion, and an unreported owed
         # gap for reporting (-inf: look at the next chance; inf: nothing to look for).
         self._next_deadline = float("-inf")
         self._next_report = float("-inf")
         self._behind_reported = state.current  # newest epoch reported by `Behind`
         self.wiped = 0  # skipped keys deleted for their age so far (`CellCrypto.wiped`)
-        self.lateness = 0.0  # seconds an envelope still opens past expires_at (CellCrypto)
+        self._lateness = 0.0  # seconds an envelope still opens past expires_at (CellCrypto)
+
+    @property
+    def key_lifetime(self) -> float:
+        """How long a skipped key lives after its gap was noticed (§G10.2): the relay's
+        maximum TTL, the slack for clocks, and the lateness, so that it outlives every
+        envelope that can still open."""
+        return self._max_ttl + SKIPPED_KEY_SLACK + self._lateness
+
+    @property
+    def lateness(self) -> float:
+        """Seconds an envelope still opens past its expires_at (`CellCrypto.lateness`)."""
+        return self._lateness
+
+    @lateness.setter
+    def lateness(self, seconds: float) -> None:
+        self._lateness = seconds
+        self._next_deadline = float("-inf")  # key lifetimes changed: look again
 
     def open(
         self, envelope: bytes, now: float, ref: int = 0, present_since: float = float("-inf")
@@ -506,11 +525,11 @@ class Receiver:
             s.parked = keep
             self._parked_bytes = sum(len(p.envelope) for p in keep)
 
-    def set_key_lifetime(self, seconds: float) -> None:
-        """Keep skipped keys `seconds` after their gap appeared (looked at again at once)."""
-        if seconds == self.key_lifetime:
+    def set_max_ttl(self, seconds: float) -> None:
+        """Size skipped keys' life by the relay's maximum TTL (looked at again at once)."""
+        if seconds == self._max_ttl:
             return
-        self.key_lifetime = seconds
+        self._max_ttl = seconds
         self._next_deadline = float("-inf")
 
     def _expire_skipped(self, now: float) -> None:

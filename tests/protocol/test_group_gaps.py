@@ -270,6 +270,35 @@ def test_a_skipped_key_deleted_on_time_loses_nothing_live(cell: Cell) -> None:
         )
 
 
+def test_a_late_message_within_the_lateness_keeps_its_skipped_key_across_two_hour_skews(
+    cell: Cell,
+) -> None:
+    """Findings 1 and 7 together: the relay two hours fast stamps expiries, Bob's earlier
+    clock (his device) is two hours slow, and his client allows 900 s of lateness (§C7).
+    A withheld message that the relay delivers just inside that lateness opens from its
+    skipped key: the key outlives every envelope that can still open (§G10.2), whatever
+    the two clocks' disagreement within the ±2 h the issue allows."""
+    bob = cell.members["bob"]
+    bob.cell.set_max_ttl(TTL)
+    bob.cell.lateness = 900
+    stamp = cell.now + 2 * 3600  # the relay's (and so the sender's) clock
+    bob_now = cell.now - 2 * 3600  # Bob's earlier clock
+    expires_at = int(stamp) + TTL
+    withheld = cell["admin"].seal(Kind.ALERT, b"m0 withheld", expires_at=expires_at, now=stamp)
+    after = cell["admin"].seal(Kind.ALERT, b"m1", expires_at=expires_at, now=stamp)
+    assert isinstance(bob.cell.open(after, now=bob_now), Opened)  # the gap, noticed
+    for now in range(int(bob_now), expires_at + 900, 600):  # the client checks every minute
+        bob.cell.check(now)
+    last = expires_at + 899
+    bob.cell.check(last)
+    late = bob.cell.open(withheld, now=last)
+    assert isinstance(late, Opened)
+    assert late.plaintext == b"m0 withheld"
+    # Its key is burned now; anything past the lateness is refused as before.
+    with pytest.raises(ExpiredError):
+        cell["alice"].open(withheld, now=expires_at + 900)
+
+
 def test_a_version_1_state_loads_and_its_skipped_keys_get_a_lifetime() -> None:
     """A state saved before issue 9 (tests/vectors/cell-state-v1.json, made by commit 412a0a6)."""
     vector = json.loads((VECTORS / "cell-state-v1.json").read_text())
