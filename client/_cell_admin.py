@@ -118,6 +118,7 @@ class Cell(MemberCell):
         self._admin_lock = trio.Lock()  # one membership change at a time (see _propose)
         self._settled: set[MailboxId] = set()  # join mailboxes whose joiner is in the group
         self._releasing = False  # release_invites is running
+        self._reaping: set[MailboxId] = set()  # join mailboxes a running _reap_invites is deleting
         # (epoch, device time) when every member of that epoch was first seen keyed here:
         # from a grace window after it, no member needs a retired group mailbox any more.
         self._all_keyed: tuple[int, float] | None = None
@@ -165,15 +166,28 @@ class Cell(MemberCell):
         for invite in [
             i for i in self.record.invites if i.expires_at <= now or i.join_mailbox in settled
         ]:
-            settled.discard(invite.join_mailbox)
-            admin = CapabilityKey.from_seed(invite.admin_seed)
+            # Two reaps can overlap (the one at start holds no lock: it may run inside the
+            # delivery a proposer waits on), so each invite is claimed for the await and a
+            # reap that finds it claimed or gone moves on: a crashed `listen` showed the race.
+            # A deletion that fails on the way (the link dropped) leaves it for the next reap.
+            if invite.join_mailbox in self._reaping or invite not in self.record.invites:
+                continue
+            self._reaping.add(invite.join_mailbox)
             try:
-                await self.link.admin(
-                    admin, Delete(id=0, mailbox=invite.join_mailbox, counter=0, sig=bytes(64))
-                )
-            except RelayRefusedError as exc:  # already gone (NO_SUCH_MAILBOX): nothing to do
-                log.debug("join_mailbox_not_deleted", code=exc.code)
-            self.record.invites.remove(invite)
+                admin = CapabilityKey.from_seed(invite.admin_seed)
+                try:
+                    await self.link.admin(
+                        admin, Delete(id=0, mailbox=invite.join_mailbox, counter=0, sig=bytes(64))
+                    )
+                except RelayRefusedError as exc:  # already gone (NO_SUCH_MAILBOX): nothing to do
+                    log.debug("join_mailbox_not_deleted", code=exc.code)
+                settled.discard(invite.join_mailbox)
+                if invite in self.record.invites:
+                    self.record.invites.remove(invite)
+            finally:
+                self._reaping.discard(invite.join_mailbox)
+        # A joiner's later messages mark an invite settled again while it is being reaped.
+        settled.intersection_update(i.join_mailbox for i in self.record.invites)
         await self._save()
 
     @property

@@ -28,6 +28,7 @@ from cellrelay.client._keystore import TEST_COST
 from cellrelay.protocol.cell import Invite
 from cellrelay.protocol.wire import MailboxId, RelayAddress
 
+from ..relay.process import reap
 from .conftest import RunningRelay
 
 CELLRELAY = str(Path(sys.executable).with_name("cellrelay"))
@@ -243,8 +244,7 @@ async def test_a_cell_through_the_command_line(
         with trio.fail_after(COMMAND_TIMEOUT):
             assert await process.wait() == 0
     finally:
-        if process.returncode is None:
-            process.kill()
+        await reap(process)
 
     # The roll-up, as scripts and people see it.
     alerts = (await cli("alerts", "Eastside", "--json", home=lead)).json()

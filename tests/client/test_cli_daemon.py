@@ -20,6 +20,7 @@ import trio
 from cellrelay.client._daemon import socket_path
 from cellrelay.protocol.wire import RelayAddress
 
+from ..relay.process import reap
 from .conftest import RunningRelay
 from .test_cli import CELLRELAY, COMMAND_TIMEOUT, Feed, cli, environment, identity, one_line_error
 
@@ -164,8 +165,7 @@ async def test_commands_go_through_a_running_daemon_and_print_the_same(
             with trio.fail_after(COMMAND_TIMEOUT):
                 assert await process.wait() == 0
         finally:
-            if process.returncode is None:
-                process.kill()
+            await reap(process)
 
         # Errors come back as the same one line.
         missing = await cli("alerts", "Westside", home=lead, passphrase=None, expect=1)

@@ -15,6 +15,7 @@ import trio
 from cellrelay.client._client import open_client
 from cellrelay.protocol.wire import RelayAddress
 
+from ..relay.process import reap
 from .cells import admit
 from .conftest import RunningRelay
 from .test_cli import CELLRELAY, COMMAND_TIMEOUT, PASSPHRASE, Feed, cli, environment, identity
@@ -84,8 +85,7 @@ async def test_flood_control_and_recover_from_the_command_line(
                 await feed.process.wait()
     finally:
         for feed in feeds.values():
-            if feed.process.returncode is None:
-                feed.process.kill()
+            await reap(feed.process)
     assert "security: eve (" in text
     assert "sent 4 alerts within a minute (the cell allows 3): muted on this device." in text
     assert "admins: cellrelay cell mute Eastside " in text

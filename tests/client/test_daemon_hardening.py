@@ -28,7 +28,7 @@ from cellrelay.protocol.cell import Invite
 from cellrelay.protocol.wire import MailboxId, RelayAddress
 
 from ..relay.conftest import RelayFactory, relays
-from ..relay.process import open_relay_process
+from ..relay.process import open_relay_process, reap
 from .conftest import RunningRelay
 from .daemons import PASSPHRASE, PATIENCE, admit, make_cell, start_daemon
 from .test_cli import CELLRELAY, cli, environment, one_line_error
@@ -158,8 +158,7 @@ async def test_relay_connection_states_are_events_and_listen_shows_them(
                 await listen.wait()
             await relay.terminate()
     finally:
-        if listen.returncode is None:
-            listen.kill()
+        await reap(listen)
         await lines.aclose()
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 from structlog.testing import capture_logs
 
 from cellrelay.client import Cell, CellError
@@ -105,3 +106,42 @@ async def test_a_cell_starts_even_when_its_saved_invites_no_longer_fit(
         events = [entry["event"] for entry in logs]
         assert "invite_not_watched" in events
         assert "start_abandoned" not in events  # the start went on to its other duties
+
+
+async def test_two_reaps_at_once_forget_each_invite_once(
+    relays: RelayFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The start's reap (no lock) overlaps a release after a joiner's first message.
+
+    Catches the race that crashed a lead's `listen` with "list.remove(x): x not in list":
+    each message from a joiner marks its invite settled again, so while one reap awaited
+    the relay's delete a second listed the same invite, and the later of the two to wake
+    removed an invite the first had already forgotten.
+    """
+    relay = await relays.start()
+    address = str(RelayAddress("127.0.0.1", relay.port, relay.public_key))
+    with trio.fail_after(30):
+        async with members(tmp_path, "lead", "ana") as clients:
+            lead = await clients["lead"].create_cell("Eastside", address)
+            await lead.invite()
+            invite = lead.record.invites[0]
+            lead._settled.add(invite.join_mailbox)  # as if its joiner had spoken
+            # Hold the first reap's delete at the relay's door until the second has begun.
+            admin, asked, go = lead.link.admin, trio.Event(), trio.Event()
+
+            async def held_admin(*args: object, **kwargs: object) -> object:
+                asked.set()
+                await go.wait()
+                return await admin(*args, **kwargs)  # type: ignore[arg-type,type-var]
+
+            monkeypatch.setattr(lead.link, "admin", held_admin)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(lead._reap_invites)
+                await asked.wait()
+                lead._settled.add(invite.join_mailbox)  # the joiner spoke again
+                nursery.start_soon(lead._reap_invites)
+                await trio.testing.wait_all_tasks_blocked()
+                go.set()
+            assert lead.record.invites == []
+            assert not lead._settled
+            await lead.send_alert("still works")

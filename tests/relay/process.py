@@ -236,6 +236,18 @@ async def open_relay_process(
                 await process.wait()
 
 
+async def reap(process: trio.Process) -> None:
+    """Kill `process` if it still runs and wait for it, even while being cancelled.
+
+    A trio process that is killed but never waited for keeps its pidfd open until garbage
+    collection, whose ResourceWarning then fails whichever later test happens to be running.
+    """
+    if process.returncode is None:
+        process.kill()
+    with trio.CancelScope(shield=True), trio.move_on_after(STOP_TIMEOUT):
+        await process.wait()
+
+
 async def http_get(port: int, path: str, host: str = "127.0.0.1") -> tuple[int, bytes]:
     """GET `path` from an HTTP server on loopback; return (status, body)."""
     stream = await trio.open_tcp_stream(host, port)
