@@ -477,10 +477,10 @@ class Api:
         ):
             raise ApiError(409, "ONLY_ADMIN",
                            "you are the only admin: nobody could add or remove members after you leave (force: true leaves anyway)")  # fmt: skip
-        call.waiting_for = "the relay did not confirm the membership change"
-        await cell.leave()
+        call.waiting_for = "could not say to the cell that you leave"
+        announced = await cell.leave(force=True)  # checked above, with the API's words
         await self.client.forget(cell)
-        return Left(cell=cell.name, cell_id=cell.cell_id)
+        return Left(cell=cell.name, cell_id=cell.cell_id, announced=announced)
 
     async def recover_cell(self, call: Call) -> Recovered:
         """POST /cells/{cell}/recover."""
