@@ -293,16 +293,16 @@ async def test_leave_through_the_daemon_says_what_it_says_alone(
 
     alone = await script(("Eastside", "Northside"), PASSPHRASE)
     # Alone, the lead's next command catches up and removes ana on the way.
-    for cell in ("Eastside", "Northside"):
-        assert await _members(lead, cell, passphrase=PASSPHRASE) == ["lead", "eve"]
+    for left in ("Eastside", "Northside"):
+        assert await _members(lead, left, passphrase=PASSPHRASE) == ["lead", "eve"]
 
     daemons = [await start_daemon_process(home, nursery) for home in (lead, ana)]
     try:
         through = await script(("Westside", "Southside"), None)
         # The lead's daemon removes ana as soon as her leave arrives.
         with trio.fail_after(COMMAND_TIMEOUT):
-            for cell in ("Westside", "Southside"):
-                while await _members(lead, cell, passphrase=None) != ["lead", "eve"]:
+            for left in ("Westside", "Southside"):
+                while await _members(lead, left, passphrase=None) != ["lead", "eve"]:
                     await trio.sleep(0.2)
     finally:
         for daemon in daemons:
