@@ -22,8 +22,12 @@ from cellrelay.client._events import AlertReceived, CellEvent, MembershipChanged
 from cellrelay.protocol.cell._content import Change
 from cellrelay.protocol.cell._errors import GroupError
 from cellrelay.protocol.cell._group import EpochUpdate
+from cellrelay.protocol.wire import RelayAddress
+from cellrelay.protocol.wire._noise import KeyPair
 from cellrelay.relay._memory_store import MemoryStore
+from cellrelay.relay._server import Relay
 
+from ..relay.conftest import relay_config
 from .cells import Recorder, admit, members, passphrase_of
 from .conftest import RunningRelay
 from .test_cells import address_of
@@ -248,3 +252,28 @@ async def test_an_old_leave_never_removes_ana_admitted_again(
             assert await ben.remove_leavers() == []
             assert "ana" in {m.name for m in ben.members()}
             assert ben.crypto.epoch == epoch
+
+
+async def test_a_leave_the_relay_does_not_take_is_reported_and_the_cell_forgotten(
+    tmp_path: Path,
+) -> None:
+    """The relay is gone: `leave` says it could not announce, within its timeout, and the
+    cell is deleted from the device anyway (the person then asks an admin)."""
+    key = KeyPair.generate()
+    relay = Relay(relay_config(), key=key, store=MemoryStore())
+    with trio.fail_after(TEST_TIMEOUT):
+        async with trio.open_nursery() as serving:
+            ports = await serving.start(relay.serve)
+            address = str(RelayAddress("127.0.0.1", ports[0][1], key.public))
+            async with members(tmp_path, "lead", "ana") as clients:
+                lead = await clients["lead"].create_cell("Eastside", address)
+                await admit(lead, clients["ana"])
+            serving.cancel_scope.cancel()
+        async with members(tmp_path, "ana") as clients:
+            ana = clients["ana"].cell("Eastside")
+            started = trio.current_time()
+            assert await ana.leave(timeout=1.0) is False
+            assert trio.current_time() - started < 10
+            assert clients["ana"].cells == []
+        async with members(tmp_path, "ana") as clients:  # and on disk
+            assert clients["ana"].cells == []
