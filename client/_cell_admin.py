@@ -681,9 +681,11 @@ class Cell(MemberCell):
 
     def leavers_due_at(self) -> float:
         """The device time at which `remove_leavers` has work (inf: none), for the client."""
+        # Not waiting for `started`: a leave that arrives while the cell starts (a catch-up)
+        # is saved before the start ends, and nothing else would wake the client for it;
+        # `remove_leavers` waits for the start itself (`wait_synced`).
         if (
-            not self.started
-            or not self.is_admin
+            not self.is_admin
             or self.crypto.removed
             or self._leavers_lock.locked()
             or not self.record.leaves
