@@ -282,6 +282,9 @@ class MemberCell:
         self._listeners: list[trio.MemorySendChannel[CellEvent]] = []
         self._send_lock = trio.Lock()
         self._epoch_changed = trio.Event()
+        # The epoch whose change is applied here and saved (`_propose` waits for this, not
+        # for the change to open: what opens in memory is not yet applied or saved).
+        self._applied_epoch = crypto.epoch
         self._started = False
         self._ready = trio.Event()  # set when start() has watched the mailboxes
         self._lost_race = False  # our last epoch change lost to another admin's
@@ -1168,10 +1171,15 @@ class MemberCell:
             # Processed only once applied: `wait_synced` (and so every command) waits for
             # the relay's watches of a change's mailboxes, not only for its keys.
             self.record.control_cursor = event.seq
+            # The group state changed when the change opened, applied in full or not: the
+            # cursor must never be saved past a change without the change itself. (A move
+            # cut short by a close once saved exactly that, and the lead counted a removed
+            # member for good: tests/client/test_admin.py.)
+            self._dirty = True
         # Saved at once, not at the end of the burst: the distribution is published next,
         # and must be the saved one if we crash in between (module docstring).
-        self._dirty = True
         await self._save()
+        self._applied_epoch = self.crypto.epoch
         if update is not None:
             self._epoch_changed.set()
             self._epoch_changed = trio.Event()
