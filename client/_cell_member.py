@@ -306,6 +306,8 @@ class MemberCell:
         self._clock_checked = 0  # the link connection whose clock offset was checked
         self._clock_warning: ClockWarning | None = None  # raised for that connection
         crypto.lateness = LATE_WINDOW
+        if record.relay_max_ttl:  # known before the relay says it again (offline start)
+            crypto.set_max_ttl(record.relay_max_ttl)
         for item in record.history:
             self._fold(item)
         # The last run may have published counters its last saves did not reach the disk
@@ -656,6 +658,8 @@ class MemberCell:
         if link.connections == self._clock_checked or link.welcome is None:
             return
         self._clock_checked = link.connections
+        self.crypto.set_max_ttl(link.welcome.max_ttl)
+        self.record.relay_max_ttl = link.welcome.max_ttl  # for a start without the relay
         offset = link.clock_offset
         self._clock_warning = None
         if abs(offset) > CLOCK_TOLERANCE:
@@ -1015,6 +1019,7 @@ class MemberCell:
         """The group layer's notices (`CellCrypto.check`) as events."""
         if self.link.welcome is not None:
             self.crypto.set_max_ttl(self.link.welcome.max_ttl)
+            self.record.relay_max_ttl = self.link.welcome.max_ttl
         events: list[CellEvent] = []
         for notice in self.crypto.check(now):
             if isinstance(notice, Missing):
