@@ -371,6 +371,10 @@ class CellRecord:
     # was sent before a removal and re-admission) and never counts. Members already in
     # when this member joined are absent (0): nothing it can open is older than its join.
     admitted: dict[bytes, int] = field(default_factory=dict)
+    # The relay's maximum TTL as its last welcome said (0: never connected). Skipped keys
+    # live that long (§G10.2): a client that starts offline must not fall back to the
+    # default 7 days and delete keys a relay that keeps 30 days can still need.
+    relay_max_ttl: int = 0
     # Not saved; they keep a save cheap when the record is large (1,000 kept messages and
     # 20,000 seen ids took 5.6 ms per save, and a client saves after every burst of
     # deliveries). `_earliest` is at most the soonest expiry in `history` and `seen`, so
@@ -436,6 +440,7 @@ class CellRecord:
                 "more_relays": [r.encode() for r in self.more_relays],
                 "leaves": [r.encode() for r in self.leaves],
                 "admitted": b"".join(m + e.to_bytes(4, "big") for m, e in self.admitted.items()),
+                "relay_max_ttl": self.relay_max_ttl,
             }
         )
 
@@ -456,6 +461,7 @@ class CellRecord:
             ("more_relays", ()),  # saved before cells could have several relays
             ("leaves", ()),  # saved before members could announce leaving
             ("admitted", b""),
+            ("relay_max_ttl", 0),  # saved before the relay's maximum TTL was kept
         ):
             f.setdefault(name, default)  # saved before cells could move
         raw_seen = _bytes(f, "seen")
@@ -494,6 +500,7 @@ class CellRecord:
             more_relays=[RelayRecord.decode(b) for b in _list(f, "more_relays")],
             leaves=[LeaveRecord.decode(b) for b in _list(f, "leaves")],
             admitted=_admitted(f),
+            relay_max_ttl=_int(f, "relay_max_ttl"),
         )
 
     def _bound_history(self) -> None:
