@@ -277,3 +277,31 @@ async def test_a_leave_the_relay_does_not_take_is_reported_and_the_cell_forgotte
             assert clients["ana"].cells == []
         async with members(tmp_path, "ana") as clients:  # and on disk
             assert clients["ana"].cells == []
+
+
+async def test_an_admin_who_leaves_is_removed_by_another_admin(
+    running_relay: RunningRelay, tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """The lead leaves a cell that ben also administers: it announces, as anyone does, and
+    ben's client removes it (the lead no longer makes the epoch that shuts it out)."""
+    with trio.fail_after(TEST_TIMEOUT):
+        async with members(tmp_path, "lead", "ana", "ben") as clients:
+            lead = await clients["lead"].create_cell("Eastside", address_of(running_relay))
+            ana = await admit(lead, clients["ana"])
+            ben = await admit(lead, clients["ben"])
+            await lead.promote(lead.find_member("ben"))
+            await ben.wait_synced()
+            assert ben.is_admin
+            watch = Recorder(ana)
+            await nursery.start(watch.run)
+            epoch = lead.crypto.epoch
+            assert await lead.leave() is True
+            removed = await watch.wait_for(lambda e: change_of(e, Change.REMOVED, "lead"))
+            assert isinstance(removed, MembershipChanged)
+            assert removed.change.by_name == "ben"
+            assert clients["lead"].cells == []
+            assert [(m.name, m.is_admin) for m in ana.members()] == [
+                ("ana", False),
+                ("ben", True),
+            ] or [(m.name, m.is_admin) for m in ana.members()] == [("ben", True), ("ana", False)]
+            assert ana.crypto.epoch == epoch + 1  # one epoch for the leave, not two
