@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from cellrelay.protocol.cell._content import (
     Alert,
+    ContentError,
     ContentKind,
     MemberId,
     MessageId,
@@ -29,6 +30,7 @@ from cellrelay.protocol.cell._content import (
 from cellrelay.protocol.cell._rollup import (
     MAX_STEPS_PER_MEMBER,
     TRANSITIONS,
+    AlertRollup,
     RollupBook,
     Verification,
 )
@@ -63,6 +65,12 @@ def book() -> RollupBook:
     return b
 
 
+def get(b: RollupBook) -> AlertRollup:
+    r = b.rollup(A1)
+    assert r is not None
+    return r
+
+
 def add(b: RollupBook, member: MemberId, content: Alert | VerificationStep | StatusReply) -> None:
     b.add(member, NAMES[member], content, T0 + 10.0)
 
@@ -70,21 +78,21 @@ def add(b: RollupBook, member: MemberId, content: Alert | VerificationStep | Sta
 def test_a_report_goes_from_reported_to_resolved_and_says_who_set_each_step() -> None:
     b = book()
     add(b, REPORTER, alert())
-    r = b.rollup(A1)
-    assert r is not None
-    assert r.verification is Verification.REPORTED and r.unverified and r.verified_by is None
+    r = get(b)
+    assert r.verification is Verification.REPORTED
+    assert r.unverified
+    assert r.verified_by is None
     for at, (who, s) in enumerate(
         [(DISPATCH, Step.VERIFYING), (DISPATCH, Step.CONFIRMED), (ADMIN, Step.RESOLVED)], 1
     ):
         add(b, who, step(s, at))
-        r = b.rollup(A1)
-        assert r is not None
+        r = get(b)
         assert r.verification.value == s.value
         assert r.verified_by is not None
         assert (r.verified_by.member_id, r.verified_by.name) == (who, NAMES[who])
-    assert r is not None
     assert [x.state for x in r.steps] == ["verifying", "confirmed", "resolved"]
-    assert r.closed and r.resolved and not b.active(T0 + 20)
+    assert r.resolved
+    assert not b.active(T0 + 20)
 
 
 # Every pair (state reached, step taken): the state moves exactly when TRANSITIONS says.
@@ -107,11 +115,9 @@ def test_every_transition_is_taken_or_refused_as_the_table_says(
     add(b, REPORTER, alert())
     for at, s in enumerate(_PATHS[start], 1):
         add(b, DISPATCH, step(s, at))
-    before = b.rollup(A1)
-    assert before is not None and before.verification is start
+    assert get(b).verification is start
     add(b, DISPATCH, step(taken, 100))
-    after = b.rollup(A1)
-    assert after is not None
+    after = get(b)
     target = Verification(taken.value)
     if target in TRANSITIONS[start]:
         assert after.verification is target
@@ -129,8 +135,7 @@ def test_a_step_by_anyone_but_a_verifier_is_refused(who: MemberId, taken: Step) 
     b = book()
     add(b, REPORTER, alert())
     add(b, who, step(taken, 1))
-    r = b.rollup(A1)
-    assert r is not None
+    r = get(b)
     assert r.verification is Verification.REPORTED
     assert r.refused_steps == 1
     assert not r.closed
@@ -142,22 +147,22 @@ def test_a_dispatcher_or_an_admin_may_take_each_first_step(who: MemberId, taken:
     b = book()
     add(b, REPORTER, alert())
     add(b, who, step(taken, 1))
-    r = b.rollup(A1)
-    assert r is not None and r.verification.value == taken.value
+    r = get(b)
+    assert r.verification.value == taken.value
 
 
 def test_demoting_a_dispatcher_withdraws_its_steps_and_promoting_applies_them() -> None:
     b = book()
     add(b, REPORTER, alert())
     add(b, RESPONDER, step(Step.CONFIRMED, 1))
-    r = b.rollup(A1)
-    assert r is not None and r.verification is Verification.REPORTED
+    r = get(b)
+    assert r.verification is Verification.REPORTED
     b.set_verifiers(frozenset({DISPATCH, RESPONDER}))
-    r = b.rollup(A1)
-    assert r is not None and r.confirmed
+    r = get(b)
+    assert r.confirmed
     b.set_verifiers(frozenset({DISPATCH}))
-    r = b.rollup(A1)
-    assert r is not None and r.verification is Verification.REPORTED
+    r = get(b)
+    assert r.verification is Verification.REPORTED
 
 
 def test_a_step_before_its_alert_waits_and_counts_when_it_comes() -> None:
@@ -166,8 +171,8 @@ def test_a_step_before_its_alert_waits_and_counts_when_it_comes() -> None:
     assert b.pending == 1
     add(b, REPORTER, alert())
     assert b.pending == 0
-    r = b.rollup(A1)
-    assert r is not None and r.confirmed
+    r = get(b)
+    assert r.confirmed
 
 
 def test_a_waiting_step_is_dropped_after_the_horizon() -> None:
@@ -183,16 +188,17 @@ def test_a_dispatchers_false_alarm_closes_whatever_the_votes_say() -> None:
     add(b, DISPATCH, step(Step.FALSE_ALARM, 1))
     reply = StatusReply(sent_at_ms=MS + 5, alert_id=A1, status=Status.RESPONDING, note=None)
     add(b, REPORTER, reply)  # the author's later "responding" does not reopen it
-    r = b.rollup(A1)
-    assert r is not None and r.false_alarm
+    r = get(b)
+    assert r.false_alarm
 
 
 def test_a_dispatcher_decides_under_the_close_rule_too() -> None:
     b = book()
     add(b, REPORTER, alert())
     add(b, DISPATCH, StatusReply(sent_at_ms=MS + 1, alert_id=A1, status=Status.RESOLVED, note=None))
-    r = b.rollup(A1)
-    assert r is not None and r.resolved and r.votes == 0
+    r = get(b)
+    assert r.resolved
+    assert r.votes == 0
 
 
 def test_a_copy_of_a_step_is_held_once_and_one_member_holds_a_bounded_share() -> None:
@@ -201,24 +207,23 @@ def test_a_copy_of_a_step_is_held_once_and_one_member_holds_a_bounded_share() ->
     s = step(Step.VERIFYING, 1)
     add(b, DISPATCH, s)
     add(b, DISPATCH, s)
-    r = b.rollup(A1)
-    assert r is not None and len(r.steps) == 1
+    r = get(b)
+    assert len(r.steps) == 1
     for at in range(MAX_STEPS_PER_MEMBER + 5):
         add(b, RESPONDER, step(Step.CONFIRMED, 10 + at))
-    r = b.rollup(A1)
-    assert r is not None
+    r = get(b)
     assert r.refused_steps == MAX_STEPS_PER_MEMBER - 0  # its share, all refused
     assert b.dropped == 5
     add(b, DISPATCH, step(Step.CONFIRMED, 500))  # the genuine verifier is not crowded out
-    r = b.rollup(A1)
-    assert r is not None and r.confirmed
+    r = get(b)
+    assert r.confirmed
 
 
 def test_the_step_content_round_trips_and_refuses_reported() -> None:
     s = step(Step.CONFIRMED, 3)
     assert decode_content(ContentKind.VERIFICATION, s.encode()) == s
     wire = s.encode().replace(b"confirmed", b"reported\x00")  # same length, a state not a step
-    with pytest.raises(ValueError):
+    with pytest.raises(ContentError, match="step"):
         decode_content(ContentKind.VERIFICATION, wire)
 
 
@@ -253,8 +258,7 @@ def test_verification_is_independent_of_arrival_order(
         b = book()
         for member, content in order:
             add(b, member, content)
-        r = b.rollup(A1)
-        assert r is not None
+        r = get(b)
         results.append((r.verification, r.steps, r.refused_steps, r.outcome))
     assert results[0] == results[1]
 
@@ -267,8 +271,7 @@ def test_the_state_is_reached_by_legal_steps_of_verifiers_only(
     b = book()
     for member, content in _events(steps):
         add(b, member, content)
-    r = b.rollup(A1)
-    assert r is not None
+    r = get(b)
     state = Verification.REPORTED
     for record in r.steps:  # the applied steps replay the table, each by a verifier
         assert record.member_id in (DISPATCH, ADMIN)
@@ -277,4 +280,5 @@ def test_the_state_is_reached_by_legal_steps_of_verifiers_only(
     assert state is r.verification
     assert len(r.steps) + r.refused_steps == len(steps)
     if r.verification in (Verification.FALSE_ALARM, Verification.RESOLVED):
-        assert r.closed and not b.active(T0 + 20)
+        assert r.closed
+        assert not b.active(T0 + 20)
