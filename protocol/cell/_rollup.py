@@ -86,8 +86,8 @@ __all__ = [
     "TRANSITIONS",
     "AlertRollup",
     "MemberStatus",
+    "ReportState",
     "RollupBook",
-    "Verification",
     "VerificationRecord",
 ]
 
@@ -123,7 +123,7 @@ MAX_STEPS: Final = 64
 MAX_STEPS_PER_MEMBER: Final = 16
 
 
-class Verification(StrEnum):
+class ReportState(StrEnum):
     """Where an alert stands: reported by anyone, then verified by a dispatcher (§C2)."""
 
     REPORTED = "reported"
@@ -133,18 +133,18 @@ class Verification(StrEnum):
     RESOLVED = "resolved"
 
 
-# The verification state machine (docs/protocol.md §C2, "Verification"): which step each
+# The verification state machine (docs/protocol.md §C2 rule 7, "Verification"): which step each
 # state accepts. A step that is not listed is ignored (and counted as not applied): a
 # dispatcher may skip "verifying", correct a confirmation into a false alarm or the
 # reverse, and close either; a resolved alert stays resolved (a new report is a new alert).
-TRANSITIONS: Final[Mapping[Verification, frozenset[Verification]]] = MappingProxyType({
-    Verification.REPORTED: frozenset(
-        {Verification.VERIFYING, Verification.CONFIRMED, Verification.FALSE_ALARM}
+TRANSITIONS: Final[Mapping[ReportState, frozenset[ReportState]]] = MappingProxyType({
+    ReportState.REPORTED: frozenset(
+        {ReportState.VERIFYING, ReportState.CONFIRMED, ReportState.FALSE_ALARM}
     ),
-    Verification.VERIFYING: frozenset({Verification.CONFIRMED, Verification.FALSE_ALARM}),
-    Verification.CONFIRMED: frozenset({Verification.FALSE_ALARM, Verification.RESOLVED}),
-    Verification.FALSE_ALARM: frozenset({Verification.CONFIRMED, Verification.RESOLVED}),
-    Verification.RESOLVED: frozenset(),
+    ReportState.VERIFYING: frozenset({ReportState.CONFIRMED, ReportState.FALSE_ALARM}),
+    ReportState.CONFIRMED: frozenset({ReportState.FALSE_ALARM, ReportState.RESOLVED}),
+    ReportState.FALSE_ALARM: frozenset({ReportState.CONFIRMED, ReportState.RESOLVED}),
+    ReportState.RESOLVED: frozenset(),
 })  # fmt: skip
 # Within one millisecond the step further along sorts later.
 _STEP_RANK: Final = {Step.VERIFYING: 0, Step.CONFIRMED: 1, Step.FALSE_ALARM: 2, Step.RESOLVED: 3}
@@ -173,7 +173,7 @@ class VerificationRecord:
 
     member_id: MemberId
     name: str = field(repr=False)
-    state: Verification
+    state: ReportState
     note: str | None = field(repr=False)
     sent_at_ms: int  # by the verifier's clock, clamped to received_at + CLAIM_TOLERANCE
     received_at: float
@@ -192,7 +192,7 @@ class AlertRollup:
     sent_at_ms: int = 0  # the alert's claimed send time, clamped (CLAIM_TOLERANCE)
     outcome: Status | None = None  # RESOLVED or FALSE_ALARM once closed (the close rule)
     votes: int = 0  # members' votes to close that count now (CLOSE_VOTES close it)
-    verification: Verification = Verification.REPORTED
+    verification: ReportState = ReportState.REPORTED
     # The steps that made `verification`, in the order applied; the last one set it.
     steps: tuple[VerificationRecord, ...] = ()
     refused_steps: int = 0  # steps held from members who may not verify, or out of order
@@ -205,12 +205,12 @@ class AlertRollup:
     @property
     def confirmed(self) -> bool:
         """Whether a verifier confirmed the alert (and nobody has closed it since)."""
-        return self.verification is Verification.CONFIRMED
+        return self.verification is ReportState.CONFIRMED
 
     @property
     def unverified(self) -> bool:
         """Whether no verifier has said yet whether the report is real (reported, verifying)."""
-        return self.verification in (Verification.REPORTED, Verification.VERIFYING)
+        return self.verification in (ReportState.REPORTED, ReportState.VERIFYING)
 
     @property
     def alert_id(self) -> MessageId:
@@ -310,9 +310,9 @@ class _Entry:
             responders = {m: self.held[m].status for m in sorted(self.held)}
             state, applied, refused = self.verification(admins | verifiers)
             outcome, votes = self.outcome(admins | verifiers)
-            if state is Verification.FALSE_ALARM:
+            if state is ReportState.FALSE_ALARM:
                 outcome, votes = Status.FALSE_ALARM, 0
-            elif state is Verification.RESOLVED:
+            elif state is ReportState.RESOLVED:
                 outcome, votes = Status.RESOLVED, 0
             self.snapshot = AlertRollup(
                 alert=self.alert,
@@ -331,7 +331,7 @@ class _Entry:
 
     def verification(
         self, verifiers: frozenset[bytes]
-    ) -> tuple[Verification, tuple[VerificationRecord, ...], int]:
+    ) -> tuple[ReportState, tuple[VerificationRecord, ...], int]:
         """The verification state machine (TRANSITIONS) run over the verifiers' steps.
 
         The steps are replayed in the order of their keys (clamped send time, rank, id,
@@ -339,9 +339,9 @@ class _Entry:
         a step from someone who is not a verifier now, or one the state does not accept
         when its turn comes, is not applied (counted in the third value).
         """
-        state, applied, refused = Verification.REPORTED, [], 0
+        state, applied, refused = ReportState.REPORTED, [], 0
         for step in sorted(self.steps.values(), key=lambda h: h.key):
-            target = Verification(step.record.state)
+            target = ReportState(step.record.state)
             if step.record.member_id in verifiers and target in TRANSITIONS[state]:
                 state = target
                 applied.append(step.record)
@@ -398,7 +398,7 @@ class RollupBook:
         self._pending_horizon = pending_horizon
         self._admins: frozenset[bytes] = frozenset()  # set_admins
         self._verifiers: frozenset[bytes] = frozenset()  # set_verifiers
-        # Verification steps waiting for their alert, by alert id (sharing the pending bounds).
+        # ReportState steps waiting for their alert, by alert id (sharing the pending bounds).
         self._pending_steps: dict[MessageId, dict[tuple[MessageId, bytes], _StepHeld]] = {}
         self._entries: dict[MessageId, _Entry] = {}
         self._by_author: dict[MemberId, int] = {}  # alerts held per author
@@ -629,7 +629,7 @@ class RollupBook:
             record=VerificationRecord(
                 member_id=member,
                 name=name,
-                state=Verification(step.step.value),
+                state=ReportState(step.step.value),
                 note=step.note,
                 sent_at_ms=sent_at_ms,
                 received_at=received_at,

@@ -1,6 +1,6 @@
-"""Verification of reports in the roll-up (issue 14 item 1): the state machine and who may step.
+"""ReportState of reports in the roll-up (issue 14 item 1): the state machine and who may step.
 
-docs/protocol.md §C2 "Verification". A report starts *reported*; only a verifier (a
+docs/protocol.md §C2 "ReportState". A report starts *reported*; only a verifier (a
 dispatcher or an admin, at the reader's current roles) moves it, along `TRANSITIONS`.
 The book depends on the set of steps it holds, never on their arrival order.
 """
@@ -31,8 +31,8 @@ from cellrelay.protocol.cell._rollup import (
     MAX_STEPS_PER_MEMBER,
     TRANSITIONS,
     AlertRollup,
+    ReportState,
     RollupBook,
-    Verification,
 )
 
 T0 = 1_767_225_600
@@ -79,7 +79,7 @@ def test_a_report_goes_from_reported_to_resolved_and_says_who_set_each_step() ->
     b = book()
     add(b, REPORTER, alert())
     r = get(b)
-    assert r.verification is Verification.REPORTED
+    assert r.verification is ReportState.REPORTED
     assert r.unverified
     assert r.verified_by is None
     for at, (who, s) in enumerate(
@@ -97,19 +97,17 @@ def test_a_report_goes_from_reported_to_resolved_and_says_who_set_each_step() ->
 
 # Every pair (state reached, step taken): the state moves exactly when TRANSITIONS says.
 _PATHS = {
-    Verification.REPORTED: [],
-    Verification.VERIFYING: [Step.VERIFYING],
-    Verification.CONFIRMED: [Step.CONFIRMED],
-    Verification.FALSE_ALARM: [Step.FALSE_ALARM],
-    Verification.RESOLVED: [Step.CONFIRMED, Step.RESOLVED],
+    ReportState.REPORTED: [],
+    ReportState.VERIFYING: [Step.VERIFYING],
+    ReportState.CONFIRMED: [Step.CONFIRMED],
+    ReportState.FALSE_ALARM: [Step.FALSE_ALARM],
+    ReportState.RESOLVED: [Step.CONFIRMED, Step.RESOLVED],
 }
 
 
-@pytest.mark.parametrize(
-    ("start", "taken"), list(itertools.product(list(Verification), list(Step)))
-)
+@pytest.mark.parametrize(("start", "taken"), list(itertools.product(list(ReportState), list(Step))))
 def test_every_transition_is_taken_or_refused_as_the_table_says(
-    start: Verification, taken: Step
+    start: ReportState, taken: Step
 ) -> None:
     b = book()
     add(b, REPORTER, alert())
@@ -118,7 +116,7 @@ def test_every_transition_is_taken_or_refused_as_the_table_says(
     assert get(b).verification is start
     add(b, DISPATCH, step(taken, 100))
     after = get(b)
-    target = Verification(taken.value)
+    target = ReportState(taken.value)
     if target in TRANSITIONS[start]:
         assert after.verification is target
         assert after.refused_steps == 0
@@ -126,7 +124,7 @@ def test_every_transition_is_taken_or_refused_as_the_table_says(
         assert after.verification is start
         assert after.refused_steps == 1
     # Closed exactly in the two closing states.
-    assert after.closed == (after.verification in (Verification.FALSE_ALARM, Verification.RESOLVED))
+    assert after.closed == (after.verification in (ReportState.FALSE_ALARM, ReportState.RESOLVED))
 
 
 @pytest.mark.parametrize("who", [REPORTER, RESPONDER, OTHER])
@@ -136,7 +134,7 @@ def test_a_step_by_anyone_but_a_verifier_is_refused(who: MemberId, taken: Step) 
     add(b, REPORTER, alert())
     add(b, who, step(taken, 1))
     r = get(b)
-    assert r.verification is Verification.REPORTED
+    assert r.verification is ReportState.REPORTED
     assert r.refused_steps == 1
     assert not r.closed
 
@@ -156,13 +154,13 @@ def test_demoting_a_dispatcher_withdraws_its_steps_and_promoting_applies_them() 
     add(b, REPORTER, alert())
     add(b, RESPONDER, step(Step.CONFIRMED, 1))
     r = get(b)
-    assert r.verification is Verification.REPORTED
+    assert r.verification is ReportState.REPORTED
     b.set_verifiers(frozenset({DISPATCH, RESPONDER}))
     r = get(b)
     assert r.confirmed
     b.set_verifiers(frozenset({DISPATCH}))
     r = get(b)
-    assert r.verification is Verification.REPORTED
+    assert r.verification is ReportState.REPORTED
 
 
 def test_a_step_before_its_alert_waits_and_counts_when_it_comes() -> None:
@@ -272,13 +270,13 @@ def test_the_state_is_reached_by_legal_steps_of_verifiers_only(
     for member, content in _events(steps):
         add(b, member, content)
     r = get(b)
-    state = Verification.REPORTED
+    state = ReportState.REPORTED
     for record in r.steps:  # the applied steps replay the table, each by a verifier
         assert record.member_id in (DISPATCH, ADMIN)
         assert record.state in TRANSITIONS[state]
         state = record.state
     assert state is r.verification
     assert len(r.steps) + r.refused_steps == len(steps)
-    if r.verification in (Verification.FALSE_ALARM, Verification.RESOLVED):
+    if r.verification in (ReportState.FALSE_ALARM, ReportState.RESOLVED):
         assert r.closed
         assert not b.active(T0 + 20)
