@@ -1193,6 +1193,8 @@ class MemberCell:
                 events.append(AlertReceived(cell=self.name, sender=sender, alert=content, rollup=rollup, late=late))  # fmt: skip
             return events
         if isinstance(content, StatusReply):
+            if self._held(self._rollups.rollup(content.alert_id)):
+                return []  # about a report held here (verify-first): said once it is confirmed
             return [
                 StatusReceived(
                     cell=self.name,
@@ -1224,6 +1226,8 @@ class MemberCell:
                     detail=f"{sender.name} ({sender.role.value}) may not mark a report {what}",
                 )
             ]
+        if self._held(rollup):
+            return []  # a step on a report held here (verify-first): nothing to show yet
         events: list[CellEvent] = [
             VerificationReceived(cell=self.name, sender=sender, step=step, rollup=rollup)
         ]

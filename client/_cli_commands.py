@@ -540,7 +540,9 @@ async def cell_members(ctx: Context, args: argparse.Namespace) -> None:
         ctx.emit([member_json(m, me=me) for m in members])
         width = max(len(m.name) for m in members)
         for m in members:
-            tags = [t for t, on in (("admin", m.is_admin), ("you", m.member_id == me)) if on]
+            tags = [
+                t for t, on in ((str(m.role), m.role != "member"), ("you", m.member_id == me)) if on
+            ]
             ctx.say(
                 f"{pad(m.name, width)}  {ctx.style.dim(m.short_id)}  {', '.join(tags)}".rstrip()
             )

@@ -33,6 +33,13 @@ on their order:
   *active* until it expires or is closed. The admins are the reader's current ones
   (`set_admins`), the same for every member in the same epoch.
 
+* Verification (docs/protocol.md §C2 rule 7): every alert is a *report*; verification
+  steps (`VerificationStep`, kind 17) are kept per alert and replayed through `TRANSITIONS`
+  in key order, counting only those from the reader's current verifiers (the admins and
+  `set_verifiers`, the dispatchers), so the state (`ReportState`) depends on the set of
+  steps and the current roles, never on arrival order. A false alarm or resolved report
+  is closed whatever the votes say, and verifiers decide under the close rule too.
+
 Memory is bounded, because every event comes from some member and one member may be
 hostile: at most `MAX_ALERTS` alerts and `MAX_ALERTS_PER_MEMBER` per author,
 `MAX_RESPONDERS` statuses per alert (one per member, so a single member cannot grow it),

@@ -43,7 +43,7 @@ SCRIPT: tuple[tuple[tuple[str, ...], int, tuple[tuple[str, ...], ...]], ...] = (
 def _normal(text: str, cell: str, alert: str) -> str:
     text = text.replace(cell, "CELL").replace(alert, "ALERT").replace(alert[:8], "ALERT")
     text = re.sub(r"\b\d\d:\d\d(:\d\d)?\b", "HH:MM", text)  # clock times
-    text = re.sub(r'"(sent_at_ms|epoch)": \d+', r'"\1": N', text)
+    text = re.sub(r'"(sent_at_ms|epoch|expires_at)": \d+', r'"\1": N', text)
     text = re.sub(r'"message_id": "[0-9a-f]+"', '"message_id": "M"', text)
     return re.sub(r"\(until [^)]*\)", "(until T)", text)
 
