@@ -269,3 +269,40 @@ async def test_verify_first_holds_reports_from_members_until_a_dispatcher_confir
                     )
                 )
                 nursery.cancel_scope.cancel()
+
+
+async def test_an_admin_made_a_dispatcher_is_demoted_first_and_the_last_admin_stays(
+    running_relay: RunningRelay, tmp_path: Path
+) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        async with members(tmp_path, "ada", "dana") as clients:
+            ada = await clients["ada"].create_cell("Eastside", address_of(running_relay))
+            dana = await admit(ada, clients["dana"])
+            await ada.set_role(dana.me, CellRole.ADMIN)
+            await until(lambda: dana.is_admin and dana.role is CellRole.ADMIN)
+            with pytest.raises(CellError, match="admin already"):
+                await ada.set_role(dana.me, "admin")
+            with pytest.raises(CellError, match="is not a role"):
+                await ada.set_role(dana.me, "sheriff")
+            # An admin becomes a dispatcher: demoted, then given the role (two epochs).
+            epoch = ada.crypto.epoch
+            await ada.set_role(dana.me, CellRole.DISPATCHER)
+            assert ada.crypto.epoch == epoch + 2
+            await until(lambda: dana.role is CellRole.DISPATCHER and not dana.is_admin)
+            assert dana.is_verifier
+            # The last admin cannot make itself anything else: the cell keeps an admin.
+            with pytest.raises(CellError, match="cannot make 'ada' a member"):
+                await ada.set_role(ada.me, CellRole.MEMBER)
+            assert ada.role is CellRole.ADMIN
+            # The roles and the steps survive a restart: saved with the cell.
+            alert = await ada.send_alert("a sighting at the depot")
+            await dana.verify(alert.alert_id, Step.CONFIRMED)
+            await until(lambda: state(ada, alert.alert_id) is ReportState.CONFIRMED)
+        async with members(tmp_path, "ada") as again:
+            reopened = again["ada"].cell("Eastside")
+            assert reopened.role_of(reopened.find_member("dana")) is CellRole.DISPATCHER
+            rollup = reopened.rollup(alert.alert_id)
+            assert rollup is not None
+            assert rollup.confirmed
+            assert rollup.verified_by is not None
+            assert rollup.verified_by.name == "dana"
