@@ -10,17 +10,30 @@ from __future__ import annotations
 
 import re
 import signal
+import subprocess
 from pathlib import Path
 
 import trio
 
 from cellrelay.client._client import open_client
+from cellrelay.protocol.cell._content import MessageId, Step, VerificationStep
 from cellrelay.protocol.wire import RelayAddress
 
+from ..relay.process import reap
 from .cells import admit
 from .conftest import RunningRelay
-from .test_cli import COMMAND_TIMEOUT, PASSPHRASE, Result, cli, identity
+from .test_cli import (
+    CELLRELAY,
+    COMMAND_TIMEOUT,
+    PASSPHRASE,
+    Feed,
+    Result,
+    cli,
+    environment,
+    identity,
+)
 from .test_cli_daemon import start_daemon_process
+from .test_cli_flood import read_text_until
 
 BOTH = ((), ("--json",))
 # (arguments, expected exit status, modes); CELL and ALERT are filled in per cell.
@@ -121,3 +134,71 @@ async def test_the_dispatchers_commands_alone_and_through_the_daemon(
     assert "RESOLVED" in said[16]
     errors = [r.stderr for r in alone if r.returncode]
     assert "cellrelay: 'dana' is a dispatcher already\n" in errors
+
+
+async def test_listen_shows_each_step_and_a_forged_one_as_a_security_warning(
+    running_relay: RunningRelay, tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """`cellrelay listen`, as text and as JSON, in a verify-first cell: a member's feed shows
+    nothing of a report until a dispatcher confirms it, then the alert and each step with who
+    took it; a responder's forged "confirmed" is a security warning naming them."""
+    address = str(RelayAddress("127.0.0.1", running_relay.port, running_relay.public_key))
+    homes = {name: identity(tmp_path, name) for name in ("lead", "dana", "rory", "mo")}
+    async with open_client(PASSPHRASE, home=homes["lead"]) as lead_client:
+        cell = await lead_client.create_cell("Eastside", address)
+        joined = {}
+        for name in ("dana", "rory", "mo"):
+            async with open_client(PASSPHRASE, home=homes[name]) as client:
+                joined[name] = await admit(cell, client)
+        await cell.set_role(cell.find_member("dana"), "dispatcher")
+        await cell.set_role(cell.find_member("rory"), "responder")
+        await cell.set_verify_first(True)
+
+    feeds = {}
+    for name, flags in (("mo", ["--json"]), ("lead", [])):
+        process = await trio.lowlevel.open_process(
+            [CELLRELAY, "listen", *flags, "--home", str(homes[name])],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=environment(),
+        )  # fmt: skip
+        feeds[name] = Feed(process)
+        nursery.start_soon(feeds[name].pump_stderr)
+    try:
+        await feeds["mo"].read_until(lambda line: line["type"] == "listening")
+        async with open_client(PASSPHRASE, home=homes["rory"]) as client:
+            rory = client.cell("Eastside")
+            report = await rory.send_alert("ICE van at the school", priority="emergency")
+            forged = VerificationStep(sent_at_ms=rory._now_ms(), alert_id=MessageId(report.alert_id),
+                                      step=Step.CONFIRMED)  # fmt: skip
+            await rory._send(forged, report.expires_at)
+        warning = await feeds["mo"].read_until(lambda line: line["type"] == "security_warning")
+        assert warning["reason"] == "RoleRefused"
+        assert "rory (responder) may not mark a report confirmed" in warning["detail"]
+        assert not any(line["type"] == "alert" for line in feeds["mo"].lines)  # held
+        async with open_client(PASSPHRASE, home=homes["dana"]) as client:
+            dana = client.cell("Eastside")
+            await dana.wait_synced()
+            await dana.verify(report.alert_id, "verifying", note="calling back")
+            await dana.verify(report.alert_id, "confirmed", note="two vans")
+        rung = await feeds["mo"].read_until(lambda line: line["type"] == "alert")
+        assert rung["priority"] == "emergency"
+        assert rung["rollup"]["verification"] == "confirmed"
+        assert rung["rollup"]["verified_by"]["name"] == "dana"
+        assert rung["rollup"]["verified_by"]["note"] == "two vans"
+        step = await feeds["mo"].read_until(lambda line: line["type"] == "verification")
+        assert (step["from"]["name"], step["step"]) == ("dana", "confirmed")
+        assert step["from"]["role"] == "dispatcher"
+        # The lead is an admin: it saw the report unverified at once, then each step.
+        text = await read_text_until(feeds["lead"], "CONFIRMED ")
+        for feed in feeds.values():
+            feed.process.terminate()
+        with trio.fail_after(COMMAND_TIMEOUT):
+            for feed in feeds.values():
+                await feed.process.wait()
+    finally:
+        for feed in feeds.values():
+            await reap(feed.process)
+    assert "UNVERIFIED" in text
+    assert "dana: VERIFYING " in text
+    assert '"calling back"' in text
+    assert "security warning: refused a message: RoleRefused (rory (responder)" in text
