@@ -400,9 +400,6 @@ class MemberCell:
         """Whether this member may verify reports (a dispatcher or an admin)."""
         return not self.crypto.removed and self.role.verifies
 
-    def _verifiers(self) -> frozenset[bytes]:
-        return self.crypto.admins | self.crypto.membership.with_role(Role.DISPATCHER)
-
     @property
     def verify_first(self) -> bool:
         """Whether reports not yet confirmed go to verifiers only (a cell setting, by admins)."""
@@ -1240,10 +1237,12 @@ class MemberCell:
             VerificationReceived(cell=self.name, sender=sender, step=step, rollup=rollup)
         ]
         if self._held(before) and rollup is not None and rollup.confirmed:
-            # Held here until now (verify-first): ring for it now, with its priority.
+            # Held here until now (verify-first): ring for it now, with its priority, as if
+            # it had just come (a muted author's is shown, not rung, as always).
             author = self._author(rollup)
-            events.append(AlertReceived(cell=self.name, sender=author, alert=rollup.alert,
-                                        rollup=rollup, late=rollup.alert.expires_at <= self._later_clock()))  # fmt: skip
+            late = rollup.alert.expires_at <= self._later_clock()
+            kind = MutedAlertReceived if self._flood.is_muted(author.member_id) else AlertReceived
+            events.append(kind(cell=self.name, sender=author, alert=rollup.alert, rollup=rollup, late=late))  # fmt: skip
         return events
 
     def _author(self, rollup: AlertRollup) -> Member:
