@@ -280,3 +280,29 @@ def test_the_state_is_reached_by_legal_steps_of_verifiers_only(
     if r.verification in (ReportState.FALSE_ALARM, ReportState.RESOLVED):
         assert r.closed
         assert not b.active(T0 + 20)
+
+
+_verifier_sets = st.frozensets(st.sampled_from([DISPATCH, RESPONDER, OTHER]))
+
+
+@settings(max_examples=100, deadline=None)
+@given(_steps, _verifier_sets, _verifier_sets)
+def test_changing_the_verifiers_is_the_same_as_having_had_them_all_along(
+    steps: list[tuple[MemberId, Step, int]],
+    before: frozenset[MemberId],
+    after: frozenset[MemberId],
+) -> None:
+    changed, fresh = RollupBook(), RollupBook()
+    for b in (changed, fresh):
+        b.set_admins(frozenset({ADMIN}))
+    changed.set_verifiers(before)
+    fresh.set_verifiers(after)
+    for member, content in _events(steps):
+        add(changed, member, content)
+        add(fresh, member, content)
+    get(changed)  # a snapshot under the old verifiers, which the change must not keep
+    changed.set_verifiers(after)
+    one, two = get(changed), get(fresh)
+    assert (one.verification, one.steps, one.refused_steps, one.outcome) == (
+        two.verification, two.steps, two.refused_steps, two.outcome
+    )  # fmt: skip
