@@ -77,7 +77,7 @@ from cellrelay.protocol.cell._group import CellCrypto, EpochUpdate, Opened, Outc
 from cellrelay.protocol.cell._identity import Identity, MemberInfo
 from cellrelay.protocol.cell._membership import Op, Role
 from cellrelay.protocol.cell._outcomes import Behind, Missing
-from cellrelay.protocol.cell._rollup import AlertRollup, RollupBook
+from cellrelay.protocol.cell._rollup import AlertRollup, ReportState, RollupBook
 from cellrelay.protocol.cell._safety import safety_number
 from cellrelay.protocol.wire import (
     CapabilityKey,
@@ -406,12 +406,16 @@ class MemberCell:
         return self.record.verify_first
 
     def _held(self, rollup: AlertRollup | None) -> bool:
-        """Whether this device holds the alert back: verify-first, unverified, not a verifier
-        (and not the report's author, who knows what it sent)."""
+        """Whether this device holds the alert back: verify-first, never confirmed, and this
+        member neither a verifier nor the report's author (who knows what it sent).
+
+        Never confirmed, not only unverified: a report a dispatcher called a false alarm
+        (or resolved) without confirming it is never shown here (§C2 rule 7).
+        """
         return (
             rollup is not None
             and self.record.verify_first
-            and rollup.unverified
+            and not any(s.state is ReportState.CONFIRMED for s in rollup.steps)
             and not self.is_verifier
             and rollup.author_id != self.crypto.me.member_id
         )
@@ -1236,7 +1240,7 @@ class MemberCell:
         events: list[CellEvent] = [
             VerificationReceived(cell=self.name, sender=sender, step=step, rollup=rollup)
         ]
-        if self._held(before) and rollup is not None and rollup.confirmed:
+        if self._held(before) and rollup is not None:  # confirmed just now
             # Held here until now (verify-first): ring for it now, with its priority, as if
             # it had just come (a muted author's is shown, not rung, as always).
             author = self._author(rollup)

@@ -406,7 +406,9 @@ function verificationLine(rollup) {
 
 function held(cellName, rollup) {
   const cell = cellOf(cellName);
-  return Boolean(cell && cell.verify_first && rollup.unverified && !isVerifier(cellName)
+  // Never confirmed (not only unverified): as the library decides (protocol §C2 rule 7).
+  const confirmed = (rollup.steps || []).some((s) => s.state === "confirmed");
+  return Boolean(cell && cell.verify_first && !confirmed && !isVerifier(cellName)
     && rollup.author_id !== state.me.member_id);
 }
 

@@ -258,6 +258,25 @@ async def test_verify_first_holds_reports_from_members_until_a_dispatcher_confir
                 # The author's own device shows its report even while held elsewhere.
                 assert [r.alert_id for r in mo.active_alerts()] == [aid]
 
+                # A report called a false alarm without being confirmed never shows here.
+                hoax = await mo.send_alert("a hoax", priority=Priority.EMERGENCY)
+                await until(lambda: dana.rollup(hoax.alert_id) is not None)
+                await dana.verify(hoax.alert_id, Step.FALSE_ALARM, note="nobody there")
+                await until(lambda: state(rory, hoax.alert_id) is ReportState.FALSE_ALARM)
+                await dana.verify(hoax.alert_id, Step.RESOLVED)
+                await until(lambda: state(rory, hoax.alert_id) is ReportState.RESOLVED)
+                about_hoax = [
+                    e
+                    for e in recorders["rory"].events
+                    if getattr(getattr(e, "alert", None), "alert_id", None) == hoax.alert_id
+                    or getattr(getattr(e, "step", None), "alert_id", None) == hoax.alert_id
+                ]
+                assert about_hoax == []
+                assert any(
+                    isinstance(e, VerificationReceived) and e.step.alert_id == hoax.alert_id
+                    for e in recorders["ada"].events
+                )
+
                 # Turning the setting off shows unverified reports to everyone again.
                 await ada.set_verify_first(False)
                 await until(lambda: not any(c.verify_first for c in cells))
