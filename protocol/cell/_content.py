@@ -111,6 +111,7 @@ class ContentKind(IntEnum):
     PLAIN = 4
     SENDER_KEY = 5  # the group layer's own: a sender key distribution
     EPOCH_CHANGE = 6  # the group layer's own: a new epoch
+    ANNOUNCEMENT = 7  # the group layer's own: a signing key announcement
 
 
 # Reserved for the group layer: decode_content refuses them (the group layer consumes its

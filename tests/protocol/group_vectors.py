@@ -34,6 +34,7 @@ from cellrelay.protocol.cell._keys import (
     step_chain,
 )
 from cellrelay.protocol.cell._outcomes import Opened
+from cellrelay.protocol.cell._schedule import SenderTree, bucket_of
 
 from .group_harness import invite_of
 
@@ -96,6 +97,20 @@ def _epoch_record(cell: CellCrypto) -> dict[str, object]:
             )
         },
         "members": [_hex(m) for m in epoch.members],
+        # The sender tree (§G8.1), from the epoch secret: each member's bucket and first
+        # chain key, derived afresh here (the members' own trees have used their nodes).
+        "sender_tree": [
+            {
+                "member": _hex(m),
+                "bucket": bucket_of(state.cell_id, m),
+                "root": _hex(
+                    SenderTree.enter(epoch.secret, state.cell_id, state.current)
+                    .take(m, epoch.bucket_members(state.cell_id, m))
+                    .export()
+                ),
+            }
+            for m in epoch.members
+        ],
     }
 
 
@@ -123,7 +138,7 @@ def generate() -> dict[str, object]:
     log: Records = []
     changes: Records = []
     welcomes: Records = []
-    distributions: Records = []
+    announcements: Records = []
     messages: Records = []
     for a, b in ((admin, alice), (admin, bob), (alice, bob), (admin, admin)):
         for purpose in (PAIRWISE_EPOCH_BOX, PAIRWISE_DISTRIBUTION_MAC, PAIRWISE_ADMIN_GRANT):
@@ -218,11 +233,11 @@ def generate() -> dict[str, object]:
         apply_change(states["admin"].add_member(joiner.info, now=NOW), "admin", name)
         welcome(joiner, name)
 
-    # Sender key distributions of the last epoch, with their inputs.
+    # Signing key announcements of the last epoch, with their inputs.
     for sender in ("admin", "alice", "bob"):
         record = _own_chain(states[sender])
         envelope = next(e for n, e in reversed(group) if n == sender)
-        distributions.append(
+        announcements.append(
             {
                 "sender": sender,
                 "epoch": states[sender].epoch,
@@ -296,7 +311,7 @@ def generate() -> dict[str, object]:
         "log": log,
         "epoch_changes": changes,
         "welcomes": welcomes,
-        "distributions": distributions,
+        "announcements": announcements,
         "messages": messages,
     }
 
