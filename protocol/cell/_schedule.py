@@ -458,6 +458,10 @@ class SenderTree:
     epoch: int
     nodes: dict[int, bytearray] = field(repr=False)
     roots: dict[bytes, HashChain] = field(default_factory=dict, repr=False)
+    # `_state.write_state`'s last encoding of the tree, with the (node, root) counts it was
+    # made at: every change of the tree changes a count (`take` pops a node or a root), so
+    # equal counts mean the bytes are still true. Saving is once per burst of deliveries.
+    saved: tuple[tuple[int, int], bytes] | None = field(default=None, repr=False)
 
     @classmethod
     def enter(cls, epoch_secret: Readable, cell_id: bytes, epoch: int) -> SenderTree:
@@ -481,9 +485,11 @@ class SenderTree:
         """
         chain = self.roots.pop(member_id, None)
         if chain is not None:
+            self.saved = None  # it holds the root
             return chain
         b = bucket_of(self.cell_id, member_id)
         node = self.nodes.pop(b)
+        self.saved = None  # it holds the node: drop it now, not at the next save
         try:
             for other in bucket_members:
                 if bucket_of(self.cell_id, other) != b:
@@ -511,3 +517,4 @@ class SenderTree:
             chain.clear()
         self.nodes.clear()
         self.roots.clear()
+        self.saved = None

@@ -174,7 +174,7 @@ def write_state(state: SavedState, *, cached: bool = True, parked: bool = True) 
         w.u16(len(epoch.chains))
         for sender, chain in epoch.chains.items():
             w.raw(_chain_block(sender, chain) if cached else _write_chain(sender, chain))
-        _write_tree(w, epoch.tree)
+        _write_tree(w, epoch.tree, cached=cached)
     kept = state.parked if parked else []
     w.u16(len(kept))
     for item in kept:
@@ -193,16 +193,23 @@ _GAP_REPORTED: Final = 2
 _UNKNOWN_GAP: Final = Gap(-1.0, owed=False, reported=True)
 
 
-def _write_tree(w: Writer, tree: SenderTree | None) -> None:
+def _write_tree(w: Writer, tree: SenderTree | None, *, cached: bool) -> None:
     w.u8(tree is not None)
     if tree is None:
         return
-    w.u8(len(tree.nodes))
+    counts = (len(tree.nodes), len(tree.roots))
+    if cached and tree.saved is not None and tree.saved[0] == counts:
+        w.raw(tree.saved[1])
+        return
+    block = Writer().u8(len(tree.nodes))
     for bucket, node in tree.nodes.items():
-        w.u8(bucket).raw(node)
-    w.u16(len(tree.roots))
+        block.u8(bucket).raw(node)
+    block.u16(len(tree.roots))
     for member_id, chain in tree.roots.items():
-        w.raw(member_id).raw(chain.export())
+        block.raw(member_id).raw(chain.export())
+    encoded = block.bytes()
+    tree.saved = (counts, encoded)
+    w.raw(encoded)
 
 
 def _read_tree(reader: Reader, cell_id: bytes, number: int) -> SenderTree | None:
