@@ -63,7 +63,9 @@ from cellrelay.protocol.cell._control import (
     verify_change,
 )
 from cellrelay.protocol.cell._envelope import ENVELOPE_OVERHEAD
+from cellrelay.protocol.cell._group import CellCrypto
 from cellrelay.protocol.cell._identity import Identity
+from cellrelay.protocol.cell._invite import Invite
 from cellrelay.protocol.cell._keys import PAIRWISE_EPOCH_BOX
 from cellrelay.protocol.cell._membership import MAX_MEMBERS
 from cellrelay.protocol.cell._padding import bucket_for
@@ -75,11 +77,14 @@ from cellrelay.protocol.cell._schedule import (
     open_keys,
     seal_keys,
 )
+from cellrelay.protocol.wire._address import RelayAddress
+from cellrelay.protocol.wire._messages import MailboxId
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 CELL: Final = bytes(range(16))
+NOW: Final = 1_700_000_000.0
 NONCE: Final = bytes(24)
 TARGET_ADMIN_MS: Final = 100.0
 TARGET_MEMBER_MS: Final = 5.0
@@ -273,7 +278,11 @@ def v2(members: int, repeats: int) -> dict[str, float]:
     signature = admin.sign(b"cellrelay/2 epoch-change\x00" + ch + tail)
     init = init_secret(bytes(32), CELL, 2)
     untouched = next(mid for mid in after_ids if bucket_of(CELL, mid) != target)
-    refreshed = next(mid for mid in after_ids if bucket_of(CELL, mid) == target and mid != joiner)
+    # A member of the refreshed bucket (the joiner itself if it is alone there: it opens
+    # its receive box the same way).
+    refreshed = next(
+        (mid for mid in after_ids if bucket_of(CELL, mid) == target and mid != joiner), joiner
+    )
 
     def member(mid: bytes) -> Callable[[], None]:
         b = bucket_of(CELL, mid)
@@ -283,7 +292,7 @@ def v2(members: int, repeats: int) -> dict[str, float]:
             ed25519_verify(admin.sign_pub, b"cellrelay/2 epoch-change\x00" + ch + tail, signature)
             opened = open_keys(
                 section, cell_id=CELL, ad=ch, nonce=NONCE, me=mid, bucket_members=listed,
-                receive_private=receive[mid], bucket_private=bucket_keys[b],
+                receive_private=receive[mid], bucket_private=bucket_keys.get(b),
             )  # fmt: skip
             secret = next_epoch_secret(init, opened.change_secret, CELL, 3)
             SenderTree.enter(secret, CELL, 3).clear()
@@ -305,6 +314,84 @@ def v2(members: int, repeats: int) -> dict[str, float]:
     }
 
 
+def on_the_wire(members: int, repeats: int) -> dict[str, float]:
+    """What this code does today at `members` (at most 128): `CellCrypto` end to end.
+
+    A cell of `members` built by the admin alone (its own changes applied, then a welcome
+    for each member into the last epoch); then a rotation: one member's `open_control`,
+    and that member taking every other member's announcement (kind 7) of the new epoch.
+    Each run starts from the member's saved state; "just after a restart" is without the
+    pairwise keys a running client keeps in memory (one X25519 per other member).
+    """
+    admin = Identity.generate("admin")
+    cell = CellCrypto.create(
+        admin, now=NOW, group_keys=(bytes(32), bytes(32)), control_read_key=bytes(32)
+    )
+    people = [Identity.generate(f"m{i}") for i in range(members - 1)]
+    for person in people:
+        cell.open_control(cell.add_member(person.info, now=NOW), now=NOW)
+    invite = Invite(
+        relay=RelayAddress("127.0.0.1", 7446, bytes(range(32))),
+        cell_id=cell.cell_id,
+        cell_name=cell.name or "bench",
+        join_mailbox=MailboxId(bytes(16)),
+        admin_sign_key=cell.me.sign_pub,
+        admin_box_key=cell.me.dh_pub,
+        expires_at=int(NOW) + 3600,
+        secret=bytes(32),
+    )
+    joined = [
+        CellCrypto.from_welcome(
+            person, cell.welcome_for(person.member_id, now=NOW, invite=invite), now=NOW,
+            invite=invite,
+        )[0]
+        for person in people
+    ]  # fmt: skip
+    rotation = cell.rotate(now=NOW)
+    reader = joined[0]
+    saved = reader.to_bytes()
+    announcements = [
+        update.distribution
+        for update in (c.open_control(rotation, now=NOW) for c in [cell, *joined[1:]])
+        if update.distribution is not None
+    ]
+    member = people[0]
+    warm = CellCrypto.from_bytes(saved, member)
+    warm.open_control(rotation, now=NOW)
+    for announcement in announcements:
+        warm.open(announcement, now=NOW)
+    cache = warm._pairwise  # the pairwise keys a running client has cached
+
+    def timed(run: Callable[[CellCrypto], object], *, cached: bool, before: bool) -> float:
+        times = []
+        for _ in range(repeats):
+            state = CellCrypto.from_bytes(saved, member)
+            if cached:
+                state._pairwise = dict(cache)
+            if before:
+                state.open_control(rotation, now=NOW)
+            start = time.perf_counter_ns()
+            run(state)
+            times.append((time.perf_counter_ns() - start) / 1e6)
+        return statistics.median(times)
+
+    def apply(state: CellCrypto) -> None:
+        state.open_control(rotation, now=NOW)
+
+    def take_all(state: CellCrypto) -> None:
+        for announcement in announcements:
+            state.open(announcement, now=NOW)
+
+    return {
+        "change_ms": timed(apply, cached=True, before=False),
+        "change_cold_ms": timed(apply, cached=False, before=False),
+        "announcements_ms": timed(take_all, cached=True, before=True),
+        "announcements_cold_ms": timed(take_all, cached=False, before=True),
+        "announcement_bytes": float(len(announcements[0])),
+        "change_bytes": float(len(rotation)),
+    }
+
+
 def kib(value: float) -> str:
     """Bytes as KiB (or MiB from 10 MiB) with one decimal."""
     if value >= 10 * 1024 * 1024:
@@ -319,6 +406,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=9)
     args = parser.parse_args()
     print("one membership change (add one member), and the sender keys of the epoch after it")
+    print("(v1: today's epoch change and distributions; v2: the design's building blocks)")
     for n in args.members:
         one, two = v1(n, args.repeats), v2(n, args.repeats)
         print(f"\n{n:,} members")
@@ -336,6 +424,17 @@ def main() -> None:
         print(f"  sender keys, each member's CPU per epoch:  v1 {one['keys_member_ms']:.1f} ms"
               f"   v2 {two['keys_member_ms_3']:.2f} ms with 3 speakers,"
               f" {two['keys_member_ms_all']:.1f} ms if all speak")  # fmt: skip
+    wire = on_the_wire(min(MAX_MEMBERS, max(args.members)), args.repeats)
+    print(
+        f"\non the wire now (version 1 change, sender tree and announcements),"
+        f" {min(MAX_MEMBERS, max(args.members))} members, CellCrypto end to end:"
+    )
+    print(f"  a member applies a rotation (open_control, its own announcement made):"
+          f" {wire['change_ms']:.2f} ms, {wire['change_cold_ms']:.2f} ms just after a restart;"
+          f" the change is {kib(wire['change_bytes'])}")  # fmt: skip
+    print(f"  it takes every other member's announcement: {wire['announcements_ms']:.1f} ms,"
+          f" {wire['announcements_cold_ms']:.1f} ms just after a restart;"
+          f" each announcement is {kib(wire['announcement_bytes'])}")  # fmt: skip
 
 
 if __name__ == "__main__":
