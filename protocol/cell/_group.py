@@ -81,7 +81,7 @@ from ._keys import PAIRWISE_DISTRIBUTION_MAC, EpochKeys, SendChain
 from ._membership import CELL_ID_SIZE, Membership, Op, Role, sign_entry
 from ._outcomes import EpochUpdate, Notice, Opened, Outcome, Own, Pending
 from ._receiver import Receiver
-from ._schedule import SenderTree
+from ._schedule import SenderTree, init_secret
 from ._state import Epoch, SavedState, read_state, write_state
 
 if TYPE_CHECKING:
@@ -666,6 +666,9 @@ class CellCrypto:
             if previous.secret is not None:
                 zero(previous.secret)
                 previous.secret = None
+            if previous.init is not None:
+                zero(previous.init)
+                previous.init = None
         seed = bytearray(self._rng(ED25519_SEED_SIZE))
         signing_key = SigningKey(seed)
         zero(seed)
@@ -675,6 +678,7 @@ class CellCrypto:
             members=dict(membership.members),
             own_public=signing_key.public,
             tree=SenderTree.enter(secret, s.cell_id, number),
+            init=init_secret(secret, s.cell_id, number),
         )
         own_root = epoch.tree.take(self._me, epoch.bucket_members(s.cell_id, self._me))  # type: ignore[union-attr]
         epoch.own = SendChain(own_root, 0, signing_key, signing_key.public)

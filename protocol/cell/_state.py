@@ -10,7 +10,8 @@ back by `read_state` with the same bounds the protocol has, so a corrupted or ho
 gives `MalformedError`, never a state that breaks an invariant.
 
 Version 3 (issue 12) adds, per epoch, its sender tree (docs/protocol.md §G8.1): the bucket
-nodes not yet used and the first chain keys derived and not yet taken. An epoch saved by
+nodes not yet used and the first chain keys derived and not yet taken; and the current
+epoch's init secret (§G6.2), which an older state derives from the epoch secret it kept. An epoch saved by
 version 2 has none: its chains came in distributions, and it keeps them that way.
 
 Version 2 (issue 9) adds, per skipped key, when its gap was noticed and whether it was
@@ -40,7 +41,7 @@ from ._errors import MalformedError, MembershipError
 from ._identity import MAX_NAME_BYTES, MEMBER_ID_SIZE, MemberInfo, check_name
 from ._keys import MATERIAL_SIZE, EpochKeys, Gap, ReceiveChain, SendChain
 from ._membership import CELL_ID_SIZE, HASH_SIZE, MAX_MEMBERS, Membership, Role
-from ._schedule import BUCKETS, SenderTree, bucket_of
+from ._schedule import BUCKETS, SenderTree, bucket_of, init_secret
 
 __all__ = ["Epoch", "Parked", "SavedState", "read_state", "write_state"]
 
@@ -64,7 +65,9 @@ class Epoch:
     members: dict[bytes, MemberInfo]
     own_public: bytes  # this member's signing key in the epoch (to recognise its own echoes)
     own: SendChain | None = None  # None once the epoch is superseded: no more sending in it
-    secret: bytearray | None = field(default=None, repr=False)  # current epoch only
+    secret: bytearray | None = field(default=None, repr=False)  # an admin's current epoch only
+    # init(E) (§G6.2): the next epoch's secret is derived under it; current epoch only.
+    init: bytearray | None = field(default=None, repr=False)
     chains: dict[bytes, ReceiveChain] = field(default_factory=dict)
     superseded_at: float | None = None  # local time the next epoch was applied
     # `write_state`'s encoding of `members`, made at the first save: an epoch's member
@@ -94,6 +97,8 @@ class Epoch:
             self.own.clear()
         if self.secret is not None:
             zero(self.secret)
+        if self.init is not None:
+            zero(self.init)
         for chain in self.chains.values():
             chain.clear()
 
@@ -175,6 +180,9 @@ def write_state(state: SavedState, *, cached: bool = True, parked: bool = True) 
         for sender, chain in epoch.chains.items():
             w.raw(_chain_block(sender, chain) if cached else _write_chain(sender, chain))
         _write_tree(w, epoch.tree, cached=cached)
+        w.u8(epoch.init is not None)
+        if epoch.init is not None:
+            w.raw(epoch.init)
     kept = state.parked if parked else []
     w.u16(len(kept))
     for item in kept:
@@ -360,7 +368,12 @@ def _read_epoch(reader: Reader, version: int, cell_id: bytes) -> Epoch:
                 counter = reader.u32()
                 chain.digests[counter] = reader.take(_DIGEST_SIZE)
         chains[sender] = chain
-    tree = _read_tree(reader, cell_id, number) if version >= 3 else None
+    if version >= 3:
+        tree = _read_tree(reader, cell_id, number)
+        init = _read_secret(reader) if reader.flag() else None
+    else:  # every member kept the current epoch's secret then
+        tree = None
+        init = None if secret_key is None else init_secret(secret_key, cell_id, number)
     return Epoch(
         number=number,
         keys=keys,
@@ -371,6 +384,7 @@ def _read_epoch(reader: Reader, version: int, cell_id: bytes) -> Epoch:
         chains=chains,
         superseded_at=superseded_at,
         tree=tree,
+        init=init,
     )
 
 

@@ -17,7 +17,14 @@ import json
 from typing import Final, TypeAlias
 
 from cellrelay.protocol._crypto import HashChain
-from cellrelay.protocol.cell._control import CONTROL_SIZE, SLOTS_OFFSET, seal_welcome
+from cellrelay.protocol.cell._control import (
+    CONTROL_SIZE,
+    SLOTS_OFFSET,
+    change_header,
+    find_box,
+    seal_welcome,
+    split_change,
+)
 from cellrelay.protocol.cell._envelope import CLEAR_SIZE, Kind
 from cellrelay.protocol.cell._epochs import welcome_content
 from cellrelay.protocol.cell._group import CellCrypto
@@ -86,6 +93,7 @@ def _epoch_record(cell: CellCrypto) -> dict[str, object]:
     return {
         "epoch": state.current,
         "epoch_secret": _hex(epoch.secret),
+        "init_secret": _hex(epoch.init or b""),
         "kdf_context": _hex(context),
         "keys": {
             purpose.decode(): _hex(key.export())
@@ -166,6 +174,16 @@ def generate() -> dict[str, object]:
 
     def apply_change(envelope: bytes, signer: str, subject: str) -> None:
         previous = states["admin"]._s.current
+        # What the boxes carry: the change secret (§G6.2), from the admin's box to itself.
+        number, nonce = split_change(envelope)
+        change_secret = find_box(
+            envelope,
+            admin.pairwise_key(admin.dh_pub, PAIRWISE_EPOCH_BOX),
+            nonce,
+            change_header(states["admin"].cell_id, number, admin.member_id),
+            admin.member_id,
+        )
+        assert change_secret is not None
         for name, state in states.items():
             update = state.open_control(envelope, now=NOW, key_ttl=KEY_TTL)
             assert update.distribution is not None
@@ -180,6 +198,7 @@ def generate() -> dict[str, object]:
                 "signer": signer,
                 "subject": subject,
                 "nonce": _hex(envelope[5:CLEAR_SIZE]),
+                "change_secret": _hex(change_secret),
                 "boxes": boxes,
                 "filler": _hex(envelope[SLOTS_OFFSET + boxes * 48 :]),
                 "envelope": _hex(envelope),

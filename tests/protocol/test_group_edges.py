@@ -316,7 +316,11 @@ def _change(
     ch_cell: bytes | None = None,
     body_key: XChaChaKey | None = None,
 ) -> bytes:
-    """An epoch change signed by the admin, with whatever contents the test asks for."""
+    """An epoch change signed by the admin, with whatever contents the test asks for.
+
+    Version 1 (the box holds the epoch secret, not a change secret), which members still
+    read: the rules of §G6.4 are the same for both versions.
+    """
     admin = cell.members["admin"]
     state = admin.cell._s
     identity = admin.identity
@@ -356,6 +360,7 @@ def _change(
         secret=secret,
         boxes=boxes,
         filler=random_bytes((MAX_MEMBERS - len(boxes)) * BOX_SIZE),
+        version=1,  # the box holds the epoch secret: what an admin not yet upgraded sends
     )
 
 

@@ -1,10 +1,9 @@
 """Forward secrecy inside an epoch, against a seized state and every envelope the relay holds.
 
 Issue 12: "a seized member state plus every envelope the relay holds opens no message that
-the member had already read". Here the seized state is the member's cell state (what
-`CellCrypto.to_bytes` saves); its identity key, which a seized phone holds too, still
-opens the epoch change's box (the last test: the limit the second key schedule removes).
-The attacker is not limited to the client's API: it
+the member had already read". The seized state is the member's cell state (what
+`CellCrypto.to_bytes` saves) and its identity key, which opens the member's box in every
+epoch change the relay keeps. The attacker is not limited to the client's API: it
 takes every 32-byte string in the saved state and uses it as each kind of key this layer
 has (a chain key, stepped on; an epoch secret, with everything derived from it; a sender
 tree node; a header or distribution key to open the relay's announcements and
@@ -12,8 +11,10 @@ distributions, and the chain keys a distribution carries), and looks for the key
 message the member has read. docs/protocol.md §G16 states the guarantee.
 
 The same search run against an epoch without a sender tree (as every epoch was before
-state version 3: chain keys travelled in distributions under a key every member keeps)
-finds the keys, which is why the tree exists; that run keeps the search honest.
+state version 3: chain keys travelled in distributions under a key every member keeps), or
+an epoch started by a version 1 change (its box held the epoch secret itself), finds the
+keys, which is why the tree and the init-secret chain exist; those runs keep the search
+honest.
 """
 
 from __future__ import annotations
@@ -22,8 +23,15 @@ import itertools
 
 import pytest
 
-from cellrelay.protocol._crypto import HashChain, XChaChaKey
-from cellrelay.protocol.cell._control import change_header, find_box, split_change
+from cellrelay.protocol._crypto import HashChain, XChaChaKey, random_bytes
+from cellrelay.protocol.cell._control import (
+    BOX_SIZE,
+    ChangeBody,
+    change_header,
+    find_box,
+    seal_epoch_change,
+    split_change,
+)
 from cellrelay.protocol.cell._envelope import (
     HEADER,
     DistributionPayload,
@@ -33,7 +41,8 @@ from cellrelay.protocol.cell._envelope import (
     split_envelope,
 )
 from cellrelay.protocol.cell._errors import GroupError
-from cellrelay.protocol.cell._keys import PAIRWISE_EPOCH_BOX, advance_chain, kdf
+from cellrelay.protocol.cell._keys import PAIRWISE_EPOCH_BOX, EpochKeys, advance_chain, kdf
+from cellrelay.protocol.cell._membership import MAX_MEMBERS
 from cellrelay.protocol.cell._schedule import (
     SENDER_NODE,
     SENDER_ROOT,
@@ -182,20 +191,65 @@ def test_the_same_search_finds_the_keys_in_an_epoch_without_a_sender_tree(cell: 
     assert not found.isdisjoint(_targets(cell, sent))
 
 
-def test_the_identity_key_still_reopens_the_epoch_through_its_change_box(cell: Cell) -> None:
-    """The limit that remains (docs/protocol.md §G16): the epoch change boxes the epoch
-    secret to the member's identity key, which a seized phone also holds, and the relay
-    keeps the change. The key schedule's second version (docs/design.md) closes this with
-    rotating receive keys and an init-secret chain; until then this attack works."""
-    read, _ = _scenario(cell)
+def _version_1_rotation(cell: Cell) -> bytes:
+    """A rotation as an admin not yet upgraded makes it: the box holds the epoch secret."""
+    admin = cell.members["admin"]
+    state = admin.cell._s
+    number = state.current + 1
+    ch = change_header(state.cell_id, number, admin.identity.member_id)
+    secret = random_bytes(32)
+    recipients = sorted(state.membership.members.values(), key=lambda m: m.member_id)
+    boxes = [
+        (m.member_id, admin.identity.pairwise_key(m.dh_pub, PAIRWISE_EPOCH_BOX)) for m in recipients
+    ]
+    return seal_epoch_change(
+        signer=admin.identity,
+        ch=ch,
+        nonce=random_bytes(24),
+        header_key=state.epochs[state.current].keys.control_header,
+        body_key=EpochKeys.derive(secret, state.cell_id, number).control_body,
+        body=ChangeBody(entry=None, group_keys=None, admin_grant=None),
+        secret=secret,
+        boxes=boxes,
+        filler=random_bytes((MAX_MEMBERS - len(boxes)) * BOX_SIZE),
+        version=1,
+    )
+
+
+def _identity_attack(cell: Cell) -> tuple[set[bytes], bytes]:
+    """The seized identity key opens bob's box in the change that started the epoch, as the
+    relay keeps it; return what the search derives from the box's content, and it."""
     bob = cell.members["bob"]
     state = bob.cell._s
     admin = cell.members["admin"].identity
-    change = cell.control[-1]  # the rotation that started the epoch, as the relay keeps it
+    change = cell.control[-1]
     number, nonce = split_change(change)
     ch = change_header(state.cell_id, number, admin.member_id)  # nothing secret in it
     key = bob.identity.pairwise_key(admin.dh_pub, PAIRWISE_EPOCH_BOX)
-    secret = find_box(change, key, nonce, ch, bob.identity.member_id)
-    assert secret is not None
-    found = _search(cell, bytes(secret), cell.group, state.cell_id, number)
-    assert not found.isdisjoint(_targets(cell, read))
+    boxed = find_box(change, key, nonce, ch, bob.identity.member_id)
+    assert boxed is not None
+    return _search(cell, bytes(boxed), cell.group, state.cell_id, number), bytes(boxed)
+
+
+def test_the_identity_key_and_the_change_box_open_nothing_already_read(cell: Cell) -> None:
+    """The epoch secret is derived from the box's change secret and the previous epoch's
+    init secret, which every member deleted on entering the epoch (§G6.2): the identity
+    key a seized phone also holds opens the box, and the box alone derives no chain."""
+    read, _ = _scenario(cell)
+    found, boxed = _identity_attack(cell)
+    assert found.isdisjoint(_targets(cell, read))
+    state = cell["bob"]._s
+    assert state.epochs[state.current].init is not None
+    assert boxed not in cell["bob"].to_bytes()
+
+
+def test_a_version_1_change_box_still_opens_its_epoch(cell: Cell) -> None:
+    """What an admin not yet upgraded sends: its box holds the epoch secret itself."""
+    cell.post_control(_version_1_rotation(cell))
+    cell.sync()
+    bob = cell.members["bob"]
+    sent = [cell.send("alice", b"alice %d" % i) for i in range(3)]
+    for envelope in sent:
+        bob.cell.open(envelope, now=cell.now)
+    found, _ = _identity_attack(cell)
+    assert not found.isdisjoint(_targets(cell, sent))

@@ -168,6 +168,8 @@ def test_epoch_keys(vectors: dict[str, Any]) -> None:
     for epoch in vectors["epochs"]:
         context = cell_id + epoch["epoch"].to_bytes(4, "big")
         assert h(epoch["kdf_context"]) == context
+        init = kdf(h(epoch["epoch_secret"]), "cellrelay/2 init secret", context)
+        assert init == h(epoch["init_secret"])
         for purpose, key in epoch["keys"].items():
             assert kdf(h(epoch["epoch_secret"]), purpose, context) == h(key)
 
@@ -188,7 +190,7 @@ def test_epoch_changes(vectors: dict[str, Any], people: dict[str, dict[str, byte
         envelope, nonce = h(change["envelope"]), h(change["nonce"])
         number = change["epoch"]
         assert len(envelope) == 7330
-        assert envelope[:5] == b"\x01" + number.to_bytes(4, "big")
+        assert envelope[:5] == b"\x02" + number.to_bytes(4, "big")
         assert envelope[5:29] == nonce
         inner = xopen(
             _key(vectors, change["from_epoch"], "control-header"),
@@ -200,8 +202,15 @@ def test_epoch_changes(vectors: dict[str, Any], people: dict[str, dict[str, byte
         signer = people[change["signer"]]
         assert ch == cell_id + number.to_bytes(4, "big") + signer["member_id"] + b"\x06"
         verify(signer["sign_pub"], b"cellrelay/1 epoch-change\x00" + ch + envelope[146:], signature)
+        # The boxes carry the change secret; the epoch secret is derived from it and the
+        # previous epoch's init secret (§G6.2).
+        secret = h(change["change_secret"])
+        init = h(_epoch(vectors, change["from_epoch"])["init_secret"])
+        epoch_secret = kdf(
+            init, "cellrelay/2 epoch secret", cell_id + number.to_bytes(4, "big") + secret
+        )
+        assert epoch_secret == h(_epoch(vectors, number)["epoch_secret"])
         # Every member of the new epoch finds its box among the 128 slots.
-        secret = h(_epoch(vectors, number)["epoch_secret"])
         members = _epoch(vectors, number)["members"]
         assert len(members) == change["boxes"]
         slots = [envelope[1186 + 48 * i : 1186 + 48 * (i + 1)] for i in range(128)]
