@@ -51,6 +51,7 @@ from ._errors import (
     TamperedError,
     UnknownEpochError,
     WelcomeRefusedError,
+    WelcomeWindowError,
 )
 from ._group import (
     DEFAULT_KEY_TTL,
@@ -160,6 +161,7 @@ __all__ = [
     "TamperedError",
     "UnknownEpochError",
     "WelcomeRefusedError",
+    "WelcomeWindowError",
     "WireContent",
     "decode_content",
     "format_safety_number",

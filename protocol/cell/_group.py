@@ -74,6 +74,7 @@ from ._errors import (
     RemovedError,
     StaleControlError,
     WelcomeRefusedError,
+    WelcomeWindowError,
 )
 from ._identity import check_name
 from ._invite import WELCOME_LINGER
@@ -91,6 +92,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_KEY_TTL",
     "GRACE_PERIOD",
+    "WELCOME_WINDOW",
     "CellCrypto",
     "EpochUpdate",
     "Opened",
@@ -108,6 +110,11 @@ GRACE_PERIOD: Final = 600.0
 # Sender key distributions stay on the relay this long by default: the reference relay's
 # default maximum TTL (7 days), so a member offline for a week still finds them.
 DEFAULT_KEY_TTL: Final = 7 * 24 * 3600
+# An admin keeps an epoch's secret this long after entering the epoch, for the welcomes
+# its add starts (a client welcomes a joiner as soon as it has applied the add), then
+# deletes it: a seized admin state opens no epoch entered longer ago (§G7, §G16). The
+# grace window's 10 minutes, on the same clock (`open_control` and `check`).
+WELCOME_WINDOW: Final = 600.0
 # Counters are u32 in the header (docs/protocol.md §G9); past this, rotate the epoch.
 MAX_COUNTER: Final = 2**32 - 1
 # This member's own epoch changes not read back yet, remembered to set
@@ -196,7 +203,7 @@ class CellCrypto:
             proposals=[],
         )
         cell = cls(identity, state, rng=rng)
-        cell._enter_epoch(1, bytearray(rng(SECRET_SIZE)), membership)
+        cell._enter_epoch(1, bytearray(rng(SECRET_SIZE)), membership, now=now)
         return cell
 
     @classmethod
@@ -276,7 +283,7 @@ class CellCrypto:
             proposals=[],
         )
         cell = cls(identity, state, rng=rng)
-        cell._enter_epoch(content.epoch, bytearray(content.secret), membership)
+        cell._enter_epoch(content.epoch, bytearray(content.secret), membership, now=now)
         return cell, cell._distribution(int(now) + key_ttl)
 
     def to_bytes(self, *, parked: bool = True) -> bytes:
@@ -545,7 +552,15 @@ class CellCrypto:
         expired (as `open` does): call it every minute or so, and after a burst of
         deliveries.
         """
+        self._forget_secret(now)
         return self._rx.check(now)
+
+    def _forget_secret(self, now: float) -> None:
+        """Delete the current epoch's secret once its welcome window is over (admins)."""
+        epoch = self._s.epochs.get(self._s.current)
+        if epoch is not None and epoch.secret is not None and now >= epoch.secret_until:
+            zero(epoch.secret)
+            epoch.secret = None
 
     @property
     def wiped(self) -> int:
@@ -609,6 +624,7 @@ class CellCrypto:
                 invalid; nothing was applied.
         """
         self._rx.expire(now)
+        self._forget_secret(now)
         s = self._s
         envelope = bytes(envelope)
         if s.removed:
@@ -682,11 +698,12 @@ class CellCrypto:
         )
         own_root = epoch.tree.take(self._me, epoch.bucket_members(s.cell_id, self._me))  # type: ignore[union-attr]
         epoch.own = SendChain(own_root, 0, signing_key, signing_key.public)
-        # Only an admin keeps the epoch secret (its welcomes carry it, §G7); everyone else
-        # has derived all it needs from it, and keeping it would let a seized state
-        # re-derive every chain of the epoch (forward secrecy inside an epoch, §G16).
+        # Only an admin keeps the epoch secret, and only for WELCOME_WINDOW (its welcomes
+        # carry it, §G7); everyone else has derived all it needs from it, and keeping it
+        # would let a seized state re-derive every chain of the epoch (§G16).
         if self._me in membership.admins:
             epoch.secret = secret
+            epoch.secret_until = now + WELCOME_WINDOW
         else:
             zero(secret)
         s.epochs[number] = epoch
@@ -804,9 +821,17 @@ class CellCrypto:
         Raises:
             NotAdminError, RemovedError: this member may not.
             MembershipError: `member_id` is not a member (add it first).
+            WelcomeWindowError: the epoch was entered more than WELCOME_WINDOW ago (by the
+                clock of `open_control` and `check`), and its secret is gone: rotate the
+                epoch, then welcome.
             ValueError: `extra` is longer than MAX_EXTRA, or `invite` is of another cell.
         """
         self._require_admin()
+        if self._s.epochs[self._s.current].secret is None:
+            raise WelcomeWindowError(
+                "the epoch's secret is gone (welcomes are made within 10 minutes of an epoch"
+                " change): rotate the epoch, then welcome"
+            )
         if invite.cell_id != self._s.cell_id:
             raise ValueError("the invite is for another cell")
         joiner = self._member(member_id)

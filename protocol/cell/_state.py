@@ -68,6 +68,8 @@ class Epoch:
     secret: bytearray | None = field(default=None, repr=False)  # an admin's current epoch only
     # init(E) (§G6.2): the next epoch's secret is derived under it; current epoch only.
     init: bytearray | None = field(default=None, repr=False)
+    # When an admin deletes `secret` (its welcome window ends), on the caller's clock.
+    secret_until: float = float("inf")
     chains: dict[bytes, ReceiveChain] = field(default_factory=dict)
     superseded_at: float | None = None  # local time the next epoch was applied
     # `write_state`'s encoding of `members`, made at the first save: an epoch's member
@@ -183,6 +185,8 @@ def write_state(state: SavedState, *, cached: bool = True, parked: bool = True) 
         w.u8(epoch.init is not None)
         if epoch.init is not None:
             w.raw(epoch.init)
+        if epoch.secret is not None:
+            w.raw(_DOUBLE.pack(epoch.secret_until))
     kept = state.parked if parked else []
     w.u16(len(kept))
     for item in kept:
@@ -368,9 +372,12 @@ def _read_epoch(reader: Reader, version: int, cell_id: bytes) -> Epoch:
                 counter = reader.u32()
                 chain.digests[counter] = reader.take(_DIGEST_SIZE)
         chains[sender] = chain
+    secret_until = float("inf")
     if version >= 3:
         tree = _read_tree(reader, cell_id, number)
         init = _read_secret(reader) if reader.flag() else None
+        if secret_key is not None:
+            secret_until = _read_double(reader)
     else:  # every member kept the current epoch's secret then
         tree = None
         init = None if secret_key is None else init_secret(secret_key, cell_id, number)
@@ -385,6 +392,7 @@ def _read_epoch(reader: Reader, version: int, cell_id: bytes) -> Epoch:
         superseded_at=superseded_at,
         tree=tree,
         init=init,
+        secret_until=secret_until,
     )
 
 
@@ -441,6 +449,13 @@ def read_state(data: bytes, member_id: bytes) -> SavedState:
         parked.append(Parked(r.long(), epoch_number, sender, received_at))
     proposals = [r.take(HASH_SIZE) for _ in range(r.u8())]
     r.end()
+    # Older states kept the epoch secret for every member; a member needs only the init
+    # secret derived from it (`_read_epoch`): forward secrecy inside the epoch, §G8.1.
+    kept = epochs.get(current)
+    old_member = version < 3 and member_id not in membership.admins
+    if old_member and kept is not None and kept.secret is not None:
+        zero(kept.secret)
+        kept.secret = None
     if current not in epochs and not removed:
         raise MalformedError("no current epoch")
     return SavedState(

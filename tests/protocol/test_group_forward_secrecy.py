@@ -40,7 +40,9 @@ from cellrelay.protocol.cell._envelope import (
     open_header,
     split_envelope,
 )
-from cellrelay.protocol.cell._errors import GroupError
+from cellrelay.protocol.cell._errors import GroupError, WelcomeWindowError
+from cellrelay.protocol.cell._group import WELCOME_WINDOW, CellCrypto
+from cellrelay.protocol.cell._identity import Identity
 from cellrelay.protocol.cell._keys import PAIRWISE_EPOCH_BOX, EpochKeys, advance_chain, kdf
 from cellrelay.protocol.cell._membership import MAX_MEMBERS
 from cellrelay.protocol.cell._schedule import (
@@ -253,3 +255,48 @@ def test_a_version_1_change_box_still_opens_its_epoch(cell: Cell) -> None:
         bob.cell.open(envelope, now=cell.now)
     found, _ = _identity_attack(cell)
     assert not found.isdisjoint(_targets(cell, sent))
+
+
+def test_an_admin_state_opens_nothing_read_once_its_welcome_window_is_over(cell: Cell) -> None:
+    """An admin keeps the epoch secret for its welcomes, WELCOME_WINDOW long (§G7)."""
+    read, _ = _scenario(cell)
+    from_alice = [e for e in read if _sender(cell, e) == "alice"]
+    targets = _targets(cell, from_alice)  # while the admin still has the secret
+    admin = cell["admin"]
+    for envelope in from_alice:
+        admin.open(envelope, now=cell.now)
+    state = admin._s
+
+    def keeps_secret() -> bool:
+        return state.epochs[state.current].secret is not None
+
+    admin.check(cell.now + WELCOME_WINDOW - 1)
+    assert keeps_secret()  # inside the window: the limit the docs state
+    admin.check(cell.now + WELCOME_WINDOW)
+    assert not keeps_secret()
+    found = _search(cell, admin.to_bytes(), cell.group, state.cell_id, state.current)
+    assert found.isdisjoint(targets)
+
+
+def _sender(cell: Cell, envelope: bytes) -> str:
+    state = cell["bob"]._s
+    _, nonce = split_envelope(envelope)
+    header, _ = open_header(envelope, state.epochs[state.current].keys.header, nonce)
+    sender = HEADER.unpack(header)[2]
+    return next(n for n, m in cell.members.items() if m.identity.member_id == sender)
+
+
+def test_a_welcome_after_the_window_asks_for_a_rotation_first(cell: Cell) -> None:
+    carol = Identity.generate("carol")
+    cell.post_control(cell["admin"].add_member(carol.info, now=cell.now))
+    cell.sync()
+    admin = cell["admin"]
+    admin.check(cell.now + WELCOME_WINDOW)
+    with pytest.raises(WelcomeWindowError, match="rotate"):
+        admin.welcome_for(carol.member_id, now=cell.now, invite=cell.invite())
+    later = cell.now + WELCOME_WINDOW
+    cell.post_control(admin.rotate(now=later))
+    admin.open_control(cell.control[-1], now=later)
+    welcome = admin.welcome_for(carol.member_id, now=later, invite=cell.invite())
+    joined, _ = CellCrypto.from_welcome(carol, welcome, now=later, invite=cell.invite())
+    assert joined.epoch == admin.epoch

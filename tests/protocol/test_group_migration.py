@@ -35,6 +35,9 @@ def test_a_cell_saved_before_the_sender_tree_moves_to_it_at_its_next_change() ->
         assert cell._s.epochs[old].tree is None  # an epoch of distributions
         assert cell._s.epochs[old].init is not None  # derived from the kept epoch secret
         assert cell.to_bytes()[0] == 3
+    # Older states kept the epoch secret for every member: a member's is deleted on loading.
+    assert cells["bob"]._s.epochs[old].secret is None
+    assert cells["admin"]._s.epochs[old].secret is not None
     # The old epoch goes on as it was: alice seals, bob opens, with the old chains.
     before = cells["alice"].seal(
         4, b"after the upgrade, old epoch", expires_at=int(now) + 60, now=now

@@ -356,8 +356,10 @@ def test_every_member_derives_the_same_chains_and_no_two_alike() -> None:
     for mid in ids:
         assert bob.take(mid, by_bucket[bucket_of(CELL, mid)]).export() in keys
     assert len(keys) == len(ids)
-    assert alice.secrets() == []
-    assert bob.secrets() == []
+    empty = set(range(BUCKETS)) - set(by_bucket)  # 400 members leave one empty 12 % of runs
+    for tree in (alice, bob):
+        assert tree.roots == {}
+        assert set(tree.nodes) == empty
     with pytest.raises(KeyError):
         alice.take(ids[0], by_bucket[bucket_of(CELL, ids[0])])
 
