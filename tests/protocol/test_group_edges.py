@@ -721,3 +721,13 @@ def test_skip_sending_moves_the_chain_on_and_receivers_follow(cell: Cell) -> Non
     assert (opened.counter, opened.plaintext) == (counter + 10, b"after")
     with pytest.raises(ValueError, match="beyond the end"):
         alice.skip_sending_to(epoch, 2**32 + 1)
+
+
+def test_a_version_2_change_relabelled_version_1_is_tampered(cell: Cell) -> None:
+    """§G6.2: the version byte is authenticated, so a relay cannot downgrade a change to
+    the version whose box holds the epoch secret itself."""
+    change = cell["admin"].rotate(now=cell.now)
+    assert change[0] == 2
+    with pytest.raises(TamperedError):
+        cell["bob"].open_control(b"\x01" + change[1:], now=cell.now)
+    assert cell["bob"].open_control(change, now=cell.now).epoch == cell["bob"].epoch
