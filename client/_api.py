@@ -170,7 +170,7 @@ ROUTES: Final[tuple[Route, ...]] = (
     _route("POST", "/cells", "create_cell", "Create a cell on a relay; you become its admin.",
            body=CreateCell, response=CellSummary, status=201, waits=True, errors=(409, 422, 502)),
     _route("GET", "/cells/{cell}", "get_cell", "One cell.", response=CellSummary, errors=_CELL),
-    _route("POST", "/cells/{cell}/leave", "leave_cell", "Leave a cell and delete its keys here.",
+    _route("POST", "/cells/{cell}/leave", "leave_cell", "Tell a cell you leave, then delete its keys here.",
            body=LeaveCell, body_required=False, response=Left, waits=True, errors=(*_CELL, 502)),
     _route("POST", "/cells/{cell}/rotate", "rotate_cell", "Start a new epoch: fresh keys for everyone (admins).",
            response=Rotated, waits=True, errors=(*_CELL, 403, 502)),
@@ -477,10 +477,10 @@ class Api:
         ):
             raise ApiError(409, "ONLY_ADMIN",
                            "you are the only admin: nobody could add or remove members after you leave (force: true leaves anyway)")  # fmt: skip
-        call.waiting_for = "the relay did not confirm the membership change"
-        await cell.leave()
+        call.waiting_for = "could not say to the cell that you leave"
+        announced = await cell.leave(force=True)  # checked above, with the API's words
         await self.client.forget(cell)
-        return Left(cell=cell.name, cell_id=cell.cell_id)
+        return Left(cell=cell.name, cell_id=cell.cell_id, announced=announced)
 
     async def recover_cell(self, call: Call) -> Recovered:
         """POST /cells/{cell}/recover."""

@@ -62,6 +62,7 @@ def write_content_and_invite_seeds() -> None:
     from cellrelay.protocol.cell._content import (
         Alert,
         Change,
+        Leave,
         MemberId,
         MembershipChange,
         MessageId,
@@ -93,6 +94,7 @@ def write_content_and_invite_seeds() -> None:
             message_id=ids[3], sent_at_ms=1, message_ids=tuple(ids[:3]), state=ReceiptState.READ
         ),
         "plain": PlainMessage(message_id=ids[1], sent_at_ms=1, text="line one\nline two"),
+        "leave": Leave(message_id=ids[3], sent_at_ms=1_767_225_600_000),
         "membership": MembershipChange(
             message_id=ids[2], sent_at_ms=1, change=Change.ADDED, member_id=MemberId(b"a" * 16),
             member_name="Alice", by_id=MemberId(b"b" * 16), by_name="Bob",
