@@ -38,17 +38,19 @@ from ._cell_member import (
     CellError,
     CellInfo,
     MemberCell,
+    RelayInfo,
     Saver,
     code_name,
 )
 from ._cell_moves import MAX_MUTED, ChangeExtra
+from ._cell_relays import FurtherRelay, publish_everywhere
 from ._events import CellEvent, JoinRequested, Member, SecurityWarning
 from ._link import Delivery, RelayLink, RelayRefusedError, Revocation
 from ._log import library_logger
 from ._state import CellRecord, InviteRecord, RequestRecord, RetiredMailbox
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Sequence
 
     from cellrelay.protocol.cell._group import CellCrypto
 
@@ -109,19 +111,25 @@ class Cell(MemberCell):
         save: Saver,
         route: Callable[[MailboxId, Callable[[Delivery | Revocation], Awaitable[None]]], None],
         unroute: Callable[[MailboxId], None],
+        further_links: Sequence[RelayLink] = (),
+        spawn: Callable[[Callable[[], Awaitable[None]]], None] | None = None,
     ) -> None:
         """Wrap a cell's state; the client creates cells (`Client.create_cell`, `join`)."""
         super().__init__(
             identity=identity, record=record, crypto=crypto, link=link, save=save,
-            route=route, unroute=unroute,
+            route=route, unroute=unroute, further_links=further_links, spawn=spawn,
         )  # fmt: skip
         self._admin_lock = trio.Lock()  # one membership change at a time (see _propose)
+        self._first_order = trio.Lock()  # the first relay's rotations and changes, in order
         self._settled: set[MailboxId] = set()  # join mailboxes whose joiner is in the group
         self._releasing = False  # release_invites is running
         self._reaping: set[MailboxId] = set()  # join mailboxes a running _reap_invites is deleting
         # (epoch, device time) when every member of that epoch was first seen keyed here:
         # from a grace window after it, no member needs a retired group mailbox any more.
         self._all_keyed: tuple[int, float] | None = None
+
+    def _control_write_seed(self) -> bytes:
+        return AdminSecrets.decode(self.crypto.admin_secrets).control_write
 
     async def _take_up_admin_duties(self) -> None:
         await self._watch_admin_mailboxes()
@@ -410,10 +418,13 @@ class Cell(MemberCell):
         request = requests[0]
         info = MemberInfo.from_bytes(request.member)
         group_from = self.record.group_cursor
+        # Each further relay's cursors before the change: the joiner reads the `add` there
+        # again, which it refuses quietly as an epoch it has (docs/protocol.md §C5.2).
+        more_from = [(f.record.group_cursor, f.record.control_cursor) for f in self.further]
         async with self._admin_lock:
             change = self.crypto.add_member(info, now=self.link.relay_time())
             control_seq = await self._propose(change)
-        cell_info = self._welcome_info(group_from, control_seq)
+        cell_info = self._welcome_info(group_from, control_seq, more_from)
         invite = next(i for i in self.record.invites if i.join_mailbox == request.join_mailbox)
         welcome = self.crypto.welcome_for(
             info.member_id,
@@ -461,7 +472,13 @@ class Cell(MemberCell):
         """
         secrets = await self._admin_ready()
         async with self._admin_lock:
-            new_keys, mailbox = await self._new_group_mailbox(secrets)
+            if self.further:
+                # A cell on several relays rotates its group keys in place on each (a move
+                # names one new mailbox, and each relay's would be its own: not yet).
+                new_keys = (CapabilityKey.generate().seed, CapabilityKey.generate().seed)
+                mailbox = None
+            else:
+                new_keys, mailbox = await self._new_group_mailbox(secrets)
             retire = CapabilityKey.generate().seed + CapabilityKey.generate().seed
             change = self.crypto.remove_member(
                 member.member_id,
@@ -481,6 +498,11 @@ class Cell(MemberCell):
             CellError: not an admin, or the relay would not create a mailbox now.
         """
         secrets = await self._admin_ready()
+        if self.further:
+            raise CellError(
+                "a cell on several relays cannot move to a fresh mailbox yet; remove the"
+                " flooder instead"
+            )
         async with self._admin_lock:
             new_keys, mailbox = await self._new_group_mailbox(secrets)
             if mailbox is None:
@@ -547,9 +569,27 @@ class Cell(MemberCell):
             extra = ChangeExtra(muted=tuple(ids)).encode()
             await self._propose(self.crypto.rotate(now=self.link.relay_time(), extra=extra))
 
-    def _welcome_info(self, group_from: int, control_from: int) -> CellInfo:
-        """What a welcome tells a joiner of the cell: mailboxes, cursors and settings (§C5)."""
+    def _welcome_info(
+        self, group_from: int, control_from: int, more_from: list[tuple[int, int]] | None = None
+    ) -> CellInfo:
+        """What a welcome tells a joiner of the cell: mailboxes, cursors and settings (§C5).
+
+        `more_from`: each further relay's group and control cursors to start from (None:
+        where this member is now).
+        """
         cell_info = CellInfo.decode(self.crypto.extra)
+        if more_from is None:
+            more_from = [(f.record.group_cursor, f.record.control_cursor) for f in self.further]
+        cell_info.more_relays = tuple(
+            RelayInfo(
+                relay=f.record.relay,
+                group=f.record.group_mailbox,
+                control=f.record.control_mailbox,
+                group_from=group_seq,
+                control_from=control_seq,
+            )
+            for f, (group_seq, control_seq) in zip(self.further, more_from, strict=True)
+        )
         cell_info.group = self.record.group_mailbox  # the cell may have moved since
         cell_info.alert_limit = self.record.alert_limit
         cell_info.muted = tuple(self.record.muted_everyone)
@@ -615,16 +655,50 @@ class Cell(MemberCell):
         return seq
 
     async def _resume_proposal(self) -> int:
-        """Rotate the relay's keys if the pending change needs it, then publish the change."""
+        """Rotate the relay's keys if the pending change needs it, then publish the change.
+
+        On a cell on several relays, each relay does both in its own task, in order with
+        the relay's other changes (`FurtherRelay.order`), and this returns once one relay
+        has stored the change: a relay that is down receives the rotation and then the
+        change when it returns (client/_cell_relays.py). The seq returned is the first
+        relay's, or its control cursor before the change when another relay was first.
+        """
         change, keys = self.record.pending_change, self.record.pending_keys
-        if self.record.pending_move:
-            await self._retire_on_relay(self.record.pending_retire)
-        elif keys:
-            await self._rotate_on_relay((keys[:32], keys[32:]))
         expires_at = int(self.link.relay_time()) + (
             self.link.welcome.max_ttl if self.link.welcome else 86400
         )
-        seq = await self.link.publish(self.record.control_mailbox, change, expires_at)
+        if not self.further:
+            if self.record.pending_move:
+                await self._retire_on_relay(self.record.pending_retire)
+            elif keys:
+                await self._rotate_on_relay((keys[:32], keys[32:]))
+            seq = await self.link.publish(self.record.control_mailbox, change, expires_at)
+        else:
+            group_admin = AdminSecrets.decode(self.crypto.admin_secrets).group_admin
+            before = self.record.control_cursor
+
+            async def first() -> int:
+                async with self._first_order:
+                    if keys:
+                        await self._rotate_on_relay((keys[:32], keys[32:]))
+                    return await self.link.publish(self.record.control_mailbox, change, expires_at)
+
+            def on(further: FurtherRelay) -> Callable[[], Awaitable[int]]:
+                async def publish() -> int:
+                    async with further.order:
+                        if keys:
+                            await further.rotate_group((keys[:32], keys[32:]), group_admin)
+                        return await further.link.publish(
+                            further.record.control_mailbox, change, expires_at
+                        )
+
+                return publish
+
+            targets = [("first", first), *((f.name, on(f)) for f in self.further)]
+            assert self._spawn is not None  # noqa: S101 - a cell on several relays has one
+            name, seq = await publish_everywhere(targets, self._spawn)
+            if name != "first":
+                seq = before
         self._clear_pending()
         await self._save()
         return seq

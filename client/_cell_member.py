@@ -38,6 +38,7 @@ import contextlib
 import dataclasses
 import math
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Final, Protocol
 
 import trio
@@ -78,15 +79,18 @@ from cellrelay.protocol.cell._outcomes import Behind, Missing
 from cellrelay.protocol.cell._rollup import AlertRollup, RollupBook
 from cellrelay.protocol.cell._safety import safety_number
 from cellrelay.protocol.wire import (
+    AddressError,
     CapabilityKey,
     Fetch,
     MailboxId,
     Page,
+    RelayAddress,
 )
 from cellrelay.protocol.wire._codec import decode_map, encode_map
 
 from ._cell_moves import ChangeExtra, ChangeExtraError, Moves
 from ._cell_refetch import Refetch, make_ref
+from ._cell_relays import FurtherRelay, publish_everywhere
 from ._events import (
     AlertReceived,
     CellEvent,
@@ -112,13 +116,14 @@ from ._log import library_logger
 from ._state import FAILED, SENDING, SENT, CellRecord, HistoryItem, RequestRecord
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
-__all__ = ["CellError", "CellInfo", "MailboxFullError", "MemberCell", "Saver"]
+__all__ = ["CellError", "CellInfo", "MailboxFullError", "MemberCell", "RelayInfo", "Saver"]
 
 log = library_logger("cellrelay.client")
 
 KIND_SENDER_KEY: Final = 5
+MAX_MORE_RELAYS: Final = 2  # a cell lives on one to three relays (docs/protocol.md §C5.2)
 DEFAULT_ALERT_TTL: Final = 3600  # an alert that nobody resolves stops mattering in an hour
 DEFAULT_MESSAGE_TTL: Final = 24 * 3600
 # Message counters reserved by one durable save (Cell._reserve_counter): one send in this
@@ -153,6 +158,9 @@ LATE_WINDOW: Final = 900.0
 # wait_synced asks the relay again after this long when an envelope it listed has not come
 # (it may have expired on the way, and an expired envelope is never delivered).
 SYNC_RECHECK: Final = 1.0
+# Leaving stops watching a further relay's mailboxes for at most this long each: a relay
+# that is down has no subscription to end.
+LEAVE_WAIT: Final = 5.0
 # A send refused because a key rotation raced it (the relay revoked the write key before
 # this member read the epoch change) is sealed again in the new epoch: at most this many
 # attempts in all, each waiting at most RACE_WAIT seconds for the epoch change to come.
@@ -198,8 +206,47 @@ class MailboxFullError(CellError):
     """
 
 
+@dataclasses.dataclass(slots=True, kw_only=True)
+class RelayInfo:
+    """One further relay of a cell, as a welcome tells a joiner (docs/protocol.md §C5.2)."""
+
+    relay: str
+    group: MailboxId
+    control: MailboxId
+    group_from: int = 0
+    control_from: int = 0
+
+    def encode(self) -> list[object]:
+        # An array, not a map: the codec takes no nested maps (protocol/wire/_codec.py).
+        return [self.relay, self.group, self.control, self.group_from, self.control_from]
+
+    @classmethod
+    def decode(cls, f: object) -> RelayInfo:
+        if type(f) is not tuple or len(f) != 5:
+            raise CellError("the cell's relay list is damaged")
+        relay, group, control, group_from, control_from = f
+        if type(relay) is not str or type(group) is not bytes or type(control) is not bytes:
+            raise CellError("the cell's relay list is damaged")
+        if len(group) != 16 or len(control) != 16:
+            raise CellError("the cell's relay list is damaged")
+        if type(group_from) is not int or type(control_from) is not int:
+            raise CellError("the cell's relay list is damaged")
+        if group_from < 0 or control_from < 0:
+            raise CellError("the cell's relay list is damaged")
+        try:
+            RelayAddress.parse(relay)
+        except AddressError:
+            raise CellError("the cell's relay list is damaged") from None
+        return cls(relay=relay, group=MailboxId(group), control=MailboxId(control),
+                   group_from=group_from, control_from=control_from)  # fmt: skip
+
+
 class CellInfo:
-    """The client data a welcome carries to a joiner (`CellCrypto.extra`)."""
+    """The client data a welcome carries to a joiner (`CellCrypto.extra`).
+
+    `relay` and the fields beside it are the cell's first relay; `more_relays` the others
+    of a cell on several (at most two, docs/protocol.md §C5.2).
+    """
 
     def __init__(
         self,
@@ -211,8 +258,10 @@ class CellInfo:
         control_from: int = 0,
         alert_limit: int = 0,
         muted: tuple[bytes, ...] = (),
+        more_relays: tuple[RelayInfo, ...] = (),
     ) -> None:
         self.relay = relay
+        self.more_relays = more_relays
         self.group = MailboxId(group)
         self.control = MailboxId(control)
         self.group_from = group_from
@@ -221,11 +270,13 @@ class CellInfo:
         self.muted = muted  # members admins muted for everyone
 
     def encode(self) -> bytes:
-        return encode_map(
-            {"relay": self.relay, "group": self.group, "control": self.control,
-             "group_from": self.group_from, "control_from": self.control_from,
-             "alert_limit": self.alert_limit, "muted": list(self.muted)}
-        )  # fmt: skip
+        fields: dict[str, object] = {
+            "relay": self.relay, "group": self.group, "control": self.control,
+            "group_from": self.group_from, "control_from": self.control_from,
+            "alert_limit": self.alert_limit, "muted": list(self.muted)}  # fmt: skip
+        if self.more_relays:  # absent for a cell on one relay: its extra is as before
+            fields["more_relays"] = [r.encode() for r in self.more_relays]
+        return encode_map(fields)
 
     @classmethod
     def decode(cls, data: bytes) -> CellInfo:
@@ -241,6 +292,12 @@ class CellInfo:
             raise CellError("the cell's settings are damaged")
         if not all(type(m) is bytes and len(m) == 16 for m in muted):
             raise CellError("the cell's settings are damaged")
+        more = f.get("more_relays", ())
+        if type(more) is not tuple or len(more) > MAX_MORE_RELAYS:
+            raise CellError("the cell's relay list is damaged")
+        more_relays = tuple(RelayInfo.decode(r) for r in more)
+        if len({r.relay for r in more_relays} | {relay}) != len(more_relays) + 1:
+            raise CellError("the cell's relay list is damaged")
         return cls(
             relay=relay,
             group=group,
@@ -249,6 +306,7 @@ class CellInfo:
             control_from=control_from,
             alert_limit=alert_limit,
             muted=muted,
+            more_relays=more_relays,
         )
 
 
@@ -269,8 +327,14 @@ class MemberCell:
         save: Saver,
         route: Callable[[MailboxId, Callable[[Delivery | Revocation], Awaitable[None]]], None],
         unroute: Callable[[MailboxId], None],
+        further_links: Sequence[RelayLink] = (),
+        spawn: Callable[[Callable[[], Awaitable[None]]], None] | None = None,
     ) -> None:
-        """Wrap a cell's state; the client creates cells (`Client.create_cell`, `join`)."""
+        """Wrap a cell's state; the client creates cells (`Client.create_cell`, `join`).
+
+        `further_links` are the links to `record.more_relays`, in order; `spawn` starts a
+        task in the client's nursery (work on a relay that must not hold up the caller).
+        """
         self._identity = identity
         self.record = record
         self.crypto = crypto
@@ -279,6 +343,14 @@ class MemberCell:
         self._route = route
         self._unroute = unroute
         self._book = RollupBook()
+        self._spawn = spawn
+        self.further = [
+            FurtherRelay(self, relay, further_link, index)
+            for index, (relay, further_link) in enumerate(
+                zip(record.more_relays, further_links, strict=True), start=1
+            )
+        ]
+        self._control_lock = trio.Lock()  # one epoch change at a time, from any relay
         self._listeners: list[trio.MemorySendChannel[CellEvent]] = []
         self._send_lock = trio.Lock()
         self._epoch_changed = trio.Event()
@@ -573,6 +645,25 @@ class MemberCell:
         finally:
             self._ready.set()
 
+    def _background(self, work: Callable[[], Awaitable[None]]) -> None:
+        """Run `work` in the client's nursery (awaited here when there is none)."""
+        if self._spawn is None:  # pragma: no cover - the client always gives one
+            raise CellError("this cell was built without a nursery for its relays")
+        self._spawn(work)
+
+    def _further_ready(self) -> None:
+        """A further relay is watched: the cell can send and receive through it already."""
+        self._ready.set()
+
+    @property
+    def links(self) -> list[RelayLink]:
+        """The links to every relay of the cell, the first first."""
+        return [self.link, *(further.link for further in self.further)]
+
+    def _control_write_seed(self) -> bytes:
+        """The control mailbox's write key seed (admins only; `Cell` knows the secrets)."""
+        return b""
+
     @property
     def started(self) -> bool:
         """Whether `start` has finished watching the cell's mailboxes."""
@@ -584,6 +675,10 @@ class MemberCell:
 
     async def _start(self) -> None:
         record, crypto = self.record, self.crypto
+        # Further relays first, each in the background: a first relay that is down or
+        # replaced must not keep the cell from the others (docs/protocol.md §C5.2).
+        for further in self.further:
+            self._background(further.start)
         self._route(record.control_mailbox, self._on_control)
         self._heads[record.control_mailbox] = await self.link.watch(
             record.control_mailbox,
@@ -772,7 +867,7 @@ class MemberCell:
                     # loses it from history; not fsync'd: the reservation covers its counter.
                     await self._save(durable=False)
                     try:
-                        await self.link.publish(self.record.group_mailbox, envelope, expires_at)
+                        await self._publish_group(envelope, expires_at)
                     except RelayRefusedError as exc:
                         if exc.code == ErrorCode.MAILBOX_FULL:
                             log.warning("send_refused_mailbox_full")
@@ -801,6 +896,27 @@ class MemberCell:
             if item is not None:
                 self._mark_failed(item, content, str(exc) or type(exc).__name__)
             raise
+
+    async def _publish_group(self, envelope: bytes, expires_at: int) -> None:
+        """Publish to the group mailbox of every relay; return once one has stored it.
+
+        The others go on in the background (client/_cell_relays.py); with one relay this
+        is that relay's publish, and its refusal is raised as it was.
+        """
+        targets = [
+            (relay.host, partial(link.publish, mailbox, envelope, expires_at))
+            for relay, link, mailbox in self._group_mailboxes()
+        ]
+        if len(targets) == 1:
+            await targets[0][1]()
+            return
+        assert self._spawn is not None  # noqa: S101 - a cell on several relays has one
+        await publish_everywhere(targets, self._spawn)
+
+    def _group_mailboxes(self) -> list[tuple[RelayAddress, RelayLink, MailboxId]]:
+        """Each relay's address, link and group mailbox, the first relay's first."""
+        first = (self.link.address, self.link, self.record.group_mailbox)
+        return [first, *((f.address, f.link, f.record.group_mailbox) for f in self.further)]
 
     async def _caught_up_after(self, epoch: int) -> bool:
         """Wait (bounded) until this member has applied an epoch after `epoch`, or was removed."""
@@ -918,7 +1034,7 @@ class MemberCell:
         expires_at = int(self.link.relay_time()) + (
             self.link.welcome.max_ttl if self.link.welcome else 86400
         )
-        await self.link.publish(self.record.group_mailbox, pending, expires_at)
+        await self._publish_group(pending, expires_at)
         self.record.distribution_pending = b""
         await self._save()
 
@@ -1128,10 +1244,21 @@ class MemberCell:
             return self._rollups.add(item.sender_id, item.sender_name, content, item.received_at)  # type: ignore[arg-type]
         return None
 
-    async def _on_control(self, event: Delivery | Revocation) -> None:
+    async def _on_control(
+        self, event: Delivery | Revocation, *, further: FurtherRelay | None = None
+    ) -> None:
+        """An epoch change from the control mailbox of the first relay, or of `further`.
+
+        One at a time: two relays' routers may bring the same change, or the next one,
+        at once, and applying it awaits the relay (watching the group mailbox again).
+        """
         if isinstance(event, Revocation):  # pragma: no cover - the control read key never rotates
             log.warning("control_revoked", code=event.code)
             return
+        async with self._control_lock:
+            await self._on_control_locked(event, further)
+
+    async def _on_control_locked(self, event: Delivery, further: FurtherRelay | None) -> None:
         now = self.clock()
         events: list[CellEvent] = []
         update: EpochUpdate | None = None
@@ -1145,7 +1272,9 @@ class MemberCell:
                 self._epoch_changed.set()
                 self._epoch_changed = trio.Event()
         except (RemovedError, EpochGapError) as exc:
-            if isinstance(exc, EpochGapError):
+            # A further relay that lacks a change (down when it was posted, its copy still
+            # on the way) is not a missed epoch: another relay brings the change.
+            if isinstance(exc, EpochGapError) and further is None:
                 events.append(
                     SecurityWarning(
                         cell=self.name,
@@ -1167,7 +1296,10 @@ class MemberCell:
         finally:
             # Processed only once applied: `wait_synced` (and so every command) waits for
             # the relay's watches of a change's mailboxes, not only for its keys.
-            self.record.control_cursor = event.seq
+            if further is None:
+                self.record.control_cursor = event.seq
+            else:
+                further.record.control_cursor = event.seq
         # Saved at once, not at the end of the burst: the distribution is published next,
         # and must be the saved one if we crash in between (module docstring).
         self._dirty = True
@@ -1199,6 +1331,8 @@ class MemberCell:
                 sent_at_ms=self._now_ms(), change=Change.REMOVED, member_id=me.member_id,  # type: ignore[arg-type]
                 member_name=me.name, by_id=update.signer.member_id, by_name=update.signer.name)))  # type: ignore[arg-type]  # fmt: skip
         if update.removed_self:
+            for further in self.further:
+                self._background(further.stop_group)
             self.link.forget_writer(self.record.group_mailbox)
             await self.link.unwatch(self.record.group_mailbox)
             self._unroute(self.record.group_mailbox)
@@ -1212,12 +1346,22 @@ class MemberCell:
         elif update.group_keys is not None:
             # The proposing admin rotated the relay's keys before publishing the change
             # (`_propose`), so the relay already accepts the new keys; it revoked our old
-            # watch then, on this same connection, before this delivery.
+            # watch then, on this same connection, before this delivery. Further relays
+            # in the background: this handler must not wait for another relay.
+            for further in self.further:
+                self._background(further.rewatch_group)
             await self.link.unwatch(self.record.group_mailbox)
             self.link.forget_writer(self.record.group_mailbox)
-            await self._rewatch_group()
+            if self.further:  # the first relay may be the one that is down
+                self._background(self._rewatch_group)
+            else:
+                await self._rewatch_group()
         events.extend(self._apply_settings(extra, update.signer))
-        if update.admin_secrets:  # just promoted
+        if update.admin_secrets and self.further:  # just promoted; no relay may hold it up
+            self._background(self._take_up_admin_duties)
+            for further in self.further:
+                self._background(partial(further.take_up_admin_duties, self._control_write_seed()))
+        elif update.admin_secrets:  # just promoted
             await self._take_up_admin_duties()
         for released in update.released:
             events.extend(self._outcome(released))
@@ -1284,6 +1428,10 @@ class MemberCell:
         with contextlib.suppress(Exception):
             await self.link.unwatch(self.record.group_mailbox)
             await self.link.unwatch(self.record.control_mailbox)
+        for further in self.further:
+            with contextlib.suppress(Exception), trio.move_on_after(LEAVE_WAIT):
+                await further.link.unwatch(further.record.group_mailbox)
+                await further.link.unwatch(further.record.control_mailbox)
         self.close()
 
     async def wait_synced(self) -> None:
@@ -1338,7 +1486,10 @@ class MemberCell:
 
     def mailboxes(self) -> list[MailboxId]:
         """The mailboxes this cell's deliveries come from (not an admin's join mailboxes)."""
-        return [self.record.group_mailbox, self.record.control_mailbox]
+        further = [
+            m for f in self.further for m in (f.record.group_mailbox, f.record.control_mailbox)
+        ]
+        return [self.record.group_mailbox, self.record.control_mailbox, *further]
 
     # -- upkeep in the background -----------------------------------------------------------
 

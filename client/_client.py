@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -33,11 +33,12 @@ from cellrelay.protocol.cell._group import CellCrypto
 from cellrelay.protocol.cell._identity import Identity, MemberInfo, member_id_of
 from cellrelay.protocol.cell._invite import Invite
 from cellrelay.protocol.cell._join import JOIN_WELCOME, seal_join_request, split_join_envelope
+from cellrelay.protocol.cell._keys import relay_seed
 from cellrelay.protocol.cell._safety import safety_number
 from cellrelay.protocol.wire import CapabilityKey, MailboxId, RelayAddress
 
 from ._cell_admin import AdminSecrets, Cell
-from ._cell_member import CellError, CellInfo
+from ._cell_member import MAX_MORE_RELAYS, CellError, CellInfo, RelayInfo
 from ._keystore import DEFAULT_COST, Keystore, default_data_dir
 from ._link import (
     MAX_RELAY_SKEW,
@@ -49,7 +50,7 @@ from ._link import (
 )
 from ._log import library_logger
 from ._panic import duress_companions
-from ._state import CellRecord, ClientState, JoinRecord
+from ._state import CellRecord, ClientState, JoinRecord, RelayRecord
 
 if TYPE_CHECKING:
     import os
@@ -301,7 +302,7 @@ class Client:
         key = str(link.address)
         if self._links.get(key) is not link:
             return
-        if any(c.link is link for c in self._cells):
+        if any(link in c.links for c in self._cells):
             return
         if any(Invite.from_bytes(r.invite).relay == link.address for r in self._state.joins):
             return
@@ -385,14 +386,36 @@ class Client:
 
     def _make_cell(self, record: CellRecord, crypto: CellCrypto) -> Cell:
         link = self.link_for(RelayAddress.parse(record.relay))
+        further = [self.link_for(RelayAddress.parse(r.relay)) for r in record.more_relays]
         return Cell(identity=self.identity, record=record, crypto=crypto, link=link, save=self.save,
-                    route=self._route, unroute=self._unroute)  # fmt: skip
+                    route=self._route, unroute=self._unroute, further_links=further,
+                    spawn=self._nursery.start_soon)  # fmt: skip
 
     async def create_cell(
-        self, name: str, relay: str | RelayAddress, *, creation_secret: bytes = b""
+        self,
+        name: str,
+        relay: str | RelayAddress | Sequence[str | RelayAddress],
+        *,
+        creation_secret: bytes = b"",
     ) -> Cell:
-        """Create a cell on a relay, with this member as its first admin."""
-        address = relay if isinstance(relay, RelayAddress) else RelayAddress.parse(relay)
+        """Create a cell on one relay, or on two or three, with this member as its first admin.
+
+        On several relays (docs/protocol.md §C5.2) the cell's mailboxes are created on
+        each, with the capability keys derived for it; every relay must answer now. The
+        first relay listed is the cell's first relay.
+
+        Raises:
+            CellError: more than three relays, or one named twice.
+        """
+        wanted = [relay] if isinstance(relay, str | RelayAddress) else list(relay)
+        addresses = [r if isinstance(r, RelayAddress) else RelayAddress.parse(r) for r in wanted]
+        if not 1 <= len(addresses) <= 1 + MAX_MORE_RELAYS:
+            raise CellError(f"a cell lives on 1 to {1 + MAX_MORE_RELAYS} relays")
+        if len({a.public_key for a in addresses}) != len(addresses) or len(
+            {(a.host.casefold(), a.port) for a in addresses}
+        ) != len(addresses):
+            raise CellError("each relay of a cell must be another relay (another key and address)")
+        address = addresses[0]
         link = self.link_for(address)
         group_write, group_read, group_admin = (
             CapabilityKey.generate(),
@@ -410,9 +433,35 @@ class Client:
         control = await link.create_mailbox(
             control_write, control_read, control_admin, secret=creation_secret
         )
+        more: list[RelayRecord] = []
+        for other in addresses[1:]:
+            other_link = self.link_for(other)
+
+            def on(key: CapabilityKey, other: RelayAddress = other) -> CapabilityKey:
+                return CapabilityKey.from_seed(relay_seed(key.seed, other.public_key))
+
+            other_group = await other_link.create_mailbox(
+                on(group_write), on(group_read), on(group_admin), secret=creation_secret
+            )
+            other_control = await other_link.create_mailbox(
+                on(control_write), on(control_read), on(control_admin), secret=creation_secret
+            )
+            more.append(
+                RelayRecord(
+                    relay=str(other), group_mailbox=other_group, control_mailbox=other_control
+                )
+            )
         secrets = AdminSecrets(group_admin=group_admin.seed, control_write=control_write.seed,
                                control_admin=control_admin.seed, creation_secret=creation_secret)  # fmt: skip
-        info = CellInfo(relay=str(address), group=group, control=control)
+        info = CellInfo(
+            relay=str(address),
+            group=group,
+            control=control,
+            more_relays=tuple(
+                RelayInfo(relay=r.relay, group=r.group_mailbox, control=r.control_mailbox)
+                for r in more
+            ),
+        )
         crypto = CellCrypto.create(
             self.identity,
             now=link.relay_time(),
@@ -424,7 +473,7 @@ class Client:
         )
         record = CellRecord(crypto=crypto.to_bytes(), relay=str(address), group_mailbox=group, control_mailbox=control,
                             distribution_pending=crypto.distribution(now=link.relay_time()),
-                            epoch_started_at=time.time())  # fmt: skip
+                            epoch_started_at=time.time(), more_relays=more)  # fmt: skip
         record.crypto = crypto.to_bytes()
         self._state.cells.append(record)
         await self.save()
@@ -569,6 +618,16 @@ class Client:
             epoch_started_at=time.time(),
             alert_limit=info.alert_limit,
             muted_everyone=list(info.muted),
+            more_relays=[
+                RelayRecord(
+                    relay=r.relay,
+                    group_mailbox=r.group,
+                    control_mailbox=r.control,
+                    group_cursor=r.group_from,
+                    control_cursor=r.control_from,
+                )
+                for r in info.more_relays
+            ],
         )
         self._state.joins.remove(record)
         self._state.cells.append(cell_record)

@@ -1,0 +1,237 @@
+"""A cell's further relays: the same mailboxes on up to two more relays (issue 13).
+
+Theory of operation
+-------------------
+
+A cell lives on one to three relays (docs/protocol.md §C5.2, docs/design.md "A cell on
+several relays"). The first relay is the one a cell on a single relay has: its mailboxes
+and cursors are the flat fields of `CellRecord`, and everything a cell did before issue
+13 (moves, re-fetching parked envelopes, presence, `wait_synced`) is done there. Each
+further relay is a `FurtherRelay`: its own group and control mailboxes (the ids are that
+relay's own), with capability keys derived from the cell's seeds for that relay
+(`relay_seed`), its own cursors (`RelayRecord`), and its own link.
+
+* **Receiving.** Every relay's group and control mailboxes are watched; what a further
+  relay delivers is opened exactly like what the first one delivers. The second copy of
+  an envelope is, for the group layer, a counter already used with the same digest: a
+  quiet `ReplayError` (§G10.1); the second copy of an epoch change is a quiet
+  `StaleControlError`. So each message reaches the app once, whichever relay brought it.
+* **Sending** (`publish_everywhere`): the same sealed bytes go to every relay at once; a
+  send returns when the first relay acknowledges, and the others go on in the background
+  (each link retries across reconnects, so a relay that was down receives them when it
+  returns). A relay that is down, frozen or replaced delays nothing.
+* **Epoch changes** go to every relay's control mailbox, each relay's in order: a
+  rotation of the group keys on a relay, then the change, one change after another, in
+  one task per relay queued on `order` (trio's locks are fair), so a relay that comes
+  back receives the rotation before the change and every change in sequence.
+* **Delivery handlers never wait for another relay**: the client's router for one link
+  runs the handler, and a handler that waited for a relay that is down would stop that
+  link's deliveries too. Work on a further relay that a delivery starts (watching the
+  group mailbox again with new keys) runs in the background (`spawn`).
+
+Not handled yet (docs/design.md): copying envelopes between relays for members that reach
+only one of them, holding back a message that overtakes an earlier one from another
+relay, competing epoch changes decided by hash, and keeping the per-relay outbox across
+restarts. An envelope parked for room from a further relay is not fetched again from
+there (its ref names no current generation); the first relay's copy is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Final
+
+import trio
+
+from cellrelay.protocol import CellrelayError
+from cellrelay.protocol.cell._keys import relay_seed
+from cellrelay.protocol.wire import CapabilityKey, MailboxId, RelayAddress, Rotate
+
+from ._link import Delivery, RelayKeyMismatchError, RelayLink, RelayRefusedError, Revocation
+from ._log import library_logger
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Sequence
+
+    from ._cell_member import MemberCell
+    from ._state import RelayRecord
+
+__all__ = ["FURTHER_GENERATION", "FurtherRelay", "publish_everywhere"]
+
+log = library_logger("cellrelay.client")
+
+# The refs of envelopes read on a further relay are tagged with this generation plus the
+# relay's index, which no group mailbox of the first relay ever has (a move adds one to
+# `group_generation`), so parking bookkeeping (client/_cell_refetch.py) leaves them alone.
+FURTHER_GENERATION: Final = 1 << 32
+
+
+class FurtherRelay:
+    """One further relay of a cell: its link, mailboxes, cursors and derived keys."""
+
+    def __init__(self, cell: MemberCell, record: RelayRecord, link: RelayLink, index: int) -> None:
+        """Serve `cell` on the relay `record` names, through `link`; `index` counts from 1."""
+        self._cell = cell
+        self.record = record
+        self.link = link
+        self.index = index
+        self.address = RelayAddress.parse(record.relay)
+        self.order = trio.Lock()  # control publishes (and rotations) to this relay, in order
+        self.heads: dict[MailboxId, int] = {}
+        self.started = False
+
+    def __repr__(self) -> str:
+        return f"<FurtherRelay {self.address.host}:{self.address.port}>"
+
+    @property
+    def name(self) -> str:
+        """The relay as people see it: host:port."""
+        return f"{self.address.host}:{self.address.port}"
+
+    def key(self, seed: bytes | bytearray) -> CapabilityKey:
+        """The capability key `seed` stands for on this relay (docs/protocol.md §C5.2)."""
+        return CapabilityKey.from_seed(relay_seed(bytes(seed), self.address.public_key))
+
+    # -- watching --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Watch this relay's control and group mailboxes from their cursors."""
+        cell, record = self._cell, self.record
+        try:
+            cell._route(record.control_mailbox, self._on_control)
+            self.heads[record.control_mailbox] = await self.link.watch(
+                record.control_mailbox,
+                self.key(cell.crypto.control_read_key),
+                record.control_cursor,
+            )
+            if not cell.crypto.removed:
+                await self.watch_group()
+                if cell.is_admin:
+                    await self.take_up_admin_duties(cell._control_write_seed())
+        except RelayKeyMismatchError:
+            # Another key answers at this address: never trusted (the link keeps refusing
+            # it); the link's status says so, and the cell goes on on its other relays.
+            log.warning("further_relay_refused", relay=self.index)
+            return
+        except (CellrelayError, OSError) as exc:
+            log.info("further_relay_not_started", relay=self.index, error=type(exc).__name__)
+            return
+        self.started = True
+        cell._further_ready()
+
+    async def take_up_admin_duties(self, control_write: bytes) -> None:
+        """Prove the control mailbox's write key here (admins post epoch changes)."""
+        await self.link.authorize_writer(self.record.control_mailbox, self.key(control_write))
+
+    async def watch_group(self) -> None:
+        """Watch the group mailbox with the cell's current group keys."""
+        cell, record = self._cell, self.record
+        mailbox = record.group_mailbox
+        read_seed, write_seed = cell.crypto.group_keys
+        write = self.key(write_seed)
+        cell._route(mailbox, self._on_group)
+        try:
+            await self.link.authorize_writer(mailbox, write)
+        except RelayRefusedError:
+            self.link.forget_writer(mailbox, write)
+            raise
+        self.heads[mailbox] = await self.link.watch(
+            mailbox, self.key(read_seed), record.group_cursor
+        )
+
+    async def rewatch_group(self) -> None:
+        """After a rotation of the group keys: watch the group mailbox with the new ones."""
+        mailbox = self.record.group_mailbox
+        self.link.forget_writer(mailbox)
+        try:
+            await self.link.unwatch(mailbox)
+            await self.watch_group()
+        except (CellrelayError, OSError) as exc:
+            log.info("further_group_not_watched", relay=self.index, error=type(exc).__name__)
+
+    async def stop_group(self) -> None:
+        """Removed from the cell: stop reading and writing the group mailbox here."""
+        mailbox = self.record.group_mailbox
+        self.link.forget_writer(mailbox)
+        self._cell._unroute(mailbox)
+        try:
+            await self.link.unwatch(mailbox)
+        except (CellrelayError, OSError) as exc:
+            log.info("further_group_not_unwatched", relay=self.index, error=type(exc).__name__)
+
+    async def _on_group(self, event: Delivery | Revocation) -> None:
+        if isinstance(event, Revocation):
+            log.info("group_keys_revoked", relay=self.index, code=event.code)
+            return
+        cell, record = self._cell, self.record
+        live = event.seq > self.heads.get(record.group_mailbox, 0)
+        cell._take(event.envelope, (FURTHER_GENERATION + self.index) << 64 | event.seq, live=live)
+        record.group_cursor = max(record.group_cursor, event.seq)
+
+    async def _on_control(self, event: Delivery | Revocation) -> None:
+        await self._cell._on_control(event, further=self)
+
+    # -- admin operations ------------------------------------------------------------------
+
+    async def rotate_group(self, group_keys: tuple[bytes, bytes], group_admin: bytes) -> None:
+        """Give this relay the cell's new group keys (as derived for it)."""
+        read_seed, write_seed = group_keys
+        admin = self.key(group_admin)
+        rotate = Rotate(
+            id=0,
+            mailbox=self.record.group_mailbox,
+            write_key=self.key(write_seed).public,
+            read_key=self.key(read_seed).public,
+            admin_key=admin.public,
+            counter=0,
+            sig=bytes(64),
+        )
+        await self.link.admin(admin, rotate)
+
+
+async def publish_everywhere(
+    targets: Sequence[tuple[str, Callable[[], Awaitable[int]]]],
+    spawn: Callable[[Callable[[], Awaitable[None]]], None],
+) -> tuple[str, int]:
+    """Run every target's publish at once; return (name, seq) of the first that succeeds.
+
+    The others go on in the background (`spawn`, the client's nursery) and are only logged
+    when they fail: each relay's link retries across reconnects, so a relay that is down
+    receives the envelope when it returns. With a single target this is just that call.
+
+    Raises:
+        the first target's error, if every target failed (the first is the cell's first
+        relay, whose refusal codes the callers act on).
+    """
+    if len(targets) == 1:
+        name, publish = targets[0]
+        return name, await publish()
+    results_in, results_out = trio.open_memory_channel[tuple[int, int | BaseException]](
+        len(targets)
+    )
+
+    def runner(index: int, publish: Callable[[], Awaitable[int]]) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            outcome: int | BaseException
+            try:
+                outcome = await publish()
+            except (CellrelayError, OSError) as exc:
+                outcome = exc
+                log.info("publish_on_relay_failed", relay=index, error=type(exc).__name__)
+            # The buffer holds every target's; after the first success nobody listens.
+            with contextlib.suppress(trio.BrokenResourceError):
+                results_in.send_nowait((index, outcome))
+
+        return run
+
+    for index, (_, publish) in enumerate(targets):
+        spawn(runner(index, publish))
+    errors: dict[int, BaseException] = {}
+    async with results_out:
+        while len(errors) < len(targets):
+            index, outcome = await results_out.receive()
+            if isinstance(outcome, BaseException):
+                errors[index] = outcome
+                continue
+            return targets[index][0], outcome
+    raise errors[0]
