@@ -21,12 +21,20 @@ import trio
 
 from cellrelay.client._cell_admin import Cell
 from cellrelay.client._events import AlertReceived, CellEvent, SecurityWarning
+from cellrelay.protocol.wire import RelayAddress
 
-from ..relay.process import RelayProcess, open_relay_process
+from ..relay.conftest import RelayFactory, relays
+from ..relay.process import RelayProcess, open_relay_process, reap
+from ..relay.test_ops_endpoints import scrape
 from .cells import Recorder, admit, members
+from .test_cli import cli, identity, one_line_error
+from .test_cli_daemon import start_daemon_process
+
+__all__ = ["relays"]
 
 TEST_TIMEOUT: Final = 90
 BURST: Final = 30  # alerts per burst; a relay is taken away after the first third
+KEY_MISMATCH: Final = "the relay's key does not match"  # client/_link.py, a link's status
 FREEZE_FOR: Final = 3.0  # seconds a relay stays frozen after the burst (see the test)
 
 
@@ -175,3 +183,96 @@ async def test_a_relay_frozen_then_resumed_shows_nothing_twice(
 
 async def _nothing() -> None:
     pass
+
+
+async def test_a_relay_replaced_by_another_key_is_refused_and_the_cell_carries_on(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """The first relay is stopped and another relay, with another key, takes its address.
+
+    Every client refuses it (the handshake fails: the key is pinned) and says so in that
+    relay's link status; alerts go on through the other two, to a member that was
+    running and to one that starts while the impostor holds the address (its start must
+    not wait on the first relay).
+    """
+    with trio.fail_after(TEST_TIMEOUT):
+        async with (
+            three_relays(tmp_path) as relays,
+            members(tmp_path, "lead", "ana") as clients,
+        ):
+            lead = await clients["lead"].create_cell("Eastside", [str(r.address) for r in relays])
+            ana = await admit(lead, clients["ana"])
+            async with members(tmp_path, "ben") as later:
+                await admit(lead, later["ben"])
+            heard = Recorder(ana)
+            await nursery.start(heard.run)
+
+            original = relays[0]
+            port = original.port
+            await original.terminate()
+            async with (
+                open_relay_process(tmp_path / "impostor", listen=f"127.0.0.1:{port}") as impostor,
+                members(tmp_path, "ben") as again,
+            ):
+                assert impostor.public_key != original.public_key
+                ben = again["ben"].cell("Eastside")
+                heard_by_ben = Recorder(ben)
+                await nursery.start(heard_by_ben.run)
+                await lead.send_alert("despite the impostor")
+                for recorder in (heard, heard_by_ben):
+                    await recorder.wait_for(_alert("despite the impostor"))
+                # Ben started while the impostor held the first relay's address: heard too.
+                await ben.send_alert("ben is heard")
+                await heard.wait_for(_alert("ben is heard"))
+                for cell in (lead, ana, ben):
+                    link = cell.link  # the first relay's: reported as refused for its key
+                    while link.status is None or link.status.reason != KEY_MISMATCH:
+                        await trio.sleep(0.02)
+                    assert not link.connected
+                    assert all(f.link.connected for f in cell.further)
+                # The impostor never got past a handshake: nothing of the cell reached it.
+                samples = await scrape(impostor.ops_port)
+                assert samples.get('cellrelay_handshakes_total{result="ok"}', 0) == 0
+                assert samples["cellrelay_mailboxes"] == 0
+
+
+async def test_the_command_line_creates_a_cell_on_several_relays_alone_and_through_a_daemon(
+    relays: RelayFactory, tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """`cell create --relay A --relay B`, standing alone and through a daemon; four refused."""
+    running = [await relays.start() for _ in range(3)]
+    addresses = [str(RelayAddress("127.0.0.1", r.port, r.public_key)) for r in running]
+    lead = identity(tmp_path, "lead")
+    created = (
+        await cli(
+            "cell",
+            "create",
+            "North",
+            "--relay",
+            addresses[0],
+            "--relay",
+            addresses[1],
+            "--json",
+            home=lead,
+        )
+    ).json()
+    assert created["relay"] == addresses[0]
+    assert created["more_relays"] == [addresses[1]]
+    await cli("send", "North", "on both", home=lead)
+    # Two mailboxes on each relay, and the alert (after the distribution) stored on both.
+    for relay in running[:2]:
+        assert relay.relay.metrics.mailboxes_created.value == 2
+        assert relay.relay.metrics.publishes.value >= 2
+    four = await cli("cell", "create", "X", *(a for r in (*addresses, addresses[0]) for a in ("--relay", r)), home=lead, expect=1)  # fmt: skip
+    assert "at most three relays" in one_line_error(four)
+
+    daemon = await start_daemon_process(lead, nursery)
+    try:
+        through = await cli("cell", "create", "South", "--relay", addresses[1], "--relay", addresses[2], "--json", home=lead, passphrase=None)  # fmt: skip
+        assert through.json()["more_relays"] == [addresses[2]]
+        assert running[2].relay.metrics.mailboxes_created.value == 2
+        twice = await cli("cell", "create", "Y", "--relay", addresses[0], "--relay", addresses[0], home=lead, passphrase=None, expect=1)  # fmt: skip
+        assert "another relay" in one_line_error(twice)
+    finally:
+        daemon.process.send_signal(signal.SIGTERM)
+        await reap(daemon.process)
