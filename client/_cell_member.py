@@ -903,20 +903,21 @@ class MemberCell:
         The others go on in the background (client/_cell_relays.py); with one relay this
         is that relay's publish, and its refusal is raised as it was.
         """
-        targets = [
-            (relay.host, partial(link.publish, mailbox, envelope, expires_at))
-            for relay, link, mailbox in self._group_mailboxes()
+        targets: list[tuple[str, Callable[[], Awaitable[int]]]] = [
+            (
+                self.link.address.host,
+                partial(self.link.publish, self.record.group_mailbox, envelope, expires_at),
+            )
+        ]
+        targets += [
+            (further.name, partial(further.publish_group, envelope, expires_at))
+            for further in self.further
         ]
         if len(targets) == 1:
             await targets[0][1]()
             return
         assert self._spawn is not None  # noqa: S101 - a cell on several relays has one
         await publish_everywhere(targets, self._spawn)
-
-    def _group_mailboxes(self) -> list[tuple[RelayAddress, RelayLink, MailboxId]]:
-        """Each relay's address, link and group mailbox, the first relay's first."""
-        first = (self.link.address, self.link, self.record.group_mailbox)
-        return [first, *((f.address, f.link, f.record.group_mailbox) for f in self.further)]
 
     async def _caught_up_after(self, epoch: int) -> bool:
         """Wait (bounded) until this member has applied an epoch after `epoch`, or was removed."""
@@ -1312,6 +1313,10 @@ class MemberCell:
                     await self._flush_distribution()
                 except CellrelayError as exc:  # a later change moved the cell on already
                     log.info("distribution_deferred", error=type(exc).__name__)
+        if further is not None and further.group_stale and not self.crypto.removed:
+            # This relay has the change now, so the admin rotated its keys before: the
+            # group mailbox there takes the new keys (client/_cell_relays.py).
+            self._background(further.rewatch_group)
         self._queued.extend(events)
         self.flush()
 

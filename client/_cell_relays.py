@@ -43,11 +43,18 @@ from typing import TYPE_CHECKING, Final
 
 import trio
 
-from cellrelay.protocol import CellrelayError
+from cellrelay.protocol import CellrelayError, ErrorCode
 from cellrelay.protocol.cell._keys import relay_seed
 from cellrelay.protocol.wire import CapabilityKey, MailboxId, RelayAddress, Rotate
 
-from ._link import Delivery, RelayKeyMismatchError, RelayLink, RelayRefusedError, Revocation
+from ._link import (
+    Delivery,
+    LinkClosedError,
+    RelayKeyMismatchError,
+    RelayLink,
+    RelayRefusedError,
+    Revocation,
+)
 from ._log import library_logger
 
 if TYPE_CHECKING:
@@ -64,6 +71,12 @@ log = library_logger("cellrelay.client")
 # relay's index, which no group mailbox of the first relay ever has (a move adds one to
 # `group_generation`), so parking bookkeeping (client/_cell_refetch.py) leaves them alone.
 FURTHER_GENERATION: Final = 1 << 32
+# Envelopes kept for a relay whose group keys are behind (`FurtherRelay.backlog`): a burst
+# of alerts and a round of sender key distributions while a relay is away; beyond it the
+# oldest go, which the other relays still carry.
+MAX_BACKLOG: Final = 1024
+# Refusals of a publish that mean this relay has not taken the cell's current keys yet.
+KEYS_BEHIND: Final = frozenset({ErrorCode.REVOKED, ErrorCode.UNAUTHORIZED, ErrorCode.BAD_PROOF})
 
 
 class FurtherRelay:
@@ -79,6 +92,13 @@ class FurtherRelay:
         self.order = trio.Lock()  # control publishes (and rotations) to this relay, in order
         self.heads: dict[MailboxId, int] = {}
         self.started = False
+        # The group mailbox is not watched with the current keys: a rotation's rewatch
+        # failed (the relay was down, or had not been rotated yet). The next epoch change
+        # this relay delivers proves the rotation reached it (`order`): watch again then.
+        self.group_stale = False
+        # Group envelopes this relay could not take while its keys were behind: published
+        # once it watches with the current keys again, oldest first (`publish_group`).
+        self.backlog: list[tuple[bytes, int]] = []
 
     def __repr__(self) -> str:
         return f"<FurtherRelay {self.address.host}:{self.address.port}>"
@@ -140,14 +160,65 @@ class FurtherRelay:
         )
 
     async def rewatch_group(self) -> None:
-        """After a rotation of the group keys: watch the group mailbox with the new ones."""
+        """After a rotation of the group keys: watch the group mailbox with the new ones.
+
+        A relay that was down when the keys rotated refuses the new keys until the
+        admin's client has rotated them there too, which it does just before posting the
+        change there: the change's copy from this relay then starts this again
+        (`MemberCell._on_control`, `group_stale`).
+        """
         mailbox = self.record.group_mailbox
+        self.group_stale = True
         self.link.forget_writer(mailbox)
         try:
             await self.link.unwatch(mailbox)
             await self.watch_group()
         except (CellrelayError, OSError) as exc:
             log.info("further_group_not_watched", relay=self.index, error=type(exc).__name__)
+        else:
+            self.group_stale = False
+            await self._publish_backlog()
+
+    async def publish_group(self, envelope: bytes, expires_at: int) -> int:
+        """Publish to this relay's group mailbox; keep the envelope if its keys are behind.
+
+        While a rotation has not reached this relay (it was down), its group mailbox takes
+        neither the old keys (revoked where it did rotate) nor the new (not yet): the
+        envelope waits in `backlog` and goes out once the relay is watched again, so a
+        member that reads only this relay still gets it. The error is raised all the same:
+        for `publish_everywhere` this relay has not stored it yet.
+        """
+        if self.group_stale:
+            self._keep(envelope, expires_at)
+            raise LinkClosedError("this relay's group keys are behind; kept for later")
+        try:
+            return await self.link.publish(self.record.group_mailbox, envelope, expires_at)
+        except RelayRefusedError as exc:
+            if exc.code in KEYS_BEHIND:
+                self._keep(envelope, expires_at)
+            raise
+        except LinkClosedError:
+            if not self.link.closed:  # no writer yet: a rewatch is under way
+                self._keep(envelope, expires_at)
+            raise
+
+    def _keep(self, envelope: bytes, expires_at: int) -> None:
+        if len(self.backlog) >= MAX_BACKLOG:
+            self.backlog.pop(0)  # the oldest: the other relays have it, or it is too late
+            log.warning("further_backlog_full", relay=self.index)
+        self.backlog.append((envelope, expires_at))
+
+    async def _publish_backlog(self) -> None:
+        while self.backlog and not self.group_stale:
+            envelope, expires_at = self.backlog[0]
+            if expires_at > self.link.relay_time():
+                try:
+                    await self.link.publish(self.record.group_mailbox, envelope, expires_at)
+                except (CellrelayError, OSError) as exc:
+                    log.info("further_backlog_deferred", relay=self.index, error=type(exc).__name__)
+                    return
+            if self.backlog and self.backlog[0][0] is envelope:
+                self.backlog.pop(0)
 
     async def stop_group(self) -> None:
         """Removed from the cell: stop reading and writing the group mailbox here."""

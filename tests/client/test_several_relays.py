@@ -276,3 +276,49 @@ async def test_the_command_line_creates_a_cell_on_several_relays_alone_and_throu
     finally:
         daemon.process.send_signal(signal.SIGTERM)
         await reap(daemon.process)
+
+
+async def test_a_member_removed_while_a_relay_is_down_reads_nothing_new_when_it_returns(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """Relay 3 is stopped; the lead removes ben; relay 3 comes back with its data.
+
+    The removal reaches relay 3 when it returns (the admin's client rotates the keys
+    there, then posts the change: a member reading relay 3 catches up), and ben reads
+    nothing sent after his removal, on any relay.
+    """
+    with trio.fail_after(TEST_TIMEOUT):
+        async with (
+            three_relays(tmp_path) as relays,
+            cell_on_three(tmp_path, relays, nursery) as (lead, (ana, ben), (heard, heard_by_ben)),
+        ):
+            down = relays[2]
+            port, data_dir = down.port, down.data_dir
+            await down.terminate()
+            epoch = lead.crypto.epoch
+            await lead.remove(ben.me)
+            assert lead.crypto.epoch == epoch + 1
+            await lead.send_alert("after the removal")
+            await heard.wait_for(_alert("after the removal"))
+            returned = ana.further[1]
+            control_before, group_before = (
+                returned.record.control_cursor,
+                returned.record.group_cursor,
+            )
+            async with open_relay_process(data_dir, listen=f"127.0.0.1:{port}"):
+                # Ana reads the removal on the returned relay too: it caught up.
+                while returned.record.control_cursor <= control_before:
+                    await trio.sleep(0.02)
+                await lead.send_alert("with every relay back")
+                await heard.wait_for(_alert("with every relay back"))
+                # And reads the new epoch's messages there, with the new keys: the alert,
+                # or at least the sender key distributions of the new epoch.
+                while returned.record.group_cursor <= group_before:
+                    await trio.sleep(0.02)
+            assert ben.removed
+            new = {"after the removal", "with every relay back"}
+            assert not [
+                e
+                for e in heard_by_ben.events
+                if isinstance(e, AlertReceived) and e.alert.text in new
+            ]
