@@ -90,7 +90,7 @@ from cellrelay.protocol.wire._codec import decode_map, encode_map
 
 from ._cell_moves import ChangeExtra, ChangeExtraError, Moves
 from ._cell_refetch import Refetch, make_ref
-from ._cell_relays import FurtherRelay, publish_everywhere
+from ._cell_relays import Copier, FurtherRelay, publish_everywhere
 from ._events import (
     AlertReceived,
     CellEvent,
@@ -351,6 +351,7 @@ class MemberCell:
             )
         ]
         self._control_lock = trio.Lock()  # one epoch change at a time, from any relay
+        self._copier = Copier(self)  # copies envelopes to the relays that lack them
         self._listeners: list[trio.MemorySendChannel[CellEvent]] = []
         self._send_lock = trio.Lock()
         self._epoch_changed = trio.Event()
@@ -1048,7 +1049,8 @@ class MemberCell:
         # Live: past the head when the mailbox was watched (not a catch-up); flood control.
         live = event.seq > self._heads.get(self.record.group_mailbox, 0)
         self._note_presence(event.seq)
-        self._take(event.envelope, make_ref(self.record.group_generation, event.seq), live=live)
+        self._take(event.envelope, make_ref(self.record.group_generation, event.seq), live=live,
+                   relay=(0, event.expires_at) if self.further else None)  # fmt: skip
         # max: envelopes fetched again (client/_cell_refetch.py) may come after later ones.
         self.record.group_cursor = max(self.record.group_cursor, event.seq)
         self._refetch.delivered(event.seq)
@@ -1074,8 +1076,19 @@ class MemberCell:
         if seq > head and self._present_since == math.inf:
             self._present_since = self.clock()
 
-    def _take(self, envelope: bytes, ref: int, *, live: bool = False) -> None:
-        """Open one group envelope (`ref`: its mailbox and seq) and queue what it means."""
+    def _take(
+        self,
+        envelope: bytes,
+        ref: int,
+        *,
+        live: bool = False,
+        relay: tuple[int, int] | None = None,
+    ) -> None:
+        """Open one group envelope (`ref`: its mailbox and seq) and queue what it means.
+
+        `relay`: on a cell on several relays, which relay delivered it (0: the first) and
+        the expiry it had there, for copying it to relays that lack it (`Copier`).
+        """
         self._check_clock()
         now = self.clock()
         try:
@@ -1085,6 +1098,11 @@ class MemberCell:
         except GroupError as exc:
             outcome = exc
         self._live = live
+        if relay is not None:
+            index, expires_at = relay
+            if isinstance(outcome, Opened):
+                expires_at = min(expires_at, outcome.expires_at)
+            self._copier.seen(index, envelope, expires_at, opened=isinstance(outcome, Opened))
         if isinstance(outcome, Opened) and outcome.kind == KIND_SENDER_KEY:
             self._refetch.released()
         # Applied, not yet saved: the client saves once after the burst of deliveries it

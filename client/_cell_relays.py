@@ -39,6 +39,10 @@ there (its ref names no current generation); the first relay's copy is.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import random
+from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Final
 
 import trio
@@ -63,7 +67,7 @@ if TYPE_CHECKING:
     from ._cell_member import MemberCell
     from ._state import RelayRecord
 
-__all__ = ["FURTHER_GENERATION", "FurtherRelay", "publish_everywhere"]
+__all__ = ["FURTHER_GENERATION", "Copier", "FurtherRelay", "publish_everywhere"]
 
 log = library_logger("cellrelay.client")
 
@@ -76,6 +80,15 @@ FURTHER_GENERATION: Final = 1 << 32
 # oldest go, which the other relays still carry.
 MAX_BACKLOG: Final = 1024
 # Refusals of a publish that mean this relay has not taken the cell's current keys yet.
+# A member that reads a group envelope on one relay and not on another within this many
+# seconds (uniformly at random, so that members do not all copy at once) publishes it there
+# itself (docs/design.md, "Re-publishing between relays"): a member that reaches only one
+# relay still hears, and is heard by, one that reaches only another. Each relay delivers
+# within milliseconds when both are up, so copies are rare; a copy that crosses another is
+# a quiet replay for everyone.
+COPY_AFTER: Final = (2.0, 10.0)
+# Envelopes waiting to be compared across relays; past it new ones are not copied.
+MAX_COPIES: Final = 4096
 KEYS_BEHIND: Final = frozenset({ErrorCode.REVOKED, ErrorCode.UNAUTHORIZED, ErrorCode.BAD_PROOF})
 
 
@@ -236,7 +249,8 @@ class FurtherRelay:
             return
         cell, record = self._cell, self.record
         live = event.seq > self.heads.get(record.group_mailbox, 0)
-        cell._take(event.envelope, (FURTHER_GENERATION + self.index) << 64 | event.seq, live=live)
+        ref = (FURTHER_GENERATION + self.index) << 64 | event.seq
+        cell._take(event.envelope, ref, live=live, relay=(self.index, event.expires_at))
         record.group_cursor = max(record.group_cursor, event.seq)
 
     async def _on_control(self, event: Delivery | Revocation) -> None:
@@ -306,3 +320,55 @@ async def publish_everywhere(
                 continue
             return targets[index][0], outcome
     raise errors[0]
+
+
+@dataclass(slots=True)
+class _Copy:
+    envelope: bytes = field(repr=False)
+    expires_at: int
+    relays: set[int]
+
+
+class Copier:
+    """Copies group envelopes to the relays of a cell that did not deliver them (`COPY_AFTER`).
+
+    Only what this member opened is copied (a forgery or a stranger's envelope is not
+    spread), with the earlier of the relay's expiry and the envelope's own; only to a
+    relay whose link is up and whose group keys are current, since the publishing member
+    reaches the others itself and keeps what it could not publish.
+    """
+
+    def __init__(self, cell: MemberCell) -> None:
+        """Serve `cell` (which owns this object)."""
+        self._cell = cell
+        self._pending: dict[bytes, _Copy] = {}
+        self._rng = random.SystemRandom()
+
+    def seen(self, relay: int, envelope: bytes, expires_at: int, *, opened: bool) -> None:
+        """Relay `relay` (0: the first) delivered `envelope`."""
+        digest = hashlib.blake2b(envelope, digest_size=16).digest()
+        entry = self._pending.get(digest)
+        if entry is not None:
+            entry.relays.add(relay)
+            return
+        if not opened or len(self._pending) >= MAX_COPIES:
+            return
+        self._pending[digest] = _Copy(envelope, expires_at, {relay})
+        self._cell._background(partial(self._copy_later, digest))
+
+    async def _copy_later(self, digest: bytes) -> None:
+        await trio.sleep(self._rng.uniform(*COPY_AFTER))
+        entry = self._pending.pop(digest)
+        cell = self._cell
+        targets = [(0, cell.link, cell.record.group_mailbox, False)]
+        targets += [(f.index, f.link, f.record.group_mailbox, f.group_stale) for f in cell.further]
+        for index, link, mailbox, stale in targets:
+            if index in entry.relays or stale or not link.connected or cell.crypto.removed:
+                continue
+            if entry.expires_at <= link.relay_time():
+                return
+            log.info("envelope_copied", relay=index)
+            try:
+                await link.publish(mailbox, entry.envelope, entry.expires_at)
+            except (CellrelayError, OSError) as exc:
+                log.info("envelope_not_copied", relay=index, error=type(exc).__name__)

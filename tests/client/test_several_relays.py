@@ -322,3 +322,37 @@ async def test_a_member_removed_while_a_relay_is_down_reads_nothing_new_when_it_
                 for e in heard_by_ben.events
                 if isinstance(e, AlertReceived) and e.alert.text in new
             ]
+
+
+async def test_members_who_each_reach_only_another_relay_hear_each_other(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """Ana reaches only the first relay, Ben only the second; the lead reaches all three.
+
+    Their links to the other relays are closed (as if a network blocked them): what each
+    sends reaches one relay only, and the lead's client, which reads it there and not on
+    the others, copies it over within COPY_AFTER.
+    """
+    with trio.fail_after(TEST_TIMEOUT):
+        async with (
+            three_relays(tmp_path) as relays,
+            cell_on_three(tmp_path, relays, nursery) as (
+                lead,
+                (ana, ben),
+                (heard_by_ana, heard_by_ben),
+            ),
+        ):
+            for link in ana.links[1:]:
+                await link.aclose()
+            for link in (ben.links[0], ben.links[2]):
+                await link.aclose()
+            await ana.send_alert("from ana, on the first relay only")
+            await heard_by_ben.wait_for(_alert("from ana, on the first relay only"), timeout=30)
+            await ben.send_alert("from ben, on the second relay only")
+            await heard_by_ana.wait_for(_alert("from ben, on the second relay only"), timeout=30)
+            # Each exactly once, though it now reached every relay.
+            await lead.send_alert("marker")
+            for recorder in (heard_by_ana, heard_by_ben):
+                await recorder.wait_for(_alert("marker"))
+            assert texts(heard_by_ben)["from ana, on the first relay only"] == 1
+            assert texts(heard_by_ana)["from ben, on the second relay only"] == 1
