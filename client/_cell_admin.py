@@ -641,14 +641,17 @@ class Cell(MemberCell):
         self.record.crypto = self._state_bytes()
         await self._save()
         seq = await self._resume_proposal()
+        # Until the change is applied and saved here, not only open: the delivery can be
+        # processed before the publish's acknowledgement, and a command that returned then
+        # ended with the change half applied (tests/client/test_admin.py).
         with trio.move_on_after(APPLY_TIMEOUT):
-            while self.crypto.epoch < target and not self._lost_race:
+            while self._applied_epoch < target and not self._lost_race:
                 await self._epoch_changed.wait()
         if self._lost_race:
             raise CellError(
                 "another admin changed the cell at the same moment; look again and retry"
             )
-        if self.crypto.epoch < target:
+        if self._applied_epoch < target:
             raise CellError(
                 "the membership change was not confirmed by the relay in time; try again"
             )

@@ -355,6 +355,9 @@ class MemberCell:
         self._listeners: list[trio.MemorySendChannel[CellEvent]] = []
         self._send_lock = trio.Lock()
         self._epoch_changed = trio.Event()
+        # The epoch whose change is applied here and saved (`_propose` waits for this, not
+        # for the change to open: what opens in memory is not yet applied or saved).
+        self._applied_epoch = crypto.epoch
         self._started = False
         self._ready = trio.Event()  # set when start() has watched the mailboxes
         self._lost_race = False  # our last epoch change lost to another admin's
@@ -376,6 +379,8 @@ class MemberCell:
         self._clock_checked = 0  # the link connection whose clock offset was checked
         self._clock_warning: ClockWarning | None = None  # raised for that connection
         crypto.lateness = LATE_WINDOW
+        if record.relay_max_ttl:  # known before the relay says it again (offline start)
+            crypto.set_max_ttl(record.relay_max_ttl)
         for item in record.history:
             self._fold(item)
         # The last run may have published counters its last saves did not reach the disk
@@ -749,6 +754,8 @@ class MemberCell:
         if link.connections == self._clock_checked or link.welcome is None:
             return
         self._clock_checked = link.connections
+        self.crypto.set_max_ttl(link.welcome.max_ttl)
+        self.record.relay_max_ttl = link.welcome.max_ttl  # for a start without the relay
         offset = link.clock_offset
         self._clock_warning = None
         if abs(offset) > CLOCK_TOLERANCE:
@@ -1147,6 +1154,7 @@ class MemberCell:
         """The group layer's notices (`CellCrypto.check`) as events."""
         if self.link.welcome is not None:
             self.crypto.set_max_ttl(self.link.welcome.max_ttl)
+            self.record.relay_max_ttl = self.link.welcome.max_ttl
         events: list[CellEvent] = []
         for notice in self.crypto.check(now):
             if isinstance(notice, Missing):
@@ -1319,10 +1327,15 @@ class MemberCell:
                 self.record.control_cursor = event.seq
             else:
                 further.record.control_cursor = event.seq
+            # The group state changed when the change opened, applied in full or not: the
+            # cursor must never be saved past a change without the change itself. (A move
+            # cut short by a close once saved exactly that, and the lead counted a removed
+            # member for good: tests/client/test_admin.py.)
+            self._dirty = True
         # Saved at once, not at the end of the burst: the distribution is published next,
         # and must be the saved one if we crash in between (module docstring).
-        self._dirty = True
         await self._save()
+        self._applied_epoch = self.crypto.epoch
         if update is not None:
             self._epoch_changed.set()
             self._epoch_changed = trio.Event()

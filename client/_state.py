@@ -325,6 +325,10 @@ class CellRecord:
     # verified id never changes keys; a new id under a verified name is the warning.
     verified: dict[bytes, str] = field(default_factory=dict)
     more_relays: list[RelayRecord] = field(default_factory=list)  # the relays after `relay`
+    # The relay's maximum TTL as its last welcome said (0: never connected). Skipped keys
+    # live that long (§G10.2): a client that starts offline must not fall back to the
+    # default 7 days and delete keys a relay that keeps 30 days can still need.
+    relay_max_ttl: int = 0
     # Not saved; they keep a save cheap when the record is large (1,000 kept messages and
     # 20,000 seen ids took 5.6 ms per save, and a client saves after every burst of
     # deliveries). `_earliest` is at most the soonest expiry in `history` and `seen`, so
@@ -385,6 +389,7 @@ class CellRecord:
                 "seen": seen,
                 "verified": [mid + name.encode() for mid, name in self.verified.items()],
                 "more_relays": [r.encode() for r in self.more_relays],
+                "relay_max_ttl": self.relay_max_ttl,
             }
         )
 
@@ -403,6 +408,7 @@ class CellRecord:
             ("muted_here", b""),
             ("verified", ()),
             ("more_relays", ()),  # saved before cells could have several relays
+            ("relay_max_ttl", 0),  # saved before the relay's maximum TTL was kept
         ):
             f.setdefault(name, default)  # saved before cells could move
         raw_seen = _bytes(f, "seen")
@@ -439,6 +445,7 @@ class CellRecord:
             seen=seen,
             verified=_verified(f),
             more_relays=[RelayRecord.decode(b) for b in _list(f, "more_relays")],
+            relay_max_ttl=_int(f, "relay_max_ttl"),
         )
 
     def _bound_history(self) -> None:

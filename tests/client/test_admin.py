@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 import cellrelay.client._client as client_module
+from cellrelay.client import Cell, CellError
+from cellrelay.client._client import Client
 from cellrelay.client._events import AlertReceived
+from cellrelay.client._link import LinkClosedError
 from cellrelay.protocol.wire import RelayAddress
 
+from ..relay.conftest import RelayFactory, relays
 from .cells import Recorder, admit, members
 from .conftest import RunningRelay
+
+__all__ = ["relays"]
 
 
 def address_of(relay: RunningRelay) -> str:
@@ -137,3 +147,112 @@ async def test_taking_up_admin_duties_leaves_a_proposal_in_flight_alone(
                 await lead._take_up_admin_duties()
             assert lead.record.pending_change == b"a change being proposed right now"
             lead.record.pending_change = b""
+
+
+async def test_a_removal_is_saved_when_remove_returns(
+    relays: RelayFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When `remove` returns, the admin's saved state no longer counts the removed member.
+
+    Caught under CPU load through the command line: `cell remove Eastside ben`, then the
+    lead's `cell members` still listed ben, every time after (catching up did not repair
+    it), while ana's did not. `remove` returned as soon as the change was open in memory,
+    while its application (the move to a fresh mailbox) still awaited the relay; the
+    command ended there, and a save could write the control cursor past the change with
+    the group state from before it. A lead that still counts ben could box a later epoch
+    to him. Here the move is held at the relay's door: `remove` must wait for it, and the
+    state read back with the relay gone (no catch-up possible) must be without ben, in
+    its group state (what the next epoch is boxed to) as in its list of members.
+    """
+    relay = await relays.start()
+    with trio.fail_after(30):
+        async with _lead_ana_ben(relay, tmp_path) as (_clients, lead):
+            move, asked, go = lead._moves.move, trio.Event(), trio.Event()
+
+            async def held_move(*args: object, **kwargs: object) -> None:
+                asked.set()
+                await go.wait()
+                await move(*args, **kwargs)  # type: ignore[arg-type]
+
+            monkeypatch.setattr(lead._moves, "move", held_move)
+            publish = lead.link.publish
+
+            async def late_ack(mailbox: bytes, envelope: bytes, expires_at: int) -> int:
+                # Under load the change's delivery can be applied before its acknowledgement
+                # is: the relay sends both at once, and either task may run first.
+                seq = await publish(mailbox, envelope, expires_at)  # type: ignore[arg-type]
+                if mailbox == lead.record.control_mailbox:
+                    await asked.wait()
+                return seq
+
+            monkeypatch.setattr(lead.link, "publish", late_ack)
+            returned = trio.Event()
+
+            async def remove_ben() -> None:
+                await lead.remove(lead.find_member("ben"))
+                returned.set()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(remove_ben)
+                await asked.wait()
+                await trio.testing.wait_all_tasks_blocked()
+                assert not returned.is_set(), "remove returned before its change was applied"
+                go.set()
+        assert await _lead_offline(relay, tmp_path) == ["lead", "ana"]
+
+
+async def test_a_change_whose_application_fails_is_saved_with_its_cursor(
+    relays: RelayFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The control cursor is never saved past a change without the change itself.
+
+    The command line's bound, or a close, cuts the move to a fresh mailbox short (the
+    link raises LinkClosedError): the change was already open in memory, and the cursor
+    moved past it, but the group state was not marked changed, so the next save wrote the
+    cursor with the state from before. Ben stayed a member for the lead for good.
+    """
+    relay = await relays.start()
+    with trio.fail_after(30):
+        async with _lead_ana_ben(relay, tmp_path) as (clients, lead):
+            failed = trio.Event()
+
+            async def cut_move(*args: object, **kwargs: object) -> None:
+                failed.set()
+                raise LinkClosedError("closed")
+
+            monkeypatch.setattr(lead._moves, "move", cut_move)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_try_remove, lead)
+                await failed.wait()
+            await clients["lead"].save()
+        assert await _lead_offline(relay, tmp_path) == ["lead", "ana"]
+
+
+@asynccontextmanager
+async def _lead_ana_ben(
+    relay: RunningRelay, tmp_path: Path
+) -> AsyncIterator[tuple[dict[str, Client], Cell]]:
+    """A cell of lead, ana and ben on `relay`: the clients, and the lead's cell."""
+    async with members(tmp_path, "lead", "ana", "ben") as clients:
+        lead = await clients["lead"].create_cell("Eastside", address_of(relay))
+        await admit(lead, clients["ana"])
+        await admit(lead, clients["ben"])
+        yield clients, lead
+
+
+async def _lead_offline(relay: RunningRelay, tmp_path: Path) -> list[str]:
+    """Stop the relay, open the lead's saved state, and list the members in its group state.
+
+    The group state's members are what the next epoch's secret is boxed to.
+    """
+    await relay.relay.shutdown()
+    async with members(tmp_path, "lead") as clients:
+        (lead,) = clients["lead"].cells
+        names = [m.name for m in lead.members()]
+        assert sorted(names) == sorted(info.name for info in lead.crypto.members)
+        return names
+
+
+async def _try_remove(lead: Cell) -> None:
+    with contextlib.suppress(CellError), trio.move_on_after(1):
+        await lead.remove(lead.find_member("ben"))

@@ -18,6 +18,7 @@ client's maintenance runs every 0.1 s, so the tests wait on events, not on the c
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ from cellrelay.client import _cell_member as cell_module
 from cellrelay.client import _client as client_module
 from cellrelay.client._cell_admin import Cell
 from cellrelay.client._cli_output import Style, event_json, event_lines
+from cellrelay.client._client import open_client
 from cellrelay.client._events import (
     CellEvent,
     EpochStale,
@@ -41,11 +43,15 @@ from cellrelay.protocol.cell import _receiver as receiver_module
 from cellrelay.protocol.cell._envelope import Kind
 from cellrelay.protocol.cell._group import CellCrypto
 from cellrelay.protocol.cell._state import read_state
+from cellrelay.protocol.wire import RelayAddress
 
+from ..relay.conftest import RelayFactory, relays
 from .cells import admit, members, passphrase_of
 from .conftest import RunningRelay
 from .hostile import Emitted, HostileRelay, client_port, read_keystore, until
 from .test_cells import address_of
+
+__all__ = ["relays"]
 
 TEST_TIMEOUT = 60
 DAY = 24 * 3600.0
@@ -192,6 +198,38 @@ async def test_a_skipped_key_is_gone_from_the_keystore_8_days_later(
             monkeypatch.setattr(ben.link, "device_time", lambda: real() + offset)
             await until(lambda: skipped_on_disk() == [])  # the next maintenance round saves
             assert not [e for e in emitted.of("ben") if isinstance(e, MessageReceived)][1:]
+
+
+async def test_a_skipped_key_outlives_the_default_on_a_relay_that_keeps_longer(
+    relays: RelayFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, emitted: Emitted
+) -> None:
+    """A relay keeping 30 days: Ben's device keeps a skipped key that long, even offline.
+
+    The relay's maximum TTL used to be known only from a welcome in the current run, so a
+    client that started while the relay was unreachable, and applied an epoch change
+    before its first welcome was read, expired skipped keys by the default 7 days: keys
+    of messages the relay could still deliver (the withheld one here).
+    """
+    relay = await relays.start(max_ttl=int(30 * DAY))
+    hostile = HostileRelay(relay, monkeypatch)
+    address = str(RelayAddress("127.0.0.1", relay.port, relay.public_key))
+    with trio.fail_after(TEST_TIMEOUT):
+        async with members(tmp_path, "lead", "ben") as clients:
+            lead = await clients["lead"].create_cell("Eastside", address)
+            ben = await admit(lead, clients["ben"])
+            hostile.tamper_next(lead.record.group_mailbox, "withheld", None)
+            await lead.send_message("m0 withheld", ttl=int(20 * DAY))
+            await lead.send_message("m1")
+            await until(lambda: emitted.messages("ben") == ["m1"])
+            online = ben.crypto.key_lifetime
+        assert online > 30 * DAY
+        await relay.relay.shutdown()
+        async with open_client(
+            passphrase_of("ben"), home=tmp_path / "ben", clock=lambda: time.time() + 8 * DAY
+        ) as client:
+            (cell,) = client.cells
+            assert cell.link.welcome is None  # offline: no relay has said its TTL in this run
+            assert cell.crypto.key_lifetime == online
 
 
 def test_listen_prints_each_notice_as_a_security_line_and_as_json() -> None:
