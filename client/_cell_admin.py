@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Final
 
 import trio
@@ -23,7 +24,7 @@ from cellrelay.protocol.cell._control import split_change
 from cellrelay.protocol.cell._errors import GroupError
 from cellrelay.protocol.cell._group import DEFAULT_KEY_TTL, GRACE_PERIOD
 from cellrelay.protocol.cell._identity import Identity, MemberInfo
-from cellrelay.protocol.cell._invite import Invite
+from cellrelay.protocol.cell._invite import Invite, InviteRelay
 from cellrelay.protocol.cell._join import (
     JOIN_REQUEST,
     JOIN_WELCOME,
@@ -59,6 +60,9 @@ __all__ = ["DEFAULT_INVITE_TTL", "AdminSecrets", "Cell"]
 log = library_logger("cellrelay.client")
 
 DEFAULT_INVITE_TTL: Final = 24 * 3600
+# An invite on a cell on several relays waits this long for each further relay to make its
+# join mailbox; one that has not answered by then is left out of the invite.
+INVITE_RELAY_WAIT: Final = 10.0
 # A retired group mailbox is deleted at the latest this long after everything stored in
 # it expired by the relay's maximum lifetime (clocks, and the sweeper's minute).
 RETIRE_SLACK: Final = 600.0
@@ -189,6 +193,10 @@ class Cell(MemberCell):
                     )
                 except RelayRefusedError as exc:  # already gone (NO_SUCH_MAILBOX): nothing to do
                     log.debug("join_mailbox_not_deleted", code=exc.code)
+                for entry in invite.more_join:  # in the background: a relay may be down
+                    further = self._further_named(str(entry[0]))
+                    if further is not None:
+                        self._background(partial(_delete_join, further, admin, MailboxId(bytes(entry[1]))))  # type: ignore[call-overload]  # fmt: skip
                 settled.discard(invite.join_mailbox)
                 if invite in self.record.invites:
                     self.record.invites.remove(invite)
@@ -237,10 +245,42 @@ class Cell(MemberCell):
             await self._on_join(invite, event)
 
         self._route(invite.join_mailbox, on_join)
+        for entry in invite.more_join:
+            further = self._further_named(str(entry[0]))
+            if further is not None:
+                self._background(partial(self._watch_further_invite, invite, entry, further))
         await self.link.authorize_writer(invite.join_mailbox, write)
         self._heads[invite.join_mailbox] = await self.link.watch(
             invite.join_mailbox, read, invite.cursor
         )
+
+    def _further_named(self, relay: str) -> FurtherRelay | None:
+        return next((f for f in self.further if f.record.relay == relay), None)
+
+    async def _watch_further_invite(
+        self, invite: InviteRecord, entry: list[object], further: FurtherRelay
+    ) -> None:
+        """Watch an invite's join mailbox on a further relay (in the background)."""
+        probe = self._invite_for(invite)
+        mailbox = MailboxId(bytes(entry[1]))  # type: ignore[call-overload]
+
+        async def on_join(event: Delivery | Revocation) -> None:
+            if isinstance(event, Delivery):
+                entry[2] = event.seq
+            await self._on_join(invite, event, cursor_set=True)
+
+        self._route(mailbox, on_join)
+        try:
+            await further.link.authorize_writer(
+                mailbox, CapabilityKey.from_seed(probe.join_write_seed)
+            )
+            await further.link.watch(
+                mailbox,
+                CapabilityKey.from_seed(probe.join_read_seed),
+                int(entry[2]),  # type: ignore[call-overload]
+            )
+        except (CellrelayError, OSError) as exc:
+            log.info("invite_not_watched", relay=further.index, error=type(exc).__name__)
 
     async def _retire_on_relay(self, keys: bytes) -> None:
         """Close the group mailbox to writers, and to readers but the remaining members.
@@ -298,11 +338,19 @@ class Cell(MemberCell):
         )
         await self.link.admin(admin, rotate)
 
-    async def _on_join(self, invite: InviteRecord, event: Delivery | Revocation) -> None:
-        """A delivery in one of our invites' join mailboxes (we are its admin)."""
+    async def _on_join(
+        self, invite: InviteRecord, event: Delivery | Revocation, *, cursor_set: bool = False
+    ) -> None:
+        """A delivery in one of our invites' join mailboxes (we are its admin).
+
+        `cursor_set`: it came from a further relay, whose cursor the caller moved. A joiner
+        posts its request to every relay it reaches: the second copy finds the request
+        recorded already and adds nothing.
+        """
         if isinstance(event, Revocation):
             return
-        invite.cursor = event.seq
+        if not cursor_set:
+            invite.cursor = event.seq
         event_out: CellEvent | None = None
         try:
             kind, _ = split_join_envelope(event.envelope)
@@ -345,7 +393,12 @@ class Cell(MemberCell):
         return AdminSecrets.decode(self.crypto.admin_secrets)
 
     def _invite_for(self, record: InviteRecord) -> Invite:
+        more = tuple(
+            InviteRelay(RelayAddress.parse(str(relay)), MailboxId(bytes(mailbox)))  # type: ignore[call-overload]
+            for relay, mailbox, _ in record.more_join
+        )
         return Invite(
+            more_relays=more,
             relay=RelayAddress.parse(self.record.relay),
             cell_id=self.cell_id,
             cell_name=self.name,
@@ -371,12 +424,33 @@ class Cell(MemberCell):
             expires_at=expires_at,
         )
         probe = self._invite_for(draft)
+        join_write = CapabilityKey.from_seed(probe.join_write_seed)
+        join_read = CapabilityKey.from_seed(probe.join_read_seed)
         draft.join_mailbox = await self.link.create_mailbox(
-            CapabilityKey.from_seed(probe.join_write_seed),
-            CapabilityKey.from_seed(probe.join_read_seed),
-            admin,
-            secret=secrets.creation_secret,
+            join_write, join_read, admin, secret=secrets.creation_secret
         )
+        if self.further:
+            # The same keys on every relay (docs/protocol.md §C3.1a); a relay that does not
+            # answer soon is left out of this invite, which still works through the others.
+            made: dict[int, MailboxId] = {}
+
+            async def make(further: FurtherRelay) -> None:
+                with trio.move_on_after(INVITE_RELAY_WAIT):
+                    try:
+                        made[further.index] = await further.link.create_mailbox(
+                            join_write, join_read, admin, secret=secrets.creation_secret
+                        )
+                    except (CellrelayError, OSError) as exc:
+                        log.info(
+                            "invite_relay_skipped", relay=further.index, error=type(exc).__name__
+                        )
+
+            async with trio.open_nursery() as nursery:
+                for further in self.further:
+                    nursery.start_soon(make, further)
+            draft.more_join = [
+                [f.record.relay, made[f.index], 0] for f in self.further if f.index in made
+            ]
         self.record.invites.append(draft)
         await self._save()
         try:
@@ -433,7 +507,20 @@ class Cell(MemberCell):
             extra=cell_info.encode(),
         )
         expires_at = max(invite.expires_at, int(self.link.relay_time()) + 3600)
-        await self.link.publish(invite.join_mailbox, bytes([JOIN_WELCOME]) + welcome, expires_at)
+        answer = bytes([JOIN_WELCOME]) + welcome
+        targets: list[tuple[str, Callable[[], Awaitable[int]]]] = [
+            ("first", partial(self.link.publish, invite.join_mailbox, answer, expires_at))
+        ]
+        for entry in invite.more_join:
+            further = self._further_named(str(entry[0]))
+            if further is not None:
+                mailbox = MailboxId(bytes(entry[1]))  # type: ignore[call-overload]
+                targets.append((further.name, partial(further.link.publish, mailbox, answer, expires_at)))  # fmt: skip
+        if len(targets) == 1:
+            await targets[0][1]()
+        else:
+            assert self._spawn is not None  # noqa: S101 - a cell on several relays has one
+            await publish_everywhere(targets, self._spawn)
         invite.used = True
         invite.member_id = info.member_id
         self.record.requests.remove(request)
@@ -791,3 +878,12 @@ def _move_extra(mailbox: MailboxId | None, retire: bytes) -> bytes | None:
     if mailbox is None:
         return None
     return ChangeExtra(group=mailbox, drain_read=retire[32:]).encode()
+
+
+async def _delete_join(further: FurtherRelay, admin: CapabilityKey, mailbox: MailboxId) -> None:
+    """Delete an invite's join mailbox on a further relay, if it answers (NO_SUCH_MAILBOX: gone)."""
+    with trio.move_on_after(INVITE_RELAY_WAIT):
+        try:
+            await further.link.admin(admin, Delete(id=0, mailbox=mailbox, counter=0, sig=bytes(64)))
+        except (CellrelayError, OSError) as exc:
+            log.debug("join_mailbox_not_deleted", relay=further.index, error=type(exc).__name__)

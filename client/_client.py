@@ -31,7 +31,7 @@ from cellrelay.protocol import CellrelayError
 from cellrelay.protocol.cell._errors import GroupError
 from cellrelay.protocol.cell._group import CellCrypto
 from cellrelay.protocol.cell._identity import Identity, MemberInfo, member_id_of
-from cellrelay.protocol.cell._invite import Invite
+from cellrelay.protocol.cell._invite import Invite, InviteRelay
 from cellrelay.protocol.cell._join import JOIN_WELCOME, seal_join_request, split_join_envelope
 from cellrelay.protocol.cell._keys import relay_seed
 from cellrelay.protocol.cell._safety import safety_number
@@ -39,6 +39,7 @@ from cellrelay.protocol.wire import CapabilityKey, MailboxId, RelayAddress
 
 from ._cell_admin import AdminSecrets, Cell
 from ._cell_member import MAX_MORE_RELAYS, CellError, CellInfo, RelayInfo
+from ._cell_relays import publish_everywhere
 from ._keystore import DEFAULT_COST, Keystore, default_data_dir
 from ._link import (
     MAX_RELAY_SKEW,
@@ -304,7 +305,11 @@ class Client:
             return
         if any(link in c.links for c in self._cells):
             return
-        if any(Invite.from_bytes(r.invite).relay == link.address for r in self._state.joins):
+        if any(
+            entry.relay == link.address
+            for r in self._state.joins
+            for entry in Invite.from_bytes(r.invite).relays
+        ):
             return
         del self._links[key]
         self._nursery.start_soon(link.aclose)
@@ -498,10 +503,24 @@ class Client:
             raise CellError(f"you are already a member of {invite.cell_name!r}")
         invite.check_fresh(time.time())
         self._joined[invite.join_mailbox] = trio.Event()  # before any await: no second request
-        link = self.link_for(invite.relay)
+        links = [self.link_for(entry.relay) for entry in invite.relays]
         write = CapabilityKey.from_seed(invite.join_write_seed)
+
+        def authorizer(link: RelayLink, mailbox: MailboxId) -> Callable[[], Awaitable[int]]:
+            async def authorize() -> int:
+                await link.authorize_writer(mailbox, write)
+                return 0
+
+            return authorize
+
+        targets = [
+            (str(entry.relay), authorizer(link, entry.join_mailbox))
+            for link, entry in zip(links, invite.relays, strict=True)
+        ]
         try:
-            await link.authorize_writer(invite.join_mailbox, write)
+            # On an invite naming several relays, the first that takes the key will do;
+            # the others go on in the background (a relay may be down: docs/protocol.md §C4).
+            await publish_everywhere(targets, self._nursery.start_soon)
         except BaseException as exc:
             # Nothing was asked (a used invite, a relay with another key, no answer): forget
             # the attempt, or a long-lived client (the daemon) would take the next try with
@@ -509,7 +528,8 @@ class Client:
             # cannot come.
             self._joined.pop(invite.join_mailbox, None)
             if isinstance(exc, RelayKeyMismatchError):
-                self._release_link(link)  # it can serve nobody: its key is not the relay's
+                for link in links:
+                    self._release_link(link)  # it can serve nobody: its key is not the relay's
             raise
         request = seal_join_request(
             self.identity,
@@ -517,12 +537,29 @@ class Client:
             join_mailbox=invite.join_mailbox,
             proof_key=invite.join_secret,
         )
-        record = JoinRecord(invite=invite.to_bytes(), requested_at=time.time())
+        record = JoinRecord(invite=invite.to_bytes(), requested_at=time.time(),
+                            more_cursors=[0] * len(invite.more_relays))  # fmt: skip
         self._state.joins.append(record)
         await self.save()
         await self._watch_join(record)
-        await link.publish(
-            invite.join_mailbox, request, min(invite.expires_at, int(link.relay_time()) + 7 * 86400)
+        expires_at = [0]
+
+        def publisher(link: RelayLink, mailbox: MailboxId) -> Callable[[], Awaitable[int]]:
+            async def publish() -> int:
+                return await link.publish(mailbox, request, expires_at[0] or stamp(link))
+
+            return publish
+
+        def stamp(link: RelayLink) -> int:
+            expires_at[0] = min(invite.expires_at, int(link.relay_time()) + 7 * 86400)
+            return expires_at[0]
+
+        await publish_everywhere(
+            [
+                (str(entry.relay), publisher(link, entry.join_mailbox))
+                for link, entry in zip(links, invite.relays, strict=True)
+            ],
+            self._nursery.start_soon,
         )
         return invite
 
@@ -568,23 +605,43 @@ class Client:
         return await self.wait_joined(invite)
 
     async def _watch_join(self, record: JoinRecord) -> None:
+        """Watch the join mailbox on every relay of the invite; the first watch will do."""
         invite = Invite.from_bytes(record.invite)
-        link = self.link_for(invite.relay)
         read = CapabilityKey.from_seed(invite.join_read_seed)
+        if len(record.more_cursors) != len(invite.more_relays):
+            record.more_cursors = [0] * len(invite.more_relays)
 
-        async def on_delivery(event: Delivery | Revocation) -> None:
-            if isinstance(event, Revocation):
-                return
-            record.cursor = event.seq
-            kind, rest = split_join_envelope(event.envelope)
-            if kind == JOIN_WELCOME and record in self._state.joins:
-                await self._welcomed(record, invite, rest)
-            else:
-                await self.save()
+        def handler(index: int) -> Handler:
+            async def on_delivery(event: Delivery | Revocation) -> None:
+                if isinstance(event, Revocation):
+                    return
+                if index == 0:
+                    record.cursor = event.seq
+                else:
+                    record.more_cursors[index - 1] = event.seq
+                kind, rest = split_join_envelope(event.envelope)
+                if kind == JOIN_WELCOME and record in self._state.joins:
+                    await self._welcomed(record, invite, rest)
+                else:
+                    await self.save()
 
-        self._route(invite.join_mailbox, on_delivery)
+            return on_delivery
+
+        def watcher(index: int, entry: InviteRelay) -> Callable[[], Awaitable[int]]:
+            cursor = record.cursor if index == 0 else record.more_cursors[index - 1]
+
+            async def watch() -> int:
+                return await self.link_for(entry.relay).watch(entry.join_mailbox, read, cursor)
+
+            return watch
+
+        for index, entry in enumerate(invite.relays):
+            self._route(entry.join_mailbox, handler(index))
         self._joined.setdefault(invite.join_mailbox, trio.Event())
-        await link.watch(invite.join_mailbox, read, record.cursor)
+        await publish_everywhere(
+            [(str(e.relay), watcher(i, e)) for i, e in enumerate(invite.relays)],
+            self._nursery.start_soon,
+        )
 
     async def _welcomed(self, record: JoinRecord, invite: Invite, welcome: bytes) -> None:
         held = [c for c in self._cells if c.cell_id == invite.cell_id]
@@ -632,12 +689,21 @@ class Client:
         self._state.joins.remove(record)
         self._state.cells.append(cell_record)
         await self.save()
-        self._unroute(invite.join_mailbox)
-        with contextlib.suppress(Exception):
-            await link.unwatch(invite.join_mailbox)
+        for entry in invite.relays:
+            self._unroute(entry.join_mailbox)
+            # Never waits for a relay that is down (no connection: nothing to unsubscribe).
+            with contextlib.suppress(Exception):
+                await self.link_for(entry.relay).unwatch(entry.join_mailbox)
         cell = self._make_cell(cell_record, crypto)
         self._cells.append(cell)
         self._note_cells_changed()
-        await cell.start()
+        if cell.further:
+            # In the background, ready once any relay is watched: this runs in the
+            # delivery handler of the relay that brought the welcome, and the first relay
+            # may be the one that is down (issue 13).
+            self._nursery.start_soon(self._start_in_background, self._starter(cell))
+            await cell.wait_ready()
+        else:
+            await cell.start()
         self._joined.setdefault(invite.join_mailbox, trio.Event()).set()
         log.info("cell_joined", epoch=crypto.epoch)

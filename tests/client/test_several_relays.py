@@ -356,3 +356,37 @@ async def test_members_who_each_reach_only_another_relay_hear_each_other(
                 await recorder.wait_for(_alert("marker"))
             assert texts(heard_by_ben)["from ana, on the first relay only"] == 1
             assert texts(heard_by_ana)["from ben, on the second relay only"] == 1
+
+
+async def test_an_invite_names_every_relay_and_works_while_the_first_is_down(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """The invite is format 2 with a join mailbox on each relay; the first relay is then
+    stopped, and a joiner asks, is approved, is welcomed and hears the cell through the
+    other two."""
+    with trio.fail_after(TEST_TIMEOUT):
+        async with (
+            three_relays(tmp_path) as relays,
+            members(tmp_path, "lead", "cy") as clients,
+        ):
+            lead = await clients["lead"].create_cell("Eastside", [str(r.address) for r in relays])
+            invite = await lead.invite()
+            assert [str(e.relay) for e in invite.relays] == [str(r.address) for r in relays]
+            assert len({e.join_mailbox for e in invite.relays}) == 3
+            link = invite.to_link()
+            assert link.startswith("cellrelay://join/")
+            await relays[0].terminate()
+            pending = await clients["cy"].request_join(link)
+            while not lead.join_requests:
+                await trio.sleep(0.02)
+            await lead.approve()
+            cy = await clients["cy"].wait_joined(pending)
+            assert [f.record.relay for f in cy.further] == [str(r.address) for r in relays[1:]]
+            heard = Recorder(cy)
+            await nursery.start(heard.run)
+            await lead.send_alert("welcome, cy")
+            await heard.wait_for(_alert("welcome, cy"))
+            heard_by_lead = Recorder(lead)
+            await nursery.start(heard_by_lead.run)
+            await cy.send_alert("cy is heard")
+            await heard_by_lead.wait_for(_alert("cy is heard"))
