@@ -90,7 +90,7 @@ from cellrelay.protocol.wire._codec import decode_map, encode_map
 
 from ._cell_moves import ChangeExtra, ChangeExtraError, Moves
 from ._cell_refetch import Refetch, make_ref
-from ._cell_relays import Copier, FurtherRelay, publish_everywhere
+from ._cell_relays import Copier, FurtherRelay, first_done, publish_everywhere
 from ._events import (
     AlertReceived,
     CellEvent,
@@ -360,6 +360,10 @@ class MemberCell:
         self._applied_epoch = crypto.epoch
         self._started = False
         self._ready = trio.Event()  # set when start() has watched the mailboxes
+        # Set when `start` has ended on the first relay, `_first_failed` if it raised (a
+        # cell on several relays is ready earlier, once a further relay is watched).
+        self._first_started = trio.Event()
+        self._first_failed: Exception | None = None
         self._lost_race = False  # our last epoch change lost to another admin's
         self._heads: dict[MailboxId, int] = {}  # relay heads when watched, for wait_synced
         self._progress = trio.Event()  # set after each processed delivery
@@ -648,8 +652,12 @@ class MemberCell:
         self._started = True
         try:
             await self._start()
+        except Exception as exc:
+            self._first_failed = exc
+            raise
         finally:
             self._ready.set()
+            self._first_started.set()
 
     def _background(self, work: Callable[[], Awaitable[None]]) -> None:
         """Run `work` in the client's nursery (awaited here when there is none)."""
@@ -1477,20 +1485,51 @@ class MemberCell:
         An admin's open invites count too, so join requests are in `join_requests` after it.
         """
         await self.wait_ready()
+        if not self.further:
+            for mailbox in list(self._heads):  # a failed start: what was watched, as before
+                await self._wait_processed(mailbox)
+            return
+        # On a cell on several relays, any one relay caught up will do: the first relay
+        # may be the one that is down (issue 13).
+        await first_done([self._wait_first_synced, *(f.wait_synced for f in self.further)])
+
+    async def wait_connected(self) -> None:
+        """Wait until the link to one of the cell's relays is up.
+
+        Raises:
+            RelayKeyMismatchError: every relay refused the handshake for its key (the first
+                relay's error), at once rather than after a timeout.
+        """
+        await first_done([link.wait_connected for link in self.links])
+
+    async def _wait_first_synced(self) -> None:
+        await self._first_started.wait()
+        if self._first_failed is not None:
+            raise self._first_failed
         for mailbox in list(self._heads):
             await self._wait_processed(mailbox)
 
-    async def _wait_processed(self, mailbox: MailboxId) -> None:
-        """Wait until one mailbox is processed up to its head when watched (see wait_synced)."""
-        head = self._heads.get(mailbox, 0)
-        while self._processed(mailbox) < head and self.link.cursor(mailbox) is not None:
+    async def _wait_processed(
+        self,
+        mailbox: MailboxId,
+        *,
+        link: RelayLink | None = None,
+        heads: dict[MailboxId, int] | None = None,
+    ) -> None:
+        """Wait until one mailbox is processed up to its head when watched (see wait_synced).
+
+        `link` and `heads`: a further relay's, for its mailboxes (the first relay's else).
+        """
+        link = self.link if link is None else link
+        head = (self._heads if heads is None else heads).get(mailbox, 0)
+        while self._processed(mailbox) < head and link.cursor(mailbox) is not None:
             # The head counts envelopes that expired, and those are never delivered: waiting
             # for the cursor to reach it waited forever once the newest envelopes of a
             # mailbox had expired, so every CLI command failed with "could not catch up"
             # (tests/client/test_expiry.py). Ask the relay for the next envelope it still
             # holds, and wait for that one.
             try:
-                page = await self.link.request(
+                page = await link.request(
                     Fetch(id=0, mailbox=mailbox, after=self._processed(mailbox), limit=1)
                 )
             except RelayRefusedError:  # no longer readable (keys rotated): nothing to wait for
@@ -1513,6 +1552,11 @@ class MemberCell:
             return record.group_cursor
         if mailbox == record.control_mailbox:
             return record.control_cursor
+        for further in self.further:
+            if mailbox == further.record.group_mailbox:
+                return further.record.group_cursor
+            if mailbox == further.record.control_mailbox:
+                return further.record.control_cursor
         invite = next((i for i in record.invites if i.join_mailbox == mailbox), None)
         return invite.cursor if invite is not None else 2**63
 

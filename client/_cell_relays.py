@@ -67,7 +67,7 @@ if TYPE_CHECKING:
     from ._cell_member import MemberCell
     from ._state import RelayRecord
 
-__all__ = ["FURTHER_GENERATION", "Copier", "FurtherRelay", "publish_everywhere"]
+__all__ = ["FURTHER_GENERATION", "Copier", "FurtherRelay", "first_done", "publish_everywhere"]
 
 log = library_logger("cellrelay.client")
 
@@ -105,6 +105,8 @@ class FurtherRelay:
         self.order = trio.Lock()  # control publishes (and rotations) to this relay, in order
         self.heads: dict[MailboxId, int] = {}
         self.started = False
+        self._start_ended = trio.Event()  # `start` returned, watching or not (`failed`)
+        self.failed: BaseException | None = None
         # The group mailbox is not watched with the current keys: a rotation's rewatch
         # failed (the relay was down, or had not been rotated yet). The next epoch change
         # this relay delivers proves the rotation reached it (`order`): watch again then.
@@ -141,16 +143,32 @@ class FurtherRelay:
                 await self.watch_group()
                 if cell.is_admin:
                     await self.take_up_admin_duties(cell._control_write_seed())
-        except RelayKeyMismatchError:
+        except RelayKeyMismatchError as exc:
             # Another key answers at this address: never trusted (the link keeps refusing
             # it); the link's status says so, and the cell goes on on its other relays.
             log.warning("further_relay_refused", relay=self.index)
+            self.failed = exc
             return
         except (CellrelayError, OSError) as exc:
             log.info("further_relay_not_started", relay=self.index, error=type(exc).__name__)
+            self.failed = exc
             return
+        finally:
+            self._start_ended.set()
         self.started = True
         cell._further_ready()
+
+    async def wait_synced(self) -> None:
+        """Wait until this relay's mailboxes are processed up to their heads when watched.
+
+        Raises:
+            the error that kept `start` from watching them (a relay with another key...).
+        """
+        await self._start_ended.wait()
+        if self.failed is not None:
+            raise self.failed
+        for mailbox in list(self.heads):
+            await self._cell._wait_processed(mailbox, link=self.link, heads=self.heads)
 
     async def take_up_admin_duties(self, control_write: bytes) -> None:
         """Prove the control mailbox's write key here (admins post epoch changes)."""
@@ -372,3 +390,30 @@ class Copier:
                 await link.publish(mailbox, entry.envelope, entry.expires_at)
             except (CellrelayError, OSError) as exc:
                 log.info("envelope_not_copied", relay=index, error=type(exc).__name__)
+
+
+async def first_done(waits: Sequence[Callable[[], Awaitable[None]]]) -> None:
+    """Return as soon as one of `waits` returns, cancelling the others.
+
+    Raises:
+        the first wait's error, if every one of them failed.
+    """
+    errors: dict[int, BaseException] = {}
+    done = False
+
+    async with trio.open_nursery() as nursery:
+
+        async def run(index: int, wait: Callable[[], Awaitable[None]]) -> None:
+            nonlocal done
+            try:
+                await wait()
+            except (CellrelayError, OSError) as exc:
+                errors[index] = exc
+                return
+            done = True
+            nursery.cancel_scope.cancel()
+
+        for index, wait in enumerate(waits):
+            nursery.start_soon(run, index, wait)
+    if not done:
+        raise errors[min(errors)]

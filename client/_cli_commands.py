@@ -182,7 +182,7 @@ async def synced(ctx: Context, cells: list[Cell]) -> None:
     """
     for cell in cells:
         ctx.bound(f"could not reach the relay of {isolate(cell.name)}")
-        await cell.link.wait_connected()
+        await cell.wait_connected()  # any relay of a cell on several
         ctx.bound(f"could not catch up with {isolate(cell.name)}")
         await cell.wait_synced()
     ctx.unbound()

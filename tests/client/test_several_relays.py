@@ -277,6 +277,15 @@ async def test_the_command_line_creates_a_cell_on_several_relays_alone_and_throu
         daemon.process.send_signal(signal.SIGTERM)
         await reap(daemon.process)
 
+    # The first relay of "North" is replaced by another key on its address: the command
+    # line refuses it and still sends through the second relay, without waiting it out.
+    port = running[0].port
+    await running[0].relay.shutdown()
+    impostor = await relays.start(listen=(f"127.0.0.1:{port}",))
+    sent = await cli("send", "North", "despite the impostor", "--timeout", "30", home=lead)
+    assert sent.returncode == 0
+    assert impostor.relay.metrics.publishes.value == 0
+
 
 async def test_a_member_removed_while_a_relay_is_down_reads_nothing_new_when_it_returns(
     tmp_path: Path, nursery: trio.Nursery
