@@ -49,7 +49,7 @@ import trio
 
 from cellrelay.protocol import CellrelayError, ErrorCode
 from cellrelay.protocol.cell._keys import relay_seed
-from cellrelay.protocol.wire import CapabilityKey, MailboxId, RelayAddress, Rotate
+from cellrelay.protocol.wire import CapabilityKey, Fetch, MailboxId, Page, RelayAddress, Rotate
 
 from ._link import (
     Delivery,
@@ -65,7 +65,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
     from ._cell_member import MemberCell
-    from ._state import RelayRecord
+    from ._state import CellRecord, RelayRecord
 
 __all__ = ["FURTHER_GENERATION", "Copier", "FurtherRelay", "first_done", "publish_everywhere"]
 
@@ -378,13 +378,30 @@ class Copier:
         await trio.sleep(self._rng.uniform(*COPY_AFTER))
         entry = self._pending.pop(digest)
         cell = self._cell
-        targets = [(0, cell.link, cell.record.group_mailbox, False)]
-        targets += [(f.index, f.link, f.record.group_mailbox, f.group_stale) for f in cell.further]
-        for index, link, mailbox, stale in targets:
+        targets: list[tuple[int, RelayLink, CellRecord | RelayRecord, bool]] = [
+            (0, cell.link, cell.record, False)
+        ]
+        targets += [(f.index, f.link, f.record, f.group_stale) for f in cell.further]
+        for index, link, record, stale in targets:
             if index in entry.relays or stale or not link.connected or cell.crypto.removed:
                 continue
             if entry.expires_at <= link.relay_time():
                 return
+            # Only a relay that holds nothing this member has not read yet lacks it. One
+            # that is behind (busy, or this member's reading of it is) will most likely
+            # deliver it itself: copying then only adds load where there is too much
+            # already, and at 100 members every copy is a publish and 100 deliveries
+            # (bench_cells.py --relays 2 melted down so before this check).
+            mailbox = record.group_mailbox
+            try:
+                page = await link.request(
+                    Fetch(id=0, mailbox=mailbox, after=record.group_cursor, limit=1)
+                )
+            except (CellrelayError, OSError) as exc:
+                log.info("envelope_not_copied", relay=index, error=type(exc).__name__)
+                continue
+            if not isinstance(page, Page) or page.items or index in entry.relays:
+                continue
             log.info("envelope_copied", relay=index)
             try:
                 await link.publish(mailbox, entry.envelope, entry.expires_at)
