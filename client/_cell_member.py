@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import math
 import time
 from functools import partial
@@ -75,7 +76,7 @@ from cellrelay.protocol.cell._errors import (
 from cellrelay.protocol.cell._group import CellCrypto, EpochUpdate, Opened, Outcome
 from cellrelay.protocol.cell._identity import Identity, MemberInfo
 from cellrelay.protocol.cell._membership import Op
-from cellrelay.protocol.cell._outcomes import Behind, Missing
+from cellrelay.protocol.cell._outcomes import Behind, Missing, Own
 from cellrelay.protocol.cell._rollup import AlertRollup, RollupBook
 from cellrelay.protocol.cell._safety import safety_number
 from cellrelay.protocol.wire import (
@@ -123,6 +124,9 @@ __all__ = ["CellError", "CellInfo", "MailboxFullError", "MemberCell", "RelayInfo
 log = library_logger("cellrelay.client")
 
 KIND_SENDER_KEY: Final = 5
+# Group envelopes remembered as settled, to drop other relays' copies unopened: far more
+# than arrive while one relay lags another (a burst of alerts and a round of distributions).
+MAX_TAKEN: Final = 4096
 MAX_MORE_RELAYS: Final = 2  # a cell lives on one to three relays (docs/protocol.md §C5.2)
 DEFAULT_ALERT_TTL: Final = 3600  # an alert that nobody resolves stops mattering in an hour
 DEFAULT_MESSAGE_TTL: Final = 24 * 3600
@@ -352,6 +356,9 @@ class MemberCell:
         ]
         self._control_lock = trio.Lock()  # one epoch change at a time, from any relay
         self._copier = Copier(self)  # copies envelopes to the relays that lack them
+        # Digests of group envelopes settled here (opened, ours, or a replay), oldest first:
+        # further copies from other relays are dropped unopened (`_take`).
+        self._taken: dict[bytes, None] = {}
         self._listeners: list[trio.MemorySendChannel[CellEvent]] = []
         self._send_lock = trio.Lock()
         self._epoch_changed = trio.Event()
@@ -1104,6 +1111,16 @@ class MemberCell:
         `relay`: on a cell on several relays, which relay delivered it (0: the first) and
         the expiry it had there, for copying it to relays that lack it (`Copier`).
         """
+        digest = b""
+        if relay is not None:
+            # A second copy from another relay (issue 13): known by its digest, dropped
+            # before the group layer, which would refuse it as a replay anyway. Opening
+            # every envelope twice doubled a member's CPU per alert at 100 members
+            # (bench_cells.py --relays 2); nothing is queued or saved for it.
+            digest = hashlib.blake2b(envelope, digest_size=16).digest()
+            if digest in self._taken:
+                self._copier.seen(relay[0], envelope, relay[1], opened=False)
+                return
         self._check_clock()
         now = self.clock()
         try:
@@ -1118,6 +1135,12 @@ class MemberCell:
             if isinstance(outcome, Opened):
                 expires_at = min(expires_at, outcome.expires_at)
             self._copier.seen(index, envelope, expires_at, opened=isinstance(outcome, Opened))
+            # Only what is settled: a parked or refused envelope must still be taken from
+            # the next relay that brings it.
+            if isinstance(outcome, Opened | Own | ReplayError):
+                self._taken[digest] = None
+                if len(self._taken) > MAX_TAKEN:
+                    del self._taken[next(iter(self._taken))]
         if isinstance(outcome, Opened) and outcome.kind == KIND_SENDER_KEY:
             self._refetch.released()
         # Applied, not yet saved: the client saves once after the burst of deliveries it
@@ -1174,6 +1197,13 @@ class MemberCell:
                 events.append(EpochStale(cell=self.name, epoch=notice.epoch, newer=notice.newer,
                                          age=int(self.epoch_age())))  # fmt: skip
         return events
+
+    @property
+    def changed_since_save(self) -> bool:
+        """Whether deliveries changed this cell since the last save (or it has events to hand
+        on, which go out only after a save). Deliveries that change nothing are the second
+        copies of a cell on several relays."""
+        return self._dirty or bool(self._queued) or not self.further
 
     def sync_record(self) -> None:
         """Copy the group layer's state into the record, if it changed (before a save)."""

@@ -338,7 +338,10 @@ class Client:
                         log.warning("delivery_failed", error=type(exc).__name__)
             # Not durable: a power cut can only make us receive these again (at least once;
             # contents are de-duplicated by id). Sends save durably before publishing.
-            await self.save(durable=False)
+            # Skipped when the burst changed no cell: only second copies from another relay
+            # (issue 13), whose cursors a lost save only makes the relay deliver again.
+            if any(cell.changed_since_save for cell in self._cells):
+                await self.save(durable=False)
             for cell in self._cells:
                 cell.flush()
                 if cell.invites_to_release:
