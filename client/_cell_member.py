@@ -50,6 +50,7 @@ from cellrelay.protocol.cell._content import (
     Change,
     Content,
     ContentError,
+    Leave,
     MembershipChange,
     MessageId,
     PlainMessage,
@@ -58,6 +59,8 @@ from cellrelay.protocol.cell._content import (
     ReceiptState,
     Status,
     StatusReply,
+    Step,
+    VerificationStep,
     WireContent,
     decode_content,
 )
@@ -75,9 +78,9 @@ from cellrelay.protocol.cell._errors import (
 )
 from cellrelay.protocol.cell._group import CellCrypto, EpochUpdate, Opened, Outcome
 from cellrelay.protocol.cell._identity import Identity, MemberInfo
-from cellrelay.protocol.cell._membership import Op
+from cellrelay.protocol.cell._membership import LogEntry, Op, Role
 from cellrelay.protocol.cell._outcomes import Behind, Missing, Own
-from cellrelay.protocol.cell._rollup import AlertRollup, RollupBook
+from cellrelay.protocol.cell._rollup import AlertRollup, ReportState, RollupBook
 from cellrelay.protocol.cell._safety import safety_number
 from cellrelay.protocol.wire import (
     AddressError,
@@ -95,6 +98,7 @@ from ._cell_relays import Copier, FurtherRelay, first_done, publish_everywhere
 from ._events import (
     AlertReceived,
     CellEvent,
+    CellRole,
     ClockWarning,
     EpochStale,
     EquivocationDetected,
@@ -106,15 +110,17 @@ from ._events import (
     MuteChanged,
     MutedAlertReceived,
     ReceiptReceived,
+    RoleChanged,
     SecurityWarning,
     SendFailed,
     StatusReceived,
+    VerificationReceived,
     VerifiedKeyChanged,
 )
 from ._flood import FloodControl
 from ._link import MAX_RELAY_SKEW, Delivery, RelayLink, RelayRefusedError, Revocation
 from ._log import library_logger
-from ._state import FAILED, SENDING, SENT, CellRecord, HistoryItem, RequestRecord
+from ._state import FAILED, SENDING, SENT, CellRecord, HistoryItem, LeaveRecord, RequestRecord
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -128,6 +134,10 @@ KIND_SENDER_KEY: Final = 5
 # than arrive while one relay lags another (a burst of alerts and a round of distributions).
 MAX_TAKEN: Final = 4096
 MAX_MORE_RELAYS: Final = 2  # a cell lives on one to three relays (docs/protocol.md §C5.2)
+# The signed membership's roles (protocol) as the app sees them.
+_CELL_ROLES: Final = {Role.ADMIN: CellRole.ADMIN, Role.DISPATCHER: CellRole.DISPATCHER,
+                      Role.RESPONDER: CellRole.RESPONDER, Role.OBSERVER: CellRole.OBSERVER,
+                      Role.MEMBER: CellRole.MEMBER}  # fmt: skip
 DEFAULT_ALERT_TTL: Final = 3600  # an alert that nobody resolves stops mattering in an hour
 DEFAULT_MESSAGE_TTL: Final = 24 * 3600
 # Message counters reserved by one durable save (Cell._reserve_counter): one send in this
@@ -182,6 +192,10 @@ PRESENCE_GAP: Final = 60.0
 # client rotates every ROTATE_AFTER (a day, client/_client.py), and two hours is the margin
 # for admins' devices being offline or asleep.
 EPOCH_STALE_AFTER: Final = 26 * 3600.0
+# How long `leave` tries to announce the leave (a `Leave`, docs/protocol.md §C9) before it
+# forgets the cell anyway: a publish is one round trip, and a relay that does not answer
+# in this long must not keep a person who wants out waiting.
+LEAVE_TIMEOUT: Final = 15.0
 
 
 def code_name(code: int) -> str:
@@ -263,6 +277,7 @@ class CellInfo:
         alert_limit: int = 0,
         muted: tuple[bytes, ...] = (),
         more_relays: tuple[RelayInfo, ...] = (),
+        verify_first: bool = False,
     ) -> None:
         self.relay = relay
         self.more_relays = more_relays
@@ -272,12 +287,14 @@ class CellInfo:
         self.control_from = control_from
         self.alert_limit = alert_limit  # the cell's flood limit (0: the default)
         self.muted = muted  # members admins muted for everyone
+        self.verify_first = verify_first  # reports go to verifiers first (§C2 rule 7)
 
     def encode(self) -> bytes:
         fields: dict[str, object] = {
             "relay": self.relay, "group": self.group, "control": self.control,
             "group_from": self.group_from, "control_from": self.control_from,
-            "alert_limit": self.alert_limit, "muted": list(self.muted)}  # fmt: skip
+            "alert_limit": self.alert_limit, "muted": list(self.muted),
+            "verify_first": int(self.verify_first)}  # fmt: skip
         if self.more_relays:  # absent for a cell on one relay: its extra is as before
             fields["more_relays"] = [r.encode() for r in self.more_relays]
         return encode_map(fields)
@@ -288,6 +305,7 @@ class CellInfo:
         relay, group, control = f.get("relay"), f.get("group"), f.get("control")
         group_from, control_from = f.get("group_from", 0), f.get("control_from", 0)
         alert_limit, muted = f.get("alert_limit", 0), f.get("muted", ())
+        verify_first = f.get("verify_first", 0)
         if type(relay) is not str or type(group) is not bytes or type(control) is not bytes:
             raise CellError("the cell's mailbox information is damaged")
         if type(group_from) is not int or type(control_from) is not int:
@@ -295,6 +313,8 @@ class CellInfo:
         if type(alert_limit) is not int or type(muted) is not tuple:
             raise CellError("the cell's settings are damaged")
         if not all(type(m) is bytes and len(m) == 16 for m in muted):
+            raise CellError("the cell's settings are damaged")
+        if type(verify_first) is not int or verify_first not in (0, 1):
             raise CellError("the cell's settings are damaged")
         more = f.get("more_relays", ())
         if type(more) is not tuple or len(more) > MAX_MORE_RELAYS:
@@ -311,6 +331,7 @@ class CellInfo:
             alert_limit=alert_limit,
             muted=muted,
             more_relays=more_relays,
+            verify_first=bool(verify_first),
         )
 
 
@@ -333,6 +354,7 @@ class MemberCell:
         unroute: Callable[[MailboxId], None],
         further_links: Sequence[RelayLink] = (),
         spawn: Callable[[Callable[[], Awaitable[None]]], None] | None = None,
+        forget: Callable[[MemberCell], Awaitable[None]] | None = None,
     ) -> None:
         """Wrap a cell's state; the client creates cells (`Client.create_cell`, `join`).
 
@@ -340,6 +362,7 @@ class MemberCell:
         task in the client's nursery (work on a relay that must not hold up the caller).
         """
         self._identity = identity
+        self._forget = forget  # the client's `forget`: delete this cell's state (`leave`)
         self.record = record
         self.crypto = crypto
         self.link = link
@@ -443,8 +466,81 @@ class MemberCell:
 
     def _member(self, info: MemberInfo) -> Member:
         return Member(
-            member_id=info.member_id, name=info.name, is_admin=info.member_id in self.crypto.admins
+            member_id=info.member_id,
+            name=info.name,
+            is_admin=info.member_id in self.crypto.admins,
+            role=self._role(info.member_id),
         )
+
+    # -- roles (docs/protocol.md §G5) and verification (§C2 rule 7) --------------------------
+
+    def _role(self, member_id: bytes) -> CellRole:
+        return _CELL_ROLES[self.crypto.role_of(member_id) or Role.MEMBER]
+
+    def role_of(self, member: Member) -> CellRole:
+        """A member's role in the cell's current signed membership."""
+        return self._role(member.member_id)
+
+    @property
+    def role(self) -> CellRole:
+        """This member's role."""
+        return self._role(self.crypto.me.member_id)
+
+    @property
+    def is_verifier(self) -> bool:
+        """Whether this member may verify reports (a dispatcher or an admin)."""
+        return not self.crypto.removed and self.role.verifies
+
+    @property
+    def verify_first(self) -> bool:
+        """Whether reports not yet confirmed go to verifiers only (a cell setting, by admins)."""
+        return self.record.verify_first
+
+    def _held(self, rollup: AlertRollup | None) -> bool:
+        """Whether this device holds the alert back: verify-first, never confirmed, and this
+        member neither a verifier nor the report's author (who knows what it sent).
+
+        Never confirmed, not only unverified: a report a dispatcher called a false alarm
+        (or resolved) without confirming it is never shown here (§C2 rule 7).
+        """
+        return (
+            rollup is not None
+            and self.record.verify_first
+            and not any(s.state is ReportState.CONFIRMED for s in rollup.steps)
+            and not self.is_verifier
+            and rollup.author_id != self.crypto.me.member_id
+        )
+
+    async def verify(
+        self, alert_id: bytes, step: Step | str, *, note: str | None = None
+    ) -> VerificationStep:
+        """Take a verifier's step on a report: verifying, confirmed, false_alarm, resolved.
+
+        Lives as long as the alert. Every member's client counts it only if this member
+        is a dispatcher or an admin, and only if the report's state accepts it
+        (docs/protocol.md §C2 rule 7); the returned step says what was sent, and
+        `rollup(alert_id).verification` where the report stands.
+
+        Raises:
+            CellError: this member is not a dispatcher or an admin.
+        """
+        step = Step(step)
+        if not self.is_verifier:
+            raise CellError(
+                f"only a dispatcher or an admin of {self.name!r} can mark a report"
+                f" {step.value.replace('_', ' ')}"
+            )
+        rollup = self._rollups.rollup(alert_id)
+        expires_at = (
+            rollup.alert.expires_at
+            if rollup is not None
+            else self._now_ms() // 1000 + DEFAULT_ALERT_TTL
+        )
+        content = VerificationStep(
+            sent_at_ms=self._now_ms(), alert_id=MessageId(alert_id), step=step, note=note
+        )
+        await self._send(content, max(expires_at, self._now_ms() // 1000 + 60))
+        return content
 
     def find_member(self, text: str) -> Member:
         """Find a member by name (case-insensitive) or by a prefix of its hex id.
@@ -466,8 +562,9 @@ class MemberCell:
 
     @property
     def _rollups(self) -> RollupBook:
-        """The roll-ups, deciding with the current admins (the close rule, §C2)."""
+        """The roll-ups, deciding with the current admins and dispatchers (§C2 rules 4, 7)."""
         self._book.set_admins(self.crypto.admins)
+        self._book.set_verifiers(self.crypto.membership.with_role(Role.DISPATCHER))
         return self._book
 
     def rollup(self, alert_id: bytes) -> AlertRollup | None:
@@ -475,8 +572,12 @@ class MemberCell:
         return self._rollups.rollup(alert_id)
 
     def active_alerts(self, *, include_muted: bool = False) -> list[AlertRollup]:
-        """Unexpired, unresolved alerts, most urgent first (not muted members' unless asked)."""
-        active = self._rollups.active(self.clock())
+        """Unexpired, unresolved alerts, most urgent first (not muted members' unless asked).
+
+        In a verify-first cell a member who is not a verifier sees a report only once a
+        verifier confirmed it (docs/protocol.md §C2 rule 7).
+        """
+        active = [r for r in self._rollups.active(self.clock()) if not self._held(r)]
         if include_muted:
             return active
         return [r for r in active if not self._flood.is_muted(r.author_id)]
@@ -531,8 +632,9 @@ class MemberCell:
             if item.expires_at > now and item.status == SENT:  # never what was not sent
                 with contextlib.suppress(ContentError):
                     content = decode_content(item.kind, item.content, allow_local=True)
-                    info = Member(member_id=item.sender_id, name=item.sender_name)
-                    out.append((info, content))
+                    if not isinstance(content, Leave):  # never kept: `_on_leave`
+                        info = Member(member_id=item.sender_id, name=item.sender_name)
+                        out.append((info, content))
         return out
 
     @property
@@ -849,7 +951,7 @@ class MemberCell:
         await self._send(message, self._now_ms() // 1000 + ttl)
         return message
 
-    async def _send(self, content: WireContent, expires_at: int) -> None:
+    async def _send(self, content: WireContent | Leave, expires_at: int) -> None:
         """Seal and publish `content`; return once the relay acknowledged it.
 
         It is kept in history as "sending" before it leaves (a crash never loses it) and
@@ -884,7 +986,7 @@ class MemberCell:
                         now=self.link.relay_time(),
                     )
                     self.record.crypto = self._state_bytes()
-                    if item is None:
+                    if item is None and not isinstance(content, Leave):
                         item = self._remember_sending(content, expires_at)
                     # Saved before the envelope leaves, so that a crash of the process never
                     # loses it from history; not fsync'd: the reservation covers its counter.
@@ -904,7 +1006,8 @@ class MemberCell:
                             raise
                         log.info("send_raced_rotation", attempt=attempt, code=code_name(exc.code))
                     else:
-                        self._mark_sent(item, content)
+                        if item is not None and not isinstance(content, Leave):
+                            self._mark_sent(item, content)
                         return
                 # Not under the send lock: applying the epoch change publishes our new
                 # sender key distribution, which takes it.
@@ -916,7 +1019,7 @@ class MemberCell:
                 " send it again"
             )
         except Exception as exc:
-            if item is not None:
+            if item is not None and not isinstance(content, Leave):
                 self._mark_failed(item, content, str(exc) or type(exc).__name__)
             raise
 
@@ -1004,9 +1107,9 @@ class MemberCell:
         for item in self.record.history:
             if item.sender_id == me and item.status != SENT:
                 with contextlib.suppress(ContentError):
-                    out.append(
-                        (decode_content(item.kind, item.content, allow_local=True), item.status)
-                    )
+                    content = decode_content(item.kind, item.content, allow_local=True)
+                    if not isinstance(content, Leave):  # never kept: `leave`
+                        out.append((content, item.status))
         return out
 
     async def _reserve_counter(self) -> None:
@@ -1265,18 +1368,26 @@ class MemberCell:
             ]
         if content.message_id in self.record.seen:
             return []  # delivered before (at least once from the relay, exactly once from here)
+        if isinstance(content, Leave):
+            return self._on_leave(opened, content)
         sender = self._member(opened.sender)
+        if isinstance(content, VerificationStep):
+            return self._step_received(opened, sender, content)
         rollup = self._remember(opened.sender, content, opened.expires_at)
         if isinstance(content, Alert):
             # Expired by either of this device's clocks: shown, marked late (§C7).
             late = opened.expires_at <= self._later_clock()
             events = self._flood.count(sender, content, received_at=time.time(), live=self._live)
+            if self._held(rollup):  # verify-first: rung once a verifier confirms it
+                return events
             if self._flood.is_muted(sender.member_id):  # kept, shown, not rung
                 events.append(MutedAlertReceived(cell=self.name, sender=sender, alert=content, rollup=rollup, late=late))  # fmt: skip
             else:
                 events.append(AlertReceived(cell=self.name, sender=sender, alert=content, rollup=rollup, late=late))  # fmt: skip
             return events
         if isinstance(content, StatusReply):
+            if self._held(self._rollups.rollup(content.alert_id)):
+                return []  # about a report held here (verify-first): said once it is confirmed
             return [
                 StatusReceived(
                     cell=self.name,
@@ -1290,6 +1401,79 @@ class MemberCell:
         if isinstance(content, PlainMessage):
             return [MessageReceived(cell=self.name, sender=sender, message=content)]
         return []  # pragma: no cover - kind 0 is refused from the wire by decode_content
+
+    def _on_leave(self, opened: Opened, leave: Leave) -> list[CellEvent]:
+        """A member announced it leaves (docs/protocol.md §C9): keep it until it is removed.
+
+        Not kept in history: the leave is kept in `record.leaves` instead, which no flood
+        pushes out and no expiry prunes, until the leaver is removed (`_apply`), by this
+        member's client if it is the admin whose turn it is (`Cell.remove_leavers`). A
+        leave sealed before the sender's latest admission is spent: a relay replaying it,
+        or a member reading an old mailbox late, must never remove a re-admitted member.
+        """
+        sender = opened.sender
+        sid = sender.member_id
+        record = self.record
+        record.see(leave.message_id, opened.expires_at)
+        if (
+            sid == self.crypto.me.member_id
+            or self.crypto.role_of(sid) is None
+            or opened.epoch < record.admitted.get(sid, 0)
+        ):
+            log.info("leave_spent")  # from a member removed since, perhaps re-admitted
+            return []
+        record.leaves = [r for r in record.leaves if r.member_id != sid]
+        record.leaves.append(
+            LeaveRecord(
+                member_id=sid,
+                epoch=opened.epoch,
+                sent_at_ms=leave.sent_at_ms,
+                received_at=time.time(),
+            )
+        )
+        log.info("member_left")
+        change = MembershipChange(
+            message_id=leave.message_id, sent_at_ms=leave.sent_at_ms, change=Change.LEFT,
+            member_id=sid, member_name=sender.name, by_id=sid, by_name=sender.name,  # type: ignore[arg-type]
+        )  # fmt: skip
+        return [MembershipChanged(cell=self.name, change=change)]
+
+    def _step_received(
+        self, opened: Opened, sender: Member, step: VerificationStep
+    ) -> list[CellEvent]:
+        """A verifier's step: counted, and a held report rung once confirmed; anyone else's
+        is kept (a later promotion may make it count) but reported as a security event."""
+        before = self._rollups.rollup(step.alert_id)
+        rollup = self._remember(opened.sender, step, opened.expires_at)
+        if not sender.role.verifies:
+            log.warning("verification_refused", role=sender.role.value)
+            what = step.step.value.replace("_", " ")
+            return [
+                SecurityWarning(
+                    cell=self.name,
+                    reason="RoleRefused",
+                    detail=f"{sender.name} ({sender.role.value}) may not mark a report {what}",
+                )
+            ]
+        if self._held(rollup):
+            return []  # a step on a report held here (verify-first): nothing to show yet
+        events: list[CellEvent] = [
+            VerificationReceived(cell=self.name, sender=sender, step=step, rollup=rollup)
+        ]
+        if self._held(before) and rollup is not None:  # confirmed just now
+            # Held here until now (verify-first): ring for it now, with its priority, as if
+            # it had just come (a muted author's is shown, not rung, as always).
+            author = self._author(rollup)
+            late = rollup.alert.expires_at <= self._later_clock()
+            kind = MutedAlertReceived if self._flood.is_muted(author.member_id) else AlertReceived
+            events.append(kind(cell=self.name, sender=author, alert=rollup.alert, rollup=rollup, late=late))  # fmt: skip
+        return events
+
+    def _author(self, rollup: AlertRollup) -> Member:
+        info = self.crypto.membership.members.get(rollup.author_id)
+        if info is not None:
+            return self._member(info)
+        return Member(member_id=rollup.author_id, name=rollup.author_name)
 
     def _remember(
         self, sender: MemberInfo, content: Content, expires_at: int
@@ -1396,6 +1580,12 @@ class MemberCell:
         if update.distribution is not None:
             self.record.distribution_pending = update.distribution
         if update.entry is not None:
+            self._note_admission(update.entry)
+        if update.entry is not None and update.entry.op is Op.SET_ROLE:
+            subject = self._member(update.entry.subject)
+            events.append(RoleChanged(cell=self.name, member=subject, role=subject.role,
+                                      by=self._member(update.signer)))  # fmt: skip
+        elif update.entry is not None:
             change = self._change_of(update)
             events.append(MembershipChanged(cell=self.name, change=change))
             events.extend(self._check_verified_name(change))
@@ -1441,12 +1631,29 @@ class MemberCell:
             events.extend(self._outcome(released))
         return events
 
+    def _note_admission(self, entry: LogEntry) -> None:
+        """Follow admissions and removals for leaves (docs/protocol.md §C9).
+
+        A removal spends the member's leave; an admission starts the epochs from which a
+        leave of theirs counts (`_on_leave`).
+        """
+        record = self.record
+        sid = entry.subject.member_id
+        if entry.op in (Op.ADD, Op.REMOVE):
+            record.leaves = [r for r in record.leaves if r.member_id != sid]
+        if entry.op is Op.ADD:
+            record.admitted[sid] = entry.epoch
+        elif entry.op is Op.REMOVE:
+            record.admitted.pop(sid, None)
+
     def _apply_settings(self, extra: ChangeExtra, signer: MemberInfo) -> list[CellEvent]:
         """Take up the cell settings an admin's epoch change carries (§C5.1)."""
         record = self.record
         events: list[CellEvent] = []
         if extra.alert_limit is not None:
             record.alert_limit = extra.alert_limit
+        if extra.verify_first is not None:
+            record.verify_first = extra.verify_first
         if extra.muted is not None:
             before, after = set(record.muted_everyone), set(extra.muted)
             record.muted_everyone = list(extra.muted)
@@ -1471,7 +1678,8 @@ class MemberCell:
         if extra.group is not None and update.group_keys is None:  # a move needs its keys
             events.append(SecurityWarning(cell=self.name, reason="ChangeExtraError",
                                           detail=f"a move without keys by {update.signer.name}"))  # fmt: skip
-            return ChangeExtra(alert_limit=extra.alert_limit, muted=extra.muted)  # no move
+            return ChangeExtra(alert_limit=extra.alert_limit, muted=extra.muted,
+                               verify_first=extra.verify_first)  # no move  # fmt: skip
         return extra
 
     def _change_of(self, update: EpochUpdate) -> MembershipChange:
@@ -1495,8 +1703,40 @@ class MemberCell:
         """Seconds since this member entered the current epoch (by the device clock)."""
         return time.time() - self.record.epoch_started_at
 
-    async def leave(self) -> None:
-        """Leave the cell: stop watching its mailboxes and end every `events()` iterator."""
+    async def leave(self, *, timeout: float = LEAVE_TIMEOUT, force: bool = False) -> bool:  # noqa: ASYNC109 - bounds the announcement only: the cell is forgotten either way
+        """Leave the cell: announce it, then delete the cell's keys and history here.
+
+        The announcement is a signed `Leave` to every member (docs/protocol.md §C9): each
+        shows that this member left, and an admin's client removes it, which moves the cell
+        to a new epoch this device's keys (or a copy of them) cannot read. This device
+        does not remove itself, even as an admin: the admin who removes someone makes the
+        new epoch's keys, and a copy of a leaver's keystore must not hold them. Returns
+        whether the relay stored the announcement within `timeout` seconds; the cell is
+        forgotten either way (if not, ask an admin to remove you).
+
+        Raises:
+            CellError: this member is the cell's only admin and others remain, so nobody
+                could add or remove members after it (`force=True` leaves anyway).
+        """
+        if (
+            not force
+            and not self.crypto.removed
+            and self.is_admin
+            and len(self.crypto.admins) == 1
+            and len(self.crypto.members) > 1
+        ):
+            raise CellError(
+                f"you are the only admin of {self.name!r}: nobody could add or remove members"
+                " after you leave (force=True leaves anyway)"
+            )
+        announced = False
+        if not self.crypto.removed:
+            with trio.move_on_after(timeout):
+                try:
+                    await self._send(Leave(sent_at_ms=self._now_ms()), self._leave_expiry())
+                    announced = True
+                except (CellrelayError, CellError) as exc:
+                    log.warning("leave_not_announced", error=type(exc).__name__)
         for mailbox in self.mailboxes():
             self._unroute(mailbox)
         with contextlib.suppress(Exception):
@@ -1507,6 +1747,16 @@ class MemberCell:
                 await further.link.unwatch(further.record.group_mailbox)
                 await further.link.unwatch(further.record.control_mailbox)
         self.close()
+        if self._forget is not None:
+            await self._forget(self)
+        return announced
+
+    def _leave_expiry(self) -> int:
+        """A leave lives as long as the relay keeps anything: admins offline for long read it."""
+        max_ttl = (
+            self.link.welcome.max_ttl if self.link.welcome is not None else DEFAULT_MESSAGE_TTL
+        )
+        return int(self.link.relay_time()) + max_ttl
 
     async def wait_synced(self) -> None:
         """Wait until the group and control mailboxes are processed up to the relay's head

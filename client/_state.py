@@ -27,6 +27,7 @@ __all__ = [
     "HistoryItem",
     "InviteRecord",
     "JoinRecord",
+    "LeaveRecord",
     "RelayRecord",
     "RequestRecord",
     "RetiredMailbox",
@@ -263,6 +264,43 @@ class RetiredMailbox:
 
 
 @dataclass(slots=True, kw_only=True)
+class LeaveRecord:
+    """A member's announcement that it leaves (a `Leave`), kept until it is removed.
+
+    Every member keeps it, not only admins: one promoted later takes over the removal.
+    `epoch` is the epoch the leave was sealed in: a leave from before the member's latest
+    admission is spent and never counts (`CellRecord.admitted`, docs/protocol.md §C9).
+    """
+
+    member_id: bytes = field(repr=False)
+    epoch: int
+    sent_at_ms: int  # the sender's claim; due times use the earlier of it and `received_at`
+    received_at: float  # device time it was opened here
+
+    def encode(self) -> bytes:
+        return encode_map({"member_id": self.member_id, "epoch": self.epoch,
+                           "sent_at_ms": self.sent_at_ms, "received_at": self.received_at})  # fmt: skip
+
+    @classmethod
+    def decode(cls, data: bytes) -> LeaveRecord:
+        f = _decode(data)
+        member_id = _bytes(f, "member_id")
+        if len(member_id) != 16:
+            raise StateError("saved state is damaged (a member's leave)")
+        return cls(member_id=member_id, epoch=_int(f, "epoch"), sent_at_ms=_int(f, "sent_at_ms"),
+                   received_at=_float(f, "received_at"))  # fmt: skip
+
+
+def _admitted(f: dict[str, object]) -> dict[bytes, int]:
+    raw = _bytes(f, "admitted")
+    if len(raw) % 20:
+        raise StateError("saved state is damaged (admissions)")
+    return {
+        raw[i : i + 16]: int.from_bytes(raw[i + 16 : i + 20], "big") for i in range(0, len(raw), 20)
+    }
+
+
+@dataclass(slots=True, kw_only=True)
 class RelayRecord:
     """One relay of a cell: its address and, on it, the cell's mailboxes and cursors.
 
@@ -330,6 +368,9 @@ class CellRecord:
     alert_limit: int = 0
     muted_everyone: list[bytes] = field(default_factory=list)
     muted_here: list[bytes] = field(default_factory=list)
+    # The cell's verify-first setting (docs/protocol.md §C2 rule 7): reports not yet
+    # confirmed are shown to verifiers only.
+    verify_first: bool = False
     epoch_started_at: float = 0.0  # when this member entered the current epoch (device clock)
     # Counters reserved for sealing, made durable before any of them is used: the next
     # run skips to `send_reserved` in epoch `send_reserved_epoch` (0: none), because the
@@ -345,6 +386,14 @@ class CellRecord:
     # verified id never changes keys; a new id under a verified name is the warning.
     verified: dict[bytes, str] = field(default_factory=dict)
     more_relays: list[RelayRecord] = field(default_factory=list)  # the relays after `relay`
+    # Members who announced they leave, until they are removed (docs/protocol.md §C9): at
+    # most one per member (the latest), so at most MAX_MEMBERS.
+    leaves: list[LeaveRecord] = field(default_factory=list)
+    # Member id -> the epoch of the log entry that last added it, for the members added
+    # while this member was in the cell: a leave sealed in an earlier epoch is spent (it
+    # was sent before a removal and re-admission) and never counts. Members already in
+    # when this member joined are absent (0): nothing it can open is older than its join.
+    admitted: dict[bytes, int] = field(default_factory=dict)
     # The relay's maximum TTL as its last welcome said (0: never connected). Skipped keys
     # live that long (§G10.2): a client that starts offline must not fall back to the
     # default 7 days and delete keys a relay that keeps 30 days can still need.
@@ -367,13 +416,16 @@ class CellRecord:
 
     def remember(self, message_id: bytes, item: HistoryItem) -> None:
         """Keep a received or sent message, and its id as seen (until it expires)."""
-        expires_at = item.expires_at
+        self.see(message_id, item.expires_at)
+        self.history.append(item)
+
+    def see(self, message_id: bytes, expires_at: int) -> None:
+        """Keep a message id as seen until it expires, without keeping the message."""
         if message_id in self.seen:
             self._seen_wire = None
         elif self._seen_wire is not None:
             self._seen_wire += message_id + expires_at.to_bytes(8, "big")
         self.seen[message_id] = expires_at
-        self.history.append(item)
         self._earliest = min(self._earliest, expires_at)
 
     def encode(self) -> bytes:
@@ -399,6 +451,7 @@ class CellRecord:
                 "alert_limit": self.alert_limit,
                 "muted_everyone": b"".join(self.muted_everyone),
                 "muted_here": b"".join(self.muted_here),
+                "verify_first": int(self.verify_first),
                 "retired": [r.encode() for r in self.retired],
                 "epoch_started_at": self.epoch_started_at,
                 "send_reserved_epoch": self.send_reserved_epoch,
@@ -409,6 +462,8 @@ class CellRecord:
                 "seen": seen,
                 "verified": [mid + name.encode() for mid, name in self.verified.items()],
                 "more_relays": [r.encode() for r in self.more_relays],
+                "leaves": [r.encode() for r in self.leaves],
+                "admitted": b"".join(m + e.to_bytes(4, "big") for m, e in self.admitted.items()),
                 "relay_max_ttl": self.relay_max_ttl,
             }
         )
@@ -426,8 +481,11 @@ class CellRecord:
             ("alert_limit", 0),
             ("muted_everyone", b""),
             ("muted_here", b""),
+            ("verify_first", 0),  # saved before reports could be held for verifiers
             ("verified", ()),
             ("more_relays", ()),  # saved before cells could have several relays
+            ("leaves", ()),  # saved before members could announce leaving
+            ("admitted", b""),
             ("relay_max_ttl", 0),  # saved before the relay's maximum TTL was kept
         ):
             f.setdefault(name, default)  # saved before cells could move
@@ -455,6 +513,7 @@ class CellRecord:
             alert_limit=_int(f, "alert_limit"),
             muted_everyone=_ids(f, "muted_everyone"),
             muted_here=_ids(f, "muted_here"),
+            verify_first=bool(_int(f, "verify_first")),
             retired=[RetiredMailbox.decode(b) for b in _list(f, "retired")],
             epoch_started_at=_float(f, "epoch_started_at"),
             send_reserved_epoch=_int(f, "send_reserved_epoch"),
@@ -465,6 +524,8 @@ class CellRecord:
             seen=seen,
             verified=_verified(f),
             more_relays=[RelayRecord.decode(b) for b in _list(f, "more_relays")],
+            leaves=[LeaveRecord.decode(b) for b in _list(f, "leaves")],
+            admitted=_admitted(f),
             relay_max_ttl=_int(f, "relay_max_ttl"),
         )
 

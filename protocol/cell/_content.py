@@ -5,9 +5,11 @@ layer carries a one-byte *kind* next to the ciphertext (bound into its associate
 the content's encoding as the padded plaintext; this module turns the two into one of the
 frozen classes below and back (docs/protocol.md §C1).
 
-Kinds 1-4 are app contents; 5-15 belong to the group layer itself (5 = sender key
-distribution, 6 = epoch change) and never reach `decode_content`; 16-255 are unassigned
-and refused as UNKNOWN_TYPE, so a newer client's new kind is reported, not misread.
+Kinds 1-4 and 17 are app contents; 5-15 belong to the group layer itself (5 = sender key
+distribution, 6 = epoch change) and never reach `decode_content`; 16 is `Leave`, a
+member's announcement that it leaves the cell (docs/protocol.md §C9); 17 is a verifier's
+step on a report; the others are unassigned and refused as UNKNOWN_TYPE, so a newer
+client's new kind is reported, not misread.
 `MembershipChange` (kind 0) is made locally by the client from the signed membership log:
 it is never sent, and `decode_content` refuses it unless the caller reads its own store
 (`allow_local=True`), so a member cannot forge "X was removed by Y".
@@ -58,6 +60,7 @@ __all__ = [
     "ContentError",
     "ContentFieldSpec",
     "ContentKind",
+    "Leave",
     "MemberId",
     "MembershipChange",
     "MessageId",
@@ -67,6 +70,8 @@ __all__ = [
     "ReceiptState",
     "Status",
     "StatusReply",
+    "Step",
+    "VerificationStep",
     "WireContent",
     "content_field_specs",
     "decode_content",
@@ -111,6 +116,8 @@ class ContentKind(IntEnum):
     PLAIN = 4
     SENDER_KEY = 5  # the group layer's own: a sender key distribution
     EPOCH_CHANGE = 6  # the group layer's own: a new epoch
+    LEAVE = 16  # a member leaves the cell (docs/protocol.md §C9)
+    VERIFICATION = 17  # a dispatcher's step on a report: verifying, confirmed, ...
 
 
 # Reserved for the group layer: decode_content refuses them (the group layer consumes its
@@ -152,6 +159,19 @@ class Status(StrEnum):
     ON_SCENE = "on_scene"
     RESOLVED = "resolved"  # the situation is over
     FALSE_ALARM = "false_alarm"
+
+
+class Step(StrEnum):
+    """A verifier's step on a reported alert (docs/protocol.md §C2, "Verification").
+
+    A report starts *reported*; a dispatcher (or admin) takes it (verifying), says it is
+    real (confirmed) or not (false alarm), and closes it (resolved).
+    """
+
+    VERIFYING = "verifying"
+    CONFIRMED = "confirmed"
+    FALSE_ALARM = "false_alarm"
+    RESOLVED = "resolved"
 
 
 class ReceiptState(StrEnum):
@@ -423,6 +443,22 @@ class StatusReply(_Content):
     note: Annotated[str | None, _text(MAX_NOTE, optional=True)] = field(default=None, repr=False)
 
 
+@_content(ContentKind.VERIFICATION)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VerificationStep(_Content):
+    """A verifier's step on the alert `alert_id`: verifying, confirmed, false alarm, resolved.
+
+    Only a dispatcher's or an admin's step counts; every member's client refuses anyone
+    else's and reports it as a security event (docs/protocol.md §C2, "Verification").
+    """
+
+    message_id: IdField = field(default_factory=new_message_id)
+    sent_at_ms: SentAtMs
+    alert_id: IdField
+    step: Annotated[Step, _choice(Step)]
+    note: Annotated[str | None, _text(MAX_NOTE, optional=True)] = field(default=None, repr=False)
+
+
 @_content(ContentKind.RECEIPT)
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Receipt(_Content):
@@ -463,13 +499,30 @@ class MembershipChange(_Content):
     by_name: Name = field(repr=False)
 
 
-WireContent: TypeAlias = Alert | StatusReply | Receipt | PlainMessage
-"""The contents a member can send."""
-Content: TypeAlias = Alert | StatusReply | Receipt | PlainMessage | MembershipChange
-"""Every content an app sees."""
+@_content(ContentKind.LEAVE)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Leave(_Content):
+    """The sender leaves the cell: its client forgets the cell right after sending this.
+
+    It says nothing but who (the group layer's signed sender) and when; the cell's admins
+    remove the sender (a new epoch it cannot read) and every member shows that it left
+    (docs/protocol.md §C9). Apps never see it as such: clients turn it into a
+    `MembershipChange` of `Change.LEFT`.
+    """
+
+    message_id: IdField = field(default_factory=new_message_id)
+    sent_at_ms: SentAtMs
 
 
-def decode_content(kind: int, data: bytes, *, allow_local: bool = False) -> Content:
+WireContent: TypeAlias = Alert | StatusReply | Receipt | PlainMessage | VerificationStep
+"""The contents a member can send (a `Leave` is sent by `Cell.leave` only)."""
+Content: TypeAlias = (
+    Alert | StatusReply | Receipt | PlainMessage | VerificationStep | MembershipChange
+)
+"""Every content an app sees (a `Leave` reaches apps as a `MembershipChange`)."""
+
+
+def decode_content(kind: int, data: bytes, *, allow_local: bool = False) -> Content | Leave:
     """Decode the content of kind `kind` from `data`, strictly.
 
     `allow_local` admits kind 0 (`MembershipChange`), for a client reading back its own
@@ -510,4 +563,4 @@ def decode_content(kind: int, data: bytes, *, allow_local: bool = False) -> Cont
     for name, spec in specs:
         object.__setattr__(content, name, _checked(cls, name, spec, fields[name]))
     content._check_relations()
-    return typing.cast("Content", content)
+    return typing.cast("Content | Leave", content)
