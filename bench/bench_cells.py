@@ -38,16 +38,18 @@ the machine: "other load" is printed as in docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
 import os
 import random
+import signal
 import statistics
 import subprocess
 import sys
 import time
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -320,8 +322,17 @@ def summarize(latencies_ms: list[float]) -> dict[str, float]:
     }
 
 
+def relays_cpu(pids: list[int]) -> float:
+    """CPU seconds of the relay processes still running (a stopped one counts no more)."""
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError):
+            total += cpu_seconds(pid)
+    return total
+
+
 async def controller(
-    address: RelayAddress, relay_pid: int, home: Path, args: argparse.Namespace
+    addresses: list[RelayAddress], relay_pids: list[int], home: Path, args: argparse.Namespace
 ) -> dict[str, Any]:
     """Set the cell up, send the alerts, collect the latencies; return every figure."""
     setup: dict[str, float] = {}
@@ -337,7 +348,7 @@ async def controller(
     workers: list[WorkerProcess] = []
     async with open_client(PASSPHRASE, home=home / "lead") as client:
         try:
-            lead = await client.create_cell("bench", address)
+            lead = await client.create_cell("bench", addresses)
             # The lead sends an alert every 0.3 s, far beyond the cell's default flood limit
             # (issue 15): without this every client mutes the lead after ten alerts.
             await lead.set_alert_limit(MAX_ALERT_LIMIT)
@@ -374,13 +385,21 @@ async def controller(
             rounds = []
             number = 0
             for round_index in range(args.rounds):
-                load = OtherLoad([relay_pid, *(w.process.pid for w in workers)])
-                relay_cpu, lead_cpu = cpu_seconds(relay_pid), cpu_seconds(os.getpid())
+                load = OtherLoad([*relay_pids, *(w.process.pid for w in workers)])
+                relay_cpu, lead_cpu = relays_cpu(relay_pids), cpu_seconds(os.getpid())
                 workers_cpu = sum(cpu_seconds(w.process.pid) for w in workers)
                 sent: dict[int, int] = {}
                 returned: dict[int, int] = {}
                 send_ms: list[float] = []
+                stop_at = args.warmup + args.alerts // 2
                 for position in range(args.warmup + args.alerts):
+                    if round_index + 1 == args.stop_relay_in_round and position == stop_at:
+                        # Issue 13: the last relay is killed (SIGKILL) in the middle of the
+                        # round, while the lead keeps sending; a relay can only die this way.
+                        os.kill(relay_pids[-1], signal.SIGKILL)
+                        print(
+                            f"    (round {round_index + 1}: relay {len(relay_pids)} killed after alert {position - args.warmup})"
+                        )
                     await trio.sleep(args.interval * random.uniform(0.8, 1.2))
                     begin = time.monotonic_ns()
                     await lead.send_alert(f"{PREFIX} {number}", priority="urgent")
@@ -391,7 +410,7 @@ async def controller(
                     number += 1
                 await trio.sleep(args.drain)
                 total = args.warmup + args.alerts
-                relay_cpu = cpu_seconds(relay_pid) - relay_cpu
+                relay_cpu = relays_cpu(relay_pids) - relay_cpu
                 lead_cpu = cpu_seconds(os.getpid()) - lead_cpu
                 workers_cpu = sum(cpu_seconds(w.process.pid) for w in workers) - workers_cpu
                 other = load.cores()
@@ -461,21 +480,24 @@ def latency_part(args: argparse.Namespace) -> dict[str, Any]:
     """Run part (b); print and return its figures."""
     print(
         f"(b) alert latency, app to app: 1 lead + {args.members} members in {args.workers} worker"
-        f" processes, {args.rounds} rounds of {args.alerts} alerts ({args.warmup} more first,"
+        f" processes, a cell on {args.relays} relay(s),"
+        f" {args.rounds} rounds of {args.alerts} alerts ({args.warmup} more first,"
         f" not counted), {args.interval * 1000:.0f} ms apart (±20 %)"
     )
     # The lead's one connection holds a join mailbox per invite, all 100 at once, beyond the
     # relay's default of 64 mailboxes per connection (the report of issue 4 discusses it).
     extra = ("--max-mailboxes-per-connection", str(args.members + 16))
     with (
-        run_relay(*extra) as server,
+        ExitStack() as stack,
         temporary_directory("cellrelay-bench-cells-", args.keystores) as home,
     ):
-        for note in server.notes:
-            print(f"    {note}")
+        # Issue 13: a cell on `--relays` relays, each its own process with its own database.
+        servers = [stack.enter_context(run_relay(*extra)) for _ in range(args.relays)]
+        for note in servers[0].notes:
+            print(f"    {note} (x{args.relays})")
         print(f"    keystores (lead and members): {filesystem_of(home)}")
-        address = RelayAddress("127.0.0.1", server.port, server.public_key)
-        results = trio.run(controller, address, server.pid, home, args)
+        addresses = [RelayAddress("127.0.0.1", s.port, s.public_key) for s in servers]
+        results = trio.run(controller, addresses, [s.pid for s in servers], home, args)
     for name, seconds in results["setup_seconds"].items():
         print(f"    set-up: {name}: {seconds:.1f} s")
     print(f"    set-up total: {results['setup_total_seconds']:.1f} s")
@@ -508,6 +530,14 @@ def main() -> None:
     parser.add_argument(
         "--drain", type=float, default=2.0, help="seconds to wait after a round's last alert"
     )
+    parser.add_argument(
+        "--relays", type=int, default=1, choices=(1, 2, 3),
+        help="relays the cell lives on, each its own process (issue 13; default 1)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--stop-relay-in-round", type=int, default=0, metavar="ROUND",
+        help="kill the last relay (SIGKILL) halfway through this round (default: never)",
+    )  # fmt: skip
     parser.add_argument("--skip-crypto", action="store_true", help="only part (b)")
     parser.add_argument("--skip-latency", action="store_true", help="only part (a)")
     parser.add_argument("--json", type=Path, help="write every figure to this file")

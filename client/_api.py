@@ -89,7 +89,7 @@ from ._events import (
     StatusReceived,
     VerificationReceived,
 )
-from ._link import LinkState, RelayRefusedError
+from ._link import LinkState, RelayLink, RelayRefusedError
 from ._qr import invite_qr_png_data_uri, invite_qr_svg
 
 if TYPE_CHECKING:
@@ -420,13 +420,12 @@ class Api:
 
     def relay_states(self) -> list[RelayState]:
         """Each relay the cells live on, with its connection state."""
-        by_relay: dict[str, tuple[Cell, list[str]]] = {}
+        by_relay: dict[str, tuple[RelayLink, list[str]]] = {}
         for cell in self.client.cells:
-            key = cell.record.relay
-            by_relay.setdefault(key, (cell, []))[1].append(cell.name)
+            for link in cell.links:  # every relay of a cell on several (issue 13)
+                by_relay.setdefault(str(link.address), (link, []))[1].append(cell.name)
         states = []
-        for address, (cell, names) in by_relay.items():
-            link = cell.link
+        for address, (link, names) in by_relay.items():
             status = link.status
             state: LinkState
             if link.connected:
@@ -471,15 +470,20 @@ class Api:
         """POST /cells."""
         body: CreateCell = call.body
         try:
-            address = RelayAddress.parse(body.relay)
+            addresses = [RelayAddress.parse(text) for text in (body.relay, *body.more_relays)]
         except ValueError as exc:
             raise ApiError(422, "BAD_ADDRESS", str(exc)) from None
         if any(c.name.casefold() == body.name.casefold() for c in self.client.cells):
             raise ApiError(409, "EXISTS", "you already have a cell of that name")
-        call.waiting_for = f"could not reach the relay at {address.host}:{address.port}"
-        cell = await self.client.create_cell(
-            body.name, address, creation_secret=(body.creation_secret or "").encode()
+        call.waiting_for = "could not reach the relay at " + ", ".join(
+            f"{a.host}:{a.port}" for a in addresses
         )
+        try:
+            cell = await self.client.create_cell(
+                body.name, addresses, creation_secret=(body.creation_secret or "").encode()
+            )
+        except CellError as exc:  # the same relay twice
+            raise ApiError(422, "BAD_ADDRESS", str(exc)) from None
         return self.summary(cell)
 
     async def get_cell(self, call: Call) -> CellSummary:

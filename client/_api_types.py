@@ -124,6 +124,7 @@ MessageText = Annotated[str, _spec(PlainMessage, "text")]
 AlertTtl = Annotated[int, Bounds(lo=MIN_TTL, hi=MAX_ALERT_TTL, description="seconds until it expires everywhere")]  # fmt: skip
 MessageTtl = Annotated[int, Bounds(lo=MIN_TTL, hi=MAX_ALERT_TTL, description="seconds until it expires everywhere")]  # fmt: skip
 CellName = Annotated[str, Bounds(lo=1, hi=MAX_NAME, one_line=True)]
+RelayAddressText = Annotated[str, Bounds(lo=1, hi=MAX_ADDRESS, one_line=True, description="cellrelay://KEY@HOST:PORT")]  # fmt: skip
 Code = Annotated[str, Bounds(lo=1, hi=MAX_CODE, one_line=True)]
 
 
@@ -210,11 +211,13 @@ class CellList:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CreateCell:
-    """Create a cell on a relay; this member becomes its first admin."""
+    """Create a cell on a relay (or two or three); this member becomes its first admin."""
 
     name: CellName
     relay: Annotated[str, Bounds(lo=1, hi=MAX_ADDRESS, one_line=True, description="cellrelay://KEY@HOST:PORT")]  # fmt: skip
     creation_secret: Annotated[str | None, Bounds(lo=0, hi=MAX_SECRET, one_line=True)] = None
+    # Issue 13: the cell also lives on these relays, each run by another operator.
+    more_relays: Annotated[tuple[RelayAddressText, ...], Bounds(lo=0, hi=2, description="further relays of the cell (docs/protocol.md §C5.2)")] = ()  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

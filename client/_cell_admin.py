@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Final
 
 import trio
@@ -24,7 +25,7 @@ from cellrelay.protocol.cell._control import split_change
 from cellrelay.protocol.cell._errors import GroupError
 from cellrelay.protocol.cell._group import DEFAULT_KEY_TTL, GRACE_PERIOD
 from cellrelay.protocol.cell._identity import Identity, MemberInfo
-from cellrelay.protocol.cell._invite import Invite
+from cellrelay.protocol.cell._invite import Invite, InviteRelay
 from cellrelay.protocol.cell._join import (
     JOIN_REQUEST,
     JOIN_WELCOME,
@@ -40,17 +41,19 @@ from ._cell_member import (
     CellError,
     CellInfo,
     MemberCell,
+    RelayInfo,
     Saver,
     code_name,
 )
 from ._cell_moves import MAX_MUTED, ChangeExtra
+from ._cell_relays import FurtherRelay, publish_everywhere
 from ._events import CellEvent, CellRole, JoinRequested, Member, SecurityWarning
 from ._link import Delivery, RelayLink, RelayRefusedError, Revocation
 from ._log import library_logger
 from ._state import CellRecord, InviteRecord, LeaveRecord, RequestRecord, RetiredMailbox
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Sequence
 
     from cellrelay.protocol.cell._group import CellCrypto
 
@@ -62,6 +65,9 @@ _PROTOCOL_ROLES: Final = {CellRole.DISPATCHER: Role.DISPATCHER, CellRole.RESPOND
 log = library_logger("cellrelay.client")
 
 DEFAULT_INVITE_TTL: Final = 24 * 3600
+# An invite on a cell on several relays waits this long for each further relay to make its
+# join mailbox; one that has not answered by then is left out of the invite.
+INVITE_RELAY_WAIT: Final = 10.0
 # A retired group mailbox is deleted at the latest this long after everything stored in
 # it expired by the relay's maximum lifetime (clocks, and the sweeper's minute).
 RETIRE_SLACK: Final = 600.0
@@ -124,24 +130,31 @@ class Cell(MemberCell):
         save: Saver,
         route: Callable[[MailboxId, Callable[[Delivery | Revocation], Awaitable[None]]], None],
         unroute: Callable[[MailboxId], None],
+        further_links: Sequence[RelayLink] = (),
+        spawn: Callable[[Callable[[], Awaitable[None]]], None] | None = None,
         forget: Callable[[MemberCell], Awaitable[None]] | None = None,
         leave_takeover: float = LEAVE_TAKEOVER,
     ) -> None:
         """Wrap a cell's state; the client creates cells (`Client.create_cell`, `join`)."""
         super().__init__(
             identity=identity, record=record, crypto=crypto, link=link, save=save,
-            route=route, unroute=unroute, forget=forget,
+            route=route, unroute=unroute, further_links=further_links, spawn=spawn,
+            forget=forget,
         )  # fmt: skip
         self.leave_takeover = leave_takeover  # seconds: see LEAVE_TAKEOVER
         self._leavers_lock = trio.Lock()  # one `remove_leavers` at a time
         self._leavers_retry_at = 0.0  # device time before which a failed removal is not retried
         self._admin_lock = trio.Lock()  # one membership change at a time (see _propose)
+        self._first_order = trio.Lock()  # the first relay's rotations and changes, in order
         self._settled: set[MailboxId] = set()  # join mailboxes whose joiner is in the group
         self._releasing = False  # release_invites is running
         self._reaping: set[MailboxId] = set()  # join mailboxes a running _reap_invites is deleting
         # (epoch, device time) when every member of that epoch was first seen keyed here:
         # from a grace window after it, no member needs a retired group mailbox any more.
         self._all_keyed: tuple[int, float] | None = None
+
+    def _control_write_seed(self) -> bytes:
+        return AdminSecrets.decode(self.crypto.admin_secrets).control_write
 
     async def _take_up_admin_duties(self) -> None:
         await self._watch_admin_mailboxes()
@@ -195,6 +208,10 @@ class Cell(MemberCell):
                     )
                 except RelayRefusedError as exc:  # already gone (NO_SUCH_MAILBOX): nothing to do
                     log.debug("join_mailbox_not_deleted", code=exc.code)
+                for entry in invite.more_join:  # in the background: a relay may be down
+                    further = self._further_named(str(entry[0]))
+                    if further is not None:
+                        self._background(partial(_delete_join, further, admin, MailboxId(bytes(entry[1]))))  # type: ignore[call-overload]  # fmt: skip
                 settled.discard(invite.join_mailbox)
                 if invite in self.record.invites:
                     self.record.invites.remove(invite)
@@ -243,10 +260,42 @@ class Cell(MemberCell):
             await self._on_join(invite, event)
 
         self._route(invite.join_mailbox, on_join)
+        for entry in invite.more_join:
+            further = self._further_named(str(entry[0]))
+            if further is not None:
+                self._background(partial(self._watch_further_invite, invite, entry, further))
         await self.link.authorize_writer(invite.join_mailbox, write)
         self._heads[invite.join_mailbox] = await self.link.watch(
             invite.join_mailbox, read, invite.cursor
         )
+
+    def _further_named(self, relay: str) -> FurtherRelay | None:
+        return next((f for f in self.further if f.record.relay == relay), None)
+
+    async def _watch_further_invite(
+        self, invite: InviteRecord, entry: list[object], further: FurtherRelay
+    ) -> None:
+        """Watch an invite's join mailbox on a further relay (in the background)."""
+        probe = self._invite_for(invite)
+        mailbox = MailboxId(bytes(entry[1]))  # type: ignore[call-overload]
+
+        async def on_join(event: Delivery | Revocation) -> None:
+            if isinstance(event, Delivery):
+                entry[2] = event.seq
+            await self._on_join(invite, event, cursor_set=True)
+
+        self._route(mailbox, on_join)
+        try:
+            await further.link.authorize_writer(
+                mailbox, CapabilityKey.from_seed(probe.join_write_seed)
+            )
+            await further.link.watch(
+                mailbox,
+                CapabilityKey.from_seed(probe.join_read_seed),
+                int(entry[2]),  # type: ignore[call-overload]
+            )
+        except (CellrelayError, OSError) as exc:
+            log.info("invite_not_watched", relay=further.index, error=type(exc).__name__)
 
     async def _retire_on_relay(self, keys: bytes) -> None:
         """Close the group mailbox to writers, and to readers but the remaining members.
@@ -304,11 +353,19 @@ class Cell(MemberCell):
         )
         await self.link.admin(admin, rotate)
 
-    async def _on_join(self, invite: InviteRecord, event: Delivery | Revocation) -> None:
-        """A delivery in one of our invites' join mailboxes (we are its admin)."""
+    async def _on_join(
+        self, invite: InviteRecord, event: Delivery | Revocation, *, cursor_set: bool = False
+    ) -> None:
+        """A delivery in one of our invites' join mailboxes (we are its admin).
+
+        `cursor_set`: it came from a further relay, whose cursor the caller moved. A joiner
+        posts its request to every relay it reaches: the second copy finds the request
+        recorded already and adds nothing.
+        """
         if isinstance(event, Revocation):
             return
-        invite.cursor = event.seq
+        if not cursor_set:
+            invite.cursor = event.seq
         event_out: CellEvent | None = None
         try:
             kind, _ = split_join_envelope(event.envelope)
@@ -351,7 +408,12 @@ class Cell(MemberCell):
         return AdminSecrets.decode(self.crypto.admin_secrets)
 
     def _invite_for(self, record: InviteRecord) -> Invite:
+        more = tuple(
+            InviteRelay(RelayAddress.parse(str(relay)), MailboxId(bytes(mailbox)))  # type: ignore[call-overload]
+            for relay, mailbox, _ in record.more_join
+        )
         return Invite(
+            more_relays=more,
             relay=RelayAddress.parse(self.record.relay),
             cell_id=self.cell_id,
             cell_name=self.name,
@@ -377,12 +439,33 @@ class Cell(MemberCell):
             expires_at=expires_at,
         )
         probe = self._invite_for(draft)
+        join_write = CapabilityKey.from_seed(probe.join_write_seed)
+        join_read = CapabilityKey.from_seed(probe.join_read_seed)
         draft.join_mailbox = await self.link.create_mailbox(
-            CapabilityKey.from_seed(probe.join_write_seed),
-            CapabilityKey.from_seed(probe.join_read_seed),
-            admin,
-            secret=secrets.creation_secret,
+            join_write, join_read, admin, secret=secrets.creation_secret
         )
+        if self.further:
+            # The same keys on every relay (docs/protocol.md §C3.1a); a relay that does not
+            # answer soon is left out of this invite, which still works through the others.
+            made: dict[int, MailboxId] = {}
+
+            async def make(further: FurtherRelay) -> None:
+                with trio.move_on_after(INVITE_RELAY_WAIT):
+                    try:
+                        made[further.index] = await further.link.create_mailbox(
+                            join_write, join_read, admin, secret=secrets.creation_secret
+                        )
+                    except (CellrelayError, OSError) as exc:
+                        log.info(
+                            "invite_relay_skipped", relay=further.index, error=type(exc).__name__
+                        )
+
+            async with trio.open_nursery() as nursery:
+                for further in self.further:
+                    nursery.start_soon(make, further)
+            draft.more_join = [
+                [f.record.relay, made[f.index], 0] for f in self.further if f.index in made
+            ]
         self.record.invites.append(draft)
         await self._save()
         try:
@@ -424,10 +507,13 @@ class Cell(MemberCell):
         request = requests[0]
         info = MemberInfo.from_bytes(request.member)
         group_from = self.record.group_cursor
+        # Each further relay's cursors before the change: the joiner reads the `add` there
+        # again, which it refuses quietly as an epoch it has (docs/protocol.md §C5.2).
+        more_from = [(f.record.group_cursor, f.record.control_cursor) for f in self.further]
         async with self._admin_lock:
             change = self.crypto.add_member(info, now=self.link.relay_time())
             control_seq = await self._propose(change)
-        cell_info = self._welcome_info(group_from, control_seq)
+        cell_info = self._welcome_info(group_from, control_seq, more_from)
         invite = next(i for i in self.record.invites if i.join_mailbox == request.join_mailbox)
         welcome = self.crypto.welcome_for(
             info.member_id,
@@ -436,7 +522,20 @@ class Cell(MemberCell):
             extra=cell_info.encode(),
         )
         expires_at = max(invite.expires_at, int(self.link.relay_time()) + 3600)
-        await self.link.publish(invite.join_mailbox, bytes([JOIN_WELCOME]) + welcome, expires_at)
+        answer = bytes([JOIN_WELCOME]) + welcome
+        targets: list[tuple[str, Callable[[], Awaitable[int]]]] = [
+            ("first", partial(self.link.publish, invite.join_mailbox, answer, expires_at))
+        ]
+        for entry in invite.more_join:
+            further = self._further_named(str(entry[0]))
+            if further is not None:
+                mailbox = MailboxId(bytes(entry[1]))  # type: ignore[call-overload]
+                targets.append((further.name, partial(further.link.publish, mailbox, answer, expires_at)))  # fmt: skip
+        if len(targets) == 1:
+            await targets[0][1]()
+        else:
+            assert self._spawn is not None  # noqa: S101 - a cell on several relays has one
+            await publish_everywhere(targets, self._spawn)
         invite.used = True
         invite.member_id = info.member_id
         self.record.requests.remove(request)
@@ -475,7 +574,13 @@ class Cell(MemberCell):
         """
         secrets = await self._admin_ready()
         async with self._admin_lock:
-            new_keys, mailbox = await self._new_group_mailbox(secrets)
+            if self.further:
+                # A cell on several relays rotates its group keys in place on each (a move
+                # names one new mailbox, and each relay's would be its own: not yet).
+                new_keys = (CapabilityKey.generate().seed, CapabilityKey.generate().seed)
+                mailbox = None
+            else:
+                new_keys, mailbox = await self._new_group_mailbox(secrets)
             retire = CapabilityKey.generate().seed + CapabilityKey.generate().seed
             change = self.crypto.remove_member(
                 member.member_id,
@@ -495,6 +600,11 @@ class Cell(MemberCell):
             CellError: not an admin, or the relay would not create a mailbox now.
         """
         secrets = await self._admin_ready()
+        if self.further:
+            raise CellError(
+                "a cell on several relays cannot move to a fresh mailbox yet; remove the"
+                " flooder instead"
+            )
         async with self._admin_lock:
             new_keys, mailbox = await self._new_group_mailbox(secrets)
             if mailbox is None:
@@ -611,9 +721,27 @@ class Cell(MemberCell):
             extra = ChangeExtra(muted=tuple(ids)).encode()
             await self._propose(self.crypto.rotate(now=self.link.relay_time(), extra=extra))
 
-    def _welcome_info(self, group_from: int, control_from: int) -> CellInfo:
-        """What a welcome tells a joiner of the cell: mailboxes, cursors and settings (§C5)."""
+    def _welcome_info(
+        self, group_from: int, control_from: int, more_from: list[tuple[int, int]] | None = None
+    ) -> CellInfo:
+        """What a welcome tells a joiner of the cell: mailboxes, cursors and settings (§C5).
+
+        `more_from`: each further relay's group and control cursors to start from (None:
+        where this member is now).
+        """
         cell_info = CellInfo.decode(self.crypto.extra)
+        if more_from is None:
+            more_from = [(f.record.group_cursor, f.record.control_cursor) for f in self.further]
+        cell_info.more_relays = tuple(
+            RelayInfo(
+                relay=f.record.relay,
+                group=f.record.group_mailbox,
+                control=f.record.control_mailbox,
+                group_from=group_seq,
+                control_from=control_seq,
+            )
+            for f, (group_seq, control_seq) in zip(self.further, more_from, strict=True)
+        )
         cell_info.group = self.record.group_mailbox  # the cell may have moved since
         cell_info.alert_limit = self.record.alert_limit
         cell_info.muted = tuple(self.record.muted_everyone)
@@ -683,16 +811,50 @@ class Cell(MemberCell):
         return seq
 
     async def _resume_proposal(self) -> int:
-        """Rotate the relay's keys if the pending change needs it, then publish the change."""
+        """Rotate the relay's keys if the pending change needs it, then publish the change.
+
+        On a cell on several relays, each relay does both in its own task, in order with
+        the relay's other changes (`FurtherRelay.order`), and this returns once one relay
+        has stored the change: a relay that is down receives the rotation and then the
+        change when it returns (client/_cell_relays.py). The seq returned is the first
+        relay's, or its control cursor before the change when another relay was first.
+        """
         change, keys = self.record.pending_change, self.record.pending_keys
-        if self.record.pending_move:
-            await self._retire_on_relay(self.record.pending_retire)
-        elif keys:
-            await self._rotate_on_relay((keys[:32], keys[32:]))
         expires_at = int(self.link.relay_time()) + (
             self.link.welcome.max_ttl if self.link.welcome else 86400
         )
-        seq = await self.link.publish(self.record.control_mailbox, change, expires_at)
+        if not self.further:
+            if self.record.pending_move:
+                await self._retire_on_relay(self.record.pending_retire)
+            elif keys:
+                await self._rotate_on_relay((keys[:32], keys[32:]))
+            seq = await self.link.publish(self.record.control_mailbox, change, expires_at)
+        else:
+            group_admin = AdminSecrets.decode(self.crypto.admin_secrets).group_admin
+            before = self.record.control_cursor
+
+            async def first() -> int:
+                async with self._first_order:
+                    if keys:
+                        await self._rotate_on_relay((keys[:32], keys[32:]))
+                    return await self.link.publish(self.record.control_mailbox, change, expires_at)
+
+            def on(further: FurtherRelay) -> Callable[[], Awaitable[int]]:
+                async def publish() -> int:
+                    async with further.order:
+                        if keys:
+                            await further.rotate_group((keys[:32], keys[32:]), group_admin)
+                        return await further.link.publish(
+                            further.record.control_mailbox, change, expires_at
+                        )
+
+                return publish
+
+            targets = [("first", first), *((f.name, on(f)) for f in self.further)]
+            assert self._spawn is not None  # noqa: S101 - a cell on several relays has one
+            name, seq = await publish_everywhere(targets, self._spawn)
+            if name != "first":
+                seq = before
         self._clear_pending()
         await self._save()
         return seq
@@ -850,3 +1012,12 @@ def _move_extra(mailbox: MailboxId | None, retire: bytes) -> bytes | None:
     if mailbox is None:
         return None
     return ChangeExtra(group=mailbox, drain_read=retire[32:]).encode()
+
+
+async def _delete_join(further: FurtherRelay, admin: CapabilityKey, mailbox: MailboxId) -> None:
+    """Delete an invite's join mailbox on a further relay, if it answers (NO_SUCH_MAILBOX: gone)."""
+    with trio.move_on_after(INVITE_RELAY_WAIT):
+        try:
+            await further.link.admin(admin, Delete(id=0, mailbox=mailbox, counter=0, sig=bytes(64)))
+        except (CellrelayError, OSError) as exc:
+            log.debug("join_mailbox_not_deleted", relay=further.index, error=type(exc).__name__)

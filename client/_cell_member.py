@@ -36,8 +36,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import math
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Final, Protocol
 
 import trio
@@ -77,19 +79,22 @@ from cellrelay.protocol.cell._errors import (
 from cellrelay.protocol.cell._group import CellCrypto, EpochUpdate, Opened, Outcome
 from cellrelay.protocol.cell._identity import Identity, MemberInfo
 from cellrelay.protocol.cell._membership import LogEntry, Op, Role
-from cellrelay.protocol.cell._outcomes import Behind, Missing
+from cellrelay.protocol.cell._outcomes import Behind, Missing, Own
 from cellrelay.protocol.cell._rollup import AlertRollup, ReportState, RollupBook
 from cellrelay.protocol.cell._safety import safety_number
 from cellrelay.protocol.wire import (
+    AddressError,
     CapabilityKey,
     Fetch,
     MailboxId,
     Page,
+    RelayAddress,
 )
 from cellrelay.protocol.wire._codec import decode_map, encode_map
 
 from ._cell_moves import ChangeExtra, ChangeExtraError, Moves
 from ._cell_refetch import Refetch, make_ref
+from ._cell_relays import Copier, FurtherRelay, first_done, publish_everywhere
 from ._events import (
     AlertReceived,
     CellEvent,
@@ -118,13 +123,17 @@ from ._log import library_logger
 from ._state import FAILED, SENDING, SENT, CellRecord, HistoryItem, LeaveRecord, RequestRecord
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
-__all__ = ["CellError", "CellInfo", "MailboxFullError", "MemberCell", "Saver"]
+__all__ = ["CellError", "CellInfo", "MailboxFullError", "MemberCell", "RelayInfo", "Saver"]
 
 log = library_logger("cellrelay.client")
 
 KIND_SENDER_KEY: Final = 5
+# Group envelopes remembered as settled, to drop other relays' copies unopened: far more
+# than arrive while one relay lags another (a burst of alerts and a round of distributions).
+MAX_TAKEN: Final = 4096
+MAX_MORE_RELAYS: Final = 2  # a cell lives on one to three relays (docs/protocol.md §C5.2)
 # The signed membership's roles (protocol) as the app sees them.
 _CELL_ROLES: Final = {Role.ADMIN: CellRole.ADMIN, Role.DISPATCHER: CellRole.DISPATCHER,
                       Role.RESPONDER: CellRole.RESPONDER, Role.OBSERVER: CellRole.OBSERVER,
@@ -163,6 +172,9 @@ LATE_WINDOW: Final = 900.0
 # wait_synced asks the relay again after this long when an envelope it listed has not come
 # (it may have expired on the way, and an expired envelope is never delivered).
 SYNC_RECHECK: Final = 1.0
+# Leaving stops watching a further relay's mailboxes for at most this long each: a relay
+# that is down has no subscription to end.
+LEAVE_WAIT: Final = 5.0
 # A send refused because a key rotation raced it (the relay revoked the write key before
 # this member read the epoch change) is sealed again in the new epoch: at most this many
 # attempts in all, each waiting at most RACE_WAIT seconds for the epoch change to come.
@@ -212,8 +224,47 @@ class MailboxFullError(CellError):
     """
 
 
+@dataclasses.dataclass(slots=True, kw_only=True)
+class RelayInfo:
+    """One further relay of a cell, as a welcome tells a joiner (docs/protocol.md §C5.2)."""
+
+    relay: str
+    group: MailboxId
+    control: MailboxId
+    group_from: int = 0
+    control_from: int = 0
+
+    def encode(self) -> list[object]:
+        # An array, not a map: the codec takes no nested maps (protocol/wire/_codec.py).
+        return [self.relay, self.group, self.control, self.group_from, self.control_from]
+
+    @classmethod
+    def decode(cls, f: object) -> RelayInfo:
+        if type(f) is not tuple or len(f) != 5:
+            raise CellError("the cell's relay list is damaged")
+        relay, group, control, group_from, control_from = f
+        if type(relay) is not str or type(group) is not bytes or type(control) is not bytes:
+            raise CellError("the cell's relay list is damaged")
+        if len(group) != 16 or len(control) != 16:
+            raise CellError("the cell's relay list is damaged")
+        if type(group_from) is not int or type(control_from) is not int:
+            raise CellError("the cell's relay list is damaged")
+        if group_from < 0 or control_from < 0:
+            raise CellError("the cell's relay list is damaged")
+        try:
+            RelayAddress.parse(relay)
+        except AddressError:
+            raise CellError("the cell's relay list is damaged") from None
+        return cls(relay=relay, group=MailboxId(group), control=MailboxId(control),
+                   group_from=group_from, control_from=control_from)  # fmt: skip
+
+
 class CellInfo:
-    """The client data a welcome carries to a joiner (`CellCrypto.extra`)."""
+    """The client data a welcome carries to a joiner (`CellCrypto.extra`).
+
+    `relay` and the fields beside it are the cell's first relay; `more_relays` the others
+    of a cell on several (at most two, docs/protocol.md §C5.2).
+    """
 
     def __init__(
         self,
@@ -225,9 +276,11 @@ class CellInfo:
         control_from: int = 0,
         alert_limit: int = 0,
         muted: tuple[bytes, ...] = (),
+        more_relays: tuple[RelayInfo, ...] = (),
         verify_first: bool = False,
     ) -> None:
         self.relay = relay
+        self.more_relays = more_relays
         self.group = MailboxId(group)
         self.control = MailboxId(control)
         self.group_from = group_from
@@ -237,12 +290,14 @@ class CellInfo:
         self.verify_first = verify_first  # reports go to verifiers first (§C2 rule 7)
 
     def encode(self) -> bytes:
-        return encode_map(
-            {"relay": self.relay, "group": self.group, "control": self.control,
-             "group_from": self.group_from, "control_from": self.control_from,
-             "alert_limit": self.alert_limit, "muted": list(self.muted),
-             "verify_first": int(self.verify_first)}
-        )  # fmt: skip
+        fields: dict[str, object] = {
+            "relay": self.relay, "group": self.group, "control": self.control,
+            "group_from": self.group_from, "control_from": self.control_from,
+            "alert_limit": self.alert_limit, "muted": list(self.muted),
+            "verify_first": int(self.verify_first)}  # fmt: skip
+        if self.more_relays:  # absent for a cell on one relay: its extra is as before
+            fields["more_relays"] = [r.encode() for r in self.more_relays]
+        return encode_map(fields)
 
     @classmethod
     def decode(cls, data: bytes) -> CellInfo:
@@ -261,6 +316,12 @@ class CellInfo:
             raise CellError("the cell's settings are damaged")
         if type(verify_first) is not int or verify_first not in (0, 1):
             raise CellError("the cell's settings are damaged")
+        more = f.get("more_relays", ())
+        if type(more) is not tuple or len(more) > MAX_MORE_RELAYS:
+            raise CellError("the cell's relay list is damaged")
+        more_relays = tuple(RelayInfo.decode(r) for r in more)
+        if len({r.relay for r in more_relays} | {relay}) != len(more_relays) + 1:
+            raise CellError("the cell's relay list is damaged")
         return cls(
             relay=relay,
             group=group,
@@ -269,6 +330,7 @@ class CellInfo:
             control_from=control_from,
             alert_limit=alert_limit,
             muted=muted,
+            more_relays=more_relays,
             verify_first=bool(verify_first),
         )
 
@@ -290,9 +352,15 @@ class MemberCell:
         save: Saver,
         route: Callable[[MailboxId, Callable[[Delivery | Revocation], Awaitable[None]]], None],
         unroute: Callable[[MailboxId], None],
+        further_links: Sequence[RelayLink] = (),
+        spawn: Callable[[Callable[[], Awaitable[None]]], None] | None = None,
         forget: Callable[[MemberCell], Awaitable[None]] | None = None,
     ) -> None:
-        """Wrap a cell's state; the client creates cells (`Client.create_cell`, `join`)."""
+        """Wrap a cell's state; the client creates cells (`Client.create_cell`, `join`).
+
+        `further_links` are the links to `record.more_relays`, in order; `spawn` starts a
+        task in the client's nursery (work on a relay that must not hold up the caller).
+        """
         self._identity = identity
         self._forget = forget  # the client's `forget`: delete this cell's state (`leave`)
         self.record = record
@@ -302,6 +370,18 @@ class MemberCell:
         self._route = route
         self._unroute = unroute
         self._book = RollupBook()
+        self._spawn = spawn
+        self.further = [
+            FurtherRelay(self, relay, further_link, index)
+            for index, (relay, further_link) in enumerate(
+                zip(record.more_relays, further_links, strict=True), start=1
+            )
+        ]
+        self._control_lock = trio.Lock()  # one epoch change at a time, from any relay
+        self._copier = Copier(self)  # copies envelopes to the relays that lack them
+        # Digests of group envelopes settled here (opened, ours, or a replay), oldest first:
+        # further copies from other relays are dropped unopened (`_take`).
+        self._taken: dict[bytes, None] = {}
         self._listeners: list[trio.MemorySendChannel[CellEvent]] = []
         self._send_lock = trio.Lock()
         self._epoch_changed = trio.Event()
@@ -310,6 +390,10 @@ class MemberCell:
         self._applied_epoch = crypto.epoch
         self._started = False
         self._ready = trio.Event()  # set when start() has watched the mailboxes
+        # Set when `start` has ended on the first relay, `_first_failed` if it raised (a
+        # cell on several relays is ready earlier, once a further relay is watched).
+        self._first_started = trio.Event()
+        self._first_failed: Exception | None = None
         self._lost_race = False  # our last epoch change lost to another admin's
         self._heads: dict[MailboxId, int] = {}  # relay heads when watched, for wait_synced
         self._progress = trio.Event()  # set after each processed delivery
@@ -677,8 +761,31 @@ class MemberCell:
         self._started = True
         try:
             await self._start()
+        except Exception as exc:
+            self._first_failed = exc
+            raise
         finally:
             self._ready.set()
+            self._first_started.set()
+
+    def _background(self, work: Callable[[], Awaitable[None]]) -> None:
+        """Run `work` in the client's nursery (awaited here when there is none)."""
+        if self._spawn is None:  # pragma: no cover - the client always gives one
+            raise CellError("this cell was built without a nursery for its relays")
+        self._spawn(work)
+
+    def _further_ready(self) -> None:
+        """A further relay is watched: the cell can send and receive through it already."""
+        self._ready.set()
+
+    @property
+    def links(self) -> list[RelayLink]:
+        """The links to every relay of the cell, the first first."""
+        return [self.link, *(further.link for further in self.further)]
+
+    def _control_write_seed(self) -> bytes:
+        """The control mailbox's write key seed (admins only; `Cell` knows the secrets)."""
+        return b""
 
     @property
     def started(self) -> bool:
@@ -691,6 +798,10 @@ class MemberCell:
 
     async def _start(self) -> None:
         record, crypto = self.record, self.crypto
+        # Further relays first, each in the background: a first relay that is down or
+        # replaced must not keep the cell from the others (docs/protocol.md §C5.2).
+        for further in self.further:
+            self._background(further.start)
         self._route(record.control_mailbox, self._on_control)
         self._heads[record.control_mailbox] = await self.link.watch(
             record.control_mailbox,
@@ -881,7 +992,7 @@ class MemberCell:
                     # loses it from history; not fsync'd: the reservation covers its counter.
                     await self._save(durable=False)
                     try:
-                        await self.link.publish(self.record.group_mailbox, envelope, expires_at)
+                        await self._publish_group(envelope, expires_at)
                     except RelayRefusedError as exc:
                         if exc.code == ErrorCode.MAILBOX_FULL:
                             log.warning("send_refused_mailbox_full")
@@ -911,6 +1022,28 @@ class MemberCell:
             if item is not None and not isinstance(content, Leave):
                 self._mark_failed(item, content, str(exc) or type(exc).__name__)
             raise
+
+    async def _publish_group(self, envelope: bytes, expires_at: int) -> None:
+        """Publish to the group mailbox of every relay; return once one has stored it.
+
+        The others go on in the background (client/_cell_relays.py); with one relay this
+        is that relay's publish, and its refusal is raised as it was.
+        """
+        targets: list[tuple[str, Callable[[], Awaitable[int]]]] = [
+            (
+                self.link.address.host,
+                partial(self.link.publish, self.record.group_mailbox, envelope, expires_at),
+            )
+        ]
+        targets += [
+            (further.name, partial(further.publish_group, envelope, expires_at))
+            for further in self.further
+        ]
+        if len(targets) == 1:
+            await targets[0][1]()
+            return
+        assert self._spawn is not None  # noqa: S101 - a cell on several relays has one
+        await publish_everywhere(targets, self._spawn)
 
     async def _caught_up_after(self, epoch: int) -> bool:
         """Wait (bounded) until this member has applied an epoch after `epoch`, or was removed."""
@@ -1028,7 +1161,7 @@ class MemberCell:
         expires_at = int(self.link.relay_time()) + (
             self.link.welcome.max_ttl if self.link.welcome else 86400
         )
-        await self.link.publish(self.record.group_mailbox, pending, expires_at)
+        await self._publish_group(pending, expires_at)
         self.record.distribution_pending = b""
         await self._save()
 
@@ -1041,7 +1174,8 @@ class MemberCell:
         # Live: past the head when the mailbox was watched (not a catch-up); flood control.
         live = event.seq > self._heads.get(self.record.group_mailbox, 0)
         self._note_presence(event.seq)
-        self._take(event.envelope, make_ref(self.record.group_generation, event.seq), live=live)
+        self._take(event.envelope, make_ref(self.record.group_generation, event.seq), live=live,
+                   relay=(0, event.expires_at) if self.further else None)  # fmt: skip
         # max: envelopes fetched again (client/_cell_refetch.py) may come after later ones.
         self.record.group_cursor = max(self.record.group_cursor, event.seq)
         self._refetch.delivered(event.seq)
@@ -1067,8 +1201,29 @@ class MemberCell:
         if seq > head and self._present_since == math.inf:
             self._present_since = self.clock()
 
-    def _take(self, envelope: bytes, ref: int, *, live: bool = False) -> None:
-        """Open one group envelope (`ref`: its mailbox and seq) and queue what it means."""
+    def _take(
+        self,
+        envelope: bytes,
+        ref: int,
+        *,
+        live: bool = False,
+        relay: tuple[int, int] | None = None,
+    ) -> None:
+        """Open one group envelope (`ref`: its mailbox and seq) and queue what it means.
+
+        `relay`: on a cell on several relays, which relay delivered it (0: the first) and
+        the expiry it had there, for copying it to relays that lack it (`Copier`).
+        """
+        digest = b""
+        if relay is not None:
+            # A second copy from another relay (issue 13): known by its digest, dropped
+            # before the group layer, which would refuse it as a replay anyway. Opening
+            # every envelope twice doubled a member's CPU per alert at 100 members
+            # (bench_cells.py --relays 2); nothing is queued or saved for it.
+            digest = hashlib.blake2b(envelope, digest_size=16).digest()
+            if digest in self._taken:
+                self._copier.seen(relay[0], envelope, relay[1], opened=False)
+                return
         self._check_clock()
         now = self.clock()
         try:
@@ -1078,6 +1233,17 @@ class MemberCell:
         except GroupError as exc:
             outcome = exc
         self._live = live
+        if relay is not None:
+            index, expires_at = relay
+            if isinstance(outcome, Opened):
+                expires_at = min(expires_at, outcome.expires_at)
+            self._copier.seen(index, envelope, expires_at, opened=isinstance(outcome, Opened))
+            # Only what is settled: a parked or refused envelope must still be taken from
+            # the next relay that brings it.
+            if isinstance(outcome, Opened | Own | ReplayError):
+                self._taken[digest] = None
+                if len(self._taken) > MAX_TAKEN:
+                    del self._taken[next(iter(self._taken))]
         if isinstance(outcome, Opened) and outcome.kind == KIND_SENDER_KEY:
             self._refetch.released()
         # Applied, not yet saved: the client saves once after the burst of deliveries it
@@ -1134,6 +1300,13 @@ class MemberCell:
                 events.append(EpochStale(cell=self.name, epoch=notice.epoch, newer=notice.newer,
                                          age=int(self.epoch_age())))  # fmt: skip
         return events
+
+    @property
+    def changed_since_save(self) -> bool:
+        """Whether deliveries changed this cell since the last save (or it has events to hand
+        on, which go out only after a save). Deliveries that change nothing are the second
+        copies of a cell on several relays."""
+        return self._dirty or bool(self._queued) or not self.further
 
     def sync_record(self) -> None:
         """Copy the group layer's state into the record, if it changed (before a save)."""
@@ -1320,10 +1493,21 @@ class MemberCell:
             return self._rollups.add(item.sender_id, item.sender_name, content, item.received_at)  # type: ignore[arg-type]
         return None
 
-    async def _on_control(self, event: Delivery | Revocation) -> None:
+    async def _on_control(
+        self, event: Delivery | Revocation, *, further: FurtherRelay | None = None
+    ) -> None:
+        """An epoch change from the control mailbox of the first relay, or of `further`.
+
+        One at a time: two relays' routers may bring the same change, or the next one,
+        at once, and applying it awaits the relay (watching the group mailbox again).
+        """
         if isinstance(event, Revocation):  # pragma: no cover - the control read key never rotates
             log.warning("control_revoked", code=event.code)
             return
+        async with self._control_lock:
+            await self._on_control_locked(event, further)
+
+    async def _on_control_locked(self, event: Delivery, further: FurtherRelay | None) -> None:
         now = self.clock()
         events: list[CellEvent] = []
         update: EpochUpdate | None = None
@@ -1337,7 +1521,9 @@ class MemberCell:
                 self._epoch_changed.set()
                 self._epoch_changed = trio.Event()
         except (RemovedError, EpochGapError) as exc:
-            if isinstance(exc, EpochGapError):
+            # A further relay that lacks a change (down when it was posted, its copy still
+            # on the way) is not a missed epoch: another relay brings the change.
+            if isinstance(exc, EpochGapError) and further is None:
                 events.append(
                     SecurityWarning(
                         cell=self.name,
@@ -1359,7 +1545,10 @@ class MemberCell:
         finally:
             # Processed only once applied: `wait_synced` (and so every command) waits for
             # the relay's watches of a change's mailboxes, not only for its keys.
-            self.record.control_cursor = event.seq
+            if further is None:
+                self.record.control_cursor = event.seq
+            else:
+                further.record.control_cursor = event.seq
             # The group state changed when the change opened, applied in full or not: the
             # cursor must never be saved past a change without the change itself. (A move
             # cut short by a close once saved exactly that, and the lead counted a removed
@@ -1377,6 +1566,10 @@ class MemberCell:
                     await self._flush_distribution()
                 except CellrelayError as exc:  # a later change moved the cell on already
                     log.info("distribution_deferred", error=type(exc).__name__)
+        if further is not None and further.group_stale and not self.crypto.removed:
+            # This relay has the change now, so the admin rotated its keys before: the
+            # group mailbox there takes the new keys (client/_cell_relays.py).
+            self._background(further.rewatch_group)
         self._queued.extend(events)
         self.flush()
 
@@ -1402,6 +1595,8 @@ class MemberCell:
                 sent_at_ms=self._now_ms(), change=Change.REMOVED, member_id=me.member_id,  # type: ignore[arg-type]
                 member_name=me.name, by_id=update.signer.member_id, by_name=update.signer.name)))  # type: ignore[arg-type]  # fmt: skip
         if update.removed_self:
+            for further in self.further:
+                self._background(further.stop_group)
             self.link.forget_writer(self.record.group_mailbox)
             await self.link.unwatch(self.record.group_mailbox)
             self._unroute(self.record.group_mailbox)
@@ -1415,12 +1610,22 @@ class MemberCell:
         elif update.group_keys is not None:
             # The proposing admin rotated the relay's keys before publishing the change
             # (`_propose`), so the relay already accepts the new keys; it revoked our old
-            # watch then, on this same connection, before this delivery.
+            # watch then, on this same connection, before this delivery. Further relays
+            # in the background: this handler must not wait for another relay.
+            for further in self.further:
+                self._background(further.rewatch_group)
             await self.link.unwatch(self.record.group_mailbox)
             self.link.forget_writer(self.record.group_mailbox)
-            await self._rewatch_group()
+            if self.further:  # the first relay may be the one that is down
+                self._background(self._rewatch_group)
+            else:
+                await self._rewatch_group()
         events.extend(self._apply_settings(extra, update.signer))
-        if update.admin_secrets:  # just promoted
+        if update.admin_secrets and self.further:  # just promoted; no relay may hold it up
+            self._background(self._take_up_admin_duties)
+            for further in self.further:
+                self._background(partial(further.take_up_admin_duties, self._control_write_seed()))
+        elif update.admin_secrets:  # just promoted
             await self._take_up_admin_duties()
         for released in update.released:
             events.extend(self._outcome(released))
@@ -1537,6 +1742,10 @@ class MemberCell:
         with contextlib.suppress(Exception):
             await self.link.unwatch(self.record.group_mailbox)
             await self.link.unwatch(self.record.control_mailbox)
+        for further in self.further:
+            with contextlib.suppress(Exception), trio.move_on_after(LEAVE_WAIT):
+                await further.link.unwatch(further.record.group_mailbox)
+                await further.link.unwatch(further.record.control_mailbox)
         self.close()
         if self._forget is not None:
             await self._forget(self)
@@ -1556,20 +1765,51 @@ class MemberCell:
         An admin's open invites count too, so join requests are in `join_requests` after it.
         """
         await self.wait_ready()
+        if not self.further:
+            for mailbox in list(self._heads):  # a failed start: what was watched, as before
+                await self._wait_processed(mailbox)
+            return
+        # On a cell on several relays, any one relay caught up will do: the first relay
+        # may be the one that is down (issue 13).
+        await first_done([self._wait_first_synced, *(f.wait_synced for f in self.further)])
+
+    async def wait_connected(self) -> None:
+        """Wait until the link to one of the cell's relays is up.
+
+        Raises:
+            RelayKeyMismatchError: every relay refused the handshake for its key (the first
+                relay's error), at once rather than after a timeout.
+        """
+        await first_done([link.wait_connected for link in self.links])
+
+    async def _wait_first_synced(self) -> None:
+        await self._first_started.wait()
+        if self._first_failed is not None:
+            raise self._first_failed
         for mailbox in list(self._heads):
             await self._wait_processed(mailbox)
 
-    async def _wait_processed(self, mailbox: MailboxId) -> None:
-        """Wait until one mailbox is processed up to its head when watched (see wait_synced)."""
-        head = self._heads.get(mailbox, 0)
-        while self._processed(mailbox) < head and self.link.cursor(mailbox) is not None:
+    async def _wait_processed(
+        self,
+        mailbox: MailboxId,
+        *,
+        link: RelayLink | None = None,
+        heads: dict[MailboxId, int] | None = None,
+    ) -> None:
+        """Wait until one mailbox is processed up to its head when watched (see wait_synced).
+
+        `link` and `heads`: a further relay's, for its mailboxes (the first relay's else).
+        """
+        link = self.link if link is None else link
+        head = (self._heads if heads is None else heads).get(mailbox, 0)
+        while self._processed(mailbox) < head and link.cursor(mailbox) is not None:
             # The head counts envelopes that expired, and those are never delivered: waiting
             # for the cursor to reach it waited forever once the newest envelopes of a
             # mailbox had expired, so every CLI command failed with "could not catch up"
             # (tests/client/test_expiry.py). Ask the relay for the next envelope it still
             # holds, and wait for that one.
             try:
-                page = await self.link.request(
+                page = await link.request(
                     Fetch(id=0, mailbox=mailbox, after=self._processed(mailbox), limit=1)
                 )
             except RelayRefusedError:  # no longer readable (keys rotated): nothing to wait for
@@ -1592,6 +1832,11 @@ class MemberCell:
             return record.group_cursor
         if mailbox == record.control_mailbox:
             return record.control_cursor
+        for further in self.further:
+            if mailbox == further.record.group_mailbox:
+                return further.record.group_cursor
+            if mailbox == further.record.control_mailbox:
+                return further.record.control_cursor
         invite = next((i for i in record.invites if i.join_mailbox == mailbox), None)
         return invite.cursor if invite is not None else 2**63
 
@@ -1601,7 +1846,10 @@ class MemberCell:
 
     def mailboxes(self) -> list[MailboxId]:
         """The mailboxes this cell's deliveries come from (not an admin's join mailboxes)."""
-        return [self.record.group_mailbox, self.record.control_mailbox]
+        further = [
+            m for f in self.further for m in (f.record.group_mailbox, f.record.control_mailbox)
+        ]
+        return [self.record.group_mailbox, self.record.control_mailbox, *further]
 
     # -- upkeep in the background -----------------------------------------------------------
 

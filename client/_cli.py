@@ -215,13 +215,17 @@ def build_parser() -> argparse.ArgumentParser:
     cell = commands.add_parser("cell", help="create, join and manage cells").add_subparsers(
         dest="subcommand", metavar="SUBCOMMAND", required=True, parser_class=_Parser
     )
-    create = leaf(cell, "create", "create a cell on a relay; you become its admin")
+    create = leaf(
+        cell, "create", "create a cell on a relay (or two or three); you become its admin"
+    )
     create.add_argument("name", metavar="NAME")
     create.add_argument(
         "--relay",
         required=True,
+        action="append",
         metavar="ADDRESS",
-        help="the relay address (cellrelay://KEY@HOST:PORT)",
+        help="the relay address (cellrelay://KEY@HOST:PORT); give it up to three times for a"
+        " cell on several relays, each run by another operator",
     )
     create.add_argument("--creation-secret", metavar="SECRET", default=os.environ.get("CELLRELAY_CREATION_SECRET"),
                         help="the relay's creation secret, if it has one (default: $CELLRELAY_CREATION_SECRET)")  # fmt: skip

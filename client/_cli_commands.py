@@ -183,7 +183,7 @@ async def synced(ctx: Context, cells: list[Cell]) -> None:
     """
     for cell in cells:
         ctx.bound(f"could not reach the relay of {isolate(cell.name)}")
-        await cell.link.wait_connected()
+        await cell.wait_connected()  # any relay of a cell on several
         ctx.bound(f"could not catch up with {isolate(cell.name)}")
         await cell.wait_synced()
         if cell.is_admin and not cell.removed:
@@ -319,20 +319,32 @@ async def id_show(ctx: Context, args: argparse.Namespace) -> None:
 
 
 async def cell_create(ctx: Context, args: argparse.Namespace) -> None:
-    """`cellrelay cell create NAME --relay ADDRESS`."""
-    address = RelayAddress.parse(args.relay)
+    """`cellrelay cell create NAME --relay ADDRESS [--relay ADDRESS ...]`."""
+    addresses = relay_addresses(args.relay)
+    address = addresses[0]
     secret = (args.creation_secret or "").encode()
     async with connected(ctx) as client:
         if any(c.name.casefold() == args.name.casefold() for c in client.cells):
             raise CellError(f"you already have a cell named {args.name!r}; choose another name")
-        ctx.bound(f"could not reach the relay at {address.host}:{address.port}")
-        cell = await client.create_cell(args.name, address, creation_secret=secret)
+        where = ", ".join(f"{a.host}:{a.port}" for a in addresses)
+        ctx.bound(f"could not reach the relay at {where}")
+        cell = await client.create_cell(args.name, addresses, creation_secret=secret)
         ctx.unbound()
-        ctx.emit({"cell": cell.name, "cell_id": cell.cell_id.hex(), "relay": str(address)})
+        created: dict[str, object] = {"cell": cell.name, "cell_id": cell.cell_id.hex(), "relay": str(address)}  # fmt: skip
+        if len(addresses) > 1:
+            created["more_relays"] = [str(a) for a in addresses[1:]]
+        ctx.emit(created)
         ctx.say(
-            f"Created {isolate(cell.name)} ({short_id(cell.cell_id)}) on {address.host}:{address.port}; you are its admin."
+            f"Created {isolate(cell.name)} ({short_id(cell.cell_id)}) on {where}; you are its admin."
         )
         ctx.say(f"Invite members: cellrelay cell invite {command_arg(cell.name)}")
+
+
+def relay_addresses(texts: list[str]) -> list[RelayAddress]:
+    """The relays `--relay` named, at most three (a cell lives on one to three)."""
+    if len(texts) > 3:
+        raise CellError("a cell lives on at most three relays: give --relay one to three times")
+    return [RelayAddress.parse(text) for text in texts]
 
 
 def _cell_json(cell: Cell) -> dict[str, object]:

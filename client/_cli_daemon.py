@@ -54,6 +54,7 @@ from ._cell_moves import MAX_ALERT_LIMIT
 from ._cli_commands import (
     CliError,
     Context,
+    relay_addresses,
     role_sentence,
     say_left,
     ttl_refusal,
@@ -317,13 +318,21 @@ async def id_show(api: Api, args: argparse.Namespace) -> None:
 async def cell_create(api: Api, args: argparse.Namespace) -> None:
     """`cellrelay cell create` through the daemon."""
     ctx = api.ctx
-    address = RelayAddress.parse(args.relay)
-    body = {"name": args.name, "relay": args.relay, "creation_secret": args.creation_secret or None}
+    addresses = relay_addresses(args.relay)
+    address = addresses[0]
+    body: dict[str, object] = {"name": args.name, "relay": args.relay[0],
+                               "creation_secret": args.creation_secret or None}  # fmt: skip
+    if len(addresses) > 1:
+        body["more_relays"] = args.relay[1:]
     cell = await api.call("POST", "/cells", body=body, problems={
         "EXISTS": f"you already have a cell named {args.name!r}; choose another name"})  # fmt: skip
-    ctx.emit({"cell": cell["name"], "cell_id": cell["cell_id"], "relay": str(address)})
+    created: dict[str, object] = {"cell": cell["name"], "cell_id": cell["cell_id"], "relay": str(address)}  # fmt: skip
+    if len(addresses) > 1:
+        created["more_relays"] = [str(a) for a in addresses[1:]]
+    ctx.emit(created)
+    where = ", ".join(f"{a.host}:{a.port}" for a in addresses)
     ctx.say(
-        f"Created {isolate(cell['name'])} ({cell['cell_id'][:8]}) on {address.host}:{address.port}; you are its admin."
+        f"Created {isolate(cell['name'])} ({cell['cell_id'][:8]}) on {where}; you are its admin."
     )
     ctx.say(f"Invite members: cellrelay cell invite {command_arg(cell['name'])}")
 

@@ -74,7 +74,7 @@ async def listen(ctx: Context, args: argparse.Namespace) -> None:
         # Subscribe before catching up, so nothing that arrives from here on is missed; the
         # catch-up's own events are then shown once, in the snapshot below.
         channels = [subscribe(cell) for cell in cells]
-        links = list({id(cell.link): cell.link for cell in cells}.values())
+        links = list({id(link): link for cell in cells for link in cell.links}.values())
         statuses = [(link, link.statuses()) for link in links]
         await synced(ctx, cells)
         me = client.identity.member_id

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -31,13 +31,15 @@ from cellrelay.protocol import CellrelayError
 from cellrelay.protocol.cell._errors import GroupError
 from cellrelay.protocol.cell._group import CellCrypto
 from cellrelay.protocol.cell._identity import Identity, MemberInfo, member_id_of
-from cellrelay.protocol.cell._invite import Invite
+from cellrelay.protocol.cell._invite import Invite, InviteRelay
 from cellrelay.protocol.cell._join import JOIN_WELCOME, seal_join_request, split_join_envelope
+from cellrelay.protocol.cell._keys import relay_seed
 from cellrelay.protocol.cell._safety import safety_number
 from cellrelay.protocol.wire import CapabilityKey, MailboxId, RelayAddress
 
 from ._cell_admin import LEAVE_TAKEOVER, AdminSecrets, Cell
-from ._cell_member import CellError, CellInfo, MemberCell
+from ._cell_member import MAX_MORE_RELAYS, CellError, CellInfo, MemberCell, RelayInfo
+from ._cell_relays import publish_everywhere
 from ._keystore import DEFAULT_COST, Keystore, default_data_dir
 from ._link import (
     MAX_RELAY_SKEW,
@@ -49,7 +51,7 @@ from ._link import (
 )
 from ._log import library_logger
 from ._panic import duress_companions
-from ._state import CellRecord, ClientState, JoinRecord
+from ._state import CellRecord, ClientState, JoinRecord, RelayRecord
 
 if TYPE_CHECKING:
     import os
@@ -345,9 +347,13 @@ class Client:
         key = str(link.address)
         if self._links.get(key) is not link:
             return
-        if any(c.link is link for c in self._cells):
+        if any(link in c.links for c in self._cells):
             return
-        if any(Invite.from_bytes(r.invite).relay == link.address for r in self._state.joins):
+        if any(
+            entry.relay == link.address
+            for r in self._state.joins
+            for entry in Invite.from_bytes(r.invite).relays
+        ):
             return
         del self._links[key]
         self._nursery.start_soon(link.aclose)
@@ -376,7 +382,10 @@ class Client:
                         log.warning("delivery_failed", error=type(exc).__name__)
             # Not durable: a power cut can only make us receive these again (at least once;
             # contents are de-duplicated by id). Sends save durably before publishing.
-            await self.save(durable=False)
+            # Skipped when the burst changed no cell: only second copies from another relay
+            # (issue 13), whose cursors a lost save only makes the relay deliver again.
+            if any(cell.changed_since_save for cell in self._cells):
+                await self.save(durable=False)
             for cell in self._cells:
                 cell.flush()
                 if cell.invites_to_release:
@@ -429,8 +438,10 @@ class Client:
 
     def _make_cell(self, record: CellRecord, crypto: CellCrypto) -> Cell:
         link = self.link_for(RelayAddress.parse(record.relay))
+        further = [self.link_for(RelayAddress.parse(r.relay)) for r in record.more_relays]
         return Cell(identity=self.identity, record=record, crypto=crypto, link=link, save=self.save,
-                    route=self._route, unroute=self._unroute, forget=self._forget_left,
+                    route=self._route, unroute=self._unroute, further_links=further,
+                    spawn=self._nursery.start_soon, forget=self._forget_left,
                     leave_takeover=self._leave_takeover)  # fmt: skip
 
     async def _forget_left(self, cell: MemberCell) -> None:
@@ -439,10 +450,30 @@ class Client:
             await self.forget(cell)
 
     async def create_cell(
-        self, name: str, relay: str | RelayAddress, *, creation_secret: bytes = b""
+        self,
+        name: str,
+        relay: str | RelayAddress | Sequence[str | RelayAddress],
+        *,
+        creation_secret: bytes = b"",
     ) -> Cell:
-        """Create a cell on a relay, with this member as its first admin."""
-        address = relay if isinstance(relay, RelayAddress) else RelayAddress.parse(relay)
+        """Create a cell on one relay, or on two or three, with this member as its first admin.
+
+        On several relays (docs/protocol.md §C5.2) the cell's mailboxes are created on
+        each, with the capability keys derived for it; every relay must answer now. The
+        first relay listed is the cell's first relay.
+
+        Raises:
+            CellError: more than three relays, or one named twice.
+        """
+        wanted = [relay] if isinstance(relay, str | RelayAddress) else list(relay)
+        addresses = [r if isinstance(r, RelayAddress) else RelayAddress.parse(r) for r in wanted]
+        if not 1 <= len(addresses) <= 1 + MAX_MORE_RELAYS:
+            raise CellError(f"a cell lives on 1 to {1 + MAX_MORE_RELAYS} relays")
+        if len({a.public_key for a in addresses}) != len(addresses) or len(
+            {(a.host.casefold(), a.port) for a in addresses}
+        ) != len(addresses):
+            raise CellError("each relay of a cell must be another relay (another key and address)")
+        address = addresses[0]
         link = self.link_for(address)
         group_write, group_read, group_admin = (
             CapabilityKey.generate(),
@@ -460,9 +491,35 @@ class Client:
         control = await link.create_mailbox(
             control_write, control_read, control_admin, secret=creation_secret
         )
+        more: list[RelayRecord] = []
+        for other in addresses[1:]:
+            other_link = self.link_for(other)
+
+            def on(key: CapabilityKey, other: RelayAddress = other) -> CapabilityKey:
+                return CapabilityKey.from_seed(relay_seed(key.seed, other.public_key))
+
+            other_group = await other_link.create_mailbox(
+                on(group_write), on(group_read), on(group_admin), secret=creation_secret
+            )
+            other_control = await other_link.create_mailbox(
+                on(control_write), on(control_read), on(control_admin), secret=creation_secret
+            )
+            more.append(
+                RelayRecord(
+                    relay=str(other), group_mailbox=other_group, control_mailbox=other_control
+                )
+            )
         secrets = AdminSecrets(group_admin=group_admin.seed, control_write=control_write.seed,
                                control_admin=control_admin.seed, creation_secret=creation_secret)  # fmt: skip
-        info = CellInfo(relay=str(address), group=group, control=control)
+        info = CellInfo(
+            relay=str(address),
+            group=group,
+            control=control,
+            more_relays=tuple(
+                RelayInfo(relay=r.relay, group=r.group_mailbox, control=r.control_mailbox)
+                for r in more
+            ),
+        )
         crypto = CellCrypto.create(
             self.identity,
             now=link.relay_time(),
@@ -474,7 +531,7 @@ class Client:
         )
         record = CellRecord(crypto=crypto.to_bytes(), relay=str(address), group_mailbox=group, control_mailbox=control,
                             distribution_pending=crypto.distribution(now=link.relay_time()),
-                            epoch_started_at=time.time())  # fmt: skip
+                            epoch_started_at=time.time(), more_relays=more)  # fmt: skip
         record.crypto = crypto.to_bytes()
         self._state.cells.append(record)
         await self.save()
@@ -499,10 +556,24 @@ class Client:
             raise CellError(f"you are already a member of {invite.cell_name!r}")
         invite.check_fresh(time.time())
         self._joined[invite.join_mailbox] = trio.Event()  # before any await: no second request
-        link = self.link_for(invite.relay)
+        links = [self.link_for(entry.relay) for entry in invite.relays]
         write = CapabilityKey.from_seed(invite.join_write_seed)
+
+        def authorizer(link: RelayLink, mailbox: MailboxId) -> Callable[[], Awaitable[int]]:
+            async def authorize() -> int:
+                await link.authorize_writer(mailbox, write)
+                return 0
+
+            return authorize
+
+        targets = [
+            (str(entry.relay), authorizer(link, entry.join_mailbox))
+            for link, entry in zip(links, invite.relays, strict=True)
+        ]
         try:
-            await link.authorize_writer(invite.join_mailbox, write)
+            # On an invite naming several relays, the first that takes the key will do;
+            # the others go on in the background (a relay may be down: docs/protocol.md §C4).
+            await publish_everywhere(targets, self._nursery.start_soon)
         except BaseException as exc:
             # Nothing was asked (a used invite, a relay with another key, no answer): forget
             # the attempt, or a long-lived client (the daemon) would take the next try with
@@ -510,7 +581,8 @@ class Client:
             # cannot come.
             self._joined.pop(invite.join_mailbox, None)
             if isinstance(exc, RelayKeyMismatchError):
-                self._release_link(link)  # it can serve nobody: its key is not the relay's
+                for link in links:
+                    self._release_link(link)  # it can serve nobody: its key is not the relay's
             raise
         request = seal_join_request(
             self.identity,
@@ -518,12 +590,29 @@ class Client:
             join_mailbox=invite.join_mailbox,
             proof_key=invite.join_secret,
         )
-        record = JoinRecord(invite=invite.to_bytes(), requested_at=time.time())
+        record = JoinRecord(invite=invite.to_bytes(), requested_at=time.time(),
+                            more_cursors=[0] * len(invite.more_relays))  # fmt: skip
         self._state.joins.append(record)
         await self.save()
         await self._watch_join(record)
-        await link.publish(
-            invite.join_mailbox, request, min(invite.expires_at, int(link.relay_time()) + 7 * 86400)
+        expires_at = [0]
+
+        def publisher(link: RelayLink, mailbox: MailboxId) -> Callable[[], Awaitable[int]]:
+            async def publish() -> int:
+                return await link.publish(mailbox, request, expires_at[0] or stamp(link))
+
+            return publish
+
+        def stamp(link: RelayLink) -> int:
+            expires_at[0] = min(invite.expires_at, int(link.relay_time()) + 7 * 86400)
+            return expires_at[0]
+
+        await publish_everywhere(
+            [
+                (str(entry.relay), publisher(link, entry.join_mailbox))
+                for link, entry in zip(links, invite.relays, strict=True)
+            ],
+            self._nursery.start_soon,
         )
         return invite
 
@@ -569,23 +658,43 @@ class Client:
         return await self.wait_joined(invite)
 
     async def _watch_join(self, record: JoinRecord) -> None:
+        """Watch the join mailbox on every relay of the invite; the first watch will do."""
         invite = Invite.from_bytes(record.invite)
-        link = self.link_for(invite.relay)
         read = CapabilityKey.from_seed(invite.join_read_seed)
+        if len(record.more_cursors) != len(invite.more_relays):
+            record.more_cursors = [0] * len(invite.more_relays)
 
-        async def on_delivery(event: Delivery | Revocation) -> None:
-            if isinstance(event, Revocation):
-                return
-            record.cursor = event.seq
-            kind, rest = split_join_envelope(event.envelope)
-            if kind == JOIN_WELCOME and record in self._state.joins:
-                await self._welcomed(record, invite, rest)
-            else:
-                await self.save()
+        def handler(index: int) -> Handler:
+            async def on_delivery(event: Delivery | Revocation) -> None:
+                if isinstance(event, Revocation):
+                    return
+                if index == 0:
+                    record.cursor = event.seq
+                else:
+                    record.more_cursors[index - 1] = event.seq
+                kind, rest = split_join_envelope(event.envelope)
+                if kind == JOIN_WELCOME and record in self._state.joins:
+                    await self._welcomed(record, invite, rest)
+                else:
+                    await self.save()
 
-        self._route(invite.join_mailbox, on_delivery)
+            return on_delivery
+
+        def watcher(index: int, entry: InviteRelay) -> Callable[[], Awaitable[int]]:
+            cursor = record.cursor if index == 0 else record.more_cursors[index - 1]
+
+            async def watch() -> int:
+                return await self.link_for(entry.relay).watch(entry.join_mailbox, read, cursor)
+
+            return watch
+
+        for index, entry in enumerate(invite.relays):
+            self._route(entry.join_mailbox, handler(index))
         self._joined.setdefault(invite.join_mailbox, trio.Event())
-        await link.watch(invite.join_mailbox, read, record.cursor)
+        await publish_everywhere(
+            [(str(e.relay), watcher(i, e)) for i, e in enumerate(invite.relays)],
+            self._nursery.start_soon,
+        )
 
     async def _welcomed(self, record: JoinRecord, invite: Invite, welcome: bytes) -> None:
         held = [c for c in self._cells if c.cell_id == invite.cell_id]
@@ -619,17 +728,36 @@ class Client:
             epoch_started_at=time.time(),
             alert_limit=info.alert_limit,
             muted_everyone=list(info.muted),
+            more_relays=[
+                RelayRecord(
+                    relay=r.relay,
+                    group_mailbox=r.group,
+                    control_mailbox=r.control,
+                    group_cursor=r.group_from,
+                    control_cursor=r.control_from,
+                )
+                for r in info.more_relays
+            ],
             verify_first=info.verify_first,
         )
         self._state.joins.remove(record)
         self._state.cells.append(cell_record)
         await self.save()
-        self._unroute(invite.join_mailbox)
-        with contextlib.suppress(Exception):
-            await link.unwatch(invite.join_mailbox)
+        for entry in invite.relays:
+            self._unroute(entry.join_mailbox)
+            # Never waits for a relay that is down (no connection: nothing to unsubscribe).
+            with contextlib.suppress(Exception):
+                await self.link_for(entry.relay).unwatch(entry.join_mailbox)
         cell = self._make_cell(cell_record, crypto)
         self._cells.append(cell)
         self._note_cells_changed()
-        await cell.start()
+        if cell.further:
+            # In the background, ready once any relay is watched: this runs in the
+            # delivery handler of the relay that brought the welcome, and the first relay
+            # may be the one that is down (issue 13).
+            self._nursery.start_soon(self._start_in_background, self._starter(cell))
+            await cell.wait_ready()
+        else:
+            await cell.start()
         self._joined.setdefault(invite.join_mailbox, trio.Event()).set()
         log.info("cell_joined", epoch=crypto.epoch)

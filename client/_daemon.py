@@ -223,9 +223,10 @@ class _Follower:
                 pending, self._pending = self._pending, []
                 for cell, channel in pending:
                     nursery.start_soon(self._pump, cell, channel)
-                    if cell.link not in self._links:
-                        self._links.add(cell.link)
-                        nursery.start_soon(self._watch_link, cell.link)
+                    for link in cell.links:  # every relay of the cell (issue 13)
+                        if link not in self._links:
+                            self._links.add(link)
+                            nursery.start_soon(self._watch_link, link)
                 await self.client.wait_cells_changed()
 
     async def _pump(self, cell: Cell, channel: trio.MemoryReceiveChannel[CellEvent]) -> None:
@@ -241,7 +242,7 @@ class _Follower:
         relay = f"{link.address.host}:{link.address.port}"
 
         def publish(status: LinkStatus) -> None:
-            names = [c.name for c in self.client.cells if c.link is link]
+            names = [c.name for c in self.client.cells if link in c.links]
             event = RelayStateChanged(relay, link.connected, names, status.state,
                                       status.reason or None, status.retry_in)  # fmt: skip
             self.hub.publish(encode(event))

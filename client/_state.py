@@ -171,22 +171,42 @@ class InviteRecord:
     # The member admitted with it (set by `approve`), so that their first message in the
     # group, which proves they read the welcome, lets the admin delete the join mailbox.
     member_id: bytes = field(default=b"", repr=False)
+    # A cell on several relays (issue 13): the join mailbox on each further relay that
+    # had one made, as [relay address, mailbox id, cursor], in the cell's order.
+    more_join: list[list[object]] = field(default_factory=list, repr=False)
 
     def encode(self) -> bytes:
-        return encode_map(
-            {"join_mailbox": self.join_mailbox, "secret": self.secret, "admin_seed": self.admin_seed,
-             "expires_at": self.expires_at, "cursor": self.cursor, "used": int(self.used),
-             "member_id": self.member_id}
-        )  # fmt: skip
+        fields: dict[str, object] = {
+            "join_mailbox": self.join_mailbox, "secret": self.secret, "admin_seed": self.admin_seed,
+            "expires_at": self.expires_at, "cursor": self.cursor, "used": int(self.used),
+            "member_id": self.member_id}  # fmt: skip
+        if self.more_join:
+            fields["more_join"] = self.more_join
+        return encode_map(fields)
 
     @classmethod
     def decode(cls, data: bytes) -> InviteRecord:
         f = _decode(data)
         f.setdefault("member_id", b"")  # saved before the field existed
+        more: list[list[object]] = []
+        entries = f.get("more_join", ())
+        if type(entries) is not tuple:
+            raise StateError("saved state is damaged (an invite's relays)")
+        for entry in entries:
+            if (
+                type(entry) is not tuple
+                or len(entry) != 3
+                or type(entry[0]) is not str
+                or type(entry[1]) is not bytes
+                or len(entry[1]) != 16
+                or type(entry[2]) is not int
+            ):
+                raise StateError("saved state is damaged (an invite's relays)")
+            more.append(list(entry))
         return cls(join_mailbox=MailboxId(_bytes(f, "join_mailbox")), secret=_bytes(f, "secret"),
                    admin_seed=_bytes(f, "admin_seed"), expires_at=_int(f, "expires_at"),
                    cursor=_int(f, "cursor"), used=bool(_int(f, "used")),
-                   member_id=_bytes(f, "member_id"))  # fmt: skip
+                   member_id=_bytes(f, "member_id"), more_join=more)  # fmt: skip
 
 
 @dataclass(slots=True, kw_only=True)
@@ -571,19 +591,27 @@ class JoinRecord:
     invite: bytes = field(repr=False)  # Invite.to_bytes()
     cursor: int = 0
     requested_at: float = 0.0
+    # The cursors of the join mailboxes on the invite's further relays, in its order.
+    more_cursors: list[int] = field(default_factory=list)
 
     def encode(self) -> bytes:
-        return encode_map(
-            {"invite": self.invite, "cursor": self.cursor, "requested_at": self.requested_at}
-        )
+        fields: dict[str, object] = {
+            "invite": self.invite, "cursor": self.cursor, "requested_at": self.requested_at}  # fmt: skip
+        if self.more_cursors:
+            fields["more_cursors"] = self.more_cursors
+        return encode_map(fields)
 
     @classmethod
     def decode(cls, data: bytes) -> JoinRecord:
         f = _decode(data)
+        more = f.get("more_cursors", ())
+        if type(more) is not tuple or not all(type(c) is int and c >= 0 for c in more):
+            raise StateError("saved state is damaged (a join's cursors)")
         return cls(
             invite=_bytes(f, "invite"),
             cursor=_int(f, "cursor"),
             requested_at=_float(f, "requested_at"),
+            more_cursors=[c for c in more if type(c) is int],
         )
 
 

@@ -166,7 +166,7 @@ def write_group_seeds() -> None:
 
 def write_change_extra_seeds() -> None:
     """Write seeds for fuzz_change_extra (mode byte + input; see that harness's docstring)."""
-    from cellrelay.client._cell_member import CellInfo
+    from cellrelay.client._cell_member import CellInfo, RelayInfo
     from cellrelay.client._cell_moves import ChangeExtra
     from cellrelay.protocol.cell._control import ChangeBody
     from cellrelay.protocol.wire import MailboxId
@@ -177,6 +177,18 @@ def write_change_extra_seeds() -> None:
     info = CellInfo(relay="cellrelay://key@relay.example:7446", group=mailbox, control=mailbox,
                     group_from=3, control_from=4, alert_limit=5, muted=(bytes(16),),
                     verify_first=True)  # fmt: skip
+    further = tuple(
+        RelayInfo(
+            relay=f"cellrelay://{'A' * 43}@relay{n}.example:7446",
+            group=mailbox,
+            control=mailbox,
+            group_from=n,
+            control_from=n + 1,
+        )
+        for n in (2, 3)
+    )
+    three = CellInfo(relay=f"cellrelay://{'A' * 43}@relay.example:7446", group=mailbox,
+                     control=mailbox, more_relays=further)  # fmt: skip
     rotation = ChangeBody(entry=None, group_keys=(bytes(32), bytes(32)), admin_grant=None)
     moving = ChangeBody(
         entry=None, group_keys=(bytes(32), bytes(32)), admin_grant=None, extra=move.encode()
@@ -196,6 +208,7 @@ def write_change_extra_seeds() -> None:
         "extra-move": b"\x01" + move.encode(),
         "extra-settings": b"\x01" + settings.encode(),
         "cell-info": b"\x02" + info.encode(),
+        "cell-info-three-relays": b"\x02" + three.encode(),
     }
     folder = SEEDS / "change_extra"
     folder.mkdir(parents=True, exist_ok=True)

@@ -54,6 +54,7 @@ __all__ = [
     "PAIRWISE_DISTRIBUTION_MAC",
     "PAIRWISE_EPOCH_BOX",
     "PURPOSES",
+    "RELAY_CAPABILITY",
     "WELCOME",
     "EpochKeys",
     "Gap",
@@ -64,6 +65,7 @@ __all__ = [
     "aead_encrypt",
     "kdf",
     "message_material",
+    "relay_seed",
     "step_chain",
 ]
 
@@ -78,6 +80,9 @@ EPOCH_HEADER: Final = b"cellrelay/1 epoch header"
 EPOCH_DISTRIBUTION: Final = b"cellrelay/1 epoch distribution"
 EPOCH_CONTROL_HEADER: Final = b"cellrelay/1 epoch control-header"
 EPOCH_CONTROL_BODY: Final = b"cellrelay/1 epoch control-body"
+# A mailbox capability seed for one relay of a cell on several (context: the relay's static
+# X25519 public key, 32 bytes; docs/protocol.md §C5.2).
+RELAY_CAPABILITY: Final = b"cellrelay/1 relay capability"
 # Sender-key chain steps (empty context).
 CHAIN_MESSAGE: Final = b"cellrelay/1 chain message"
 CHAIN_NEXT: Final = b"cellrelay/1 chain next"
@@ -93,6 +98,7 @@ PURPOSES: Final = (
     EPOCH_CONTROL_BODY,
     CHAIN_MESSAGE,
     CHAIN_NEXT,
+    RELAY_CAPABILITY,
 )
 """Every KDF purpose label; a test checks that none is a prefix of another."""
 
@@ -104,6 +110,32 @@ MATERIAL_SIZE: Final = 56
 def kdf(key: Readable, purpose: bytes, context: bytes = b"", size: int = KEY_SIZE) -> bytearray:
     """Return KDF(key, purpose, context, size) (see the module docstring) in a zeroable buffer."""
     return blake2b_secret(purpose + b"\x00" + context, size=size, key=key)
+
+
+RELAY_KEY_SIZE: Final = 32
+
+
+def relay_seed(seed: bytes, relay_key: bytes) -> bytes:
+    """Return the capability seed `seed` stands for on the relay whose static key is `relay_key`.
+
+    A cell on several relays (docs/protocol.md §C5.2) keeps one seed per capability, as a
+    cell on one relay does, and uses `KDF(seed, RELAY_CAPABILITY, relay_key, 32)` as the
+    Ed25519 seed on each relay it added: two seized relay databases then hold unrelated
+    public keys for the same cell. The context is the relay's key, not its address, so a
+    relay that moves host keeps its keys, and a relay with another key is another relay.
+    Capability seeds are not secrets of the forward-secrecy kind (they live as long as the
+    mailbox), so the result is plain `bytes`.
+
+    Raises:
+        ValueError: `seed` or `relay_key` is not 32 bytes.
+    """
+    if len(seed) != KEY_SIZE or len(relay_key) != RELAY_KEY_SIZE:
+        raise ValueError("a capability seed and a relay key are 32 bytes each")
+    derived = kdf(seed, RELAY_CAPABILITY, relay_key)
+    try:
+        return bytes(derived)
+    finally:
+        zero(derived)
 
 
 # The two chain steps are the per-message hot path: prebuilt inputs, no concatenation.

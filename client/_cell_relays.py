@@ -1,0 +1,436 @@
+"""A cell's further relays: the same mailboxes on up to two more relays (issue 13).
+
+Theory of operation
+-------------------
+
+A cell lives on one to three relays (docs/protocol.md §C5.2, docs/design.md "A cell on
+several relays"). The first relay is the one a cell on a single relay has: its mailboxes
+and cursors are the flat fields of `CellRecord`, and everything a cell did before issue
+13 (moves, re-fetching parked envelopes, presence, `wait_synced`) is done there. Each
+further relay is a `FurtherRelay`: its own group and control mailboxes (the ids are that
+relay's own), with capability keys derived from the cell's seeds for that relay
+(`relay_seed`), its own cursors (`RelayRecord`), and its own link.
+
+* **Receiving.** Every relay's group and control mailboxes are watched; what a further
+  relay delivers is opened exactly like what the first one delivers. The second copy of
+  an envelope is, for the group layer, a counter already used with the same digest: a
+  quiet `ReplayError` (§G10.1); the second copy of an epoch change is a quiet
+  `StaleControlError`. So each message reaches the app once, whichever relay brought it.
+* **Sending** (`publish_everywhere`): the same sealed bytes go to every relay at once; a
+  send returns when the first relay acknowledges, and the others go on in the background
+  (each link retries across reconnects, so a relay that was down receives them when it
+  returns). A relay that is down, frozen or replaced delays nothing.
+* **Epoch changes** go to every relay's control mailbox, each relay's in order: a
+  rotation of the group keys on a relay, then the change, one change after another, in
+  one task per relay queued on `order` (trio's locks are fair), so a relay that comes
+  back receives the rotation before the change and every change in sequence.
+* **Delivery handlers never wait for another relay**: the client's router for one link
+  runs the handler, and a handler that waited for a relay that is down would stop that
+  link's deliveries too. Work on a further relay that a delivery starts (watching the
+  group mailbox again with new keys) runs in the background (`spawn`).
+
+Not handled yet (docs/design.md): copying envelopes between relays for members that reach
+only one of them, holding back a message that overtakes an earlier one from another
+relay, competing epoch changes decided by hash, and keeping the per-relay outbox across
+restarts. An envelope parked for room from a further relay is not fetched again from
+there (its ref names no current generation); the first relay's copy is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import random
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING, Final
+
+import trio
+
+from cellrelay.protocol import CellrelayError, ErrorCode
+from cellrelay.protocol.cell._keys import relay_seed
+from cellrelay.protocol.wire import CapabilityKey, Fetch, MailboxId, Page, RelayAddress, Rotate
+
+from ._link import (
+    Delivery,
+    LinkClosedError,
+    RelayKeyMismatchError,
+    RelayLink,
+    RelayRefusedError,
+    Revocation,
+)
+from ._log import library_logger
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Sequence
+
+    from ._cell_member import MemberCell
+    from ._state import CellRecord, RelayRecord
+
+__all__ = ["FURTHER_GENERATION", "Copier", "FurtherRelay", "first_done", "publish_everywhere"]
+
+log = library_logger("cellrelay.client")
+
+# The refs of envelopes read on a further relay are tagged with this generation plus the
+# relay's index, which no group mailbox of the first relay ever has (a move adds one to
+# `group_generation`), so parking bookkeeping (client/_cell_refetch.py) leaves them alone.
+FURTHER_GENERATION: Final = 1 << 32
+# Envelopes kept for a relay whose group keys are behind (`FurtherRelay.backlog`): a burst
+# of alerts and a round of sender key distributions while a relay is away; beyond it the
+# oldest go, which the other relays still carry.
+MAX_BACKLOG: Final = 1024
+# Refusals of a publish that mean this relay has not taken the cell's current keys yet.
+# A member that reads a group envelope on one relay and not on another within this many
+# seconds (uniformly at random, so that members do not all copy at once) publishes it there
+# itself (docs/design.md, "Re-publishing between relays"): a member that reaches only one
+# relay still hears, and is heard by, one that reaches only another. Each relay delivers
+# within milliseconds when both are up, so copies are rare; a copy that crosses another is
+# a quiet replay for everyone.
+COPY_AFTER: Final = (2.0, 10.0)
+# Envelopes waiting to be compared across relays; past it new ones are not copied.
+MAX_COPIES: Final = 4096
+KEYS_BEHIND: Final = frozenset({ErrorCode.REVOKED, ErrorCode.UNAUTHORIZED, ErrorCode.BAD_PROOF})
+
+
+class FurtherRelay:
+    """One further relay of a cell: its link, mailboxes, cursors and derived keys."""
+
+    def __init__(self, cell: MemberCell, record: RelayRecord, link: RelayLink, index: int) -> None:
+        """Serve `cell` on the relay `record` names, through `link`; `index` counts from 1."""
+        self._cell = cell
+        self.record = record
+        self.link = link
+        self.index = index
+        self.address = RelayAddress.parse(record.relay)
+        self.order = trio.Lock()  # control publishes (and rotations) to this relay, in order
+        self.heads: dict[MailboxId, int] = {}
+        self.started = False
+        self._start_ended = trio.Event()  # `start` returned, watching or not (`failed`)
+        self.failed: BaseException | None = None
+        # The group mailbox is not watched with the current keys: a rotation's rewatch
+        # failed (the relay was down, or had not been rotated yet). The next epoch change
+        # this relay delivers proves the rotation reached it (`order`): watch again then.
+        self.group_stale = False
+        # Group envelopes this relay could not take while its keys were behind: published
+        # once it watches with the current keys again, oldest first (`publish_group`).
+        self.backlog: list[tuple[bytes, int]] = []
+
+    def __repr__(self) -> str:
+        return f"<FurtherRelay {self.address.host}:{self.address.port}>"
+
+    @property
+    def name(self) -> str:
+        """The relay as people see it: host:port."""
+        return f"{self.address.host}:{self.address.port}"
+
+    def key(self, seed: bytes | bytearray) -> CapabilityKey:
+        """The capability key `seed` stands for on this relay (docs/protocol.md §C5.2)."""
+        return CapabilityKey.from_seed(relay_seed(bytes(seed), self.address.public_key))
+
+    # -- watching --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Watch this relay's control and group mailboxes from their cursors."""
+        cell, record = self._cell, self.record
+        try:
+            cell._route(record.control_mailbox, self._on_control)
+            self.heads[record.control_mailbox] = await self.link.watch(
+                record.control_mailbox,
+                self.key(cell.crypto.control_read_key),
+                record.control_cursor,
+            )
+            if not cell.crypto.removed:
+                await self.watch_group()
+                if cell.is_admin:
+                    await self.take_up_admin_duties(cell._control_write_seed())
+        except RelayKeyMismatchError as exc:
+            # Another key answers at this address: never trusted (the link keeps refusing
+            # it); the link's status says so, and the cell goes on on its other relays.
+            log.warning("further_relay_refused", relay=self.index)
+            self.failed = exc
+            return
+        except (CellrelayError, OSError) as exc:
+            log.info("further_relay_not_started", relay=self.index, error=type(exc).__name__)
+            self.failed = exc
+            return
+        finally:
+            self._start_ended.set()
+        self.started = True
+        cell._further_ready()
+
+    async def wait_synced(self) -> None:
+        """Wait until this relay's mailboxes are processed up to their heads when watched.
+
+        Raises:
+            the error that kept `start` from watching them (a relay with another key...).
+        """
+        await self._start_ended.wait()
+        if self.failed is not None:
+            raise self.failed
+        for mailbox in list(self.heads):
+            await self._cell._wait_processed(mailbox, link=self.link, heads=self.heads)
+
+    async def take_up_admin_duties(self, control_write: bytes) -> None:
+        """Prove the control mailbox's write key here (admins post epoch changes)."""
+        await self.link.authorize_writer(self.record.control_mailbox, self.key(control_write))
+
+    async def watch_group(self) -> None:
+        """Watch the group mailbox with the cell's current group keys."""
+        cell, record = self._cell, self.record
+        mailbox = record.group_mailbox
+        read_seed, write_seed = cell.crypto.group_keys
+        write = self.key(write_seed)
+        cell._route(mailbox, self._on_group)
+        try:
+            await self.link.authorize_writer(mailbox, write)
+        except RelayRefusedError:
+            self.link.forget_writer(mailbox, write)
+            raise
+        self.heads[mailbox] = await self.link.watch(
+            mailbox, self.key(read_seed), record.group_cursor
+        )
+
+    async def rewatch_group(self) -> None:
+        """After a rotation of the group keys: watch the group mailbox with the new ones.
+
+        A relay that was down when the keys rotated refuses the new keys until the
+        admin's client has rotated them there too, which it does just before posting the
+        change there: the change's copy from this relay then starts this again
+        (`MemberCell._on_control`, `group_stale`).
+        """
+        mailbox = self.record.group_mailbox
+        self.group_stale = True
+        self.link.forget_writer(mailbox)
+        try:
+            await self.link.unwatch(mailbox)
+            await self.watch_group()
+        except (CellrelayError, OSError) as exc:
+            log.info("further_group_not_watched", relay=self.index, error=type(exc).__name__)
+        else:
+            self.group_stale = False
+            await self._publish_backlog()
+
+    async def publish_group(self, envelope: bytes, expires_at: int) -> int:
+        """Publish to this relay's group mailbox; keep the envelope if its keys are behind.
+
+        While a rotation has not reached this relay (it was down), its group mailbox takes
+        neither the old keys (revoked where it did rotate) nor the new (not yet): the
+        envelope waits in `backlog` and goes out once the relay is watched again, so a
+        member that reads only this relay still gets it. The error is raised all the same:
+        for `publish_everywhere` this relay has not stored it yet.
+        """
+        if self.group_stale:
+            self._keep(envelope, expires_at)
+            raise LinkClosedError("this relay's group keys are behind; kept for later")
+        try:
+            return await self.link.publish(self.record.group_mailbox, envelope, expires_at)
+        except RelayRefusedError as exc:
+            if exc.code in KEYS_BEHIND:
+                self._keep(envelope, expires_at)
+            raise
+        except LinkClosedError:
+            if not self.link.closed:  # no writer yet: a rewatch is under way
+                self._keep(envelope, expires_at)
+            raise
+
+    def _keep(self, envelope: bytes, expires_at: int) -> None:
+        if len(self.backlog) >= MAX_BACKLOG:
+            self.backlog.pop(0)  # the oldest: the other relays have it, or it is too late
+            log.warning("further_backlog_full", relay=self.index)
+        self.backlog.append((envelope, expires_at))
+
+    async def _publish_backlog(self) -> None:
+        while self.backlog and not self.group_stale:
+            envelope, expires_at = self.backlog[0]
+            if expires_at > self.link.relay_time():
+                try:
+                    await self.link.publish(self.record.group_mailbox, envelope, expires_at)
+                except (CellrelayError, OSError) as exc:
+                    log.info("further_backlog_deferred", relay=self.index, error=type(exc).__name__)
+                    return
+            if self.backlog and self.backlog[0][0] is envelope:
+                self.backlog.pop(0)
+
+    async def stop_group(self) -> None:
+        """Removed from the cell: stop reading and writing the group mailbox here."""
+        mailbox = self.record.group_mailbox
+        self.link.forget_writer(mailbox)
+        self._cell._unroute(mailbox)
+        try:
+            await self.link.unwatch(mailbox)
+        except (CellrelayError, OSError) as exc:
+            log.info("further_group_not_unwatched", relay=self.index, error=type(exc).__name__)
+
+    async def _on_group(self, event: Delivery | Revocation) -> None:
+        if isinstance(event, Revocation):
+            log.info("group_keys_revoked", relay=self.index, code=event.code)
+            return
+        cell, record = self._cell, self.record
+        live = event.seq > self.heads.get(record.group_mailbox, 0)
+        ref = (FURTHER_GENERATION + self.index) << 64 | event.seq
+        cell._take(event.envelope, ref, live=live, relay=(self.index, event.expires_at))
+        record.group_cursor = max(record.group_cursor, event.seq)
+
+    async def _on_control(self, event: Delivery | Revocation) -> None:
+        await self._cell._on_control(event, further=self)
+
+    # -- admin operations ------------------------------------------------------------------
+
+    async def rotate_group(self, group_keys: tuple[bytes, bytes], group_admin: bytes) -> None:
+        """Give this relay the cell's new group keys (as derived for it)."""
+        read_seed, write_seed = group_keys
+        admin = self.key(group_admin)
+        rotate = Rotate(
+            id=0,
+            mailbox=self.record.group_mailbox,
+            write_key=self.key(write_seed).public,
+            read_key=self.key(read_seed).public,
+            admin_key=admin.public,
+            counter=0,
+            sig=bytes(64),
+        )
+        await self.link.admin(admin, rotate)
+
+
+async def publish_everywhere(
+    targets: Sequence[tuple[str, Callable[[], Awaitable[int]]]],
+    spawn: Callable[[Callable[[], Awaitable[None]]], None],
+) -> tuple[str, int]:
+    """Run every target's publish at once; return (name, seq) of the first that succeeds.
+
+    The others go on in the background (`spawn`, the client's nursery) and are only logged
+    when they fail: each relay's link retries across reconnects, so a relay that is down
+    receives the envelope when it returns. With a single target this is just that call.
+
+    Raises:
+        the first target's error, if every target failed (the first is the cell's first
+        relay, whose refusal codes the callers act on).
+    """
+    if len(targets) == 1:
+        name, publish = targets[0]
+        return name, await publish()
+    results_in, results_out = trio.open_memory_channel[tuple[int, int | BaseException]](
+        len(targets)
+    )
+
+    def runner(index: int, publish: Callable[[], Awaitable[int]]) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            outcome: int | BaseException
+            try:
+                outcome = await publish()
+            except (CellrelayError, OSError) as exc:
+                outcome = exc
+                log.info("publish_on_relay_failed", relay=index, error=type(exc).__name__)
+            # The buffer holds every target's; after the first success nobody listens.
+            with contextlib.suppress(trio.BrokenResourceError):
+                results_in.send_nowait((index, outcome))
+
+        return run
+
+    for index, (_, publish) in enumerate(targets):
+        spawn(runner(index, publish))
+    errors: dict[int, BaseException] = {}
+    async with results_out:
+        while len(errors) < len(targets):
+            index, outcome = await results_out.receive()
+            if isinstance(outcome, BaseException):
+                errors[index] = outcome
+                continue
+            return targets[index][0], outcome
+    raise errors[0]
+
+
+@dataclass(slots=True)
+class _Copy:
+    envelope: bytes = field(repr=False)
+    expires_at: int
+    relays: set[int]
+
+
+class Copier:
+    """Copies group envelopes to the relays of a cell that did not deliver them (`COPY_AFTER`).
+
+    Only what this member opened is copied (a forgery or a stranger's envelope is not
+    spread), with the earlier of the relay's expiry and the envelope's own; only to a
+    relay whose link is up and whose group keys are current, since the publishing member
+    reaches the others itself and keeps what it could not publish.
+    """
+
+    def __init__(self, cell: MemberCell) -> None:
+        """Serve `cell` (which owns this object)."""
+        self._cell = cell
+        self._pending: dict[bytes, _Copy] = {}
+        self._rng = random.SystemRandom()
+
+    def seen(self, relay: int, envelope: bytes, expires_at: int, *, opened: bool) -> None:
+        """Relay `relay` (0: the first) delivered `envelope`."""
+        digest = hashlib.blake2b(envelope, digest_size=16).digest()
+        entry = self._pending.get(digest)
+        if entry is not None:
+            entry.relays.add(relay)
+            return
+        if not opened or len(self._pending) >= MAX_COPIES:
+            return
+        self._pending[digest] = _Copy(envelope, expires_at, {relay})
+        self._cell._background(partial(self._copy_later, digest))
+
+    async def _copy_later(self, digest: bytes) -> None:
+        await trio.sleep(self._rng.uniform(*COPY_AFTER))
+        entry = self._pending.pop(digest)
+        cell = self._cell
+        targets: list[tuple[int, RelayLink, CellRecord | RelayRecord, bool]] = [
+            (0, cell.link, cell.record, False)
+        ]
+        targets += [(f.index, f.link, f.record, f.group_stale) for f in cell.further]
+        for index, link, record, stale in targets:
+            if index in entry.relays or stale or not link.connected or cell.crypto.removed:
+                continue
+            if entry.expires_at <= link.relay_time():
+                return
+            # Only a relay that holds nothing this member has not read yet lacks it. One
+            # that is behind (busy, or this member's reading of it is) will most likely
+            # deliver it itself: copying then only adds load where there is too much
+            # already, and at 100 members every copy is a publish and 100 deliveries
+            # (bench_cells.py --relays 2 melted down so before this check).
+            mailbox = record.group_mailbox
+            try:
+                page = await link.request(
+                    Fetch(id=0, mailbox=mailbox, after=record.group_cursor, limit=1)
+                )
+            except (CellrelayError, OSError) as exc:
+                log.info("envelope_not_copied", relay=index, error=type(exc).__name__)
+                continue
+            if not isinstance(page, Page) or page.items or index in entry.relays:
+                continue
+            log.info("envelope_copied", relay=index)
+            try:
+                await link.publish(mailbox, entry.envelope, entry.expires_at)
+            except (CellrelayError, OSError) as exc:
+                log.info("envelope_not_copied", relay=index, error=type(exc).__name__)
+
+
+async def first_done(waits: Sequence[Callable[[], Awaitable[None]]]) -> None:
+    """Return as soon as one of `waits` returns, cancelling the others.
+
+    Raises:
+        the first wait's error, if every one of them failed.
+    """
+    errors: dict[int, BaseException] = {}
+    done = False
+
+    async with trio.open_nursery() as nursery:
+
+        async def run(index: int, wait: Callable[[], Awaitable[None]]) -> None:
+            nonlocal done
+            try:
+                await wait()
+            except (CellrelayError, OSError) as exc:
+                errors[index] = exc
+                return
+            done = True
+            nursery.cancel_scope.cancel()
+
+        for index, wait in enumerate(waits):
+            nursery.start_soon(run, index, wait)
+    if not done:
+        raise errors[min(errors)]
