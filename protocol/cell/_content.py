@@ -6,8 +6,10 @@ the content's encoding as the padded plaintext; this module turns the two into o
 frozen classes below and back (docs/protocol.md §C1).
 
 Kinds 1-4 are app contents; 5-15 belong to the group layer itself (5 = sender key
-distribution, 6 = epoch change) and never reach `decode_content`; 16-255 are unassigned
-and refused as UNKNOWN_TYPE, so a newer client's new kind is reported, not misread.
+distribution, 6 = epoch change) and never reach `decode_content`; 24 is a `Burn`, which
+only an admin may send (the client checks the sender against the signed membership,
+docs/protocol.md §C1.6); the other kinds from 16 up are unassigned and refused as
+UNKNOWN_TYPE, so a newer client's new kind is reported, not misread.
 `MembershipChange` (kind 0) is made locally by the client from the signed membership log:
 it is never sent, and `decode_content` refuses it unless the caller reads its own store
 (`allow_local=True`), so a member cannot forge "X was removed by Y".
@@ -53,6 +55,7 @@ __all__ = [
     "MEMBER_ID_SIZE",
     "MESSAGE_ID_SIZE",
     "Alert",
+    "Burn",
     "Change",
     "Content",
     "ContentError",
@@ -111,6 +114,7 @@ class ContentKind(IntEnum):
     PLAIN = 4
     SENDER_KEY = 5  # the group layer's own: a sender key distribution
     EPOCH_CHANGE = 6  # the group layer's own: a new epoch
+    BURN = 24  # an admin burns the cell: every member deletes it (§C1.6)
 
 
 # Reserved for the group layer: decode_content refuses them (the group layer consumes its
@@ -444,6 +448,19 @@ class PlainMessage(_Content):
     text: Annotated[str, _text(MAX_TEXT)] = field(repr=False)
 
 
+@_content(ContentKind.BURN)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Burn(_Content):
+    """An admin burns the cell: every member's client deletes the cell's local state.
+
+    It says nothing else: who sent it is what matters, and a client acts on it only when
+    the sender is an admin in the signed membership it holds (docs/protocol.md §C1.6).
+    """
+
+    message_id: IdField = field(default_factory=new_message_id)
+    sent_at_ms: SentAtMs
+
+
 @_content(ContentKind.MEMBERSHIP)
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MembershipChange(_Content):
@@ -463,9 +480,9 @@ class MembershipChange(_Content):
     by_name: Name = field(repr=False)
 
 
-WireContent: TypeAlias = Alert | StatusReply | Receipt | PlainMessage
+WireContent: TypeAlias = Alert | StatusReply | Receipt | PlainMessage | Burn
 """The contents a member can send."""
-Content: TypeAlias = Alert | StatusReply | Receipt | PlainMessage | MembershipChange
+Content: TypeAlias = Alert | StatusReply | Receipt | PlainMessage | Burn | MembershipChange
 """Every content an app sees."""
 
 

@@ -21,6 +21,7 @@ from cellrelay.protocol.cell._content import (
     MAX_RECEIPT_IDS,
     MAX_TEXT,
     Alert,
+    Burn,
     Change,
     Content,
     ContentError,
@@ -108,6 +109,7 @@ def test_kinds_are_the_documented_numbers() -> None:
         2: StatusReply,
         3: Receipt,
         4: PlainMessage,
+        24: Burn,
     }
     assert int(ContentKind.SENDER_KEY) == 5
     assert int(ContentKind.EPOCH_CHANGE) == 6
