@@ -54,7 +54,9 @@ from ._cell_member import CellError, MailboxFullError
 from ._client import Client, create_identity, open_client
 from ._events import (
     AlertReceived,
+    CellBurned,
     CellEvent,
+    CellGone,
     ClockWarning,
     EpochStale,
     EquivocationDetected,
@@ -97,8 +99,10 @@ __all__ = [
     "BlockingCell",
     "BlockingClient",
     "Cell",
+    "CellBurned",
     "CellError",
     "CellEvent",
+    "CellGone",
     "Change",
     "Client",
     "ClientClosedError",

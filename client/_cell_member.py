@@ -45,6 +45,7 @@ import trio
 from cellrelay.protocol._errors import CellrelayError, ErrorCode
 from cellrelay.protocol.cell._content import (
     Alert,
+    Burn,
     Change,
     Content,
     ContentError,
@@ -73,7 +74,7 @@ from cellrelay.protocol.cell._errors import (
 )
 from cellrelay.protocol.cell._group import CellCrypto, EpochUpdate, Opened, Outcome
 from cellrelay.protocol.cell._identity import Identity, MemberInfo
-from cellrelay.protocol.cell._membership import Op
+from cellrelay.protocol.cell._membership import Op, Role
 from cellrelay.protocol.cell._outcomes import Behind, Missing
 from cellrelay.protocol.cell._rollup import AlertRollup, RollupBook
 from cellrelay.protocol.cell._safety import safety_number
@@ -89,7 +90,9 @@ from ._cell_moves import ChangeExtra, ChangeExtraError, Moves
 from ._cell_refetch import Refetch, make_ref
 from ._events import (
     AlertReceived,
+    CellBurned,
     CellEvent,
+    CellGone,
     ClockWarning,
     EpochStale,
     EquivocationDetected,
@@ -170,6 +173,14 @@ PRESENCE_GAP: Final = 60.0
 # client rotates every ROTATE_AFTER (a day, client/_client.py), and two hours is the margin
 # for admins' devices being offline or asleep.
 EPOCH_STALE_AFTER: Final = 26 * 3600.0
+
+
+# What the relay answers about a mailbox that no longer exists: DELETED to a subscriber,
+# BAD_PROOF to an auth or admin operation on it (docs/protocol.md §8, a missing mailbox
+# looks like a wrong key), NO_SUCH_MAILBOX when it went while the connection held it. For
+# the control mailbox, whose read key never rotates, and for admin keys, which never
+# change, each of them means the mailbox is gone (§C1.6).
+MAILBOX_GONE: Final = frozenset({ErrorCode.DELETED, ErrorCode.BAD_PROOF, ErrorCode.NO_SUCH_MAILBOX})
 
 
 def code_name(code: int) -> str:
@@ -305,6 +316,11 @@ class MemberCell:
         self._upkeeping = False  # `upkeep` is running
         self._clock_checked = 0  # the link connection whose clock offset was checked
         self._clock_warning: ClockWarning | None = None  # raised for that connection
+        # The admin whose burn was opened here (docs/protocol.md §C1.6): from then on the
+        # cell takes nothing more, and the client deletes it (`on_burned`).
+        self.burned_by: Member | None = None
+        # Set by the client: called once when an admin's burn has been opened here.
+        self.on_burned: Callable[[MemberCell], None] | None = None
         crypto.lateness = LATE_WINDOW
         if record.relay_max_ttl:  # known before the relay says it again (offline start)
             crypto.set_max_ttl(record.relay_max_ttl)
@@ -346,6 +362,11 @@ class MemberCell:
     def removed(self) -> bool:
         """Whether this member was removed from the cell."""
         return self.crypto.removed
+
+    @property
+    def gone(self) -> bool:
+        """Whether the relay has no mailbox for this cell any more (see `CellGone`)."""
+        return self.record.gone
 
     @property
     def me(self) -> Member:
@@ -589,12 +610,20 @@ class MemberCell:
 
     async def _start(self) -> None:
         record, crypto = self.record, self.crypto
+        if record.gone:
+            return  # nothing to watch, and nothing to retry (§C1.6)
         self._route(record.control_mailbox, self._on_control)
-        self._heads[record.control_mailbox] = await self.link.watch(
-            record.control_mailbox,
-            CapabilityKey.from_seed(crypto.control_read_key),
-            record.control_cursor,
-        )
+        try:
+            self._heads[record.control_mailbox] = await self.link.watch(
+                record.control_mailbox,
+                CapabilityKey.from_seed(crypto.control_read_key),
+                record.control_cursor,
+            )
+        except RelayRefusedError as exc:
+            if exc.code not in MAILBOX_GONE:
+                raise
+            await self._mark_gone(exc.code)
+            return
         self._check_clock()  # connected now: the welcome told the relay's time
         if crypto.removed:
             return
@@ -752,6 +781,11 @@ class MemberCell:
         self._check_clock()
         if self.crypto.removed:
             raise CellError(f"you were removed from {self.name!r}")
+        if self.record.gone or self.burned_by is not None:
+            raise CellError(
+                f"{self.name!r} is gone from its relay (burned by an admin, or deleted there):"
+                f" nothing can be sent; `cellrelay cell leave {self.name}` deletes it here"
+            )
         max_ttl = self.link.welcome.max_ttl if self.link.welcome is not None else None
         if max_ttl is not None:
             expires_at = min(expires_at, int(self.link.relay_time()) + max_ttl)
@@ -932,6 +966,8 @@ class MemberCell:
     # -- receiving -------------------------------------------------------------------------
 
     async def _on_group(self, event: Delivery | Revocation) -> None:
+        if self.burned_by is not None:
+            return  # burned: the client is deleting the cell; nothing more is taken
         if isinstance(event, Revocation):
             log.info("group_keys_revoked", code=event.code)  # the control mailbox says what next
             return
@@ -992,7 +1028,7 @@ class MemberCell:
         (`MessagesMissing`) once it is `GAP_GRACE` old even when nothing else arrives, and
         an epoch that has not changed for too long (`EpochStale`) is reported once.
         """
-        if not self.started or self.crypto.removed:
+        if not self.started or self.crypto.removed or self.record.gone:
             return False
         wiped = self.crypto.wiped
         events = self._notices(self.clock())
@@ -1093,6 +1129,8 @@ class MemberCell:
         if content.message_id in self.record.seen:
             return []  # delivered before (at least once from the relay, exactly once from here)
         sender = self._member(opened.sender)
+        if isinstance(content, Burn):
+            return self._burn_from(sender)
         rollup = self._remember(opened.sender, content, opened.expires_at)
         if isinstance(content, Alert):
             # Expired by either of this device's clocks: shown, marked late (§C7).
@@ -1118,6 +1156,42 @@ class MemberCell:
             return [MessageReceived(cell=self.name, sender=sender, message=content)]
         return []  # pragma: no cover - kind 0 is refused from the wire by decode_content
 
+    def _burn_from(self, sender: Member) -> list[CellEvent]:
+        """An opened `Burn`: act on it if an admin sent it, else refuse it (§C1.6).
+
+        Never kept in history: an admin's burn deletes the history, and anyone else's
+        is not a message.
+        """
+        if self.crypto.role_of(sender.member_id) != Role.ADMIN:
+            log.warning("burn_refused")
+            return [
+                SecurityWarning(
+                    cell=self.name,
+                    reason="BurnRefused",
+                    detail=f"{sender.name} ({sender.short_id}) tried to burn the cell but is not an admin",
+                )
+            ]
+        if self.burned_by is None:
+            log.warning("cell_burned")
+            self.burned_by = sender
+            if self.on_burned is not None:
+                self.on_burned(self)
+        return [CellBurned(cell=self.name, by=sender)]
+
+    async def _mark_gone(self, code: int) -> None:
+        """The relay has no mailbox for the cell: say so once, keep it so, retry nothing."""
+        if self.record.gone:
+            return
+        log.warning("cell_gone", code=code_name(code))
+        self.record.gone = True
+        for mailbox in self.mailboxes():
+            self._unroute(mailbox)
+            self.link.forget_writer(mailbox)
+            with contextlib.suppress(CellrelayError):
+                await self.link.unwatch(mailbox)
+        await self._save()
+        self._emit(CellGone(cell=self.name, code=code_name(code)))
+
     def _remember(
         self, sender: MemberInfo, content: Content, expires_at: int
     ) -> AlertRollup | None:
@@ -1137,8 +1211,14 @@ class MemberCell:
         return None
 
     async def _on_control(self, event: Delivery | Revocation) -> None:
-        if isinstance(event, Revocation):  # pragma: no cover - the control read key never rotates
+        if self.burned_by is not None:
+            return  # burned: the client is deleting the cell
+        if isinstance(event, Revocation):
+            # The control read key never rotates: a revocation means the mailbox is gone
+            # (DELETED by an admin's burn while subscribed, or BAD_PROOF after a reconnect).
             log.warning("control_revoked", code=event.code)
+            if event.code in MAILBOX_GONE:
+                await self._mark_gone(event.code)
             return
         now = self.clock()
         events: list[CellEvent] = []
