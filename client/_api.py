@@ -37,6 +37,8 @@ from ._api_types import (
     AlertOptions,
     AlertSent,
     BoardCode,
+    BurnCell,
+    Burned,
     CellList,
     CellSummary,
     CreateCell,
@@ -172,6 +174,9 @@ ROUTES: Final[tuple[Route, ...]] = (
     _route("GET", "/cells/{cell}", "get_cell", "One cell.", response=CellSummary, errors=_CELL),
     _route("POST", "/cells/{cell}/leave", "leave_cell", "Leave a cell and delete its keys here.",
            body=LeaveCell, body_required=False, response=Left, waits=True, errors=(*_CELL, 502)),
+    _route("POST", "/cells/{cell}/burn", "burn_cell",
+           "Burn a cell: every member's client deletes it, its mailboxes leave the relay (admins).",
+           body=BurnCell, body_required=False, response=Burned, waits=True, errors=(*_CELL, 403, 502)),
     _route("POST", "/cells/{cell}/rotate", "rotate_cell", "Start a new epoch: fresh keys for everyone (admins).",
            response=Rotated, waits=True, errors=(*_CELL, 403, 502)),
     _route("POST", "/cells/{cell}/recover", "recover_cell",
@@ -353,6 +358,7 @@ class Api:
             alert_limit=cell.alert_limit,
             muted=[] if removed else [m.member_id for m in cell.muted()],
             max_ttl=None if cell.link.welcome is None else cell.link.welcome.max_ttl,
+            gone=cell.gone,
         )
 
     @staticmethod
@@ -481,6 +487,16 @@ class Api:
         await cell.leave()
         await self.client.forget(cell)
         return Left(cell=cell.name, cell_id=cell.cell_id)
+
+    async def burn_cell(self, call: Call) -> Burned:
+        """POST /cells/{cell}/burn."""
+        body: BurnCell = call.body or BurnCell()
+        cell = await self.synced_cell(call, admin=True)
+        call.waiting_for = "the relay did not confirm the burn"
+        name, cell_id = cell.name, cell.cell_id
+        await cell.burn(keep=body.keep)
+        return Burned(cell=name, cell_id=cell_id, keep=body.keep,
+                      mailboxes_pending=self.client.burns_pending)  # fmt: skip
 
     async def recover_cell(self, call: Call) -> Recovered:
         """POST /cells/{cell}/recover."""

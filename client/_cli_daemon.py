@@ -49,7 +49,14 @@ from ._api_types import (
     StreamEvent,
 )
 from ._cell_moves import MAX_ALERT_LIMIT
-from ._cli_commands import CliError, Context, ttl_refusal
+from ._cli_commands import (
+    GONE_NOTE,
+    CliError,
+    Context,
+    burn_confirmation,
+    say_burned,
+    ttl_refusal,
+)
 from ._cli_listen import show_status
 from ._cli_output import (
     Style,
@@ -321,7 +328,8 @@ async def cell_list(api: Api, args: argparse.Namespace) -> None:
         address = RelayAddress.parse(cell.relay)
         rows.append({"name": cell.name, "cell_id": cell.cell_id.hex(), "relay": cell.relay,
                      "relay_host": f"{address.host}:{address.port}", "role": cell.role,
-                     "members": cell.members, "active_alerts": cell.active_alerts})  # fmt: skip
+                     "members": cell.members, "active_alerts": cell.active_alerts,
+                     "gone": cell.gone})  # fmt: skip
     ctx.emit(
         {
             "cells": rows,
@@ -338,6 +346,7 @@ async def cell_list(api: Api, args: argparse.Namespace) -> None:
         ctx.say(
             f"{pad(cell.name, width)}  {ctx.style.dim(short_id(cell.cell_id))}  {row['role']:7}  "
             f"{plural(cell.members, 'member'):11}  {alert_text:16}  {ctx.style.dim('relay ' + str(row['relay_host']))}"
+            + (ctx.style.warn(GONE_NOTE) if cell.gone else "")
         )
     for waiting in listing.waiting:
         ctx.say(
@@ -557,6 +566,20 @@ async def cell_rotate(api: Api, args: argparse.Namespace) -> None:
     )
     ctx.emit({"cell": rotated["cell"], "epoch": rotated["epoch"]})
     ctx.say(f"{isolate(rotated['cell'])} is in epoch {rotated['epoch']}: everyone has fresh keys.")
+
+
+async def cell_burn(api: Api, args: argparse.Namespace) -> None:
+    """`cellrelay cell burn` through the daemon."""
+    ctx = api.ctx
+    cell = await api.call("GET", _path("cells", args.cell), problems=_no_cell(args.cell))
+    if cell["role"] != "admin":
+        raise CliError(f"only an admin of {cell['name']!r} can burn it")
+    if not args.yes:
+        raise CliError(burn_confirmation(cell["name"]))
+    burned = await api.call("POST", _path("cells", args.cell, "burn"), body={"keep": int(args.keep)},
+                            problems={**_no_cell(args.cell), **_not_admin(args.cell, "can burn it")})  # fmt: skip
+    say_burned(ctx, burned["cell"], burned["cell_id"], keep=burned["keep"],
+               pending=burned["mailboxes_pending"])  # fmt: skip
 
 
 async def cell_recover(api: Api, args: argparse.Namespace) -> None:
@@ -944,6 +967,7 @@ _COMMANDS: Final[dict[str, Callable[[Api, argparse.Namespace], Awaitable[None]]]
     "cell unmute": cell_unmute,
     "cell alert-limit": cell_alert_limit,
     "cell leave": cell_leave,
+    "cell burn": cell_burn,
     "send": send,
     "reply": reply,
     "message": message,
