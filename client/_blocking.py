@@ -480,6 +480,15 @@ class BlockingCell:
         """Leave the cell (see `Cell.leave`)."""
         self._client._run(self._cell.leave, timeout)
 
+    def burn(self, *, keep: float = 0.0, timeout: float | None = DEFAULT_TIMEOUT) -> None:
+        """Burn the cell on every member's device and the relay (admins; see `Cell.burn`)."""
+        self._client._run(functools.partial(self._cell.burn, keep=keep), timeout)
+
+    @property
+    def gone(self) -> bool:
+        """Whether the relay has no mailbox for this cell any more (see `CellGone`)."""
+        return self._client._read(lambda: self._cell.gone)
+
     # -- events ----------------------------------------------------------------------------------
 
     def events(self, *, timeout: float | None = None) -> EventStream:
