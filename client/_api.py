@@ -28,13 +28,14 @@ import trio
 
 from cellrelay import __version__
 from cellrelay.protocol import ErrorCode
-from cellrelay.protocol.cell import Alert, AlertRollup, Invite
+from cellrelay.protocol.cell import Alert, AlertRollup, Invite, MessageId
 from cellrelay.protocol.wire import RelayAddress
 
 from ._api_types import (
     AlertLimitSet,
     AlertList,
     AlertOptions,
+    AlertReceipts,
     AlertSent,
     BoardCode,
     BurnCell,
@@ -53,6 +54,7 @@ from ._api_types import (
     JoinStatus,
     LeaveCell,
     Left,
+    MarkedRead,
     MemberDetail,
     MemberList,
     MessageList,
@@ -230,6 +232,12 @@ ROUTES: Final[tuple[Route, ...]] = (
            status=201, waits=True, errors=(*_CELL, 422, 502), tag="alerts"),
     _route("GET", "/cells/{cell}/alerts/{alert}", "get_alert", "One alert's roll-up.",
            response=AlertRollup, errors=_CELL, tag="alerts"),
+    _route("GET", "/cells/{cell}/alerts/{alert}/receipts", "get_receipts",
+           "How far your alert got: delivered and read, from its sampled reporters.",
+           response=AlertReceipts, errors=_CELL, tag="alerts"),
+    _route("POST", "/cells/{cell}/alerts/{alert}/read", "mark_read",
+           "Say you read an alert (a read receipt goes out if you are one of its reporters).",
+           response=MarkedRead, errors=_CELL, tag="alerts"),
     _route("POST", "/cells/{cell}/alerts/{alert}/replies", "reply",
            "Answer an alert: responding, on scene, resolved, false alarm.",
            body=SendReply, response=ReplySent, status=201, waits=True,
@@ -678,6 +686,27 @@ class Api:
         if rollup is None:
             raise ApiError(404, "NO_SUCH_ALERT", "no current alert has that id (expired?)")
         return rollup
+
+    async def get_receipts(self, call: Call) -> AlertReceipts:
+        """GET /cells/{cell}/alerts/{alert}/receipts."""
+        cell = await self.synced_cell(call, member=False)
+        alert_id = self.find_alert(cell, call.params["alert"])
+        counts = cell.receipts(alert_id)
+        if counts is None:
+            raise ApiError(
+                404, "NO_SUCH_ALERT", "receipts are counted only for your own current alerts"
+            )
+        return AlertReceipts(alert_id=MessageId(alert_id), members=counts.members,
+                             sampled=counts.sampled, delivered=counts.delivered, read=counts.read,
+                             estimated_delivered=counts.estimated_delivered,
+                             estimated_read=counts.estimated_read, exact=counts.exact)  # fmt: skip
+
+    async def mark_read(self, call: Call) -> MarkedRead:
+        """POST /cells/{cell}/alerts/{alert}/read."""
+        cell = await self.synced_cell(call)
+        alert_id = self.find_alert(cell, call.params["alert"])
+        reported = await cell.mark_read(alert_id)
+        return MarkedRead(alert_id=MessageId(alert_id), reported=reported)
 
     async def reply(self, call: Call) -> ReplySent:
         """POST /cells/{cell}/alerts/{alert}/replies."""

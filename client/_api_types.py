@@ -41,6 +41,7 @@ __all__ = [
     "AlertLimitSet",
     "AlertList",
     "AlertOptions",
+    "AlertReceipts",
     "AlertSent",
     "BoardCode",
     "BurnCell",
@@ -60,6 +61,7 @@ __all__ = [
     "JoinStatus",
     "LeaveCell",
     "Left",
+    "MarkedRead",
     "MemberDetail",
     "MemberList",
     "MessageList",
@@ -223,6 +225,33 @@ class Left:
 
     cell: str
     cell_id: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertReceipts:
+    """How far one of your alerts got, counted from its sampled reporters (protocol §C1.7).
+
+    `members`: the members it went to; `sampled`: the reporters asked; `delivered` and
+    `read`: how many of those said so; `estimated_*`: for the whole cell; `exact` when
+    every member reports (cells of up to 33 members).
+    """
+
+    alert_id: MessageId
+    members: int
+    sampled: int
+    delivered: int
+    read: int
+    estimated_delivered: int
+    estimated_read: int
+    exact: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MarkedRead:
+    """An alert marked read here; `reported`: a read receipt was queued (we are sampled)."""
+
+    alert_id: MessageId
+    reported: bool
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

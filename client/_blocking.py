@@ -59,6 +59,7 @@ if TYPE_CHECKING:
         Invite,
         PlainMessage,
         Receipt,
+        ReceiptCounts,
         StatusReply,
     )
     from cellrelay.protocol.cell._identity import Identity
@@ -479,6 +480,14 @@ class BlockingCell:
     def leave(self, *, timeout: float | None = DEFAULT_TIMEOUT) -> None:
         """Leave the cell (see `Cell.leave`)."""
         self._client._run(self._cell.leave, timeout)
+
+    def receipts(self, alert_id: bytes) -> ReceiptCounts | None:
+        """How far one of this member's alerts got (see `Cell.receipts`)."""
+        return self._client._read(lambda: self._cell.receipts(alert_id))
+
+    def mark_read(self, alert_id: bytes, *, timeout: float | None = DEFAULT_TIMEOUT) -> bool:
+        """Say this member read an alert (see `Cell.mark_read`)."""
+        return self._client._run(functools.partial(self._cell.mark_read, alert_id), timeout)
 
     def burn(self, *, keep: float = 0.0, timeout: float | None = DEFAULT_TIMEOUT) -> None:
         """Burn the cell on every member's device and the relay (admins; see `Cell.burn`)."""

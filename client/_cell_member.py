@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import secrets
 import time
 from typing import TYPE_CHECKING, Final, Protocol
 
@@ -76,6 +77,13 @@ from cellrelay.protocol.cell._group import CellCrypto, EpochUpdate, Opened, Outc
 from cellrelay.protocol.cell._identity import Identity, MemberInfo
 from cellrelay.protocol.cell._membership import Op, Role
 from cellrelay.protocol.cell._outcomes import Behind, Missing
+from cellrelay.protocol.cell._receipts import (
+    RECEIPT_SAMPLE,
+    ReceiptBatch,
+    ReceiptCounts,
+    ReceiptTally,
+    reporters,
+)
 from cellrelay.protocol.cell._rollup import AlertRollup, RollupBook
 from cellrelay.protocol.cell._safety import safety_number
 from cellrelay.protocol.wire import (
@@ -321,6 +329,13 @@ class MemberCell:
         self.burned_by: Member | None = None
         # Set by the client: called once when an admin's burn has been opened here.
         self.on_burned: Callable[[MemberCell], None] | None = None
+        # Receipts at scale (protocol/cell/_receipts.py): what this member reports on
+        # others' alerts when it is in their sample, and the counts for its own alerts.
+        self.receipt_sample = RECEIPT_SAMPLE
+        self.receipt_batch = ReceiptBatch()
+        self._tally = ReceiptTally()
+        # Set by the client: called when the receipt batch gets its first item.
+        self.on_receipt_queued: Callable[[], None] | None = None
         crypto.lateness = LATE_WINDOW
         if record.relay_max_ttl:  # known before the relay says it again (offline start)
             crypto.set_max_ttl(record.relay_max_ttl)
@@ -705,6 +720,7 @@ class MemberCell:
         """
         now = self.clock() if self.link.welcome is not None else self.clock() - MAX_RELAY_SKEW
         self.record.prune(now)
+        self._forget_receipts()
 
     async def send_alert(
         self,
@@ -869,6 +885,7 @@ class MemberCell:
         return None  # expired, or bounded out, meanwhile
 
     def _mark_sent(self, item: HistoryItem, content: WireContent) -> None:
+        self._count_receipts(item.sender_id, content)
         changed = self._restatus(item, SENT)
         if changed is not None:
             self._book.add(changed.sender_id, changed.sender_name, content, changed.received_at)  # type: ignore[arg-type]
@@ -1131,6 +1148,7 @@ class MemberCell:
         sender = self._member(opened.sender)
         if isinstance(content, Burn):
             return self._burn_from(sender)
+        self._count_receipts(sender.member_id, content)
         rollup = self._remember(opened.sender, content, opened.expires_at)
         if isinstance(content, Alert):
             # Expired by either of this device's clocks: shown, marked late (§C7).
@@ -1155,6 +1173,87 @@ class MemberCell:
         if isinstance(content, PlainMessage):
             return [MessageReceived(cell=self.name, sender=sender, message=content)]
         return []  # pragma: no cover - kind 0 is refused from the wire by decode_content
+
+    # -- receipts at scale (docs/protocol.md §C1.7) -----------------------------------------
+
+    def _count_receipts(self, sender_id: bytes, content: Content, *, report: bool = True) -> None:
+        """Follow receipts: track our own alerts, report on sampled ones, count what comes.
+
+        `report=False` when the history is loaded: what arrived in an earlier run was
+        reported then (or the run ended before its batch was due; receipts are a best effort).
+        """
+        me = self.crypto.me.member_id
+        if isinstance(content, Alert):
+            members = [info.member_id for info in self.crypto.members]
+            if sender_id == me:
+                self._tally.track(content.message_id, me, members, sample=self.receipt_sample)
+            elif me in reporters(
+                content.message_id, sender_id, members, sample=self.receipt_sample
+            ):
+                self._queue_receipt(content.message_id, ReceiptState.DELIVERED)
+        elif isinstance(content, Receipt) and sender_id != me:
+            for message_id in content.message_ids:
+                self._tally.add(message_id, sender_id, content.state)
+
+    def _queue_receipt(self, message_id: MessageId, state: ReceiptState) -> None:
+        first = self.receipt_batch.pending == 0
+        draw = secrets.randbelow(1 << 20) / (1 << 20)
+        queued = self.receipt_batch.add(message_id, state, now=time.time(), draw=draw)
+        if queued and first and self.on_receipt_queued is not None:
+            self.on_receipt_queued()
+
+    def receipts(self, alert_id: bytes) -> ReceiptCounts | None:
+        """How far one of this member's own alerts got: delivered and read, sampled (§C1.7).
+
+        None for an alert this member did not send (or that expired). Counts come from the
+        alert's sampled reporters (every member in a cell of up to `receipt_sample` others),
+        so `ReceiptCounts.estimated_delivered` and `estimated_read` are estimates in larger
+        cells, exact in smaller ones (`exact`).
+        """
+        return self._tally.counts(alert_id)
+
+    async def mark_read(self, alert_id: bytes) -> bool:
+        """Say that this member has read an alert (its sender counts it if we are sampled).
+
+        Returns whether a read receipt was queued: only a sampled reporter sends one, in
+        the next batch (within `BATCH_DELAY` + `BATCH_JITTER` seconds; the client sends it).
+        """
+        rollup = self._rollups.rollup(alert_id)
+        if rollup is None or rollup.author_id == self.crypto.me.member_id:
+            return False
+        members = [info.member_id for info in self.crypto.members]
+        if self.crypto.me.member_id not in reporters(
+            alert_id, rollup.author_id, members, sample=self.receipt_sample
+        ):
+            return False
+        self._queue_receipt(MessageId(alert_id), ReceiptState.READ)
+        return True
+
+    async def send_receipts(self) -> int:
+        """Send the batched receipts if they are due; return how many receipts were sent.
+
+        Receipts are a best effort: one the relay refuses is dropped, not retried.
+        """
+        if self.crypto.removed or self.record.gone or self.burned_by is not None:
+            return 0
+        sent = 0
+        for state, ids in self.receipt_batch.take(time.time()):
+            receipt = Receipt(sent_at_ms=self._now_ms(), message_ids=ids, state=state)
+            try:
+                await self._send(receipt, self._now_ms() // 1000 + DEFAULT_ALERT_TTL)
+            except (CellrelayError, CellError) as exc:
+                log.info("receipt_not_sent", error=type(exc).__name__)
+                continue
+            sent += 1
+        return sent
+
+    def _forget_receipts(self) -> None:
+        """Stop counting for alerts no longer kept (expired, or pushed out)."""
+        gone = [a for a in self._tally.tracked() if self._rollups.rollup(a) is None]
+        self._tally.forget(gone)
+        self.receipt_batch.forget(
+            [m for m in self.receipt_batch.said() if self._rollups.rollup(m) is None]
+        )
 
     def _burn_from(self, sender: Member) -> list[CellEvent]:
         """An opened `Burn`: act on it if an admin sent it, else refuse it (§C1.6).
@@ -1207,6 +1306,7 @@ class MemberCell:
             return None  # our own, never acknowledged: not in any roll-up
         with contextlib.suppress(ContentError):
             content = decode_content(item.kind, item.content, allow_local=True)
+            self._count_receipts(item.sender_id, content, report=False)
             return self._rollups.add(item.sender_id, item.sender_name, content, item.received_at)  # type: ignore[arg-type]
         return None
 

@@ -66,6 +66,9 @@ EXPIRY_SLACK: Final = 0.05  # seconds after an expiry that its message is delete
 MAX_BURST: Final = 256
 ROTATE_AFTER: Final = 24 * 3600.0  # seconds an epoch lasts before an admin's client rotates it
 MAINTENANCE_INTERVAL: Final = 60.0  # seconds between checks for due rotations
+# A batch of receipts that the relay has not acknowledged in this long is given up on (they
+# are a best effort), so one relay that does not answer cannot hold up the others' receipts.
+RECEIPT_SEND_TIMEOUT: Final = 30.0
 Handler = Callable[[Delivery | Revocation], Awaitable[None]]
 
 
@@ -151,6 +154,7 @@ class Client:
         self._saved = trio.Event()  # set (and replaced) after each save, for _forget_expired
         self._cells_changed = trio.Event()  # set (and replaced) when a cell is added or removed
         self._burning = False  # finish_burns is running
+        self._receipts_queued = trio.Event()  # a cell's receipt batch got its first item
 
     def __repr__(self) -> str:
         return f"<Client {self.identity.info.name!r} cells={len(self._cells)}>"
@@ -181,6 +185,7 @@ class Client:
             )
         self._nursery.start_soon(self._forget_expired)
         self._nursery.start_soon(self._maintain)
+        self._nursery.start_soon(self._send_receipts)
         if self._state.burning:  # mailboxes of cells burned here, still to delete
             self._nursery.start_soon(self._start_in_background, self.finish_burns)
 
@@ -226,6 +231,23 @@ class Client:
                         await cell.rotate()
                     except (CellrelayError, CellError) as exc:
                         log.info("rotation_deferred", error=type(exc).__name__)
+
+    def _note_receipts_queued(self) -> None:
+        self._receipts_queued.set()
+
+    async def _send_receipts(self) -> None:
+        """Send each cell's batched receipts when they fall due (docs/protocol.md §C1.7)."""
+        while True:
+            queued = self._receipts_queued
+            due = min((c.receipt_batch.due for c in self._cells), default=math.inf)
+            with trio.move_on_after(max(0.0, due - time.time())):
+                await queued.wait()
+            if queued.is_set():
+                self._receipts_queued = trio.Event()
+            now = time.time()
+            for cell in [c for c in self._cells if c.receipt_batch.due <= now]:
+                with trio.move_on_after(RECEIPT_SEND_TIMEOUT):
+                    await cell.send_receipts()
 
     async def _start_in_background(self, start: Callable[[], Awaitable[None]]) -> None:
         try:
@@ -403,6 +425,7 @@ class Client:
                     route=self._route, unroute=self._unroute)  # fmt: skip
         cell.on_burned = self._on_burned
         cell.on_burned_here = self._burned_here
+        cell.on_receipt_queued = self._note_receipts_queued
         return cell
 
     async def create_cell(

@@ -89,6 +89,7 @@ from ._outcomes import (
 from ._padding import (
     BUCKETS as PADDING_BUCKETS,
 )
+from ._receipts import RECEIPT_SAMPLE, ReceiptCounts, reporters
 from ._rollup import (
     AlertRollup,
     MemberStatus,
@@ -110,6 +111,7 @@ __all__ = [
     "MAX_MEMBERS",
     "MAX_NAME_BYTES",
     "PADDING_BUCKETS",
+    "RECEIPT_SAMPLE",
     "Alert",
     "AlertRollup",
     "BadSignatureError",
@@ -151,6 +153,7 @@ __all__ = [
     "PlainMessage",
     "Priority",
     "Receipt",
+    "ReceiptCounts",
     "ReceiptState",
     "RemovedError",
     "ReplayError",
@@ -166,5 +169,6 @@ __all__ = [
     "decode_content",
     "format_safety_number",
     "new_message_id",
+    "reporters",
     "safety_number",
 ]
