@@ -116,3 +116,31 @@ def test_small_cells_count_exactly() -> None:
     assert counts.exact
     assert (counts.estimated_delivered, counts.estimated_read) == (3, 1)
     assert ReceiptCounts(members=0, sampled=0, delivered=0, read=0).estimated_read == 0
+
+
+@given(
+    steps=st.lists(
+        st.tuples(st.integers(0, 5), st.sampled_from([DELIVERED, READ, None]), st.floats(0, 1)),
+        max_size=60,
+    )
+)
+def test_a_batch_never_says_a_thing_twice_nor_delivered_after_read(
+    steps: list[tuple[int, ReceiptState | None, float]],
+) -> None:
+    """Any interleaving of reports and takes: each (id, state) goes out at most once, and
+    no delivered receipt follows a read one for the same id."""
+    batch = ReceiptBatch(delay=1.0, jitter=2.0)
+    now = 0.0
+    sent: list[tuple[MessageId, ReceiptState]] = []
+    for n, state, draw in steps:
+        now += draw * 3
+        if state is None:
+            for said, ids in batch.take(now):
+                sent += [(m, said) for m in ids]
+        else:
+            batch.add(alert(n), state, now=now, draw=draw)
+            assert batch.due <= now + 3.0 or batch.pending == 0
+    assert len(sent) == len(set(sent))
+    for m, state in sent:
+        if state is DELIVERED and (m, READ) in sent:
+            assert sent.index((m, DELIVERED)) < sent.index((m, READ))
