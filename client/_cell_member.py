@@ -332,6 +332,7 @@ class MemberCell:
         # Receipts at scale (protocol/cell/_receipts.py): what this member reports on
         # others' alerts when it is in their sample, and the counts for its own alerts.
         self.receipt_sample = RECEIPT_SAMPLE
+        self.report_receipts = False  # send delivered receipts by itself (`Client.report_receipts`)
         self.receipt_batch = ReceiptBatch()
         self._tally = ReceiptTally()
         # Set by the client: called when the receipt batch gets its first item.
@@ -1148,17 +1149,20 @@ class MemberCell:
         sender = self._member(opened.sender)
         if isinstance(content, Burn):
             return self._burn_from(sender)
-        self._count_receipts(sender.member_id, content)
         rollup = self._remember(opened.sender, content, opened.expires_at)
         if isinstance(content, Alert):
             # Expired by either of this device's clocks: shown, marked late (§C7).
             late = opened.expires_at <= self._later_clock()
             events = self._flood.count(sender, content, received_at=time.time(), live=self._live)
             if self._flood.is_muted(sender.member_id):  # kept, shown, not rung
+                # Nor reported on: receipts for a flood would multiply it (§C1.7).
+                self._count_receipts(sender.member_id, content, report=False)
                 events.append(MutedAlertReceived(cell=self.name, sender=sender, alert=content, rollup=rollup, late=late))  # fmt: skip
             else:
+                self._count_receipts(sender.member_id, content)
                 events.append(AlertReceived(cell=self.name, sender=sender, alert=content, rollup=rollup, late=late))  # fmt: skip
             return events
+        self._count_receipts(sender.member_id, content)
         if isinstance(content, StatusReply):
             return [
                 StatusReceived(

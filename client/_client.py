@@ -155,6 +155,7 @@ class Client:
         self._cells_changed = trio.Event()  # set (and replaced) when a cell is added or removed
         self._burning = False  # finish_burns is running
         self._receipts_queued = trio.Event()  # a cell's receipt batch got its first item
+        self._report_receipts = False
 
     def __repr__(self) -> str:
         return f"<Client {self.identity.info.name!r} cells={len(self._cells)}>"
@@ -231,6 +232,22 @@ class Client:
                         await cell.rotate()
                     except (CellrelayError, CellError) as exc:
                         log.info("rotation_deferred", error=type(exc).__name__)
+
+    @property
+    def report_receipts(self) -> bool:
+        """Whether this client sends delivered receipts by itself (docs/protocol.md §C1.7).
+
+        Off by default in the library; the daemon and `cellrelay listen` turn it on. Only
+        a client that keeps running reports (a batch is due 5 to 15 s after an alert), and
+        only for the alerts whose sample it is in. `Cell.mark_read` works either way.
+        """
+        return self._report_receipts
+
+    @report_receipts.setter
+    def report_receipts(self, on: bool) -> None:
+        self._report_receipts = on
+        for cell in self._cells:
+            cell.report_receipts = on
 
     def _note_receipts_queued(self) -> None:
         self._receipts_queued.set()
@@ -426,6 +443,7 @@ class Client:
         cell.on_burned = self._on_burned
         cell.on_burned_here = self._burned_here
         cell.on_receipt_queued = self._note_receipts_queued
+        cell.report_receipts = self._report_receipts
         return cell
 
     async def create_cell(

@@ -28,6 +28,7 @@ NAMES = ("lead", "ana", "ben", "cy", "dee", "eli")
 
 
 def _small_batches(cell: Cell, sample: int) -> None:
+    cell.report_receipts = True
     cell.receipt_sample = sample
     cell.receipt_batch = ReceiptBatch(delay=0.1, jitter=0.2)
 
