@@ -174,7 +174,7 @@ ROUTES: Final[tuple[Route, ...]] = (
     _route("POST", "/cells", "create_cell", "Create a cell on a relay; you become its admin.",
            body=CreateCell, response=CellSummary, status=201, waits=True, errors=(409, 422, 502)),
     _route("GET", "/cells/{cell}", "get_cell", "One cell.", response=CellSummary, errors=_CELL),
-    _route("POST", "/cells/{cell}/leave", "leave_cell", "Leave a cell and delete its keys here.",
+    _route("POST", "/cells/{cell}/leave", "leave_cell", "Tell a cell you leave, then delete its keys here.",
            body=LeaveCell, body_required=False, response=Left, waits=True, errors=(*_CELL, 502)),
     _route("POST", "/cells/{cell}/burn", "burn_cell",
            "Burn a cell: every member's client deletes it, its mailboxes leave the relay (admins).",
@@ -491,10 +491,10 @@ class Api:
         ):
             raise ApiError(409, "ONLY_ADMIN",
                            "you are the only admin: nobody could add or remove members after you leave (force: true leaves anyway)")  # fmt: skip
-        call.waiting_for = "the relay did not confirm the membership change"
-        await cell.leave()
+        call.waiting_for = "could not say to the cell that you leave"
+        announced = await cell.leave(force=True)  # checked above, with the API's words
         await self.client.forget(cell)
-        return Left(cell=cell.name, cell_id=cell.cell_id)
+        return Left(cell=cell.name, cell_id=cell.cell_id, announced=announced)
 
     async def burn_cell(self, call: Call) -> Burned:
         """POST /cells/{cell}/burn."""

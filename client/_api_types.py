@@ -221,10 +221,16 @@ class LeaveCell:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Left:
-    """A cell this member left; its keys are gone from this device."""
+    """A cell this member left; its keys are gone from this device.
+
+    `announced`: the relay stored the signed announcement that this member leaves, so
+    an admin's client removes it from the cell (docs/protocol.md §C9); if not, ask an
+    admin to.
+    """
 
     cell: str
     cell_id: bytes
+    announced: bool
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

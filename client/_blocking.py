@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import math
 import queue
 import threading
 from typing import TYPE_CHECKING, Final, TypeVar
@@ -477,9 +478,12 @@ class BlockingCell:
         """Move the cell to a fresh group mailbox (a new epoch), when a flood filled the old one."""
         self._client._run(self._cell.recover, timeout)
 
-    def leave(self, *, timeout: float | None = DEFAULT_TIMEOUT) -> None:
-        """Leave the cell (see `Cell.leave`)."""
-        self._client._run(self._cell.leave, timeout)
+    def leave(self, *, timeout: float | None = DEFAULT_TIMEOUT, force: bool = False) -> bool:
+        """Leave the cell: announce it, forget it here; whether it was announced (`Cell.leave`)."""
+        announce = math.inf if timeout is None else timeout
+        return self._client._run(
+            functools.partial(self._cell.leave, timeout=announce, force=force), None
+        )
 
     def receipts(self, alert_id: bytes) -> ReceiptCounts | None:
         """How far one of this member's alerts got (see `Cell.receipts`)."""

@@ -13,6 +13,7 @@ group (`release_invites`).
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from typing import TYPE_CHECKING, Final
 
@@ -47,14 +48,21 @@ from ._cell_moves import MAX_MUTED, ChangeExtra
 from ._events import CellEvent, JoinRequested, Member, SecurityWarning
 from ._link import Delivery, RelayLink, RelayRefusedError, Revocation
 from ._log import library_logger
-from ._state import BurnRecord, CellRecord, InviteRecord, RequestRecord, RetiredMailbox
+from ._state import (
+    BurnRecord,
+    CellRecord,
+    InviteRecord,
+    LeaveRecord,
+    RequestRecord,
+    RetiredMailbox,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from cellrelay.protocol.cell._group import CellCrypto
 
-__all__ = ["DEFAULT_INVITE_TTL", "AdminSecrets", "Cell"]
+__all__ = ["DEFAULT_INVITE_TTL", "LEAVE_TAKEOVER", "AdminSecrets", "Cell"]
 
 log = library_logger("cellrelay.client")
 
@@ -62,6 +70,16 @@ DEFAULT_INVITE_TTL: Final = 24 * 3600
 # A retired group mailbox is deleted at the latest this long after everything stored in
 # it expired by the relay's maximum lifetime (clocks, and the sweeper's minute).
 RETIRE_SLACK: Final = 600.0
+# A member's leave is acted on by the admin with the lowest member id (the leaver aside) at
+# once; every other admin waits this long past the leave before it removes the leaver
+# itself, in case that admin is offline (docs/protocol.md §C9). Two minutes lets the first
+# admin's client, if it runs at all, act first (it needs a round trip or two), so the
+# cell does not go through two epochs for one leave; an admin that was offline for longer
+# acts as soon as it is back. Racing admins are harmless: one change wins, the other is
+# refused as stale (`_propose`) and the leave is already spent by then.
+LEAVE_TAKEOVER: Final = 120.0
+# After a failed attempt (the relay unreachable, a race lost), the next one waits this long.
+LEAVE_RETRY: Final = 30.0
 
 
 class AdminSecrets:
@@ -111,12 +129,17 @@ class Cell(MemberCell):
         save: Saver,
         route: Callable[[MailboxId, Callable[[Delivery | Revocation], Awaitable[None]]], None],
         unroute: Callable[[MailboxId], None],
+        forget: Callable[[MemberCell], Awaitable[None]] | None = None,
+        leave_takeover: float = LEAVE_TAKEOVER,
     ) -> None:
         """Wrap a cell's state; the client creates cells (`Client.create_cell`, `join`)."""
         super().__init__(
             identity=identity, record=record, crypto=crypto, link=link, save=save,
-            route=route, unroute=unroute,
+            route=route, unroute=unroute, forget=forget,
         )  # fmt: skip
+        self.leave_takeover = leave_takeover  # seconds: see LEAVE_TAKEOVER
+        self._leavers_lock = trio.Lock()  # one `remove_leavers` at a time
+        self._leavers_retry_at = 0.0  # device time before which a failed removal is not retried
         self._admin_lock = trio.Lock()  # one membership change at a time (see _propose)
         self._settled: set[MailboxId] = set()  # join mailboxes whose joiner is in the group
         self._releasing = False  # release_invites is running
@@ -136,12 +159,6 @@ class Cell(MemberCell):
         # very delivery blocks, so the change was not confirmed in time.
         if self.record.pending_change and not self._admin_lock.locked():
             await self._finish_pending_proposal()
-
-    async def leave(self) -> None:
-        """Leave the cell: an admin removes itself (if another admin remains); then forget it."""
-        if self.is_admin and len(self.crypto.admins) > 1:
-            await self.remove(self.me)
-        await super().leave()
 
     # -- invites and join mailboxes --------------------------------------------------------
 
@@ -715,6 +732,74 @@ class Cell(MemberCell):
             return
         async with self._admin_lock:
             await self._resume_proposal()
+
+    # -- members who left -------------------------------------------------------------------
+
+    def _leave_due(self, leave: LeaveRecord) -> float:
+        """When (device time) this admin removes the member of `leave` (inf: never, not our turn).
+
+        The admin with the lowest member id among the admins other than the leaver acts at
+        once; the others once `leave_takeover` has passed since the leave was sent (its
+        claim, if earlier than its arrival here: an admin back from a day offline acts at
+        once). docs/protocol.md §C9.
+        """
+        me = self.crypto.me.member_id
+        admins = sorted(a for a in self.crypto.admins if a != leave.member_id)
+        if me not in admins:
+            return math.inf
+        if admins[0] == me:
+            return leave.received_at
+        return min(leave.received_at, leave.sent_at_ms / 1000) + self.leave_takeover
+
+    def leavers_due_at(self) -> float:
+        """The device time at which `remove_leavers` has work (inf: none), for the client."""
+        # Not waiting for `started`: a leave that arrives while the cell starts (a catch-up)
+        # is saved before the start ends, and nothing else would wake the client for it;
+        # `remove_leavers` waits for the start itself (`wait_synced`).
+        if (
+            not self.is_admin
+            or self.crypto.removed
+            or self._leavers_lock.locked()
+            or not self.record.leaves
+        ):
+            return math.inf
+        due = min(self._leave_due(leave) for leave in self.record.leaves)
+        return max(due, self._leavers_retry_at)
+
+    async def remove_leavers(self) -> list[Member]:
+        """Remove the members who announced they leave and whom it is this admin's turn to remove.
+
+        The client runs this in the background when a leave arrives and when a takeover
+        is due; the command line runs it after catching up (so that a one-shot command
+        of an admin acts on leaves too). Returns the members removed. A removal that fails
+        (the relay, a race with another admin) is logged and tried again later.
+        """
+        if not self.is_admin or self.crypto.removed:
+            return []
+        removed: list[Member] = []
+        async with self._leavers_lock:
+            # Catch up first: another admin may have removed them already.
+            with trio.move_on_after(APPLY_TIMEOUT):
+                await self.wait_synced()
+            for leave in list(self.record.leaves):
+                info = next(
+                    (i for i in self.crypto.members if i.member_id == leave.member_id), None
+                )
+                if info is None:  # gone already (a removal we applied): nothing to do
+                    self.record.leaves = [r for r in self.record.leaves if r is not leave]
+                    continue
+                if self._leave_due(leave) > time.time() or not self.is_admin:
+                    continue
+                member = self._member(info)
+                try:
+                    await self.remove(member)
+                except (CellError, CellrelayError) as exc:
+                    log.info("leaver_not_removed", error=type(exc).__name__)
+                    self._leavers_retry_at = time.time() + LEAVE_RETRY
+                    continue
+                log.info("leaver_removed")
+                removed.append(member)
+        return removed
 
     # -- retired group mailboxes -----------------------------------------------------------
 

@@ -50,6 +50,7 @@ from cellrelay.protocol.cell._content import (
     Change,
     Content,
     ContentError,
+    Leave,
     MembershipChange,
     MessageId,
     PlainMessage,
@@ -75,7 +76,7 @@ from cellrelay.protocol.cell._errors import (
 )
 from cellrelay.protocol.cell._group import CellCrypto, EpochUpdate, Opened, Outcome
 from cellrelay.protocol.cell._identity import Identity, MemberInfo
-from cellrelay.protocol.cell._membership import Op, Role
+from cellrelay.protocol.cell._membership import LogEntry, Op, Role
 from cellrelay.protocol.cell._outcomes import Behind, Missing
 from cellrelay.protocol.cell._receipts import (
     RECEIPT_SAMPLE,
@@ -120,7 +121,7 @@ from ._events import (
 from ._flood import FloodControl
 from ._link import MAX_RELAY_SKEW, Delivery, RelayLink, RelayRefusedError, Revocation
 from ._log import library_logger
-from ._state import FAILED, SENDING, SENT, CellRecord, HistoryItem, RequestRecord
+from ._state import FAILED, SENDING, SENT, CellRecord, HistoryItem, LeaveRecord, RequestRecord
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -181,6 +182,10 @@ PRESENCE_GAP: Final = 60.0
 # client rotates every ROTATE_AFTER (a day, client/_client.py), and two hours is the margin
 # for admins' devices being offline or asleep.
 EPOCH_STALE_AFTER: Final = 26 * 3600.0
+# How long `leave` tries to announce the leave (a `Leave`, docs/protocol.md §C9) before it
+# forgets the cell anyway: a publish is one round trip, and a relay that does not answer
+# in this long must not keep a person who wants out waiting.
+LEAVE_TIMEOUT: Final = 15.0
 
 
 # What the relay answers about a mailbox that no longer exists: DELETED to a subscriber,
@@ -288,9 +293,11 @@ class MemberCell:
         save: Saver,
         route: Callable[[MailboxId, Callable[[Delivery | Revocation], Awaitable[None]]], None],
         unroute: Callable[[MailboxId], None],
+        forget: Callable[[MemberCell], Awaitable[None]] | None = None,
     ) -> None:
         """Wrap a cell's state; the client creates cells (`Client.create_cell`, `join`)."""
         self._identity = identity
+        self._forget = forget  # the client's `forget`: delete this cell's state (`leave`)
         self.record = record
         self.crypto = crypto
         self.link = link
@@ -484,8 +491,11 @@ class MemberCell:
             if item.expires_at > now and item.status == SENT:  # never what was not sent
                 with contextlib.suppress(ContentError):
                     content = decode_content(item.kind, item.content, allow_local=True)
-                    info = Member(member_id=item.sender_id, name=item.sender_name)
-                    out.append((info, content))
+                    if not isinstance(
+                        content, Leave | Burn
+                    ):  # never kept: `_on_leave`, `_burn_from`
+                        info = Member(member_id=item.sender_id, name=item.sender_name)
+                        out.append((info, content))
         return out
 
     @property
@@ -784,7 +794,7 @@ class MemberCell:
         await self._send(message, self._now_ms() // 1000 + ttl)
         return message
 
-    async def _send(self, content: WireContent, expires_at: int) -> None:
+    async def _send(self, content: WireContent | Leave | Burn, expires_at: int) -> None:
         """Seal and publish `content`; return once the relay acknowledged it.
 
         It is kept in history as "sending" before it leaves (a crash never loses it) and
@@ -824,7 +834,7 @@ class MemberCell:
                         now=self.link.relay_time(),
                     )
                     self.record.crypto = self._state_bytes()
-                    if item is None:
+                    if item is None and not isinstance(content, Leave | Burn):
                         item = self._remember_sending(content, expires_at)
                     # Saved before the envelope leaves, so that a crash of the process never
                     # loses it from history; not fsync'd: the reservation covers its counter.
@@ -844,7 +854,8 @@ class MemberCell:
                             raise
                         log.info("send_raced_rotation", attempt=attempt, code=code_name(exc.code))
                     else:
-                        self._mark_sent(item, content)
+                        if item is not None and not isinstance(content, Leave | Burn):
+                            self._mark_sent(item, content)
                         return
                 # Not under the send lock: applying the epoch change publishes our new
                 # sender key distribution, which takes it.
@@ -856,7 +867,7 @@ class MemberCell:
                 " send it again"
             )
         except Exception as exc:
-            if item is not None:
+            if item is not None and not isinstance(content, Leave | Burn):
                 self._mark_failed(item, content, str(exc) or type(exc).__name__)
             raise
 
@@ -923,9 +934,9 @@ class MemberCell:
         for item in self.record.history:
             if item.sender_id == me and item.status != SENT:
                 with contextlib.suppress(ContentError):
-                    out.append(
-                        (decode_content(item.kind, item.content, allow_local=True), item.status)
-                    )
+                    content = decode_content(item.kind, item.content, allow_local=True)
+                    if not isinstance(content, Leave | Burn):  # never kept: `leave`, `burn`
+                        out.append((content, item.status))
         return out
 
     async def _reserve_counter(self) -> None:
@@ -1146,6 +1157,8 @@ class MemberCell:
             ]
         if content.message_id in self.record.seen:
             return []  # delivered before (at least once from the relay, exactly once from here)
+        if isinstance(content, Leave):
+            return self._on_leave(opened, content)
         sender = self._member(opened.sender)
         if isinstance(content, Burn):
             return self._burn_from(sender)
@@ -1180,7 +1193,9 @@ class MemberCell:
 
     # -- receipts at scale (docs/protocol.md §C1.7) -----------------------------------------
 
-    def _count_receipts(self, sender_id: bytes, content: Content, *, report: bool = True) -> None:
+    def _count_receipts(
+        self, sender_id: bytes, content: Content | Leave | Burn, *, report: bool = True
+    ) -> None:
         """Follow receipts: track our own alerts, report on sampled ones, count what comes.
 
         `report=False` when the history is loaded: what arrived in an earlier run was
@@ -1191,8 +1206,11 @@ class MemberCell:
             members = [info.member_id for info in self.crypto.members]
             if sender_id == me:
                 self._tally.track(content.message_id, me, members, sample=self.receipt_sample)
-            elif me in reporters(
-                content.message_id, sender_id, members, sample=self.receipt_sample
+            elif (
+                report
+                and self.report_receipts
+                and me
+                in reporters(content.message_id, sender_id, members, sample=self.receipt_sample)
             ):
                 self._queue_receipt(content.message_id, ReceiptState.DELIVERED)
         elif isinstance(content, Receipt) and sender_id != me:
@@ -1295,6 +1313,42 @@ class MemberCell:
         await self._save()
         self._emit(CellGone(cell=self.name, code=code_name(code)))
 
+    def _on_leave(self, opened: Opened, leave: Leave) -> list[CellEvent]:
+        """A member announced it leaves (docs/protocol.md §C9): keep it until it is removed.
+
+        Not kept in history: the leave is kept in `record.leaves` instead, which no flood
+        pushes out and no expiry prunes, until the leaver is removed (`_apply`), by this
+        member's client if it is the admin whose turn it is (`Cell.remove_leavers`). A
+        leave sealed before the sender's latest admission is spent: a relay replaying it,
+        or a member reading an old mailbox late, must never remove a re-admitted member.
+        """
+        sender = opened.sender
+        sid = sender.member_id
+        record = self.record
+        record.see(leave.message_id, opened.expires_at)
+        if (
+            sid == self.crypto.me.member_id
+            or self.crypto.role_of(sid) is None
+            or opened.epoch < record.admitted.get(sid, 0)
+        ):
+            log.info("leave_spent")  # from a member removed since, perhaps re-admitted
+            return []
+        record.leaves = [r for r in record.leaves if r.member_id != sid]
+        record.leaves.append(
+            LeaveRecord(
+                member_id=sid,
+                epoch=opened.epoch,
+                sent_at_ms=leave.sent_at_ms,
+                received_at=time.time(),
+            )
+        )
+        log.info("member_left")
+        change = MembershipChange(
+            message_id=leave.message_id, sent_at_ms=leave.sent_at_ms, change=Change.LEFT,
+            member_id=sid, member_name=sender.name, by_id=sid, by_name=sender.name,  # type: ignore[arg-type]
+        )  # fmt: skip
+        return [MembershipChanged(cell=self.name, change=change)]
+
     def _remember(
         self, sender: MemberInfo, content: Content, expires_at: int
     ) -> AlertRollup | None:
@@ -1387,6 +1441,7 @@ class MemberCell:
         if update.distribution is not None:
             self.record.distribution_pending = update.distribution
         if update.entry is not None:
+            self._note_admission(update.entry)
             change = self._change_of(update)
             events.append(MembershipChanged(cell=self.name, change=change))
             events.extend(self._check_verified_name(change))
@@ -1419,6 +1474,21 @@ class MemberCell:
         for released in update.released:
             events.extend(self._outcome(released))
         return events
+
+    def _note_admission(self, entry: LogEntry) -> None:
+        """Follow admissions and removals for leaves (docs/protocol.md §C9).
+
+        A removal spends the member's leave; an admission starts the epochs from which a
+        leave of theirs counts (`_on_leave`).
+        """
+        record = self.record
+        sid = entry.subject.member_id
+        if entry.op in (Op.ADD, Op.REMOVE):
+            record.leaves = [r for r in record.leaves if r.member_id != sid]
+        if entry.op is Op.ADD:
+            record.admitted[sid] = entry.epoch
+        elif entry.op is Op.REMOVE:
+            record.admitted.pop(sid, None)
 
     def _apply_settings(self, extra: ChangeExtra, signer: MemberInfo) -> list[CellEvent]:
         """Take up the cell settings an admin's epoch change carries (§C5.1)."""
@@ -1474,14 +1544,56 @@ class MemberCell:
         """Seconds since this member entered the current epoch (by the device clock)."""
         return time.time() - self.record.epoch_started_at
 
-    async def leave(self) -> None:
-        """Leave the cell: stop watching its mailboxes and end every `events()` iterator."""
+    async def leave(self, *, timeout: float = LEAVE_TIMEOUT, force: bool = False) -> bool:  # noqa: ASYNC109 - bounds the announcement only: the cell is forgotten either way
+        """Leave the cell: announce it, then delete the cell's keys and history here.
+
+        The announcement is a signed `Leave` to every member (docs/protocol.md §C9): each
+        shows that this member left, and an admin's client removes it, which moves the cell
+        to a new epoch this device's keys (or a copy of them) cannot read. This device
+        does not remove itself, even as an admin: the admin who removes someone makes the
+        new epoch's keys, and a copy of a leaver's keystore must not hold them. Returns
+        whether the relay stored the announcement within `timeout` seconds; the cell is
+        forgotten either way (if not, ask an admin to remove you).
+
+        Raises:
+            CellError: this member is the cell's only admin and others remain, so nobody
+                could add or remove members after it (`force=True` leaves anyway).
+        """
+        if (
+            not force
+            and not self.crypto.removed
+            and self.is_admin
+            and len(self.crypto.admins) == 1
+            and len(self.crypto.members) > 1
+        ):
+            raise CellError(
+                f"you are the only admin of {self.name!r}: nobody could add or remove members"
+                " after you leave (force=True leaves anyway)"
+            )
+        announced = False
+        if not self.crypto.removed:
+            with trio.move_on_after(timeout):
+                try:
+                    await self._send(Leave(sent_at_ms=self._now_ms()), self._leave_expiry())
+                    announced = True
+                except (CellrelayError, CellError) as exc:
+                    log.warning("leave_not_announced", error=type(exc).__name__)
         for mailbox in self.mailboxes():
             self._unroute(mailbox)
         with contextlib.suppress(Exception):
             await self.link.unwatch(self.record.group_mailbox)
             await self.link.unwatch(self.record.control_mailbox)
         self.close()
+        if self._forget is not None:
+            await self._forget(self)
+        return announced
+
+    def _leave_expiry(self) -> int:
+        """A leave lives as long as the relay keeps anything: admins offline for long read it."""
+        max_ttl = (
+            self.link.welcome.max_ttl if self.link.welcome is not None else DEFAULT_MESSAGE_TTL
+        )
+        return int(self.link.relay_time()) + max_ttl
 
     async def wait_synced(self) -> None:
         """Wait until the group and control mailboxes are processed up to the relay's head

@@ -74,6 +74,7 @@ __all__ = [
     "connected",
     "find_alert",
     "run_command",
+    "say_left",
     "synced",
     "ttl_refusal",
 ]
@@ -185,6 +186,13 @@ async def synced(ctx: Context, cells: list[Cell]) -> None:
         await cell.link.wait_connected()
         ctx.bound(f"could not catch up with {isolate(cell.name)}")
         await cell.wait_synced()
+        if cell.is_admin and not cell.removed:
+            # Members who announced they leave while this admin was away (docs/protocol.md
+            # §C9): a one-shot command removes them too, when it is this admin's turn.
+            ctx.bound(
+                f"the relay did not confirm the removal of a member who left {isolate(cell.name)}"
+            )
+            await cell.remove_leavers()
     ctx.unbound()
 
 
@@ -669,14 +677,23 @@ async def cell_leave(ctx: Context, args: argparse.Namespace) -> None:
             raise CellError(
                 f"leaving deletes {cell.name!r} from this device and needs a new invite to come back: add --yes to confirm"
             )
-        ctx.bound("the relay did not confirm the membership change")
-        await cell.leave()
+        ctx.bound("could not say to the cell that you leave")
+        announced = await cell.leave(force=True)  # checked above, with the CLI's words
         await forget_cell(client, cell)
         ctx.unbound()
-        ctx.emit({"cell": cell.name, "cell_id": cell.cell_id.hex(), "left": True})
-        ctx.say(f"Left {isolate(cell.name)} and deleted its keys from this device.")
-        if not cell.is_admin:
-            ctx.note("Its admins still list you until one of them removes you.")
+        say_left(ctx, cell.name, cell.cell_id.hex(), announced=announced)
+
+
+def say_left(ctx: Context, cell: str, cell_id: str, *, announced: bool) -> None:
+    """What `cell leave` prints, alone and through the daemon alike."""
+    ctx.emit({"cell": cell, "cell_id": cell_id, "left": True, "announced": announced})
+    ctx.say(f"Left {isolate(cell)} and deleted its keys from this device.")
+    if announced:
+        ctx.say("The cell was told: an admin removes you, and it moves on to keys you never had.")
+    else:
+        ctx.note(
+            "The relay did not take your announcement that you leave: ask an admin to remove you."
+        )
 
 
 async def cell_burn(ctx: Context, args: argparse.Namespace) -> None:

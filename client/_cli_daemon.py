@@ -55,6 +55,7 @@ from ._cli_commands import (
     Context,
     burn_confirmation,
     say_burned,
+    say_left,
     ttl_refusal,
 )
 from ._cli_listen import show_status
@@ -655,10 +656,7 @@ async def cell_leave(api: Api, args: argparse.Namespace) -> None:
         )
     left = await api.call("POST", _path("cells", args.cell, "leave"), body={"force": bool(args.force)},
                           problems={**_no_cell(args.cell), "ONLY_ADMIN": only_admin})  # fmt: skip
-    ctx.emit({"cell": left["cell"], "cell_id": left["cell_id"], "left": True})
-    ctx.say(f"Left {isolate(left['cell'])} and deleted its keys from this device.")
-    if cell["role"] != "admin":
-        ctx.note("Its admins still list you until one of them removes you.")
+    say_left(ctx, left["cell"], left["cell_id"], announced=bool(left["announced"]))
 
 
 # -- messages -----------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import re
 import time
 from typing import TYPE_CHECKING, Final
 
-from cellrelay.protocol.cell import Alert, Priority, Status
+from cellrelay.protocol.cell import Alert, Change, Priority, Status
 from cellrelay.protocol.cell._rollup import CLOSE_VOTES
 
 from ._events import (
@@ -480,6 +480,8 @@ def event_lines(
     if isinstance(event, MembershipChanged):
         change = event.change
         subject = "you" if change.member_id == me else isolate(change.member_name)
+        if change.change is Change.LEFT:  # by themselves: a signed leave (docs/protocol.md §C9)
+            return [style.bold(f"{tag}{subject} left")]
         return [style.bold(f"{tag}{subject} {change.change} by {isolate(change.by_name)}")]
     if isinstance(event, JoinRequested):
         member = event.member

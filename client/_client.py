@@ -36,8 +36,8 @@ from cellrelay.protocol.cell._join import JOIN_WELCOME, seal_join_request, split
 from cellrelay.protocol.cell._safety import safety_number
 from cellrelay.protocol.wire import CapabilityKey, Delete, MailboxId, RelayAddress
 
-from ._cell_admin import AdminSecrets, Cell
-from ._cell_member import MAILBOX_GONE, CellError, CellInfo
+from ._cell_admin import LEAVE_TAKEOVER, AdminSecrets, Cell
+from ._cell_member import MAILBOX_GONE, CellError, CellInfo, MemberCell
 from ._keystore import DEFAULT_COST, Keystore, default_data_dir
 from ._link import (
     MAX_RELAY_SKEW,
@@ -102,10 +102,13 @@ async def open_client(
     *,
     home: str | os.PathLike[str] | None = None,
     clock: Callable[[], float] = time.time,
+    leave_takeover: float = LEAVE_TAKEOVER,
 ) -> AsyncIterator[Client]:
     """Unlock the keystore, connect to the cells' relays, and close everything at the end.
 
     `clock` is the device's clock, unix seconds (tests give one that is off).
+    `leave_takeover` is how long an admin whose turn it is not waits before it removes a
+    member who left (`Cell.remove_leavers`; tests shorten it).
 
     Raises:
         KeystoreError, WrongPassphraseError, KeystoreBusyError: see client/_keystore.py.
@@ -118,7 +121,7 @@ async def open_client(
     try:
         state = ClientState.decode(payload)
         async with trio.open_nursery() as nursery:
-            client = Client(keystore, state, nursery, clock=clock)
+            client = Client(keystore, state, nursery, clock=clock, leave_takeover=leave_takeover)
             try:
                 await client.start()
                 yield client
@@ -139,9 +142,11 @@ class Client:
         nursery: trio.Nursery,
         *,
         clock: Callable[[], float] = time.time,
+        leave_takeover: float = LEAVE_TAKEOVER,
     ) -> None:
         """Wrap an unlocked keystore; use `open_client`."""
         self._clock = clock
+        self._leave_takeover = leave_takeover
         self._keystore = keystore
         self._state = state
         self._nursery = nursery
@@ -156,6 +161,8 @@ class Client:
         self._burning = False  # finish_burns is running
         self._receipts_queued = trio.Event()  # a cell's receipt batch got its first item
         self._report_receipts = False
+        self._leaves_nudge = trio.Event()  # set (and replaced) after saves and removals of leavers
+        self._removing_leavers: set[Cell] = set()  # cells whose `remove_leavers` runs
 
     def __repr__(self) -> str:
         return f"<Client {self.identity.info.name!r} cells={len(self._cells)}>"
@@ -186,6 +193,7 @@ class Client:
             )
         self._nursery.start_soon(self._forget_expired)
         self._nursery.start_soon(self._maintain)
+        self._nursery.start_soon(self._remove_leavers)
         self._nursery.start_soon(self._send_receipts)
         if self._state.burning:  # mailboxes of cells burned here, still to delete
             self._nursery.start_soon(self._start_in_background, self.finish_burns)
@@ -310,6 +318,42 @@ class Client:
                 self._keystore.save(payload, durable=False)
         self._saved.set()
         self._saved = trio.Event()
+        self._nudge_leaves()
+
+    def _nudge_leaves(self) -> None:
+        self._leaves_nudge.set()
+        self._leaves_nudge = trio.Event()
+
+    async def _remove_leavers(self) -> None:
+        """Remove members who announced they leave, when it is this admin's turn (§C9).
+
+        Every save may have brought a leave (or a promotion, or a removal that settled
+        one): each wakes this task, which starts `Cell.remove_leavers` for each cell whose
+        first leave is due, or sleeps until the soonest is (another admin's turn, waiting
+        for it to act first: `Cell.leavers_due_at`).
+        """
+        while True:
+            nudged = self._leaves_nudge
+            now = time.time()
+            for cell in list(self._cells):
+                if cell not in self._removing_leavers and cell.leavers_due_at() <= now:
+                    self._removing_leavers.add(cell)
+                    self._nursery.start_soon(self._remove_leavers_of, cell)
+            soonest = min(
+                (c.leavers_due_at() for c in self._cells if c not in self._removing_leavers),
+                default=math.inf,
+            )
+            with trio.move_on_after(min(max(0.0, soonest - now), MAINTENANCE_INTERVAL)):
+                await nudged.wait()
+
+    async def _remove_leavers_of(self, cell: Cell) -> None:
+        try:
+            await cell.remove_leavers()
+        except (CellrelayError, CellError) as exc:  # the link closed: the next run tries again
+            log.info("leavers_not_removed", error=type(exc).__name__)
+        finally:
+            self._removing_leavers.discard(cell)
+            self._nudge_leaves()
 
     async def _forget_expired(self) -> None:
         """Save again whenever a kept message expires, so that it leaves the disk on time.
@@ -439,12 +483,18 @@ class Client:
     def _make_cell(self, record: CellRecord, crypto: CellCrypto) -> Cell:
         link = self.link_for(RelayAddress.parse(record.relay))
         cell = Cell(identity=self.identity, record=record, crypto=crypto, link=link, save=self.save,
-                    route=self._route, unroute=self._unroute)  # fmt: skip
+                    route=self._route, unroute=self._unroute, forget=self._forget_left,
+                    leave_takeover=self._leave_takeover)  # fmt: skip
         cell.on_burned = self._on_burned
         cell.on_burned_here = self._burned_here
         cell.on_receipt_queued = self._note_receipts_queued
         cell.report_receipts = self._report_receipts
         return cell
+
+    async def _forget_left(self, cell: MemberCell) -> None:
+        """`Cell.leave`'s last step: delete the cell's state (`forget`)."""
+        if isinstance(cell, Cell):
+            await self.forget(cell)
 
     async def create_cell(
         self, name: str, relay: str | RelayAddress, *, creation_secret: bytes = b""

@@ -118,7 +118,7 @@ class MessageReceived:
 
 @dataclass(frozen=True, slots=True)
 class MembershipChanged:
-    """Somebody joined, left, was removed, promoted or demoted (signed by an admin)."""
+    """Somebody joined, left, was removed, promoted or demoted (signed by an admin, or by the member who left)."""
 
     cell: str
     change: MembershipChange

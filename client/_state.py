@@ -28,6 +28,7 @@ __all__ = [
     "HistoryItem",
     "InviteRecord",
     "JoinRecord",
+    "LeaveRecord",
     "RelayRecord",
     "RequestRecord",
     "RetiredMailbox",
@@ -244,6 +245,43 @@ class RetiredMailbox:
 
 
 @dataclass(slots=True, kw_only=True)
+class LeaveRecord:
+    """A member's announcement that it leaves (a `Leave`), kept until it is removed.
+
+    Every member keeps it, not only admins: one promoted later takes over the removal.
+    `epoch` is the epoch the leave was sealed in: a leave from before the member's latest
+    admission is spent and never counts (`CellRecord.admitted`, docs/protocol.md §C9).
+    """
+
+    member_id: bytes = field(repr=False)
+    epoch: int
+    sent_at_ms: int  # the sender's claim; due times use the earlier of it and `received_at`
+    received_at: float  # device time it was opened here
+
+    def encode(self) -> bytes:
+        return encode_map({"member_id": self.member_id, "epoch": self.epoch,
+                           "sent_at_ms": self.sent_at_ms, "received_at": self.received_at})  # fmt: skip
+
+    @classmethod
+    def decode(cls, data: bytes) -> LeaveRecord:
+        f = _decode(data)
+        member_id = _bytes(f, "member_id")
+        if len(member_id) != 16:
+            raise StateError("saved state is damaged (a member's leave)")
+        return cls(member_id=member_id, epoch=_int(f, "epoch"), sent_at_ms=_int(f, "sent_at_ms"),
+                   received_at=_float(f, "received_at"))  # fmt: skip
+
+
+def _admitted(f: dict[str, object]) -> dict[bytes, int]:
+    raw = _bytes(f, "admitted")
+    if len(raw) % 20:
+        raise StateError("saved state is damaged (admissions)")
+    return {
+        raw[i : i + 16]: int.from_bytes(raw[i + 16 : i + 20], "big") for i in range(0, len(raw), 20)
+    }
+
+
+@dataclass(slots=True, kw_only=True)
 class RelayRecord:
     """One relay of a cell: its address and, on it, the cell's mailboxes and cursors.
 
@@ -326,6 +364,14 @@ class CellRecord:
     # verified id never changes keys; a new id under a verified name is the warning.
     verified: dict[bytes, str] = field(default_factory=dict)
     more_relays: list[RelayRecord] = field(default_factory=list)  # the relays after `relay`
+    # Members who announced they leave, until they are removed (docs/protocol.md §C9): at
+    # most one per member (the latest), so at most MAX_MEMBERS.
+    leaves: list[LeaveRecord] = field(default_factory=list)
+    # Member id -> the epoch of the log entry that last added it, for the members added
+    # while this member was in the cell: a leave sealed in an earlier epoch is spent (it
+    # was sent before a removal and re-admission) and never counts. Members already in
+    # when this member joined are absent (0): nothing it can open is older than its join.
+    admitted: dict[bytes, int] = field(default_factory=dict)
     # The relay's maximum TTL as its last welcome said (0: never connected). Skipped keys
     # live that long (§G10.2): a client that starts offline must not fall back to the
     # default 7 days and delete keys a relay that keeps 30 days can still need.
@@ -351,13 +397,16 @@ class CellRecord:
 
     def remember(self, message_id: bytes, item: HistoryItem) -> None:
         """Keep a received or sent message, and its id as seen (until it expires)."""
-        expires_at = item.expires_at
+        self.see(message_id, item.expires_at)
+        self.history.append(item)
+
+    def see(self, message_id: bytes, expires_at: int) -> None:
+        """Keep a message id as seen until it expires, without keeping the message."""
         if message_id in self.seen:
             self._seen_wire = None
         elif self._seen_wire is not None:
             self._seen_wire += message_id + expires_at.to_bytes(8, "big")
         self.seen[message_id] = expires_at
-        self.history.append(item)
         self._earliest = min(self._earliest, expires_at)
 
     def encode(self) -> bytes:
@@ -393,6 +442,8 @@ class CellRecord:
                 "seen": seen,
                 "verified": [mid + name.encode() for mid, name in self.verified.items()],
                 "more_relays": [r.encode() for r in self.more_relays],
+                "leaves": [r.encode() for r in self.leaves],
+                "admitted": b"".join(m + e.to_bytes(4, "big") for m, e in self.admitted.items()),
                 "relay_max_ttl": self.relay_max_ttl,
                 "gone": int(self.gone),
             }
@@ -413,6 +464,8 @@ class CellRecord:
             ("muted_here", b""),
             ("verified", ()),
             ("more_relays", ()),  # saved before cells could have several relays
+            ("leaves", ()),  # saved before members could announce leaving
+            ("admitted", b""),
             ("relay_max_ttl", 0),  # saved before the relay's maximum TTL was kept
             ("gone", 0),  # saved before cells could be burned
         ):
@@ -451,6 +504,8 @@ class CellRecord:
             seen=seen,
             verified=_verified(f),
             more_relays=[RelayRecord.decode(b) for b in _list(f, "more_relays")],
+            leaves=[LeaveRecord.decode(b) for b in _list(f, "leaves")],
+            admitted=_admitted(f),
             relay_max_ttl=_int(f, "relay_max_ttl"),
             gone=bool(_int(f, "gone")),
         )

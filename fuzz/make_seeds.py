@@ -63,6 +63,7 @@ def write_content_and_invite_seeds() -> None:
         Alert,
         Burn,
         Change,
+        Leave,
         MemberId,
         MembershipChange,
         MessageId,
@@ -94,7 +95,8 @@ def write_content_and_invite_seeds() -> None:
             message_id=ids[3], sent_at_ms=1, message_ids=tuple(ids[:3]), state=ReceiptState.READ
         ),
         "plain": PlainMessage(message_id=ids[1], sent_at_ms=1, text="line one\nline two"),
-        "burn": Burn(message_id=ids[3], sent_at_ms=1_767_225_600_000),
+        "leave": Leave(message_id=ids[3], sent_at_ms=1_767_225_600_000),
+        "burn": Burn(message_id=ids[2], sent_at_ms=1_767_225_600_000),
         "membership": MembershipChange(
             message_id=ids[2], sent_at_ms=1, change=Change.ADDED, member_id=MemberId(b"a" * 16),
             member_name="Alice", by_id=MemberId(b"b" * 16), by_name="Bob",

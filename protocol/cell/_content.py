@@ -6,10 +6,11 @@ the content's encoding as the padded plaintext; this module turns the two into o
 frozen classes below and back (docs/protocol.md §C1).
 
 Kinds 1-4 are app contents; 5-15 belong to the group layer itself (5 = sender key
-distribution, 6 = epoch change) and never reach `decode_content`; 24 is a `Burn`, which
-only an admin may send (the client checks the sender against the signed membership,
-docs/protocol.md §C1.6); the other kinds from 16 up are unassigned and refused as
-UNKNOWN_TYPE, so a newer client's new kind is reported, not misread.
+distribution, 6 = epoch change) and never reach `decode_content`; 16 is `Leave`, a
+member's announcement that it leaves the cell (docs/protocol.md §C9); 24 is a `Burn`,
+which only an admin may send (the client checks the sender against the signed
+membership, docs/protocol.md §C1.6); the other kinds from 17 up are unassigned and refused
+as UNKNOWN_TYPE, so a newer client's new kind is reported, not misread.
 `MembershipChange` (kind 0) is made locally by the client from the signed membership log:
 it is never sent, and `decode_content` refuses it unless the caller reads its own store
 (`allow_local=True`), so a member cannot forge "X was removed by Y".
@@ -61,6 +62,7 @@ __all__ = [
     "ContentError",
     "ContentFieldSpec",
     "ContentKind",
+    "Leave",
     "MemberId",
     "MembershipChange",
     "MessageId",
@@ -114,6 +116,7 @@ class ContentKind(IntEnum):
     PLAIN = 4
     SENDER_KEY = 5  # the group layer's own: a sender key distribution
     EPOCH_CHANGE = 6  # the group layer's own: a new epoch
+    LEAVE = 16  # a member leaves the cell (docs/protocol.md §C9)
     BURN = 24  # an admin burns the cell: every member deletes it (§C1.6)
 
 
@@ -480,13 +483,29 @@ class MembershipChange(_Content):
     by_name: Name = field(repr=False)
 
 
-WireContent: TypeAlias = Alert | StatusReply | Receipt | PlainMessage | Burn
-"""The contents a member can send."""
-Content: TypeAlias = Alert | StatusReply | Receipt | PlainMessage | Burn | MembershipChange
-"""Every content an app sees."""
+@_content(ContentKind.LEAVE)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Leave(_Content):
+    """The sender leaves the cell: its client forgets the cell right after sending this.
+
+    It says nothing but who (the group layer's signed sender) and when; the cell's admins
+    remove the sender (a new epoch it cannot read) and every member shows that it left
+    (docs/protocol.md §C9). Apps never see it as such: clients turn it into a
+    `MembershipChange` of `Change.LEFT`.
+    """
+
+    message_id: IdField = field(default_factory=new_message_id)
+    sent_at_ms: SentAtMs
 
 
-def decode_content(kind: int, data: bytes, *, allow_local: bool = False) -> Content:
+WireContent: TypeAlias = Alert | StatusReply | Receipt | PlainMessage
+"""The contents an app sends (a `Leave` is sent by `Cell.leave` only, a `Burn` by `Cell.burn`)."""
+Content: TypeAlias = Alert | StatusReply | Receipt | PlainMessage | MembershipChange
+"""Every content an app sees (a `Leave` reaches apps as a `MembershipChange`, a `Burn` as
+the client's `CellBurned` event)."""
+
+
+def decode_content(kind: int, data: bytes, *, allow_local: bool = False) -> Content | Leave | Burn:
     """Decode the content of kind `kind` from `data`, strictly.
 
     `allow_local` admits kind 0 (`MembershipChange`), for a client reading back its own
@@ -527,4 +546,4 @@ def decode_content(kind: int, data: bytes, *, allow_local: bool = False) -> Cont
     for name, spec in specs:
         object.__setattr__(content, name, _checked(cls, name, spec, fields[name]))
     content._check_relations()
-    return typing.cast("Content", content)
+    return typing.cast("Content | Leave | Burn", content)

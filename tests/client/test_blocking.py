@@ -19,6 +19,7 @@ from cellrelay.client import (
     CellEvent,
     ClientClosedError,
     JoinRequested,
+    MembershipChanged,
     Status,
     StatusReceived,
     create_identity,
@@ -92,6 +93,19 @@ def scenario(tmp_path: Path, address: str) -> None:
         assert [r.alert_id for r in ana_cell.active_alerts()] == [alert.alert_id]
         assert cell.send_status(alert.alert_id) == "sent"
         assert cell.unsent() == []
+
+        # Ana leaves: announced, forgotten on her side, shown and acted on by the lead's client.
+        with cell.events(timeout=PATIENCE) as admin_events:
+            assert ana_cell.leave() is True
+            assert ana.cells == []
+            changes = []
+            for event in admin_events:
+                if isinstance(event, MembershipChanged) and event.change.member_name == "ana":
+                    changes.append(str(event.change.change))
+                    if event.change.change == "removed":
+                        break
+        assert changes == ["left", "removed"]
+        assert [m.name for m in cell.members()] == ["lead"]
     with pytest.raises(ClientClosedError):
         cell.send_alert("after close")
 

@@ -274,10 +274,15 @@ async def test_a_cell_through_the_command_line(
     cells = (await cli("cell", "list", "--json", home=ben)).json()["cells"]
     assert [(c["name"], c["role"]) for c in cells] == [("Eastside", "removed")]
 
-    # Leaving deletes the cell from the member's keystore.
+    # Leaving announces it (docs/protocol.md §C9) and deletes the cell from the keystore;
+    # the lead's next command, catching up, removes ana.
     left = (await cli("cell", "leave", "Eastside", "--yes", "--json", home=ana)).json()
-    assert left == {"cell": "Eastside", "cell_id": created["cell_id"], "left": True}
+    assert left == {
+        "cell": "Eastside", "cell_id": created["cell_id"], "left": True, "announced": True,
+    }  # fmt: skip
     assert (await cli("id", "show", "--json", home=ana)).json()["cells"] == 0
+    listed = (await cli("cell", "members", "Eastside", "--json", home=lead)).json()
+    assert [m["name"] for m in listed] == ["lead"]
 
 
 async def test_id_new_and_show(tmp_path: Path) -> None:

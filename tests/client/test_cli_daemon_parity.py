@@ -243,3 +243,194 @@ async def test_listen_through_the_daemon_shows_a_flood_as_it_does_alone(
     assert "sent 4 alerts within a minute (the cell allows 3): muted on this device." in text
     assert any(line.startswith("(muted) ") and "flood 3" in line for line in text.splitlines())
     assert "eve muted on this device (flood control)" in text
+
+
+async def _members(home: Path, cell: str, *, passphrase: str | None) -> list[str]:
+    listed = await cli("cell", "members", cell, "--json", home=home, passphrase=passphrase)
+    return [m["name"] for m in listed.json()]
+
+
+async def test_leave_through_the_daemon_says_what_it_says_alone(
+    running_relay: RunningRelay, tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """Issue 14 item 4, on both paths: the only admin is refused without --force, ana's leave
+    is announced (for people, and with --json), and the lead's client removes her: the next
+    command of the lead alone, or the lead's running daemon."""
+    address = str(RelayAddress("127.0.0.1", running_relay.port, running_relay.public_key))
+    lead, ana, eve = (identity(tmp_path, name) for name in ("lead", "ana", "eve"))
+    names = ("Eastside", "Northside", "Westside", "Southside")
+    async with open_client(PASSPHRASE, home=lead) as lead_client:
+        for name in names:
+            cell = await lead_client.create_cell(name, address)
+            async with open_client(PASSPHRASE, home=ana) as ana_client:
+                await admit(cell, ana_client)
+            async with open_client(PASSPHRASE, home=eve) as eve_client:
+                await admit(cell, eve_client)
+
+    async def script(cells: tuple[str, str], passphrase: str | None) -> list[Result]:
+        text_cell, json_cell = cells
+        runs = [
+            (lead, ("cell", "leave", text_cell), 1),
+            (lead, ("cell", "leave", text_cell, "--yes"), 1),
+            (lead, ("cell", "leave", text_cell, "--yes", "--json"), 1),
+            (ana, ("cell", "leave", text_cell), 1),
+            (ana, ("cell", "leave", text_cell, "--yes"), 0),
+            (ana, ("cell", "leave", json_cell, "--yes", "--json"), 0),
+        ]
+        results = []
+        for home, args, status in runs:
+            result = await cli(*args, home=home, passphrase=passphrase, expect=status)
+            results.append(
+                Result(
+                    result.returncode,
+                    re.sub(r'"cell_id": "[0-9a-f]+"', '"cell_id": ID', result.stdout)
+                    .replace(text_cell, "CELL")
+                    .replace(json_cell, "CELL"),
+                    result.stderr.replace(text_cell, "CELL").replace(json_cell, "CELL"),
+                )
+            )
+        return results
+
+    alone = await script(("Eastside", "Northside"), PASSPHRASE)
+    # Alone, the lead's next command catches up and removes ana on the way.
+    for left in ("Eastside", "Northside"):
+        assert await _members(lead, left, passphrase=PASSPHRASE) == ["lead", "eve"]
+
+    daemons = [await start_daemon_process(home, nursery) for home in (lead, ana)]
+    try:
+        through = await script(("Westside", "Southside"), None)
+        # The lead's daemon removes ana as soon as her leave arrives.
+        with trio.fail_after(COMMAND_TIMEOUT):
+            for left in ("Westside", "Southside"):
+                while await _members(lead, left, passphrase=None) != ["lead", "eve"]:
+                    await trio.sleep(0.2)
+    finally:
+        for daemon in daemons:
+            daemon.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(COMMAND_TIMEOUT):
+            codes = [await daemon.process.wait() for daemon in daemons]
+    assert codes == [0, 0], [d.stderr.decode() for d in daemons]
+    assert all("Traceback" not in d.stderr.decode() for d in daemons)
+
+    assert through == alone
+    assert [r.returncode for r in alone] == [1, 1, 1, 1, 0, 0]
+    only_admin = (
+        "cellrelay: you are the only admin of 'CELL': nobody could add or remove members"
+        " after you leave (--force leaves anyway)\n"
+    )
+    assert [r.stderr for r in alone[:3]] == [only_admin] * 3
+    assert "add --yes to confirm" in alone[3].stderr
+    assert alone[4].stdout == (
+        "Left CELL and deleted its keys from this device.\n"
+        "The cell was told: an admin removes you, and it moves on to keys you never had.\n"
+    )
+    assert alone[5].stdout == ('{"cell": "CELL", "cell_id": ID, "left": true, "announced": true}\n')
+
+
+async def _listen(home: Path, cell: str, *, json_mode: bool, passphrase: str | None) -> Feed:
+    """A `listen` process on `cell`, once it listens (its standard error then pumped)."""
+    process = await trio.lowlevel.open_process(
+        [CELLRELAY, "listen", cell, *(["--json"] if json_mode else []), "--home", str(home)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=environment(passphrase=passphrase),
+    )  # fmt: skip
+    feed = Feed(process)
+    if json_mode:
+        await feed.read_until(lambda line: line["type"] == "listening")
+        return feed
+    said = process.stderr
+    assert said is not None
+    with trio.fail_after(COMMAND_TIMEOUT):
+        while b"Listening to" not in feed.stderr:
+            data = await said.receive_some(65536)
+            assert data, f"listen ended: {feed.stderr.decode()}"
+            feed.stderr += data
+    return feed
+
+
+async def _stop(feeds: list[Feed]) -> None:
+    for feed in feeds:
+        if feed.process.returncode is None:
+            feed.process.terminate()
+    with trio.fail_after(COMMAND_TIMEOUT):
+        for feed in feeds:
+            await feed.process.wait()
+
+
+async def test_listen_shows_a_leave_alone_and_through_the_daemon(
+    running_relay: RunningRelay, tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """eve listens while ana leaves and the lead's client removes her: "ana left", then the
+    removal, for people and with --json, alone and through eve's daemon alike."""
+    address = str(RelayAddress("127.0.0.1", running_relay.port, running_relay.public_key))
+    lead, ana, eve = (identity(tmp_path, name) for name in ("lead", "ana", "eve"))
+    names = ("Eastside", "Northside", "Westside")
+    async with open_client(PASSPHRASE, home=lead) as lead_client:
+        for name in names:
+            cell = await lead_client.create_cell(name, address)
+            for home in (ana, eve):
+                async with open_client(PASSPHRASE, home=home) as client:
+                    await admit(cell, client)
+
+        async def ana_leaves(cell: str) -> None:
+            async with open_client(PASSPHRASE, home=ana) as client:
+                leaving = client.cell(cell)
+                await leaving.wait_synced()
+                assert await leaving.leave() is True
+
+        def membership(feed: Feed) -> list[tuple[str, str, str]]:
+            return [
+                (line["change"], line["member"]["name"], line["by"]["name"])
+                for line in feed.lines
+                if line["type"] == "membership"
+            ]
+
+        # Alone: one listen at a time (each holds eve's keystore).
+        json_alone = await _listen(eve, "Eastside", json_mode=True, passphrase=PASSPHRASE)
+        nursery.start_soon(json_alone.pump_stderr)
+        try:
+            await ana_leaves("Eastside")
+            await json_alone.read_until(lambda line: line.get("change") == "removed")
+        finally:
+            await _stop([json_alone])
+        text_alone = await _listen(eve, "Northside", json_mode=False, passphrase=PASSPHRASE)
+        nursery.start_soon(text_alone.pump_stderr)
+        try:
+            await ana_leaves("Northside")
+            said_alone = await read_text_until(text_alone, "ana removed by lead")
+        finally:
+            await _stop([text_alone])
+
+        daemon = await start_daemon_process(eve, nursery)
+        feeds: list[Feed] = []
+        try:
+            for json_mode in (True, False):
+                feeds.append(await _listen(eve, "Westside", json_mode=json_mode, passphrase=None))
+                nursery.start_soon(feeds[-1].pump_stderr)
+            await ana_leaves("Westside")
+            await feeds[0].read_until(lambda line: line.get("change") == "removed")
+            said_through = await read_text_until(feeds[1], "ana removed by lead")
+        finally:
+            await _stop(feeds)
+            daemon.process.send_signal(signal.SIGTERM)
+            with trio.fail_after(COMMAND_TIMEOUT):
+                code = await daemon.process.wait()
+    assert code == 0, daemon.stderr.decode()
+
+    assert (
+        membership(json_alone)
+        == membership(feeds[0])
+        == [
+            ("left", "ana", "ana"),
+            ("removed", "ana", "lead"),
+        ]
+    )
+    left = next(line for line in feeds[0].lines if line.get("change") == "left")
+    assert left["member"] == left["by"]
+    assert left["cell"] == "Westside"
+
+    def lines(text: str, cell: str) -> list[str]:
+        return [line.replace(cell, "CELL") for line in text.splitlines() if "ana " in line]
+
+    assert lines(said_alone, "Northside") == lines(said_through, "Westside")
+    assert any(line.endswith("ana left") for line in said_through.splitlines())

@@ -20,6 +20,7 @@ from cellrelay.client._state import (
     SEEN_SLACK,
     CellRecord,
     HistoryItem,
+    LeaveRecord,
     RelayRecord,
     StateError,
 )
@@ -214,3 +215,61 @@ def test_a_record_saved_before_verified_members_existed_still_reads() -> None:
     fields = decode_map(record.encode())
     del fields["verified"], fields["more_relays"]
     assert CellRecord.decode(encode_map(fields)).verified == {}
+
+
+leave_records = st.builds(
+    LeaveRecord,
+    member_id=st.binary(min_size=16, max_size=16),
+    epoch=st.integers(0, 2**32 - 1),
+    sent_at_ms=st.integers(0, 2**63 - 1),
+    received_at=st.floats(0, 2e9, allow_nan=False),
+)
+
+
+@given(
+    st.lists(leave_records, max_size=4),
+    st.dictionaries(st.binary(min_size=16, max_size=16), st.integers(0, 2**32 - 1), max_size=4),
+)
+def test_pending_leaves_and_admissions_survive_a_save(
+    leaves: list[LeaveRecord], admitted: dict[bytes, int]
+) -> None:
+    """docs/protocol.md §C9: a leave is kept until its sender is removed, across restarts."""
+    record = _record()
+    record.leaves, record.admitted = list(leaves), dict(admitted)
+    again = CellRecord.decode(record.encode())
+    assert again.leaves == leaves
+    assert again.admitted == admitted
+
+
+def test_a_record_saved_before_leaves_existed_still_reads() -> None:
+    record = _record()
+    fields = decode_map(record.encode())
+    del fields["leaves"], fields["admitted"]
+    old = CellRecord.decode(encode_map(fields))
+    assert (old.leaves, old.admitted) == ([], {})
+    assert old.encode() == record.encode()
+
+
+@pytest.mark.parametrize(
+    ("name", "damage"),
+    [
+        ("admitted", b"\x00" * 19),
+        (
+            "leaves",
+            (encode_map({"member_id": b"short", "epoch": 1, "sent_at_ms": 1, "received_at": 1.0}),),
+        ),
+        (
+            "leaves",
+            (
+                encode_map(
+                    {"member_id": bytes(16), "epoch": "1", "sent_at_ms": 1, "received_at": 1.0}
+                ),
+            ),
+        ),
+    ],
+)
+def test_damaged_leaves_are_refused(name: str, damage: object) -> None:
+    fields = decode_map(_record().encode())
+    fields[name] = damage
+    with pytest.raises(StateError):
+        CellRecord.decode(encode_map(fields))

@@ -26,6 +26,7 @@ from cellrelay.protocol.cell._content import (
     Content,
     ContentError,
     ContentKind,
+    Leave,
     MemberId,
     MembershipChange,
     MessageId,
@@ -109,6 +110,7 @@ def test_kinds_are_the_documented_numbers() -> None:
         2: StatusReply,
         3: Receipt,
         4: PlainMessage,
+        16: Leave,
         24: Burn,
     }
     assert int(ContentKind.SENDER_KEY) == 5
@@ -192,7 +194,7 @@ def test_maximal_contents_fit_the_size_limit() -> None:
 @given(st.integers(-5, 300), st.binary(max_size=200))
 def test_arbitrary_bytes_give_content_or_content_error(kind: int, data: bytes) -> None:
     try:
-        content: Content | None = decode_content(kind, data, allow_local=True)
+        content: Content | Leave | Burn | None = decode_content(kind, data, allow_local=True)
     except ContentError as exc:
         code: ErrorCode | None = exc.code
         content = None
@@ -310,9 +312,27 @@ def test_group_kinds_are_not_app_contents(kind: int) -> None:
     assert code_of(kind, alert().encode()) is ErrorCode.UNEXPECTED_MESSAGE
 
 
-@pytest.mark.parametrize("kind", [-1, 16, 17, 200, 255, 256, 2**40])
+@pytest.mark.parametrize("kind", [-1, 17, 200, 255, 256, 2**40])
 def test_unknown_kinds(kind: int) -> None:
     assert code_of(kind, alert().encode()) is ErrorCode.UNKNOWN_TYPE
+
+
+def test_known_encoding_of_a_leave() -> None:
+    """The leave in docs/protocol.md §C9, byte for byte: two fields and nothing else."""
+    leave = Leave(message_id=MID, sent_at_ms=T0)
+    assert leave.KIND is ContentKind.LEAVE
+    assert int(ContentKind.LEAVE) == 16
+    encoded = leave.encode()
+    assert encoded.hex() == (
+        "82"
+        "aa6d6573736167655f6964c410000102030405060708090a0b0c0d0e0f"
+        "aa73656e745f61745f6d73cf0000019b76daa800"
+    )  # fmt: skip
+    assert decode_content(16, encoded) == leave
+    # Every field of an alert but the two a leave has is one too many; a leave is no alert.
+    assert code_of(16, alert().encode()) is ErrorCode.EXTRA_FIELD
+    assert code_of(16, pack({"message_id": MID})) is ErrorCode.MISSING_FIELD
+    assert code_of(ContentKind.ALERT, encoded) is ErrorCode.MISSING_FIELD
 
 
 def test_membership_changes_are_local_only() -> None:
