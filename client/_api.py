@@ -72,16 +72,27 @@ from ._api_types import (
     SendMessage,
     SendReceipt,
     SendReply,
+    SendStep,
     Session,
     SessionRequest,
     SetAlertLimit,
+    SetRole,
+    SetVerifyFirst,
+    StepSent,
     StreamEvent,
     Verification,
+    VerifyFirstSet,
     VerifyMember,
 )
 from ._cell_member import CellError
 from ._cli_output import duration_text
-from ._events import AlertReceived, MessageReceived, ReceiptReceived, StatusReceived
+from ._events import (
+    AlertReceived,
+    MessageReceived,
+    ReceiptReceived,
+    StatusReceived,
+    VerificationReceived,
+)
 from ._link import LinkState, RelayRefusedError
 from ._qr import invite_qr_png_data_uri, invite_qr_svg
 
@@ -187,6 +198,9 @@ ROUTES: Final[tuple[Route, ...]] = (
     _route("PUT", "/cells/{cell}/alert-limit", "set_alert_limit",
            "Alerts a member may send per minute before every client mutes it (admins).",
            body=SetAlertLimit, response=AlertLimitSet, waits=True, errors=(*_CELL, 403, 502)),
+    _route("PUT", "/cells/{cell}/verify-first", "set_verify_first",
+           "Whether reports not yet confirmed go to verifiers only (admins).",
+           body=SetVerifyFirst, response=VerifyFirstSet, waits=True, errors=(*_CELL, 403, 502)),
     _route("GET", "/cells/{cell}/members", "list_members", "The cell's members.",
            response=MemberList, errors=_CELL, tag="members"),
     _route("GET", "/cells/{cell}/members/{member}", "get_member", "One member, their fingerprint and your safety number.",
@@ -200,6 +214,10 @@ ROUTES: Final[tuple[Route, ...]] = (
     _route("POST", "/cells/{cell}/members/{member}/promote", "promote_member",
            "Make a member an admin too (admins).",
            response=MemberDetail, waits=True, errors=(*_CELL, 403, 502), tag="members"),
+    _route("PUT", "/cells/{cell}/members/{member}/role", "set_role",
+           "Give a member a role: admin, dispatcher, responder, observer, member (admins).",
+           body=SetRole, response=MemberDetail, waits=True, errors=(*_CELL, 403, 502),
+           tag="members"),
     _route("POST", "/cells/{cell}/members/{member}/mute", "mute_member",
            "Stop ringing for a member's alerts: for everyone (admins), else on this device.",
            body=MuteMember, body_required=False, response=MuteResult, waits=True,
@@ -242,6 +260,10 @@ ROUTES: Final[tuple[Route, ...]] = (
            "Answer an alert: responding, on scene, resolved, false alarm.",
            body=SendReply, response=ReplySent, status=201, waits=True,
            errors=(*_CELL, 502), tag="alerts"),
+    _route("POST", "/cells/{cell}/alerts/{alert}/steps", "verify_alert",
+           "Verify a report: verifying, confirmed, false alarm, resolved (dispatchers, admins).",
+           body=SendStep, response=StepSent, status=201, waits=True,
+           errors=(*_CELL, 403, 502), tag="alerts"),
     _route("GET", "/cells/{cell}/messages", "list_messages", "Recent unexpired messages of every kind.",
            response=MessageList, errors=_CELL, tag="alerts"),
     _route("POST", "/cells/{cell}/messages", "send_message", "Send an ordinary message.",
@@ -364,6 +386,8 @@ class Api:
             join_requests=len(cell.join_requests) if cell.is_admin and not removed else 0,
             connected=cell.link.connected,
             alert_limit=cell.alert_limit,
+            verify_first=cell.verify_first,
+            cell_role=None if removed else cell.role,
             muted=[] if removed else [m.member_id for m in cell.muted()],
             max_ttl=None if cell.link.welcome is None else cell.link.welcome.max_ttl,
             gone=cell.gone,
@@ -521,6 +545,16 @@ class Api:
         await cell.set_alert_limit(body.limit)
         return AlertLimitSet(cell=cell.name, alert_limit=cell.alert_limit, epoch=cell.crypto.epoch)
 
+    async def set_verify_first(self, call: Call) -> VerifyFirstSet:
+        """PUT /cells/{cell}/verify-first."""
+        body: SetVerifyFirst = call.body
+        cell = await self.synced_cell(call, admin=True)
+        call.waiting_for = "the relay did not confirm the new epoch"
+        await cell.set_verify_first(body.verify_first)
+        return VerifyFirstSet(
+            cell=cell.name, verify_first=cell.verify_first, epoch=cell.crypto.epoch
+        )
+
     async def rotate_cell(self, call: Call) -> Rotated:
         """POST /cells/{cell}/rotate."""
         cell = await self.synced_cell(call, admin=True)
@@ -588,6 +622,18 @@ class Api:
             raise ApiError(409, "ALREADY_ADMIN", "that member is an admin already")
         call.waiting_for = "the relay did not confirm the membership change"
         await cell.promote(member)
+        return self._detail(cell, member)
+
+    async def set_role(self, call: Call) -> MemberDetail:
+        """PUT /cells/{cell}/members/{member}/role."""
+        body: SetRole = call.body
+        cell = await self.synced_cell(call, admin=True)
+        member = self._match_member(cell.members(), call.params["member"])
+        if cell.role_of(member) is body.role:
+            raise ApiError(409, "ALREADY", f"that member is a {body.role.value} already")
+        call.waiting_for = "the relay did not confirm the membership change"
+        await cell.set_role(member, body.role)
+        member = self._match_member(cell.members(), member.member_id.hex())
         return self._detail(cell, member)
 
     async def create_invite(self, call: Call) -> InviteCreated:
@@ -718,6 +764,21 @@ class Api:
         rollup = cell.rollup(alert_id)
         self.echo(cell, StatusReceived(cell=cell.name, sender=cell.me, reply=answer, rollup=rollup))
         return ReplySent(cell=cell.name, reply=answer, rollup=rollup)
+
+    async def verify_alert(self, call: Call) -> StepSent:
+        """POST /cells/{cell}/alerts/{alert}/steps."""
+        body: SendStep = call.body
+        cell = await self.synced_cell(call)
+        if not cell.is_verifier:
+            raise ApiError(403, "NOT_VERIFIER", "only a dispatcher or an admin can verify a report")
+        alert_id = self.find_alert(cell, call.params["alert"])
+        call.waiting_for = "the relay did not store the step"
+        step = await cell.verify(alert_id, body.step, note=body.note)
+        rollup = cell.rollup(alert_id)
+        self.echo(
+            cell, VerificationReceived(cell=cell.name, sender=cell.me, step=step, rollup=rollup)
+        )
+        return StepSent(cell=cell.name, step=step, rollup=rollup)
 
     async def list_messages(self, call: Call) -> MessageList:
         """GET /cells/{cell}/messages."""

@@ -27,11 +27,13 @@ from cellrelay.protocol.cell import (
     ReceiptState,
     Status,
     StatusReply,
+    Step,
+    VerificationStep,
 )
 from cellrelay.protocol.cell._content import MAX_NAME, MessageId, content_field_specs
 
 from ._cell_moves import MAX_ALERT_LIMIT
-from ._events import CellEvent, Member
+from ._events import CellEvent, CellRole, Member
 from ._schema import Bounds
 
 __all__ = [
@@ -81,11 +83,16 @@ __all__ = [
     "SendMessage",
     "SendReceipt",
     "SendReply",
+    "SendStep",
     "Session",
     "SessionRequest",
     "SetAlertLimit",
+    "SetRole",
+    "SetVerifyFirst",
+    "StepSent",
     "StreamEvent",
     "Verification",
+    "VerifyFirstSet",
     "VerifyMember",
 ]
 
@@ -185,6 +192,11 @@ class CellSummary:
     join_requests: int
     connected: bool  # whether the connection to its relay is up
     alert_limit: int  # alerts per member per minute before flood control mutes its sender
+    # Whether reports not yet confirmed go to verifiers only (docs/protocol.md §C2 rule 7).
+    verify_first: bool
+    # Your role in the cell's signed membership (null once removed): only dispatchers and
+    # admins verify reports.
+    cell_role: CellRole | None
     muted: list[bytes]  # ids of the members muted on this device (here, or for everyone)
     # The longest lifetime the cell's relay keeps (its Welcome.max_ttl), seconds; null
     # until the relay has been reached once. Alerts, messages and invites asking for
@@ -475,6 +487,46 @@ class SendReply:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SendStep:
+    """A verifier's step on a report (dispatchers and admins; docs/workflow.md)."""
+
+    step: Step
+    note: Note = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepSent:
+    """A verification step the relay has stored, and the alert's roll-up with it."""
+
+    cell: str
+    step: VerificationStep
+    rollup: AlertRollup | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetRole:
+    """The role to give a member (admins): every member's client enforces it."""
+
+    role: CellRole
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetVerifyFirst:
+    """Whether reports not yet confirmed go to verifiers only (admins)."""
+
+    verify_first: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VerifyFirstSet:
+    """The cell's verify-first setting, in force for every member from the new epoch on."""
+
+    cell: str
+    verify_first: bool
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ReplySent:
     """An answer the relay has stored, and the alert's roll-up with it."""
 
@@ -640,10 +692,13 @@ RECEIVED: Final = (
     JoinCell,
     SendAlert,
     SendReply,
+    SendStep,
+    SetRole,
+    SetVerifyFirst,
     SendMessage,
     SendReceipt,
     SessionRequest,
 )
 
-API_TYPES: Final = (Alert, StatusReply, Receipt, PlainMessage, MembershipChange)
+API_TYPES: Final = (Alert, StatusReply, VerificationStep, Receipt, PlainMessage, MembershipChange)
 """Content classes, all tagged (as `RecentMessage.content` is a union of them)."""

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Final, TypeVar
 
 import trio
 
-from cellrelay.protocol.cell import Priority, ReceiptState, Status
+from cellrelay.protocol.cell import Priority, ReceiptState, Status, Step
 
 from ._cell_admin import DEFAULT_INVITE_TTL, Cell
 from ._cell_member import DEFAULT_ALERT_TTL, DEFAULT_MESSAGE_TTL
@@ -62,12 +62,13 @@ if TYPE_CHECKING:
         Receipt,
         ReceiptCounts,
         StatusReply,
+        VerificationStep,
     )
     from cellrelay.protocol.cell._identity import Identity
     from cellrelay.protocol.wire import RelayAddress
 
     from ._client import Client
-    from ._events import CellEvent, Member
+    from ._events import CellEvent, CellRole, Member
 
 __all__ = ["DEFAULT_TIMEOUT", "BlockingCell", "BlockingClient", "EventStream", "Subscription"]
 
@@ -405,6 +406,19 @@ class BlockingCell:
             functools.partial(self._cell.reply, alert_id, status, note=note), timeout
         )
 
+    def verify(
+        self,
+        alert_id: bytes,
+        step: Step | str,
+        *,
+        note: str | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+    ) -> VerificationStep:
+        """A dispatcher's step on a report: verifying, confirmed, false_alarm or resolved."""
+        return self._client._run(
+            functools.partial(self._cell.verify, alert_id, step, note=note), timeout
+        )
+
     def send_receipt(
         self,
         message_ids: list[bytes],
@@ -473,6 +487,20 @@ class BlockingCell:
     def set_alert_limit(self, limit: int, *, timeout: float | None = DEFAULT_TIMEOUT) -> None:
         """Set the cell's alerts per member per minute before flood control mutes (admins)."""
         self._client._run(functools.partial(self._cell.set_alert_limit, limit), timeout)
+
+    def set_role(
+        self, member: Member, role: CellRole | str, *, timeout: float | None = DEFAULT_TIMEOUT
+    ) -> None:
+        """Give a member a role: admin, dispatcher, responder, observer or member (admins)."""
+        self._client._run(functools.partial(self._cell.set_role, member, role), timeout)
+
+    def set_verify_first(self, on: bool, *, timeout: float | None = DEFAULT_TIMEOUT) -> None:
+        """Whether unverified reports go to verifiers only (admins)."""
+        self._client._run(functools.partial(self._cell.set_verify_first, on), timeout)
+
+    def role_of(self, member: Member) -> CellRole:
+        """A member's role in the cell's current signed membership."""
+        return self._client._read(lambda: self._cell.role_of(member))
 
     def recover(self, *, timeout: float | None = DEFAULT_TIMEOUT) -> None:
         """Move the cell to a fresh group mailbox (a new epoch), when a flood filled the old one."""

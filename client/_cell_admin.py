@@ -32,6 +32,7 @@ from cellrelay.protocol.cell._join import (
     open_join_request,
     split_join_envelope,
 )
+from cellrelay.protocol.cell._membership import Role
 from cellrelay.protocol.wire import CapabilityKey, Delete, MailboxId, RelayAddress, Rotate
 from cellrelay.protocol.wire._codec import decode_map, encode_map
 
@@ -45,7 +46,7 @@ from ._cell_member import (
     code_name,
 )
 from ._cell_moves import MAX_MUTED, ChangeExtra
-from ._events import CellEvent, JoinRequested, Member, SecurityWarning
+from ._events import CellEvent, CellRole, JoinRequested, Member, SecurityWarning
 from ._link import Delivery, RelayLink, RelayRefusedError, Revocation
 from ._log import library_logger
 from ._state import (
@@ -63,6 +64,9 @@ if TYPE_CHECKING:
     from cellrelay.protocol.cell._group import CellCrypto
 
 __all__ = ["DEFAULT_INVITE_TTL", "LEAVE_TAKEOVER", "AdminSecrets", "Cell"]
+
+_PROTOCOL_ROLES: Final = {CellRole.DISPATCHER: Role.DISPATCHER, CellRole.RESPONDER: Role.RESPONDER,
+                          CellRole.OBSERVER: Role.OBSERVER, CellRole.MEMBER: Role.MEMBER}  # fmt: skip
 
 log = library_logger("cellrelay.client")
 
@@ -578,6 +582,56 @@ class Cell(MemberCell):
         async with self._admin_lock:
             await self._propose(self.crypto.promote(member.member_id, now=self.link.relay_time()))
 
+    async def set_role(self, member: Member, role: CellRole | str) -> None:
+        """Give a member a role: admin, dispatcher, responder, observer or member.
+
+        A signed membership entry in a new epoch (docs/protocol.md §G5), which every
+        member's client applies and then enforces: only dispatchers and admins may verify
+        reports (§C2 rule 7). Making an admin a dispatcher (or anything else) demotes it
+        first, in its own epoch change.
+
+        Raises:
+            CellError: not an admin, the member already has that role, or the change would
+                leave the cell without an admin.
+        """
+        await self._admin_ready()
+        try:
+            wanted = CellRole(role)
+        except ValueError:
+            names = ", ".join(r.value for r in CellRole)
+            raise CellError(f"{role!r} is not a role; the roles are {names}") from None
+        if self.role_of(member) is wanted:
+            raise CellError(f"{member.name!r} is a {wanted.value} already")
+        async with self._admin_lock:
+            now = self.link.relay_time
+            try:
+                if wanted is CellRole.ADMIN:
+                    await self._propose(self.crypto.promote(member.member_id, now=now()))
+                    return
+                if self.role_of(member) is CellRole.ADMIN:
+                    await self._propose(self.crypto.demote(member.member_id, now=now()))
+                    if wanted is CellRole.MEMBER:
+                        return
+                await self._propose(
+                    self.crypto.set_role(member.member_id, _PROTOCOL_ROLES[wanted], now=now())
+                )
+            except GroupError as exc:  # MembershipError: the last admin, not a member
+                raise CellError(f"cannot make {member.name!r} a {wanted.value}: {exc}") from None
+
+    async def set_verify_first(self, on: bool) -> None:
+        """Set whether reports not yet confirmed go to verifiers only (§C2 rule 7).
+
+        A new epoch whose change carries the setting (docs/protocol.md §C5.1); a
+        confirmed alert goes to everyone either way.
+
+        Raises:
+            CellError: not an admin.
+        """
+        await self._admin_ready()
+        async with self._admin_lock:
+            extra = ChangeExtra(verify_first=bool(on)).encode()
+            await self._propose(self.crypto.rotate(now=self.link.relay_time(), extra=extra))
+
     async def rotate(self) -> None:
         """Start a new epoch with fresh keys for everyone (periodic rotation)."""
         await self._admin_ready()
@@ -632,6 +686,7 @@ class Cell(MemberCell):
         cell_info.group = self.record.group_mailbox  # the cell may have moved since
         cell_info.alert_limit = self.record.alert_limit
         cell_info.muted = tuple(self.record.muted_everyone)
+        cell_info.verify_first = self.record.verify_first
         cell_info.group_from, cell_info.control_from = group_from, control_from
         return cell_info
 

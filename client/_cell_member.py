@@ -59,6 +59,8 @@ from cellrelay.protocol.cell._content import (
     ReceiptState,
     Status,
     StatusReply,
+    Step,
+    VerificationStep,
     WireContent,
     decode_content,
 )
@@ -85,7 +87,7 @@ from cellrelay.protocol.cell._receipts import (
     ReceiptTally,
     reporters,
 )
-from cellrelay.protocol.cell._rollup import AlertRollup, RollupBook
+from cellrelay.protocol.cell._rollup import AlertRollup, ReportState, RollupBook
 from cellrelay.protocol.cell._safety import safety_number
 from cellrelay.protocol.wire import (
     CapabilityKey,
@@ -102,6 +104,7 @@ from ._events import (
     CellBurned,
     CellEvent,
     CellGone,
+    CellRole,
     ClockWarning,
     EpochStale,
     EquivocationDetected,
@@ -113,9 +116,11 @@ from ._events import (
     MuteChanged,
     MutedAlertReceived,
     ReceiptReceived,
+    RoleChanged,
     SecurityWarning,
     SendFailed,
     StatusReceived,
+    VerificationReceived,
     VerifiedKeyChanged,
 )
 from ._flood import FloodControl
@@ -131,6 +136,10 @@ __all__ = ["CellError", "CellInfo", "MailboxFullError", "MemberCell", "Saver"]
 log = library_logger("cellrelay.client")
 
 KIND_SENDER_KEY: Final = 5
+# The signed membership's roles (protocol) as the app sees them.
+_CELL_ROLES: Final = {Role.ADMIN: CellRole.ADMIN, Role.DISPATCHER: CellRole.DISPATCHER,
+                      Role.RESPONDER: CellRole.RESPONDER, Role.OBSERVER: CellRole.OBSERVER,
+                      Role.MEMBER: CellRole.MEMBER}  # fmt: skip
 DEFAULT_ALERT_TTL: Final = 3600  # an alert that nobody resolves stops mattering in an hour
 DEFAULT_MESSAGE_TTL: Final = 24 * 3600
 # Message counters reserved by one durable save (Cell._reserve_counter): one send in this
@@ -235,6 +244,7 @@ class CellInfo:
         control_from: int = 0,
         alert_limit: int = 0,
         muted: tuple[bytes, ...] = (),
+        verify_first: bool = False,
     ) -> None:
         self.relay = relay
         self.group = MailboxId(group)
@@ -243,12 +253,14 @@ class CellInfo:
         self.control_from = control_from
         self.alert_limit = alert_limit  # the cell's flood limit (0: the default)
         self.muted = muted  # members admins muted for everyone
+        self.verify_first = verify_first  # reports go to verifiers first (§C2 rule 7)
 
     def encode(self) -> bytes:
         return encode_map(
             {"relay": self.relay, "group": self.group, "control": self.control,
              "group_from": self.group_from, "control_from": self.control_from,
-             "alert_limit": self.alert_limit, "muted": list(self.muted)}
+             "alert_limit": self.alert_limit, "muted": list(self.muted),
+             "verify_first": int(self.verify_first)}
         )  # fmt: skip
 
     @classmethod
@@ -257,6 +269,7 @@ class CellInfo:
         relay, group, control = f.get("relay"), f.get("group"), f.get("control")
         group_from, control_from = f.get("group_from", 0), f.get("control_from", 0)
         alert_limit, muted = f.get("alert_limit", 0), f.get("muted", ())
+        verify_first = f.get("verify_first", 0)
         if type(relay) is not str or type(group) is not bytes or type(control) is not bytes:
             raise CellError("the cell's mailbox information is damaged")
         if type(group_from) is not int or type(control_from) is not int:
@@ -264,6 +277,8 @@ class CellInfo:
         if type(alert_limit) is not int or type(muted) is not tuple:
             raise CellError("the cell's settings are damaged")
         if not all(type(m) is bytes and len(m) == 16 for m in muted):
+            raise CellError("the cell's settings are damaged")
+        if type(verify_first) is not int or verify_first not in (0, 1):
             raise CellError("the cell's settings are damaged")
         return cls(
             relay=relay,
@@ -273,6 +288,7 @@ class CellInfo:
             control_from=control_from,
             alert_limit=alert_limit,
             muted=muted,
+            verify_first=bool(verify_first),
         )
 
 
@@ -403,8 +419,81 @@ class MemberCell:
 
     def _member(self, info: MemberInfo) -> Member:
         return Member(
-            member_id=info.member_id, name=info.name, is_admin=info.member_id in self.crypto.admins
+            member_id=info.member_id,
+            name=info.name,
+            is_admin=info.member_id in self.crypto.admins,
+            role=self._role(info.member_id),
         )
+
+    # -- roles (docs/protocol.md §G5) and verification (§C2 rule 7) --------------------------
+
+    def _role(self, member_id: bytes) -> CellRole:
+        return _CELL_ROLES[self.crypto.role_of(member_id) or Role.MEMBER]
+
+    def role_of(self, member: Member) -> CellRole:
+        """A member's role in the cell's current signed membership."""
+        return self._role(member.member_id)
+
+    @property
+    def role(self) -> CellRole:
+        """This member's role."""
+        return self._role(self.crypto.me.member_id)
+
+    @property
+    def is_verifier(self) -> bool:
+        """Whether this member may verify reports (a dispatcher or an admin)."""
+        return not self.crypto.removed and self.role.verifies
+
+    @property
+    def verify_first(self) -> bool:
+        """Whether reports not yet confirmed go to verifiers only (a cell setting, by admins)."""
+        return self.record.verify_first
+
+    def _held(self, rollup: AlertRollup | None) -> bool:
+        """Whether this device holds the alert back: verify-first, never confirmed, and this
+        member neither a verifier nor the report's author (who knows what it sent).
+
+        Never confirmed, not only unverified: a report a dispatcher called a false alarm
+        (or resolved) without confirming it is never shown here (§C2 rule 7).
+        """
+        return (
+            rollup is not None
+            and self.record.verify_first
+            and not any(s.state is ReportState.CONFIRMED for s in rollup.steps)
+            and not self.is_verifier
+            and rollup.author_id != self.crypto.me.member_id
+        )
+
+    async def verify(
+        self, alert_id: bytes, step: Step | str, *, note: str | None = None
+    ) -> VerificationStep:
+        """Take a verifier's step on a report: verifying, confirmed, false_alarm, resolved.
+
+        Lives as long as the alert. Every member's client counts it only if this member
+        is a dispatcher or an admin, and only if the report's state accepts it
+        (docs/protocol.md §C2 rule 7); the returned step says what was sent, and
+        `rollup(alert_id).verification` where the report stands.
+
+        Raises:
+            CellError: this member is not a dispatcher or an admin.
+        """
+        step = Step(step)
+        if not self.is_verifier:
+            raise CellError(
+                f"only a dispatcher or an admin of {self.name!r} can mark a report"
+                f" {step.value.replace('_', ' ')}"
+            )
+        rollup = self._rollups.rollup(alert_id)
+        expires_at = (
+            rollup.alert.expires_at
+            if rollup is not None
+            else self._now_ms() // 1000 + DEFAULT_ALERT_TTL
+        )
+        content = VerificationStep(
+            sent_at_ms=self._now_ms(), alert_id=MessageId(alert_id), step=step, note=note
+        )
+        await self._send(content, max(expires_at, self._now_ms() // 1000 + 60))
+        return content
 
     def find_member(self, text: str) -> Member:
         """Find a member by name (case-insensitive) or by a prefix of its hex id.
@@ -426,8 +515,9 @@ class MemberCell:
 
     @property
     def _rollups(self) -> RollupBook:
-        """The roll-ups, deciding with the current admins (the close rule, §C2)."""
+        """The roll-ups, deciding with the current admins and dispatchers (§C2 rules 4, 7)."""
         self._book.set_admins(self.crypto.admins)
+        self._book.set_verifiers(self.crypto.membership.with_role(Role.DISPATCHER))
         return self._book
 
     def rollup(self, alert_id: bytes) -> AlertRollup | None:
@@ -435,8 +525,12 @@ class MemberCell:
         return self._rollups.rollup(alert_id)
 
     def active_alerts(self, *, include_muted: bool = False) -> list[AlertRollup]:
-        """Unexpired, unresolved alerts, most urgent first (not muted members' unless asked)."""
-        active = self._rollups.active(self.clock())
+        """Unexpired, unresolved alerts, most urgent first (not muted members' unless asked).
+
+        In a verify-first cell a member who is not a verifier sees a report only once a
+        verifier confirmed it (docs/protocol.md §C2 rule 7).
+        """
+        active = [r for r in self._rollups.active(self.clock()) if not self._held(r)]
         if include_muted:
             return active
         return [r for r in active if not self._flood.is_muted(r.author_id)]
@@ -1162,11 +1256,15 @@ class MemberCell:
         sender = self._member(opened.sender)
         if isinstance(content, Burn):
             return self._burn_from(sender)
+        if isinstance(content, VerificationStep):
+            return self._step_received(opened, sender, content)
         rollup = self._remember(opened.sender, content, opened.expires_at)
         if isinstance(content, Alert):
             # Expired by either of this device's clocks: shown, marked late (§C7).
             late = opened.expires_at <= self._later_clock()
             events = self._flood.count(sender, content, received_at=time.time(), live=self._live)
+            if self._held(rollup):  # verify-first: rung once a verifier confirms it
+                return events
             if self._flood.is_muted(sender.member_id):  # kept, shown, not rung
                 # Nor reported on: receipts for a flood would multiply it (§C1.7).
                 self._count_receipts(sender.member_id, content, report=False)
@@ -1177,6 +1275,8 @@ class MemberCell:
             return events
         self._count_receipts(sender.member_id, content)
         if isinstance(content, StatusReply):
+            if self._held(self._rollups.rollup(content.alert_id)):
+                return []  # about a report held here (verify-first): said once it is confirmed
             return [
                 StatusReceived(
                     cell=self.name,
@@ -1349,6 +1449,43 @@ class MemberCell:
         )  # fmt: skip
         return [MembershipChanged(cell=self.name, change=change)]
 
+    def _step_received(
+        self, opened: Opened, sender: Member, step: VerificationStep
+    ) -> list[CellEvent]:
+        """A verifier's step: counted, and a held report rung once confirmed; anyone else's
+        is kept (a later promotion may make it count) but reported as a security event."""
+        before = self._rollups.rollup(step.alert_id)
+        rollup = self._remember(opened.sender, step, opened.expires_at)
+        if not sender.role.verifies:
+            log.warning("verification_refused", role=sender.role.value)
+            what = step.step.value.replace("_", " ")
+            return [
+                SecurityWarning(
+                    cell=self.name,
+                    reason="RoleRefused",
+                    detail=f"{sender.name} ({sender.role.value}) may not mark a report {what}",
+                )
+            ]
+        if self._held(rollup):
+            return []  # a step on a report held here (verify-first): nothing to show yet
+        events: list[CellEvent] = [
+            VerificationReceived(cell=self.name, sender=sender, step=step, rollup=rollup)
+        ]
+        if self._held(before) and rollup is not None:  # confirmed just now
+            # Held here until now (verify-first): ring for it now, with its priority, as if
+            # it had just come (a muted author's is shown, not rung, as always).
+            author = self._author(rollup)
+            late = rollup.alert.expires_at <= self._later_clock()
+            kind = MutedAlertReceived if self._flood.is_muted(author.member_id) else AlertReceived
+            events.append(kind(cell=self.name, sender=author, alert=rollup.alert, rollup=rollup, late=late))  # fmt: skip
+        return events
+
+    def _author(self, rollup: AlertRollup) -> Member:
+        info = self.crypto.membership.members.get(rollup.author_id)
+        if info is not None:
+            return self._member(info)
+        return Member(member_id=rollup.author_id, name=rollup.author_name)
+
     def _remember(
         self, sender: MemberInfo, content: Content, expires_at: int
     ) -> AlertRollup | None:
@@ -1442,6 +1579,11 @@ class MemberCell:
             self.record.distribution_pending = update.distribution
         if update.entry is not None:
             self._note_admission(update.entry)
+        if update.entry is not None and update.entry.op is Op.SET_ROLE:
+            subject = self._member(update.entry.subject)
+            events.append(RoleChanged(cell=self.name, member=subject, role=subject.role,
+                                      by=self._member(update.signer)))  # fmt: skip
+        elif update.entry is not None:
             change = self._change_of(update)
             events.append(MembershipChanged(cell=self.name, change=change))
             events.extend(self._check_verified_name(change))
@@ -1496,6 +1638,8 @@ class MemberCell:
         events: list[CellEvent] = []
         if extra.alert_limit is not None:
             record.alert_limit = extra.alert_limit
+        if extra.verify_first is not None:
+            record.verify_first = extra.verify_first
         if extra.muted is not None:
             before, after = set(record.muted_everyone), set(extra.muted)
             record.muted_everyone = list(extra.muted)
@@ -1520,7 +1664,8 @@ class MemberCell:
         if extra.group is not None and update.group_keys is None:  # a move needs its keys
             events.append(SecurityWarning(cell=self.name, reason="ChangeExtraError",
                                           detail=f"a move without keys by {update.signer.name}"))  # fmt: skip
-            return ChangeExtra(alert_limit=extra.alert_limit, muted=extra.muted)  # no move
+            return ChangeExtra(alert_limit=extra.alert_limit, muted=extra.muted,
+                               verify_first=extra.verify_first)  # no move  # fmt: skip
         return extra
 
     def _change_of(self, update: EpochUpdate) -> MembershipChange:

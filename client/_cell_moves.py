@@ -78,6 +78,7 @@ class ChangeExtra:
     drain_read: bytes | None = None  # with `group`: the old one's read key seed from now on
     alert_limit: int | None = None  # alerts per member per minute before it is muted
     muted: tuple[bytes, ...] | None = None  # member ids admins muted for everyone
+    verify_first: bool | None = None  # unverified reports go to verifiers only (§C2 rule 7)
 
     def __post_init__(self) -> None:
         if self.group is not None and len(self.group) != MAILBOX_ID_SIZE:
@@ -96,7 +97,12 @@ class ChangeExtra:
             raise ChangeExtraError(f"muted: at most {MAX_MUTED} distinct 16-byte member ids")
 
     def __bool__(self) -> bool:
-        return self.group is not None or self.alert_limit is not None or self.muted is not None
+        return (
+            self.group is not None
+            or self.alert_limit is not None
+            or self.muted is not None
+            or self.verify_first is not None
+        )
 
     def encode(self) -> bytes:
         """Return the msgpack map, with only the fields that are set."""
@@ -109,6 +115,8 @@ class ChangeExtra:
             fields["alert_limit"] = self.alert_limit
         if self.muted is not None:
             fields["muted"] = [bytes(m) for m in self.muted]
+        if self.verify_first is not None:
+            fields["verify_first"] = int(self.verify_first)
         return encode_map(fields)
 
     @classmethod
@@ -134,11 +142,17 @@ class ChangeExtra:
             type(muted) is not tuple or not all(type(m) is bytes for m in muted)
         ):
             raise ChangeExtraError("muted: not a list of ids")
+        verify_first = fields.get("verify_first")
+        if verify_first is not None and (
+            type(verify_first) is not int or verify_first not in (0, 1)
+        ):
+            raise ChangeExtraError("verify_first: not 0 or 1")
         return cls(
             group=None if group is None else MailboxId(group),
             drain_read=drain_read,
             alert_limit=limit,
             muted=muted,
+            verify_first=None if verify_first is None else bool(verify_first),
         )
 
 

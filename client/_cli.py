@@ -100,11 +100,14 @@ COMMANDS: Final[dict[str, Callable[[Context, argparse.Namespace], Awaitable[None
     "cell mute": commands.cell_mute,
     "cell unmute": commands.cell_unmute,
     "cell alert-limit": commands.cell_alert_limit,
+    "cell role": commands.cell_role,
+    "cell verify-first": commands.cell_verify_first,
     "cell leave": commands.cell_leave,
     "cell burn": commands.cell_burn,
     "cell verify": _cli_verify.cell_verify,
     "send": commands.send,
     "reply": commands.reply,
+    "mark": commands.mark,
     "message": commands.message,
     "alerts": commands.alerts,
     "listen": listen,
@@ -289,6 +292,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     limit.add_argument("cell", metavar="CELL")
     limit.add_argument("limit", metavar="N", type=int, help="1..10000 (default 10)")
+    role = leaf(cell, "role", "give a member a role: who may verify reports (admins)")
+    role.add_argument("cell", metavar="CELL")
+    role.add_argument("member", metavar="MEMBER", help="name or id prefix")
+    role.add_argument("role", metavar="ROLE", choices=["admin", "dispatcher", "responder", "observer", "member"],
+                      help="admin, dispatcher, responder, observer (a legal observer) or member")  # fmt: skip
+    first = leaf(
+        cell,
+        "verify-first",
+        "send reports to dispatchers first, to everyone once confirmed (admins)",
+    )
+    first.add_argument("cell", metavar="CELL")
+    first.add_argument("setting", metavar="on|off", choices=["on", "off"])
     leave = leaf(cell, "leave", "leave a cell and delete its keys from this device")
     leave.add_argument("cell", metavar="CELL")
     leave.add_argument("--yes", action="store_true", help="confirm")
@@ -335,6 +350,22 @@ def build_parser() -> argparse.ArgumentParser:
     reply.add_argument("status", metavar="STATUS", choices=["responding", "on_scene", "on-scene", "resolved", "false_alarm", "false-alarm"],
                        help="responding, on-scene, resolved or false-alarm")  # fmt: skip
     reply.add_argument("--note", metavar="TEXT", help="a few words (e.g. 'two vans')")
+    mark = leaf(
+        commands,
+        "mark",
+        "verify a report: verifying, confirmed, false-alarm, resolved (dispatchers)",
+    )
+    mark.add_argument("cell", metavar="CELL")
+    mark.add_argument(
+        "alert_id",
+        metavar="ALERT_ID",
+        help="the alert's id or a prefix, as listen and alerts show it",
+    )
+    mark.add_argument("step", metavar="STEP", choices=["verifying", "confirmed", "false_alarm", "false-alarm", "resolved"],
+                      help="verifying (you are checking it), confirmed, false-alarm or resolved")  # fmt: skip
+    mark.add_argument(
+        "--note", metavar="TEXT", help="what you found (e.g. 'two vans, confirmed by phone')"
+    )
     message = leaf(commands, "message", "send an ordinary message (not an alert) to a cell")
     message.add_argument("cell", metavar="CELL")
     message.add_argument("text", metavar="TEXT", help="the message ('-' reads standard input)")

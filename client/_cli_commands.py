@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Final, TextIO
 import trio
 
 from cellrelay.protocol import ErrorCode
-from cellrelay.protocol.cell import Alert, Invite, Priority, Status
+from cellrelay.protocol.cell import Alert, Invite, Priority, Status, Step
 from cellrelay.protocol.cell._identity import Identity
 from cellrelay.protocol.wire import RelayAddress
 
@@ -50,7 +50,7 @@ from ._cli_output import (
     when,
 )
 from ._client import KEYSTORE_NAME, create_identity, open_client
-from ._events import Member, StatusReceived
+from ._events import CellRole, Member, StatusReceived, VerificationReceived
 from ._keystore import Keystore
 from ._link import RelayRefusedError
 from ._panic import duress_companions
@@ -554,7 +554,9 @@ async def cell_members(ctx: Context, args: argparse.Namespace) -> None:
         ctx.emit([member_json(m, me=me) for m in members])
         width = max(len(m.name) for m in members)
         for m in members:
-            tags = [t for t, on in (("admin", m.is_admin), ("you", m.member_id == me)) if on]
+            tags = [
+                t for t, on in ((str(m.role), m.role != "member"), ("you", m.member_id == me)) if on
+            ]
             ctx.say(
                 f"{pad(m.name, width)}  {ctx.style.dim(m.short_id)}  {', '.join(tags)}".rstrip()
             )
@@ -656,6 +658,54 @@ async def cell_alert_limit(ctx: Context, args: argparse.Namespace) -> None:
             f"In {isolate(cell.name)}, a member who sends more than {cell.alert_limit} alerts"
             " in a minute is now muted by every member's client."
         )
+
+
+async def cell_role(ctx: Context, args: argparse.Namespace) -> None:
+    """`cellrelay cell role CELL MEMBER ROLE`: give a member a role (admins)."""
+    role = CellRole(args.role)
+    async with connected(ctx) as client:
+        cell = await the_cell(ctx, client, args.cell)
+        member = cell.find_member(args.member)
+        ctx.bound("the relay did not confirm the membership change")
+        await cell.set_role(member, role)
+        ctx.unbound()
+        member = cell.find_member(member.member_id.hex())
+        ctx.emit(member_json(member))
+        ctx.say(role_sentence(member, cell.name))
+
+
+def role_sentence(member: Member, cell: str) -> str:
+    """What `cell role` says: the member's role now, and what it may do."""
+    what = {
+        CellRole.ADMIN: "manages the cell and verifies reports",
+        CellRole.DISPATCHER: "verifies, confirms and resolves reports",
+    }.get(member.role, "answers alerts; only dispatchers and admins verify reports")
+    return (
+        f"{isolate(member.name)} ({member.short_id}) is now {member.role.value} of"
+        f" {isolate(cell)}: {what}."
+    )
+
+
+def verify_first_sentence(cell: str, on: bool) -> str:
+    """What `cell verify-first` says."""
+    if on:
+        return (
+            f"In {isolate(cell)}, reports now go to dispatchers and admins first; members see"
+            " them once a dispatcher confirms them."
+        )
+    return f"In {isolate(cell)}, reports now go to every member at once."
+
+
+async def cell_verify_first(ctx: Context, args: argparse.Namespace) -> None:
+    """`cellrelay cell verify-first CELL on|off`: unverified reports to verifiers only."""
+    on = args.setting == "on"
+    async with connected(ctx) as client:
+        cell = await the_cell(ctx, client, args.cell)
+        ctx.bound("the relay did not confirm the new epoch")
+        await cell.set_verify_first(on)
+        ctx.unbound()
+        ctx.emit({"cell": cell.name, "verify_first": cell.verify_first})
+        ctx.say(verify_first_sentence(cell.name, cell.verify_first))
 
 
 async def cell_leave(ctx: Context, args: argparse.Namespace) -> None:
@@ -785,6 +835,24 @@ async def reply(ctx: Context, args: argparse.Namespace) -> None:
         ctx.emit({"cell": cell.name, "alert_id": alert_id.hex(), "message_id": answer.message_id.hex(),
                   "status": str(status), "rollup": None if rollup is None else rollup_json(rollup)})  # fmt: skip
         event = StatusReceived(cell=cell.name, sender=cell.me, reply=answer, rollup=rollup)
+        for line in event_lines(event, ctx.style, me=client.identity.member_id, cell_label=False):
+            ctx.say(line)
+        note_clocks(ctx, cell)
+
+
+async def mark(ctx: Context, args: argparse.Namespace) -> None:
+    """`cellrelay mark CELL ALERT_ID STEP`: a dispatcher's step on a report."""
+    step = Step(args.step.replace("-", "_"))
+    async with connected(ctx) as client:
+        cell = await the_cell(ctx, client, args.cell)
+        alert_id = find_alert(cell, args.alert_id)
+        ctx.bound("the relay did not store the step")
+        sent = await cell.verify(alert_id, step, note=args.note)
+        ctx.unbound()
+        rollup = cell.rollup(alert_id)
+        ctx.emit({"cell": cell.name, "alert_id": alert_id.hex(), "message_id": sent.message_id.hex(),
+                  "step": str(step), "rollup": None if rollup is None else rollup_json(rollup)})  # fmt: skip
+        event = VerificationReceived(cell=cell.name, sender=cell.me, step=sent, rollup=rollup)
         for line in event_lines(event, ctx.style, me=client.identity.member_id, cell_label=False):
             ctx.say(line)
         note_clocks(ctx, cell)

@@ -29,7 +29,7 @@ import trio
 
 from cellrelay.protocol import ErrorCode
 from cellrelay.protocol._errors import DESCRIPTIONS
-from cellrelay.protocol.cell import Alert, AlertRollup, Invite, Status
+from cellrelay.protocol.cell import Alert, AlertRollup, Invite, Status, Step
 from cellrelay.protocol.wire import RelayAddress
 
 from ._api_types import (
@@ -46,7 +46,9 @@ from ._api_types import (
     Recovered,
     RelayStateChanged,
     ReplySent,
+    StepSent,
     StreamEvent,
+    VerifyFirstSet,
 )
 from ._cell_moves import MAX_ALERT_LIMIT
 from ._cli_commands import (
@@ -54,9 +56,11 @@ from ._cli_commands import (
     CliError,
     Context,
     burn_confirmation,
+    role_sentence,
     say_burned,
     say_left,
     ttl_refusal,
+    verify_first_sentence,
 )
 from ._cli_listen import show_status
 from ._cli_output import (
@@ -78,7 +82,14 @@ from ._cli_output import (
 )
 from ._daemon import DaemonAddress, DaemonRunningError, check_not_running, run_daemon, socket_path
 from ._daemon_client import DaemonConnection, DaemonResponse, open_daemon
-from ._events import AlertReceived, CellEvent, Member, MembershipChanged, StatusReceived
+from ._events import (
+    AlertReceived,
+    CellEvent,
+    Member,
+    MembershipChanged,
+    StatusReceived,
+    VerificationReceived,
+)
 from ._link import LinkStatus
 from ._openapi import api_registry
 from ._qr import invite_qr_terminal, write_invite_png
@@ -520,7 +531,9 @@ async def cell_members(api: Api, args: argparse.Namespace) -> None:
     ctx.emit([member_json(m, me=me) for m in members])
     width = max(len(m.name) for m in members)
     for m in members:
-        tags = [t for t, on in (("admin", m.is_admin), ("you", m.member_id == me)) if on]
+        tags = [
+            t for t, on in ((str(m.role), m.role != "member"), ("you", m.member_id == me)) if on
+        ]
         ctx.say(f"{pad(m.name, width)}  {ctx.style.dim(m.short_id)}  {', '.join(tags)}".rstrip())
 
 
@@ -640,6 +653,29 @@ async def cell_alert_limit(api: Api, args: argparse.Namespace) -> None:
     )
 
 
+async def cell_role(api: Api, args: argparse.Namespace) -> None:
+    """`cellrelay cell role` through the daemon."""
+    ctx = api.ctx
+    detail: MemberDetail = await api.call(
+        "PUT", _path("cells", args.cell, "members", args.member, "role"), MemberDetail,
+        body={"role": args.role},
+        problems={**_member_problems(args.cell, args.member),
+                  "ALREADY": f"{args.member!r} is a {args.role} already"},
+    )  # fmt: skip
+    ctx.emit(member_json(detail.member))
+    ctx.say(role_sentence(detail.member, detail.cell))
+
+
+async def cell_verify_first(api: Api, args: argparse.Namespace) -> None:
+    """`cellrelay cell verify-first` through the daemon."""
+    ctx = api.ctx
+    done: VerifyFirstSet = await api.call("PUT", _path("cells", args.cell, "verify-first"), VerifyFirstSet,
+                                          body={"verify_first": args.setting == "on"},
+                                          problems={**_no_cell(args.cell), **_not_admin(args.cell)})  # fmt: skip
+    ctx.emit({"cell": done.cell, "verify_first": done.verify_first})
+    ctx.say(verify_first_sentence(done.cell, done.verify_first))
+
+
 async def cell_leave(api: Api, args: argparse.Namespace) -> None:
     """`cellrelay cell leave` through the daemon."""
     ctx = api.ctx
@@ -712,6 +748,32 @@ async def reply(api: Api, args: argparse.Namespace) -> None:
     ctx.emit({"cell": answer.cell, "alert_id": answer.reply.alert_id.hex(), "message_id": answer.reply.message_id.hex(),
               "status": str(status), "rollup": None if rollup is None else rollup_json(rollup)})  # fmt: skip
     event = StatusReceived(cell=answer.cell, sender=sender, reply=answer.reply, rollup=rollup)
+    for line in event_lines(event, ctx.style, me=me, cell_label=False):
+        ctx.say(line)
+
+
+async def mark(api: Api, args: argparse.Namespace) -> None:
+    """`cellrelay mark` through the daemon."""
+    ctx = api.ctx
+    step = Step(args.step.replace("-", "_"))
+    prefix = _check_alert_prefix(args.alert_id)
+    verb = step.value.replace("_", " ")
+    sent: StepSent = await api.call(
+        "POST", _path("cells", args.cell, "alerts", prefix, "steps"), StepSent,
+        body={"step": str(step), "note": args.note},
+        problems={**_alert_problems(args.cell, prefix),
+                  "NOT_VERIFIER": f"only a dispatcher or an admin of {args.cell!r} can mark a report {verb}"},
+    )  # fmt: skip
+    me = await _me(api)
+    sender = next(
+        m
+        for m in (await api.call("GET", _path("cells", args.cell, "members"), MemberList)).members
+        if m.member_id == me
+    )
+    rollup = sent.rollup
+    ctx.emit({"cell": sent.cell, "alert_id": sent.step.alert_id.hex(), "message_id": sent.step.message_id.hex(),
+              "step": str(step), "rollup": None if rollup is None else rollup_json(rollup)})  # fmt: skip
+    event = VerificationReceived(cell=sent.cell, sender=sender, step=sent.step, rollup=rollup)
     for line in event_lines(event, ctx.style, me=me, cell_label=False):
         ctx.say(line)
 
@@ -964,10 +1026,13 @@ _COMMANDS: Final[dict[str, Callable[[Api, argparse.Namespace], Awaitable[None]]]
     "cell mute": cell_mute,
     "cell unmute": cell_unmute,
     "cell alert-limit": cell_alert_limit,
+    "cell role": cell_role,
+    "cell verify-first": cell_verify_first,
     "cell leave": cell_leave,
     "cell burn": cell_burn,
     "send": send,
     "reply": reply,
+    "mark": mark,
     "message": message,
     "alerts": alerts,
     "listen": listen,

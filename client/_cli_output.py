@@ -18,7 +18,7 @@ import time
 from typing import TYPE_CHECKING, Final
 
 from cellrelay.protocol.cell import Alert, Change, Priority, Status
-from cellrelay.protocol.cell._rollup import CLOSE_VOTES
+from cellrelay.protocol.cell._rollup import CLOSE_VOTES, ReportState
 
 from ._events import (
     AlertReceived,
@@ -37,13 +37,15 @@ from ._events import (
     MuteChanged,
     MutedAlertReceived,
     ReceiptReceived,
+    RoleChanged,
     SendFailed,
     StatusReceived,
+    VerificationReceived,
     VerifiedKeyChanged,
 )
 
 if TYPE_CHECKING:
-    from cellrelay.protocol.cell import AlertRollup
+    from cellrelay.protocol.cell import AlertRollup, VerificationRecord
 
     from ._events import CellEvent
 
@@ -85,6 +87,15 @@ _STATUS_COLOUR: Final = {
 _DIM: Final = "\033[2m"
 _BOLD: Final = "\033[1m"
 _WARN: Final = "\033[1;31m"
+
+# How a report's verification state reads (docs/workflow.md): unverified ones stand out.
+REPORT_WORDS: Final = {
+    ReportState.REPORTED: "UNVERIFIED",
+    ReportState.VERIFYING: "VERIFYING",
+    ReportState.CONFIRMED: "CONFIRMED",
+    ReportState.FALSE_ALARM: "FALSE ALARM",
+    ReportState.RESOLVED: "RESOLVED",
+}
 
 STATUS_WORDS: Final = {
     Status.RESPONDING: "responding",
@@ -206,6 +217,7 @@ def member_json(member: Member, *, me: bytes | None = None) -> dict[str, object]
         "name": member.name,
         "member_id": member.member_id.hex(),
         "admin": member.is_admin,
+        "role": str(member.role),
     }
     if me is not None:
         out["you"] = member.member_id == me
@@ -220,6 +232,9 @@ def rollup_json(rollup: AlertRollup) -> dict[str, object]:
         "false_alarm": rollup.false_alarm,
         "closed": rollup.closed,
         "votes": rollup.votes,
+        "verification": str(rollup.verification),
+        "verified_by": None if rollup.verified_by is None else _step_json(rollup.verified_by),
+        "steps": [_step_json(r) for r in rollup.steps],
         "responders": [
             {
                 "name": s.name,
@@ -230,6 +245,16 @@ def rollup_json(rollup: AlertRollup) -> dict[str, object]:
             }
             for s in rollup.responders.values()
         ],
+    }
+
+
+def _step_json(record: VerificationRecord) -> dict[str, object]:
+    return {
+        "state": str(record.state),
+        "name": record.name,
+        "member_id": record.member_id.hex(),
+        "sent_at_ms": record.sent_at_ms,
+        "note": record.note,
     }
 
 
@@ -271,6 +296,22 @@ def event_json(event: CellEvent) -> dict[str, object]:
             "sent_at_ms": reply.sent_at_ms,
             "rollup": None if event.rollup is None else rollup_json(event.rollup),
         }
+    if isinstance(event, VerificationReceived):
+        step = event.step
+        return {
+            "type": "verification",
+            "cell": event.cell,
+            "from": member_json(event.sender),
+            "message_id": step.message_id.hex(),
+            "alert_id": step.alert_id.hex(),
+            "step": str(step.step),
+            "note": step.note,
+            "sent_at_ms": step.sent_at_ms,
+            "rollup": None if event.rollup is None else rollup_json(event.rollup),
+        }
+    if isinstance(event, RoleChanged):
+        return {"type": "role", "cell": event.cell, "member": member_json(event.member),
+                "role": str(event.role), "by": member_json(event.by)}  # fmt: skip
     if isinstance(event, ReceiptReceived):
         return {
             "type": "receipt",
@@ -418,6 +459,7 @@ def alert_headline(alert: Alert, author: str, style: Style, *, cell: str | None 
 
 def rollup_lines(rollup: AlertRollup, style: Style, *, me: bytes | None = None) -> list[str]:
     """The roll-up of an alert, as indented lines: state, then who answered what."""
+    verification = report_state_text(rollup, style, me=me)
     if rollup.false_alarm:
         state = style.status(Status.FALSE_ALARM, "FALSE ALARM")
     elif rollup.resolved:
@@ -437,7 +479,19 @@ def rollup_lines(rollup: AlertRollup, style: Style, *, me: bytes | None = None) 
             )
             groups.append(f"{style.status(status, STATUS_WORDS[status])}: {names}")
     answers = "; ".join(groups) if groups else style.dim("no answers yet")
-    return [f"    \u21b3 {short_id(rollup.alert_id)} {state} - {answers}"]
+    return [f"    \u21b3 {short_id(rollup.alert_id)} {verification}, {state} - {answers}"]
+
+
+def report_state_text(rollup: AlertRollup, style: Style, *, me: bytes | None = None) -> str:
+    """Where a report stands and who set it: "UNVERIFIED", "CONFIRMED by Dana 21:04"."""
+    word = REPORT_WORDS[rollup.verification]
+    text = style.warn(word) if rollup.unverified else style.bold(word)
+    by = rollup.verified_by
+    if by is None:
+        return text
+    who = "you" if by.member_id == me else isolate(by.name)
+    note = f' "{isolate(by.note)}"' if by.note else ""
+    return f"{text} by {who} {clock(by.sent_at_ms / 1000)}{note}"
 
 
 def event_lines(
@@ -464,6 +518,19 @@ def event_lines(
             line,
             *(rollup_lines(event.rollup, style, me=me) if event.rollup is not None else []),
         ]
+    if isinstance(event, VerificationReceived):
+        step = event.step
+        who = "you" if event.sender.member_id == me else isolate(event.sender.name)
+        word = REPORT_WORDS[ReportState(step.step.value)]
+        note = f' "{_indent(isolate(step.note), "    ")}"' if step.note else ""
+        line = f"{style.dim(clock(step.sent_at_ms / 1000))} {tag}{who}: {style.bold(word)} {short_id(step.alert_id)}{note}"
+        return [
+            line,
+            *(rollup_lines(event.rollup, style, me=me) if event.rollup is not None else []),
+        ]
+    if isinstance(event, RoleChanged):
+        subject = "you" if event.member.member_id == me else isolate(event.member.name)
+        return [style.bold(f"{tag}{subject} now {event.role} (by {isolate(event.by.name)})")]
     if isinstance(event, ReceiptReceived):
         ids = ", ".join(short_id(m) for m in event.receipt.message_ids[:5])
         more = (

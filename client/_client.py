@@ -758,6 +758,7 @@ class Client:
             epoch_started_at=time.time(),
             alert_limit=info.alert_limit,
             muted_everyone=list(info.muted),
+            verify_first=info.verify_first,
         )
         self._state.joins.remove(record)
         self._state.cells.append(cell_record)

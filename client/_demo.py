@@ -1,13 +1,16 @@
-"""`cellrelay demo`: a relay, a cell of three members in separate processes, an alert, replies.
+"""`cellrelay demo`: a relay, a cell of four members in separate processes, a report from
+reported to resolved (docs/workflow.md).
 
 What runs, all on loopback and in a temporary directory deleted at the end:
 
 * a relay process (`python -P -m cellrelay.relay serve`) on the embedded default store, SQLite;
-* three member processes (client/_demo_member.py), each with its own keystore, identity,
-  relay connection and group keys: `lead` creates the cell "Eastside" and invites `ana`
-  and `ben`; they ask to join with the links and `lead` approves them; `lead` sends an
-  alert; `ana` answers "responding" and `ben` "on scene"; every member prints the
-  roll-up it computed from what it decrypted.
+* four member processes (client/_demo_member.py), each with its own keystore, identity,
+  relay connection and group keys: `lead` creates the cell "Eastside" and invites `dana`,
+  `ana` and `ben`; they ask to join with the links and `lead` approves them; `lead` makes
+  `dana` a dispatcher and the others responders; `ben` reports a sighting, which every
+  member shows as unverified; `dana` takes it, checks it and confirms it; `ana` answers
+  "responding" and `ben` "on scene"; `dana` resolves it; every member prints the roll-up
+  it computed from what it decrypted, with who verified it.
 
 At the end the demo stops the relay and searches its database files for the alert's
 text, which is not there: the relay only ever held ciphertext. The whole run is bounded
@@ -28,9 +31,10 @@ from typing import Final
 
 import trio
 
-from cellrelay.protocol.cell import Status
+from cellrelay.protocol.cell import Status, Step
+from cellrelay.protocol.cell._rollup import ReportState
 
-from ._cli_output import STATUS_WORDS, Style, isolate
+from ._cli_output import REPORT_WORDS, STATUS_WORDS, Style, isolate
 from ._demo_member import PASSPHRASE_ENV
 
 __all__ = ["run_demo"]
@@ -45,7 +49,16 @@ ALERT: Final = "Agents at 14th & Main, responders needed"
 PLACE: Final = "14th & Main"
 # Not a secret: the demo's keystores are temporary and deleted at the end.
 DEMO_PASSPHRASE: Final = "demo passphrase, not secret"  # noqa: S105
-NAMES: Final = ("lead", "ana", "ben")
+NAMES: Final = ("lead", "dana", "ana", "ben")
+ROLES: Final = {"dana": "dispatcher", "ana": "responder", "ben": "responder"}
+REPORTER: Final = "ben"
+DISPATCHER: Final = "dana"
+# The dispatcher's steps, with what it found (docs/workflow.md).
+STEPS: Final[tuple[tuple[Step, str | None], ...]] = (
+    (Step.VERIFYING, "calling ben back"),
+    (Step.CONFIRMED, "two vans, six agents: confirmed by phone"),
+)
+RESOLUTION: Final = "agents left; the family is with the legal team"
 ANSWERS: Final[dict[str, tuple[Status, str | None]]] = {
     "ana": (Status.RESPONDING, None),
     "ben": (Status.ON_SCENE, "two vans, six agents"),
@@ -54,6 +67,7 @@ ANSWERS: Final[dict[str, tuple[Status, str | None]]] = {
 COLOURS: Final = {
     "relay": "\033[2m",
     "lead": "\033[1;34m",
+    "dana": "\033[1;33m",
     "ana": "\033[1;35m",
     "ben": "\033[1;36m",
 }
@@ -180,12 +194,26 @@ class _Member(_Process):
 
     def _narrate(self, event: dict[str, object]) -> None:
         kind = event.get("type")
-        sender = event.get("from")
+        sender = event.get("from", event.get("by"))
         who = isolate(str(sender["name"])) if isinstance(sender, dict) else "?"
         if kind == "alert":
             priority = str(event["priority"]).upper()
-            self.say(self.name, f"received alert {str(event['alert_id'])[:8]} ({priority}) from {who}, decrypted and "
+            rollup = event.get("rollup")
+            state = rollup.get("verification") if isinstance(rollup, dict) else None
+            marked = f", {REPORT_WORDS[ReportState(str(state))]}" if state else ""
+            self.say(self.name, f"received alert {str(event['alert_id'])[:8]} ({priority}{marked}) from {who}, decrypted and "
                                 f"its signature checked: {isolate(str(event['text']))!r} @ {isolate(str(event['place']))}")  # fmt: skip
+        elif kind == "verification":
+            note = f' ("{isolate(str(event["note"]))}")' if event.get("note") else ""
+            word = REPORT_WORDS[ReportState(str(event["step"]))]
+            self.say(
+                self.name,
+                f"{who} marked {str(event['alert_id'])[:8]} {word}{note}; signed, and {who} is a dispatcher",
+            )
+        elif kind == "role":
+            member = event.get("member")
+            name = isolate(str(member["name"])) if isinstance(member, dict) else "?"
+            self.say(self.name, f"membership: {name} is now {event['role']} (signed by {who})")
         elif kind == "status":
             note = f' ("{isolate(str(event["note"]))}")' if event.get("note") else ""
             word = STATUS_WORDS[Status(str(event["status"]))]
@@ -219,7 +247,10 @@ def _rollup_text(rollup: dict[str, object]) -> str:
         ]
         if names:
             parts.append(f"{STATUS_WORDS[status]}: {', '.join(names)}")
-    state = "resolved" if rollup.get("resolved") else "open"
+    state = REPORT_WORDS[ReportState(str(rollup.get("verification", "reported")))]
+    by = rollup.get("verified_by")
+    if isinstance(by, dict):
+        state += f" by {isolate(str(by['name']))}"
     return f"{state}; " + "; ".join(parts)
 
 
@@ -324,19 +355,40 @@ class _Demo:
             who = ", ".join(str(m["name"]) for m in roster) if isinstance(roster, list) else "?"
             self.say(name, f"joined {CELL}: members {who}")
 
-    async def alert_and_answers(self) -> None:
-        """The lead sends an alert; two members answer; everyone shows its roll-up."""
+    async def roles(self) -> None:
+        """The admin gives roles: a signed membership change each, which every client enforces."""
+        for name, role in ROLES.items():
+            await self.members["lead"].ask("role", member=name, role=role)
+            self.say("lead", f"made {name} a {role} (a membership change lead signs)")
+
+    async def report_to_resolved(self) -> None:
+        """A report, verified and confirmed by the dispatcher, answered, resolved (workflow.md)."""
+        reporter, dispatcher = self.members[REPORTER], self.members[DISPATCHER]
         alert_id = str(
-            (await self.members["lead"].ask("alert", text=ALERT, priority="urgent", place=PLACE))[
-                "alert_id"
-            ]
+            (await reporter.ask("alert", text=ALERT, priority="urgent", place=PLACE))["alert_id"]
         )
-        self.say("lead", f"sent an URGENT alert {alert_id[:8]}: {ALERT!r}")
-        for name in ANSWERS:
+        self.say(
+            REPORTER,
+            f"reported a sighting, {alert_id[:8]}: {ALERT!r}; it is UNVERIFIED until a dispatcher checks it",
+        )
+        for name in NAMES:
             await self.members[name].ask("wait_alert", alert_id=alert_id)
+        for step, note in STEPS:
+            await dispatcher.ask("verify", alert_id=alert_id, step=step, note=note)
+            self.say(
+                DISPATCHER, f"marked {alert_id[:8]} {REPORT_WORDS[ReportState(step.value)]}: {note}"
+            )
+            for member in self.members.values():
+                await member.ask("wait_state", alert_id=alert_id, state=step.value)
         for name, (status, note) in ANSWERS.items():
             await self.members[name].ask("reply", alert_id=alert_id, status=status, note=note)
             self.say(name, f"answered: {STATUS_WORDS[status]}" + (f' ("{note}")' if note else ""))
+        for member in self.members.values():
+            await member.ask("wait_rollup", alert_id=alert_id, responders=len(ANSWERS))
+        await dispatcher.ask("verify", alert_id=alert_id, step=Step.RESOLVED, note=RESOLUTION)
+        self.say(DISPATCHER, f"marked {alert_id[:8]} RESOLVED: {RESOLUTION}")
+        for member in self.members.values():
+            await member.ask("wait_state", alert_id=alert_id, state=Step.RESOLVED.value)
         rollups = {name: (await member.ask("wait_rollup", alert_id=alert_id, responders=len(ANSWERS)))["rollup"]
                    for name, member in self.members.items()}  # fmt: skip
         print(flush=True)
@@ -373,7 +425,8 @@ async def _demo(tmp: Path, say: _Narrator) -> None:
         try:
             address = await demo.start()
             await demo.form_cell(address)
-            await demo.alert_and_answers()
+            await demo.roles()
+            await demo.report_to_resolved()
         finally:
             with trio.CancelScope(shield=True):
                 await demo.stop()
@@ -386,7 +439,8 @@ def run_demo(*, keep: bool = False) -> int:
     style = Style(colour=sys.stdout.isatty() and "NO_COLOR" not in os.environ)
     say = _Narrator(style)
     print(
-        "cellrelay demo: a relay and a cell of three members, each its own process, on this machine.\n",
+        "cellrelay demo: a relay and a cell of four members, each its own process, on this machine:"
+        " a report, verified by a dispatcher, answered, resolved.\n",
         flush=True,
     )
     tmp = Path(tempfile.mkdtemp(prefix="cellrelay-demo-"))

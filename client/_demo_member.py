@@ -3,8 +3,8 @@
 The demo (client/_demo.py) starts one of these per member, each with its own keystore
 directory, and drives it over standard input and output, one JSON object per line:
 
-* in: a command, `{"op": "create" | "invite" | "join" | "approve" | "alert" | "reply" |
-  "wait_rollup" | "quit", ...}`, answered by one `{"ok": true, ...}` or
+* in: a command, `{"op": "create" | "invite" | "join" | "approve" | "role" | "alert" |
+  "wait_alert" | "reply" | "verify" | "wait_state" | "wait_rollup" | "quit", ...}`, answered by one `{"ok": true, ...}` or
   `{"ok": false, "error": "..."}` line, in order;
 * out, at any time: `{"event": {...}}`, a cell event in the `--json` form of
   `cellrelay listen` (client/_cli_output.py), as soon as the member's client has it.
@@ -28,12 +28,12 @@ import structlog
 import trio
 
 from cellrelay.protocol import CellrelayError
-from cellrelay.protocol.cell import Priority, Status
+from cellrelay.protocol.cell import Priority, Status, Step
 
 from ._cell_member import CellError
 from ._cli_output import event_json, member_json, rollup_json
 from ._client import create_identity, open_client
-from ._events import AlertReceived, StatusReceived
+from ._events import AlertReceived, CellRole, StatusReceived
 from ._keystore import TEST_COST
 from ._shims import subscribe
 
@@ -133,6 +133,25 @@ class _Member:
             )
             self.answered.setdefault(alert_id, set()).add(self.client.identity.member_id)
             return {"message_id": answer.message_id.hex()}
+        if op == "role":
+            cell = self._the_cell()
+            await cell.set_role(
+                cell.find_member(str(command["member"])), CellRole(str(command["role"]))
+            )
+            return {}
+        if op == "verify":
+            note = command.get("note")
+            step = await self._the_cell().verify(
+                bytes.fromhex(str(command["alert_id"])),
+                Step(str(command["step"])),
+                note=None if note is None else str(note),
+            )
+            return {"message_id": step.message_id.hex()}
+        if op == "wait_state":
+            cell, alert_id = self._the_cell(), bytes.fromhex(str(command["alert_id"]))
+            while (r := cell.rollup(alert_id)) is None or r.verification != command["state"]:
+                await self.progress.wait()
+            return {}
         if op == "wait_rollup":
             cell, alert_id, wanted = (
                 self._the_cell(),

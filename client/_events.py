@@ -16,6 +16,7 @@ events serialise as they are (the daemon's API does).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
         PlainMessage,
         Receipt,
         StatusReply,
+        VerificationStep,
         WireContent,
     )
     from cellrelay.protocol.cell._rollup import AlertRollup
@@ -34,6 +36,7 @@ __all__ = [
     "CellBurned",
     "CellEvent",
     "CellGone",
+    "CellRole",
     "ClockWarning",
     "EpochStale",
     "EquivocationDetected",
@@ -47,20 +50,42 @@ __all__ = [
     "MuteChanged",
     "MutedAlertReceived",
     "ReceiptReceived",
+    "RoleChanged",
     "SecurityWarning",
     "SendFailed",
     "StatusReceived",
+    "VerificationReceived",
     "VerifiedKeyChanged",
 ]
 
 
+class CellRole(StrEnum):
+    """A member's role in the cell's signed membership (docs/protocol.md §G5).
+
+    Admins manage the cell; dispatchers verify, confirm and resolve reports (admins may
+    too); responders and legal observers answer alerts like members.
+    """
+
+    ADMIN = "admin"
+    DISPATCHER = "dispatcher"
+    RESPONDER = "responder"
+    OBSERVER = "observer"  # a legal observer
+    MEMBER = "member"
+
+    @property
+    def verifies(self) -> bool:
+        """Whether this role may verify reports (docs/protocol.md §C2 rule 7)."""
+        return self in (CellRole.ADMIN, CellRole.DISPATCHER)
+
+
 @dataclass(frozen=True, slots=True)
 class Member:
-    """A member of a cell as the app sees it."""
+    """A member of a cell as the app sees it (`role` as of the cell's current epoch)."""
 
     member_id: bytes
     name: str
     is_admin: bool = False
+    role: CellRole = CellRole.MEMBER
 
     @property
     def short_id(self) -> str:
@@ -99,6 +124,23 @@ class StatusReceived:
 
 
 @dataclass(frozen=True, slots=True)
+class VerificationReceived:
+    """A dispatcher or an admin took a step on a report; `rollup` is its roll-up after it.
+
+    The step is verifying, confirmed, false alarm or resolved; the roll-up's
+    `verification` says where the report stands now, and `verified_by` who set that.
+
+    A step from a member who may not verify never comes as this: it is a `SecurityWarning`
+    with reason "RoleRefused".
+    """
+
+    cell: str
+    sender: Member
+    step: VerificationStep
+    rollup: AlertRollup | None
+
+
+@dataclass(frozen=True, slots=True)
 class ReceiptReceived:
     """A member received or read messages."""
 
@@ -122,6 +164,16 @@ class MembershipChanged:
 
     cell: str
     change: MembershipChange
+
+
+@dataclass(frozen=True, slots=True)
+class RoleChanged:
+    """An admin gave `member` the role `role` (a signed membership entry, §G5); `by` is the admin."""
+
+    cell: str
+    member: Member
+    role: CellRole
+    by: Member
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,9 +385,11 @@ CellEvent = (
     AlertReceived
     | MutedAlertReceived
     | StatusReceived
+    | VerificationReceived
     | ReceiptReceived
     | MessageReceived
     | MembershipChanged
+    | RoleChanged
     | JoinRequested
     | SecurityWarning
     | FloodDetected

@@ -19,7 +19,7 @@ from typing import Any, Final, Union
 import cellrelay.protocol.cell as cell_protocol
 from cellrelay.protocol import ErrorCode
 from cellrelay.protocol._errors import DESCRIPTIONS
-from cellrelay.protocol.cell import AlertRollup
+from cellrelay.protocol.cell import AlertRollup, VerificationRecord
 
 from . import _events
 from ._api import ROUTES, Route
@@ -70,6 +70,9 @@ def api_registry() -> Registry:
         Computed("false_alarm", bool, "closed as a false alarm, by the close rule"),
         Computed("closed", bool, "resolved or a false alarm"),
         Computed("last_update_ms", int, "the latest send time of the alert and its statuses"),
+        Computed("confirmed", bool, "a verifier confirmed it (protocol §C2 rule 7)"),
+        Computed("unverified", bool, "reported or verifying: no verifier has said yet"),
+        Computed("verified_by", VerificationRecord | None, "the step that set `verification`"),
     )
     registry.received(*RECEIVED)
     # Content classes form a union (RecentMessage.content), so each always carries `type`.

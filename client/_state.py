@@ -349,6 +349,9 @@ class CellRecord:
     alert_limit: int = 0
     muted_everyone: list[bytes] = field(default_factory=list)
     muted_here: list[bytes] = field(default_factory=list)
+    # The cell's verify-first setting (docs/protocol.md §C2 rule 7): reports not yet
+    # confirmed are shown to verifiers only.
+    verify_first: bool = False
     epoch_started_at: float = 0.0  # when this member entered the current epoch (device clock)
     # Counters reserved for sealing, made durable before any of them is used: the next
     # run skips to `send_reserved` in epoch `send_reserved_epoch` (0: none), because the
@@ -432,6 +435,7 @@ class CellRecord:
                 "alert_limit": self.alert_limit,
                 "muted_everyone": b"".join(self.muted_everyone),
                 "muted_here": b"".join(self.muted_here),
+                "verify_first": int(self.verify_first),
                 "retired": [r.encode() for r in self.retired],
                 "epoch_started_at": self.epoch_started_at,
                 "send_reserved_epoch": self.send_reserved_epoch,
@@ -462,6 +466,7 @@ class CellRecord:
             ("alert_limit", 0),
             ("muted_everyone", b""),
             ("muted_here", b""),
+            ("verify_first", 0),  # saved before reports could be held for verifiers
             ("verified", ()),
             ("more_relays", ()),  # saved before cells could have several relays
             ("leaves", ()),  # saved before members could announce leaving
@@ -494,6 +499,7 @@ class CellRecord:
             alert_limit=_int(f, "alert_limit"),
             muted_everyone=_ids(f, "muted_everyone"),
             muted_here=_ids(f, "muted_here"),
+            verify_first=bool(_int(f, "verify_first")),
             retired=[RetiredMailbox.decode(b) for b in _list(f, "retired")],
             epoch_started_at=_float(f, "epoch_started_at"),
             send_reserved_epoch=_int(f, "send_reserved_epoch"),

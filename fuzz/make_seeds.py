@@ -73,6 +73,8 @@ def write_content_and_invite_seeds() -> None:
         ReceiptState,
         Status,
         StatusReply,
+        Step,
+        VerificationStep,
     )
     from cellrelay.protocol.cell._invite import Invite, InviteRelay
     from cellrelay.protocol.wire._address import RelayAddress
@@ -90,6 +92,10 @@ def write_content_and_invite_seeds() -> None:
         "status": StatusReply(
             message_id=ids[2], sent_at_ms=1_767_225_660_000, alert_id=ids[0],
             status=Status.ON_SCENE, note="two of us here",
+        ),
+        "verification": VerificationStep(
+            message_id=ids[3], sent_at_ms=1_767_225_700_000, alert_id=ids[0],
+            step=Step.CONFIRMED, note="two vans, confirmed by phone",
         ),
         "receipt": Receipt(
             message_id=ids[3], sent_at_ms=1, message_ids=tuple(ids[:3]), state=ReceiptState.READ
@@ -169,14 +175,24 @@ def write_change_extra_seeds() -> None:
 
     mailbox = MailboxId(bytes(range(16)))
     move = ChangeExtra(group=mailbox, drain_read=bytes(32))
-    settings = ChangeExtra(alert_limit=10, muted=(bytes(16), bytes([1]) * 16))
+    settings = ChangeExtra(alert_limit=10, muted=(bytes(16), bytes([1]) * 16), verify_first=True)
     info = CellInfo(relay="cellrelay://key@relay.example:7446", group=mailbox, control=mailbox,
-                    group_from=3, control_from=4, alert_limit=5, muted=(bytes(16),))  # fmt: skip
+                    group_from=3, control_from=4, alert_limit=5, muted=(bytes(16),),
+                    verify_first=True)  # fmt: skip
     rotation = ChangeBody(entry=None, group_keys=(bytes(32), bytes(32)), admin_grant=None)
     moving = ChangeBody(
         entry=None, group_keys=(bytes(32), bytes(32)), admin_grant=None, extra=move.encode()
     )
+    # A signed set_role entry (issue 14): a dispatcher, by the cell's creator.
+    from cellrelay.protocol.cell._identity import Identity
+    from cellrelay.protocol.cell._membership import Op, Role, sign_entry
+
+    admin, dana = Identity.generate("admin"), Identity.generate("dana")
+    entry = sign_entry(admin, op=Op.SET_ROLE, index=2, prev_hash=bytes(32), epoch=3,
+                       timestamp_ms=1, cell_id=bytes(16), subject=dana.info, role=Role.DISPATCHER)  # fmt: skip
+    role_body = ChangeBody(entry=entry, group_keys=None, admin_grant=None)
     seeds = {
+        "body-set-role": b"\x00" + role_body.to_bytes(),
         "body-rotation": b"\x00" + rotation.to_bytes(),
         "body-move": b"\x00" + moving.to_bytes(),
         "extra-move": b"\x01" + move.encode(),

@@ -18,6 +18,20 @@ const STATUS_WORDS = {
   resolved: "Resolved",
   false_alarm: "False alarm",
 };
+// A report's verification state (docs/workflow.md): unverified ones must look different.
+const REPORT_WORDS = {
+  reported: "Unverified report",
+  verifying: "Being verified",
+  confirmed: "Confirmed",
+  false_alarm: "False alarm",
+  resolved: "Resolved",
+};
+const STEP_WORDS = {
+  verifying: "Verifying",
+  confirmed: "Confirm",
+  false_alarm: "False alarm",
+  resolved: "Resolve",
+};
 const SESSION_KEY = "cellrelay.session";
 const RECONNECT_MS = 2000;
 
@@ -206,10 +220,16 @@ function handle(event) {
       }
       break;
     case "status_received":
-      if (event.rollup) state.alerts.set(event.rollup.alert.message_id, { cell: event.cell, rollup: event.rollup });
+    case "verification_received":
+      // The daemon says nothing of a report it holds back (verify-first); a step that
+      // arrives for an alert this board never listed still lists it only once confirmed.
+      if (event.rollup && (state.alerts.has(event.rollup.alert.message_id) || !held(event.cell, event.rollup))) {
+        state.alerts.set(event.rollup.alert.message_id, { cell: event.cell, rollup: event.rollup });
+      }
       break;
     case "join_requested":
     case "membership_changed":
+    case "role_changed":
       refresh(event.cell);
       return;
     case "relay_state_changed":
@@ -385,13 +405,38 @@ function renderMuted(event) {
   );
 }
 
+// Where a report stands and who set it: "Confirmed by Dana, 21:04 (two vans)".
+function verificationLine(rollup) {
+  const by = rollup.verified_by;
+  const words = [REPORT_WORDS[rollup.verification]];
+  if (by) {
+    words.push(` by ${by.member_id === state.me.member_id ? "you" : by.name}, ${clock(by.sent_at_ms)}`);
+    if (by.note) words.push(` (${by.note})`);
+  }
+  return el("p", { class: "verification", "data-verification": rollup.verification }, ...words);
+}
+
+function held(cellName, rollup) {
+  const cell = cellOf(cellName);
+  // Never confirmed (not only unverified): as the library decides (protocol §C2 rule 7).
+  const confirmed = (rollup.steps || []).some((s) => s.state === "confirmed");
+  return Boolean(cell && cell.verify_first && !confirmed && !isVerifier(cellName)
+    && rollup.author_id !== state.me.member_id);
+}
+
+function isVerifier(cellName) {
+  const cell = cellOf(cellName);
+  return cell && (cell.cell_role === "admin" || cell.cell_role === "dispatcher");
+}
+
 function renderAlert({ cell, rollup }) {
   const alert = rollup.alert;
   const mine = rollup.author_id === state.me.member_id;
   const state_ = rollup.false_alarm ? "False alarm" : rollup.resolved ? "Resolved" : "Open";
+  const unverified = rollup.unverified ? " unverified" : "";
   const item = el(
     "li",
-    { class: `alert ${alert.priority}${rollup.closed ? " closed" : ""}`, "data-alert-id": alert.message_id },
+    { class: `alert ${alert.priority}${rollup.closed ? " closed" : ""}${unverified}`, "data-alert-id": alert.message_id },
     el(
       "div",
       { class: "alert-head" },
@@ -403,6 +448,7 @@ function renderAlert({ cell, rollup }) {
     el("p", { class: "alert-text" }, alert.text),
     alert.place ? el("p", { class: "place" }, "At ", el("span", { class: "place-text" }, alert.place)) : null,
     el("p", { class: "author" }, "From ", mine ? "you" : rollup.author_name),
+    verificationLine(rollup),
   );
   const groups = el("ul", { class: "rollup" });
   for (const status of ["on_scene", "responding", "resolved", "false_alarm"]) {
@@ -420,6 +466,16 @@ function renderAlert({ cell, rollup }) {
     answers.append(button);
   }
   item.append(answers);
+  if (isVerifier(cell)) {
+    // A dispatcher's (or admin's) steps; every member's client checks the role again.
+    const steps = el("div", { class: "steps" }, "Verify: ");
+    for (const [step, word] of Object.entries(STEP_WORDS)) {
+      const button = el("button", { type: "button", "data-step": step }, word);
+      button.addEventListener("click", () => verify(cell, alert.message_id, step, button));
+      steps.append(button);
+    }
+    item.append(steps);
+  }
   return item;
 }
 
@@ -479,7 +535,7 @@ function render() {
 
 function renderMember(cell, m) {
   const item = el("li", { "data-member-id": m.member_id }, el("span", { class: "name" }, m.name), " ",
-    el("code", {}, shortId(m.member_id)), m.is_admin ? " admin" : "");
+    el("code", {}, shortId(m.member_id)), " ", el("span", { class: "role", "data-role": m.role }, m.role));
   if (m.member_id === state.me.member_id) return item;
   const muted = cell.muted.includes(m.member_id);
   if (muted) item.append(" ", el("span", { class: "muted-tag" }, "muted"));
@@ -527,6 +583,19 @@ async function answer(cell, alertId, status, button) {
     const sent = await call("POST", cellPath(cell, "alerts", alertId, "replies"), { status });
     if (sent.rollup) state.alerts.set(alertId, { cell, rollup: sent.rollup });
     say(`Answered ${shortId(alertId)}: ${STATUS_WORDS[status]}.`);
+    render();
+  } catch (error) {
+    report(error);
+    button.disabled = false;
+  }
+}
+
+async function verify(cell, alertId, step, button) {
+  button.disabled = true;
+  try {
+    const sent = await call("POST", cellPath(cell, "alerts", alertId, "steps"), { step });
+    if (sent.rollup) state.alerts.set(alertId, { cell, rollup: sent.rollup });
+    say(`Marked ${shortId(alertId)}: ${REPORT_WORDS[sent.rollup ? sent.rollup.verification : step]}.`);
     render();
   } catch (error) {
     report(error);

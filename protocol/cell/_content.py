@@ -5,12 +5,12 @@ layer carries a one-byte *kind* next to the ciphertext (bound into its associate
 the content's encoding as the padded plaintext; this module turns the two into one of the
 frozen classes below and back (docs/protocol.md §C1).
 
-Kinds 1-4 are app contents; 5-15 belong to the group layer itself (5 = sender key
+Kinds 1-4 and 17 are app contents; 5-15 belong to the group layer itself (5 = sender key
 distribution, 6 = epoch change) and never reach `decode_content`; 16 is `Leave`, a
-member's announcement that it leaves the cell (docs/protocol.md §C9); 24 is a `Burn`,
-which only an admin may send (the client checks the sender against the signed
-membership, docs/protocol.md §C1.6); the other kinds from 17 up are unassigned and refused
-as UNKNOWN_TYPE, so a newer client's new kind is reported, not misread.
+member's announcement that it leaves the cell (docs/protocol.md §C9); 17 is a verifier's
+step on a report; 24 is a `Burn`, which only an admin may send (the client checks the
+sender against the signed membership, docs/protocol.md §C1.6); the others are unassigned
+and refused as UNKNOWN_TYPE, so a newer client's new kind is reported, not misread.
 `MembershipChange` (kind 0) is made locally by the client from the signed membership log:
 it is never sent, and `decode_content` refuses it unless the caller reads its own store
 (`allow_local=True`), so a member cannot forge "X was removed by Y".
@@ -72,6 +72,8 @@ __all__ = [
     "ReceiptState",
     "Status",
     "StatusReply",
+    "Step",
+    "VerificationStep",
     "WireContent",
     "content_field_specs",
     "decode_content",
@@ -117,6 +119,7 @@ class ContentKind(IntEnum):
     SENDER_KEY = 5  # the group layer's own: a sender key distribution
     EPOCH_CHANGE = 6  # the group layer's own: a new epoch
     LEAVE = 16  # a member leaves the cell (docs/protocol.md §C9)
+    VERIFICATION = 17  # a dispatcher's step on a report: verifying, confirmed, ...
     BURN = 24  # an admin burns the cell: every member deletes it (§C1.6)
 
 
@@ -159,6 +162,19 @@ class Status(StrEnum):
     ON_SCENE = "on_scene"
     RESOLVED = "resolved"  # the situation is over
     FALSE_ALARM = "false_alarm"
+
+
+class Step(StrEnum):
+    """A verifier's step on a reported alert (docs/protocol.md §C2, "Verification").
+
+    A report starts *reported*; a dispatcher (or admin) takes it (verifying), says it is
+    real (confirmed) or not (false alarm), and closes it (resolved).
+    """
+
+    VERIFYING = "verifying"
+    CONFIRMED = "confirmed"
+    FALSE_ALARM = "false_alarm"
+    RESOLVED = "resolved"
 
 
 class ReceiptState(StrEnum):
@@ -430,6 +446,22 @@ class StatusReply(_Content):
     note: Annotated[str | None, _text(MAX_NOTE, optional=True)] = field(default=None, repr=False)
 
 
+@_content(ContentKind.VERIFICATION)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VerificationStep(_Content):
+    """A verifier's step on the alert `alert_id`: verifying, confirmed, false alarm, resolved.
+
+    Only a dispatcher's or an admin's step counts; every member's client refuses anyone
+    else's and reports it as a security event (docs/protocol.md §C2, "Verification").
+    """
+
+    message_id: IdField = field(default_factory=new_message_id)
+    sent_at_ms: SentAtMs
+    alert_id: IdField
+    step: Annotated[Step, _choice(Step)]
+    note: Annotated[str | None, _text(MAX_NOTE, optional=True)] = field(default=None, repr=False)
+
+
 @_content(ContentKind.RECEIPT)
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Receipt(_Content):
@@ -498,11 +530,13 @@ class Leave(_Content):
     sent_at_ms: SentAtMs
 
 
-WireContent: TypeAlias = Alert | StatusReply | Receipt | PlainMessage
-"""The contents an app sends (a `Leave` is sent by `Cell.leave` only, a `Burn` by `Cell.burn`)."""
-Content: TypeAlias = Alert | StatusReply | Receipt | PlainMessage | MembershipChange
-"""Every content an app sees (a `Leave` reaches apps as a `MembershipChange`, a `Burn` as
-the client's `CellBurned` event)."""
+WireContent: TypeAlias = Alert | StatusReply | Receipt | PlainMessage | VerificationStep
+"""The contents a member can send (a `Leave` is sent by `Cell.leave` only, a `Burn` by `Cell.burn`)."""
+Content: TypeAlias = (
+    Alert | StatusReply | Receipt | PlainMessage | VerificationStep | MembershipChange
+)
+"""Every content an app sees (a `Leave` reaches apps as a
+`MembershipChange`, a `Burn` as the client's `CellBurned` event)."""
 
 
 def decode_content(kind: int, data: bytes, *, allow_local: bool = False) -> Content | Leave | Burn:

@@ -347,7 +347,7 @@ class WelcomeContent:
         for _ in range(count):
             info = MemberInfo.read(reader)
             role = reader.u8()
-            if role > Role.ADMIN:
+            if role > max(Role):
                 raise MalformedError("bad role")
             members.append((info, Role(role)))
         group_keys = (reader.take(GROUP_KEY_SIZE), reader.take(GROUP_KEY_SIZE))

@@ -213,7 +213,7 @@ def welcome_content(
         head_hash=membership.head_hash,
         head_epoch=membership.head_epoch,
         members=tuple(
-            (info, Role.ADMIN if mid in membership.admins else Role.MEMBER)
+            (info, membership.role_of(mid) or Role.MEMBER)
             for mid, info in membership.members.items()
         ),
         group_keys=state.group_keys,

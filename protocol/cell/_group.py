@@ -694,6 +694,18 @@ class CellCrypto:
         """Return the epoch change that makes an admin a plain member (not the last admin)."""
         return self._propose((Op.DEMOTE, self._member(member_id), Role.MEMBER), now=now)
 
+    def set_role(self, member_id: bytes, role: Role, *, now: float) -> bytes:
+        """Return the epoch change that gives a member who is not an admin another role.
+
+        `role` is MEMBER, DISPATCHER, RESPONDER or OBSERVER (admins move with `promote`
+        and `demote`).
+
+        Raises:
+            NotAdminError, RemovedError: this member may not.
+            MembershipError: not a member, an admin, already `role`, or `role` is ADMIN.
+        """
+        return self._propose((Op.SET_ROLE, self._member(member_id), Role(role)), now=now)
+
     def rotate(
         self,
         *,

@@ -43,6 +43,7 @@ __all__ = [
     "CELL_ID_SIZE",
     "HASH_SIZE",
     "MAX_MEMBERS",
+    "PLAIN_ROLES",
     "LogEntry",
     "Membership",
     "Op",
@@ -63,10 +64,23 @@ _HASH_DOMAIN: Final = b"cellrelay/1 log-entry-hash\x00"
 
 
 class Role(IntEnum):
-    """A member's role: admins sign log entries and epoch changes."""
+    """A member's role: admins sign log entries and epoch changes.
+
+    The others say what a member may do with alerts, which every member's client enforces
+    (docs/protocol.md §C2, "Verification"): a dispatcher verifies, confirms and resolves
+    reports; responders and legal observers answer alerts like members. The relay knows
+    nothing of any of them.
+    """
 
     MEMBER = 0
     ADMIN = 1
+    DISPATCHER = 2
+    RESPONDER = 3
+    OBSERVER = 4  # a legal observer
+
+
+# The roles SET_ROLE may give: every role but admin (PROMOTE and DEMOTE move admins).
+PLAIN_ROLES: Final = frozenset({Role.MEMBER, Role.DISPATCHER, Role.RESPONDER, Role.OBSERVER})
 
 
 class Op(IntEnum):
@@ -77,6 +91,7 @@ class Op(IntEnum):
     REMOVE = 2
     PROMOTE = 3
     DEMOTE = 4
+    SET_ROLE = 5  # give a member who is not an admin another role that is not admin
 
 
 # The role field each operation must carry (ADD carries the new member's role).
@@ -199,6 +214,8 @@ class Membership:
     """The cell's membership after some log entry: members, admins and the chain's head.
 
     `members` maps member id to info in ascending id order; treat it as read-only.
+    `roles` holds the members whose role is neither member nor admin (dispatcher,
+    responder, observer); admins are in `admins`, everyone else is a plain member.
     """
 
     cell_id: bytes
@@ -207,6 +224,7 @@ class Membership:
     head_index: int
     head_hash: bytes
     head_epoch: int
+    roles: dict[bytes, Role] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def genesis(cls, entry: LogEntry) -> Membership:
@@ -272,6 +290,11 @@ class Membership:
         admins = frozenset(info.member_id for info, role in listed if role is Role.ADMIN)
         if len(by_id) != len(listed) or not admins or len(by_id) > MAX_MEMBERS:
             raise MembershipError("incoherent member list")
+        roles = {
+            info.member_id: Role(role)
+            for info, role in listed
+            if role is not Role.ADMIN and role is not Role.MEMBER
+        }
         return cls(
             cell_id=cell_id,
             members=by_id,
@@ -279,13 +302,26 @@ class Membership:
             head_index=head_index,
             head_hash=head_hash,
             head_epoch=head_epoch,
+            roles=roles,
         )
 
     def role_of(self, member_id: bytes) -> Role | None:
         """Return the member's role, or None if it is not a member."""
         if member_id not in self.members:
             return None
-        return Role.ADMIN if member_id in self.admins else Role.MEMBER
+        if member_id in self.admins:
+            return Role.ADMIN
+        return self.roles.get(member_id, Role.MEMBER)
+
+    def with_role(self, role: Role) -> frozenset[bytes]:
+        """Return the ids of the members who hold `role`."""
+        if role is Role.ADMIN:
+            return self.admins
+        if role is Role.MEMBER:
+            return frozenset(
+                m for m in self.members if m not in self.admins and m not in self.roles
+            )
+        return frozenset(m for m, r in self.roles.items() if r is role)
 
     def apply(self, entry: LogEntry) -> Membership:
         """Verify `entry` as the next entry of this log and return the state after it.
@@ -306,6 +342,7 @@ class Membership:
         _check_signature(entry, self.members[entry.signer])
         members = dict(self.members)
         admins = set(self.admins)
+        roles = dict(self.roles)
         subject = entry.subject
         sid = subject.member_id
         current = self.members.get(sid)
@@ -314,22 +351,32 @@ class Membership:
             if current is not None or len(members) >= MAX_MEMBERS:
                 raise MembershipError("cannot add this member")
             members[sid] = subject
-            if entry.role is Role.ADMIN:
-                admins.add(sid)
-        else:
+        elif op is Op.SET_ROLE:
             if (
-                op is Op.GENESIS
-                or current != subject
-                or entry.role is not _FIXED_ROLE[op]
-                or (op is Op.PROMOTE and sid in admins)
-                or (op is Op.DEMOTE and sid not in admins)
+                current != subject
+                or sid in admins
+                or entry.role not in PLAIN_ROLES
+                or entry.role is self.role_of(sid)
             ):
                 raise MembershipError("log entry does not apply to this member")
-            if op is Op.REMOVE:
-                del members[sid]
-            admins.discard(sid)
-            if op is Op.PROMOTE:
+        elif (
+            op is Op.GENESIS
+            or current != subject
+            or entry.role is not _FIXED_ROLE[op]
+            or (op is Op.PROMOTE and sid in admins)
+            or (op is Op.DEMOTE and sid not in admins)
+        ):
+            raise MembershipError("log entry does not apply to this member")
+        elif op is Op.REMOVE:
+            del members[sid]
+        # The subject's role afterwards is the entry's role (0 for a removal: gone anyway).
+        admins.discard(sid)
+        roles.pop(sid, None)
+        if sid in members:
+            if entry.role is Role.ADMIN:
                 admins.add(sid)
+            elif entry.role is not Role.MEMBER:
+                roles[sid] = entry.role
         if not admins:
             raise MembershipError("a cell must keep an admin")
         return Membership(
@@ -339,4 +386,5 @@ class Membership:
             head_index=entry.index,
             head_hash=entry.hash,
             head_epoch=entry.epoch,
+            roles=dict(sorted(roles.items())),
         )

@@ -33,6 +33,13 @@ on their order:
   *active* until it expires or is closed. The admins are the reader's current ones
   (`set_admins`), the same for every member in the same epoch.
 
+* Verification (docs/protocol.md §C2 rule 7): every alert is a *report*; verification
+  steps (`VerificationStep`, kind 17) are kept per alert and replayed through `TRANSITIONS`
+  in key order, counting only those from the reader's current verifiers (the admins and
+  `set_verifiers`, the dispatchers), so the state (`ReportState`) depends on the set of
+  steps and the current roles, never on arrival order. A false alarm or resolved report
+  is closed whatever the votes say, and verifiers decide under the close rule too.
+
 Memory is bounded, because every event comes from some member and one member may be
 hostile: at most `MAX_ALERTS` alerts and `MAX_ALERTS_PER_MEMBER` per author,
 `MAX_RESPONDERS` statuses per alert (one per member, so a single member cannot grow it),
@@ -52,11 +59,22 @@ longer than `PENDING_HORIZON`.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
 
-from ._content import Alert, MemberId, MessageId, Priority, Status, StatusReply
+from ._content import (
+    Alert,
+    MemberId,
+    MessageId,
+    Priority,
+    Status,
+    StatusReply,
+    Step,
+    VerificationStep,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -71,10 +89,15 @@ __all__ = [
     "MAX_PENDING",
     "MAX_PENDING_PER_MEMBER",
     "MAX_RESPONDERS",
+    "MAX_STEPS",
+    "MAX_STEPS_PER_MEMBER",
     "PENDING_HORIZON",
+    "TRANSITIONS",
     "AlertRollup",
     "MemberStatus",
+    "ReportState",
     "RollupBook",
+    "VerificationRecord",
 ]
 
 # A cell has a handful of live alerts at a time; 512 is far beyond a real night and keeps
@@ -102,6 +125,39 @@ CLAIM_TOLERANCE: Final = 300.0
 CLOSE_VOTES: Final = 2
 _CLOSING: Final = frozenset({Status.RESOLVED, Status.FALSE_ALARM})
 
+# A verifier's steps kept per alert: a report is taken, confirmed and resolved by one or
+# two dispatchers, so 64 steps is far beyond a real night; a hostile verifier can fill
+# only its own share of 16 (what does not fit is dropped and counted, as for statuses).
+MAX_STEPS: Final = 64
+MAX_STEPS_PER_MEMBER: Final = 16
+
+
+class ReportState(StrEnum):
+    """Where an alert stands: reported by anyone, then verified by a dispatcher (§C2)."""
+
+    REPORTED = "reported"
+    VERIFYING = "verifying"
+    CONFIRMED = "confirmed"
+    FALSE_ALARM = "false_alarm"
+    RESOLVED = "resolved"
+
+
+# The verification state machine (docs/protocol.md §C2 rule 7, "Verification"): which step each
+# state accepts. A step that is not listed is ignored (and counted as not applied): a
+# dispatcher may skip "verifying", correct a confirmation into a false alarm or the
+# reverse, and close either; a resolved alert stays resolved (a new report is a new alert).
+TRANSITIONS: Final[Mapping[ReportState, frozenset[ReportState]]] = MappingProxyType({
+    ReportState.REPORTED: frozenset(
+        {ReportState.VERIFYING, ReportState.CONFIRMED, ReportState.FALSE_ALARM}
+    ),
+    ReportState.VERIFYING: frozenset({ReportState.CONFIRMED, ReportState.FALSE_ALARM}),
+    ReportState.CONFIRMED: frozenset({ReportState.FALSE_ALARM, ReportState.RESOLVED}),
+    ReportState.FALSE_ALARM: frozenset({ReportState.CONFIRMED, ReportState.RESOLVED}),
+    ReportState.RESOLVED: frozenset(),
+})  # fmt: skip
+# Within one millisecond the step further along sorts later.
+_STEP_RANK: Final = {Step.VERIFYING: 0, Step.CONFIRMED: 1, Step.FALSE_ALARM: 2, Step.RESOLVED: 3}
+
 # Within one millisecond, the status further along wins.
 _RANK: Final = {Status.RESPONDING: 0, Status.ON_SCENE: 1, Status.RESOLVED: 2, Status.FALSE_ALARM: 3}
 _PRIORITY_RANK: Final = {Priority.EMERGENCY: 0, Priority.URGENT: 1, Priority.INFO: 2}
@@ -121,6 +177,19 @@ class MemberStatus:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class VerificationRecord:
+    """One verifier's step that moved an alert's verification state: who, to what, when."""
+
+    member_id: MemberId
+    name: str = field(repr=False)
+    state: ReportState
+    note: str | None = field(repr=False)
+    sent_at_ms: int  # by the verifier's clock, clamped to received_at + CLAIM_TOLERANCE
+    received_at: float
+    message_id: MessageId
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AlertRollup:
     """A snapshot of one alert and everyone's latest status for it."""
 
@@ -132,6 +201,25 @@ class AlertRollup:
     sent_at_ms: int = 0  # the alert's claimed send time, clamped (CLAIM_TOLERANCE)
     outcome: Status | None = None  # RESOLVED or FALSE_ALARM once closed (the close rule)
     votes: int = 0  # members' votes to close that count now (CLOSE_VOTES close it)
+    verification: ReportState = ReportState.REPORTED
+    # The steps that made `verification`, in the order applied; the last one set it.
+    steps: tuple[VerificationRecord, ...] = ()
+    refused_steps: int = 0  # steps held from members who may not verify, or out of order
+
+    @property
+    def verified_by(self) -> VerificationRecord | None:
+        """The step that set the current verification state (None while only reported)."""
+        return self.steps[-1] if self.steps else None
+
+    @property
+    def confirmed(self) -> bool:
+        """Whether a verifier confirmed the alert (and nobody has closed it since)."""
+        return self.verification is ReportState.CONFIRMED
+
+    @property
+    def unverified(self) -> bool:
+        """Whether no verifier has said yet whether the report is real (reported, verifying)."""
+        return self.verification in (ReportState.REPORTED, ReportState.VERIFYING)
 
     @property
     def alert_id(self) -> MessageId:
@@ -208,6 +296,12 @@ class _Held:
 
 
 @dataclass(slots=True)
+class _StepHeld:
+    key: _StatusKey
+    record: VerificationRecord
+
+
+@dataclass(slots=True)
 class _Entry:
     key: _AlertKey
     alert: Alert
@@ -216,11 +310,19 @@ class _Entry:
     received_at: float
     held: dict[MemberId, _Held]
     snapshot: AlertRollup | None = None
+    steps: dict[tuple[MessageId, bytes], _StepHeld] = field(default_factory=dict)
 
-    def rollup(self, admins: frozenset[bytes] = frozenset()) -> AlertRollup:
+    def rollup(
+        self, admins: frozenset[bytes] = frozenset(), verifiers: frozenset[bytes] = frozenset()
+    ) -> AlertRollup:
         if self.snapshot is None:
             responders = {m: self.held[m].status for m in sorted(self.held)}
-            outcome, votes = self.outcome(admins)
+            state, applied, refused = self.verification(admins | verifiers)
+            outcome, votes = self.outcome(admins | verifiers)
+            if state is ReportState.FALSE_ALARM:
+                outcome, votes = Status.FALSE_ALARM, 0
+            elif state is ReportState.RESOLVED:
+                outcome, votes = Status.RESOLVED, 0
             self.snapshot = AlertRollup(
                 alert=self.alert,
                 author_id=self.author_id,
@@ -230,8 +332,31 @@ class _Entry:
                 sent_at_ms=self.key[0],
                 outcome=outcome,
                 votes=votes,
+                verification=state,
+                steps=applied,
+                refused_steps=refused,
             )
         return self.snapshot
+
+    def verification(
+        self, verifiers: frozenset[bytes]
+    ) -> tuple[ReportState, tuple[VerificationRecord, ...], int]:
+        """The verification state machine (TRANSITIONS) run over the verifiers' steps.
+
+        The steps are replayed in the order of their keys (clamped send time, rank, id,
+        encoding), which depends only on the set of steps held, never on arrival order;
+        a step from someone who is not a verifier now, or one the state does not accept
+        when its turn comes, is not applied (counted in the third value).
+        """
+        state, applied, refused = ReportState.REPORTED, [], 0
+        for step in sorted(self.steps.values(), key=lambda h: h.key):
+            target = ReportState(step.record.state)
+            if step.record.member_id in verifiers and target in TRANSITIONS[state]:
+                state = target
+                applied.append(step.record)
+            else:
+                refused += 1
+        return state, tuple(applied), refused
 
     def outcome(self, admins: frozenset[bytes]) -> tuple[Status | None, int]:
         """The close rule (module docstring): RESOLVED, FALSE_ALARM or None (open), and the
@@ -281,6 +406,9 @@ class RollupBook:
         self._max_pending_per_member = max_pending_per_member
         self._pending_horizon = pending_horizon
         self._admins: frozenset[bytes] = frozenset()  # set_admins
+        self._verifiers: frozenset[bytes] = frozenset()  # set_verifiers
+        # ReportState steps waiting for their alert, by alert id (sharing the pending bounds).
+        self._pending_steps: dict[MessageId, dict[tuple[MessageId, bytes], _StepHeld]] = {}
         self._entries: dict[MessageId, _Entry] = {}
         self._by_author: dict[MemberId, int] = {}  # alerts held per author
         # Replies waiting for their alert, by alert id then member.
@@ -302,6 +430,17 @@ class RollupBook:
             for entry in self._entries.values():
                 entry.snapshot = None
 
+    def set_verifiers(self, verifiers: frozenset[bytes]) -> None:
+        """Set who may verify, besides the admins (the cell's current dispatchers).
+
+        Verifiers also decide alongside each alert's author under the close rule.
+        """
+        verifiers = frozenset(verifiers)
+        if verifiers != self._verifiers:
+            self._verifiers = verifiers
+            for entry in self._entries.values():
+                entry.snapshot = None
+
     @property
     def pending(self) -> int:
         """The number of replies waiting for their alert."""
@@ -316,8 +455,9 @@ class RollupBook:
     ) -> AlertRollup | None:
         """Take one decrypted content from a member; return the alert's new roll-up if it changed.
 
-        Alerts and status replies are used; other contents are ignored (None). A reply
-        whose alert has not arrived is kept (None now; it counts once the alert comes).
+        Alerts, status replies and verification steps are used; other contents are ignored
+        (None). A reply or step whose alert has not arrived is kept (None now; it counts
+        once the alert comes).
 
         Raises:
             ValueError: `received_at` is not a finite number.
@@ -328,16 +468,18 @@ class RollupBook:
             return self._add_alert(sender_id, sender_name, content, received_at)
         if isinstance(content, StatusReply):
             return self._add_status(sender_id, sender_name, content, received_at)
+        if isinstance(content, VerificationStep):
+            return self._add_step(sender_id, sender_name, content, received_at)
         return None
 
     def rollup(self, alert_id: bytes) -> AlertRollup | None:
         """Return the roll-up of the alert `alert_id`, or None if the book does not hold it."""
         entry = self._entries.get(MessageId(alert_id))
-        return None if entry is None else entry.rollup(self._admins)
+        return None if entry is None else entry.rollup(self._admins, self._verifiers)
 
     def active(self, now: float) -> list[AlertRollup]:
         """Return the alerts unexpired at `now` and not closed: most urgent, then newest, first."""
-        live = [e.rollup(self._admins) for e in self._entries.values()]
+        live = [e.rollup(self._admins, self._verifiers) for e in self._entries.values()]
         live = [r for r in live if r.is_active(now)]
         live.sort(key=lambda r: (_PRIORITY_RANK[r.alert.priority], -r.sent_at_ms, r.alert_id))
         return live
@@ -358,6 +500,12 @@ class RollupBook:
                 self._forget_pending(member)
             if not waiting:
                 del self._pending[alert_id]
+        for alert_id in list(self._pending_steps):
+            steps = self._pending_steps[alert_id]
+            for key in [k for k, h in steps.items() if h.record.received_at <= cutoff]:
+                self._forget_pending(steps.pop(key).record.member_id)
+            if not steps:
+                del self._pending_steps[alert_id]
         return len(expired)
 
     # -- internals ----------------------------------------------------------------------
@@ -375,7 +523,11 @@ class RollupBook:
             self._count(author_id, +1)
             entry.key, entry.alert, entry.author_id = key, alert, author_id
             entry.author_name, entry.received_at, entry.snapshot = author_name, received_at, None
-            return entry.rollup(self._admins) if self._evict(author_id) is not entry else None
+            return (
+                entry.rollup(self._admins, self._verifiers)
+                if self._evict(author_id) is not entry
+                else None
+            )
         entry = _Entry(key, alert, author_id, author_name, received_at, {})
         self._entries[alert.alert_id] = entry
         self._count(author_id, +1)
@@ -385,7 +537,17 @@ class RollupBook:
                 entry.held[member] = held
             else:  # only with max_responders below the pending bounds
                 self.dropped += 1
-        return entry.rollup(self._admins) if self._evict(author_id) is not entry else None
+        for step_key, step in self._pending_steps.pop(alert.alert_id, {}).items():
+            self._forget_pending(step.record.member_id)
+            if self._step_fits(entry, step.record.member_id):
+                entry.steps[step_key] = step
+            else:
+                self.dropped += 1
+        return (
+            entry.rollup(self._admins, self._verifiers)
+            if self._evict(author_id) is not entry
+            else None
+        )
 
     def _evict(self, author_id: MemberId) -> _Entry | None:
         """Keep the alert bounds after `author_id` gained an alert; return what was dropped.
@@ -406,7 +568,7 @@ class RollupBook:
         else:
             return None
         for entry in self._entries.values():
-            entry.rollup(self._admins)  # eviction_key reads the snapshot
+            entry.rollup(self._admins, self._verifiers)  # eviction_key reads the snapshot
         victim = min(
             (e for e in self._entries.values() if e.author_id == payer),
             key=_Entry.eviction_key,
@@ -452,7 +614,7 @@ class RollupBook:
                 return None
             entry.held[member] = held
             entry.snapshot = None
-            return entry.rollup(self._admins)
+            return entry.rollup(self._admins, self._verifiers)
         waiting = self._pending.get(reply.alert_id)
         current = None if waiting is None else waiting.get(member)
         if current is not None:
@@ -469,6 +631,56 @@ class RollupBook:
         self._pending_total += 1
         self._pending_by_member[member] = self._pending_by_member.get(member, 0) + 1
         return None
+
+    def _add_step(
+        self, member: MemberId, name: str, step: VerificationStep, received_at: float
+    ) -> AlertRollup | None:
+        sent_at_ms = _clamp(step.sent_at_ms, received_at)
+        encoding = step.encode()
+        held = _StepHeld(
+            key=(sent_at_ms, _STEP_RANK[step.step], step.message_id, encoding),
+            record=VerificationRecord(
+                member_id=member,
+                name=name,
+                state=ReportState(step.step.value),
+                note=step.note,
+                sent_at_ms=sent_at_ms,
+                received_at=received_at,
+                message_id=step.message_id,
+            ),
+        )
+        step_key = (step.message_id, encoding)
+        entry = self._entries.get(step.alert_id)
+        if entry is not None:
+            if step_key in entry.steps:
+                return None  # a copy (the first arrival stands)
+            if not self._step_fits(entry, member):
+                self.dropped += 1
+                return None
+            entry.steps[step_key] = held
+            entry.snapshot = None
+            return entry.rollup(self._admins, self._verifiers)
+        waiting = self._pending_steps.get(step.alert_id)
+        if waiting is not None and step_key in waiting:
+            return None
+        if (
+            self._pending_total >= self._max_pending
+            or self._pending_by_member.get(member, 0) >= self._max_pending_per_member
+        ):
+            self.dropped += 1
+            return None
+        self._pending_steps.setdefault(step.alert_id, {})[step_key] = held
+        self._pending_total += 1
+        self._pending_by_member[member] = self._pending_by_member.get(member, 0) + 1
+        return None
+
+    @staticmethod
+    def _step_fits(entry: _Entry, member: MemberId) -> bool:
+        if len(entry.steps) >= MAX_STEPS:
+            return False
+        return (
+            sum(h.record.member_id == member for h in entry.steps.values()) < MAX_STEPS_PER_MEMBER
+        )
 
     def _forget_pending(self, member: MemberId) -> None:
         self._pending_total -= 1

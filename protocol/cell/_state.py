@@ -188,7 +188,7 @@ def _write_membership(m: Membership) -> bytes:
     w = Writer()
     for member_id, info in m.members.items():
         info.write(w)
-        w.u8(member_id in m.admins)
+        w.u8(m.role_of(member_id) or 0)  # 0 member, 1 admin, 2.. (Role): one byte, as before
     return w.bytes()
 
 
@@ -340,7 +340,10 @@ def read_state(data: bytes, member_id: bytes) -> SavedState:
         raise MalformedError("too many members")
     for _ in range(count):
         info = MemberInfo.read(r)
-        listed.append((info, Role.ADMIN if r.flag() else Role.MEMBER))
+        role = r.u8()  # a flag (0/1) before roles: the same bytes for members and admins
+        if role > max(Role):
+            raise MalformedError("bad role")
+        listed.append((info, Role(role)))
     try:
         membership = Membership.snapshot(
             cell_id=cell_id,

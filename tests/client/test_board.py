@@ -348,3 +348,86 @@ async def test_the_board_says_when_a_relay_is_lost_and_back(
         assert not session.errors, session.errors
 
     await run_in_browser("relay-state", scenario)
+
+
+async def test_a_report_is_verified_from_the_dispatchers_board_and_rings_for_members_once_confirmed(
+    nursery: trio.Nursery, running_relay: RunningRelay, tmp_path: Path
+) -> None:
+    """Issue 14 on the board: in a verify-first cell a responder's report shows on the
+    dispatcher's board marked unverified, with the verifier's buttons; a member's board
+    shows nothing (and rings for nothing) until the dispatcher confirms it, then rings for
+    it with its priority and says who confirmed it. A responder's board has no verify
+    buttons, and the daemon refuses a responder's step."""
+    lead = await start_daemon(nursery, tmp_path, "lead")
+    dana = await start_daemon(nursery, tmp_path, "dana")
+    rory = await start_daemon(nursery, tmp_path, "rory")
+    mo = await start_daemon(nursery, tmp_path, "mo")
+    await make_cell(lead, running_relay)
+    for joiner in (dana, rory, mo):
+        await admit(lead, joiner)
+    await lead.ok("PUT", "/cells/Eastside/members/dana/role", json_body={"role": "dispatcher"})
+    await lead.ok("PUT", "/cells/Eastside/members/rory/role", json_body={"role": "responder"})
+    await lead.ok("PUT", "/cells/Eastside/verify-first", json_body={"verify_first": True})
+    for daemon in (dana, rory, mo):
+        with trio.fail_after(30):
+            while not (await daemon.ok("GET", "/cells/Eastside"))["verify_first"]:
+                await trio.sleep(0.05)
+    assert (await dana.ok("GET", "/cells/Eastside"))["cell_role"] == "dispatcher"
+    text = "ICE van outside the school"
+    ids: list[str] = []
+
+    async def report() -> None:
+        sent = await rory.ok("POST", "/cells/Eastside/alerts", 201,
+                             json_body={"text": text, "priority": "emergency"})  # fmt: skip
+        ids.append(sent["alert"]["message_id"])
+
+    async def forge() -> None:
+        refused = await rory.request("POST", f"/cells/Eastside/alerts/{ids[0]}/steps",
+                                     json_body={"step": "confirmed"})  # fmt: skip
+        assert refused.status == 403
+        assert refused.json()["code"] == "NOT_VERIFIER"
+
+    def scenario(session: Scenario) -> None:
+        dana_page = session.open_board("dana", dana)
+        mo_page = session.open_board("mo", mo)
+        rory_page = session.open_board("rory", rory)
+        mo_page.evaluate(RECORD_NOTIFICATIONS)
+        trio.from_thread.run(report)
+        item = alert_item(dana_page, text)
+        item.locator('.verification[data-verification="reported"]').wait_for()
+        assert "unverified" in (item.get_attribute("class") or "")
+        assert item.locator(".verification").text_content() == "Unverified report"
+        alert_item(rory_page, text).wait_for()  # its author sees it
+        assert alert_item(rory_page, text).locator(".steps").count() == 0
+        trio.from_thread.run(forge)
+
+        item.locator('button[data-step="verifying"]').click()
+        item.locator('.verification[data-verification="verifying"]').wait_for()
+        assert (item.locator(".verification").text_content() or "").startswith(
+            "Being verified by you, "
+        )
+        # Held on the member's board: not shown, not rung.
+        dana_page.wait_for_timeout(300)
+        assert alert_item(mo_page, text).count() == 0
+        assert mo_page.evaluate("() => window.__rung") == []
+
+        item.locator('button[data-step="confirmed"]').click()
+        shown = alert_item(mo_page, text)
+        shown.locator('.verification[data-verification="confirmed"]').wait_for()
+        assert (shown.locator(".verification").text_content() or "").startswith(
+            "Confirmed by dana, "
+        )
+        assert shown.locator(".badge").text_content() == "EMERGENCY"
+        assert "unverified" not in (shown.get_attribute("class") or "")
+        assert mo_page.evaluate("() => window.__rung") == [text]
+        assert shown.locator(".steps").count() == 0  # a member does not verify
+        members = dana_page.locator('ul.members[data-cell="Eastside"]')
+        assert members.locator("li", has_text="rory").locator(".role").text_content() == (
+            "responder"
+        )
+
+        item.locator('button[data-step="resolved"]').click()
+        shown.locator('.verification[data-verification="resolved"]').wait_for()
+        assert not session.errors, session.errors
+
+    await run_in_browser("verify-first", scenario)

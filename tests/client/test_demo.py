@@ -10,7 +10,7 @@ from pathlib import Path
 import trio
 
 CELLRELAY = str(Path(sys.executable).with_name("cellrelay"))
-# Four processes start (a relay and three members) and the demo takes a few seconds here;
+# Five processes start (a relay and four members) and the demo takes a few seconds here;
 # its own bound is 90 s (client/_demo.py), this one a little more.
 DEMO_BOUND = 120.0
 
@@ -24,18 +24,30 @@ async def test_the_demo_runs_end_to_end_and_cleans_up() -> None:
     out, err = done.stdout.decode(), done.stderr.decode()
     assert done.returncode == 0, out + err
     assert "Traceback" not in err
-    for name in ("ana", "ben"):
-        assert re.search(
-            rf"^{name} +received alert [0-9a-f]{{8}} \(URGENT\) from lead", out, re.MULTILINE
-        ), out
+    for name in ("dana", "ana", "ben"):
         assert re.search(rf"^{name} +joined Eastside", out, re.MULTILINE), out
+    # Issue 14 item 7: a report, verified by a dispatcher, confirmed, answered, resolved.
+    for name in ("lead", "dana", "ana"):
+        assert re.search(
+            rf"^{name} +received alert [0-9a-f]{{8}} \(URGENT, UNVERIFIED\) from ben",
+            out,
+            re.MULTILINE,
+        ), out
+    for name in ("lead", "ana", "ben"):
+        for word in ("VERIFYING", "CONFIRMED", "RESOLVED"):
+            assert re.search(
+                rf"^{name} +dana marked [0-9a-f]{{8}} {word} .*dana is a dispatcher$",
+                out,
+                re.MULTILINE,
+            ), (word, out)
+    assert out.index("CONFIRMED (") < out.index("answered: responding") < out.index("RESOLVED (")
     # Every member computed the same roll-up from what it decrypted itself.
     rollups = re.findall(
-        r"^(lead|ana|ben) +roll-up of [0-9a-f]{8}, as \1 computed it: (.*)$", out, re.MULTILINE
+        r"^(lead|dana|ana|ben) +roll-up of [0-9a-f]{8}, as \1 computed it: (.*)$", out, re.MULTILINE
     )
-    assert sorted(name for name, _ in rollups) == ["ana", "ben", "lead"], out
+    assert sorted(name for name, _ in rollups) == ["ana", "ben", "dana", "lead"], out
     assert {text for _, text in rollups} == {
-        'open; on scene: ben ("two vans, six agents"); responding: ana'
+        'RESOLVED by dana; on scene: ben ("two vans, six agents"); responding: ana'
     }
     assert "not there, the relay only ever held ciphertext" in out
     # The temporary directory (named in the narration) is gone.

@@ -36,6 +36,7 @@ from cellrelay.protocol.cell._content import (
     ReceiptState,
     Status,
     StatusReply,
+    VerificationStep,
     _Content,
     content_field_specs,
     decode_content,
@@ -111,6 +112,7 @@ def test_kinds_are_the_documented_numbers() -> None:
         3: Receipt,
         4: PlainMessage,
         16: Leave,
+        17: VerificationStep,
         24: Burn,
     }
     assert int(ContentKind.SENDER_KEY) == 5
@@ -312,7 +314,7 @@ def test_group_kinds_are_not_app_contents(kind: int) -> None:
     assert code_of(kind, alert().encode()) is ErrorCode.UNEXPECTED_MESSAGE
 
 
-@pytest.mark.parametrize("kind", [-1, 17, 200, 255, 256, 2**40])
+@pytest.mark.parametrize("kind", [-1, 18, 200, 255, 256, 2**40])
 def test_unknown_kinds(kind: int) -> None:
     assert code_of(kind, alert().encode()) is ErrorCode.UNKNOWN_TYPE
 
