@@ -15,7 +15,7 @@ from pathlib import Path
 
 import trio
 
-from cellrelay.client._cli_output import Style, event_json, event_lines
+from cellrelay.client._cli_output import Style, event_json, event_lines, member_json
 from cellrelay.client._client import open_client
 from cellrelay.client._events import CellBurned, CellGone, Member
 from cellrelay.protocol.wire import RelayAddress
@@ -97,10 +97,8 @@ def test_listen_lines_for_a_burn_and_a_gone_cell() -> None:
     lead = Member(member_id=bytes(range(16)), name="lead", is_admin=True)
     style = Style(colour=False)
     burned = CellBurned(cell="Eastside", by=lead)
-    assert event_json(burned) == {
-        "type": "burned", "cell": "Eastside",
-        "by": {"name": "lead", "member_id": lead.member_id.hex(), "admin": True},
-    }  # fmt: skip
+    assert event_json(burned) == {"type": "burned", "cell": "Eastside", "by": member_json(lead)}
+    assert member_json(lead)["name"] == "lead"
     (line,) = event_lines(burned, style, me=b"")
     assert "was burned by" in line
     assert "deleted from this device" in line
