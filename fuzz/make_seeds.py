@@ -205,8 +205,40 @@ def write_change_extra_seeds() -> None:
         (folder / f"{name}.bin").write_bytes(seed)
 
 
+def write_schedule_seeds() -> None:
+    """Write seeds for fuzz_schedule: real key updates and key sections sealed to its member."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import fuzz_schedule as target
+
+    from cellrelay.protocol._crypto import x25519_public_from_private
+    from cellrelay.protocol.cell._schedule import bucket_of, seal_keys, sign_key_update
+
+    me = target.IDENTITY.member_id
+    bucket = bucket_of(target.CELL, me)
+    members = {bucket: [(me, x25519_public_from_private(target.MEMBER_RECEIVE))]}
+    publics = {bucket: x25519_public_from_private(target.MEMBER_BUCKET)}
+    update = sign_key_update(target.IDENTITY, target.CELL, 1, bytearray(target.MEMBER_RECEIVE))
+    seeds = {"update": b"\x00" + update.to_bytes()}
+    for name, refresh in (("rotation", set()), ("refresh", {bucket})):
+        section, _ = seal_keys(
+            cell_id=target.CELL,
+            ad=target.AD,
+            nonce=target.NONCE,
+            change_secret=bytes(32),
+            buckets=members,
+            bucket_publics=publics,
+            refresh=refresh,
+        )
+        seeds[f"section-{name}"] = b"\x01" + section
+    folder = SEEDS / "schedule"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, seed in seeds.items():
+        (folder / f"{name}.bin").write_bytes(seed)
+
+
 if __name__ == "__main__":
     main()
     write_content_and_invite_seeds()
     write_group_seeds()
     write_change_extra_seeds()
+    write_schedule_seeds()

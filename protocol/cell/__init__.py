@@ -55,6 +55,7 @@ from ._errors import (
     TamperedError,
     UnknownEpochError,
     WelcomeRefusedError,
+    WelcomeWindowError,
 )
 from ._group import (
     DEFAULT_KEY_TTL,
@@ -175,6 +176,7 @@ __all__ = [
     "VerificationRecord",
     "VerificationStep",
     "WelcomeRefusedError",
+    "WelcomeWindowError",
     "WireContent",
     "decode_content",
     "format_safety_number",

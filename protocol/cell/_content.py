@@ -118,6 +118,7 @@ class ContentKind(IntEnum):
     PLAIN = 4
     SENDER_KEY = 5  # the group layer's own: a sender key distribution
     EPOCH_CHANGE = 6  # the group layer's own: a new epoch
+    ANNOUNCEMENT = 7  # the group layer's own: a signing key announcement
     LEAVE = 16  # a member leaves the cell (docs/protocol.md §C9)
     VERIFICATION = 17  # a dispatcher's step on a report: verifying, confirmed, ...
     BURN = 24  # an admin burns the cell: every member deletes it (§C1.6)

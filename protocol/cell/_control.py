@@ -80,7 +80,12 @@ __all__ = [
     "seal_welcome",
 ]
 
-VERSION: Final = 1
+# Version 2 (issue 12) has the layout of version 1; its boxes carry a *change secret*, and
+# the new epoch's secret is derived from it and the previous epoch's init secret
+# (docs/protocol.md §G6.2), so a box opened later with a seized identity key yields no
+# epoch secret. Members still read version 1 changes (an admin not yet upgraded).
+VERSION: Final = 2
+READABLE_VERSIONS: Final = (1, 2)
 # Welcomes have their own version: 2 since a welcome answers one invite (WB ends with the
 # invite binding, issue 9). A version 1 welcome is refused as malformed: it names no
 # invite, so it could be any old welcome replayed.
@@ -209,11 +214,14 @@ def seal_epoch_change(
     secret: bytes | bytearray,
     boxes: Sequence[tuple[bytes, bytes | bytearray]],
     filler: bytes,
+    version: int = VERSION,
 ) -> bytes:
     """Return the epoch change envelope (see the module docstring).
 
     `boxes` lists (recipient id, pairwise epoch-box key) for every member of the new epoch,
-    in ascending id order; `filler` is the random content of the unused slots.
+    in ascending id order; `filler` is the random content of the unused slots; `secret` is
+    what each box carries: the change secret (version 2) or the epoch secret (version 1,
+    for tests of what older admins send).
     """
     if len(boxes) > MAX_MEMBERS or len(filler) != (MAX_MEMBERS - len(boxes)) * BOX_SIZE:
         raise ValueError("box slots and filler do not add up")
@@ -225,17 +233,17 @@ def seal_epoch_change(
     )
     tail = sealed_body + slots + filler
     signature = signer.sign(_SIGN_DOMAIN + ch + tail)
-    clear = bytes([VERSION]) + epoch
+    clear = bytes([version]) + epoch
     return clear + nonce + header_key.encrypt(nonce, clear, ch + signature) + tail
 
 
 def split_change(envelope: bytes) -> tuple[int, bytes]:
-    """Return (new epoch, nonce) from an epoch change's clear part.
+    """Return (new epoch, nonce) from an epoch change's clear part (its version: `envelope[0]`).
 
     Raises:
         MalformedError: wrong size or version.
     """
-    if len(envelope) != CONTROL_SIZE or envelope[0] != VERSION:
+    if len(envelope) != CONTROL_SIZE or envelope[0] not in READABLE_VERSIONS:
         raise MalformedError("not an epoch change")
     return int.from_bytes(envelope[1:5], "big"), envelope[5:CLEAR_SIZE]
 

@@ -63,8 +63,10 @@ __all__ = [
     "MAC_SIZE",
     "MAX_GROUP_PLAINTEXT",
     "VERSION",
+    "AnnouncementPayload",
     "DistributionPayload",
     "Kind",
+    "announcement_mac",
     "distribution_mac",
     "open_body",
     "open_header",
@@ -86,6 +88,7 @@ CHAIN_KEY_SIZE: Final = 32
 
 _SIGN_DOMAIN: Final = b"cellrelay/1 group-envelope\x00"
 _MAC_DOMAIN: Final = b"cellrelay/1 distribution-mac\x00"
+_ANNOUNCEMENT_MAC_DOMAIN: Final = b"cellrelay/1 announcement-mac\x00"
 HEADER: Final = struct.Struct(">16sI16sIBQ")
 """H: cell id, epoch, sender, counter, kind, expires_at (see the module docstring)."""
 _CLEAR: Final = struct.Struct(">BI")
@@ -102,8 +105,9 @@ class Kind(IntEnum):
     REPLY = 2  # a status reply to an alert: responding, on scene, resolved, false alarm
     RECEIPT = 3
     MESSAGE = 4
-    SENDER_KEY = 5  # a sender key distribution (group mailbox)
+    SENDER_KEY = 5  # a sender key distribution (group mailbox; epochs without a sender tree)
     EPOCH_CHANGE = 6  # an epoch change (control mailbox); never inside a group envelope
+    ANNOUNCEMENT = 7  # a signing key announcement (group mailbox; epochs with a sender tree)
 
 
 GROUP_KINDS: Final = range(5, 16)
@@ -263,6 +267,69 @@ def distribution_mac(
         + sender
         + recipient
         + chain_key
+        + start.to_bytes(4, "big")
+        + signing_public
+    )
+    return blake2b(data, size=MAC_SIZE, key=mac_key)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AnnouncementPayload:
+    """The plaintext of a signing key announcement (kind 7, docs/protocol.md §G8.2).
+
+    A distribution without the chain key: in an epoch with a sender tree every member
+    derives every chain from the epoch secret, so only the sender's signing key travels.
+    Layout: start counter (u32) || signing public key (32) || MAC count (u16) || MACs (16
+    each), one per other member of the epoch in ascending member id order.
+    """
+
+    start: int
+    signing_public: bytes
+    macs: tuple[bytes, ...]
+
+    def to_bytes(self) -> bytes:
+        """Return the payload's bytes."""
+        writer = Writer().u32(self.start).raw(self.signing_public).u16(len(self.macs))
+        for mac in self.macs:
+            writer.raw(mac)
+        return writer.bytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> AnnouncementPayload:
+        """Parse a payload.
+
+        Raises:
+            MalformedError: it does not have the layout above.
+        """
+        reader = Reader(data)
+        start, signing_public = reader.u32(), reader.take(ED25519_PUBLIC_KEY_SIZE)
+        macs = tuple(reader.take(MAC_SIZE) for _ in range(reader.u16()))
+        reader.end()
+        return cls(start=start, signing_public=signing_public, macs=macs)
+
+
+def announcement_mac(
+    mac_key: bytes | bytearray,
+    *,
+    cell_id: bytes,
+    epoch: int,
+    sender: bytes,
+    recipient: bytes,
+    start: int,
+    signing_public: bytes,
+) -> bytes:
+    """Return the 16-byte MAC that authenticates an announcement to one recipient.
+
+    BLAKE2b-128 keyed with the pairwise distribution-MAC key, over "cellrelay/1
+    announcement-mac" || 0x00 || cell id || epoch || sender || recipient || start ||
+    signing public key: deniable, as a distribution's MAC is.
+    """
+    data = (
+        _ANNOUNCEMENT_MAC_DOMAIN
+        + cell_id
+        + epoch.to_bytes(4, "big")
+        + sender
+        + recipient
         + start.to_bytes(4, "big")
         + signing_public
     )

@@ -29,6 +29,7 @@ from ._control import (
 from ._errors import GroupError, MalformedError, MembershipError
 from ._keys import PAIRWISE_ADMIN_GRANT, PAIRWISE_EPOCH_BOX, EpochKeys
 from ._membership import CELL_ID_SIZE, MAX_MEMBERS, Op, Role, sign_entry
+from ._schedule import next_epoch_secret
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -90,9 +91,17 @@ def check_change(
     if signer is None or signer.member_id not in state.membership.admins:
         raise MembershipError("epoch change not signed by an admin")
     verify_change(signer, ch, signature, envelope)
-    secret = find_box(envelope, pair(signer.dh_pub, PAIRWISE_EPOCH_BOX), nonce, ch, me)
-    if secret is None:
+    boxed = find_box(envelope, pair(signer.dh_pub, PAIRWISE_EPOCH_BOX), nonce, ch, me)
+    if boxed is None:
         return VerifiedChange(number=number, signer=signer, secret=None)
+    if envelope[0] == 1:  # an admin not yet upgraded: the box holds the epoch secret
+        secret = boxed
+    else:
+        if current.init is None:  # pragma: no cover - every current epoch keeps it
+            zero(boxed)
+            raise MalformedError("no init secret for the current epoch")
+        secret = next_epoch_secret(current.init, boxed, state.cell_id, number)
+        zero(boxed)
     keys = EpochKeys.derive(secret, state.cell_id, number)
     try:
         body = open_change_body(envelope, keys.control_body, nonce, ch)
@@ -172,7 +181,11 @@ def build_change(
     if entry is not None and entry.op is Op.PROMOTE:
         key = pair(entry.subject.dh_pub, PAIRWISE_ADMIN_GRANT)
         grant = seal_admin_grant(key, nonce, ch, entry.subject.member_id, state.admin_secrets)
-    secret = bytearray(rng(SECRET_SIZE))
+    init = state.epochs[state.current].init
+    if init is None:  # pragma: no cover - every current epoch keeps it
+        raise MalformedError("no init secret for the current epoch")
+    change_secret = bytearray(rng(SECRET_SIZE))
+    secret = next_epoch_secret(init, change_secret, state.cell_id, number)
     keys = EpochKeys.derive(secret, state.cell_id, number)
     boxes = [
         (member_id, pair(info.dh_pub, PAIRWISE_EPOCH_BOX))
@@ -186,11 +199,12 @@ def build_change(
             header_key=state.epochs[state.current].keys.control_header,
             body_key=keys.control_body,
             body=ChangeBody(entry=entry, group_keys=group_keys, admin_grant=grant, extra=extra),
-            secret=secret,
+            secret=change_secret,
             boxes=boxes,
             filler=rng((MAX_MEMBERS - len(boxes)) * BOX_SIZE),
         )
     finally:
+        zero(change_secret)
         zero(secret)
         keys.clear()
 

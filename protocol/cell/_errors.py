@@ -55,6 +55,7 @@ __all__ = [
     "TamperedError",
     "UnknownEpochError",
     "WelcomeRefusedError",
+    "WelcomeWindowError",
 ]
 
 
@@ -168,4 +169,13 @@ class WelcomeRefusedError(MembershipError):
 
     It is sealed to this member and signed by the admin, but it is not the answer to the
     request this member is waiting on: an old welcome replayed (issue 9, finding 8).
+    """
+
+
+class WelcomeWindowError(GroupError):
+    """An admin asked for a welcome after deleting the epoch's secret (docs/protocol.md §G7).
+
+    An admin keeps an epoch's secret for 10 minutes after entering the epoch, for the
+    welcomes of the members its change added. What to do: rotate the epoch (a new secret),
+    then make the welcome.
     """

@@ -13,11 +13,15 @@ Theory of operation:
   is the one order every member sees, so two admins racing for epoch E+1 cannot split the
   cell. The loser's change is refused with `StaleControlError(ours=True)`; it redoes its
   operation on the new state.
-* **Sender keys.** On entering an epoch every member draws a fresh chain key and signing
-  key and publishes a *sender key distribution* (`EpochUpdate.distribution`) in the group
-  mailbox, before any message of that epoch. Receivers follow each sender's chain; a
+* **Sender keys.** On entering an epoch every member derives the epoch's sender tree
+  (`_schedule.SenderTree`: every member's first chain key comes from the epoch secret),
+  takes its own chain from it, draws a fresh signing key and publishes an *announcement*
+  of it (`EpochUpdate.distribution`) in the group mailbox, before any message of that
+  epoch; a member that is not an admin then deletes the epoch secret (forward secrecy
+  inside the epoch). An epoch entered before the sender tree existed (a state saved by an
+  older client) keeps its random chains and *distributions* until it ends. Receivers follow each sender's chain; a
   message whose sender key (or epoch) is not known yet is *parked* (outcome `Pending`,
-  bounded) and released, in arrival order, when the distribution (or the epoch change)
+  bounded) and released, in arrival order, when the announcement (or the epoch change)
   arrives.
 * **Old epochs** stay readable for `grace_period` seconds after this member applied the
   next epoch, and only for senders who are still members; then their keys are wiped.
@@ -26,8 +30,9 @@ Theory of operation:
   was. Expired messages are the one exception: they are authenticated, their key is
   burned (forward secrecy), and then they are refused.
 
-Invariants: the current epoch's members equal the membership's members; the current epoch
-keeps its secret (for welcomes), older ones only their derived keys, for the grace window;
+Invariants: the current epoch's members equal the membership's members; an admin's current
+epoch keeps its secret (for welcomes), every other epoch only its derived keys (older ones
+for the grace window);
 a used message key is gone from the state. The receive path, its bounds and its order of
 checks are in `_receiver`; the epoch-change rules in `_epochs`; the bytes in `_envelope`
 and `_control`.
@@ -38,7 +43,7 @@ from __future__ import annotations
 import hmac
 from typing import TYPE_CHECKING, Final
 
-from .._crypto import ED25519_SEED_SIZE, HashChain, SigningKey, blake2b, random_bytes, zero
+from .._crypto import ED25519_SEED_SIZE, SigningKey, blake2b, random_bytes, zero
 from ._control import (
     MAX_ADMIN_SECRETS,
     MAX_CHANGE_EXTRA,
@@ -54,8 +59,10 @@ from ._envelope import (
     CONTENT_KINDS,
     HEADER,
     MAX_GROUP_PLAINTEXT,
+    AnnouncementPayload,
     DistributionPayload,
     Kind,
+    announcement_mac,
     distribution_mac,
     seal_envelope,
 )
@@ -67,6 +74,7 @@ from ._errors import (
     RemovedError,
     StaleControlError,
     WelcomeRefusedError,
+    WelcomeWindowError,
 )
 from ._identity import check_name
 from ._invite import WELCOME_LINGER
@@ -74,6 +82,7 @@ from ._keys import PAIRWISE_DISTRIBUTION_MAC, EpochKeys, SendChain
 from ._membership import CELL_ID_SIZE, Membership, Op, Role, sign_entry
 from ._outcomes import EpochUpdate, Notice, Opened, Outcome, Own, Pending
 from ._receiver import Receiver
+from ._schedule import SenderTree, init_secret
 from ._state import Epoch, SavedState, read_state, write_state
 
 if TYPE_CHECKING:
@@ -83,6 +92,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_KEY_TTL",
     "GRACE_PERIOD",
+    "WELCOME_WINDOW",
     "CellCrypto",
     "EpochUpdate",
     "Opened",
@@ -100,6 +110,11 @@ GRACE_PERIOD: Final = 600.0
 # Sender key distributions stay on the relay this long by default: the reference relay's
 # default maximum TTL (7 days), so a member offline for a week still finds them.
 DEFAULT_KEY_TTL: Final = 7 * 24 * 3600
+# An admin keeps an epoch's secret this long after entering the epoch, for the welcomes
+# its add starts (a client welcomes a joiner as soon as it has applied the add), then
+# deletes it: a seized admin state opens no epoch entered longer ago (§G7, §G16). The
+# grace window's 10 minutes, on the same clock (`open_control` and `check`).
+WELCOME_WINDOW: Final = 600.0
 # Counters are u32 in the header (docs/protocol.md §G9); past this, rotate the epoch.
 MAX_COUNTER: Final = 2**32 - 1
 # This member's own epoch changes not read back yet, remembered to set
@@ -188,7 +203,7 @@ class CellCrypto:
             proposals=[],
         )
         cell = cls(identity, state, rng=rng)
-        cell._enter_epoch(1, bytearray(rng(SECRET_SIZE)), membership)
+        cell._enter_epoch(1, bytearray(rng(SECRET_SIZE)), membership, now=now)
         return cell
 
     @classmethod
@@ -268,7 +283,7 @@ class CellCrypto:
             proposals=[],
         )
         cell = cls(identity, state, rng=rng)
-        cell._enter_epoch(content.epoch, bytearray(content.secret), membership)
+        cell._enter_epoch(content.epoch, bytearray(content.secret), membership, now=now)
         return cell, cell._distribution(int(now) + key_ttl)
 
     def to_bytes(self, *, parked: bool = True) -> bytes:
@@ -428,34 +443,58 @@ class CellCrypto:
         )
 
     def _distribution(self, expires_at: int) -> bytes:
-        """Return this member's sender key distribution for the current epoch."""
+        """Return this member's sender key announcement (or distribution) for the current epoch.
+
+        An epoch with a sender tree (every epoch entered since state version 3) gets an
+        announcement (kind 7: the signing key, no chain key, §G8.2); an epoch entered
+        before gets a distribution (kind 5), as its receivers expect.
+        """
         s = self._s
         epoch = s.epochs[s.current]
         own = epoch.own
         if own is None:  # pragma: no cover - the current epoch always has our chain
             raise RemovedError("no sending chain")
-        chain_key = own.chain_key.export()
-        macs = tuple(
-            distribution_mac(
-                self._pair(info.dh_pub, PAIRWISE_DISTRIBUTION_MAC),
-                cell_id=s.cell_id,
-                epoch=s.current,
-                sender=self._me,
-                recipient=member_id,
+        recipients = [(m, info) for m, info in epoch.members.items() if m != self._me]
+        if epoch.tree is not None:
+            kind = Kind.ANNOUNCEMENT
+            plaintext = AnnouncementPayload(
+                start=own.counter,
+                signing_public=own.signing_public,
+                macs=tuple(
+                    announcement_mac(
+                        self._pair(info.dh_pub, PAIRWISE_DISTRIBUTION_MAC),
+                        cell_id=s.cell_id,
+                        epoch=s.current,
+                        sender=self._me,
+                        recipient=member_id,
+                        start=own.counter,
+                        signing_public=own.signing_public,
+                    )
+                    for member_id, info in recipients
+                ),
+            ).to_bytes()
+        else:
+            kind = Kind.SENDER_KEY
+            chain_key = own.chain_key.export()
+            plaintext = DistributionPayload(
                 chain_key=chain_key,
                 start=own.counter,
                 signing_public=own.signing_public,
-            )
-            for member_id, info in epoch.members.items()
-            if member_id != self._me
-        )
-        payload = DistributionPayload(
-            chain_key=chain_key,
-            start=own.counter,
-            signing_public=own.signing_public,
-            macs=macs,
-        )
-        header = HEADER.pack(s.cell_id, s.current, self._me, 0, Kind.SENDER_KEY, expires_at)
+                macs=tuple(
+                    distribution_mac(
+                        self._pair(info.dh_pub, PAIRWISE_DISTRIBUTION_MAC),
+                        cell_id=s.cell_id,
+                        epoch=s.current,
+                        sender=self._me,
+                        recipient=member_id,
+                        chain_key=chain_key,
+                        start=own.counter,
+                        signing_public=own.signing_public,
+                    )
+                    for member_id, info in recipients
+                ),
+            ).to_bytes()
+        header = HEADER.pack(s.cell_id, s.current, self._me, 0, kind, expires_at)
         nonce = self._rng(24)
         return seal_envelope(
             header=header,
@@ -465,7 +504,7 @@ class CellCrypto:
             signing_key=own.signing_key,
             body_key=epoch.keys.distribution,
             body_nonce=nonce,
-            plaintext=payload.to_bytes(),
+            plaintext=plaintext,
         )
 
     def distribution(self, *, now: float, key_ttl: int = DEFAULT_KEY_TTL) -> bytes:
@@ -513,7 +552,15 @@ class CellCrypto:
         expired (as `open` does): call it every minute or so, and after a burst of
         deliveries.
         """
+        self._forget_secret(now)
         return self._rx.check(now)
+
+    def _forget_secret(self, now: float) -> None:
+        """Delete the current epoch's secret once its welcome window is over (admins)."""
+        epoch = self._s.epochs.get(self._s.current)
+        if epoch is not None and epoch.secret is not None and now >= epoch.secret_until:
+            zero(epoch.secret)
+            epoch.secret = None
 
     @property
     def wiped(self) -> int:
@@ -577,6 +624,7 @@ class CellCrypto:
                 invalid; nothing was applied.
         """
         self._rx.expire(now)
+        self._forget_secret(now)
         s = self._s
         envelope = bytes(envelope)
         if s.removed:
@@ -634,17 +682,31 @@ class CellCrypto:
             if previous.secret is not None:
                 zero(previous.secret)
                 previous.secret = None
+            if previous.init is not None:
+                zero(previous.init)
+                previous.init = None
         seed = bytearray(self._rng(ED25519_SEED_SIZE))
         signing_key = SigningKey(seed)
         zero(seed)
-        s.epochs[number] = Epoch(
+        epoch = Epoch(
             number=number,
             keys=EpochKeys.derive(secret, s.cell_id, number),
             members=dict(membership.members),
             own_public=signing_key.public,
-            own=SendChain(HashChain(self._rng(_KEY)), 0, signing_key, signing_key.public),
-            secret=secret,
+            tree=SenderTree.enter(secret, s.cell_id, number),
+            init=init_secret(secret, s.cell_id, number),
         )
+        own_root = epoch.tree.take(self._me, epoch.bucket_members(s.cell_id, self._me))  # type: ignore[union-attr]
+        epoch.own = SendChain(own_root, 0, signing_key, signing_key.public)
+        # Only an admin keeps the epoch secret, and only for WELCOME_WINDOW (its welcomes
+        # carry it, §G7); everyone else has derived all it needs from it, and keeping it
+        # would let a seized state re-derive every chain of the epoch (§G16).
+        if self._me in membership.admins:
+            epoch.secret = secret
+            epoch.secret_until = now + WELCOME_WINDOW
+        else:
+            zero(secret)
+        s.epochs[number] = epoch
         s.current = number
         s.membership = membership
 
@@ -771,9 +833,17 @@ class CellCrypto:
         Raises:
             NotAdminError, RemovedError: this member may not.
             MembershipError: `member_id` is not a member (add it first).
+            WelcomeWindowError: the epoch was entered more than WELCOME_WINDOW ago (by the
+                clock of `open_control` and `check`), and its secret is gone: rotate the
+                epoch, then welcome.
             ValueError: `extra` is longer than MAX_EXTRA, or `invite` is of another cell.
         """
         self._require_admin()
+        if self._s.epochs[self._s.current].secret is None:
+            raise WelcomeWindowError(
+                "the epoch's secret is gone (welcomes are made within 10 minutes of an epoch"
+                " change): rotate the epoch, then welcome"
+            )
         if invite.cell_id != self._s.cell_id:
             raise ValueError("the invite is for another cell")
         joiner = self._member(member_id)

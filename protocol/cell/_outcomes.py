@@ -22,7 +22,8 @@ __all__ = ["Behind", "EpochUpdate", "Missing", "Notice", "Opened", "Outcome", "O
 class Opened:
     """A message that authenticated: what it says and who sent it.
 
-    For a sender key distribution `kind` is `Kind.SENDER_KEY` and `plaintext` is empty: it
+    For a sender key distribution or announcement `kind` is `Kind.SENDER_KEY` (5, for both)
+    and `plaintext` is empty: it
     is for this layer, not the application. `released` lists what waited for it (or, on
     an `EpochUpdate`, for the epoch): parked envelopes now opened, or refused, in the order
     they arrived.

@@ -39,8 +39,10 @@ from ._envelope import (
     BODY_OFFSET,
     CONTENT_KINDS,
     HEADER,
+    AnnouncementPayload,
     DistributionPayload,
     Kind,
+    announcement_mac,
     distribution_mac,
     open_body,
     open_header,
@@ -89,6 +91,7 @@ __all__ = [
     "MAX_SKIP",
     "MAX_SKIPPED_PER_SENDER",
     "MAX_SKIPPED_TOTAL",
+    "MAX_START",
     "PENDING_MAX_AGE",
     "SKIPPED_KEY_SLACK",
     "Receiver",
@@ -101,6 +104,10 @@ __all__ = [
 MAX_SKIP: Final = 2000
 MAX_SKIPPED_PER_SENDER: Final = 2000
 MAX_SKIPPED_TOTAL: Final = 5000
+# The furthest an announcement may start into its chain: a receiver steps the chain from
+# its root that many times (1 µs each), so a sender restarted deep into an epoch is still
+# followed, and a forged start cannot make it spin (only a member can send one, §G8.2).
+MAX_START: Final = 1 << 20
 # Parked envelopes (their sender key or epoch not known yet): the client reads the control
 # mailbox first, so only the race of a live delivery with an epoch change parks anything;
 # 256 envelopes (1 MiB) absorb that with room to spare.
@@ -230,7 +237,7 @@ class Receiver:
         if sender == self._me:
             verify_envelope(epoch.own_public, header, signature, envelope)
             return Own(epoch_number, counter, kind)
-        if kind == Kind.SENDER_KEY:
+        if kind == Kind.SENDER_KEY or kind == Kind.ANNOUNCEMENT:
             return self._accept_distribution(epoch, info, header, signature, envelope, nonce, now)
         if kind not in CONTENT_KINDS:
             raise MalformedError("unknown kind")
@@ -377,22 +384,43 @@ class Receiver:
         fields = HEADER.unpack(header)
         if fields[3] != 0:
             raise MalformedError("a distribution has counter 0")
-        payload = DistributionPayload.from_bytes(
-            open_body(envelope, header, epoch.keys.distribution, nonce)
-        )
+        # An epoch with a sender tree takes announcements only; one entered before version
+        # 3 of the state, distributions only (§G8.2). A distribution in a tree epoch comes
+        # from a client that predates the sender tree: its messages cannot be read.
+        tree = epoch.tree
+        if (fields[4] == Kind.ANNOUNCEMENT) != (tree is not None):
+            if tree is not None:
+                raise MalformedError("a sender key distribution from an outdated client")
+            raise MalformedError("an announcement in an epoch without a sender tree")
+        plaintext = open_body(envelope, header, epoch.keys.distribution, nonce)
+        payload: DistributionPayload | AnnouncementPayload
+        mac_key = self._pair(sender.dh_pub, PAIRWISE_DISTRIBUTION_MAC)
         recipients = [m for m in epoch.members if m != sender.member_id]
+        if tree is None:
+            payload = DistributionPayload.from_bytes(plaintext)
+            expected = distribution_mac(
+                mac_key,
+                cell_id=s.cell_id,
+                epoch=epoch.number,
+                sender=sender.member_id,
+                recipient=self._me,
+                chain_key=payload.chain_key,
+                start=payload.start,
+                signing_public=payload.signing_public,
+            )
+        else:
+            payload = AnnouncementPayload.from_bytes(plaintext)
+            expected = announcement_mac(
+                mac_key,
+                cell_id=s.cell_id,
+                epoch=epoch.number,
+                sender=sender.member_id,
+                recipient=self._me,
+                start=payload.start,
+                signing_public=payload.signing_public,
+            )
         if len(payload.macs) != len(recipients):
             raise MalformedError("wrong number of MACs")
-        expected = distribution_mac(
-            self._pair(sender.dh_pub, PAIRWISE_DISTRIBUTION_MAC),
-            cell_id=s.cell_id,
-            epoch=epoch.number,
-            sender=sender.member_id,
-            recipient=self._me,
-            chain_key=payload.chain_key,
-            start=payload.start,
-            signing_public=payload.signing_public,
-        )
         if not hmac.compare_digest(expected, payload.macs[recipients.index(self._me)]):
             raise BadSignatureError("bad distribution MAC")
         verify_envelope(payload.signing_public, header, signature, envelope)
@@ -400,19 +428,32 @@ class Receiver:
         if known is not None:
             self._move_on(known, payload)
             return Opened(
-                kind=Kind.SENDER_KEY,
+                kind=Kind.SENDER_KEY,  # announcements too: "a sender key arrived"
                 plaintext=b"",
                 sender=sender,
                 epoch=epoch.number,
                 counter=0,
                 expires_at=fields[5],
             )
+        if isinstance(payload, DistributionPayload):
+            chain_key = HashChain(payload.chain_key)
+        else:
+            if payload.start > MAX_START:
+                raise OutOfWindowError("announcement starts too far into the chain")
+            try:
+                chain_key = tree.take(  # type: ignore[union-attr]
+                    sender.member_id, epoch.bucket_members(s.cell_id, sender.member_id)
+                )
+            except KeyError as exc:  # pragma: no cover - a chain is taken only with `known`
+                raise ReplayError("sender key already known") from exc
+            for _ in range(payload.start):
+                step_chain(chain_key)
         epoch.chains[sender.member_id] = ReceiveChain(
-            payload.signing_public, HashChain(payload.chain_key), payload.start, last_at=now
+            payload.signing_public, chain_key, payload.start, last_at=now
         )
         released = self.release(epoch.number, sender.member_id, now)
         return Opened(
-            kind=Kind.SENDER_KEY,
+            kind=Kind.SENDER_KEY,  # announcements too: "a sender key arrived"
             plaintext=b"",
             sender=sender,
             epoch=epoch.number,
@@ -422,15 +463,17 @@ class Receiver:
         )
 
     @staticmethod
-    def _move_on(chain: ReceiveChain, payload: DistributionPayload) -> None:
+    def _move_on(chain: ReceiveChain, payload: DistributionPayload | AnnouncementPayload) -> None:
         """Follow a sender's distribution of a chain already held: it skips counters (§G8.2).
 
         A sender publishes its distribution again after skipping counters it never sealed
         with (a restart after a crash skips what it had reserved, §C6 item 3): the same
-        signing key, and the chain key of a later counter, which must be the one this
-        chain reaches there. The chain then moves on without keeping the skipped keys:
-        the sender said those counters carry nothing, so they are no gap. Anything else
-        (the same or an earlier start, another key) is a replay, as before.
+        signing key, and a later start; a distribution also carries the chain key of that
+        counter, which must be the one this chain reaches there (an announcement carries
+        none: every member derives the chain, and the MAC vouches for the start). The
+        chain then moves on without keeping the skipped keys: the sender said those
+        counters carry nothing, so they are no gap. Anything else (the same or an earlier
+        start, another key) is a replay, as before.
         """
         ahead = payload.start - chain.next
         if payload.signing_public != chain.signing_public or not 0 < ahead <= MAX_SKIP:
@@ -438,7 +481,9 @@ class Receiver:
         work = chain.chain_key.copy()
         for _ in range(ahead):
             step_chain(work)
-        if not hmac.compare_digest(work.export(), payload.chain_key):
+        if isinstance(payload, DistributionPayload) and not hmac.compare_digest(
+            work.export(), payload.chain_key
+        ):
             work.clear()
             raise ReplayError("sender key already known")
         chain.chain_key.clear()

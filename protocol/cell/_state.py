@@ -9,6 +9,11 @@ Layout (version 2): see `write_state`; every field is fixed-size or length-prefi
 back by `read_state` with the same bounds the protocol has, so a corrupted or hostile file
 gives `MalformedError`, never a state that breaks an invariant.
 
+Version 3 (issue 12) adds, per epoch, its sender tree (docs/protocol.md §G8.1): the bucket
+nodes not yet used and the first chain keys derived and not yet taken; and the current
+epoch's init secret (§G6.2), which an older state derives from the epoch secret it kept. An epoch saved by
+version 2 has none: its chains came in distributions, and it keeps them that way.
+
 Version 2 (issue 9) adds, per skipped key, when its gap was noticed and whether it was
 owed and reported, and per sender chain the digests of its last accepted envelopes.
 `read_state` still reads version 1: its skipped keys get an unknown time (the receiver
@@ -36,10 +41,11 @@ from ._errors import MalformedError, MembershipError
 from ._identity import MAX_NAME_BYTES, MEMBER_ID_SIZE, MemberInfo, check_name
 from ._keys import MATERIAL_SIZE, EpochKeys, Gap, ReceiveChain, SendChain
 from ._membership import CELL_ID_SIZE, HASH_SIZE, MAX_MEMBERS, Membership, Role
+from ._schedule import BUCKETS, SenderTree, bucket_of, init_secret
 
 __all__ = ["Epoch", "Parked", "SavedState", "read_state", "write_state"]
 
-STATE_VERSION: Final = 2
+STATE_VERSION: Final = 3
 _OLDEST_VERSION: Final = 1  # still read (see the module docstring)
 _KEY: Final = 32
 _DOUBLE: Final = struct.Struct(">d")
@@ -59,20 +65,42 @@ class Epoch:
     members: dict[bytes, MemberInfo]
     own_public: bytes  # this member's signing key in the epoch (to recognise its own echoes)
     own: SendChain | None = None  # None once the epoch is superseded: no more sending in it
-    secret: bytearray | None = field(default=None, repr=False)  # current epoch only
+    secret: bytearray | None = field(default=None, repr=False)  # an admin's current epoch only
+    # init(E) (§G6.2): the next epoch's secret is derived under it; current epoch only.
+    init: bytearray | None = field(default=None, repr=False)
+    # When an admin deletes `secret` (its welcome window ends), on the caller's clock.
+    secret_until: float = float("inf")
     chains: dict[bytes, ReceiveChain] = field(default_factory=dict)
     superseded_at: float | None = None  # local time the next epoch was applied
     # `write_state`'s encoding of `members`, made at the first save: an epoch's member
     # list never changes (a membership change starts a new epoch).
     members_wire: bytes | None = field(default=None, repr=False)
+    # The epoch's sender tree (§G8.1); None for an epoch entered before version 3, whose
+    # chains come in distributions.
+    tree: SenderTree | None = field(default=None, repr=False)
+    # Members by bucket, computed at the first use (not saved: it follows from `members`).
+    by_bucket: dict[int, list[bytes]] | None = field(default=None, repr=False)
+
+    def bucket_members(self, cell_id: bytes, member_id: bytes) -> list[bytes]:
+        """The members of the epoch in `member_id`'s bucket, ascending."""
+        if self.by_bucket is None:
+            by_bucket: dict[int, list[bytes]] = {}
+            for mid in sorted(self.members):
+                by_bucket.setdefault(bucket_of(cell_id, mid), []).append(mid)
+            self.by_bucket = by_bucket
+        return self.by_bucket.get(bucket_of(cell_id, member_id), [])
 
     def clear(self) -> None:
         """Zero every key of the epoch."""
         self.keys.clear()
+        if self.tree is not None:
+            self.tree.clear()
         if self.own is not None:
             self.own.clear()
         if self.secret is not None:
             zero(self.secret)
+        if self.init is not None:
+            zero(self.init)
         for chain in self.chains.values():
             chain.clear()
 
@@ -153,6 +181,12 @@ def write_state(state: SavedState, *, cached: bool = True, parked: bool = True) 
         w.u16(len(epoch.chains))
         for sender, chain in epoch.chains.items():
             w.raw(_chain_block(sender, chain) if cached else _write_chain(sender, chain))
+        _write_tree(w, epoch.tree, cached=cached)
+        w.u8(epoch.init is not None)
+        if epoch.init is not None:
+            w.raw(epoch.init)
+        if epoch.secret is not None:
+            w.raw(_DOUBLE.pack(epoch.secret_until))
     kept = state.parked if parked else []
     w.u16(len(kept))
     for item in kept:
@@ -169,6 +203,46 @@ def write_state(state: SavedState, *, cached: bool = True, parked: bool = True) 
 _GAP_OWED: Final = 1
 _GAP_REPORTED: Final = 2
 _UNKNOWN_GAP: Final = Gap(-1.0, owed=False, reported=True)
+
+
+def _write_tree(w: Writer, tree: SenderTree | None, *, cached: bool) -> None:
+    w.u8(tree is not None)
+    if tree is None:
+        return
+    counts = (len(tree.nodes), len(tree.roots))
+    if cached and tree.saved is not None and tree.saved[0] == counts:
+        w.raw(tree.saved[1])
+        return
+    block = Writer().u8(len(tree.nodes))
+    for bucket, node in tree.nodes.items():
+        block.u8(bucket).raw(node)
+    block.u16(len(tree.roots))
+    for member_id, chain in tree.roots.items():
+        block.raw(member_id).raw(chain.export())
+    encoded = block.bytes()
+    tree.saved = (counts, encoded)
+    w.raw(encoded)
+
+
+def _read_tree(reader: Reader, cell_id: bytes, number: int) -> SenderTree | None:
+    if not reader.flag():
+        return None
+    tree = SenderTree(cell_id=cell_id, epoch=number, nodes={})
+    count = reader.u8()
+    if count > BUCKETS:
+        raise MalformedError("too many sender tree nodes")
+    for _ in range(count):
+        bucket = reader.u8()
+        if bucket >= BUCKETS or bucket in tree.nodes:
+            raise MalformedError("bad sender tree node")
+        tree.nodes[bucket] = _read_secret(reader)
+    count = reader.u16()
+    if count > MAX_MEMBERS:
+        raise MalformedError("too many sender tree roots")
+    for _ in range(count):
+        member_id = reader.take(MEMBER_ID_SIZE)
+        tree.roots[member_id] = HashChain(reader.take(_KEY))
+    return tree
 
 
 def _write_chain(sender: bytes, chain: ReceiveChain) -> bytes:
@@ -251,7 +325,7 @@ def _read_members(reader: Reader, count: int) -> dict[bytes, MemberInfo]:
     return dict(sorted(members.items()))
 
 
-def _read_epoch(reader: Reader, version: int) -> Epoch:
+def _read_epoch(reader: Reader, version: int, cell_id: bytes) -> Epoch:
     number = reader.u32()
     keys = EpochKeys(
         header=XChaChaKey(reader.take(_KEY)),
@@ -298,6 +372,15 @@ def _read_epoch(reader: Reader, version: int) -> Epoch:
                 counter = reader.u32()
                 chain.digests[counter] = reader.take(_DIGEST_SIZE)
         chains[sender] = chain
+    secret_until = float("inf")
+    if version >= 3:
+        tree = _read_tree(reader, cell_id, number)
+        init = _read_secret(reader) if reader.flag() else None
+        if secret_key is not None:
+            secret_until = _read_double(reader)
+    else:  # every member kept the current epoch's secret then
+        tree = None
+        init = None if secret_key is None else init_secret(secret_key, cell_id, number)
     return Epoch(
         number=number,
         keys=keys,
@@ -307,6 +390,9 @@ def _read_epoch(reader: Reader, version: int) -> Epoch:
         secret=secret_key,
         chains=chains,
         superseded_at=superseded_at,
+        tree=tree,
+        init=init,
+        secret_until=secret_until,
     )
 
 
@@ -356,7 +442,7 @@ def read_state(data: bytes, member_id: bytes) -> SavedState:
         raise MalformedError("bad membership") from exc
     epochs = {}
     for _ in range(r.u8()):
-        epoch = _read_epoch(r, version)
+        epoch = _read_epoch(r, version, cell_id)
         epochs[epoch.number] = epoch
     parked = []
     for _ in range(r.u16()):
@@ -366,6 +452,13 @@ def read_state(data: bytes, member_id: bytes) -> SavedState:
         parked.append(Parked(r.long(), epoch_number, sender, received_at))
     proposals = [r.take(HASH_SIZE) for _ in range(r.u8())]
     r.end()
+    # Older states kept the epoch secret for every member; a member needs only the init
+    # secret derived from it (`_read_epoch`): forward secrecy inside the epoch, §G8.1.
+    kept = epochs.get(current)
+    old_member = version < 3 and member_id not in membership.admins
+    if old_member and kept is not None and kept.secret is not None:
+        zero(kept.secret)
+        kept.secret = None
     if current not in epochs and not removed:
         raise MalformedError("no current epoch")
     return SavedState(

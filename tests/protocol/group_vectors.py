@@ -17,7 +17,14 @@ import json
 from typing import Final, TypeAlias
 
 from cellrelay.protocol._crypto import HashChain
-from cellrelay.protocol.cell._control import CONTROL_SIZE, SLOTS_OFFSET, seal_welcome
+from cellrelay.protocol.cell._control import (
+    CONTROL_SIZE,
+    SLOTS_OFFSET,
+    change_header,
+    find_box,
+    seal_welcome,
+    split_change,
+)
 from cellrelay.protocol.cell._envelope import CLEAR_SIZE, Kind
 from cellrelay.protocol.cell._epochs import welcome_content
 from cellrelay.protocol.cell._group import CellCrypto
@@ -34,6 +41,7 @@ from cellrelay.protocol.cell._keys import (
     step_chain,
 )
 from cellrelay.protocol.cell._outcomes import Opened
+from cellrelay.protocol.cell._schedule import SenderTree, bucket_of
 
 from .group_harness import invite_of
 
@@ -85,6 +93,7 @@ def _epoch_record(cell: CellCrypto) -> dict[str, object]:
     return {
         "epoch": state.current,
         "epoch_secret": _hex(epoch.secret),
+        "init_secret": _hex(epoch.init or b""),
         "kdf_context": _hex(context),
         "keys": {
             purpose.decode(): _hex(key.export())
@@ -96,6 +105,20 @@ def _epoch_record(cell: CellCrypto) -> dict[str, object]:
             )
         },
         "members": [_hex(m) for m in epoch.members],
+        # The sender tree (§G8.1), from the epoch secret: each member's bucket and first
+        # chain key, derived afresh here (the members' own trees have used their nodes).
+        "sender_tree": [
+            {
+                "member": _hex(m),
+                "bucket": bucket_of(state.cell_id, m),
+                "root": _hex(
+                    SenderTree.enter(epoch.secret, state.cell_id, state.current)
+                    .take(m, epoch.bucket_members(state.cell_id, m))
+                    .export()
+                ),
+            }
+            for m in epoch.members
+        ],
     }
 
 
@@ -123,7 +146,7 @@ def generate() -> dict[str, object]:
     log: Records = []
     changes: Records = []
     welcomes: Records = []
-    distributions: Records = []
+    announcements: Records = []
     messages: Records = []
     for a, b in ((admin, alice), (admin, bob), (alice, bob), (admin, admin)):
         for purpose in (PAIRWISE_EPOCH_BOX, PAIRWISE_DISTRIBUTION_MAC, PAIRWISE_ADMIN_GRANT):
@@ -151,6 +174,16 @@ def generate() -> dict[str, object]:
 
     def apply_change(envelope: bytes, signer: str, subject: str) -> None:
         previous = states["admin"]._s.current
+        # What the boxes carry: the change secret (§G6.2), from the admin's box to itself.
+        number, nonce = split_change(envelope)
+        change_secret = find_box(
+            envelope,
+            admin.pairwise_key(admin.dh_pub, PAIRWISE_EPOCH_BOX),
+            nonce,
+            change_header(states["admin"].cell_id, number, admin.member_id),
+            admin.member_id,
+        )
+        assert change_secret is not None
         for name, state in states.items():
             update = state.open_control(envelope, now=NOW, key_ttl=KEY_TTL)
             assert update.distribution is not None
@@ -165,6 +198,7 @@ def generate() -> dict[str, object]:
                 "signer": signer,
                 "subject": subject,
                 "nonce": _hex(envelope[5:CLEAR_SIZE]),
+                "change_secret": _hex(change_secret),
                 "boxes": boxes,
                 "filler": _hex(envelope[SLOTS_OFFSET + boxes * 48 :]),
                 "envelope": _hex(envelope),
@@ -218,11 +252,11 @@ def generate() -> dict[str, object]:
         apply_change(states["admin"].add_member(joiner.info, now=NOW), "admin", name)
         welcome(joiner, name)
 
-    # Sender key distributions of the last epoch, with their inputs.
+    # Signing key announcements of the last epoch, with their inputs.
     for sender in ("admin", "alice", "bob"):
         record = _own_chain(states[sender])
         envelope = next(e for n, e in reversed(group) if n == sender)
-        distributions.append(
+        announcements.append(
             {
                 "sender": sender,
                 "epoch": states[sender].epoch,
@@ -296,7 +330,7 @@ def generate() -> dict[str, object]:
         "log": log,
         "epoch_changes": changes,
         "welcomes": welcomes,
-        "distributions": distributions,
+        "announcements": announcements,
         "messages": messages,
     }
 

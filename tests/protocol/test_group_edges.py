@@ -26,8 +26,10 @@ from cellrelay.protocol.cell._control import (
 )
 from cellrelay.protocol.cell._envelope import (
     HEADER,
+    AnnouncementPayload,
     DistributionPayload,
     Kind,
+    announcement_mac,
     distribution_mac,
     seal_envelope,
 )
@@ -83,8 +85,10 @@ def _distribution(
     claimed: str | None = None,
     counter: int = 0,
     macs: tuple[bytes, ...] | None = None,
+    kind: Kind = Kind.ANNOUNCEMENT,
 ) -> bytes:
-    """A distribution sealed by `author` claiming to come from `claimed`, MACs as `author` can."""
+    """An announcement (or a version 1 distribution, `kind` 5) sealed by `author` claiming
+    to come from `claimed`, MACs as `author` can make them."""
     state = cell[author]._s
     epoch = state.epochs[state.current]
     sender = cell[claimed or author].me
@@ -93,24 +97,42 @@ def _distribution(
     chain_key = random_bytes(32)
     if macs is None:
         identity = cell.members[author].identity
-        macs = tuple(
-            distribution_mac(
-                identity.pairwise_key(info.dh_pub, PAIRWISE_DISTRIBUTION_MAC),
-                cell_id=state.cell_id,
-                epoch=state.current,
-                sender=sender.member_id,
-                recipient=member_id,
-                chain_key=chain_key,
-                start=0,
-                signing_public=public,
+        recipients = [(m, info) for m, info in epoch.members.items() if m != sender.member_id]
+        if kind == Kind.ANNOUNCEMENT:
+            macs = tuple(
+                announcement_mac(
+                    identity.pairwise_key(info.dh_pub, PAIRWISE_DISTRIBUTION_MAC),
+                    cell_id=state.cell_id,
+                    epoch=state.current,
+                    sender=sender.member_id,
+                    recipient=member_id,
+                    start=0,
+                    signing_public=public,
+                )
+                for member_id, info in recipients
             )
-            for member_id, info in epoch.members.items()
-            if member_id != sender.member_id
+        else:
+            macs = tuple(
+                distribution_mac(
+                    identity.pairwise_key(info.dh_pub, PAIRWISE_DISTRIBUTION_MAC),
+                    cell_id=state.cell_id,
+                    epoch=state.current,
+                    sender=sender.member_id,
+                    recipient=member_id,
+                    chain_key=chain_key,
+                    start=0,
+                    signing_public=public,
+                )
+                for member_id, info in recipients
+            )
+    payload: AnnouncementPayload | DistributionPayload
+    if kind == Kind.ANNOUNCEMENT:
+        payload = AnnouncementPayload(start=0, signing_public=public, macs=macs)
+    else:
+        payload = DistributionPayload(
+            chain_key=chain_key, start=0, signing_public=public, macs=macs
         )
-    payload = DistributionPayload(chain_key=chain_key, start=0, signing_public=public, macs=macs)
-    header = HEADER.pack(
-        state.cell_id, state.current, sender.member_id, counter, Kind.SENDER_KEY, 2**40
-    )
+    header = HEADER.pack(state.cell_id, state.current, sender.member_id, counter, kind, 2**40)
     nonce = random_bytes(24)
     return seal_envelope(
         header=header,
@@ -147,13 +169,24 @@ def test_distributions_with_the_wrong_shape_are_malformed(cell: Cell) -> None:
     assert isinstance(cell["admin"].open(genuine, now=cell.now), Opened)
 
 
+def test_a_version_1_distribution_in_an_epoch_with_a_sender_tree_is_refused(cell: Cell) -> None:
+    """A client that predates the sender tree sends distributions: refused, and said why."""
+    cell.post_control(cell["admin"].rotate(now=cell.now))
+    for name in ("admin", "alice", "bob"):
+        cell[name].open_control(cell.control[-1], now=cell.now)
+    old = _distribution(cell, "alice", kind=Kind.SENDER_KEY)
+    with pytest.raises(MalformedError, match="outdated client"):
+        cell["bob"].open(old, now=cell.now)
+    assert isinstance(cell["bob"].open(_distribution(cell, "alice"), now=cell.now), Opened)
+
+
 def test_a_group_envelope_of_a_reserved_kind_is_malformed(cell: Cell) -> None:
     alice = cell["alice"]
     state = alice._s
     epoch = state.epochs[state.current]
     assert epoch.own is not None
     counter, material = epoch.own.step()
-    header = HEADER.pack(state.cell_id, state.current, alice.me.member_id, counter, 7, 2**40)
+    header = HEADER.pack(state.cell_id, state.current, alice.me.member_id, counter, 8, 2**40)
     envelope = seal_envelope(
         header=header,
         epoch=state.current,
@@ -283,7 +316,11 @@ def _change(
     ch_cell: bytes | None = None,
     body_key: XChaChaKey | None = None,
 ) -> bytes:
-    """An epoch change signed by the admin, with whatever contents the test asks for."""
+    """An epoch change signed by the admin, with whatever contents the test asks for.
+
+    Version 1 (the box holds the epoch secret, not a change secret), which members still
+    read: the rules of §G6.4 are the same for both versions.
+    """
     admin = cell.members["admin"]
     state = admin.cell._s
     identity = admin.identity
@@ -323,6 +360,7 @@ def _change(
         secret=secret,
         boxes=boxes,
         filler=random_bytes((MAX_MEMBERS - len(boxes)) * BOX_SIZE),
+        version=1,  # the box holds the epoch secret: what an admin not yet upgraded sends
     )
 
 
@@ -531,15 +569,25 @@ def test_corrupted_states_are_malformed(cell: Cell, corrupt: object) -> None:
 
 
 def test_epoch_clear_wipes_every_key(cell: Cell) -> None:
-    state = cell["bob"]._s
-    epoch = state.epochs[state.current]
-    epoch.clear()
-    assert epoch.keys.header.export() == bytes(32)
-    assert epoch.own is not None
-    assert epoch.own.chain_key.export() == bytes(32)
-    assert epoch.secret is not None
-    assert bytes(epoch.secret) == bytes(32)
-    assert all(c.chain_key.export() == bytes(32) for c in epoch.chains.values())
+    for name in ("admin", "bob"):
+        state = cell[name]._s
+        epoch = state.epochs[state.current]
+        assert epoch.tree is not None
+        nodes = list(epoch.tree.nodes.values())
+        roots = list(epoch.tree.roots.values())
+        assert nodes
+        epoch.clear()
+        assert epoch.keys.header.export() == bytes(32)
+        assert epoch.own is not None
+        assert epoch.own.chain_key.export() == bytes(32)
+        assert all(c.chain_key.export() == bytes(32) for c in epoch.chains.values())
+        assert all(bytes(node) == bytes(32) for node in nodes)
+        assert all(root.export() == bytes(32) for root in roots)
+        if name == "admin":  # only an admin keeps the epoch secret (for welcomes)
+            assert epoch.secret is not None
+            assert bytes(epoch.secret) == bytes(32)
+        else:
+            assert epoch.secret is None
 
 
 def test_small_pieces() -> None:
@@ -673,3 +721,13 @@ def test_skip_sending_moves_the_chain_on_and_receivers_follow(cell: Cell) -> Non
     assert (opened.counter, opened.plaintext) == (counter + 10, b"after")
     with pytest.raises(ValueError, match="beyond the end"):
         alice.skip_sending_to(epoch, 2**32 + 1)
+
+
+def test_a_version_2_change_relabelled_version_1_is_tampered(cell: Cell) -> None:
+    """§G6.2: the version byte is authenticated, so a relay cannot downgrade a change to
+    the version whose box holds the epoch secret itself."""
+    change = cell["admin"].rotate(now=cell.now)
+    assert change[0] == 2
+    with pytest.raises(TamperedError):
+        cell["bob"].open_control(b"\x01" + change[1:], now=cell.now)
+    assert cell["bob"].open_control(change, now=cell.now).epoch == cell["bob"].epoch

@@ -323,6 +323,7 @@ def _forged_change(cell: Cell, signer: str, entry: LogEntry) -> bytes:
         secret=secret,
         boxes=boxes,
         filler=random_bytes((MAX_MEMBERS - len(boxes)) * 48),
+        version=1,  # the box holds the epoch secret (§G6.2); members still read version 1
     )
 
 

@@ -267,7 +267,11 @@ def test_kinds_agree_with_the_content_layer() -> None:
         Kind.RECEIPT,
         Kind.MESSAGE,
     )
-    assert (kind.SENDER_KEY, kind.EPOCH_CHANGE) == (Kind.SENDER_KEY, Kind.EPOCH_CHANGE)
+    assert (kind.SENDER_KEY, kind.EPOCH_CHANGE, kind.ANNOUNCEMENT) == (
+        Kind.SENDER_KEY,
+        Kind.EPOCH_CHANGE,
+        Kind.ANNOUNCEMENT,
+    )
     assert content.GROUP_KINDS == GROUP_KINDS
     assert not set(GROUP_KINDS) & CONTENT_KINDS
     assert 0 not in CONTENT_KINDS

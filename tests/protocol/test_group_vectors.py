@@ -168,6 +168,8 @@ def test_epoch_keys(vectors: dict[str, Any]) -> None:
     for epoch in vectors["epochs"]:
         context = cell_id + epoch["epoch"].to_bytes(4, "big")
         assert h(epoch["kdf_context"]) == context
+        init = kdf(h(epoch["epoch_secret"]), "cellrelay/2 init secret", context)
+        assert init == h(epoch["init_secret"])
         for purpose, key in epoch["keys"].items():
             assert kdf(h(epoch["epoch_secret"]), purpose, context) == h(key)
 
@@ -188,7 +190,7 @@ def test_epoch_changes(vectors: dict[str, Any], people: dict[str, dict[str, byte
         envelope, nonce = h(change["envelope"]), h(change["nonce"])
         number = change["epoch"]
         assert len(envelope) == 7330
-        assert envelope[:5] == b"\x01" + number.to_bytes(4, "big")
+        assert envelope[:5] == b"\x02" + number.to_bytes(4, "big")
         assert envelope[5:29] == nonce
         inner = xopen(
             _key(vectors, change["from_epoch"], "control-header"),
@@ -200,8 +202,15 @@ def test_epoch_changes(vectors: dict[str, Any], people: dict[str, dict[str, byte
         signer = people[change["signer"]]
         assert ch == cell_id + number.to_bytes(4, "big") + signer["member_id"] + b"\x06"
         verify(signer["sign_pub"], b"cellrelay/1 epoch-change\x00" + ch + envelope[146:], signature)
+        # The boxes carry the change secret; the epoch secret is derived from it and the
+        # previous epoch's init secret (§G6.2).
+        secret = h(change["change_secret"])
+        init = h(_epoch(vectors, change["from_epoch"])["init_secret"])
+        epoch_secret = kdf(
+            init, "cellrelay/2 epoch secret", cell_id + number.to_bytes(4, "big") + secret
+        )
+        assert epoch_secret == h(_epoch(vectors, number)["epoch_secret"])
         # Every member of the new epoch finds its box among the 128 slots.
-        secret = h(_epoch(vectors, number)["epoch_secret"])
         members = _epoch(vectors, number)["members"]
         assert len(members) == change["boxes"]
         slots = [envelope[1186 + 48 * i : 1186 + 48 * (i + 1)] for i in range(128)]
@@ -282,13 +291,45 @@ def _open_group_envelope(
     return header, signature, fields
 
 
-def test_distributions(vectors: dict[str, Any], people: dict[str, dict[str, bytes]]) -> None:
-    for record in vectors["distributions"]:
+def _bucket(cell_id: bytes, member_id: bytes) -> int:
+    digest = hashlib.blake2b(b"cellrelay/2 bucket-of\x00" + cell_id + member_id, digest_size=1)
+    return digest.digest()[0] % 64
+
+
+def _root(vectors: dict[str, Any], epoch: int, member_id: bytes) -> bytes:
+    """A member's first chain key in `epoch`, from the epoch secret (§G8.1)."""
+    cell_id = h(vectors["cell"]["cell_id"])
+    context = cell_id + epoch.to_bytes(4, "big")
+    sender = kdf(h(_epoch(vectors, epoch)["epoch_secret"]), "cellrelay/2 sender secret", context)
+    bucket = _bucket(cell_id, member_id)
+    node = kdf(sender, "cellrelay/2 sender node", context + bytes([bucket]))
+    return kdf(node, "cellrelay/2 sender root", member_id)
+
+
+def _chain_at(root: bytes, counter: int) -> bytes:
+    for _ in range(counter):
+        root = kdf(root, "cellrelay/1 chain next")
+    return root
+
+
+def test_sender_trees(vectors: dict[str, Any]) -> None:
+    cell_id = h(vectors["cell"]["cell_id"])
+    for epoch in vectors["epochs"]:
+        assert [h(t["member"]) for t in epoch["sender_tree"]] == [h(m) for m in epoch["members"]]
+        for entry in epoch["sender_tree"]:
+            member = h(entry["member"])
+            assert entry["bucket"] == _bucket(cell_id, member)
+            assert _root(vectors, epoch["epoch"], member) == h(entry["root"])
+
+
+def test_announcements(vectors: dict[str, Any], people: dict[str, dict[str, bytes]]) -> None:
+    assert len(vectors["announcements"]) == 3
+    for record in vectors["announcements"]:
         envelope = h(record["envelope"])
         header, signature, fields = _open_group_envelope(vectors, envelope)
         sender = people[record["sender"]]
         epoch = record["epoch"]
-        assert fields[2:] == (sender["member_id"], 0, 5, record["expires_at"])
+        assert fields[2:] == (sender["member_id"], 0, 7, record["expires_at"])
         payload = unpad(
             xopen(
                 _key(vectors, epoch, "distribution"),
@@ -297,12 +338,12 @@ def test_distributions(vectors: dict[str, Any], people: dict[str, dict[str, byte
                 envelope[158:],
             )
         )
-        chain_key, start = payload[:32], int.from_bytes(payload[32:36], "big")
-        signing_pub, count = payload[36:68], int.from_bytes(payload[68:70], "big")
-        assert (chain_key, start, signing_pub) == (
-            h(record["chain_key"]),
-            record["start"],
-            h(record["signing_pub"]),
+        start, signing_pub = int.from_bytes(payload[:4], "big"), payload[4:36]
+        count = int.from_bytes(payload[36:38], "big")
+        assert (start, signing_pub) == (record["start"], h(record["signing_pub"]))
+        # No chain key travels: the sender's chain is derived from the epoch secret.
+        assert _chain_at(_root(vectors, epoch, sender["member_id"]), start) == h(
+            record["chain_key"]
         )
         signing = Ed25519PrivateKey.from_private_bytes(h(record["signing_seed"]))
         assert signing.public_key().public_bytes_raw() == signing_pub
@@ -311,23 +352,23 @@ def test_distributions(vectors: dict[str, Any], people: dict[str, dict[str, byte
             h(m) for m in _epoch(vectors, epoch)["members"] if h(m) != sender["member_id"]
         )
         assert count == len(recipients)
+        assert len(payload) == 38 + 16 * count
         by_id = {p["member_id"]: name for name, p in people.items()}
         for i, recipient in enumerate(recipients):
             key = pairwise(
                 people, record["sender"], by_id[recipient], "cellrelay/1 pairwise distribution-mac"
             )
             data = (
-                b"cellrelay/1 distribution-mac\x00"
+                b"cellrelay/1 announcement-mac\x00"
                 + h(vectors["cell"]["cell_id"])
                 + epoch.to_bytes(4, "big")
                 + sender["member_id"]
                 + recipient
-                + chain_key
                 + start.to_bytes(4, "big")
                 + signing_pub
             )
             mac = hashlib.blake2b(data, key=key, digest_size=16).digest()
-            assert payload[70 + 16 * i : 86 + 16 * i] == mac
+            assert payload[38 + 16 * i : 54 + 16 * i] == mac
 
 
 def test_messages(vectors: dict[str, Any], people: dict[str, dict[str, bytes]]) -> None:
@@ -347,6 +388,8 @@ def test_messages(vectors: dict[str, Any], people: dict[str, dict[str, bytes]]) 
             b"cellrelay/1 group-envelope\x00" + header + envelope[158:],
             signature,
         )
+        root = _root(vectors, record["epoch"], sender["member_id"])
+        assert _chain_at(root, record["counter"]) == h(record["chain_key"])
         material = kdf(h(record["chain_key"]), "cellrelay/1 chain message", size=56)
         plaintext = unpad(xopen(material[:32], material[32:], header, envelope[158:]))
         assert plaintext == h(record["plaintext"])

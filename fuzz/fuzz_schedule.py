@@ -1,0 +1,62 @@
+"""Fuzz the second key schedule's parsers (protocol/cell/_schedule.py, docs/design.md).
+
+Input layout: byte 0 picks the entry point, the rest is its input:
+
+* 0: `KeyUpdate.from_bytes`, then `verify` against a fixed member: a member's key update
+  comes from the group mailbox, so from any member or a hostile relay;
+* 1: `open_keys` on a change's key section, as a fixed member whose receive and bucket
+  keys are `MEMBER_RECEIVE` and `MEMBER_BUCKET` (the seeds are real sections sealed to
+  them, `fuzz/make_seeds.py`): an admin signs a change, but an admin can be hostile.
+
+Whatever the bytes, the result is a value or a `GroupError`, never anything else.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import atheris
+
+with atheris.instrument_imports():
+    from cellrelay.protocol.cell._errors import GroupError
+    from cellrelay.protocol.cell._identity import Identity
+    from cellrelay.protocol.cell._schedule import KeyUpdate, open_keys
+
+CELL = bytes(range(16))
+AD = b"fuzz change header"
+NONCE = bytes(24)
+MEMBER_RECEIVE = bytes(range(32, 64))
+MEMBER_BUCKET = bytes(range(64, 96))
+IDENTITY = Identity.from_seeds(bytes(range(32)), bytes(range(96, 128)), "fuzz")
+
+
+def test_one_input(data: bytes) -> None:
+    """Check one input (atheris entry point)."""
+    if not data:
+        return
+    mode, body = data[0] % 2, data[1:]
+    try:
+        if mode == 0:
+            update = KeyUpdate.from_bytes(body)
+            if update.to_bytes() != body:
+                raise AssertionError("an accepted key update does not round-trip")
+            update.verify(CELL, IDENTITY.info, after=0)
+        else:
+            opened = open_keys(
+                body,
+                cell_id=CELL,
+                ad=AD,
+                nonce=NONCE,
+                me=IDENTITY.member_id,
+                bucket_members=[IDENTITY.member_id],
+                receive_private=bytearray(MEMBER_RECEIVE),
+                bucket_private=bytearray(MEMBER_BUCKET),
+            )
+            opened.clear()
+    except GroupError:
+        return
+
+
+if __name__ == "__main__":
+    atheris.Setup(sys.argv, test_one_input)
+    atheris.Fuzz()
