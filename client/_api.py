@@ -28,15 +28,18 @@ import trio
 
 from cellrelay import __version__
 from cellrelay.protocol import ErrorCode
-from cellrelay.protocol.cell import Alert, AlertRollup, Invite
+from cellrelay.protocol.cell import Alert, AlertRollup, Invite, MessageId
 from cellrelay.protocol.wire import RelayAddress
 
 from ._api_types import (
     AlertLimitSet,
     AlertList,
     AlertOptions,
+    AlertReceipts,
     AlertSent,
     BoardCode,
+    BurnCell,
+    Burned,
     CellList,
     CellSummary,
     CreateCell,
@@ -51,6 +54,7 @@ from ._api_types import (
     JoinStatus,
     LeaveCell,
     Left,
+    MarkedRead,
     MemberDetail,
     MemberList,
     MessageList,
@@ -183,6 +187,9 @@ ROUTES: Final[tuple[Route, ...]] = (
     _route("GET", "/cells/{cell}", "get_cell", "One cell.", response=CellSummary, errors=_CELL),
     _route("POST", "/cells/{cell}/leave", "leave_cell", "Tell a cell you leave, then delete its keys here.",
            body=LeaveCell, body_required=False, response=Left, waits=True, errors=(*_CELL, 502)),
+    _route("POST", "/cells/{cell}/burn", "burn_cell",
+           "Burn a cell: every member's client deletes it, its mailboxes leave the relay (admins).",
+           body=BurnCell, body_required=False, response=Burned, waits=True, errors=(*_CELL, 403, 502)),
     _route("POST", "/cells/{cell}/rotate", "rotate_cell", "Start a new epoch: fresh keys for everyone (admins).",
            response=Rotated, waits=True, errors=(*_CELL, 403, 502)),
     _route("POST", "/cells/{cell}/recover", "recover_cell",
@@ -243,6 +250,12 @@ ROUTES: Final[tuple[Route, ...]] = (
            status=201, waits=True, errors=(*_CELL, 422, 502), tag="alerts"),
     _route("GET", "/cells/{cell}/alerts/{alert}", "get_alert", "One alert's roll-up.",
            response=AlertRollup, errors=_CELL, tag="alerts"),
+    _route("GET", "/cells/{cell}/alerts/{alert}/receipts", "get_receipts",
+           "How far your alert got: delivered and read, from its sampled reporters.",
+           response=AlertReceipts, errors=_CELL, tag="alerts"),
+    _route("POST", "/cells/{cell}/alerts/{alert}/read", "mark_read",
+           "Say you read an alert (a read receipt goes out if you are one of its reporters).",
+           response=MarkedRead, errors=_CELL, tag="alerts"),
     _route("POST", "/cells/{cell}/alerts/{alert}/replies", "reply",
            "Answer an alert: responding, on scene, resolved, false alarm.",
            body=SendReply, response=ReplySent, status=201, waits=True,
@@ -377,6 +390,7 @@ class Api:
             cell_role=None if removed else cell.role,
             muted=[] if removed else [m.member_id for m in cell.muted()],
             max_ttl=None if cell.link.welcome is None else cell.link.welcome.max_ttl,
+            gone=cell.gone,
         )
 
     @staticmethod
@@ -509,6 +523,16 @@ class Api:
         announced = await cell.leave(force=True)  # checked above, with the API's words
         await self.client.forget(cell)
         return Left(cell=cell.name, cell_id=cell.cell_id, announced=announced)
+
+    async def burn_cell(self, call: Call) -> Burned:
+        """POST /cells/{cell}/burn."""
+        body: BurnCell = call.body or BurnCell()
+        cell = await self.synced_cell(call, admin=True)
+        call.waiting_for = "the relay did not confirm the burn"
+        name, cell_id = cell.name, cell.cell_id
+        await cell.burn(keep=body.keep)
+        return Burned(cell=name, cell_id=cell_id, keep=body.keep,
+                      mailboxes_pending=self.client.burns_pending)  # fmt: skip
 
     async def recover_cell(self, call: Call) -> Recovered:
         """POST /cells/{cell}/recover."""
@@ -712,6 +736,27 @@ class Api:
         if rollup is None:
             raise ApiError(404, "NO_SUCH_ALERT", "no current alert has that id (expired?)")
         return rollup
+
+    async def get_receipts(self, call: Call) -> AlertReceipts:
+        """GET /cells/{cell}/alerts/{alert}/receipts."""
+        cell = await self.synced_cell(call, member=False)
+        alert_id = self.find_alert(cell, call.params["alert"])
+        counts = cell.receipts(alert_id)
+        if counts is None:
+            raise ApiError(
+                404, "NO_SUCH_ALERT", "receipts are counted only for your own current alerts"
+            )
+        return AlertReceipts(alert_id=MessageId(alert_id), members=counts.members,
+                             sampled=counts.sampled, delivered=counts.delivered, read=counts.read,
+                             estimated_delivered=counts.estimated_delivered,
+                             estimated_read=counts.estimated_read, exact=counts.exact)  # fmt: skip
+
+    async def mark_read(self, call: Call) -> MarkedRead:
+        """POST /cells/{cell}/alerts/{alert}/read."""
+        cell = await self.synced_cell(call)
+        alert_id = self.find_alert(cell, call.params["alert"])
+        reported = await cell.mark_read(alert_id)
+        return MarkedRead(alert_id=MessageId(alert_id), reported=reported)
 
     async def reply(self, call: Call) -> ReplySent:
         """POST /cells/{cell}/alerts/{alert}/replies."""

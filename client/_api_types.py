@@ -43,8 +43,11 @@ __all__ = [
     "AlertLimitSet",
     "AlertList",
     "AlertOptions",
+    "AlertReceipts",
     "AlertSent",
     "BoardCode",
+    "BurnCell",
+    "Burned",
     "CellList",
     "CellSummary",
     "CreateCell",
@@ -60,6 +63,7 @@ __all__ = [
     "JoinStatus",
     "LeaveCell",
     "Left",
+    "MarkedRead",
     "MemberDetail",
     "MemberList",
     "MessageList",
@@ -199,6 +203,9 @@ class CellSummary:
     # until the relay has been reached once. Alerts, messages and invites asking for
     # longer are refused with 422 TTL_TOO_LONG.
     max_ttl: int | None
+    # The relay has no mailbox for the cell any more (`cell_gone`): nothing can arrive or
+    # be sent; leaving deletes it here (docs/protocol.md §C1.6).
+    gone: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -239,6 +246,58 @@ class Left:
     cell: str
     cell_id: bytes
     announced: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertReceipts:
+    """How far one of your alerts got, counted from its sampled reporters (protocol §C1.7).
+
+    `members`: the members it went to; `sampled`: the reporters asked; `delivered` and
+    `read`: how many of those said so; `estimated_*`: for the whole cell; `exact` when
+    every member reports (cells of up to 33 members).
+    """
+
+    alert_id: MessageId
+    members: int
+    sampled: int
+    delivered: int
+    read: int
+    estimated_delivered: int
+    estimated_read: int
+    exact: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MarkedRead:
+    """An alert marked read here; `reported`: a read receipt was queued (we are sampled)."""
+
+    alert_id: MessageId
+    reported: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BurnCell:
+    """Burn a cell: every member's client deletes it, and its mailboxes leave the relay.
+
+    `keep`: seconds to keep the group and control mailboxes on the relay, so that members
+    who are offline can still read the burn (0: delete them now).
+    """
+
+    keep: Annotated[int, Bounds(lo=0, hi=30 * 86400, description="seconds")] = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Burned:
+    """A cell this member burned; it is gone from this device.
+
+    `mailboxes_pending`: how many of its mailboxes (of every cell burned here) are still to
+    be deleted on their relays: the daemon tries again every minute.
+    """
+
+    cell: str
+    cell_id: bytes
+    keep: int
+    mailboxes_pending: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -60,6 +60,7 @@ if TYPE_CHECKING:
         Invite,
         PlainMessage,
         Receipt,
+        ReceiptCounts,
         StatusReply,
         VerificationStep,
     )
@@ -511,6 +512,23 @@ class BlockingCell:
         return self._client._run(
             functools.partial(self._cell.leave, timeout=announce, force=force), None
         )
+
+    def receipts(self, alert_id: bytes) -> ReceiptCounts | None:
+        """How far one of this member's alerts got (see `Cell.receipts`)."""
+        return self._client._read(lambda: self._cell.receipts(alert_id))
+
+    def mark_read(self, alert_id: bytes, *, timeout: float | None = DEFAULT_TIMEOUT) -> bool:
+        """Say this member read an alert (see `Cell.mark_read`)."""
+        return self._client._run(functools.partial(self._cell.mark_read, alert_id), timeout)
+
+    def burn(self, *, keep: float = 0.0, timeout: float | None = DEFAULT_TIMEOUT) -> None:
+        """Burn the cell on every member's device and the relay (admins; see `Cell.burn`)."""
+        self._client._run(functools.partial(self._cell.burn, keep=keep), timeout)
+
+    @property
+    def gone(self) -> bool:
+        """Whether the relay has no mailbox for this cell any more (see `CellGone`)."""
+        return self._client._read(lambda: self._cell.gone)
 
     # -- events ----------------------------------------------------------------------------------
 

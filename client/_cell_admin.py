@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Final
 import trio
 
 from cellrelay.protocol._errors import CellrelayError, ErrorCode
+from cellrelay.protocol.cell._content import Burn
 from cellrelay.protocol.cell._control import split_change
 from cellrelay.protocol.cell._errors import GroupError
 from cellrelay.protocol.cell._group import DEFAULT_KEY_TTL, GRACE_PERIOD
@@ -38,6 +39,7 @@ from cellrelay.protocol.wire._codec import decode_map, encode_map
 
 from ._cell_member import (
     APPLY_TIMEOUT,
+    MAILBOX_GONE,
     CellError,
     CellInfo,
     MemberCell,
@@ -50,7 +52,14 @@ from ._cell_relays import FurtherRelay, publish_everywhere
 from ._events import CellEvent, CellRole, JoinRequested, Member, SecurityWarning
 from ._link import Delivery, RelayLink, RelayRefusedError, Revocation
 from ._log import library_logger
-from ._state import CellRecord, InviteRecord, LeaveRecord, RequestRecord, RetiredMailbox
+from ._state import (
+    BurnRecord,
+    CellRecord,
+    InviteRecord,
+    LeaveRecord,
+    RequestRecord,
+    RetiredMailbox,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -152,6 +161,8 @@ class Cell(MemberCell):
         # (epoch, device time) when every member of that epoch was first seen keyed here:
         # from a grace window after it, no member needs a retired group mailbox any more.
         self._all_keyed: tuple[int, float] | None = None
+        # Set by the client: deletes a cell this member burned and keeps what is pending.
+        self.on_burned_here: Callable[[Cell, list[BurnRecord]], Awaitable[None]] | None = None
 
     def _control_write_seed(self) -> bytes:
         return AdminSecrets.decode(self.crypto.admin_secrets).control_write
@@ -167,6 +178,64 @@ class Cell(MemberCell):
             await self._finish_pending_proposal()
 
     # -- invites and join mailboxes --------------------------------------------------------
+
+    async def burn(self, *, keep: float = 0.0) -> None:
+        """Burn the cell: every member's client deletes it, and its mailboxes leave the relay.
+
+        Publishes a `Burn` (docs/protocol.md §C1.6), which each member's client checks was
+        signed by an admin before it deletes the cell; deletes the cell's join and retired
+        mailboxes on the relay; deletes the cell here (keys, history, everything but what
+        the next step needs); then deletes the group and control mailboxes, at once or,
+        with `keep` (seconds), that much later, so that members who are offline now can
+        still read the burn when they return. Until the relay confirmed those deletions,
+        the client tries again whenever it runs (`Client` keeps a `BurnRecord`).
+
+        It cannot be undone. Members who return after the mailboxes were deleted find
+        the cell gone (`CellGone`) rather than burned.
+
+        Raises:
+            CellError: this member is not an admin, or was removed.
+        """
+        if not self.is_admin:
+            raise CellError(f"only an admin of {self.name!r} can burn it")
+        if keep < 0:
+            raise CellError("keep is a number of seconds, 0 or more")
+        await self.wait_ready()
+        async with self._admin_lock:
+            max_ttl = self.link.welcome.max_ttl if self.link.welcome else DEFAULT_KEY_TTL
+            now_ms = self._now_ms()
+            await self._send(Burn(sent_at_ms=now_ms), now_ms // 1000 + max_ttl)
+            secrets = AdminSecrets.decode(self.crypto.admin_secrets)
+            now, record = time.time(), self.record
+            # Nobody needs the join and retired mailboxes: deleted at once. The group and
+            # control mailboxes hold the burn for members still to read it (`keep`).
+            records = [
+                BurnRecord(
+                    relay=record.relay,
+                    delete_at=now,
+                    mailboxes=[(bytes(i.join_mailbox), i.admin_seed) for i in record.invites]
+                    + [(bytes(r.mailbox), secrets.group_admin) for r in record.retired],
+                ),
+                BurnRecord(
+                    relay=record.relay,
+                    delete_at=now + keep,
+                    mailboxes=[
+                        (bytes(record.group_mailbox), secrets.group_admin),
+                        (bytes(record.control_mailbox), secrets.control_admin),
+                    ],
+                ),
+            ]
+            self.burned_by = self.me
+            if self.on_burned_here is not None:
+                await self.on_burned_here(self, [r for r in records if r.mailboxes])
+
+    async def _delete_on_relay(self, mailbox: MailboxId, key: CapabilityKey) -> None:
+        """Delete one of the cell's mailboxes; one already gone counts as deleted."""
+        try:
+            await self.link.admin(key, Delete(id=0, mailbox=mailbox, counter=0, sig=bytes(64)))
+        except RelayRefusedError as exc:
+            if exc.code not in MAILBOX_GONE:
+                raise
 
     async def _watch_admin_mailboxes(self) -> None:
         secrets = AdminSecrets.decode(self.crypto.admin_secrets)

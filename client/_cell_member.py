@@ -38,6 +38,7 @@ import contextlib
 import dataclasses
 import hashlib
 import math
+import secrets
 import time
 from functools import partial
 from typing import TYPE_CHECKING, Final, Protocol
@@ -47,6 +48,7 @@ import trio
 from cellrelay.protocol._errors import CellrelayError, ErrorCode
 from cellrelay.protocol.cell._content import (
     Alert,
+    Burn,
     Change,
     Content,
     ContentError,
@@ -80,6 +82,13 @@ from cellrelay.protocol.cell._group import CellCrypto, EpochUpdate, Opened, Outc
 from cellrelay.protocol.cell._identity import Identity, MemberInfo
 from cellrelay.protocol.cell._membership import LogEntry, Op, Role
 from cellrelay.protocol.cell._outcomes import Behind, Missing, Own
+from cellrelay.protocol.cell._receipts import (
+    RECEIPT_SAMPLE,
+    ReceiptBatch,
+    ReceiptCounts,
+    ReceiptTally,
+    reporters,
+)
 from cellrelay.protocol.cell._rollup import AlertRollup, ReportState, RollupBook
 from cellrelay.protocol.cell._safety import safety_number
 from cellrelay.protocol.wire import (
@@ -97,7 +106,9 @@ from ._cell_refetch import Refetch, make_ref
 from ._cell_relays import Copier, FurtherRelay, first_done, publish_everywhere
 from ._events import (
     AlertReceived,
+    CellBurned,
     CellEvent,
+    CellGone,
     CellRole,
     ClockWarning,
     EpochStale,
@@ -196,6 +207,14 @@ EPOCH_STALE_AFTER: Final = 26 * 3600.0
 # forgets the cell anyway: a publish is one round trip, and a relay that does not answer
 # in this long must not keep a person who wants out waiting.
 LEAVE_TIMEOUT: Final = 15.0
+
+
+# What the relay answers about a mailbox that no longer exists: DELETED to a subscriber,
+# BAD_PROOF to an auth or admin operation on it (docs/protocol.md §8, a missing mailbox
+# looks like a wrong key), NO_SUCH_MAILBOX when it went while the connection held it. For
+# the control mailbox, whose read key never rotates, and for admin keys, which never
+# change, each of them means the mailbox is gone (§C1.6).
+MAILBOX_GONE: Final = frozenset({ErrorCode.DELETED, ErrorCode.BAD_PROOF, ErrorCode.NO_SUCH_MAILBOX})
 
 
 def code_name(code: int) -> str:
@@ -412,6 +431,19 @@ class MemberCell:
         self._upkeeping = False  # `upkeep` is running
         self._clock_checked = 0  # the link connection whose clock offset was checked
         self._clock_warning: ClockWarning | None = None  # raised for that connection
+        # The admin whose burn was opened here (docs/protocol.md §C1.6): from then on the
+        # cell takes nothing more, and the client deletes it (`on_burned`).
+        self.burned_by: Member | None = None
+        # Set by the client: called once when an admin's burn has been opened here.
+        self.on_burned: Callable[[MemberCell], None] | None = None
+        # Receipts at scale (protocol/cell/_receipts.py): what this member reports on
+        # others' alerts when it is in their sample, and the counts for its own alerts.
+        self.receipt_sample = RECEIPT_SAMPLE
+        self.report_receipts = False  # send delivered receipts by itself (`Client.report_receipts`)
+        self.receipt_batch = ReceiptBatch()
+        self._tally = ReceiptTally()
+        # Set by the client: called when the receipt batch gets its first item.
+        self.on_receipt_queued: Callable[[], None] | None = None
         crypto.lateness = LATE_WINDOW
         if record.relay_max_ttl:  # known before the relay says it again (offline start)
             crypto.set_max_ttl(record.relay_max_ttl)
@@ -453,6 +485,11 @@ class MemberCell:
     def removed(self) -> bool:
         """Whether this member was removed from the cell."""
         return self.crypto.removed
+
+    @property
+    def gone(self) -> bool:
+        """Whether the relay has no mailbox for this cell any more (see `CellGone`)."""
+        return self.record.gone
 
     @property
     def me(self) -> Member:
@@ -632,7 +669,9 @@ class MemberCell:
             if item.expires_at > now and item.status == SENT:  # never what was not sent
                 with contextlib.suppress(ContentError):
                     content = decode_content(item.kind, item.content, allow_local=True)
-                    if not isinstance(content, Leave):  # never kept: `_on_leave`
+                    if not isinstance(
+                        content, Leave | Burn
+                    ):  # never kept: `_on_leave`, `_burn_from`
                         info = Member(member_id=item.sender_id, name=item.sender_name)
                         out.append((info, content))
         return out
@@ -798,16 +837,24 @@ class MemberCell:
 
     async def _start(self) -> None:
         record, crypto = self.record, self.crypto
+        if record.gone:
+            return  # nothing to watch, and nothing to retry (§C1.6)
         # Further relays first, each in the background: a first relay that is down or
         # replaced must not keep the cell from the others (docs/protocol.md §C5.2).
         for further in self.further:
             self._background(further.start)
         self._route(record.control_mailbox, self._on_control)
-        self._heads[record.control_mailbox] = await self.link.watch(
-            record.control_mailbox,
-            CapabilityKey.from_seed(crypto.control_read_key),
-            record.control_cursor,
-        )
+        try:
+            self._heads[record.control_mailbox] = await self.link.watch(
+                record.control_mailbox,
+                CapabilityKey.from_seed(crypto.control_read_key),
+                record.control_cursor,
+            )
+        except RelayRefusedError as exc:
+            if exc.code not in MAILBOX_GONE:
+                raise
+            await self._mark_gone(exc.code)
+            return
         self._check_clock()  # connected now: the welcome told the relay's time
         if crypto.removed:
             return
@@ -889,6 +936,7 @@ class MemberCell:
         """
         now = self.clock() if self.link.welcome is not None else self.clock() - MAX_RELAY_SKEW
         self.record.prune(now)
+        self._forget_receipts()
 
     async def send_alert(
         self,
@@ -951,7 +999,7 @@ class MemberCell:
         await self._send(message, self._now_ms() // 1000 + ttl)
         return message
 
-    async def _send(self, content: WireContent | Leave, expires_at: int) -> None:
+    async def _send(self, content: WireContent | Leave | Burn, expires_at: int) -> None:
         """Seal and publish `content`; return once the relay acknowledged it.
 
         It is kept in history as "sending" before it leaves (a crash never loses it) and
@@ -965,6 +1013,11 @@ class MemberCell:
         self._check_clock()
         if self.crypto.removed:
             raise CellError(f"you were removed from {self.name!r}")
+        if self.record.gone or self.burned_by is not None:
+            raise CellError(
+                f"{self.name!r} is gone from its relay (burned by an admin, or deleted there):"
+                f" nothing can be sent; `cellrelay cell leave {self.name}` deletes it here"
+            )
         max_ttl = self.link.welcome.max_ttl if self.link.welcome is not None else None
         if max_ttl is not None:
             expires_at = min(expires_at, int(self.link.relay_time()) + max_ttl)
@@ -986,7 +1039,7 @@ class MemberCell:
                         now=self.link.relay_time(),
                     )
                     self.record.crypto = self._state_bytes()
-                    if item is None and not isinstance(content, Leave):
+                    if item is None and not isinstance(content, Leave | Burn):
                         item = self._remember_sending(content, expires_at)
                     # Saved before the envelope leaves, so that a crash of the process never
                     # loses it from history; not fsync'd: the reservation covers its counter.
@@ -1006,7 +1059,7 @@ class MemberCell:
                             raise
                         log.info("send_raced_rotation", attempt=attempt, code=code_name(exc.code))
                     else:
-                        if item is not None and not isinstance(content, Leave):
+                        if item is not None and not isinstance(content, Leave | Burn):
                             self._mark_sent(item, content)
                         return
                 # Not under the send lock: applying the epoch change publishes our new
@@ -1019,7 +1072,7 @@ class MemberCell:
                 " send it again"
             )
         except Exception as exc:
-            if item is not None and not isinstance(content, Leave):
+            if item is not None and not isinstance(content, Leave | Burn):
                 self._mark_failed(item, content, str(exc) or type(exc).__name__)
             raise
 
@@ -1071,6 +1124,7 @@ class MemberCell:
         return None  # expired, or bounded out, meanwhile
 
     def _mark_sent(self, item: HistoryItem, content: WireContent) -> None:
+        self._count_receipts(item.sender_id, content)
         changed = self._restatus(item, SENT)
         if changed is not None:
             self._book.add(changed.sender_id, changed.sender_name, content, changed.received_at)  # type: ignore[arg-type]
@@ -1108,7 +1162,7 @@ class MemberCell:
             if item.sender_id == me and item.status != SENT:
                 with contextlib.suppress(ContentError):
                     content = decode_content(item.kind, item.content, allow_local=True)
-                    if not isinstance(content, Leave):  # never kept: `leave`
+                    if not isinstance(content, Leave | Burn):  # never kept: `leave`, `burn`
                         out.append((content, item.status))
         return out
 
@@ -1168,6 +1222,8 @@ class MemberCell:
     # -- receiving -------------------------------------------------------------------------
 
     async def _on_group(self, event: Delivery | Revocation) -> None:
+        if self.burned_by is not None:
+            return  # burned: the client is deleting the cell; nothing more is taken
         if isinstance(event, Revocation):
             log.info("group_keys_revoked", code=event.code)  # the control mailbox says what next
             return
@@ -1261,7 +1317,7 @@ class MemberCell:
         (`MessagesMissing`) once it is `GAP_GRACE` old even when nothing else arrives, and
         an epoch that has not changed for too long (`EpochStale`) is reported once.
         """
-        if not self.started or self.crypto.removed:
+        if not self.started or self.crypto.removed or self.record.gone:
             return False
         wiped = self.crypto.wiped
         events = self._notices(self.clock())
@@ -1371,6 +1427,8 @@ class MemberCell:
         if isinstance(content, Leave):
             return self._on_leave(opened, content)
         sender = self._member(opened.sender)
+        if isinstance(content, Burn):
+            return self._burn_from(sender)
         if isinstance(content, VerificationStep):
             return self._step_received(opened, sender, content)
         rollup = self._remember(opened.sender, content, opened.expires_at)
@@ -1381,10 +1439,14 @@ class MemberCell:
             if self._held(rollup):  # verify-first: rung once a verifier confirms it
                 return events
             if self._flood.is_muted(sender.member_id):  # kept, shown, not rung
+                # Nor reported on: receipts for a flood would multiply it (§C1.7).
+                self._count_receipts(sender.member_id, content, report=False)
                 events.append(MutedAlertReceived(cell=self.name, sender=sender, alert=content, rollup=rollup, late=late))  # fmt: skip
             else:
+                self._count_receipts(sender.member_id, content)
                 events.append(AlertReceived(cell=self.name, sender=sender, alert=content, rollup=rollup, late=late))  # fmt: skip
             return events
+        self._count_receipts(sender.member_id, content)
         if isinstance(content, StatusReply):
             if self._held(self._rollups.rollup(content.alert_id)):
                 return []  # about a report held here (verify-first): said once it is confirmed
@@ -1401,6 +1463,128 @@ class MemberCell:
         if isinstance(content, PlainMessage):
             return [MessageReceived(cell=self.name, sender=sender, message=content)]
         return []  # pragma: no cover - kind 0 is refused from the wire by decode_content
+
+    # -- receipts at scale (docs/protocol.md §C1.7) -----------------------------------------
+
+    def _count_receipts(
+        self, sender_id: bytes, content: Content | Leave | Burn, *, report: bool = True
+    ) -> None:
+        """Follow receipts: track our own alerts, report on sampled ones, count what comes.
+
+        `report=False` when the history is loaded: what arrived in an earlier run was
+        reported then (or the run ended before its batch was due; receipts are a best effort).
+        """
+        me = self.crypto.me.member_id
+        if isinstance(content, Alert):
+            members = [info.member_id for info in self.crypto.members]
+            if sender_id == me:
+                self._tally.track(content.message_id, me, members, sample=self.receipt_sample)
+            elif (
+                report
+                and self.report_receipts
+                and me
+                in reporters(content.message_id, sender_id, members, sample=self.receipt_sample)
+            ):
+                self._queue_receipt(content.message_id, ReceiptState.DELIVERED)
+        elif isinstance(content, Receipt) and sender_id != me:
+            for message_id in content.message_ids:
+                self._tally.add(message_id, sender_id, content.state)
+
+    def _queue_receipt(self, message_id: MessageId, state: ReceiptState) -> None:
+        first = self.receipt_batch.pending == 0
+        draw = secrets.randbelow(1 << 20) / (1 << 20)
+        queued = self.receipt_batch.add(message_id, state, now=time.time(), draw=draw)
+        if queued and first and self.on_receipt_queued is not None:
+            self.on_receipt_queued()
+
+    def receipts(self, alert_id: bytes) -> ReceiptCounts | None:
+        """How far one of this member's own alerts got: delivered and read, sampled (§C1.7).
+
+        None for an alert this member did not send (or that expired). Counts come from the
+        alert's sampled reporters (every member in a cell of up to `receipt_sample` others),
+        so `ReceiptCounts.estimated_delivered` and `estimated_read` are estimates in larger
+        cells, exact in smaller ones (`exact`).
+        """
+        return self._tally.counts(alert_id)
+
+    async def mark_read(self, alert_id: bytes) -> bool:
+        """Say that this member has read an alert (its sender counts it if we are sampled).
+
+        Returns whether a read receipt was queued: only a sampled reporter sends one, in
+        the next batch (within `BATCH_DELAY` + `BATCH_JITTER` seconds; the client sends it).
+        """
+        rollup = self._rollups.rollup(alert_id)
+        if rollup is None or rollup.author_id == self.crypto.me.member_id:
+            return False
+        members = [info.member_id for info in self.crypto.members]
+        if self.crypto.me.member_id not in reporters(
+            alert_id, rollup.author_id, members, sample=self.receipt_sample
+        ):
+            return False
+        self._queue_receipt(MessageId(alert_id), ReceiptState.READ)
+        return True
+
+    async def send_receipts(self) -> int:
+        """Send the batched receipts if they are due; return how many receipts were sent.
+
+        Receipts are a best effort: one the relay refuses is dropped, not retried.
+        """
+        if self.crypto.removed or self.record.gone or self.burned_by is not None:
+            return 0
+        sent = 0
+        for state, ids in self.receipt_batch.take(time.time()):
+            receipt = Receipt(sent_at_ms=self._now_ms(), message_ids=ids, state=state)
+            try:
+                await self._send(receipt, self._now_ms() // 1000 + DEFAULT_ALERT_TTL)
+            except (CellrelayError, CellError) as exc:
+                log.info("receipt_not_sent", error=type(exc).__name__)
+                continue
+            sent += 1
+        return sent
+
+    def _forget_receipts(self) -> None:
+        """Stop counting for alerts no longer kept (expired, or pushed out)."""
+        gone = [a for a in self._tally.tracked() if self._rollups.rollup(a) is None]
+        self._tally.forget(gone)
+        self.receipt_batch.forget(
+            [m for m in self.receipt_batch.said() if self._rollups.rollup(m) is None]
+        )
+
+    def _burn_from(self, sender: Member) -> list[CellEvent]:
+        """An opened `Burn`: act on it if an admin sent it, else refuse it (§C1.6).
+
+        Never kept in history: an admin's burn deletes the history, and anyone else's
+        is not a message.
+        """
+        if self.crypto.role_of(sender.member_id) != Role.ADMIN:
+            log.warning("burn_refused")
+            return [
+                SecurityWarning(
+                    cell=self.name,
+                    reason="BurnRefused",
+                    detail=f"{sender.name} ({sender.short_id}) tried to burn the cell but is not an admin",
+                )
+            ]
+        if self.burned_by is None:
+            log.warning("cell_burned")
+            self.burned_by = sender
+            if self.on_burned is not None:
+                self.on_burned(self)
+        return [CellBurned(cell=self.name, by=sender)]
+
+    async def _mark_gone(self, code: int) -> None:
+        """The relay has no mailbox for the cell: say so once, keep it so, retry nothing."""
+        if self.record.gone:
+            return
+        log.warning("cell_gone", code=code_name(code))
+        self.record.gone = True
+        for mailbox in self.mailboxes():
+            self._unroute(mailbox)
+            self.link.forget_writer(mailbox)
+            with contextlib.suppress(CellrelayError):
+                await self.link.unwatch(mailbox)
+        await self._save()
+        self._emit(CellGone(cell=self.name, code=code_name(code)))
 
     def _on_leave(self, opened: Opened, leave: Leave) -> list[CellEvent]:
         """A member announced it leaves (docs/protocol.md §C9): keep it until it is removed.
@@ -1490,6 +1674,7 @@ class MemberCell:
             return None  # our own, never acknowledged: not in any roll-up
         with contextlib.suppress(ContentError):
             content = decode_content(item.kind, item.content, allow_local=True)
+            self._count_receipts(item.sender_id, content, report=False)
             return self._rollups.add(item.sender_id, item.sender_name, content, item.received_at)  # type: ignore[arg-type]
         return None
 
@@ -1501,8 +1686,16 @@ class MemberCell:
         One at a time: two relays' routers may bring the same change, or the next one,
         at once, and applying it awaits the relay (watching the group mailbox again).
         """
-        if isinstance(event, Revocation):  # pragma: no cover - the control read key never rotates
+        if self.burned_by is not None:
+            return  # burned: the client is deleting the cell
+        if isinstance(event, Revocation):
+            # The control read key never rotates: a revocation means the mailbox is gone
+            # (DELETED by an admin's burn while subscribed, or BAD_PROOF after a reconnect).
             log.warning("control_revoked", code=event.code)
+            # Only the first relay's word marks the cell gone: on a further relay it means
+            # that relay lost the cell (replaced, or its data gone), which the others outlive.
+            if event.code in MAILBOX_GONE and further is None:
+                await self._mark_gone(event.code)
             return
         async with self._control_lock:
             await self._on_control_locked(event, further)

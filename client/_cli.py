@@ -103,6 +103,7 @@ COMMANDS: Final[dict[str, Callable[[Context, argparse.Namespace], Awaitable[None
     "cell role": commands.cell_role,
     "cell verify-first": commands.cell_verify_first,
     "cell leave": commands.cell_leave,
+    "cell burn": commands.cell_burn,
     "cell verify": _cli_verify.cell_verify,
     "send": commands.send,
     "reply": commands.reply,
@@ -311,6 +312,20 @@ def build_parser() -> argparse.ArgumentParser:
     leave.add_argument("cell", metavar="CELL")
     leave.add_argument("--yes", action="store_true", help="confirm")
     leave.add_argument("--force", action="store_true", help="leave even as the only admin")
+    burn = leaf(
+        cell,
+        "burn",
+        "delete a cell on every member's device and its mailboxes on the relay (admins; cannot be undone)",
+    )
+    burn.add_argument("cell", metavar="CELL")
+    burn.add_argument("--yes", action="store_true", help="confirm")
+    burn.add_argument(
+        "--keep",
+        type=_seconds,
+        default=0.0,
+        metavar="DURATION",
+        help="keep the mailboxes on the relay this long, so members who are offline can read the burn (default: delete them now)",
+    )
 
     send = leaf(commands, "send", "send an alert to a cell")
     send.add_argument("cell", metavar="CELL")

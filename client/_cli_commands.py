@@ -358,7 +358,12 @@ def _cell_json(cell: Cell) -> dict[str, object]:
         "role": "removed" if removed else "admin" if cell.is_admin else "member",
         "members": 0 if removed else len(cell.members()),
         "active_alerts": 0 if removed else len(cell.active_alerts()),
+        "gone": cell.gone,
     }
+
+
+# After a cell `cell list` shows whose mailboxes are gone from the relay (docs/protocol.md §C1.6).
+GONE_NOTE: Final = "  gone from the relay: cellrelay cell leave deletes it"
 
 
 async def cell_list(ctx: Context, args: argparse.Namespace) -> None:
@@ -386,6 +391,7 @@ async def cell_list(ctx: Context, args: argparse.Namespace) -> None:
             ctx.say(
                 f"{pad(cell.name, width)}  {ctx.style.dim(short_id(cell.cell_id))}  {row['role']:7}  "
                 f"{plural(int(str(row['members'])), 'member'):11}  {alert_text:16}  {ctx.style.dim('relay ' + str(row['relay_host']))}"
+                + (ctx.style.warn(GONE_NOTE) if cell.gone else "")
             )
         for invite in waiting:
             ctx.say(
@@ -750,6 +756,52 @@ def say_left(ctx: Context, cell: str, cell_id: str, *, announced: bool) -> None:
         ctx.note(
             "The relay did not take your announcement that you leave: ask an admin to remove you."
         )
+
+
+async def cell_burn(ctx: Context, args: argparse.Namespace) -> None:
+    """`cellrelay cell burn CELL --yes`: delete the cell on every member's device and the relay."""
+    async with connected(ctx) as client:
+        cell = client.cell(args.cell)
+        await synced(ctx, [cell])
+        if not cell.is_admin:
+            raise CellError(f"only an admin of {cell.name!r} can burn it")
+        if not args.yes:
+            raise CellError(burn_confirmation(cell.name))
+        ctx.bound("the relay did not confirm the burn")
+        name, cell_id = cell.name, cell.cell_id.hex()
+        await cell.burn(keep=args.keep)
+        say_burned(ctx, name, cell_id, keep=args.keep, pending=client.burns_pending)
+
+
+def burn_confirmation(name: str) -> str:
+    """Why `cell burn` wants --yes."""
+    return (
+        f"burning deletes {name!r} from every member's device and its mailboxes from the relay,"
+        " and cannot be undone: add --yes to confirm"
+    )
+
+
+def say_burned(ctx: Context, name: str, cell_id: str, *, keep: float, pending: int) -> None:
+    """What `cell burn` prints, alone or through the daemon."""
+    ctx.emit({"cell": name, "cell_id": cell_id, "burned": True, "keep": int(keep),
+              "mailboxes_pending": pending})  # fmt: skip
+    ctx.say(
+        f"Burned {isolate(name)}: every member's client deletes it as it reads the burn;"
+        " it is deleted from this device."
+    )
+    if keep:
+        ctx.say(
+            f"Its mailboxes stay on the relay for {duration_text(int(keep))}, so that members"
+            " who are offline can read the burn; cellrelay deletes them after that, the next"
+            " time it runs (a daemon does it on time)."
+        )
+    elif pending:
+        ctx.note(
+            f"{pending} of its mailboxes could not be deleted on the relay yet; cellrelay tries"
+            " again each time it runs."
+        )
+    else:
+        ctx.say("Its mailboxes are deleted from the relay.")
 
 
 # -- messages ------------------------------------------------------------------------------------

@@ -52,10 +52,13 @@ from ._api_types import (
 )
 from ._cell_moves import MAX_ALERT_LIMIT
 from ._cli_commands import (
+    GONE_NOTE,
     CliError,
     Context,
+    burn_confirmation,
     relay_addresses,
     role_sentence,
+    say_burned,
     say_left,
     ttl_refusal,
     verify_first_sentence,
@@ -346,7 +349,8 @@ async def cell_list(api: Api, args: argparse.Namespace) -> None:
         address = RelayAddress.parse(cell.relay)
         rows.append({"name": cell.name, "cell_id": cell.cell_id.hex(), "relay": cell.relay,
                      "relay_host": f"{address.host}:{address.port}", "role": cell.role,
-                     "members": cell.members, "active_alerts": cell.active_alerts})  # fmt: skip
+                     "members": cell.members, "active_alerts": cell.active_alerts,
+                     "gone": cell.gone})  # fmt: skip
     ctx.emit(
         {
             "cells": rows,
@@ -363,6 +367,7 @@ async def cell_list(api: Api, args: argparse.Namespace) -> None:
         ctx.say(
             f"{pad(cell.name, width)}  {ctx.style.dim(short_id(cell.cell_id))}  {row['role']:7}  "
             f"{plural(cell.members, 'member'):11}  {alert_text:16}  {ctx.style.dim('relay ' + str(row['relay_host']))}"
+            + (ctx.style.warn(GONE_NOTE) if cell.gone else "")
         )
     for waiting in listing.waiting:
         ctx.say(
@@ -584,6 +589,20 @@ async def cell_rotate(api: Api, args: argparse.Namespace) -> None:
     )
     ctx.emit({"cell": rotated["cell"], "epoch": rotated["epoch"]})
     ctx.say(f"{isolate(rotated['cell'])} is in epoch {rotated['epoch']}: everyone has fresh keys.")
+
+
+async def cell_burn(api: Api, args: argparse.Namespace) -> None:
+    """`cellrelay cell burn` through the daemon."""
+    ctx = api.ctx
+    cell = await api.call("GET", _path("cells", args.cell), problems=_no_cell(args.cell))
+    if cell["role"] != "admin":
+        raise CliError(f"only an admin of {cell['name']!r} can burn it")
+    if not args.yes:
+        raise CliError(burn_confirmation(cell["name"]))
+    burned = await api.call("POST", _path("cells", args.cell, "burn"), body={"keep": int(args.keep)},
+                            problems={**_no_cell(args.cell), **_not_admin(args.cell, "can burn it")})  # fmt: skip
+    say_burned(ctx, burned["cell"], burned["cell_id"], keep=burned["keep"],
+               pending=burned["mailboxes_pending"])  # fmt: skip
 
 
 async def cell_recover(api: Api, args: argparse.Namespace) -> None:
@@ -1019,6 +1038,7 @@ _COMMANDS: Final[dict[str, Callable[[Api, argparse.Namespace], Awaitable[None]]]
     "cell role": cell_role,
     "cell verify-first": cell_verify_first,
     "cell leave": cell_leave,
+    "cell burn": cell_burn,
     "send": send,
     "reply": reply,
     "mark": mark,

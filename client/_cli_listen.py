@@ -61,6 +61,7 @@ __all__ = ["INTERACTIVE_HELP", "listen", "show_status"]
 async def listen(ctx: Context, args: argparse.Namespace) -> None:
     """`cellrelay listen [CELL...]`: the cells' current alerts, then a live feed until stopped."""
     async with connected(ctx) as client:
+        client.report_receipts = True  # it runs: it reports on sampled alerts (§C1.7)
         cells = [client.cell(name) for name in args.cells] or [
             c for c in client.cells if not c.removed
         ]

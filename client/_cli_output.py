@@ -22,6 +22,8 @@ from cellrelay.protocol.cell._rollup import CLOSE_VOTES, ReportState
 
 from ._events import (
     AlertReceived,
+    CellBurned,
+    CellGone,
     ClockWarning,
     EpochStale,
     EquivocationDetected,
@@ -371,6 +373,10 @@ def event_json(event: CellEvent) -> dict[str, object]:
     if isinstance(event, ClockWarning):
         return {"type": "clock_warning", "cell": event.cell, "offset": round(event.offset, 3),
                 "tolerance": event.tolerance}  # fmt: skip
+    if isinstance(event, CellBurned):
+        return {"type": "burned", "cell": event.cell, "by": member_json(event.by)}
+    if isinstance(event, CellGone):
+        return {"type": "gone", "cell": event.cell, "code": event.code}
     return {
         "type": "security_warning",
         "cell": event.cell,
@@ -581,6 +587,21 @@ def event_lines(
         return _notice_lines(event, style, tag)
     if isinstance(event, ClockWarning):
         return [style.warn(f"{tag}warning: {clock_warning_text(event.offset)}")]
+    if isinstance(event, CellBurned):
+        by = f"{isolate(event.by.name)} ({event.by.short_id})"
+        return [
+            style.warn(
+                f"{tag}{cell} was burned by {by}: it is deleted from this device, keys and history."
+            )
+        ]
+    if isinstance(event, CellGone):
+        return [
+            style.warn(
+                f"{tag}{cell} is gone from its relay ({event.code}): an admin burned it while"
+                " this device was away, or the relay lost it. Nothing more can arrive."
+            ),
+            f"    to delete it from this device: cellrelay cell leave {_quote(event.cell)} --yes",
+        ]
     detail = f" ({event.detail})" if event.detail else ""
     return [style.warn(f"{tag}security warning: refused a message: {event.reason}{detail}")]
 

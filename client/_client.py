@@ -35,10 +35,17 @@ from cellrelay.protocol.cell._invite import Invite, InviteRelay
 from cellrelay.protocol.cell._join import JOIN_WELCOME, seal_join_request, split_join_envelope
 from cellrelay.protocol.cell._keys import relay_seed
 from cellrelay.protocol.cell._safety import safety_number
-from cellrelay.protocol.wire import CapabilityKey, MailboxId, RelayAddress
+from cellrelay.protocol.wire import CapabilityKey, Delete, MailboxId, RelayAddress
 
 from ._cell_admin import LEAVE_TAKEOVER, AdminSecrets, Cell
-from ._cell_member import MAX_MORE_RELAYS, CellError, CellInfo, MemberCell, RelayInfo
+from ._cell_member import (
+    MAILBOX_GONE,
+    MAX_MORE_RELAYS,
+    CellError,
+    CellInfo,
+    MemberCell,
+    RelayInfo,
+)
 from ._cell_relays import publish_everywhere
 from ._keystore import DEFAULT_COST, Keystore, default_data_dir
 from ._link import (
@@ -47,11 +54,12 @@ from ._link import (
     LinkClosedError,
     RelayKeyMismatchError,
     RelayLink,
+    RelayRefusedError,
     Revocation,
 )
 from ._log import library_logger
 from ._panic import duress_companions
-from ._state import CellRecord, ClientState, JoinRecord, RelayRecord
+from ._state import BurnRecord, CellRecord, ClientState, JoinRecord, RelayRecord
 
 if TYPE_CHECKING:
     import os
@@ -67,6 +75,9 @@ EXPIRY_SLACK: Final = 0.05  # seconds after an expiry that its message is delete
 MAX_BURST: Final = 256
 ROTATE_AFTER: Final = 24 * 3600.0  # seconds an epoch lasts before an admin's client rotates it
 MAINTENANCE_INTERVAL: Final = 60.0  # seconds between checks for due rotations
+# A batch of receipts that the relay has not acknowledged in this long is given up on (they
+# are a best effort), so one relay that does not answer cannot hold up the others' receipts.
+RECEIPT_SEND_TIMEOUT: Final = 30.0
 Handler = Callable[[Delivery | Revocation], Awaitable[None]]
 
 
@@ -156,6 +167,9 @@ class Client:
         self._joined: dict[bytes, trio.Event] = {}  # invite join mailbox -> set when welcomed
         self._saved = trio.Event()  # set (and replaced) after each save, for _forget_expired
         self._cells_changed = trio.Event()  # set (and replaced) when a cell is added or removed
+        self._burning = False  # finish_burns is running
+        self._receipts_queued = trio.Event()  # a cell's receipt batch got its first item
+        self._report_receipts = False
         self._leaves_nudge = trio.Event()  # set (and replaced) after saves and removals of leavers
         self._removing_leavers: set[Cell] = set()  # cells whose `remove_leavers` runs
 
@@ -189,6 +203,9 @@ class Client:
         self._nursery.start_soon(self._forget_expired)
         self._nursery.start_soon(self._maintain)
         self._nursery.start_soon(self._remove_leavers)
+        self._nursery.start_soon(self._send_receipts)
+        if self._state.burning:  # mailboxes of cells burned here, still to delete
+            self._nursery.start_soon(self._start_in_background, self.finish_burns)
 
     def _starter(self, cell: Cell) -> Callable[[], Awaitable[None]]:
         async def start() -> None:
@@ -210,6 +227,8 @@ class Client:
         """
         while True:
             await trio.sleep(MAINTENANCE_INTERVAL)
+            if self._state.burning:
+                self._nursery.start_soon(self._start_in_background, self.finish_burns)
             for cell in list(self._cells):
                 if cell.started and cell.upkeep_due:
                     self._nursery.start_soon(self._start_in_background, cell.upkeep)
@@ -220,11 +239,49 @@ class Client:
                 for cell in noticed:
                     cell.flush()
             for cell in list(self._cells):
-                if cell.is_admin and cell.started and cell.epoch_age() > ROTATE_AFTER:
+                if (
+                    cell.is_admin
+                    and cell.started
+                    and not cell.gone
+                    and cell.epoch_age() > ROTATE_AFTER
+                ):
                     try:
                         await cell.rotate()
                     except (CellrelayError, CellError) as exc:
                         log.info("rotation_deferred", error=type(exc).__name__)
+
+    @property
+    def report_receipts(self) -> bool:
+        """Whether this client sends delivered receipts by itself (docs/protocol.md §C1.7).
+
+        Off by default in the library; the daemon and `cellrelay listen` turn it on. Only
+        a client that keeps running reports (a batch is due 5 to 15 s after an alert), and
+        only for the alerts whose sample it is in. `Cell.mark_read` works either way.
+        """
+        return self._report_receipts
+
+    @report_receipts.setter
+    def report_receipts(self, on: bool) -> None:
+        self._report_receipts = on
+        for cell in self._cells:
+            cell.report_receipts = on
+
+    def _note_receipts_queued(self) -> None:
+        self._receipts_queued.set()
+
+    async def _send_receipts(self) -> None:
+        """Send each cell's batched receipts when they fall due (docs/protocol.md §C1.7)."""
+        while True:
+            queued = self._receipts_queued
+            due = min((c.receipt_batch.due for c in self._cells), default=math.inf)
+            with trio.move_on_after(max(0.0, due - time.time())):
+                await queued.wait()
+            if queued.is_set():
+                self._receipts_queued = trio.Event()
+            now = time.time()
+            for cell in [c for c in self._cells if c.receipt_batch.due <= now]:
+                with trio.move_on_after(RECEIPT_SEND_TIMEOUT):
+                    await cell.send_receipts()
 
     async def _start_in_background(self, start: Callable[[], Awaitable[None]]) -> None:
         try:
@@ -246,17 +303,20 @@ class Client:
         for link in self._links.values():
             await link.aclose()
 
-    async def save(self, *, durable: bool = True) -> None:
+    async def save(self, *, durable: bool = True, rekey: bool = False) -> None:
         """Write the state to the keystore (atomically, off the event loop), minus what expired.
 
         `durable=False` skips the fsyncs (see `Keystore.save`): for saves after receiving.
+        `rekey` seals it under a fresh data key (`Keystore.rekey`): after a burn.
         """
         async with self._save_lock:
             for cell in self._cells:
                 cell.sync_record()
                 cell.prune()
             payload = self._state.encode()
-            if durable:
+            if rekey:
+                await trio.to_thread.run_sync(lambda: self._keystore.rekey(payload))
+            elif durable:
                 await trio.to_thread.run_sync(lambda: self._keystore.save(payload, durable=True))
             else:
                 # On the event loop: without the fsyncs a save is a SecretBox and a small
@@ -439,10 +499,15 @@ class Client:
     def _make_cell(self, record: CellRecord, crypto: CellCrypto) -> Cell:
         link = self.link_for(RelayAddress.parse(record.relay))
         further = [self.link_for(RelayAddress.parse(r.relay)) for r in record.more_relays]
-        return Cell(identity=self.identity, record=record, crypto=crypto, link=link, save=self.save,
+        cell = Cell(identity=self.identity, record=record, crypto=crypto, link=link, save=self.save,
                     route=self._route, unroute=self._unroute, further_links=further,
                     spawn=self._nursery.start_soon, forget=self._forget_left,
                     leave_takeover=self._leave_takeover)  # fmt: skip
+        cell.on_burned = self._on_burned
+        cell.on_burned_here = self._burned_here
+        cell.on_receipt_queued = self._note_receipts_queued
+        cell.report_receipts = self._report_receipts
+        return cell
 
     async def _forget_left(self, cell: MemberCell) -> None:
         """`Cell.leave`'s last step: delete the cell's state (`forget`)."""
@@ -645,6 +710,87 @@ class Client:
             self._cells.remove(cell)
             self._note_cells_changed()
         await self.save()
+
+    # -- burning (docs/protocol.md §C1.6) ----------------------------------------------------
+
+    def _on_burned(self, cell: object) -> None:
+        """A member's cell opened an admin's burn: delete it as soon as the delivery is done."""
+        if isinstance(cell, Cell) and cell in self._cells:
+            self._nursery.start_soon(self._destroy, cell)
+
+    async def _burned_here(self, cell: Cell, records: list[BurnRecord]) -> None:
+        """This member burned `cell` (`Cell.burn`): delete it here, then its mailboxes."""
+        self._state.burning.extend(records)
+        await self._destroy(cell)
+        await self.finish_burns()
+
+    async def _destroy(self, cell: Cell) -> None:
+        """Delete a burned cell from this device: events first, then every trace in the state.
+
+        The state is then sealed under a fresh data key (`Keystore.rekey`), so that the
+        copies of the state that still held the cell, which the disk may keep in its free
+        blocks, no longer open even with the passphrase.
+        """
+        if cell not in self._cells:
+            return
+        cell.flush()  # CellBurned and whatever came before it
+        cell.close()
+        record = cell.record
+        mailboxes = [
+            *cell.mailboxes(),
+            *(i.join_mailbox for i in record.invites),
+            *(r.mailbox for r in record.retired),
+        ]
+        for mailbox in mailboxes:
+            self._unroute(mailbox)
+            cell.link.forget_writer(mailbox)
+            cell.link.forget_reader(mailbox)
+            with contextlib.suppress(CellrelayError):
+                await cell.link.unwatch(mailbox)
+        self._cells.remove(cell)
+        if record in self._state.cells:
+            self._state.cells.remove(record)
+        self._note_cells_changed()
+        await self.save(rekey=True)
+        log.warning("cell_deleted_burned")
+
+    @property
+    def burns_pending(self) -> int:
+        """How many mailboxes of cells burned here are still to be deleted on their relays."""
+        return sum(len(r.mailboxes) for r in self._state.burning)
+
+    async def finish_burns(self) -> None:
+        """Delete the due mailboxes of cells burned here; keep what the relay did not confirm.
+
+        Runs at start, every minute and after `Cell.burn`; waits for the relays (bound it).
+        A mailbox the relay no longer has counts as deleted (`MAILBOX_GONE`).
+        """
+        if self._burning:
+            return
+        self._burning = True
+        try:
+            now = time.time()
+            for record in [r for r in self._state.burning if r.delete_at <= now]:
+                link = self.link_for(RelayAddress.parse(record.relay))
+                for pair in list(record.mailboxes):
+                    mailbox, seed = pair
+                    try:
+                        await link.admin(
+                            CapabilityKey.from_seed(seed),
+                            Delete(id=0, mailbox=MailboxId(mailbox), counter=0, sig=bytes(64)),
+                        )
+                    except RelayRefusedError as exc:
+                        if exc.code not in MAILBOX_GONE:
+                            log.info("burned_mailbox_kept", code=exc.code)
+                            continue
+                    record.mailboxes.remove(pair)
+                    log.info("burned_mailbox_deleted")
+                    await self.save()
+                if not record.mailboxes and record in self._state.burning:
+                    self._state.burning.remove(record)
+                    await self.save()
+        finally:
+            self._burning = False
 
     async def wait_joined(self, invite: Invite) -> Cell:
         """Wait until the admin approves the join request (bound it with trio.move_on_after)."""

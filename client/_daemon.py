@@ -292,6 +292,7 @@ async def run_daemon(
     sock = home / SOCKET_NAME
     try:
         async with open_client(passphrase, home=home) as client:
+            client.report_receipts = True  # it runs: it reports on sampled alerts (§C1.7)
             hub = hub or EventHub()
             token = load_or_create_token(home)
             async with contextlib.AsyncExitStack() as listeners:

@@ -33,7 +33,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AlertReceived",
+    "CellBurned",
     "CellEvent",
+    "CellGone",
     "CellRole",
     "ClockWarning",
     "EpochStale",
@@ -349,6 +351,36 @@ class VerifiedKeyChanged:
     verified_id: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class CellBurned:
+    """An admin burned the cell: it is deleted from this device, keys, history and all.
+
+    The last event of the cell: its `events()` end after it, and it is gone from the
+    client's `cells` (docs/protocol.md §C1.6). `by` is the admin who burned it, as the
+    signed membership names them; a burn from anyone else is refused (a `SecurityWarning`
+    with reason `BurnRefused`) and changes nothing.
+    """
+
+    cell: str
+    by: Member
+
+
+@dataclass(frozen=True, slots=True)
+class CellGone:
+    """The relay has no mailbox for this cell any more: nothing can arrive or be sent.
+
+    An admin burned the cell while this device was away (so its burn could not be read
+    here), or the relay lost or deleted the mailboxes; nothing tells the two apart, and the
+    relay's word alone deletes nothing here. The cell stays, marked `gone`, and nothing is
+    retried; leaving it (`cellrelay cell leave`, `Cell.leave` then `Client.forget`)
+    deletes it from this device. `code` is the relay's answer (`NO_SUCH_MAILBOX`,
+    `DELETED`).
+    """
+
+    cell: str
+    code: str
+
+
 CellEvent = (
     AlertReceived
     | MutedAlertReceived
@@ -369,4 +401,6 @@ CellEvent = (
     | ClockWarning
     | SendFailed
     | VerifiedKeyChanged
+    | CellBurned
+    | CellGone
 )

@@ -164,11 +164,14 @@ def default_data_dir() -> Path:
 def keystore_files(path: Path) -> list[Path]:
     """Every file the keystore at `path` may leave behind, the key file first."""
     state = _state_path(path)
+    staged = _staged_path(path)
     return [
         path,
         state,
         _temporary(path),
         _temporary(state),
+        staged,
+        _temporary(staged),
         path.with_name(path.name + ".lock"),
     ]
 
@@ -416,6 +419,17 @@ class Keystore:
         return store, payload
 
     def _load(self) -> bytes:
+        staged = _staged_path(self.path)
+        if staged.exists():
+            # A `rekey` stopped between its steps: the staged state opens with the key file's
+            # data key once the key file was replaced (then finish the rekey), else never.
+            try:
+                payload = _load_state(staged, self._data_key)
+            except KeystoreError:
+                wipe_file(staged)
+            else:
+                _replace_wiping(self.state_path, staged)
+                return payload
         return _load_state(self.state_path, self._data_key)
 
     def save(self, payload: bytes, *, durable: bool = True) -> None:
@@ -430,6 +444,38 @@ class Keystore:
         """
         self._check_open()
         _write_atomic(self.state_path, _seal_state(self._data_key, payload), durable=durable)
+
+    def rekey(self, payload: bytes) -> None:
+        """Save `payload` sealed under a fresh data key, so that no older copy opens again.
+
+        Every save leaves the previous state file's blocks on the disk (a rename unlinks
+        it), all sealed under the data key; after a burn those copies hold the burned cell.
+        Changing the data key makes them unreadable even with the passphrase, as long as no
+        older key file survives: the key file and the state file replaced here are
+        overwritten with random bytes once the new ones are in place (a best effort on
+        flash and journaling filesystems, see `wipe_file`).
+
+        Crash-safe in three durable steps: the new state goes to a staged file, then the key
+        file takes the new data key, then the staged file replaces the state. A crash after
+        the second step leaves a staged file that `open` finds and finishes with; after the
+        first, one that does not open with the key file's data key and is deleted.
+        """
+        self._check_open()
+        data_key = random_secret(SECRETBOX_KEY_SIZE)
+        staged = _staged_path(self.path)
+        try:
+            _write_atomic(staged, _seal_state(data_key, payload), durable=True)
+            slots = list(self._header.slots)
+            slots[self._real_slot] = _seal_slot(self._key, bytes([_REAL]) + bytes(data_key))
+            header = _Header(self._header.cost, self._header.salt, slots)
+            _replace_wiping(self.path, _write_temporary(self.path, header.encode()))
+        except BaseException:
+            zero(data_key)
+            raise
+        self._header = header
+        old, self._data_key = self._data_key, data_key
+        zero(old)
+        _replace_wiping(self.state_path, staged)
 
     def set_duress(self, passphrase: str, payload: bytes) -> None:
         """Make `passphrase` a duress passphrase: unlocking with it gives `payload` instead.
@@ -569,6 +615,51 @@ def _state_path(path: Path) -> Path:
     return path.with_name(path.name + STATE_SUFFIX)
 
 
+def _staged_path(path: Path) -> Path:
+    """The state sealed under the next data key, while `Keystore.rekey` is under way."""
+    return path.with_name(path.name + STATE_SUFFIX + ".next")
+
+
+def _write_temporary(path: Path, data: bytes) -> Path:
+    """Write `data` durably to the temporary file beside `path` (mode 0600); return its path."""
+    temporary = _temporary(path)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    return temporary
+
+
+def _replace_wiping(path: Path, source: Path) -> None:
+    """Rename `source` over `path` durably, then overwrite what was at `path` with random bytes.
+
+    The file replaced is held open across the rename, so its blocks are overwritten once
+    the new file is durably in its place: a crash at any point leaves one or the other
+    whole at `path`.
+    """
+    try:
+        old = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        old = -1
+    try:
+        os.replace(source, path)
+        _fsync_directory(path.parent)
+        if old >= 0:
+            info = os.fstat(old)
+            if stat.S_ISREG(info.st_mode):
+                left, offset = info.st_size, 0
+                while left > 0:
+                    chunk = min(left, _WIPE_CHUNK)
+                    os.pwrite(old, random_bytes(chunk), offset)
+                    left -= chunk
+                    offset += chunk
+                os.fsync(old)
+    finally:
+        if old >= 0:
+            os.close(old)
+
+
 def _temporary(path: Path) -> Path:
     return path.with_name(path.name + ".tmp")
 
@@ -616,7 +707,10 @@ def read_payload(path: Path, passphrase: str) -> bytes:
         plain = _open_slot(key, slot)
         if plain is not None and plain[0] == _REAL:
             zero(key)
-            return _load_state(_state_path(path), plain[1 : 1 + SECRETBOX_KEY_SIZE])
+            data_key = plain[1 : 1 + SECRETBOX_KEY_SIZE]
+            with contextlib.suppress(KeystoreError):  # a rekey under way (see `_load`)
+                return _load_state(_staged_path(path), data_key)
+            return _load_state(_state_path(path), data_key)
     zero(key)
     raise WrongPassphraseError("wrong passphrase (or the keystore file was altered)")
 

@@ -22,6 +22,7 @@ from cellrelay.protocol.wire import MailboxId
 from cellrelay.protocol.wire._codec import decode_map, encode_map
 
 __all__ = [
+    "BurnRecord",
     "CellRecord",
     "ClientState",
     "HistoryItem",
@@ -398,6 +399,9 @@ class CellRecord:
     # live that long (§G10.2): a client that starts offline must not fall back to the
     # default 7 days and delete keys a relay that keeps 30 days can still need.
     relay_max_ttl: int = 0
+    # The relay has no mailbox for the cell any more (burned by an admin while this member
+    # was away, or lost by the relay): nothing can arrive, nothing is retried (§C1.6).
+    gone: bool = False
     # Not saved; they keep a save cheap when the record is large (1,000 kept messages and
     # 20,000 seen ids took 5.6 ms per save, and a client saves after every burst of
     # deliveries). `_earliest` is at most the soonest expiry in `history` and `seen`, so
@@ -465,6 +469,7 @@ class CellRecord:
                 "leaves": [r.encode() for r in self.leaves],
                 "admitted": b"".join(m + e.to_bytes(4, "big") for m, e in self.admitted.items()),
                 "relay_max_ttl": self.relay_max_ttl,
+                "gone": int(self.gone),
             }
         )
 
@@ -487,6 +492,7 @@ class CellRecord:
             ("leaves", ()),  # saved before members could announce leaving
             ("admitted", b""),
             ("relay_max_ttl", 0),  # saved before the relay's maximum TTL was kept
+            ("gone", 0),  # saved before cells could be burned
         ):
             f.setdefault(name, default)  # saved before cells could move
         raw_seen = _bytes(f, "seen")
@@ -527,6 +533,7 @@ class CellRecord:
             leaves=[LeaveRecord.decode(b) for b in _list(f, "leaves")],
             admitted=_admitted(f),
             relay_max_ttl=_int(f, "relay_max_ttl"),
+            gone=bool(_int(f, "gone")),
         )
 
     def _bound_history(self) -> None:
@@ -616,6 +623,40 @@ class JoinRecord:
 
 
 @dataclass(slots=True, kw_only=True)
+class BurnRecord:
+    """What an admin's client keeps of a cell it burned: the mailboxes still to delete.
+
+    Nothing else of the cell: no keys but the mailboxes' admin keys, no history, no name
+    (docs/protocol.md §C1.6). `mailboxes` pairs each mailbox id with its admin key seed;
+    they are deleted on the relay from `delete_at` (unix seconds, device clock) on, and
+    the record is forgotten once the relay confirmed each deletion.
+    """
+
+    relay: str
+    delete_at: float
+    mailboxes: list[tuple[bytes, bytes]] = field(default_factory=list, repr=False)
+
+    def encode(self) -> bytes:
+        return encode_map(
+            {
+                "relay": self.relay,
+                "delete_at": self.delete_at,
+                "mailboxes": [m + seed for m, seed in self.mailboxes],
+            }
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> BurnRecord:
+        f = _decode(data)
+        pairs = []
+        for raw in _list(f, "mailboxes"):
+            if len(raw) != 48:
+                raise StateError("saved state: a burned cell's mailbox is damaged")
+            pairs.append((raw[:16], raw[16:]))
+        return cls(relay=_str(f, "relay"), delete_at=_float(f, "delete_at"), mailboxes=pairs)
+
+
+@dataclass(slots=True, kw_only=True)
 class ClientState:
     """The keystore's payload (see the module docstring)."""
 
@@ -623,6 +664,7 @@ class ClientState:
     cells: list[CellRecord] = field(default_factory=list)
     joins: list[JoinRecord] = field(default_factory=list)
     creation_secrets: dict[str, bytes] = field(default_factory=dict, repr=False)  # relay -> secret
+    burning: list[BurnRecord] = field(default_factory=list)  # burned here, mailboxes to delete
 
     def encode(self) -> bytes:
         """Return the payload bytes."""
@@ -635,6 +677,7 @@ class ClientState:
                 "creation_secrets": [
                     encode_map({"relay": r, "secret": s}) for r, s in self.creation_secrets.items()
                 ],
+                "burning": [b.encode() for b in self.burning],
             }
         )
 
@@ -646,6 +689,7 @@ class ClientState:
             StateError: damaged, or written by a newer version of cellrelay.
         """
         f = _decode(data)
+        f.setdefault("burning", ())  # saved before cells could be burned
         version = _int(f, "v")
         if version != STATE_VERSION:
             raise StateError(
@@ -660,4 +704,5 @@ class ClientState:
             cells=[CellRecord.decode(b) for b in _list(f, "cells")],
             joins=[JoinRecord.decode(b) for b in _list(f, "joins")],
             creation_secrets=secrets,
+            burning=[BurnRecord.decode(b) for b in _list(f, "burning")],
         )

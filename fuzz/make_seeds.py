@@ -61,6 +61,7 @@ def write_content_and_invite_seeds() -> None:
     """Write seeds for fuzz_content (kind byte + encoding) and fuzz_invite (mode byte + input)."""
     from cellrelay.protocol.cell._content import (
         Alert,
+        Burn,
         Change,
         Leave,
         MemberId,
@@ -101,6 +102,7 @@ def write_content_and_invite_seeds() -> None:
         ),
         "plain": PlainMessage(message_id=ids[1], sent_at_ms=1, text="line one\nline two"),
         "leave": Leave(message_id=ids[3], sent_at_ms=1_767_225_600_000),
+        "burn": Burn(message_id=ids[2], sent_at_ms=1_767_225_600_000),
         "membership": MembershipChange(
             message_id=ids[2], sent_at_ms=1, change=Change.ADDED, member_id=MemberId(b"a" * 16),
             member_name="Alice", by_id=MemberId(b"b" * 16), by_name="Bob",

@@ -263,6 +263,18 @@ function handle(event) {
       state.warnings.length = Math.min(state.warnings.length, 50);
       break;
     }
+    case "cell_burned":
+      // An admin burned the cell: it is gone from this device (docs/protocol.md §C1.6).
+      state.warnings.unshift({ cell: event.cell, reason: "burned",
+        detail: `burned by ${event.by.name}: deleted from this device` });
+      state.warnings.length = Math.min(state.warnings.length, 50);
+      loadAll().catch(report);
+      return;
+    case "cell_gone":
+      state.warnings.unshift({ cell: event.cell, reason: "gone",
+        detail: "its mailboxes are gone from the relay (burned while this device was away, or lost): nothing more can arrive" });
+      state.warnings.length = Math.min(state.warnings.length, 50);
+      break;
     case "events_missed":
       loadAll().catch(report);
       return;

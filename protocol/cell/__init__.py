@@ -9,6 +9,7 @@ from ._content import (
     GROUP_KINDS,
     MAX_CONTENT,
     Alert,
+    Burn,
     Change,
     Content,
     ContentError,
@@ -92,6 +93,7 @@ from ._outcomes import (
 from ._padding import (
     BUCKETS as PADDING_BUCKETS,
 )
+from ._receipts import RECEIPT_SAMPLE, ReceiptCounts, reporters
 from ._rollup import (
     AlertRollup,
     MemberStatus,
@@ -115,9 +117,11 @@ __all__ = [
     "MAX_MEMBERS",
     "MAX_NAME_BYTES",
     "PADDING_BUCKETS",
+    "RECEIPT_SAMPLE",
     "Alert",
     "AlertRollup",
     "BadSignatureError",
+    "Burn",
     "CellCrypto",
     "Change",
     "Content",
@@ -156,6 +160,7 @@ __all__ = [
     "PlainMessage",
     "Priority",
     "Receipt",
+    "ReceiptCounts",
     "ReceiptState",
     "RemovedError",
     "ReplayError",
@@ -176,5 +181,6 @@ __all__ = [
     "decode_content",
     "format_safety_number",
     "new_message_id",
+    "reporters",
     "safety_number",
 ]

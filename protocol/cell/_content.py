@@ -8,8 +8,9 @@ frozen classes below and back (docs/protocol.md §C1).
 Kinds 1-4 and 17 are app contents; 5-15 belong to the group layer itself (5 = sender key
 distribution, 6 = epoch change) and never reach `decode_content`; 16 is `Leave`, a
 member's announcement that it leaves the cell (docs/protocol.md §C9); 17 is a verifier's
-step on a report; the others are unassigned and refused as UNKNOWN_TYPE, so a newer
-client's new kind is reported, not misread.
+step on a report; 24 is a `Burn`, which only an admin may send (the client checks the
+sender against the signed membership, docs/protocol.md §C1.6); the others are unassigned
+and refused as UNKNOWN_TYPE, so a newer client's new kind is reported, not misread.
 `MembershipChange` (kind 0) is made locally by the client from the signed membership log:
 it is never sent, and `decode_content` refuses it unless the caller reads its own store
 (`allow_local=True`), so a member cannot forge "X was removed by Y".
@@ -55,6 +56,7 @@ __all__ = [
     "MEMBER_ID_SIZE",
     "MESSAGE_ID_SIZE",
     "Alert",
+    "Burn",
     "Change",
     "Content",
     "ContentError",
@@ -119,6 +121,7 @@ class ContentKind(IntEnum):
     ANNOUNCEMENT = 7  # the group layer's own: a signing key announcement
     LEAVE = 16  # a member leaves the cell (docs/protocol.md §C9)
     VERIFICATION = 17  # a dispatcher's step on a report: verifying, confirmed, ...
+    BURN = 24  # an admin burns the cell: every member deletes it (§C1.6)
 
 
 # Reserved for the group layer: decode_content refuses them (the group layer consumes its
@@ -481,6 +484,19 @@ class PlainMessage(_Content):
     text: Annotated[str, _text(MAX_TEXT)] = field(repr=False)
 
 
+@_content(ContentKind.BURN)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Burn(_Content):
+    """An admin burns the cell: every member's client deletes the cell's local state.
+
+    It says nothing else: who sent it is what matters, and a client acts on it only when
+    the sender is an admin in the signed membership it holds (docs/protocol.md §C1.6).
+    """
+
+    message_id: IdField = field(default_factory=new_message_id)
+    sent_at_ms: SentAtMs
+
+
 @_content(ContentKind.MEMBERSHIP)
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MembershipChange(_Content):
@@ -516,14 +532,15 @@ class Leave(_Content):
 
 
 WireContent: TypeAlias = Alert | StatusReply | Receipt | PlainMessage | VerificationStep
-"""The contents a member can send (a `Leave` is sent by `Cell.leave` only)."""
+"""The contents a member can send (a `Leave` is sent by `Cell.leave` only, a `Burn` by `Cell.burn`)."""
 Content: TypeAlias = (
     Alert | StatusReply | Receipt | PlainMessage | VerificationStep | MembershipChange
 )
-"""Every content an app sees (a `Leave` reaches apps as a `MembershipChange`)."""
+"""Every content an app sees (a `Leave` reaches apps as a
+`MembershipChange`, a `Burn` as the client's `CellBurned` event)."""
 
 
-def decode_content(kind: int, data: bytes, *, allow_local: bool = False) -> Content | Leave:
+def decode_content(kind: int, data: bytes, *, allow_local: bool = False) -> Content | Leave | Burn:
     """Decode the content of kind `kind` from `data`, strictly.
 
     `allow_local` admits kind 0 (`MembershipChange`), for a client reading back its own
@@ -564,4 +581,4 @@ def decode_content(kind: int, data: bytes, *, allow_local: bool = False) -> Cont
     for name, spec in specs:
         object.__setattr__(content, name, _checked(cls, name, spec, fields[name]))
     content._check_relations()
-    return typing.cast("Content | Leave", content)
+    return typing.cast("Content | Leave | Burn", content)

@@ -79,7 +79,7 @@ from ._content import (
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from ._content import Content, Leave
+    from ._content import Burn, Content, Leave
 
 __all__ = [
     "CLAIM_TOLERANCE",
@@ -447,7 +447,11 @@ class RollupBook:
         return self._pending_total
 
     def add(
-        self, sender_id: MemberId, sender_name: str, content: Content | Leave, received_at: float
+        self,
+        sender_id: MemberId,
+        sender_name: str,
+        content: Content | Leave | Burn,
+        received_at: float,
     ) -> AlertRollup | None:
         """Take one decrypted content from a member; return the alert's new roll-up if it changed.
 

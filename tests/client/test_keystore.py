@@ -16,6 +16,7 @@ from cellrelay.client._keystore import (
     KeystoreError,
     KeystoreExistsError,
     WrongPassphraseError,
+    read_payload,
 )
 
 PASSPHRASE = "correct horse battery staple"
@@ -110,3 +111,73 @@ def test_one_process_at_a_time(tmp_path: Path) -> None:
 def test_short_passphrase_refused(tmp_path: Path) -> None:
     with pytest.raises(KeystoreError, match="at least 8"):
         Keystore.create(tmp_path / "keystore", "short", b"x", cost=TEST_COST)
+
+
+def _opens_with_current_key(path: Path, old_state: bytes) -> bool:
+    """Whether an old copy of the state file opens with the keystore's data key now."""
+    state = path.with_name("keystore.state")
+    current = state.read_bytes()
+    state.write_bytes(old_state)
+    try:
+        read_payload(path, PASSPHRASE)  # takes no lock: the keystore is open meanwhile
+    except KeystoreError:
+        return False
+    finally:
+        state.write_bytes(current)
+    return True
+
+
+def test_rekey_makes_old_copies_of_the_state_unreadable(tmp_path: Path) -> None:
+    """After a burn, a copy of the state the disk kept no longer opens, even with the passphrase."""
+    path = tmp_path / "keystore"
+    with Keystore.create(path, PASSPHRASE, b"with the burned cell", cost=TEST_COST) as store:
+        old_state = path.with_name("keystore.state").read_bytes()
+        store.save(b"still with it")
+        assert _opens_with_current_key(path, old_state)  # the control: saves keep the key
+        key_file = path.read_bytes()
+        store.rekey(b"without it")
+        assert path.read_bytes() != key_file
+        assert len(path.read_bytes()) == KEY_FILE_SIZE
+        store.save(b"a later save")
+    assert not _opens_with_current_key(path, old_state)
+    store, payload = Keystore.open(path, PASSPHRASE)
+    assert payload == b"a later save"
+    store.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "keystore",
+        "keystore.lock",
+        "keystore.state",
+    ]
+
+
+def test_rekey_interrupted_after_the_key_file_finishes_on_open(tmp_path: Path) -> None:
+    """A crash between the key file and the state: the staged state is the one that opens."""
+    path = tmp_path / "keystore"
+    with Keystore.create(path, PASSPHRASE, b"old", cost=TEST_COST) as store:
+        store.rekey(b"new")
+        state = path.with_name("keystore.state")
+        # Put back a state the new key cannot open, and the new one where rekey stages it.
+        staged = path.with_name("keystore.state.next")
+        staged.write_bytes(state.read_bytes())
+        state.write_bytes(b"CRST1\n" + bytes(60))
+    store, payload = Keystore.open(path, PASSPHRASE)
+    store.close()
+    assert payload == b"new"
+    assert not path.with_name("keystore.state.next").exists()
+
+
+def test_rekey_interrupted_before_the_key_file_keeps_the_old_state(tmp_path: Path) -> None:
+    """A crash after staging only: the staged state does not open and is deleted."""
+    path = tmp_path / "keystore"
+    with Keystore.create(path, PASSPHRASE, b"old", cost=TEST_COST):
+        pass
+    other = tmp_path / "other" / "keystore"
+    with Keystore.create(other, PASSPHRASE, b"sealed under another key", cost=TEST_COST):
+        pass
+    path.with_name("keystore.state.next").write_bytes(
+        other.with_name("keystore.state").read_bytes()
+    )
+    store, payload = Keystore.open(path, PASSPHRASE)
+    store.close()
+    assert payload == b"old"
+    assert not path.with_name("keystore.state.next").exists()

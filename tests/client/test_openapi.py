@@ -170,11 +170,13 @@ async def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(
         "response_headers_conformance,response_schema_conformance,negative_data_rejection",
         # Not generated: creating a cell or joining one would reach relays at whatever
         # address was drawn (anywhere on the network), the event stream never ends, and
-        # leaving would remove the cell the other operations are exercised on.
+        # leaving or burning would remove the cell the other operations are exercised on
+        # (tests/client/test_cli_burn.py burns through the daemon).
         "--exclude-operation-id", "create_cell",
         "--exclude-operation-id", "join_cell",
         "--exclude-operation-id", "events",
         "--exclude-operation-id", "leave_cell",
+        "--exclude-operation-id", "burn_cell",
         "--max-examples", "12",
         "--phases", "examples,coverage,fuzzing",
         "--workers", "1",

@@ -21,6 +21,7 @@ from cellrelay.protocol.cell._content import (
     MAX_RECEIPT_IDS,
     MAX_TEXT,
     Alert,
+    Burn,
     Change,
     Content,
     ContentError,
@@ -112,6 +113,7 @@ def test_kinds_are_the_documented_numbers() -> None:
         4: PlainMessage,
         16: Leave,
         17: VerificationStep,
+        24: Burn,
     }
     assert int(ContentKind.SENDER_KEY) == 5
     assert int(ContentKind.EPOCH_CHANGE) == 6
@@ -194,7 +196,7 @@ def test_maximal_contents_fit_the_size_limit() -> None:
 @given(st.integers(-5, 300), st.binary(max_size=200))
 def test_arbitrary_bytes_give_content_or_content_error(kind: int, data: bytes) -> None:
     try:
-        content: Content | Leave | None = decode_content(kind, data, allow_local=True)
+        content: Content | Leave | Burn | None = decode_content(kind, data, allow_local=True)
     except ContentError as exc:
         code: ErrorCode | None = exc.code
         content = None
