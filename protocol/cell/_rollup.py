@@ -621,16 +621,25 @@ class RollupBook:
             if current.beaten_by(held):
                 current.key, current.status = held.key, held.status
             return None
+        if self._take_pending_slot(member):
+            self._pending.setdefault(reply.alert_id, {})[member] = held
+        return None
+
+    def _take_pending_slot(self, member: MemberId) -> bool:
+        """Count one more held-before-its-alert item of `member`, if the bounds allow it.
+
+        Replies and verification steps share the bounds (in total and per member); one
+        that does not fit is dropped and counted in `dropped`.
+        """
         if (
             self._pending_total >= self._max_pending
             or self._pending_by_member.get(member, 0) >= self._max_pending_per_member
         ):
             self.dropped += 1
-            return None
-        self._pending.setdefault(reply.alert_id, {})[member] = held
+            return False
         self._pending_total += 1
         self._pending_by_member[member] = self._pending_by_member.get(member, 0) + 1
-        return None
+        return True
 
     def _add_step(
         self, member: MemberId, name: str, step: VerificationStep, received_at: float
@@ -663,15 +672,8 @@ class RollupBook:
         waiting = self._pending_steps.get(step.alert_id)
         if waiting is not None and step_key in waiting:
             return None
-        if (
-            self._pending_total >= self._max_pending
-            or self._pending_by_member.get(member, 0) >= self._max_pending_per_member
-        ):
-            self.dropped += 1
-            return None
-        self._pending_steps.setdefault(step.alert_id, {})[step_key] = held
-        self._pending_total += 1
-        self._pending_by_member[member] = self._pending_by_member.get(member, 0) + 1
+        if self._take_pending_slot(member):
+            self._pending_steps.setdefault(step.alert_id, {})[step_key] = held
         return None
 
     @staticmethod
