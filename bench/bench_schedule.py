@@ -75,6 +75,7 @@ from cellrelay.protocol.cell._schedule import (
     init_secret,
     next_epoch_secret,
     open_keys,
+    receive_dh,
     seal_keys,
 )
 from cellrelay.protocol.wire._address import RelayAddress
@@ -252,7 +253,7 @@ def v2(members: int, repeats: int) -> dict[str, float]:
         mid = listed[0][0]
         opened = open_keys(
             first, cell_id=CELL, ad=b"", nonce=NONCE, me=mid, bucket_members=[m for m, _ in listed],
-            receive_private=receive[mid], bucket_private=None,
+            dh=receive_dh(receive[mid]), receive_pub=x25519_public_from_private(receive[mid]), bucket_private=None,
         )  # fmt: skip
         assert opened.bucket_private is not None
         bucket_keys[b] = opened.bucket_private
@@ -292,7 +293,7 @@ def v2(members: int, repeats: int) -> dict[str, float]:
             ed25519_verify(admin.sign_pub, b"cellrelay/2 epoch-change\x00" + ch + tail, signature)
             opened = open_keys(
                 section, cell_id=CELL, ad=ch, nonce=NONCE, me=mid, bucket_members=listed,
-                receive_private=receive[mid], bucket_private=bucket_keys.get(b),
+                dh=receive_dh(receive[mid]), receive_pub=x25519_public_from_private(receive[mid]), bucket_private=bucket_keys.get(b),
             )  # fmt: skip
             secret = next_epoch_secret(init, opened.change_secret, CELL, 3)
             SenderTree.enter(secret, CELL, 3).clear()

@@ -6,7 +6,11 @@ Input layout: byte 0 picks the entry point, the rest is its input:
   comes from the group mailbox, so from any member or a hostile relay;
 * 1: `open_keys` on a change's key section, as a fixed member whose receive and bucket
   keys are `MEMBER_RECEIVE` and `MEMBER_BUCKET` (the seeds are real sections sealed to
-  them, `fuzz/make_seeds.py`): an admin signs a change, but an admin can be hostile.
+  them, `fuzz/make_seeds.py`): an admin signs a change, but an admin can be hostile;
+* 2: `bucketed_keys` on a version 3 epoch change whose key section and bucket table are
+  the input (what a member parses after the signature: the layout an admin chose);
+* 3: `WelcomeContent.from_bytes` of version 3 (its join box and bucket table): whatever
+  it accepts must re-encode to the same bytes.
 
 Whatever the bytes, the result is a value or a `GroupError`, never anything else.
 """
@@ -18,9 +22,11 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
+    from cellrelay.protocol._crypto import x25519_public_from_private
+    from cellrelay.protocol.cell._control import KEYS_OFFSET_V3, WelcomeContent, bucketed_keys
     from cellrelay.protocol.cell._errors import GroupError
     from cellrelay.protocol.cell._identity import Identity
-    from cellrelay.protocol.cell._schedule import KeyUpdate, open_keys
+    from cellrelay.protocol.cell._schedule import KeyUpdate, open_keys, receive_dh
 
 CELL = bytes(range(16))
 AD = b"fuzz change header"
@@ -34,13 +40,21 @@ def test_one_input(data: bytes) -> None:
     """Check one input (atheris entry point)."""
     if not data:
         return
-    mode, body = data[0] % 2, data[1:]
+    mode, body = data[0] % 4, data[1:]
     try:
         if mode == 0:
             update = KeyUpdate.from_bytes(body)
             if update.to_bytes() != body:
                 raise AssertionError("an accepted key update does not round-trip")
             update.verify(CELL, IDENTITY.info, after=0)
+        elif mode == 2:
+            section, table = bucketed_keys(bytes(KEYS_OFFSET_V3) + body)
+            if len(table) != 64 or not body.startswith(section):
+                raise AssertionError("a parsed change's parts do not add up")
+        elif mode == 3:
+            content = WelcomeContent.from_bytes(body, 3)
+            if content.to_bytes() != body:
+                raise AssertionError("an accepted welcome does not round-trip")
         else:
             opened = open_keys(
                 body,
@@ -49,7 +63,8 @@ def test_one_input(data: bytes) -> None:
                 nonce=NONCE,
                 me=IDENTITY.member_id,
                 bucket_members=[IDENTITY.member_id],
-                receive_private=bytearray(MEMBER_RECEIVE),
+                dh=receive_dh(bytearray(MEMBER_RECEIVE)),
+                receive_pub=x25519_public_from_private(bytearray(MEMBER_RECEIVE)),
                 bucket_private=bytearray(MEMBER_BUCKET),
             )
             opened.clear()

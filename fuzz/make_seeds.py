@@ -243,6 +243,21 @@ def write_schedule_seeds() -> None:
             refresh=refresh,
         )
         seeds[f"section-{name}"] = b"\x01" + section
+        seeds[f"change-{name}"] = b"\x02" + section + bytes(2048) + bytes(100)
+    from cellrelay.protocol.cell._group import CellCrypto
+
+    admin = CellCrypto.create(
+        target.IDENTITY, target.CELL, now=0.0, group_keys=(bytes(32), bytes(32)),
+        control_read_key=bytes(32), name="fuzz",
+    )  # fmt: skip
+    admin._s.join_boxes[target.IDENTITY.member_id] = bytes(124)
+    admin._s.bucket_publics = {0: bytes(range(32))}
+    from cellrelay.protocol.cell._epochs import welcome_content
+
+    content = welcome_content(
+        admin._s, target.IDENTITY.member_id, now=0.0, extra=b"x", invite_binding=bytes(32)
+    )
+    seeds["welcome-v3"] = b"\x03" + content.to_bytes()
     folder = SEEDS / "schedule"
     folder.mkdir(parents=True, exist_ok=True)
     for name, seed in seeds.items():

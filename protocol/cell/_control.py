@@ -25,6 +25,29 @@ the signer's identity key over "cellrelay/1 epoch-change" || 0x00 || CH || body 
 A box is XChaCha20-Poly1305(pairwise epoch-box key(signer, recipient), nonce,
 AD = "cellrelay/1 epoch-box" || 0x00 || CH || recipient id, epoch secret of E+1). A
 recipient finds its box by trying each slot (at most 128 small AEADs).
+
+Version 3 (issue 12, docs/protocol.md §G6.2) replaces the 128 slots with the bucket key
+section of `_schedule` and pads the whole change to an envelope size class instead of the
+largest cell, so one layout serves 1 to 5,000 members:
+
+```
+offset  size   field
+0       1      version (3)
+1       4      new epoch E+1
+5       24     nonce
+29      134    sealed header                  XChaCha20-Poly1305(control-header key of E,
+                                              nonce, AD = version || epoch, CH || op (u8)
+                                              || subject id (16) || signature)
+163     1040   body                           as in version 1
+1203    S      key section                    `_schedule.seal_keys`, box AD = CH
+1203+S  2048   bucket public keys             64 x 32, zero for an empty bucket
+...            random filler                  up to the size class (`_padding.bucket_for`)
+```
+
+The op and subject (0xFF and zeros for a rotation) are the log entry's, told ahead of the
+body so a member knows its bucket's members after the change (its box's position) before
+it can open the body, and a removed member knows it is removed. The signature is over
+"cellrelay/3 epoch-change" || 0x00 || CH || op || subject || everything from offset 163.
 """
 
 from __future__ import annotations
@@ -51,13 +74,14 @@ from ._errors import BadSignatureError, MalformedError, TamperedError
 from ._identity import MAX_NAME_BYTES, MEMBER_ID_SIZE, MemberInfo, check_name
 from ._keys import WELCOME, kdf
 from ._membership import CELL_ID_SIZE, HASH_SIZE, MAX_MEMBERS, LogEntry, Role
-from ._padding import bucket_for, pad, unpad
+from ._padding import BUCKETS, bucket_for, pad, unpad
+from ._schedule import parse_section
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from .._crypto import XChaChaKey
-    from ._identity import Identity
+    from ._identity import Identity, Rng
 
 __all__ = [
     "CONTROL_SIZE",
@@ -69,27 +93,38 @@ __all__ = [
     "WELCOME_VERSION",
     "ChangeBody",
     "WelcomeContent",
+    "bucketed_keys",
     "change_header",
     "find_box",
     "open_admin_grant",
+    "open_bucketed_header",
     "open_change_body",
     "open_change_header",
     "open_welcome",
     "seal_admin_grant",
+    "seal_bucketed_change",
     "seal_epoch_change",
     "seal_welcome",
+    "verify_bucketed_change",
 ]
 
 # Version 2 (issue 12) has the layout of version 1; its boxes carry a *change secret*, and
 # the new epoch's secret is derived from it and the previous epoch's init secret
 # (docs/protocol.md §G6.2), so a box opened later with a seized identity key yields no
-# epoch secret. Members still read version 1 changes (an admin not yet upgraded).
-VERSION: Final = 2
-READABLE_VERSIONS: Final = (1, 2)
+# epoch secret. Version 3 (issue 12) boxes the change secret to 64 buckets (see the module
+# docstring). Members still read versions 1 and 2 (an admin not yet upgraded).
+VERSION: Final = 3
+SLOTTED_VERSION: Final = 2  # the last version with 128 box slots (tests of older admins)
+READABLE_VERSIONS: Final = (1, 2, 3)
+BUCKETED_VERSION: Final = 3
 # Welcomes have their own version: 2 since a welcome answers one invite (WB ends with the
 # invite binding, issue 9). A version 1 welcome is refused as malformed: it names no
-# invite, so it could be any old welcome replayed.
-WELCOME_VERSION: Final = 2
+# invite, so it could be any old welcome replayed. Version 3 (issue 12) adds the joiner's
+# join box and, for an admin joiner, the bucket public keys; version 2 is still read (an
+# admin not yet upgraded, in a cell whose changes are still of version 1 or 2).
+WELCOME_VERSION: Final = 3
+READABLE_WELCOMES: Final = (2, 3)
+JOIN_BOX_SIZE: Final = 4 + MEMBER_ID_SIZE + XCHACHA20POLY1305_NONCE_SIZE + X25519_KEY_SIZE + 48
 INVITE_BINDING_SIZE: Final = 32
 SECRET_SIZE: Final = 32
 CLEAR_SIZE: Final = 1 + 4 + XCHACHA20POLY1305_NONCE_SIZE
@@ -115,12 +150,25 @@ MAX_CHANGE_EXTRA: Final = 384
 GROUP_KEY_SIZE: Final = 32
 
 _SIGN_DOMAIN: Final = b"cellrelay/1 epoch-change\x00"
+_SIGN_DOMAIN_V3: Final = b"cellrelay/3 epoch-change\x00"
+# Version 3's sealed header adds the entry's op and subject; the body follows it.
+NO_OP: Final = 0xFF
+HINT_SIZE: Final = 1 + MEMBER_ID_SIZE
+SEALED_HEADER_V3: Final = CH_SIZE + HINT_SIZE + ED25519_SIGNATURE_SIZE + AEAD_TAG_SIZE
+BODY_OFFSET_V3: Final = CLEAR_SIZE + SEALED_HEADER_V3
+KEYS_OFFSET_V3: Final = BODY_OFFSET_V3 + BODY_SIZE + AEAD_TAG_SIZE
+TABLE_SIZE: Final = 64 * X25519_KEY_SIZE
+# The smallest version 3 change: no refreshed bucket (33 + 64 x 48 bytes of key section).
+MIN_CHANGE_V3: Final = KEYS_OFFSET_V3 + X25519_KEY_SIZE + 1 + 64 * BOX_SIZE + TABLE_SIZE
 _BOX_DOMAIN: Final = b"cellrelay/1 epoch-box\x00"
 _GRANT_DOMAIN: Final = b"cellrelay/1 admin-grant\x00"
 _WELCOME_DOMAIN: Final = b"cellrelay/1 welcome\x00"
 # The admin's signature over WB: its own label per welcome version, so no signature made
 # for one layout ever verifies for another.
-_WELCOME_SIGN_DOMAIN: Final = b"cellrelay/1 welcome/2\x00"
+_WELCOME_SIGN_DOMAINS: Final = {
+    2: b"cellrelay/1 welcome/2\x00",
+    3: b"cellrelay/1 welcome/3\x00",
+}
 _WELCOME_HEAD: Final = 1 + X25519_KEY_SIZE + XCHACHA20POLY1305_NONCE_SIZE
 _WELCOME_OVERHEAD: Final = _WELCOME_HEAD + AEAD_TAG_SIZE
 
@@ -214,9 +262,9 @@ def seal_epoch_change(
     secret: bytes | bytearray,
     boxes: Sequence[tuple[bytes, bytes | bytearray]],
     filler: bytes,
-    version: int = VERSION,
+    version: int = SLOTTED_VERSION,
 ) -> bytes:
-    """Return the epoch change envelope (see the module docstring).
+    """Return an epoch change of version 1 or 2 (see the module docstring).
 
     `boxes` lists (recipient id, pairwise epoch-box key) for every member of the new epoch,
     in ascending id order; `filler` is the random content of the unused slots; `secret` is
@@ -241,11 +289,94 @@ def split_change(envelope: bytes) -> tuple[int, bytes]:
     """Return (new epoch, nonce) from an epoch change's clear part (its version: `envelope[0]`).
 
     Raises:
-        MalformedError: wrong size or version.
+        MalformedError: wrong size for its version, or an unknown version.
     """
-    if len(envelope) != CONTROL_SIZE or envelope[0] not in READABLE_VERSIONS:
+    if not envelope or envelope[0] not in READABLE_VERSIONS:
+        raise MalformedError("not an epoch change")
+    if envelope[0] == BUCKETED_VERSION:
+        if len(envelope) < MIN_CHANGE_V3 or len(envelope) not in BUCKETS:
+            raise MalformedError("not an epoch change")
+    elif len(envelope) != CONTROL_SIZE:
         raise MalformedError("not an epoch change")
     return int.from_bytes(envelope[1:5], "big"), envelope[5:CLEAR_SIZE]
+
+
+def seal_bucketed_change(
+    *,
+    signer: Identity,
+    ch: bytes,
+    hint: tuple[int, bytes],
+    nonce: bytes,
+    header_key: XChaChaKey,
+    body_key: XChaChaKey,
+    body: ChangeBody,
+    section: bytes,
+    table: bytes,
+    rng: Rng,
+) -> bytes:
+    """Return an epoch change of version 3 (see the module docstring).
+
+    `hint` is (op, subject id) of the body's log entry, or (NO_OP, 16 zero bytes); `section`
+    is `_schedule.seal_keys`'s output made with AD = `ch`; `table` the 64 bucket public
+    keys after the change (zeros for an empty bucket).
+
+    Raises:
+        ValueError: the change does not fit the largest envelope size class.
+    """
+    op, subject = hint
+    if len(table) != TABLE_SIZE or len(subject) != MEMBER_ID_SIZE:
+        raise ValueError("a table is 64 keys, a subject 16 bytes")
+    epoch = ch[CELL_ID_SIZE : CELL_ID_SIZE + 4]
+    used = KEYS_OFFSET_V3 + len(section) + TABLE_SIZE
+    size = bucket_for(used)
+    tail = body_key.encrypt(nonce, ch, body.to_bytes()) + section + table + rng(size - used)
+    signature = signer.sign(_SIGN_DOMAIN_V3 + ch + bytes([op]) + subject + tail)
+    clear = bytes([BUCKETED_VERSION]) + epoch
+    sealed = header_key.encrypt(nonce, clear, ch + bytes([op]) + subject + signature)
+    return clear + nonce + sealed + tail
+
+
+def open_bucketed_header(
+    envelope: bytes, header_key: XChaChaKey, nonce: bytes
+) -> tuple[bytes, int, bytes, bytes]:
+    """Return (CH, op, subject, signature) of a version 3 change (TamperedError if forged)."""
+    view = memoryview(envelope)
+    try:
+        inner = header_key.decrypt(nonce, view[:5], view[CLEAR_SIZE:BODY_OFFSET_V3])
+    except CryptoError as exc:
+        raise TamperedError("epoch change header does not authenticate") from exc
+    hint_end = CH_SIZE + HINT_SIZE
+    return inner[:CH_SIZE], inner[CH_SIZE], inner[CH_SIZE + 1 : hint_end], inner[hint_end:]
+
+
+def verify_bucketed_change(
+    signer: MemberInfo, ch: bytes, hint: tuple[int, bytes], signature: bytes, envelope: bytes
+) -> None:
+    """Check the admin's signature over a version 3 change (BadSignatureError if wrong)."""
+    signed = _SIGN_DOMAIN_V3 + ch + bytes([hint[0]]) + hint[1] + envelope[BODY_OFFSET_V3:]
+    try:
+        ed25519_verify(signer.sign_pub, signed, signature)
+    except CryptoError as exc:
+        raise BadSignatureError("bad epoch change signature") from exc
+
+
+def bucketed_keys(envelope: bytes) -> tuple[bytes, tuple[bytes | None, ...]]:
+    """Return (key section, the 64 bucket public keys, None for an empty bucket).
+
+    Raises:
+        MalformedError: the section does not parse, or the table does not fit.
+    """
+    rest = envelope[KEYS_OFFSET_V3:]
+    end = parse_section(rest)[3]
+    if end + TABLE_SIZE > len(rest):
+        raise MalformedError("an epoch change too short for its bucket keys")
+    table = rest[end : end + TABLE_SIZE]
+    empty = bytes(X25519_KEY_SIZE)
+    keys = tuple(
+        None if (key := table[at : at + X25519_KEY_SIZE]) == empty else key
+        for at in range(0, TABLE_SIZE, X25519_KEY_SIZE)
+    )
+    return rest[:end], keys
 
 
 def open_change_header(
@@ -284,9 +415,10 @@ def find_box(
 
 
 def open_change_body(envelope: bytes, body_key: XChaChaKey, nonce: bytes, ch: bytes) -> ChangeBody:
-    """Return the parsed body (TamperedError / MalformedError)."""
+    """Return the parsed body of a change of any version (TamperedError / MalformedError)."""
+    start = BODY_OFFSET_V3 if envelope[0] == BUCKETED_VERSION else BODY_OFFSET
     try:
-        padded = body_key.decrypt(nonce, ch, memoryview(envelope)[BODY_OFFSET:SLOTS_OFFSET])
+        padded = body_key.decrypt(nonce, ch, memoryview(envelope)[start : start + BODY_SIZE + 16])
     except CryptoError as exc:
         raise TamperedError("epoch change body does not authenticate") from exc
     return ChangeBody.from_bytes(padded)
@@ -303,7 +435,9 @@ class WelcomeContent:
     UTF-8) || epoch (u32) || epoch secret (32) || head index (u32) || head hash (32) ||
     head epoch (u32) || member count (u16) || members (MemberInfo || role u8, ascending id)
     || group read seed (32) || group write seed (32) || control read key (32) || admin
-    secrets (u16 length) || extra (u16 length) || created at (u64, Unix milliseconds).
+    secrets (u16 length) || extra (u16 length) || created at (u64, Unix milliseconds) ||
+    invite binding (32); version 3 then adds: join box flag (u8) [join box (124)] || table
+    flag (u8) [the 64 bucket public keys (2,048)] (docs/protocol.md §G7).
     """
 
     joiner: bytes
@@ -321,6 +455,9 @@ class WelcomeContent:
     extra: bytes = field(repr=False)
     created_ms: int
     invite_binding: bytes = field(repr=False)
+    join_box: bytes | None = field(default=None, repr=False)
+    bucket_table: bytes | None = field(default=None, repr=False)
+    version: int = WELCOME_VERSION
 
     def to_bytes(self) -> bytes:
         """Return WB."""
@@ -334,11 +471,21 @@ class WelcomeContent:
         writer.long(self.admin_secrets).long(self.extra)
         if len(self.invite_binding) != INVITE_BINDING_SIZE:
             raise ValueError("an invite binding is 32 bytes")
-        return writer.u64(self.created_ms).raw(self.invite_binding).bytes()
+        writer.u64(self.created_ms).raw(self.invite_binding)
+        if self.version == WELCOME_VERSION:
+            for part, size in ((self.join_box, JOIN_BOX_SIZE), (self.bucket_table, TABLE_SIZE)):
+                writer.u8(part is not None)
+                if part is not None:
+                    if len(part) != size:
+                        raise ValueError("a join box is 124 bytes, a table 2,048")
+                    writer.raw(part)
+        elif self.join_box is not None or self.bucket_table is not None:
+            raise ValueError("a version 2 welcome has no bucket keys")
+        return writer.bytes()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> WelcomeContent:
-        """Parse WB (MalformedError if it is not one)."""
+    def from_bytes(cls, data: bytes, version: int = WELCOME_VERSION) -> WelcomeContent:
+        """Parse WB of this welcome version (MalformedError if it is not one)."""
         reader = Reader(data)
         joiner, cell_id = reader.take(MEMBER_ID_SIZE), reader.take(CELL_ID_SIZE)
         try:
@@ -363,6 +510,10 @@ class WelcomeContent:
         admin_secrets, extra = reader.long(MAX_ADMIN_SECRETS), reader.long(MAX_EXTRA)
         created_ms = reader.u64()
         invite_binding = reader.take(INVITE_BINDING_SIZE)
+        join_box = table = None
+        if version == WELCOME_VERSION:
+            join_box = reader.take(JOIN_BOX_SIZE) if reader.flag() else None
+            table = reader.take(TABLE_SIZE) if reader.flag() else None
         reader.end()
         return cls(
             joiner=joiner,
@@ -380,6 +531,9 @@ class WelcomeContent:
             extra=extra,
             created_ms=created_ms,
             invite_binding=invite_binding,
+            join_box=join_box,
+            bucket_table=table,
+            version=version,
         )
 
 
@@ -397,16 +551,16 @@ def seal_welcome(
     ephemeral_private: bytearray,
     nonce: bytes,
 ) -> bytes:
-    """Return a welcome: version (2) || ephemeral public key || nonce || sealed (signer id ||
+    """Return a welcome: version (content.version) || ephemeral public key || nonce || sealed (signer id ||
     signature || WB, padded so the whole welcome is a bucket size)."""
     ephemeral_pub = x25519_public_from_private(ephemeral_private)
     shared = x25519(ephemeral_private, joiner_dh_pub)
     key = _welcome_key(shared, ephemeral_pub, joiner_dh_pub)
     zero(shared)
     wb = content.to_bytes()
-    inner = signer.member_id + signer.sign(_WELCOME_SIGN_DOMAIN + wb) + wb
+    inner = signer.member_id + signer.sign(_WELCOME_SIGN_DOMAINS[content.version] + wb) + wb
     padded = pad(inner, bucket_for(len(inner) + 1 + _WELCOME_OVERHEAD) - _WELCOME_OVERHEAD)
-    head = bytes([WELCOME_VERSION]) + ephemeral_pub + nonce
+    head = bytes([content.version]) + ephemeral_pub + nonce
     try:
         return head + xchacha20poly1305_encrypt(
             key, nonce, _WELCOME_DOMAIN + head + joiner_dh_pub, padded
@@ -418,13 +572,13 @@ def seal_welcome(
 def open_welcome(identity: Identity, welcome: bytes) -> tuple[bytes, bytes, bytes]:
     """Return (signer id, signature, WB) from a welcome sealed for `identity`.
 
-    The caller verifies the signature against the signer's key in the member list.
+    The welcome's version is its first byte (2 or 3). The caller verifies the signature against the signer's key in the member list.
 
     Raises:
         MalformedError: not a welcome.
         TamperedError: it does not authenticate (not for this identity, or altered).
     """
-    if len(welcome) <= _WELCOME_OVERHEAD or welcome[0] != WELCOME_VERSION:
+    if len(welcome) <= _WELCOME_OVERHEAD or welcome[0] not in READABLE_WELCOMES:
         raise MalformedError("not a welcome (or one of another version)")
     ephemeral_pub = welcome[1 : 1 + X25519_KEY_SIZE]
     nonce = welcome[1 + X25519_KEY_SIZE : _WELCOME_HEAD]
@@ -448,9 +602,11 @@ def open_welcome(identity: Identity, welcome: bytes) -> tuple[bytes, bytes, byte
     return signer, rest[:ED25519_SIGNATURE_SIZE], rest[ED25519_SIGNATURE_SIZE:]
 
 
-def verify_welcome(signer: MemberInfo, signature: bytes, wb: bytes) -> None:
+def verify_welcome(
+    signer: MemberInfo, signature: bytes, wb: bytes, version: int = WELCOME_VERSION
+) -> None:
     """Check the welcoming admin's signature over WB (BadSignatureError if wrong)."""
     try:
-        ed25519_verify(signer.sign_pub, _WELCOME_SIGN_DOMAIN + wb, signature)
+        ed25519_verify(signer.sign_pub, _WELCOME_SIGN_DOMAINS[version] + wb, signature)
     except CryptoError as exc:
         raise BadSignatureError("bad welcome signature") from exc

@@ -11,25 +11,34 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
-from .._crypto import zero
+from .._crypto import x25519_public_from_private, zero
 from ._control import (
     BOX_SIZE,
+    BUCKETED_VERSION,
+    NO_OP,
     SECRET_SIZE,
+    TABLE_SIZE,
     ChangeBody,
     WelcomeContent,
+    bucketed_keys,
     change_header,
     find_box,
     open_admin_grant,
+    open_bucketed_header,
     open_change_body,
     open_change_header,
     seal_admin_grant,
+    seal_bucketed_change,
     seal_epoch_change,
+    verify_bucketed_change,
     verify_change,
 )
 from ._errors import GroupError, MalformedError, MembershipError
+from ._identity import MEMBER_ID_SIZE
 from ._keys import PAIRWISE_ADMIN_GRANT, PAIRWISE_EPOCH_BOX, EpochKeys
 from ._membership import CELL_ID_SIZE, MAX_MEMBERS, Op, Role, sign_entry
-from ._schedule import next_epoch_secret
+from ._schedule import BUCKETS, bucket_of, next_epoch_secret, open_keys, parse_section, seal_keys
+from ._state import MAX_JOIN_BOXES
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -63,6 +72,143 @@ class VerifiedChange:
     group_keys: tuple[bytes, bytes] | None = field(default=None, repr=False)
     granted: bytes | None = field(default=None, repr=False)
     extra: bytes | None = field(default=None, repr=False)  # the body's client data
+    # Version 3 only (None: a change of version 1 or 2, after which the cell migrates again):
+    # this member's new bucket private key (None if its bucket was not refreshed), the 64
+    # bucket public keys after the change, and the join boxes an admin keeps after it.
+    bucket_private: bytearray | None = field(default=None, repr=False)
+    bucket_publics: dict[int, bytes] | None = None
+    join_boxes: dict[bytes, bytes] | None = field(default=None, repr=False)
+    by_bucket: dict[int, list[bytes]] | None = field(default=None, repr=False)
+
+
+def _buckets_after(
+    state: SavedState, op: int, subject: bytes
+) -> tuple[dict[int, list[bytes]], int | None]:
+    """The members by bucket after a change with this op and subject, and the subject's
+    bucket if the change adds or removes it (the bucket it refreshes)."""
+    cell_id = state.cell_id
+    before = state.epochs[state.current].buckets(cell_id)
+    if op not in (Op.ADD, Op.REMOVE):
+        return before, None
+    b = bucket_of(cell_id, subject)
+    listed = [m for m in before.get(b, []) if m != subject]
+    if op == Op.ADD:
+        listed = sorted([*listed, subject])
+    after = dict(before)
+    if listed:
+        after[b] = listed
+    else:
+        after.pop(b, None)
+    return after, b
+
+
+def _join_boxes(
+    state: SavedState,
+    envelope_number: int,
+    signer: bytes,
+    nonce: bytes,
+    section: bytes,
+    by_bucket: dict[int, list[bytes]],
+    added: bytes | None,
+    removed: bytes | None,
+) -> dict[bytes, bytes]:
+    """The join boxes an admin keeps after a change: the latest box of each member added
+    lately (docs/protocol.md §G7), so any admin can welcome it from this change on."""
+    e_pub, refreshed, _, _ = parse_section(section)
+    kept = {m: box for m, box in state.join_boxes.items() if m != removed}
+    pending = set(kept) | ({added} if added is not None else set())
+    head = envelope_number.to_bytes(4, "big") + signer + nonce + e_pub
+    for b, (_public, count, offset) in refreshed.items():
+        listed = by_bucket.get(b, [])
+        if len(listed) != count:
+            raise MalformedError("a refreshed bucket's size does not match the membership")
+        for i, member_id in enumerate(listed):
+            if member_id in pending:
+                kept.pop(member_id, None)  # re-inserted last: the newest
+                at = offset + i * BOX_SIZE
+                kept[member_id] = head + section[at : at + BOX_SIZE]
+    while len(kept) > MAX_JOIN_BOXES:
+        del kept[next(iter(kept))]
+    return kept
+
+
+def _check_bucketed(
+    state: SavedState,
+    me: bytes,
+    dh: Callable[[bytes], bytearray],
+    envelope: bytes,
+    number: int,
+    nonce: bytes,
+) -> tuple[VerifiedChange, bytearray | None, tuple[int, bytes]]:
+    """Steps 3 to 7 of §G6.4 for version 3: (change with the signer, the change secret or
+    None if this member is removed, and the hint)."""
+    current = state.epochs[state.current]
+    ch, op, subject, signature = open_bucketed_header(envelope, current.keys.control_header, nonce)
+    if ch != change_header(state.cell_id, number, ch[_SIGNER]):
+        raise MalformedError("epoch change names another cell or epoch")
+    signer = state.membership.members.get(ch[_SIGNER])
+    if signer is None or signer.member_id not in state.membership.admins:
+        raise MembershipError("epoch change not signed by an admin")
+    verify_bucketed_change(signer, ch, (op, subject), signature, envelope)
+    if op == NO_OP:
+        if subject != bytes(MEMBER_ID_SIZE):
+            raise MalformedError("a subject without an entry")
+    elif op not in (Op.ADD, Op.REMOVE, Op.PROMOTE, Op.DEMOTE, Op.SET_ROLE):
+        raise MalformedError("an unknown op in an epoch change")
+    changed = VerifiedChange(number=number, signer=signer, secret=None)
+    if op == Op.REMOVE and subject == me:
+        return changed, None, (op, subject)
+    section, table = bucketed_keys(envelope)
+    by_bucket, touched = _buckets_after(state, op, subject)
+    mine = bucket_of(state.cell_id, me)
+    opened = open_keys(
+        section,
+        cell_id=state.cell_id,
+        ad=ch,
+        nonce=nonce,
+        me=me,
+        bucket_members=by_bucket.get(mine, []),
+        dh=dh,
+        receive_pub=state.membership.members[me].dh_pub,
+        bucket_private=state.bucket_private,
+    )
+    try:
+        refreshed = parse_section(section)[1]
+        publics = {b: key for b, key in enumerate(table) if key is not None}
+        own_public = opened.bucket_public
+        if own_public is None and state.bucket_private is not None:
+            own_public = x25519_public_from_private(state.bucket_private)
+        if (
+            set(publics) != set(by_bucket)
+            or any(publics[b] != refreshed[b][0] for b in refreshed)
+            or publics.get(mine) != own_public
+            or any(
+                state.bucket_publics.get(b, key) != key
+                for b, key in publics.items()
+                if b not in refreshed
+            )
+        ):
+            raise MalformedError("the bucket keys of an epoch change do not add up")
+        if touched is not None and touched not in refreshed and touched in by_bucket:
+            raise MalformedError("a membership change that does not refresh its bucket")
+        changed.bucket_private = opened.bucket_private
+        changed.bucket_publics = publics
+        changed.by_bucket = by_bucket
+        if me in state.membership.admins or (op == Op.PROMOTE and subject == me):
+            changed.join_boxes = _join_boxes(
+                state,
+                number,
+                signer.member_id,
+                nonce,
+                section,
+                by_bucket,
+                subject if op == Op.ADD else None,
+                subject if op == Op.REMOVE else None,
+            )
+    except BaseException:
+        opened.clear()
+        raise
+    return changed, opened.change_secret, (op, subject)
 
 
 def check_change(
@@ -72,6 +218,7 @@ def check_change(
     envelope: bytes,
     number: int,
     nonce: bytes,
+    dh: Callable[[bytes], bytearray] | None = None,
 ) -> VerifiedChange:
     """Verify the epoch change to `number` (= current + 1) against `state`; change nothing.
 
@@ -80,20 +227,33 @@ def check_change(
         MalformedError: wrong cell, epoch or kind in CH; a grant without a promotion.
         MembershipError: not signed by an admin; its log entry does not verify or is for
             another epoch; a box for a member the entry removes; a removal that does not
-            rotate the group keys.
+            rotate the group keys; (version 3) an entry that is not the one the header
+            told, bucket keys that do not add up.
         BadSignatureError: the admin's signature does not verify.
     """
     current = state.epochs[state.current]
-    ch, signature = open_change_header(envelope, current.keys.control_header, nonce)
-    if ch != change_header(state.cell_id, number, ch[_SIGNER]):
-        raise MalformedError("epoch change names another cell or epoch")
-    signer = state.membership.members.get(ch[_SIGNER])
-    if signer is None or signer.member_id not in state.membership.admins:
-        raise MembershipError("epoch change not signed by an admin")
-    verify_change(signer, ch, signature, envelope)
-    boxed = find_box(envelope, pair(signer.dh_pub, PAIRWISE_EPOCH_BOX), nonce, ch, me)
-    if boxed is None:
-        return VerifiedChange(number=number, signer=signer, secret=None)
+    hint: tuple[int, bytes] | None = None
+    if envelope[0] == BUCKETED_VERSION:
+        if dh is None:
+            raise ValueError("a version 3 change needs this member's receive key")
+        bucketed, boxed, hint = _check_bucketed(state, me, dh, envelope, number, nonce)
+        ch = change_header(state.cell_id, number, bucketed.signer.member_id)
+        signer = bucketed.signer
+        if boxed is None:
+            return bucketed
+    else:
+        bucketed = None
+        ch, signature = open_change_header(envelope, current.keys.control_header, nonce)
+        if ch != change_header(state.cell_id, number, ch[_SIGNER]):
+            raise MalformedError("epoch change names another cell or epoch")
+        signer_info = state.membership.members.get(ch[_SIGNER])
+        if signer_info is None or signer_info.member_id not in state.membership.admins:
+            raise MembershipError("epoch change not signed by an admin")
+        signer = signer_info
+        verify_change(signer, ch, signature, envelope)
+        boxed = find_box(envelope, pair(signer.dh_pub, PAIRWISE_EPOCH_BOX), nonce, ch, me)
+        if boxed is None:
+            return VerifiedChange(number=number, signer=signer, secret=None)
     if envelope[0] == 1:  # an admin not yet upgraded: the box holds the epoch secret
         secret = boxed
     else:
@@ -107,6 +267,11 @@ def check_change(
         body = open_change_body(envelope, keys.control_body, nonce, ch)
         membership = state.membership
         entry = body.entry
+        if hint is not None and (
+            (entry is None) != (hint[0] == NO_OP)
+            or (entry is not None and (entry.op != hint[0] or entry.subject.member_id != hint[1]))
+        ):
+            raise MembershipError("the log entry is not the one the header told")
         if entry is not None:
             if entry.epoch != number:
                 raise MembershipError("log entry for another epoch")
@@ -124,19 +289,19 @@ def check_change(
                 granted = open_admin_grant(key, nonce, ch, me, body.admin_grant)
     except GroupError:
         zero(secret)
+        if bucketed is not None and bucketed.bucket_private is not None:
+            zero(bucketed.bucket_private)
         raise
     finally:
         keys.clear()
-    return VerifiedChange(
-        number=number,
-        signer=signer,
-        secret=secret,
-        entry=entry,
-        membership=membership,
-        group_keys=body.group_keys,
-        granted=granted,
-        extra=body.extra,
-    )
+    done = bucketed or VerifiedChange(number=number, signer=signer, secret=None)
+    done.secret = secret
+    done.entry = entry
+    done.membership = membership
+    done.group_keys = body.group_keys
+    done.granted = granted
+    done.extra = body.extra
+    return done
 
 
 def build_change(
@@ -149,8 +314,11 @@ def build_change(
     now: float,
     group_keys: tuple[bytes, bytes] | None,
     extra: bytes | None = None,
+    version: int = BUCKETED_VERSION,
 ) -> bytes:
     """Return the epoch change to current + 1, signed by `identity` (an admin).
+
+    `version` is 3 except in tests of what admins not yet upgraded send (1 or 2).
 
     `entry_fields` is (op, subject, role) for a membership change, None for a rotation;
     `extra` is opaque client data for the members of the new epoch (docs/protocol.md §G6.3).
@@ -187,22 +355,58 @@ def build_change(
     change_secret = bytearray(rng(SECRET_SIZE))
     secret = next_epoch_secret(init, change_secret, state.cell_id, number)
     keys = EpochKeys.derive(secret, state.cell_id, number)
-    boxes = [
-        (member_id, pair(info.dh_pub, PAIRWISE_EPOCH_BOX))
-        for member_id, info in membership.members.items()
-    ]
+    body = ChangeBody(entry=entry, group_keys=group_keys, admin_grant=grant, extra=extra)
     try:
-        return seal_epoch_change(
-            signer=identity,
-            ch=ch,
+        if version != BUCKETED_VERSION:  # what an admin not yet upgraded sends (tests)
+            boxes = [
+                (member_id, pair(info.dh_pub, PAIRWISE_EPOCH_BOX))
+                for member_id, info in membership.members.items()
+            ]
+            return seal_epoch_change(
+                signer=identity,
+                ch=ch,
+                nonce=nonce,
+                header_key=state.epochs[state.current].keys.control_header,
+                body_key=keys.control_body,
+                body=body,
+                secret=change_secret if version > 1 else secret,
+                boxes=boxes,
+                filler=rng((MAX_MEMBERS - len(boxes)) * BOX_SIZE),
+                version=version,
+            )
+        hint = (NO_OP, bytes(MEMBER_ID_SIZE))
+        if entry is not None:
+            hint = (int(entry.op), entry.subject.member_id)
+        by_bucket, touched = _buckets_after(state, hint[0], hint[1])
+        members = membership.members
+        section, publics = seal_keys(
+            cell_id=state.cell_id,
+            ad=ch,
             nonce=nonce,
-            header_key=state.epochs[state.current].keys.control_header,
-            body_key=keys.control_body,
-            body=ChangeBody(entry=entry, group_keys=group_keys, admin_grant=grant, extra=extra),
-            secret=change_secret,
-            boxes=boxes,
-            filler=rng((MAX_MEMBERS - len(boxes)) * BOX_SIZE),
+            change_secret=change_secret,
+            buckets={
+                b: [(m, members[m].dh_pub) for m in listed] for b, listed in by_bucket.items()
+            },
+            bucket_publics=state.bucket_publics,
+            refresh=() if touched is None else (touched,),
+            rng=rng,
         )
+        table = _table(publics)
+        try:
+            return seal_bucketed_change(
+                signer=identity,
+                ch=ch,
+                hint=hint,
+                nonce=nonce,
+                header_key=state.epochs[state.current].keys.control_header,
+                body_key=keys.control_body,
+                body=body,
+                section=section,
+                table=table,
+                rng=rng,
+            )
+        except ValueError as exc:
+            raise MembershipError("the epoch change does not fit an envelope") from exc
     finally:
         zero(change_secret)
         zero(secret)
@@ -214,6 +418,7 @@ def welcome_content(
 ) -> WelcomeContent:
     """Return what a welcome for `member_id` carries, from the current state."""
     membership = state.membership
+    admin = member_id in membership.admins
     secret = state.epochs[state.current].secret
     if secret is None:  # pragma: no cover - the current epoch always keeps its secret
         raise MalformedError("no epoch secret")
@@ -232,8 +437,15 @@ def welcome_content(
         ),
         group_keys=state.group_keys,
         control_read_key=state.control_read_key,
-        admin_secrets=state.admin_secrets if member_id in membership.admins else b"",
+        admin_secrets=state.admin_secrets if admin else b"",
         extra=extra,
         created_ms=timestamp_ms(now),
         invite_binding=invite_binding,
+        join_box=state.join_boxes.get(member_id),
+        bucket_table=_table(state.bucket_publics) if admin and state.bucket_publics else None,
     )
+
+
+def _table(publics: dict[int, bytes]) -> bytes:
+    empty = bytes(TABLE_SIZE // BUCKETS)
+    return b"".join(publics.get(b, empty) for b in range(BUCKETS))

@@ -44,12 +44,14 @@ import hmac
 from typing import TYPE_CHECKING, Final
 
 from .._crypto import ED25519_SEED_SIZE, SigningKey, blake2b, random_bytes, zero
+from ._binary import Reader
 from ._control import (
     MAX_ADMIN_SECRETS,
     MAX_CHANGE_EXTRA,
     MAX_EXTRA,
     SECRET_SIZE,
     WelcomeContent,
+    change_header,
     open_welcome,
     seal_welcome,
     split_change,
@@ -76,13 +78,20 @@ from ._errors import (
     WelcomeRefusedError,
     WelcomeWindowError,
 )
-from ._identity import check_name
+from ._identity import MEMBER_ID_SIZE, check_name
 from ._invite import WELCOME_LINGER
 from ._keys import PAIRWISE_DISTRIBUTION_MAC, EpochKeys, SendChain
 from ._membership import CELL_ID_SIZE, Membership, Op, Role, sign_entry
 from ._outcomes import EpochUpdate, Notice, Opened, Outcome, Own, Pending
 from ._receiver import Receiver
-from ._schedule import SenderTree, init_secret
+from ._schedule import (
+    BOX_SIZE,
+    BUCKETS,
+    SenderTree,
+    bucket_of,
+    init_secret,
+    open_receive_box,
+)
 from ._state import Epoch, SavedState, read_state, write_state
 
 if TYPE_CHECKING:
@@ -122,6 +131,38 @@ MAX_COUNTER: Final = 2**32 - 1
 _MAX_PROPOSALS: Final = 16
 _KEY: Final = 32
 _U64: Final = 2**64 - 1  # expires_at is a u64
+
+
+def _read_table(table: bytes | None) -> dict[int, bytes]:
+    """The bucket public keys of a welcome's table (none without one)."""
+    if table is None:
+        return {}
+    empty = bytes(_KEY)
+    return {b: key for b in range(BUCKETS) if (key := table[b * _KEY : (b + 1) * _KEY]) != empty}
+
+
+def _open_join_box(
+    identity: Identity, cell_id: bytes, join_box: bytes, publics: dict[int, bytes]
+) -> bytearray:
+    """Open a welcome's join box: the joiner's bucket private key (docs/protocol.md §G7).
+
+    Raises:
+        TamperedError: it does not open, or does not match the table's key for the bucket.
+    """
+    reader = Reader(join_box)
+    number, signer = reader.u32(), reader.take(MEMBER_ID_SIZE)
+    nonce, e_pub, box = reader.take(24), reader.take(_KEY), reader.take(BOX_SIZE)
+    reader.end()
+    return open_receive_box(
+        box,
+        e_pub=e_pub,
+        ad=change_header(cell_id, number, signer),
+        nonce=nonce,
+        me=identity.member_id,
+        dh=identity.dh,
+        receive_pub=identity.dh_pub,
+        bucket_public=publics.get(bucket_of(cell_id, identity.member_id)),
+    )
 
 
 def _check_group_keys(keys: tuple[bytes, bytes]) -> tuple[bytes, bytes]:
@@ -238,7 +279,8 @@ class CellCrypto:
         if now > invite.expires_at + WELCOME_LINGER:
             raise WelcomeRefusedError("the invite's lifetime is over; ask for a new invite")
         signer_id, signature, wb = open_welcome(identity, welcome)
-        content = WelcomeContent.from_bytes(wb)
+        version = welcome[0]
+        content = WelcomeContent.from_bytes(wb, version)
         membership = Membership.snapshot(
             cell_id=content.cell_id,
             members=content.members,
@@ -251,7 +293,7 @@ class CellCrypto:
             raise MembershipError("welcome not signed by an admin")
         if inviter is not None and signer_id != inviter:
             raise MembershipError("welcome not from the inviter")
-        verify_welcome(signer, signature, wb)
+        verify_welcome(signer, signature, wb, version)
         if (
             content.cell_id != invite.cell_id
             or not hmac.compare_digest(content.invite_binding, invite.welcome_binding)
@@ -265,6 +307,10 @@ class CellCrypto:
         ):
             raise MembershipError("welcome does not admit this member")
         is_admin = identity.member_id in membership.admins
+        publics = _read_table(content.bucket_table)
+        bucket_private = None
+        if content.join_box is not None:
+            bucket_private = _open_join_box(identity, content.cell_id, content.join_box, publics)
         state = SavedState(
             member_id=identity.member_id,
             cell_id=content.cell_id,
@@ -281,6 +327,8 @@ class CellCrypto:
             epochs={},
             parked=[],
             proposals=[],
+            bucket_private=bucket_private,
+            bucket_publics=publics,
         )
         cell = cls(identity, state, rng=rng)
         cell._enter_epoch(content.epoch, bytearray(content.secret), membership, now=now)
@@ -638,10 +686,21 @@ class CellCrypto:
             raise StaleControlError("epoch already reached", ours=ours)
         if number > s.current + 1:
             raise EpochGapError("epoch changes were missed")
-        change = check_change(s, self._me, self._pair, envelope, number, nonce)
+        change = check_change(
+            s, self._me, self._pair, envelope, number, nonce, dh=self._identity.dh
+        )
         # Verified: from here on, apply.
         if digest in s.proposals:
             s.proposals.remove(digest)
+        if change.bucket_publics is None or change.secret is None:
+            s.forget_buckets()  # version 1 or 2: the next change of version 3 migrates
+        else:
+            if change.bucket_private is not None:
+                if s.bucket_private is not None:
+                    zero(s.bucket_private)
+                s.bucket_private = change.bucket_private
+            s.bucket_publics = change.bucket_publics
+            s.join_boxes = change.join_boxes or {}
         if change.secret is None or change.membership is None:
             s.removed = True
             current = s.epochs[s.current]
@@ -656,7 +715,9 @@ class CellCrypto:
             s.admin_secrets = change.granted
         elif self._me not in change.membership.admins:
             s.admin_secrets = b""
-        self._enter_epoch(number, change.secret, change.membership, now=now)
+        self._enter_epoch(
+            number, change.secret, change.membership, now=now, by_bucket=change.by_bucket
+        )
         return EpochUpdate(
             epoch=number,
             signer=change.signer,
@@ -669,7 +730,13 @@ class CellCrypto:
         )
 
     def _enter_epoch(
-        self, number: int, secret: bytearray, membership: Membership, *, now: float = 0.0
+        self,
+        number: int,
+        secret: bytearray,
+        membership: Membership,
+        *,
+        now: float = 0.0,
+        by_bucket: dict[int, list[bytes]] | None = None,
     ) -> None:
         """Make `number` the current epoch, with a fresh chain and signing key for this member."""
         s = self._s
@@ -695,6 +762,7 @@ class CellCrypto:
             own_public=signing_key.public,
             tree=SenderTree.enter(secret, s.cell_id, number),
             init=init_secret(secret, s.cell_id, number),
+            by_bucket=by_bucket,
         )
         own_root = epoch.tree.take(self._me, epoch.bucket_members(s.cell_id, self._me))  # type: ignore[union-attr]
         epoch.own = SendChain(own_root, 0, signing_key, signing_key.public)
@@ -847,6 +915,11 @@ class CellCrypto:
         if invite.cell_id != self._s.cell_id:
             raise ValueError("the invite is for another cell")
         joiner = self._member(member_id)
+        if self._s.bucket_publics and member_id not in self._s.join_boxes:
+            raise WelcomeWindowError(
+                "no join box for this member (only the latest adds keep one): remove it and"
+                " add it again, then welcome"
+            )
         extra = self._s.extra if extra is None else bytes(extra)
         if len(extra) > MAX_EXTRA:
             raise ValueError("extra too long")

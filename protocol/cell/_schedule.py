@@ -73,7 +73,7 @@ from ._keys import kdf
 from ._membership import CELL_ID_SIZE
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
 
     from .._crypto import Readable
     from ._identity import Identity, MemberInfo, Rng
@@ -98,6 +98,9 @@ __all__ = [
     "init_secret",
     "next_epoch_secret",
     "open_keys",
+    "open_receive_box",
+    "parse_section",
+    "receive_dh",
     "seal_keys",
     "section_size",
     "sign_key_update",
@@ -352,9 +355,16 @@ class OpenedKeys:
             zero(self.bucket_private)
 
 
-def _refreshes(section: bytes) -> tuple[bytes, dict[int, tuple[bytes, int, int]], int]:
-    """Parse a section's layout: e_pub, {bucket: (public, count, offset of its boxes)}, offset
-    of the bucket boxes."""
+def parse_section(section: bytes) -> tuple[bytes, dict[int, tuple[bytes, int, int]], int, int]:
+    """Parse a key section's layout, which may be followed by other bytes.
+
+    Returns (e_pub, {bucket: (new public key, member count, offset of its receive boxes)},
+    offset of the 64 bucket boxes, offset just past them).
+
+    Raises:
+        MalformedError: the layout does not parse (buckets out of order, sizes out of range,
+            too short).
+    """
     reader = Reader(section)
     e_pub = reader.take(X25519_KEY_SIZE)
     count = reader.u8()
@@ -375,8 +385,48 @@ def _refreshes(section: bytes) -> tuple[bytes, dict[int, tuple[bytes, int, int]]
         reader.take(members * BOX_SIZE)
         offset += members * BOX_SIZE
     reader.take(BUCKETS * BOX_SIZE)
-    reader.end()
-    return e_pub, refreshed, offset
+    return e_pub, refreshed, offset, offset + BUCKETS * BOX_SIZE
+
+
+def open_receive_box(
+    box: bytes,
+    *,
+    e_pub: bytes,
+    ad: bytes,
+    nonce: bytes,
+    me: bytes,
+    dh: Callable[[bytes], bytearray],
+    receive_pub: bytes,
+    bucket_public: bytes | None,
+) -> bytearray:
+    """Open this member's receive box: the new private key of its bucket.
+
+    `dh(public)` is X25519 with this member's receive private key (generation 0: its
+    identity key), `receive_pub` its public half. `bucket_public`, if given, is what the
+    key must match (a joiner that is not an admin knows no bucket public key: the box's
+    authentication is what it relies on).
+
+    Raises:
+        TamperedError: the box does not open, or its key does not match `bucket_public`.
+    """
+    try:
+        shared = dh(e_pub)
+    except CryptoError as exc:
+        raise TamperedError("a key box does not open") from exc
+    key = _box_key(shared, RECEIVE_BOX, e_pub + receive_pub + me)
+    try:
+        private = _open(key, nonce, _RECEIVE_AD + ad + me, box)
+    finally:
+        zero(key)
+    if bucket_public is not None and x25519_public_from_private(private) != bucket_public:
+        zero(private)
+        raise TamperedError("a bucket key that does not match its public key")
+    return private
+
+
+def receive_dh(private: bytearray) -> Callable[[bytes], bytearray]:
+    """Return `dh` for `open_keys` from a receive private key held in memory."""
+    return lambda public: x25519(private, public)
 
 
 def open_keys(
@@ -387,21 +437,23 @@ def open_keys(
     nonce: bytes,
     me: bytes,
     bucket_members: Sequence[bytes],
-    receive_private: bytearray,
+    dh: Callable[[bytes], bytearray],
+    receive_pub: bytes,
     bucket_private: bytearray | None,
 ) -> OpenedKeys:
-    """Open this member's boxes in a key section.
+    """Open this member's boxes in a key section (which may be followed by other bytes).
 
     `bucket_members` lists the ids of this member's bucket after the change, ascending;
-    `bucket_private` is the bucket's current private key (None if this member has none yet,
-    as after a welcome into a bucket the change refreshes).
+    `dh` and `receive_pub` are as for `open_receive_box`; `bucket_private` is the bucket's
+    current private key (None if this member has none yet, as in a cell migrating from
+    the first layout, whose first change refreshes every bucket).
 
     Raises:
         MalformedError: the section does not parse, or this member's bucket has no box for it.
         TamperedError: a box does not open (wrong key: this member was removed, or its
             receive key or bucket key is not the one the admin used).
     """
-    e_pub, refreshed, bucket_offset = _refreshes(section)
+    e_pub, refreshed, bucket_offset, _ = parse_section(section)
     b = bucket_of(cell_id, me)
     new_private: bytearray | None = None
     new_public: bytes | None = None
@@ -411,20 +463,26 @@ def open_keys(
             if count != len(bucket_members) or me not in bucket_members:
                 raise MalformedError("this member's bucket has no box for it")
             at = offset + bucket_members.index(me) * BOX_SIZE
-            receive_pub = x25519_public_from_private(receive_private)
-            key = _box_key(x25519(receive_private, e_pub), RECEIVE_BOX, e_pub + receive_pub + me)
-            try:
-                new_private = _open(key, nonce, _RECEIVE_AD + ad + me, section[at : at + BOX_SIZE])
-            finally:
-                zero(key)
-            if x25519_public_from_private(new_private) != new_public:
-                raise TamperedError("a bucket key that does not match its public key")
+            new_private = open_receive_box(
+                section[at : at + BOX_SIZE],
+                e_pub=e_pub,
+                ad=ad,
+                nonce=nonce,
+                me=me,
+                dh=dh,
+                receive_pub=receive_pub,
+                bucket_public=new_public,
+            )
             bucket_private = new_private
         if bucket_private is None:
             raise MalformedError("no bucket key to open the change with")
         public = new_public or x25519_public_from_private(bucket_private)
         at = bucket_offset + b * BOX_SIZE
-        key = _box_key(x25519(bucket_private, e_pub), BUCKET_BOX, e_pub + public + bytes([b]))
+        try:
+            shared = x25519(bucket_private, e_pub)
+        except CryptoError as exc:  # a low-order e_pub: no box was made with it
+            raise TamperedError("a key box does not open") from exc
+        key = _box_key(shared, BUCKET_BOX, e_pub + public + bytes([b]))
         try:
             secret = _open(key, nonce, _BUCKET_AD + ad + bytes([b]), section[at : at + BOX_SIZE])
         finally:

@@ -9,6 +9,12 @@ Layout (version 2): see `write_state`; every field is fixed-size or length-prefi
 back by `read_state` with the same bounds the protocol has, so a corrupted or hostile file
 gives `MalformedError`, never a state that breaks an invariant.
 
+Version 4 (issue 12) adds, at the end, the bucket keys of epoch change version 3
+(docs/protocol.md §G6.2): this member's bucket private key, the 64 bucket public keys as
+last changed, and an admin's join boxes for members it may still welcome (§G7). A state
+of version 3 or older has none: its cell migrates at the next change (every bucket is
+keyed afresh, as the admin who makes it has no bucket keys either).
+
 Version 3 (issue 12) adds, per epoch, its sender tree (docs/protocol.md §G8.1): the bucket
 nodes not yet used and the first chain keys derived and not yet taken; and the current
 epoch's init secret (§G6.2), which an older state derives from the epoch secret it kept. An epoch saved by
@@ -36,7 +42,7 @@ from .._crypto import (
     zero,
 )
 from ._binary import Reader, Writer
-from ._control import GROUP_KEY_SIZE, MAX_ADMIN_SECRETS, MAX_EXTRA, SECRET_SIZE
+from ._control import GROUP_KEY_SIZE, JOIN_BOX_SIZE, MAX_ADMIN_SECRETS, MAX_EXTRA, SECRET_SIZE
 from ._errors import MalformedError, MembershipError
 from ._identity import MAX_NAME_BYTES, MEMBER_ID_SIZE, MemberInfo, check_name
 from ._keys import MATERIAL_SIZE, EpochKeys, Gap, ReceiveChain, SendChain
@@ -45,7 +51,9 @@ from ._schedule import BUCKETS, SenderTree, bucket_of, init_secret
 
 __all__ = ["Epoch", "Parked", "SavedState", "read_state", "write_state"]
 
-STATE_VERSION: Final = 3
+STATE_VERSION: Final = 4
+# Join boxes an admin keeps for members it may still welcome (the latest adds).
+MAX_JOIN_BOXES: Final = 64
 _OLDEST_VERSION: Final = 1  # still read (see the module docstring)
 _KEY: Final = 32
 _DOUBLE: Final = struct.Struct(">d")
@@ -81,14 +89,21 @@ class Epoch:
     # Members by bucket, computed at the first use (not saved: it follows from `members`).
     by_bucket: dict[int, list[bytes]] | None = field(default=None, repr=False)
 
-    def bucket_members(self, cell_id: bytes, member_id: bytes) -> list[bytes]:
-        """The members of the epoch in `member_id`'s bucket, ascending."""
+    def buckets(self, cell_id: bytes) -> dict[int, list[bytes]]:
+        """The members of the epoch by bucket (non-empty buckets only), each ascending.
+
+        The caller must not change it: it is cached for the epoch.
+        """
         if self.by_bucket is None:
             by_bucket: dict[int, list[bytes]] = {}
             for mid in sorted(self.members):
                 by_bucket.setdefault(bucket_of(cell_id, mid), []).append(mid)
             self.by_bucket = by_bucket
-        return self.by_bucket.get(bucket_of(cell_id, member_id), [])
+        return self.by_bucket
+
+    def bucket_members(self, cell_id: bytes, member_id: bytes) -> list[bytes]:
+        """The members of the epoch in `member_id`'s bucket, ascending."""
+        return self.buckets(cell_id).get(bucket_of(cell_id, member_id), [])
 
     def clear(self) -> None:
         """Zero every key of the epoch."""
@@ -141,6 +156,20 @@ class SavedState:
     # `write_state`'s encoding of `membership`'s member list, with the Membership it was
     # made from: a Membership is frozen, and a change replaces it with a new one.
     membership_wire: tuple[Membership, bytes] | None = field(default=None, repr=False)
+    # Epoch change version 3's bucket keys (§G6.2): this member's bucket private key, the
+    # public key of each non-empty bucket (empty: the cell has not migrated yet), and, for
+    # an admin, the join box of each member added lately (by member id, oldest first).
+    bucket_private: bytearray | None = field(default=None, repr=False)
+    bucket_publics: dict[int, bytes] = field(default_factory=dict)
+    join_boxes: dict[bytes, bytes] = field(default_factory=dict, repr=False)
+
+    def forget_buckets(self) -> None:
+        """Drop every bucket key (a change of version 1 or 2: the cell migrates again)."""
+        if self.bucket_private is not None:
+            zero(self.bucket_private)
+        self.bucket_private = None
+        self.bucket_publics = {}
+        self.join_boxes = {}
 
 
 def write_state(state: SavedState, *, cached: bool = True, parked: bool = True) -> bytes:
@@ -197,6 +226,15 @@ def write_state(state: SavedState, *, cached: bool = True, parked: bool = True) 
     w.u8(len(state.proposals))
     for digest in state.proposals:
         w.raw(digest)
+    w.u8(state.bucket_private is not None)
+    if state.bucket_private is not None:
+        w.raw(state.bucket_private)
+    w.u8(len(state.bucket_publics))
+    for bucket, public in sorted(state.bucket_publics.items()):
+        w.u8(bucket).raw(public)
+    w.u8(len(state.join_boxes))
+    for member_id, box in state.join_boxes.items():
+        w.raw(member_id).raw(box)
     return w.bytes()
 
 
@@ -451,6 +489,25 @@ def read_state(data: bytes, member_id: bytes) -> SavedState:
         received_at = _read_double(r)
         parked.append(Parked(r.long(), epoch_number, sender, received_at))
     proposals = [r.take(HASH_SIZE) for _ in range(r.u8())]
+    bucket_private = None
+    publics: dict[int, bytes] = {}
+    join_boxes: dict[bytes, bytes] = {}
+    if version >= 4:
+        bucket_private = _read_secret(r) if r.flag() else None
+        count = r.u8()
+        if count > BUCKETS:
+            raise MalformedError("too many bucket keys")
+        for _ in range(count):
+            bucket = r.u8()
+            if bucket >= BUCKETS or bucket in publics:
+                raise MalformedError("bad bucket key")
+            publics[bucket] = r.take(_KEY)
+        count = r.u8()
+        if count > MAX_JOIN_BOXES:
+            raise MalformedError("too many join boxes")
+        for _ in range(count):
+            joiner = r.take(MEMBER_ID_SIZE)
+            join_boxes[joiner] = r.take(JOIN_BOX_SIZE)
     r.end()
     # Older states kept the epoch secret for every member; a member needs only the init
     # secret derived from it (`_read_epoch`): forward secrecy inside the epoch, §G8.1.
@@ -477,4 +534,7 @@ def read_state(data: bytes, member_id: bytes) -> SavedState:
         epochs=epochs,
         parked=parked,
         proposals=proposals,
+        bucket_private=bucket_private,
+        bucket_publics=publics,
+        join_boxes=join_boxes,
     )

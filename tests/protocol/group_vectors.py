@@ -18,10 +18,10 @@ from typing import Final, TypeAlias
 
 from cellrelay.protocol._crypto import HashChain
 from cellrelay.protocol.cell._control import (
-    CONTROL_SIZE,
-    SLOTS_OFFSET,
+    KEYS_OFFSET_V3,
+    TABLE_SIZE,
+    bucketed_keys,
     change_header,
-    find_box,
     seal_welcome,
     split_change,
 )
@@ -41,7 +41,8 @@ from cellrelay.protocol.cell._keys import (
     step_chain,
 )
 from cellrelay.protocol.cell._outcomes import Opened
-from cellrelay.protocol.cell._schedule import SenderTree, bucket_of
+from cellrelay.protocol.cell._padding import BUCKETS
+from cellrelay.protocol.cell._schedule import SenderTree, bucket_of, open_keys, parse_section
 
 from .group_harness import invite_of
 
@@ -173,34 +174,59 @@ def generate() -> dict[str, object]:
     group: list[tuple[str, bytes]] = []  # (sender, envelope) in group mailbox order
 
     def apply_change(envelope: bytes, signer: str, subject: str) -> None:
-        previous = states["admin"]._s.current
-        # What the boxes carry: the change secret (§G6.2), from the admin's box to itself.
+        before = states["admin"]._s
+        previous = before.current
+        # What the boxes carry: the change secret (§G6.2), from the admin's own boxes.
         number, nonce = split_change(envelope)
-        change_secret = find_box(
-            envelope,
-            admin.pairwise_key(admin.dh_pub, PAIRWISE_EPOCH_BOX),
-            nonce,
-            change_header(states["admin"].cell_id, number, admin.member_id),
-            admin.member_id,
+        section, _ = bucketed_keys(envelope)
+        e_pub, refreshed, _, end = parse_section(section)
+        after_ids = sorted(
+            [*before.membership.members, {"alice": alice, "bob": bob}[subject].member_id]
         )
-        assert change_secret is not None
+        change_secret = open_keys(
+            section,
+            cell_id=before.cell_id,
+            ad=change_header(before.cell_id, number, admin.member_id),
+            nonce=nonce,
+            me=admin.member_id,
+            bucket_members=[
+                m
+                for m in after_ids
+                if bucket_of(before.cell_id, m) == bucket_of(before.cell_id, admin.member_id)
+            ],
+            dh=admin.dh,
+            receive_pub=admin.dh_pub,
+            bucket_private=before.bucket_private,
+        ).change_secret
         for name, state in states.items():
             update = state.open_control(envelope, now=NOW, key_ttl=KEY_TTL)
             assert update.distribution is not None
             group.append((name, update.distribution))
         after = states["admin"]
         epochs.append(_epoch_record(after))
-        boxes = len(after.membership.members)
+        table_at = KEYS_OFFSET_V3 + end
         changes.append(
             {
                 "from_epoch": previous,
                 "epoch": after.epoch,
                 "signer": signer,
+                "op": 1,  # ADD
                 "subject": subject,
                 "nonce": _hex(envelope[5:CLEAR_SIZE]),
                 "change_secret": _hex(change_secret),
-                "boxes": boxes,
-                "filler": _hex(envelope[SLOTS_OFFSET + boxes * 48 :]),
+                "ephemeral_public": _hex(e_pub),
+                "refreshed": [
+                    {
+                        "bucket": b,
+                        "public": _hex(public),
+                        "members": [
+                            names[m] for m in after_ids if bucket_of(after.cell_id, m) == b
+                        ],
+                    }
+                    for b, (public, _count, _offset) in refreshed.items()
+                ],
+                "section_size": end,
+                "filler": _hex(envelope[table_at + TABLE_SIZE :]),
                 "envelope": _hex(envelope),
             }
         )
@@ -316,7 +342,7 @@ def generate() -> dict[str, object]:
             }
         )
         step_chain(ratchet)
-    assert all(len(bytes.fromhex(str(c["envelope"]))) == CONTROL_SIZE for c in changes)
+    assert all(len(bytes.fromhex(str(c["envelope"]))) in BUCKETS for c in changes)
     return {
         "version": 1,
         "note": "cellrelay group end-to-end encryption, docs/protocol.md Part 2; "

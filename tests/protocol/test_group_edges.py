@@ -33,7 +33,7 @@ from cellrelay.protocol.cell._envelope import (
     distribution_mac,
     seal_envelope,
 )
-from cellrelay.protocol.cell._epochs import welcome_content
+from cellrelay.protocol.cell._epochs import build_change, welcome_content
 from cellrelay.protocol.cell._errors import (
     BadSignatureError,
     MalformedError,
@@ -725,8 +725,24 @@ def test_skip_sending_moves_the_chain_on_and_receivers_follow(cell: Cell) -> Non
 
 def test_a_version_2_change_relabelled_version_1_is_tampered(cell: Cell) -> None:
     """§G6.2: the version byte is authenticated, so a relay cannot downgrade a change to
-    the version whose box holds the epoch secret itself."""
-    change = cell["admin"].rotate(now=cell.now)
+    the version whose box holds the epoch secret itself; a version 3 change relabelled has
+    the wrong size for the older layout."""
+    admin = cell.members["admin"]
+    newest = admin.cell.rotate(now=cell.now)
+    assert newest[0] == 3
+    for label in (b"\x01", b"\x02"):
+        with pytest.raises(MalformedError):
+            cell["bob"].open_control(label + newest[1:], now=cell.now)
+    change = build_change(
+        admin.identity,
+        admin.cell._s,
+        random_bytes,
+        admin.cell._pair,
+        entry_fields=None,
+        now=cell.now,
+        group_keys=None,
+        version=2,
+    )
     assert change[0] == 2
     with pytest.raises(TamperedError):
         cell["bob"].open_control(b"\x01" + change[1:], now=cell.now)

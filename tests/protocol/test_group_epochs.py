@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from cellrelay.protocol._crypto import random_bytes
-from cellrelay.protocol.cell._control import CONTROL_SIZE, seal_welcome
+from cellrelay.protocol.cell._control import KEYS_OFFSET_V3, seal_welcome
 from cellrelay.protocol.cell._envelope import Kind
 from cellrelay.protocol.cell._epochs import welcome_content
 from cellrelay.protocol.cell._errors import (
@@ -79,12 +79,14 @@ def test_an_admin_joiner_gets_the_admin_secrets(cell: Cell) -> None:
     assert cell["carol"].role_of(cell["alice"].me.member_id) is Role.MEMBER
 
 
-def test_control_envelopes_have_one_fixed_size(cell: Cell) -> None:
-    assert {len(e) for e in cell.control} == {CONTROL_SIZE}
+def test_control_envelopes_have_one_size_class_for_small_cells(cell: Cell) -> None:
+    """Version 3 pads a change to an envelope size class (§G6.2): 8,192 bytes from 1 to
+    about 90 members, so small cells' changes all look alike."""
+    assert {len(e) for e in cell.control} == {8192}
     big = Cell()
     for n in range(6):
         big.join(f"m{n}")
-    assert {len(e) for e in big.control} == {CONTROL_SIZE}
+    assert {len(e) for e in big.control} == {8192}
 
 
 def test_removed_member_reads_nothing_of_the_next_epoch(cell: Cell) -> None:
@@ -284,7 +286,9 @@ def test_tampered_epoch_changes_are_refused_and_change_nothing(cell: Cell) -> No
     envelope = cell["admin"].rotate(now=cell.now)
     bob = cell["bob"]
     before = bob.to_bytes()
-    for position in (0, 3, 10, 40, 200, 2000, CONTROL_SIZE - 1):
+    # Every part: clear, sealed header, body, key section, bucket table, filler.
+    positions = (0, 3, 10, 40, 200, 2000, KEYS_OFFSET_V3 + 40, 5000, 6500, len(envelope) - 1)
+    for position in positions:
         forged = bytearray(envelope)
         forged[position] ^= 0x04
         with pytest.raises((MalformedError, TamperedError, BadSignatureError, EpochGapError)):
@@ -449,7 +453,7 @@ def test_saved_state_refuses_another_identity_and_corruption(cell: Cell) -> None
     with pytest.raises(MalformedError):
         CellCrypto.from_bytes(saved + b"\x00", bob)
     with pytest.raises(MalformedError):
-        CellCrypto.from_bytes(b"\x04" + saved[1:], bob)
+        CellCrypto.from_bytes(b"\x05" + saved[1:], bob)
 
 
 def test_identity_round_trips_and_signs_the_same() -> None:

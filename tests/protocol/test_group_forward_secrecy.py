@@ -26,7 +26,9 @@ import pytest
 from cellrelay.protocol._crypto import HashChain, XChaChaKey, random_bytes
 from cellrelay.protocol.cell._control import (
     BOX_SIZE,
+    BUCKETED_VERSION,
     ChangeBody,
+    bucketed_keys,
     change_header,
     find_box,
     seal_epoch_change,
@@ -51,6 +53,7 @@ from cellrelay.protocol.cell._schedule import (
     SENDER_SECRET,
     SenderTree,
     bucket_of,
+    open_keys,
 )
 
 from .group_harness import Cell
@@ -227,8 +230,26 @@ def _identity_attack(cell: Cell) -> tuple[set[bytes], bytes]:
     change = cell.control[-1]
     number, nonce = split_change(change)
     ch = change_header(state.cell_id, number, admin.member_id)  # nothing secret in it
-    key = bob.identity.pairwise_key(admin.dh_pub, PAIRWISE_EPOCH_BOX)
-    boxed = find_box(change, key, nonce, ch, bob.identity.member_id)
+    me = bob.identity.member_id
+    if change[0] == BUCKETED_VERSION:
+        # The identity key opens bob's receive box if the change refreshed its bucket;
+        # the bucket key in the seized state opens the bucket box otherwise.
+        section, _ = bucketed_keys(change)
+        listed = state.epochs[number].bucket_members(state.cell_id, me)
+        boxed: bytearray | None = open_keys(
+            section,
+            cell_id=state.cell_id,
+            ad=ch,
+            nonce=nonce,
+            me=me,
+            bucket_members=listed,
+            dh=bob.identity.dh,
+            receive_pub=bob.identity.dh_pub,
+            bucket_private=state.bucket_private,
+        ).change_secret
+    else:
+        key = bob.identity.pairwise_key(admin.dh_pub, PAIRWISE_EPOCH_BOX)
+        boxed = find_box(change, key, nonce, ch, me)
     assert boxed is not None
     return _search(cell, bytes(boxed), cell.group, state.cell_id, number), bytes(boxed)
 

@@ -34,7 +34,7 @@ def test_a_cell_saved_before_the_sender_tree_moves_to_it_at_its_next_change() ->
         assert cell.epoch == old
         assert cell._s.epochs[old].tree is None  # an epoch of distributions
         assert cell._s.epochs[old].init is not None  # derived from the kept epoch secret
-        assert cell.to_bytes()[0] == 3
+        assert cell.to_bytes()[0] == 4
     # Older states kept the epoch secret for every member: a member's is deleted on loading.
     assert cells["bob"]._s.epochs[old].secret is None
     assert cells["admin"]._s.epochs[old].secret is not None
@@ -45,7 +45,7 @@ def test_a_cell_saved_before_the_sender_tree_moves_to_it_at_its_next_change() ->
     assert cells["bob"].open(before, now=now).plaintext == b"after the upgrade, old epoch"  # type: ignore[union-attr]
 
     change = cells["admin"].rotate(now=now)
-    assert change[0] == 2  # a version 2 change
+    assert change[0] == 3  # a version 3 change: the cell migrates to buckets
     announcements = []
     for cell in cells.values():
         update = cell.open_control(change, now=now)

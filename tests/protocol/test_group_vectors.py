@@ -25,7 +25,7 @@ import pytest
 from .group_vectors import render
 
 cryptography = pytest.importorskip("cryptography")
-from cryptography.exceptions import InvalidSignature, InvalidTag  # noqa: E402
+from cryptography.exceptions import InvalidSignature  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (  # noqa: E402
     Ed25519PrivateKey,
     Ed25519PublicKey,
@@ -183,51 +183,87 @@ def _key(vectors: dict[str, Any], number: int, purpose: str) -> bytes:
     return h(_epoch(vectors, number)["keys"]["cellrelay/1 epoch " + purpose])
 
 
+def _x25519_public(private: bytes) -> bytes:
+    return X25519PrivateKey.from_private_bytes(private).public_key().public_bytes_raw()
+
+
 def test_epoch_changes(vectors: dict[str, Any], people: dict[str, dict[str, bytes]]) -> None:
     cell_id = h(vectors["cell"]["cell_id"])
     by_id = {p["member_id"]: name for name, p in people.items()}
+    bucket_keys: dict[int, bytes] = {}  # what the members hold, change after change
     for change, log in zip(vectors["epoch_changes"], vectors["log"], strict=True):
         envelope, nonce = h(change["envelope"]), h(change["nonce"])
         number = change["epoch"]
-        assert len(envelope) == 7330
-        assert envelope[:5] == b"\x02" + number.to_bytes(4, "big")
+        assert len(envelope) in BUCKETS
+        assert envelope[:5] == b"\x03" + number.to_bytes(4, "big")
         assert envelope[5:29] == nonce
         inner = xopen(
             _key(vectors, change["from_epoch"], "control-header"),
             nonce,
             envelope[:5],
-            envelope[29:146],
+            envelope[29:163],
         )
-        ch, signature = inner[:37], inner[37:]
+        ch, op, subject_id, signature = inner[:37], inner[37], inner[38:54], inner[54:]
         signer = people[change["signer"]]
+        subject_person = people[change["subject"]]
         assert ch == cell_id + number.to_bytes(4, "big") + signer["member_id"] + b"\x06"
-        verify(signer["sign_pub"], b"cellrelay/1 epoch-change\x00" + ch + envelope[146:], signature)
-        # The boxes carry the change secret; the epoch secret is derived from it and the
-        # previous epoch's init secret (§G6.2).
+        assert (op, subject_id) == (change["op"], subject_person["member_id"])
+        verify(
+            signer["sign_pub"],
+            b"cellrelay/3 epoch-change\x00" + ch + bytes([op]) + subject_id + envelope[163:],
+            signature,
+        )
+        # The change secret; the epoch secret is derived from it and the previous epoch's
+        # init secret (§G6.2).
         secret = h(change["change_secret"])
         init = h(_epoch(vectors, change["from_epoch"])["init_secret"])
         epoch_secret = kdf(
             init, "cellrelay/2 epoch secret", cell_id + number.to_bytes(4, "big") + secret
         )
         assert epoch_secret == h(_epoch(vectors, number)["epoch_secret"])
-        # Every member of the new epoch finds its box among the 128 slots.
-        members = _epoch(vectors, number)["members"]
-        assert len(members) == change["boxes"]
-        slots = [envelope[1186 + 48 * i : 1186 + 48 * (i + 1)] for i in range(128)]
-        assert b"".join(slots[change["boxes"] :]) == h(change["filler"])
-        for member in members:
-            name = by_id[h(member)]
-            key = pairwise(people, change["signer"], name, "cellrelay/1 pairwise epoch-box")
-            ad = b"cellrelay/1 epoch-box\x00" + ch + h(member)
-            opened = []
-            for slot in slots:
-                try:
-                    opened.append(xopen(key, nonce, ad, slot))
-                except InvalidTag:
-                    continue
-            assert opened == [secret]
+        # The key section: refreshed buckets with a receive box per member, 64 bucket boxes.
+        section = envelope[1203:]
+        e_pub = section[:32]
+        assert e_pub == h(change["ephemeral_public"])
+        assert section[32] == len(change["refreshed"])
+        at = 33
+        for refresh in change["refreshed"]:
+            b, public = section[at], section[at + 1 : at + 33]
+            count = int.from_bytes(section[at + 33 : at + 35], "big")
+            assert (b, public, count) == (
+                refresh["bucket"],
+                h(refresh["public"]),
+                len(refresh["members"]),
+            )
+            at += 35
+            ids = sorted(people[name]["member_id"] for name in refresh["members"])
+            for member_id in ids:
+                person = people[by_id[member_id]]
+                assert _bucket(cell_id, member_id) == b
+                shared = dh(person["dh_private"], e_pub)
+                key = kdf(shared, "cellrelay/2 receive box", e_pub + person["dh_pub"] + member_id)
+                ad = b"cellrelay/2 receive-box\x00" + ch + member_id
+                private = xopen(key, nonce, ad, section[at : at + 48])
+                assert _x25519_public(private) == public
+                bucket_keys[b] = private
+                at += 48
+        boxes, table = section[at : at + 64 * 48], section[at + 64 * 48 : at + 64 * 48 + 2048]
+        assert at + 64 * 48 == change["section_size"]
+        assert envelope[1203 + at + 64 * 48 + 2048 :] == h(change["filler"])
+        members = [h(m) for m in _epoch(vectors, number)["members"]]
+        for member_id in members:
+            b = _bucket(cell_id, member_id)
+            private = bucket_keys[b]
+            public = _x25519_public(private)
+            assert table[32 * b : 32 * (b + 1)] == public
+            key = kdf(dh(private, e_pub), "cellrelay/2 bucket box", e_pub + public + bytes([b]))
+            ad = b"cellrelay/2 bucket-box\x00" + ch + bytes([b])
+            assert xopen(key, nonce, ad, boxes[48 * b : 48 * (b + 1)]) == secret
+        used = {_bucket(cell_id, m) for m in members}
+        for b in set(range(64)) - used:
+            assert table[32 * b : 32 * (b + 1)] == bytes(32)
         # The body: one log entry, added to the chain.
-        body = unpad(xopen(_key(vectors, number, "control-body"), nonce, ch, envelope[146:1186]))
+        body = unpad(xopen(_key(vectors, number, "control-body"), nonce, ch, envelope[163:1203]))
         assert body[0] == 1
         entry_length = 1 + 1 + 4 + 32 + 4 + 8 + 16 + 16 + 32 + 32 + 1 + body[1 + 146] + 1 + 64
         entry = body[1 : 1 + entry_length]
@@ -251,7 +287,7 @@ def test_welcomes(vectors: dict[str, Any], people: dict[str, dict[str, bytes]]) 
         joiner, signer = people[welcome["joiner"]], people[welcome["signer"]]
         ephemeral = X25519PrivateKey.from_private_bytes(h(welcome["ephemeral_private"]))
         ephemeral_pub = ephemeral.public_key().public_bytes_raw()
-        assert envelope[:57] == b"\x02" + ephemeral_pub + h(welcome["nonce"])
+        assert envelope[:57] == b"\x03" + ephemeral_pub + h(welcome["nonce"])
         assert len(envelope) in BUCKETS
         key = kdf(
             dh(h(welcome["ephemeral_private"]), joiner["dh_pub"]),
@@ -263,13 +299,32 @@ def test_welcomes(vectors: dict[str, Any], people: dict[str, dict[str, bytes]]) 
         assert inner[:16] == signer["member_id"]
         wb = inner[80:]
         assert wb == h(welcome["wb"])
-        verify(signer["sign_pub"], b"cellrelay/1 welcome/2\x00" + wb, inner[16:80])
+        verify(signer["sign_pub"], b"cellrelay/1 welcome/3\x00" + wb, inner[16:80])
         binding = hashlib.blake2b(
             b"cellrelay/1 invite welcome\x00" + cell_id,
             key=h(welcome["invite_secret"]),
             digest_size=32,
         ).digest()
-        assert wb[-32:] == binding == h(welcome["invite_binding"])
+        # Version 3 ends with the join box (the joiner is not an admin: no table).
+        assert wb[-126] == 1
+        assert wb[-1] == 0
+        join_box, wb_v2 = wb[-125:-1], wb[:-126]
+        assert wb_v2[-32:] == binding == h(welcome["invite_binding"])
+        number, change_signer = int.from_bytes(join_box[:4], "big"), join_box[4:20]
+        box_nonce, e_pub, box = join_box[20:44], join_box[44:76], join_box[76:]
+        ch = cell_id + number.to_bytes(4, "big") + change_signer + b"\x06"
+        key = kdf(
+            dh(joiner["dh_private"], e_pub),
+            "cellrelay/2 receive box",
+            e_pub + joiner["dh_pub"] + joiner["member_id"],
+        )
+        private = xopen(
+            key, box_nonce, b"cellrelay/2 receive-box\x00" + ch + joiner["member_id"], box
+        )
+        change = next(c for c in vectors["epoch_changes"] if c["epoch"] == number)
+        bucket = _bucket(cell_id, joiner["member_id"])
+        refresh = next(r for r in change["refreshed"] if r["bucket"] == bucket)
+        assert _x25519_public(private) == h(refresh["public"])
         assert wb[:32] == joiner["member_id"] + cell_id
         name_length = wb[32]
         epoch = int.from_bytes(wb[33 + name_length : 37 + name_length], "big")

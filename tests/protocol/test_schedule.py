@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cellrelay.protocol._crypto import HashChain, x25519_public_from_private
+from cellrelay.protocol._crypto import X25519_KEY_SIZE, HashChain, x25519_public_from_private
 from cellrelay.protocol.cell._errors import (
     BadSignatureError,
     MalformedError,
@@ -39,6 +39,7 @@ from cellrelay.protocol.cell._schedule import (
     init_secret,
     next_epoch_secret,
     open_keys,
+    receive_dh,
     seal_keys,
     section_size,
     sign_key_update,
@@ -106,7 +107,8 @@ class Cell:
             nonce=NONCE,
             me=member.member_id,
             bucket_members=self.bucket_ids(member.member_id),
-            receive_private=member.receive,
+            dh=receive_dh(member.receive),
+            receive_pub=x25519_public_from_private(member.receive),
             bucket_private=member.bucket,
         )
         if opened.bucket_private is not None:
@@ -174,7 +176,8 @@ def test_a_removed_member_opens_nothing_of_the_change_that_removes_it() -> None:
                 nonce=NONCE,
                 me=gone.member_id,
                 bucket_members=sorted(listed),
-                receive_private=gone.receive,
+                dh=receive_dh(gone.receive),
+                receive_pub=x25519_public_from_private(gone.receive),
                 bucket_private=gone.bucket,
             )
 
@@ -261,21 +264,27 @@ def test_all_members_agree_whatever_the_sizes_and_refreshes(
         assert set(cell.publics) == non_empty
 
 
+def _open_alone(data: bytes) -> None:
+    """Open `data` as a section for a member alone in its bucket, with random keys."""
+    member = Member(os.urandom(16), bytearray(os.urandom(32)), bytearray(os.urandom(32)))
+    open_keys(
+        data,
+        cell_id=CELL,
+        ad=AD,
+        nonce=NONCE,
+        me=member.member_id,
+        bucket_members=[member.member_id],
+        dh=receive_dh(member.receive),
+        receive_pub=x25519_public_from_private(member.receive),
+        bucket_private=member.bucket,
+    )
+
+
 @given(data=st.binary(max_size=4 * BUCKETS * BOX_SIZE))
 @settings(max_examples=200, deadline=None)
 def test_any_bytes_as_a_section_give_a_group_error(data: bytes) -> None:
-    member = Member(os.urandom(16), bytearray(os.urandom(32)), bytearray(os.urandom(32)))
     with pytest.raises((MalformedError, TamperedError)):
-        open_keys(
-            data,
-            cell_id=CELL,
-            ad=AD,
-            nonce=NONCE,
-            me=member.member_id,
-            bucket_members=[member.member_id],
-            receive_private=member.receive,
-            bucket_private=member.bucket,
-        )
+        _open_alone(data)
 
 
 # -- key updates -----------------------------------------------------------------------------
@@ -390,3 +399,9 @@ def test_a_seized_sender_tree_rederives_nothing_already_read() -> None:
         chain = HashChain(key)
         for _ in range(1000 // len(seized) + 5):
             assert advance_chain(chain) not in read
+
+
+def test_a_low_order_ephemeral_key_is_tampered_not_a_crash() -> None:
+    """Found by fuzz/fuzz_schedule.py: an all-zero e_pub made X25519 raise CryptoError."""
+    with pytest.raises(TamperedError):
+        _open_alone(bytes(X25519_KEY_SIZE + 1 + BUCKETS * BOX_SIZE))
