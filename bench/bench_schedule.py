@@ -14,11 +14,13 @@ epoch that follows, the bytes of sender keys on the wire and each member's CPU t
   the figure is the median member's, half the slots. Sender keys: every member publishes a
   distribution with one 16-byte MAC per other member; a member takes n - 1 of them, each
   the libsodium calls `Receiver` makes (header and body AEAD, one MAC, one Ed25519 verify).
-* **Version 2** (docs/design.md, "The key schedule, second version"; the building blocks of
-  protocol/cell/_schedule.py, not yet on the wire). The change's key section is sealed and
-  opened by the real `seal_keys` / `open_keys`, plus the parts version 1 also has (1,186
-  bytes of clear part, sealed header and body; the admin's signature and its check), the
-  epoch-secret chain and the sender tree's 64 nodes. Members of the refreshed bucket pay
+* **Version 2/3** (docs/design.md, "The key schedule, second version"; epoch change version
+  3 on the wire, docs/protocol.md §G6.2). The change's key section is sealed and opened by
+  the real `seal_keys` / `open_keys`, plus the other parts of version 3's layout (1,203
+  bytes of clear part, sealed header and body, the 2,048-byte bucket table, padding to the
+  size class; the admin's signature and its check), the epoch-secret chain and the sender
+  tree's 64 nodes. Above 128 members (`MAX_MEMBERS`: welcomes and announcements are not
+  paged yet) the same calls are made on a membership this file builds. Members of the refreshed bucket pay
   one X25519 more than the others: both are shown. Sender keys: only members who speak
   announce (a distribution without the chain key); shown for 3 speakers (an alerting cell)
   and for all n (a reply storm).
@@ -54,7 +56,9 @@ from cellrelay.protocol.cell._control import (
     BOX_SIZE as V1_BOX_SIZE,
 )
 from cellrelay.protocol.cell._control import (
+    KEYS_OFFSET_V3,
     SLOTS_OFFSET,
+    TABLE_SIZE,
     ChangeBody,
     change_header,
     find_box,
@@ -92,7 +96,6 @@ TARGET_MEMBER_MS: Final = 5.0
 TARGET_BYTES: Final = 64 * 1024
 # Version 2's change without its key section: the same clear part, sealed header and
 # sealed body as version 1 (docs/protocol.md §G6.2: 1 + 4 + 24 + 117 + 1,040).
-V2_FIXED: Final = SLOTS_OFFSET
 # A distribution's plaintext without its MACs: chain key, start, signing key, MAC count.
 DISTRIBUTION_FIXED: Final = 32 + 4 + 32 + 2
 ANNOUNCEMENT_FIXED: Final = DISTRIBUTION_FIXED - 32
@@ -264,19 +267,26 @@ def v2(members: int, repeats: int) -> dict[str, float]:
     change_secret = os.urandom(32)
     section_box: list[bytes] = []
 
+    hint = b"\x01" + joiner  # op ADD, subject
+
+    def layout(section: bytes) -> bytes:
+        """The signed tail: sealed body, key section, bucket table, filler (§G6.2)."""
+        used = KEYS_OFFSET_V3 + len(section) + TABLE_SIZE
+        return bytes(1040) + section + bytes(TABLE_SIZE) + bytes(bucket_for(used) - used)
+
     def build() -> None:
-        section, _ = seal_keys(
+        section, publics = seal_keys(
             cell_id=CELL, ad=ch, nonce=NONCE, change_secret=change_secret, buckets=after,
             bucket_publics=bucket_publics, refresh={target},
         )  # fmt: skip
-        tail = bytes(1040) + section  # the sealed body, then the key section
-        admin.sign(b"cellrelay/2 epoch-change\x00" + ch + tail)
+        b"".join(publics.get(b, bytes(32)) for b in range(64))  # the table
+        admin.sign(b"cellrelay/3 epoch-change\x00" + ch + hint + layout(section))
         section_box[:] = [section]
 
     admin_ms = ms(build, repeats)
     section = section_box[0]
-    tail = bytes(1040) + section
-    signature = admin.sign(b"cellrelay/2 epoch-change\x00" + ch + tail)
+    tail = layout(section)
+    signature = admin.sign(b"cellrelay/3 epoch-change\x00" + ch + hint + tail)
     init = init_secret(bytes(32), CELL, 2)
     untouched = next(mid for mid in after_ids if bucket_of(CELL, mid) != target)
     # A member of the refreshed bucket (the joiner itself if it is alone there: it opens
@@ -290,7 +300,9 @@ def v2(members: int, repeats: int) -> dict[str, float]:
         listed = [m for m, _ in after[b]]
 
         def run() -> None:
-            ed25519_verify(admin.sign_pub, b"cellrelay/2 epoch-change\x00" + ch + tail, signature)
+            ed25519_verify(
+                admin.sign_pub, b"cellrelay/3 epoch-change\x00" + ch + hint + tail, signature
+            )
             opened = open_keys(
                 section, cell_id=CELL, ad=ch, nonce=NONCE, me=mid, bucket_members=listed,
                 dh=receive_dh(receive[mid]), receive_pub=x25519_public_from_private(receive[mid]), bucket_private=bucket_keys.get(b),
@@ -307,7 +319,7 @@ def v2(members: int, repeats: int) -> dict[str, float]:
         "admin_ms": admin_ms,
         "member_ms": ms(member(untouched), repeats),
         "member_refreshed_ms": ms(member(refreshed), repeats),
-        "change_bytes": float(V2_FIXED + len(section)),
+        "change_bytes": float(bucket_for(KEYS_OFFSET_V3 + len(section) + TABLE_SIZE)),
         "keys_bytes_3": float(3 * announcement),
         "keys_bytes_all": float((members + 1) * announcement),
         "keys_member_ms_3": sender_key_receive_ms(3, members, repeats),
@@ -348,6 +360,12 @@ def on_the_wire(members: int, repeats: int) -> dict[str, float]:
         )[0]
         for person in people
     ]  # fmt: skip
+    add_times = []  # a removal: the same work as an add, and possible in a full cell
+    for _ in range(repeats):
+        start = time.perf_counter_ns()
+        cell.remove_member(people[-1].member_id, now=NOW, new_group_keys=(bytes(32), bytes(32)))
+        add_times.append((time.perf_counter_ns() - start) / 1e6)
+    cell._s.proposals.clear()
     rotation = cell.rotate(now=NOW)
     reader = joined[0]
     saved = reader.to_bytes()
@@ -384,6 +402,7 @@ def on_the_wire(members: int, repeats: int) -> dict[str, float]:
             state.open(announcement, now=NOW)
 
     return {
+        "add_ms": statistics.median(add_times),
         "change_ms": timed(apply, cached=True, before=False),
         "change_cold_ms": timed(apply, cached=False, before=False),
         "announcements_ms": timed(take_all, cached=True, before=True),
@@ -407,7 +426,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=9)
     args = parser.parse_args()
     print("one membership change (add one member), and the sender keys of the epoch after it")
-    print("(v1: today's epoch change and distributions; v2: the design's building blocks)")
+    print("(v1: the first epoch change and distributions; v2: epoch change version 3 and")
+    print(" announcements, the bucket construction on the wire)")
     for n in args.members:
         one, two = v1(n, args.repeats), v2(n, args.repeats)
         print(f"\n{n:,} members")
@@ -427,12 +447,13 @@ def main() -> None:
               f" {two['keys_member_ms_all']:.1f} ms if all speak")  # fmt: skip
     wire = on_the_wire(min(MAX_MEMBERS, max(args.members)), args.repeats)
     print(
-        f"\non the wire now (version 1 change, sender tree and announcements),"
+        f"\non the wire now (version 3 changes, sender tree and announcements),"
         f" {min(MAX_MEMBERS, max(args.members))} members, CellCrypto end to end:"
     )
     print(f"  a member applies a rotation (open_control, its own announcement made):"
           f" {wire['change_ms']:.2f} ms, {wire['change_cold_ms']:.2f} ms just after a restart;"
-          f" the change is {kib(wire['change_bytes'])}")  # fmt: skip
+          f" the change is {kib(wire['change_bytes'])};"
+          f" the admin builds a removal in {wire['add_ms']:.2f} ms")  # fmt: skip
     print(f"  it takes every other member's announcement: {wire['announcements_ms']:.1f} ms,"
           f" {wire['announcements_cold_ms']:.1f} ms just after a restart;"
           f" each announcement is {kib(wire['announcement_bytes'])}")  # fmt: skip

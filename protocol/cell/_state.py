@@ -53,7 +53,7 @@ __all__ = ["Epoch", "Parked", "SavedState", "read_state", "write_state"]
 
 STATE_VERSION: Final = 4
 # Join boxes an admin keeps for members it may still welcome (the latest adds).
-MAX_JOIN_BOXES: Final = 64
+MAX_JOIN_BOXES: Final = 256
 _OLDEST_VERSION: Final = 1  # still read (see the module docstring)
 _KEY: Final = 32
 _DOUBLE: Final = struct.Struct(">d")
@@ -232,7 +232,7 @@ def write_state(state: SavedState, *, cached: bool = True, parked: bool = True) 
     w.u8(len(state.bucket_publics))
     for bucket, public in sorted(state.bucket_publics.items()):
         w.u8(bucket).raw(public)
-    w.u8(len(state.join_boxes))
+    w.u16(len(state.join_boxes))
     for member_id, box in state.join_boxes.items():
         w.raw(member_id).raw(box)
     return w.bytes()
@@ -502,7 +502,7 @@ def read_state(data: bytes, member_id: bytes) -> SavedState:
             if bucket >= BUCKETS or bucket in publics:
                 raise MalformedError("bad bucket key")
             publics[bucket] = r.take(_KEY)
-        count = r.u8()
+        count = r.u16()
         if count > MAX_JOIN_BOXES:
             raise MalformedError("too many join boxes")
         for _ in range(count):
