@@ -30,6 +30,7 @@ from cellrelay.protocol.cell._invite import Invite, InviteRelay
 from cellrelay.protocol.cell._join import (
     JOIN_REQUEST,
     JOIN_WELCOME,
+    JOIN_WELCOME_PAGE,
     open_join_request,
     split_join_envelope,
 )
@@ -584,27 +585,32 @@ class Cell(MemberCell):
             control_seq = await self._propose(change)
         cell_info = self._welcome_info(group_from, control_seq, more_from)
         invite = next(i for i in self.record.invites if i.join_mailbox == request.join_mailbox)
-        welcome = self.crypto.welcome_for(
+        welcome, pages = self.crypto.welcome_with_pages(
             info.member_id,
             now=self.link.relay_time(),
             invite=self._invite_for(invite),
             extra=cell_info.encode(),
         )
         expires_at = max(invite.expires_at, int(self.link.relay_time()) + 3600)
-        answer = bytes([JOIN_WELCOME]) + welcome
-        targets: list[tuple[str, Callable[[], Awaitable[int]]]] = [
-            ("first", partial(self.link.publish, invite.join_mailbox, answer, expires_at))
+        # The welcome, then the pages of its member list in order (a cell of more than
+        # about 150 members, docs/protocol.md §G7, §C4).
+        answers = [bytes([JOIN_WELCOME]) + welcome] + [
+            bytes([JOIN_WELCOME_PAGE]) + p for p in pages
         ]
-        for entry in invite.more_join:
-            further = self._further_named(str(entry[0]))
-            if further is not None:
-                mailbox = MailboxId(bytes(entry[1]))  # type: ignore[call-overload]
-                targets.append((further.name, partial(further.link.publish, mailbox, answer, expires_at)))  # fmt: skip
-        if len(targets) == 1:
-            await targets[0][1]()
-        else:
-            assert self._spawn is not None  # noqa: S101 - a cell on several relays has one
-            await publish_everywhere(targets, self._spawn)
+        for answer in answers:
+            targets: list[tuple[str, Callable[[], Awaitable[int]]]] = [
+                ("first", partial(self.link.publish, invite.join_mailbox, answer, expires_at))
+            ]
+            for entry in invite.more_join:
+                further = self._further_named(str(entry[0]))
+                if further is not None:
+                    mailbox = MailboxId(bytes(entry[1]))  # type: ignore[call-overload]
+                    targets.append((further.name, partial(further.link.publish, mailbox, answer, expires_at)))  # fmt: skip
+            if len(targets) == 1:
+                await targets[0][1]()
+            else:
+                assert self._spawn is not None  # noqa: S101 - a cell on several relays has one
+                await publish_everywhere(targets, self._spawn)
         invite.used = True
         invite.member_id = info.member_id
         self.record.requests.remove(request)

@@ -28,11 +28,16 @@ from typing import TYPE_CHECKING, Final
 import trio
 
 from cellrelay.protocol import CellrelayError
-from cellrelay.protocol.cell._errors import GroupError
+from cellrelay.protocol.cell._errors import GroupError, WelcomeIncompleteError
 from cellrelay.protocol.cell._group import CellCrypto
 from cellrelay.protocol.cell._identity import Identity, MemberInfo, member_id_of
 from cellrelay.protocol.cell._invite import Invite, InviteRelay
-from cellrelay.protocol.cell._join import JOIN_WELCOME, seal_join_request, split_join_envelope
+from cellrelay.protocol.cell._join import (
+    JOIN_WELCOME,
+    JOIN_WELCOME_PAGE,
+    seal_join_request,
+    split_join_envelope,
+)
 from cellrelay.protocol.cell._keys import relay_seed
 from cellrelay.protocol.cell._safety import safety_number
 from cellrelay.protocol.wire import CapabilityKey, Delete, MailboxId, RelayAddress
@@ -165,6 +170,8 @@ class Client:
         self._cells: list[Cell] = []
         self._save_lock = trio.Lock()
         self._joined: dict[bytes, trio.Event] = {}  # invite join mailbox -> set when welcomed
+        # A welcome waiting for its member list's pages, by (join mailbox, relay index).
+        self._welcome_parts: dict[tuple[bytes, int], tuple[bytes, list[bytes]]] = {}
         self._saved = trio.Event()  # set (and replaced) after each save, for _forget_expired
         self._cells_changed = trio.Event()  # set (and replaced) when a cell is added or removed
         self._burning = False  # finish_burns is running
@@ -814,15 +821,25 @@ class Client:
             async def on_delivery(event: Delivery | Revocation) -> None:
                 if isinstance(event, Revocation):
                     return
+                kind, rest = split_join_envelope(event.envelope)
+                key = (invite.join_mailbox, index)
+                if kind == JOIN_WELCOME_PAGE and key in self._welcome_parts:
+                    # A page of the welcome before it (§G7): the cursor stays before the
+                    # welcome until it is complete, so a restart reads them all again.
+                    welcome, pages = self._welcome_parts[key]
+                    pages.append(rest)
+                    if record in self._state.joins:
+                        await self._welcomed(record, invite, welcome, pages, key=key)
+                    return
+                if kind == JOIN_WELCOME and record in self._state.joins:
+                    self._welcome_parts.pop(key, None)
+                    if await self._welcomed(record, invite, rest, [], key=key):
+                        return
                 if index == 0:
                     record.cursor = event.seq
                 else:
                     record.more_cursors[index - 1] = event.seq
-                kind, rest = split_join_envelope(event.envelope)
-                if kind == JOIN_WELCOME and record in self._state.joins:
-                    await self._welcomed(record, invite, rest)
-                else:
-                    await self.save()
+                await self.save()
 
             return on_delivery
 
@@ -842,26 +859,45 @@ class Client:
             self._nursery.start_soon,
         )
 
-    async def _welcomed(self, record: JoinRecord, invite: Invite, welcome: bytes) -> None:
+    async def _welcomed(
+        self,
+        record: JoinRecord,
+        invite: Invite,
+        welcome: bytes,
+        pages: list[bytes],
+        *,
+        key: tuple[bytes, int],
+    ) -> bool:
+        """Join from a welcome (and its pages); True while it waits for more pages."""
         held = [c for c in self._cells if c.cell_id == invite.cell_id]
         if any(not c.removed for c in held):
             self._state.joins.remove(record)  # a second welcome for a cell we are in: ignore
             await self.save()
-            return
+            return False
         for old in held:  # re-admitted after a removal: the new state replaces the old
             await self.forget(old)
         link = self.link_for(invite.relay)
         inviter = member_id_of(invite.admin_sign_key, invite.admin_box_key)
         try:
             crypto, distribution = CellCrypto.from_welcome(
-                self.identity, welcome, now=link.relay_time(), invite=invite, inviter=inviter
+                self.identity,
+                welcome,
+                now=link.relay_time(),
+                invite=invite,
+                inviter=inviter,
+                pages=pages,
             )
+        except WelcomeIncompleteError:
+            self._welcome_parts[key] = (welcome, pages)  # its pages follow it
+            return True
         except GroupError as exc:
+            self._welcome_parts.pop(key, None)
             # Not the answer to this request (an old welcome replayed, another invite's, a
             # forgery): keep waiting for the admin's real one, past it in the mailbox.
             log.warning("welcome_refused", reason=type(exc).__name__)
             await self.save()
-            return
+            return False
+        self._welcome_parts.pop(key, None)
         info = CellInfo.decode(crypto.extra)
         cell_record = CellRecord(
             crypto=crypto.to_bytes(),
@@ -907,3 +943,4 @@ class Client:
             await cell.start()
         self._joined.setdefault(invite.join_mailbox, trio.Event()).set()
         log.info("cell_joined", epoch=crypto.epoch)
+        return False

@@ -10,7 +10,9 @@ Input layout: byte 0 picks the entry point, the rest is its input:
 * 2: `bucketed_keys` on a version 3 epoch change whose key section and bucket table are
   the input (what a member parses after the signature: the layout an admin chose);
 * 3: `WelcomeContent.from_bytes` of version 3 (its join box and bucket table): whatever
-  it accepts must re-encode to the same bytes.
+  it accepts must re-encode to the same bytes;
+* 4: `open_welcome_page` with a fixed page key (a page comes from the join mailbox, which
+  the invite's holders can write): whatever opens must be at most `PAGE_MEMBERS` members.
 
 Whatever the bytes, the result is a value or a `GroupError`, never anything else.
 """
@@ -23,7 +25,13 @@ import atheris
 
 with atheris.instrument_imports():
     from cellrelay.protocol._crypto import x25519_public_from_private
-    from cellrelay.protocol.cell._control import KEYS_OFFSET_V3, WelcomeContent, bucketed_keys
+    from cellrelay.protocol.cell._control import (
+        KEYS_OFFSET_V3,
+        PAGE_MEMBERS,
+        WelcomeContent,
+        bucketed_keys,
+        open_welcome_page,
+    )
     from cellrelay.protocol.cell._errors import GroupError
     from cellrelay.protocol.cell._identity import Identity
     from cellrelay.protocol.cell._schedule import KeyUpdate, open_keys, receive_dh
@@ -33,6 +41,7 @@ AD = b"fuzz change header"
 NONCE = bytes(24)
 MEMBER_RECEIVE = bytes(range(32, 64))
 MEMBER_BUCKET = bytes(range(64, 96))
+PAGE_KEY = bytes(range(128, 160))
 IDENTITY = Identity.from_seeds(bytes(range(32)), bytes(range(96, 128)), "fuzz")
 
 
@@ -40,7 +49,7 @@ def test_one_input(data: bytes) -> None:
     """Check one input (atheris entry point)."""
     if not data:
         return
-    mode, body = data[0] % 4, data[1:]
+    mode, body = data[0] % 5, data[1:]
     try:
         if mode == 0:
             update = KeyUpdate.from_bytes(body)
@@ -51,6 +60,9 @@ def test_one_input(data: bytes) -> None:
             section, table = bucketed_keys(bytes(KEYS_OFFSET_V3) + body)
             if len(table) != 64 or not body.startswith(section):
                 raise AssertionError("a parsed change's parts do not add up")
+        elif mode == 4:
+            if len(open_welcome_page(PAGE_KEY, IDENTITY.member_id, 0, body)) > PAGE_MEMBERS:
+                raise AssertionError("a page with too many members")
         elif mode == 3:
             content = WelcomeContent.from_bytes(body, 3)
             if content.to_bytes() != body:

@@ -6,6 +6,7 @@ starts from valid messages of every type rather than from nothing.
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -258,6 +259,16 @@ def write_schedule_seeds() -> None:
         admin._s, target.IDENTITY.member_id, now=0.0, extra=b"x", invite_binding=bytes(32)
     )
     seeds["welcome-v3"] = b"\x03" + content.to_bytes()
+    from cellrelay.protocol.cell._control import seal_welcome_pages
+    from cellrelay.protocol.cell._membership import Role
+
+    (page,) = seal_welcome_pages(
+        target.PAGE_KEY,
+        target.IDENTITY.member_id,
+        [(target.IDENTITY.info, Role.MEMBER)],
+        os.urandom,
+    )
+    seeds["welcome-page"] = b"\x04" + page
     folder = SEEDS / "schedule"
     folder.mkdir(parents=True, exist_ok=True)
     for name, seed in seeds.items():

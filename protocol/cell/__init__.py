@@ -54,6 +54,7 @@ from ._errors import (
     StaleEpochError,
     TamperedError,
     UnknownEpochError,
+    WelcomeIncompleteError,
     WelcomeRefusedError,
     WelcomeWindowError,
 )
@@ -175,6 +176,7 @@ __all__ = [
     "UnknownEpochError",
     "VerificationRecord",
     "VerificationStep",
+    "WelcomeIncompleteError",
     "WelcomeRefusedError",
     "WelcomeWindowError",
     "WireContent",

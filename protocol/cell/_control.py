@@ -60,6 +60,7 @@ from .._crypto import (
     ED25519_SIGNATURE_SIZE,
     X25519_KEY_SIZE,
     XCHACHA20POLY1305_NONCE_SIZE,
+    blake2b,
     ed25519_verify,
     x25519,
     x25519_public_from_private,
@@ -125,6 +126,11 @@ BUCKETED_VERSION: Final = 3
 WELCOME_VERSION: Final = 3
 READABLE_WELCOMES: Final = (2, 3)
 JOIN_BOX_SIZE: Final = 4 + MEMBER_ID_SIZE + XCHACHA20POLY1305_NONCE_SIZE + X25519_KEY_SIZE + 48
+# A version 3 welcome lists as many members as fit the largest envelope; the rest follow in
+# pages (§G7), each at most PAGE_MEMBERS members (98 bytes each at most) in one envelope.
+PAGE_MEMBERS: Final = 160
+PAGE_VERSION: Final = 1
+LIST_DIGEST_SIZE: Final = 32
 INVITE_BINDING_SIZE: Final = 32
 SECRET_SIZE: Final = 32
 CLEAR_SIZE: Final = 1 + 4 + XCHACHA20POLY1305_NONCE_SIZE
@@ -171,6 +177,12 @@ _WELCOME_SIGN_DOMAINS: Final = {
 }
 _WELCOME_HEAD: Final = 1 + X25519_KEY_SIZE + XCHACHA20POLY1305_NONCE_SIZE
 _WELCOME_OVERHEAD: Final = _WELCOME_HEAD + AEAD_TAG_SIZE
+# The most WB may hold: the largest envelope, less the welcome's overhead, the signer id
+# and signature, and the padding's marker byte.
+MAX_WB: Final = BUCKETS[-1] - _WELCOME_OVERHEAD - MEMBER_ID_SIZE - ED25519_SIGNATURE_SIZE - 1
+_LIST_DOMAIN: Final = b"cellrelay/3 member-list\x00"
+_PAGE_DOMAIN: Final = b"cellrelay/3 welcome-page\x00"
+_PAGE_HEAD: Final = 1 + XCHACHA20POLY1305_NONCE_SIZE
 
 
 def change_header(cell_id: bytes, epoch: int, signer: bytes) -> bytes:
@@ -458,21 +470,30 @@ class WelcomeContent:
     join_box: bytes | None = field(default=None, repr=False)
     bucket_table: bytes | None = field(default=None, repr=False)
     version: int = WELCOME_VERSION
+    # Version 3: the whole membership's size, and when `members` holds only its first part
+    # (ascending id), the digest of the whole list and the key of the pages with the rest.
+    total_members: int | None = None
+    list_digest: bytes | None = field(default=None, repr=False)
+    page_key: bytes | None = field(default=None, repr=False)
 
     def to_bytes(self) -> bytes:
         """Return WB."""
         writer = Writer().raw(self.joiner).raw(self.cell_id).short(self.cell_name.encode())
         writer.u32(self.epoch).raw(self.secret).u32(self.head_index).raw(self.head_hash)
         writer.u32(self.head_epoch).u16(len(self.members))
-        for info, role in self.members:
-            info.write(writer)
-            writer.u8(role)
+        writer.raw(encode_members(self.members))
         writer.raw(self.group_keys[0]).raw(self.group_keys[1]).raw(self.control_read_key)
         writer.long(self.admin_secrets).long(self.extra)
         if len(self.invite_binding) != INVITE_BINDING_SIZE:
             raise ValueError("an invite binding is 32 bytes")
         writer.u64(self.created_ms).raw(self.invite_binding)
         if self.version == WELCOME_VERSION:
+            total = len(self.members) if self.total_members is None else self.total_members
+            writer.u16(total)
+            if total > len(self.members):
+                if self.list_digest is None or self.page_key is None:
+                    raise ValueError("a paged member list needs its digest and page key")
+                writer.raw(self.list_digest).raw(self.page_key)
             for part, size in ((self.join_box, JOIN_BOX_SIZE), (self.bucket_table, TABLE_SIZE)):
                 writer.u8(part is not None)
                 if part is not None:
@@ -498,20 +519,20 @@ class WelcomeContent:
         count = reader.u16()
         if count > MAX_MEMBERS:
             raise MalformedError("too many members")
-        members = []
-        for _ in range(count):
-            info = MemberInfo.read(reader)
-            role = reader.u8()
-            if role > max(Role):
-                raise MalformedError("bad role")
-            members.append((info, Role(role)))
+        members = [_read_member(reader) for _ in range(count)]
         group_keys = (reader.take(GROUP_KEY_SIZE), reader.take(GROUP_KEY_SIZE))
         control_read_key = reader.take(GROUP_KEY_SIZE)
         admin_secrets, extra = reader.long(MAX_ADMIN_SECRETS), reader.long(MAX_EXTRA)
         created_ms = reader.u64()
         invite_binding = reader.take(INVITE_BINDING_SIZE)
-        join_box = table = None
+        join_box = table = digest = page_key = None
+        total = None
         if version == WELCOME_VERSION:
+            total = reader.u16()
+            if not count <= total <= MAX_MEMBERS:
+                raise MalformedError("a member count out of range")
+            if total > count:
+                digest, page_key = reader.take(LIST_DIGEST_SIZE), reader.take(GROUP_KEY_SIZE)
             join_box = reader.take(JOIN_BOX_SIZE) if reader.flag() else None
             table = reader.take(TABLE_SIZE) if reader.flag() else None
         reader.end()
@@ -534,7 +555,88 @@ class WelcomeContent:
             join_box=join_box,
             bucket_table=table,
             version=version,
+            total_members=total if total is not None and total > count else None,
+            list_digest=digest,
+            page_key=page_key,
         )
+
+    def pages_needed(self) -> int:
+        """How many pages carry the members this welcome does not list (0 if none)."""
+        rest = (self.total_members or len(self.members)) - len(self.members)
+        return -(-rest // PAGE_MEMBERS)
+
+
+def encode_members(members: Sequence[tuple[MemberInfo, Role]]) -> bytes:
+    """Return members as WB lists them: MemberInfo || role (u8) each."""
+    writer = Writer()
+    for info, role in members:
+        info.write(writer)
+        writer.u8(role)
+    return writer.bytes()
+
+
+def list_digest(encoded: bytes) -> bytes:
+    """The digest a paged welcome signs for its whole member list (`encode_members`)."""
+    return blake2b(_LIST_DOMAIN + encoded)
+
+
+def seal_welcome_pages(
+    page_key: bytes, joiner: bytes, members: Sequence[tuple[MemberInfo, Role]], rng: Rng
+) -> list[bytes]:
+    """Return the pages with `members` (the welcome's rest, ascending id), in order.
+
+    A page: version (1) || nonce (24) || AEAD(page key, nonce, ad = "cellrelay/3
+    welcome-page" || 0x00 || joiner id || page index (u16), page index (u16) || count (u16)
+    || members), padded so the whole page is one byte short of an envelope size class (the
+    join mailbox's kind byte makes it one).
+    """
+    pages = []
+    for index, start in enumerate(range(0, len(members), PAGE_MEMBERS)):
+        chunk = members[start : start + PAGE_MEMBERS]
+        plain = Writer().u16(index).u16(len(chunk)).raw(encode_members(chunk)).bytes()
+        size = bucket_for(_PAGE_HEAD + len(plain) + 1 + AEAD_TAG_SIZE + 1) - 1  # + kind byte
+        nonce = rng(XCHACHA20POLY1305_NONCE_SIZE)
+        ad = _PAGE_DOMAIN + joiner + index.to_bytes(2, "big")
+        sealed = xchacha20poly1305_encrypt(
+            page_key, nonce, ad, pad(plain, size - _PAGE_HEAD - AEAD_TAG_SIZE)
+        )
+        pages.append(bytes([PAGE_VERSION]) + nonce + sealed)
+    return pages
+
+
+def open_welcome_page(
+    page_key: bytes, joiner: bytes, index: int, page: bytes
+) -> list[tuple[MemberInfo, Role]]:
+    """Return the members of page `index` of a welcome for `joiner`.
+
+    Raises:
+        MalformedError: not a page, or not page `index`, or it does not parse.
+        TamperedError: it does not open under the welcome's page key.
+    """
+    if len(page) <= _PAGE_HEAD + AEAD_TAG_SIZE or page[0] != PAGE_VERSION:
+        raise MalformedError("not a welcome page")
+    ad = _PAGE_DOMAIN + joiner + index.to_bytes(2, "big")
+    try:
+        padded = xchacha20poly1305_decrypt(page_key, page[1:_PAGE_HEAD], ad, page[_PAGE_HEAD:])
+    except CryptoError as exc:
+        raise TamperedError("a welcome page does not open") from exc
+    reader = Reader(unpad(padded))
+    if reader.u16() != index:
+        raise MalformedError("a welcome page out of place")
+    count = reader.u16()
+    if not 0 < count <= PAGE_MEMBERS:
+        raise MalformedError("a welcome page's size is out of range")
+    members = [_read_member(reader) for _ in range(count)]
+    reader.end()
+    return members
+
+
+def _read_member(reader: Reader) -> tuple[MemberInfo, Role]:
+    info = MemberInfo.read(reader)
+    role = reader.u8()
+    if role > max(Role):
+        raise MalformedError("bad role")
+    return info, Role(role)
 
 
 def _welcome_key(
@@ -552,14 +654,17 @@ def seal_welcome(
     nonce: bytes,
 ) -> bytes:
     """Return a welcome: version (content.version) || ephemeral public key || nonce || sealed (signer id ||
-    signature || WB, padded so the whole welcome is a bucket size)."""
+    signature || WB, padded so the whole welcome is one byte short of a size class: the join
+    mailbox's kind byte makes it one)."""
     ephemeral_pub = x25519_public_from_private(ephemeral_private)
     shared = x25519(ephemeral_private, joiner_dh_pub)
     key = _welcome_key(shared, ephemeral_pub, joiner_dh_pub)
     zero(shared)
     wb = content.to_bytes()
     inner = signer.member_id + signer.sign(_WELCOME_SIGN_DOMAINS[content.version] + wb) + wb
-    padded = pad(inner, bucket_for(len(inner) + 1 + _WELCOME_OVERHEAD) - _WELCOME_OVERHEAD)
+    # One byte short of a size class: the join mailbox puts its kind byte in front (§C4).
+    size = bucket_for(len(inner) + 1 + _WELCOME_OVERHEAD + 1) - 1
+    padded = pad(inner, size - _WELCOME_OVERHEAD)
     head = bytes([content.version]) + ephemeral_pub + nonce
     try:
         return head + xchacha20poly1305_encrypt(

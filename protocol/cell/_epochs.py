@@ -8,6 +8,7 @@ applies one. `check_change` changes nothing: it returns a `VerifiedChange` that
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
@@ -15,6 +16,8 @@ from .._crypto import x25519_public_from_private, zero
 from ._control import (
     BOX_SIZE,
     BUCKETED_VERSION,
+    LIST_DIGEST_SIZE,
+    MAX_WB,
     NO_OP,
     SECRET_SIZE,
     TABLE_SIZE,
@@ -22,7 +25,9 @@ from ._control import (
     WelcomeContent,
     bucketed_keys,
     change_header,
+    encode_members,
     find_box,
+    list_digest,
     open_admin_grant,
     open_bucketed_header,
     open_change_body,
@@ -414,15 +419,29 @@ def build_change(
 
 
 def welcome_content(
-    state: SavedState, member_id: bytes, *, now: float, extra: bytes, invite_binding: bytes
+    state: SavedState,
+    member_id: bytes,
+    *,
+    now: float,
+    extra: bytes,
+    invite_binding: bytes,
+    page_key: bytes | None = None,
 ) -> WelcomeContent:
-    """Return what a welcome for `member_id` carries, from the current state."""
+    """Return what a welcome for `member_id` carries, from the current state.
+
+    With `page_key`, a member list too long for one envelope is cut: the content lists the
+    first members (ascending id) and signs the digest of the whole list; the caller seals
+    the rest in pages (`_control.seal_welcome_pages`). Without it, the whole list is inline.
+    """
     membership = state.membership
     admin = member_id in membership.admins
     secret = state.epochs[state.current].secret
     if secret is None:  # pragma: no cover - the current epoch always keeps its secret
         raise MalformedError("no epoch secret")
-    return WelcomeContent(
+    members = tuple(
+        (info, membership.role_of(mid) or Role.MEMBER) for mid, info in membership.members.items()
+    )
+    content = WelcomeContent(
         joiner=member_id,
         cell_id=state.cell_id,
         cell_name=state.name,
@@ -431,10 +450,7 @@ def welcome_content(
         head_index=membership.head_index,
         head_hash=membership.head_hash,
         head_epoch=membership.head_epoch,
-        members=tuple(
-            (info, membership.role_of(mid) or Role.MEMBER)
-            for mid, info in membership.members.items()
-        ),
+        members=members,
         group_keys=state.group_keys,
         control_read_key=state.control_read_key,
         admin_secrets=state.admin_secrets if admin else b"",
@@ -443,6 +459,28 @@ def welcome_content(
         invite_binding=invite_binding,
         join_box=state.join_boxes.get(member_id),
         bucket_table=_table(state.bucket_publics) if admin and state.bucket_publics else None,
+    )
+    if page_key is None or len(content.to_bytes()) <= MAX_WB:
+        return content  # it all fits: no pages
+    encoded = [encode_members([m]) for m in members]
+    paged = dataclasses.replace(
+        content,
+        members=(),
+        total_members=len(members),
+        list_digest=bytes(LIST_DIGEST_SIZE),
+        page_key=page_key,
+    )
+    room = MAX_WB - len(paged.to_bytes())
+    inline = 0
+    for member in encoded:
+        if len(member) > room:
+            break
+        room -= len(member)
+        inline += 1
+    return dataclasses.replace(
+        paged,
+        members=members[:inline],
+        list_digest=list_digest(b"".join(encoded)),
     )
 
 

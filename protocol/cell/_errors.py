@@ -179,3 +179,16 @@ class WelcomeWindowError(GroupError):
     welcomes of the members its change added. What to do: rotate the epoch (a new secret),
     then make the welcome.
     """
+
+
+class WelcomeIncompleteError(GroupError):
+    """A welcome whose member list continues in pages that were not given (§G7).
+
+    `pages` is how many pages the welcome needs. What to do: wait for the pages the
+    admin publishes after the welcome in the join mailbox, then open it with them.
+    """
+
+    def __init__(self, message: str, *, pages: int) -> None:
+        """Say how many pages the welcome needs."""
+        super().__init__(message)
+        self.pages = pages

@@ -52,8 +52,12 @@ from ._control import (
     SECRET_SIZE,
     WelcomeContent,
     change_header,
+    encode_members,
+    list_digest,
     open_welcome,
+    open_welcome_page,
     seal_welcome,
+    seal_welcome_pages,
     split_change,
     verify_welcome,
 )
@@ -75,6 +79,8 @@ from ._errors import (
     NotAdminError,
     RemovedError,
     StaleControlError,
+    TamperedError,
+    WelcomeIncompleteError,
     WelcomeRefusedError,
     WelcomeWindowError,
 )
@@ -95,6 +101,8 @@ from ._schedule import (
 from ._state import Epoch, SavedState, read_state, write_state
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from ._identity import Identity, MemberInfo, Rng
     from ._invite import Invite
 
@@ -163,6 +171,29 @@ def _open_join_box(
         receive_pub=identity.dh_pub,
         bucket_public=publics.get(bucket_of(cell_id, identity.member_id)),
     )
+
+
+def _welcome_members(
+    identity: Identity, content: WelcomeContent, pages: Sequence[bytes]
+) -> tuple[tuple[MemberInfo, Role], ...]:
+    """The welcome's whole member list: inline, then from its pages (checked by digest).
+
+    The digest is in the signed WB, which the caller verifies after building the
+    membership: a page that does not match is refused before anything is trusted.
+    """
+    needed = content.pages_needed()
+    if not needed:
+        return content.members
+    if len(pages) < needed or content.page_key is None or content.list_digest is None:
+        raise WelcomeIncompleteError("the welcome's member list continues in pages", pages=needed)
+    members = list(content.members)
+    for index in range(needed):
+        members += open_welcome_page(content.page_key, identity.member_id, index, pages[index])
+    if len(members) != content.total_members or not hmac.compare_digest(
+        list_digest(encode_members(members)), content.list_digest
+    ):
+        raise TamperedError("the welcome's pages do not match its member list")
+    return tuple(members)
 
 
 def _check_group_keys(keys: tuple[bytes, bytes]) -> tuple[bytes, bytes]:
@@ -259,8 +290,12 @@ class CellCrypto:
         key_ttl: int = DEFAULT_KEY_TTL,
         grace_period: float = GRACE_PERIOD,
         rng: Rng = random_bytes,
+        pages: Sequence[bytes] = (),
     ) -> tuple[CellCrypto, bytes]:
         """Join a cell from an admin's welcome; return (state, sender key distribution).
+
+        `pages` are the welcome's member list pages, in order, if it has any (a cell of
+        more than about 150 members, §G7).
 
         Publish the distribution in the group mailbox before sealing anything. If
         `inviter` (a member id) is given, the welcome must come from that admin. The
@@ -275,15 +310,18 @@ class CellCrypto:
                 signature check: only an authentic welcome is reported as such).
             MembershipError: the member list is incoherent, the signer is not an admin
                 in it (or not `inviter`), or this identity is not a member.
+            WelcomeIncompleteError: the welcome has pages and not all were given (its
+                `pages` says how many it needs).
         """
         if now > invite.expires_at + WELCOME_LINGER:
             raise WelcomeRefusedError("the invite's lifetime is over; ask for a new invite")
         signer_id, signature, wb = open_welcome(identity, welcome)
         version = welcome[0]
         content = WelcomeContent.from_bytes(wb, version)
+        members = _welcome_members(identity, content, pages)
         membership = Membership.snapshot(
             cell_id=content.cell_id,
-            members=content.members,
+            members=members,
             head_index=content.head_index,
             head_hash=content.head_hash,
             head_epoch=content.head_epoch,
@@ -490,6 +528,19 @@ class CellCrypto:
             plaintext=plaintext,
         )
 
+    def announcement(self, *, now: float, key_ttl: int = DEFAULT_KEY_TTL) -> bytes:
+        """Return this member's sender key announcement for the current epoch (§G8.2).
+
+        For a member that applied the epoch's change with `announce=False`: publish it in
+        the group mailbox before the first envelope it seals in the epoch.
+
+        Raises:
+            RemovedError: this member was removed.
+        """
+        if self._s.removed:
+            raise RemovedError("removed from the cell")
+        return self._distribution(int(now) + key_ttl)
+
     def _distribution(self, expires_at: int) -> bytes:
         """Return this member's sender key announcement (or distribution) for the current epoch.
 
@@ -659,9 +710,20 @@ class CellCrypto:
     # -- epoch changes ---------------------------------------------------------------------
 
     def open_control(
-        self, envelope: bytes, *, now: float, key_ttl: int = DEFAULT_KEY_TTL
+        self,
+        envelope: bytes,
+        *,
+        now: float,
+        key_ttl: int = DEFAULT_KEY_TTL,
+        announce: bool = True,
     ) -> EpochUpdate:
         """Verify and apply an epoch change read from the control mailbox.
+
+        With `announce=False` the update carries no announcement (`distribution` is None):
+        for a member that will not send in the epoch, or not yet; it must publish
+        `announcement()` before it seals anything in the epoch. An announcement costs a
+        MAC per member (one X25519 each the first time), the most of applying a change in
+        a large cell.
 
         Raises:
             StaleControlError: its epoch was already reached (`ours`: it was this
@@ -724,7 +786,7 @@ class CellCrypto:
             entry=change.entry,
             group_keys=change.group_keys,
             admin_secrets=change.granted,
-            distribution=self._distribution(int(now) + key_ttl),
+            distribution=self._distribution(int(now) + key_ttl) if announce else None,
             released=self._rx.release(None, None, now),
             extra=change.extra,
         )
@@ -904,7 +966,22 @@ class CellCrypto:
             WelcomeWindowError: the epoch was entered more than WELCOME_WINDOW ago (by the
                 clock of `open_control` and `check`), and its secret is gone: rotate the
                 epoch, then welcome.
-            ValueError: `extra` is longer than MAX_EXTRA, or `invite` is of another cell.
+            ValueError: `extra` is longer than MAX_EXTRA, or `invite` is of another cell;
+                the member list does not fit one welcome (use `welcome_with_pages`).
+        """
+        welcome, pages = self.welcome_with_pages(member_id, now=now, invite=invite, extra=extra)
+        if pages:
+            raise ValueError("the member list needs pages: use welcome_with_pages")
+        return welcome
+
+    def welcome_with_pages(
+        self, member_id: bytes, *, now: float, invite: Invite, extra: bytes | None = None
+    ) -> tuple[bytes, list[bytes]]:
+        """Return a welcome and the pages with the rest of its member list (§G7).
+
+        As `welcome_for`; a cell whose member list does not fit one envelope (above about
+        150 members) lists its first members in the welcome and the rest in pages, which
+        the joiner needs too (`from_welcome(pages=...)`): publish them after the welcome.
         """
         self._require_admin()
         if self._s.epochs[self._s.current].secret is None:
@@ -915,20 +992,31 @@ class CellCrypto:
         if invite.cell_id != self._s.cell_id:
             raise ValueError("the invite is for another cell")
         joiner = self._member(member_id)
-        if self._s.bucket_publics and member_id not in self._s.join_boxes:
-            raise WelcomeWindowError(
-                "no join box for this member (only the latest adds keep one): remove it and"
-                " add it again, then welcome"
-            )
         extra = self._s.extra if extra is None else bytes(extra)
         if len(extra) > MAX_EXTRA:
             raise ValueError("extra too long")
+        if self._s.bucket_publics and member_id not in self._s.join_boxes:
+            raise WelcomeWindowError(
+                "no join box for this member (it has joined, or was added too long ago):"
+                " remove it and add it again, then welcome"
+            )
+        page_key = self._rng(_KEY)
         content = welcome_content(
-            self._s, member_id, now=now, extra=extra, invite_binding=invite.welcome_binding
+            self._s,
+            member_id,
+            now=now,
+            extra=extra,
+            invite_binding=invite.welcome_binding,
+            page_key=page_key,
         )
+        rest = tuple(
+            (info, self._s.membership.role_of(mid) or Role.MEMBER)
+            for mid, info in self._s.membership.members.items()
+        )[len(content.members) :]
+        pages = seal_welcome_pages(page_key, member_id, rest, self._rng) if rest else []
         ephemeral = bytearray(self._rng(_KEY))
         try:
-            return seal_welcome(
+            welcome = seal_welcome(
                 signer=self._identity,
                 content=content,
                 joiner_dh_pub=joiner.dh_pub,
@@ -937,6 +1025,7 @@ class CellCrypto:
             )
         finally:
             zero(ephemeral)
+        return welcome, pages
 
     # -- pairwise keys ---------------------------------------------------------------------
 

@@ -48,6 +48,7 @@ from ._keys import kdf
 __all__ = [
     "JOIN_REQUEST",
     "JOIN_WELCOME",
+    "JOIN_WELCOME_PAGE",
     "JoinRequest",
     "open_join_request",
     "seal_join_request",
@@ -56,6 +57,7 @@ __all__ = [
 
 JOIN_REQUEST: Final = 0x01
 JOIN_WELCOME: Final = 0x02
+JOIN_WELCOME_PAGE: Final = 0x03  # a page of a welcome's member list (§G7, §C4)
 REQUEST_PURPOSE: Final = b"cellrelay/1 join-request"
 SIGNATURE_DOMAIN: Final = b"cellrelay/1 join-request "
 _PUB: Final = 32
@@ -105,7 +107,7 @@ def split_join_envelope(envelope: bytes) -> tuple[int, bytes]:
     Raises:
         MalformedError: empty, or of an unknown type.
     """
-    if not envelope or envelope[0] not in (JOIN_REQUEST, JOIN_WELCOME):
+    if not envelope or envelope[0] not in (JOIN_REQUEST, JOIN_WELCOME, JOIN_WELCOME_PAGE):
         raise MalformedError("not a join-mailbox envelope")
     return envelope[0], envelope[1:]
 

@@ -53,11 +53,12 @@ __all__ = [
 
 CELL_ID_SIZE: Final = 16
 HASH_SIZE: Final = 32
-# The largest cell. Bounded by what must fit in one default relay envelope (16,384 bytes,
-# docs/protocol.md §9): an epoch change carries one 48-byte box per member slot (6,144
-# bytes for 128) and a welcome lists every member (at most 98 bytes each with a 32-byte
-# name). Cells are small by design (DESIGN.md: "community groups organised in small cells").
-MAX_MEMBERS: Final = 128
+# The largest cell (issue 12). What bounds it now: a member's sender key announcement
+# carries a 16-byte MAC per other member in one group envelope (docs/protocol.md §G8.2),
+# and at 1,000 members that is 15,984 bytes of the 16,209 a plaintext may have; paging
+# announcements is what a larger cell needs. Epoch changes (version 3, 64 buckets) stay
+# within one default envelope up to 5,000 members, and welcomes are paged (§G7).
+MAX_MEMBERS: Final = 1000
 _ENTRY_VERSION: Final = 1
 _SIGN_DOMAIN: Final = b"cellrelay/1 log-entry\x00"
 _HASH_DOMAIN: Final = b"cellrelay/1 log-entry-hash\x00"

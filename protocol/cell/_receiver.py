@@ -161,6 +161,13 @@ def _digest(header: bytes, envelope: bytes) -> bytes:
     return blake2b(b"".join((header, memoryview(envelope)[BODY_OFFSET:])), size=_DIGEST)
 
 
+# Old epochs kept in their grace window at most (§G11): an admin admitting members one
+# after the other makes a change every few seconds, and each kept epoch holds its member
+# list; past this many the oldest goes first (the saved state counts epochs in a u8, so
+# 255 changes within one grace window broke saving before this bound).
+MAX_OLD_EPOCHS: Final = 64
+
+
 class Receiver:
     """Opens one member's group envelopes for one cell (see the module docstring)."""
 
@@ -451,6 +458,8 @@ class Receiver:
         epoch.chains[sender.member_id] = ReceiveChain(
             payload.signing_public, chain_key, payload.start, last_at=now
         )
+        # The sender has joined: an admin no longer needs its join box (§G7).
+        s.join_boxes.pop(sender.member_id, None)
         released = self.release(epoch.number, sender.member_id, now)
         return Opened(
             kind=Kind.SENDER_KEY,  # announcements too: "a sender key arrived"
@@ -559,6 +568,9 @@ class Receiver:
             for n, e in s.epochs.items()
             if e.superseded_at is not None and now - e.superseded_at > s.grace_period
         ]:
+            s.epochs.pop(number).clear()
+        old = sorted(n for n, e in s.epochs.items() if e.superseded_at is not None)
+        for number in old[: max(0, len(old) - MAX_OLD_EPOCHS)]:  # a burst of changes
             s.epochs.pop(number).clear()
         keep = [
             p

@@ -52,8 +52,9 @@ from ._schedule import BUCKETS, SenderTree, bucket_of, init_secret
 __all__ = ["Epoch", "Parked", "SavedState", "read_state", "write_state"]
 
 STATE_VERSION: Final = 4
-# Join boxes an admin keeps for members it may still welcome (the latest adds).
-MAX_JOIN_BOXES: Final = 256
+# Join boxes an admin keeps for members it may still welcome: one per member added and not
+# yet heard from (its first sender key drops it), the oldest dropped past this.
+MAX_JOIN_BOXES: Final = MAX_MEMBERS
 _OLDEST_VERSION: Final = 1  # still read (see the module docstring)
 _KEY: Final = 32
 _DOUBLE: Final = struct.Struct(">d")

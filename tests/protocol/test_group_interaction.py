@@ -85,7 +85,7 @@ from cellrelay.protocol.cell._errors import (
 from cellrelay.protocol.cell._group import CellCrypto
 from cellrelay.protocol.cell._identity import Identity
 from cellrelay.protocol.cell._outcomes import Missing, Opened, Own, Pending
-from cellrelay.protocol.cell._receiver import GAP_GRACE
+from cellrelay.protocol.cell._receiver import GAP_GRACE, MAX_OLD_EPOCHS
 from cellrelay.protocol.cell._rollup import AlertRollup, RollupBook
 
 from .group_harness import CONTROL_READ_KEY, GROUP_KEYS, NOW, invite_of, new_keys
@@ -153,6 +153,7 @@ class CellLife(RuleBasedStateMachine):
         self.keys = 10
         self.times: set[int] = set()  # sent_at_ms used: replies never tie (a tie is ordered
         # by arrival, which differs between members)
+        self.silent: list[bytes] = []  # members added by add_many, who never connect
 
     # -- the cell ---------------------------------------------------------------------------
 
@@ -216,14 +217,18 @@ class CellLife(RuleBasedStateMachine):
         self.ids[identity.member_id] = name
         self._broadcast(name, Dist(name, distribution))
 
-    @precondition(lambda self: len(self.people) < 6)
+    @precondition(
+        lambda self: len(self.people) < 6 and self.people["admin"].cell.epoch < MAX_OLD_EPOCHS - 12
+    )
     @rule(data=st.data())
     def add(self, data: st.DataObject) -> None:
         free = [n for n in POOL if n not in self.people and n not in self.removed]
         if free:
             self._add(data.draw(st.sampled_from(free)))
 
-    @precondition(lambda self: len(self.people) > 2)
+    @precondition(
+        lambda self: len(self.people) > 2 and self.people["admin"].cell.epoch < MAX_OLD_EPOCHS - 12
+    )
     @rule(data=st.data())
     def remove(self, data: st.DataObject) -> None:
         name = data.draw(st.sampled_from([n for n in self.people if n != "admin"]))
@@ -238,9 +243,45 @@ class CellLife(RuleBasedStateMachine):
         del self.people[name]
         self.removed[name] = Person(person.identity, stale)
 
+    @precondition(lambda self: self.people["admin"].cell.epoch < MAX_OLD_EPOCHS - 12)
     @rule()
     def rotate(self) -> None:
         self._apply(self.people["admin"].cell.rotate(now=self.now))
+
+    # -- large membership changes (issue 12): members who never connect ----------------------
+    # Each is a real add or remove, applied by everyone; the silent members share buckets
+    # with the real ones, so changes refresh buckets that real members must open, and
+    # welcomes after them must carry the right bucket key. Bounded so that no change pushes
+    # an epoch with owed messages out of the kept old epochs (§G11: MAX_OLD_EPOCHS).
+
+    @precondition(lambda self: self.people["admin"].cell.epoch < MAX_OLD_EPOCHS - 12)
+    @rule(count=st.integers(3, 10))
+    def add_many(self, count: int) -> None:
+        admin = self.people["admin"].cell
+        for _ in range(count):
+            silent = Identity.generate("silent")
+            self._apply(admin.add_member(silent.info, now=self.now))
+            self.silent.append(silent.member_id)
+        event("added several silent members")
+
+    @precondition(
+        lambda self: self.silent and self.people["admin"].cell.epoch < MAX_OLD_EPOCHS - 12
+    )
+    @rule(data=st.data())
+    def remove_many(self, data: st.DataObject) -> None:
+        gone = data.draw(
+            st.lists(st.sampled_from(self.silent), min_size=1, max_size=5, unique=True)
+        )
+        admin = self.people["admin"].cell
+        for member_id in gone:
+            self.keys += 2
+            self._apply(
+                admin.remove_member(member_id, now=self.now, new_group_keys=new_keys(self.keys))
+            )
+            self.silent.remove(member_id)
+        for person in self.people.values():
+            assert set(self.silent) <= {m.member_id for m in person.cell.members}
+            assert not set(gone) & {m.member_id for m in person.cell.members}
 
     # -- messages ---------------------------------------------------------------------------
 

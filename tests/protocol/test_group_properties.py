@@ -16,6 +16,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from cellrelay.protocol.cell._envelope import Kind
 from cellrelay.protocol.cell._errors import GroupError, ReplayError
 from cellrelay.protocol.cell._outcomes import Opened, Pending
+from cellrelay.protocol.cell._receiver import MAX_OLD_EPOCHS
 from cellrelay.protocol.cell._state import write_state
 
 from .group_harness import Cell
@@ -120,7 +121,9 @@ class GroupOverHostileRelay(RuleBasedStateMachine):
         # fails when released (`_record`), and the genuine envelope still opens once.
         assert isinstance(result, Pending), result
 
-    @precondition(lambda self: self.names)
+    # A member keeps at most MAX_OLD_EPOCHS old epochs in their grace window (§G11): more
+    # rotations with no time passing would delete epochs whose messages are still owed.
+    @precondition(lambda self: self.names and self.cell["admin"].epoch <= MAX_OLD_EPOCHS)
     @rule()
     def rotate(self) -> None:
         envelope = self.cell["admin"].rotate(now=self.cell.now)

@@ -288,7 +288,7 @@ def test_welcomes(vectors: dict[str, Any], people: dict[str, dict[str, bytes]]) 
         ephemeral = X25519PrivateKey.from_private_bytes(h(welcome["ephemeral_private"]))
         ephemeral_pub = ephemeral.public_key().public_bytes_raw()
         assert envelope[:57] == b"\x03" + ephemeral_pub + h(welcome["nonce"])
-        assert len(envelope) in BUCKETS
+        assert len(envelope) + 1 in BUCKETS  # with the join mailbox's kind byte (§C4)
         key = kdf(
             dh(h(welcome["ephemeral_private"]), joiner["dh_pub"]),
             "cellrelay/1 welcome",
@@ -305,10 +305,11 @@ def test_welcomes(vectors: dict[str, Any], people: dict[str, dict[str, bytes]]) 
             key=h(welcome["invite_secret"]),
             digest_size=32,
         ).digest()
-        # Version 3 ends with the join box (the joiner is not an admin: no table).
+        # Version 3 ends with the member count (3: no pages) and the join box (the joiner
+        # is not an admin: no table).
         assert wb[-126] == 1
         assert wb[-1] == 0
-        join_box, wb_v2 = wb[-125:-1], wb[:-126]
+        join_box, wb_v2 = wb[-125:-1], wb[:-128]
         assert wb_v2[-32:] == binding == h(welcome["invite_binding"])
         number, change_signer = int.from_bytes(join_box[:4], "big"), join_box[4:20]
         box_nonce, e_pub, box = join_box[20:44], join_box[44:76], join_box[76:]
@@ -329,6 +330,7 @@ def test_welcomes(vectors: dict[str, Any], people: dict[str, dict[str, bytes]]) 
         name_length = wb[32]
         epoch = int.from_bytes(wb[33 + name_length : 37 + name_length], "big")
         secret = wb[37 + name_length : 69 + name_length]
+        assert int.from_bytes(wb[-128:-126], "big") == len(_epoch(vectors, epoch)["members"])
         assert secret == h(_epoch(vectors, epoch)["epoch_secret"])
 
 

@@ -19,6 +19,7 @@ from cellrelay.protocol.cell._identity import Identity
 from cellrelay.protocol.cell._join import (
     JOIN_REQUEST,
     JOIN_WELCOME,
+    JOIN_WELCOME_PAGE,
     open_join_request,
     seal_join_request,
     split_join_envelope,
@@ -79,7 +80,8 @@ def test_tampering_is_detected(position: int) -> None:
 
 def test_envelope_types() -> None:
     assert split_join_envelope(bytes([JOIN_WELCOME]) + b"x") == (JOIN_WELCOME, b"x")
-    for bad in (b"", b"\x03rest"):
+    assert split_join_envelope(b"\x03page") == (JOIN_WELCOME_PAGE, b"page")  # §G7 pages
+    for bad in (b"", b"\x04rest"):
         with pytest.raises(MalformedError):
             split_join_envelope(bad)
 

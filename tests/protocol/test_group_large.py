@@ -1,0 +1,119 @@
+"""Cells above one envelope's worth of members: paged welcomes, version 3 changes (issue 12).
+
+docs/protocol.md §G7 (pages), §G6.2 (buckets). The real-relay test of a 1,000-member cell is
+tests/relay/test_large_cell.py; here, the rules a joiner applies to pages, and what an admin's
+changes cost in bytes as the cell grows.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from cellrelay.protocol.cell import CellCrypto, Identity, Opened
+from cellrelay.protocol.cell._control import PAGE_MEMBERS
+from cellrelay.protocol.cell._errors import TamperedError, WelcomeIncompleteError
+from cellrelay.protocol.cell._padding import BUCKETS
+
+from .group_harness import invite_of
+
+NOW = 1_767_225_600.0
+SIZE = 400  # past one welcome (about 160 members with these names), two pages
+
+
+@pytest.fixture(scope="module")
+def big() -> tuple[CellCrypto, list[Identity]]:
+    admin = CellCrypto.create(
+        Identity.generate("admin"),
+        now=NOW,
+        group_keys=(b"r" * 32, b"w" * 32),
+        control_read_key=b"c" * 32,
+        name="big",
+    )
+    people = [Identity.generate(f"member number {i:04d}") for i in range(SIZE - 1)]
+    for person in people:
+        change = admin.add_member(person.info, now=NOW)
+        assert len(change) in BUCKETS
+        admin.open_control(change, now=NOW, announce=False)
+    return admin, people
+
+
+def _welcome(big: tuple[CellCrypto, list[Identity]], n: int) -> tuple[Identity, bytes, list[bytes]]:
+    admin, people = big
+    welcome, pages = admin.welcome_with_pages(
+        people[n].member_id, now=NOW, invite=invite_of(admin, now=NOW, secret=bytes(32))
+    )
+    return people[n], welcome, pages
+
+
+def _join(
+    big: tuple[CellCrypto, list[Identity]], person: Identity, welcome: bytes, pages: list[bytes]
+) -> CellCrypto:
+    invite = invite_of(big[0], now=NOW, secret=bytes(32))
+    cell, _ = CellCrypto.from_welcome(person, welcome, now=NOW, invite=invite, pages=pages)
+    return cell
+
+
+def test_a_paged_welcome_gives_the_whole_membership(
+    big: tuple[CellCrypto, list[Identity]],
+) -> None:
+    person, welcome, pages = _welcome(big, 7)
+    assert len(welcome) + 1 in BUCKETS  # with the join mailbox's kind byte (§C4)
+    assert all(len(page) + 1 in BUCKETS for page in pages)
+    assert 1 <= len(pages) <= -(-SIZE // PAGE_MEMBERS)
+    joined = _join(big, person, welcome, pages)
+    assert joined.members == big[0].members
+    assert joined.membership.head_hash == big[0].membership.head_hash
+    # It reads what the admin sends in the epoch.
+    admin = big[0]  # the only test of the module that seals
+    announcement = admin.announcement(now=NOW)
+    alert = admin.seal(1, b"to all 400", expires_at=int(NOW) + 60, now=NOW)
+    joined.open(announcement, now=NOW)
+    opened = joined.open(alert, now=NOW)
+    assert isinstance(opened, Opened)
+    assert opened.plaintext == b"to all 400"
+
+
+def test_a_welcome_without_all_its_pages_says_how_many_it_needs(
+    big: tuple[CellCrypto, list[Identity]],
+) -> None:
+    person, welcome, pages = _welcome(big, 8)
+    for given in range(len(pages)):
+        with pytest.raises(WelcomeIncompleteError) as caught:
+            _join(big, person, welcome, pages[:given])
+        assert caught.value.pages == len(pages)
+
+
+def test_pages_out_of_order_from_another_welcome_or_altered_are_refused(
+    big: tuple[CellCrypto, list[Identity]],
+) -> None:
+    person, welcome, pages = _welcome(big, 9)
+    _, _, other_pages = _welcome(big, 10)
+    assert len(pages) > 1
+    with pytest.raises(TamperedError):  # a page's index is in its AD
+        _join(big, person, welcome, pages[::-1])
+    with pytest.raises(TamperedError):
+        _join(big, person, welcome, other_pages)  # another joiner's page key and AD
+    flipped = bytearray(pages[0])
+    flipped[40] ^= 1
+    with pytest.raises(TamperedError):
+        _join(big, person, welcome, [bytes(flipped), *pages[1:]])
+    # The same welcome again: its own pages still open.
+    assert len(_join(big, person, welcome, pages).members) == SIZE
+
+
+def test_a_small_cell_needs_no_pages(big: tuple[CellCrypto, list[Identity]]) -> None:
+    admin = CellCrypto.create(
+        Identity.generate("admin"), now=NOW, group_keys=(b"r" * 32, b"w" * 32),
+        control_read_key=b"c" * 32, name="small",
+    )  # fmt: skip
+    person = Identity.generate("ana")
+    admin.open_control(admin.add_member(person.info, now=NOW), now=NOW)
+    invite = invite_of(admin, now=NOW, secret=bytes(32))
+    _, pages = admin.welcome_with_pages(person.member_id, now=NOW, invite=invite)
+    assert pages == []
+    assert admin.welcome_for(person.member_id, now=NOW, invite=invite)[0] == 3
+    # welcome_for refuses a member list that needs pages rather than cut it.
+    with pytest.raises(ValueError, match="pages"):
+        big[0].welcome_for(
+            big[1][0].member_id, now=NOW, invite=invite_of(big[0], now=NOW, secret=bytes(32))
+        )
