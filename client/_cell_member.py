@@ -101,7 +101,7 @@ from cellrelay.protocol.wire import (
 )
 from cellrelay.protocol.wire._codec import decode_map, encode_map
 
-from ._cell_moves import ChangeExtra, ChangeExtraError, Moves
+from ._cell_moves import ChangeExtra, ChangeExtraError, Moves, check_escalate
 from ._cell_refetch import Refetch, make_ref
 from ._cell_relays import Copier, FurtherRelay, first_done, publish_everywhere
 from ._events import (
@@ -131,7 +131,16 @@ from ._events import (
 from ._flood import FloodControl
 from ._link import MAX_RELAY_SKEW, Delivery, RelayLink, RelayRefusedError, Revocation
 from ._log import library_logger
-from ._state import FAILED, SENDING, SENT, CellRecord, HistoryItem, LeaveRecord, RequestRecord
+from ._state import (
+    DEFAULT_ESCALATE_AFTER,
+    FAILED,
+    SENDING,
+    SENT,
+    CellRecord,
+    HistoryItem,
+    LeaveRecord,
+    RequestRecord,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -148,7 +157,7 @@ MAX_MORE_RELAYS: Final = 2  # a cell lives on one to three relays (docs/protocol
 # The signed membership's roles (protocol) as the app sees them.
 _CELL_ROLES: Final = {Role.ADMIN: CellRole.ADMIN, Role.DISPATCHER: CellRole.DISPATCHER,
                       Role.RESPONDER: CellRole.RESPONDER, Role.OBSERVER: CellRole.OBSERVER,
-                      Role.MEMBER: CellRole.MEMBER}  # fmt: skip
+                      Role.LIAISON: CellRole.LIAISON, Role.MEMBER: CellRole.MEMBER}  # fmt: skip
 DEFAULT_ALERT_TTL: Final = 3600  # an alert that nobody resolves stops mattering in an hour
 DEFAULT_MESSAGE_TTL: Final = 24 * 3600
 # Message counters reserved by one durable save (Cell._reserve_counter): one send in this
@@ -297,6 +306,7 @@ class CellInfo:
         muted: tuple[bytes, ...] = (),
         more_relays: tuple[RelayInfo, ...] = (),
         verify_first: bool = False,
+        escalate: tuple[int, int] = (0, DEFAULT_ESCALATE_AFTER),
     ) -> None:
         self.relay = relay
         self.more_relays = more_relays
@@ -307,6 +317,7 @@ class CellInfo:
         self.alert_limit = alert_limit  # the cell's flood limit (0: the default)
         self.muted = muted  # members admins muted for everyone
         self.verify_first = verify_first  # reports go to verifiers first (§C2 rule 7)
+        self.escalate = escalate  # (N, T): when alerts go to neighbouring cells (§C10)
 
     def encode(self) -> bytes:
         fields: dict[str, object] = {
@@ -314,6 +325,8 @@ class CellInfo:
             "group_from": self.group_from, "control_from": self.control_from,
             "alert_limit": self.alert_limit, "muted": list(self.muted),
             "verify_first": int(self.verify_first)}  # fmt: skip
+        if self.escalate[0]:  # absent while escalation is off: the extra is as before
+            fields["escalate"] = list(self.escalate)
         if self.more_relays:  # absent for a cell on one relay: its extra is as before
             fields["more_relays"] = [r.encode() for r in self.more_relays]
         return encode_map(fields)
@@ -335,6 +348,13 @@ class CellInfo:
             raise CellError("the cell's settings are damaged")
         if type(verify_first) is not int or verify_first not in (0, 1):
             raise CellError("the cell's settings are damaged")
+        escalate = f.get("escalate", (0, DEFAULT_ESCALATE_AFTER))
+        try:
+            if type(escalate) is not tuple or len(escalate) != 2:
+                raise ChangeExtraError("escalate: not a pair")
+            check_escalate(escalate)
+        except (ChangeExtraError, TypeError):
+            raise CellError("the cell's settings are damaged") from None
         more = f.get("more_relays", ())
         if type(more) is not tuple or len(more) > MAX_MORE_RELAYS:
             raise CellError("the cell's relay list is damaged")
@@ -351,6 +371,7 @@ class CellInfo:
             muted=muted,
             more_relays=more_relays,
             verify_first=bool(verify_first),
+            escalate=escalate,
         )
 
 
@@ -1847,6 +1868,8 @@ class MemberCell:
             record.alert_limit = extra.alert_limit
         if extra.verify_first is not None:
             record.verify_first = extra.verify_first
+        if extra.escalate is not None:
+            record.escalate_below, record.escalate_after = extra.escalate
         if extra.muted is not None:
             before, after = set(record.muted_everyone), set(extra.muted)
             record.muted_everyone = list(extra.muted)
@@ -1872,7 +1895,7 @@ class MemberCell:
             events.append(SecurityWarning(cell=self.name, reason="ChangeExtraError",
                                           detail=f"a move without keys by {update.signer.name}"))  # fmt: skip
             return ChangeExtra(alert_limit=extra.alert_limit, muted=extra.muted,
-                               verify_first=extra.verify_first)  # no move  # fmt: skip
+                               verify_first=extra.verify_first, escalate=extra.escalate)  # no move  # fmt: skip
         return extra
 
     def _change_of(self, update: EpochUpdate) -> MembershipChange:

@@ -299,8 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
     role = leaf(cell, "role", "give a member a role: who may verify reports (admins)")
     role.add_argument("cell", metavar="CELL")
     role.add_argument("member", metavar="MEMBER", help="name or id prefix")
-    role.add_argument("role", metavar="ROLE", choices=["admin", "dispatcher", "responder", "observer", "member"],
-                      help="admin, dispatcher, responder, observer (a legal observer) or member")  # fmt: skip
+    role.add_argument("role", metavar="ROLE", choices=["admin", "dispatcher", "responder", "observer", "liaison", "member"],
+                      help="admin, dispatcher, responder, observer (a legal observer), liaison"
+                           " (escalates to a neighbouring cell) or member")  # fmt: skip
     first = leaf(
         cell,
         "verify-first",

@@ -885,6 +885,8 @@ class Client:
                 for r in info.more_relays
             ],
             verify_first=info.verify_first,
+            escalate_below=info.escalate[0],
+            escalate_after=info.escalate[1],
         )
         self._state.joins.remove(record)
         self._state.cells.append(cell_record)

@@ -70,12 +70,18 @@ class CellRole(StrEnum):
     DISPATCHER = "dispatcher"
     RESPONDER = "responder"
     OBSERVER = "observer"  # a legal observer
+    LIAISON = "liaison"  # also in a neighbouring cell: escalates alerts there (§C10)
     MEMBER = "member"
 
     @property
     def verifies(self) -> bool:
         """Whether this role may verify reports (docs/protocol.md §C2 rule 7)."""
         return self in (CellRole.ADMIN, CellRole.DISPATCHER)
+
+    @property
+    def escalates(self) -> bool:
+        """Whether this role may escalate alerts to a neighbouring cell (§C10)."""
+        return self in (CellRole.ADMIN, CellRole.DISPATCHER, CellRole.LIAISON)
 
 
 @dataclass(frozen=True, slots=True)
