@@ -52,6 +52,7 @@ from cellrelay.protocol.cell._content import (
     Change,
     Content,
     ContentError,
+    EscalationNote,
     Leave,
     MembershipChange,
     MessageId,
@@ -113,6 +114,7 @@ from ._events import (
     ClockWarning,
     EpochStale,
     EquivocationDetected,
+    EscalationReceived,
     Member,
     MembershipChanged,
     MessageReceived,
@@ -554,6 +556,96 @@ class MemberCell:
         """Whether reports not yet confirmed go to verifiers only (a cell setting, by admins)."""
         return self.record.verify_first
 
+    # -- escalation to neighbouring cells (docs/protocol.md §C10) ----------------------------
+
+    @property
+    def may_escalate(self) -> bool:
+        """Whether this member may escalate this cell's alerts (an admin, dispatcher or liaison)."""
+        return not self.crypto.removed and self.role.escalates
+
+    def escalation_policy(self, alert: Alert) -> tuple[int, int]:
+        """The alert's (N, T): its own where it sets them, else the cell's (§C10)."""
+        below, after = alert.escalate_below, alert.escalate_after
+        return (
+            self.record.escalate_below if below is None else below,
+            self.record.escalate_after if after is None else after,
+        )
+
+    def escalated_copies(self, ref: bytes) -> list[AlertRollup]:
+        """The alerts held here that were escalated from the alert whose ref is `ref`."""
+        return [r for r in self._rollups.all() if r.alert.from_ref == ref]
+
+    async def forward(self, alert: Alert, *, label: str, ref: bytes) -> Alert:
+        """Send `alert` of another cell here, escalated from the cell this member calls `label`.
+
+        The copy has a fresh id, the same text, priority, place and expiry, and says where
+        it came from (§C10); use `Client.escalate`, which also reports back.
+
+        Raises:
+            CellError: this member may not escalate here, or the alert has expired.
+        """
+        if not self.may_escalate:
+            raise CellError(
+                f"only an admin, a dispatcher or a liaison of {self.name!r} can escalate to it"
+            )
+        now_ms = self._now_ms()
+        if alert.expires_at * 1000 <= now_ms:
+            raise CellError("the alert has expired: there is nothing to escalate")
+        copy = Alert(sent_at_ms=now_ms, text=alert.text, priority=alert.priority, place=alert.place,
+                     expires_at=alert.expires_at, from_label=label, from_ref=ref)  # fmt: skip
+        await self._send(copy, copy.expires_at)
+        return copy
+
+    async def send_escalation_note(
+        self,
+        alert_id: bytes,
+        *,
+        label: str,
+        responding: int = 0,
+        on_scene: int = 0,
+        outcome: Status | None = None,
+    ) -> EscalationNote:
+        """Report on the alert `alert_id` escalated to the neighbouring cell `label` (§C10).
+
+        Raises:
+            CellError: this member may not escalate here.
+        """
+        if not self.may_escalate:
+            raise CellError(
+                f"only an admin, a dispatcher or a liaison of {self.name!r} can report on an"
+                " escalation"
+            )
+        note = EscalationNote(sent_at_ms=self._now_ms(), alert_id=MessageId(alert_id),
+                              label=label, responding=responding, on_scene=on_scene,
+                              outcome=outcome)  # fmt: skip
+        await self._send(note, self._expiry_of(alert_id))
+        return note
+
+    def _expiry_of(self, alert_id: bytes) -> int:
+        """When what is said about the alert `alert_id` expires: with it, and in a minute at least."""
+        rollup = self._rollups.rollup(alert_id)
+        now = self._now_ms() // 1000
+        return max(rollup.alert.expires_at if rollup is not None else now + DEFAULT_ALERT_TTL,
+                   now + 60)  # fmt: skip
+
+    def _note_received(
+        self, opened: Opened, sender: Member, note: EscalationNote
+    ) -> list[CellEvent]:
+        """A liaison's note: counted, and shown, only from an escalator (§C10)."""
+        rollup = self._remember(opened.sender, note, opened.expires_at)
+        if not sender.role.escalates:
+            log.warning("escalation_refused", role=sender.role.value)
+            return [
+                SecurityWarning(
+                    cell=self.name,
+                    reason="EscalationRefused",
+                    detail=f"{sender.name} ({sender.role.value}) may not report on an escalation",
+                )
+            ]
+        if self._held(rollup):
+            return []
+        return [EscalationReceived(cell=self.name, sender=sender, note=note, rollup=rollup)]
+
     def _held(self, rollup: AlertRollup | None) -> bool:
         """Whether this device holds the alert back: verify-first, never confirmed, and this
         member neither a verifier nor the report's author (who knows what it sent).
@@ -623,6 +715,7 @@ class MemberCell:
         """The roll-ups, deciding with the current admins and dispatchers (§C2 rules 4, 7)."""
         self._book.set_admins(self.crypto.admins)
         self._book.set_verifiers(self.crypto.membership.with_role(Role.DISPATCHER))
+        self._book.set_liaisons(self.crypto.membership.with_role(Role.LIAISON))
         return self._book
 
     def rollup(self, alert_id: bytes) -> AlertRollup | None:
@@ -966,8 +1059,14 @@ class MemberCell:
         priority: Priority | str = Priority.URGENT,
         place: str | None = None,
         ttl: int = DEFAULT_ALERT_TTL,
+        escalate_below: int | None = None,
+        escalate_after: int | None = None,
     ) -> Alert:
-        """Send an alert to every member; it expires (everywhere) after `ttl` seconds."""
+        """Send an alert to every member; it expires (everywhere) after `ttl` seconds.
+
+        `escalate_below` and `escalate_after` override the cell's escalation setting for
+        this alert (docs/protocol.md §C10: N, 0 for never; T in seconds).
+        """
         now_ms = self._now_ms()
         alert = Alert(
             sent_at_ms=now_ms,
@@ -975,6 +1074,8 @@ class MemberCell:
             priority=Priority(priority),
             place=place,
             expires_at=now_ms // 1000 + ttl,
+            escalate_below=escalate_below,
+            escalate_after=escalate_after,
         )
         await self._send(alert, alert.expires_at)
         return alert
@@ -1452,11 +1553,20 @@ class MemberCell:
             return self._burn_from(sender)
         if isinstance(content, VerificationStep):
             return self._step_received(opened, sender, content)
+        if isinstance(content, EscalationNote):
+            return self._note_received(opened, sender, content)
         rollup = self._remember(opened.sender, content, opened.expires_at)
         if isinstance(content, Alert):
             # Expired by either of this device's clocks: shown, marked late (§C7).
             late = opened.expires_at <= self._later_clock()
             events = self._flood.count(sender, content, received_at=time.time(), live=self._live)
+            if content.from_label is not None and not sender.role.escalates:
+                # Anyone may alert; only an escalator may say a neighbour sent it (§C10).
+                log.warning("escalation_refused", role=sender.role.value)
+                events.append(SecurityWarning(cell=self.name, reason="EscalationRefused",
+                                              detail=f"{sender.name} ({sender.role.value}) may"
+                                              " not send an alert as escalated from another"
+                                              " cell; shown as an ordinary alert"))  # fmt: skip
             if self._held(rollup):  # verify-first: rung once a verifier confirms it
                 return events
             if self._flood.is_muted(sender.member_id):  # kept, shown, not rung

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from cellrelay.protocol.cell._content import (
         Alert,
+        EscalationNote,
         MembershipChange,
         PlainMessage,
         Receipt,
@@ -40,6 +41,7 @@ __all__ = [
     "ClockWarning",
     "EpochStale",
     "EquivocationDetected",
+    "EscalationReceived",
     "FloodDetected",
     "JoinRequested",
     "Member",
@@ -143,6 +145,24 @@ class VerificationReceived:
     cell: str
     sender: Member
     step: VerificationStep
+    rollup: AlertRollup | None
+
+
+@dataclass(frozen=True, slots=True)
+class EscalationReceived:
+    """A liaison reports on an alert it escalated to a neighbouring cell (docs/protocol.md §C10).
+
+    `note.label` names the neighbour (as the liaison calls it); `note.responding` and
+    `note.on_scene` count its members answering there, `note.outcome` says whether it
+    closed the alert there. `rollup.escalations` holds every liaison's latest note.
+
+    A note from a member who may not escalate never comes as this: it is a
+    `SecurityWarning` with reason "EscalationRefused".
+    """
+
+    cell: str
+    sender: Member
+    note: EscalationNote
     rollup: AlertRollup | None
 
 
@@ -392,6 +412,7 @@ CellEvent = (
     | MutedAlertReceived
     | StatusReceived
     | VerificationReceived
+    | EscalationReceived
     | ReceiptReceived
     | MessageReceived
     | MembershipChanged

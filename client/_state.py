@@ -426,8 +426,10 @@ class CellRecord:
     escalate_below: int = 0
     escalate_after: int = DEFAULT_ESCALATE_AFTER
     # This member's own choice, never sent: the ids of its other cells that neighbour this
-    # one (it escalates there), and the alerts it escalated from this cell.
+    # one (it escalates there), the label it gives this cell in them ("": the cell's name),
+    # and the alerts it escalated from this cell.
     neighbours: list[bytes] = field(default_factory=list)
+    label: str = ""
     escalations: list[EscalationRecord] = field(default_factory=list)
     epoch_started_at: float = 0.0  # when this member entered the current epoch (device clock)
     # Counters reserved for sealing, made durable before any of them is used: the next
@@ -538,6 +540,8 @@ class CellRecord:
             fields["escalate"] = [self.escalate_below, self.escalate_after]
         if self.neighbours:
             fields["neighbours"] = list(self.neighbours)
+        if self.label:
+            fields["label"] = self.label
         if self.escalations:
             fields["escalations"] = [e.encode() for e in self.escalations]
         return fields
@@ -573,8 +577,10 @@ class CellRecord:
         }
         escalate = f.get("escalate", (0, DEFAULT_ESCALATE_AFTER))
         neighbours, escalations = f.get("neighbours", ()), f.get("escalations", ())
+        label = f.get("label", "")
         if (
-            type(escalate) is not tuple
+            type(label) is not str
+            or type(escalate) is not tuple
             or len(escalate) != 2
             or not all(type(v) is int for v in escalate)
             or type(neighbours) is not tuple
@@ -586,6 +592,7 @@ class CellRecord:
             escalate_below=escalate[0],
             escalate_after=escalate[1],
             neighbours=list(neighbours),
+            label=label,
             escalations=[EscalationRecord.decode(e) for e in escalations],
             crypto=_bytes(f, "crypto"),
             relay=_str(f, "relay"),

@@ -14,6 +14,7 @@ from ._content import (
     Content,
     ContentError,
     ContentKind,
+    EscalationNote,
     Leave,
     MemberId,
     MembershipChange,
@@ -96,6 +97,7 @@ from ._padding import (
 from ._receipts import RECEIPT_SAMPLE, ReceiptCounts, reporters
 from ._rollup import (
     AlertRollup,
+    EscalationSummary,
     MemberStatus,
     ReportState,
     RollupBook,
@@ -129,6 +131,8 @@ __all__ = [
     "ContentKind",
     "EpochGapError",
     "EpochUpdate",
+    "EscalationNote",
+    "EscalationSummary",
     "ExpiredError",
     "GroupError",
     "Identity",
@@ -179,6 +183,7 @@ __all__ = [
     "WelcomeWindowError",
     "WireContent",
     "decode_content",
+    "escalation_ref",
     "format_safety_number",
     "new_message_id",
     "reporters",

@@ -554,6 +554,12 @@ class RollupBook:
             None if entry is None else entry.rollup(self._admins, self._verifiers, self._liaisons)
         )
 
+    def all(self) -> list[AlertRollup]:
+        """Return the roll-ups of every alert held, expired and closed ones included."""
+        return [
+            e.rollup(self._admins, self._verifiers, self._liaisons) for e in self._entries.values()
+        ]
+
     def active(self, now: float) -> list[AlertRollup]:
         """Return the alerts unexpired at `now` and not closed: most urgent, then newest, first."""
         live = [
