@@ -20,6 +20,7 @@ from cellrelay.protocol.cell import (
     Alert,
     AlertRollup,
     Content,
+    EscalationNote,
     MembershipChange,
     PlainMessage,
     Priority,
@@ -30,7 +31,13 @@ from cellrelay.protocol.cell import (
     Step,
     VerificationStep,
 )
-from cellrelay.protocol.cell._content import MAX_NAME, MessageId, content_field_specs
+from cellrelay.protocol.cell._content import (
+    MAX_ESCALATE_AFTER,
+    MAX_ESCALATE_BELOW,
+    MAX_NAME,
+    MessageId,
+    content_field_specs,
+)
 
 from ._cell_moves import MAX_ALERT_LIMIT
 from ._events import CellEvent, CellRole, Member
@@ -53,6 +60,9 @@ __all__ = [
     "CreateCell",
     "CreateInvite",
     "DaemonInfo",
+    "Escalate",
+    "EscalationSent",
+    "EscalationSet",
     "EventTicket",
     "EventsMissed",
     "EventsQuery",
@@ -70,6 +80,7 @@ __all__ = [
     "MessageSent",
     "MuteMember",
     "MuteResult",
+    "NeighbourSet",
     "Problem",
     "ReceiptSent",
     "RecentMessage",
@@ -87,6 +98,8 @@ __all__ = [
     "Session",
     "SessionRequest",
     "SetAlertLimit",
+    "SetEscalation",
+    "SetNeighbour",
     "SetRole",
     "SetVerifyFirst",
     "StepSent",
@@ -446,12 +459,18 @@ class JoinStatus:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SendAlert:
-    """An alert to every member of the cell."""
+    """An alert to every member of the cell.
+
+    `escalate_below` and `escalate_after` override the cell's escalation setting for this
+    alert (N, 0 for never; T in seconds: docs/protocol.md §C10).
+    """
 
     text: AlertText
     priority: Priority = Priority.URGENT
     place: Place = None
     ttl: AlertTtl = 3600
+    escalate_below: Annotated[int | None, Bounds(lo=0, hi=MAX_ESCALATE_BELOW)] = None
+    escalate_after: Annotated[int | None, Bounds(lo=1, hi=MAX_ESCALATE_AFTER)] = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -504,6 +523,66 @@ class StepSent:
     cell: str
     step: VerificationStep
     rollup: AlertRollup | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Escalate:
+    """Forward a confirmed alert to a neighbouring cell (docs/protocol.md §C10)."""
+
+    to: Annotated[str, Bounds(lo=1, hi=MAX_NAME, one_line=True)]  # the neighbour: name or id prefix
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EscalationSent:
+    """What an escalation did: the alert's id in the neighbour, whether this call forwarded
+    it (false: it had gone already, by you or another liaison), and the note sent back."""
+
+    cell: str
+    to: str
+    alert_id: MessageId
+    forwarded_id: MessageId
+    forwarded: bool
+    note: EscalationNote | None
+    rollup: AlertRollup | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetEscalation:
+    """When confirmed alerts go to neighbouring cells (admins): fewer than `below` members
+    answering `after` seconds after confirmation; `below` 0 turns it off."""
+
+    below: Annotated[int, Bounds(lo=0, hi=MAX_ESCALATE_BELOW)]
+    after: Annotated[int, Bounds(lo=1, hi=MAX_ESCALATE_AFTER)] = 600
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EscalationSet:
+    """The cell's escalation setting, in force for every member from the new epoch on."""
+
+    cell: str
+    below: int
+    after: int
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetNeighbour:
+    """Name two of your cells neighbours (your own setting, never sent), or stop (`on` false).
+
+    `label` is the name under which the cell's alerts appear in its neighbours (default:
+    the cell's name)."""
+
+    on: bool = True
+    label: Annotated[str | None, Bounds(lo=1, hi=MAX_NAME, one_line=True)] = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NeighbourSet:
+    """A cell's neighbours as you named them, and its label in them."""
+
+    cell: str
+    label: str
+    neighbours: list[str]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -698,10 +777,21 @@ RECEIVED: Final = (
     SendStep,
     SetRole,
     SetVerifyFirst,
+    Escalate,
+    SetEscalation,
+    SetNeighbour,
     SendMessage,
     SendReceipt,
     SessionRequest,
 )
 
-API_TYPES: Final = (Alert, StatusReply, VerificationStep, Receipt, PlainMessage, MembershipChange)
+API_TYPES: Final = (
+    Alert,
+    StatusReply,
+    VerificationStep,
+    EscalationNote,
+    Receipt,
+    PlainMessage,
+    MembershipChange,
+)
 """Content classes, all tagged (as `RecentMessage.content` is a union of them)."""

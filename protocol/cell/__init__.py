@@ -29,6 +29,7 @@ from ._content import (
     VerificationStep,
     WireContent,
     decode_content,
+    escalation_ref,
     new_message_id,
 )
 from ._envelope import (
