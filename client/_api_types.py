@@ -115,10 +115,12 @@ def _spec(cls: type, name: str) -> object:
     return dict(content_field_specs(cls))[name]
 
 
-# Lifetimes a request may ask for, in seconds. A relay caps them further (its max TTL, 7
-# days by default); the daemon passes the cap on rather than refusing.
+# Lifetimes a request may ask for, in seconds. The cell's relay decides the longest (its
+# max TTL: 7 days by default, up to 2**32 - 1 s as an operator sets it); the daemon checks
+# a request against it (`Api.check_ttl`) and not against 7 days, which refused a 10-day
+# alert on a relay that keeps 30 (the command line took it).
 MIN_TTL: Final = 60
-MAX_ALERT_TTL: Final = 7 * 86_400
+MAX_ALERT_TTL: Final = 2**32 - 1
 MAX_INVITE_TTL: Final = 30 * 86_400
 # The longest a request may ask the daemon to wait (Prefer: wait=N, or a join's `wait`).
 MAX_WAIT: Final = 600

@@ -22,7 +22,7 @@ drives the sans-IO group layer (`CellCrypto`) with it:
 Rules that keep keys safe:
 
 * **Write-ahead.** The state is saved durably *before* an envelope sealed from it is
-  published, with the next `SEND_RESERVATION` counters reserved (`_reserve_counter`), so
+  published, with the next `SEND_RESERVATION` counters reserved (`_ready_to_seal`), so
   a crash can never make the next run reuse a message key: it skips what was reserved.
 * **Distribution first.** In a new epoch nothing is sealed before this member's sender
   key distribution has been published (`_flush_distribution`).
@@ -162,7 +162,7 @@ _CELL_ROLES: Final = {Role.ADMIN: CellRole.ADMIN, Role.DISPATCHER: CellRole.DISP
                       Role.LIAISON: CellRole.LIAISON, Role.MEMBER: CellRole.MEMBER}  # fmt: skip
 DEFAULT_ALERT_TTL: Final = 3600  # an alert that nobody resolves stops mattering in an hour
 DEFAULT_MESSAGE_TTL: Final = 24 * 3600
-# Message counters reserved by one durable save (Cell._reserve_counter): one send in this
+# Message counters reserved by one durable save (Cell._ready_to_seal): one send in this
 # many waits for the fsyncs; a crash wastes at most this many, which receivers skip over.
 SEND_RESERVATION: Final = 32
 EVENT_BUFFER: Final = 10_000  # events an app has not taken; a listener further behind is closed
@@ -1151,8 +1151,7 @@ class MemberCell:
                         raise CellError(
                             f"you were removed from {self.name!r} as you sent this; it was not sent"
                         )
-                    await self._flush_distribution_locked()
-                    await self._reserve_counter()
+                    await self._ready_to_seal()
                     epoch = self.crypto.epoch
                     envelope = self.crypto.seal(
                         content.KIND,
@@ -1288,8 +1287,16 @@ class MemberCell:
                         out.append((content, item.status))
         return out
 
-    async def _reserve_counter(self) -> None:
-        """Make sure the next counter is reserved on disk before it is sealed with (§C6 item 3).
+    async def _ready_to_seal(self) -> None:
+        """Publish this epoch's pending announcement and reserve the next counter (§C6 item 3).
+
+        Returns with no await after its last check, so the caller seals at once in the
+        epoch it checked. Both steps await (the relay, the disk), and an epoch change may
+        apply meanwhile: sealing then in the new epoch before its announcement is out left
+        the message unreadable for everyone until this device came back (a `send` that
+        exits at once: its receivers parked it for good), and sealing with a counter of the
+        new epoch that no durable save reserved could reuse a message key after a crash.
+        So each await starts the checks again. Called with the send lock held.
 
         Write-ahead by reservation: every `SEND_RESERVATION` messages, the state is saved
         durably with the counters up to `send_reserved` marked as possibly used, and the
@@ -1297,14 +1304,17 @@ class MemberCell:
         cut can leave is therefore ahead of every counter already published, and a
         message key is never used twice, while only one send in `SEND_RESERVATION` waits
         for the fsyncs (several milliseconds on this machine's disk, on the alert's path).
-        Called with the send lock held.
         """
-        epoch, counter = self.crypto.send_position()
         record = self.record
-        if record.send_reserved_epoch == epoch and counter < record.send_reserved:
-            return
-        record.send_reserved_epoch, record.send_reserved = epoch, counter + SEND_RESERVATION
-        await self._save()  # durable
+        while True:
+            if record.distribution_pending:
+                await self._flush_distribution_locked()
+                continue
+            epoch, counter = self.crypto.send_position()
+            if record.send_reserved_epoch == epoch and counter < record.send_reserved:
+                return
+            record.send_reserved_epoch, record.send_reserved = epoch, counter + SEND_RESERVATION
+            await self._save()  # durable
 
     def settle(self) -> bool:
         """Give back the counters reserved but not used, for a clean close; True if it did.

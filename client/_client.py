@@ -355,7 +355,7 @@ class Client:
         """Give back unused send reservations, close the links and the cells' event streams."""
         settled = [cell.settle() for cell in self._cells]
         if any(settled):
-            # Durable: the next run then skips no counter (Cell._reserve_counter). If this
+            # Durable: the next run then skips no counter (Cell._ready_to_seal). If this
             # save is lost, the reservations on disk still hold, which is safe.
             # Shielded: a close is often the unwinding of a cancellation.
             with trio.CancelScope(shield=True), contextlib.suppress(CellrelayError, OSError):
