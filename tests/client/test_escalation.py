@@ -92,6 +92,12 @@ async def test_escalation_between_two_cells_through_a_real_relay(
                 await until(lambda: _answering(east["lee"], answered) == N)
                 await east["ada"].verify(answered.alert_id, Step.CONFIRMED)
 
+                # -- nobody answers, but the alert says never (its own N = 0) --------------
+                kept_home = await east["ada"].send_alert("stays here", escalate_below=0)
+                await until(lambda: east["lee"].rollup(kept_home.alert_id) is not None)
+                await east["ada"].verify(kept_home.alert_id, Step.CONFIRMED)
+                assert east["lee"].escalation_policy(kept_home) == (0, T)
+
                 # -- nobody answers: forwarded T after its confirmation --------------------
                 lonely = await east["rory"].send_alert(
                     "ICE at the school", priority=Priority.EMERGENCY, place="5th & Oak"
@@ -109,8 +115,10 @@ async def test_escalation_between_two_cells_through_a_real_relay(
                 assert copy.alert.alert_id != lonely.alert_id  # a new alert of Westside
                 assert copy.escalated_from == "Eastside"
                 assert copy.author_id == west["lee"].me.member_id
-                # The alert answered by N members was due first and never went.
+                # The alert answered by N members, and the one that says never, were due
+                # first and never went.
                 assert copies_in(west["wren"], answered.alert_id) == []
+                assert copies_in(west["wren"], kept_home.alert_id) == []
                 assert [e.alert_id for e in east["lee"].record.escalations] == [lonely.alert_id]
 
                 # Eastside learns it went: a note from its liaison, with no answers yet.
