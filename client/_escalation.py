@@ -187,6 +187,8 @@ async def _report_one(
     own = neighbour.rollup(kept.forwarded_id)
     if own is not None and own not in copies:
         copies.append(own)
+    if not copies or origin.rollup(kept.alert_id) is None:
+        return None  # expired on one side (the record goes at the next prune): nothing to say
     now = _answers(copies)
     if now == kept.reported:
         return None
