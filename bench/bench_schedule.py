@@ -52,6 +52,7 @@ from cellrelay.protocol._crypto import (
     xchacha20poly1305_encrypt,
 )
 from cellrelay.protocol._errors import CryptoError
+from cellrelay.protocol.cell._content import Alert, Priority, decode_content
 from cellrelay.protocol.cell._control import (
     BOX_SIZE as V1_BOX_SIZE,
 )
@@ -72,6 +73,7 @@ from cellrelay.protocol.cell._identity import Identity
 from cellrelay.protocol.cell._invite import Invite
 from cellrelay.protocol.cell._keys import PAIRWISE_EPOCH_BOX
 from cellrelay.protocol.cell._membership import MAX_MEMBERS
+from cellrelay.protocol.cell._outcomes import Opened
 from cellrelay.protocol.cell._padding import bucket_for
 from cellrelay.protocol.cell._schedule import (
     SenderTree,
@@ -412,6 +414,64 @@ def on_the_wire(members: int, repeats: int) -> dict[str, float]:
     }
 
 
+def alert_processing(members: int, alerts: int) -> dict[str, float]:
+    """A member's own work for one alert in a cell of `members`, at the protocol layer.
+
+    The cell is built through real version 3 changes (adds, `announce=False`) and a paged
+    welcome; then the admin seals `alerts` alerts (kind 1, the content layer's encoding)
+    and the member opens and decodes each: the part of "frame received to the app's
+    callback" that grows with the cell. The client adds its transport decryption, the
+    roll-up and the keystore save on top (bench_cells.py measures those at 100 members).
+    """
+    admin_identity = Identity.generate("admin")
+    admin = CellCrypto.create(
+        admin_identity, now=NOW, group_keys=(bytes(32), bytes(32)), control_read_key=bytes(32),
+        name="bench",
+    )  # fmt: skip
+    people = [Identity.generate(f"m{i}") for i in range(members - 1)]
+    for person in people:
+        admin.open_control(admin.add_member(person.info, now=NOW), now=NOW, announce=False)
+    invite = Invite(
+        relay=RelayAddress("127.0.0.1", 7446, bytes(range(32))),
+        cell_id=admin.cell_id,
+        cell_name="bench",
+        join_mailbox=MailboxId(bytes(16)),
+        admin_sign_key=admin.me.sign_pub,
+        admin_box_key=admin.me.dh_pub,
+        expires_at=int(NOW) + 3600,
+        secret=bytes(32),
+    )
+    welcome, pages = admin.welcome_with_pages(people[0].member_id, now=NOW, invite=invite)
+    member, _ = CellCrypto.from_welcome(people[0], welcome, now=NOW, invite=invite, pages=pages)
+    member.open(admin.announcement(now=NOW), now=NOW)
+    sealed = [
+        admin.seal(
+            1,
+            Alert(sent_at_ms=int(NOW * 1000), text=f"alert {i}: 14th and Main",
+                  priority=Priority.URGENT, expires_at=int(NOW) + 3600).encode(),
+            expires_at=int(NOW) + 3600,
+            now=NOW,
+        )
+        for i in range(alerts)
+    ]  # fmt: skip
+    wall, cpu = [], []
+    for envelope in sealed:
+        start, start_cpu = time.perf_counter_ns(), time.process_time_ns()
+        opened = member.open(envelope, now=NOW)
+        assert isinstance(opened, Opened)
+        decode_content(opened.kind, opened.plaintext)
+        wall.append((time.perf_counter_ns() - start) / 1e6)
+        cpu.append((time.process_time_ns() - start_cpu) / 1e6)
+    wall.sort()
+    return {
+        "p50_ms": statistics.median(wall),
+        "p99_ms": wall[min(len(wall) - 1, int(len(wall) * 0.99))],
+        "cpu_ms": statistics.mean(cpu),
+        "pages": float(len(pages)),
+        "alert_bytes": float(len(sealed[0])),
+    }
+
+
 def kib(value: float) -> str:
     """Bytes as KiB (or MiB from 10 MiB) with one decimal."""
     if value >= 10 * 1024 * 1024:
@@ -424,6 +484,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--members", type=int, nargs="+", default=[128, 1000, 5000])
     parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument(
+        "--alert-members", type=int, nargs="*", default=[100, 1000],
+        help="cell sizes for a member's processing of one alert (none: skip)",
+    )  # fmt: skip
     args = parser.parse_args()
     print("one membership change (add one member), and the sender keys of the epoch after it")
     print("(v1: the first epoch change and distributions; v2: epoch change version 3 and")
@@ -457,6 +521,13 @@ def main() -> None:
     print(f"  it takes every other member's announcement: {wire['announcements_ms']:.1f} ms,"
           f" {wire['announcements_cold_ms']:.1f} ms just after a restart;"
           f" each announcement is {kib(wire['announcement_bytes'])}")  # fmt: skip
+
+    for n in args.alert_members:
+        alert = alert_processing(n, 200)
+        print(f"\none alert in a cell of {n:,} (protocol layer: open + decode, 200 alerts):"
+              f" p50 {alert['p50_ms']:.3f} ms, p99 {alert['p99_ms']:.3f} ms,"
+              f" CPU {alert['cpu_ms']:.3f} ms per alert; the welcome had"
+              f" {alert['pages']:.0f} pages")  # fmt: skip
 
 
 if __name__ == "__main__":
