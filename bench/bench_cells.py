@@ -85,7 +85,7 @@ from cellrelay.client._client import Client, create_identity, open_client
 from cellrelay.client._events import AlertReceived
 from cellrelay.client._keystore import TEST_COST
 from cellrelay.protocol.cell._identity import MemberInfo
-from cellrelay.protocol.cell._join import JOIN_WELCOME
+from cellrelay.protocol.cell._join import JOIN_WELCOME, JOIN_WELCOME_PAGE
 from cellrelay.protocol.wire import MAX_PAGE_ITEMS, Fetch, Page, RelayAddress
 
 if TYPE_CHECKING:
@@ -286,13 +286,17 @@ async def admit_all(lead: Cell) -> None:
     for request in requests:
         member = MemberInfo.from_bytes(request.member)
         record = next(i for i in lead.record.invites if i.join_mailbox == request.join_mailbox)
-        welcome = lead.crypto.welcome_for(
+        welcome, pages = lead.crypto.welcome_with_pages(
             member.member_id,
             now=lead.link.relay_time(),
             invite=lead._invite_for(record),
             extra=info.encode(),
         )
         await lead.link.publish(request.join_mailbox, bytes([JOIN_WELCOME]) + welcome, expires_at)
+        for page in pages:  # above about 150 members (docs/protocol.md §G7)
+            await lead.link.publish(
+                request.join_mailbox, bytes([JOIN_WELCOME_PAGE]) + page, expires_at
+            )
         record.used = True
         lead.record.requests.remove(request)
     await lead._save()
