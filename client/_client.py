@@ -893,10 +893,14 @@ class Client:
                     if record in self._state.joins:
                         await self._welcomed(record, invite, welcome, pages, key=key)
                     return
-                if kind == JOIN_WELCOME and record in self._state.joins:
-                    self._welcome_parts.pop(key, None)
-                    if await self._welcomed(record, invite, rest, [], key=key):
-                        return
+                # A welcome refused here (a replay, a forgery) leaves one still waiting for
+                # its pages as it was; one that needs pages replaces it.
+                if (
+                    kind == JOIN_WELCOME
+                    and record in self._state.joins
+                    and await self._welcomed(record, invite, rest, [], key=key)
+                ):
+                    return
                 if index == 0:
                     record.cursor = event.seq
                 else:
@@ -953,7 +957,8 @@ class Client:
             self._welcome_parts[key] = (welcome, pages)  # its pages follow it
             return True
         except GroupError as exc:
-            self._welcome_parts.pop(key, None)
+            if self._welcome_parts.get(key, (None,))[0] == welcome:  # its pages do not fit
+                del self._welcome_parts[key]
             # Not the answer to this request (an old welcome replayed, another invite's, a
             # forgery): keep waiting for the admin's real one, past it in the mailbox.
             log.warning("welcome_refused", reason=type(exc).__name__)
