@@ -188,7 +188,7 @@ class WelcomeIncompleteError(GroupError):
     admin publishes after the welcome in the join mailbox, then open it with them.
     """
 
-    def __init__(self, message: str, *, pages: int) -> None:
+    def __init__(self, message: str, *, pages: int = 0) -> None:
         """Say how many pages the welcome needs."""
         super().__init__(message)
         self.pages = pages
