@@ -713,7 +713,9 @@ class Api:
     async def list_alerts(self, call: Call) -> AlertList:
         """GET /cells/{cell}/alerts."""
         cell = await self.synced_cell(call, member=False)
-        return AlertList(cell=cell.name, alerts=cell.active_alerts())
+        active = cell.active_alerts()
+        receipts = {r.alert_id: c for r in active if (c := cell.receipts(r.alert_id)) is not None}
+        return AlertList(cell=cell.name, alerts=active, receipts=receipts)
 
     async def send_alert(self, call: Call) -> AlertSent:
         """POST /cells/{cell}/alerts."""

@@ -24,6 +24,7 @@ from cellrelay.protocol.cell import (
     PlainMessage,
     Priority,
     Receipt,
+    ReceiptCounts,
     ReceiptState,
     Status,
     StatusReply,
@@ -475,10 +476,15 @@ class AlertSent:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AlertList:
-    """A cell's active alerts with their roll-ups, most urgent first."""
+    """A cell's active alerts with their roll-ups, most urgent first.
+
+    `receipts`: for your own alerts among them, how far each got (protocol §C1.7), by alert
+    id; the stream's `receipts_counted` events carry the changes.
+    """
 
     cell: str
     alerts: list[AlertRollup]
+    receipts: dict[MessageId, ReceiptCounts]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -35,6 +35,7 @@ from ._cli_output import (
     Style,
     alert_headline,
     alert_json,
+    alerts_listing,
     clock_warning_text,
     command_arg,
     duration_text,
@@ -45,7 +46,6 @@ from ._cli_output import (
     pad,
     plural,
     rollup_json,
-    rollup_lines,
     short_id,
     when,
 )
@@ -889,19 +889,7 @@ async def alerts(ctx: Context, args: argparse.Namespace) -> None:
     """`cellrelay alerts CELL`: active alerts with their roll-ups."""
     async with connected(ctx) as client:
         cell = await the_cell(ctx, client, args.cell)
-        authors = alerts_of(cell)
         active = cell.active_alerts()
-        ctx.emit(
-            [
-                alert_json(r.alert, authors[r.alert_id][0] if r.alert_id in authors else None, r)
-                for r in active
-            ]
-        )
-        if not active:
-            ctx.say(f"No active alerts in {isolate(cell.name)}.")
-        me = client.identity.member_id
-        for rollup in active:
-            author = "you" if rollup.author_id == me else rollup.author_name
-            ctx.say(alert_headline(rollup.alert, author, ctx.style))
-            for line in rollup_lines(rollup, ctx.style, me=me):
-                ctx.say(line)
+        authors = {alert_id: sender for alert_id, (sender, _) in alerts_of(cell).items()}
+        receipts = {r.alert_id: c for r in active if (c := cell.receipts(r.alert_id)) is not None}
+        alerts_listing(ctx, cell.name, active, authors, receipts, me=client.identity.member_id)

@@ -29,11 +29,20 @@ import trio
 
 from cellrelay.protocol import ErrorCode
 from cellrelay.protocol._errors import DESCRIPTIONS
-from cellrelay.protocol.cell import Alert, AlertRollup, Invite, Status, Step
+from cellrelay.protocol.cell import (
+    Alert,
+    AlertRollup,
+    Invite,
+    MessageId,
+    ReceiptCounts,
+    Status,
+    Step,
+)
 from cellrelay.protocol.wire import RelayAddress
 
 from ._api_types import (
     AlertLimitSet,
+    AlertList,
     AlertSent,
     CellList,
     CellSummary,
@@ -63,11 +72,12 @@ from ._cli_commands import (
     ttl_refusal,
     verify_first_sentence,
 )
-from ._cli_listen import show_status
+from ._cli_listen import CountLines, show_snapshot, show_status
 from ._cli_output import (
     Style,
     alert_headline,
     alert_json,
+    alerts_listing,
     command_arg,
     event_json,
     event_lines,
@@ -77,7 +87,6 @@ from ._cli_output import (
     pad,
     plural,
     rollup_json,
-    rollup_lines,
     short_id,
     when,
 )
@@ -88,6 +97,7 @@ from ._events import (
     CellEvent,
     Member,
     MembershipChanged,
+    ReceiptsCounted,
     StatusReceived,
     VerificationReceived,
 )
@@ -810,25 +820,22 @@ async def _authors(api: Api, cell: str) -> dict[bytes, Member]:
     return {m.content.alert_id: m.sender for m in messages.messages if isinstance(m.content, Alert)}
 
 
-async def _rollups(api: Api, cell: str) -> tuple[str, list[AlertRollup]]:
-    listing = await api.call("GET", _path("cells", cell, "alerts"), problems=_no_cell(cell))
-    return listing["cell"], [_REGISTRY.decode(r, AlertRollup) for r in listing["alerts"]]
+async def _rollups(
+    api: Api, cell: str
+) -> tuple[str, list[AlertRollup], dict[MessageId, ReceiptCounts]]:
+    """The cell's name, its active alerts, and for our own alerts how far they got."""
+    listing = _REGISTRY.decode(
+        await api.call("GET", _path("cells", cell, "alerts"), problems=_no_cell(cell)), AlertList
+    )
+    return listing.cell, listing.alerts, dict(listing.receipts)
 
 
 async def alerts(api: Api, args: argparse.Namespace) -> None:
     """`cellrelay alerts` through the daemon."""
     ctx = api.ctx
-    name, active = await _rollups(api, args.cell)
+    name, active, receipts = await _rollups(api, args.cell)
     authors = await _authors(api, args.cell)
-    ctx.emit([alert_json(r.alert, authors.get(r.alert_id), r) for r in active])
-    if not active:
-        ctx.say(f"No active alerts in {isolate(name)}.")
-    me = await _me(api)
-    for rollup in active:
-        author = "you" if rollup.author_id == me else rollup.author_name
-        ctx.say(alert_headline(rollup.alert, author, ctx.style))
-        for line in rollup_lines(rollup, ctx.style, me=me):
-            ctx.say(line)
+    alerts_listing(ctx, name, active, authors, receipts, me=await _me(api))
 
 
 async def listen(api: Api, args: argparse.Namespace) -> None:
@@ -867,25 +874,15 @@ async def listen(api: Api, args: argparse.Namespace) -> None:
             if interactive:
                 ctx.note(_INTERACTIVE_HELP)
         for cell in cells:
-            name, active = await _rollups(api, cell.cell_id.hex())
+            name, active, receipts = await _rollups(api, cell.cell_id.hex())
             authors = await _authors(api, cell.cell_id.hex())
             for rollup in active:
                 shown.add(rollup.alert_id)
                 shown.update(s.message_id for s in rollup.responders.values())
-                ctx.emit(
-                    {
-                        "type": "alert",
-                        "cell": name,
-                        **alert_json(rollup.alert, authors.get(rollup.alert_id), rollup),
-                        "snapshot": True,
-                    }
-                )
-                author = "you" if rollup.author_id == me else rollup.author_name
-                ctx.say(
-                    alert_headline(rollup.alert, author, ctx.style, cell=name if label else None)
-                )
-                for line in rollup_lines(rollup, ctx.style, me=me):
-                    ctx.say(line)
+                show_snapshot(ctx, name, rollup, authors.get(rollup.alert_id),
+                              receipts.get(rollup.alert_id), me=me, label=label)  # fmt: skip
+
+        count_lines = CountLines(ctx, label=label)
 
         def show(event: CellEvent) -> None:
             if event.cell not in names:
@@ -895,6 +892,9 @@ async def listen(api: Api, args: argparse.Namespace) -> None:
             if isinstance(event, StatusReceived) and event.reply.message_id in shown:
                 return
             ctx.emit(event_json(event))
+            if isinstance(event, ReceiptsCounted):
+                count_lines.add(event)
+                return
             for line in event_lines(event, ctx.style, me=me, cell_label=label):
                 ctx.say(line)
             change = event.change if isinstance(event, MembershipChanged) else None
@@ -925,6 +925,7 @@ async def listen(api: Api, args: argparse.Namespace) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(pump)
             nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
+            nursery.start_soon(count_lines.run)
             if interactive:
                 nursery.start_soon(_typed_replies, api, [c.cell_id.hex() for c in cells])
             if args.duration is not None:
@@ -973,7 +974,7 @@ async def _typed_reply(
     wanted = _check_alert_prefix(prefix)
     found = []
     for cell in cells:
-        _, active = await _rollups(api, cell)
+        _, active, _ = await _rollups(api, cell)
         authors = await _authors(api, cell)
         ids = {r.alert_id for r in active} | set(authors)
         found += [(cell, a) for a in ids if a.hex().startswith(wanted)]
