@@ -3,7 +3,8 @@
 The sender sees how far its alerts got without one line per receipt: `cellrelay alerts`
 shows a counts line (and a `receipts` object with --json) under its own alerts, and
 `cellrelay listen` shows the counts as they change, coalesced, in place of the receipts.
-Real `cellrelay` processes for the sender against a real relay; the other members are
+Real `cellrelay` processes for the sender (alone, then through its daemon) against a real
+relay; the other members are
 library clients in the test's process that report with short batches.
 """
 
@@ -33,6 +34,7 @@ from .cells import admit
 from .conftest import RunningRelay
 from .test_cells import address_of
 from .test_cli import CELLRELAY, COMMAND_TIMEOUT, PASSPHRASE, Feed, cli, environment, identity
+from .test_cli_daemon import start_daemon_process
 
 TEST_TIMEOUT = 240
 
@@ -60,13 +62,13 @@ class TextFeed:
                 self.lines += [c.decode() for c in complete]
 
 
-async def _listen(home: Path, *flags: str) -> trio.Process:
+async def _listen(home: Path, *flags: str, passphrase: str | None = PASSPHRASE) -> trio.Process:
     return await trio.lowlevel.open_process(
         [CELLRELAY, "listen", *flags, "--home", str(home)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=environment(),
+        env=environment(passphrase),
     )
 
 
@@ -149,26 +151,47 @@ async def test_the_sender_sees_counts_not_receipts(
         assert [a["receipts"] for a in theirs] == [None]
         assert "delivered to" not in (await cli("alerts", "Eastside", home=ana)).stdout
 
+        # Through a running daemon (no passphrase: every command goes through it), and in
         # JSON mode: every receipt is still a line, and each change of the counts too.
-        async with _reporters([ana, ben]):
-            second = (await cli("send", "Eastside", "second van", "--json", home=lead)).json()
-            process = await _listen(lead, "--json")
-            json_feed = Feed(process)
-            nursery.start_soon(json_feed.pump_stderr)
-            try:
-                counts = await json_feed.read_until(
-                    lambda line: (
-                        line["type"] == "receipts"
-                        and line["alert_id"] == second["alert_id"]
-                        and line["receipts"]["delivered"] == 2
-                    )
+        daemon = await start_daemon_process(lead, nursery)
+        try:
+            via = (await cli("alerts", "Eastside", "--json", home=lead, passphrase=None)).json()
+            assert [a["receipts"] for a in via] == [a["receipts"] for a in listed]
+            via_text = (await cli("alerts", "Eastside", home=lead, passphrase=None)).stdout
+            assert "delivered to 2 of 2 \u00b7 read by 1" in via_text
+            await _daemon_listens_in_json(lead, ana, ben, nursery)
+        finally:
+            daemon.process.send_signal(signal.SIGTERM)
+            with trio.fail_after(COMMAND_TIMEOUT):
+                await daemon.process.wait()
+
+
+async def _daemon_listens_in_json(lead: Path, ana: Path, ben: Path, nursery: trio.Nursery) -> None:
+    """Through the daemon the feed holds no keystore: it listens first, then the lead sends."""
+    async with _reporters([ana, ben]):
+        process = await _listen(lead, "--json", passphrase=None)
+        feed = Feed(process)
+        nursery.start_soon(feed.pump_stderr)
+        try:
+            await feed.read_until(lambda line: line["type"] == "listening")
+            second = (
+                await cli("send", "Eastside", "second van", "--json", home=lead, passphrase=None)
+            ).json()
+            counts = await feed.read_until(
+                lambda line: (
+                    line["type"] == "receipts"
+                    and line["alert_id"] == second["alert_id"]
+                    and line["receipts"]["delivered"] == 2
                 )
-                assert counts["receipts"]["exact"] is True
-                raw = await json_feed.read_until(lambda line: line["type"] == "receipt")
-                assert (raw["state"], raw["message_ids"]) == ("delivered", [second["alert_id"]])
-                await _stop(process)
-            finally:
-                await reap(process)
+            )
+            assert counts["receipts"]["exact"] is True
+            raw = await feed.read_until(
+                lambda line: line["type"] == "receipt" and second["alert_id"] in line["message_ids"]
+            )
+            assert raw["state"] == "delivered"
+            await _stop(process)
+        finally:
+            await reap(process)
 
 
 async def test_counts_lines_coalesce_and_say_how_counted() -> None:
