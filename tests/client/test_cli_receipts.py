@@ -4,8 +4,7 @@ The sender sees how far its alerts got without one line per receipt: `cellrelay 
 shows a counts line (and a `receipts` object with --json) under its own alerts, and
 `cellrelay listen` shows the counts as they change, coalesced, in place of the receipts.
 Real `cellrelay` processes for the sender (alone, then through its daemon) against a real
-relay; the other members are
-library clients in the test's process that report with short batches.
+relay; the other members are library clients in the test's process that report (§C1.7).
 """
 
 from __future__ import annotations
@@ -80,7 +79,7 @@ async def _stop(process: trio.Process) -> None:
 
 @asynccontextmanager
 async def _reporters(homes: list[Path]) -> AsyncIterator[list[Cell]]:
-    """The other members online, reporting on every alert that arrives from now on (§C1.7).
+    """The other members online, reporting on every alert that arrives from now on.
 
     A batch is due 5 s after its first item: the sender's `send` process has long exited,
     so the receipts reach the sender's `listen`, live or in its catch-up.
