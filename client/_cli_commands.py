@@ -39,18 +39,17 @@ from ._cli_output import (
     clock_warning_text,
     command_arg,
     duration_text,
-    event_lines,
     isolate,
     member_json,
     name_tag_note,
     pad,
     plural,
-    rollup_json,
     short_id,
+    show_sent,
     when,
 )
 from ._client import KEYSTORE_NAME, create_identity, open_client
-from ._events import CellRole, Member, StatusReceived, VerificationReceived
+from ._events import CellRole, Member
 from ._keystore import Keystore
 from ._link import RelayRefusedError
 from ._panic import duress_companions
@@ -843,12 +842,7 @@ async def reply(ctx: Context, args: argparse.Namespace) -> None:
         ctx.bound("the relay did not store the reply")
         answer = await cell.reply(alert_id, status, note=args.note)
         ctx.unbound()
-        rollup = cell.rollup(alert_id)
-        ctx.emit({"cell": cell.name, "alert_id": alert_id.hex(), "message_id": answer.message_id.hex(),
-                  "status": str(status), "rollup": None if rollup is None else rollup_json(rollup)})  # fmt: skip
-        event = StatusReceived(cell=cell.name, sender=cell.me, reply=answer, rollup=rollup)
-        for line in event_lines(event, ctx.style, me=client.identity.member_id, cell_label=False):
-            ctx.say(line)
+        show_sent(ctx, cell.name, answer, cell.me, cell.rollup(alert_id), me=cell.me.member_id)
         note_clocks(ctx, cell)
 
 
@@ -861,12 +855,7 @@ async def mark(ctx: Context, args: argparse.Namespace) -> None:
         ctx.bound("the relay did not store the step")
         sent = await cell.verify(alert_id, step, note=args.note)
         ctx.unbound()
-        rollup = cell.rollup(alert_id)
-        ctx.emit({"cell": cell.name, "alert_id": alert_id.hex(), "message_id": sent.message_id.hex(),
-                  "step": str(step), "rollup": None if rollup is None else rollup_json(rollup)})  # fmt: skip
-        event = VerificationReceived(cell=cell.name, sender=cell.me, step=sent, rollup=rollup)
-        for line in event_lines(event, ctx.style, me=client.identity.member_id, cell_label=False):
-            ctx.say(line)
+        show_sent(ctx, cell.name, sent, cell.me, cell.rollup(alert_id), me=cell.me.member_id)
         note_clocks(ctx, cell)
 
 

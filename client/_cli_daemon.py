@@ -86,8 +86,8 @@ from ._cli_output import (
     name_tag_note,
     pad,
     plural,
-    rollup_json,
     short_id,
+    show_sent,
     when,
 )
 from ._daemon import DaemonAddress, DaemonRunningError, check_not_running, run_daemon, socket_path
@@ -99,7 +99,6 @@ from ._events import (
     MembershipChanged,
     ReceiptsCounted,
     StatusReceived,
-    VerificationReceived,
 )
 from ._link import LinkStatus
 from ._openapi import api_registry
@@ -748,6 +747,13 @@ def _check_alert_prefix(prefix: str) -> str:
     return wanted
 
 
+async def _as_member(api: Api, cell: str) -> tuple[bytes, Member]:
+    """Our member id, and ourselves as a member of `cell` (what we send is shown as from it)."""
+    me = await _me(api)
+    listed = (await api.call("GET", _path("cells", cell, "members"), MemberList)).members
+    return me, next(m for m in listed if m.member_id == me)
+
+
 async def reply(api: Api, args: argparse.Namespace) -> None:
     """`cellrelay reply` through the daemon."""
     ctx = api.ctx
@@ -757,18 +763,8 @@ async def reply(api: Api, args: argparse.Namespace) -> None:
         "POST", _path("cells", args.cell, "alerts", prefix, "replies"), ReplySent,
         body={"status": str(status), "note": args.note}, problems=_alert_problems(args.cell, prefix),
     )  # fmt: skip
-    me = await _me(api)
-    sender = next(
-        m
-        for m in (await api.call("GET", _path("cells", args.cell, "members"), MemberList)).members
-        if m.member_id == me
-    )
-    rollup = answer.rollup
-    ctx.emit({"cell": answer.cell, "alert_id": answer.reply.alert_id.hex(), "message_id": answer.reply.message_id.hex(),
-              "status": str(status), "rollup": None if rollup is None else rollup_json(rollup)})  # fmt: skip
-    event = StatusReceived(cell=answer.cell, sender=sender, reply=answer.reply, rollup=rollup)
-    for line in event_lines(event, ctx.style, me=me, cell_label=False):
-        ctx.say(line)
+    me, sender = await _as_member(api, args.cell)
+    show_sent(ctx, answer.cell, answer.reply, sender, answer.rollup, me=me)
 
 
 async def mark(api: Api, args: argparse.Namespace) -> None:
@@ -783,18 +779,8 @@ async def mark(api: Api, args: argparse.Namespace) -> None:
         problems={**_alert_problems(args.cell, prefix),
                   "NOT_VERIFIER": f"only a dispatcher or an admin of {args.cell!r} can mark a report {verb}"},
     )  # fmt: skip
-    me = await _me(api)
-    sender = next(
-        m
-        for m in (await api.call("GET", _path("cells", args.cell, "members"), MemberList)).members
-        if m.member_id == me
-    )
-    rollup = sent.rollup
-    ctx.emit({"cell": sent.cell, "alert_id": sent.step.alert_id.hex(), "message_id": sent.step.message_id.hex(),
-              "step": str(step), "rollup": None if rollup is None else rollup_json(rollup)})  # fmt: skip
-    event = VerificationReceived(cell=sent.cell, sender=sender, step=sent.step, rollup=rollup)
-    for line in event_lines(event, ctx.style, me=me, cell_label=False):
-        ctx.say(line)
+    me, sender = await _as_member(api, args.cell)
+    show_sent(ctx, sent.cell, sent.step, sender, sent.rollup, me=me)
 
 
 async def message(api: Api, args: argparse.Namespace) -> None:
@@ -984,18 +970,9 @@ async def _typed_reply(
     cell, alert_id = found[0]
     answer: ReplySent = await api.call("POST", _path("cells", cell, "alerts", alert_id.hex(), "replies"), ReplySent,
                                        body={"status": str(status), "note": note})  # fmt: skip
-    me = await _me(api)
-    sender = next(
-        m
-        for m in (await api.call("GET", _path("cells", cell, "members"), MemberList)).members
-        if m.member_id == me
-    )
-    rollup = answer.rollup
-    api.ctx.emit({"type": "reply_sent", "cell": answer.cell, "alert_id": alert_id.hex(), "message_id": answer.reply.message_id.hex(),
-                  "status": str(status), "rollup": None if rollup is None else rollup_json(rollup)})  # fmt: skip
-    event = StatusReceived(cell=answer.cell, sender=sender, reply=answer.reply, rollup=rollup)
-    for text in event_lines(event, api.ctx.style, me=me, cell_label=len(cells) > 1):
-        api.ctx.say(text)
+    me, sender = await _as_member(api, cell)
+    show_sent(api.ctx, answer.cell, answer.reply, sender, answer.rollup, me=me,
+              label=len(cells) > 1, json_type="reply_sent")  # fmt: skip
 
 
 async def board(api: Api, args: argparse.Namespace) -> None:

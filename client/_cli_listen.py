@@ -47,8 +47,8 @@ from ._cli_output import (
     isolate,
     receipts_json,
     receipts_line,
-    rollup_json,
     rollup_lines,
+    show_sent,
 )
 from ._events import AlertReceived, MembershipChanged, ReceiptsCounted, StatusReceived
 from ._shims import subscribe
@@ -278,12 +278,8 @@ async def _typed_reply(
         raise CellError(
             f"the relay did not store the reply within {ctx.timeout:g} s; it may still go out"
         )
-    rollup = cell.rollup(alert_id)
-    ctx.emit({"type": "reply_sent", "cell": cell.name, "alert_id": alert_id.hex(), "message_id": answer.message_id.hex(),
-              "status": str(status), "rollup": None if rollup is None else rollup_json(rollup)})  # fmt: skip
-    event = StatusReceived(cell=cell.name, sender=cell.me, reply=answer, rollup=rollup)
-    for text in event_lines(event, ctx.style, me=me, cell_label=len(cells) > 1):
-        ctx.say(text)
+    show_sent(ctx, cell.name, answer, cell.me, cell.rollup(alert_id), me=me,
+              label=len(cells) > 1, json_type="reply_sent")  # fmt: skip
 
 
 def show_snapshot(

@@ -17,7 +17,7 @@ import re
 import time
 from typing import TYPE_CHECKING, Final
 
-from cellrelay.protocol.cell import Alert, Change, Priority, Status
+from cellrelay.protocol.cell import Alert, Change, Priority, Status, StatusReply, VerificationStep
 from cellrelay.protocol.cell._rollup import CLOSE_VOTES, ReportState
 
 from ._events import (
@@ -72,6 +72,7 @@ __all__ = [
     "rollup_json",
     "rollup_lines",
     "short_id",
+    "show_sent",
     "until",
 ]
 
@@ -342,6 +343,33 @@ def alerts_listing(
         counts = receipts.get(rollup.alert_id)
         if counts is not None:
             ctx.say(receipts_line(rollup.alert_id, counts, ctx.style))
+
+
+def show_sent(
+    ctx: Context,
+    cell: str,
+    sent: StatusReply | VerificationStep,
+    sender: Member,
+    rollup: AlertRollup | None,
+    *,
+    me: bytes,
+    label: bool = False,
+    json_type: str | None = None,
+) -> None:
+    """What `reply` and `mark` print once the relay stored what they sent (alone, through
+    the daemon, or typed into `listen`): the answer as JSON, or as the event others see."""
+    event: CellEvent
+    if isinstance(sent, StatusReply):
+        what: dict[str, object] = {"status": str(sent.status)}
+        event = StatusReceived(cell=cell, sender=sender, reply=sent, rollup=rollup)
+    else:
+        what = {"step": str(sent.step)}
+        event = VerificationReceived(cell=cell, sender=sender, step=sent, rollup=rollup)
+    ctx.emit({**({} if json_type is None else {"type": json_type}), "cell": cell,
+              "alert_id": sent.alert_id.hex(), "message_id": sent.message_id.hex(), **what,
+              "rollup": None if rollup is None else rollup_json(rollup)})  # fmt: skip
+    for line in event_lines(event, ctx.style, me=me, cell_label=label):
+        ctx.say(line)
 
 
 def event_json(event: CellEvent) -> dict[str, object]:
