@@ -71,15 +71,14 @@ __all__ = [
     "MessageSent",
     "MuteMember",
     "MuteResult",
+    "NewEpoch",
     "Problem",
     "ReceiptSent",
     "RecentMessage",
-    "Recovered",
     "RelayList",
     "RelayState",
     "RelayStateChanged",
     "ReplySent",
-    "Rotated",
     "SendAlert",
     "SendMessage",
     "SendReceipt",
@@ -250,22 +249,17 @@ class Left:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class AlertReceipts:
+class AlertReceipts(ReceiptCounts):
     """How far one of your alerts got, counted from its sampled reporters (protocol §C1.7).
 
-    `members`: the members it went to; `sampled`: the reporters asked; `delivered` and
-    `read`: how many of those said so; `estimated_*`: for the whole cell; `exact` when
-    every member reports (cells of up to 33 members).
+    The alert's `ReceiptCounts` (as `AlertList.receipts` and the stream's
+    `receipts_counted` carry them) with its id: `members`: the members it went to;
+    `sampled`: the reporters asked; `delivered` and `read`: how many of those said so;
+    `estimated_*`: for the whole cell; `exact` when every member reports (cells of up to
+    33 members).
     """
 
     alert_id: MessageId
-    members: int
-    sampled: int
-    delivered: int
-    read: int
-    estimated_delivered: int
-    estimated_read: int
-    exact: bool
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -302,16 +296,8 @@ class Burned:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Rotated:
-    """A cell in a new epoch: everyone has fresh keys."""
-
-    cell: str
-    epoch: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Recovered:
-    """A cell moved to a fresh group mailbox (a new epoch): its members can post again."""
+class NewEpoch:
+    """A cell in a new epoch: everyone has fresh keys (after `recover`, a fresh mailbox too)."""
 
     cell: str
     epoch: int

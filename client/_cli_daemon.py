@@ -52,7 +52,7 @@ from ._api_types import (
     MemberList,
     MessageList,
     MuteResult,
-    Recovered,
+    NewEpoch,
     RelayStateChanged,
     ReplySent,
     StepSent,
@@ -617,7 +617,7 @@ async def cell_burn(api: Api, args: argparse.Namespace) -> None:
 async def cell_recover(api: Api, args: argparse.Namespace) -> None:
     """`cellrelay cell recover` through the daemon."""
     ctx = api.ctx
-    moved: Recovered = await api.call("POST", _path("cells", args.cell, "recover"), Recovered,
+    moved: NewEpoch = await api.call("POST", _path("cells", args.cell, "recover"), NewEpoch,
                                       problems={**_no_cell(args.cell), **_not_admin(args.cell)})  # fmt: skip
     ctx.emit({"cell": moved.cell, "epoch": moved.epoch})
     ctx.say(f"{isolate(moved.cell)} moved to a fresh mailbox (epoch {moved.epoch}):")
