@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Final
 import trio
 
 from cellrelay.protocol import CellrelayError, RemoteProtocolError
+from cellrelay.protocol.cell._content import MAX_ESCALATE_AFTER, MAX_ESCALATE_BELOW
 from cellrelay.protocol.cell._group import GRACE_PERIOD
 from cellrelay.protocol.wire import MAX_PAGE_ITEMS, CapabilityKey, Fetch, MailboxId, Page
 from cellrelay.protocol.wire._codec import decode_map, encode_map
@@ -79,6 +80,9 @@ class ChangeExtra:
     alert_limit: int | None = None  # alerts per member per minute before it is muted
     muted: tuple[bytes, ...] | None = None  # member ids admins muted for everyone
     verify_first: bool | None = None  # unverified reports go to verifiers only (§C2 rule 7)
+    # Escalation (§C10): (N, T) = a confirmed alert with fewer than N members responding
+    # after T seconds goes to the neighbouring cells; N = 0 turns it off.
+    escalate: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.group is not None and len(self.group) != MAILBOX_ID_SIZE:
@@ -95,6 +99,8 @@ class ChangeExtra:
             or any(len(m) != MAILBOX_ID_SIZE for m in self.muted)
         ):
             raise ChangeExtraError(f"muted: at most {MAX_MUTED} distinct 16-byte member ids")
+        if self.escalate is not None:
+            check_escalate(self.escalate)
 
     def __bool__(self) -> bool:
         return (
@@ -102,6 +108,7 @@ class ChangeExtra:
             or self.alert_limit is not None
             or self.muted is not None
             or self.verify_first is not None
+            or self.escalate is not None
         )
 
     def encode(self) -> bytes:
@@ -117,6 +124,8 @@ class ChangeExtra:
             fields["muted"] = [bytes(m) for m in self.muted]
         if self.verify_first is not None:
             fields["verify_first"] = int(self.verify_first)
+        if self.escalate is not None:
+            fields["escalate"] = list(self.escalate)
         return encode_map(fields)
 
     @classmethod
@@ -147,13 +156,34 @@ class ChangeExtra:
             type(verify_first) is not int or verify_first not in (0, 1)
         ):
             raise ChangeExtraError("verify_first: not 0 or 1")
+        escalate = fields.get("escalate")
+        if escalate is not None and (
+            type(escalate) is not tuple
+            or len(escalate) != 2
+            or not all(type(v) is int for v in escalate)
+        ):
+            raise ChangeExtraError("escalate: not a pair of integers")
         return cls(
             group=None if group is None else MailboxId(group),
             drain_read=drain_read,
             alert_limit=limit,
             muted=muted,
             verify_first=None if verify_first is None else bool(verify_first),
+            escalate=escalate,
         )
+
+
+def check_escalate(escalate: tuple[int, int]) -> None:
+    """Check a cell's escalation setting (N, T) against §C10's bounds.
+
+    Raises:
+        ChangeExtraError: N is not 0..MAX_ESCALATE_BELOW or T not 1..MAX_ESCALATE_AFTER.
+    """
+    below, after = escalate
+    if not 0 <= below <= MAX_ESCALATE_BELOW:
+        raise ChangeExtraError(f"escalate: N is 0..{MAX_ESCALATE_BELOW}")
+    if not 1 <= after <= MAX_ESCALATE_AFTER:
+        raise ChangeExtraError(f"escalate: T is 1..{MAX_ESCALATE_AFTER} seconds")
 
 
 class Moves:
