@@ -12,7 +12,10 @@ Input layout: byte 0 picks the entry point, the rest is its input:
 * 3: `WelcomeContent.from_bytes` of version 3 (its join box and bucket table): whatever
   it accepts must re-encode to the same bytes;
 * 4: `open_welcome_page` with a fixed page key (a page comes from the join mailbox, which
-  the invite's holders can write): whatever opens must be at most `PAGE_MEMBERS` members.
+  the invite's holders can write): whatever opens must be at most `PAGE_MEMBERS` members;
+* 5: `committed_updates` on a version 4 epoch change whose key section, bucket table and
+  committed key updates are the input (docs/protocol.md §G6.5): at most `MAX_COMMITTED`
+  updates, each re-encoding to the bytes it was read from.
 
 Whatever the bytes, the result is a value or a `GroupError`, never anything else.
 """
@@ -26,10 +29,13 @@ import atheris
 with atheris.instrument_imports():
     from cellrelay.protocol._crypto import x25519_public_from_private
     from cellrelay.protocol.cell._control import (
+        COMMITTING_VERSION,
         KEYS_OFFSET_V3,
+        MAX_COMMITTED,
         PAGE_MEMBERS,
         WelcomeContent,
         bucketed_keys,
+        committed_updates,
         open_welcome_page,
     )
     from cellrelay.protocol.cell._errors import GroupError
@@ -49,7 +55,7 @@ def test_one_input(data: bytes) -> None:
     """Check one input (atheris entry point)."""
     if not data:
         return
-    mode, body = data[0] % 5, data[1:]
+    mode, body = data[0] % 6, data[1:]
     try:
         if mode == 0:
             update = KeyUpdate.from_bytes(body)
@@ -60,6 +66,13 @@ def test_one_input(data: bytes) -> None:
             section, table = bucketed_keys(bytes(KEYS_OFFSET_V3) + body)
             if len(table) != 64 or not body.startswith(section):
                 raise AssertionError("a parsed change's parts do not add up")
+        elif mode == 5:
+            change = bytes([COMMITTING_VERSION]) + bytes(KEYS_OFFSET_V3 - 1) + body
+            updates = committed_updates(change)
+            if not 0 < len(updates) <= MAX_COMMITTED:
+                raise AssertionError("a committed update count out of range")
+            if b"".join(u.to_bytes() for u in updates) not in body:
+                raise AssertionError("committed updates do not re-encode")
         elif mode == 4:
             if len(open_welcome_page(PAGE_KEY, IDENTITY.member_id, 0, body)) > PAGE_MEMBERS:
                 raise AssertionError("a page with too many members")

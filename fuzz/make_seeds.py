@@ -257,6 +257,8 @@ def write_schedule_seeds() -> None:
         )
         seeds[f"section-{name}"] = b"\x01" + section
         seeds[f"change-{name}"] = b"\x02" + section + bytes(2048) + bytes(100)
+        committed = b"\x01" + update.to_bytes()
+        seeds[f"committing-{name}"] = b"\x05" + section + bytes(2048) + committed + bytes(50)
     from cellrelay.protocol.cell._group import CellCrypto
 
     admin = CellCrypto.create(

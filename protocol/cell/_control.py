@@ -76,7 +76,7 @@ from ._identity import MAX_NAME_BYTES, MEMBER_ID_SIZE, MemberInfo, check_name
 from ._keys import WELCOME, kdf
 from ._membership import CELL_ID_SIZE, HASH_SIZE, MAX_MEMBERS, LogEntry, Role
 from ._padding import BUCKETS, bucket_for, pad, unpad
-from ._schedule import parse_section
+from ._schedule import KEY_UPDATE_SIZE, KeyUpdate, parse_section
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -96,6 +96,7 @@ __all__ = [
     "WelcomeContent",
     "bucketed_keys",
     "change_header",
+    "committed_updates",
     "find_box",
     "open_admin_grant",
     "open_bucketed_header",
@@ -116,8 +117,15 @@ __all__ = [
 # docstring). Members still read versions 1 and 2 (an admin not yet upgraded).
 VERSION: Final = 3
 SLOTTED_VERSION: Final = 2  # the last version with 128 box slots (tests of older admins)
-READABLE_VERSIONS: Final = (1, 2, 3)
+READABLE_VERSIONS: Final = (1, 2, 3, 4)
 BUCKETED_VERSION: Final = 3
+# Version 4 (issue 12, post-compromise security) is version 3 with the key updates the change
+# commits after the bucket table: an admin sends it only when it commits at least one.
+COMMITTING_VERSION: Final = 4
+BUCKETED_VERSIONS: Final = (BUCKETED_VERSION, COMMITTING_VERSION)
+# The most key updates one change commits (each refreshes its member's bucket; the change
+# must still fit the largest envelope, and an admin commits fewer when it would not).
+MAX_COMMITTED: Final = 16
 # Welcomes have their own version: 2 since a welcome answers one invite (WB ends with the
 # invite binding, issue 9). A version 1 welcome is refused as malformed: it names no
 # invite, so it could be any old welcome replayed. Version 3 (issue 12) adds the joiner's
@@ -157,6 +165,7 @@ GROUP_KEY_SIZE: Final = 32
 
 _SIGN_DOMAIN: Final = b"cellrelay/1 epoch-change\x00"
 _SIGN_DOMAIN_V3: Final = b"cellrelay/3 epoch-change\x00"
+_SIGN_DOMAINS: Final = {3: _SIGN_DOMAIN_V3, 4: b"cellrelay/4 epoch-change\x00"}
 # Version 3's sealed header adds the entry's op and subject; the body follows it.
 NO_OP: Final = 0xFF
 HINT_SIZE: Final = 1 + MEMBER_ID_SIZE
@@ -305,7 +314,7 @@ def split_change(envelope: bytes) -> tuple[int, bytes]:
     """
     if not envelope or envelope[0] not in READABLE_VERSIONS:
         raise MalformedError("not an epoch change")
-    if envelope[0] == BUCKETED_VERSION:
+    if envelope[0] in BUCKETED_VERSIONS:
         if len(envelope) < MIN_CHANGE_V3 or len(envelope) not in BUCKETS:
             raise MalformedError("not an epoch change")
     elif len(envelope) != CONTROL_SIZE:
@@ -325,8 +334,9 @@ def seal_bucketed_change(
     section: bytes,
     table: bytes,
     rng: Rng,
+    updates: Sequence[bytes] = (),
 ) -> bytes:
-    """Return an epoch change of version 3 (see the module docstring).
+    """Return an epoch change of version 3, or 4 if it commits `updates` (module docstring).
 
     `hint` is (op, subject id) of the body's log entry, or (NO_OP, 16 zero bytes); `section`
     is `_schedule.seal_keys`'s output made with AD = `ch`; `table` the 64 bucket public
@@ -338,12 +348,17 @@ def seal_bucketed_change(
     op, subject = hint
     if len(table) != TABLE_SIZE or len(subject) != MEMBER_ID_SIZE:
         raise ValueError("a table is 64 keys, a subject 16 bytes")
+    if len(updates) > MAX_COMMITTED or any(len(u) != KEY_UPDATE_SIZE for u in updates):
+        raise ValueError("at most 16 key updates of 133 bytes")
+    version = COMMITTING_VERSION if updates else BUCKETED_VERSION
+    committed = bytes([len(updates)]) + b"".join(updates) if updates else b""
     epoch = ch[CELL_ID_SIZE : CELL_ID_SIZE + 4]
-    used = KEYS_OFFSET_V3 + len(section) + TABLE_SIZE
+    used = KEYS_OFFSET_V3 + len(section) + TABLE_SIZE + len(committed)
     size = bucket_for(used)
-    tail = body_key.encrypt(nonce, ch, body.to_bytes()) + section + table + rng(size - used)
-    signature = signer.sign(_SIGN_DOMAIN_V3 + ch + bytes([op]) + subject + tail)
-    clear = bytes([BUCKETED_VERSION]) + epoch
+    tail = body_key.encrypt(nonce, ch, body.to_bytes()) + section + table + committed
+    tail += rng(size - used)
+    signature = signer.sign(_SIGN_DOMAINS[version] + ch + bytes([op]) + subject + tail)
+    clear = bytes([version]) + epoch
     sealed = header_key.encrypt(nonce, clear, ch + bytes([op]) + subject + signature)
     return clear + nonce + sealed + tail
 
@@ -365,7 +380,8 @@ def verify_bucketed_change(
     signer: MemberInfo, ch: bytes, hint: tuple[int, bytes], signature: bytes, envelope: bytes
 ) -> None:
     """Check the admin's signature over a version 3 change (BadSignatureError if wrong)."""
-    signed = _SIGN_DOMAIN_V3 + ch + bytes([hint[0]]) + hint[1] + envelope[BODY_OFFSET_V3:]
+    domain = _SIGN_DOMAINS[envelope[0]]
+    signed = domain + ch + bytes([hint[0]]) + hint[1] + envelope[BODY_OFFSET_V3:]
     try:
         ed25519_verify(signer.sign_pub, signed, signature)
     except CryptoError as exc:
@@ -389,6 +405,23 @@ def bucketed_keys(envelope: bytes) -> tuple[bytes, tuple[bytes | None, ...]]:
         for at in range(0, TABLE_SIZE, X25519_KEY_SIZE)
     )
     return rest[:end], keys
+
+
+def committed_updates(envelope: bytes) -> list[KeyUpdate]:
+    """Return the key updates a version 4 change commits (none for version 3); structure only.
+
+    Raises:
+        MalformedError: the count is 0 or above MAX_COMMITTED, an update does not parse, or
+            the change is too short for them.
+    """
+    if envelope[0] != COMMITTING_VERSION:
+        return []
+    rest = envelope[KEYS_OFFSET_V3:]
+    reader = Reader(rest[parse_section(rest)[3] + TABLE_SIZE :])
+    count = reader.u8()
+    if not 0 < count <= MAX_COMMITTED:
+        raise MalformedError("a committed key update count out of range")
+    return [KeyUpdate.from_bytes(reader.take(KEY_UPDATE_SIZE)) for _ in range(count)]
 
 
 def open_change_header(
@@ -428,7 +461,7 @@ def find_box(
 
 def open_change_body(envelope: bytes, body_key: XChaChaKey, nonce: bytes, ch: bytes) -> ChangeBody:
     """Return the parsed body of a change of any version (TamperedError / MalformedError)."""
-    start = BODY_OFFSET_V3 if envelope[0] == BUCKETED_VERSION else BODY_OFFSET
+    start = BODY_OFFSET_V3 if envelope[0] in BUCKETED_VERSIONS else BODY_OFFSET
     try:
         padded = body_key.decrypt(nonce, ch, memoryview(envelope)[start : start + BODY_SIZE + 16])
     except CryptoError as exc:

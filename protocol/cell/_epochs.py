@@ -16,7 +16,9 @@ from .._crypto import x25519_public_from_private, zero
 from ._control import (
     BOX_SIZE,
     BUCKETED_VERSION,
+    BUCKETED_VERSIONS,
     LIST_DIGEST_SIZE,
+    MAX_COMMITTED,
     MAX_WB,
     NO_OP,
     SECRET_SIZE,
@@ -25,6 +27,7 @@ from ._control import (
     WelcomeContent,
     bucketed_keys,
     change_header,
+    committed_updates,
     encode_members,
     find_box,
     list_digest,
@@ -38,15 +41,24 @@ from ._control import (
     verify_bucketed_change,
     verify_change,
 )
-from ._errors import GroupError, MalformedError, MembershipError
+from ._errors import GroupError, MalformedError, MembershipError, TamperedError
 from ._identity import MEMBER_ID_SIZE
 from ._keys import PAIRWISE_ADMIN_GRANT, PAIRWISE_EPOCH_BOX, EpochKeys
 from ._membership import CELL_ID_SIZE, MAX_MEMBERS, Op, Role, sign_entry
-from ._schedule import BUCKETS, bucket_of, next_epoch_secret, open_keys, parse_section, seal_keys
+from ._schedule import (
+    BUCKETS,
+    KeyUpdate,
+    bucket_of,
+    next_epoch_secret,
+    open_keys,
+    parse_section,
+    receive_dh,
+    seal_keys,
+)
 from ._state import MAX_JOIN_BOXES
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from ._identity import Identity, MemberInfo, Rng
     from ._membership import LogEntry, Membership
@@ -84,6 +96,75 @@ class VerifiedChange:
     bucket_publics: dict[int, bytes] | None = None
     join_boxes: dict[bytes, bytes] | None = field(default=None, repr=False)
     by_bucket: dict[int, list[bytes]] | None = field(default=None, repr=False)
+    # Version 4: the key updates it commits (verified), and the generation of this member's
+    # own if one of them is its own (its receive box opened with that pending key).
+    updates: list[KeyUpdate] = field(default_factory=list)
+    own_generation: int | None = None
+
+
+def committed_generation(state: SavedState, member_id: bytes) -> int:
+    """The generation of `member_id`'s receive key as committed so far (0: identity key)."""
+    if member_id == state.member_id:
+        return state.receive_generation
+    return state.receive_publics.get(member_id, (0, b""))[0]
+
+
+def receive_public(state: SavedState, info: MemberInfo) -> bytes:
+    """The receive public key an admin boxes to for this member (§G6.5): the latest
+    committed, else its identity X25519 key."""
+    known = state.receive_publics.get(info.member_id)
+    return info.dh_pub if known is None else known[1]
+
+
+def _check_updates(
+    state: SavedState,
+    updates: list[KeyUpdate],
+    by_bucket: dict[int, list[bytes]],
+    op: int,
+    subject: bytes,
+) -> None:
+    """Step 6a of §G6.4: each committed update is of a member staying in the cell (not the
+    subject of an add or remove), one per member, newer than its committed generation, and
+    signed by that member's identity key."""
+    staying = {m for listed in by_bucket.values() for m in listed}
+    seen: set[bytes] = set()
+    for update in updates:
+        m = update.member_id
+        info = state.membership.members.get(m)
+        if (
+            info is None
+            or m not in staying
+            or m in seen
+            or (op in (Op.ADD, Op.REMOVE) and m == subject)
+        ):
+            raise MembershipError("a key update for no member of the change")
+        seen.add(m)
+        update.verify(state.cell_id, info, after=committed_generation(state, m))
+
+
+def _receive_candidates(
+    state: SavedState,
+    me: bytes,
+    dh: Callable[[bytes], bytearray],
+    identity_pub: bytes,
+    updates: list[KeyUpdate],
+) -> tuple[list[tuple[Callable[[bytes], bytearray], bytes]], int | None]:
+    """The receive keys this member opens its receive box with, in order, and the
+    generation of its own update if the change commits one (then only that key will do)."""
+    for update in updates:
+        if update.member_id == me:
+            private = state.pending_receive.get(update.generation)
+            if private is None:
+                return [], update.generation
+            return [(receive_dh(private), update.receive_pub)], update.generation
+    out: list[tuple[Callable[[bytes], bytearray], bytes]] = []
+    if state.receive_private is not None:
+        public = x25519_public_from_private(state.receive_private)
+        out.append((receive_dh(state.receive_private), public))
+    # An admin who joined after this member's last update never learnt its receive key
+    # and boxes to its identity key (§G6.5): that change heals nothing, and opens.
+    out.append((dh, identity_pub))
+    return out, None
 
 
 def _buckets_after(
@@ -141,6 +222,7 @@ def _check_bucketed(
     state: SavedState,
     me: bytes,
     dh: Callable[[bytes], bytearray],
+    identity_pub: bytes,
     envelope: bytes,
     number: int,
     nonce: bytes,
@@ -164,21 +246,34 @@ def _check_bucketed(
     if op == Op.REMOVE and subject == me:
         return changed, None, (op, subject)
     section, table = bucketed_keys(envelope)
+    updates = committed_updates(envelope)
     by_bucket, touched = _buckets_after(state, op, subject)
+    _check_updates(state, updates, by_bucket, op, subject)
     mine = bucket_of(state.cell_id, me)
-    opened = open_keys(
-        section,
-        cell_id=state.cell_id,
-        ad=ch,
-        nonce=nonce,
-        me=me,
-        bucket_members=by_bucket.get(mine, []),
-        dh=dh,
-        receive_pub=state.membership.members[me].dh_pub,
-        bucket_private=state.bucket_private,
-    )
+    candidates, own_generation = _receive_candidates(state, me, dh, identity_pub, updates)
+    if not candidates:
+        raise TamperedError("a key update of this member's that it no longer has the key of")
+    for at, (receive, receive_pub) in enumerate(candidates):
+        try:
+            opened = open_keys(
+                section,
+                cell_id=state.cell_id,
+                ad=ch,
+                nonce=nonce,
+                me=me,
+                bucket_members=by_bucket.get(mine, []),
+                dh=receive,
+                receive_pub=receive_pub,
+                bucket_private=state.bucket_private,
+            )
+            break
+        except TamperedError:
+            if at == len(candidates) - 1:
+                raise
     try:
         refreshed = parse_section(section)[1]
+        if any(bucket_of(state.cell_id, u.member_id) not in refreshed for u in updates):
+            raise MalformedError("a committed key update whose bucket is not refreshed")
         publics = {b: key for b, key in enumerate(table) if key is not None}
         own_public = opened.bucket_public
         if own_public is None and state.bucket_private is not None:
@@ -199,6 +294,8 @@ def _check_bucketed(
         changed.bucket_private = opened.bucket_private
         changed.bucket_publics = publics
         changed.by_bucket = by_bucket
+        changed.updates = updates
+        changed.own_generation = own_generation
         if me in state.membership.admins or (op == Op.PROMOTE and subject == me):
             changed.join_boxes = _join_boxes(
                 state,
@@ -224,6 +321,7 @@ def check_change(
     number: int,
     nonce: bytes,
     dh: Callable[[bytes], bytearray] | None = None,
+    identity_pub: bytes | None = None,
 ) -> VerifiedChange:
     """Verify the epoch change to `number` (= current + 1) against `state`; change nothing.
 
@@ -238,10 +336,12 @@ def check_change(
     """
     current = state.epochs[state.current]
     hint: tuple[int, bytes] | None = None
-    if envelope[0] == BUCKETED_VERSION:
-        if dh is None:
+    if envelope[0] in BUCKETED_VERSIONS:
+        if dh is None or identity_pub is None:
             raise ValueError("a version 3 change needs this member's receive key")
-        bucketed, boxed, hint = _check_bucketed(state, me, dh, envelope, number, nonce)
+        bucketed, boxed, hint = _check_bucketed(
+            state, me, dh, identity_pub, envelope, number, nonce
+        )
         ch = change_header(state.cell_id, number, bucketed.signer.member_id)
         signer = bucketed.signer
         if boxed is None:
@@ -320,10 +420,15 @@ def build_change(
     group_keys: tuple[bytes, bytes] | None,
     extra: bytes | None = None,
     version: int = BUCKETED_VERSION,
+    updates: Sequence[KeyUpdate] = (),
 ) -> bytes:
     """Return the epoch change to current + 1, signed by `identity` (an admin).
 
     `version` is 3 except in tests of what admins not yet upgraded send (1 or 2).
+
+    `updates` are verified key updates to commit (§G6.5), oldest first: those of members
+    staying in the cell are committed, as many as fit (at most MAX_COMMITTED), each
+    refreshing its member's bucket to the new receive key; with any, the change is version 4.
 
     `entry_fields` is (op, subject, role) for a membership change, None for a rotation;
     `extra` is opaque client data for the members of the new epoch (docs/protocol.md §G6.3).
@@ -384,34 +489,45 @@ def build_change(
             hint = (int(entry.op), entry.subject.member_id)
         by_bucket, touched = _buckets_after(state, hint[0], hint[1])
         members = membership.members
-        section, publics = seal_keys(
-            cell_id=state.cell_id,
-            ad=ch,
-            nonce=nonce,
-            change_secret=change_secret,
-            buckets={
-                b: [(m, members[m].dh_pub) for m in listed] for b, listed in by_bucket.items()
-            },
-            bucket_publics=state.bucket_publics,
-            refresh=() if touched is None else (touched,),
-            rng=rng,
-        )
-        table = _table(publics)
-        try:
-            return seal_bucketed_change(
-                signer=identity,
-                ch=ch,
-                hint=hint,
+        moved = hint[1] if hint[0] in (Op.ADD, Op.REMOVE) else None
+        chosen = [u for u in updates if u.member_id in members and u.member_id != moved]
+        chosen = chosen[:MAX_COMMITTED]
+        while True:  # as many updates as fit, oldest first
+            new_keys = {u.member_id: u.receive_pub for u in chosen}
+            refresh = {bucket_of(state.cell_id, m) for m in new_keys}
+            if touched is not None:
+                refresh.add(touched)
+            section, publics = seal_keys(
+                cell_id=state.cell_id,
+                ad=ch,
                 nonce=nonce,
-                header_key=state.epochs[state.current].keys.control_header,
-                body_key=keys.control_body,
-                body=body,
-                section=section,
-                table=table,
+                change_secret=change_secret,
+                buckets={
+                    b: [(m, new_keys.get(m) or receive_public(state, members[m])) for m in listed]
+                    for b, listed in by_bucket.items()
+                },
+                bucket_publics=state.bucket_publics,
+                refresh=sorted(refresh),
                 rng=rng,
             )
-        except ValueError as exc:
-            raise MembershipError("the epoch change does not fit an envelope") from exc
+            try:
+                return seal_bucketed_change(
+                    signer=identity,
+                    ch=ch,
+                    hint=hint,
+                    nonce=nonce,
+                    header_key=state.epochs[state.current].keys.control_header,
+                    body_key=keys.control_body,
+                    body=body,
+                    section=section,
+                    table=_table(publics),
+                    rng=rng,
+                    updates=[u.to_bytes() for u in chosen],
+                )
+            except ValueError as exc:
+                if not chosen:
+                    raise MembershipError("the epoch change does not fit an envelope") from exc
+                chosen = chosen[:-1]
     finally:
         zero(change_secret)
         zero(secret)

@@ -72,7 +72,13 @@ from ._envelope import (
     distribution_mac,
     seal_envelope,
 )
-from ._epochs import build_change, check_change, timestamp_ms, welcome_content
+from ._epochs import (
+    build_change,
+    check_change,
+    committed_generation,
+    timestamp_ms,
+    welcome_content,
+)
 from ._errors import (
     EpochGapError,
     MembershipError,
@@ -93,12 +99,14 @@ from ._receiver import Receiver
 from ._schedule import (
     BOX_SIZE,
     BUCKETS,
+    KeyUpdate,
     SenderTree,
     bucket_of,
     init_secret,
     open_receive_box,
+    sign_key_update,
 )
-from ._state import Epoch, SavedState, read_state, write_state
+from ._state import MAX_PENDING_RECEIVE, Epoch, SavedState, read_state, write_state
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -109,6 +117,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_KEY_TTL",
     "GRACE_PERIOD",
+    "KEY_UPDATE_PERIOD",
     "WELCOME_WINDOW",
     "CellCrypto",
     "EpochUpdate",
@@ -132,6 +141,15 @@ DEFAULT_KEY_TTL: Final = 7 * 24 * 3600
 # deletes it: a seized admin state opens no epoch entered longer ago (§G7, §G16). The
 # grace window's 10 minutes, on the same clock (`open_control` and `check`).
 WELCOME_WINDOW: Final = 600.0
+# A member replaces its receive key this often (`key_update_due`), besides with every change
+# it commits as an admin (`update_on_commit`): a state copied without the member noticing
+# follows the cell at most this long plus the time until an admin commits the update
+# (docs/threat-model.md). Each update costs its bucket a refresh in the next change (a box per
+# bucket member: about 16 at 1,000 members), and one change commits at most 16, so at 1,000
+# members weekly updates are about 143 a day, which the daily rotation and the cell's
+# membership changes carry; daily updates would need 60 or more changes a day. A week is
+# also how long the relay keeps a member's announcements (DEFAULT_KEY_TTL).
+KEY_UPDATE_PERIOD: Final = 7 * 24 * 3600.0
 # Counters are u32 in the header (docs/protocol.md §G9); past this, rotate the epoch.
 MAX_COUNTER: Final = 2**32 - 1
 # This member's own epoch changes not read back yet, remembered to set
@@ -213,6 +231,9 @@ class CellCrypto:
         self._me = identity.member_id
         self._pairwise: dict[tuple[bytes, bytes], bytearray] = {}
         self._rx = Receiver(state, identity.member_id, self._pair)
+        # An admin's every change also commits a new receive key of its own (§G6.5): off
+        # until the client turns it on, so that tests and vectors pinning changes keep them.
+        self.update_on_commit = False
 
     # -- construction ------------------------------------------------------------------
 
@@ -749,7 +770,14 @@ class CellCrypto:
         if number > s.current + 1:
             raise EpochGapError("epoch changes were missed")
         change = check_change(
-            s, self._me, self._pair, envelope, number, nonce, dh=self._identity.dh
+            s,
+            self._me,
+            self._pair,
+            envelope,
+            number,
+            nonce,
+            dh=self._identity.dh,
+            identity_pub=self._identity.dh_pub,
         )
         # Verified: from here on, apply.
         if digest in s.proposals:
@@ -763,6 +791,11 @@ class CellCrypto:
                 s.bucket_private = change.bucket_private
             s.bucket_publics = change.bucket_publics
             s.join_boxes = change.join_boxes or {}
+            self._commit_receive_keys(change.updates, change.own_generation, now=now)
+        if change.entry is not None and change.entry.op in (Op.ADD, Op.REMOVE):
+            # A member added again starts from its identity key; a removed one is gone.
+            s.receive_publics.pop(change.entry.subject.member_id, None)
+            s.key_updates.pop(change.entry.subject.member_id, None)
         if change.secret is None or change.membership is None:
             s.removed = True
             current = s.epochs[s.current]
@@ -790,6 +823,91 @@ class CellCrypto:
             released=self._rx.release(None, None, now),
             extra=change.extra,
         )
+
+    def _commit_receive_keys(
+        self, updates: list[KeyUpdate], own: int | None, *, now: float
+    ) -> None:
+        """Record the receive keys a change committed; adopt this member's own (§G6.5)."""
+        s = self._s
+        for update in updates:
+            s.receive_publics[update.member_id] = (update.generation, update.receive_pub)
+            held = s.key_updates.get(update.member_id)
+            if held is not None and KeyUpdate.from_bytes(held).generation <= update.generation:
+                del s.key_updates[update.member_id]
+        if own is None:
+            return
+        private = s.pending_receive.pop(own)
+        if s.receive_private is not None:
+            zero(s.receive_private)
+        s.receive_private, s.receive_generation = private, own
+        for generation in [g for g in s.pending_receive if g < own]:
+            zero(s.pending_receive.pop(generation))
+        s.receive_at = max(s.receive_at, now)
+
+    # -- receive keys (post-compromise security, docs/protocol.md §G6.5) ---------------------
+
+    @property
+    def receive_generation(self) -> int:
+        """The generation of this member's committed receive key (0: its identity key)."""
+        return self._s.receive_generation
+
+    def key_update_due(self, now: float) -> bool:
+        """Whether this member should make a key update: KEY_UPDATE_PERIOD since its last."""
+        s = self._s
+        return not s.removed and now - s.receive_at >= KEY_UPDATE_PERIOD
+
+    def key_update(self, *, now: float) -> bytes:
+        """Return a key update (133 bytes) announcing a fresh receive key of this member.
+
+        The member keeps the new private key until a change commits it (then the older key
+        is deleted) or until MAX_PENDING_RECEIVE newer updates replace it. Admins take it
+        with `accept_key_update`; an admin's own goes into its next change by itself.
+
+        Raises:
+            RemovedError: this member was removed.
+        """
+        s = self._s
+        if s.removed:
+            raise RemovedError("removed from the cell")
+        generation = max([s.receive_generation, *s.pending_receive]) + 1
+        private = bytearray(self._rng(_KEY))
+        update = sign_key_update(self._identity, s.cell_id, generation, private)
+        s.pending_receive[generation] = private
+        while len(s.pending_receive) > MAX_PENDING_RECEIVE:
+            zero(s.pending_receive.pop(min(s.pending_receive)))
+        s.receive_at = now
+        data = update.to_bytes()
+        if self.is_admin:
+            s.key_updates.pop(self._me, None)
+            s.key_updates[self._me] = data
+        return data
+
+    def accept_key_update(self, data: bytes) -> bool:
+        """Keep a member's key update for this admin's next change to commit.
+
+        Returns False (keeping nothing) when this member is not an admin, or already holds
+        as new an update of that member.
+
+        Raises:
+            MalformedError: not a key update.
+            MembershipError: of another cell, of no member, or of a generation already
+                committed.
+            BadSignatureError: not signed by the member's identity key.
+        """
+        s = self._s
+        update = KeyUpdate.from_bytes(bytes(data))
+        info = s.membership.members.get(update.member_id)
+        if info is None:
+            raise MembershipError("a key update of no member")
+        update.verify(s.cell_id, info, after=committed_generation(s, update.member_id))
+        if s.removed or not self.is_admin:
+            return False
+        held = s.key_updates.get(update.member_id)
+        if held is not None and KeyUpdate.from_bytes(held).generation >= update.generation:
+            return False
+        s.key_updates.pop(update.member_id, None)
+        s.key_updates[update.member_id] = update.to_bytes()  # newest last
+        return True
 
     def _enter_epoch(
         self,
@@ -936,6 +1054,8 @@ class CellCrypto:
         s = self._s
         if extra is not None and not 0 < len(extra) <= MAX_CHANGE_EXTRA:
             raise ValueError("extra must be 1..MAX_CHANGE_EXTRA bytes")
+        if self.update_on_commit:
+            self.key_update(now=now)
         envelope = build_change(
             self._identity,
             s,
@@ -945,6 +1065,7 @@ class CellCrypto:
             now=now,
             group_keys=group_keys,
             extra=None if extra is None else bytes(extra),
+            updates=[KeyUpdate.from_bytes(update) for update in s.key_updates.values()],
         )
         s.proposals = [*s.proposals, blake2b(envelope)][-_MAX_PROPOSALS:]
         return envelope

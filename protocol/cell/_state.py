@@ -9,6 +9,13 @@ Layout (version 2): see `write_state`; every field is fixed-size or length-prefi
 back by `read_state` with the same bounds the protocol has, so a corrupted or hostile file
 gives `MalformedError`, never a state that breaks an invariant.
 
+Version 5 (issue 12, post-compromise security) adds, at the end, the receive keys
+(docs/protocol.md §G6.5): this member's committed receive key (generation and private key;
+generation 0 is its identity key, saved as none), the keys of its updates not yet
+committed, when its receive key was last replaced, the latest committed receive public key
+of every member who has updated, and an admin's verified updates waiting to be committed. A
+state of version 4 or older has none: every member's receive key is its identity key.
+
 Version 4 (issue 12) adds, at the end, the bucket keys of epoch change version 3
 (docs/protocol.md §G6.2): this member's bucket private key, the 64 bucket public keys as
 last changed, and an admin's join boxes for members it may still welcome (§G7). A state
@@ -47,14 +54,17 @@ from ._errors import MalformedError, MembershipError
 from ._identity import MAX_NAME_BYTES, MEMBER_ID_SIZE, MemberInfo, check_name
 from ._keys import MATERIAL_SIZE, EpochKeys, Gap, ReceiveChain, SendChain
 from ._membership import CELL_ID_SIZE, HASH_SIZE, MAX_MEMBERS, Membership, Role
-from ._schedule import BUCKETS, SenderTree, bucket_of, init_secret
+from ._schedule import BUCKETS, KEY_UPDATE_SIZE, SenderTree, bucket_of, init_secret
 
 __all__ = ["Epoch", "Parked", "SavedState", "read_state", "write_state"]
 
-STATE_VERSION: Final = 4
+STATE_VERSION: Final = 5
 # Join boxes an admin keeps for members it may still welcome: one per member added and not
 # yet heard from (its first sender key drops it), the oldest dropped past this.
 MAX_JOIN_BOXES: Final = MAX_MEMBERS
+# Updates of this member's own not yet committed (each a receive key it keeps until a
+# change commits it or a newer one); the oldest is dropped past this.
+MAX_PENDING_RECEIVE: Final = 4
 _OLDEST_VERSION: Final = 1  # still read (see the module docstring)
 _KEY: Final = 32
 _DOUBLE: Final = struct.Struct(">d")
@@ -163,6 +173,17 @@ class SavedState:
     bucket_private: bytearray | None = field(default=None, repr=False)
     bucket_publics: dict[int, bytes] = field(default_factory=dict)
     join_boxes: dict[bytes, bytes] = field(default_factory=dict, repr=False)
+    # Receive keys (§G6.5): this member's committed generation and private key (None:
+    # generation 0, its identity key), the private keys of its updates not yet committed
+    # (by generation), when its receive key was last replaced (its own clock), each other
+    # member's latest committed (generation, public key), and an admin's verified updates
+    # waiting to be committed (by member id, wire form).
+    receive_generation: int = 0
+    receive_private: bytearray | None = field(default=None, repr=False)
+    pending_receive: dict[int, bytearray] = field(default_factory=dict, repr=False)
+    receive_at: float = 0.0
+    receive_publics: dict[bytes, tuple[int, bytes]] = field(default_factory=dict)
+    key_updates: dict[bytes, bytes] = field(default_factory=dict, repr=False)
 
     def forget_buckets(self) -> None:
         """Drop every bucket key (a change of version 1 or 2: the cell migrates again)."""
@@ -236,6 +257,18 @@ def write_state(state: SavedState, *, cached: bool = True, parked: bool = True) 
     w.u16(len(state.join_boxes))
     for member_id, box in state.join_boxes.items():
         w.raw(member_id).raw(box)
+    w.u32(state.receive_generation).u8(state.receive_private is not None)
+    if state.receive_private is not None:
+        w.raw(state.receive_private)
+    w.u8(len(state.pending_receive))
+    for generation, private in state.pending_receive.items():
+        w.u32(generation).raw(private)
+    w.raw(_DOUBLE.pack(state.receive_at)).u16(len(state.receive_publics))
+    for member_id, (generation, public) in state.receive_publics.items():
+        w.raw(member_id).u32(generation).raw(public)
+    w.u16(len(state.key_updates))
+    for update in state.key_updates.values():
+        w.raw(update)
     return w.bytes()
 
 
@@ -509,6 +542,7 @@ def read_state(data: bytes, member_id: bytes) -> SavedState:
         for _ in range(count):
             joiner = r.take(MEMBER_ID_SIZE)
             join_boxes[joiner] = r.take(JOIN_BOX_SIZE)
+    receive = _read_receive(r) if version >= 5 else _Receive()
     r.end()
     # Older states kept the epoch secret for every member; a member needs only the init
     # secret derived from it (`_read_epoch`): forward secrecy inside the epoch, §G8.1.
@@ -538,4 +572,55 @@ def read_state(data: bytes, member_id: bytes) -> SavedState:
         bucket_private=bucket_private,
         bucket_publics=publics,
         join_boxes=join_boxes,
+        receive_generation=receive.generation,
+        receive_private=receive.private,
+        pending_receive=receive.pending,
+        receive_at=receive.at,
+        receive_publics=receive.publics,
+        key_updates=receive.updates,
     )
+
+
+@dataclass(slots=True)
+class _Receive:
+    generation: int = 0
+    private: bytearray | None = None
+    pending: dict[int, bytearray] = field(default_factory=dict)
+    at: float = 0.0
+    publics: dict[bytes, tuple[int, bytes]] = field(default_factory=dict)
+    updates: dict[bytes, bytes] = field(default_factory=dict)
+
+
+def _read_receive(r: Reader) -> _Receive:
+    """The receive keys of a version 5 state (see the module docstring)."""
+    out = _Receive(generation=r.u32())
+    out.private = _read_secret(r) if r.flag() else None
+    if (out.private is None) != (out.generation == 0):
+        raise MalformedError("a receive key without its generation")
+    count = r.u8()
+    if count > MAX_PENDING_RECEIVE:
+        raise MalformedError("too many pending receive keys")
+    for _ in range(count):
+        generation = r.u32()
+        if generation <= out.generation or generation in out.pending:
+            raise MalformedError("a pending receive key of an old generation")
+        out.pending[generation] = _read_secret(r)
+    out.at = _read_double(r)
+    count = r.u16()
+    if count > MAX_MEMBERS:
+        raise MalformedError("too many receive keys")
+    for _ in range(count):
+        member_id, generation = r.take(MEMBER_ID_SIZE), r.u32()
+        if member_id in out.publics or generation == 0:
+            raise MalformedError("bad receive key")
+        out.publics[member_id] = (generation, r.take(_KEY))
+    count = r.u16()
+    if count > MAX_MEMBERS:
+        raise MalformedError("too many key updates")
+    for _ in range(count):
+        update = r.take(KEY_UPDATE_SIZE)
+        member_id = update[1 + CELL_ID_SIZE : 1 + CELL_ID_SIZE + MEMBER_ID_SIZE]
+        if member_id in out.updates:
+            raise MalformedError("two key updates of one member")
+        out.updates[member_id] = update
+    return out

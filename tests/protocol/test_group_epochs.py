@@ -31,6 +31,7 @@ from cellrelay.protocol.cell._group import CellCrypto
 from cellrelay.protocol.cell._identity import Identity
 from cellrelay.protocol.cell._invite import WELCOME_LINGER
 from cellrelay.protocol.cell._membership import Op, Role
+from cellrelay.protocol.cell._state import STATE_VERSION
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -453,7 +454,7 @@ def test_saved_state_refuses_another_identity_and_corruption(cell: Cell) -> None
     with pytest.raises(MalformedError):
         CellCrypto.from_bytes(saved + b"\x00", bob)
     with pytest.raises(MalformedError):
-        CellCrypto.from_bytes(b"\x05" + saved[1:], bob)
+        CellCrypto.from_bytes(bytes([STATE_VERSION + 1]) + saved[1:], bob)
 
 
 def test_identity_round_trips_and_signs_the_same() -> None:

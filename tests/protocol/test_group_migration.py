@@ -17,6 +17,7 @@ from pathlib import Path
 from cellrelay.protocol.cell._group import CellCrypto
 from cellrelay.protocol.cell._identity import Identity
 from cellrelay.protocol.cell._outcomes import Opened
+from cellrelay.protocol.cell._state import STATE_VERSION
 
 VECTOR = Path(__file__).resolve().parents[1] / "vectors" / "cell-state-v2.json"
 
@@ -34,7 +35,7 @@ def test_a_cell_saved_before_the_sender_tree_moves_to_it_at_its_next_change() ->
         assert cell.epoch == old
         assert cell._s.epochs[old].tree is None  # an epoch of distributions
         assert cell._s.epochs[old].init is not None  # derived from the kept epoch secret
-        assert cell.to_bytes()[0] == 4
+        assert cell.to_bytes()[0] == STATE_VERSION
     # Older states kept the epoch secret for every member: a member's is deleted on loading.
     assert cells["bob"]._s.epochs[old].secret is None
     assert cells["admin"]._s.epochs[old].secret is not None

@@ -1,0 +1,349 @@
+"""Post-compromise security: receive keys, key updates and the changes that commit them.
+
+Issue 12: "a state copied before a member's key update, by an attacker absent for it,
+opens nothing from the epoch after it". The copy here is the member's saved cell state
+*and* its identity key (a seized phone holds both). After the member makes a key update
+and an admin commits it (epoch change version 4, docs/protocol.md §G6.5), the copy:
+
+* is refused the change through the API (its receive box does not open), and
+* cannot get the change secret at all: every 32-byte string of the copy (and its identity
+  key) tried as the receive key on the member's receive box and as the bucket key on its
+  bucket's box opens neither, so no later epoch secret can be derived.
+
+The same search on a rotation that commits no update finds the change secret (the copy's
+bucket key opens the bucket box), which is what keeps the search honest.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cellrelay.protocol._crypto import (
+    x25519,
+    x25519_public_from_private,
+    xchacha20poly1305_decrypt,
+)
+from cellrelay.protocol._errors import CryptoError
+from cellrelay.protocol.cell._control import (
+    BUCKETED_VERSION,
+    COMMITTING_VERSION,
+    KEYS_OFFSET_V3,
+    MAX_COMMITTED,
+    bucketed_keys,
+    change_header,
+    committed_updates,
+    split_change,
+)
+from cellrelay.protocol.cell._epochs import build_change
+from cellrelay.protocol.cell._errors import (
+    BadSignatureError,
+    GroupError,
+    MalformedError,
+    MembershipError,
+    TamperedError,
+)
+from cellrelay.protocol.cell._group import KEY_UPDATE_PERIOD, CellCrypto
+from cellrelay.protocol.cell._identity import Identity
+from cellrelay.protocol.cell._keys import kdf
+from cellrelay.protocol.cell._membership import Role
+from cellrelay.protocol.cell._outcomes import Pending
+from cellrelay.protocol.cell._schedule import (
+    BOX_SIZE,
+    BUCKET_BOX,
+    KeyUpdate,
+    bucket_of,
+    open_receive_box,
+    parse_section,
+    receive_dh,
+    sign_key_update,
+)
+from cellrelay.protocol.cell._state import read_state, write_state
+
+from .group_harness import Cell
+
+
+@pytest.fixture
+def cell() -> Cell:
+    """A cell of admin, alice and bob."""
+    c = Cell()
+    c.join("alice")
+    c.join("bob")
+    return c
+
+
+def _commit(cell: Cell, name: str, *, by: str = "admin") -> bytes:
+    """`name` makes a key update, `by` takes it and commits it in a rotation; return it."""
+    data = cell[name].key_update(now=cell.now)
+    assert cell[by].accept_key_update(data)
+    return _rotate(cell, by=by)
+
+
+def _rotate(cell: Cell, *, by: str = "admin") -> bytes:
+    change = cell[by].rotate(now=cell.now)
+    cell.post_control(change)
+    cell.sync()
+    return change
+
+
+def _seize(cell: Cell, name: str) -> tuple[bytes, Identity]:
+    """What an attacker copies: the saved state, the identity key (and a CellCrypto of it)."""
+    return cell[name].to_bytes(), cell.members[name].identity
+
+
+def _keys_that_open(seized: bytes, cell: Cell, me: bytes, change: bytes, signer: bytes) -> int:
+    """How many 32-byte strings of `seized` open `me`'s receive box or bucket box in
+    `change` (either gives the change secret), tried as X25519 private keys."""
+    cell_id = cell["admin"].cell_id
+    number, nonce = split_change(change)
+    section, table = bucketed_keys(change)
+    e_pub, refreshed, bucket_offset, _ = parse_section(section)
+    b = bucket_of(cell_id, me)
+    ad = change_header(cell_id, number, signer)
+    bucket_box = section[bucket_offset + b * BOX_SIZE : bucket_offset + (b + 1) * BOX_SIZE]
+    bucket_public = table[b]
+    assert bucket_public is not None
+    receive_box = None
+    if b in refreshed:
+        new_public, _, offset = refreshed[b]
+        mine = sorted(m for m in cell["admin"].membership.members if bucket_of(cell_id, m) == b)
+        at = offset + mine.index(me) * BOX_SIZE
+        receive_box = section[at : at + BOX_SIZE]
+    found = 0
+    for start in range(len(seized) - 31):
+        private = bytearray(seized[start : start + 32])
+        try:
+            shared = x25519(private, e_pub)
+        except CryptoError:
+            continue
+        key = kdf(shared, BUCKET_BOX, e_pub + bucket_public + bytes([b]))
+        bucket_ad = b"cellrelay/2 bucket-box\x00" + ad + bytes([b])
+        try:
+            xchacha20poly1305_decrypt(key, nonce, bucket_ad, bucket_box)
+            found += 1
+        except CryptoError:
+            pass
+        if receive_box is not None:
+            try:
+                open_receive_box(
+                    receive_box,
+                    e_pub=e_pub,
+                    ad=ad,
+                    nonce=nonce,
+                    me=me,
+                    dh=receive_dh(private),
+                    receive_pub=x25519_public_from_private(private),
+                    bucket_public=new_public,
+                )
+                found += 1
+            except GroupError:
+                pass
+    return found
+
+
+def test_a_state_copied_before_an_update_opens_nothing_after_its_commit(cell: Cell) -> None:
+    state, identity = _seize(cell, "alice")
+    seized = state + identity.to_bytes()
+    me = identity.member_id
+    admin_id = cell.members["admin"].identity.member_id
+    change = _commit(cell, "alice")
+    assert change[0] == COMMITTING_VERSION
+    assert [u.member_id for u in committed_updates(change)] == [me]
+    assert cell["alice"].receive_generation == 1
+    assert not [u for m in cell.members.values() for u in m.updates if isinstance(u, GroupError)]
+    # Through the API: the copy's receive key no longer opens its box.
+    copy = CellCrypto.from_bytes(state, identity)
+    with pytest.raises(TamperedError):
+        copy.open_control(change, now=cell.now)
+    # Below the API: no string of the copy opens a box that gives the change secret.
+    assert _keys_that_open(seized, cell, me, change, admin_id) == 0
+    # And the cell goes on: the next epoch opens for alice, not for the copy.
+    later = _rotate(cell)
+    text = cell.send("bob", b"after the update")
+    cell.sync()
+    assert b"after the update" in cell.members["alice"].texts()
+    with pytest.raises(GroupError):
+        copy.open_control(later, now=cell.now)
+    try:
+        outcome = copy.open(text, now=cell.now)
+    except GroupError:
+        pass
+    else:
+        assert isinstance(outcome, Pending)  # parked for an epoch it never reaches
+
+
+def test_the_same_search_finds_the_change_secret_without_an_update(cell: Cell) -> None:
+    state, identity = _seize(cell, "alice")
+    admin_id = cell.members["admin"].identity.member_id
+    change = _rotate(cell)
+    assert change[0] == BUCKETED_VERSION
+    assert _keys_that_open(state + identity.to_bytes(), cell, identity.member_id, change, admin_id)
+    CellCrypto.from_bytes(state, identity).open_control(change, now=cell.now)
+
+
+def test_an_admin_heals_with_its_own_commit(cell: Cell) -> None:
+    state, identity = _seize(cell, "admin")
+    cell["admin"].update_on_commit = True
+    change = _rotate(cell)
+    assert [u.member_id for u in committed_updates(change)] == [identity.member_id]
+    assert cell["admin"].receive_generation == 1
+    assert (
+        _keys_that_open(
+            state + identity.to_bytes(), cell, identity.member_id, change, identity.member_id
+        )
+        == 0
+    )
+    with pytest.raises(TamperedError):
+        CellCrypto.from_bytes(state, identity).open_control(change, now=cell.now)
+
+
+def test_every_member_records_the_committed_receive_key(cell: Cell) -> None:
+    _commit(cell, "alice")
+    alice = cell.members["alice"].identity.member_id
+    public = x25519_public_from_private(cell["alice"]._s.receive_private)  # type: ignore[arg-type]
+    for name in ("admin", "bob"):
+        assert cell[name]._s.receive_publics[alice] == (1, public)
+    assert cell["admin"]._s.key_updates == {}
+    # A second update and commit: generation 2 replaces 1, the old key is gone.
+    _commit(cell, "alice")
+    assert cell["alice"].receive_generation == 2
+    assert cell["alice"]._s.pending_receive == {}
+    assert cell["bob"]._s.receive_publics[alice][0] == 2
+
+
+def test_a_replayed_or_forged_update_is_refused(cell: Cell) -> None:
+    data = cell["alice"].key_update(now=cell.now)
+    cell["admin"].accept_key_update(data)
+    _rotate(cell)
+    with pytest.raises(MembershipError):  # generation 1 is committed: a replay
+        cell["admin"].accept_key_update(data)
+    forged = bytearray(cell["alice"].key_update(now=cell.now))
+    forged[-1] ^= 1
+    with pytest.raises(BadSignatureError):
+        cell["admin"].accept_key_update(bytes(forged))
+    with pytest.raises(MalformedError):
+        cell["admin"].accept_key_update(data[:-1])
+    stranger = Identity.generate("stranger")
+    alien = sign_key_update(stranger, cell["admin"].cell_id, 1, bytearray(32 * b"\x05"))
+    with pytest.raises(MembershipError):
+        cell["admin"].accept_key_update(alien.to_bytes())
+    # A member that is not an admin checks and keeps nothing.
+    assert not cell["bob"].accept_key_update(cell["alice"].key_update(now=cell.now))
+
+
+def test_a_change_committing_a_stale_update_is_refused_by_every_member(cell: Cell) -> None:
+    old = KeyUpdate.from_bytes(cell["alice"].key_update(now=cell.now))
+    cell["admin"].accept_key_update(old.to_bytes())
+    _rotate(cell)
+    admin = cell["admin"]
+    change = build_change(
+        cell.members["admin"].identity,
+        admin._s,
+        admin._rng,
+        admin._pair,
+        entry_fields=None,
+        now=cell.now,
+        group_keys=None,
+        updates=[old],
+    )
+    for name in ("bob", "alice"):
+        with pytest.raises(MembershipError):
+            cell[name].open_control(change, now=cell.now)
+
+
+def test_a_joined_admin_that_never_saw_an_update_still_reaches_the_member(cell: Cell) -> None:
+    _commit(cell, "alice")
+    cell.join("second", role=Role.ADMIN)
+    alice = cell.members["alice"].identity.member_id
+    assert alice not in cell["second"]._s.receive_publics  # the welcome does not carry it
+    cell_id = cell["admin"].cell_id
+    while True:  # someone in alice's bucket, so that the add refreshes it
+        newcomer = Identity.generate("newcomer")
+        if bucket_of(cell_id, newcomer.member_id) == bucket_of(cell_id, alice):
+            break
+    cell.post_control(cell["second"].add_member(newcomer.info, now=cell.now))
+    cell.sync()
+    assert cell["alice"].epoch == cell["second"].epoch
+    assert not [u for u in cell.members["alice"].updates if isinstance(u, GroupError)]
+
+
+def test_a_key_update_is_due_after_the_period(cell: Cell) -> None:
+    alice = cell["alice"]
+    assert alice.key_update_due(cell.now)  # joined before any update: due at once
+    alice.key_update(now=cell.now)
+    assert not alice.key_update_due(cell.now + KEY_UPDATE_PERIOD - 1)
+    assert alice.key_update_due(cell.now + KEY_UPDATE_PERIOD)
+
+
+def test_receive_keys_survive_a_save(cell: Cell) -> None:
+    _commit(cell, "alice")
+    cell["alice"].key_update(now=cell.now)
+    for name in ("alice", "admin"):
+        saved = write_state(cell[name]._s, cached=False)
+        again = read_state(saved, cell.members[name].identity.member_id)
+        assert write_state(again, cached=False) == saved
+        assert again.receive_generation == cell[name]._s.receive_generation
+        assert again.receive_publics == cell[name]._s.receive_publics
+
+
+_FIELDS = st.tuples(
+    st.binary(min_size=16, max_size=16),
+    st.binary(min_size=16, max_size=16),
+    st.integers(min_value=0, max_value=2**32 - 1),
+    st.binary(min_size=32, max_size=32),
+    st.binary(min_size=64, max_size=64),
+)
+
+
+def _v4_change(tail: bytes) -> bytes:
+    """A version 4 change whose key section is the smallest (no refresh), then `tail`."""
+    section = bytes(32) + b"\x00" + bytes(64 * BOX_SIZE)
+    return bytes([COMMITTING_VERSION]) + bytes(KEYS_OFFSET_V3 - 1) + section + bytes(2048) + tail
+
+
+@given(st.lists(_FIELDS, min_size=1, max_size=MAX_COMMITTED), st.binary(max_size=64))
+def test_committed_updates_read_back_what_was_written(
+    fields: list[tuple[bytes, bytes, int, bytes, bytes]], filler: bytes
+) -> None:
+    updates = [
+        KeyUpdate(cell_id=c, member_id=m, generation=g, receive_pub=k, signature=sig)
+        for c, m, g, k, sig in fields
+    ]
+    tail = bytes([len(updates)]) + b"".join(u.to_bytes() for u in updates) + filler
+    assert committed_updates(_v4_change(tail)) == updates
+
+
+@given(st.binary(max_size=MAX_COMMITTED * 133 + 8))
+def test_any_bytes_after_the_table_parse_or_are_malformed(tail: bytes) -> None:
+    try:
+        updates = committed_updates(_v4_change(tail))
+    except MalformedError:
+        return
+    assert 0 < len(updates) <= MAX_COMMITTED
+    assert tail[1:].startswith(b"".join(u.to_bytes() for u in updates))
+
+
+def test_a_version_3_change_commits_nothing(cell: Cell) -> None:
+    change = _rotate(cell)
+    assert change[0] == BUCKETED_VERSION
+    assert committed_updates(change) == []
+
+
+def test_a_version_4_state_loads_with_identity_receive_keys(cell: Cell) -> None:
+    """A state saved before receive keys (version 4) is version 5 without the receive part:
+    it loads with every receive key the identity key, and the cell heals from there."""
+    saved = write_state(cell["bob"]._s, cached=False)
+    # A member that never updated ends with: generation 0, no key, no pending, the time,
+    # no receive keys of others, no held updates (4 + 1 + 1 + 8 + 2 + 2 bytes).
+    assert saved[-18:-12] == bytes(6)
+    assert saved[-4:] == bytes(4)
+    older = bytes([4]) + saved[1:-18]
+    bob = cell.members["bob"].identity
+    again = CellCrypto.from_bytes(older, bob)
+    assert again.receive_generation == 0
+    assert again._s.receive_publics == {}
+    cell.members["bob"].cell = again
+    _commit(cell, "bob")
+    assert cell["bob"].receive_generation == 1
+    assert not [u for u in cell.members["bob"].updates if isinstance(u, GroupError)]
