@@ -16,7 +16,7 @@ import hashlib
 import json
 from typing import Final, TypeAlias
 
-from cellrelay.protocol._crypto import HashChain
+from cellrelay.protocol._crypto import HashChain, x25519_public_from_private
 from cellrelay.protocol.cell._control import (
     KEYS_OFFSET_V3,
     TABLE_SIZE,
@@ -42,7 +42,13 @@ from cellrelay.protocol.cell._keys import (
 )
 from cellrelay.protocol.cell._outcomes import Opened
 from cellrelay.protocol.cell._padding import BUCKETS
-from cellrelay.protocol.cell._schedule import SenderTree, bucket_of, open_keys, parse_section
+from cellrelay.protocol.cell._schedule import (
+    SenderTree,
+    bucket_of,
+    open_keys,
+    parse_section,
+    receive_dh,
+)
 
 from .group_harness import invite_of
 
@@ -343,6 +349,7 @@ def generate() -> dict[str, object]:
         )
         step_chain(ratchet)
     assert all(len(bytes.fromhex(str(c["envelope"]))) in BUCKETS for c in changes)
+    key_update = _key_update(states, names, alice)
     return {
         "version": 1,
         "note": "cellrelay group end-to-end encryption, docs/protocol.md Part 2; "
@@ -358,6 +365,68 @@ def generate() -> dict[str, object]:
         "welcomes": welcomes,
         "announcements": announcements,
         "messages": messages,
+        "key_update": key_update,
+    }
+
+
+def _key_update(
+    states: dict[str, CellCrypto], names: dict[bytes, str], alice: Identity
+) -> dict[str, object]:
+    """Alice's key update and the rotation that commits it (version 4, §G6.5), last."""
+    update = states["alice"].key_update(now=NOW)
+    receive_private = bytes(states["alice"]._s.pending_receive[1])
+    assert states["admin"].accept_key_update(update)
+    before = states["admin"]._s
+    previous = before.current
+    envelope = states["admin"].rotate(now=NOW)
+    number, nonce = split_change(envelope)
+    section, _ = bucketed_keys(envelope)
+    e_pub, refreshed, _, end = parse_section(section)
+    ids = sorted(before.membership.members)
+    mine = bucket_of(before.cell_id, alice.member_id)
+    change_secret = open_keys(
+        section,
+        cell_id=before.cell_id,
+        ad=change_header(before.cell_id, number, before.member_id),
+        nonce=nonce,
+        me=alice.member_id,
+        bucket_members=[m for m in ids if bucket_of(before.cell_id, m) == mine],
+        dh=receive_dh(bytearray(receive_private)),
+        receive_pub=x25519_public_from_private(bytearray(receive_private)),
+        bucket_private=None,
+    ).change_secret
+    for state in states.values():
+        state.open_control(envelope, now=NOW, key_ttl=KEY_TTL)
+    assert states["alice"].receive_generation == 1
+    after = states["admin"]
+    committed_at = KEYS_OFFSET_V3 + end + TABLE_SIZE
+    return {
+        "member": "alice",
+        "generation": 1,
+        "receive_private": _hex(receive_private),
+        "receive_public": _hex(x25519_public_from_private(bytearray(receive_private))),
+        "update": _hex(update),
+        "change": {
+            "from_epoch": previous,
+            "epoch": after.epoch,
+            "signer": "admin",
+            "op": 0xFF,
+            "nonce": _hex(nonce),
+            "change_secret": _hex(change_secret),
+            "ephemeral_public": _hex(e_pub),
+            "refreshed": [
+                {
+                    "bucket": b,
+                    "public": _hex(public),
+                    "members": [names[m] for m in ids if bucket_of(after.cell_id, m) == b],
+                }
+                for b, (public, _count, _offset) in refreshed.items()
+            ],
+            "section_size": end,
+            "filler": _hex(envelope[committed_at + 1 + len(update) :]),
+            "envelope": _hex(envelope),
+        },
+        "epoch": _epoch_record(after),
     }
 
 

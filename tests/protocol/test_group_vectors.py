@@ -280,6 +280,85 @@ def test_epoch_changes(vectors: dict[str, Any], people: dict[str, dict[str, byte
         assert entry_hash.digest() == h(log["hash"])
 
 
+def test_key_update_and_the_change_that_commits_it(
+    vectors: dict[str, Any], people: dict[str, dict[str, bytes]]
+) -> None:
+    """§G6.5: the update's bytes and signature, and a version 4 change whose refreshed
+    bucket boxes alice's new bucket key to her new receive key."""
+    cell_id = h(vectors["cell"]["cell_id"])
+    record = vectors["key_update"]
+    alice = people[record["member"]]
+    update, receive_private = h(record["update"]), h(record["receive_private"])
+    receive_public = _x25519_public(receive_private)
+    assert receive_public == h(record["receive_public"])
+    assert len(update) == 133
+    assert (
+        update[:69]
+        == (b"\x02" + cell_id + alice["member_id"] + record["generation"].to_bytes(4, "big"))
+        + receive_public
+    )
+    verify(alice["sign_pub"], b"cellrelay/2 key-update\x00" + update[:69], update[69:])
+    change = record["change"]
+    envelope, nonce, number = h(change["envelope"]), h(change["nonce"]), change["epoch"]
+    assert len(envelope) in BUCKETS
+    assert envelope[:5] == b"\x04" + number.to_bytes(4, "big")
+    header_key = _key(vectors, change["from_epoch"], "control-header")
+    inner = xopen(header_key, nonce, envelope[:5], envelope[29:163])
+    ch, op, subject, signature = inner[:37], inner[37], inner[38:54], inner[54:]
+    signer = people[change["signer"]]
+    assert ch == cell_id + number.to_bytes(4, "big") + signer["member_id"] + b"\x06"
+    assert (op, subject) == (0xFF, bytes(16))
+    verify(
+        signer["sign_pub"],
+        b"cellrelay/4 epoch-change\x00" + ch + bytes([op]) + subject + envelope[163:],
+        signature,
+    )
+    section = envelope[1203:]
+    e_pub = section[:32]
+    assert e_pub == h(change["ephemeral_public"])
+    mine = _bucket(cell_id, alice["member_id"])
+    assert [r["bucket"] for r in change["refreshed"]] == [mine]
+    (refresh,) = change["refreshed"]
+    assert section[32] == 1  # one refreshed bucket
+    assert section[33] == mine
+    public = section[34:66]
+    assert public == h(refresh["public"])
+    at = 68
+    by_id = {p["member_id"]: name for name, p in people.items()}
+    bucket_private = b""
+    for member_id in sorted(people[name]["member_id"] for name in refresh["members"]):
+        person = people[by_id[member_id]]
+        # alice's box is sealed to her new receive key; the others' to their identity keys.
+        private, pub = (
+            (receive_private, receive_public)
+            if member_id == alice["member_id"]
+            else (person["dh_private"], person["dh_pub"])
+        )
+        key = kdf(dh(private, e_pub), "cellrelay/2 receive box", e_pub + pub + member_id)
+        opened = xopen(
+            key, nonce, b"cellrelay/2 receive-box\x00" + ch + member_id, section[at : at + 48]
+        )
+        assert _x25519_public(opened) == public
+        if member_id == alice["member_id"]:
+            bucket_private = opened
+        at += 48
+    assert at + 64 * 48 == change["section_size"]
+    box = section[at + 48 * mine : at + 48 * (mine + 1)]
+    key = kdf(dh(bucket_private, e_pub), "cellrelay/2 bucket box", e_pub + public + bytes([mine]))
+    secret = xopen(key, nonce, b"cellrelay/2 bucket-box\x00" + ch + bytes([mine]), box)
+    assert secret == h(change["change_secret"])
+    init = h(_epoch(vectors, change["from_epoch"])["init_secret"])
+    epoch_secret = kdf(
+        init, "cellrelay/2 epoch secret", cell_id + number.to_bytes(4, "big") + secret
+    )
+    assert epoch_secret == h(record["epoch"]["epoch_secret"])
+    # After the 64 bucket boxes and the 2,048-byte table: the committed updates, then filler.
+    committed = section[at + 64 * 48 + 2048 :]
+    assert committed[0] == 1
+    assert committed[1:134] == update
+    assert committed[134:] == h(change["filler"])
+
+
 def test_welcomes(vectors: dict[str, Any], people: dict[str, dict[str, bytes]]) -> None:
     cell_id = h(vectors["cell"]["cell_id"])
     for welcome in vectors["welcomes"]:
