@@ -31,7 +31,10 @@ Invariants (issue 9's, in full):
    sender revealed is reported `Missing` (unless the member restarted in between, which
    by design excuses the gap: docs/protocol.md §G10.2), a removed sender's included,
    nothing is reported that was not dropped or late, and every reported message that
-   came after all is `recovered`.
+   came after all is `recovered`;
+5. (issue 12, post-compromise security) a copy of a member's state taken just before a
+   key update, following every change after it, opens none from the change that commits
+   the update on (docs/protocol.md §G6.5); until then it follows (it is a faithful copy).
 
 Members open with the client's lateness (§C7: 900 s). The clock jumps forward up to 15
 minutes and back up to 4, but never more than 4 minutes behind the latest time it showed:
@@ -56,6 +59,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+import pytest
 from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -75,12 +79,14 @@ from cellrelay.protocol.cell._content import (
     StatusReply,
     decode_content,
 )
+from cellrelay.protocol.cell._control import committed_updates
 from cellrelay.protocol.cell._envelope import Kind
 from cellrelay.protocol.cell._errors import (
     ExpiredError,
     GroupError,
     NotAMemberError,
     ReplayError,
+    TamperedError,
 )
 from cellrelay.protocol.cell._group import CellCrypto
 from cellrelay.protocol.cell._identity import Identity
@@ -154,6 +160,9 @@ class CellLife(RuleBasedStateMachine):
         self.times: set[int] = set()  # sent_at_ms used: replies never tie (a tie is ordered
         # by arrival, which differs between members)
         self.silent: list[bytes] = []  # members added by add_many, who never connect
+        # Copies of members' states taken before a key update (an attacker absent for it),
+        # each following the cell until a change commits an update at least that new.
+        self.seized: list[tuple[str, CellCrypto, int]] = []
 
     # -- the cell ---------------------------------------------------------------------------
 
@@ -185,7 +194,25 @@ class CellLife(RuleBasedStateMachine):
             if update.distribution is not None:
                 published.append(Dist(name, update.distribution))
                 self._broadcast(name, published[-1])
+        self._follow(change)
         return published
+
+    def _follow(self, change: bytes) -> None:
+        """5: a seized copy follows every change until one commits its member's update
+        (§G6.5), which it must not open; a removed member's copy stops with it."""
+        committed = {u.member_id: u.generation for u in committed_updates(change)}
+        following = []
+        for name, copy, generation in self.seized:
+            member_id = self._person(name).identity.member_id
+            if committed.get(member_id, 0) >= generation:
+                with pytest.raises(TamperedError):
+                    copy.open_control(change, now=self.now)
+                event("a seized copy was cut off by a key update")
+                continue
+            copy.open_control(change, now=self.now, announce=False)
+            if not copy.removed:
+                following.append((name, copy, generation))
+        self.seized = following
 
     def _book(self) -> RollupBook:
         book = RollupBook()
@@ -257,6 +284,24 @@ class CellLife(RuleBasedStateMachine):
     @precondition(lambda self: self.people["admin"].cell.epoch < MAX_OLD_EPOCHS - 12)
     @rule(count=st.integers(3, 10))
     def add_many(self, count: int) -> None:
+        self._add_many(count)
+
+    @precondition(
+        lambda self: len(self.seized) < 3 and self.people["admin"].cell.epoch < MAX_OLD_EPOCHS - 12
+    )
+    @rule(data=st.data())
+    def key_update(self, data: st.DataObject) -> None:
+        """A member (the admin too) replaces its receive key; the admin takes the update,
+        and its next change commits it. A copy of the state from just before follows."""
+        name = data.draw(st.sampled_from(sorted(self.people)))
+        person = self.people[name]
+        copy = CellCrypto.from_bytes(person.cell.to_bytes(), person.identity)
+        update = person.cell.key_update(now=self.now)
+        self.people["admin"].cell.accept_key_update(update)
+        generation = int.from_bytes(update[33:37], "big")
+        self.seized.append((name, copy, generation))
+
+    def _add_many(self, count: int) -> None:
         admin = self.people["admin"].cell
         for _ in range(count):
             silent = Identity.generate("silent")
