@@ -131,7 +131,16 @@ from ._events import (
 from ._flood import FloodControl
 from ._link import MAX_RELAY_SKEW, Delivery, RelayLink, RelayRefusedError, Revocation
 from ._log import library_logger
-from ._state import FAILED, SENDING, SENT, CellRecord, HistoryItem, LeaveRecord, RequestRecord
+from ._state import (
+    FAILED,
+    SENDING,
+    SENT,
+    CellRecord,
+    HistoryItem,
+    LeaveRecord,
+    RelayRecord,
+    RequestRecord,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -374,12 +383,18 @@ class MemberCell:
         further_links: Sequence[RelayLink] = (),
         spawn: Callable[[Callable[[], Awaitable[None]]], None] | None = None,
         forget: Callable[[MemberCell], Awaitable[None]] | None = None,
+        link_for: Callable[[RelayAddress], RelayLink] | None = None,
+        release_link: Callable[[RelayLink], None] | None = None,
     ) -> None:
         """Wrap a cell's state; the client creates cells (`Client.create_cell`, `join`).
 
         `further_links` are the links to `record.more_relays`, in order; `spawn` starts a
-        task in the client's nursery (work on a relay that must not hold up the caller).
+        task in the client's nursery (work on a relay that must not hold up the caller);
+        `link_for` gives the link to a relay an admin adds to the cell, `release_link`
+        lets the client close one the cell no longer uses (`_apply_relays`).
         """
+        self._link_for = link_for
+        self._release_link = release_link
         self._identity = identity
         self._forget = forget  # the client's `forget`: delete this cell's state (`leave`)
         self.record = record
@@ -396,6 +411,7 @@ class MemberCell:
                 zip(record.more_relays, further_links, strict=True), start=1
             )
         ]
+        self._next_further_index = len(self.further) + 1  # for a relay added later
         self._control_lock = trio.Lock()  # one epoch change at a time, from any relay
         self._copier = Copier(self)  # copies envelopes to the relays that lack them
         # Digests of group envelopes settled here (opened, ours, or a replay), oldest first:
@@ -1814,6 +1830,7 @@ class MemberCell:
             else:
                 await self._rewatch_group()
         events.extend(self._apply_settings(extra, update.signer))
+        self._apply_relays(extra)
         if update.admin_secrets and self.further:  # just promoted; no relay may hold it up
             self._background(self._take_up_admin_duties)
             for further in self.further:
@@ -1857,6 +1874,60 @@ class MemberCell:
                                               muted=info.member_id in after, everyone=True, by=by))  # fmt: skip
         return events
 
+    def _apply_relays(self, extra: ChangeExtra) -> None:
+        """Follow a relay an admin added to the cell or dropped from it (§C5.1, §C5.2).
+
+        Idempotent: a relay already followed is not added twice, one not followed is not
+        dropped. Nothing here waits for a relay (this runs in a delivery handler): a new
+        relay is watched, and a dropped one left, in the background.
+        """
+        if extra.relay_drop is not None:
+            dropped = next((f for f in self.further if f.record.relay == extra.relay_drop), None)
+            if dropped is not None:
+                self.further.remove(dropped)
+                self.record.more_relays.remove(dropped.record)
+                self._dirty = True
+                log.info("relay_dropped", relay=dropped.index)
+                self._background(partial(self._leave_further, dropped))
+        if extra.relay_add is not None:
+            address, group, control = extra.relay_add
+            known = {self.record.relay, *(f.record.relay for f in self.further)}
+            if address in known or len(self.further) >= MAX_MORE_RELAYS:
+                return
+            if self._link_for is None:  # a cell built without a client (never in use)
+                log.warning("relay_not_added", reason="no client")
+                return
+            record = RelayRecord(relay=address, group_mailbox=group, control_mailbox=control)
+            index = 1 + max((f.index for f in self.further), default=0)
+            # Indexes tag parking refs and copies: never one a dropped relay had this run.
+            index = max(index, self._next_further_index)
+            self._next_further_index = index + 1
+            further = FurtherRelay(self, record, self._link_for(RelayAddress.parse(address)), index)
+            self.further.append(further)
+            self.record.more_relays.append(record)
+            self._dirty = True
+            log.info("relay_added", relay=index)
+            self._background(further.start)
+
+    async def _leave_further(self, further: FurtherRelay) -> None:
+        """Stop reading and writing a relay the cell dropped, then let its link go."""
+        link = further.link
+        await self._retire_further(further)
+        for mailbox in (further.record.group_mailbox, further.record.control_mailbox):
+            link.forget_writer(mailbox)
+            self._unroute(mailbox)
+        with trio.move_on_after(LEAVE_WAIT):
+            for mailbox in (further.record.group_mailbox, further.record.control_mailbox):
+                try:
+                    await link.unwatch(mailbox)
+                except (CellrelayError, OSError) as exc:
+                    log.info("further_not_unwatched", relay=further.index, error=type(exc).__name__)
+        if self._release_link is not None:
+            self._release_link(link)
+
+    async def _retire_further(self, further: FurtherRelay) -> None:
+        """A relay the cell dropped: an admin deletes the cell's mailboxes there (`Cell`)."""
+
     def _change_extra(self, update: EpochUpdate, events: list[CellEvent]) -> ChangeExtra:
         """The change's client data (§C5.1); a damaged one is reported and ignored."""
         if update.extra is None:
@@ -1871,8 +1942,7 @@ class MemberCell:
         if extra.group is not None and update.group_keys is None:  # a move needs its keys
             events.append(SecurityWarning(cell=self.name, reason="ChangeExtraError",
                                           detail=f"a move without keys by {update.signer.name}"))  # fmt: skip
-            return ChangeExtra(alert_limit=extra.alert_limit, muted=extra.muted,
-                               verify_first=extra.verify_first)  # no move  # fmt: skip
+            return dataclasses.replace(extra, group=None, drain_read=None)  # no move
         return extra
 
     def _change_of(self, update: EpochUpdate) -> MembershipChange:

@@ -502,7 +502,8 @@ class Client:
         cell = Cell(identity=self.identity, record=record, crypto=crypto, link=link, save=self.save,
                     route=self._route, unroute=self._unroute, further_links=further,
                     spawn=self._nursery.start_soon, forget=self._forget_left,
-                    leave_takeover=self._leave_takeover)  # fmt: skip
+                    leave_takeover=self._leave_takeover, link_for=self.link_for,
+                    release_link=self._release_link)  # fmt: skip
         cell.on_burned = self._on_burned
         cell.on_burned_here = self._burned_here
         cell.on_receipt_queued = self._note_receipts_queued
