@@ -138,6 +138,10 @@ class AdminSecrets:
         return cls(**values)  # type: ignore[arg-type]
 
 
+class RelayUnavailableError(CellError):
+    """A relay to put the cell on did not answer, or refused to make its mailboxes."""
+
+
 class Cell(MemberCell):
     """A cell this member belongs to: send, receive and, as an admin, manage members."""
 
@@ -913,7 +917,9 @@ class Cell(MemberCell):
                 reason = (
                     "did not answer" if isinstance(exc, trio.TooSlowError) else type(exc).__name__
                 )
-                raise CellError(f"the relay could not take the cell ({reason})") from None
+                raise RelayUnavailableError(
+                    f"the relay could not take the cell ({reason})"
+                ) from None
 
     async def drop_relay(self, relay: str | RelayAddress) -> None:
         """Take the cell off one of its further relays (docs/protocol.md §C5.1, §C5.2).

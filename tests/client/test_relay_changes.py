@@ -8,6 +8,7 @@ stop using it and an admin deletes the cell's mailboxes there.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
@@ -22,9 +23,15 @@ from cellrelay.client._cell_moves import ChangeExtra, ChangeExtraError
 from cellrelay.protocol.wire import MailboxId, RelayAddress
 from cellrelay.protocol.wire._codec import encode_map
 
+from ..relay.conftest import RelayFactory, relays
+from ..relay.process import reap
 from ..relay.test_ops_endpoints import scrape
 from .cells import Recorder, admit, members
+from .test_cli import cli, identity, one_line_error
+from .test_cli_daemon import start_daemon_process
 from .test_several_relays import _alert, three_relays
+
+__all__ = ["relays"]
 
 TEST_TIMEOUT: Final = 120
 
@@ -161,3 +168,35 @@ async def test_a_dropped_relay_is_left_by_every_member_and_emptied(
         async with members(tmp_path, "ana") as again:
             further = again["ana"].cell("Eastside").further
             assert [f.record.relay for f in further] == addresses[1:2]
+
+
+async def test_the_command_line_adds_and_drops_a_relay_alone_and_through_a_daemon(
+    relays: RelayFactory, tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """`cell add-relay` and `cell drop-relay`, standing alone and through a daemon."""
+    running = [await relays.start() for _ in range(3)]
+    addresses = [str(RelayAddress("127.0.0.1", r.port, r.public_key)) for r in running]
+    lead = identity(tmp_path, "lead")
+    await cli("cell", "create", "North", "--relay", addresses[0], home=lead)
+    added = (await cli("cell", "add-relay", "North", addresses[1], "--json", home=lead)).json()
+    assert added == {"cell": "North", "relay": addresses[0], "more_relays": [addresses[1]]}
+    assert running[1].relay.metrics.mailboxes_created.value == 2
+    again = await cli("cell", "add-relay", "North", addresses[1], home=lead, expect=1)
+    assert "lives on that relay already" in one_line_error(again)
+    await cli("send", "North", "on both", home=lead)
+
+    daemon = await start_daemon_process(lead, nursery)
+    try:
+        through = await cli("cell", "add-relay", "North", addresses[2], "--json", home=lead, passphrase=None)  # fmt: skip
+        assert through.json()["more_relays"] == addresses[1:]
+        assert running[2].relay.metrics.mailboxes_created.value == 2
+        dropped = await cli("cell", "drop-relay", "North", addresses[1], "--json", home=lead, passphrase=None)  # fmt: skip
+        assert dropped.json()["more_relays"] == [addresses[2]]
+        first = await cli("cell", "drop-relay", "North", addresses[0], home=lead, passphrase=None, expect=1)  # fmt: skip
+        assert "first relay cannot be dropped" in one_line_error(first)
+        # The daemon, an admin, deletes the cell's mailboxes on the dropped relay.
+        await _until(lambda: running[1].relay.hub.mailbox_count == 0)
+    finally:
+        daemon.process.send_signal(signal.SIGTERM)
+        await reap(daemon.process)
+    await cli("send", "North", "on the first and the third", home=lead)
