@@ -75,6 +75,8 @@ if TYPE_CHECKING:
 
     from cellrelay.protocol.cell._group import CellCrypto
 
+    from ._cell_relays import RelayTarget
+
 __all__ = ["DEFAULT_INVITE_TTL", "LEAVE_TAKEOVER", "AdminSecrets", "Cell"]
 
 _PROTOCOL_ROLES: Final = {CellRole.DISPATCHER: Role.DISPATCHER, CellRole.RESPONDER: Role.RESPONDER,
@@ -946,6 +948,21 @@ class Cell(MemberCell):
             extra = ChangeExtra(relay_drop=further.record.relay).encode()
             await self._propose(self.crypto.rotate(now=self.link.relay_time(), extra=extra))
 
+    def _relay_target(self, index: int) -> RelayTarget | None:
+        """Where this admin copies an epoch change to relay `index` (0: the first)."""
+        if index == 0:
+            return self.link, self.record, self._first_order, self._rotate_on_relay
+        further = next((f for f in self.further if f.index == index), None)
+        if further is None:
+            return None
+        group_admin = AdminSecrets.decode(self.crypto.admin_secrets).group_admin
+        return (
+            further.link,
+            further.record,
+            further.order,
+            partial(further.rotate_group, group_admin=group_admin),
+        )
+
     async def _retire_further(self, further: FurtherRelay) -> None:
         """An admin deletes the cell's mailboxes on a relay the cell dropped (if it answers)."""
         if not self.is_admin:
@@ -1021,6 +1038,7 @@ class Cell(MemberCell):
         relay's, or its control cursor before the change when another relay was first.
         """
         change, keys = self.record.pending_change, self.record.pending_keys
+        self._control_copier.ours(change)  # posted to every relay here, never copied
         expires_at = int(self.link.relay_time()) + (
             self.link.welcome.max_ttl if self.link.welcome else 86400
         )

@@ -103,7 +103,7 @@ from cellrelay.protocol.wire._codec import decode_map, encode_map
 
 from ._cell_moves import ChangeExtra, ChangeExtraError, Moves
 from ._cell_refetch import Refetch, make_ref
-from ._cell_relays import Copier, FurtherRelay, first_done, publish_everywhere
+from ._cell_relays import ControlCopier, Copier, FurtherRelay, first_done, publish_everywhere
 from ._events import (
     AlertReceived,
     CellBurned,
@@ -129,7 +129,14 @@ from ._events import (
     VerifiedKeyChanged,
 )
 from ._flood import FloodControl
-from ._link import MAX_RELAY_SKEW, Delivery, RelayLink, RelayRefusedError, Revocation
+from ._link import (
+    MAX_RELAY_SKEW,
+    Delivery,
+    LinkClosedError,
+    RelayLink,
+    RelayRefusedError,
+    Revocation,
+)
 from ._log import library_logger
 from ._state import (
     FAILED,
@@ -144,6 +151,8 @@ from ._state import (
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+
+    from ._cell_relays import RelayTarget
 
 __all__ = ["CellError", "CellInfo", "MailboxFullError", "MemberCell", "RelayInfo", "Saver"]
 
@@ -414,6 +423,7 @@ class MemberCell:
         self._next_further_index = len(self.further) + 1  # for a relay added later
         self._control_lock = trio.Lock()  # one epoch change at a time, from any relay
         self._copier = Copier(self)  # copies envelopes to the relays that lack them
+        self._control_copier = ControlCopier(self)  # and epoch changes (admins)
         # Digests of group envelopes settled here (opened, ours, or a replay), oldest first:
         # further copies from other relays are dropped unopened (`_take`).
         self._taken: dict[bytes, None] = {}
@@ -894,6 +904,13 @@ class MemberCell:
             await self._watch_group()
         except RelayRefusedError as exc:
             log.info("group_not_watched", code=code_name(exc.code))
+        except LinkClosedError:
+            # On a cell on several relays this runs in the background, and the first
+            # relay's link may be closed for good (the client's other relays carry on):
+            # an error here would end the client's nursery, and every cell with it.
+            if not self.further or not self.link.closed:
+                raise
+            log.info("group_not_watched", code="link closed")
 
     async def _watch_group(self) -> None:
         # The mailbox and keys as they are now: an epoch change applied while this waits
@@ -1718,6 +1735,8 @@ class MemberCell:
 
     async def _on_control_locked(self, event: Delivery, further: FurtherRelay | None) -> None:
         now = self.clock()
+        relay = 0 if further is None else further.index
+        self._control_copier.seen(relay, event.envelope)
         events: list[CellEvent] = []
         update: EpochUpdate | None = None
         self._live = False  # what an epoch change releases counts as a catch-up (_flood.py)
@@ -1751,6 +1770,10 @@ class MemberCell:
                 self.record.epoch_started_at = time.time()
                 self._refetch.released()
                 events.extend(await self._apply(update))
+                if self.further:  # an admin copies it to the relays that lack it
+                    self._control_copier.applied(
+                        relay, event.envelope, event.expires_at, update.group_keys
+                    )
         finally:
             # Processed only once applied: `wait_synced` (and so every command) waits for
             # the relay's watches of a change's mailboxes, not only for its keys.
@@ -1924,6 +1947,10 @@ class MemberCell:
                     log.info("further_not_unwatched", relay=further.index, error=type(exc).__name__)
         if self._release_link is not None:
             self._release_link(link)
+
+    def _relay_target(self, index: int) -> RelayTarget | None:
+        """Where an admin copies an epoch change to relay `index` (`Cell`; None: nowhere)."""
+        return None
 
     async def _retire_further(self, further: FurtherRelay) -> None:
         """A relay the cell dropped: an admin deletes the cell's mailboxes there (`Cell`)."""

@@ -200,3 +200,45 @@ async def test_the_command_line_adds_and_drops_a_relay_alone_and_through_a_daemo
         daemon.process.send_signal(signal.SIGTERM)
         await reap(daemon.process)
     await cli("send", "North", "on the first and the third", home=lead)
+
+
+async def test_an_admin_copies_epoch_changes_to_a_relay_their_author_cannot_reach(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """The lead reaches only the first relay, Ben only the second; Ana, an admin, all three.
+
+    The lead changes a setting and then removes Cy: both changes reach the first relay
+    only, and Ana's client copies them to the others (rotating the group keys there first
+    for the removal), so Ben, who reads only the second relay, follows both epochs and
+    still hears the lead, and Cy reads nothing sent after the removal.
+    """
+    with trio.fail_after(TEST_TIMEOUT):
+        async with (
+            three_relays(tmp_path) as relays,
+            members(tmp_path, "lead", "ana", "ben", "cy") as clients,
+        ):
+            lead = await clients["lead"].create_cell("Eastside", [str(r.address) for r in relays])
+            ana, ben, cy = [await admit(lead, clients[n]) for n in ("ana", "ben", "cy")]
+            await lead.promote(ana.me)
+            await _until(lambda: ana.is_admin and ben.crypto.epoch == lead.crypto.epoch)
+            heard_by_ben, heard_by_cy = Recorder(ben), Recorder(cy)
+            for recorder in (heard_by_ben, heard_by_cy):
+                await nursery.start(recorder.run)
+            for link in lead.links[1:]:
+                await link.aclose()
+            for link in (ben.links[0], ben.links[2]):
+                await link.aclose()
+
+            await lead.set_alert_limit(500)
+            await _until(lambda: ben.crypto.epoch == lead.crypto.epoch and ben.alert_limit == 500)
+            await lead.remove(cy.me)
+            await _until(lambda: ben.crypto.epoch == lead.crypto.epoch, timeout=60)
+            assert len(ben.members()) == 3
+            await lead.send_alert("after cy left")
+            await heard_by_ben.wait_for(_alert("after cy left"), timeout=60)
+            await ben.send_alert("ben, on the second relay")
+            heard_by_lead = Recorder(lead)
+            await nursery.start(heard_by_lead.run)
+            await heard_by_lead.wait_for(_alert("ben, on the second relay"), timeout=60)
+            assert cy.removed
+            assert not [e for e in heard_by_cy.events if _alert("after cy left")(e)]
