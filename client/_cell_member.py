@@ -444,6 +444,9 @@ class MemberCell:
         self._progress = trio.Event()  # set after each processed delivery
         self._dirty = False  # the group layer's state changed since the record was written
         self._queued: list[CellEvent] = []  # events of applied deliveries, emitted after the save
+        # How many of `_queued` the last save covered: another relay's router that finds
+        # only those (its burst was second copies) has nothing to save (`changed_since_save`).
+        self._saved_queued = 0
         self._moves = Moves(self)  # moves to a fresh group mailbox (client/_cell_moves.py)
         self._refetch = Refetch(self)  # parked envelopes, fetched again (client/_cell_refetch.py)
         self._flood = FloodControl(self)  # mutes a member who floods (client/_flood.py)
@@ -1311,7 +1314,7 @@ class MemberCell:
             # (bench_cells.py --relays 2); nothing is queued or saved for it.
             digest = hashlib.blake2b(envelope, digest_size=16).digest()
             if digest in self._taken:
-                self._copier.seen(relay[0], envelope, relay[1], opened=False)
+                self._copier.seen(relay[0], envelope, relay[1], opened=False, digest=digest)
                 return
         self._check_clock()
         now = self.clock()
@@ -1326,7 +1329,8 @@ class MemberCell:
             index, expires_at = relay
             if isinstance(outcome, Opened):
                 expires_at = min(expires_at, outcome.expires_at)
-            self._copier.seen(index, envelope, expires_at, opened=isinstance(outcome, Opened))
+            self._copier.seen(index, envelope, expires_at, opened=isinstance(outcome, Opened),
+                              digest=digest)  # fmt: skip
             # Only what is settled: a parked or refused envelope must still be taken from
             # the next relay that brings it.
             if isinstance(outcome, Opened | Own | ReplayError):
@@ -1395,10 +1399,11 @@ class MemberCell:
         """Whether deliveries changed this cell since the last save (or it has events to hand
         on, which go out only after a save). Deliveries that change nothing are the second
         copies of a cell on several relays."""
-        return self._dirty or bool(self._queued) or not self.further
+        return self._dirty or len(self._queued) > self._saved_queued or not self.further
 
     def sync_record(self) -> None:
         """Copy the group layer's state into the record, if it changed (before a save)."""
+        self._saved_queued = len(self._queued)  # saved with what is applied now
         if self._dirty:
             self.record.crypto = self._state_bytes()
             self._refetch.note()
@@ -1411,6 +1416,7 @@ class MemberCell:
     def flush(self) -> None:
         """Hand on the events of deliveries that are now saved (the client calls this)."""
         queued, self._queued = self._queued, []
+        self._saved_queued = 0
         for event in queued:
             self._emit(event)
         self._advanced()
