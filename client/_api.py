@@ -46,6 +46,9 @@ from ._api_types import (
     CreateCell,
     CreateInvite,
     DaemonInfo,
+    Escalate,
+    EscalationSent,
+    EscalationSet,
     EventsQuery,
     EventTicket,
     IdentityInfo,
@@ -62,6 +65,7 @@ from ._api_types import (
     MessageSent,
     MuteMember,
     MuteResult,
+    NeighbourSet,
     ReceiptSent,
     RecentMessage,
     Recovered,
@@ -78,6 +82,8 @@ from ._api_types import (
     Session,
     SessionRequest,
     SetAlertLimit,
+    SetEscalation,
+    SetNeighbour,
     SetRole,
     SetVerifyFirst,
     StepSent,
@@ -209,6 +215,12 @@ ROUTES: Final[tuple[Route, ...]] = (
     _route("PUT", "/cells/{cell}/verify-first", "set_verify_first",
            "Whether reports not yet confirmed go to verifiers only (admins).",
            body=SetVerifyFirst, response=VerifyFirstSet, waits=True, errors=(*_CELL, 403, 502)),
+    _route("PUT", "/cells/{cell}/escalation", "set_escalation",
+           "When confirmed alerts go to neighbouring cells: fewer than N answering after T seconds (admins).",
+           body=SetEscalation, response=EscalationSet, waits=True, errors=(*_CELL, 403, 502)),
+    _route("PUT", "/cells/{cell}/neighbours/{neighbour}", "set_neighbour",
+           "Name two of your cells neighbours, or stop (your own setting, never sent).",
+           body=SetNeighbour, response=NeighbourSet, errors=_CELL),
     _route("GET", "/cells/{cell}/members", "list_members", "The cell's members.",
            response=MemberList, errors=_CELL, tag="members"),
     _route("GET", "/cells/{cell}/members/{member}", "get_member", "One member, their fingerprint and your safety number.",
@@ -272,6 +284,10 @@ ROUTES: Final[tuple[Route, ...]] = (
            "Verify a report: verifying, confirmed, false alarm, resolved (dispatchers, admins).",
            body=SendStep, response=StepSent, status=201, waits=True,
            errors=(*_CELL, 403, 502), tag="alerts"),
+    _route("POST", "/cells/{cell}/alerts/{alert}/escalate", "escalate_alert",
+           "Forward a confirmed alert to a neighbouring cell, or report its answers back (liaisons, dispatchers, admins).",
+           body=Escalate, response=EscalationSent, waits=True,
+           errors=(*_CELL, 502), tag="alerts"),
     _route("GET", "/cells/{cell}/messages", "list_messages", "Recent unexpired messages of every kind.",
            response=MessageList, errors=_CELL, tag="alerts"),
     _route("POST", "/cells/{cell}/messages", "send_message", "Send an ordinary message.",
@@ -590,6 +606,27 @@ class Api:
             cell=cell.name, verify_first=cell.verify_first, epoch=cell.crypto.epoch
         )
 
+    async def set_escalation(self, call: Call) -> EscalationSet:
+        """PUT /cells/{cell}/escalation."""
+        body: SetEscalation = call.body
+        cell = await self.synced_cell(call, admin=True)
+        call.waiting_for = "the relay did not confirm the new epoch"
+        await cell.set_escalation(body.below, body.after)
+        record = cell.record
+        return EscalationSet(cell=cell.name, below=record.escalate_below,
+                             after=record.escalate_after, epoch=cell.crypto.epoch)  # fmt: skip
+
+    async def set_neighbour(self, call: Call) -> NeighbourSet:
+        """PUT /cells/{cell}/neighbours/{neighbour}."""
+        body: SetNeighbour = call.body
+        cell = self.find_cell(call.params["cell"])
+        neighbour = self.find_cell(call.params["neighbour"])
+        self.client.set_neighbour(cell, neighbour, on=body.on)
+        if body.label is not None:
+            cell.record.label = body.label
+        await self.client.save()
+        return neighbours_of_cell(self.client, cell)
+
     async def rotate_cell(self, call: Call) -> Rotated:
         """POST /cells/{cell}/rotate."""
         cell = await self.synced_cell(call, admin=True)
@@ -753,8 +790,9 @@ class Api:
         self.check_ttl(cell, body.ttl)
         call.waiting_for = "the relay did not store the alert"
         alert = await cell.send_alert(
-            body.text, priority=body.priority, place=body.place, ttl=body.ttl
-        )
+            body.text, priority=body.priority, place=body.place, ttl=body.ttl,
+            escalate_below=body.escalate_below, escalate_after=body.escalate_after,
+        )  # fmt: skip
         rollup = cell.rollup(alert.alert_id)
         self.echo(cell, AlertReceived(cell=cell.name, sender=cell.me, alert=alert, rollup=rollup))
         return AlertSent(cell=cell.name, alert=alert, sender=cell.me,
@@ -815,6 +853,19 @@ class Api:
         )
         return StepSent(cell=cell.name, step=step, rollup=rollup)
 
+    async def escalate_alert(self, call: Call) -> EscalationSent:
+        """POST /cells/{cell}/alerts/{alert}/escalate."""
+        body: Escalate = call.body
+        cell = await self.synced_cell(call)
+        neighbour = self.find_cell(body.to)
+        await neighbour.wait_synced()
+        alert_id = self.find_alert(cell, call.params["alert"])
+        call.waiting_for = "the relay did not store the escalation"
+        done = await self.client.escalate(cell, alert_id, neighbour)
+        return EscalationSent(cell=cell.name, to=neighbour.name, alert_id=done.alert_id,
+                              forwarded_id=done.forwarded_id, forwarded=done.forwarded is not None,
+                              note=done.note, rollup=cell.rollup(alert_id))  # fmt: skip
+
     async def list_messages(self, call: Call) -> MessageList:
         """GET /cells/{cell}/messages."""
         cell = await self.synced_cell(call, member=False)
@@ -865,3 +916,9 @@ class Api:
     def stream_cell_id(self, query: EventsQuery) -> bytes | None:
         """The cell a stream is filtered to, if any."""
         return None if query.cell is None else self.find_cell(query.cell).cell_id
+
+
+def neighbours_of_cell(client: Client, cell: Cell) -> NeighbourSet:
+    """A cell's neighbours as this member named them, and the label it gives the cell."""
+    return NeighbourSet(cell=cell.name, label=cell.record.label or cell.name,
+                        neighbours=[n.name for n in client.neighbours(cell)])  # fmt: skip

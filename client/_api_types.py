@@ -20,6 +20,7 @@ from cellrelay.protocol.cell import (
     Alert,
     AlertRollup,
     Content,
+    EscalationNote,
     MembershipChange,
     PlainMessage,
     Priority,
@@ -30,7 +31,13 @@ from cellrelay.protocol.cell import (
     Step,
     VerificationStep,
 )
-from cellrelay.protocol.cell._content import MAX_NAME, MessageId, content_field_specs
+from cellrelay.protocol.cell._content import (
+    MAX_ESCALATE_AFTER,
+    MAX_ESCALATE_BELOW,
+    MAX_NAME,
+    MessageId,
+    content_field_specs,
+)
 
 from ._cell_moves import MAX_ALERT_LIMIT
 from ._events import CellEvent, CellRole, Member
@@ -54,6 +61,9 @@ __all__ = [
     "CreateCell",
     "CreateInvite",
     "DaemonInfo",
+    "Escalate",
+    "EscalationSent",
+    "EscalationSet",
     "EventTicket",
     "EventsMissed",
     "EventsQuery",
@@ -71,6 +81,7 @@ __all__ = [
     "MessageSent",
     "MuteMember",
     "MuteResult",
+    "NeighbourSet",
     "Problem",
     "ReceiptSent",
     "RecentMessage",
@@ -89,6 +100,8 @@ __all__ = [
     "Session",
     "SessionRequest",
     "SetAlertLimit",
+    "SetEscalation",
+    "SetNeighbour",
     "SetRole",
     "SetVerifyFirst",
     "StepSent",
@@ -104,10 +117,12 @@ def _spec(cls: type, name: str) -> object:
     return dict(content_field_specs(cls))[name]
 
 
-# Lifetimes a request may ask for, in seconds. A relay caps them further (its max TTL, 7
-# days by default); the daemon passes the cap on rather than refusing.
+# Lifetimes a request may ask for, in seconds. The cell's relay decides the longest (its
+# max TTL: 7 days by default, up to 2**32 - 1 s as an operator sets it); the daemon checks
+# a request against it (`Api.check_ttl`) and not against 7 days, which refused a 10-day
+# alert on a relay that keeps 30 (the command line took it).
 MIN_TTL: Final = 60
-MAX_ALERT_TTL: Final = 7 * 86_400
+MAX_ALERT_TTL: Final = 2**32 - 1
 MAX_INVITE_TTL: Final = 30 * 86_400
 # The longest a request may ask the daemon to wait (Prefer: wait=N, or a join's `wait`).
 MAX_WAIT: Final = 600
@@ -465,12 +480,18 @@ class JoinStatus:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SendAlert:
-    """An alert to every member of the cell."""
+    """An alert to every member of the cell.
+
+    `escalate_below` and `escalate_after` override the cell's escalation setting for this
+    alert (N, 0 for never; T in seconds: docs/protocol.md §C10).
+    """
 
     text: AlertText
     priority: Priority = Priority.URGENT
     place: Place = None
     ttl: AlertTtl = 3600
+    escalate_below: Annotated[int | None, Bounds(lo=0, hi=MAX_ESCALATE_BELOW)] = None
+    escalate_after: Annotated[int | None, Bounds(lo=1, hi=MAX_ESCALATE_AFTER)] = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -523,6 +544,66 @@ class StepSent:
     cell: str
     step: VerificationStep
     rollup: AlertRollup | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Escalate:
+    """Forward a confirmed alert to a neighbouring cell (docs/protocol.md §C10)."""
+
+    to: Annotated[str, Bounds(lo=1, hi=MAX_NAME, one_line=True)]  # the neighbour: name or id prefix
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EscalationSent:
+    """What an escalation did: the alert's id in the neighbour, whether this call forwarded
+    it (false: it had gone already, by you or another liaison), and the note sent back."""
+
+    cell: str
+    to: str
+    alert_id: MessageId
+    forwarded_id: MessageId
+    forwarded: bool
+    note: EscalationNote | None
+    rollup: AlertRollup | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetEscalation:
+    """When confirmed alerts go to neighbouring cells (admins): fewer than `below` members
+    answering `after` seconds after confirmation; `below` 0 turns it off."""
+
+    below: Annotated[int, Bounds(lo=0, hi=MAX_ESCALATE_BELOW)]
+    after: Annotated[int, Bounds(lo=1, hi=MAX_ESCALATE_AFTER)] = 600
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EscalationSet:
+    """The cell's escalation setting, in force for every member from the new epoch on."""
+
+    cell: str
+    below: int
+    after: int
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetNeighbour:
+    """Name two of your cells neighbours (your own setting, never sent), or stop (`on` false).
+
+    `label` is the name under which the cell's alerts appear in its neighbours (default:
+    the cell's name)."""
+
+    on: bool = True
+    label: Annotated[str | None, Bounds(lo=1, hi=MAX_NAME, one_line=True)] = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NeighbourSet:
+    """A cell's neighbours as you named them, and its label in them."""
+
+    cell: str
+    label: str
+    neighbours: list[str]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -717,10 +798,21 @@ RECEIVED: Final = (
     SendStep,
     SetRole,
     SetVerifyFirst,
+    Escalate,
+    SetEscalation,
+    SetNeighbour,
     SendMessage,
     SendReceipt,
     SessionRequest,
 )
 
-API_TYPES: Final = (Alert, StatusReply, VerificationStep, Receipt, PlainMessage, MembershipChange)
+API_TYPES: Final = (
+    Alert,
+    StatusReply,
+    VerificationStep,
+    EscalationNote,
+    Receipt,
+    PlainMessage,
+    MembershipChange,
+)
 """Content classes, all tagged (as `RecentMessage.content` is a union of them)."""

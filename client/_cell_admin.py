@@ -56,7 +56,7 @@ from ._cell_member import (
     Saver,
     code_name,
 )
-from ._cell_moves import MAX_MUTED, ChangeExtra
+from ._cell_moves import MAX_MUTED, ChangeExtra, ChangeExtraError, check_escalate
 from ._cell_relays import FurtherRelay, publish_everywhere
 from ._events import CellEvent, CellRole, JoinRequested, Member, SecurityWarning
 from ._link import Delivery, RelayLink, RelayRefusedError, Revocation
@@ -80,7 +80,8 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_INVITE_TTL", "LEAVE_TAKEOVER", "AdminSecrets", "Cell"]
 
 _PROTOCOL_ROLES: Final = {CellRole.DISPATCHER: Role.DISPATCHER, CellRole.RESPONDER: Role.RESPONDER,
-                          CellRole.OBSERVER: Role.OBSERVER, CellRole.MEMBER: Role.MEMBER}  # fmt: skip
+                          CellRole.OBSERVER: Role.OBSERVER, CellRole.LIAISON: Role.LIAISON,
+                          CellRole.MEMBER: Role.MEMBER}  # fmt: skip
 
 log = library_logger("cellrelay.client")
 
@@ -765,6 +766,25 @@ class Cell(MemberCell):
             extra = ChangeExtra(verify_first=bool(on)).encode()
             await self._propose(self.crypto.rotate(now=self.link.relay_time(), extra=extra))
 
+    async def set_escalation(self, below: int, after: int) -> None:
+        """Set when confirmed alerts go to neighbouring cells (docs/protocol.md §C10).
+
+        A confirmed alert that has fewer than `below` members responding or on scene
+        `after` seconds after its confirmation is escalated by a liaison's client; `below`
+        0 turns it off. A new epoch whose change carries the setting (§C5.1).
+
+        Raises:
+            CellError: not an admin, or a value out of range (N 0..1024, T 1..86400 s).
+        """
+        try:
+            check_escalate((below, after))
+        except ChangeExtraError as exc:
+            raise CellError(str(exc)) from None
+        await self._admin_ready()
+        async with self._admin_lock:
+            extra = ChangeExtra(escalate=(below, after)).encode()
+            await self._propose(self.crypto.rotate(now=self.link.relay_time(), extra=extra))
+
     async def rotate(self) -> None:
         """Start a new epoch with fresh keys for everyone (periodic rotation)."""
         await self._admin_ready()
@@ -838,6 +858,7 @@ class Cell(MemberCell):
         cell_info.alert_limit = self.record.alert_limit
         cell_info.muted = tuple(self.record.muted_everyone)
         cell_info.verify_first = self.record.verify_first
+        cell_info.escalate = (self.record.escalate_below, self.record.escalate_after)
         cell_info.group_from, cell_info.control_from = group_from, control_from
         return cell_info
 

@@ -22,7 +22,7 @@ drives the sans-IO group layer (`CellCrypto`) with it:
 Rules that keep keys safe:
 
 * **Write-ahead.** The state is saved durably *before* an envelope sealed from it is
-  published, with the next `SEND_RESERVATION` counters reserved (`_reserve_counter`), so
+  published, with the next `SEND_RESERVATION` counters reserved (`_ready_to_seal`), so
   a crash can never make the next run reuse a message key: it skips what was reserved.
 * **Distribution first.** In a new epoch nothing is sealed before this member's sender
   key distribution has been published (`_flush_distribution`).
@@ -52,6 +52,7 @@ from cellrelay.protocol.cell._content import (
     Change,
     Content,
     ContentError,
+    EscalationNote,
     Leave,
     MembershipChange,
     MessageId,
@@ -101,7 +102,7 @@ from cellrelay.protocol.wire import (
 )
 from cellrelay.protocol.wire._codec import decode_map, encode_map
 
-from ._cell_moves import ChangeExtra, ChangeExtraError, Moves
+from ._cell_moves import ChangeExtra, ChangeExtraError, Moves, check_escalate
 from ._cell_refetch import Refetch, make_ref
 from ._cell_relays import ControlCopier, Copier, FurtherRelay, first_done, publish_everywhere
 from ._events import (
@@ -113,6 +114,7 @@ from ._events import (
     ClockWarning,
     EpochStale,
     EquivocationDetected,
+    EscalationReceived,
     Member,
     MembershipChanged,
     MessageReceived,
@@ -139,6 +141,7 @@ from ._link import (
 )
 from ._log import library_logger
 from ._state import (
+    DEFAULT_ESCALATE_AFTER,
     FAILED,
     SENDING,
     SENT,
@@ -166,10 +169,10 @@ MAX_MORE_RELAYS: Final = 2  # a cell lives on one to three relays (docs/protocol
 # The signed membership's roles (protocol) as the app sees them.
 _CELL_ROLES: Final = {Role.ADMIN: CellRole.ADMIN, Role.DISPATCHER: CellRole.DISPATCHER,
                       Role.RESPONDER: CellRole.RESPONDER, Role.OBSERVER: CellRole.OBSERVER,
-                      Role.MEMBER: CellRole.MEMBER}  # fmt: skip
+                      Role.LIAISON: CellRole.LIAISON, Role.MEMBER: CellRole.MEMBER}  # fmt: skip
 DEFAULT_ALERT_TTL: Final = 3600  # an alert that nobody resolves stops mattering in an hour
 DEFAULT_MESSAGE_TTL: Final = 24 * 3600
-# Message counters reserved by one durable save (Cell._reserve_counter): one send in this
+# Message counters reserved by one durable save (Cell._ready_to_seal): one send in this
 # many waits for the fsyncs; a crash wastes at most this many, which receivers skip over.
 SEND_RESERVATION: Final = 32
 EVENT_BUFFER: Final = 10_000  # events an app has not taken; a listener further behind is closed
@@ -315,6 +318,7 @@ class CellInfo:
         muted: tuple[bytes, ...] = (),
         more_relays: tuple[RelayInfo, ...] = (),
         verify_first: bool = False,
+        escalate: tuple[int, int] = (0, DEFAULT_ESCALATE_AFTER),
     ) -> None:
         self.relay = relay
         self.more_relays = more_relays
@@ -325,6 +329,7 @@ class CellInfo:
         self.alert_limit = alert_limit  # the cell's flood limit (0: the default)
         self.muted = muted  # members admins muted for everyone
         self.verify_first = verify_first  # reports go to verifiers first (§C2 rule 7)
+        self.escalate = escalate  # (N, T): when alerts go to neighbouring cells (§C10)
 
     def encode(self) -> bytes:
         fields: dict[str, object] = {
@@ -332,6 +337,8 @@ class CellInfo:
             "group_from": self.group_from, "control_from": self.control_from,
             "alert_limit": self.alert_limit, "muted": list(self.muted),
             "verify_first": int(self.verify_first)}  # fmt: skip
+        if self.escalate[0]:  # absent while escalation is off: the extra is as before
+            fields["escalate"] = list(self.escalate)
         if self.more_relays:  # absent for a cell on one relay: its extra is as before
             fields["more_relays"] = [r.encode() for r in self.more_relays]
         return encode_map(fields)
@@ -353,6 +360,13 @@ class CellInfo:
             raise CellError("the cell's settings are damaged")
         if type(verify_first) is not int or verify_first not in (0, 1):
             raise CellError("the cell's settings are damaged")
+        escalate = f.get("escalate", (0, DEFAULT_ESCALATE_AFTER))
+        try:
+            if type(escalate) is not tuple or len(escalate) != 2:
+                raise ChangeExtraError("escalate: not a pair")
+            check_escalate(escalate)
+        except (ChangeExtraError, TypeError):
+            raise CellError("the cell's settings are damaged") from None
         more = f.get("more_relays", ())
         if type(more) is not tuple or len(more) > MAX_MORE_RELAYS:
             raise CellError("the cell's relay list is damaged")
@@ -369,6 +383,7 @@ class CellInfo:
             muted=muted,
             more_relays=more_relays,
             verify_first=bool(verify_first),
+            escalate=escalate,
         )
 
 
@@ -562,6 +577,96 @@ class MemberCell:
         """Whether reports not yet confirmed go to verifiers only (a cell setting, by admins)."""
         return self.record.verify_first
 
+    # -- escalation to neighbouring cells (docs/protocol.md §C10) ----------------------------
+
+    @property
+    def may_escalate(self) -> bool:
+        """Whether this member may escalate this cell's alerts (an admin, dispatcher or liaison)."""
+        return not self.crypto.removed and self.role.escalates
+
+    def escalation_policy(self, alert: Alert) -> tuple[int, int]:
+        """The alert's (N, T): its own where it sets them, else the cell's (§C10)."""
+        below, after = alert.escalate_below, alert.escalate_after
+        return (
+            self.record.escalate_below if below is None else below,
+            self.record.escalate_after if after is None else after,
+        )
+
+    def escalated_copies(self, ref: bytes) -> list[AlertRollup]:
+        """The alerts held here that were escalated from the alert whose ref is `ref`."""
+        return [r for r in self._rollups.all() if r.alert.from_ref == ref]
+
+    async def forward(self, alert: Alert, *, label: str, ref: bytes) -> Alert:
+        """Send `alert` of another cell here, escalated from the cell this member calls `label`.
+
+        The copy has a fresh id, the same text, priority, place and expiry, and says where
+        it came from (§C10); use `Client.escalate`, which also reports back.
+
+        Raises:
+            CellError: this member may not escalate here, or the alert has expired.
+        """
+        if not self.may_escalate:
+            raise CellError(
+                f"only an admin, a dispatcher or a liaison of {self.name!r} can escalate to it"
+            )
+        now_ms = self._now_ms()
+        if alert.expires_at * 1000 <= now_ms:
+            raise CellError("the alert has expired: there is nothing to escalate")
+        copy = Alert(sent_at_ms=now_ms, text=alert.text, priority=alert.priority, place=alert.place,
+                     expires_at=alert.expires_at, from_label=label, from_ref=ref)  # fmt: skip
+        await self._send(copy, copy.expires_at)
+        return copy
+
+    async def send_escalation_note(
+        self,
+        alert_id: bytes,
+        *,
+        label: str,
+        responding: int = 0,
+        on_scene: int = 0,
+        outcome: Status | None = None,
+    ) -> EscalationNote:
+        """Report on the alert `alert_id` escalated to the neighbouring cell `label` (§C10).
+
+        Raises:
+            CellError: this member may not escalate here.
+        """
+        if not self.may_escalate:
+            raise CellError(
+                f"only an admin, a dispatcher or a liaison of {self.name!r} can report on an"
+                " escalation"
+            )
+        note = EscalationNote(sent_at_ms=self._now_ms(), alert_id=MessageId(alert_id),
+                              label=label, responding=responding, on_scene=on_scene,
+                              outcome=outcome)  # fmt: skip
+        await self._send(note, self._expiry_of(alert_id))
+        return note
+
+    def _expiry_of(self, alert_id: bytes) -> int:
+        """When what is said about the alert `alert_id` expires: with it, and in a minute at least."""
+        rollup = self._rollups.rollup(alert_id)
+        now = self._now_ms() // 1000
+        return max(rollup.alert.expires_at if rollup is not None else now + DEFAULT_ALERT_TTL,
+                   now + 60)  # fmt: skip
+
+    def _note_received(
+        self, opened: Opened, sender: Member, note: EscalationNote
+    ) -> list[CellEvent]:
+        """A liaison's note: counted, and shown, only from an escalator (§C10)."""
+        rollup = self._remember(opened.sender, note, opened.expires_at)
+        if not sender.role.escalates:
+            log.warning("escalation_refused", role=sender.role.value)
+            return [
+                SecurityWarning(
+                    cell=self.name,
+                    reason="EscalationRefused",
+                    detail=f"{sender.name} ({sender.role.value}) may not report on an escalation",
+                )
+            ]
+        if self._held(rollup):
+            return []
+        return [EscalationReceived(cell=self.name, sender=sender, note=note, rollup=rollup)]
+
     def _held(self, rollup: AlertRollup | None) -> bool:
         """Whether this device holds the alert back: verify-first, never confirmed, and this
         member neither a verifier nor the report's author (who knows what it sent).
@@ -631,6 +736,7 @@ class MemberCell:
         """The roll-ups, deciding with the current admins and dispatchers (§C2 rules 4, 7)."""
         self._book.set_admins(self.crypto.admins)
         self._book.set_verifiers(self.crypto.membership.with_role(Role.DISPATCHER))
+        self._book.set_liaisons(self.crypto.membership.with_role(Role.LIAISON))
         return self._book
 
     def rollup(self, alert_id: bytes) -> AlertRollup | None:
@@ -981,8 +1087,14 @@ class MemberCell:
         priority: Priority | str = Priority.URGENT,
         place: str | None = None,
         ttl: int = DEFAULT_ALERT_TTL,
+        escalate_below: int | None = None,
+        escalate_after: int | None = None,
     ) -> Alert:
-        """Send an alert to every member; it expires (everywhere) after `ttl` seconds."""
+        """Send an alert to every member; it expires (everywhere) after `ttl` seconds.
+
+        `escalate_below` and `escalate_after` override the cell's escalation setting for
+        this alert (docs/protocol.md §C10: N, 0 for never; T in seconds).
+        """
         now_ms = self._now_ms()
         alert = Alert(
             sent_at_ms=now_ms,
@@ -990,6 +1102,8 @@ class MemberCell:
             priority=Priority(priority),
             place=place,
             expires_at=now_ms // 1000 + ttl,
+            escalate_below=escalate_below,
+            escalate_after=escalate_after,
         )
         await self._send(alert, alert.expires_at)
         return alert
@@ -1065,8 +1179,7 @@ class MemberCell:
                         raise CellError(
                             f"you were removed from {self.name!r} as you sent this; it was not sent"
                         )
-                    await self._flush_distribution_locked()
-                    await self._reserve_counter()
+                    await self._ready_to_seal()
                     epoch = self.crypto.epoch
                     envelope = self.crypto.seal(
                         content.KIND,
@@ -1202,8 +1315,16 @@ class MemberCell:
                         out.append((content, item.status))
         return out
 
-    async def _reserve_counter(self) -> None:
-        """Make sure the next counter is reserved on disk before it is sealed with (§C6 item 3).
+    async def _ready_to_seal(self) -> None:
+        """Publish this epoch's pending announcement and reserve the next counter (§C6 item 3).
+
+        Returns with no await after its last check, so the caller seals at once in the
+        epoch it checked. Both steps await (the relay, the disk), and an epoch change may
+        apply meanwhile: sealing then in the new epoch before its announcement is out left
+        the message unreadable for everyone until this device came back (a `send` that
+        exits at once: its receivers parked it for good), and sealing with a counter of the
+        new epoch that no durable save reserved could reuse a message key after a crash.
+        So each await starts the checks again. Called with the send lock held.
 
         Write-ahead by reservation: every `SEND_RESERVATION` messages, the state is saved
         durably with the counters up to `send_reserved` marked as possibly used, and the
@@ -1211,14 +1332,17 @@ class MemberCell:
         cut can leave is therefore ahead of every counter already published, and a
         message key is never used twice, while only one send in `SEND_RESERVATION` waits
         for the fsyncs (several milliseconds on this machine's disk, on the alert's path).
-        Called with the send lock held.
         """
-        epoch, counter = self.crypto.send_position()
         record = self.record
-        if record.send_reserved_epoch == epoch and counter < record.send_reserved:
-            return
-        record.send_reserved_epoch, record.send_reserved = epoch, counter + SEND_RESERVATION
-        await self._save()  # durable
+        while True:
+            if record.distribution_pending:
+                await self._flush_distribution_locked()
+                continue
+            epoch, counter = self.crypto.send_position()
+            if record.send_reserved_epoch == epoch and counter < record.send_reserved:
+                return
+            record.send_reserved_epoch, record.send_reserved = epoch, counter + SEND_RESERVATION
+            await self._save()  # durable
 
     def settle(self) -> bool:
         """Give back the counters reserved but not used, for a clean close; True if it did.
@@ -1470,11 +1594,20 @@ class MemberCell:
             return self._burn_from(sender)
         if isinstance(content, VerificationStep):
             return self._step_received(opened, sender, content)
+        if isinstance(content, EscalationNote):
+            return self._note_received(opened, sender, content)
         rollup = self._remember(opened.sender, content, opened.expires_at)
         if isinstance(content, Alert):
             # Expired by either of this device's clocks: shown, marked late (§C7).
             late = opened.expires_at <= self._later_clock()
             events = self._flood.count(sender, content, received_at=time.time(), live=self._live)
+            if content.from_label is not None and not sender.role.escalates:
+                # Anyone may alert; only an escalator may say a neighbour sent it (§C10).
+                log.warning("escalation_refused", role=sender.role.value)
+                events.append(SecurityWarning(cell=self.name, reason="EscalationRefused",
+                                              detail=f"{sender.name} ({sender.role.value}) may"
+                                              " not send an alert as escalated from another"
+                                              " cell; shown as an ordinary alert"))  # fmt: skip
             if self._held(rollup):  # verify-first: rung once a verifier confirms it
                 return events
             if self._flood.is_muted(sender.member_id):  # kept, shown, not rung
@@ -1893,6 +2026,8 @@ class MemberCell:
             record.alert_limit = extra.alert_limit
         if extra.verify_first is not None:
             record.verify_first = extra.verify_first
+        if extra.escalate is not None:
+            record.escalate_below, record.escalate_after = extra.escalate
         if extra.muted is not None:
             before, after = set(record.muted_everyone), set(extra.muted)
             record.muted_everyone = list(extra.muted)

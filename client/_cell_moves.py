@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Final
 import trio
 
 from cellrelay.protocol import CellrelayError, RemoteProtocolError
+from cellrelay.protocol.cell._content import MAX_ESCALATE_AFTER, MAX_ESCALATE_BELOW
 from cellrelay.protocol.cell._group import GRACE_PERIOD
 from cellrelay.protocol.wire import (
     MAX_PAGE_ITEMS,
@@ -91,6 +92,9 @@ class ChangeExtra:
     # cell's group and control mailboxes, made by the admin with the keys derived for it.
     relay_add: tuple[str, MailboxId, MailboxId] | None = None
     relay_drop: str | None = None  # a relay the cell leaves: members stop reading it
+    # Escalation (§C10): (N, T) = a confirmed alert with fewer than N members responding
+    # after T seconds goes to the neighbouring cells; N = 0 turns it off.
+    escalate: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.group is not None and len(self.group) != MAILBOX_ID_SIZE:
@@ -116,6 +120,8 @@ class ChangeExtra:
             _check_relay("relay_drop", self.relay_drop)
             if self.relay_add is not None and self.relay_add[0] == self.relay_drop:
                 raise ChangeExtraError("relay_add and relay_drop name the same relay")
+        if self.escalate is not None:
+            check_escalate(self.escalate)
 
     def __bool__(self) -> bool:
         return (
@@ -125,6 +131,7 @@ class ChangeExtra:
             or self.verify_first is not None
             or self.relay_add is not None
             or self.relay_drop is not None
+            or self.escalate is not None
         )
 
     def encode(self) -> bytes:
@@ -145,6 +152,8 @@ class ChangeExtra:
             fields["relay_add"] = [address, bytes(group), bytes(control)]
         if self.relay_drop is not None:
             fields["relay_drop"] = self.relay_drop
+        if self.escalate is not None:
+            fields["escalate"] = list(self.escalate)
         return encode_map(fields)
 
     @classmethod
@@ -186,6 +195,13 @@ class ChangeExtra:
             raise ChangeExtraError("relay_add: not [address, group id, control id]")
         if relay_drop is not None and type(relay_drop) is not str:
             raise ChangeExtraError("relay_drop: not an address")
+        escalate = fields.get("escalate")
+        if escalate is not None and (
+            type(escalate) is not tuple
+            or len(escalate) != 2
+            or not all(type(v) is int for v in escalate)
+        ):
+            raise ChangeExtraError("escalate: not a pair of integers")
         return cls(
             group=None if group is None else MailboxId(group),
             drain_read=drain_read,
@@ -196,6 +212,7 @@ class ChangeExtra:
             if relay_add is None
             else (relay_add[0], MailboxId(relay_add[1]), MailboxId(relay_add[2])),
             relay_drop=relay_drop,
+            escalate=escalate,
         )
 
 
@@ -210,6 +227,19 @@ def _check_relay(name: str, address: str) -> None:
         raise ChangeExtraError(f"{name}: not a relay address") from None
     if str(parsed) != address:
         raise ChangeExtraError(f"{name}: not a relay address in its usual form")
+
+
+def check_escalate(escalate: tuple[int, int]) -> None:
+    """Check a cell's escalation setting (N, T) against §C10's bounds.
+
+    Raises:
+        ChangeExtraError: N is not 0..MAX_ESCALATE_BELOW or T not 1..MAX_ESCALATE_AFTER.
+    """
+    below, after = escalate
+    if not 0 <= below <= MAX_ESCALATE_BELOW:
+        raise ChangeExtraError(f"escalate: N is 0..{MAX_ESCALATE_BELOW}")
+    if not 1 <= after <= MAX_ESCALATE_AFTER:
+        raise ChangeExtraError(f"escalate: T is 1..{MAX_ESCALATE_AFTER} seconds")
 
 
 class Moves:

@@ -36,7 +36,7 @@ from cellrelay.protocol.cell import ContentError, InviteError
 from cellrelay.protocol.wire import AddressError
 
 from . import _cli_commands as commands
-from . import _cli_daemon, _cli_panic, _cli_verify
+from . import _cli_daemon, _cli_escalate, _cli_panic, _cli_verify
 from ._cell_member import CellError
 from ._cli_commands import CliError, Context, read_secret, run_command
 from ._cli_listen import listen
@@ -107,6 +107,9 @@ COMMANDS: Final[dict[str, Callable[[Context, argparse.Namespace], Awaitable[None
     "cell leave": commands.cell_leave,
     "cell burn": commands.cell_burn,
     "cell verify": _cli_verify.cell_verify,
+    "cell neighbour": _cli_escalate.cell_neighbour,
+    "cell escalation": _cli_escalate.cell_escalation,
+    "escalate": _cli_escalate.escalate,
     "send": commands.send,
     "reply": commands.reply,
     "mark": commands.mark,
@@ -308,8 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     role = leaf(cell, "role", "give a member a role: who may verify reports (admins)")
     role.add_argument("cell", metavar="CELL")
     role.add_argument("member", metavar="MEMBER", help="name or id prefix")
-    role.add_argument("role", metavar="ROLE", choices=["admin", "dispatcher", "responder", "observer", "member"],
-                      help="admin, dispatcher, responder, observer (a legal observer) or member")  # fmt: skip
+    role.add_argument("role", metavar="ROLE", choices=["admin", "dispatcher", "responder", "observer", "liaison", "member"],
+                      help="admin, dispatcher, responder, observer (a legal observer), liaison"
+                           " (escalates to a neighbouring cell) or member")  # fmt: skip
     first = leaf(
         cell,
         "verify-first",
@@ -353,6 +357,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="when it expires everywhere (default 1h)",
     )
     send.add_argument("--place", metavar="TEXT", help="where (one line)")
+    send.add_argument("--escalate-below", type=int, metavar="N",
+                      help="this alert's N: call a neighbouring cell while fewer than N members"
+                           " answer (0: never; default: the cell's setting)")  # fmt: skip
+    send.add_argument("--escalate-after", type=_cli_escalate.after_duration, metavar="DURATION",
+                      help="this alert's T: how long after confirmation (default: the cell's setting)")  # fmt: skip
     reply = leaf(commands, "reply", "answer an alert")
     reply.add_argument("cell", metavar="CELL")
     reply.add_argument(
@@ -401,6 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="read `reply ALERT_ID STATUS [NOTE]` lines from standard input (the default on a terminal)",
     )
+    _cli_escalate.add_parsers(commands, cell, common)
     _cli_daemon.add_parsers(commands, common)
     _cli_panic.add_parsers(commands, common)
     demo_text = "run a relay and a three-member cell on this machine, and show an alert"

@@ -842,8 +842,9 @@ async def send(ctx: Context, args: argparse.Namespace) -> None:
         check_ttl(cell, args.ttl)
         ctx.bound("the relay did not store the alert")
         alert = await cell.send_alert(
-            text, priority=Priority(args.priority), place=args.place, ttl=args.ttl
-        )
+            text, priority=Priority(args.priority), place=args.place, ttl=args.ttl,
+            escalate_below=args.escalate_below, escalate_after=args.escalate_after,
+        )  # fmt: skip
         ctx.unbound()
         ctx.emit({"cell": cell.name, **alert_json(alert, cell.me, None)})
         ctx.say(alert_headline(alert, "you", ctx.style, cell=cell.name))

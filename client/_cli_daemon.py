@@ -732,7 +732,8 @@ async def send(api: Api, args: argparse.Namespace) -> None:
     ctx = api.ctx
     text = sys.stdin.read().rstrip("\n") if args.text == "-" else args.text
     await _check_ttl(api, args.cell, args.ttl)
-    body = {"text": text, "priority": args.priority, "place": args.place, "ttl": args.ttl}
+    body = {"text": text, "priority": args.priority, "place": args.place, "ttl": args.ttl,
+            "escalate_below": args.escalate_below, "escalate_after": args.escalate_after}  # fmt: skip
     sent: AlertSent = await api.call("POST", _path("cells", args.cell, "alerts"), AlertSent, body=body,
                                      problems=_no_cell(args.cell))  # fmt: skip
     ctx.emit({"cell": sent.cell, **alert_json(sent.alert, sent.sender, None)})
@@ -1039,6 +1040,27 @@ async def _cell_verify(api: Api, args: argparse.Namespace) -> None:
     await cell_verify_daemon(api, args)
 
 
+async def _escalate(api: Api, args: argparse.Namespace) -> None:
+    """`cellrelay escalate` through the daemon: client/_cli_escalate.py."""
+    from ._cli_escalate import escalate_daemon  # it imports this module: imported when used
+
+    await escalate_daemon(api, args)
+
+
+async def _cell_neighbour(api: Api, args: argparse.Namespace) -> None:
+    """`cellrelay cell neighbour` through the daemon: client/_cli_escalate.py."""
+    from ._cli_escalate import cell_neighbour_daemon  # as above
+
+    await cell_neighbour_daemon(api, args)
+
+
+async def _cell_escalation(api: Api, args: argparse.Namespace) -> None:
+    """`cellrelay cell escalation` through the daemon: client/_cli_escalate.py."""
+    from ._cli_escalate import cell_escalation_daemon  # as above
+
+    await cell_escalation_daemon(api, args)
+
+
 _COMMANDS: Final[dict[str, Callable[[Api, argparse.Namespace], Awaitable[None]]]] = {
     "id show": id_show,
     "cell create": cell_create,
@@ -1069,4 +1091,7 @@ _COMMANDS: Final[dict[str, Callable[[Api, argparse.Namespace], Awaitable[None]]]
     "listen": listen,
     "board": board,
     "cell verify": _cell_verify,
+    "cell neighbour": _cell_neighbour,
+    "cell escalation": _cell_escalation,
+    "escalate": _escalate,
 }

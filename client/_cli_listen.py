@@ -62,6 +62,7 @@ async def listen(ctx: Context, args: argparse.Namespace) -> None:
     """`cellrelay listen [CELL...]`: the cells' current alerts, then a live feed until stopped."""
     async with connected(ctx) as client:
         client.report_receipts = True  # it runs: it reports on sampled alerts (§C1.7)
+        client.escalate_automatically = True  # and escalates alerts when due (§C10)
         cells = [client.cell(name) for name in args.cells] or [
             c for c in client.cells if not c.removed
         ]

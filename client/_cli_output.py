@@ -18,7 +18,7 @@ import time
 from typing import TYPE_CHECKING, Final
 
 from cellrelay.protocol.cell import Alert, Change, Priority, Status
-from cellrelay.protocol.cell._rollup import CLOSE_VOTES, ReportState
+from cellrelay.protocol.cell._rollup import CLOSE_VOTES, EscalationSummary, ReportState
 
 from ._events import (
     AlertReceived,
@@ -27,6 +27,7 @@ from ._events import (
     ClockWarning,
     EpochStale,
     EquivocationDetected,
+    EscalationReceived,
     FloodDetected,
     JoinRequested,
     Member,
@@ -245,6 +246,20 @@ def rollup_json(rollup: AlertRollup) -> dict[str, object]:
             }
             for s in rollup.responders.values()
         ],
+        "escalated_from": rollup.escalated_from,
+        "escalations": [_escalation_json(e) for e in rollup.escalations],
+    }
+
+
+def _escalation_json(summary: EscalationSummary) -> dict[str, object]:
+    return {
+        "label": summary.label,
+        "name": summary.name,
+        "member_id": summary.member_id.hex(),
+        "responding": summary.responding,
+        "on_scene": summary.on_scene,
+        "outcome": None if summary.outcome is None else str(summary.outcome),
+        "sent_at_ms": summary.sent_at_ms,
     }
 
 
@@ -307,6 +322,21 @@ def event_json(event: CellEvent) -> dict[str, object]:
             "step": str(step.step),
             "note": step.note,
             "sent_at_ms": step.sent_at_ms,
+            "rollup": None if event.rollup is None else rollup_json(event.rollup),
+        }
+    if isinstance(event, EscalationReceived):
+        note = event.note
+        return {
+            "type": "escalation",
+            "cell": event.cell,
+            "from": member_json(event.sender),
+            "message_id": note.message_id.hex(),
+            "alert_id": note.alert_id.hex(),
+            "label": note.label,
+            "responding": note.responding,
+            "on_scene": note.on_scene,
+            "outcome": None if note.outcome is None else str(note.outcome),
+            "sent_at_ms": note.sent_at_ms,
             "rollup": None if event.rollup is None else rollup_json(event.rollup),
         }
     if isinstance(event, RoleChanged):
@@ -479,7 +509,26 @@ def rollup_lines(rollup: AlertRollup, style: Style, *, me: bytes | None = None) 
             )
             groups.append(f"{style.status(status, STATUS_WORDS[status])}: {names}")
     answers = "; ".join(groups) if groups else style.dim("no answers yet")
-    return [f"    \u21b3 {short_id(rollup.alert_id)} {verification}, {state} - {answers}"]
+    origin = (
+        f" {style.warn('escalated from ' + isolate(rollup.escalated_from))},"
+        if rollup.escalated_from
+        else ""
+    )
+    lines = [f"    \u21b3 {short_id(rollup.alert_id)}{origin} {verification}, {state} - {answers}"]
+    lines += [f"      {escalation_text(e, style, me=me)}" for e in rollup.escalations]
+    return lines
+
+
+def escalation_text(summary: EscalationSummary, style: Style, *, me: bytes | None = None) -> str:
+    """A liaison's latest word on an escalation: "escalated to Westside (via Lee): 2 responding"."""
+    who = "you" if summary.member_id == me else isolate(summary.name)
+    if summary.outcome is not None:
+        answers = style.status(summary.outcome, STATUS_WORDS[summary.outcome])
+    elif summary.responding or summary.on_scene:
+        answers = f"{summary.on_scene} on scene, {summary.responding} responding"
+    else:
+        answers = style.dim("no answers yet")
+    return f"escalated to {isolate(summary.label)} (via {who}): {answers}"
 
 
 def report_state_text(rollup: AlertRollup, style: Style, *, me: bytes | None = None) -> str:
@@ -528,6 +577,9 @@ def event_lines(
             line,
             *(rollup_lines(event.rollup, style, me=me) if event.rollup is not None else []),
         ]
+    if isinstance(event, EscalationReceived):
+        line = f"{style.dim(clock(event.note.sent_at_ms / 1000))} {tag}{short_id(event.note.alert_id)} {escalation_text(_summary_of(event), style, me=me)}"
+        return [line]
     if isinstance(event, RoleChanged):
         subject = "you" if event.member.member_id == me else isolate(event.member.name)
         return [style.bold(f"{tag}{subject} now {event.role} (by {isolate(event.by.name)})")]
@@ -666,3 +718,11 @@ def _quote(text: str) -> str:
 def command_arg(text: str) -> str:
     """A name as it would be typed in a shell command."""
     return _quote(text)
+
+
+def _summary_of(event: EscalationReceived) -> EscalationSummary:
+    note = event.note
+    return EscalationSummary(member_id=event.sender.member_id, name=event.sender.name,  # type: ignore[arg-type]
+                             label=note.label, responding=note.responding, on_scene=note.on_scene,
+                             outcome=note.outcome, sent_at_ms=note.sent_at_ms, received_at=0.0,
+                             message_id=note.message_id)  # fmt: skip

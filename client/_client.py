@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import typing
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
@@ -47,6 +48,14 @@ from ._cell_member import (
     RelayInfo,
 )
 from ._cell_relays import publish_everywhere
+from ._escalation import (
+    ESCALATION_INTERVAL,
+    Escalated,
+    escalate,
+    neighbours_of,
+    run_once,
+    set_neighbour,
+)
 from ._keystore import DEFAULT_COST, Keystore, default_data_dir
 from ._link import (
     MAX_RELAY_SKEW,
@@ -172,6 +181,8 @@ class Client:
         self._report_receipts = False
         self._leaves_nudge = trio.Event()  # set (and replaced) after saves and removals of leavers
         self._removing_leavers: set[Cell] = set()  # cells whose `remove_leavers` runs
+        self._escalate_automatically = False
+        self.escalation_interval = ESCALATION_INTERVAL  # seconds between escalation checks
 
     def __repr__(self) -> str:
         return f"<Client {self.identity.info.name!r} cells={len(self._cells)}>"
@@ -204,6 +215,7 @@ class Client:
         self._nursery.start_soon(self._maintain)
         self._nursery.start_soon(self._remove_leavers)
         self._nursery.start_soon(self._send_receipts)
+        self._nursery.start_soon(self._escalate)
         if self._state.burning:  # mailboxes of cells burned here, still to delete
             self._nursery.start_soon(self._start_in_background, self.finish_burns)
 
@@ -283,6 +295,56 @@ class Client:
                 with trio.move_on_after(RECEIPT_SEND_TIMEOUT):
                     await cell.send_receipts()
 
+    # -- escalation to neighbouring cells (docs/protocol.md §C10, client/_escalation.py) -------
+
+    @property
+    def escalate_automatically(self) -> bool:
+        """Whether this client escalates due alerts and reports back by itself (§C10).
+
+        Off by default in the library; the daemon turns it on. Only a client that keeps
+        running can: an alert is due T seconds after its confirmation.
+        """
+        return self._escalate_automatically
+
+    @escalate_automatically.setter
+    def escalate_automatically(self, on: bool) -> None:
+        self._escalate_automatically = on
+
+    async def _escalate(self) -> None:
+        while True:
+            await trio.sleep(self.escalation_interval)
+            if self._escalate_automatically and await run_once(list(self._cells)):
+                await self.save(durable=False)
+
+    def set_neighbour(self, cell: Cell, neighbour: Cell, *, on: bool = True) -> bool:
+        """Name two of this member's cells neighbours (or stop); returns whether it changed.
+
+        This member's own setting, never sent: it escalates alerts of either to the other
+        (docs/protocol.md §C10). Save afterwards (`save`).
+
+        Raises:
+            CellError: the same cell, or too many neighbours.
+        """
+        return set_neighbour(cell, neighbour, on=on)
+
+    def neighbours(self, cell: Cell) -> list[Cell]:
+        """The cells this member named neighbours of `cell`."""
+        return typing.cast("list[Cell]", neighbours_of(cell, self._cells))
+
+    async def escalate(self, cell: Cell, alert_id: bytes, to: Cell) -> Escalated:
+        """Forward the confirmed alert `alert_id` of `cell` to the cell `to`, and report back.
+
+        The one-off form of what `escalate_automatically` does; again later, it reports
+        the neighbour's answers (docs/protocol.md §C10). Saves.
+
+        Raises:
+            CellError: as `client._escalation.escalate` says (not an escalator of both,
+                not confirmed, no such alert).
+        """
+        done = await escalate(cell, to, alert_id)
+        await self.save()
+        return done
+
     async def _start_in_background(self, start: Callable[[], Awaitable[None]]) -> None:
         try:
             await start()
@@ -293,7 +355,7 @@ class Client:
         """Give back unused send reservations, close the links and the cells' event streams."""
         settled = [cell.settle() for cell in self._cells]
         if any(settled):
-            # Durable: the next run then skips no counter (Cell._reserve_counter). If this
+            # Durable: the next run then skips no counter (Cell._ready_to_seal). If this
             # save is lost, the reservations on disk still hold, which is safe.
             # Shielded: a close is often the unwinding of a cancellation.
             with trio.CancelScope(shield=True), contextlib.suppress(CellrelayError, OSError):
@@ -895,6 +957,8 @@ class Client:
                 for r in info.more_relays
             ],
             verify_first=info.verify_first,
+            escalate_below=info.escalate[0],
+            escalate_after=info.escalate[1],
         )
         self._state.joins.remove(record)
         self._state.cells.append(cell_record)

@@ -293,6 +293,7 @@ async def run_daemon(
     try:
         async with open_client(passphrase, home=home) as client:
             client.report_receipts = True  # it runs: it reports on sampled alerts (§C1.7)
+            client.escalate_automatically = True  # and escalates alerts when due (§C10)
             hub = hub or EventHub()
             token = load_or_create_token(home)
             async with contextlib.AsyncExitStack() as listeners:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from cellrelay.protocol.cell._content import (
         Alert,
+        EscalationNote,
         MembershipChange,
         PlainMessage,
         Receipt,
@@ -40,6 +41,7 @@ __all__ = [
     "ClockWarning",
     "EpochStale",
     "EquivocationDetected",
+    "EscalationReceived",
     "FloodDetected",
     "JoinRequested",
     "Member",
@@ -70,12 +72,18 @@ class CellRole(StrEnum):
     DISPATCHER = "dispatcher"
     RESPONDER = "responder"
     OBSERVER = "observer"  # a legal observer
+    LIAISON = "liaison"  # also in a neighbouring cell: escalates alerts there (§C10)
     MEMBER = "member"
 
     @property
     def verifies(self) -> bool:
         """Whether this role may verify reports (docs/protocol.md §C2 rule 7)."""
         return self in (CellRole.ADMIN, CellRole.DISPATCHER)
+
+    @property
+    def escalates(self) -> bool:
+        """Whether this role may escalate alerts to a neighbouring cell (§C10)."""
+        return self in (CellRole.ADMIN, CellRole.DISPATCHER, CellRole.LIAISON)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +145,24 @@ class VerificationReceived:
     cell: str
     sender: Member
     step: VerificationStep
+    rollup: AlertRollup | None
+
+
+@dataclass(frozen=True, slots=True)
+class EscalationReceived:
+    """A liaison reports on an alert it escalated to a neighbouring cell (docs/protocol.md §C10).
+
+    `note.label` names the neighbour (as the liaison calls it); `note.responding` and
+    `note.on_scene` count its members answering there, `note.outcome` says whether it
+    closed the alert there. `rollup.escalations` holds every liaison's latest note.
+
+    A note from a member who may not escalate never comes as this: it is a
+    `SecurityWarning` with reason "EscalationRefused".
+    """
+
+    cell: str
+    sender: Member
+    note: EscalationNote
     rollup: AlertRollup | None
 
 
@@ -386,6 +412,7 @@ CellEvent = (
     | MutedAlertReceived
     | StatusReceived
     | VerificationReceived
+    | EscalationReceived
     | ReceiptReceived
     | MessageReceived
     | MembershipChanged

@@ -37,7 +37,8 @@ _AUTH: Final = (401,)
 _BODY: Final = (400, 413, 415)
 _WAITS: Final = (429, 502, 503, 504, 507)
 # Examples for path parameters: the guides' running example (a cell called Eastside).
-_PATH_EXAMPLES: Final = {"cell": ["Eastside"], "member": ["ana"], "alert": ["5f3a9c1e"]}
+_PATH_EXAMPLES: Final = {"cell": ["Eastside"], "member": ["ana"], "alert": ["5f3a9c1e"],
+                          "neighbour": ["Westside"]}  # fmt: skip
 
 _DESCRIPTION: Final = """\
 The local API of `cellrelay daemon`: one process per identity that keeps every cell's relay

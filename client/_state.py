@@ -22,9 +22,11 @@ from cellrelay.protocol.wire import MailboxId
 from cellrelay.protocol.wire._codec import decode_map, encode_map
 
 __all__ = [
+    "DEFAULT_ESCALATE_AFTER",
     "BurnRecord",
     "CellRecord",
     "ClientState",
+    "EscalationRecord",
     "HistoryItem",
     "InviteRecord",
     "JoinRecord",
@@ -44,6 +46,13 @@ STATE_VERSION: Final = 1
 MAX_HISTORY: Final = 1000
 MAX_HISTORY_PER_SENDER: Final = MAX_HISTORY // 4
 MAX_SEEN: Final = 20_000
+# A cell's escalation delay T until its admins set one (docs/protocol.md §C10): ten
+# minutes is how long a dispatcher waits for answers before calling a neighbour.
+DEFAULT_ESCALATE_AFTER: Final = 600
+# Alerts this member escalated (or follows) from one cell: a busy night has a few.
+MAX_ESCALATIONS: Final = 256
+# Neighbouring cells this member names for one cell: it can be in only so many.
+MAX_NEIGHBOURS: Final = 16
 SEEN_SLACK: Final = 2_000  # see CellRecord.prune
 
 
@@ -292,6 +301,45 @@ class LeaveRecord:
                    received_at=_float(f, "received_at"))  # fmt: skip
 
 
+@dataclass(slots=True, kw_only=True)
+class EscalationRecord:
+    """An alert of this cell that this member escalated to a neighbouring cell (§C10).
+
+    `forwarded_id` is the alert's id in the neighbour (`neighbour` is that cell's id);
+    `reported` what this member last said of it here, as (responding, on scene, outcome
+    or ""), so a summary is sent only when something changed.
+    """
+
+    alert_id: bytes = field(repr=False)
+    neighbour: bytes = field(repr=False)
+    forwarded_id: bytes = field(repr=False)
+    expires_at: int
+    reported: tuple[int, int, str] = (-1, -1, "")
+
+    def encode(self) -> list[object]:
+        return [self.alert_id, self.neighbour, self.forwarded_id, self.expires_at,
+                list(self.reported)]  # fmt: skip
+
+    @classmethod
+    def decode(cls, f: object) -> EscalationRecord:
+        if type(f) is not tuple or len(f) != 5 or type(f[4]) is not tuple or len(f[4]) != 3:
+            raise StateError("saved state is damaged (an escalation)")
+        alert_id, neighbour, forwarded_id, expires_at = f[0], f[1], f[2], f[3]
+        resp, scene, outcome = f[4]
+        if not (
+            type(alert_id) is bytes
+            and type(neighbour) is bytes
+            and type(forwarded_id) is bytes
+            and type(expires_at) is int
+            and type(resp) is int
+            and type(scene) is int
+            and type(outcome) is str
+        ):
+            raise StateError("saved state is damaged (an escalation)")
+        return cls(alert_id=alert_id, neighbour=neighbour, forwarded_id=forwarded_id,
+                   expires_at=expires_at, reported=(resp, scene, outcome))  # fmt: skip
+
+
 def _admitted(f: dict[str, object]) -> dict[bytes, int]:
     raw = _bytes(f, "admitted")
     if len(raw) % 20:
@@ -372,6 +420,17 @@ class CellRecord:
     # The cell's verify-first setting (docs/protocol.md §C2 rule 7): reports not yet
     # confirmed are shown to verifiers only.
     verify_first: bool = False
+    # The cell's escalation setting (docs/protocol.md §C10): a confirmed alert with fewer
+    # than `escalate_below` members responding `escalate_after` seconds after it was
+    # confirmed goes to the neighbouring cells (0: off, unless an alert asks for it).
+    escalate_below: int = 0
+    escalate_after: int = DEFAULT_ESCALATE_AFTER
+    # This member's own choice, never sent: the ids of its other cells that neighbour this
+    # one (it escalates there), the label it gives this cell in them ("": the cell's name),
+    # and the alerts it escalated from this cell.
+    neighbours: list[bytes] = field(default_factory=list)
+    label: str = ""
+    escalations: list[EscalationRecord] = field(default_factory=list)
     epoch_started_at: float = 0.0  # when this member entered the current epoch (device clock)
     # Counters reserved for sealing, made durable before any of them is used: the next
     # run skips to `send_reserved` in epoch `send_reserved_epoch` (0: none), because the
@@ -470,8 +529,22 @@ class CellRecord:
                 "admitted": b"".join(m + e.to_bytes(4, "big") for m, e in self.admitted.items()),
                 "relay_max_ttl": self.relay_max_ttl,
                 "gone": int(self.gone),
+                # Absent until used, so that a cell without escalation saves as before.
+                **self._escalation_fields(),
             }
         )
+
+    def _escalation_fields(self) -> dict[str, object]:
+        fields: dict[str, object] = {}
+        if self.escalate_below or self.escalate_after != DEFAULT_ESCALATE_AFTER:
+            fields["escalate"] = [self.escalate_below, self.escalate_after]
+        if self.neighbours:
+            fields["neighbours"] = list(self.neighbours)
+        if self.label:
+            fields["label"] = self.label
+        if self.escalations:
+            fields["escalations"] = [e.encode() for e in self.escalations]
+        return fields
 
     @classmethod
     def decode(cls, data: bytes) -> CellRecord:
@@ -502,7 +575,25 @@ class CellRecord:
             raw_seen[i : i + 16]: int.from_bytes(raw_seen[i + 16 : i + 24], "big")
             for i in range(0, len(raw_seen), 24)
         }
+        escalate = f.get("escalate", (0, DEFAULT_ESCALATE_AFTER))
+        neighbours, escalations = f.get("neighbours", ()), f.get("escalations", ())
+        label = f.get("label", "")
+        if (
+            type(label) is not str
+            or type(escalate) is not tuple
+            or len(escalate) != 2
+            or not all(type(v) is int for v in escalate)
+            or type(neighbours) is not tuple
+            or not all(type(n) is bytes for n in neighbours)
+            or type(escalations) is not tuple
+        ):
+            raise StateError("saved state is damaged (escalation)")
         return cls(
+            escalate_below=escalate[0],
+            escalate_after=escalate[1],
+            neighbours=list(neighbours),
+            label=label,
+            escalations=[EscalationRecord.decode(e) for e in escalations],
             crypto=_bytes(f, "crypto"),
             relay=_str(f, "relay"),
             group_mailbox=MailboxId(_bytes(f, "group_mailbox")),
@@ -589,6 +680,9 @@ class CellRecord:
             self.seen = dict(sorted(self.seen.items(), key=lambda kv: kv[1])[-MAX_SEEN:])
             self._seen_wire = None
         # Invites stay until the cell deletes their join mailboxes (Cell._reap_invites).
+        if self.escalations:
+            self.escalations = [e for e in self.escalations if e.expires_at > now]
+            del self.escalations[:-MAX_ESCALATIONS]
 
 
 @dataclass(slots=True, kw_only=True)

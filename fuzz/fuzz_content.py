@@ -31,6 +31,7 @@ def test_one_input(data: bytes) -> None:
     # the sender as an admin, whatever time it claims (far-future claims are clamped).
     book = RollupBook()
     book.set_admins(frozenset({b"\x01" * 16}) if kind % 2 else frozenset())
+    book.set_liaisons(frozenset({b"\x01" * 16}) if kind % 3 else frozenset())  # notes (§C10)
     book.add(MemberId(b"\x01" * 16), "fuzz", content, 1.0)
     for rollup in book.active(0.0):
         if rollup.sent_at_ms > (1.0 + CLAIM_TOLERANCE) * 1000:

@@ -63,6 +63,7 @@ def write_content_and_invite_seeds() -> None:
         Alert,
         Burn,
         Change,
+        EscalationNote,
         Leave,
         MemberId,
         MembershipChange,
@@ -75,6 +76,7 @@ def write_content_and_invite_seeds() -> None:
         StatusReply,
         Step,
         VerificationStep,
+        escalation_ref,
     )
     from cellrelay.protocol.cell._invite import Invite, InviteRelay
     from cellrelay.protocol.wire._address import RelayAddress
@@ -96,6 +98,15 @@ def write_content_and_invite_seeds() -> None:
         "verification": VerificationStep(
             message_id=ids[3], sent_at_ms=1_767_225_700_000, alert_id=ids[0],
             step=Step.CONFIRMED, note="two vans, confirmed by phone",
+        ),
+        "escalated-alert": Alert(
+            message_id=ids[2], sent_at_ms=1_767_225_600_000, text="agents at 14th & Main",
+            priority=Priority.URGENT, place=None, expires_at=1_767_229_200, escalate_below=2,
+            escalate_after=60, from_label="Eastside", from_ref=escalation_ref(ids[0]),
+        ),
+        "escalation": EscalationNote(
+            message_id=ids[1], sent_at_ms=1_767_225_800_000, alert_id=ids[0], label="Westside",
+            responding=2, on_scene=1, outcome=Status.RESOLVED,
         ),
         "receipt": Receipt(
             message_id=ids[3], sent_at_ms=1, message_ids=tuple(ids[:3]), state=ReceiptState.READ
@@ -214,6 +225,7 @@ def write_change_extra_seeds() -> None:
         "extra-move": b"\x01" + move.encode(),
         "extra-settings": b"\x01" + settings.encode(),
         "extra-relays": b"\x01" + relays.encode(),
+        "extra-escalate": b"\x01" + ChangeExtra(escalate=(2, 60)).encode(),
         "cell-info": b"\x02" + info.encode(),
         "cell-info-three-relays": b"\x02" + three.encode(),
     }

@@ -221,6 +221,7 @@ function handle(event) {
       break;
     case "status_received":
     case "verification_received":
+    case "escalation_received":
       // The daemon says nothing of a report it holds back (verify-first); a step that
       // arrives for an alert this board never listed still lists it only once confirmed.
       if (event.rollup && (state.alerts.has(event.rollup.alert.message_id) || !held(event.cell, event.rollup))) {
@@ -416,6 +417,21 @@ function verificationLine(rollup) {
   return el("p", { class: "verification", "data-verification": rollup.verification }, ...words);
 }
 
+// Where the alert went or came from (docs/workflow.md section 7): counts, never names.
+function escalationLines(rollup) {
+  const lines = [];
+  if (rollup.escalated_from) {
+    lines.push(el("p", { class: "escalated-from" }, "Escalated from ", rollup.escalated_from));
+  }
+  for (const e of rollup.escalations || []) {
+    const via = e.member_id === state.me.member_id ? "you" : e.name;
+    const answers = e.outcome ? STATUS_WORDS[e.outcome]
+      : (e.responding || e.on_scene) ? `${e.on_scene} on scene, ${e.responding} responding` : "no answers yet";
+    lines.push(el("p", { class: "escalation" }, `Escalated to ${e.label} (via ${via}): ${answers}`));
+  }
+  return lines;
+}
+
 function held(cellName, rollup) {
   const cell = cellOf(cellName);
   // Never confirmed (not only unverified): as the library decides (protocol §C2 rule 7).
@@ -449,6 +465,7 @@ function renderAlert({ cell, rollup }) {
     alert.place ? el("p", { class: "place" }, "At ", el("span", { class: "place-text" }, alert.place)) : null,
     el("p", { class: "author" }, "From ", mine ? "you" : rollup.author_name),
     verificationLine(rollup),
+    ...escalationLines(rollup),
   );
   const groups = el("ul", { class: "rollup" });
   for (const status of ["on_scene", "responding", "resolved", "false_alarm"]) {

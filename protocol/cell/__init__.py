@@ -14,6 +14,7 @@ from ._content import (
     Content,
     ContentError,
     ContentKind,
+    EscalationNote,
     Leave,
     MemberId,
     MembershipChange,
@@ -28,6 +29,7 @@ from ._content import (
     VerificationStep,
     WireContent,
     decode_content,
+    escalation_ref,
     new_message_id,
 )
 from ._envelope import (
@@ -96,6 +98,7 @@ from ._padding import (
 from ._receipts import RECEIPT_SAMPLE, ReceiptCounts, reporters
 from ._rollup import (
     AlertRollup,
+    EscalationSummary,
     MemberStatus,
     ReportState,
     RollupBook,
@@ -129,6 +132,8 @@ __all__ = [
     "ContentKind",
     "EpochGapError",
     "EpochUpdate",
+    "EscalationNote",
+    "EscalationSummary",
     "ExpiredError",
     "GroupError",
     "Identity",
@@ -179,6 +184,7 @@ __all__ = [
     "WelcomeWindowError",
     "WireContent",
     "decode_content",
+    "escalation_ref",
     "format_safety_number",
     "new_message_id",
     "reporters",

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Annotated, ClassVar, Final, NewType, TypeAlias, TypeVar
 
-from .._crypto import random_bytes
+from .._crypto import blake2b, random_bytes
 from .._errors import CellrelayError, ErrorCode, RemoteProtocolError
 from ..wire._codec import decode_map, encode_map
 
@@ -48,6 +48,8 @@ __all__ = [
     "CONTENT_TYPES",
     "GROUP_KINDS",
     "MAX_CONTENT",
+    "MAX_ESCALATE_AFTER",
+    "MAX_ESCALATE_BELOW",
     "MAX_NAME",
     "MAX_NOTE",
     "MAX_PLACE",
@@ -62,6 +64,7 @@ __all__ = [
     "ContentError",
     "ContentFieldSpec",
     "ContentKind",
+    "EscalationNote",
     "Leave",
     "MemberId",
     "MembershipChange",
@@ -77,6 +80,7 @@ __all__ = [
     "WireContent",
     "content_field_specs",
     "decode_content",
+    "escalation_ref",
     "new_message_id",
 ]
 
@@ -104,6 +108,13 @@ MAX_RECEIPT_IDS: Final = 100
 # 9,000 bytes; tests/protocol/test_content.py checks every kind's maximum), so anything
 # bigger is refused before msgpack sees it.
 MAX_CONTENT: Final = 16_384
+# Escalation (§C10): "fewer than N responding after T seconds". N is bounded by the
+# largest cell (128 members, docs/protocol.md §G5) with room, T by a day: an alert that no
+# neighbour needs to hear of for a day is not urgent.
+MAX_ESCALATE_BELOW: Final = 1_024
+MAX_ESCALATE_AFTER: Final = 86_400
+# The BLAKE2b personalisation of an escalated alert's `from_ref` (16 bytes).
+_ESCALATION_PERSON: Final = b"cellrelay-escref"
 # Times: unix seconds or milliseconds in a signed 64-bit integer, what SQLite stores.
 _I64: Final = 2**63 - 1
 
@@ -121,6 +132,7 @@ class ContentKind(IntEnum):
     ANNOUNCEMENT = 7  # the group layer's own: a signing key announcement
     LEAVE = 16  # a member leaves the cell (docs/protocol.md §C9)
     VERIFICATION = 17  # a dispatcher's step on a report: verifying, confirmed, ...
+    ESCALATION = 18  # a liaison's note: an alert went to a neighbouring cell, and how it fares
     BURN = 24  # an admin burns the cell: every member deletes it (§C1.6)
 
 
@@ -219,13 +231,17 @@ class ContentFieldSpec:
     * "choice": a str naming a member of the StrEnum `choices`;
     * "ids": an array of `lo..hi` distinct `MESSAGE_ID_SIZE`-byte bins.
 
-    `optional` admits `None` (msgpack nil) as well.
+    `optional` admits `None` (msgpack nil) as well. `omissible` (optional fields added
+    after a content was first specified) lets the key be absent too, which means `None`;
+    the encoder leaves such a key out when it is `None`, so an encoding that does not use
+    the field is byte for byte what it was before the field existed (docs/protocol.md §C1.2).
     """
 
     kind: str
     lo: int = 0
     hi: int = 0
     optional: bool = False
+    omissible: bool = False
     choices: type[StrEnum] | None = None
     # value -> member of `choices`: a dict lookup is ~10x faster than iterating the enum.
     members: Mapping[str, StrEnum] = field(init=False, repr=False, compare=False)
@@ -285,6 +301,8 @@ class ContentFieldSpec:
             text = f"{self.kind} ({self.lo}{unit[self.kind]})"
         else:
             text = f"{self.kind} ({self.lo}..{self.hi}{unit[self.kind]})"
+        if self.omissible:
+            return text + ", nil or absent"
         return text + " or nil" if self.optional else text
 
 
@@ -298,6 +316,11 @@ def _text(hi: int, *, optional: bool = False) -> ContentFieldSpec:
 
 def _line(hi: int, *, optional: bool = False) -> ContentFieldSpec:
     return ContentFieldSpec("line", 1, hi, optional=optional)
+
+
+def _later(kind: str, hi: int, lo: int = 1) -> ContentFieldSpec:
+    """A field added later: nil or absent when unused (see ContentFieldSpec.omissible)."""
+    return ContentFieldSpec(kind, lo, hi, optional=True, omissible=True)
 
 
 def _choice(choices: type[StrEnum]) -> ContentFieldSpec:
@@ -314,6 +337,15 @@ Name = Annotated[str, _line(MAX_NAME)]
 def new_message_id() -> MessageId:
     """Return a fresh random message id (16 bytes from libsodium's CSPRNG)."""
     return MessageId(random_bytes(MESSAGE_ID_SIZE))
+
+
+def escalation_ref(alert_id: bytes) -> bytes:
+    """The `from_ref` of an alert escalated from the alert `alert_id` (docs/protocol.md §C10).
+
+    BLAKE2b-128 of the alert id, personalised: a member of the origin cell (who knows the
+    alert id) recognises the escalated copy; the neighbouring cell learns nothing of it.
+    """
+    return blake2b(alert_id, size=16, person=_ESCALATION_PERSON)
 
 
 # ---------------------------------------------------------------------------------------
@@ -343,6 +375,8 @@ class _Content:
         wire: dict[str, object] = {}
         for name, spec in _SPECS[type(self)]:
             value = getattr(self, name)
+            if value is None and spec.omissible:
+                continue  # absent: the encoding is as before the field existed
             if spec.choices is not None and value is not None:
                 value = str(value.value)
             wire[name] = value
@@ -424,10 +458,22 @@ class Alert(_Content):
     priority: Annotated[Priority, _choice(Priority)]
     place: Annotated[str | None, _line(MAX_PLACE, optional=True)] = field(default=None, repr=False)
     expires_at: UnixTime
+    # Added for escalation (§C10); each may be absent. This alert's own "fewer than
+    # `escalate_below` members responding after `escalate_after` seconds" (the cell's
+    # setting otherwise), and, on an alert a liaison escalated from another cell, the
+    # label it gave that cell and `escalation_ref` of the alert there.
+    escalate_below: Annotated[int | None, _later("uint", MAX_ESCALATE_BELOW, 0)] = None
+    escalate_after: Annotated[int | None, _later("uint", MAX_ESCALATE_AFTER)] = None
+    from_label: Annotated[str | None, _later("line", MAX_NAME)] = None
+    from_ref: Annotated[bytes | None, _later("bytes", 16, 16)] = field(default=None, repr=False)
 
     def _check_relations(self) -> None:
         if self.expires_at * 1000 <= self.sent_at_ms:
             raise ContentError("Alert.expires_at is not after sent_at_ms", ErrorCode.OUT_OF_RANGE)
+        if (self.from_label is None) != (self.from_ref is None):
+            raise ContentError(
+                "Alert.from_label and from_ref: both or neither", ErrorCode.MISSING_FIELD
+            )
 
     @property
     def alert_id(self) -> MessageId:
@@ -461,6 +507,33 @@ class VerificationStep(_Content):
     alert_id: IdField
     step: Annotated[Step, _choice(Step)]
     note: Annotated[str | None, _text(MAX_NOTE, optional=True)] = field(default=None, repr=False)
+
+
+@_content(ContentKind.ESCALATION)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EscalationNote(_Content):
+    """A liaison's word on the alert `alert_id`: it went to the neighbouring cell `label`,
+    where `responding` and `on_scene` members answer it (a later note replaces an earlier).
+
+    `outcome` is the neighbour's close (resolved or false alarm), else nil. Counted only
+    from an admin, a dispatcher or a liaison (docs/protocol.md §C10).
+    """
+
+    message_id: IdField = field(default_factory=new_message_id)
+    sent_at_ms: SentAtMs
+    alert_id: IdField
+    label: Annotated[str, _line(MAX_NAME)]
+    responding: Annotated[int, _uint(MAX_ESCALATE_BELOW)] = 0
+    on_scene: Annotated[int, _uint(MAX_ESCALATE_BELOW)] = 0
+    outcome: Annotated[Status | None, ContentFieldSpec("choice", choices=Status, optional=True)] = (
+        None
+    )
+
+    def _check_relations(self) -> None:
+        if self.outcome not in (None, Status.RESOLVED, Status.FALSE_ALARM):
+            raise ContentError(
+                "EscalationNote.outcome: resolved, false_alarm or nil", ErrorCode.OUT_OF_RANGE
+            )
 
 
 @_content(ContentKind.RECEIPT)
@@ -531,10 +604,18 @@ class Leave(_Content):
     sent_at_ms: SentAtMs
 
 
-WireContent: TypeAlias = Alert | StatusReply | Receipt | PlainMessage | VerificationStep
+WireContent: TypeAlias = (
+    Alert | StatusReply | Receipt | PlainMessage | VerificationStep | EscalationNote
+)
 """The contents a member can send (a `Leave` is sent by `Cell.leave` only, a `Burn` by `Cell.burn`)."""
 Content: TypeAlias = (
-    Alert | StatusReply | Receipt | PlainMessage | VerificationStep | MembershipChange
+    Alert
+    | StatusReply
+    | Receipt
+    | PlainMessage
+    | VerificationStep
+    | EscalationNote
+    | MembershipChange
 )
 """Every content an app sees (a `Leave` reaches apps as a
 `MembershipChange`, a `Burn` as the client's `CellBurned` event)."""
@@ -567,18 +648,21 @@ def decode_content(kind: int, data: bytes, *, allow_local: bool = False) -> Cont
     except RemoteProtocolError as exc:
         raise ContentError(f"{cls.__name__}: {exc.args[0]}", exc.code) from None
     specs = _SPECS[cls]
-    for name, _ in specs:
+    present = len(specs)
+    for name, spec in specs:
         if name not in fields:
-            raise ContentError(f"{cls.__name__} lacks {name}", ErrorCode.MISSING_FIELD)
-    if len(fields) != len(specs):
+            if not spec.omissible:
+                raise ContentError(f"{cls.__name__} lacks {name}", ErrorCode.MISSING_FIELD)
+            present -= 1
+    if len(fields) != present:
         raise ContentError(
-            f"{cls.__name__} has {len(fields) - len(specs)} extra fields", ErrorCode.EXTRA_FIELD
+            f"{cls.__name__} has {len(fields) - present} extra fields", ErrorCode.EXTRA_FIELD
         )
     # Check the wire values as they are (the constructor would accept a list where an
     # array of ids belongs, and an empty nested map decodes to one), then set them
     # directly: the constructor would only check everything again.
     content = cls.__new__(cls)
     for name, spec in specs:
-        object.__setattr__(content, name, _checked(cls, name, spec, fields[name]))
+        object.__setattr__(content, name, _checked(cls, name, spec, fields.get(name)))
     content._check_relations()
     return typing.cast("Content | Leave | Burn", content)

@@ -77,10 +77,13 @@ class Role(IntEnum):
     DISPATCHER = 2
     RESPONDER = 3
     OBSERVER = 4  # a legal observer
+    LIAISON = 5  # belongs to a neighbouring cell too: may escalate alerts (§C10)
 
 
 # The roles SET_ROLE may give: every role but admin (PROMOTE and DEMOTE move admins).
-PLAIN_ROLES: Final = frozenset({Role.MEMBER, Role.DISPATCHER, Role.RESPONDER, Role.OBSERVER})
+PLAIN_ROLES: Final = frozenset(
+    {Role.MEMBER, Role.DISPATCHER, Role.RESPONDER, Role.OBSERVER, Role.LIAISON}
+)
 
 
 class Op(IntEnum):

@@ -39,6 +39,11 @@ on their order:
   `set_verifiers`, the dispatchers), so the state (`ReportState`) depends on the set of
   steps and the current roles, never on arrival order. A false alarm or resolved report
   is closed whatever the votes say, and verifiers decide under the close rule too.
+* Escalation (docs/protocol.md §C10): a liaison's `EscalationNote`s (kind 18) on an alert
+  are kept per (sender, label), the greatest by `(sent_at_ms, message_id, encoding)`, like
+  statuses; the roll-up lists those from the reader's current escalators (admins,
+  dispatchers and `set_liaisons`) and counts the others as refused. An alert's
+  `from_label` is shown (`escalated_from`) only when its author is an escalator.
 
 Memory is bounded, because every event comes from some member and one member may be
 hostile: at most `MAX_ALERTS` alerts and `MAX_ALERTS_PER_MEMBER` per author,
@@ -67,6 +72,7 @@ from typing import TYPE_CHECKING, Final
 
 from ._content import (
     Alert,
+    EscalationNote,
     MemberId,
     MessageId,
     Priority,
@@ -86,6 +92,8 @@ __all__ = [
     "CLOSE_VOTES",
     "MAX_ALERTS",
     "MAX_ALERTS_PER_MEMBER",
+    "MAX_NOTES",
+    "MAX_NOTES_PER_MEMBER",
     "MAX_PENDING",
     "MAX_PENDING_PER_MEMBER",
     "MAX_RESPONDERS",
@@ -94,6 +102,7 @@ __all__ = [
     "PENDING_HORIZON",
     "TRANSITIONS",
     "AlertRollup",
+    "EscalationSummary",
     "MemberStatus",
     "ReportState",
     "RollupBook",
@@ -130,6 +139,10 @@ _CLOSING: Final = frozenset({Status.RESOLVED, Status.FALSE_ALARM})
 # only its own share of 16 (what does not fit is dropped and counted, as for statuses).
 MAX_STEPS: Final = 64
 MAX_STEPS_PER_MEMBER: Final = 16
+# Escalation notes kept per alert, one per (liaison, neighbouring cell): a cell has a few
+# neighbours and liaisons; a hostile escalator fills only its own share.
+MAX_NOTES: Final = 16
+MAX_NOTES_PER_MEMBER: Final = 4
 
 
 class ReportState(StrEnum):
@@ -190,6 +203,21 @@ class VerificationRecord:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class EscalationSummary:
+    """A liaison's latest word on an alert it escalated: to which cell, how it fares there."""
+
+    member_id: MemberId  # the liaison
+    name: str = field(repr=False)
+    label: str = field(repr=False)  # the neighbouring cell, as the liaison names it
+    responding: int  # the neighbour's members on their way
+    on_scene: int
+    outcome: Status | None  # the neighbour closed it: RESOLVED or FALSE_ALARM
+    sent_at_ms: int  # by the liaison's clock, clamped to received_at + CLAIM_TOLERANCE
+    received_at: float
+    message_id: MessageId
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AlertRollup:
     """A snapshot of one alert and everyone's latest status for it."""
 
@@ -205,6 +233,13 @@ class AlertRollup:
     # The steps that made `verification`, in the order applied; the last one set it.
     steps: tuple[VerificationRecord, ...] = ()
     refused_steps: int = 0  # steps held from members who may not verify, or out of order
+    # The escalators' latest notes (to which neighbouring cells it went, how it fares there),
+    # by label then liaison; notes from anyone else are counted, not listed.
+    escalations: tuple[EscalationSummary, ...] = ()
+    refused_notes: int = 0
+    # The author's label for the cell this alert was escalated from, when the author is an
+    # escalator (admin, dispatcher or liaison) here; None otherwise, or for a local alert.
+    escalated_from: str | None = field(default=None, repr=False)
 
     @property
     def verified_by(self) -> VerificationRecord | None:
@@ -302,6 +337,23 @@ class _StepHeld:
 
 
 @dataclass(slots=True)
+class _NoteHeld:
+    key: tuple[int, MessageId, bytes]
+    summary: EscalationSummary
+
+    def beaten_by(self, other: _NoteHeld) -> bool:
+        if other.key != self.key:
+            return other.key > self.key
+        return (other.summary.received_at, other.summary.name) < (
+            self.summary.received_at,
+            self.summary.name,
+        )
+
+
+_NoteSlot = tuple[MemberId, str]
+
+
+@dataclass(slots=True)
 class _Entry:
     key: _AlertKey
     alert: Alert
@@ -311,9 +363,13 @@ class _Entry:
     held: dict[MemberId, _Held]
     snapshot: AlertRollup | None = None
     steps: dict[tuple[MessageId, bytes], _StepHeld] = field(default_factory=dict)
+    notes: dict[_NoteSlot, _NoteHeld] = field(default_factory=dict)
 
     def rollup(
-        self, admins: frozenset[bytes] = frozenset(), verifiers: frozenset[bytes] = frozenset()
+        self,
+        admins: frozenset[bytes] = frozenset(),
+        verifiers: frozenset[bytes] = frozenset(),
+        liaisons: frozenset[bytes] = frozenset(),
     ) -> AlertRollup:
         if self.snapshot is None:
             responders = {m: self.held[m].status for m in sorted(self.held)}
@@ -323,6 +379,9 @@ class _Entry:
                 outcome, votes = Status.FALSE_ALARM, 0
             elif state is ReportState.RESOLVED:
                 outcome, votes = Status.RESOLVED, 0
+            escalators = admins | verifiers | liaisons
+            notes = [self.notes[s].summary for s in sorted(self.notes, key=lambda s: (s[1], s[0]))]
+            listed = tuple(n for n in notes if n.member_id in escalators)
             self.snapshot = AlertRollup(
                 alert=self.alert,
                 author_id=self.author_id,
@@ -335,6 +394,9 @@ class _Entry:
                 verification=state,
                 steps=applied,
                 refused_steps=refused,
+                escalations=listed,
+                refused_notes=len(notes) - len(listed),
+                escalated_from=self.alert.from_label if self.author_id in escalators else None,
             )
         return self.snapshot
 
@@ -407,6 +469,9 @@ class RollupBook:
         self._pending_horizon = pending_horizon
         self._admins: frozenset[bytes] = frozenset()  # set_admins
         self._verifiers: frozenset[bytes] = frozenset()  # set_verifiers
+        self._liaisons: frozenset[bytes] = frozenset()  # set_liaisons
+        # Escalation notes waiting for their alert (sharing the pending bounds).
+        self._pending_notes: dict[MessageId, dict[_NoteSlot, _NoteHeld]] = {}
         # ReportState steps waiting for their alert, by alert id (sharing the pending bounds).
         self._pending_steps: dict[MessageId, dict[tuple[MessageId, bytes], _StepHeld]] = {}
         self._entries: dict[MessageId, _Entry] = {}
@@ -441,6 +506,14 @@ class RollupBook:
             for entry in self._entries.values():
                 entry.snapshot = None
 
+    def set_liaisons(self, liaisons: frozenset[bytes]) -> None:
+        """Set who may escalate, besides the admins and dispatchers (the cell's liaisons)."""
+        liaisons = frozenset(liaisons)
+        if liaisons != self._liaisons:
+            self._liaisons = liaisons
+            for entry in self._entries.values():
+                entry.snapshot = None
+
     @property
     def pending(self) -> int:
         """The number of replies waiting for their alert."""
@@ -470,16 +543,28 @@ class RollupBook:
             return self._add_status(sender_id, sender_name, content, received_at)
         if isinstance(content, VerificationStep):
             return self._add_step(sender_id, sender_name, content, received_at)
+        if isinstance(content, EscalationNote):
+            return self._add_note(sender_id, sender_name, content, received_at)
         return None
 
     def rollup(self, alert_id: bytes) -> AlertRollup | None:
         """Return the roll-up of the alert `alert_id`, or None if the book does not hold it."""
         entry = self._entries.get(MessageId(alert_id))
-        return None if entry is None else entry.rollup(self._admins, self._verifiers)
+        return (
+            None if entry is None else entry.rollup(self._admins, self._verifiers, self._liaisons)
+        )
+
+    def all(self) -> list[AlertRollup]:
+        """Return the roll-ups of every alert held, expired and closed ones included."""
+        return [
+            e.rollup(self._admins, self._verifiers, self._liaisons) for e in self._entries.values()
+        ]
 
     def active(self, now: float) -> list[AlertRollup]:
         """Return the alerts unexpired at `now` and not closed: most urgent, then newest, first."""
-        live = [e.rollup(self._admins, self._verifiers) for e in self._entries.values()]
+        live = [
+            e.rollup(self._admins, self._verifiers, self._liaisons) for e in self._entries.values()
+        ]
         live = [r for r in live if r.is_active(now)]
         live.sort(key=lambda r: (_PRIORITY_RANK[r.alert.priority], -r.sent_at_ms, r.alert_id))
         return live
@@ -506,6 +591,13 @@ class RollupBook:
                 self._forget_pending(steps.pop(key).record.member_id)
             if not steps:
                 del self._pending_steps[alert_id]
+        for alert_id in list(self._pending_notes):
+            notes = self._pending_notes[alert_id]
+            for slot in [s for s, h in notes.items() if h.summary.received_at <= cutoff]:
+                del notes[slot]
+                self._forget_pending(slot[0])
+            if not notes:
+                del self._pending_notes[alert_id]
         return len(expired)
 
     # -- internals ----------------------------------------------------------------------
@@ -524,7 +616,7 @@ class RollupBook:
             entry.key, entry.alert, entry.author_id = key, alert, author_id
             entry.author_name, entry.received_at, entry.snapshot = author_name, received_at, None
             return (
-                entry.rollup(self._admins, self._verifiers)
+                entry.rollup(self._admins, self._verifiers, self._liaisons)
                 if self._evict(author_id) is not entry
                 else None
             )
@@ -543,8 +635,14 @@ class RollupBook:
                 entry.steps[step_key] = step
             else:
                 self.dropped += 1
+        for slot, note in self._pending_notes.pop(alert.alert_id, {}).items():
+            self._forget_pending(slot[0])
+            if self._note_fits(entry, slot):
+                entry.notes[slot] = note
+            else:
+                self.dropped += 1
         return (
-            entry.rollup(self._admins, self._verifiers)
+            entry.rollup(self._admins, self._verifiers, self._liaisons)
             if self._evict(author_id) is not entry
             else None
         )
@@ -568,7 +666,9 @@ class RollupBook:
         else:
             return None
         for entry in self._entries.values():
-            entry.rollup(self._admins, self._verifiers)  # eviction_key reads the snapshot
+            entry.rollup(
+                self._admins, self._verifiers, self._liaisons
+            )  # eviction_key reads the snapshot
         victim = min(
             (e for e in self._entries.values() if e.author_id == payer),
             key=_Entry.eviction_key,
@@ -614,7 +714,7 @@ class RollupBook:
                 return None
             entry.held[member] = held
             entry.snapshot = None
-            return entry.rollup(self._admins, self._verifiers)
+            return entry.rollup(self._admins, self._verifiers, self._liaisons)
         waiting = self._pending.get(reply.alert_id)
         current = None if waiting is None else waiting.get(member)
         if current is not None:
@@ -668,7 +768,7 @@ class RollupBook:
                 return None
             entry.steps[step_key] = held
             entry.snapshot = None
-            return entry.rollup(self._admins, self._verifiers)
+            return entry.rollup(self._admins, self._verifiers, self._liaisons)
         waiting = self._pending_steps.get(step.alert_id)
         if waiting is not None and step_key in waiting:
             return None
@@ -683,6 +783,54 @@ class RollupBook:
         return (
             sum(h.record.member_id == member for h in entry.steps.values()) < MAX_STEPS_PER_MEMBER
         )
+
+    def _add_note(
+        self, member: MemberId, name: str, note: EscalationNote, received_at: float
+    ) -> AlertRollup | None:
+        sent_at_ms = _clamp(note.sent_at_ms, received_at)
+        held = _NoteHeld(
+            key=(sent_at_ms, note.message_id, note.encode()),
+            summary=EscalationSummary(
+                member_id=member,
+                name=name,
+                label=note.label,
+                responding=note.responding,
+                on_scene=note.on_scene,
+                outcome=note.outcome,
+                sent_at_ms=sent_at_ms,
+                received_at=received_at,
+                message_id=note.message_id,
+            ),
+        )
+        slot: _NoteSlot = (member, note.label)
+        entry = self._entries.get(note.alert_id)
+        if entry is not None:
+            current = entry.notes.get(slot)
+            if current is None and not self._note_fits(entry, slot):
+                self.dropped += 1
+                return None
+            if current is not None and not current.beaten_by(held):
+                return None
+            entry.notes[slot] = held
+            entry.snapshot = None
+            return entry.rollup(self._admins, self._verifiers, self._liaisons)
+        waiting = self._pending_notes.get(note.alert_id)
+        current = None if waiting is None else waiting.get(slot)
+        if current is not None:
+            if current.beaten_by(held):
+                current.key, current.summary = held.key, held.summary
+            return None
+        if self._take_pending_slot(member):
+            self._pending_notes.setdefault(note.alert_id, {})[slot] = held
+        return None
+
+    @staticmethod
+    def _note_fits(entry: _Entry, slot: _NoteSlot) -> bool:
+        if slot in entry.notes:
+            return True
+        if len(entry.notes) >= MAX_NOTES:
+            return False
+        return sum(s[0] == slot[0] for s in entry.notes) < MAX_NOTES_PER_MEMBER
 
     def _forget_pending(self, member: MemberId) -> None:
         self._pending_total -= 1

@@ -102,6 +102,7 @@ class Feed:
         self.lines: list[dict[str, Any]] = []
         self.stderr = bytearray()
         self._buffer = b""
+        self._stderr_grew = trio.Event()
 
     async def read_until(self, predicate: Any) -> dict[str, Any]:  # noqa: ANN401 - a callable on a JSON object
         """Read lines until one satisfies `predicate`; return it."""
@@ -121,6 +122,14 @@ class Feed:
         assert self.process.stderr is not None
         while data := await self.process.stderr.receive_some(65536):
             self.stderr += data
+            self._stderr_grew.set()
+            self._stderr_grew = trio.Event()
+
+    async def stderr_until(self, wanted: str) -> None:
+        """Wait until standard error (read by `pump_stderr`) holds `wanted`."""
+        with trio.fail_after(COMMAND_TIMEOUT):
+            while wanted not in self.stderr.decode(errors="replace"):
+                await self._stderr_grew.wait()
 
 
 async def test_a_cell_through_the_command_line(

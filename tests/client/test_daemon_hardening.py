@@ -78,6 +78,25 @@ async def test_a_ttl_beyond_the_relay_is_refused_before_sending(
         await relay.terminate()
 
 
+async def test_a_relay_that_keeps_longer_than_7_days_takes_a_longer_ttl(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """The relay's max TTL is the bound, as on the command line: not a fixed 7 days."""
+    month, ten_days = 30 * 86_400, 10 * 86_400
+    async with open_relay_process(tmp_path / "relay", max_ttl=month) as relay:
+        lead = await start_daemon(nursery, tmp_path, "lead", tcp=False)
+        await lead.ok("POST", "/cells", 201, json_body={"name": "Eastside", "relay": str(relay.address)})  # fmt: skip
+        assert (await lead.ok("GET", "/cells/Eastside"))["max_ttl"] == month
+        sent = await lead.ok("POST", "/cells/Eastside/alerts", 201,
+                             json_body={"text": "Week-long watch at the shelter", "ttl": ten_days})  # fmt: skip
+        assert sent["alert"]["expires_at"] >= time.time() + ten_days - 3600
+        response = await lead.request("POST", "/cells/Eastside/messages",
+                                      json_body={"text": "hello", "ttl": month + 86_400})  # fmt: skip
+        assert (response.status, response.json()["code"]) == (422, "TTL_TOO_LONG")
+        lead.stop()
+        await relay.terminate()
+
+
 async def test_invites_mistyped_expired_used_and_on_a_relay_with_another_key(
     nursery: trio.Nursery, running_relay: RunningRelay, tmp_path: Path
 ) -> None:

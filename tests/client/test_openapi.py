@@ -29,13 +29,15 @@ from hypothesis import strategies as st
 
 import cellrelay.protocol.cell as cell_protocol
 from cellrelay.client import _events
-from cellrelay.client._api_types import API_TYPES, StreamEvent
+from cellrelay.client._api_types import API_TYPES, MAX_ALERT_TTL, StreamEvent
 from cellrelay.client._openapi import api_registry, openapi_document, render
 from cellrelay.protocol.cell._content import ContentFieldSpec, _Content
 
 from ..protocol.content_strategies import contents_of
-from .conftest import RunningRelay
+from ..relay.conftest import RelayFactory, relays
 from .daemons import admit, make_cell, start_daemon
+
+__all__ = ["relays"]  # the fixture, imported for pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCUMENT = ROOT / "docs" / "openapi.json"
@@ -151,8 +153,12 @@ def test_every_content_matches_the_schema_and_decodes_to_itself(content: object)
 
 
 async def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(
-    nursery: trio.Nursery, running_relay: RunningRelay, tmp_path: Path
+    nursery: trio.Nursery, relays: RelayFactory, tmp_path: Path
 ) -> None:
+    # A relay that keeps as long as the schema allows: a lifetime's bound is the cell's
+    # relay's (TTL_TOO_LONG beyond it, tests/client/test_daemon_hardening.py), so on a
+    # relay of 7 days most drawn lifetimes would be refused, as they should be.
+    running_relay = await relays.start(max_ttl=MAX_ALERT_TTL)
     lead = await start_daemon(nursery, tmp_path, "lead")
     ana = await start_daemon(nursery, tmp_path, "ana", tcp=False)
     await make_cell(lead, running_relay)

@@ -168,3 +168,72 @@ async def test_a_send_that_finally_fails_is_shown_as_failed(
                 for e in watch_cara.events
                 if isinstance(e, MessageReceived) and e.message.text == "sent as she was removed"
             ]
+
+
+async def test_a_send_that_an_epoch_change_overtakes_announces_the_new_epoch_first(
+    running_relay: RunningRelay,
+    tmp_path: Path,
+    nursery: trio.Nursery,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Nothing is sealed in an epoch whose announcement is not out (docs/protocol.md §C6 item 2).
+
+    Found through `listen`: a member who ran a command just after three role changes sealed
+    its alert in one new epoch and its next message in another before announcing either,
+    and exited; the others parked both for good (they cannot open a sender's messages
+    before its announcement). A send checked for a pending announcement, then awaited the
+    disk for its counter reservation, and sealed in whatever epoch had applied meanwhile.
+    Here ana's reservation save is held while the lead changes a role; every envelope she
+    publishes to the group mailbox must find no announcement of hers still pending.
+    """
+    with trio.fail_after(TEST_TIMEOUT):
+        async with members(tmp_path, "lead", "ana") as clients:
+            lead = await clients["lead"].create_cell("Eastside", address_of(running_relay))
+            ana = await admit(lead, clients["ana"])
+            watch_lead = Recorder(lead)
+            await nursery.start(watch_lead.run)
+            await ana.wait_synced()
+
+            held, go = trio.Event(), trio.Event()
+            save = ana._save
+
+            async def held_save(*, durable: bool = True) -> None:
+                if durable and not held.is_set():
+                    held.set()  # the send's reservation: the next counter is not reserved
+                    await go.wait()
+                await save(durable=durable)
+
+            ahead_of_announcement: list[int] = []
+            publish = ana.link.publish
+
+            async def checked(mailbox: MailboxId, envelope: bytes, expires_at: int) -> int:
+                pending = ana.record.distribution_pending
+                if mailbox == ana.record.group_mailbox and pending and envelope != pending:
+                    ahead_of_announcement.append(ana.crypto.epoch)
+                return await publish(mailbox, envelope, expires_at)
+
+            ana.record.send_reserved = 0  # the next send reserves (and saves durably) first
+            monkeypatch.setattr(ana, "_save", held_save)
+            monkeypatch.setattr(ana.link, "publish", checked)
+            epoch, changed = ana.crypto.epoch, ana._epoch_changed
+            sent: list[PlainMessage] = []
+            done = trio.Event()
+
+            async def send() -> None:
+                sent.append(await ana.send_message("sent as the role changed"))
+                done.set()
+
+            nursery.start_soon(send)
+            await held.wait()
+            await lead.set_role(lead.find_member("ana"), "responder")
+            await changed.wait()  # applied by ana, its announcement pending behind her send
+            assert ana.crypto.epoch > epoch
+            go.set()
+            await done.wait()
+            await watch_lead.wait_for(
+                lambda e: (
+                    isinstance(e, MessageReceived) and e.message.text == "sent as the role changed"
+                )
+            )
+            assert ahead_of_announcement == []
+            assert ana.send_status(sent[0].message_id) == "sent"

@@ -11,6 +11,8 @@ from cellrelay.protocol.cell._content import (
     Alert,
     Content,
     ContentFieldSpec,
+    EscalationNote,
+    Status,
     _Content,
     content_field_specs,
 )
@@ -60,13 +62,23 @@ def _expires_after_sent(fields: dict[str, object]) -> bool:
     return expires_at * 1000 > sent_at_ms
 
 
+def _escalated_both_or_neither(fields: dict[str, object]) -> bool:
+    return (fields["from_label"] is None) == (fields["from_ref"] is None)
+
+
+def _an_outcome(fields: dict[str, object]) -> bool:
+    return fields["outcome"] in (None, Status.RESOLVED, Status.FALSE_ALARM)
+
+
 def contents_of(cls: type[_Content]) -> st.SearchStrategy[Content]:
     """Return a strategy for valid instances of one content class."""
     fields = st.fixed_dictionaries(
         {name: value_for(spec) for name, spec in content_field_specs(cls)}
     )
     if cls is Alert:
-        fields = fields.filter(_expires_after_sent)
+        fields = fields.filter(_expires_after_sent).filter(_escalated_both_or_neither)
+    if cls is EscalationNote:
+        fields = fields.filter(_an_outcome)
     return fields.map(lambda f: typing.cast("Content", cls(**f)))
 
 

@@ -26,6 +26,7 @@ from cellrelay.protocol.cell._content import (
     Content,
     ContentError,
     ContentKind,
+    EscalationNote,
     Leave,
     MemberId,
     MembershipChange,
@@ -113,6 +114,7 @@ def test_kinds_are_the_documented_numbers() -> None:
         4: PlainMessage,
         16: Leave,
         17: VerificationStep,
+        18: EscalationNote,
         24: Burn,
     }
     assert int(ContentKind.SENDER_KEY) == 5
@@ -314,7 +316,7 @@ def test_group_kinds_are_not_app_contents(kind: int) -> None:
     assert code_of(kind, alert().encode()) is ErrorCode.UNEXPECTED_MESSAGE
 
 
-@pytest.mark.parametrize("kind", [-1, 18, 200, 255, 256, 2**40])
+@pytest.mark.parametrize("kind", [-1, 19, 200, 255, 256, 2**40])
 def test_unknown_kinds(kind: int) -> None:
     assert code_of(kind, alert().encode()) is ErrorCode.UNKNOWN_TYPE
 
@@ -574,5 +576,9 @@ def test_every_field_has_a_documentable_spec() -> None:
         'priority: "info" | "urgent" | "emergency"',
         "place: line (1..200 chars, one line) or nil",
         "expires_at: uint 0..9223372036854775807",
+        "escalate_below: uint 0..1024, nil or absent",
+        "escalate_after: uint 1..86400, nil or absent",
+        "from_label: line (1..64 chars, one line), nil or absent",
+        "from_ref: bytes (16 bytes), nil or absent",
     ]
     assert described["Receipt"][2] == "message_ids: ids (1..100 ids)"

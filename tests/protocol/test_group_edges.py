@@ -466,7 +466,7 @@ def test_welcome_parsing_is_strict() -> None:
     wb = content.to_bytes()
     assert WelcomeContent.from_bytes(wb) == content
     role_at = 16 + 16 + 2 + 4 + 32 + 4 + 32 + 4 + 2 + 65 + 1
-    bad_role = wb[:role_at] + b"\x05" + wb[role_at + 1 :]  # roles are 0..4 (§G5)
+    bad_role = wb[:role_at] + b"\x06" + wb[role_at + 1 :]  # roles are 0..5 (§G5)
     with pytest.raises(MalformedError, match="role"):
         WelcomeContent.from_bytes(bad_role)
     count_at = role_at - 65 - 1 - 2
