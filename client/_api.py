@@ -66,14 +66,13 @@ from ._api_types import (
     MuteMember,
     MuteResult,
     NeighbourSet,
+    NewEpoch,
     ReceiptSent,
     RecentMessage,
-    Recovered,
     RelayList,
     RelaysChanged,
     RelayState,
     ReplySent,
-    Rotated,
     SendAlert,
     SendMessage,
     SendReceipt,
@@ -199,10 +198,10 @@ ROUTES: Final[tuple[Route, ...]] = (
            "Burn a cell: every member's client deletes it, its mailboxes leave the relay (admins).",
            body=BurnCell, body_required=False, response=Burned, waits=True, errors=(*_CELL, 403, 502)),
     _route("POST", "/cells/{cell}/rotate", "rotate_cell", "Start a new epoch: fresh keys for everyone (admins).",
-           response=Rotated, waits=True, errors=(*_CELL, 403, 502)),
+           response=NewEpoch, waits=True, errors=(*_CELL, 403, 502)),
     _route("POST", "/cells/{cell}/recover", "recover_cell",
            "Move the cell to a fresh mailbox when a flood filled it: it posts again at once (admins).",
-           response=Recovered, waits=True, errors=(*_CELL, 403, 502)),
+           response=NewEpoch, waits=True, errors=(*_CELL, 403, 502)),
     _route("PUT", "/cells/{cell}/alert-limit", "set_alert_limit",
            "Alerts a member may send per minute before every client mutes it (admins).",
            body=SetAlertLimit, response=AlertLimitSet, waits=True, errors=(*_CELL, 403, 502)),
@@ -558,12 +557,12 @@ class Api:
         return Burned(cell=name, cell_id=cell_id, keep=body.keep,
                       mailboxes_pending=self.client.burns_pending)  # fmt: skip
 
-    async def recover_cell(self, call: Call) -> Recovered:
+    async def recover_cell(self, call: Call) -> NewEpoch:
         """POST /cells/{cell}/recover."""
         cell = await self.synced_cell(call, admin=True)
         call.waiting_for = "the relay did not confirm the move"
         await cell.recover()
-        return Recovered(cell=cell.name, epoch=cell.crypto.epoch)
+        return NewEpoch(cell=cell.name, epoch=cell.crypto.epoch)
 
     async def add_relay(self, call: Call) -> RelaysChanged:
         """POST /cells/{cell}/add-relay."""
@@ -627,12 +626,12 @@ class Api:
         await self.client.save()
         return neighbours_of_cell(self.client, cell)
 
-    async def rotate_cell(self, call: Call) -> Rotated:
+    async def rotate_cell(self, call: Call) -> NewEpoch:
         """POST /cells/{cell}/rotate."""
         cell = await self.synced_cell(call, admin=True)
         call.waiting_for = "the relay did not confirm the new epoch"
         await cell.rotate()
-        return Rotated(cell=cell.name, epoch=cell.crypto.epoch)
+        return NewEpoch(cell=cell.name, epoch=cell.crypto.epoch)
 
     # -- members -----------------------------------------------------------------------------
 
@@ -781,7 +780,9 @@ class Api:
     async def list_alerts(self, call: Call) -> AlertList:
         """GET /cells/{cell}/alerts."""
         cell = await self.synced_cell(call, member=False)
-        return AlertList(cell=cell.name, alerts=cell.active_alerts())
+        active = cell.active_alerts()
+        receipts = {r.alert_id: c for r in active if (c := cell.receipts(r.alert_id)) is not None}
+        return AlertList(cell=cell.name, alerts=active, receipts=receipts)
 
     async def send_alert(self, call: Call) -> AlertSent:
         """POST /cells/{cell}/alerts."""
@@ -816,9 +817,7 @@ class Api:
                 404, "NO_SUCH_ALERT", "receipts are counted only for your own current alerts"
             )
         return AlertReceipts(alert_id=MessageId(alert_id), members=counts.members,
-                             sampled=counts.sampled, delivered=counts.delivered, read=counts.read,
-                             estimated_delivered=counts.estimated_delivered,
-                             estimated_read=counts.estimated_read, exact=counts.exact)  # fmt: skip
+                             sampled=counts.sampled, delivered=counts.delivered, read=counts.read)  # fmt: skip
 
     async def mark_read(self, call: Call) -> MarkedRead:
         """POST /cells/{cell}/alerts/{alert}/read."""

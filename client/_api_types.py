@@ -25,6 +25,7 @@ from cellrelay.protocol.cell import (
     PlainMessage,
     Priority,
     Receipt,
+    ReceiptCounts,
     ReceiptState,
     Status,
     StatusReply,
@@ -82,16 +83,15 @@ __all__ = [
     "MuteMember",
     "MuteResult",
     "NeighbourSet",
+    "NewEpoch",
     "Problem",
     "ReceiptSent",
     "RecentMessage",
-    "Recovered",
     "RelayList",
     "RelayState",
     "RelayStateChanged",
     "RelaysChanged",
     "ReplySent",
-    "Rotated",
     "SendAlert",
     "SendMessage",
     "SendReceipt",
@@ -266,22 +266,17 @@ class Left:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class AlertReceipts:
+class AlertReceipts(ReceiptCounts):
     """How far one of your alerts got, counted from its sampled reporters (protocol §C1.7).
 
-    `members`: the members it went to; `sampled`: the reporters asked; `delivered` and
-    `read`: how many of those said so; `estimated_*`: for the whole cell; `exact` when
-    every member reports (cells of up to 33 members).
+    The alert's `ReceiptCounts` (as `AlertList.receipts` and the stream's
+    `receipts_counted` carry them) with its id: `members`: the members it went to;
+    `sampled`: the reporters asked; `delivered` and `read`: how many of those said so;
+    `estimated_*`: for the whole cell; `exact` when every member reports (cells of up to
+    33 members).
     """
 
     alert_id: MessageId
-    members: int
-    sampled: int
-    delivered: int
-    read: int
-    estimated_delivered: int
-    estimated_read: int
-    exact: bool
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -318,16 +313,8 @@ class Burned:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Rotated:
-    """A cell in a new epoch: everyone has fresh keys."""
-
-    cell: str
-    epoch: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Recovered:
-    """A cell moved to a fresh group mailbox (a new epoch): its members can post again."""
+class NewEpoch:
+    """A cell in a new epoch: everyone has fresh keys (after `recover`, a fresh mailbox too)."""
 
     cell: str
     epoch: int
@@ -515,10 +502,15 @@ class AlertSent:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AlertList:
-    """A cell's active alerts with their roll-ups, most urgent first."""
+    """A cell's active alerts with their roll-ups, most urgent first.
+
+    `receipts`: for your own alerts among them, how far each got (protocol §C1.7), by alert
+    id; the stream's `receipts_counted` events carry the changes.
+    """
 
     cell: str
     alerts: list[AlertRollup]
+    receipts: dict[MessageId, ReceiptCounts]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

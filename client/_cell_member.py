@@ -123,6 +123,7 @@ from ._events import (
     MuteChanged,
     MutedAlertReceived,
     ReceiptReceived,
+    ReceiptsCounted,
     RoleChanged,
     SecurityWarning,
     SendFailed,
@@ -1618,7 +1619,7 @@ class MemberCell:
                 self._count_receipts(sender.member_id, content)
                 events.append(AlertReceived(cell=self.name, sender=sender, alert=content, rollup=rollup, late=late))  # fmt: skip
             return events
-        self._count_receipts(sender.member_id, content)
+        counted = self._count_receipts(sender.member_id, content)
         if isinstance(content, StatusReply):
             if self._held(self._rollups.rollup(content.alert_id)):
                 return []  # about a report held here (verify-first): said once it is confirmed
@@ -1631,7 +1632,14 @@ class MemberCell:
                 )
             ]
         if isinstance(content, Receipt):
-            return [ReceiptReceived(cell=self.name, sender=sender, receipt=content)]
+            return [
+                ReceiptReceived(cell=self.name, sender=sender, receipt=content),
+                *(
+                    ReceiptsCounted(cell=self.name, alert_id=alert_id, counts=counts)
+                    for alert_id in counted
+                    if (counts := self._tally.counts(alert_id)) is not None
+                ),
+            ]
         if isinstance(content, PlainMessage):
             return [MessageReceived(cell=self.name, sender=sender, message=content)]
         return []  # pragma: no cover - kind 0 is refused from the wire by decode_content
@@ -1640,11 +1648,12 @@ class MemberCell:
 
     def _count_receipts(
         self, sender_id: bytes, content: Content | Leave | Burn, *, report: bool = True
-    ) -> None:
+    ) -> list[MessageId]:
         """Follow receipts: track our own alerts, report on sampled ones, count what comes.
 
         `report=False` when the history is loaded: what arrived in an earlier run was
         reported then (or the run ended before its batch was due; receipts are a best effort).
+        Returns our own alerts whose counts a receipt changed.
         """
         me = self.crypto.me.member_id
         if isinstance(content, Alert):
@@ -1659,8 +1668,16 @@ class MemberCell:
             ):
                 self._queue_receipt(content.message_id, ReceiptState.DELIVERED)
         elif isinstance(content, Receipt) and sender_id != me:
+            changed = []
             for message_id in content.message_ids:
-                self._tally.add(message_id, sender_id, content.state)
+                before = self._tally.counts(message_id)
+                if (
+                    self._tally.add(message_id, sender_id, content.state)
+                    and self._tally.counts(message_id) != before
+                ):
+                    changed.append(message_id)
+            return changed
+        return []
 
     def _queue_receipt(self, message_id: MessageId, state: ReceiptState) -> None:
         first = self.receipt_batch.pending == 0

@@ -35,22 +35,21 @@ from ._cli_output import (
     Style,
     alert_headline,
     alert_json,
+    alerts_listing,
     clock_warning_text,
     command_arg,
     duration_text,
-    event_lines,
     isolate,
     member_json,
     name_tag_note,
     pad,
     plural,
-    rollup_json,
-    rollup_lines,
     short_id,
+    show_sent,
     when,
 )
 from ._client import KEYSTORE_NAME, create_identity, open_client
-from ._events import CellRole, Member, StatusReceived, VerificationReceived
+from ._events import CellRole, Member
 from ._keystore import Keystore
 from ._link import RelayRefusedError
 from ._panic import duress_companions
@@ -871,12 +870,7 @@ async def reply(ctx: Context, args: argparse.Namespace) -> None:
         ctx.bound("the relay did not store the reply")
         answer = await cell.reply(alert_id, status, note=args.note)
         ctx.unbound()
-        rollup = cell.rollup(alert_id)
-        ctx.emit({"cell": cell.name, "alert_id": alert_id.hex(), "message_id": answer.message_id.hex(),
-                  "status": str(status), "rollup": None if rollup is None else rollup_json(rollup)})  # fmt: skip
-        event = StatusReceived(cell=cell.name, sender=cell.me, reply=answer, rollup=rollup)
-        for line in event_lines(event, ctx.style, me=client.identity.member_id, cell_label=False):
-            ctx.say(line)
+        show_sent(ctx, cell.name, answer, cell.me, cell.rollup(alert_id), me=cell.me.member_id)
         note_clocks(ctx, cell)
 
 
@@ -889,12 +883,7 @@ async def mark(ctx: Context, args: argparse.Namespace) -> None:
         ctx.bound("the relay did not store the step")
         sent = await cell.verify(alert_id, step, note=args.note)
         ctx.unbound()
-        rollup = cell.rollup(alert_id)
-        ctx.emit({"cell": cell.name, "alert_id": alert_id.hex(), "message_id": sent.message_id.hex(),
-                  "step": str(step), "rollup": None if rollup is None else rollup_json(rollup)})  # fmt: skip
-        event = VerificationReceived(cell=cell.name, sender=cell.me, step=sent, rollup=rollup)
-        for line in event_lines(event, ctx.style, me=client.identity.member_id, cell_label=False):
-            ctx.say(line)
+        show_sent(ctx, cell.name, sent, cell.me, cell.rollup(alert_id), me=cell.me.member_id)
         note_clocks(ctx, cell)
 
 
@@ -917,19 +906,7 @@ async def alerts(ctx: Context, args: argparse.Namespace) -> None:
     """`cellrelay alerts CELL`: active alerts with their roll-ups."""
     async with connected(ctx) as client:
         cell = await the_cell(ctx, client, args.cell)
-        authors = alerts_of(cell)
         active = cell.active_alerts()
-        ctx.emit(
-            [
-                alert_json(r.alert, authors[r.alert_id][0] if r.alert_id in authors else None, r)
-                for r in active
-            ]
-        )
-        if not active:
-            ctx.say(f"No active alerts in {isolate(cell.name)}.")
-        me = client.identity.member_id
-        for rollup in active:
-            author = "you" if rollup.author_id == me else rollup.author_name
-            ctx.say(alert_headline(rollup.alert, author, ctx.style))
-            for line in rollup_lines(rollup, ctx.style, me=me):
-                ctx.say(line)
+        authors = {alert_id: sender for alert_id, (sender, _) in alerts_of(cell).items()}
+        receipts = {r.alert_id: c for r in active if (c := cell.receipts(r.alert_id)) is not None}
+        alerts_listing(ctx, cell.name, active, authors, receipts, me=client.identity.member_id)

@@ -29,11 +29,20 @@ import trio
 
 from cellrelay.protocol import ErrorCode
 from cellrelay.protocol._errors import DESCRIPTIONS
-from cellrelay.protocol.cell import Alert, AlertRollup, Invite, Status, Step
+from cellrelay.protocol.cell import (
+    Alert,
+    AlertRollup,
+    Invite,
+    MessageId,
+    ReceiptCounts,
+    Status,
+    Step,
+)
 from cellrelay.protocol.wire import RelayAddress
 
 from ._api_types import (
     AlertLimitSet,
+    AlertList,
     AlertSent,
     CellList,
     CellSummary,
@@ -43,7 +52,7 @@ from ._api_types import (
     MemberList,
     MessageList,
     MuteResult,
-    Recovered,
+    NewEpoch,
     RelaysChanged,
     RelayStateChanged,
     ReplySent,
@@ -65,11 +74,12 @@ from ._cli_commands import (
     ttl_refusal,
     verify_first_sentence,
 )
-from ._cli_listen import show_status
+from ._cli_listen import CountLines, show_snapshot, show_status
 from ._cli_output import (
     Style,
     alert_headline,
     alert_json,
+    alerts_listing,
     command_arg,
     event_json,
     event_lines,
@@ -78,9 +88,8 @@ from ._cli_output import (
     name_tag_note,
     pad,
     plural,
-    rollup_json,
-    rollup_lines,
     short_id,
+    show_sent,
     when,
 )
 from ._daemon import DaemonAddress, DaemonRunningError, check_not_running, run_daemon, socket_path
@@ -90,8 +99,8 @@ from ._events import (
     CellEvent,
     Member,
     MembershipChanged,
+    ReceiptsCounted,
     StatusReceived,
-    VerificationReceived,
 )
 from ._link import LinkStatus
 from ._openapi import api_registry
@@ -610,7 +619,7 @@ async def cell_burn(api: Api, args: argparse.Namespace) -> None:
 async def cell_recover(api: Api, args: argparse.Namespace) -> None:
     """`cellrelay cell recover` through the daemon."""
     ctx = api.ctx
-    moved: Recovered = await api.call("POST", _path("cells", args.cell, "recover"), Recovered,
+    moved: NewEpoch = await api.call("POST", _path("cells", args.cell, "recover"), NewEpoch,
                                       problems={**_no_cell(args.cell), **_not_admin(args.cell)})  # fmt: skip
     ctx.emit({"cell": moved.cell, "epoch": moved.epoch})
     ctx.say(f"{isolate(moved.cell)} moved to a fresh mailbox (epoch {moved.epoch}):")
@@ -759,6 +768,13 @@ def _check_alert_prefix(prefix: str) -> str:
     return wanted
 
 
+async def _as_member(api: Api, cell: str) -> tuple[bytes, Member]:
+    """Our member id, and ourselves as a member of `cell` (what we send is shown as from it)."""
+    me = await _me(api)
+    listed = (await api.call("GET", _path("cells", cell, "members"), MemberList)).members
+    return me, next(m for m in listed if m.member_id == me)
+
+
 async def reply(api: Api, args: argparse.Namespace) -> None:
     """`cellrelay reply` through the daemon."""
     ctx = api.ctx
@@ -768,18 +784,8 @@ async def reply(api: Api, args: argparse.Namespace) -> None:
         "POST", _path("cells", args.cell, "alerts", prefix, "replies"), ReplySent,
         body={"status": str(status), "note": args.note}, problems=_alert_problems(args.cell, prefix),
     )  # fmt: skip
-    me = await _me(api)
-    sender = next(
-        m
-        for m in (await api.call("GET", _path("cells", args.cell, "members"), MemberList)).members
-        if m.member_id == me
-    )
-    rollup = answer.rollup
-    ctx.emit({"cell": answer.cell, "alert_id": answer.reply.alert_id.hex(), "message_id": answer.reply.message_id.hex(),
-              "status": str(status), "rollup": None if rollup is None else rollup_json(rollup)})  # fmt: skip
-    event = StatusReceived(cell=answer.cell, sender=sender, reply=answer.reply, rollup=rollup)
-    for line in event_lines(event, ctx.style, me=me, cell_label=False):
-        ctx.say(line)
+    me, sender = await _as_member(api, args.cell)
+    show_sent(ctx, answer.cell, answer.reply, sender, answer.rollup, me=me)
 
 
 async def mark(api: Api, args: argparse.Namespace) -> None:
@@ -794,18 +800,8 @@ async def mark(api: Api, args: argparse.Namespace) -> None:
         problems={**_alert_problems(args.cell, prefix),
                   "NOT_VERIFIER": f"only a dispatcher or an admin of {args.cell!r} can mark a report {verb}"},
     )  # fmt: skip
-    me = await _me(api)
-    sender = next(
-        m
-        for m in (await api.call("GET", _path("cells", args.cell, "members"), MemberList)).members
-        if m.member_id == me
-    )
-    rollup = sent.rollup
-    ctx.emit({"cell": sent.cell, "alert_id": sent.step.alert_id.hex(), "message_id": sent.step.message_id.hex(),
-              "step": str(step), "rollup": None if rollup is None else rollup_json(rollup)})  # fmt: skip
-    event = VerificationReceived(cell=sent.cell, sender=sender, step=sent.step, rollup=rollup)
-    for line in event_lines(event, ctx.style, me=me, cell_label=False):
-        ctx.say(line)
+    me, sender = await _as_member(api, args.cell)
+    show_sent(ctx, sent.cell, sent.step, sender, sent.rollup, me=me)
 
 
 async def message(api: Api, args: argparse.Namespace) -> None:
@@ -831,25 +827,22 @@ async def _authors(api: Api, cell: str) -> dict[bytes, Member]:
     return {m.content.alert_id: m.sender for m in messages.messages if isinstance(m.content, Alert)}
 
 
-async def _rollups(api: Api, cell: str) -> tuple[str, list[AlertRollup]]:
-    listing = await api.call("GET", _path("cells", cell, "alerts"), problems=_no_cell(cell))
-    return listing["cell"], [_REGISTRY.decode(r, AlertRollup) for r in listing["alerts"]]
+async def _rollups(
+    api: Api, cell: str
+) -> tuple[str, list[AlertRollup], dict[MessageId, ReceiptCounts]]:
+    """The cell's name, its active alerts, and for our own alerts how far they got."""
+    listing = _REGISTRY.decode(
+        await api.call("GET", _path("cells", cell, "alerts"), problems=_no_cell(cell)), AlertList
+    )
+    return listing.cell, listing.alerts, dict(listing.receipts)
 
 
 async def alerts(api: Api, args: argparse.Namespace) -> None:
     """`cellrelay alerts` through the daemon."""
     ctx = api.ctx
-    name, active = await _rollups(api, args.cell)
+    name, active, receipts = await _rollups(api, args.cell)
     authors = await _authors(api, args.cell)
-    ctx.emit([alert_json(r.alert, authors.get(r.alert_id), r) for r in active])
-    if not active:
-        ctx.say(f"No active alerts in {isolate(name)}.")
-    me = await _me(api)
-    for rollup in active:
-        author = "you" if rollup.author_id == me else rollup.author_name
-        ctx.say(alert_headline(rollup.alert, author, ctx.style))
-        for line in rollup_lines(rollup, ctx.style, me=me):
-            ctx.say(line)
+    alerts_listing(ctx, name, active, authors, receipts, me=await _me(api))
 
 
 async def listen(api: Api, args: argparse.Namespace) -> None:
@@ -888,25 +881,15 @@ async def listen(api: Api, args: argparse.Namespace) -> None:
             if interactive:
                 ctx.note(_INTERACTIVE_HELP)
         for cell in cells:
-            name, active = await _rollups(api, cell.cell_id.hex())
+            name, active, receipts = await _rollups(api, cell.cell_id.hex())
             authors = await _authors(api, cell.cell_id.hex())
             for rollup in active:
                 shown.add(rollup.alert_id)
                 shown.update(s.message_id for s in rollup.responders.values())
-                ctx.emit(
-                    {
-                        "type": "alert",
-                        "cell": name,
-                        **alert_json(rollup.alert, authors.get(rollup.alert_id), rollup),
-                        "snapshot": True,
-                    }
-                )
-                author = "you" if rollup.author_id == me else rollup.author_name
-                ctx.say(
-                    alert_headline(rollup.alert, author, ctx.style, cell=name if label else None)
-                )
-                for line in rollup_lines(rollup, ctx.style, me=me):
-                    ctx.say(line)
+                show_snapshot(ctx, name, rollup, authors.get(rollup.alert_id),
+                              receipts.get(rollup.alert_id), me=me, label=label)  # fmt: skip
+
+        count_lines = CountLines(ctx, label=label)
 
         def show(event: CellEvent) -> None:
             if event.cell not in names:
@@ -916,6 +899,9 @@ async def listen(api: Api, args: argparse.Namespace) -> None:
             if isinstance(event, StatusReceived) and event.reply.message_id in shown:
                 return
             ctx.emit(event_json(event))
+            if isinstance(event, ReceiptsCounted):
+                count_lines.add(event)
+                return
             for line in event_lines(event, ctx.style, me=me, cell_label=label):
                 ctx.say(line)
             change = event.change if isinstance(event, MembershipChanged) else None
@@ -946,6 +932,7 @@ async def listen(api: Api, args: argparse.Namespace) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(pump)
             nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
+            nursery.start_soon(count_lines.run)
             if interactive:
                 nursery.start_soon(_typed_replies, api, [c.cell_id.hex() for c in cells])
             if args.duration is not None:
@@ -994,7 +981,7 @@ async def _typed_reply(
     wanted = _check_alert_prefix(prefix)
     found = []
     for cell in cells:
-        _, active = await _rollups(api, cell)
+        _, active, _ = await _rollups(api, cell)
         authors = await _authors(api, cell)
         ids = {r.alert_id for r in active} | set(authors)
         found += [(cell, a) for a in ids if a.hex().startswith(wanted)]
@@ -1004,18 +991,9 @@ async def _typed_reply(
     cell, alert_id = found[0]
     answer: ReplySent = await api.call("POST", _path("cells", cell, "alerts", alert_id.hex(), "replies"), ReplySent,
                                        body={"status": str(status), "note": note})  # fmt: skip
-    me = await _me(api)
-    sender = next(
-        m
-        for m in (await api.call("GET", _path("cells", cell, "members"), MemberList)).members
-        if m.member_id == me
-    )
-    rollup = answer.rollup
-    api.ctx.emit({"type": "reply_sent", "cell": answer.cell, "alert_id": alert_id.hex(), "message_id": answer.reply.message_id.hex(),
-                  "status": str(status), "rollup": None if rollup is None else rollup_json(rollup)})  # fmt: skip
-    event = StatusReceived(cell=answer.cell, sender=sender, reply=answer.reply, rollup=rollup)
-    for text in event_lines(event, api.ctx.style, me=me, cell_label=len(cells) > 1):
-        api.ctx.say(text)
+    me, sender = await _as_member(api, cell)
+    show_sent(api.ctx, answer.cell, answer.reply, sender, answer.rollup, me=me,
+              label=len(cells) > 1, json_type="reply_sent")  # fmt: skip
 
 
 async def board(api: Api, args: argparse.Namespace) -> None:

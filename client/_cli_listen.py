@@ -14,6 +14,12 @@ stored meanwhile, it says that too. With `--json` these are `connection` lines.
 so `cellrelay reply` could not run beside it: on a terminal, or with `--interactive`, the
 feed also reads `reply ALERT_ID STATUS [NOTE]` lines and answers from this process.
 Ctrl-C or SIGTERM ends the feed with exit status 0: stopping is how a feed ends.
+
+Receipts are not shown one by one: the sampled reporters of an alert answer over some
+seconds (docs/protocol.md §C1.7), so in text mode the feed shows, for the member's own
+alerts, the counts they add up to, one line per alert per `RECEIPT_LINE_DELAY` seconds of
+receipts (`CountLines`). With `--json` every receipt is still a `receipt` line, and each
+change of an own alert's counts a `receipts` line.
 """
 
 from __future__ import annotations
@@ -39,23 +45,71 @@ from ._cli_output import (
     event_json,
     event_lines,
     isolate,
-    rollup_json,
+    receipts_json,
+    receipts_line,
     rollup_lines,
+    show_sent,
 )
-from ._events import AlertReceived, MembershipChanged, StatusReceived
+from ._events import AlertReceived, MembershipChanged, ReceiptsCounted, StatusReceived
 from ._shims import subscribe
 
 if TYPE_CHECKING:
     import argparse
 
-    from cellrelay.protocol.cell import AlertRollup
+    from cellrelay.protocol.cell import AlertRollup, ReceiptCounts
 
     from ._cell_admin import Cell
     from ._cli_commands import Context
-    from ._events import CellEvent
+    from ._events import CellEvent, Member
     from ._link import LinkStatus, RelayLink
 
-__all__ = ["INTERACTIVE_HELP", "listen", "show_status"]
+__all__ = [
+    "INTERACTIVE_HELP",
+    "RECEIPT_LINE_DELAY",
+    "CountLines",
+    "listen",
+    "show_snapshot",
+    "show_status",
+]
+
+# How long the counts line of an alert waits after a receipt changed them: the reporters
+# answer 5 to 15 s after the alert (§C1.7), so a burst of receipts makes one line.
+RECEIPT_LINE_DELAY: Final = 2.0
+
+
+class CountLines:
+    """Text mode: the receipt counts of the member's own alerts, one line per alert per burst."""
+
+    def __init__(self, ctx: Context, *, label: bool, delay: float = RECEIPT_LINE_DELAY) -> None:
+        """Show on `ctx` (nothing with --json), naming the cell when `label`."""
+        self._ctx = ctx
+        self._label = label
+        self._delay = delay
+        self._pending: dict[tuple[str, bytes], ReceiptsCounted] = {}
+        self._changed = trio.Event()
+
+    def add(self, event: ReceiptsCounted) -> None:
+        """Show these counts with the next line for their alert (only the latest counts)."""
+        if not self._ctx.json:
+            self._pending[event.cell, event.alert_id] = event
+            self._changed.set()
+
+    async def run(self) -> None:
+        """Say the pending counts `delay` seconds after the first change; until cancelled."""
+        try:
+            while True:
+                await self._changed.wait()
+                await trio.sleep(self._delay)
+                self._changed = trio.Event()
+                self._flush()
+        finally:
+            self._flush()  # a feed that stops still says where its alerts got
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        for event in pending.values():
+            for line in event_lines(event, self._ctx.style, cell_label=self._label):
+                self._ctx.say(line)
 
 
 async def listen(ctx: Context, args: argparse.Namespace) -> None:
@@ -97,10 +151,15 @@ async def listen(ctx: Context, args: argparse.Namespace) -> None:
             if interactive:
                 ctx.note(INTERACTIVE_HELP)
         for cell in cells:
+            authors = alerts_of(cell)
             for rollup in cell.active_alerts():
                 shown.add(rollup.alert_id)
                 shown.update(s.message_id for s in rollup.responders.values())
-                _show_snapshot(ctx, cell, rollup, me=me, label=label)
+                sender = authors[rollup.alert_id][0] if rollup.alert_id in authors else None
+                counts = cell.receipts(rollup.alert_id)
+                show_snapshot(ctx, cell.name, rollup, sender, counts, me=me, label=label)
+
+        count_lines = CountLines(ctx, label=label)
 
         def show(event: CellEvent) -> None:
             if isinstance(event, AlertReceived) and event.alert.alert_id in shown:
@@ -108,6 +167,9 @@ async def listen(ctx: Context, args: argparse.Namespace) -> None:
             if isinstance(event, StatusReceived) and event.reply.message_id in shown:
                 return
             ctx.emit(event_json(event))
+            if isinstance(event, ReceiptsCounted):
+                count_lines.add(event)
+                return
             for line in event_lines(event, ctx.style, me=me, cell_label=label):
                 ctx.say(line)
             if (
@@ -137,6 +199,7 @@ async def listen(ctx: Context, args: argparse.Namespace) -> None:
             for link, changes in statuses:
                 nursery.start_soon(watch_connection, link, changes)
             nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
+            nursery.start_soon(count_lines.run)
             if interactive:
                 nursery.start_soon(_typed_commands, ctx, cells, me)
             if args.duration is not None:
@@ -216,31 +279,37 @@ async def _typed_reply(
         raise CellError(
             f"the relay did not store the reply within {ctx.timeout:g} s; it may still go out"
         )
-    rollup = cell.rollup(alert_id)
-    ctx.emit({"type": "reply_sent", "cell": cell.name, "alert_id": alert_id.hex(), "message_id": answer.message_id.hex(),
-              "status": str(status), "rollup": None if rollup is None else rollup_json(rollup)})  # fmt: skip
-    event = StatusReceived(cell=cell.name, sender=cell.me, reply=answer, rollup=rollup)
-    for text in event_lines(event, ctx.style, me=me, cell_label=len(cells) > 1):
-        ctx.say(text)
+    show_sent(ctx, cell.name, answer, cell.me, cell.rollup(alert_id), me=me,
+              label=len(cells) > 1, json_type="reply_sent")  # fmt: skip
 
 
-def _show_snapshot(
-    ctx: Context, cell: Cell, rollup: AlertRollup, *, me: bytes, label: bool
+def show_snapshot(
+    ctx: Context,
+    cell: str,
+    rollup: AlertRollup,
+    sender: Member | None,
+    counts: ReceiptCounts | None,
+    *,
+    me: bytes,
+    label: bool,
 ) -> None:
-    authors = alerts_of(cell)
-    sender = authors[rollup.alert_id][0] if rollup.alert_id in authors else None
+    """One active alert as the feed starts, alone or through the daemon: the alert, its
+    roll-up, and for our own alerts how far it got (`counts`)."""
     ctx.emit(
         {
             "type": "alert",
-            "cell": cell.name,
+            "cell": cell,
             **alert_json(rollup.alert, sender, rollup),
+            "receipts": None if counts is None else receipts_json(counts),
             "snapshot": True,
         }
     )
     author = "you" if rollup.author_id == me else rollup.author_name
-    ctx.say(alert_headline(rollup.alert, author, ctx.style, cell=cell.name if label else None))
+    ctx.say(alert_headline(rollup.alert, author, ctx.style, cell=cell if label else None))
     for line in rollup_lines(rollup, ctx.style, me=me):
         ctx.say(line)
+    if counts is not None:
+        ctx.say(receipts_line(rollup.alert_id, counts, ctx.style))
 
 
 async def _stop_on_signal(scope: trio.CancelScope) -> None:

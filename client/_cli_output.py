@@ -17,7 +17,7 @@ import re
 import time
 from typing import TYPE_CHECKING, Final
 
-from cellrelay.protocol.cell import Alert, Change, Priority, Status
+from cellrelay.protocol.cell import Alert, Change, Priority, Status, StatusReply, VerificationStep
 from cellrelay.protocol.cell._rollup import CLOSE_VOTES, EscalationSummary, ReportState
 
 from ._events import (
@@ -38,6 +38,7 @@ from ._events import (
     MuteChanged,
     MutedAlertReceived,
     ReceiptReceived,
+    ReceiptsCounted,
     RoleChanged,
     SendFailed,
     StatusReceived,
@@ -46,14 +47,18 @@ from ._events import (
 )
 
 if TYPE_CHECKING:
-    from cellrelay.protocol.cell import AlertRollup, VerificationRecord
+    from collections.abc import Mapping
 
+    from cellrelay.protocol.cell import AlertRollup, MessageId, ReceiptCounts, VerificationRecord
+
+    from ._cli_commands import Context
     from ._events import CellEvent
 
 __all__ = [
     "SHORT_ID",
     "Style",
     "alert_json",
+    "alerts_listing",
     "clock",
     "duration_text",
     "event_json",
@@ -63,9 +68,12 @@ __all__ = [
     "pad",
     "parse_duration",
     "plural",
+    "receipts_json",
+    "receipts_line",
     "rollup_json",
     "rollup_lines",
     "short_id",
+    "show_sent",
     "until",
 ]
 
@@ -289,6 +297,96 @@ def alert_json(
     }
 
 
+def receipts_json(counts: ReceiptCounts) -> dict[str, object]:
+    """How far one of our alerts got (docs/protocol.md §C1.7), as JSON."""
+    return {
+        "members": counts.members,
+        "sampled": counts.sampled,
+        "delivered": counts.delivered,
+        "read": counts.read,
+        "estimated_delivered": counts.estimated_delivered,
+        "estimated_read": counts.estimated_read,
+        "exact": counts.exact,
+    }
+
+
+def receipts_text(counts: ReceiptCounts) -> str:
+    """Counts as people read them: "delivered to 3 of 3 · read by 1" ("~" when estimated)."""
+    about = "" if counts.exact else "~"
+    text = (
+        f"delivered to {about}{counts.estimated_delivered} of {counts.members}"
+        f" \u00b7 read by {about}{counts.estimated_read}"
+    )
+    if counts.exact:
+        return text
+    return (
+        f"{text} (estimated: {counts.delivered} delivered and {counts.read} read"
+        f" of {counts.sampled} sampled members)"
+    )
+
+
+def receipts_line(alert_id: bytes, counts: ReceiptCounts, style: Style, *, tag: str = "") -> str:
+    """One of our alerts' receipt counts as an indented line under it."""
+    return f"    \u21b3 {tag}{short_id(alert_id)} {style.dim(receipts_text(counts))}"
+
+
+def alerts_listing(
+    ctx: Context,
+    cell: str,
+    active: list[AlertRollup],
+    authors: Mapping[bytes, Member],
+    receipts: Mapping[MessageId, ReceiptCounts],
+    *,
+    me: bytes,
+) -> None:
+    """What `cellrelay alerts` shows, alone or through the daemon: each active alert, its
+    roll-up, and for our own alerts how far they got (`receipts`, by alert id)."""
+
+    def counts_json(alert_id: MessageId) -> dict[str, object] | None:
+        counts = receipts.get(alert_id)
+        return None if counts is None else receipts_json(counts)
+
+    ctx.emit([{**alert_json(r.alert, authors.get(r.alert_id), r), "receipts": counts_json(r.alert_id)}
+              for r in active])  # fmt: skip
+    if not active:
+        ctx.say(f"No active alerts in {isolate(cell)}.")
+    for rollup in active:
+        author = "you" if rollup.author_id == me else rollup.author_name
+        ctx.say(alert_headline(rollup.alert, author, ctx.style))
+        for line in rollup_lines(rollup, ctx.style, me=me):
+            ctx.say(line)
+        counts = receipts.get(rollup.alert_id)
+        if counts is not None:
+            ctx.say(receipts_line(rollup.alert_id, counts, ctx.style))
+
+
+def show_sent(
+    ctx: Context,
+    cell: str,
+    sent: StatusReply | VerificationStep,
+    sender: Member,
+    rollup: AlertRollup | None,
+    *,
+    me: bytes,
+    label: bool = False,
+    json_type: str | None = None,
+) -> None:
+    """What `reply` and `mark` print once the relay stored what they sent (alone, through
+    the daemon, or typed into `listen`): the answer as JSON, or as the event others see."""
+    event: CellEvent
+    if isinstance(sent, StatusReply):
+        what: dict[str, object] = {"status": str(sent.status)}
+        event = StatusReceived(cell=cell, sender=sender, reply=sent, rollup=rollup)
+    else:
+        what = {"step": str(sent.step)}
+        event = VerificationReceived(cell=cell, sender=sender, step=sent, rollup=rollup)
+    ctx.emit({**({} if json_type is None else {"type": json_type}), "cell": cell,
+              "alert_id": sent.alert_id.hex(), "message_id": sent.message_id.hex(), **what,
+              "rollup": None if rollup is None else rollup_json(rollup)})  # fmt: skip
+    for line in event_lines(event, ctx.style, me=me, cell_label=label):
+        ctx.say(line)
+
+
 def event_json(event: CellEvent) -> dict[str, object]:
     """A cell event as one JSON object with a `type` field."""
     if isinstance(event, AlertReceived):
@@ -350,6 +448,9 @@ def event_json(event: CellEvent) -> dict[str, object]:
             "state": str(event.receipt.state),
             "message_ids": [m.hex() for m in event.receipt.message_ids],
         }
+    if isinstance(event, ReceiptsCounted):
+        return {"type": "receipts", "cell": event.cell, "alert_id": event.alert_id.hex(),
+                "receipts": receipts_json(event.counts)}  # fmt: skip
     if isinstance(event, MessageReceived):
         return {
             "type": "message",
@@ -584,13 +685,11 @@ def event_lines(
         subject = "you" if event.member.member_id == me else isolate(event.member.name)
         return [style.bold(f"{tag}{subject} now {event.role} (by {isolate(event.by.name)})")]
     if isinstance(event, ReceiptReceived):
-        ids = ", ".join(short_id(m) for m in event.receipt.message_ids[:5])
-        more = (
-            ""
-            if len(event.receipt.message_ids) <= 5
-            else f" and {len(event.receipt.message_ids) - 5} more"
-        )
-        return [style.dim(f"{tag}{isolate(event.sender.name)} {event.receipt.state}: {ids}{more}")]
+        # Not shown one by one: at scale that is noise (§C1.7); what they add up to for
+        # our own alerts comes as `ReceiptsCounted`.
+        return []
+    if isinstance(event, ReceiptsCounted):
+        return [receipts_line(event.alert_id, event.counts, style, tag=tag)]
     if isinstance(event, MessageReceived):
         when_ = style.dim(clock(event.message.sent_at_ms / 1000))
         return [

@@ -24,12 +24,14 @@ if TYPE_CHECKING:
         Alert,
         EscalationNote,
         MembershipChange,
+        MessageId,
         PlainMessage,
         Receipt,
         StatusReply,
         VerificationStep,
         WireContent,
     )
+    from cellrelay.protocol.cell._receipts import ReceiptCounts
     from cellrelay.protocol.cell._rollup import AlertRollup
 
 __all__ = [
@@ -52,6 +54,7 @@ __all__ = [
     "MuteChanged",
     "MutedAlertReceived",
     "ReceiptReceived",
+    "ReceiptsCounted",
     "RoleChanged",
     "SecurityWarning",
     "SendFailed",
@@ -173,6 +176,20 @@ class ReceiptReceived:
     cell: str
     sender: Member
     receipt: Receipt
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptsCounted:
+    """The counts of one of your own alerts changed: a sampled reporter's receipt came (§C1.7).
+
+    One per alert a `Receipt` moved forward, right after its `ReceiptReceived`; the same
+    counts as `Cell.receipts(alert_id)`. A receipt from a member who is not a reporter, or
+    one that says again what its sender said, changes nothing and makes none.
+    """
+
+    cell: str
+    alert_id: MessageId
+    counts: ReceiptCounts
 
 
 @dataclass(frozen=True, slots=True)
@@ -414,6 +431,7 @@ CellEvent = (
     | VerificationReceived
     | EscalationReceived
     | ReceiptReceived
+    | ReceiptsCounted
     | MessageReceived
     | MembershipChanged
     | RoleChanged

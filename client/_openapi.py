@@ -19,7 +19,7 @@ from typing import Any, Final, Union
 import cellrelay.protocol.cell as cell_protocol
 from cellrelay.protocol import ErrorCode
 from cellrelay.protocol._errors import DESCRIPTIONS
-from cellrelay.protocol.cell import AlertRollup, VerificationRecord
+from cellrelay.protocol.cell import AlertRollup, ReceiptCounts, VerificationRecord
 
 from . import _events
 from ._api import ROUTES, Route
@@ -74,6 +74,12 @@ def api_registry() -> Registry:
         Computed("confirmed", bool, "a verifier confirmed it (protocol §C2 rule 7)"),
         Computed("unverified", bool, "reported or verifying: no verifier has said yet"),
         Computed("verified_by", VerificationRecord | None, "the step that set `verification`"),
+    )
+    registry.computed(
+        ReceiptCounts,
+        Computed("exact", bool, "every member reports: the counts are not estimates"),
+        Computed("estimated_delivered", int, "about how many members have the alert"),
+        Computed("estimated_read", int, "about how many members have read it"),
     )
     registry.received(*RECEIVED)
     # Content classes form a union (RecentMessage.content), so each always carries `type`.

@@ -604,7 +604,8 @@ class Registry:
             properties[f.name] = converter.schema
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 required.append(f.name)
-        computed = self._computed.get(cls, ())
+        # A subclass carries its base's computed members too (AlertReceipts: ReceiptCounts).
+        computed = next((self._computed[c] for c in cls.__mro__ if c in self._computed), ())
         computed_encoders = []
         for prop in computed:
             converter = self.converter(prop.annotation)

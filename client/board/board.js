@@ -40,6 +40,7 @@ const state = {
   me: null, // { name, member_id }
   cells: [], // CellSummary
   alerts: new Map(), // alert id -> { cell, rollup }
+  receipts: new Map(), // alert id -> ReceiptCounts, for your own alerts (protocol §C1.7)
   requests: new Map(), // cell name -> [Member]
   members: new Map(), // cell name -> [Member]
   relays: new Map(), // relay -> { connected, cells, state, reason, retry_in }
@@ -163,6 +164,7 @@ async function loadAll() {
   state.cells = cells.cells.filter((c) => c.role !== "removed");
   state.relays = new Map(relays.relays.map((r) => [r.relay, r]));
   state.alerts.clear();
+  state.receipts.clear();
   await Promise.all(state.cells.map((cell) => loadCell(cell.name)));
   render();
 }
@@ -175,6 +177,7 @@ async function loadCell(name) {
     call("GET", cellPath(name, "members")),
   ]);
   for (const rollup of alerts.alerts) state.alerts.set(rollup.alert.message_id, { cell: name, rollup });
+  for (const [id, counts] of Object.entries(alerts.receipts)) state.receipts.set(id, counts);
   state.members.set(name, members.members);
   if (cell.role === "admin") {
     state.requests.set(name, (await call("GET", cellPath(name, "join-requests"))).requests);
@@ -227,6 +230,10 @@ function handle(event) {
       if (event.rollup && (state.alerts.has(event.rollup.alert.message_id) || !held(event.cell, event.rollup))) {
         state.alerts.set(event.rollup.alert.message_id, { cell: event.cell, rollup: event.rollup });
       }
+      break;
+    case "receipts_counted":
+      // A sampled reporter's receipt moved one of your alerts' counts (not one line each).
+      state.receipts.set(event.alert_id, event.counts);
       break;
     case "join_requested":
     case "membership_changed":
@@ -417,6 +424,18 @@ function verificationLine(rollup) {
   return el("p", { class: "verification", "data-verification": rollup.verification }, ...words);
 }
 
+// How far one of your alerts got: "Delivered to 2 of 2 · read by 1", with "~" and what the
+// sample said when the counts are estimates (docs/protocol.md §C1.7).
+function receiptsLine(counts) {
+  const about = counts.exact ? "" : "~";
+  let text = `Delivered to ${about}${counts.estimated_delivered} of ${counts.members} \u00b7 read by ${about}${counts.estimated_read}`;
+  if (!counts.exact) {
+    text += ` (estimated: ${counts.delivered} delivered and ${counts.read} read of ${counts.sampled} sampled members)`;
+  }
+  return el("p", { class: "receipts", "data-delivered": String(counts.estimated_delivered),
+    "data-read": String(counts.estimated_read) }, text);
+}
+
 // Where the alert went or came from (docs/workflow.md section 7): counts, never names.
 function escalationLines(rollup) {
   const lines = [];
@@ -465,6 +484,7 @@ function renderAlert({ cell, rollup }) {
     alert.place ? el("p", { class: "place" }, "At ", el("span", { class: "place-text" }, alert.place)) : null,
     el("p", { class: "author" }, "From ", mine ? "you" : rollup.author_name),
     verificationLine(rollup),
+    mine && state.receipts.has(alert.message_id) ? receiptsLine(state.receipts.get(alert.message_id)) : null,
     ...escalationLines(rollup),
   );
   const groups = el("ul", { class: "rollup" });

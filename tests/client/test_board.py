@@ -431,3 +431,45 @@ async def test_a_report_is_verified_from_the_dispatchers_board_and_rings_for_mem
         assert not session.errors, session.errors
 
     await run_in_browser("verify-first", scenario)
+
+
+async def test_the_senders_board_shows_how_far_its_alert_got(
+    nursery: trio.Nursery, running_relay: RunningRelay, tmp_path: Path
+) -> None:
+    """Issue 14 item 6 on the board: under the sender's own alert, the delivered and read
+    counts (docs/protocol.md §C1.7), updated as receipts arrive (the stream's
+    `receipts_counted`) and shown again on a fresh load (GET .../alerts); none on the
+    member's board. Both daemons report by themselves, in the protocol's own batches."""
+    lead = await start_daemon(nursery, tmp_path, "lead")
+    ana = await start_daemon(nursery, tmp_path, "ana")
+    await make_cell(lead, running_relay)
+    await admit(lead, ana)
+    text = "Two vans on 5th"
+    ids: list[str] = []
+
+    async def read_it() -> None:
+        marked = await ana.ok("POST", f"/cells/Eastside/alerts/{ids[0]}/read")
+        assert marked["reported"] is True
+
+    def scenario(session: Scenario) -> None:
+        lead_page = session.open_board("lead", lead)
+        ana_page = session.open_board("ana", ana)
+        lead_page.fill("#send-text", text)
+        lead_page.click("#send-button")
+        item = alert_item(lead_page, text)
+        # A batch is due 5 to 15 s after the alert: within Playwright's generous wait.
+        item.locator('.receipts[data-delivered="1"][data-read="0"]').wait_for()
+        assert item.locator(".receipts").text_content() == "Delivered to 1 of 1 \u00b7 read by 0"
+        ids.append(item.get_attribute("data-alert-id") or "")
+        alert_item(ana_page, text).wait_for()
+        assert alert_item(ana_page, text).locator(".receipts").count() == 0
+        trio.from_thread.run(read_it)
+        item.locator('.receipts[data-read="1"]').wait_for()
+        assert item.locator(".receipts").text_content() == "Delivered to 1 of 1 \u00b7 read by 1"
+        lead_page.reload()
+        lead_page.wait_for_selector("body[data-ready=true]")
+        reloaded = alert_item(lead_page, text).locator(".receipts")
+        assert reloaded.text_content() == "Delivered to 1 of 1 \u00b7 read by 1"
+        assert not session.errors, session.errors
+
+    await run_in_browser("receipts", scenario)
