@@ -17,6 +17,7 @@ from ._control import (
     BOX_SIZE,
     BUCKETED_VERSION,
     BUCKETED_VERSIONS,
+    KEYS_OFFSET_V3,
     LIST_DIGEST_SIZE,
     MAX_COMMITTED,
     MAX_WB,
@@ -45,8 +46,10 @@ from ._errors import GroupError, MalformedError, MembershipError, TamperedError
 from ._identity import MEMBER_ID_SIZE
 from ._keys import PAIRWISE_ADMIN_GRANT, PAIRWISE_EPOCH_BOX, EpochKeys
 from ._membership import CELL_ID_SIZE, MAX_MEMBERS, Op, Role, sign_entry
+from ._padding import BUCKETS as SIZE_CLASSES
 from ._schedule import (
     BUCKETS,
+    KEY_UPDATE_SIZE,
     KeyUpdate,
     bucket_of,
     next_epoch_secret,
@@ -54,6 +57,7 @@ from ._schedule import (
     parse_section,
     receive_dh,
     seal_keys,
+    section_size,
 )
 from ._state import MAX_JOIN_BOXES
 
@@ -66,6 +70,7 @@ if TYPE_CHECKING:
 
 __all__ = ["VerifiedChange", "build_change", "check_change", "welcome_content"]
 
+MAX_CHANGE_SIZE: Final = SIZE_CLASSES[-1]
 _SIGNER: Final = slice(CELL_ID_SIZE + 4, CELL_ID_SIZE + 4 + 16)
 
 
@@ -409,6 +414,23 @@ def check_change(
     return done
 
 
+def _fitting(
+    cell_id: bytes,
+    by_bucket: dict[int, list[bytes]],
+    touched: int | None,
+    updates: list[KeyUpdate],
+) -> list[KeyUpdate]:
+    """The longest prefix of `updates` whose change fits the largest envelope size class."""
+    refreshed = {} if touched is None or touched not in by_bucket else {touched: 0}
+    for at, update in enumerate(updates):
+        refreshed[bucket_of(cell_id, update.member_id)] = 0
+        counts = {b: len(by_bucket.get(b, [])) for b in refreshed}
+        used = KEYS_OFFSET_V3 + section_size(counts) + TABLE_SIZE + 1 + (at + 1) * KEY_UPDATE_SIZE
+        if used > MAX_CHANGE_SIZE:
+            return updates[:at]
+    return updates
+
+
 def build_change(
     identity: Identity,
     state: SavedState,
@@ -491,8 +513,8 @@ def build_change(
         members = membership.members
         moved = hint[1] if hint[0] in (Op.ADD, Op.REMOVE) else None
         chosen = [u for u in updates if u.member_id in members and u.member_id != moved]
-        chosen = chosen[:MAX_COMMITTED]
-        while True:  # as many updates as fit, oldest first
+        chosen = _fitting(state.cell_id, by_bucket, touched, chosen[:MAX_COMMITTED])
+        while True:  # as many updates as fit, oldest first (the estimate is exact; a guard)
             new_keys = {u.member_id: u.receive_pub for u in chosen}
             refresh = {bucket_of(state.cell_id, m) for m in new_keys}
             if touched is not None:

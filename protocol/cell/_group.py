@@ -145,10 +145,10 @@ WELCOME_WINDOW: Final = 600.0
 # it commits as an admin (`update_on_commit`): a state copied without the member noticing
 # follows the cell at most this long plus the time until an admin commits the update
 # (docs/threat-model.md). Each update costs its bucket a refresh in the next change (a box per
-# bucket member: about 16 at 1,000 members), and one change commits at most 16, so at 1,000
-# members weekly updates are about 143 a day, which the daily rotation and the cell's
-# membership changes carry; daily updates would need 60 or more changes a day. A week is
-# also how long the relay keeps a member's announcements (DEFAULT_KEY_TTL).
+# bucket member: about 16 at 1,000 members), and one change commits at most 16 (about 11 at
+# 1,000 members), so weekly updates in a 1,000-member cell need about 13 changes a day and
+# daily ones about 90 (docs/design.md). A week is also how long the relay keeps a member's
+# announcements (DEFAULT_KEY_TTL).
 KEY_UPDATE_PERIOD: Final = 7 * 24 * 3600.0
 # Counters are u32 in the header (docs/protocol.md §G9); past this, rotate the epoch.
 MAX_COUNTER: Final = 2**32 - 1

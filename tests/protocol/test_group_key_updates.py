@@ -16,6 +16,8 @@ bucket key opens the bucket box), which is what keeps the search honest.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -347,3 +349,32 @@ def test_a_version_4_state_loads_with_identity_receive_keys(cell: Cell) -> None:
     _commit(cell, "bob")
     assert cell["bob"].receive_generation == 1
     assert not [u for u in cell.members["bob"].updates if isinstance(u, GroupError)]
+
+
+def test_an_admin_commits_as_many_updates_as_fit_and_keeps_the_rest() -> None:
+    """In a cell of 640 members (about 10 a bucket) 16 refreshed buckets do not fit one
+    envelope: the change commits the oldest that fit, the next change the rest."""
+    cell = Cell()
+    admin = cell["admin"]
+    people = [Identity.generate(f"m{i}") for i in range(639)]
+    for person in people:
+        admin.open_control(
+            admin.add_member(person.info, now=cell.now), now=cell.now, announce=False
+        )
+    cell_id = admin.cell_id
+    spread: dict[int, Identity] = {}  # one updater per bucket: each update refreshes one more
+    for person in people:
+        spread.setdefault(bucket_of(cell_id, person.member_id), person)
+    updaters = list(spread.values())[:MAX_COMMITTED]
+    for person in updaters:
+        update = sign_key_update(person, cell_id, 1, bytearray(os.urandom(32)))
+        assert admin.accept_key_update(update.to_bytes())
+    first = admin.rotate(now=cell.now)
+    assert len(first) == 16384
+    committed = [u.member_id for u in committed_updates(first)]
+    assert 0 < len(committed) < MAX_COMMITTED
+    assert committed == [p.member_id for p in updaters[: len(committed)]]  # oldest first
+    admin.open_control(first, now=cell.now, announce=False)
+    second = admin.rotate(now=cell.now)
+    rest = [u.member_id for u in committed_updates(second)]
+    assert rest == [p.member_id for p in updaters[len(committed) :]]
