@@ -575,6 +575,9 @@ class Client:
         return found[0]
 
     def _make_cell(self, record: CellRecord, crypto: CellCrypto) -> Cell:
+        # An admin's every epoch change commits a fresh receive key of its own (docs/protocol.md
+        # §G6.5): a copy of its state taken before the change no longer follows the cell.
+        crypto.update_on_commit = True
         link = self.link_for(RelayAddress.parse(record.relay))
         further = [self.link_for(RelayAddress.parse(r.relay)) for r in record.more_relays]
         cell = Cell(identity=self.identity, record=record, crypto=crypto, link=link, save=self.save,

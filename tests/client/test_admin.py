@@ -256,3 +256,23 @@ async def _lead_offline(relay: RunningRelay, tmp_path: Path) -> list[str]:
 async def _try_remove(lead: Cell) -> None:
     with contextlib.suppress(CellError), trio.move_on_after(1):
         await lead.remove(lead.find_member("ben"))
+
+
+async def test_an_admin_heals_with_each_change_it_makes(
+    running_relay: RunningRelay, tmp_path: Path
+) -> None:
+    """Each epoch change an admin's client makes commits a new receive key of the admin's
+    (docs/protocol.md §G6.5), and every member records it (tests/protocol and
+    tests/relay/test_key_update_relay.py show that a copy from before it opens nothing)."""
+    async with members(tmp_path, "lead", "ana") as clients:
+        lead = await clients["lead"].create_cell("Eastside", address_of(running_relay))
+        ana = await admit(lead, clients["ana"])
+        before = lead.crypto.receive_generation
+        assert before >= 1  # admitting ana was a change of lead's too
+        await lead.rotate()
+        assert lead.crypto.receive_generation > before
+        me = lead.crypto.me.member_id
+        with trio.fail_after(20):
+            while ana.crypto.epoch < lead.crypto.epoch:
+                await trio.sleep(0.05)
+        assert ana.crypto._s.receive_publics[me][0] == lead.crypto.receive_generation
