@@ -32,6 +32,8 @@ relay's own), with capability keys derived from the cell's seeds for that relay
 * **Copying** what one relay delivered to a relay that lacks it: group envelopes by every
   member (`Copier`), epoch changes by admins, who alone can write the control mailbox
   (`ControlCopier`), in order per relay and with the relay's group keys rotated first.
+* **Presence** (`Presence`): a member is present on the cell, for whether a gap is owed
+  (docs/protocol.md §G10.2), while it reads at least one relay without a break.
 * **Adding and dropping a relay** ride on a rotation whose extra says so (`relay_add`,
   `relay_drop`; `MemberCell._apply_relays`, `Cell.add_relay`, `Cell.drop_relay`).
 
@@ -48,6 +50,7 @@ import hashlib
 import heapq
 import math
 import random
+import time
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Final
@@ -91,6 +94,7 @@ __all__ = [
     "ControlCopier",
     "Copier",
     "FurtherRelay",
+    "Presence",
     "first_done",
     "publish_everywhere",
 ]
@@ -117,6 +121,74 @@ COPY_AFTER: Final = (2.0, 10.0)
 MAX_COPIES: Final = 4096
 COPY_TICK: Final = 0.5  # seconds: copy deadlines are rounded up to a multiple of this
 KEYS_BEHIND: Final = frozenset({ErrorCode.REVOKED, ErrorCode.UNAUTHORIZED, ErrorCode.BAD_PROOF})
+# An absence from a relay's group mailbox longer than this may let a message expire unseen
+# there, so a gap that opens across it is not owed (docs/protocol.md §G10.2); a shorter
+# break (a reconnect) keeps the presence. A reply lives at least a minute, alerts an hour.
+PRESENCE_GAP: Final = 60.0
+
+
+class Presence:
+    """Since when this member reads a cell without a break, on any of its relays (§G10.2).
+
+    A gap is *owed* (reported when still open after the grace) only if the sender's
+    previous envelope came while this member was present. On a cell on several relays it
+    is present while it reads at least one relay without a break: the union of each
+    relay's presence, not the first relay's alone, so a member that reads only a further
+    relay (the first is down, blocked or replaced) still hears of what is missing, and one
+    whose first relay comes back after a long break stays present through the others.
+
+    Each relay's presence starts with its first delivery past the head the relay reported
+    when the mailbox was watched on the current connection (the catch-up is over), and
+    ends when its link has been down for longer than PRESENCE_GAP, or comes up after such
+    a break. The cell's presence starts when one relay's does while none was present, and
+    ends when none is.
+    """
+
+    def __init__(self) -> None:
+        """No relay read yet: not present."""
+        self._since: dict[int, float] = {}  # relay index (0: the first) -> since when, or inf
+        self._connection: dict[int, int] = {}  # the link connection each was judged on
+        self._links: dict[int, RelayLink] = {}
+        self._cell_since = math.inf
+
+    def note(self, relay: int, link: RelayLink, head: int, seq: int, now: float) -> None:
+        """Relay `relay` delivered `seq` of the group mailbox (`head`: its catch-up end)."""
+        self._links[relay] = link
+        if link.connections != self._connection.get(relay):
+            self._connection[relay] = link.connections
+            if link.away_before > PRESENCE_GAP:
+                self._since[relay] = math.inf
+        if seq > head and self._since.get(relay, math.inf) == math.inf:
+            self._since[relay] = now
+        self.since()  # the cell's presence starts (or ended before this one started)
+
+    def forget(self, relay: int) -> None:
+        """Relay `relay` left the cell (dropped)."""
+        self._since.pop(relay, None)
+        self._connection.pop(relay, None)
+        self._links.pop(relay, None)
+
+    def since(self) -> float:
+        """Since when (on the cell's clock) this member has read the cell without a break."""
+        present = [
+            since
+            for relay, since in self._since.items()
+            if since != math.inf and not _away(self._links[relay])
+        ]
+        if not present:
+            self._cell_since = math.inf
+        elif self._cell_since == math.inf:
+            self._cell_since = min(present)
+        return self._cell_since
+
+
+def _away(link: RelayLink) -> bool:
+    """Whether `link` has been down longer than PRESENCE_GAP (or was closed)."""
+    if link.closed:
+        return True
+    if link.connected or link.lost_at is None:
+        return False
+    return time.time() - link.lost_at > PRESENCE_GAP
 
 
 class FurtherRelay:
@@ -298,7 +370,11 @@ class FurtherRelay:
             log.info("group_keys_revoked", relay=self.index, code=event.code)
             return
         cell, record = self._cell, self.record
-        live = event.seq > self.heads.get(record.group_mailbox, 0)
+        mailbox = record.group_mailbox
+        live = event.seq > self.heads.get(mailbox, 0)
+        head = self.link.watch_head(mailbox)
+        head = self.heads.get(mailbox, 0) if head is None else head
+        cell._presence.note(self.index, self.link, head, event.seq, cell.clock())
         ref = (FURTHER_GENERATION + self.index) << 64 | event.seq
         cell._take(event.envelope, ref, live=live, relay=(self.index, event.expires_at))
         record.group_cursor = max(record.group_cursor, event.seq)
