@@ -38,9 +38,9 @@ relay's own), with capability keys derived from the cell's seeds for that relay
   `relay_drop`; `MemberCell._apply_relays`, `Cell.add_relay`, `Cell.drop_relay`).
 
 Not handled yet (docs/design.md): holding back a message that overtakes an earlier one
-from another relay, competing epoch changes decided by hash, and keeping the per-relay
-outbox across restarts. An envelope parked for room from a further relay is not fetched again from
-there (its ref names no current generation); the first relay's copy is.
+from another relay, and competing epoch changes decided by hash. An envelope parked for
+room from a further relay is not fetched again from there (its ref names no current
+generation); the first relay's copy is.
 """
 
 from __future__ import annotations
@@ -213,7 +213,10 @@ class FurtherRelay:
         self.group_stale = False
         # Group envelopes this relay could not take while its keys were behind: published
         # once it watches with the current keys again, oldest first (`publish_group`).
-        self.backlog: list[tuple[bytes, int]] = []
+        # The record's list, so saved with the cell (the newest, `OUTBOX_SAVED`): a restart
+        # loses none of them; what expired meanwhile goes.
+        self.backlog = record.outbox
+        self._drop_expired()
 
     def __repr__(self) -> str:
         return f"<FurtherRelay {self.address.host}:{self.address.port}>"
@@ -240,7 +243,18 @@ class FurtherRelay:
                 record.control_cursor,
             )
             if not cell.crypto.removed:
-                await self.watch_group()
+                try:
+                    await self.watch_group()
+                except RelayRefusedError as exc:
+                    if exc.code not in KEYS_BEHIND:
+                        raise
+                    # The cell rotated while this relay was away, and no admin has rotated
+                    # it yet: watched again when the change comes from it (`group_stale`).
+                    log.info("further_group_keys_behind", relay=self.index)
+                    self.group_stale = True
+                else:
+                    if self.backlog:  # kept before a restart
+                        cell._background(self._publish_backlog)
                 if cell.is_admin:
                     await self.take_up_admin_duties(cell._control_write_seed())
         except RelayKeyMismatchError as exc:
@@ -338,10 +352,18 @@ class FurtherRelay:
             raise
 
     def _keep(self, envelope: bytes, expires_at: int) -> None:
+        self._drop_expired()
         if len(self.backlog) >= MAX_BACKLOG:
             self.backlog.pop(0)  # the oldest: the other relays have it, or it is too late
             log.warning("further_backlog_full", relay=self.index)
         self.backlog.append((envelope, expires_at))
+        self._cell._dirty = True  # saved with the next save of the cell
+
+    def _drop_expired(self) -> None:
+        now = self.link.relay_time()
+        if any(expires_at <= now for _, expires_at in self.backlog):
+            self.backlog[:] = [item for item in self.backlog if item[1] > now]
+            self._cell._dirty = True
 
     async def _publish_backlog(self) -> None:
         while self.backlog and not self.group_stale:
@@ -354,6 +376,7 @@ class FurtherRelay:
                     return
             if self.backlog and self.backlog[0][0] is envelope:
                 self.backlog.pop(0)
+                self._cell._dirty = True
 
     async def stop_group(self) -> None:
         """Removed from the cell: stop reading and writing the group mailbox here."""
