@@ -104,6 +104,7 @@ from cellrelay.protocol.wire._codec import decode_map, encode_map
 from ._cell_moves import ChangeExtra, ChangeExtraError, Moves, check_escalate
 from ._cell_refetch import Refetch, make_ref
 from ._cell_relays import (
+    MAILBOX_GONE,
     ControlCopier,
     Copier,
     FurtherRelay,
@@ -229,14 +230,6 @@ EPOCH_STALE_AFTER: Final = 26 * 3600.0
 # forgets the cell anyway: a publish is one round trip, and a relay that does not answer
 # in this long must not keep a person who wants out waiting.
 LEAVE_TIMEOUT: Final = 15.0
-
-
-# What the relay answers about a mailbox that no longer exists: DELETED to a subscriber,
-# BAD_PROOF to an auth or admin operation on it (docs/protocol.md §8, a missing mailbox
-# looks like a wrong key), NO_SUCH_MAILBOX when it went while the connection held it. For
-# the control mailbox, whose read key never rotates, and for admin keys, which never
-# change, each of them means the mailbox is gone (§C1.6).
-MAILBOX_GONE: Final = frozenset({ErrorCode.DELETED, ErrorCode.BAD_PROOF, ErrorCode.NO_SUCH_MAILBOX})
 
 
 def code_name(code: int) -> str:
@@ -1885,6 +1878,8 @@ class MemberCell:
             # that relay lost the cell (replaced, or its data gone), which the others outlive.
             if event.code in MAILBOX_GONE and further is None:
                 await self._mark_gone(event.code)
+            elif event.code in MAILBOX_GONE and further is not None:
+                further.lost_cell(event.code)
             return
         async with self._control_lock:
             await self._on_control_locked(event, further)

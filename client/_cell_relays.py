@@ -63,6 +63,7 @@ from cellrelay.protocol.cell._errors import MalformedError
 from cellrelay.protocol.cell._keys import relay_seed
 from cellrelay.protocol.wire import CapabilityKey, Fetch, MailboxId, Page, RelayAddress, Rotate
 
+from ._events import SecurityWarning
 from ._link import (
     Delivery,
     LinkClosedError,
@@ -91,6 +92,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FURTHER_GENERATION",
+    "MAILBOX_GONE",
     "ControlCopier",
     "Copier",
     "FurtherRelay",
@@ -109,7 +111,6 @@ FURTHER_GENERATION: Final = 1 << 32
 # of alerts and a round of sender key distributions while a relay is away; beyond it the
 # oldest go, which the other relays still carry.
 MAX_BACKLOG: Final = 1024
-# Refusals of a publish that mean this relay has not taken the cell's current keys yet.
 # A member that reads a group envelope on one relay and not on another within this many
 # seconds (uniformly at random, so that members do not all copy at once) publishes it there
 # itself (docs/design.md, "Re-publishing between relays"): a member that reaches only one
@@ -120,6 +121,13 @@ COPY_AFTER: Final = (2.0, 10.0)
 # Envelopes waiting to be compared across relays; past it new ones are not copied.
 MAX_COPIES: Final = 4096
 COPY_TICK: Final = 0.5  # seconds: copy deadlines are rounded up to a multiple of this
+# What the relay answers about a mailbox that no longer exists: DELETED to a subscriber,
+# BAD_PROOF to an auth or admin operation on it (docs/protocol.md §8, a missing mailbox
+# looks like a wrong key), NO_SUCH_MAILBOX when it went while the connection held it. For
+# the control mailbox, whose read key never rotates, and for admin keys, which never
+# change, each of them means the mailbox is gone (§C1.6).
+MAILBOX_GONE: Final = frozenset({ErrorCode.DELETED, ErrorCode.BAD_PROOF, ErrorCode.NO_SUCH_MAILBOX})
+# Refusals of a publish that mean this relay has not taken the cell's current keys yet.
 KEYS_BEHIND: Final = frozenset({ErrorCode.REVOKED, ErrorCode.UNAUTHORIZED, ErrorCode.BAD_PROOF})
 # An absence from a relay's group mailbox longer than this may let a message expire unseen
 # there, so a gap that opens across it is not owed (docs/protocol.md §G10.2); a shorter
@@ -207,6 +215,7 @@ class FurtherRelay:
         self.started = False
         self._start_ended = trio.Event()  # `start` returned, watching or not (`failed`)
         self.failed: BaseException | None = None
+        self.cell_lost = False  # this relay said it holds no mailbox of the cell (`lost_cell`)
         # The group mailbox is not watched with the current keys: a rotation's rewatch
         # failed (the relay was down, or had not been rotated yet). The next epoch change
         # this relay delivers proves the rotation reached it (`order`): watch again then.
@@ -257,6 +266,12 @@ class FurtherRelay:
                         cell._background(self._publish_backlog)
                 if cell.is_admin:
                     await self.take_up_admin_duties(cell._control_write_seed())
+        except RelayRefusedError as exc:
+            if exc.code in MAILBOX_GONE and record.control_mailbox not in self.heads:
+                self.lost_cell(exc.code)  # the control mailbox: its read key never rotates
+            log.info("further_relay_not_started", relay=self.index, error=type(exc).__name__)
+            self.failed = exc
+            return
         except RelayKeyMismatchError as exc:
             # Another key answers at this address: never trusted (the link keeps refusing
             # it); the link's status says so, and the cell goes on on its other relays.
@@ -271,6 +286,24 @@ class FurtherRelay:
             self._start_ended.set()
         self.started = True
         cell._further_ready()
+
+    def lost_cell(self, code: int) -> None:
+        """This relay holds no mailbox of the cell any more: its data is gone (wiped, or
+        restored from before the cell), or an admin deleted it there. Said once as a
+        `SecurityWarning` naming the relay (a relay that loses a cell may have been
+        seized); the cell goes on on its other relays, and an admin drops this relay and
+        adds it again (or another) to have the cell there anew.
+        """
+        if self.cell_lost:
+            return
+        self.cell_lost = True
+        cell = self._cell
+        log.warning("further_relay_lost_cell", relay=self.index, code=int(code))
+        detail = (
+            f"the relay {self.name} no longer holds this cell (code {int(code)}): the cell "
+            "goes on on its other relays; an admin can drop this relay and add it again"
+        )
+        cell._emit(SecurityWarning(cell=cell.name, reason="RelayLostCell", detail=detail))
 
     async def wait_synced(self) -> None:
         """Wait until this relay's mailboxes are processed up to their heads when watched.

@@ -9,6 +9,8 @@ that started while the first relay was down was never present: no gap was ever o
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Final
 
@@ -18,10 +20,11 @@ import trio
 from cellrelay.client import _cell_member as cell_module
 from cellrelay.client import _client as client_module
 from cellrelay.client._cell_admin import Cell
-from cellrelay.client._events import EpochStale, MessagesMissing
+from cellrelay.client._client import Client
+from cellrelay.client._events import EpochStale, MessagesMissing, SecurityWarning
 from cellrelay.protocol.cell import _receiver as receiver_module
 
-from ..relay.process import open_relay_process
+from ..relay.process import RelayProcess, open_relay_process
 from .cells import Recorder, admit, members
 from .test_several_relays import _alert
 
@@ -33,6 +36,21 @@ def quick(monkeypatch: pytest.MonkeyPatch) -> None:
     """A gap is reported after half a second; maintenance runs ten times a second."""
     monkeypatch.setattr(receiver_module, "GAP_GRACE", 0.5)
     monkeypatch.setattr(client_module, "MAINTENANCE_INTERVAL", 0.1)
+
+
+@asynccontextmanager
+async def cell_on_two(
+    tmp_path: Path, *names: str
+) -> AsyncIterator[tuple[list[RelayProcess], Cell, dict[str, Client]]]:
+    """Two relay processes, the lead's cell on both, and clients for `names` besides."""
+    async with (
+        open_relay_process(tmp_path / "relay-0") as first,
+        open_relay_process(tmp_path / "relay-1") as second,
+        members(tmp_path, "lead", *names) as clients,
+    ):
+        relays = [first, second]
+        lead = await clients["lead"].create_cell("Eastside", [str(r.address) for r in relays])
+        yield relays, lead, clients
 
 
 async def _send_unpublished(lead: Cell, monkeypatch: pytest.MonkeyPatch, text: str) -> None:
@@ -52,14 +70,7 @@ async def test_a_member_reading_only_a_further_relay_hears_of_a_gap_and_an_old_e
 ) -> None:
     """The first relay is killed (kill -9); Ana's client starts while it is down."""
     with trio.fail_after(TEST_TIMEOUT):
-        async with (
-            open_relay_process(tmp_path / "relay-0") as first,
-            open_relay_process(tmp_path / "relay-1") as second,
-            members(tmp_path, "lead") as leads,
-        ):
-            lead = await leads["lead"].create_cell(
-                "Eastside", [str(first.address), str(second.address)]
-            )
+        async with cell_on_two(tmp_path) as ((first, _), lead, _):
             async with members(tmp_path, "ana") as clients:
                 await admit(lead, clients["ana"])
             await first.kill()
@@ -85,3 +96,48 @@ async def test_a_member_reading_only_a_further_relay_hears_of_a_gap_and_an_old_e
                 stale = await heard.wait_for(lambda e: isinstance(e, EpochStale), timeout=30)
                 assert isinstance(stale, EpochStale)
                 assert stale.newer == 0
+
+
+async def test_a_further_relay_whose_data_is_gone_is_reported_and_can_carry_the_cell_again(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """The second relay comes back with its key and none of its data.
+
+    Every member is warned once that it lost the cell (naming it), alerts go on through
+    the first relay; the lead drops the relay and adds it again, and a member that then
+    reads only that relay hears the lead through it.
+    """
+    with trio.fail_after(TEST_TIMEOUT):
+        async with cell_on_two(tmp_path, "ana") as ((_, second), lead, clients):
+            ana = await admit(lead, clients["ana"])
+            heard = Recorder(ana)
+            await nursery.start(heard.run)
+            address, port, data_dir = str(second.address), second.port, second.data_dir
+            await second.terminate()
+            for path in data_dir.iterdir():  # everything but its key: the data is gone
+                if path.name != "relay.key" and path.is_file():
+                    path.unlink()
+            async with open_relay_process(data_dir, listen=f"127.0.0.1:{port}") as wiped:
+                assert str(wiped.address) == address
+                lost = await heard.wait_for(
+                    lambda e: isinstance(e, SecurityWarning) and e.reason == "RelayLostCell",
+                    timeout=60,
+                )
+                assert isinstance(lost, SecurityWarning)
+                assert f"127.0.0.1:{port}" in lost.detail
+                await lead.send_alert("through the first relay")
+                await heard.wait_for(_alert("through the first relay"))
+                await lead.drop_relay(address)
+                await lead.add_relay(address)
+                while [f.record.relay for f in ana.further] != [address]:
+                    await trio.sleep(0.02)
+                await ana.further[0].wait_synced()  # the new mailboxes, watched
+                await ana.link.aclose()  # Ana now reads the renewed relay only
+                await lead.send_alert("through the renewed relay")
+                await heard.wait_for(_alert("through the renewed relay"), timeout=30)
+                warnings = [
+                    e
+                    for e in heard.of(SecurityWarning)
+                    if isinstance(e, SecurityWarning) and e.reason == "RelayLostCell"
+                ]
+                assert len(warnings) == 1

@@ -21,6 +21,7 @@ from cellrelay.protocol.wire import Fetch, MailboxId, Page
 
 from ..relay.process import open_relay_process
 from .cells import admit, members
+from .test_relay_gaps import cell_on_two
 
 TEST_TIMEOUT: Final = 120
 
@@ -61,14 +62,7 @@ async def test_what_is_kept_for_a_relay_whose_keys_are_behind_survives_a_restart
     tmp_path: Path,
 ) -> None:
     with trio.fail_after(TEST_TIMEOUT):
-        async with (
-            open_relay_process(tmp_path / "relay-0") as first,
-            open_relay_process(tmp_path / "relay-1") as second,
-            members(tmp_path, "lead", "ben") as clients,
-        ):
-            lead = await clients["lead"].create_cell(
-                "Eastside", [str(first.address), str(second.address)]
-            )
+        async with cell_on_two(tmp_path, "ben") as ((_, second), lead, clients):
             ben = await admit(lead, clients["ben"])
             async with members(tmp_path, "ana") as anas:
                 ana = await admit(lead, anas["ana"])
