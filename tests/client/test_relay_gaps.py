@@ -9,6 +9,8 @@ that started while the first relay was down was never present: no gap was ever o
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,7 +23,7 @@ from cellrelay.client import _cell_member as cell_module
 from cellrelay.client import _client as client_module
 from cellrelay.client._cell_admin import Cell
 from cellrelay.client._client import Client
-from cellrelay.client._events import EpochStale, MessagesMissing, SecurityWarning
+from cellrelay.client._events import AlertReceived, EpochStale, MessagesMissing, SecurityWarning
 from cellrelay.protocol.cell import _receiver as receiver_module
 
 from ..relay.process import RelayProcess, open_relay_process
@@ -141,3 +143,43 @@ async def test_a_further_relay_whose_data_is_gone_is_reported_and_can_carry_the_
                     if isinstance(e, SecurityWarning) and e.reason == "RelayLostCell"
                 ]
                 assert len(warnings) == 1
+
+
+async def test_a_gap_that_another_relay_fills_is_not_reported(
+    tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first relay is frozen (SIGSTOP) while the lead sends "two" to it alone and then
+    "three" to both: Ana reads "three" from the second relay first, a gap, which the first
+    relay fills when it is resumed. Then no check ever reports it."""
+    with trio.fail_after(TEST_TIMEOUT):
+        async with cell_on_two(tmp_path, "ana") as ((first, _), lead, clients):
+            ana = await admit(lead, clients["ana"])
+            heard = Recorder(ana)
+            await nursery.start(heard.run)
+            await ana.wait_synced()
+            await lead.send_alert("one")
+            await heard.wait_for(_alert("one"))
+            monkeypatch.setattr(receiver_module, "GAP_GRACE", 60.0)  # until the relay is back
+            pid = first.process.pid
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                with monkeypatch.context() as patch:
+
+                    async def not_here(envelope: bytes, expires_at: int) -> int:
+                        return 0
+
+                    patch.setattr(lead.further[0], "publish_group", not_here)
+                    await lead.send_alert("two")
+                await lead.send_alert("three")
+                await heard.wait_for(_alert("three"), timeout=30)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            await heard.wait_for(_alert("two"), timeout=60)
+            order = [e.alert.text for e in heard.of(AlertReceived) if isinstance(e, AlertReceived)]
+            assert order == ["one", "three", "two"], "a gap opened, and the first relay filled it"
+            # Every gap is now past its grace: a check reports any still open, and the
+            # epoch-age warning of the same check marks that it ran.
+            monkeypatch.setattr(receiver_module, "GAP_GRACE", 0.0)
+            monkeypatch.setattr(cell_module, "EPOCH_STALE_AFTER", 0.3)
+            await heard.wait_for(lambda e: isinstance(e, EpochStale), timeout=30)
+            assert heard.of(MessagesMissing) == []
