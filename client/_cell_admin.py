@@ -48,7 +48,6 @@ from cellrelay.protocol.wire._codec import decode_map, encode_map
 
 from ._cell_member import (
     APPLY_TIMEOUT,
-    MAILBOX_GONE,
     MAX_MORE_RELAYS,
     CellError,
     CellInfo,
@@ -58,7 +57,7 @@ from ._cell_member import (
     code_name,
 )
 from ._cell_moves import MAX_MUTED, ChangeExtra, ChangeExtraError, check_escalate
-from ._cell_relays import FurtherRelay, publish_everywhere
+from ._cell_relays import MAILBOX_GONE, FurtherRelay, publish_everywhere
 from ._events import CellEvent, CellRole, JoinRequested, Member, SecurityWarning
 from ._link import Delivery, RelayLink, RelayRefusedError, Revocation
 from ._log import library_logger

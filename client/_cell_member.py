@@ -37,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import math
 import secrets
 import time
 from functools import partial
@@ -104,7 +103,15 @@ from cellrelay.protocol.wire._codec import decode_map, encode_map
 
 from ._cell_moves import ChangeExtra, ChangeExtraError, Moves, check_escalate
 from ._cell_refetch import Refetch, make_ref
-from ._cell_relays import ControlCopier, Copier, FurtherRelay, first_done, publish_everywhere
+from ._cell_relays import (
+    MAILBOX_GONE,
+    ControlCopier,
+    Copier,
+    FurtherRelay,
+    Presence,
+    first_done,
+    publish_everywhere,
+)
 from ._events import (
     AlertReceived,
     CellBurned,
@@ -215,12 +222,6 @@ LEAVE_WAIT: Final = 5.0
 SEND_ATTEMPTS: Final = 3
 RACE_WAIT: Final = 30.0
 RACED_ROTATION: Final = frozenset({ErrorCode.REVOKED, ErrorCode.UNAUTHORIZED, ErrorCode.BAD_PROOF})
-# An absence from the group mailbox longer than this may let a message expire unseen on
-# the relay, so a gap that opens across it is not reported as withheld (docs/protocol.md
-# §G10.2); a shorter break (a reconnect) keeps this member present. A reply lives at least
-# a minute (`reply`) and alerts an hour by default; a message sent with a life under a
-# minute that expires during a short break is reported missing.
-PRESENCE_GAP: Final = 60.0
 # An epoch older than this (by this device's clock) is reported (`EpochStale`): an admin's
 # client rotates every ROTATE_AFTER (a day, client/_client.py), and two hours is the margin
 # for admins' devices being offline or asleep.
@@ -229,14 +230,6 @@ EPOCH_STALE_AFTER: Final = 26 * 3600.0
 # forgets the cell anyway: a publish is one round trip, and a relay that does not answer
 # in this long must not keep a person who wants out waiting.
 LEAVE_TIMEOUT: Final = 15.0
-
-
-# What the relay answers about a mailbox that no longer exists: DELETED to a subscriber,
-# BAD_PROOF to an auth or admin operation on it (docs/protocol.md §8, a missing mailbox
-# looks like a wrong key), NO_SUCH_MAILBOX when it went while the connection held it. For
-# the control mailbox, whose read key never rotates, and for admin keys, which never
-# change, each of them means the mailbox is gone (§C1.6).
-MAILBOX_GONE: Final = frozenset({ErrorCode.DELETED, ErrorCode.BAD_PROOF, ErrorCode.NO_SUCH_MAILBOX})
 
 
 def code_name(code: int) -> str:
@@ -467,11 +460,9 @@ class MemberCell:
         self._refetch = Refetch(self)  # parked envelopes, fetched again (client/_cell_refetch.py)
         self._flood = FloodControl(self)  # mutes a member who floods (client/_flood.py)
         self._live = False  # the envelope being opened came live, not in a catch-up
-        # Since when (on `clock()`) this member has read the group mailbox without a break
-        # longer than PRESENCE_GAP (inf: not yet, since the link came up), and the link
-        # connection that was judged on; `EpochStale` already said for this epoch.
-        self._present_since = math.inf
-        self._presence_connection = 0
+        # Since when this member has read the cell without a break, on any of its relays
+        # (client/_cell_relays.py); `EpochStale` already said for this epoch.
+        self._presence = Presence()
         self._stale_reported = 0
         self._upkeeping = False  # `upkeep` is running
         self._clock_checked = 0  # the link connection whose clock offset was checked
@@ -1398,25 +1389,19 @@ class MemberCell:
         self._refetch.delivered(event.seq)
 
     def _note_presence(self, seq: int) -> None:
-        """Follow since when this member reads the group mailbox live (docs/protocol.md §G10.2).
+        """Follow since when this member reads the cell live (docs/protocol.md §G10.2).
 
-        A connection that came up after a break longer than PRESENCE_GAP (or the first)
-        ends the presence; it starts again with the first delivery past the head the
-        relay reported when the mailbox was watched on that connection, that is, once
-        the catch-up is over. Gaps in what a sender sent while this member was away are
-        not reported: those messages may have expired on the relay.
+        The first relay's part of `Presence` (client/_cell_relays.py): each relay's
+        presence starts with the first delivery past the head the relay reported when the
+        mailbox was watched on that connection, once the catch-up is over, and ends after
+        a break longer than PRESENCE_GAP. Gaps in what a sender sent while this member was
+        away from every relay are not reported: those messages may have expired there.
         """
-        link = self.link
-        if link.connections != self._presence_connection:
-            self._presence_connection = link.connections
-            if link.away_before > PRESENCE_GAP:
-                self._present_since = math.inf
         mailbox = self.record.group_mailbox
-        head = link.watch_head(mailbox)
+        head = self.link.watch_head(mailbox)
         if head is None:
             head = self._heads.get(mailbox, 0)
-        if seq > head and self._present_since == math.inf:
-            self._present_since = self.clock()
+        self._presence.note(0, self.link, head, seq, self.clock())
 
     def _take(
         self,
@@ -1445,7 +1430,7 @@ class MemberCell:
         now = self.clock()
         try:
             outcome: Outcome | GroupError = self.crypto.open(
-                envelope, now=now, ref=ref, present_since=self._present_since
+                envelope, now=now, ref=ref, present_since=self._presence.since()
             )
         except GroupError as exc:
             outcome = exc
@@ -1487,13 +1472,7 @@ class MemberCell:
             self._dirty = True
         age = self.epoch_age()
         epoch = self.crypto.epoch
-        if (
-            age > EPOCH_STALE_AFTER
-            and self._stale_reported != epoch
-            and self.link.connected
-            and self._processed(self.record.control_mailbox)
-            >= self._heads.get(self.record.control_mailbox, 0)
-        ):
+        if age > EPOCH_STALE_AFTER and self._stale_reported != epoch and self._control_caught_up():
             self._stale_reported = epoch
             log.warning("epoch_stale", age=int(age))
             events.append(EpochStale(cell=self.name, epoch=epoch, newer=0, age=int(age)))
@@ -1501,6 +1480,20 @@ class MemberCell:
             self._queued.extend(events)
             self._dirty = True
         return self._dirty
+
+    def _control_caught_up(self) -> bool:
+        """Whether some relay is connected and its control mailbox read to its head: then
+        an old epoch is no relay's delay (a further relay counts when the first is down)."""
+        if self.link.connected and self._processed(self.record.control_mailbox) >= self._heads.get(
+            self.record.control_mailbox, 0
+        ):
+            return True
+        return any(
+            f.started
+            and f.link.connected
+            and f.record.control_cursor >= f.heads.get(f.record.control_mailbox, 0)
+            for f in self.further
+        )
 
     def _notices(self, now: float) -> list[CellEvent]:
         """The group layer's notices (`CellCrypto.check`) as events."""
@@ -1885,6 +1878,8 @@ class MemberCell:
             # that relay lost the cell (replaced, or its data gone), which the others outlive.
             if event.code in MAILBOX_GONE and further is None:
                 await self._mark_gone(event.code)
+            elif event.code in MAILBOX_GONE and further is not None:
+                further.lost_cell(event.code)
             return
         async with self._control_lock:
             await self._on_control_locked(event, further)
@@ -2066,6 +2061,7 @@ class MemberCell:
             dropped = next((f for f in self.further if f.record.relay == extra.relay_drop), None)
             if dropped is not None:
                 self.further.remove(dropped)
+                self._presence.forget(dropped.index)
                 self.record.more_relays.remove(dropped.record)
                 self._dirty = True
                 log.info("relay_dropped", relay=dropped.index)

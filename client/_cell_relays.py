@@ -32,13 +32,15 @@ relay's own), with capability keys derived from the cell's seeds for that relay
 * **Copying** what one relay delivered to a relay that lacks it: group envelopes by every
   member (`Copier`), epoch changes by admins, who alone can write the control mailbox
   (`ControlCopier`), in order per relay and with the relay's group keys rotated first.
+* **Presence** (`Presence`): a member is present on the cell, for whether a gap is owed
+  (docs/protocol.md §G10.2), while it reads at least one relay without a break.
 * **Adding and dropping a relay** ride on a rotation whose extra says so (`relay_add`,
   `relay_drop`; `MemberCell._apply_relays`, `Cell.add_relay`, `Cell.drop_relay`).
 
 Not handled yet (docs/design.md): holding back a message that overtakes an earlier one
-from another relay, competing epoch changes decided by hash, and keeping the per-relay
-outbox across restarts. An envelope parked for room from a further relay is not fetched again from
-there (its ref names no current generation); the first relay's copy is.
+from another relay, and competing epoch changes decided by hash. An envelope parked for
+room from a further relay is not fetched again from there (its ref names no current
+generation); the first relay's copy is.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ import hashlib
 import heapq
 import math
 import random
+import time
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Final
@@ -60,6 +63,7 @@ from cellrelay.protocol.cell._errors import MalformedError
 from cellrelay.protocol.cell._keys import relay_seed
 from cellrelay.protocol.wire import CapabilityKey, Fetch, MailboxId, Page, RelayAddress, Rotate
 
+from ._events import SecurityWarning
 from ._link import (
     Delivery,
     LinkClosedError,
@@ -88,9 +92,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FURTHER_GENERATION",
+    "MAILBOX_GONE",
     "ControlCopier",
     "Copier",
     "FurtherRelay",
+    "Presence",
     "first_done",
     "publish_everywhere",
 ]
@@ -105,7 +111,6 @@ FURTHER_GENERATION: Final = 1 << 32
 # of alerts and a round of sender key distributions while a relay is away; beyond it the
 # oldest go, which the other relays still carry.
 MAX_BACKLOG: Final = 1024
-# Refusals of a publish that mean this relay has not taken the cell's current keys yet.
 # A member that reads a group envelope on one relay and not on another within this many
 # seconds (uniformly at random, so that members do not all copy at once) publishes it there
 # itself (docs/design.md, "Re-publishing between relays"): a member that reaches only one
@@ -116,7 +121,82 @@ COPY_AFTER: Final = (2.0, 10.0)
 # Envelopes waiting to be compared across relays; past it new ones are not copied.
 MAX_COPIES: Final = 4096
 COPY_TICK: Final = 0.5  # seconds: copy deadlines are rounded up to a multiple of this
+# What the relay answers about a mailbox that no longer exists: DELETED to a subscriber,
+# BAD_PROOF to an auth or admin operation on it (docs/protocol.md §8, a missing mailbox
+# looks like a wrong key), NO_SUCH_MAILBOX when it went while the connection held it. For
+# the control mailbox, whose read key never rotates, and for admin keys, which never
+# change, each of them means the mailbox is gone (§C1.6).
+MAILBOX_GONE: Final = frozenset({ErrorCode.DELETED, ErrorCode.BAD_PROOF, ErrorCode.NO_SUCH_MAILBOX})
+# Refusals of a publish that mean this relay has not taken the cell's current keys yet.
 KEYS_BEHIND: Final = frozenset({ErrorCode.REVOKED, ErrorCode.UNAUTHORIZED, ErrorCode.BAD_PROOF})
+# An absence from a relay's group mailbox longer than this may let a message expire unseen
+# there, so a gap that opens across it is not owed (docs/protocol.md §G10.2); a shorter
+# break (a reconnect) keeps the presence. A reply lives at least a minute, alerts an hour.
+PRESENCE_GAP: Final = 60.0
+
+
+class Presence:
+    """Since when this member reads a cell without a break, on any of its relays (§G10.2).
+
+    A gap is *owed* (reported when still open after the grace) only if the sender's
+    previous envelope came while this member was present. On a cell on several relays it
+    is present while it reads at least one relay without a break: the union of each
+    relay's presence, not the first relay's alone, so a member that reads only a further
+    relay (the first is down, blocked or replaced) still hears of what is missing, and one
+    whose first relay comes back after a long break stays present through the others.
+
+    Each relay's presence starts with its first delivery past the head the relay reported
+    when the mailbox was watched on the current connection (the catch-up is over), and
+    ends when its link has been down for longer than PRESENCE_GAP, or comes up after such
+    a break. The cell's presence starts when one relay's does while none was present, and
+    ends when none is.
+    """
+
+    def __init__(self) -> None:
+        """No relay read yet: not present."""
+        self._since: dict[int, float] = {}  # relay index (0: the first) -> since when, or inf
+        self._connection: dict[int, int] = {}  # the link connection each was judged on
+        self._links: dict[int, RelayLink] = {}
+        self._cell_since = math.inf
+
+    def note(self, relay: int, link: RelayLink, head: int, seq: int, now: float) -> None:
+        """Relay `relay` delivered `seq` of the group mailbox (`head`: its catch-up end)."""
+        self._links[relay] = link
+        if link.connections != self._connection.get(relay):
+            self._connection[relay] = link.connections
+            if link.away_before > PRESENCE_GAP:
+                self._since[relay] = math.inf
+        if seq > head and self._since.get(relay, math.inf) == math.inf:
+            self._since[relay] = now
+        self.since()  # the cell's presence starts (or ended before this one started)
+
+    def forget(self, relay: int) -> None:
+        """Relay `relay` left the cell (dropped)."""
+        self._since.pop(relay, None)
+        self._connection.pop(relay, None)
+        self._links.pop(relay, None)
+
+    def since(self) -> float:
+        """Since when (on the cell's clock) this member has read the cell without a break."""
+        present = [
+            since
+            for relay, since in self._since.items()
+            if since != math.inf and not _away(self._links[relay])
+        ]
+        if not present:
+            self._cell_since = math.inf
+        elif self._cell_since == math.inf:
+            self._cell_since = min(present)
+        return self._cell_since
+
+
+def _away(link: RelayLink) -> bool:
+    """Whether `link` has been down longer than PRESENCE_GAP (or was closed)."""
+    if link.closed:
+        return True
+    if link.connected or link.lost_at is None:
+        return False
+    return time.time() - link.lost_at > PRESENCE_GAP
 
 
 class FurtherRelay:
@@ -135,13 +215,17 @@ class FurtherRelay:
         self.started = False
         self._start_ended = trio.Event()  # `start` returned, watching or not (`failed`)
         self.failed: BaseException | None = None
+        self.cell_lost = False  # this relay said it holds no mailbox of the cell (`lost_cell`)
         # The group mailbox is not watched with the current keys: a rotation's rewatch
         # failed (the relay was down, or had not been rotated yet). The next epoch change
         # this relay delivers proves the rotation reached it (`order`): watch again then.
         self.group_stale = False
         # Group envelopes this relay could not take while its keys were behind: published
         # once it watches with the current keys again, oldest first (`publish_group`).
-        self.backlog: list[tuple[bytes, int]] = []
+        # The record's list, so saved with the cell (the newest, `OUTBOX_SAVED`): a restart
+        # loses none of them; what expired meanwhile goes.
+        self.backlog = record.outbox
+        self._drop_expired()
 
     def __repr__(self) -> str:
         return f"<FurtherRelay {self.address.host}:{self.address.port}>"
@@ -168,9 +252,26 @@ class FurtherRelay:
                 record.control_cursor,
             )
             if not cell.crypto.removed:
-                await self.watch_group()
+                try:
+                    await self.watch_group()
+                except RelayRefusedError as exc:
+                    if exc.code not in KEYS_BEHIND:
+                        raise
+                    # The cell rotated while this relay was away, and no admin has rotated
+                    # it yet: watched again when the change comes from it (`group_stale`).
+                    log.info("further_group_keys_behind", relay=self.index)
+                    self.group_stale = True
+                else:
+                    if self.backlog:  # kept before a restart
+                        cell._background(self._publish_backlog)
                 if cell.is_admin:
                     await self.take_up_admin_duties(cell._control_write_seed())
+        except RelayRefusedError as exc:
+            if exc.code in MAILBOX_GONE and record.control_mailbox not in self.heads:
+                self.lost_cell(exc.code)  # the control mailbox: its read key never rotates
+            log.info("further_relay_not_started", relay=self.index, error=type(exc).__name__)
+            self.failed = exc
+            return
         except RelayKeyMismatchError as exc:
             # Another key answers at this address: never trusted (the link keeps refusing
             # it); the link's status says so, and the cell goes on on its other relays.
@@ -185,6 +286,24 @@ class FurtherRelay:
             self._start_ended.set()
         self.started = True
         cell._further_ready()
+
+    def lost_cell(self, code: int) -> None:
+        """This relay holds no mailbox of the cell any more: its data is gone (wiped, or
+        restored from before the cell), or an admin deleted it there. Said once as a
+        `SecurityWarning` naming the relay (a relay that loses a cell may have been
+        seized); the cell goes on on its other relays, and an admin drops this relay and
+        adds it again (or another) to have the cell there anew.
+        """
+        if self.cell_lost:
+            return
+        self.cell_lost = True
+        cell = self._cell
+        log.warning("further_relay_lost_cell", relay=self.index, code=int(code))
+        detail = (
+            f"the relay {self.name} no longer holds this cell (code {int(code)}): the cell "
+            "goes on on its other relays; an admin can drop this relay and add it again"
+        )
+        cell._emit(SecurityWarning(cell=cell.name, reason="RelayLostCell", detail=detail))
 
     async def wait_synced(self) -> None:
         """Wait until this relay's mailboxes are processed up to their heads when watched.
@@ -266,10 +385,18 @@ class FurtherRelay:
             raise
 
     def _keep(self, envelope: bytes, expires_at: int) -> None:
+        self._drop_expired()
         if len(self.backlog) >= MAX_BACKLOG:
             self.backlog.pop(0)  # the oldest: the other relays have it, or it is too late
             log.warning("further_backlog_full", relay=self.index)
         self.backlog.append((envelope, expires_at))
+        self._cell._dirty = True  # saved with the next save of the cell
+
+    def _drop_expired(self) -> None:
+        now = self.link.relay_time()
+        if any(expires_at <= now for _, expires_at in self.backlog):
+            self.backlog[:] = [item for item in self.backlog if item[1] > now]
+            self._cell._dirty = True
 
     async def _publish_backlog(self) -> None:
         while self.backlog and not self.group_stale:
@@ -282,6 +409,7 @@ class FurtherRelay:
                     return
             if self.backlog and self.backlog[0][0] is envelope:
                 self.backlog.pop(0)
+                self._cell._dirty = True
 
     async def stop_group(self) -> None:
         """Removed from the cell: stop reading and writing the group mailbox here."""
@@ -298,7 +426,11 @@ class FurtherRelay:
             log.info("group_keys_revoked", relay=self.index, code=event.code)
             return
         cell, record = self._cell, self.record
-        live = event.seq > self.heads.get(record.group_mailbox, 0)
+        mailbox = record.group_mailbox
+        live = event.seq > self.heads.get(mailbox, 0)
+        head = self.link.watch_head(mailbox)
+        head = self.heads.get(mailbox, 0) if head is None else head
+        cell._presence.note(self.index, self.link, head, event.seq, cell.clock())
         ref = (FURTHER_GENERATION + self.index) << 64 | event.seq
         cell._take(event.envelope, ref, live=live, relay=(self.index, event.expires_at))
         record.group_cursor = max(record.group_cursor, event.seq)

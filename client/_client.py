@@ -45,14 +45,13 @@ from cellrelay.protocol.wire import CapabilityKey, Delete, MailboxId, RelayAddre
 
 from ._cell_admin import LEAVE_TAKEOVER, AdminSecrets, Cell
 from ._cell_member import (
-    MAILBOX_GONE,
     MAX_MORE_RELAYS,
     CellError,
     CellInfo,
     MemberCell,
     RelayInfo,
 )
-from ._cell_relays import publish_everywhere
+from ._cell_relays import MAILBOX_GONE, publish_everywhere
 from ._escalation import (
     ESCALATION_INTERVAL,
     Escalated,

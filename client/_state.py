@@ -23,6 +23,8 @@ from cellrelay.protocol.wire._codec import decode_map, encode_map
 
 __all__ = [
     "DEFAULT_ESCALATE_AFTER",
+    "OUTBOX_SAVED",
+    "OUTBOX_SAVED_BYTES",
     "BurnRecord",
     "CellRecord",
     "ClientState",
@@ -35,6 +37,7 @@ __all__ = [
     "RequestRecord",
     "RetiredMailbox",
     "StateError",
+    "saved_outbox",
 ]
 
 STATE_VERSION: Final = 1
@@ -362,12 +365,18 @@ class RelayRecord:
     control_mailbox: MailboxId = field(repr=False)
     group_cursor: int = 0
     control_cursor: int = 0
+    # Group envelopes kept for this relay while its group keys are behind, oldest first, as
+    # (envelope, expires_at): published once it takes the current keys (client/_cell_relays.py,
+    # `FurtherRelay.backlog`, which is this list). Saved, within OUTBOX_SAVED and
+    # OUTBOX_SAVED_BYTES (the newest), so that a restart loses none of them.
+    outbox: list[tuple[bytes, int]] = field(default_factory=list, repr=False)
 
     def encode(self) -> bytes:
         return encode_map({"relay": self.relay, "group_mailbox": self.group_mailbox,
                            "control_mailbox": self.control_mailbox,
                            "group_cursor": self.group_cursor,
-                           "control_cursor": self.control_cursor})  # fmt: skip
+                           "control_cursor": self.control_cursor,
+                           "outbox": tuple(saved_outbox(self.outbox))})  # fmt: skip
 
     @classmethod
     def decode(cls, data: bytes) -> RelayRecord:
@@ -375,9 +384,37 @@ class RelayRecord:
         group, control = _bytes(f, "group_mailbox"), _bytes(f, "control_mailbox")
         if len(group) != 16 or len(control) != 16:
             raise StateError("saved state is damaged (a relay's mailboxes)")
+        outbox = []
+        for item in _list(f, "outbox"):  # absent: saved before the outbox was
+            if len(item) < _EXPIRY_BYTES:
+                raise StateError("saved state is damaged (a relay's outbox)")
+            expires_at = int.from_bytes(item[:_EXPIRY_BYTES], "big")
+            outbox.append((item[_EXPIRY_BYTES:], expires_at))
         return cls(relay=_str(f, "relay"), group_mailbox=MailboxId(group),
                    control_mailbox=MailboxId(control), group_cursor=_int(f, "group_cursor"),
-                   control_cursor=_int(f, "control_cursor"))  # fmt: skip
+                   control_cursor=_int(f, "control_cursor"), outbox=outbox)  # fmt: skip
+
+
+# A relay's outbox as saved: at most this many envelopes and this many bytes, the newest (the
+# oldest are the likeliest to be on the cell's other relays already, or to expire first).
+# Every save rewrites the cell's record, so the bound keeps a relay that stays behind from
+# making each save large; the outbox in memory holds more (`MAX_BACKLOG`).
+OUTBOX_SAVED: Final = 256
+OUTBOX_SAVED_BYTES: Final = 1 << 20
+_EXPIRY_BYTES: Final = 8  # each saved item: expires_at (uint64, big-endian), then the envelope
+
+
+def saved_outbox(outbox: list[tuple[bytes, int]]) -> list[bytes]:
+    """The items of `outbox` that are saved, oldest first (see OUTBOX_SAVED)."""
+    kept: list[bytes] = []
+    size = 0
+    for envelope, expires_at in reversed(outbox):
+        size += len(envelope) + _EXPIRY_BYTES
+        if len(kept) >= OUTBOX_SAVED or size > OUTBOX_SAVED_BYTES:
+            break
+        kept.append(expires_at.to_bytes(_EXPIRY_BYTES, "big") + envelope)
+    kept.reverse()
+    return kept
 
 
 @dataclass(slots=True, kw_only=True)

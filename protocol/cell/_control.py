@@ -186,9 +186,11 @@ _WELCOME_SIGN_DOMAINS: Final = {
 }
 _WELCOME_HEAD: Final = 1 + X25519_KEY_SIZE + XCHACHA20POLY1305_NONCE_SIZE
 _WELCOME_OVERHEAD: Final = _WELCOME_HEAD + AEAD_TAG_SIZE
-# The most WB may hold: the largest envelope, less the welcome's overhead, the signer id
-# and signature, and the padding's marker byte.
-MAX_WB: Final = BUCKETS[-1] - _WELCOME_OVERHEAD - MEMBER_ID_SIZE - ED25519_SIGNATURE_SIZE - 1
+# The most WB may hold: the largest envelope, less the join mailbox's kind byte in front
+# (§C4), the welcome's overhead, the signer id and signature, and the padding's marker
+# byte. (Without the kind byte, a welcome whose inline members filled WB to the last byte
+# came to 16,385 bytes and could not be sealed: a 1,000-member test failed on some names.)
+MAX_WB: Final = BUCKETS[-1] - 1 - _WELCOME_OVERHEAD - MEMBER_ID_SIZE - ED25519_SIGNATURE_SIZE - 1
 _LIST_DOMAIN: Final = b"cellrelay/3 member-list\x00"
 _PAGE_DOMAIN: Final = b"cellrelay/3 welcome-page\x00"
 _PAGE_HEAD: Final = 1 + XCHACHA20POLY1305_NONCE_SIZE

@@ -21,6 +21,7 @@ import trio
 
 from cellrelay.client._cell_admin import Cell
 from cellrelay.client._events import AlertReceived, CellEvent, SecurityWarning
+from cellrelay.client._link import RelayKeyMismatchError
 from cellrelay.protocol.wire import RelayAddress
 
 from ..relay.conftest import RelayFactory, relays
@@ -185,10 +186,12 @@ async def _nothing() -> None:
     pass
 
 
+@pytest.mark.parametrize("victim", [0, 1])
 async def test_a_relay_replaced_by_another_key_is_refused_and_the_cell_carries_on(
-    tmp_path: Path, nursery: trio.Nursery
+    tmp_path: Path, nursery: trio.Nursery, victim: int
 ) -> None:
-    """The first relay is stopped and another relay, with another key, takes its address.
+    """The first relay (or a further one) is stopped and another relay, with another key,
+    takes its address.
 
     Every client refuses it (the handshake fails: the key is pinned) and says so in that
     relay's link status; alerts go on through the other two, to a member that was
@@ -207,7 +210,7 @@ async def test_a_relay_replaced_by_another_key_is_refused_and_the_cell_carries_o
             heard = Recorder(ana)
             await nursery.start(heard.run)
 
-            original = relays[0]
+            original = relays[victim]
             port = original.port
             await original.terminate()
             async with (
@@ -225,11 +228,14 @@ async def test_a_relay_replaced_by_another_key_is_refused_and_the_cell_carries_o
                 await ben.send_alert("ben is heard")
                 await heard.wait_for(_alert("ben is heard"))
                 for cell in (lead, ana, ben):
-                    link = cell.link  # the first relay's: reported as refused for its key
+                    link = cell.links[victim]  # the replaced relay's: refused for its key
                     while link.status is None or link.status.reason != KEY_MISMATCH:
                         await trio.sleep(0.02)
                     assert not link.connected
-                    assert all(f.link.connected for f in cell.further)
+                    assert all(other.connected for other in cell.links if other is not link)
+                if victim:  # Ben's client never watched the impostor, and says why
+                    with pytest.raises(RelayKeyMismatchError):
+                        await ben.further[victim - 1].wait_synced()
                 # The impostor never got past a handshake: nothing of the cell reached it.
                 samples = await scrape(impostor.ops_port)
                 assert samples.get('cellrelay_handshakes_total{result="ok"}', 0) == 0

@@ -7,10 +7,13 @@ changes cost in bytes as the cell grows.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from cellrelay.protocol.cell import CellCrypto, Identity, Opened
-from cellrelay.protocol.cell._control import PAGE_MEMBERS
+from cellrelay.protocol.cell._control import MAX_WB, PAGE_MEMBERS, seal_welcome
+from cellrelay.protocol.cell._epochs import welcome_content
 from cellrelay.protocol.cell._errors import TamperedError, WelcomeIncompleteError
 from cellrelay.protocol.cell._padding import BUCKETS
 
@@ -117,3 +120,32 @@ def test_a_small_cell_needs_no_pages(big: tuple[CellCrypto, list[Identity]]) -> 
         big[0].welcome_for(
             big[1][0].member_id, now=NOW, invite=invite_of(big[0], now=NOW, secret=bytes(32))
         )
+
+
+def test_a_welcome_filled_to_the_last_byte_fits_the_join_mailbox(
+    big: tuple[CellCrypto, list[Identity]],
+) -> None:
+    """A welcome whose WB is exactly MAX_WB seals, and with the kind byte fills one envelope.
+
+    The inline members fill WB greedily, so whether it ends exactly at the limit depends on
+    the members' names: with a bound one byte too large, some 1,000-member cells could not
+    welcome anyone (`16385 bytes exceed the largest bucket`). Here the cell's `extra` takes
+    up what the inline members left, to the byte.
+    """
+    admin, people = big
+    content = welcome_content(
+        admin._s, people[9].member_id, now=NOW, extra=b"", invite_binding=bytes(32),
+        page_key=bytes(32),
+    )  # fmt: skip
+    assert content.total_members == SIZE  # paged: the inline members leave < one member
+    left = MAX_WB - len(content.to_bytes())
+    assert 0 <= left < 100
+    full = dataclasses.replace(content, extra=bytes(left))
+    assert len(full.to_bytes()) == MAX_WB
+    ephemeral = bytearray(32)
+    ephemeral[0] = 1
+    welcome = seal_welcome(
+        signer=admin._identity, content=full, joiner_dh_pub=people[9].info.dh_pub,
+        ephemeral_private=ephemeral, nonce=bytes(24),
+    )  # fmt: skip
+    assert len(welcome) + 1 == BUCKETS[-1]  # the join mailbox's kind byte in front (§C4)
