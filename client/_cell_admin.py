@@ -910,44 +910,55 @@ class Cell(MemberCell):
             if self._link_for is None:  # pragma: no cover - every client passes one
                 raise CellError("this cell cannot reach other relays")
             link = self._link_for(address)
-            secrets = AdminSecrets.decode(self.crypto.admin_secrets)
-            read_seed, write_seed = self.crypto.group_keys
-
-            def on(seed: bytes | bytearray) -> CapabilityKey:
-                return CapabilityKey.from_seed(relay_seed(bytes(seed), address.public_key))
-
+            # Borrowed until the change has made it the cell's: a drop of this relay just
+            # before (its `_leave_further` still running) closed it under us otherwise.
+            self.borrowed_links.append(link)
             made: list[tuple[MailboxId, CapabilityKey]] = []
             try:
-                with trio.fail_after(RELAY_CHANGE_WAIT):
-                    for write, read, admin in (
-                        (write_seed, read_seed, secrets.group_admin),
-                        (secrets.control_write, self.crypto.control_read_key,
-                         secrets.control_admin),
-                    ):  # fmt: skip
-                        mailbox = await link.create_mailbox(
-                            on(write), on(read), on(admin), secret=secrets.creation_secret
-                        )
-                        made.append((mailbox, on(admin)))
-                (group, _), (control, _) = made
-                extra = ChangeExtra(relay_add=(str(address), group, control)).encode()
-                await self._propose(self.crypto.rotate(now=self.link.relay_time(), extra=extra))
-            except (CellError, CellrelayError, OSError, trio.TooSlowError) as exc:
-                # Deleted again only when the cell surely does not use them: the change
-                # lost to another admin's, or was never proposed. One not confirmed in
-                # time may still apply, and then every member needs these mailboxes.
-                unused = len(made) < 2 or self._lost_race
-                for mailbox, admin_key in made if unused else ():
-                    self._background(partial(_delete_further, link, admin_key, mailbox))
+                await self._add_relay_on(address, link, made)
+            finally:
+                self.borrowed_links.remove(link)
                 if self._release_link is not None and not made:
-                    self._release_link(link)
-                if isinstance(exc, CellError):
-                    raise
-                reason = (
-                    "did not answer" if isinstance(exc, trio.TooSlowError) else type(exc).__name__
-                )
-                raise RelayUnavailableError(
-                    f"the relay could not take the cell ({reason})"
-                ) from None
+                    self._release_link(link)  # no mailbox there: the cell will not use it
+
+    async def _add_relay_on(
+        self, address: RelayAddress, link: RelayLink, made: list[tuple[MailboxId, CapabilityKey]]
+    ) -> None:
+        """`add_relay` once checked (admin lock held): the mailboxes, then the change.
+
+        `made` collects the mailboxes created on the relay, with their admin keys.
+        """
+        secrets = AdminSecrets.decode(self.crypto.admin_secrets)
+        read_seed, write_seed = self.crypto.group_keys
+
+        def on(seed: bytes | bytearray) -> CapabilityKey:
+            return CapabilityKey.from_seed(relay_seed(bytes(seed), address.public_key))
+
+        try:
+            with trio.fail_after(RELAY_CHANGE_WAIT):
+                for write, read, admin in (
+                    (write_seed, read_seed, secrets.group_admin),
+                    (secrets.control_write, self.crypto.control_read_key,
+                     secrets.control_admin),
+                ):  # fmt: skip
+                    mailbox = await link.create_mailbox(
+                        on(write), on(read), on(admin), secret=secrets.creation_secret
+                    )
+                    made.append((mailbox, on(admin)))
+            (group, _), (control, _) = made
+            extra = ChangeExtra(relay_add=(str(address), group, control)).encode()
+            await self._propose(self.crypto.rotate(now=self.link.relay_time(), extra=extra))
+        except (CellError, CellrelayError, OSError, trio.TooSlowError) as exc:
+            # Deleted again only when the cell surely does not use them: the change lost
+            # to another admin's, or was never proposed. One not confirmed in time may
+            # still apply, and then every member needs these mailboxes.
+            unused = len(made) < 2 or self._lost_race
+            for mailbox, admin_key in made if unused else ():
+                self._background(partial(_delete_further, link, admin_key, mailbox))
+            if isinstance(exc, CellError):
+                raise
+            reason = "did not answer" if isinstance(exc, trio.TooSlowError) else type(exc).__name__
+            raise RelayUnavailableError(f"the relay could not take the cell ({reason})") from None
 
     async def drop_relay(self, relay: str | RelayAddress) -> None:
         """Take the cell off one of its further relays (docs/protocol.md §C5.1, §C5.2).

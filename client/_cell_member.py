@@ -413,6 +413,9 @@ class MemberCell:
         """
         self._link_for = link_for
         self._release_link = release_link
+        # Links an operation uses before they are the cell's (an admin's `add_relay`):
+        # the client must not close them, as a drop of the same relay just before would.
+        self.borrowed_links: list[RelayLink] = []
         self._identity = identity
         self._forget = forget  # the client's `forget`: delete this cell's state (`leave`)
         self.record = record

@@ -481,7 +481,7 @@ class Client:
         key = str(link.address)
         if self._links.get(key) is not link:
             return
-        if any(link in c.links for c in self._cells):
+        if any(link in c.links or link in c.borrowed_links for c in self._cells):
             return
         if any(
             entry.relay == link.address

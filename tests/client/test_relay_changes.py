@@ -11,7 +11,7 @@ from __future__ import annotations
 import signal
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import pytest
 import trio
@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from cellrelay.client import CellError
 from cellrelay.client._cell_moves import ChangeExtra, ChangeExtraError
+from cellrelay.client._cell_relays import FurtherRelay
 from cellrelay.protocol.wire import MailboxId, RelayAddress
 from cellrelay.protocol.wire._codec import encode_map
 
@@ -168,6 +169,44 @@ async def test_a_dropped_relay_is_left_by_every_member_and_emptied(
         async with members(tmp_path, "ana") as again:
             further = again["ana"].cell("Eastside").further
             assert [f.record.relay for f in further] == addresses[1:2]
+
+
+async def test_a_relay_dropped_and_added_again_at_once_is_not_closed_under_the_add(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`add_relay` right after `drop_relay` of the same relay: the drop's clean-up ends by
+    releasing the link, which closed it while the add created the cell's mailboxes there
+    (`RelayUnavailableError (LinkClosedError)`, 2 runs in 5 of a test that renews a relay
+    whose data was lost). Here the clean-up is held until the add has begun."""
+    with trio.fail_after(TEST_TIMEOUT):
+        async with (
+            three_relays(tmp_path) as relays,
+            members(tmp_path, "lead") as clients,
+        ):
+            addresses = [str(r.address) for r in relays]
+            lead = await clients["lead"].create_cell("Eastside", addresses)
+            link = next(f.link for f in lead.further if f.record.relay == addresses[2])
+            leave, go, left = lead._leave_further, trio.Event(), trio.Event()
+
+            async def held_leave(further: FurtherRelay) -> None:
+                await go.wait()
+                await leave(further)
+                left.set()
+
+            create = link.create_mailbox
+
+            async def after_the_leave(*args: Any, **kwargs: Any) -> MailboxId:  # noqa: ANN401 - create_mailbox's
+                go.set()
+                await left.wait()  # the drop's clean-up is over: the link must still be open
+                return await create(*args, **kwargs)
+
+            monkeypatch.setattr(lead, "_leave_further", held_leave)
+            monkeypatch.setattr(link, "create_mailbox", after_the_leave)
+            await lead.drop_relay(addresses[2])
+            await _until(lambda: [f.record.relay for f in lead.further] == addresses[1:2])
+            await lead.add_relay(addresses[2])
+            assert [f.record.relay for f in lead.further] == addresses[1:]
+            assert left.is_set()
 
 
 async def test_the_command_line_adds_and_drops_a_relay_alone_and_through_a_daemon(
