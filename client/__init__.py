@@ -54,7 +54,7 @@ from ._blocking import (
     EventStream,
     Subscription,
 )
-from ._cell_admin import Cell
+from ._cell_admin import Cell, RelayUnavailableError
 from ._cell_member import CellError, MailboxFullError
 from ._client import Client, create_identity, open_client
 from ._events import (
@@ -153,6 +153,7 @@ __all__ = [
     "RelayAddress",
     "RelayKeyMismatchError",
     "RelayRefusedError",
+    "RelayUnavailableError",
     "ReportState",
     "RoleChanged",
     "SecurityWarning",

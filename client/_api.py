@@ -42,6 +42,7 @@ from ._api_types import (
     Burned,
     CellList,
     CellSummary,
+    ChangeRelay,
     CreateCell,
     CreateInvite,
     DaemonInfo,
@@ -69,6 +70,7 @@ from ._api_types import (
     ReceiptSent,
     RecentMessage,
     RelayList,
+    RelaysChanged,
     RelayState,
     ReplySent,
     SendAlert,
@@ -203,6 +205,12 @@ ROUTES: Final[tuple[Route, ...]] = (
     _route("PUT", "/cells/{cell}/alert-limit", "set_alert_limit",
            "Alerts a member may send per minute before every client mutes it (admins).",
            body=SetAlertLimit, response=AlertLimitSet, waits=True, errors=(*_CELL, 403, 502)),
+    _route("POST", "/cells/{cell}/add-relay", "add_relay",
+           "Put the cell on one more relay, run by another operator (admins; at most three).",
+           body=ChangeRelay, response=RelaysChanged, waits=True, errors=(*_CELL, 403, 422, 502)),
+    _route("POST", "/cells/{cell}/drop-relay", "drop_relay",
+           "Take the cell off one of its further relays: members stop using it (admins).",
+           body=ChangeRelay, response=RelaysChanged, waits=True, errors=(*_CELL, 403, 422, 502)),
     _route("PUT", "/cells/{cell}/verify-first", "set_verify_first",
            "Whether reports not yet confirmed go to verifiers only (admins).",
            body=SetVerifyFirst, response=VerifyFirstSet, waits=True, errors=(*_CELL, 403, 502)),
@@ -555,6 +563,29 @@ class Api:
         call.waiting_for = "the relay did not confirm the move"
         await cell.recover()
         return NewEpoch(cell=cell.name, epoch=cell.crypto.epoch)
+
+    async def add_relay(self, call: Call) -> RelaysChanged:
+        """POST /cells/{cell}/add-relay."""
+        return await self._change_relay(call, add=True)
+
+    async def drop_relay(self, call: Call) -> RelaysChanged:
+        """POST /cells/{cell}/drop-relay."""
+        return await self._change_relay(call, add=False)
+
+    async def _change_relay(self, call: Call, *, add: bool) -> RelaysChanged:
+        body: ChangeRelay = call.body
+        try:
+            address = RelayAddress.parse(body.relay)
+        except ValueError as exc:
+            raise ApiError(422, "BAD_ADDRESS", str(exc)) from None
+        cell = await self.synced_cell(call, admin=True)
+        call.waiting_for = "the relay did not confirm the new epoch"
+        # Refusals (on it already, three already, not on it, its first relay) are 409
+        # REFUSED, a relay that does not answer 502 RELAY_UNAVAILABLE (`problem_for`).
+        await (cell.add_relay(address) if add else cell.drop_relay(address))
+        return RelaysChanged(cell=cell.name, relay=cell.record.relay,
+                             more_relays=[f.record.relay for f in cell.further],
+                             epoch=cell.crypto.epoch)  # fmt: skip
 
     async def set_alert_limit(self, call: Call) -> AlertLimitSet:
         """PUT /cells/{cell}/alert-limit."""

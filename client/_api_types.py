@@ -58,6 +58,7 @@ __all__ = [
     "Burned",
     "CellList",
     "CellSummary",
+    "ChangeRelay",
     "CreateCell",
     "CreateInvite",
     "DaemonInfo",
@@ -89,6 +90,7 @@ __all__ = [
     "RelayList",
     "RelayState",
     "RelayStateChanged",
+    "RelaysChanged",
     "ReplySent",
     "SendAlert",
     "SendMessage",
@@ -323,6 +325,23 @@ class SetAlertLimit:
     """How many alerts a member may send per minute before every member's client mutes it."""
 
     limit: Annotated[int, Bounds(lo=1, hi=MAX_ALERT_LIMIT)]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChangeRelay:
+    """A relay to put the cell on, or to take it off (docs/protocol.md §C5.2)."""
+
+    relay: RelayAddressText
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RelaysChanged:
+    """The relays the cell lives on, for every member from the new epoch on."""
+
+    cell: str
+    relay: str  # the cell's first relay
+    more_relays: list[str]  # its further relays, in order
+    epoch: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

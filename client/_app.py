@@ -46,6 +46,7 @@ from cellrelay.protocol.wire import AddressError
 
 from ._api import DEFAULT_WAIT, ROUTES, Api, ApiError, Call, Route
 from ._api_types import MAX_WAIT, Problem
+from ._cell_admin import RelayUnavailableError
 from ._cell_member import CellError, MailboxFullError
 from ._http import Request, Response
 from ._keystore import KeystoreError
@@ -126,6 +127,8 @@ def problem_for(exc: BaseException, call: Call | None = None) -> Problem:
         return _problem(403, "NOT_ADMIN", "only an admin of the cell can do that")
     if isinstance(exc, RemovedError):
         return _problem(409, "REMOVED", "you were removed from this cell")
+    if isinstance(exc, RelayUnavailableError):
+        return _problem(502, "RELAY_UNAVAILABLE", str(exc))
     if isinstance(exc, CellError | GroupError):
         # The library refused the operation in this cell's state (already an admin, the
         # last admin, nobody waiting...); its message says why.

@@ -35,13 +35,22 @@ from cellrelay.protocol.cell._join import (
     open_join_request,
     split_join_envelope,
 )
+from cellrelay.protocol.cell._keys import relay_seed
 from cellrelay.protocol.cell._membership import Role
-from cellrelay.protocol.wire import CapabilityKey, Delete, MailboxId, RelayAddress, Rotate
+from cellrelay.protocol.wire import (
+    AddressError,
+    CapabilityKey,
+    Delete,
+    MailboxId,
+    RelayAddress,
+    Rotate,
+)
 from cellrelay.protocol.wire._codec import decode_map, encode_map
 
 from ._cell_member import (
     APPLY_TIMEOUT,
     MAILBOX_GONE,
+    MAX_MORE_RELAYS,
     CellError,
     CellInfo,
     MemberCell,
@@ -68,6 +77,8 @@ if TYPE_CHECKING:
 
     from cellrelay.protocol.cell._group import CellCrypto
 
+    from ._cell_relays import RelayTarget
+
 __all__ = ["DEFAULT_INVITE_TTL", "LEAVE_TAKEOVER", "AdminSecrets", "Cell"]
 
 _PROTOCOL_ROLES: Final = {CellRole.DISPATCHER: Role.DISPATCHER, CellRole.RESPONDER: Role.RESPONDER,
@@ -91,6 +102,9 @@ RETIRE_SLACK: Final = 600.0
 # acts as soon as it is back. Racing admins are harmless: one change wins, the other is
 # refused as stale (`_propose`) and the leave is already spent by then.
 LEAVE_TAKEOVER: Final = 120.0
+# Adding a relay waits this long for it to make the cell's mailboxes; dropping one waits
+# this long for it to delete them (a relay that is down is left as it is).
+RELAY_CHANGE_WAIT: Final = 15.0
 # After a failed attempt (the relay unreachable, a race lost), the next one waits this long.
 LEAVE_RETRY: Final = 30.0
 
@@ -129,6 +143,10 @@ class AdminSecrets:
         return cls(**values)  # type: ignore[arg-type]
 
 
+class RelayUnavailableError(CellError):
+    """A relay to put the cell on did not answer, or refused to make its mailboxes."""
+
+
 class Cell(MemberCell):
     """A cell this member belongs to: send, receive and, as an admin, manage members."""
 
@@ -146,12 +164,14 @@ class Cell(MemberCell):
         spawn: Callable[[Callable[[], Awaitable[None]]], None] | None = None,
         forget: Callable[[MemberCell], Awaitable[None]] | None = None,
         leave_takeover: float = LEAVE_TAKEOVER,
+        link_for: Callable[[RelayAddress], RelayLink] | None = None,
+        release_link: Callable[[RelayLink], None] | None = None,
     ) -> None:
         """Wrap a cell's state; the client creates cells (`Client.create_cell`, `join`)."""
         super().__init__(
             identity=identity, record=record, crypto=crypto, link=link, save=save,
             route=route, unroute=unroute, further_links=further_links, spawn=spawn,
-            forget=forget,
+            forget=forget, link_for=link_for, release_link=release_link,
         )  # fmt: skip
         self.leave_takeover = leave_takeover  # seconds: see LEAVE_TAKEOVER
         self._leavers_lock = trio.Lock()  # one `remove_leavers` at a time
@@ -312,8 +332,11 @@ class Cell(MemberCell):
             return
         self._releasing = True
         try:
-            async with self._admin_lock:
-                await self._reap_invites()
+            # The first relay may be down on a cell on several: waiting for it here held
+            # the admin lock, and every admin operation with it, until it returned.
+            with trio.move_on_after(RELAY_CHANGE_WAIT if self.further else math.inf):
+                async with self._admin_lock:
+                    await self._reap_invites()
         except (CellrelayError, CellError) as exc:
             log.info("invite_release_deferred", error=type(exc).__name__)
         finally:
@@ -872,6 +895,132 @@ class Cell(MemberCell):
         async with self._admin_lock:
             await self._propose(self.crypto.rotate(now=self.link.relay_time(), extra=extra))
 
+    # -- the cell's relays (issue 13) ---------------------------------------------------------
+
+    async def add_relay(self, relay: str | RelayAddress) -> None:
+        """Put the cell on one more relay (docs/protocol.md §C5.1, §C5.2).
+
+        Creates the cell's group and control mailboxes there, with the keys derived for
+        that relay from the cell's current seeds, then announces the relay in a new epoch
+        whose change every member applies by watching the relay too. The relay must
+        answer now (within RELAY_CHANGE_WAIT); if the announcement fails, the mailboxes
+        made there are deleted again.
+
+        Raises:
+            CellError: not an admin; the cell is on three relays already, or on this one
+                (same key or same address); the relay cannot be reached or refused.
+        """
+        address = _address(relay)
+        await self._admin_ready()
+        async with self._admin_lock:
+            relays = [RelayAddress.parse(r) for r in (self.record.relay,
+                                                      *(f.record.relay for f in self.further))]  # fmt: skip
+            if any(_same_relay(address, other) for other in relays):
+                raise CellError(f"{self.name!r} lives on that relay already")
+            if len(relays) >= 1 + MAX_MORE_RELAYS:
+                raise CellError(f"a cell lives on at most {1 + MAX_MORE_RELAYS} relays")
+            if self._link_for is None:  # pragma: no cover - every client passes one
+                raise CellError("this cell cannot reach other relays")
+            link = self._link_for(address)
+            secrets = AdminSecrets.decode(self.crypto.admin_secrets)
+            read_seed, write_seed = self.crypto.group_keys
+
+            def on(seed: bytes | bytearray) -> CapabilityKey:
+                return CapabilityKey.from_seed(relay_seed(bytes(seed), address.public_key))
+
+            made: list[tuple[MailboxId, CapabilityKey]] = []
+            try:
+                with trio.fail_after(RELAY_CHANGE_WAIT):
+                    for write, read, admin in (
+                        (write_seed, read_seed, secrets.group_admin),
+                        (secrets.control_write, self.crypto.control_read_key,
+                         secrets.control_admin),
+                    ):  # fmt: skip
+                        mailbox = await link.create_mailbox(
+                            on(write), on(read), on(admin), secret=secrets.creation_secret
+                        )
+                        made.append((mailbox, on(admin)))
+                (group, _), (control, _) = made
+                extra = ChangeExtra(relay_add=(str(address), group, control)).encode()
+                await self._propose(self.crypto.rotate(now=self.link.relay_time(), extra=extra))
+            except (CellError, CellrelayError, OSError, trio.TooSlowError) as exc:
+                # Deleted again only when the cell surely does not use them: the change
+                # lost to another admin's, or was never proposed. One not confirmed in
+                # time may still apply, and then every member needs these mailboxes.
+                unused = len(made) < 2 or self._lost_race
+                for mailbox, admin_key in made if unused else ():
+                    self._background(partial(_delete_further, link, admin_key, mailbox))
+                if self._release_link is not None and not made:
+                    self._release_link(link)
+                if isinstance(exc, CellError):
+                    raise
+                reason = (
+                    "did not answer" if isinstance(exc, trio.TooSlowError) else type(exc).__name__
+                )
+                raise RelayUnavailableError(
+                    f"the relay could not take the cell ({reason})"
+                ) from None
+
+    async def drop_relay(self, relay: str | RelayAddress) -> None:
+        """Take the cell off one of its further relays (docs/protocol.md §C5.1, §C5.2).
+
+        Announces it in a new epoch whose change every member applies by no longer
+        reading or writing that relay; every admin's client then deletes the cell's
+        mailboxes there if the relay answers (one that is down, seized or replaced is
+        simply left). The relay needs not answer. The cell's first relay cannot be
+        dropped in this revision: add another relay instead and keep it.
+
+        Raises:
+            CellError: not an admin; not a relay of this cell, or its first relay.
+        """
+        address = _address(relay)
+        await self._admin_ready()
+        async with self._admin_lock:
+            if _same_relay(address, RelayAddress.parse(self.record.relay)):
+                raise CellError(
+                    "the cell's first relay cannot be dropped yet; add another relay instead"
+                )
+            further = next((f for f in self.further if _same_relay(address, f.address)), None)
+            if further is None:
+                raise CellError(f"{self.name!r} does not live on that relay")
+            extra = ChangeExtra(relay_drop=further.record.relay).encode()
+            await self._propose(self.crypto.rotate(now=self.link.relay_time(), extra=extra))
+
+    def _relay_target(self, index: int) -> RelayTarget | None:
+        """Where this admin copies an epoch change to relay `index` (0: the first)."""
+        if index == 0:
+            return self.link, self.record, self._first_order, self._rotate_on_relay
+        further = next((f for f in self.further if f.index == index), None)
+        if further is None:
+            return None
+        group_admin = AdminSecrets.decode(self.crypto.admin_secrets).group_admin
+        return (
+            further.link,
+            further.record,
+            further.order,
+            partial(further.rotate_group, group_admin=group_admin),
+        )
+
+    async def _retire_further(self, further: FurtherRelay) -> None:
+        """An admin deletes the cell's mailboxes on a relay the cell dropped (if it answers)."""
+        if not self.is_admin:
+            return
+        secrets = AdminSecrets.decode(self.crypto.admin_secrets)
+        mailboxes = [
+            (further.record.group_mailbox, further.key(secrets.group_admin)),
+            (further.record.control_mailbox, further.key(secrets.control_admin)),
+        ]
+        # Invites' join mailboxes there too (their keys are the same on every relay).
+        mailboxes += [
+            (MailboxId(bytes(entry[1])), CapabilityKey.from_seed(invite.admin_seed))  # type: ignore[call-overload]
+            for invite in self.record.invites
+            for entry in invite.more_join
+            if str(entry[0]) == further.record.relay
+        ]
+        with trio.move_on_after(RELAY_CHANGE_WAIT):
+            for mailbox, key in mailboxes:
+                await _delete_further(further.link, key, mailbox)
+
     async def _propose(
         self,
         change: bytes,
@@ -927,6 +1076,7 @@ class Cell(MemberCell):
         relay's, or its control cursor before the change when another relay was first.
         """
         change, keys = self.record.pending_change, self.record.pending_keys
+        self._control_copier.ours(change)  # posted to every relay here, never copied
         expires_at = int(self.link.relay_time()) + (
             self.link.welcome.max_ttl if self.link.welcome else 86400
         )
@@ -1119,6 +1269,31 @@ def _move_extra(mailbox: MailboxId | None, retire: bytes) -> bytes | None:
     if mailbox is None:
         return None
     return ChangeExtra(group=mailbox, drain_read=retire[32:]).encode()
+
+
+def _address(relay: str | RelayAddress) -> RelayAddress:
+    if isinstance(relay, RelayAddress):
+        return relay
+    try:
+        return RelayAddress.parse(relay)
+    except AddressError as exc:
+        raise CellError(f"not a relay address: {exc}") from None
+
+
+def _same_relay(a: RelayAddress, b: RelayAddress) -> bool:
+    """The same relay: the same key, or the same address (a relay with another key there)."""
+    return a.public_key == b.public_key or (a.host.casefold(), a.port) == (
+        b.host.casefold(),
+        b.port,
+    )
+
+
+async def _delete_further(link: RelayLink, admin: CapabilityKey, mailbox: MailboxId) -> None:
+    """Delete one of the cell's mailboxes on a relay it left; gone counts as deleted."""
+    try:
+        await link.admin(admin, Delete(id=0, mailbox=mailbox, counter=0, sig=bytes(64)))
+    except (CellrelayError, OSError) as exc:
+        log.info("relay_mailbox_not_deleted", error=type(exc).__name__)
 
 
 async def _delete_join(further: FurtherRelay, admin: CapabilityKey, mailbox: MailboxId) -> None:

@@ -106,7 +106,7 @@ from cellrelay.protocol.wire._codec import decode_map, encode_map
 
 from ._cell_moves import ChangeExtra, ChangeExtraError, Moves, check_escalate
 from ._cell_refetch import Refetch, make_ref
-from ._cell_relays import Copier, FurtherRelay, first_done, publish_everywhere
+from ._cell_relays import ControlCopier, Copier, FurtherRelay, first_done, publish_everywhere
 from ._events import (
     AlertReceived,
     CellBurned,
@@ -134,7 +134,14 @@ from ._events import (
     VerifiedKeyChanged,
 )
 from ._flood import FloodControl
-from ._link import MAX_RELAY_SKEW, Delivery, RelayLink, RelayRefusedError, Revocation
+from ._link import (
+    MAX_RELAY_SKEW,
+    Delivery,
+    LinkClosedError,
+    RelayLink,
+    RelayRefusedError,
+    Revocation,
+)
 from ._log import library_logger
 from ._state import (
     DEFAULT_ESCALATE_AFTER,
@@ -144,11 +151,14 @@ from ._state import (
     CellRecord,
     HistoryItem,
     LeaveRecord,
+    RelayRecord,
     RequestRecord,
 )
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+
+    from ._cell_relays import RelayTarget
 
 __all__ = ["CellError", "CellInfo", "MailboxFullError", "MemberCell", "RelayInfo", "Saver"]
 
@@ -400,12 +410,18 @@ class MemberCell:
         further_links: Sequence[RelayLink] = (),
         spawn: Callable[[Callable[[], Awaitable[None]]], None] | None = None,
         forget: Callable[[MemberCell], Awaitable[None]] | None = None,
+        link_for: Callable[[RelayAddress], RelayLink] | None = None,
+        release_link: Callable[[RelayLink], None] | None = None,
     ) -> None:
         """Wrap a cell's state; the client creates cells (`Client.create_cell`, `join`).
 
         `further_links` are the links to `record.more_relays`, in order; `spawn` starts a
-        task in the client's nursery (work on a relay that must not hold up the caller).
+        task in the client's nursery (work on a relay that must not hold up the caller);
+        `link_for` gives the link to a relay an admin adds to the cell, `release_link`
+        lets the client close one the cell no longer uses (`_apply_relays`).
         """
+        self._link_for = link_for
+        self._release_link = release_link
         self._identity = identity
         self._forget = forget  # the client's `forget`: delete this cell's state (`leave`)
         self.record = record
@@ -422,8 +438,10 @@ class MemberCell:
                 zip(record.more_relays, further_links, strict=True), start=1
             )
         ]
+        self._next_further_index = len(self.further) + 1  # for a relay added later
         self._control_lock = trio.Lock()  # one epoch change at a time, from any relay
         self._copier = Copier(self)  # copies envelopes to the relays that lack them
+        self._control_copier = ControlCopier(self)  # and epoch changes (admins)
         # Digests of group envelopes settled here (opened, ours, or a replay), oldest first:
         # further copies from other relays are dropped unopened (`_take`).
         self._taken: dict[bytes, None] = {}
@@ -444,6 +462,9 @@ class MemberCell:
         self._progress = trio.Event()  # set after each processed delivery
         self._dirty = False  # the group layer's state changed since the record was written
         self._queued: list[CellEvent] = []  # events of applied deliveries, emitted after the save
+        # How many of `_queued` the last save covered: another relay's router that finds
+        # only those (its burst was second copies) has nothing to save (`changed_since_save`).
+        self._saved_queued = 0
         self._moves = Moves(self)  # moves to a fresh group mailbox (client/_cell_moves.py)
         self._refetch = Refetch(self)  # parked envelopes, fetched again (client/_cell_refetch.py)
         self._flood = FloodControl(self)  # mutes a member who floods (client/_flood.py)
@@ -995,6 +1016,13 @@ class MemberCell:
             await self._watch_group()
         except RelayRefusedError as exc:
             log.info("group_not_watched", code=code_name(exc.code))
+        except LinkClosedError:
+            # On a cell on several relays this runs in the background, and the first
+            # relay's link may be closed for good (the client's other relays carry on):
+            # an error here would end the client's nursery, and every cell with it.
+            if not self.further or not self.link.closed:
+                raise
+            log.info("group_not_watched", code="link closed")
 
     async def _watch_group(self) -> None:
         # The mailbox and keys as they are now: an epoch change applied while this waits
@@ -1433,7 +1461,7 @@ class MemberCell:
             # (bench_cells.py --relays 2); nothing is queued or saved for it.
             digest = hashlib.blake2b(envelope, digest_size=16).digest()
             if digest in self._taken:
-                self._copier.seen(relay[0], envelope, relay[1], opened=False)
+                self._copier.seen(relay[0], envelope, relay[1], opened=False, digest=digest)
                 return
         self._check_clock()
         now = self.clock()
@@ -1448,7 +1476,8 @@ class MemberCell:
             index, expires_at = relay
             if isinstance(outcome, Opened):
                 expires_at = min(expires_at, outcome.expires_at)
-            self._copier.seen(index, envelope, expires_at, opened=isinstance(outcome, Opened))
+            self._copier.seen(index, envelope, expires_at, opened=isinstance(outcome, Opened),
+                              digest=digest)  # fmt: skip
             # Only what is settled: a parked or refused envelope must still be taken from
             # the next relay that brings it.
             if isinstance(outcome, Opened | Own | ReplayError):
@@ -1517,10 +1546,11 @@ class MemberCell:
         """Whether deliveries changed this cell since the last save (or it has events to hand
         on, which go out only after a save). Deliveries that change nothing are the second
         copies of a cell on several relays."""
-        return self._dirty or bool(self._queued) or not self.further
+        return self._dirty or len(self._queued) > self._saved_queued or not self.further
 
     def sync_record(self) -> None:
         """Copy the group layer's state into the record, if it changed (before a save)."""
+        self._saved_queued = len(self._queued)  # saved with what is applied now
         if self._dirty:
             self.record.crypto = self._state_bytes()
             self._refetch.note()
@@ -1533,6 +1563,7 @@ class MemberCell:
     def flush(self) -> None:
         """Hand on the events of deliveries that are now saved (the client calls this)."""
         queued, self._queued = self._queued, []
+        self._saved_queued = 0
         for event in queued:
             self._emit(event)
         self._advanced()
@@ -1882,6 +1913,8 @@ class MemberCell:
 
     async def _on_control_locked(self, event: Delivery, further: FurtherRelay | None) -> None:
         now = self.clock()
+        relay = 0 if further is None else further.index
+        self._control_copier.seen(relay, event.envelope)
         events: list[CellEvent] = []
         update: EpochUpdate | None = None
         self._live = False  # what an epoch change releases counts as a catch-up (_flood.py)
@@ -1915,6 +1948,10 @@ class MemberCell:
                 self.record.epoch_started_at = time.time()
                 self._refetch.released()
                 events.extend(await self._apply(update))
+                if self.further:  # an admin copies it to the relays that lack it
+                    self._control_copier.applied(
+                        relay, event.envelope, event.expires_at, update.group_keys
+                    )
         finally:
             # Processed only once applied: `wait_synced` (and so every command) waits for
             # the relay's watches of a change's mailboxes, not only for its keys.
@@ -1992,6 +2029,7 @@ class MemberCell:
             else:
                 await self._rewatch_group()
         events.extend(self._apply_settings(extra, update.signer))
+        self._apply_relays(extra)
         if update.admin_secrets and self.further:  # just promoted; no relay may hold it up
             self._background(self._take_up_admin_duties)
             for further in self.further:
@@ -2037,6 +2075,64 @@ class MemberCell:
                                               muted=info.member_id in after, everyone=True, by=by))  # fmt: skip
         return events
 
+    def _apply_relays(self, extra: ChangeExtra) -> None:
+        """Follow a relay an admin added to the cell or dropped from it (§C5.1, §C5.2).
+
+        Idempotent: a relay already followed is not added twice, one not followed is not
+        dropped. Nothing here waits for a relay (this runs in a delivery handler): a new
+        relay is watched, and a dropped one left, in the background.
+        """
+        if extra.relay_drop is not None:
+            dropped = next((f for f in self.further if f.record.relay == extra.relay_drop), None)
+            if dropped is not None:
+                self.further.remove(dropped)
+                self.record.more_relays.remove(dropped.record)
+                self._dirty = True
+                log.info("relay_dropped", relay=dropped.index)
+                self._background(partial(self._leave_further, dropped))
+        if extra.relay_add is not None:
+            address, group, control = extra.relay_add
+            known = {self.record.relay, *(f.record.relay for f in self.further)}
+            if address in known or len(self.further) >= MAX_MORE_RELAYS:
+                return
+            if self._link_for is None:  # a cell built without a client (never in use)
+                log.warning("relay_not_added", reason="no client")
+                return
+            record = RelayRecord(relay=address, group_mailbox=group, control_mailbox=control)
+            index = 1 + max((f.index for f in self.further), default=0)
+            # Indexes tag parking refs and copies: never one a dropped relay had this run.
+            index = max(index, self._next_further_index)
+            self._next_further_index = index + 1
+            further = FurtherRelay(self, record, self._link_for(RelayAddress.parse(address)), index)
+            self.further.append(further)
+            self.record.more_relays.append(record)
+            self._dirty = True
+            log.info("relay_added", relay=index)
+            self._background(further.start)
+
+    async def _leave_further(self, further: FurtherRelay) -> None:
+        """Stop reading and writing a relay the cell dropped, then let its link go."""
+        link = further.link
+        await self._retire_further(further)
+        for mailbox in (further.record.group_mailbox, further.record.control_mailbox):
+            link.forget_writer(mailbox)
+            self._unroute(mailbox)
+        with trio.move_on_after(LEAVE_WAIT):
+            for mailbox in (further.record.group_mailbox, further.record.control_mailbox):
+                try:
+                    await link.unwatch(mailbox)
+                except (CellrelayError, OSError) as exc:
+                    log.info("further_not_unwatched", relay=further.index, error=type(exc).__name__)
+        if self._release_link is not None:
+            self._release_link(link)
+
+    def _relay_target(self, index: int) -> RelayTarget | None:
+        """Where an admin copies an epoch change to relay `index` (`Cell`; None: nowhere)."""
+        return None
+
+    async def _retire_further(self, further: FurtherRelay) -> None:
+        """A relay the cell dropped: an admin deletes the cell's mailboxes there (`Cell`)."""
+
     def _change_extra(self, update: EpochUpdate, events: list[CellEvent]) -> ChangeExtra:
         """The change's client data (§C5.1); a damaged one is reported and ignored."""
         if update.extra is None:
@@ -2051,8 +2147,7 @@ class MemberCell:
         if extra.group is not None and update.group_keys is None:  # a move needs its keys
             events.append(SecurityWarning(cell=self.name, reason="ChangeExtraError",
                                           detail=f"a move without keys by {update.signer.name}"))  # fmt: skip
-            return ChangeExtra(alert_limit=extra.alert_limit, muted=extra.muted,
-                               verify_first=extra.verify_first, escalate=extra.escalate)  # no move  # fmt: skip
+            return dataclasses.replace(extra, group=None, drain_read=None)  # no move
         return extra
 
     def _change_of(self, update: EpochUpdate) -> MembershipChange:

@@ -41,7 +41,15 @@ import trio
 from cellrelay.protocol import CellrelayError, RemoteProtocolError
 from cellrelay.protocol.cell._content import MAX_ESCALATE_AFTER, MAX_ESCALATE_BELOW
 from cellrelay.protocol.cell._group import GRACE_PERIOD
-from cellrelay.protocol.wire import MAX_PAGE_ITEMS, CapabilityKey, Fetch, MailboxId, Page
+from cellrelay.protocol.wire import (
+    MAX_PAGE_ITEMS,
+    AddressError,
+    CapabilityKey,
+    Fetch,
+    MailboxId,
+    Page,
+    RelayAddress,
+)
 from cellrelay.protocol.wire._codec import decode_map, encode_map
 
 from ._cell_refetch import make_ref
@@ -80,6 +88,10 @@ class ChangeExtra:
     alert_limit: int | None = None  # alerts per member per minute before it is muted
     muted: tuple[bytes, ...] | None = None  # member ids admins muted for everyone
     verify_first: bool | None = None  # unverified reports go to verifiers only (§C2 rule 7)
+    # A relay the cell lives on from now on (issue 13): its address and, there, the
+    # cell's group and control mailboxes, made by the admin with the keys derived for it.
+    relay_add: tuple[str, MailboxId, MailboxId] | None = None
+    relay_drop: str | None = None  # a relay the cell leaves: members stop reading it
     # Escalation (§C10): (N, T) = a confirmed alert with fewer than N members responding
     # after T seconds goes to the neighbouring cells; N = 0 turns it off.
     escalate: tuple[int, int] | None = None
@@ -99,6 +111,15 @@ class ChangeExtra:
             or any(len(m) != MAILBOX_ID_SIZE for m in self.muted)
         ):
             raise ChangeExtraError(f"muted: at most {MAX_MUTED} distinct 16-byte member ids")
+        if self.relay_add is not None:
+            address, group, control = self.relay_add
+            _check_relay("relay_add", address)
+            if len(group) != MAILBOX_ID_SIZE or len(control) != MAILBOX_ID_SIZE:
+                raise ChangeExtraError("relay_add: mailbox ids are 16 bytes")
+        if self.relay_drop is not None:
+            _check_relay("relay_drop", self.relay_drop)
+            if self.relay_add is not None and self.relay_add[0] == self.relay_drop:
+                raise ChangeExtraError("relay_add and relay_drop name the same relay")
         if self.escalate is not None:
             check_escalate(self.escalate)
 
@@ -108,6 +129,8 @@ class ChangeExtra:
             or self.alert_limit is not None
             or self.muted is not None
             or self.verify_first is not None
+            or self.relay_add is not None
+            or self.relay_drop is not None
             or self.escalate is not None
         )
 
@@ -124,6 +147,11 @@ class ChangeExtra:
             fields["muted"] = [bytes(m) for m in self.muted]
         if self.verify_first is not None:
             fields["verify_first"] = int(self.verify_first)
+        if self.relay_add is not None:
+            address, group, control = self.relay_add
+            fields["relay_add"] = [address, bytes(group), bytes(control)]
+        if self.relay_drop is not None:
+            fields["relay_drop"] = self.relay_drop
         if self.escalate is not None:
             fields["escalate"] = list(self.escalate)
         return encode_map(fields)
@@ -156,6 +184,17 @@ class ChangeExtra:
             type(verify_first) is not int or verify_first not in (0, 1)
         ):
             raise ChangeExtraError("verify_first: not 0 or 1")
+        relay_add, relay_drop = fields.get("relay_add"), fields.get("relay_drop")
+        if relay_add is not None and (
+            type(relay_add) is not tuple
+            or len(relay_add) != 3
+            or type(relay_add[0]) is not str
+            or type(relay_add[1]) is not bytes
+            or type(relay_add[2]) is not bytes
+        ):
+            raise ChangeExtraError("relay_add: not [address, group id, control id]")
+        if relay_drop is not None and type(relay_drop) is not str:
+            raise ChangeExtraError("relay_drop: not an address")
         escalate = fields.get("escalate")
         if escalate is not None and (
             type(escalate) is not tuple
@@ -169,8 +208,25 @@ class ChangeExtra:
             alert_limit=limit,
             muted=muted,
             verify_first=None if verify_first is None else bool(verify_first),
+            relay_add=None
+            if relay_add is None
+            else (relay_add[0], MailboxId(relay_add[1]), MailboxId(relay_add[2])),
+            relay_drop=relay_drop,
             escalate=escalate,
         )
+
+
+def _check_relay(name: str, address: str) -> None:
+    """Refuse a relay address that does not parse, or is not in its canonical form.
+
+    Canonical, so that members compare the relays of a change with theirs as text.
+    """
+    try:
+        parsed = RelayAddress.parse(address)
+    except AddressError:
+        raise ChangeExtraError(f"{name}: not a relay address") from None
+    if str(parsed) != address:
+        raise ChangeExtraError(f"{name}: not a relay address in its usual form")
 
 
 def check_escalate(escalate: tuple[int, int]) -> None:

@@ -29,10 +29,15 @@ relay's own), with capability keys derived from the cell's seeds for that relay
   link's deliveries too. Work on a further relay that a delivery starts (watching the
   group mailbox again with new keys) runs in the background (`spawn`).
 
-Not handled yet (docs/design.md): copying envelopes between relays for members that reach
-only one of them, holding back a message that overtakes an earlier one from another
-relay, competing epoch changes decided by hash, and keeping the per-relay outbox across
-restarts. An envelope parked for room from a further relay is not fetched again from
+* **Copying** what one relay delivered to a relay that lacks it: group envelopes by every
+  member (`Copier`), epoch changes by admins, who alone can write the control mailbox
+  (`ControlCopier`), in order per relay and with the relay's group keys rotated first.
+* **Adding and dropping a relay** ride on a rotation whose extra says so (`relay_add`,
+  `relay_drop`; `MemberCell._apply_relays`, `Cell.add_relay`, `Cell.drop_relay`).
+
+Not handled yet (docs/design.md): holding back a message that overtakes an earlier one
+from another relay, competing epoch changes decided by hash, and keeping the per-relay
+outbox across restarts. An envelope parked for room from a further relay is not fetched again from
 there (its ref names no current generation); the first relay's copy is.
 """
 
@@ -40,6 +45,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import heapq
+import math
 import random
 from dataclasses import dataclass, field
 from functools import partial
@@ -48,6 +55,8 @@ from typing import TYPE_CHECKING, Final
 import trio
 
 from cellrelay.protocol import CellrelayError, ErrorCode
+from cellrelay.protocol.cell._control import split_change
+from cellrelay.protocol.cell._errors import MalformedError
 from cellrelay.protocol.cell._keys import relay_seed
 from cellrelay.protocol.wire import CapabilityKey, Fetch, MailboxId, Page, RelayAddress, Rotate
 
@@ -63,11 +72,28 @@ from ._log import library_logger
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
+    from typing import TypeAlias
 
     from ._cell_member import MemberCell
     from ._state import CellRecord, RelayRecord
 
-__all__ = ["FURTHER_GENERATION", "Copier", "FurtherRelay", "first_done", "publish_everywhere"]
+    # Where an admin copies an epoch change (`MemberCell._relay_target`): the relay's
+    # link, its mailboxes and cursors, its `order` lock, and how to rotate its group keys.
+    RelayTarget: TypeAlias = tuple[
+        RelayLink,
+        CellRecord | RelayRecord,
+        trio.Lock,
+        Callable[[tuple[bytes, bytes]], Awaitable[None]],
+    ]
+
+__all__ = [
+    "FURTHER_GENERATION",
+    "ControlCopier",
+    "Copier",
+    "FurtherRelay",
+    "first_done",
+    "publish_everywhere",
+]
 
 log = library_logger("cellrelay.client")
 
@@ -89,6 +115,7 @@ MAX_BACKLOG: Final = 1024
 COPY_AFTER: Final = (2.0, 10.0)
 # Envelopes waiting to be compared across relays; past it new ones are not copied.
 MAX_COPIES: Final = 4096
+COPY_TICK: Final = 0.5  # seconds: copy deadlines are rounded up to a multiple of this
 KEYS_BEHIND: Final = frozenset({ErrorCode.REVOKED, ErrorCode.UNAUTHORIZED, ErrorCode.BAD_PROOF})
 
 
@@ -103,6 +130,7 @@ class FurtherRelay:
         self.index = index
         self.address = RelayAddress.parse(record.relay)
         self.order = trio.Lock()  # control publishes (and rotations) to this relay, in order
+        self._rewatching = trio.Lock()  # one `rewatch_group` at a time
         self.heads: dict[MailboxId, int] = {}
         self.started = False
         self._start_ended = trio.Event()  # `start` returned, watching or not (`failed`)
@@ -198,17 +226,21 @@ class FurtherRelay:
         change there: the change's copy from this relay then starts this again
         (`MemberCell._on_control`, `group_stale`).
         """
-        mailbox = self.record.group_mailbox
-        self.group_stale = True
-        self.link.forget_writer(mailbox)
-        try:
-            await self.link.unwatch(mailbox)
-            await self.watch_group()
-        except (CellrelayError, OSError) as exc:
-            log.info("further_group_not_watched", relay=self.index, error=type(exc).__name__)
-        else:
-            self.group_stale = False
-            await self._publish_backlog()
+        # One at a time: a change applied and the same change's copy from this relay both
+        # start one, and an unwatch in the middle of another's watch broke the link's
+        # bookkeeping (a KeyError that ended the client).
+        async with self._rewatching:
+            mailbox = self.record.group_mailbox
+            self.group_stale = True
+            self.link.forget_writer(mailbox)
+            try:
+                await self.link.unwatch(mailbox)
+                await self.watch_group()
+            except (CellrelayError, OSError) as exc:
+                log.info("further_group_not_watched", relay=self.index, error=type(exc).__name__)
+            else:
+                self.group_stale = False
+                await self._publish_backlog()
 
     async def publish_group(self, envelope: bytes, expires_at: int) -> int:
         """Publish to this relay's group mailbox; keep the envelope if its keys are behind.
@@ -360,11 +392,20 @@ class Copier:
         """Serve `cell` (which owns this object)."""
         self._cell = cell
         self._pending: dict[bytes, _Copy] = {}
+        # (when, digest) of the envelopes to look at again, soonest first, all served by one
+        # task (`_run`): a task and a timer per envelope were a sixth of a member's CPU per
+        # alert on two relays (bench_cells.py --relays 2), and in the usual case, where
+        # every relay delivered the envelope within milliseconds, there is nothing to do.
+        self._due: list[tuple[float, bytes]] = []
+        self._wake = trio.Event()
+        self._running = False
         self._rng = random.SystemRandom()
 
-    def seen(self, relay: int, envelope: bytes, expires_at: int, *, opened: bool) -> None:
-        """Relay `relay` (0: the first) delivered `envelope`."""
-        digest = hashlib.blake2b(envelope, digest_size=16).digest()
+    def seen(
+        self, relay: int, envelope: bytes, expires_at: int, *, opened: bool, digest: bytes = b""
+    ) -> None:
+        """Relay `relay` (0: the first) delivered `envelope` (`digest`: its BLAKE2b-128)."""
+        digest = digest or hashlib.blake2b(envelope, digest_size=16).digest()
         entry = self._pending.get(digest)
         if entry is not None:
             entry.relays.add(relay)
@@ -372,18 +413,52 @@ class Copier:
         if not opened or len(self._pending) >= MAX_COPIES:
             return
         self._pending[digest] = _Copy(envelope, expires_at, {relay})
-        self._cell._background(partial(self._copy_later, digest))
+        # Rounded up to COPY_TICK, so that the envelopes of one burst share a wake-up.
+        due = trio.current_time() + self._rng.uniform(*COPY_AFTER)
+        due = math.ceil(due / COPY_TICK) * COPY_TICK
+        soonest = not self._due or due < self._due[0][0]
+        heapq.heappush(self._due, (due, digest))
+        if not self._running:
+            self._running = True
+            self._cell._background(self._run)
+        elif soonest:
+            self._wake.set()
 
-    async def _copy_later(self, digest: bytes) -> None:
-        await trio.sleep(self._rng.uniform(*COPY_AFTER))
-        entry = self._pending.pop(digest)
+    async def _run(self) -> None:
+        """Look at each envelope again when it is due; copy it where it is missing."""
+        try:
+            while self._due:
+                due = self._due[0][0]
+                if due > trio.current_time():
+                    with trio.move_on_at(due):
+                        await self._wake.wait()
+                    self._wake = trio.Event()
+                    continue
+                _, digest = heapq.heappop(self._due)
+                entry = self._pending.pop(digest)
+                if len(entry.relays) <= len(self._cell.further):  # some relay did not
+                    # In a task of its own: a relay that is frozen must not hold up the rest.
+                    self._cell._background(partial(self._copy_now, entry))
+        finally:
+            self._running = False
+
+    async def _copy_now(self, entry: _Copy) -> None:
         cell = self._cell
-        targets: list[tuple[int, RelayLink, CellRecord | RelayRecord, bool]] = [
-            (0, cell.link, cell.record, False)
+        targets: list[tuple[int, RelayLink, CellRecord | RelayRecord, FurtherRelay | None]] = [
+            (0, cell.link, cell.record, None)
         ]
-        targets += [(f.index, f.link, f.record, f.group_stale) for f in cell.further]
-        for index, link, record, stale in targets:
-            if index in entry.relays or stale or not link.connected or cell.crypto.removed:
+        targets += [(f.index, f.link, f.record, f) for f in cell.further]
+        for index, link, record, further in targets:
+            if index in entry.relays or cell.crypto.removed:
+                continue
+            if further is not None and further.group_stale:
+                # Its group keys are behind (a removal's rotation has not reached it yet,
+                # or this member has not watched it again since): kept for it, published
+                # once it takes the current keys (`rewatch_group`). Skipping it lost the
+                # new epoch's sender keys for members who read only that relay.
+                further._keep(entry.envelope, entry.expires_at)
+                continue
+            if not link.connected:
                 continue
             if entry.expires_at <= link.relay_time():
                 return
@@ -434,3 +509,145 @@ async def first_done(waits: Sequence[Callable[[], Awaitable[None]]]) -> None:
             nursery.start_soon(run, index, wait)
     if not done:
         raise errors[min(errors)]
+
+
+@dataclass(slots=True)
+class _Change:
+    envelope: bytes = field(repr=False)
+    digest: bytes
+    expires_at: int
+    epoch: int  # the epoch the change starts
+    group_keys: tuple[bytes, bytes] | None = field(repr=False)  # the rotation it carries
+
+
+# Epoch changes an admin keeps to copy to one relay; beyond it the oldest go (a relay away
+# that long has missed more than a copy can mend: an admin re-adds its members).
+MAX_CHANGE_COPIES: Final = 256
+# Digests of epoch changes remembered per relay as delivered there.
+MAX_SEEN_CHANGES: Final = 1024
+
+
+class ControlCopier:
+    """Admins copy epoch changes to the relays of a cell that lack them, in order.
+
+    Only an admin holds the control mailbox's write key, so only admins' clients copy: an
+    admin that applied a change (read on any relay) and has not read it on another relay
+    within `COPY_AFTER` posts it there, after rotating that relay's group keys when the
+    change rotates them, exactly as its proposer would have (`Cell._resume_proposal`).
+    Each relay's copies go one after another, in the order the changes were applied, on
+    the relay's `order` lock, so a relay that was down receives every change it missed, in
+    sequence, when it returns. The admin's own changes are not copied: it posts them to
+    every relay itself.
+    """
+
+    def __init__(self, cell: MemberCell) -> None:
+        """Serve `cell` (which owns this object)."""
+        self._cell = cell
+        self._queues: dict[int, list[_Change]] = {}
+        self._seen: dict[int, dict[bytes, None]] = {}
+        self._own: dict[bytes, None] = {}
+        # The highest epoch each relay delivered a change for: a change for that epoch or
+        # an earlier one is never copied there (that relay has this one, or a competing
+        # one whose group keys a copy's rotation would undo).
+        self._epochs: dict[int, int] = {}
+        self._rng = random.SystemRandom()
+
+    @staticmethod
+    def digest(envelope: bytes) -> bytes:
+        """The digest changes are compared by."""
+        return hashlib.blake2b(envelope, digest_size=16).digest()
+
+    def ours(self, envelope: bytes) -> None:
+        """This admin proposes `envelope`: it posts it to every relay itself."""
+        _remember(self._own, self.digest(envelope))
+
+    def seen(self, relay: int, envelope: bytes) -> None:
+        """Relay `relay` (0: the first) delivered the change `envelope`."""
+        _remember(self._seen.setdefault(relay, {}), self.digest(envelope))
+        with contextlib.suppress(MalformedError):
+            number, _ = split_change(envelope)
+            self._epochs[relay] = max(self._epochs.get(relay, 0), number)
+
+    def applied(
+        self, relay: int, envelope: bytes, expires_at: int, group_keys: tuple[bytes, bytes] | None
+    ) -> None:
+        """A change read on `relay` was applied here: copy it where it has not been seen."""
+        cell = self._cell
+        digest = self.digest(envelope)
+        if digest in self._own or not cell.is_admin or cell.crypto.removed:
+            return
+        try:
+            epoch, _ = split_change(envelope)
+        except MalformedError:  # pragma: no cover - it opened and applied
+            return
+        change = _Change(envelope, digest, expires_at, epoch, group_keys)
+        for index in [0, *(f.index for f in cell.further)]:
+            if index == relay or digest in self._seen.get(index, ()):
+                continue
+            queue = self._queues.get(index)
+            if queue is None:
+                queue = self._queues[index] = []
+                cell._background(partial(self._copy_to, index))
+            if len(queue) >= MAX_CHANGE_COPIES:
+                queue.pop(0)
+                log.warning("change_copies_dropped", relay=index)
+            queue.append(change)
+
+    async def _copy_to(self, index: int) -> None:
+        """Copy the changes queued for relay `index`, oldest first, after COPY_AFTER."""
+        cell = self._cell
+        try:
+            await trio.sleep(self._rng.uniform(*COPY_AFTER))
+            queue = self._queues[index]
+            while queue:
+                change = queue[0]
+                if change.digest not in self._seen.get(index, ()) and not await self._copy(
+                    index, change
+                ):
+                    await trio.sleep(self._rng.uniform(*COPY_AFTER))  # try again later
+                    if cell.crypto.removed or not cell.is_admin:
+                        return
+                    continue
+                if queue and queue[0] is change:
+                    queue.pop(0)
+        finally:
+            self._queues.pop(index, None)
+
+    async def _copy(self, index: int, change: _Change) -> bool:
+        """Post one change to relay `index` unless it has it; False: try again later."""
+        target = self._cell._relay_target(index)
+        if target is None:  # dropped meanwhile
+            return True
+        link, record, order, rotate = target
+        if change.expires_at <= link.relay_time() or change.epoch <= self._epochs.get(index, 0):
+            return True
+        control = record.control_mailbox
+        try:
+            # Only to a relay that holds nothing this admin has not read there yet: one that
+            # does is likely to deliver the change itself, and may hold a later change
+            # already, whose group keys a copy's rotation would turn back.
+            page = await link.request(
+                Fetch(id=0, mailbox=control, after=record.control_cursor, limit=1)
+            )
+            if not isinstance(page, Page) or page.items:
+                return False
+            async with order:
+                if change.digest in self._seen.get(index, ()) or change.epoch <= self._epochs.get(
+                    index, 0
+                ):
+                    return True
+                if change.group_keys is not None:
+                    await rotate(change.group_keys)
+                await link.publish(control, change.envelope, change.expires_at)
+        except (CellrelayError, OSError) as exc:
+            log.info("change_not_copied", relay=index, error=type(exc).__name__)
+            return False
+        self.seen(index, change.envelope)
+        log.info("change_copied", relay=index)
+        return True
+
+
+def _remember(seen: dict[bytes, None], digest: bytes) -> None:
+    seen[digest] = None
+    if len(seen) > MAX_SEEN_CHANGES:
+        del seen[next(iter(seen))]

@@ -100,6 +100,8 @@ COMMANDS: Final[dict[str, Callable[[Context, argparse.Namespace], Awaitable[None
     "cell mute": commands.cell_mute,
     "cell unmute": commands.cell_unmute,
     "cell alert-limit": commands.cell_alert_limit,
+    "cell add-relay": commands.cell_add_relay,
+    "cell drop-relay": commands.cell_drop_relay,
     "cell role": commands.cell_role,
     "cell verify-first": commands.cell_verify_first,
     "cell leave": commands.cell_leave,
@@ -299,6 +301,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     limit.add_argument("cell", metavar="CELL")
     limit.add_argument("limit", metavar="N", type=int, help="1..10000 (default 10)")
+    for verb, what in (
+        ("add-relay", "put the cell on one more relay, run by another operator (admins)"),
+        ("drop-relay", "take the cell off one of its further relays (admins)"),
+    ):
+        changing = leaf(cell, verb, what)
+        changing.add_argument("cell", metavar="CELL")
+        changing.add_argument("relay", metavar="RELAY", help="cellrelay://KEY@HOST:PORT")
     role = leaf(cell, "role", "give a member a role: who may verify reports (admins)")
     role.add_argument("cell", metavar="CELL")
     role.add_argument("member", metavar="MEMBER", help="name or id prefix")

@@ -671,6 +671,33 @@ async def cell_alert_limit(ctx: Context, args: argparse.Namespace) -> None:
         )
 
 
+async def cell_add_relay(ctx: Context, args: argparse.Namespace) -> None:
+    """`cellrelay cell add-relay CELL RELAY`: put the cell on one more relay (admins)."""
+    await _change_relay(ctx, args, add=True)
+
+
+async def cell_drop_relay(ctx: Context, args: argparse.Namespace) -> None:
+    """`cellrelay cell drop-relay CELL RELAY`: take the cell off a further relay (admins)."""
+    await _change_relay(ctx, args, add=False)
+
+
+async def _change_relay(ctx: Context, args: argparse.Namespace, *, add: bool) -> None:
+    (address,) = relay_addresses([args.relay])
+    async with connected(ctx) as client:
+        cell = await the_cell(ctx, client, args.cell)
+        ctx.bound("the relay did not confirm the new epoch")
+        await (cell.add_relay(address) if add else cell.drop_relay(address))
+        ctx.unbound()
+        say_relays(ctx, cell.name, cell.record.relay, [f.record.relay for f in cell.further])
+
+
+def say_relays(ctx: Context, name: str, first: str, more: list[str]) -> None:
+    """Say which relays a cell lives on now (`cell add-relay`, `cell drop-relay`)."""
+    ctx.emit({"cell": name, "relay": first, "more_relays": more})
+    where = ", ".join(f"{a.host}:{a.port}" for a in map(RelayAddress.parse, (first, *more)))
+    ctx.say(f"{isolate(name)} now lives on {where}; every member's client follows.")
+
+
 async def cell_role(ctx: Context, args: argparse.Namespace) -> None:
     """`cellrelay cell role CELL MEMBER ROLE`: give a member a role (admins)."""
     role = CellRole(args.role)

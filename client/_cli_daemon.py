@@ -53,6 +53,7 @@ from ._api_types import (
     MessageList,
     MuteResult,
     NewEpoch,
+    RelaysChanged,
     RelayStateChanged,
     ReplySent,
     StepSent,
@@ -69,6 +70,7 @@ from ._cli_commands import (
     role_sentence,
     say_burned,
     say_left,
+    say_relays,
     ttl_refusal,
     verify_first_sentence,
 )
@@ -671,6 +673,24 @@ async def cell_alert_limit(api: Api, args: argparse.Namespace) -> None:
     )
 
 
+async def cell_add_relay(api: Api, args: argparse.Namespace) -> None:
+    """`cellrelay cell add-relay` through the daemon."""
+    await _change_relay(api, args, "add-relay")
+
+
+async def cell_drop_relay(api: Api, args: argparse.Namespace) -> None:
+    """`cellrelay cell drop-relay` through the daemon."""
+    await _change_relay(api, args, "drop-relay")
+
+
+async def _change_relay(api: Api, args: argparse.Namespace, verb: str) -> None:
+    (address,) = relay_addresses([args.relay])
+    changed: RelaysChanged = await api.call("POST", _path("cells", args.cell, verb), RelaysChanged,
+                                            body={"relay": str(address)},
+                                            problems={**_no_cell(args.cell), **_not_admin(args.cell)})  # fmt: skip
+    say_relays(api.ctx, changed.cell, changed.relay, changed.more_relays)
+
+
 async def cell_role(api: Api, args: argparse.Namespace) -> None:
     """`cellrelay cell role` through the daemon."""
     ctx = api.ctx
@@ -1035,6 +1055,8 @@ _COMMANDS: Final[dict[str, Callable[[Api, argparse.Namespace], Awaitable[None]]]
     "cell mute": cell_mute,
     "cell unmute": cell_unmute,
     "cell alert-limit": cell_alert_limit,
+    "cell add-relay": cell_add_relay,
+    "cell drop-relay": cell_drop_relay,
     "cell role": cell_role,
     "cell verify-first": cell_verify_first,
     "cell leave": cell_leave,

@@ -54,6 +54,10 @@ PROBLEM_CODES: Final[dict[str, tuple[int, str]]] = {
         "The relay refused the handshake: it does not hold the key the address or invite names.",
     ),
     "RELAY_PROTOCOL": (502, "The relay broke the protocol (a bug, or a hostile relay)."),
+    "RELAY_UNAVAILABLE": (
+        502,
+        "The relay to put the cell on did not answer in time, or refused to make its mailboxes.",
+    ),
     "KEYSTORE": (500, "The keystore or the saved state could not be read or written."),
     "TOO_LARGE": (413, "The body is over the limit (64 KiB), or a field over its bound (400)."),
     "MALFORMED": (400, "The body is not JSON in UTF-8 (or the request not HTTP)."),

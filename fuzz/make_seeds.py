@@ -188,6 +188,10 @@ def write_change_extra_seeds() -> None:
     mailbox = MailboxId(bytes(range(16)))
     move = ChangeExtra(group=mailbox, drain_read=bytes(32))
     settings = ChangeExtra(alert_limit=10, muted=(bytes(16), bytes([1]) * 16), verify_first=True)
+    relays = ChangeExtra(
+        relay_add=(f"cellrelay://{'A' * 43}@relay2.example:7446", mailbox, mailbox),
+        relay_drop=f"cellrelay://{'A' * 43}@relay3.example:7446",
+    )
     info = CellInfo(relay="cellrelay://key@relay.example:7446", group=mailbox, control=mailbox,
                     group_from=3, control_from=4, alert_limit=5, muted=(bytes(16),),
                     verify_first=True)  # fmt: skip
@@ -221,6 +225,7 @@ def write_change_extra_seeds() -> None:
         "body-move": b"\x00" + moving.to_bytes(),
         "extra-move": b"\x01" + move.encode(),
         "extra-settings": b"\x01" + settings.encode(),
+        "extra-relays": b"\x01" + relays.encode(),
         "extra-escalate": b"\x01" + ChangeExtra(escalate=(2, 60)).encode(),
         "cell-info": b"\x02" + info.encode(),
         "cell-info-three-relays": b"\x02" + three.encode(),

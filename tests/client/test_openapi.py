@@ -174,12 +174,15 @@ async def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(
         "--header", f"Authorization: Bearer {lead.token}",
         "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,"
         "response_headers_conformance,response_schema_conformance,negative_data_rejection",
-        # Not generated: creating a cell or joining one would reach relays at whatever
-        # address was drawn (anywhere on the network), the event stream never ends, and
-        # leaving or burning would remove the cell the other operations are exercised on
-        # (tests/client/test_cli_burn.py burns through the daemon).
+        # Not generated: creating a cell, joining one or adding a relay to one would reach
+        # relays at whatever address was drawn (anywhere on the network; dropping one is
+        # its pair, tests/client/test_relay_changes.py runs both through the daemon), the
+        # event stream never ends, and leaving or burning would remove the cell the other
+        # operations are exercised on (tests/client/test_cli_burn.py burns through the daemon).
         "--exclude-operation-id", "create_cell",
         "--exclude-operation-id", "join_cell",
+        "--exclude-operation-id", "add_relay",
+        "--exclude-operation-id", "drop_relay",
         "--exclude-operation-id", "events",
         "--exclude-operation-id", "leave_cell",
         "--exclude-operation-id", "burn_cell",
