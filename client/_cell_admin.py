@@ -29,6 +29,7 @@ from cellrelay.protocol.cell._identity import Identity, MemberInfo
 from cellrelay.protocol.cell._invite import Invite, InviteRelay
 from cellrelay.protocol.cell._join import (
     JOIN_REQUEST,
+    JOIN_TAKEN,
     JOIN_WELCOME,
     JOIN_WELCOME_PAGE,
     open_join_request,
@@ -275,7 +276,8 @@ class Cell(MemberCell):
         """Delete the join mailboxes of expired and settled invites, then forget them.
 
         A used invite's mailbox holds the welcome until its joiner has read it: it is kept
-        until the joiner's first message in the group shows they did (`release_invites`),
+        until the joiner says it took the welcome (`JOIN_TAKEN`) or its first message in the
+        group shows it (`release_invites`),
         or else until the invite's own expiry like an unused one.
         """
         now = self.clock()
@@ -482,6 +484,15 @@ class Cell(MemberCell):
                         cell=self.name,
                         member=Member(member_id=request.member.member_id, name=request.member.name),
                     )
+            elif kind == JOIN_TAKEN and (
+                invite.used
+                or any(r.join_mailbox == invite.join_mailbox for r in self.record.requests)
+            ):
+                # The joiner has its welcome (docs/protocol.md §C4): the mailbox can go now,
+                # not at the joiner's first envelope in the group, which may be days away
+                # since members announce lazily (§C6 item 2). Only the invite's holders can
+                # write here, and the relay can delete the mailbox anyway.
+                self._settled.add(invite.join_mailbox)
         except GroupError as exc:
             event_out = SecurityWarning(
                 cell=self.name, reason=type(exc).__name__, detail="in a join mailbox"

@@ -13,8 +13,8 @@ drives the sans-IO group layer (`CellCrypto`) with it:
 
 * group envelope -> `CellCrypto.open` -> content -> de-duplicated by message id, kept
   in history until it expires, folded into the alert roll-up, handed to the app;
-* control envelope -> `open_control` -> new epoch: publish this member's sender key
-  distribution, follow rotated group keys or a move to a new group mailbox (whose old
+* control envelope -> `open_control` -> new epoch: owe this member's sender key
+  announcement (published before its next send), follow rotated group keys or a move to a new group mailbox (whose old
   one `upkeep` then reads to its end in the background), report the membership change,
   and (for the admin that proposed the change) finish the operation it belongs to;
 * join envelope -> a request to record (admin) or the welcome that makes us a member.
@@ -24,8 +24,10 @@ Rules that keep keys safe:
 * **Write-ahead.** The state is saved durably *before* an envelope sealed from it is
   published, with the next `SEND_RESERVATION` counters reserved (`_ready_to_seal`), so
   a crash can never make the next run reuse a message key: it skips what was reserved.
-* **Distribution first.** In a new epoch nothing is sealed before this member's sender
-  key distribution has been published (`_flush_distribution`).
+* **Announcement first.** In a new epoch nothing is sealed before this member's sender
+  key announcement has been published (`_ready_to_seal`). It is made lazily, before the
+  member's first envelope of the epoch, not on entering it: it costs a MAC per member,
+  and in a cell of 1,000 most members never send in most epochs.
 * **Persist before the app sees it.** A delivery is applied, the state (cursor, seen
   ids, ratcheted chains) saved, and only then is the event handed on: after a crash the
   app may miss an event, which `recent()` still holds, but never gets one twice, and no
@@ -1174,40 +1176,42 @@ class MemberCell:
                         raise CellError(
                             f"you were removed from {self.name!r} as you sent this; it was not sent"
                         )
-                    await self._ready_to_seal()
-                    epoch = self.crypto.epoch
-                    envelope = self.crypto.seal(
-                        content.KIND,
-                        content.encode(),
-                        expires_at=expires_at,
-                        now=self.link.relay_time(),
-                    )
-                    self.record.crypto = self._state_bytes()
                     if item is None and not isinstance(content, Leave | Burn):
                         item = self._remember_sending(content, expires_at)
-                    # Saved before the envelope leaves, so that a crash of the process never
-                    # loses it from history; not fsync'd: the reservation covers its counter.
-                    await self._save(durable=False)
-                    try:
-                        await self._publish_group(envelope, expires_at)
-                    except RelayRefusedError as exc:
-                        if exc.code == ErrorCode.MAILBOX_FULL:
-                            log.warning("send_refused_mailbox_full")
-                            raise MailboxFullError(
-                                f"the relay refused the message: the mailbox of {self.name!r}"
-                                " is full (a member may be flooding it). It was not sent: an"
-                                " admin can remove the flooder or run `cellrelay cell"
-                                " recover`; then send it again"
-                            ) from None
-                        if exc.code not in RACED_ROTATION:
-                            raise
-                        log.info("send_raced_rotation", attempt=attempt, code=code_name(exc.code))
-                    else:
-                        if item is not None and not isinstance(content, Leave | Burn):
-                            self._mark_sent(item, content)
-                        return
-                # Not under the send lock: applying the epoch change publishes our new
-                # sender key distribution, which takes it.
+                    epoch = self.crypto.epoch
+                    if await self._ready_to_seal(attempt):  # else it raced a rotation: wait
+                        epoch = self.crypto.epoch
+                        envelope = self.crypto.seal(
+                            content.KIND,
+                            content.encode(),
+                            expires_at=expires_at,
+                            now=self.link.relay_time(),
+                        )
+                        self.record.crypto = self._state_bytes()
+                        # Saved before the envelope leaves, so that a crash of the process never
+                        # loses it from history; not fsync'd: the reservation covers its counter.
+                        await self._save(durable=False)
+                        try:
+                            await self._publish_group(envelope, expires_at)
+                        except RelayRefusedError as exc:
+                            if exc.code == ErrorCode.MAILBOX_FULL:
+                                log.warning("send_refused_mailbox_full")
+                                raise MailboxFullError(
+                                    f"the relay refused the message: the mailbox of {self.name!r}"
+                                    " is full (a member may be flooding it). It was not sent: an"
+                                    " admin can remove the flooder or run `cellrelay cell"
+                                    " recover`; then send it again"
+                                ) from None
+                            if exc.code not in RACED_ROTATION:
+                                raise
+                            log.info(
+                                "send_raced_rotation", attempt=attempt, code=code_name(exc.code)
+                            )
+                        else:
+                            if item is not None and not isinstance(content, Leave | Burn):
+                                self._mark_sent(item, content)
+                            return
+                # Not under the send lock: a send waiting for it must not hold up others.
                 if not await self._caught_up_after(epoch):
                     break
             raise CellError(
@@ -1310,8 +1314,11 @@ class MemberCell:
                         out.append((content, item.status))
         return out
 
-    async def _ready_to_seal(self) -> None:
-        """Publish this epoch's pending announcement and reserve the next counter (§C6 item 3).
+    async def _ready_to_seal(self, attempt: int = 1) -> bool:
+        """Publish this epoch's announcement if not yet out; reserve the next counter (§C6).
+
+        The announcement is made here, before this member's first envelope of an epoch,
+        and not when the epoch changed (`announce_owed`): lazy, as §C6 item 2 allows.
 
         Returns with no await after its last check, so the caller seals at once in the
         epoch it checked. Both steps await (the relay, the disk), and an epoch change may
@@ -1330,12 +1337,20 @@ class MemberCell:
         """
         record = self.record
         while True:
-            if record.distribution_pending:
-                await self._flush_distribution_locked()
+            if record.distribution_pending or record.announce_owed:
+                try:
+                    await self._flush_distribution_locked(owed=True)
+                except RelayRefusedError as exc:
+                    # It raced a key rotation, as a message can (§C6 item 12): the caller
+                    # waits for the epoch change and tries again.
+                    if exc.code not in RACED_ROTATION:
+                        raise
+                    log.info("announce_raced_rotation", attempt=attempt, code=code_name(exc.code))
+                    return False
                 continue
             epoch, counter = self.crypto.send_position()
             if record.send_reserved_epoch == epoch and counter < record.send_reserved:
-                return
+                return True
             record.send_reserved_epoch, record.send_reserved = epoch, counter + SEND_RESERVATION
             await self._save()  # durable
 
@@ -1359,12 +1374,19 @@ class MemberCell:
         finally:
             self._send_lock.release()
 
-    async def _flush_distribution(self) -> None:
+    async def _flush_distribution(self, *, owed: bool = False) -> None:
         async with self._send_lock:
-            await self._flush_distribution_locked()
+            await self._flush_distribution_locked(owed=owed)
 
-    async def _flush_distribution_locked(self) -> None:
-        pending = self.record.distribution_pending
+    async def _flush_distribution_locked(self, *, owed: bool = False) -> None:
+        """Publish the pending announcement; with `owed`, also the one the epoch is owed."""
+        record = self.record
+        if owed and record.announce_owed and not self.crypto.removed:
+            # Made only now, not when the epoch changed: it costs a MAC per member, and in
+            # a large cell most members never send in most epochs (§C6 item 2).
+            record.distribution_pending = self.crypto.announcement(now=self.link.relay_time())
+            record.announce_owed = False
+        pending = record.distribution_pending
         if not pending:
             return
         expires_at = int(self.link.relay_time()) + (
@@ -1895,7 +1917,7 @@ class MemberCell:
         update: EpochUpdate | None = None
         self._live = False  # what an epoch change releases counts as a catch-up (_flood.py)
         try:
-            update = self.crypto.open_control(event.envelope, now=now)
+            update = self.crypto.open_control(event.envelope, now=now, announce=False)
         except StaleControlError as exc:
             if exc.ours:
                 log.warning("epoch_change_lost_race")
@@ -1940,18 +1962,13 @@ class MemberCell:
             # cut short by a close once saved exactly that, and the lead counted a removed
             # member for good: tests/client/test_admin.py.)
             self._dirty = True
-        # Saved at once, not at the end of the burst: the distribution is published next,
-        # and must be the saved one if we crash in between (module docstring).
+        # Saved at once, not at the end of the burst: the cursor must not run ahead of the
+        # applied change (above), and the announcement it owes must be on disk with it.
         await self._save()
         self._applied_epoch = self.crypto.epoch
         if update is not None:
             self._epoch_changed.set()
             self._epoch_changed = trio.Event()
-            if update.distribution is not None:
-                try:
-                    await self._flush_distribution()
-                except CellrelayError as exc:  # a later change moved the cell on already
-                    log.info("distribution_deferred", error=type(exc).__name__)
         if further is not None and further.group_stale and not self.crypto.removed:
             # This relay has the change now, so the admin rotated its keys before: the
             # group mailbox there takes the new keys (client/_cell_relays.py).
@@ -1963,8 +1980,11 @@ class MemberCell:
         """Act on an applied epoch change: keys, distribution, relay rotation, events."""
         events: list[CellEvent] = []
         extra = self._change_extra(update, events)
-        if update.distribution is not None:
-            self.record.distribution_pending = update.distribution
+        if not update.removed_self:
+            # Announced lazily, before this member's first envelope of the epoch
+            # (`_ready_to_seal`); a pending one of an earlier epoch is of no use any more.
+            self.record.distribution_pending = b""
+            self.record.announce_owed = True
         if update.entry is not None:
             self._note_admission(update.entry)
         if update.entry is not None and update.entry.op is Op.SET_ROLE:

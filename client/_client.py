@@ -34,6 +34,7 @@ from cellrelay.protocol.cell._group import CellCrypto
 from cellrelay.protocol.cell._identity import Identity, MemberInfo, member_id_of
 from cellrelay.protocol.cell._invite import Invite, InviteRelay
 from cellrelay.protocol.cell._join import (
+    JOIN_TAKEN,
     JOIN_WELCOME,
     JOIN_WELCOME_PAGE,
     seal_join_request,
@@ -88,6 +89,7 @@ EXPIRY_SLACK: Final = 0.05  # seconds after an expiry that its message is delete
 MAX_BURST: Final = 256
 ROTATE_AFTER: Final = 24 * 3600.0  # seconds an epoch lasts before an admin's client rotates it
 MAINTENANCE_INTERVAL: Final = 60.0  # seconds between checks for due rotations
+TAKEN_TIMEOUT: Final = 30.0  # seconds a joiner tries to tell its admin it took the welcome
 # A batch of receipts that the relay has not acknowledged in this long is given up on (they
 # are a best effort), so one relay that does not answer cannot hold up the others' receipts.
 RECEIPT_SEND_TIMEOUT: Final = 30.0
@@ -957,13 +959,14 @@ class Client:
         link = self.link_for(invite.relay)
         inviter = member_id_of(invite.admin_sign_key, invite.admin_box_key)
         try:
-            crypto, distribution = CellCrypto.from_welcome(
+            crypto, _ = CellCrypto.from_welcome(
                 self.identity,
                 welcome,
                 now=link.relay_time(),
                 invite=invite,
                 inviter=inviter,
                 pages=pages,
+                announce=False,  # announced before its first send (`Cell._ready_to_seal`)
             )
         except WelcomeIncompleteError:
             self._welcome_parts[key] = (welcome, pages)  # its pages follow it
@@ -985,7 +988,7 @@ class Client:
             control_mailbox=info.control,
             group_cursor=info.group_from,
             control_cursor=info.control_from,
-            distribution_pending=distribution,
+            announce_owed=True,
             epoch_started_at=time.time(),
             alert_limit=info.alert_limit,
             muted_everyone=list(info.muted),
@@ -1024,4 +1027,26 @@ class Client:
             await cell.start()
         self._joined.setdefault(invite.join_mailbox, trio.Event()).set()
         log.info("cell_joined", epoch=crypto.epoch)
+        self._nursery.start_soon(self._say_taken, invite)
         return False
+
+    async def _say_taken(self, invite: Invite) -> None:
+        """Tell the admin the welcome was taken (docs/protocol.md §C4), on every relay.
+
+        The admin then deletes the join mailbox, which takes one of its connection's
+        mailboxes until then. Best effort: a relay that is down, or an admin that deleted
+        the mailbox already, leaves it to the admin's other signs (the joiner's first
+        envelope in the group, or the invite's expiry).
+        """
+        write = CapabilityKey.from_seed(invite.join_write_seed)
+        for entry in invite.relays:
+            link = self.link_for(entry.relay)
+            try:
+                with trio.move_on_after(TAKEN_TIMEOUT):
+                    await link.authorize_writer(entry.join_mailbox, write)
+                    expires_at = min(invite.expires_at, int(link.relay_time()) + 86400)
+                    await link.publish(entry.join_mailbox, bytes([JOIN_TAKEN]), expires_at)
+            except CellrelayError as exc:
+                log.info("join_taken_not_said", error=type(exc).__name__)
+            finally:
+                link.forget_writer(entry.join_mailbox)

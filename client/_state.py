@@ -435,6 +435,9 @@ class CellRecord:
     group_cursor: int = 0
     control_cursor: int = 0
     distribution_pending: bytes = field(default=b"", repr=False)  # to publish before sealing
+    # This member entered the current epoch and has not announced in it yet: the next send
+    # makes the announcement and publishes it first (lazy, docs/protocol.md §C6 item 2).
+    announce_owed: bool = False
     pending_change: bytes = field(default=b"", repr=False)  # our epoch change, until published
     # The group key seeds the pending change rotates to (read || write), or empty.
     pending_keys: bytes = field(default=b"", repr=False)
@@ -542,6 +545,7 @@ class CellRecord:
                 "group_cursor": self.group_cursor,
                 "control_cursor": self.control_cursor,
                 "distribution_pending": self.distribution_pending,
+                "announce_owed": int(self.announce_owed),
                 "pending_change": self.pending_change,
                 "pending_keys": self.pending_keys,
                 "pending_move": self.pending_move,
@@ -603,6 +607,7 @@ class CellRecord:
             ("admitted", b""),
             ("relay_max_ttl", 0),  # saved before the relay's maximum TTL was kept
             ("gone", 0),  # saved before cells could be burned
+            ("announce_owed", 0),  # saved when every epoch change was announced at once
         ):
             f.setdefault(name, default)  # saved before cells could move
         raw_seen = _bytes(f, "seen")
@@ -638,6 +643,7 @@ class CellRecord:
             group_cursor=_int(f, "group_cursor"),
             control_cursor=_int(f, "control_cursor"),
             distribution_pending=_bytes(f, "distribution_pending"),
+            announce_owed=bool(_int(f, "announce_owed")),
             pending_change=_bytes(f, "pending_change"),
             pending_keys=_bytes(f, "pending_keys"),
             pending_move=_bytes(f, "pending_move"),

@@ -312,11 +312,13 @@ class CellCrypto:
         grace_period: float = GRACE_PERIOD,
         rng: Rng = random_bytes,
         pages: Sequence[bytes] = (),
+        announce: bool = True,
     ) -> tuple[CellCrypto, bytes]:
         """Join a cell from an admin's welcome; return (state, sender key distribution).
 
         `pages` are the welcome's member list pages, in order, if it has any (a cell of
-        more than about 150 members, §G7).
+        more than about 150 members, §G7). With `announce=False` the distribution is
+        empty: as for `open_control`, publish `announcement()` before sealing anything.
 
         Publish the distribution in the group mailbox before sealing anything. If
         `inviter` (a member id) is given, the welcome must come from that admin. The
@@ -391,7 +393,7 @@ class CellCrypto:
         )
         cell = cls(identity, state, rng=rng)
         cell._enter_epoch(content.epoch, bytearray(content.secret), membership, now=now)
-        return cell, cell._distribution(int(now) + key_ttl)
+        return cell, cell._distribution(int(now) + key_ttl) if announce else b""
 
     def to_bytes(self, *, parked: bool = True) -> bytes:
         """Return the full state (SECRET: for the client's encrypted keystore only).

@@ -47,6 +47,7 @@ from ._keys import kdf
 
 __all__ = [
     "JOIN_REQUEST",
+    "JOIN_TAKEN",
     "JOIN_WELCOME",
     "JOIN_WELCOME_PAGE",
     "JoinRequest",
@@ -58,6 +59,7 @@ __all__ = [
 JOIN_REQUEST: Final = 0x01
 JOIN_WELCOME: Final = 0x02
 JOIN_WELCOME_PAGE: Final = 0x03  # a page of a welcome's member list (§G7, §C4)
+JOIN_TAKEN: Final = 0x04  # the joiner has its welcome: the admin may delete the mailbox (§C4)
 REQUEST_PURPOSE: Final = b"cellrelay/1 join-request"
 SIGNATURE_DOMAIN: Final = b"cellrelay/1 join-request "
 _PUB: Final = 32
@@ -107,7 +109,12 @@ def split_join_envelope(envelope: bytes) -> tuple[int, bytes]:
     Raises:
         MalformedError: empty, or of an unknown type.
     """
-    if not envelope or envelope[0] not in (JOIN_REQUEST, JOIN_WELCOME, JOIN_WELCOME_PAGE):
+    if not envelope or envelope[0] not in (
+        JOIN_REQUEST,
+        JOIN_WELCOME,
+        JOIN_WELCOME_PAGE,
+        JOIN_TAKEN,
+    ):
         raise MalformedError("not a join-mailbox envelope")
     return envelope[0], envelope[1:]
 

@@ -55,6 +55,16 @@ async def admit(lead: Cell, joiner: Client) -> Cell:
         return await joiner.wait_joined(pending)
 
 
+async def announce(cell: Cell) -> None:
+    """Publish the announcement `cell` owes in its epoch now, as its next send would first.
+
+    Members announce lazily, before their first envelope of an epoch (docs/protocol.md §C6
+    item 2): a test that tampers with "the next envelope" a member publishes, or publishes
+    envelopes sealed outside the client, announces first.
+    """
+    await cell._flush_distribution(owed=True)
+
+
 class Recorder:
     """Collects a cell's events in the background."""
 

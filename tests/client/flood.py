@@ -20,6 +20,7 @@ from cellrelay.protocol.wire._capability import CapabilityKey
 from cellrelay.protocol.wire._messages import Error, Published
 
 from ..wire_client import WireClient
+from .cells import announce
 
 if TYPE_CHECKING:
     from cellrelay.client._cell_admin import Cell
@@ -69,6 +70,7 @@ async def flood(
     a `count`, once 16 KiB alerts no longer fit the flooder tops the quota off with the
     smallest envelopes, so that nothing at all fits any more.
     """
+    await announce(cell)  # as its own client would first: else members park the flood
     stored = await _flood(
         port, relay_key, cell, count=count, connections=connections, ttl=ttl, big=big
     )

@@ -46,7 +46,7 @@ from cellrelay.protocol.cell._state import read_state
 from cellrelay.protocol.wire import RelayAddress
 
 from ..relay.conftest import RelayFactory, relays
-from .cells import admit, members, passphrase_of
+from .cells import admit, announce, members, passphrase_of
 from .conftest import RunningRelay
 from .hostile import Emitted, HostileRelay, client_port, read_keystore, until
 from .test_cells import address_of
@@ -175,6 +175,7 @@ async def test_a_skipped_key_is_gone_from_the_keystore_8_days_later(
             lead = await clients["lead"].create_cell("Eastside", address_of(running_relay))
             ben = await admit(lead, clients["ben"])
             group = lead.record.group_mailbox
+            await announce(lead)  # the next envelope is m0, not the announcement before it
             hostile.tamper_next(group, "withheld", None)
             await lead.send_message("m0 withheld")
             await lead.send_message("m1")
@@ -217,6 +218,7 @@ async def test_a_skipped_key_outlives_the_default_on_a_relay_that_keeps_longer(
         async with members(tmp_path, "lead", "ben") as clients:
             lead = await clients["lead"].create_cell("Eastside", address)
             ben = await admit(lead, clients["ben"])
+            await announce(lead)  # the next envelope is m0, not the announcement before it
             hostile.tamper_next(lead.record.group_mailbox, "withheld", None)
             await lead.send_message("m0 withheld", ttl=int(20 * DAY))
             await lead.send_message("m1")

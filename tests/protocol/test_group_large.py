@@ -149,3 +149,26 @@ def test_a_welcome_filled_to_the_last_byte_fits_the_join_mailbox(
         ephemeral_private=ephemeral, nonce=bytes(24),
     )  # fmt: skip
     assert len(welcome) + 1 == BUCKETS[-1]  # the join mailbox's kind byte in front (§C4)
+
+
+def test_a_joiner_may_announce_later_and_is_read_once_it_does(
+    big: tuple[CellCrypto, list[Identity]],
+) -> None:
+    """`from_welcome(announce=False)`, then `announcement()` before the first message (§C6 item 2)."""
+    admin = CellCrypto.from_bytes(
+        big[0].to_bytes(), big[0]._identity
+    )  # a copy: the fixture is shared
+    person, welcome, pages = _welcome(big, 11)
+    invite = invite_of(admin, now=NOW, secret=bytes(32))
+    cell, none = CellCrypto.from_welcome(
+        person, welcome, now=NOW, invite=invite, pages=pages, announce=False
+    )
+    assert none == b""
+    announcement = cell.announcement(now=NOW)  # made only when there is something to send
+    message = cell.seal(16, b"the first in the epoch", expires_at=int(NOW) + 600, now=NOW)
+    assert not isinstance(admin.open(message, now=NOW), Opened)  # parked: no signing key yet
+    opened = admin.open(announcement, now=NOW)
+    assert isinstance(opened, Opened)
+    (released,) = opened.released
+    assert isinstance(released, Opened)
+    assert released.plaintext == b"the first in the epoch"

@@ -18,6 +18,7 @@ from cellrelay.protocol.cell._errors import (
 from cellrelay.protocol.cell._identity import Identity
 from cellrelay.protocol.cell._join import (
     JOIN_REQUEST,
+    JOIN_TAKEN,
     JOIN_WELCOME,
     JOIN_WELCOME_PAGE,
     open_join_request,
@@ -81,7 +82,8 @@ def test_tampering_is_detected(position: int) -> None:
 def test_envelope_types() -> None:
     assert split_join_envelope(bytes([JOIN_WELCOME]) + b"x") == (JOIN_WELCOME, b"x")
     assert split_join_envelope(b"\x03page") == (JOIN_WELCOME_PAGE, b"page")  # §G7 pages
-    for bad in (b"", b"\x04rest"):
+    assert split_join_envelope(b"\x04") == (JOIN_TAKEN, b"")  # the joiner has its welcome
+    for bad in (b"", b"\x05rest"):
         with pytest.raises(MalformedError):
             split_join_envelope(bad)
 
