@@ -17,7 +17,15 @@ import re
 import time
 from typing import TYPE_CHECKING, Final
 
-from cellrelay.protocol.cell import Alert, Change, Priority, Status, StatusReply, VerificationStep
+from cellrelay.protocol.cell import (
+    Alert,
+    Change,
+    EscalationNote,
+    Priority,
+    Status,
+    StatusReply,
+    VerificationStep,
+)
 from cellrelay.protocol.cell._rollup import CLOSE_VOTES, EscalationSummary, ReportState
 
 from ._events import (
@@ -398,45 +406,19 @@ def event_json(event: CellEvent) -> dict[str, object]:
         }
     if isinstance(event, StatusReceived):
         reply = event.reply
-        return {
-            "type": "status",
-            "cell": event.cell,
-            "from": member_json(event.sender),
-            "message_id": reply.message_id.hex(),
-            "alert_id": reply.alert_id.hex(),
-            "status": str(reply.status),
-            "note": reply.note,
-            "sent_at_ms": reply.sent_at_ms,
-            "rollup": None if event.rollup is None else rollup_json(event.rollup),
-        }
+        return _on_alert_json(
+            "status", event, reply, {"status": str(reply.status), "note": reply.note}
+        )
     if isinstance(event, VerificationReceived):
         step = event.step
-        return {
-            "type": "verification",
-            "cell": event.cell,
-            "from": member_json(event.sender),
-            "message_id": step.message_id.hex(),
-            "alert_id": step.alert_id.hex(),
-            "step": str(step.step),
-            "note": step.note,
-            "sent_at_ms": step.sent_at_ms,
-            "rollup": None if event.rollup is None else rollup_json(event.rollup),
-        }
+        return _on_alert_json(
+            "verification", event, step, {"step": str(step.step), "note": step.note}
+        )
     if isinstance(event, EscalationReceived):
         note = event.note
-        return {
-            "type": "escalation",
-            "cell": event.cell,
-            "from": member_json(event.sender),
-            "message_id": note.message_id.hex(),
-            "alert_id": note.alert_id.hex(),
-            "label": note.label,
-            "responding": note.responding,
-            "on_scene": note.on_scene,
-            "outcome": None if note.outcome is None else str(note.outcome),
-            "sent_at_ms": note.sent_at_ms,
-            "rollup": None if event.rollup is None else rollup_json(event.rollup),
-        }
+        return _on_alert_json("escalation", event, note, {
+            "label": note.label, "responding": note.responding, "on_scene": note.on_scene,
+            "outcome": None if note.outcome is None else str(note.outcome)})  # fmt: skip
     if isinstance(event, RoleChanged):
         return {"type": "role", "cell": event.cell, "member": member_json(event.member),
                 "role": str(event.role), "by": member_json(event.by)}  # fmt: skip
@@ -521,6 +503,26 @@ def _sent_text(content: object) -> str | None:
         return content.text
     text = getattr(content, "text", None)
     return text if isinstance(text, str) else None
+
+
+def _on_alert_json(
+    kind: str,
+    event: StatusReceived | VerificationReceived | EscalationReceived,
+    content: StatusReply | VerificationStep | EscalationNote,
+    fields: dict[str, object],
+) -> dict[str, object]:
+    """A message on an alert (a status, a step, an escalation note) as JSON: who sent what
+    on which alert, its own `fields`, when, and the alert's roll-up."""
+    return {
+        "type": kind,
+        "cell": event.cell,
+        "from": member_json(event.sender),
+        "message_id": content.message_id.hex(),
+        "alert_id": content.alert_id.hex(),
+        **fields,
+        "sent_at_ms": content.sent_at_ms,
+        "rollup": None if event.rollup is None else rollup_json(event.rollup),
+    }
 
 
 def send_failed_json(event: SendFailed) -> dict[str, object]:
