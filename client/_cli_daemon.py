@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import ipaddress
-import shlex
 import signal
 import sys
 import time
@@ -74,7 +74,13 @@ from ._cli_commands import (
     ttl_refusal,
     verify_first_sentence,
 )
-from ._cli_listen import CountLines, show_snapshot, show_status
+from ._cli_listen import (
+    INTERACTIVE_HELP,
+    CountLines,
+    read_typed_replies,
+    show_snapshot,
+    show_status,
+)
 from ._cli_output import (
     Style,
     alert_headline,
@@ -113,7 +119,6 @@ if TYPE_CHECKING:
 __all__ = ["add_parsers", "daemon_command", "through_daemon"]
 
 DEFAULT_PORT_HOST: Final = "127.0.0.1"
-_INTERACTIVE_HELP: Final = "Answer an alert by typing: reply ALERT_ID STATUS [NOTE] (STATUS: responding, on-scene, resolved, false-alarm)."
 _REGISTRY: Final = api_registry()
 
 
@@ -879,7 +884,7 @@ async def listen(api: Api, args: argparse.Namespace) -> None:
                 f"Listening to {', '.join(isolate(c.name) for c in cells)} as {isolate(daemon['identity']['name'])}; Ctrl-C stops."
             )
             if interactive:
-                ctx.note(_INTERACTIVE_HELP)
+                ctx.note(INTERACTIVE_HELP)
         for cell in cells:
             name, active, receipts = await _rollups(api, cell.cell_id.hex())
             authors = await _authors(api, cell.cell_id.hex())
@@ -934,7 +939,8 @@ async def listen(api: Api, args: argparse.Namespace) -> None:
             nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
             nursery.start_soon(count_lines.run)
             if interactive:
-                nursery.start_soon(_typed_replies, api, [c.cell_id.hex() for c in cells])
+                typed = functools.partial(_typed_reply, api, [c.cell_id.hex() for c in cells])
+                nursery.start_soon(read_typed_replies, ctx, typed, (CliError,))
             if args.duration is not None:
                 nursery.cancel_scope.deadline = trio.current_time() + args.duration
 
@@ -949,35 +955,10 @@ async def _stop_on_signal(scope: trio.CancelScope) -> None:
             return
 
 
-async def _typed_replies(api: Api, cells: list[str]) -> None:
-    """`reply ALERT_ID STATUS [NOTE]` lines while listening, sent through the daemon."""
-    ctx = api.ctx
-    while line := await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True):
-        try:
-            words = shlex.split(line)
-        except ValueError as exc:
-            ctx.note(f"cellrelay: {exc}")
-            continue
-        if not words:
-            continue
-        if words[0] not in ("reply", "r") or len(words) < 3:
-            ctx.note(_INTERACTIVE_HELP)
-            continue
-        try:
-            await _typed_reply(api, cells, words[1], words[2], " ".join(words[3:]) or None)
-        except (CliError, ValueError) as exc:
-            ctx.note(f"cellrelay: {exc}")
-
-
 async def _typed_reply(
-    api: Api, cells: list[str], prefix: str, word: str, note: str | None
+    api: Api, cells: list[str], prefix: str, status: Status, note: str | None
 ) -> None:
-    try:
-        status = Status(word.replace("-", "_"))
-    except ValueError:
-        raise CliError(
-            f"{word!r} is not a status: responding, on-scene, resolved or false-alarm"
-        ) from None
+    """One typed reply while listening, sent through the daemon."""
     wanted = _check_alert_prefix(prefix)
     found = []
     for cell in cells:
