@@ -11,6 +11,7 @@ member's client.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ import trio
 from cellrelay.client import ChannelError
 from cellrelay.client._events import (
     AlertReceived,
+    CellEvent,
     CellRole,
     MessageReceived,
     ReceiptReceived,
@@ -35,6 +37,7 @@ from .hostile import until
 from .test_cells import address_of
 
 TEST_TIMEOUT = 120
+Undispatch = Callable[[Opened], "Opened | list[CellEvent]"]
 NAMES = ("ada", "dana", "rory", "rita")
 
 
@@ -53,7 +56,9 @@ async def test_a_channel_through_a_real_relay(running_relay: RunningRelay, tmp_p
             for name, cell in cells.items():
                 real = cell._undispatch
 
-                def spy(opened: Opened, name: str = name, real=real):  # type: ignore[no-untyped-def]
+                def spy(
+                    opened: Opened, name: str = name, real: Undispatch = real
+                ) -> Opened | list[CellEvent]:
                     sealed_seen[name].append(opened)
                     return real(opened)
 
@@ -78,8 +83,9 @@ async def test_a_channel_through_a_real_relay(running_relay: RunningRelay, tmp_p
                 alert = await cells["dana"].send_alert("raid at 14th & Main", place="14th")
                 for name in ("ada", "rory", "rita"):
                     await recorders[name].wait_for(
-                        lambda e: isinstance(e, AlertReceived)
-                        and e.alert.alert_id == alert.alert_id
+                        lambda e: (
+                            isinstance(e, AlertReceived) and e.alert.alert_id == alert.alert_id
+                        )
                     )
 
                 # A responder answers: the admin and the dispatcher read it...
@@ -103,7 +109,9 @@ async def test_a_channel_through_a_real_relay(running_relay: RunningRelay, tmp_p
                 await cells["dana"].send_message("thanks, all")
                 await recorders["rita"].wait_for(lambda e: isinstance(e, MessageReceived))
                 from_rory = [
-                    o for o in sealed_seen["rita"] if o.sender.member_id == cells["rory"].me.member_id
+                    o
+                    for o in sealed_seen["rita"]
+                    if o.sender.member_id == cells["rory"].me.member_id
                 ]
                 assert len(from_rory) == 2
                 assert all(o.kind == DISPATCH_KIND for o in from_rory)
