@@ -11,6 +11,7 @@ member's client.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,11 +31,14 @@ from cellrelay.client._events import (
 from cellrelay.protocol.cell._content import ReceiptState, Status
 from cellrelay.protocol.cell._dispatch import DISPATCH_KIND, NotForMeError, open_for_dispatch
 from cellrelay.protocol.cell._group import Opened
+from cellrelay.protocol.wire import RelayAddress
 
 from .cells import Recorder, admit, members
 from .conftest import RunningRelay
 from .hostile import until
 from .test_cells import address_of
+from .test_cli import cli, identity, one_line_error
+from .test_cli_daemon import start_daemon_process
 
 TEST_TIMEOUT = 120
 Undispatch = Callable[[Opened], "Opened | list[CellEvent]"]
@@ -154,3 +158,43 @@ async def test_a_channel_through_a_real_relay(running_relay: RunningRelay, tmp_p
                     if isinstance(e, AlertReceived) and e.alert.text == "fake alert"
                 ]
                 nursery.cancel_scope.cancel()
+
+
+async def test_a_channel_from_the_command_line_alone_and_through_the_daemon(
+    running_relay: RunningRelay, tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    address = str(RelayAddress("127.0.0.1", running_relay.port, running_relay.public_key))
+    lead, ana = (identity(tmp_path, name) for name in ("lead", "ana"))
+    created = await cli("cell", "create", "Citywide", "--relay", address, "--channel", home=lead)
+    assert "broadcast channel" in created.stdout
+    link = (await cli("cell", "invite", "Citywide", "--json", home=lead)).json()["link"]
+    await cli("cell", "join", link, "--wait", "0", home=ana)
+    await cli("cell", "approve", "Citywide", "ana", "--wait", "60", home=lead)
+    await cli("cell", "join", link, "--wait", "60", home=ana)
+    listed = (await cli("cell", "list", "--json", home=ana)).json()
+    assert [c["channel"] for c in listed["cells"]] == [True]
+    assert "channel" in (await cli("cell", "list", home=ana)).stdout
+    sent = (await cli("send", "Citywide", "raid at 14th", "--json", home=lead)).json()
+    # Ana is a plain member: she answers, and does not post.
+    refused = await cli("send", "Citywide", "who else is here?", home=ana, expect=1)
+    assert "broadcast channel" in one_line_error(refused)
+    await cli("reply", "Citywide", sent["alert_id"][:8], "responding", home=ana)
+    daemon = await start_daemon_process(ana, nursery)
+    try:
+        assert daemon.announced["type"] == "daemon_listening"
+        refused = await cli("send", "Citywide", "who else is here?", home=ana, expect=1)
+        assert "broadcast channel" in one_line_error(refused)
+        listed = (await cli("cell", "list", "--json", home=ana)).json()
+        assert [c["channel"] for c in listed["cells"]] == [True]
+        await cli("reply", "Citywide", sent["alert_id"][:8], "on-scene", home=ana)
+    finally:
+        daemon.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(60):
+            code = await daemon.process.wait()
+        assert daemon.process.stdout is not None
+        await daemon.process.stdout.aclose()
+    assert code == 0, daemon.stderr.decode()
+    # The lead reads Ana's sealed answers: her latest status is on scene.
+    alerts = (await cli("alerts", "Citywide", "--json", home=lead)).json()
+    responders = alerts[0]["rollup"]["responders"]
+    assert [(r["name"], r["status"]) for r in responders] == [("ana", "on_scene")]
