@@ -28,7 +28,7 @@ from cellrelay.client._events import (
     SecurityWarning,
     StatusReceived,
 )
-from cellrelay.protocol.cell._content import ReceiptState, Status
+from cellrelay.protocol.cell._content import Change, ReceiptState, Status
 from cellrelay.protocol.cell._dispatch import DISPATCH_KIND, NotForMeError, open_for_dispatch
 from cellrelay.protocol.cell._group import Opened
 from cellrelay.protocol.wire import RelayAddress
@@ -39,6 +39,7 @@ from .hostile import until
 from .test_cells import address_of
 from .test_cli import cli, identity, one_line_error
 from .test_cli_daemon import start_daemon_process
+from .test_leave import change_of
 
 TEST_TIMEOUT = 120
 Undispatch = Callable[[Opened], "Opened | list[CellEvent]"]
@@ -156,6 +157,21 @@ async def test_a_channel_through_a_real_relay(running_relay: RunningRelay, tmp_p
                     for r in recorders.values()
                     for e in r.events
                     if isinstance(e, AlertReceived) and e.alert.text == "fake alert"
+                ]
+
+                # A responder's leave reaches the readers (the admin removes it), sealed:
+                # the other responder learns of the removal only, from the signed log.
+                assert await cells["rory"].leave() is True
+                for name in ("ada", "dana"):
+                    await recorders[name].wait_for(lambda e: change_of(e, Change.LEFT, "rory"))
+                await recorders["rita"].wait_for(lambda e: change_of(e, Change.REMOVED, "rory"))
+                # Rita is handed the sealed leave too (perhaps after the removal: another
+                # mailbox), and opens it no more than the answers.
+                await until(
+                    lambda: len([o for o in sealed_seen["rita"] if o.sender.name == "rory"]) == 3
+                )
+                assert not [
+                    e for e in recorders["rita"].events if change_of(e, Change.LEFT, "rory")
                 ]
                 nursery.cancel_scope.cancel()
 
