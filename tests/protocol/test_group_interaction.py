@@ -729,7 +729,7 @@ class ChannelLife(CellLife):
     def _last(self, name: str) -> Alert | StatusReply:
         if name == "admin":
             last = super()._last(name)
-            self.alerts.append(last.alert_id)  # type: ignore[union-attr]
+            self.alerts.append(last.alert_id)
             return last
         return StatusReply(sent_at_ms=self._sent_at_ms(), alert_id=MessageId(self.alerts[-1]),
                            status=Status.RESPONDING)  # fmt: skip
