@@ -144,6 +144,7 @@ from ._events import (
     RoleChanged,
     SecurityWarning,
     SendFailed,
+    Sent,
     StatusReceived,
     VerificationReceived,
     VerifiedKeyChanged,
@@ -1360,6 +1361,10 @@ class MemberCell:
         changed = self._restatus(item, SENT)
         if changed is not None:
             self._book.add(changed.sender_id, changed.sender_name, content, changed.received_at)  # type: ignore[arg-type]
+        if not isinstance(content, Receipt):
+            about = None if isinstance(content, PlainMessage) else content.alert_id
+            rollup = None if about is None else self.rollup(about)
+            self._emit(Sent(cell=self.name, content=content, rollup=rollup))
 
     def _mark_failed(self, item: HistoryItem, content: WireContent, reason: str) -> None:
         self._restatus(item, FAILED)
