@@ -55,7 +55,7 @@ from ._blocking import (
     Subscription,
 )
 from ._cell_admin import Cell, RelayUnavailableError
-from ._cell_member import CellError, MailboxFullError
+from ._cell_member import CellError, ChannelError, MailboxFullError
 from ._client import Client, create_identity, open_client
 from ._events import (
     AlertReceived,
@@ -116,6 +116,7 @@ __all__ = [
     "CellGone",
     "CellRole",
     "Change",
+    "ChannelError",
     "Client",
     "ClientClosedError",
     "ClockWarning",

@@ -68,6 +68,14 @@ from cellrelay.protocol.cell._content import (
     WireContent,
     decode_content,
 )
+from cellrelay.protocol.cell._dispatch import (
+    ANSWER_KINDS,
+    DISPATCH_KIND,
+    MAX_RECIPIENTS,
+    NotForMeError,
+    open_for_dispatch,
+    seal_for_dispatch,
+)
 from cellrelay.protocol.cell._errors import (
     EpochGapError,
     EquivocationError,
@@ -252,6 +260,10 @@ class CellError(Exception):
     """An operation on a cell cannot be done; the message says why and what to do."""
 
 
+class ChannelError(CellError):
+    """This member may not post to everyone in a broadcast channel (docs/protocol.md §C11)."""
+
+
 class MailboxFullError(CellError):
     """The relay refused a message because the cell's mailbox is full: it was not sent.
 
@@ -316,6 +328,7 @@ class CellInfo:
         more_relays: tuple[RelayInfo, ...] = (),
         verify_first: bool = False,
         escalate: tuple[int, int] = (0, DEFAULT_ESCALATE_AFTER),
+        channel: bool = False,
     ) -> None:
         self.relay = relay
         self.more_relays = more_relays
@@ -327,6 +340,7 @@ class CellInfo:
         self.muted = muted  # members admins muted for everyone
         self.verify_first = verify_first  # reports go to verifiers first (§C2 rule 7)
         self.escalate = escalate  # (N, T): when alerts go to neighbouring cells (§C10)
+        self.channel = channel  # a broadcast channel, fixed at creation (§C11)
 
     def encode(self) -> bytes:
         fields: dict[str, object] = {
@@ -338,6 +352,8 @@ class CellInfo:
             fields["escalate"] = list(self.escalate)
         if self.more_relays:  # absent for a cell on one relay: its extra is as before
             fields["more_relays"] = [r.encode() for r in self.more_relays]
+        if self.channel:  # absent for an ordinary cell: its extra is as before
+            fields["channel"] = 1
         return encode_map(fields)
 
     @classmethod
@@ -346,7 +362,7 @@ class CellInfo:
         relay, group, control = f.get("relay"), f.get("group"), f.get("control")
         group_from, control_from = f.get("group_from", 0), f.get("control_from", 0)
         alert_limit, muted = f.get("alert_limit", 0), f.get("muted", ())
-        verify_first = f.get("verify_first", 0)
+        verify_first, channel = f.get("verify_first", 0), f.get("channel", 0)
         if type(relay) is not str or type(group) is not bytes or type(control) is not bytes:
             raise CellError("the cell's mailbox information is damaged")
         if type(group_from) is not int or type(control_from) is not int:
@@ -356,6 +372,8 @@ class CellInfo:
         if not all(type(m) is bytes and len(m) == 16 for m in muted):
             raise CellError("the cell's settings are damaged")
         if type(verify_first) is not int or verify_first not in (0, 1):
+            raise CellError("the cell's settings are damaged")
+        if type(channel) is not int or channel not in (0, 1):
             raise CellError("the cell's settings are damaged")
         escalate = f.get("escalate", (0, DEFAULT_ESCALATE_AFTER))
         try:
@@ -381,6 +399,7 @@ class CellInfo:
             more_relays=more_relays,
             verify_first=bool(verify_first),
             escalate=escalate,
+            channel=bool(channel),
         )
 
 
@@ -574,6 +593,68 @@ class MemberCell:
     def verify_first(self) -> bool:
         """Whether reports not yet confirmed go to verifiers only (a cell setting, by admins)."""
         return self.record.verify_first
+
+    # -- broadcast channels (docs/protocol.md §C11) -----------------------------------------
+
+    @property
+    def channel(self) -> bool:
+        """Whether the cell is a broadcast channel (set when it was created, never changed)."""
+        return self.record.channel
+
+    def _posts(self, member_id: bytes) -> bool:
+        """Whether this member may post to everyone: in a channel admins and dispatchers only."""
+        return not self.record.channel or self._role(member_id).verifies
+
+    @property
+    def may_post(self) -> bool:
+        """Whether this member may send alerts and messages to the whole cell."""
+        return self._posts(self.crypto.me.member_id)
+
+    def _readers(self) -> list[MemberInfo]:
+        """The channel's readers of an answer: its admins and dispatchers, ascending id."""
+        return [m for m in self.crypto.members if self._role(m.member_id).verifies]
+
+    def _wire_form(self, content: WireContent | Leave | Burn) -> tuple[int, bytes]:
+        """Return the kind and plaintext `content` travels as (sealed to the readers in a
+        channel when this member does not post; `_send` refused what it may not send)."""
+        if self.may_post:
+            return content.KIND, content.encode()
+        readers = self._readers()[:MAX_RECIPIENTS]
+        return DISPATCH_KIND, seal_for_dispatch(
+            cell_id=self.cell_id, sender_id=self.crypto.me.member_id, recipients=readers,
+            kind=content.KIND, plaintext=content.encode())  # fmt: skip
+
+    def _check_may_send(self, content: WireContent | Leave | Burn) -> None:
+        if self.may_post or content.KIND in ANSWER_KINDS:
+            return
+        raise ChannelError(
+            f"{self.name!r} is a broadcast channel: only its admins and dispatchers post"
+            f" there, and you are a {self.role.value}; you can answer alerts (reply,"
+            " receipts), which only the admins and dispatchers read"
+        )
+
+    def _undispatch(self, opened: Opened) -> Opened | list[CellEvent]:
+        """Open a dispatch-sealed answer (kind 19) if this member is one of its readers.
+
+        Returns the answer as if it had come unsealed, or the events to report instead:
+        none when it is for the other readers (a responder sees its fellows' answers as
+        ciphertext only), a `SecurityWarning` when it is damaged or not in a channel.
+        """
+        sender = opened.sender
+        if not self.record.channel:
+            return [SecurityWarning(cell=self.name, reason="ChannelRefused",
+                                    detail=f"from {sender.name}: a sealed answer outside a"
+                                    " channel")]  # fmt: skip
+        try:
+            kind, plaintext = open_for_dispatch(
+                opened.plaintext, cell_id=self.cell_id, sender_id=sender.member_id,
+                me=self._identity)  # fmt: skip
+        except NotForMeError:
+            return []
+        except GroupError as exc:
+            return [SecurityWarning(cell=self.name, reason=type(exc).__name__,
+                                    detail=f"from {sender.name}: a damaged sealed answer")]  # fmt: skip
+        return dataclasses.replace(opened, kind=kind, plaintext=plaintext)
 
     # -- escalation to neighbouring cells (docs/protocol.md §C10) ----------------------------
 
@@ -1161,6 +1242,7 @@ class MemberCell:
         self._check_clock()
         if self.crypto.removed:
             raise CellError(f"you were removed from {self.name!r}")
+        self._check_may_send(content)
         if self.record.gone or self.burned_by is not None:
             raise CellError(
                 f"{self.name!r} is gone from its relay (burned by an admin, or deleted there):"
@@ -1182,9 +1264,10 @@ class MemberCell:
                     epoch = self.crypto.epoch
                     if await self._ready_to_seal(attempt):  # else it raced a rotation: wait
                         epoch = self.crypto.epoch
+                        kind, plaintext = self._wire_form(content)
                         envelope = self.crypto.seal(
-                            content.KIND,
-                            content.encode(),
+                            kind,
+                            plaintext,
                             expires_at=expires_at,
                             now=self.link.relay_time(),
                         )
@@ -1600,6 +1683,17 @@ class MemberCell:
         return out
 
     def _content(self, opened: Opened) -> list[CellEvent]:
+        if opened.kind == DISPATCH_KIND:
+            undispatched = self._undispatch(opened)
+            if isinstance(undispatched, list):
+                return undispatched
+            opened = undispatched
+        elif not self._posts(opened.sender.member_id):
+            # A channel's responder posts nothing unsealed: not even an answer (§C11).
+            log.warning("channel_refused", kind=opened.kind)
+            return [SecurityWarning(cell=self.name, reason="ChannelRefused",
+                                    detail=f"{opened.sender.name} may not post to everyone in"
+                                    " this broadcast channel; refused")]  # fmt: skip
         try:
             content = decode_content(opened.kind, opened.plaintext)
         except ContentError as exc:

@@ -62,6 +62,8 @@ from ._api_types import (
 )
 from ._cell_moves import MAX_ALERT_LIMIT
 from ._cli_commands import (
+    CHANNEL_NOTE,
+    CHANNEL_SENTENCE,
     GONE_NOTE,
     CliError,
     Context,
@@ -343,9 +345,11 @@ async def cell_create(api: Api, args: argparse.Namespace) -> None:
                                "creation_secret": args.creation_secret or None}  # fmt: skip
     if len(addresses) > 1:
         body["more_relays"] = args.relay[1:]
+    if args.channel:
+        body["channel"] = True
     cell = await api.call("POST", "/cells", body=body, problems={
         "EXISTS": f"you already have a cell named {args.name!r}; choose another name"})  # fmt: skip
-    created: dict[str, object] = {"cell": cell["name"], "cell_id": cell["cell_id"], "relay": str(address)}  # fmt: skip
+    created: dict[str, object] = {"cell": cell["name"], "cell_id": cell["cell_id"], "relay": str(address), "channel": cell["channel"]}  # fmt: skip
     if len(addresses) > 1:
         created["more_relays"] = [str(a) for a in addresses[1:]]
     ctx.emit(created)
@@ -353,6 +357,8 @@ async def cell_create(api: Api, args: argparse.Namespace) -> None:
     ctx.say(
         f"Created {isolate(cell['name'])} ({cell['cell_id'][:8]}) on {where}; you are its admin."
     )
+    if cell["channel"]:
+        ctx.say(CHANNEL_SENTENCE)
     ctx.say(f"Invite members: cellrelay cell invite {command_arg(cell['name'])}")
 
 
@@ -366,7 +372,7 @@ async def cell_list(api: Api, args: argparse.Namespace) -> None:
         rows.append({"name": cell.name, "cell_id": cell.cell_id.hex(), "relay": cell.relay,
                      "relay_host": f"{address.host}:{address.port}", "role": cell.role,
                      "members": cell.members, "active_alerts": cell.active_alerts,
-                     "gone": cell.gone})  # fmt: skip
+                     "gone": cell.gone, "channel": cell.channel})  # fmt: skip
     ctx.emit(
         {
             "cells": rows,
@@ -383,6 +389,7 @@ async def cell_list(api: Api, args: argparse.Namespace) -> None:
         ctx.say(
             f"{pad(cell.name, width)}  {ctx.style.dim(short_id(cell.cell_id))}  {row['role']:7}  "
             f"{plural(cell.members, 'member'):11}  {alert_text:16}  {ctx.style.dim('relay ' + str(row['relay_host']))}"
+            + (ctx.style.dim(CHANNEL_NOTE) if cell.channel else "")
             + (ctx.style.warn(GONE_NOTE) if cell.gone else "")
         )
     for waiting in listing.waiting:

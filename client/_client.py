@@ -603,8 +603,13 @@ class Client:
         relay: str | RelayAddress | Sequence[str | RelayAddress],
         *,
         creation_secret: bytes = b"",
+        channel: bool = False,
     ) -> Cell:
         """Create a cell on one relay, or on two or three, with this member as its first admin.
+
+        `channel`: a broadcast channel (docs/protocol.md §C11), fixed for the cell's life:
+        only admins and dispatchers post, and what other members send (replies, receipts)
+        only admins and dispatchers can read.
 
         On several relays (docs/protocol.md §C5.2) the cell's mailboxes are created on
         each, with the capability keys derived for it; every relay must answer now. The
@@ -667,6 +672,7 @@ class Client:
                 RelayInfo(relay=r.relay, group=r.group_mailbox, control=r.control_mailbox)
                 for r in more
             ),
+            channel=channel,
         )
         crypto = CellCrypto.create(
             self.identity,
@@ -679,7 +685,8 @@ class Client:
         )
         record = CellRecord(crypto=crypto.to_bytes(), relay=str(address), group_mailbox=group, control_mailbox=control,
                             distribution_pending=crypto.distribution(now=link.relay_time()),
-                            epoch_started_at=time.time(), more_relays=more)  # fmt: skip
+                            epoch_started_at=time.time(), more_relays=more,
+                            channel=channel)  # fmt: skip
         record.crypto = crypto.to_bytes()
         self._state.cells.append(record)
         await self.save()
@@ -1003,6 +1010,7 @@ class Client:
                 for r in info.more_relays
             ],
             verify_first=info.verify_first,
+            channel=info.channel,
             escalate_below=info.escalate[0],
             escalate_after=info.escalate[1],
         )

@@ -460,6 +460,9 @@ class CellRecord:
     # The cell's verify-first setting (docs/protocol.md §C2 rule 7): reports not yet
     # confirmed are shown to verifiers only.
     verify_first: bool = False
+    # A broadcast channel (docs/protocol.md §C11): only admins and dispatchers post; what
+    # anyone else sends is sealed to them. Fixed when the cell is created.
+    channel: bool = False
     # The cell's escalation setting (docs/protocol.md §C10): a confirmed alert with fewer
     # than `escalate_below` members responding `escalate_after` seconds after it was
     # confirmed goes to the neighbouring cells (0: off, unless an alert asks for it).
@@ -556,6 +559,7 @@ class CellRecord:
                 "muted_everyone": b"".join(self.muted_everyone),
                 "muted_here": b"".join(self.muted_here),
                 "verify_first": int(self.verify_first),
+                "channel": int(self.channel),
                 "retired": [r.encode() for r in self.retired],
                 "epoch_started_at": self.epoch_started_at,
                 "send_reserved_epoch": self.send_reserved_epoch,
@@ -601,6 +605,7 @@ class CellRecord:
             ("muted_everyone", b""),
             ("muted_here", b""),
             ("verify_first", 0),  # saved before reports could be held for verifiers
+            ("channel", 0),  # saved before cells could be channels
             ("verified", ()),
             ("more_relays", ()),  # saved before cells could have several relays
             ("leaves", ()),  # saved before members could announce leaving
@@ -654,6 +659,7 @@ class CellRecord:
             muted_everyone=_ids(f, "muted_everyone"),
             muted_here=_ids(f, "muted_here"),
             verify_first=bool(_int(f, "verify_first")),
+            channel=bool(_int(f, "channel")),
             retired=[RetiredMailbox.decode(b) for b in _list(f, "retired")],
             epoch_started_at=_float(f, "epoch_started_at"),
             send_reserved_epoch=_int(f, "send_reserved_epoch"),
