@@ -46,7 +46,8 @@ from cellrelay.protocol.cell._errors import (
     MembershipError,
     TamperedError,
 )
-from cellrelay.protocol.cell._group import KEY_UPDATE_PERIOD, CellCrypto
+from cellrelay.protocol.cell._envelope import Kind
+from cellrelay.protocol.cell._group import KEY_UPDATE_PERIOD, CellCrypto, Opened
 from cellrelay.protocol.cell._identity import Identity
 from cellrelay.protocol.cell._keys import kdf
 from cellrelay.protocol.cell._membership import Role
@@ -272,7 +273,11 @@ def test_a_joined_admin_that_never_saw_an_update_still_reaches_the_member(cell: 
 
 def test_a_key_update_is_due_after_the_period(cell: Cell) -> None:
     alice = cell["alice"]
-    assert alice.key_update_due(cell.now)  # joined before any update: due at once
+    # A joiner's first update is due a period after it joined (its identity key, generation
+    # 0, was boxed to moments ago), not at once: a cell onboarding many members at once
+    # would otherwise owe a rotation per 16 of them.
+    assert not alice.key_update_due(cell.now)
+    assert alice.key_update_due(cell.now + KEY_UPDATE_PERIOD)
     alice.key_update(now=cell.now)
     assert not alice.key_update_due(cell.now + KEY_UPDATE_PERIOD - 1)
     assert alice.key_update_due(cell.now + KEY_UPDATE_PERIOD)
@@ -378,3 +383,90 @@ def test_an_admin_commits_as_many_updates_as_fit_and_keeps_the_rest() -> None:
     second = admin.rotate(now=cell.now)
     rest = [u.member_id for u in committed_updates(second)]
     assert rest == [p.member_id for p in updaters[len(committed) :]]
+
+
+# -- the key update envelope (kind 8): how a member's update reaches the admins ---------------
+
+
+def _post_update(cell: Cell, name: str) -> bytes:
+    """`name` makes a key update and posts it in the group mailbox (kind 8); return it."""
+    data = cell[name].key_update(now=cell.now)
+    cell.group.append(
+        cell[name].seal_key_update(data, expires_at=int(cell.now) + 3600, now=cell.now)
+    )
+    return data
+
+
+def _take_all(cell: Cell, name: str) -> list[bool | GroupError]:
+    """Sync, then hand every key update envelope `name` opened to `take_key_update`."""
+    cell.sync()
+    taken: list[bool | GroupError] = []
+    for result in cell.members[name].results:
+        if isinstance(result, Opened) and result.kind == Kind.KEY_UPDATE:
+            try:
+                taken.append(cell[name].take_key_update(result))
+            except GroupError as exc:
+                taken.append(exc)
+    cell.members[name].results.clear()
+    return taken
+
+
+def test_a_posted_update_reaches_the_admin_and_its_commit_heals(cell: Cell) -> None:
+    _post_update(cell, "alice")
+    assert _take_all(cell, "admin") == [True]
+    assert cell["admin"].waiting_key_updates == 1
+    assert _take_all(cell, "bob") == [False]  # not an admin: keeps nothing
+    assert cell["bob"].waiting_key_updates == 0
+    _rotate(cell)
+    assert cell["alice"].receive_generation == 1
+    assert cell["admin"].waiting_key_updates == 0
+    cell.send("admin", b"after the commit")
+    cell.sync()
+    results = cell.members["alice"].results
+    assert [r.plaintext for r in results if isinstance(r, Opened) and r.plaintext] == [
+        b"after the commit"
+    ]
+
+
+def test_a_posted_update_of_another_member_or_an_old_generation_is_refused(cell: Cell) -> None:
+    alice_update = cell["alice"].key_update(now=cell.now)
+    # bob seals alice's update on his own chain (seal_key_update would refuse it).
+    cell.group.append(
+        cell["bob"]._seal(Kind.KEY_UPDATE, alice_update, expires_at=int(cell.now) + 60, now=cell.now)
+    )
+    (refused,) = _take_all(cell, "admin")
+    assert isinstance(refused, MembershipError)
+    assert cell["admin"].waiting_key_updates == 0
+    with pytest.raises(ValueError, match="not a key update of this member"):
+        cell["bob"].seal_key_update(alice_update, expires_at=int(cell.now) + 60, now=cell.now)
+    first = _post_update(cell, "alice")
+    assert _take_all(cell, "admin") == [True]
+    _rotate(cell)
+    # The committed update read again (after its change, or posted again after a restart):
+    # quietly nothing. An older generation after a newer one is committed: refused.
+    cell.group.append(
+        cell["alice"].seal_key_update(first, expires_at=int(cell.now) + 60, now=cell.now)
+    )
+    assert _take_all(cell, "admin") == [False]
+    _post_update(cell, "alice")
+    assert _take_all(cell, "admin") == [True]
+    _rotate(cell)
+    assert cell["alice"].receive_generation == 2
+    cell.group.append(
+        cell["alice"]._seal(Kind.KEY_UPDATE, first, expires_at=int(cell.now) + 60, now=cell.now)
+    )
+    (replayed,) = _take_all(cell, "admin")
+    assert isinstance(replayed, MembershipError)
+    assert cell["admin"].waiting_key_updates == 0
+
+
+@given(st.binary(max_size=300))
+def test_any_key_update_body_is_taken_or_refused_with_a_group_error(body: bytes) -> None:
+    cell = Cell()
+    cell.join("alice")
+    cell.group.append(
+        cell["alice"]._seal(Kind.KEY_UPDATE, body, expires_at=int(cell.now) + 60, now=cell.now)
+    )
+    (outcome,) = _take_all(cell, "admin")
+    assert outcome is False or isinstance(outcome, GroupError)
+    assert cell["admin"].waiting_key_updates == 0
