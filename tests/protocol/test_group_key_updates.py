@@ -38,6 +38,7 @@ from cellrelay.protocol.cell._control import (
     committed_updates,
     split_change,
 )
+from cellrelay.protocol.cell._envelope import Kind
 from cellrelay.protocol.cell._epochs import build_change
 from cellrelay.protocol.cell._errors import (
     BadSignatureError,
@@ -46,7 +47,6 @@ from cellrelay.protocol.cell._errors import (
     MembershipError,
     TamperedError,
 )
-from cellrelay.protocol.cell._envelope import Kind
 from cellrelay.protocol.cell._group import KEY_UPDATE_PERIOD, CellCrypto, Opened
 from cellrelay.protocol.cell._identity import Identity
 from cellrelay.protocol.cell._keys import kdf
@@ -432,7 +432,9 @@ def test_a_posted_update_of_another_member_or_an_old_generation_is_refused(cell:
     alice_update = cell["alice"].key_update(now=cell.now)
     # bob seals alice's update on his own chain (seal_key_update would refuse it).
     cell.group.append(
-        cell["bob"]._seal(Kind.KEY_UPDATE, alice_update, expires_at=int(cell.now) + 60, now=cell.now)
+        cell["bob"]._seal(
+            Kind.KEY_UPDATE, alice_update, expires_at=int(cell.now) + 60, now=cell.now
+        )
     )
     (refused,) = _take_all(cell, "admin")
     assert isinstance(refused, MembershipError)
