@@ -358,7 +358,7 @@ class Client:
         await self.save()
         return done
 
-    async def _start_in_background(self, start: Callable[[], Awaitable[None]]) -> None:
+    async def _start_in_background(self, start: Callable[[], Awaitable[object]]) -> None:
         try:
             await start()
         except CellrelayError as exc:  # the link was closed first: nothing left to start

@@ -17,6 +17,7 @@ bucket key opens the bucket box), which is what keeps the search honest.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
 import pytest
 from hypothesis import given
@@ -96,9 +97,21 @@ def _seize(cell: Cell, name: str) -> tuple[bytes, Identity]:
 
 
 def _keys_that_open(seized: bytes, cell: Cell, me: bytes, change: bytes, signer: bytes) -> int:
+    admin = cell["admin"]
+    return keys_that_open(seized, admin.cell_id, admin.membership.members, me, change, signer)
+
+
+def keys_that_open(
+    seized: bytes,
+    cell_id: bytes,
+    members: Iterable[bytes],
+    me: bytes,
+    change: bytes,
+    signer: bytes,
+) -> int:
     """How many 32-byte strings of `seized` open `me`'s receive box or bucket box in
-    `change` (either gives the change secret), tried as X25519 private keys."""
-    cell_id = cell["admin"].cell_id
+    `change` (either gives the change secret), tried as X25519 private keys. `members`:
+    the member ids after the change (tests/client/test_key_updates.py uses it too)."""
     number, nonce = split_change(change)
     section, table = bucketed_keys(change)
     e_pub, refreshed, bucket_offset, _ = parse_section(section)
@@ -110,7 +123,7 @@ def _keys_that_open(seized: bytes, cell: Cell, me: bytes, change: bytes, signer:
     receive_box = None
     if b in refreshed:
         new_public, _, offset = refreshed[b]
-        mine = sorted(m for m in cell["admin"].membership.members if bucket_of(cell_id, m) == b)
+        mine = sorted(m for m in members if bucket_of(cell_id, m) == b)
         at = offset + mine.index(me) * BOX_SIZE
         receive_box = section[at : at + BOX_SIZE]
     found = 0
