@@ -940,11 +940,15 @@ class CellCrypto:
         member. Returns False (keeping nothing) on a member that is not an admin, which
         does not check it, or when this admin already holds as new an update of that member.
 
+        Also False, quietly, for an update its sender's removal or a newer committed update
+        made moot, read late: sealed in an epoch before the current one.
+
         Raises:
             ValueError: `opened` is not of kind 8.
             MalformedError: not a key update.
             MembershipError: of another member than the sender, of another cell, or of a
-                generation already committed (an old update replayed).
+                generation already committed sealed in the current epoch (an old update
+                posted again after its member adopted a newer key).
             BadSignatureError: not signed by the sender's identity key.
         """
         if opened.kind != Kind.KEY_UPDATE:
@@ -955,6 +959,16 @@ class CellCrypto:
         update = KeyUpdate.from_bytes(opened.plaintext)
         if update.member_id != opened.sender.member_id:
             raise MembershipError("a key update of another member than its sender")
+        if update.member_id not in s.membership.members:
+            return False  # removed since it posted the update: nothing to commit
+        if update.generation <= committed_generation(s, update.member_id) and (
+            opened.epoch < s.current
+        ):
+            # Sealed before the latest change, and a newer one is committed since: an update
+            # read late (the control mailbox is not ordered against the group mailbox).
+            # One sealed in the current epoch came after its member adopted a newer key:
+            # refused below, as a replay.
+            return False
         if s.receive_publics.get(update.member_id) == (update.generation, update.receive_pub):
             # The update a change already committed, read after the change (the two
             # mailboxes are not ordered against each other) or posted again after a
