@@ -471,7 +471,8 @@ def key_update_costs(members: int, repeats: int) -> dict[str, float]:
         state = CellCrypto.from_bytes(saved_admin, admin_identity)
         start = time.perf_counter_ns()
         opened = state.open(envelope, now=NOW)
-        assert isinstance(opened, Opened) and state.take_key_update(opened), generation
+        if not isinstance(opened, Opened) or not state.take_key_update(opened):
+            raise AssertionError(f"update {generation} was not taken")
         take.append((time.perf_counter_ns() - start) / 1e6)
     costs = {
         "update_bytes": float(len(envelope)),
