@@ -815,6 +815,11 @@ class CellCrypto:
             s.bucket_publics = change.bucket_publics
             s.join_boxes = change.join_boxes or {}
             self._commit_receive_keys(change.updates, change.own_generation, now=now)
+            if change.boxed_to_identity:
+                # Its signer (an admin who joined after this member's last committed update)
+                # does not know the member's receive key, and boxes to the identity key until
+                # it commits a newer one: make that update due now, so it learns one (§G6.5).
+                s.receive_at = min(s.receive_at, now - KEY_UPDATE_PERIOD)
         if change.entry is not None and change.entry.op in (Op.ADD, Op.REMOVE):
             # A member added again starts from its identity key; a removed one is gone.
             s.receive_publics.pop(change.entry.subject.member_id, None)

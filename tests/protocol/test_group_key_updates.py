@@ -278,10 +278,26 @@ def test_a_joined_admin_that_never_saw_an_update_still_reaches_the_member(cell: 
         newcomer = Identity.generate("newcomer")
         if bucket_of(cell_id, newcomer.member_id) == bucket_of(cell_id, alice):
             break
+    assert not cell["alice"].key_update_due(cell.now)  # just updated
     cell.post_control(cell["second"].add_member(newcomer.info, now=cell.now))
     cell.sync()
     assert cell["alice"].epoch == cell["second"].epoch
     assert not [u for u in cell.members["alice"].updates if isinstance(u, GroupError)]
+    # Boxed to her identity key: alice notices, and her next update is due at once, so
+    # that the admin who did not know her key learns one (§G6.5) ...
+    assert cell["alice"].key_update_due(cell.now)
+    assert not cell["bob"].key_update_due(cell.now)  # boxed to what bob has: nothing due
+    _commit(cell, "alice", by="second")
+    assert cell["second"]._s.receive_publics[alice][0] == cell["alice"].receive_generation == 2
+    assert not cell["alice"].key_update_due(cell.now)
+    # ... and from then on its changes box to it.
+    while True:
+        other = Identity.generate("other")
+        if bucket_of(cell_id, other.member_id) == bucket_of(cell_id, alice):
+            break
+    cell.post_control(cell["second"].add_member(other.info, now=cell.now))
+    cell.sync()
+    assert not cell["alice"].key_update_due(cell.now)
 
 
 def test_a_key_update_is_due_after_the_period(cell: Cell) -> None:
