@@ -101,6 +101,7 @@ from cellrelay.protocol.cell._receipts import (
 )
 from cellrelay.protocol.cell._rollup import AlertRollup, ReportState, RollupBook
 from cellrelay.protocol.cell._safety import safety_number
+from cellrelay.protocol.cell._schedule import KeyUpdate
 from cellrelay.protocol.wire import (
     AddressError,
     CapabilityKey,
@@ -181,6 +182,15 @@ __all__ = ["CellError", "CellInfo", "MailboxFullError", "MemberCell", "RelayInfo
 log = library_logger("cellrelay.client")
 
 KIND_SENDER_KEY: Final = 5
+KIND_KEY_UPDATE: Final = 8  # a member's key update: for admins' clients, never the app (§G6.5)
+# An admin's client commits members' waiting key updates in a rotation (docs/design.md, "Key
+# updates in the client"): the admin first by member id once the oldest update it holds has
+# waited COMMIT_UPDATES_AFTER, each next admin COMMIT_STAGGER later, so one change usually
+# commits them all and admins rarely rotate twice for the same updates. Five minutes batches
+# the updates that come together (a cell's members mostly update after the same restart or
+# upgrade) and is short next to the week between a member's updates.
+COMMIT_UPDATES_AFTER: Final = 300.0
+COMMIT_STAGGER: Final = 120.0
 # Group envelopes remembered as settled, to drop other relays' copies unopened: far more
 # than arrive while one relay lags another (a burst of alerts and a round of distributions).
 MAX_TAKEN: Final = 4096
@@ -490,6 +500,10 @@ class MemberCell:
         self._presence = Presence()
         self._stale_reported = 0
         self._upkeeping = False  # `upkeep` is running
+        self._posting_update = False  # `post_key_update` is running
+        # Since when (this device's clock) members' key updates wait here for a change to
+        # commit them (admins; `key_updates_due`). In memory: after a restart, from the start.
+        self._updates_waiting_since: float | None = None
         self._clock_checked = 0  # the link connection whose clock offset was checked
         self._clock_warning: ClockWarning | None = None  # raised for that connection
         # The admin whose burn was opened here (docs/protocol.md §C1.6): from then on the
@@ -1673,7 +1687,9 @@ class MemberCell:
         if isinstance(outcome, Opened):
             if self.record.invites:
                 self._note_joined(outcome.sender)
-            if outcome.kind != KIND_SENDER_KEY:
+            if outcome.kind == KIND_KEY_UPDATE:
+                out.extend(self._key_update_received(outcome))
+            elif outcome.kind != KIND_SENDER_KEY:
                 out.extend(self._content(outcome))
             if outcome.recovered:
                 out.append(MessagesRecovered(cell=self.name, sender=self._member(outcome.sender),
@@ -1681,6 +1697,116 @@ class MemberCell:
             for released in outcome.released:
                 out.extend(self._outcome(released))
         return out
+
+    def _key_update_received(self, opened: Opened) -> list[CellEvent]:
+        """A member's key update (§G6.5): an admin keeps it for its next change; a member
+        who is not an admin has no use for it and ignores it."""
+        if not self.crypto.is_admin:
+            return []
+        try:
+            taken = self.crypto.take_key_update(opened)
+        except GroupError as exc:
+            # Sealed by the sender's own chain, so the sender made it: a forged signature,
+            # another member's update, or an old one posted again. Nothing is kept.
+            log.warning("key_update_refused", reason=type(exc).__name__)
+            return [SecurityWarning(cell=self.name, reason=type(exc).__name__)]
+        if taken:
+            log.info("key_update_taken", waiting=self.crypto.waiting_key_updates)
+            if self._updates_waiting_since is None:
+                self._updates_waiting_since = time.time()
+        return []
+
+    def key_updates_due(self) -> bool:
+        """Whether this admin should rotate now to commit members' waiting key updates.
+
+        The admin first by member id rotates once the oldest update it holds has waited
+        COMMIT_UPDATES_AFTER, each next admin COMMIT_STAGGER later: whoever rotates first
+        commits what it holds (up to what fits in one change, at most 16), and the others'
+        copies of those updates go when they apply the change.
+        """
+        crypto = self.crypto
+        if crypto.removed or not crypto.is_admin or self.record.gone:
+            return False
+        if not crypto.waiting_key_updates:
+            self._updates_waiting_since = None
+            return False
+        now = time.time()
+        if self._updates_waiting_since is None:  # held since before a restart
+            self._updates_waiting_since = now
+        rank = sorted(crypto.admins).index(crypto.me.member_id)
+        return now - self._updates_waiting_since >= COMMIT_UPDATES_AFTER + rank * COMMIT_STAGGER
+
+    @property
+    def key_update_owed(self) -> bool:
+        """Whether this member should post a key update (`post_key_update`): one is saved
+        and not yet stored by the relay, or KEY_UPDATE_PERIOD has passed since its last.
+        An admin's client posts none: its every change commits a fresh key of its own."""
+        crypto = self.crypto
+        if self._posting_update or crypto.removed or crypto.is_admin or self.record.gone:
+            return False
+        return bool(self.record.key_update_pending) or crypto.key_update_due(self.clock())
+
+    async def post_key_update(self) -> bool:
+        """Make a key update if one is due, and post it in the group mailbox (§G6.5).
+
+        The update and its private key are saved durably before the envelope is sealed,
+        so a crash or restart posts the same update again (`key_update_owed`). Sealed on
+        this member's chain like a message, after its announcement. Returns True once the
+        relay stored it; False if there was nothing to post, or the keys changed under it
+        too often (it stays saved, and the next maintenance posts it).
+        """
+        if self._posting_update:
+            return False
+        self._posting_update = True
+        try:
+            await self.wait_ready()
+            return await self._post_key_update()
+        finally:
+            self._posting_update = False
+
+    async def _post_key_update(self) -> bool:
+        record, crypto = self.record, self.crypto
+        for attempt in range(1, SEND_ATTEMPTS + 1):
+            async with self._send_lock:
+                if crypto.removed or crypto.is_admin or record.gone:
+                    return False
+                now = self.link.relay_time()
+                pending = record.key_update_pending
+                if pending and KeyUpdate.from_bytes(pending).generation <= (
+                    crypto.receive_generation
+                ):
+                    pending = record.key_update_pending = b""  # committed meanwhile
+                if not pending:
+                    if not crypto.key_update_due(now):
+                        return False
+                    record.key_update_pending = crypto.key_update(now=now)
+                    record.crypto = self._state_bytes()
+                    await self._save()  # durable: the new private key with its update
+                    log.info("key_update_made", generation=crypto.receive_generation + 1)
+                epoch = crypto.epoch
+                if await self._ready_to_seal(attempt):
+                    epoch = crypto.epoch
+                    now = self.link.relay_time()
+                    max_ttl = self.link.welcome.max_ttl if self.link.welcome else 86400
+                    expires_at = int(now) + max_ttl
+                    envelope = crypto.seal_key_update(
+                        record.key_update_pending, expires_at=expires_at, now=now
+                    )
+                    record.crypto = self._state_bytes()
+                    await self._save(durable=False)  # the reservation covers the counter
+                    try:
+                        await self._publish_group(envelope, expires_at)
+                    except RelayRefusedError as exc:
+                        if exc.code not in RACED_ROTATION:
+                            raise
+                        log.info("key_update_raced_rotation", attempt=attempt)
+                    else:
+                        record.key_update_pending = b""
+                        await self._save()
+                        return True
+            if not await self._caught_up_after(epoch):
+                break
+        return False
 
     def _content(self, opened: Opened) -> list[CellEvent]:
         if opened.kind == DISPATCH_KIND:

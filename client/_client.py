@@ -232,6 +232,8 @@ class Client:
             await cell.start()
             if cell.upkeep_due:
                 await cell.upkeep()
+            if cell.key_update_owed:  # due, or saved before a restart and not yet posted
+                await cell.post_key_update()
 
         return start
 
@@ -259,11 +261,14 @@ class Client:
                 for cell in noticed:
                     cell.flush()
             for cell in list(self._cells):
+                if cell.started and cell.key_update_owed:
+                    self._nursery.start_soon(self._start_in_background, cell.post_key_update)
+            for cell in list(self._cells):
                 if (
                     cell.is_admin
                     and cell.started
                     and not cell.gone
-                    and cell.epoch_age() > ROTATE_AFTER
+                    and (cell.epoch_age() > ROTATE_AFTER or cell.key_updates_due())
                 ):
                     try:
                         await cell.rotate()
@@ -353,7 +358,7 @@ class Client:
         await self.save()
         return done
 
-    async def _start_in_background(self, start: Callable[[], Awaitable[None]]) -> None:
+    async def _start_in_background(self, start: Callable[[], Awaitable[object]]) -> None:
         try:
             await start()
         except CellrelayError as exc:  # the link was closed first: nothing left to start

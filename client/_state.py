@@ -438,6 +438,9 @@ class CellRecord:
     # This member entered the current epoch and has not announced in it yet: the next send
     # makes the announcement and publishes it first (lazy, docs/protocol.md §C6 item 2).
     announce_owed: bool = False
+    # This member's key update (docs/protocol.md §G6.5) until the relay stored it: saved with
+    # the pending receive key before it is sealed, so a restart posts it again.
+    key_update_pending: bytes = field(default=b"", repr=False)
     pending_change: bytes = field(default=b"", repr=False)  # our epoch change, until published
     # The group key seeds the pending change rotates to (read || write), or empty.
     pending_keys: bytes = field(default=b"", repr=False)
@@ -549,6 +552,7 @@ class CellRecord:
                 "control_cursor": self.control_cursor,
                 "distribution_pending": self.distribution_pending,
                 "announce_owed": int(self.announce_owed),
+                "key_update_pending": self.key_update_pending,
                 "pending_change": self.pending_change,
                 "pending_keys": self.pending_keys,
                 "pending_move": self.pending_move,
@@ -613,6 +617,7 @@ class CellRecord:
             ("relay_max_ttl", 0),  # saved before the relay's maximum TTL was kept
             ("gone", 0),  # saved before cells could be burned
             ("announce_owed", 0),  # saved when every epoch change was announced at once
+            ("key_update_pending", b""),  # saved before members posted key updates
         ):
             f.setdefault(name, default)  # saved before cells could move
         raw_seen = _bytes(f, "seen")
@@ -649,6 +654,7 @@ class CellRecord:
             control_cursor=_int(f, "control_cursor"),
             distribution_pending=_bytes(f, "distribution_pending"),
             announce_owed=bool(_int(f, "announce_owed")),
+            key_update_pending=_bytes(f, "key_update_pending"),
             pending_change=_bytes(f, "pending_change"),
             pending_keys=_bytes(f, "pending_keys"),
             pending_move=_bytes(f, "pending_move"),

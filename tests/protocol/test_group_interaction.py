@@ -35,6 +35,10 @@ Invariants (issue 9's, in full):
 5. (issue 12, post-compromise security) a copy of a member's state taken just before a
    key update, following every change after it, opens none from the change that commits
    the update on (docs/protocol.md §G6.5); until then it follows (it is a faithful copy).
+   Updates reach the admin two ways: handed over directly, or posted by a member who is
+   not an admin in the group mailbox as a kind 8 envelope, as the client does, delivered
+   like any envelope (late, reordered with a restart between): only the admin takes one,
+   and none is ever shown.
 
 Members open with the client's lateness (§C7: 900 s). The clock jumps forward up to 15
 minutes and back up to 4, but never more than 4 minutes behind the latest time it showed:
@@ -134,12 +138,21 @@ class Dist:
 
 
 @dataclass
+class Posted:
+    """A member's key update, posted in the group mailbox (kind 8, §G6.5): never dropped."""
+
+    sender: str
+    generation: int
+    envelope: bytes = field(repr=False)
+
+
+@dataclass
 class Person:
     """A member's device: its state, the envelopes the relay owes it, and what it showed."""
 
     identity: Identity
     cell: CellCrypto
-    owed: list[Sent | Dist] = field(default_factory=list)
+    owed: list[Sent | Dist | Posted] = field(default_factory=list)
     delivered: list[Sent] = field(default_factory=list)
     dropped: list[Sent] = field(default_factory=list)
     shown: list[Sent] = field(default_factory=list)
@@ -233,7 +246,7 @@ class CellLife(RuleBasedStateMachine):
         """A member, current or removed."""
         return self.people.get(name) or self.removed[name]
 
-    def _broadcast(self, sender: str, item: Sent | Dist) -> None:
+    def _broadcast(self, sender: str, item: Sent | Dist | Posted) -> None:
         for name, person in self.people.items():
             if name != sender:
                 person.owed.append(item)
@@ -310,6 +323,30 @@ class CellLife(RuleBasedStateMachine):
         self.people["admin"].cell.accept_key_update(update)
         generation = int.from_bytes(update[33:37], "big")
         self.seized.append((name, copy, generation))
+
+    @precondition(
+        lambda self: (
+            len(self.seized) < 3
+            and len(self.people) > 1
+            and self.people["admin"].cell.epoch < MAX_OLD_EPOCHS - 12
+        )
+    )
+    @rule(data=st.data())
+    def post_key_update(self, data: st.DataObject) -> None:
+        """A member who is not an admin posts its key update in the group mailbox, as the
+        client does: the admin takes it when the envelope is delivered (`_record`), the
+        other members ignore it, and a copy from just before follows until it is committed."""
+        name = data.draw(st.sampled_from(sorted(n for n in self.people if n != "admin")))
+        person = self.people[name]
+        copy = CellCrypto.from_bytes(person.cell.to_bytes(), person.identity)
+        update = person.cell.key_update(now=self.now)
+        envelope = person.cell.seal_key_update(
+            update, expires_at=int(self.now) + int(GRACE), now=self.now
+        )
+        generation = int.from_bytes(update[33:37], "big")
+        self._broadcast(name, Posted(name, generation, envelope))
+        self.seized.append((name, copy, generation))
+        event("a key update posted")
 
     def _add_many(self, count: int) -> None:
         admin = self.people["admin"].cell
@@ -512,7 +549,7 @@ class CellLife(RuleBasedStateMachine):
 
     # -- bookkeeping ------------------------------------------------------------------------
 
-    def _deliver(self, name: str, item: Sent | Dist) -> None:
+    def _deliver(self, name: str, item: Sent | Dist | Posted) -> None:
         person = self.people[name]
         try:
             result = person.cell.open(item.envelope, now=self.now)
@@ -529,7 +566,16 @@ class CellLife(RuleBasedStateMachine):
 
     def _record(self, name: str, result: object) -> None:
         person = self.people[name]
-        if isinstance(result, Opened):
+        if isinstance(result, Opened) and result.kind == Kind.KEY_UPDATE:
+            # For admins only; never shown. The admin takes every update it reads, unless its
+            # sender was removed since or a change already committed a newer one.
+            taken = person.cell.take_key_update(result)
+            assert name == "admin" or not taken, name
+            if taken:
+                event("a posted key update taken by the admin")
+            for released in result.released:
+                self._record(name, released)
+        elif isinstance(result, Opened):
             if result.kind != Kind.SENDER_KEY:
                 sender = self.ids[result.sender.member_id]
                 sent = self.sent[sender, result.epoch, result.counter]
