@@ -46,6 +46,7 @@ const state = {
   relays: new Map(), // relay -> { connected, cells, state, reason, retry_in }
   warnings: [], // security_warning and flood_detected events, newest first
   muted: [], // muted_alert_received events, newest first: shown, never rung
+  sending: false, // an alert from the send form is on its way
   lastEventId: null,
   source: null,
   audio: null,
@@ -58,7 +59,7 @@ function el(tag, attributes, ...children) {
   for (const [name, value] of Object.entries(attributes || {})) {
     if (name === "class") node.className = value;
     else if (name.startsWith("data-")) node.setAttribute(name, value);
-    else if (name === "type" || name === "title" || name === "disabled") node[name] = value;
+    else if (name === "type" || name === "title" || name === "disabled" || name === "value") node[name] = value;
     else throw new Error(`el: attribute ${name} is not allowed`);
   }
   for (const child of children) {
@@ -469,6 +470,16 @@ function isVerifier(cellName) {
   return cell && (cell.cell_role === "admin" || cell.cell_role === "dispatcher");
 }
 
+// In a broadcast channel only admins and dispatchers post; everyone answers (protocol §C11).
+// The daemon refuses the rest (403 NOT_POSTER): the board only spares them the attempt.
+function mayPost(cell) {
+  return !cell.channel || cell.cell_role === "admin" || cell.cell_role === "dispatcher";
+}
+
+function channelTag(cell) {
+  return cell && cell.channel ? el("span", { class: "channel-tag", title: "a broadcast channel" }, "channel") : null;
+}
+
 function renderAlert({ cell, rollup }) {
   const alert = rollup.alert;
   const mine = rollup.author_id === state.me.member_id;
@@ -482,6 +493,7 @@ function renderAlert({ cell, rollup }) {
       { class: "alert-head" },
       el("span", { class: `badge ${alert.priority}` }, alert.priority.toUpperCase()),
       el("span", { class: "cell" }, cell),
+      channelTag(cellOf(cell)),
       el("span", { class: "when" }, `${clock(alert.sent_at_ms)}, until ${clock(alert.expires_at * 1000)}`),
       el("span", { class: "id" }, shortId(alert.message_id)),
     ),
@@ -535,10 +547,18 @@ function render() {
 
   for (const select of [$("send-cell"), $("invite-cell")]) {
     const chosen = select.value;
-    const names = select.id === "invite-cell" ? state.cells.filter((c) => c.role === "admin") : state.cells;
-    select.replaceChildren(...names.map((c) => el("option", {}, c.name)));
+    const names = select.id === "invite-cell" ? state.cells.filter((c) => c.role === "admin") : state.cells.filter(mayPost);
+    select.replaceChildren(
+      ...names.map((c) => el("option", { value: c.name }, c.channel ? `${c.name} (channel)` : c.name)),
+    );
     if (names.some((c) => c.name === chosen)) select.value = chosen;
   }
+  const listening = state.cells.filter((c) => !mayPost(c)).map((c) => c.name);
+  $("send-channels").textContent = listening.length
+    ? `${listening.join(", ")}: broadcast channel${listening.length === 1 ? "" : "s"} where only admins and dispatchers post; you can answer alerts there.`
+    : "";
+  $("send-channels").hidden = listening.length === 0;
+  $("send-button").disabled = state.sending || $("send-cell").options.length === 0;
 
   const requests = [];
   for (const [cell, members] of state.requests) {
@@ -560,7 +580,7 @@ function render() {
   const lists = [];
   for (const cell of state.cells) {
     const members = state.members.get(cell.name) || [];
-    lists.push(el("h3", {}, cell.name));
+    lists.push(el("h3", {}, cell.name, channelTag(cell)));
     lists.push(
       el("ul", { class: "members", "data-cell": cell.name },
         ...members.map((m) => renderMember(cell, m)),
@@ -598,6 +618,7 @@ async function sendAlert(event) {
   event.preventDefault();
   const button = $("send-button");
   button.disabled = true;
+  state.sending = true;
   try {
     const cell = $("send-cell").value;
     const sent = await call("POST", cellPath(cell, "alerts"), {
@@ -615,7 +636,8 @@ async function sendAlert(event) {
   } catch (error) {
     report(error);
   } finally {
-    button.disabled = false;
+    state.sending = false;
+    button.disabled = $("send-cell").options.length === 0;
   }
 }
 

@@ -93,11 +93,10 @@ async def start_daemon(
 
 
 async def make_cell(
-    lead: RunningDaemon, relay: RunningRelay, name: str = "Eastside"
+    lead: RunningDaemon, relay: RunningRelay, name: str = "Eastside", *, channel: bool = False
 ) -> dict[str, Any]:
-    cell: dict[str, Any] = await lead.ok(
-        "POST", "/cells", 201, json_body={"name": name, "relay": relay_address(relay)}
-    )
+    body = {"name": name, "relay": relay_address(relay), "channel": channel}
+    cell: dict[str, Any] = await lead.ok("POST", "/cells", 201, json_body=body)
     return cell
 
 

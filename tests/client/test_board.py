@@ -538,3 +538,57 @@ async def test_an_escalated_alert_shows_where_it_went_and_where_it_came_from(
         assert not session.errors, session.errors
 
     await run_in_browser("escalation", scenario)
+
+
+async def test_in_a_channel_a_responders_board_offers_no_sending_but_its_answers_reach_the_lead(
+    nursery: trio.Nursery, running_relay: RunningRelay, tmp_path: Path
+) -> None:
+    """Issue 12 on the board: a broadcast channel is marked as one; a responder's send
+    form does not offer it and says why in one line, while the answer buttons still
+    work, and the lead's roll-up shows the answer (sealed to admins and dispatchers)."""
+    lead = await start_daemon(nursery, tmp_path, "lead")
+    ana = await start_daemon(nursery, tmp_path, "ana")
+    await make_cell(lead, running_relay, channel=True)
+    await make_cell(lead, running_relay, "Westside")
+    await admit(lead, ana)
+    await admit(lead, ana, "Westside")
+    await lead.ok("PUT", "/cells/Eastside/members/ana/role", json_body={"role": "responder"})
+    with trio.fail_after(30):
+        while (await ana.ok("GET", "/cells/Eastside"))["cell_role"] != "responder":
+            await trio.sleep(0.05)
+    text = "Raid reported on Elm St"
+
+    def scenario(session: Scenario) -> None:
+        lead_page = session.open_board("lead", lead)
+        ana_page = session.open_board("ana", ana)
+        # The lead (an admin) posts to the channel, shown as one.
+        options = lead_page.locator("#send-cell option")
+        assert options.all_text_contents() == ["Eastside (channel)", "Westside"]
+        assert lead_page.is_hidden("#send-channels")
+        heading = lead_page.locator("#members h3", has_text="Eastside")
+        assert heading.locator(".channel-tag").text_content() == "channel"
+        # The responder: no Eastside to send to, one muted line saying why.
+        assert ana_page.locator("#send-cell option").all_text_contents() == ["Westside"]
+        note = ana_page.locator("#send-channels")
+        assert note.is_visible()
+        assert "muted" in (note.get_attribute("class") or "")
+        assert note.text_content() == (
+            "Eastside: broadcast channel where only admins and dispatchers post;"
+            " you can answer alerts there."
+        )
+        assert ana_page.is_enabled("#send-button")
+
+        lead_page.select_option("#send-cell", "Eastside")
+        lead_page.fill("#send-text", text)
+        lead_page.click("#send-button")
+        item = alert_item(ana_page, text)
+        item.wait_for()
+        assert item.locator(".channel-tag").text_content() == "channel"
+        item.locator('button[data-status="responding"]').click()
+        ana_page.locator("#status", has_text="Answered").wait_for()
+        responding = alert_item(lead_page, text).locator(".rollup .responding")
+        responding.wait_for()
+        assert responding.text_content() == "Responding: ana"
+        assert not session.errors, session.errors
+
+    await run_in_browser("channel", scenario)
