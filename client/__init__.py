@@ -55,7 +55,7 @@ from ._blocking import (
     Subscription,
 )
 from ._cell_admin import Cell, RelayUnavailableError
-from ._cell_member import CellError, ChannelError, MailboxFullError
+from ._cell_member import CellError, ChannelError, MailboxFullError, TooManyReadersError
 from ._client import Client, create_identity, open_client
 from ._events import (
     AlertReceived,
@@ -166,6 +166,7 @@ __all__ = [
     "StatusReply",
     "Step",
     "Subscription",
+    "TooManyReadersError",
     "VerificationReceived",
     "VerificationRecord",
     "VerificationStep",

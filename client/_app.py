@@ -47,7 +47,7 @@ from cellrelay.protocol.wire import AddressError
 from ._api import DEFAULT_WAIT, ROUTES, Api, ApiError, Call, Route
 from ._api_types import MAX_WAIT, Problem
 from ._cell_admin import RelayUnavailableError
-from ._cell_member import CellError, MailboxFullError
+from ._cell_member import CellError, MailboxFullError, TooManyReadersError
 from ._http import Request, Response
 from ._keystore import KeystoreError
 from ._link import LinkClosedError, RelayKeyMismatchError, RelayRefusedError
@@ -129,6 +129,8 @@ def problem_for(exc: BaseException, call: Call | None = None) -> Problem:
         return _problem(409, "REMOVED", "you were removed from this cell")
     if isinstance(exc, RelayUnavailableError):
         return _problem(502, "RELAY_UNAVAILABLE", str(exc))
+    if isinstance(exc, TooManyReadersError):
+        return _problem(409, "TOO_MANY_READERS", str(exc))
     if isinstance(exc, CellError | GroupError):
         # The library refused the operation in this cell's state (already an admin, the
         # last admin, nobody waiting...); its message says why.

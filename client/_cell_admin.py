@@ -23,6 +23,7 @@ import trio
 from cellrelay.protocol._errors import CellrelayError, ErrorCode
 from cellrelay.protocol.cell._content import Burn
 from cellrelay.protocol.cell._control import split_change
+from cellrelay.protocol.cell._dispatch import MAX_RECIPIENTS
 from cellrelay.protocol.cell._errors import GroupError
 from cellrelay.protocol.cell._group import DEFAULT_KEY_TTL, GRACE_PERIOD
 from cellrelay.protocol.cell._identity import Identity, MemberInfo
@@ -55,6 +56,7 @@ from ._cell_member import (
     MemberCell,
     RelayInfo,
     Saver,
+    TooManyReadersError,
     code_name,
 )
 from ._cell_moves import MAX_MUTED, ChangeExtra, ChangeExtraError, check_escalate
@@ -78,7 +80,7 @@ if TYPE_CHECKING:
 
     from ._cell_relays import RelayTarget
 
-__all__ = ["DEFAULT_INVITE_TTL", "LEAVE_TAKEOVER", "AdminSecrets", "Cell"]
+__all__ = ["DEFAULT_INVITE_TTL", "LEAVE_TAKEOVER", "AdminSecrets", "Cell", "check_readers"]
 
 _PROTOCOL_ROLES: Final = {CellRole.DISPATCHER: Role.DISPATCHER, CellRole.RESPONDER: Role.RESPONDER,
                           CellRole.OBSERVER: Role.OBSERVER, CellRole.LIAISON: Role.LIAISON,
@@ -726,10 +728,21 @@ class Cell(MemberCell):
             )
             await self._propose(change, rotate_to=new_keys, move=(mailbox, retire))
 
+    def _check_room(self, member: Member, wanted: CellRole) -> None:
+        """Refuse to make a channel's reader past `MAX_RECIPIENTS` (docs/protocol.md §C11)."""
+        if self.channel:
+            readers = [m.member_id for m in self._readers()]
+            check_readers(self.name, readers, member.member_id, reads=wanted.verifies)
+
     async def promote(self, member: Member) -> None:
-        """Make a member an admin too (it receives the admin secrets in the epoch change)."""
+        """Make a member an admin too (it receives the admin secrets in the epoch change).
+
+        Raises:
+            TooManyReadersError: a broadcast channel has 255 admins and dispatchers already.
+        """
         await self._admin_ready()
         async with self._admin_lock:
+            self._check_room(member, CellRole.ADMIN)
             await self._propose(self.crypto.promote(member.member_id, now=self.link.relay_time()))
 
     async def set_role(self, member: Member, role: CellRole | str) -> None:
@@ -743,6 +756,8 @@ class Cell(MemberCell):
         Raises:
             CellError: not an admin, the member already has that role, or the change would
                 leave the cell without an admin.
+            TooManyReadersError: a broadcast channel has 255 admins and dispatchers already,
+                and the member is not one of them.
         """
         await self._admin_ready()
         try:
@@ -753,6 +768,7 @@ class Cell(MemberCell):
         if self.role_of(member) is wanted:
             raise CellError(f"{member.name!r} is a {wanted.value} already")
         async with self._admin_lock:
+            self._check_room(member, wanted)
             now = self.link.relay_time
             try:
                 if wanted is CellRole.ADMIN:
@@ -1273,6 +1289,25 @@ class Cell(MemberCell):
         if gone:
             self.record.retired = [r for r in self.record.retired if r not in gone]
             await self._save()
+
+
+def check_readers(cell: str, readers: Sequence[bytes], member_id: bytes, *, reads: bool) -> None:
+    """Refuse a role change that would make a channel's reader number `MAX_RECIPIENTS + 1`.
+
+    `readers` are the channel's admins' and dispatchers' ids; `reads` is whether the new
+    role is one of those. A member who reads already (a dispatcher made an admin) adds none.
+    Each admin's client checks alone, so two admins giving the last place at once can still
+    make 256; a sealed answer then names the first 255 by id (docs/protocol.md §C11).
+
+    Raises:
+        TooManyReadersError: the change would add a reader past `MAX_RECIPIENTS`.
+    """
+    if reads and member_id not in readers and len(readers) >= MAX_RECIPIENTS:
+        raise TooManyReadersError(
+            f"{cell!r} is a broadcast channel with {len(readers)} admins and dispatchers, the"
+            f" most its answers can be sealed to ({MAX_RECIPIENTS}): make one of them a"
+            " responder or a member first"
+        )
 
 
 def _move_extra(mailbox: MailboxId | None, retire: bytes) -> bytes | None:

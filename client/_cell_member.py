@@ -177,7 +177,16 @@ if TYPE_CHECKING:
 
     from ._cell_relays import RelayTarget
 
-__all__ = ["CellError", "CellInfo", "MailboxFullError", "MemberCell", "RelayInfo", "Saver"]
+__all__ = [
+    "CellError",
+    "CellInfo",
+    "ChannelError",
+    "MailboxFullError",
+    "MemberCell",
+    "RelayInfo",
+    "Saver",
+    "TooManyReadersError",
+]
 
 log = library_logger("cellrelay.client")
 
@@ -272,6 +281,15 @@ class CellError(Exception):
 
 class ChannelError(CellError):
     """This member may not post to everyone in a broadcast channel (docs/protocol.md §C11)."""
+
+
+class TooManyReadersError(CellError):
+    """A role change would give a broadcast channel more readers than an answer is sealed to.
+
+    A channel's answers are sealed to each of its admins and dispatchers, at most
+    `MAX_RECIPIENTS` (255) of them (docs/protocol.md §C11). Make one of them a responder
+    or a member first, then give the role.
+    """
 
 
 class MailboxFullError(CellError):

@@ -35,6 +35,11 @@ PROBLEM_CODES: Final[dict[str, tuple[int, str]]] = {
         403,
         "The cell is a broadcast channel: only its admins and dispatchers send alerts and messages.",
     ),
+    "TOO_MANY_READERS": (
+        409,
+        "The cell is a broadcast channel with 255 admins and dispatchers, the most its answers"
+        " are sealed to: make one of them a responder or member first.",
+    ),
     "ONLY_ADMIN": (409, "You are the cell's only admin: leaving needs `force`."),
     "SELF": (409, "Removing yourself is leaving the cell."),
     "EXISTS": (409, "You already have a cell of that name."),

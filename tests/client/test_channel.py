@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from cellrelay.client import ChannelError
+from cellrelay.client import CellError, ChannelError, TooManyReadersError
+from cellrelay.client._cell_admin import check_readers
 from cellrelay.client._events import (
     AlertReceived,
     CellEvent,
@@ -29,7 +30,12 @@ from cellrelay.client._events import (
     StatusReceived,
 )
 from cellrelay.protocol.cell._content import Change, ReceiptState, Status
-from cellrelay.protocol.cell._dispatch import DISPATCH_KIND, NotForMeError, open_for_dispatch
+from cellrelay.protocol.cell._dispatch import (
+    DISPATCH_KIND,
+    MAX_RECIPIENTS,
+    NotForMeError,
+    open_for_dispatch,
+)
 from cellrelay.protocol.cell._group import Opened
 from cellrelay.protocol.wire import RelayAddress
 
@@ -214,3 +220,37 @@ async def test_a_channel_from_the_command_line_alone_and_through_the_daemon(
     alerts = (await cli("alerts", "Citywide", "--json", home=lead)).json()
     responders = alerts[0]["rollup"]["responders"]
     assert [(r["name"], r["status"]) for r in responders] == [("ana", "on_scene")]
+
+
+def reader_ids(n: int) -> list[bytes]:
+    return [i.to_bytes(16, "big") for i in range(1, n + 1)]
+
+
+def test_a_channel_full_of_readers_refuses_one_more() -> None:
+    """Issue 12's limit (docs/protocol.md §C11): a seal names at most 255 readers, so an
+    admin's client refuses to make the 256th admin or dispatcher, naming the count."""
+    full = reader_ids(MAX_RECIPIENTS)
+    newcomer = (MAX_RECIPIENTS + 1).to_bytes(16, "big")
+    with pytest.raises(TooManyReadersError) as refused:
+        check_readers("Citywide", full, newcomer, reads=True)
+    assert isinstance(refused.value, CellError)  # the CLI and the daemon report it as such
+    assert "'Citywide' is a broadcast channel with 255 admins and dispatchers" in str(refused.value)
+    assert "make one of them a responder or a member first" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("readers", "member", "reads"),
+    [
+        # One place left: the 255th reader is allowed.
+        (MAX_RECIPIENTS - 1, MAX_RECIPIENTS, True),
+        # A dispatcher made an admin (or back) reads already: no new reader.
+        (MAX_RECIPIENTS, 1, True),
+        # A role that does not read (responder, observer, liaison, member) takes no place.
+        (MAX_RECIPIENTS, MAX_RECIPIENTS + 1, False),
+        (MAX_RECIPIENTS, 1, False),
+    ],
+)
+def test_role_changes_that_add_no_reader_past_the_limit_pass(
+    readers: int, member: int, reads: bool
+) -> None:
+    check_readers("Citywide", reader_ids(readers), member.to_bytes(16, "big"), reads=reads)
