@@ -473,7 +473,7 @@ function isVerifier(cellName) {
 // In a broadcast channel only admins and dispatchers post; everyone answers (protocol §C11).
 // The daemon refuses the rest (403 NOT_POSTER): the board only spares them the attempt.
 function mayPost(cell) {
-  return !cell.channel || cell.cell_role === "admin" || cell.cell_role === "dispatcher";
+  return !cell.channel || isVerifier(cell.name);
 }
 
 function channelTag(cell) {
