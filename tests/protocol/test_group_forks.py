@@ -1,0 +1,137 @@
+"""The hash rule for competing epoch changes on a cell on several relays (issue 13).
+
+docs/design.md, "A cell on several relays": two admins cut off from each other's relays
+both change epoch E; every member applies the first it reads, and within the settle window
+goes back to E for a sibling whose envelope has the lower BLAKE2b-256.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from cellrelay.protocol._crypto import blake2b
+from cellrelay.protocol.cell._errors import (
+    BadSignatureError,
+    ForkedEpochError,
+    StaleControlError,
+    TamperedError,
+)
+from cellrelay.protocol.cell._group import GRACE_PERIOD, CellCrypto
+from cellrelay.protocol.cell._identity import Identity
+from cellrelay.protocol.cell._membership import Role
+
+from .group_harness import Cell
+
+NAMES = ("admin", "carol", "alice", "bob")
+
+
+@pytest.fixture
+def cell() -> Cell:
+    """A cell of two admins (admin, carol) and two members (alice, bob)."""
+    c = Cell()
+    c.join("carol", role=Role.ADMIN)
+    c.join("alice")
+    c.join("bob")
+    return c
+
+
+def _siblings(cell: Cell) -> tuple[bytes, bytes, Identity, Identity]:
+    """Admin adds eve and carol adds fred, both on epoch E: (winner, loser, their subjects)."""
+    for name in NAMES:
+        cell[name].settle_window = GRACE_PERIOD
+    eve, fred = Identity.generate("eve"), Identity.generate("fred")
+    by_admin = cell["admin"].add_member(eve.info, now=cell.now)
+    by_carol = cell["carol"].add_member(fred.info, now=cell.now)
+    if blake2b(by_admin) < blake2b(by_carol):
+        return by_admin, by_carol, eve, fred
+    return by_carol, by_admin, fred, eve
+
+
+def test_every_member_settles_on_the_lowest_hash_whichever_it_read_first(cell: Cell) -> None:
+    winner, loser, won, lost = _siblings(cell)
+    loser_admin = "carol" if won.name == "eve" else "admin"
+    epoch = cell["alice"].epoch
+    # Alice and the loser's author read the loser first (their relay had it), Bob and the
+    # winner's author the winner: each then reads the other.
+    for name in NAMES:
+        member = cell[name]
+        first, second = (loser, winner) if name in ("alice", loser_admin) else (winner, loser)
+        update = member.open_control(first, now=cell.now)
+        assert update.epoch == epoch + 1
+        assert update.superseded is None
+        if first is loser:
+            switched = member.open_control(second, now=cell.now + 5)
+            assert switched.epoch == epoch + 1
+            assert switched.superseded == blake2b(loser)
+            assert switched.subject == won.info
+            assert switched.lost_ours == (name == loser_admin)
+        else:
+            with pytest.raises(StaleControlError) as caught:
+                member.open_control(second, now=cell.now + 5)
+            assert not isinstance(caught.value, ForkedEpochError)
+            assert not caught.value.ours
+    heads = {cell[name].membership.head_hash for name in NAMES}
+    assert len(heads) == 1
+    assert all(lost.member_id not in {m.member_id for m in cell[n].members} for n in NAMES)
+    # The converged state works: a message sealed by one opens for every other.
+    announced = cell["alice"].announcement(now=cell.now + 6)
+    for name in ("admin", "carol", "bob"):
+        cell[name].open(announced, now=cell.now + 6)
+    sent = cell["alice"].seal(1, b"after the fork", expires_at=int(cell.now) + 60, now=cell.now + 6)
+    for name in ("admin", "carol", "bob"):
+        assert cell[name].open(sent, now=cell.now + 6).plaintext == b"after the fork"  # type: ignore[union-attr]
+    # The loser read again is a quiet re-delivery, also for its author.
+    for name in NAMES:
+        with pytest.raises(StaleControlError) as again:
+            cell[name].open_control(loser, now=cell.now + 7)
+        assert not again.value.ours
+        assert not isinstance(again.value, ForkedEpochError)
+    # Its author redoes the operation on the settled state, and it applies.
+    redo = cell[loser_admin].add_member(lost.info, now=cell.now + 8)
+    assert cell["bob"].open_control(redo, now=cell.now + 8).subject == lost.info
+
+
+def test_a_sibling_after_the_settle_window_is_reported_not_applied(cell: Cell) -> None:
+    winner, loser, _, _ = _siblings(cell)
+    alice = cell["alice"]
+    alice.open_control(loser, now=cell.now)
+    head = alice.membership.head_hash
+    alice.check(cell.now + GRACE_PERIOD + 1)
+    with pytest.raises(ForkedEpochError):
+        alice.open_control(winner, now=cell.now + GRACE_PERIOD + 2)
+    assert alice.membership.head_hash == head
+
+
+def test_without_a_settle_window_the_first_change_read_stays(cell: Cell) -> None:
+    """A cell on one relay: the relay's order decides, as before (settle_window 0)."""
+    winner, loser, _, _ = _siblings(cell)
+    alice = cell["alice"]
+    alice.settle_window = 0.0
+    alice.open_control(loser, now=cell.now)
+    with pytest.raises(ForkedEpochError):
+        alice.open_control(winner, now=cell.now + 1)
+
+
+def test_a_forged_sibling_changes_nothing(cell: Cell) -> None:
+    winner, loser, _, _ = _siblings(cell)
+    bob = cell["bob"]
+    bob.open_control(loser, now=cell.now)
+    before = bob.to_bytes()
+    forged = bytearray(winner)
+    forged[200] ^= 0x04
+    with pytest.raises((TamperedError, BadSignatureError)):
+        bob.open_control(bytes(forged), now=cell.now + 1)
+    assert bob.to_bytes() == before
+    # The state kept for the window is intact: the real sibling still wins.
+    assert bob.open_control(winner, now=cell.now + 2).superseded == blake2b(loser)
+
+
+def test_the_state_kept_for_the_window_survives_nothing_but_memory(cell: Cell) -> None:
+    """A restart within the window forgets E: the sibling is then reported (docs/design.md)."""
+    winner, loser, _, _ = _siblings(cell)
+    alice = cell.members["alice"]
+    alice.cell.open_control(loser, now=cell.now)
+    restored = CellCrypto.from_bytes(alice.cell.to_bytes(), alice.identity)
+    restored.settle_window = GRACE_PERIOD
+    with pytest.raises(StaleControlError):
+        restored.open_control(winner, now=cell.now + 1)
