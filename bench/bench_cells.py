@@ -36,6 +36,9 @@ Issue 12's alert target at 1,000 members (`--members 100,1000 --probes 4`): (a) 
 completion, from the send to the last member's link reading the alert's frame, and (b) a
 member's own time from that read to its app's event, taken from `--probes` members that run
 alone, one process each; docs/benchmarks.md says what the figures mean on two cores.
+Issue 13's, a cell on two relays (`--relays 1,2,2k --probes 4`, side by side: one relay, two,
+two with the second killed mid-run): (a) until the member's last link has read the alert
+(it is then on every relay), and (b) per frame read, the second copies included.
 
 Every figure shares two cores with the relay, the four workers and whatever else runs on
 the machine: "other load" is printed as in docs/benchmarks.md.

@@ -91,10 +91,16 @@ async def test_two_admins_cut_off_from_each_other_change_the_cell_and_it_converg
             limit = lead.alert_limit
             assert limit in (500, 600)
             loser, winner = (lead, ana) if limit == 600 else (ana, lead)
-            # The loser's author was told, by an error or by a warning that it was replaced.
-            replaced = _warnings(recorders[loser.me.name], "EpochChangeReplaced")
-            assert loser.me.name in lost or replaced
+            # The loser's author was told, by an error or by a warning that it was replaced
+            # (handed on after the save that follows the switch: awaited, not assumed).
+            await _until(
+                lambda: (
+                    loser.me.name in lost
+                    or bool(_warnings(recorders[loser.me.name], "EpochChangeReplaced"))
+                )
+            )
             assert winner.me.name not in lost
+            assert not _warnings(recorders[winner.me.name], "EpochChangeReplaced")
             assert not [w for r in recorders.values() for w in _warnings(r, "ForkedEpochError")]
             # One cell again: each side hears the other through the members' copies.
             await lead.send_alert("from the first relay")

@@ -7,12 +7,17 @@ goes back to E for a sibling whose envelope has the lower BLAKE2b-256.
 
 from __future__ import annotations
 
+import functools
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cellrelay.protocol._crypto import blake2b
 from cellrelay.protocol.cell._errors import (
     BadSignatureError,
     ForkedEpochError,
+    GroupError,
     StaleControlError,
     TamperedError,
 )
@@ -136,3 +141,31 @@ def test_the_state_kept_for_the_window_survives_nothing_but_memory(cell: Cell) -
     restored.settle_window = GRACE_PERIOD
     with pytest.raises(StaleControlError):
         restored.open_control(winner, now=cell.now + 1)
+
+
+@functools.cache
+def _fixed() -> tuple[bytes, bytes, bytes, Identity, float]:
+    """Two siblings and Alice's state before either, made once for the property below."""
+    c = Cell()
+    c.join("carol", role=Role.ADMIN)
+    c.join("alice")
+    c.join("bob")
+    winner, loser, _, _ = _siblings(c)
+    alice = c.members["alice"]
+    return winner, loser, alice.cell.to_bytes(), alice.identity, c.now
+
+
+@given(position=st.integers(min_value=0), bit=st.integers(min_value=0, max_value=7))
+@settings(max_examples=50, deadline=None)
+def test_a_damaged_sibling_is_refused_and_changes_nothing(position: int, bit: int) -> None:
+    winner, loser, alice_state, identity, now = _fixed()
+    alice = CellCrypto.from_bytes(alice_state, identity)
+    alice.settle_window = GRACE_PERIOD
+    alice.open_control(loser, now=now)
+    before = alice.to_bytes()
+    damaged = bytearray(winner)
+    damaged[position % len(damaged)] ^= 1 << bit
+    with pytest.raises(GroupError):
+        alice.open_control(bytes(damaged), now=now)
+    assert alice.to_bytes() == before
+    assert alice.open_control(winner, now=now).superseded == blake2b(loser)
