@@ -792,8 +792,9 @@ class CellCrypto:
             if ours:
                 s.proposals.remove(digest)
             applied = self._applied.get(number)
-            if not self.settle_window or applied is None or hmac.compare_digest(applied, digest):
-                # One relay: its order decides, and a competing change read later lost.
+            if not self.settle_window or applied is None or digest >= applied:
+                # One relay: its order decides, and a competing change read later lost. On
+                # several, a change with a higher hash than the one applied loses anyway.
                 raise StaleControlError("epoch already reached", ours=ours)
             return self._competing(envelope, number, digest, ours, now=now, key_ttl=key_ttl, announce=announce)  # fmt: skip
         if number > s.current + 1:

@@ -169,3 +169,30 @@ def test_a_damaged_sibling_is_refused_and_changes_nothing(position: int, bit: in
         alice.open_control(bytes(damaged), now=now)
     assert alice.to_bytes() == before
     assert alice.open_control(winner, now=now).superseded == blake2b(loser)
+
+
+def test_a_late_sibling_that_loses_anyway_is_quiet_and_one_that_would_win_is_reported(
+    cell: Cell,
+) -> None:
+    """After a later change, a sibling of an earlier epoch cannot be switched to: one with a
+    higher hash than the change applied lost under the rule anyway (no alarm), one with a
+    lower hash means the other side settled on it (a fork, reported)."""
+    winner, loser, _, _ = _siblings(cell)
+    bob, alice = cell["bob"], cell["alice"]
+    bob.open_control(winner, now=cell.now)
+    alice.open_control(loser, now=cell.now)
+    cell["admin"].open_control(winner, now=cell.now)
+    later = cell["admin"].rotate(now=cell.now)
+    bob.open_control(later, now=cell.now + 1)
+    with pytest.raises(StaleControlError) as quiet:
+        bob.open_control(loser, now=cell.now + 2)
+    assert not isinstance(quiet.value, ForkedEpochError)
+    # Alice read the loser first and a later change on top of it would not open for her:
+    # she switches to the winner within the window instead; Bob's side is the same.
+    assert alice.open_control(winner, now=cell.now + 2).superseded == blake2b(loser)
+    alice.open_control(later, now=cell.now + 3)
+    assert alice.membership.head_hash == bob.membership.head_hash
+    carol = cell["carol"]
+    carol.open_control(loser, now=cell.now)
+    with pytest.raises(ForkedEpochError):  # her window is over: the winner cannot apply
+        carol.open_control(winner, now=cell.now + GRACE_PERIOD + 5)
