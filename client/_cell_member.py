@@ -1276,7 +1276,8 @@ class MemberCell:
         return None  # expired, or bounded out, meanwhile
 
     def _mark_sent(self, item: HistoryItem, content: WireContent) -> None:
-        self._count_receipts(item.sender_id, content)
+        for event in self._receipts_counted(self._count_receipts(item.sender_id, content)):
+            self._emit(event)  # "0 of N": an app shows how far the alert got from the start
         changed = self._restatus(item, SENT)
         if changed is not None:
             self._book.add(changed.sender_id, changed.sender_name, content, changed.received_at)  # type: ignore[arg-type]
@@ -1656,11 +1657,7 @@ class MemberCell:
         if isinstance(content, Receipt):
             return [
                 ReceiptReceived(cell=self.name, sender=sender, receipt=content),
-                *(
-                    ReceiptsCounted(cell=self.name, alert_id=alert_id, counts=counts)
-                    for alert_id in counted
-                    if (counts := self._tally.counts(alert_id)) is not None
-                ),
+                *self._receipts_counted(counted),
             ]
         if isinstance(content, PlainMessage):
             return [MessageReceived(cell=self.name, sender=sender, message=content)]
@@ -1675,13 +1672,15 @@ class MemberCell:
 
         `report=False` when the history is loaded: what arrived in an earlier run was
         reported then (or the run ended before its batch was due; receipts are a best effort).
-        Returns our own alerts whose counts a receipt changed.
+        Returns our own alerts whose counts changed: a receipt counted, or one just sent (0 of N).
         """
         me = self.crypto.me.member_id
         if isinstance(content, Alert):
             members = [info.member_id for info in self.crypto.members]
             if sender_id == me:
-                self._tally.track(content.message_id, me, members, sample=self.receipt_sample)
+                # New here: its counts start at "0 of N", which the app shows at once.
+                if self._tally.track(content.message_id, me, members, sample=self.receipt_sample):
+                    return [content.message_id]
             elif (
                 report
                 and self.report_receipts
@@ -1700,6 +1699,13 @@ class MemberCell:
                     changed.append(message_id)
             return changed
         return []
+
+    def _receipts_counted(self, alert_ids: list[MessageId]) -> list[CellEvent]:
+        return [
+            ReceiptsCounted(cell=self.name, alert_id=alert_id, counts=counts)
+            for alert_id in alert_ids
+            if (counts := self._tally.counts(alert_id)) is not None
+        ]
 
     def _queue_receipt(self, message_id: MessageId, state: ReceiptState) -> None:
         first = self.receipt_batch.pending == 0

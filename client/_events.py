@@ -180,11 +180,12 @@ class ReceiptReceived:
 
 @dataclass(frozen=True, slots=True)
 class ReceiptsCounted:
-    """The counts of one of your own alerts changed: a sampled reporter's receipt came (§C1.7).
+    """The counts of one of your own alerts changed: it was sent, or a sampled reporter's receipt came (§C1.7).
 
-    One per alert a `Receipt` moved forward, right after its `ReceiptReceived`; the same
-    counts as `Cell.receipts(alert_id)`. A receipt from a member who is not a reporter, or
-    one that says again what its sender said, changes nothing and makes none.
+    One when the relay took the alert ("0 of N"), then one per alert a `Receipt` moved
+    forward, right after its `ReceiptReceived`; the same counts as `Cell.receipts(alert_id)`.
+    A receipt from a member who is not a reporter, or one that says again what its sender
+    said, changes nothing and makes none.
     """
 
     cell: str
