@@ -123,10 +123,18 @@ def test_a_forged_sibling_changes_nothing(cell: Cell) -> None:
     bob = cell["bob"]
     bob.open_control(loser, now=cell.now)
     before = bob.to_bytes()
-    forged = bytearray(winner)
-    forged[200] ^= 0x04
+    # Damaged at byte 200, 201, ...: the first with a lower hash than the change applied
+    # is opened under the kept state and refused; one with a higher hash loses anyway and
+    # is dropped unopened (stale). Neither changes anything.
+    forgeries: dict[bool, bytes] = {}
+    for position in range(200, 400):
+        forged = bytearray(winner)
+        forged[position] ^= 0x04
+        forgeries.setdefault(blake2b(forged) < blake2b(loser), bytes(forged))
     with pytest.raises((TamperedError, BadSignatureError)):
-        bob.open_control(bytes(forged), now=cell.now + 1)
+        bob.open_control(forgeries[True], now=cell.now + 1)
+    with pytest.raises(StaleControlError):
+        bob.open_control(forgeries[False], now=cell.now + 1)
     assert bob.to_bytes() == before
     # The state kept for the window is intact: the real sibling still wins.
     assert bob.open_control(winner, now=cell.now + 2).superseded == blake2b(loser)
