@@ -58,6 +58,7 @@ __all__ = [
     "RoleChanged",
     "SecurityWarning",
     "SendFailed",
+    "Sent",
     "StatusReceived",
     "VerificationReceived",
     "VerifiedKeyChanged",
@@ -381,6 +382,21 @@ class SendFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class Sent:
+    """Something this member sent was stored by the relay: it is sent.
+
+    For every screen that shows this member's own messages, whatever sent them: this app,
+    another program through the same daemon, or the client by itself (an escalation, §C10).
+    `rollup` is the alert's roll-up with it counted (None for a message about no alert).
+    Receipts, which the client sends by itself in batches, make none.
+    """
+
+    cell: str
+    content: WireContent
+    rollup: AlertRollup | None
+
+
+@dataclass(frozen=True, slots=True)
 class VerifiedKeyChanged:
     """A security event: `member` has the name of someone you verified, but other keys.
 
@@ -446,6 +462,7 @@ CellEvent = (
     | EpochStale
     | ClockWarning
     | SendFailed
+    | Sent
     | VerifiedKeyChanged
     | CellBurned
     | CellGone

@@ -9,7 +9,9 @@ input (so a crash reproduces from its input alone):
   around fuzzed H || signature, then fuzzed body bytes: reaches the checks behind the
   header AEAD;
 * 3: `CellCrypto.from_welcome`;
-* 4: `CellCrypto.from_bytes` (a saved state).
+* 4: `CellCrypto.from_bytes` (a saved state);
+* 5: `CellCrypto.take_key_update` on the admin, of a kind 8 envelope from alice whose
+  plaintext is the input (docs/protocol.md §G6.5): whatever it takes, it holds one update.
 
 Keys are pinned (fuzz/group_fixture.py). Anything but a result or a `GroupError` is a bug.
 """
@@ -23,13 +25,18 @@ import atheris
 with atheris.instrument_imports():
     from group_fixture import NOW, build
 
-    from cellrelay.protocol.cell._envelope import BODY_OFFSET, CLEAR_SIZE, SEALED_HEADER_SIZE
+    from cellrelay.protocol.cell._envelope import (
+        BODY_OFFSET,
+        CLEAR_SIZE,
+        SEALED_HEADER_SIZE,
+        Kind,
+    )
     from cellrelay.protocol.cell._errors import GroupError
-    from cellrelay.protocol.cell._group import CellCrypto
+    from cellrelay.protocol.cell._group import CellCrypto, Opened
     from cellrelay.protocol.cell._padding import bucket_for
 
 FIXTURE = build()
-MODES = 5
+MODES = 6
 
 
 def _genuine_header(cell: CellCrypto, rest: bytes) -> bytes:
@@ -63,8 +70,20 @@ def test_one_input(data: bytes) -> None:
             alice.open(_genuine_header(alice, rest), now=NOW)
         elif mode == 3:
             CellCrypto.from_welcome(FIXTURE.alice, rest, now=NOW, invite=FIXTURE.invite)
-        else:
+        elif mode == 4:
             CellCrypto.from_bytes(rest, FIXTURE.alice)
+        else:
+            admin = CellCrypto.from_bytes(FIXTURE.admin_state, FIXTURE.admin)
+            opened = Opened(
+                kind=Kind.KEY_UPDATE,
+                plaintext=rest,
+                sender=FIXTURE.alice.info,
+                epoch=admin.epoch,
+                counter=1,
+                expires_at=2**40,
+            )
+            if admin.take_key_update(opened) and admin.waiting_key_updates != 1:
+                raise AssertionError("a key update taken, but not held")
     except GroupError:
         return
 

@@ -173,6 +173,7 @@ def write_group_seeds() -> None:
         "header-alert": b"\x02" + env["alert-inner"],
         "welcome": b"\x03" + env["welcome"],
         "state": b"\x04" + fixture.alice_state,
+        "key-update": b"\x05" + env["key-update"],
     }
     for name, seed in seeds.items():
         (folder / f"{name}.bin").write_bytes(seed)

@@ -492,3 +492,49 @@ async def test_the_senders_board_shows_how_far_its_alert_got(
         assert not session.errors, session.errors
 
     await run_in_browser("receipts", scenario)
+
+
+async def test_an_escalated_alert_shows_where_it_went_and_where_it_came_from(
+    nursery: trio.Nursery, running_relay: RunningRelay, tmp_path: Path
+) -> None:
+    """Issue 14 item 3 on the board: the liaison's board shows under the origin alert where
+    it went and, as counts only, how the neighbour answers; the neighbour's board shows the
+    forwarded alert as escalated from the label the liaison chose, never the cell's name."""
+    lead = await start_daemon(nursery, tmp_path, "lead")
+    ana = await start_daemon(nursery, tmp_path, "ana")
+    await make_cell(lead, running_relay, "Eastside")
+    await make_cell(lead, running_relay, "Westside")
+    await admit(lead, ana, "Westside")
+    await lead.ok("PUT", "/cells/Eastside/neighbours/Westside", json_body={"label": "East crew"})
+    text = "Checkpoint on the bridge"
+    sent = await lead.ok("POST", "/cells/Eastside/alerts", 201, json_body={"text": text})
+    alert = sent["alert"]["message_id"]
+    await lead.ok(
+        "POST", f"/cells/Eastside/alerts/{alert}/steps", 201, json_body={"step": "confirmed"}
+    )
+
+    async def escalate() -> None:
+        done = await lead.ok("POST", f"/cells/Eastside/alerts/{alert}/escalate",
+                             json_body={"to": "Westside"})  # fmt: skip
+        assert done["forwarded"] is True
+
+    def scenario(session: Scenario) -> None:
+        lead_page = session.open_board("lead", lead)
+        ana_page = session.open_board("ana", ana)
+        origin = lead_page.locator(f'li.alert[data-alert-id="{alert}"]')
+        origin.wait_for()
+        assert origin.locator(".escalation").count() == 0
+        trio.from_thread.run(escalate)
+        line = origin.locator(".escalation")
+        line.wait_for()
+        assert line.text_content() == "Escalated to Westside (via you): no answers yet"
+        forwarded = alert_item(ana_page, text)
+        forwarded.locator(".escalated-from").wait_for()
+        assert forwarded.locator(".escalated-from").text_content() == "Escalated from East crew"
+        assert "Eastside" not in (forwarded.text_content() or "")
+        forwarded.locator('button[data-status="responding"]').click()
+        origin.locator(".escalation", has_text="1 responding").wait_for()
+        assert line.text_content() == "Escalated to Westside (via you): 0 on scene, 1 responding"
+        assert not session.errors, session.errors
+
+    await run_in_browser("escalation", scenario)
