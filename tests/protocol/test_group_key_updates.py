@@ -396,10 +396,13 @@ def test_an_admin_commits_as_many_updates_as_fit_and_keeps_the_rest() -> None:
             admin.add_member(person.info, now=cell.now), now=cell.now, announce=False
         )
     cell_id = admin.cell_id
-    spread: dict[int, Identity] = {}  # one updater per bucket: each update refreshes one more
+    buckets: dict[int, list[Identity]] = {}
     for person in people:
-        spread.setdefault(bucket_of(cell_id, person.member_id), person)
-    updaters = list(spread.values())[:MAX_COMMITTED]
+        buckets.setdefault(bucket_of(cell_id, person.member_id), []).append(person)
+    # One updater in each of the largest buckets: each update refreshes one more bucket, and
+    # the largest make sure 16 do not fit, whatever ids the members drew.
+    largest = sorted(buckets.values(), key=len, reverse=True)[:MAX_COMMITTED]
+    updaters = [bucket[0] for bucket in largest]
     for person in updaters:
         update = sign_key_update(person, cell_id, 1, bytearray(os.urandom(32)))
         assert admin.accept_key_update(update.to_bytes())
