@@ -87,6 +87,7 @@ from cellrelay.protocol.cell._schedule import (
     seal_keys,
     sign_key_update,
 )
+from cellrelay.protocol.cell._state import write_state
 from cellrelay.protocol.wire._address import RelayAddress
 from cellrelay.protocol.wire._messages import MailboxId
 
@@ -488,6 +489,35 @@ def alert_processing(members: int, alerts: int) -> dict[str, float]:
     }
 
 
+def admin_state(members: int, repeats: int) -> dict[str, float]:
+    """An admin's saved state right after admitting `members - 1` members one by one.
+
+    Each change applied as the client applies it (`open_control` of its own change), so
+    the state holds 64 old epochs in their grace windows, as the lead's does after
+    bench_cells.py's set-up. Saved as version 5 did (every old epoch's member list in full,
+    `write_state(version=5)`) and as version 6 does (each as its difference from the
+    current list); the load is `CellCrypto.from_bytes` of each, median of `repeats`.
+    """
+    identity = Identity.generate("admin")
+    admin = CellCrypto.create(
+        identity, now=NOW, group_keys=(bytes(32), bytes(32)), control_read_key=bytes(32),
+        name="bench",
+    )  # fmt: skip
+    for i in range(members - 1):
+        person = Identity.generate(f"m{i}")
+        admin.open_control(admin.add_member(person.info, now=NOW), now=NOW, announce=False)
+    old = write_state(admin._s, version=5, cached=False)
+    new = write_state(admin._s, cached=False)
+    return {
+        "epochs": len(admin._s.epochs),
+        "v5_bytes": len(old),
+        "v6_bytes": len(new),
+        "v5_load_ms": ms(lambda: CellCrypto.from_bytes(old, identity), repeats),
+        "v6_load_ms": ms(lambda: CellCrypto.from_bytes(new, identity), repeats),
+        "v6_save_ms": ms(lambda: write_state(admin._s), repeats),
+    }
+
+
 def kib(value: float) -> str:
     """Bytes as KiB (or MiB from 10 MiB) with one decimal."""
     if value >= 10 * 1024 * 1024:
@@ -503,6 +533,10 @@ def main() -> None:
     parser.add_argument(
         "--alert-members", type=int, nargs="*", default=[100, 1000],
         help="cell sizes for a member's processing of one alert (none: skip)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--admin-state", type=int, nargs="*", default=[1000],
+        help="cell sizes for an admin's saved state after admitting one by one (none: skip)",
     )  # fmt: skip
     args = parser.parse_args()
     print("one membership change (add one member), and the sender keys of the epoch after it")
@@ -547,6 +581,14 @@ def main() -> None:
               f" p50 {alert['p50_ms']:.3f} ms, p99 {alert['p99_ms']:.3f} ms,"
               f" CPU {alert['cpu_ms']:.3f} ms per alert; the welcome had"
               f" {alert['pages']:.0f} pages")  # fmt: skip
+
+    for n in args.admin_state:
+        state = admin_state(n, args.repeats)
+        print(f"\nan admin's saved state after admitting {n - 1:,} members one by one"
+              f" ({state['epochs']:.0f} epochs kept): version 5 (old epochs' member lists in"
+              f" full) {kib(state['v5_bytes'])}, loads in {state['v5_load_ms']:.1f} ms;"
+              f" version 6 (as differences) {kib(state['v6_bytes'])}, loads in"
+              f" {state['v6_load_ms']:.1f} ms, saves in {state['v6_save_ms']:.2f} ms")  # fmt: skip
 
 
 if __name__ == "__main__":
