@@ -108,6 +108,21 @@ class Epoch:
     tree: SenderTree | None = field(default=None, repr=False)
     # Members by bucket, computed at the first use (not saved: it follows from `members`).
     by_bucket: dict[int, list[bytes]] | None = field(default=None, repr=False)
+    # One member's position in `members` (this member's: `index_of`), found at the first use.
+    position: tuple[bytes, int | None] | None = field(default=None, repr=False)
+
+    def index_of(self, member_id: bytes) -> int | None:
+        """`member_id`'s position among the epoch's members, ascending (None: not one).
+
+        Kept for the last member asked about, which is this member: a receiver looks for
+        its own MAC in every announcement of the epoch.
+        """
+        if self.position is None or self.position[0] != member_id:
+            index = None
+            if member_id in self.members:
+                index = next(i for i, m in enumerate(self.members) if m == member_id)
+            self.position = (member_id, index)
+        return self.position[1]
 
     def buckets(self, cell_id: bytes) -> dict[int, list[bytes]]:
         """The members of the epoch by bucket (non-empty buckets only), each ascending.
