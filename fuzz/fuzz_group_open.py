@@ -9,7 +9,10 @@ input (so a crash reproduces from its input alone):
   around fuzzed H || signature, then fuzzed body bytes: reaches the checks behind the
   header AEAD;
 * 3: `CellCrypto.from_welcome`;
-* 4: `CellCrypto.from_bytes` (a saved state).
+* 4: `CellCrypto.from_bytes` (a saved state);
+* 5: an announcement's plaintext (behind the distribution key's AEAD, which the other
+  modes rarely get through), read by `AnnouncementPayload.for_recipient` at the index
+  in the first byte: it must refuse and read exactly what `from_bytes` does.
 
 Keys are pinned (fuzz/group_fixture.py). Anything but a result or a `GroupError` is a bug.
 """
@@ -23,13 +26,18 @@ import atheris
 with atheris.instrument_imports():
     from group_fixture import NOW, build
 
-    from cellrelay.protocol.cell._envelope import BODY_OFFSET, CLEAR_SIZE, SEALED_HEADER_SIZE
+    from cellrelay.protocol.cell._envelope import (
+        BODY_OFFSET,
+        CLEAR_SIZE,
+        SEALED_HEADER_SIZE,
+        AnnouncementPayload,
+    )
     from cellrelay.protocol.cell._errors import GroupError
     from cellrelay.protocol.cell._group import CellCrypto
     from cellrelay.protocol.cell._padding import bucket_for
 
 FIXTURE = build()
-MODES = 5
+MODES = 6
 
 
 def _genuine_header(cell: CellCrypto, rest: bytes) -> bytes:
@@ -48,11 +56,33 @@ def _genuine_header(cell: CellCrypto, rest: bytes) -> bytes:
     return envelope[:size].ljust(size, b"\x00")
 
 
+def _announcement(rest: bytes) -> None:
+    """Mode 5: `for_recipient` against `from_bytes` on the same bytes."""
+    if not rest:
+        return
+    index, payload = rest[0], rest[1:]
+    try:
+        full = AnnouncementPayload.from_bytes(payload)
+    except GroupError:
+        try:
+            AnnouncementPayload.for_recipient(payload, index)
+        except GroupError:
+            return
+        raise AssertionError("for_recipient read what from_bytes refuses") from None
+    mine, count = AnnouncementPayload.for_recipient(payload, index)
+    expected = (full.macs[index],) if index < len(full.macs) else ()
+    if count != len(full.macs) or mine.macs != expected or mine.start != full.start:
+        raise AssertionError("for_recipient read other bytes than from_bytes")
+
+
 def test_one_input(data: bytes) -> None:
     """Check one input (atheris entry point)."""
     if not data:
         return
     mode, rest = data[0] % MODES, data[1:]
+    if mode == 5:
+        _announcement(rest)
+        return
     alice = CellCrypto.from_bytes(FIXTURE.alice_state, FIXTURE.alice)
     try:
         if mode == 0:
