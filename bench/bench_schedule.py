@@ -25,6 +25,10 @@ epoch that follows, the bytes of sender keys on the wire and each member's CPU t
   announce (a distribution without the chain key); shown for 3 speakers (an alerting cell)
   and for all n (a reply storm).
 
+Then, with `--admin-state` (1,000 by default; about 40 s more), an admin's saved state right
+after admitting that many members one by one: as state version 5 saved it (every old epoch's
+member list in full) and as version 6 does (differences), size and load time.
+
 Targets (issue 12), at 1,000 members: admin ≤ 100 ms, member ≤ 5 ms, ≤ 64 KiB on the wire.
 Figures are medians of `--repeats` runs on this machine; docs/benchmarks.md quotes a run.
 """
