@@ -1,6 +1,7 @@
 """The key schedule's two versions side by side: one membership change, and one epoch's keys.
 
-Run: `python bench/bench_schedule.py` (about a minute; `--members 128 1000` to choose sizes).
+Run: `python bench/bench_schedule.py` (about a minute; `--members 128 1000` to choose sizes;
+`--key-update-members 128 1000` for what members' key updates cost, kind 8 and their commits).
 For each cell size it prints, for adding one member (the change a removal makes costs the
 same), the admin's CPU, each member's CPU and the bytes of the epoch change; and, for the
 epoch that follows, the bytes of sender keys on the wire and each member's CPU to take them.
@@ -435,6 +436,71 @@ def on_the_wire(members: int, repeats: int) -> dict[str, float]:
     }
 
 
+def key_update_costs(members: int, repeats: int) -> dict[str, float]:
+    """What members' key updates cost in a cell of `members` (docs/protocol.md §G6.5).
+
+    A member makes its update and seals it as a kind 8 envelope (`key_update`,
+    `seal_key_update`); the admin opens it and takes it (`open`, `take_key_update`); the
+    admin's rotations commit 0, 1, 4 and 16 held updates (`rotate`; 16 held commit as many
+    as fit). The other members' updates are handed to the admin directly: the same state.
+    """
+    admin_identity = Identity.generate("admin")
+    admin = CellCrypto.create(
+        admin_identity, now=NOW, group_keys=(bytes(32), bytes(32)), control_read_key=bytes(32)
+    )
+    people = [Identity.generate(f"m{i}") for i in range(members - 1)]
+    for person in people:
+        admin.open_control(admin.add_member(person.info, now=NOW), now=NOW, announce=False)
+    invite = Invite(
+        relay=RelayAddress("127.0.0.1", 7446, bytes(range(32))),
+        cell_id=admin.cell_id,
+        cell_name="bench",
+        join_mailbox=MailboxId(bytes(16)),
+        admin_sign_key=admin.me.sign_pub,
+        admin_box_key=admin.me.dh_pub,
+        expires_at=int(NOW) + 3600,
+        secret=bytes(32),
+    )
+    welcome, pages = admin.welcome_with_pages(people[0].member_id, now=NOW, invite=invite)
+    member, announcement = CellCrypto.from_welcome(
+        people[0], welcome, now=NOW, invite=invite, pages=pages
+    )
+    admin.open(announcement, now=NOW)
+    saved_admin = admin.to_bytes()
+    make, take, envelope = [], [], b""
+    for generation in range(1, repeats + 1):
+        start = time.perf_counter_ns()
+        update = member.key_update(now=NOW)
+        envelope = member.seal_key_update(update, expires_at=int(NOW) + 3600, now=NOW)
+        make.append((time.perf_counter_ns() - start) / 1e6)
+        state = CellCrypto.from_bytes(saved_admin, admin_identity)
+        start = time.perf_counter_ns()
+        opened = state.open(envelope, now=NOW)
+        if not isinstance(opened, Opened) or not state.take_key_update(opened):
+            raise AssertionError(f"update {generation} was not taken")
+        take.append((time.perf_counter_ns() - start) / 1e6)
+    costs = {
+        "update_bytes": float(len(envelope)),
+        "make_ms": statistics.median(make),
+        "take_ms": statistics.median(take),
+    }
+    for held in (0, 1, 4, MAX_COMMITTED):
+        state = CellCrypto.from_bytes(saved_admin, admin_identity)
+        for person in people[1 : held + 1]:
+            private = bytearray(os.urandom(32))
+            state.accept_key_update(sign_key_update(person, admin.cell_id, 1, private).to_bytes())
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter_ns()
+            change = state.rotate(now=NOW)
+            times.append((time.perf_counter_ns() - start) / 1e6)
+            state._s.proposals.clear()
+        costs[f"commit{held}_ms"] = statistics.median(times)
+        costs[f"commit{held}_bytes"] = float(len(change))
+        costs[f"commit{held}_n"] = float(len(committed_updates(change)))
+    return costs
+
+
 def alert_processing(members: int, alerts: int) -> dict[str, float]:
     """A member's own work for one alert in a cell of `members`, at the protocol layer.
 
@@ -542,6 +608,10 @@ def main() -> None:
         "--admin-state", type=int, nargs="*", default=[1000],
         help="cell sizes for an admin's saved state after admitting one by one (none: skip)",
     )  # fmt: skip
+    parser.add_argument(
+        "--key-update-members", type=int, nargs="*", default=[128, 1000],
+        help="cell sizes for the cost of members' key updates (none: skip)",
+    )  # fmt: skip
     args = parser.parse_args()
     print("one membership change (add one member), and the sender keys of the epoch after it")
     print("(v1: the first epoch change and distributions; v2: epoch change version 3 and")
@@ -578,6 +648,25 @@ def main() -> None:
     print(f"  it takes every other member's announcement: {wire['announcements_ms']:.1f} ms,"
           f" {wire['announcements_cold_ms']:.1f} ms just after a restart;"
           f" each announcement is {kib(wire['announcement_bytes'])}")  # fmt: skip
+
+    for n in args.key_update_members:
+        c = key_update_costs(n, args.repeats)
+        per_change = c[f"commit{MAX_COMMITTED}_n"]
+        changes = (n - 1) / per_change  # committing rotations a week: one update per member
+        print(f"\nmembers' key updates in a cell of {n:,} (one per member per week, §G6.5):")
+        print(f"  a member makes and seals one: {c['make_ms']:.2f} ms, a kind 8 envelope of"
+              f" {kib(c['update_bytes'])}; the admin opens and takes one: {c['take_ms']:.2f} ms")  # fmt: skip
+        for held in (0, 1, 4, MAX_COMMITTED):
+            print(f"  the admin's rotation with {held:2} held: commits"
+                  f" {c[f'commit{held}_n']:.0f}, {c[f'commit{held}_ms']:6.2f} ms of CPU,"
+                  f" {kib(c[f'commit{held}_bytes'])}")  # fmt: skip
+        week_up = c["update_bytes"]
+        week_down = (n - 1) * c["update_bytes"] + changes * c[f"commit{MAX_COMMITTED}_bytes"]
+        print(f"  per member per week: uploads {kib(week_up)} (its update); downloads"
+              f" {kib((n - 1) * c['update_bytes'])} of the others' updates (the group mailbox"
+              f" goes to everyone) and {changes:.0f} committing changes"
+              f" ({kib(changes * c[f'commit{MAX_COMMITTED}_bytes'])}; each replaces a daily"
+              f" rotation only when it falls on one): {kib(week_down)} in all")  # fmt: skip
 
     for n in args.alert_members:
         alert = alert_processing(n, 200)

@@ -55,7 +55,7 @@ from ._blocking import (
     Subscription,
 )
 from ._cell_admin import Cell, RelayUnavailableError
-from ._cell_member import CellError, MailboxFullError
+from ._cell_member import CellError, ChannelError, MailboxFullError
 from ._client import Client, create_identity, open_client
 from ._events import (
     AlertReceived,
@@ -81,6 +81,7 @@ from ._events import (
     RoleChanged,
     SecurityWarning,
     SendFailed,
+    Sent,
     StatusReceived,
     VerificationReceived,
     VerifiedKeyChanged,
@@ -115,6 +116,7 @@ __all__ = [
     "CellGone",
     "CellRole",
     "Change",
+    "ChannelError",
     "Client",
     "ClientClosedError",
     "ClockWarning",
@@ -158,6 +160,7 @@ __all__ = [
     "RoleChanged",
     "SecurityWarning",
     "SendFailed",
+    "Sent",
     "Status",
     "StatusReceived",
     "StatusReply",

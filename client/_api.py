@@ -266,7 +266,7 @@ ROUTES: Final[tuple[Route, ...]] = (
     _route("POST", "/cells/{cell}/alerts", "send_alert",
            "Send an alert: a JSON body, or the text as a plain body with options in the query.",
            body=SendAlert, text_field="text", query=AlertOptions, response=AlertSent,
-           status=201, waits=True, errors=(*_CELL, 422, 502), tag="alerts"),
+           status=201, waits=True, errors=(*_CELL, 403, 422, 502), tag="alerts"),
     _route("GET", "/cells/{cell}/alerts/{alert}", "get_alert", "One alert's roll-up.",
            response=AlertRollup, errors=_CELL, tag="alerts"),
     _route("GET", "/cells/{cell}/alerts/{alert}/receipts", "get_receipts",
@@ -291,7 +291,7 @@ ROUTES: Final[tuple[Route, ...]] = (
            response=MessageList, errors=_CELL, tag="alerts"),
     _route("POST", "/cells/{cell}/messages", "send_message", "Send an ordinary message.",
            body=SendMessage, text_field="text", response=MessageSent, status=201, waits=True,
-           errors=(*_CELL, 422, 502), tag="alerts"),
+           errors=(*_CELL, 403, 422, 502), tag="alerts"),
     _route("POST", "/cells/{cell}/receipts", "send_receipt", "Say that messages were delivered or read.",
            body=SendReceipt, response=ReceiptSent, status=201, waits=True,
            errors=(*_CELL, 502), tag="alerts"),
@@ -414,7 +414,15 @@ class Api:
             muted=[] if removed else [m.member_id for m in cell.muted()],
             max_ttl=None if cell.link.welcome is None else cell.link.welcome.max_ttl,
             gone=cell.gone,
+            channel=cell.channel,
         )
+
+    @staticmethod
+    def check_may_post(cell: Cell) -> None:
+        """403 NOT_POSTER: a broadcast channel's member that is not an admin or dispatcher."""
+        if not cell.may_post:
+            raise ApiError(403, "NOT_POSTER", f"{cell.name!r} is a broadcast channel: only its"
+                           " admins and dispatchers post there; you can answer alerts")  # fmt: skip
 
     @staticmethod
     def check_ttl(cell: Cell, ttl: int) -> None:
@@ -517,7 +525,10 @@ class Api:
         )
         try:
             cell = await self.client.create_cell(
-                body.name, addresses, creation_secret=(body.creation_secret or "").encode()
+                body.name,
+                addresses,
+                creation_secret=(body.creation_secret or "").encode(),
+                channel=body.channel,
             )
         except CellError as exc:  # the same relay twice
             raise ApiError(422, "BAD_ADDRESS", str(exc)) from None
@@ -788,6 +799,7 @@ class Api:
         """POST /cells/{cell}/alerts."""
         body: SendAlert = call.body
         cell = await self.synced_cell(call)
+        self.check_may_post(cell)
         self.check_ttl(cell, body.ttl)
         call.waiting_for = "the relay did not store the alert"
         alert = await cell.send_alert(
@@ -875,6 +887,7 @@ class Api:
         """POST /cells/{cell}/messages."""
         body: SendMessage = call.body
         cell = await self.synced_cell(call)
+        self.check_may_post(cell)
         self.check_ttl(cell, body.ttl)
         call.waiting_for = "the relay did not store the message"
         message = await cell.send_message(body.text, ttl=body.ttl)

@@ -223,6 +223,9 @@ class CellSummary:
     # The relay has no mailbox for the cell any more (`cell_gone`): nothing can arrive or
     # be sent; leaving deletes it here (docs/protocol.md §C1.6).
     gone: bool = False
+    # A broadcast channel (docs/protocol.md §C11): only admins and dispatchers post; other
+    # members' replies and receipts reach admins and dispatchers only. Fixed at creation.
+    channel: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -242,6 +245,8 @@ class CreateCell:
     creation_secret: Annotated[str | None, Bounds(lo=0, hi=MAX_SECRET, one_line=True)] = None
     # Issue 13: the cell also lives on these relays, each run by another operator.
     more_relays: Annotated[tuple[RelayAddressText, ...], Bounds(lo=0, hi=2, description="further relays of the cell (docs/protocol.md §C5.2)")] = ()  # fmt: skip
+    # Issue 12: a broadcast channel (docs/protocol.md §C11), fixed for the cell's life.
+    channel: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

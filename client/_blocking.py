@@ -229,14 +229,22 @@ class BlockingClient:
         relay: str | RelayAddress,
         *,
         creation_secret: bytes = b"",
+        channel: bool = False,
         timeout: float | None = DEFAULT_TIMEOUT,
     ) -> BlockingCell:
-        """Create a cell on a relay, with this member as its first admin."""
+        """Create a cell on a relay, with this member as its first admin (`channel`: a
+        broadcast channel, docs/protocol.md §C11)."""
         client = self._async()
         return BlockingCell(
             self,
             self._run(
-                functools.partial(client.create_cell, name, relay, creation_secret=creation_secret),
+                functools.partial(
+                    client.create_cell,
+                    name,
+                    relay,
+                    creation_secret=creation_secret,
+                    channel=channel,
+                ),
                 timeout,
             ),
         )
@@ -292,6 +300,11 @@ class BlockingCell:
     def cell_id(self) -> bytes:
         """The cell's 16-byte id."""
         return self._client._read(lambda: self._cell.cell_id)
+
+    @property
+    def channel(self) -> bool:
+        """Whether the cell is a broadcast channel (only admins and dispatchers post)."""
+        return self._cell.channel
 
     @property
     def is_admin(self) -> bool:

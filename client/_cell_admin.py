@@ -874,6 +874,7 @@ class Cell(MemberCell):
         cell_info.alert_limit = self.record.alert_limit
         cell_info.muted = tuple(self.record.muted_everyone)
         cell_info.verify_first = self.record.verify_first
+        cell_info.channel = self.record.channel
         cell_info.escalate = (self.record.escalate_below, self.record.escalate_after)
         cell_info.group_from, cell_info.control_from = group_from, control_from
         return cell_info

@@ -68,6 +68,14 @@ from cellrelay.protocol.cell._content import (
     WireContent,
     decode_content,
 )
+from cellrelay.protocol.cell._dispatch import (
+    ANSWER_KINDS,
+    DISPATCH_KIND,
+    MAX_RECIPIENTS,
+    NotForMeError,
+    open_for_dispatch,
+    seal_for_dispatch,
+)
 from cellrelay.protocol.cell._errors import (
     EpochGapError,
     EquivocationError,
@@ -93,6 +101,7 @@ from cellrelay.protocol.cell._receipts import (
 )
 from cellrelay.protocol.cell._rollup import AlertRollup, ReportState, RollupBook
 from cellrelay.protocol.cell._safety import safety_number
+from cellrelay.protocol.cell._schedule import KeyUpdate
 from cellrelay.protocol.wire import (
     AddressError,
     CapabilityKey,
@@ -136,6 +145,7 @@ from ._events import (
     RoleChanged,
     SecurityWarning,
     SendFailed,
+    Sent,
     StatusReceived,
     VerificationReceived,
     VerifiedKeyChanged,
@@ -172,6 +182,15 @@ __all__ = ["CellError", "CellInfo", "MailboxFullError", "MemberCell", "RelayInfo
 log = library_logger("cellrelay.client")
 
 KIND_SENDER_KEY: Final = 5
+KIND_KEY_UPDATE: Final = 8  # a member's key update: for admins' clients, never the app (§G6.5)
+# An admin's client commits members' waiting key updates in a rotation (docs/design.md, "Key
+# updates in the client"): the admin first by member id once the oldest update it holds has
+# waited COMMIT_UPDATES_AFTER, each next admin COMMIT_STAGGER later, so one change usually
+# commits them all and admins rarely rotate twice for the same updates. Five minutes batches
+# the updates that come together (a cell's members mostly update after the same restart or
+# upgrade) and is short next to the week between a member's updates.
+COMMIT_UPDATES_AFTER: Final = 300.0
+COMMIT_STAGGER: Final = 120.0
 # Group envelopes remembered as settled, to drop other relays' copies unopened: far more
 # than arrive while one relay lags another (a burst of alerts and a round of distributions).
 MAX_TAKEN: Final = 4096
@@ -251,6 +270,10 @@ class CellError(Exception):
     """An operation on a cell cannot be done; the message says why and what to do."""
 
 
+class ChannelError(CellError):
+    """This member may not post to everyone in a broadcast channel (docs/protocol.md §C11)."""
+
+
 class MailboxFullError(CellError):
     """The relay refused a message because the cell's mailbox is full: it was not sent.
 
@@ -315,6 +338,7 @@ class CellInfo:
         more_relays: tuple[RelayInfo, ...] = (),
         verify_first: bool = False,
         escalate: tuple[int, int] = (0, DEFAULT_ESCALATE_AFTER),
+        channel: bool = False,
     ) -> None:
         self.relay = relay
         self.more_relays = more_relays
@@ -326,6 +350,7 @@ class CellInfo:
         self.muted = muted  # members admins muted for everyone
         self.verify_first = verify_first  # reports go to verifiers first (§C2 rule 7)
         self.escalate = escalate  # (N, T): when alerts go to neighbouring cells (§C10)
+        self.channel = channel  # a broadcast channel, fixed at creation (§C11)
 
     def encode(self) -> bytes:
         fields: dict[str, object] = {
@@ -337,6 +362,8 @@ class CellInfo:
             fields["escalate"] = list(self.escalate)
         if self.more_relays:  # absent for a cell on one relay: its extra is as before
             fields["more_relays"] = [r.encode() for r in self.more_relays]
+        if self.channel:  # absent for an ordinary cell: its extra is as before
+            fields["channel"] = 1
         return encode_map(fields)
 
     @classmethod
@@ -345,7 +372,7 @@ class CellInfo:
         relay, group, control = f.get("relay"), f.get("group"), f.get("control")
         group_from, control_from = f.get("group_from", 0), f.get("control_from", 0)
         alert_limit, muted = f.get("alert_limit", 0), f.get("muted", ())
-        verify_first = f.get("verify_first", 0)
+        verify_first, channel = f.get("verify_first", 0), f.get("channel", 0)
         if type(relay) is not str or type(group) is not bytes or type(control) is not bytes:
             raise CellError("the cell's mailbox information is damaged")
         if type(group_from) is not int or type(control_from) is not int:
@@ -355,6 +382,8 @@ class CellInfo:
         if not all(type(m) is bytes and len(m) == 16 for m in muted):
             raise CellError("the cell's settings are damaged")
         if type(verify_first) is not int or verify_first not in (0, 1):
+            raise CellError("the cell's settings are damaged")
+        if type(channel) is not int or channel not in (0, 1):
             raise CellError("the cell's settings are damaged")
         escalate = f.get("escalate", (0, DEFAULT_ESCALATE_AFTER))
         try:
@@ -380,6 +409,7 @@ class CellInfo:
             more_relays=more_relays,
             verify_first=bool(verify_first),
             escalate=escalate,
+            channel=bool(channel),
         )
 
 
@@ -470,6 +500,10 @@ class MemberCell:
         self._presence = Presence()
         self._stale_reported = 0
         self._upkeeping = False  # `upkeep` is running
+        self._posting_update = False  # `post_key_update` is running
+        # Since when (this device's clock) members' key updates wait here for a change to
+        # commit them (admins; `key_updates_due`). In memory: after a restart, from the start.
+        self._updates_waiting_since: float | None = None
         self._clock_checked = 0  # the link connection whose clock offset was checked
         self._clock_warning: ClockWarning | None = None  # raised for that connection
         # The admin whose burn was opened here (docs/protocol.md §C1.6): from then on the
@@ -573,6 +607,68 @@ class MemberCell:
     def verify_first(self) -> bool:
         """Whether reports not yet confirmed go to verifiers only (a cell setting, by admins)."""
         return self.record.verify_first
+
+    # -- broadcast channels (docs/protocol.md §C11) -----------------------------------------
+
+    @property
+    def channel(self) -> bool:
+        """Whether the cell is a broadcast channel (set when it was created, never changed)."""
+        return self.record.channel
+
+    def _posts(self, member_id: bytes) -> bool:
+        """Whether this member may post to everyone: in a channel admins and dispatchers only."""
+        return not self.record.channel or self._role(member_id).verifies
+
+    @property
+    def may_post(self) -> bool:
+        """Whether this member may send alerts and messages to the whole cell."""
+        return self._posts(self.crypto.me.member_id)
+
+    def _readers(self) -> list[MemberInfo]:
+        """The channel's readers of an answer: its admins and dispatchers, ascending id."""
+        return [m for m in self.crypto.members if self._role(m.member_id).verifies]
+
+    def _wire_form(self, content: WireContent | Leave | Burn) -> tuple[int, bytes]:
+        """Return the kind and plaintext `content` travels as (sealed to the readers in a
+        channel when this member does not post; `_send` refused what it may not send)."""
+        if self.may_post:
+            return content.KIND, content.encode()
+        readers = self._readers()[:MAX_RECIPIENTS]
+        return DISPATCH_KIND, seal_for_dispatch(
+            cell_id=self.cell_id, sender_id=self.crypto.me.member_id, recipients=readers,
+            kind=content.KIND, plaintext=content.encode())  # fmt: skip
+
+    def _check_may_send(self, content: WireContent | Leave | Burn) -> None:
+        if self.may_post or content.KIND in ANSWER_KINDS:
+            return
+        raise ChannelError(
+            f"{self.name!r} is a broadcast channel: only its admins and dispatchers post"
+            f" there, and you are a {self.role.value}; you can answer alerts (reply,"
+            " receipts), which only the admins and dispatchers read"
+        )
+
+    def _undispatch(self, opened: Opened) -> Opened | list[CellEvent]:
+        """Open a dispatch-sealed answer (kind 19) if this member is one of its readers.
+
+        Returns the answer as if it had come unsealed, or the events to report instead:
+        none when it is for the other readers (a responder sees its fellows' answers as
+        ciphertext only), a `SecurityWarning` when it is damaged or not in a channel.
+        """
+        sender = opened.sender
+        if not self.record.channel:
+            return [SecurityWarning(cell=self.name, reason="ChannelRefused",
+                                    detail=f"from {sender.name}: a sealed answer outside a"
+                                    " channel")]  # fmt: skip
+        try:
+            kind, plaintext = open_for_dispatch(
+                opened.plaintext, cell_id=self.cell_id, sender_id=sender.member_id,
+                me=self._identity)  # fmt: skip
+        except NotForMeError:
+            return []
+        except GroupError as exc:
+            return [SecurityWarning(cell=self.name, reason=type(exc).__name__,
+                                    detail=f"from {sender.name}: a damaged sealed answer")]  # fmt: skip
+        return dataclasses.replace(opened, kind=kind, plaintext=plaintext)
 
     # -- escalation to neighbouring cells (docs/protocol.md §C10) ----------------------------
 
@@ -1160,6 +1256,7 @@ class MemberCell:
         self._check_clock()
         if self.crypto.removed:
             raise CellError(f"you were removed from {self.name!r}")
+        self._check_may_send(content)
         if self.record.gone or self.burned_by is not None:
             raise CellError(
                 f"{self.name!r} is gone from its relay (burned by an admin, or deleted there):"
@@ -1181,9 +1278,10 @@ class MemberCell:
                     epoch = self.crypto.epoch
                     if await self._ready_to_seal(attempt):  # else it raced a rotation: wait
                         epoch = self.crypto.epoch
+                        kind, plaintext = self._wire_form(content)
                         envelope = self.crypto.seal(
-                            content.KIND,
-                            content.encode(),
+                            kind,
+                            plaintext,
                             expires_at=expires_at,
                             now=self.link.relay_time(),
                         )
@@ -1272,10 +1370,15 @@ class MemberCell:
         return None  # expired, or bounded out, meanwhile
 
     def _mark_sent(self, item: HistoryItem, content: WireContent) -> None:
-        self._count_receipts(item.sender_id, content)
+        for event in self._receipts_counted(self._count_receipts(item.sender_id, content)):
+            self._emit(event)  # "0 of N": an app shows how far the alert got from the start
         changed = self._restatus(item, SENT)
         if changed is not None:
             self._book.add(changed.sender_id, changed.sender_name, content, changed.received_at)  # type: ignore[arg-type]
+        if not isinstance(content, Receipt):
+            about = None if isinstance(content, PlainMessage) else content.alert_id
+            rollup = None if about is None else self.rollup(about)
+            self._emit(Sent(cell=self.name, content=content, rollup=rollup))
 
     def _mark_failed(self, item: HistoryItem, content: WireContent, reason: str) -> None:
         self._restatus(item, FAILED)
@@ -1584,7 +1687,9 @@ class MemberCell:
         if isinstance(outcome, Opened):
             if self.record.invites:
                 self._note_joined(outcome.sender)
-            if outcome.kind != KIND_SENDER_KEY:
+            if outcome.kind == KIND_KEY_UPDATE:
+                out.extend(self._key_update_received(outcome))
+            elif outcome.kind != KIND_SENDER_KEY:
                 out.extend(self._content(outcome))
             if outcome.recovered:
                 out.append(MessagesRecovered(cell=self.name, sender=self._member(outcome.sender),
@@ -1593,7 +1698,128 @@ class MemberCell:
                 out.extend(self._outcome(released))
         return out
 
+    def _key_update_received(self, opened: Opened) -> list[CellEvent]:
+        """A member's key update (§G6.5): an admin keeps it for its next change; a member
+        who is not an admin has no use for it and ignores it."""
+        if not self.crypto.is_admin:
+            return []
+        try:
+            taken = self.crypto.take_key_update(opened)
+        except GroupError as exc:
+            # Sealed by the sender's own chain, so the sender made it: a forged signature,
+            # another member's update, or an old one posted again. Nothing is kept.
+            log.warning("key_update_refused", reason=type(exc).__name__)
+            return [SecurityWarning(cell=self.name, reason=type(exc).__name__)]
+        if taken:
+            log.info("key_update_taken", waiting=self.crypto.waiting_key_updates)
+            if self._updates_waiting_since is None:
+                self._updates_waiting_since = time.time()
+        return []
+
+    def key_updates_due(self) -> bool:
+        """Whether this admin should rotate now to commit members' waiting key updates.
+
+        The admin first by member id rotates once the oldest update it holds has waited
+        COMMIT_UPDATES_AFTER, each next admin COMMIT_STAGGER later: whoever rotates first
+        commits what it holds (up to what fits in one change, at most 16), and the others'
+        copies of those updates go when they apply the change.
+        """
+        crypto = self.crypto
+        if crypto.removed or not crypto.is_admin or self.record.gone:
+            return False
+        if not crypto.waiting_key_updates:
+            self._updates_waiting_since = None
+            return False
+        now = time.time()
+        if self._updates_waiting_since is None:  # held since before a restart
+            self._updates_waiting_since = now
+        rank = sorted(crypto.admins).index(crypto.me.member_id)
+        return now - self._updates_waiting_since >= COMMIT_UPDATES_AFTER + rank * COMMIT_STAGGER
+
+    @property
+    def key_update_owed(self) -> bool:
+        """Whether this member should post a key update (`post_key_update`): one is saved
+        and not yet stored by the relay, or KEY_UPDATE_PERIOD has passed since its last.
+        An admin's client posts none: its every change commits a fresh key of its own."""
+        crypto = self.crypto
+        if self._posting_update or crypto.removed or crypto.is_admin or self.record.gone:
+            return False
+        return bool(self.record.key_update_pending) or crypto.key_update_due(self.clock())
+
+    async def post_key_update(self) -> bool:
+        """Make a key update if one is due, and post it in the group mailbox (§G6.5).
+
+        The update and its private key are saved durably before the envelope is sealed,
+        so a crash or restart posts the same update again (`key_update_owed`). Sealed on
+        this member's chain like a message, after its announcement. Returns True once the
+        relay stored it; False if there was nothing to post, or the keys changed under it
+        too often (it stays saved, and the next maintenance posts it).
+        """
+        if self._posting_update:
+            return False
+        self._posting_update = True
+        try:
+            await self.wait_ready()
+            return await self._post_key_update()
+        finally:
+            self._posting_update = False
+
+    async def _post_key_update(self) -> bool:
+        record, crypto = self.record, self.crypto
+        for attempt in range(1, SEND_ATTEMPTS + 1):
+            async with self._send_lock:
+                if crypto.removed or crypto.is_admin or record.gone:
+                    return False
+                now = self.link.relay_time()
+                pending = record.key_update_pending
+                if pending and KeyUpdate.from_bytes(pending).generation <= (
+                    crypto.receive_generation
+                ):
+                    pending = record.key_update_pending = b""  # committed meanwhile
+                if not pending:
+                    if not crypto.key_update_due(now):
+                        return False
+                    record.key_update_pending = crypto.key_update(now=now)
+                    record.crypto = self._state_bytes()
+                    await self._save()  # durable: the new private key with its update
+                    log.info("key_update_made", generation=crypto.receive_generation + 1)
+                epoch = crypto.epoch
+                if await self._ready_to_seal(attempt):
+                    epoch = crypto.epoch
+                    now = self.link.relay_time()
+                    max_ttl = self.link.welcome.max_ttl if self.link.welcome else 86400
+                    expires_at = int(now) + max_ttl
+                    envelope = crypto.seal_key_update(
+                        record.key_update_pending, expires_at=expires_at, now=now
+                    )
+                    record.crypto = self._state_bytes()
+                    await self._save(durable=False)  # the reservation covers the counter
+                    try:
+                        await self._publish_group(envelope, expires_at)
+                    except RelayRefusedError as exc:
+                        if exc.code not in RACED_ROTATION:
+                            raise
+                        log.info("key_update_raced_rotation", attempt=attempt)
+                    else:
+                        record.key_update_pending = b""
+                        await self._save()
+                        return True
+            if not await self._caught_up_after(epoch):
+                break
+        return False
+
     def _content(self, opened: Opened) -> list[CellEvent]:
+        if opened.kind == DISPATCH_KIND:
+            undispatched = self._undispatch(opened)
+            if isinstance(undispatched, list):
+                return undispatched
+            opened = undispatched
+        elif not self._posts(opened.sender.member_id):
+            # A channel's responder posts nothing unsealed: not even an answer (§C11).
+            log.warning("channel_refused", kind=opened.kind)
+            return [SecurityWarning(cell=self.name, reason="ChannelRefused",
+                                    detail=f"{opened.sender.name} may not post to everyone in"
+                                    " this broadcast channel; refused")]  # fmt: skip
         try:
             content = decode_content(opened.kind, opened.plaintext)
         except ContentError as exc:
@@ -1652,11 +1878,7 @@ class MemberCell:
         if isinstance(content, Receipt):
             return [
                 ReceiptReceived(cell=self.name, sender=sender, receipt=content),
-                *(
-                    ReceiptsCounted(cell=self.name, alert_id=alert_id, counts=counts)
-                    for alert_id in counted
-                    if (counts := self._tally.counts(alert_id)) is not None
-                ),
+                *self._receipts_counted(counted),
             ]
         if isinstance(content, PlainMessage):
             return [MessageReceived(cell=self.name, sender=sender, message=content)]
@@ -1671,7 +1893,7 @@ class MemberCell:
 
         `report=False` when the history is loaded: what arrived in an earlier run was
         reported then (or the run ended before its batch was due; receipts are a best effort).
-        Returns our own alerts whose counts a receipt changed.
+        Returns our own alerts whose counts changed: a receipt counted, or one just sent (0 of N).
         """
         me = self.crypto.me.member_id
         if isinstance(content, Alert):
@@ -1680,7 +1902,9 @@ class MemberCell:
             # 1,000-member cell for every alert was O(n) for nothing.
             members = self.crypto.membership.members.keys()
             if sender_id == me:
-                self._tally.track(content.message_id, me, members, sample=self.receipt_sample)
+                # New here: its counts start at "0 of N", which the app shows at once.
+                if self._tally.track(content.message_id, me, members, sample=self.receipt_sample):
+                    return [content.message_id]
             elif (
                 report
                 and self.report_receipts
@@ -1699,6 +1923,13 @@ class MemberCell:
                     changed.append(message_id)
             return changed
         return []
+
+    def _receipts_counted(self, alert_ids: list[MessageId]) -> list[CellEvent]:
+        return [
+            ReceiptsCounted(cell=self.name, alert_id=alert_id, counts=counts)
+            for alert_id in alert_ids
+            if (counts := self._tally.counts(alert_id)) is not None
+        ]
 
     def _queue_receipt(self, message_id: MessageId, state: ReceiptState) -> None:
         first = self.receipt_batch.pending == 0

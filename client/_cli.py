@@ -235,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create.add_argument("--creation-secret", metavar="SECRET", default=os.environ.get("CELLRELAY_CREATION_SECRET"),
                         help="the relay's creation secret, if it has one (default: $CELLRELAY_CREATION_SECRET)")  # fmt: skip
+    create.add_argument("--channel", action="store_true",
+                        help="a broadcast channel: only admins and dispatchers post, and other"
+                        " members' answers reach admins and dispatchers only (fixed for good)")  # fmt: skip
     leaf(cell, "list", "the cells you are in")
     invite = leaf(cell, "invite", "a one-time invite link and QR code (admins)")
     invite.add_argument("cell", metavar="CELL")

@@ -327,16 +327,29 @@ async def cell_create(ctx: Context, args: argparse.Namespace) -> None:
             raise CellError(f"you already have a cell named {args.name!r}; choose another name")
         where = ", ".join(f"{a.host}:{a.port}" for a in addresses)
         ctx.bound(f"could not reach the relay at {where}")
-        cell = await client.create_cell(args.name, addresses, creation_secret=secret)
+        cell = await client.create_cell(
+            args.name, addresses, creation_secret=secret, channel=args.channel
+        )
         ctx.unbound()
-        created: dict[str, object] = {"cell": cell.name, "cell_id": cell.cell_id.hex(), "relay": str(address)}  # fmt: skip
+        created: dict[str, object] = {"cell": cell.name, "cell_id": cell.cell_id.hex(), "relay": str(address), "channel": cell.channel}  # fmt: skip
         if len(addresses) > 1:
             created["more_relays"] = [str(a) for a in addresses[1:]]
         ctx.emit(created)
         ctx.say(
             f"Created {isolate(cell.name)} ({short_id(cell.cell_id)}) on {where}; you are its admin."
         )
+        if cell.channel:
+            ctx.say(CHANNEL_SENTENCE)
         ctx.say(f"Invite members: cellrelay cell invite {command_arg(cell.name)}")
+
+
+# Said once a channel is created (docs/protocol.md §C11), by the CLI alone and through the daemon.
+CHANNEL_SENTENCE: Final = (
+    "It is a broadcast channel: only admins and dispatchers post; what other members send"
+    " (replies, receipts) reaches admins and dispatchers only. Make dispatchers with"
+    " cellrelay cell role."
+)
+CHANNEL_NOTE: Final = "  channel"
 
 
 def relay_addresses(texts: list[str]) -> list[RelayAddress]:
@@ -358,6 +371,7 @@ def _cell_json(cell: Cell) -> dict[str, object]:
         "members": 0 if removed else len(cell.members()),
         "active_alerts": 0 if removed else len(cell.active_alerts()),
         "gone": cell.gone,
+        "channel": cell.channel,
     }
 
 
@@ -390,6 +404,7 @@ async def cell_list(ctx: Context, args: argparse.Namespace) -> None:
             ctx.say(
                 f"{pad(cell.name, width)}  {ctx.style.dim(short_id(cell.cell_id))}  {row['role']:7}  "
                 f"{plural(int(str(row['members'])), 'member'):11}  {alert_text:16}  {ctx.style.dim('relay ' + str(row['relay_host']))}"
+                + (ctx.style.dim(CHANNEL_NOTE) if cell.channel else "")
                 + (ctx.style.warn(GONE_NOTE) if cell.gone else "")
             )
         for invite in waiting:

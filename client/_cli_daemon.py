@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import ipaddress
-import shlex
 import signal
 import sys
 import time
@@ -62,6 +62,8 @@ from ._api_types import (
 )
 from ._cell_moves import MAX_ALERT_LIMIT
 from ._cli_commands import (
+    CHANNEL_NOTE,
+    CHANNEL_SENTENCE,
     GONE_NOTE,
     CliError,
     Context,
@@ -74,7 +76,13 @@ from ._cli_commands import (
     ttl_refusal,
     verify_first_sentence,
 )
-from ._cli_listen import CountLines, show_snapshot, show_status
+from ._cli_listen import (
+    INTERACTIVE_HELP,
+    CountLines,
+    read_typed_replies,
+    show_snapshot,
+    show_status,
+)
 from ._cli_output import (
     Style,
     alert_headline,
@@ -113,7 +121,6 @@ if TYPE_CHECKING:
 __all__ = ["add_parsers", "daemon_command", "through_daemon"]
 
 DEFAULT_PORT_HOST: Final = "127.0.0.1"
-_INTERACTIVE_HELP: Final = "Answer an alert by typing: reply ALERT_ID STATUS [NOTE] (STATUS: responding, on-scene, resolved, false-alarm)."
 _REGISTRY: Final = api_registry()
 
 
@@ -338,9 +345,11 @@ async def cell_create(api: Api, args: argparse.Namespace) -> None:
                                "creation_secret": args.creation_secret or None}  # fmt: skip
     if len(addresses) > 1:
         body["more_relays"] = args.relay[1:]
+    if args.channel:
+        body["channel"] = True
     cell = await api.call("POST", "/cells", body=body, problems={
         "EXISTS": f"you already have a cell named {args.name!r}; choose another name"})  # fmt: skip
-    created: dict[str, object] = {"cell": cell["name"], "cell_id": cell["cell_id"], "relay": str(address)}  # fmt: skip
+    created: dict[str, object] = {"cell": cell["name"], "cell_id": cell["cell_id"], "relay": str(address), "channel": cell["channel"]}  # fmt: skip
     if len(addresses) > 1:
         created["more_relays"] = [str(a) for a in addresses[1:]]
     ctx.emit(created)
@@ -348,6 +357,8 @@ async def cell_create(api: Api, args: argparse.Namespace) -> None:
     ctx.say(
         f"Created {isolate(cell['name'])} ({cell['cell_id'][:8]}) on {where}; you are its admin."
     )
+    if cell["channel"]:
+        ctx.say(CHANNEL_SENTENCE)
     ctx.say(f"Invite members: cellrelay cell invite {command_arg(cell['name'])}")
 
 
@@ -361,7 +372,7 @@ async def cell_list(api: Api, args: argparse.Namespace) -> None:
         rows.append({"name": cell.name, "cell_id": cell.cell_id.hex(), "relay": cell.relay,
                      "relay_host": f"{address.host}:{address.port}", "role": cell.role,
                      "members": cell.members, "active_alerts": cell.active_alerts,
-                     "gone": cell.gone})  # fmt: skip
+                     "gone": cell.gone, "channel": cell.channel})  # fmt: skip
     ctx.emit(
         {
             "cells": rows,
@@ -378,6 +389,7 @@ async def cell_list(api: Api, args: argparse.Namespace) -> None:
         ctx.say(
             f"{pad(cell.name, width)}  {ctx.style.dim(short_id(cell.cell_id))}  {row['role']:7}  "
             f"{plural(cell.members, 'member'):11}  {alert_text:16}  {ctx.style.dim('relay ' + str(row['relay_host']))}"
+            + (ctx.style.dim(CHANNEL_NOTE) if cell.channel else "")
             + (ctx.style.warn(GONE_NOTE) if cell.gone else "")
         )
     for waiting in listing.waiting:
@@ -879,7 +891,7 @@ async def listen(api: Api, args: argparse.Namespace) -> None:
                 f"Listening to {', '.join(isolate(c.name) for c in cells)} as {isolate(daemon['identity']['name'])}; Ctrl-C stops."
             )
             if interactive:
-                ctx.note(_INTERACTIVE_HELP)
+                ctx.note(INTERACTIVE_HELP)
         for cell in cells:
             name, active, receipts = await _rollups(api, cell.cell_id.hex())
             authors = await _authors(api, cell.cell_id.hex())
@@ -934,7 +946,8 @@ async def listen(api: Api, args: argparse.Namespace) -> None:
             nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
             nursery.start_soon(count_lines.run)
             if interactive:
-                nursery.start_soon(_typed_replies, api, [c.cell_id.hex() for c in cells])
+                typed = functools.partial(_typed_reply, api, [c.cell_id.hex() for c in cells])
+                nursery.start_soon(read_typed_replies, ctx, typed, (CliError,))
             if args.duration is not None:
                 nursery.cancel_scope.deadline = trio.current_time() + args.duration
 
@@ -949,35 +962,10 @@ async def _stop_on_signal(scope: trio.CancelScope) -> None:
             return
 
 
-async def _typed_replies(api: Api, cells: list[str]) -> None:
-    """`reply ALERT_ID STATUS [NOTE]` lines while listening, sent through the daemon."""
-    ctx = api.ctx
-    while line := await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True):
-        try:
-            words = shlex.split(line)
-        except ValueError as exc:
-            ctx.note(f"cellrelay: {exc}")
-            continue
-        if not words:
-            continue
-        if words[0] not in ("reply", "r") or len(words) < 3:
-            ctx.note(_INTERACTIVE_HELP)
-            continue
-        try:
-            await _typed_reply(api, cells, words[1], words[2], " ".join(words[3:]) or None)
-        except (CliError, ValueError) as exc:
-            ctx.note(f"cellrelay: {exc}")
-
-
 async def _typed_reply(
-    api: Api, cells: list[str], prefix: str, word: str, note: str | None
+    api: Api, cells: list[str], prefix: str, status: Status, note: str | None
 ) -> None:
-    try:
-        status = Status(word.replace("-", "_"))
-    except ValueError:
-        raise CliError(
-            f"{word!r} is not a status: responding, on-scene, resolved or false-alarm"
-        ) from None
+    """One typed reply while listening, sent through the daemon."""
     wanted = _check_alert_prefix(prefix)
     found = []
     for cell in cells:

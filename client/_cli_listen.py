@@ -25,6 +25,7 @@ change of an own alert's counts a `receipts` line.
 from __future__ import annotations
 
 import contextlib
+import functools
 import shlex
 import signal
 import sys
@@ -55,6 +56,7 @@ from ._shims import subscribe
 
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Awaitable, Callable
 
     from cellrelay.protocol.cell import AlertRollup, ReceiptCounts
 
@@ -201,7 +203,8 @@ async def listen(ctx: Context, args: argparse.Namespace) -> None:
             nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
             nursery.start_soon(count_lines.run)
             if interactive:
-                nursery.start_soon(_typed_commands, ctx, cells, me)
+                typed = functools.partial(_typed_reply, ctx, cells, me)
+                nursery.start_soon(read_typed_replies, ctx, typed, (CellError, CellrelayError))
             if args.duration is not None:
                 nursery.cancel_scope.deadline = trio.current_time() + args.duration
 
@@ -233,9 +236,14 @@ def show_status(ctx: Context, relay: str, status: LinkStatus) -> None:
 INTERACTIVE_HELP: Final = "Answer an alert by typing: reply ALERT_ID STATUS [NOTE] (STATUS: responding, on-scene, resolved, false-alarm)."
 
 
-async def _typed_commands(ctx: Context, cells: list[Cell], me: bytes) -> None:
-    """Read `reply ...` lines while listening: the keystore is this process's, so a second
-    `cellrelay reply` could not run until the feed stops. End of input ends only this."""
+async def read_typed_replies(
+    ctx: Context,
+    reply: Callable[[str, Status, str | None], Awaitable[None]],
+    errors: tuple[type[Exception], ...],
+) -> None:
+    """Read `reply ALERT_ID STATUS [NOTE]` lines while listening, alone or through the
+    daemon (`reply` sends one). A line that is wrong, or a reply that fails with one of
+    `errors`, says why and reading goes on; end of input ends only this."""
     while line := await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True):
         try:
             words = shlex.split(line)
@@ -248,20 +256,28 @@ async def _typed_commands(ctx: Context, cells: list[Cell], me: bytes) -> None:
             ctx.note(INTERACTIVE_HELP)
             continue
         try:
-            await _typed_reply(ctx, cells, me, words[1], words[2], " ".join(words[3:]) or None)
-        except (CellError, ValueError, CellrelayError) as exc:
+            status = _status_of(words[2])
+            await reply(words[1], status, " ".join(words[3:]) or None)
+        except Exception as exc:
+            if not isinstance(exc, (ValueError, *errors)):
+                raise
             ctx.note(f"cellrelay: {exc}")
 
 
-async def _typed_reply(
-    ctx: Context, cells: list[Cell], me: bytes, prefix: str, word: str, note: str | None
-) -> None:
+def _status_of(word: str) -> Status:
     try:
-        status = Status(word.replace("-", "_"))
+        return Status(word.replace("-", "_"))
     except ValueError:
-        raise CellError(
+        raise ValueError(
             f"{word!r} is not a status: responding, on-scene, resolved or false-alarm"
         ) from None
+
+
+async def _typed_reply(
+    ctx: Context, cells: list[Cell], me: bytes, prefix: str, status: Status, note: str | None
+) -> None:
+    """One typed reply, alone: the keystore is this process's, so a second `cellrelay
+    reply` could not run until the feed stops."""
     found: list[tuple[Cell, bytes]] = []
     for cell in cells:
         with contextlib.suppress(CellError):

@@ -25,6 +25,7 @@ from cellrelay.protocol.cell import (
     Status,
     StatusReply,
     VerificationStep,
+    WireContent,
 )
 from cellrelay.protocol.cell._rollup import CLOSE_VOTES, EscalationSummary, ReportState
 
@@ -49,6 +50,7 @@ from ._events import (
     ReceiptsCounted,
     RoleChanged,
     SendFailed,
+    Sent,
     StatusReceived,
     VerificationReceived,
     VerifiedKeyChanged,
@@ -470,6 +472,9 @@ def event_json(event: CellEvent) -> dict[str, object]:
                 "by": None if event.by is None else member_json(event.by)}  # fmt: skip
     if isinstance(event, SendFailed):
         return send_failed_json(event)
+    if isinstance(event, Sent):
+        rollup = None if event.rollup is None else rollup_json(event.rollup)
+        return _own_json("sent", event.cell, event.content, rollup=rollup)
     if isinstance(event, VerifiedKeyChanged):
         return {"type": "verified_key_changed", "cell": event.cell,
                 "member": member_json(event.member), "verified_id": event.verified_id.hex()}  # fmt: skip
@@ -527,13 +532,18 @@ def _on_alert_json(
 
 def send_failed_json(event: SendFailed) -> dict[str, object]:
     """A send that was finally not stored by the relay (issue 9, finding 10)."""
+    return _own_json("send_failed", event.cell, event.content, reason=event.reason)
+
+
+def _own_json(kind: str, cell: str, content: WireContent, **fields: object) -> dict[str, object]:
+    """What became of something this member sent: `sent` or `send_failed`."""
     return {
-        "type": "send_failed",
-        "cell": event.cell,
-        "kind": type(event.content).__name__,
-        "message_id": event.content.message_id.hex(),
-        "text": _sent_text(event.content),
-        "reason": event.reason,
+        "type": kind,
+        "cell": cell,
+        "kind": type(content).__name__,
+        "message_id": content.message_id.hex(),
+        "text": _sent_text(content),
+        **fields,
     }
 
 
@@ -734,6 +744,8 @@ def event_lines(
         return [style.bold(f"{tag}{subject} {done} on this device{why}")]
     if isinstance(event, SendFailed):
         return send_failed_lines(event, style, tag=tag)
+    if isinstance(event, Sent):
+        return []  # the command that sent it said so; the roll-ups it moves show as they change
     if isinstance(event, VerifiedKeyChanged):
         return verified_key_changed_lines(event, style, tag=tag)
     if isinstance(event, MessagesMissing | MessagesRecovered | EquivocationDetected | EpochStale):

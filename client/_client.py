@@ -232,6 +232,8 @@ class Client:
             await cell.start()
             if cell.upkeep_due:
                 await cell.upkeep()
+            if cell.key_update_owed:  # due, or saved before a restart and not yet posted
+                await cell.post_key_update()
 
         return start
 
@@ -259,11 +261,14 @@ class Client:
                 for cell in noticed:
                     cell.flush()
             for cell in list(self._cells):
+                if cell.started and cell.key_update_owed:
+                    self._nursery.start_soon(self._start_in_background, cell.post_key_update)
+            for cell in list(self._cells):
                 if (
                     cell.is_admin
                     and cell.started
                     and not cell.gone
-                    and cell.epoch_age() > ROTATE_AFTER
+                    and (cell.epoch_age() > ROTATE_AFTER or cell.key_updates_due())
                 ):
                     try:
                         await cell.rotate()
@@ -353,7 +358,7 @@ class Client:
         await self.save()
         return done
 
-    async def _start_in_background(self, start: Callable[[], Awaitable[None]]) -> None:
+    async def _start_in_background(self, start: Callable[[], Awaitable[object]]) -> None:
         try:
             await start()
         except CellrelayError as exc:  # the link was closed first: nothing left to start
@@ -603,8 +608,13 @@ class Client:
         relay: str | RelayAddress | Sequence[str | RelayAddress],
         *,
         creation_secret: bytes = b"",
+        channel: bool = False,
     ) -> Cell:
         """Create a cell on one relay, or on two or three, with this member as its first admin.
+
+        `channel`: a broadcast channel (docs/protocol.md §C11), fixed for the cell's life:
+        only admins and dispatchers post, and what other members send (replies, receipts)
+        only admins and dispatchers can read.
 
         On several relays (docs/protocol.md §C5.2) the cell's mailboxes are created on
         each, with the capability keys derived for it; every relay must answer now. The
@@ -667,6 +677,7 @@ class Client:
                 RelayInfo(relay=r.relay, group=r.group_mailbox, control=r.control_mailbox)
                 for r in more
             ),
+            channel=channel,
         )
         crypto = CellCrypto.create(
             self.identity,
@@ -679,7 +690,8 @@ class Client:
         )
         record = CellRecord(crypto=crypto.to_bytes(), relay=str(address), group_mailbox=group, control_mailbox=control,
                             distribution_pending=crypto.distribution(now=link.relay_time()),
-                            epoch_started_at=time.time(), more_relays=more)  # fmt: skip
+                            epoch_started_at=time.time(), more_relays=more,
+                            channel=channel)  # fmt: skip
         record.crypto = crypto.to_bytes()
         self._state.cells.append(record)
         await self.save()
@@ -1003,6 +1015,7 @@ class Client:
                 for r in info.more_relays
             ],
             verify_first=info.verify_first,
+            channel=info.channel,
             escalate_below=info.escalate[0],
             escalate_after=info.escalate[1],
         )

@@ -58,6 +58,7 @@ __all__ = [
     "RoleChanged",
     "SecurityWarning",
     "SendFailed",
+    "Sent",
     "StatusReceived",
     "VerificationReceived",
     "VerifiedKeyChanged",
@@ -180,11 +181,12 @@ class ReceiptReceived:
 
 @dataclass(frozen=True, slots=True)
 class ReceiptsCounted:
-    """The counts of one of your own alerts changed: a sampled reporter's receipt came (§C1.7).
+    """The counts of one of your own alerts changed: it was sent, or a sampled reporter's receipt came (§C1.7).
 
-    One per alert a `Receipt` moved forward, right after its `ReceiptReceived`; the same
-    counts as `Cell.receipts(alert_id)`. A receipt from a member who is not a reporter, or
-    one that says again what its sender said, changes nothing and makes none.
+    One when the relay took the alert ("0 of N"), then one per alert a `Receipt` moved
+    forward, right after its `ReceiptReceived`; the same counts as `Cell.receipts(alert_id)`.
+    A receipt from a member who is not a reporter, or one that says again what its sender
+    said, changes nothing and makes none.
     """
 
     cell: str
@@ -380,6 +382,21 @@ class SendFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class Sent:
+    """Something this member sent was stored by the relay: it is sent.
+
+    For every screen that shows this member's own messages, whatever sent them: this app,
+    another program through the same daemon, or the client by itself (an escalation, §C10).
+    `rollup` is the alert's roll-up with it counted (None for a message about no alert).
+    Receipts, which the client sends by itself in batches, make none.
+    """
+
+    cell: str
+    content: WireContent
+    rollup: AlertRollup | None
+
+
+@dataclass(frozen=True, slots=True)
 class VerifiedKeyChanged:
     """A security event: `member` has the name of someone you verified, but other keys.
 
@@ -445,6 +462,7 @@ CellEvent = (
     | EpochStale
     | ClockWarning
     | SendFailed
+    | Sent
     | VerifiedKeyChanged
     | CellBurned
     | CellGone

@@ -31,6 +31,10 @@ PROBLEM_CODES: Final[dict[str, tuple[int, str]]] = {
     "ALREADY_ADMIN": (409, "That member is an admin already."),
     "ALREADY": (409, "That member has that role already."),
     "NOT_VERIFIER": (403, "Only a dispatcher or an admin of the cell can verify a report."),
+    "NOT_POSTER": (
+        403,
+        "The cell is a broadcast channel: only its admins and dispatchers send alerts and messages.",
+    ),
     "ONLY_ADMIN": (409, "You are the cell's only admin: leaving needs `force`."),
     "SELF": (409, "Removing yourself is leaving the cell."),
     "EXISTS": (409, "You already have a cell of that name."),

@@ -438,6 +438,9 @@ class CellRecord:
     # This member entered the current epoch and has not announced in it yet: the next send
     # makes the announcement and publishes it first (lazy, docs/protocol.md §C6 item 2).
     announce_owed: bool = False
+    # This member's key update (docs/protocol.md §G6.5) until the relay stored it: saved with
+    # the pending receive key before it is sealed, so a restart posts it again.
+    key_update_pending: bytes = field(default=b"", repr=False)
     pending_change: bytes = field(default=b"", repr=False)  # our epoch change, until published
     # The group key seeds the pending change rotates to (read || write), or empty.
     pending_keys: bytes = field(default=b"", repr=False)
@@ -460,6 +463,9 @@ class CellRecord:
     # The cell's verify-first setting (docs/protocol.md §C2 rule 7): reports not yet
     # confirmed are shown to verifiers only.
     verify_first: bool = False
+    # A broadcast channel (docs/protocol.md §C11): only admins and dispatchers post; what
+    # anyone else sends is sealed to them. Fixed when the cell is created.
+    channel: bool = False
     # The cell's escalation setting (docs/protocol.md §C10): a confirmed alert with fewer
     # than `escalate_below` members responding `escalate_after` seconds after it was
     # confirmed goes to the neighbouring cells (0: off, unless an alert asks for it).
@@ -546,6 +552,7 @@ class CellRecord:
                 "control_cursor": self.control_cursor,
                 "distribution_pending": self.distribution_pending,
                 "announce_owed": int(self.announce_owed),
+                "key_update_pending": self.key_update_pending,
                 "pending_change": self.pending_change,
                 "pending_keys": self.pending_keys,
                 "pending_move": self.pending_move,
@@ -556,6 +563,7 @@ class CellRecord:
                 "muted_everyone": b"".join(self.muted_everyone),
                 "muted_here": b"".join(self.muted_here),
                 "verify_first": int(self.verify_first),
+                "channel": int(self.channel),
                 "retired": [r.encode() for r in self.retired],
                 "epoch_started_at": self.epoch_started_at,
                 "send_reserved_epoch": self.send_reserved_epoch,
@@ -601,6 +609,7 @@ class CellRecord:
             ("muted_everyone", b""),
             ("muted_here", b""),
             ("verify_first", 0),  # saved before reports could be held for verifiers
+            ("channel", 0),  # saved before cells could be channels
             ("verified", ()),
             ("more_relays", ()),  # saved before cells could have several relays
             ("leaves", ()),  # saved before members could announce leaving
@@ -608,6 +617,7 @@ class CellRecord:
             ("relay_max_ttl", 0),  # saved before the relay's maximum TTL was kept
             ("gone", 0),  # saved before cells could be burned
             ("announce_owed", 0),  # saved when every epoch change was announced at once
+            ("key_update_pending", b""),  # saved before members posted key updates
         ):
             f.setdefault(name, default)  # saved before cells could move
         raw_seen = _bytes(f, "seen")
@@ -644,6 +654,7 @@ class CellRecord:
             control_cursor=_int(f, "control_cursor"),
             distribution_pending=_bytes(f, "distribution_pending"),
             announce_owed=bool(_int(f, "announce_owed")),
+            key_update_pending=_bytes(f, "key_update_pending"),
             pending_change=_bytes(f, "pending_change"),
             pending_keys=_bytes(f, "pending_keys"),
             pending_move=_bytes(f, "pending_move"),
@@ -654,6 +665,7 @@ class CellRecord:
             muted_everyone=_ids(f, "muted_everyone"),
             muted_here=_ids(f, "muted_here"),
             verify_first=bool(_int(f, "verify_first")),
+            channel=bool(_int(f, "channel")),
             retired=[RetiredMailbox.decode(b) for b in _list(f, "retired")],
             epoch_started_at=_float(f, "epoch_started_at"),
             send_reserved_epoch=_int(f, "send_reserved_epoch"),

@@ -10,7 +10,9 @@ input (so a crash reproduces from its input alone):
   header AEAD;
 * 3: `CellCrypto.from_welcome`;
 * 4: `CellCrypto.from_bytes` (a saved state);
-* 5: an announcement's plaintext (behind the distribution key's AEAD, which the other
+* 5: `CellCrypto.take_key_update` on the admin, of a kind 8 envelope from alice whose
+  plaintext is the input (docs/protocol.md §G6.5): whatever it takes, it holds one update;
+* 6: an announcement's plaintext (behind the distribution key's AEAD, which the other
   modes rarely get through), read by `AnnouncementPayload.for_recipient` at the index
   in the first byte: it must refuse and read exactly what `from_bytes` does.
 
@@ -31,13 +33,14 @@ with atheris.instrument_imports():
         CLEAR_SIZE,
         SEALED_HEADER_SIZE,
         AnnouncementPayload,
+        Kind,
     )
     from cellrelay.protocol.cell._errors import GroupError
-    from cellrelay.protocol.cell._group import CellCrypto
+    from cellrelay.protocol.cell._group import CellCrypto, Opened
     from cellrelay.protocol.cell._padding import bucket_for
 
 FIXTURE = build()
-MODES = 6
+MODES = 7
 
 
 def _genuine_header(cell: CellCrypto, rest: bytes) -> bytes:
@@ -57,7 +60,7 @@ def _genuine_header(cell: CellCrypto, rest: bytes) -> bytes:
 
 
 def _announcement(rest: bytes) -> None:
-    """Mode 5: `for_recipient` against `from_bytes` on the same bytes."""
+    """Mode 6: `for_recipient` against `from_bytes` on the same bytes."""
     if not rest:
         return
     index, payload = rest[0], rest[1:]
@@ -80,7 +83,7 @@ def test_one_input(data: bytes) -> None:
     if not data:
         return
     mode, rest = data[0] % MODES, data[1:]
-    if mode == 5:
+    if mode == 6:
         _announcement(rest)
         return
     alice = CellCrypto.from_bytes(FIXTURE.alice_state, FIXTURE.alice)
@@ -93,8 +96,20 @@ def test_one_input(data: bytes) -> None:
             alice.open(_genuine_header(alice, rest), now=NOW)
         elif mode == 3:
             CellCrypto.from_welcome(FIXTURE.alice, rest, now=NOW, invite=FIXTURE.invite)
-        else:
+        elif mode == 4:
             CellCrypto.from_bytes(rest, FIXTURE.alice)
+        else:
+            admin = CellCrypto.from_bytes(FIXTURE.admin_state, FIXTURE.admin)
+            opened = Opened(
+                kind=Kind.KEY_UPDATE,
+                plaintext=rest,
+                sender=FIXTURE.alice.info,
+                epoch=admin.epoch,
+                counter=1,
+                expires_at=2**40,
+            )
+            if admin.take_key_update(opened) and admin.waiting_key_updates != 1:
+                raise AssertionError("a key update taken, but not held")
     except GroupError:
         return
 

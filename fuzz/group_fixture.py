@@ -100,4 +100,6 @@ def build() -> Fixture:
     assert rotation.distribution is not None
     envelopes["next-distribution"] = rotation.distribution
     envelopes["next-alert"] = admin_cell.seal(Kind.ALERT, b"next", expires_at=2**40, now=NOW)
+    # Alice's key update: the plaintext of a kind 8 envelope (fuzz_group_open's mode 5).
+    envelopes["key-update"] = alice_cell.key_update(now=NOW)
     return Fixture(admin, alice, admin_cell.to_bytes(), alice_state, envelopes, invite)

@@ -231,6 +231,11 @@ function handle(event) {
         state.alerts.set(event.rollup.alert.message_id, { cell: event.cell, rollup: event.rollup });
       }
       break;
+    case "sent":
+      // Yours, from this board or anywhere else (the command line through this daemon, an
+      // escalation the daemon forwarded): listed, or its roll-up brought up to date.
+      if (event.rollup) state.alerts.set(event.rollup.alert.message_id, { cell: event.cell, rollup: event.rollup });
+      break;
     case "receipts_counted":
       // A sampled reporter's receipt moved one of your alerts' counts (not one line each).
       state.receipts.set(event.alert_id, event.counts);

@@ -130,6 +130,7 @@ class ContentKind(IntEnum):
     SENDER_KEY = 5  # the group layer's own: a sender key distribution
     EPOCH_CHANGE = 6  # the group layer's own: a new epoch
     ANNOUNCEMENT = 7  # the group layer's own: a signing key announcement
+    KEY_UPDATE = 8  # the group layer's own: a member's key update (for admins)
     LEAVE = 16  # a member leaves the cell (docs/protocol.md §C9)
     VERIFICATION = 17  # a dispatcher's step on a report: verifying, confirmed, ...
     ESCALATION = 18  # a liaison's note: an alert went to a neighbouring cell, and how it fares

@@ -108,6 +108,7 @@ class Kind(IntEnum):
     SENDER_KEY = 5  # a sender key distribution (group mailbox; epochs without a sender tree)
     EPOCH_CHANGE = 6  # an epoch change (control mailbox); never inside a group envelope
     ANNOUNCEMENT = 7  # a signing key announcement (group mailbox; epochs with a sender tree)
+    KEY_UPDATE = 8  # a member's key update (group mailbox, sealed on its chain; §G6.5)
 
 
 GROUP_KINDS: Final = range(5, 16)

@@ -105,6 +105,9 @@ class VerifiedChange:
     # own if one of them is its own (its receive box opened with that pending key).
     updates: list[KeyUpdate] = field(default_factory=list)
     own_generation: int | None = None
+    # This member's receive box opened only with its identity key although it has a newer
+    # receive key: the signer never learnt that key (it joined after it was committed).
+    boxed_to_identity: bool = False
 
 
 def committed_generation(state: SavedState, member_id: bytes) -> int:
@@ -271,6 +274,9 @@ def _check_bucketed(
                 receive_pub=receive_pub,
                 bucket_private=state.bucket_private,
             )
+            # The last candidate is the identity key; with a newer one before it (and no
+            # update of this member committed here), the signer boxed to an old key.
+            boxed_to_identity = 0 < at == len(candidates) - 1 and own_generation is None
             break
         except TamperedError:
             if at == len(candidates) - 1:
@@ -301,6 +307,7 @@ def _check_bucketed(
         changed.by_bucket = by_bucket
         changed.updates = updates
         changed.own_generation = own_generation
+        changed.boxed_to_identity = boxed_to_identity
         if me in state.membership.admins or (op == Op.PROMOTE and subject == me):
             changed.join_boxes = _join_boxes(
                 state,

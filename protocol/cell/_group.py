@@ -294,6 +294,7 @@ class CellCrypto:
             epochs={},
             parked=[],
             proposals=[],
+            receive_at=now,  # a member's first key update is due a period after it joined
         )
         cell = cls(identity, state, rng=rng)
         cell._enter_epoch(1, bytearray(rng(SECRET_SIZE)), membership, now=now)
@@ -390,6 +391,7 @@ class CellCrypto:
             proposals=[],
             bucket_private=bucket_private,
             bucket_publics=publics,
+            receive_at=now,  # a member's first key update is due a period after it joined
         )
         cell = cls(identity, state, rng=rng)
         cell._enter_epoch(content.epoch, bytearray(content.secret), membership, now=now)
@@ -528,11 +530,30 @@ class CellCrypto:
                 `expires_at` not after `now` (or over 2^64-1).
             RemovedError: this member was removed.
         """
+        if kind not in CONTENT_KINDS or len(plaintext) > MAX_GROUP_PLAINTEXT:
+            raise ValueError("not a content kind, or the plaintext is over MAX_GROUP_PLAINTEXT")
+        return self._seal(kind, plaintext, expires_at=expires_at, now=now)
+
+    def seal_key_update(self, update: bytes, *, expires_at: int, now: float) -> bytes:
+        """Return a group envelope of kind 8 carrying this member's key update (§G6.5).
+
+        `update` is what `key_update` returned (the client saves it first, so that a
+        restart posts it again). It takes the next counter of this member's chain, like
+        a message: the member's announcement must be out before it, as before a message.
+
+        Raises:
+            ValueError: not a key update of this member, or `expires_at` not after `now`.
+            RemovedError: this member was removed.
+        """
+        parsed = KeyUpdate.from_bytes(bytes(update))
+        if parsed.member_id != self._me or parsed.cell_id != self._s.cell_id:
+            raise ValueError("not a key update of this member")
+        return self._seal(Kind.KEY_UPDATE, bytes(update), expires_at=expires_at, now=now)
+
+    def _seal(self, kind: int, plaintext: bytes, *, expires_at: int, now: float) -> bytes:
         s = self._s
         if s.removed:
             raise RemovedError("removed from the cell")
-        if kind not in CONTENT_KINDS or len(plaintext) > MAX_GROUP_PLAINTEXT:
-            raise ValueError("not a content kind, or the plaintext is over MAX_GROUP_PLAINTEXT")
         if not now < expires_at <= _U64:
             raise ValueError("expires_at must be after now")
         epoch = s.epochs[s.current]
@@ -794,6 +815,11 @@ class CellCrypto:
             s.bucket_publics = change.bucket_publics
             s.join_boxes = change.join_boxes or {}
             self._commit_receive_keys(change.updates, change.own_generation, now=now)
+            if change.boxed_to_identity:
+                # Its signer (an admin who joined after this member's last committed update)
+                # does not know the member's receive key, and boxes to the identity key until
+                # it commits a newer one: make that update due now, so it learns one (§G6.5).
+                s.receive_at = min(s.receive_at, now - KEY_UPDATE_PERIOD)
         if change.entry is not None and change.entry.op in (Op.ADD, Op.REMOVE):
             # A member added again starts from its identity key; a removed one is gone.
             s.receive_publics.pop(change.entry.subject.member_id, None)
@@ -910,6 +936,55 @@ class CellCrypto:
         s.key_updates.pop(update.member_id, None)
         s.key_updates[update.member_id] = update.to_bytes()  # newest last
         return True
+
+    def take_key_update(self, opened: Opened) -> bool:
+        """Take a key update that `open` returned (kind 8) for this admin's next change.
+
+        The update must be of the envelope's own sender: the envelope is signed by the
+        sender's chain, the update by its identity key, and both must name the same
+        member. Returns False (keeping nothing) on a member that is not an admin, which
+        does not check it, or when this admin already holds as new an update of that member.
+
+        Also False, quietly, for an update its sender's removal or a newer committed update
+        made moot, read late: sealed in an epoch before the current one.
+
+        Raises:
+            ValueError: `opened` is not of kind 8.
+            MalformedError: not a key update.
+            MembershipError: of another member than the sender, of another cell, or of a
+                generation already committed sealed in the current epoch (an old update
+                posted again after its member adopted a newer key).
+            BadSignatureError: not signed by the sender's identity key.
+        """
+        if opened.kind != Kind.KEY_UPDATE:
+            raise ValueError("not a key update envelope")
+        s = self._s
+        if s.removed or not self.is_admin:
+            return False
+        update = KeyUpdate.from_bytes(opened.plaintext)
+        if update.member_id != opened.sender.member_id:
+            raise MembershipError("a key update of another member than its sender")
+        if update.member_id not in s.membership.members:
+            return False  # removed since it posted the update: nothing to commit
+        if update.generation <= committed_generation(s, update.member_id) and (
+            opened.epoch < s.current
+        ):
+            # Sealed before the latest change, and a newer one is committed since: an update
+            # read late (the control mailbox is not ordered against the group mailbox).
+            # One sealed in the current epoch came after its member adopted a newer key:
+            # refused below, as a replay.
+            return False
+        if s.receive_publics.get(update.member_id) == (update.generation, update.receive_pub):
+            # The update a change already committed, read after the change (the two
+            # mailboxes are not ordered against each other) or posted again after a
+            # restart: nothing to do, and nothing hostile.
+            return False
+        return self.accept_key_update(opened.plaintext)
+
+    @property
+    def waiting_key_updates(self) -> int:
+        """How many members' key updates (not this admin's own) wait for a change to commit."""
+        return sum(1 for member_id in self._s.key_updates if member_id != self._me)
 
     def _enter_epoch(
         self,

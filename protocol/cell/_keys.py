@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CHAIN_MESSAGE",
     "CHAIN_NEXT",
+    "DISPATCH_BOX",
     "EPOCH_CONTROL_BODY",
     "EPOCH_CONTROL_HEADER",
     "EPOCH_DISTRIBUTION",
@@ -75,6 +76,9 @@ PAIRWISE_DISTRIBUTION_MAC: Final = b"cellrelay/1 pairwise distribution-mac"
 PAIRWISE_ADMIN_GRANT: Final = b"cellrelay/1 pairwise admin-grant"
 # A welcome's key (context: the ephemeral public key, then the joiner's X25519 public key).
 WELCOME: Final = b"cellrelay/1 welcome"
+# A dispatch seal's box key (context: its e_pub, the recipient's X25519 public key and member
+# id; docs/protocol.md §C11).
+DISPATCH_BOX: Final = b"cellrelay/1 dispatch box"
 # Per-epoch keys from the epoch secret (context: cell id (16) || epoch (u32 BE)).
 EPOCH_HEADER: Final = b"cellrelay/1 epoch header"
 EPOCH_DISTRIBUTION: Final = b"cellrelay/1 epoch distribution"
@@ -92,6 +96,7 @@ PURPOSES: Final = (
     PAIRWISE_DISTRIBUTION_MAC,
     PAIRWISE_ADMIN_GRANT,
     WELCOME,
+    DISPATCH_BOX,
     EPOCH_HEADER,
     EPOCH_DISTRIBUTION,
     EPOCH_CONTROL_HEADER,

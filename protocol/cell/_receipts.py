@@ -199,13 +199,17 @@ class ReceiptTally:
         self._alerts: dict[bytes, _Tracked] = {}
 
     def track(self, alert_id: bytes, sender_id: bytes, member_ids: Iterable[bytes], *,
-              sample: int = RECEIPT_SAMPLE) -> None:  # fmt: skip
-        """Start counting for an alert this member sent to `member_ids` (itself included)."""
+              sample: int = RECEIPT_SAMPLE) -> bool:  # fmt: skip
+        """Start counting for an alert this member sent to `member_ids` (itself included).
+
+        Returns whether the alert is new here (False: it was counted for already).
+        """
         if alert_id in self._alerts:
-            return
+            return False
         members = [m for m in set(member_ids) if m != sender_id]
         chosen = reporters(alert_id, sender_id, members, sample=sample)
         self._alerts[alert_id] = _Tracked(members=len(members), reporters=chosen)
+        return True
 
     def add(self, alert_id: bytes, member_id: bytes, state: ReceiptState) -> bool:
         """Count a receipt; False if the alert is not tracked or the member is not a reporter."""

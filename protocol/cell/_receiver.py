@@ -246,7 +246,7 @@ class Receiver:
             return Own(epoch_number, counter, kind)
         if kind == Kind.SENDER_KEY or kind == Kind.ANNOUNCEMENT:
             return self._accept_distribution(epoch, info, header, signature, envelope, nonce, now)
-        if kind not in CONTENT_KINDS:
+        if kind not in CONTENT_KINDS and kind != Kind.KEY_UPDATE:
             raise MalformedError("unknown kind")
         chain = epoch.chains.get(sender)
         if chain is None:

@@ -20,6 +20,7 @@ from cellrelay.client import (
     ClientClosedError,
     JoinRequested,
     MembershipChanged,
+    Sent,
     Status,
     StatusReceived,
     create_identity,
@@ -78,7 +79,10 @@ def scenario(tmp_path: Path, address: str) -> None:
             assert isinstance(received, AlertReceived)
             assert received.alert == alert
             assert received.sender.name == "lead"
-            ana_cell.reply(alert.alert_id, Status.ON_SCENE, note="two vans")
+            reply = ana_cell.reply(alert.alert_id, Status.ON_SCENE, note="two vans")
+            sent = events.get(timeout=PATIENCE)  # her own reply, once the relay stored it
+            assert isinstance(sent, Sent)
+            assert sent.content == reply
             with pytest.raises(TimeoutError):
                 events.get(timeout=0.05)  # nothing more came for Ana
         assert answered.wait(PATIENCE)

@@ -433,11 +433,23 @@ async def test_a_report_is_verified_from_the_dispatchers_board_and_rings_for_mem
     await run_in_browser("verify-first", scenario)
 
 
+# Every distinct receipts line the page shows, in order (the line is redrawn on each change).
+RECORD_RECEIPT_LINES = """() => {
+  window.__receiptLines = [];
+  new MutationObserver(() => {
+    for (const line of document.querySelectorAll(".receipts")) {
+      const seen = window.__receiptLines;
+      if (seen[seen.length - 1] !== line.textContent) seen.push(line.textContent);
+    }
+  }).observe(document.body, { childList: true, subtree: true, characterData: true });
+}"""
+
+
 async def test_the_senders_board_shows_how_far_its_alert_got(
     nursery: trio.Nursery, running_relay: RunningRelay, tmp_path: Path
 ) -> None:
     """Issue 14 item 6 on the board: under the sender's own alert, the delivered and read
-    counts (docs/protocol.md §C1.7), updated as receipts arrive (the stream's
+    counts (docs/protocol.md §C1.7), "0 of N" from the start, updated as receipts arrive (the stream's
     `receipts_counted`) and shown again on a fresh load (GET .../alerts); none on the
     member's board. Both daemons report by themselves, in the protocol's own batches."""
     lead = await start_daemon(nursery, tmp_path, "lead")
@@ -454,12 +466,19 @@ async def test_the_senders_board_shows_how_far_its_alert_got(
     def scenario(session: Scenario) -> None:
         lead_page = session.open_board("lead", lead)
         ana_page = session.open_board("ana", ana)
+        lead_page.evaluate(RECORD_RECEIPT_LINES)
         lead_page.fill("#send-text", text)
         lead_page.click("#send-button")
         item = alert_item(lead_page, text)
         # A batch is due 5 to 15 s after the alert: within Playwright's generous wait.
         item.locator('.receipts[data-delivered="1"][data-read="0"]').wait_for()
         assert item.locator(".receipts").text_content() == "Delivered to 1 of 1 \u00b7 read by 0"
+        # Before the first receipt the line said so: nothing is not shown as nothing.
+        seen = lead_page.evaluate("() => window.__receiptLines")
+        assert seen[:2] == [
+            "Delivered to 0 of 1 \u00b7 read by 0",
+            "Delivered to 1 of 1 \u00b7 read by 0",
+        ]
         ids.append(item.get_attribute("data-alert-id") or "")
         alert_item(ana_page, text).wait_for()
         assert alert_item(ana_page, text).locator(".receipts").count() == 0
@@ -473,3 +492,49 @@ async def test_the_senders_board_shows_how_far_its_alert_got(
         assert not session.errors, session.errors
 
     await run_in_browser("receipts", scenario)
+
+
+async def test_an_escalated_alert_shows_where_it_went_and_where_it_came_from(
+    nursery: trio.Nursery, running_relay: RunningRelay, tmp_path: Path
+) -> None:
+    """Issue 14 item 3 on the board: the liaison's board shows under the origin alert where
+    it went and, as counts only, how the neighbour answers; the neighbour's board shows the
+    forwarded alert as escalated from the label the liaison chose, never the cell's name."""
+    lead = await start_daemon(nursery, tmp_path, "lead")
+    ana = await start_daemon(nursery, tmp_path, "ana")
+    await make_cell(lead, running_relay, "Eastside")
+    await make_cell(lead, running_relay, "Westside")
+    await admit(lead, ana, "Westside")
+    await lead.ok("PUT", "/cells/Eastside/neighbours/Westside", json_body={"label": "East crew"})
+    text = "Checkpoint on the bridge"
+    sent = await lead.ok("POST", "/cells/Eastside/alerts", 201, json_body={"text": text})
+    alert = sent["alert"]["message_id"]
+    await lead.ok(
+        "POST", f"/cells/Eastside/alerts/{alert}/steps", 201, json_body={"step": "confirmed"}
+    )
+
+    async def escalate() -> None:
+        done = await lead.ok("POST", f"/cells/Eastside/alerts/{alert}/escalate",
+                             json_body={"to": "Westside"})  # fmt: skip
+        assert done["forwarded"] is True
+
+    def scenario(session: Scenario) -> None:
+        lead_page = session.open_board("lead", lead)
+        ana_page = session.open_board("ana", ana)
+        origin = lead_page.locator(f'li.alert[data-alert-id="{alert}"]')
+        origin.wait_for()
+        assert origin.locator(".escalation").count() == 0
+        trio.from_thread.run(escalate)
+        line = origin.locator(".escalation")
+        line.wait_for()
+        assert line.text_content() == "Escalated to Westside (via you): no answers yet"
+        forwarded = alert_item(ana_page, text)
+        forwarded.locator(".escalated-from").wait_for()
+        assert forwarded.locator(".escalated-from").text_content() == "Escalated from East crew"
+        assert "Eastside" not in (forwarded.text_content() or "")
+        forwarded.locator('button[data-status="responding"]').click()
+        origin.locator(".escalation", has_text="1 responding").wait_for()
+        assert line.text_content() == "Escalated to Westside (via you): 0 on scene, 1 responding"
+        assert not session.errors, session.errors
+
+    await run_in_browser("escalation", scenario)

@@ -79,3 +79,20 @@ def test_relay_lists_of_any_shape_round_trip_or_are_refused(
     except CellError:
         return
     assert vars(CellInfo.decode(info.encode())) == vars(info)
+
+
+@given(st.one_of(st.integers(-3, 3), st.text(max_size=3), st.binary(max_size=3), st.none()))
+def test_the_channel_setting_is_0_or_1_and_absent_from_an_ordinary_cell(value: object) -> None:
+    assert "channel" not in decode_map(
+        CellInfo(relay=FIRST, group=MAILBOX, control=MAILBOX).encode()
+    )
+    channel = CellInfo(relay=FIRST, group=MAILBOX, control=MAILBOX, channel=True)
+    assert decode_map(channel.encode())["channel"] == 1
+    assert CellInfo.decode(channel.encode()).channel
+    fields = decode_map(channel.encode())
+    fields["channel"] = value
+    if type(value) is int and value in (0, 1):
+        assert CellInfo.decode(encode_map(fields)).channel is bool(value)
+    else:
+        with pytest.raises(CellError, match="settings are damaged"):
+            CellInfo.decode(encode_map(fields))

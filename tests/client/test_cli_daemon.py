@@ -111,7 +111,7 @@ async def test_commands_go_through_a_running_daemon_and_print_the_same(
 
         # Listen in one process; send, invite and approve from others, all through the daemon.
         process = await trio.lowlevel.open_process(
-            [CELLRELAY, "listen", "--json", "--home", str(lead)],
+            [CELLRELAY, "listen", "--json", "--interactive", "--home", str(lead)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=environment(passphrase=None),
         )  # fmt: skip
@@ -139,6 +139,13 @@ async def test_commands_go_through_a_running_daemon_and_print_the_same(
             status = await feed.read_until(lambda line: line["type"] == "status")
             assert status["from"]["name"] == "ana"
             assert status["rollup"]["responders"][0]["status"] == "responding"
+            # Typed replies go through the daemon too; a wrong line says why, and goes on.
+            assert process.stdin is not None
+            await process.stdin.send_all(f"reply {second_alert['alert_id'][:6]} soon\n".encode())
+            await feed.stderr_until("'soon' is not a status")
+            await process.stdin.send_all(f"r {second_alert['alert_id'][:6]} on-scene\n".encode())
+            typed = await feed.read_until(lambda line: line["type"] == "reply_sent")
+            assert (typed["alert_id"], typed["status"]) == (second_alert["alert_id"], "on_scene")
 
             invite = (
                 await cli("cell", "invite", "Eastside", "--json", home=lead, passphrase=None)

@@ -35,7 +35,7 @@ from .test_cli import (
     identity,
 )
 from .test_cli_daemon import start_daemon_process
-from .test_cli_flood import read_text_until
+from .test_cli_flood import flood_and_check, read_text_until
 from .test_daemon_hardening import invite_to
 
 # Commands that never go through a daemon, and why.
@@ -211,24 +211,7 @@ async def test_listen_through_the_daemon_shows_a_flood_as_it_does_alone(
                 assert data, "the text feed ended"
                 feeds["text"].stderr += data
         nursery.start_soon(feeds["text"].pump_stderr)
-        async with open_client(PASSPHRASE, home=eve) as eve_client:
-            flooder = eve_client.cell("Eastside")
-            await flooder.wait_synced()
-            for n in range(5):
-                await flooder.send_alert(f"flood {n}", priority="emergency")
-        flagged = await feeds["json"].read_until(lambda line: line["type"] == "flood")
-        assert (flagged["member"]["name"], flagged["alerts"], flagged["limit"]) == ("eve", 4, 3)
-        await feeds["json"].read_until(
-            lambda line: line["type"] == "muted_alert" and line["text"] == "flood 4"
-        )
-        kinds = [(line["type"], line.get("text")) for line in feeds["json"].lines]
-        assert [k for k in kinds if k[0] in ("alert", "muted_alert")] == [
-            ("alert", "flood 0"), ("alert", "flood 1"), ("alert", "flood 2"),
-            ("muted_alert", "flood 3"), ("muted_alert", "flood 4"),
-        ]  # fmt: skip
-        mute = next(line for line in feeds["json"].lines if line["type"] == "mute")
-        assert (mute["member"]["name"], mute["muted"], mute["everyone"], mute["by"]) == (
-            "eve", True, False, None)  # fmt: skip
+        await flood_and_check(eve, feeds["json"])
         text = await read_text_until(feeds["text"], "flood 4")
     finally:
         for feed in feeds.values():

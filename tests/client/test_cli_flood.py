@@ -33,6 +33,26 @@ async def read_text_until(feed: Feed, wanted: str) -> str:
     return text
 
 
+async def flood_and_check(eve: Path, feed: Feed) -> None:
+    """Eve sends 5 emergency alerts; a JSON `listen` (limit 3) flags and mutes her."""
+    async with open_client(PASSPHRASE, home=eve) as eve_client:
+        flooder = eve_client.cell("Eastside")
+        await flooder.wait_synced()
+        for n in range(5):
+            await flooder.send_alert(f"flood {n}", priority="emergency")
+    flagged = await feed.read_until(lambda line: line["type"] == "flood")
+    assert (flagged["member"]["name"], flagged["alerts"], flagged["limit"]) == ("eve", 4, 3)
+    await feed.read_until(lambda line: line["type"] == "muted_alert" and line["text"] == "flood 4")
+    kinds = [(line["type"], line.get("text")) for line in feed.lines]
+    assert [k for k in kinds if k[0] in ("alert", "muted_alert")] == [
+        ("alert", "flood 0"), ("alert", "flood 1"), ("alert", "flood 2"),
+        ("muted_alert", "flood 3"), ("muted_alert", "flood 4"),
+    ]  # fmt: skip
+    mute = next(line for line in feed.lines if line["type"] == "mute")
+    assert (mute["member"]["name"], mute["muted"], mute["everyone"], mute["by"]) == (
+        "eve", True, False, None)  # fmt: skip
+
+
 async def test_flood_control_and_recover_from_the_command_line(
     running_relay: RunningRelay, tmp_path: Path, nursery: trio.Nursery
 ) -> None:
@@ -59,23 +79,7 @@ async def test_flood_control_and_recover_from_the_command_line(
         nursery.start_soon(feeds[name].pump_stderr)
     try:
         await feeds["ana"].read_until(lambda line: line["type"] == "listening")
-        async with open_client(PASSPHRASE, home=eve) as eve_client:
-            flooder = eve_client.cell("Eastside")
-            for n in range(5):
-                await flooder.send_alert(f"flood {n}", priority="emergency")
-        flagged = await feeds["ana"].read_until(lambda line: line["type"] == "flood")
-        assert (flagged["member"]["name"], flagged["alerts"], flagged["limit"]) == ("eve", 4, 3)
-        await feeds["ana"].read_until(
-            lambda line: line["type"] == "muted_alert" and line["text"] == "flood 4"
-        )
-        kinds = [(line["type"], line.get("text")) for line in feeds["ana"].lines]
-        assert [k for k in kinds if k[0] in ("alert", "muted_alert")] == [
-            ("alert", "flood 0"), ("alert", "flood 1"), ("alert", "flood 2"),
-            ("muted_alert", "flood 3"), ("muted_alert", "flood 4"),
-        ]  # fmt: skip
-        mute = next(line for line in feeds["ana"].lines if line["type"] == "mute")
-        assert (mute["member"]["name"], mute["muted"], mute["everyone"], mute["by"]) == (
-            "eve", True, False, None)  # fmt: skip
+        await flood_and_check(eve, feeds["ana"])
         # The lead reads it as text: a security line that says what to do.
         text = await read_text_until(feeds["lead"], "flood 4")
         for feed in feeds.values():

@@ -186,7 +186,7 @@ def test_a_group_envelope_of_a_reserved_kind_is_malformed(cell: Cell) -> None:
     epoch = state.epochs[state.current]
     assert epoch.own is not None
     counter, material = epoch.own.step()
-    header = HEADER.pack(state.cell_id, state.current, alice.me.member_id, counter, 8, 2**40)
+    header = HEADER.pack(state.cell_id, state.current, alice.me.member_id, counter, 9, 2**40)
     envelope = seal_envelope(
         header=header,
         epoch=state.current,

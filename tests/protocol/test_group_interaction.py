@@ -35,6 +35,10 @@ Invariants (issue 9's, in full):
 5. (issue 12, post-compromise security) a copy of a member's state taken just before a
    key update, following every change after it, opens none from the change that commits
    the update on (docs/protocol.md §G6.5); until then it follows (it is a faithful copy).
+   Updates reach the admin two ways: handed over directly, or posted by a member who is
+   not an admin in the group mailbox as a kind 8 envelope, as the client does, delivered
+   like any envelope (late, reordered with a restart between): only the admin takes one,
+   and none is ever shown.
 
 Members open with the client's lateness (§C7: 900 s). The clock jumps forward up to 15
 minutes and back up to 4, but never more than 4 minutes behind the latest time it showed:
@@ -49,6 +53,10 @@ Run at CI size by default (20 examples of up to 40 steps, about 3 s here); a lon
 `HYPOTHESIS_PROFILE=deep .venv/bin/python -m pytest tests/protocol/test_group_interaction.py`
 (1,000 examples of up to 60 steps, about 3 minutes on a busy 2-core machine: 1,226 took
 184 s); `CELL_LIFE_EXAMPLES=N` sets the number (deep with 2,500: 387 s, all passing).
+
+`ChannelLife` (issue 12) runs the same life as a broadcast channel (docs/protocol.md
+§C11): members' answers sealed to the admin, which every other member is handed and must
+fail to open (`CELL_LIFE_EXAMPLES=200`, channel only: 200 examples in 75 s, all passing).
 
 Adds that race a removal, withheld epoch changes and a relay that forks the control
 mailbox are issue 9's findings 5 and 8 to 10, tested on their own (tests/client).
@@ -80,6 +88,12 @@ from cellrelay.protocol.cell._content import (
     decode_content,
 )
 from cellrelay.protocol.cell._control import committed_updates
+from cellrelay.protocol.cell._dispatch import (
+    DISPATCH_KIND,
+    NotForMeError,
+    open_for_dispatch,
+    seal_for_dispatch,
+)
 from cellrelay.protocol.cell._envelope import Kind
 from cellrelay.protocol.cell._errors import (
     ExpiredError,
@@ -125,12 +139,21 @@ class Dist:
 
 
 @dataclass
+class Posted:
+    """A member's key update, posted in the group mailbox (kind 8, §G6.5): never dropped."""
+
+    sender: str
+    generation: int
+    envelope: bytes = field(repr=False)
+
+
+@dataclass
 class Person:
     """A member's device: its state, the envelopes the relay owes it, and what it showed."""
 
     identity: Identity
     cell: CellCrypto
-    owed: list[Sent | Dist] = field(default_factory=list)
+    owed: list[Sent | Dist | Posted] = field(default_factory=list)
     delivered: list[Sent] = field(default_factory=list)
     dropped: list[Sent] = field(default_factory=list)
     shown: list[Sent] = field(default_factory=list)
@@ -224,7 +247,7 @@ class CellLife(RuleBasedStateMachine):
         """A member, current or removed."""
         return self.people.get(name) or self.removed[name]
 
-    def _broadcast(self, sender: str, item: Sent | Dist) -> None:
+    def _broadcast(self, sender: str, item: Sent | Dist | Posted) -> None:
         for name, person in self.people.items():
             if name != sender:
                 person.owed.append(item)
@@ -302,6 +325,30 @@ class CellLife(RuleBasedStateMachine):
         generation = int.from_bytes(update[33:37], "big")
         self.seized.append((name, copy, generation))
 
+    @precondition(
+        lambda self: (
+            len(self.seized) < 3
+            and len(self.people) > 1
+            and self.people["admin"].cell.epoch < MAX_OLD_EPOCHS - 12
+        )
+    )
+    @rule(data=st.data())
+    def post_key_update(self, data: st.DataObject) -> None:
+        """A member who is not an admin posts its key update in the group mailbox, as the
+        client does: the admin takes it when the envelope is delivered (`_record`), the
+        other members ignore it, and a copy from just before follows until it is committed."""
+        name = data.draw(st.sampled_from(sorted(n for n in self.people if n != "admin")))
+        person = self.people[name]
+        copy = CellCrypto.from_bytes(person.cell.to_bytes(), person.identity)
+        update = person.cell.key_update(now=self.now)
+        envelope = person.cell.seal_key_update(
+            update, expires_at=int(self.now) + int(GRACE), now=self.now
+        )
+        generation = int.from_bytes(update[33:37], "big")
+        self._broadcast(name, Posted(name, generation, envelope))
+        self.seized.append((name, copy, generation))
+        event("a key update posted")
+
     def _add_many(self, count: int) -> None:
         admin = self.people["admin"].cell
         for _ in range(count):
@@ -334,8 +381,32 @@ class CellLife(RuleBasedStateMachine):
     def _seal(self, name: str, cell: CellCrypto, content: Alert | StatusReply) -> Sent:
         epoch, counter = cell.send_position()
         expires_at = content.expires_at if isinstance(content, Alert) else int(self.now) + TTL
-        envelope = cell.seal(content.KIND, content.encode(), expires_at=expires_at, now=self.now)
+        kind, plaintext = self._wire(name, cell, content)
+        envelope = cell.seal(kind, plaintext, expires_at=expires_at, now=self.now)
         return Sent(name, epoch, counter, envelope, content, expires_at)
+
+    def _wire(self, name: str, cell: CellCrypto, content: Alert | StatusReply) -> tuple[int, bytes]:
+        """The kind and plaintext `name` seals `content` as (`ChannelLife` seals answers)."""
+        del name, cell
+        return content.KIND, content.encode()
+
+    def _content_of(self, name: str, data: st.DataObject) -> Alert | StatusReply:
+        """What `name` sends now (`ChannelLife`: only the admin posts alerts)."""
+        del name
+        return self._content(data)
+
+    def _last(self, name: str) -> Alert | StatusReply:
+        """What `name` sends at quiescence, to reveal the gaps before it."""
+        del name
+        return Alert(sent_at_ms=self._sent_at_ms(), text="last", priority=Priority.INFO,
+                     expires_at=int(self.now) + TTL)  # fmt: skip
+
+    def _take(self, name: str, opened: Opened, sent: Sent) -> None:
+        """`name` opened `sent`: check what it says and fold it into the roll-ups."""
+        content = decode_content(opened.kind, opened.plaintext)
+        assert content == sent.content
+        self.people[name].shown.append(sent)
+        self._fold(name, sent)
 
     def _sent_at_ms(self) -> int:
         sent_at_ms = int(self.now * 1000)
@@ -367,7 +438,7 @@ class CellLife(RuleBasedStateMachine):
     @rule(data=st.data())
     def send(self, data: st.DataObject) -> None:
         name = data.draw(st.sampled_from(sorted(self.people)))
-        sent = self._seal(name, self.people[name].cell, self._content(data))
+        sent = self._seal(name, self.people[name].cell, self._content_of(name, data))
         self.sent[name, sent.epoch, sent.counter] = sent
         self._fold(name, sent)  # a sender's own messages are in its roll-ups
         self._broadcast(name, sent)
@@ -487,7 +558,7 @@ class CellLife(RuleBasedStateMachine):
 
     # -- bookkeeping ------------------------------------------------------------------------
 
-    def _deliver(self, name: str, item: Sent | Dist) -> None:
+    def _deliver(self, name: str, item: Sent | Dist | Posted) -> None:
         person = self.people[name]
         try:
             result = person.cell.open(item.envelope, now=self.now)
@@ -504,15 +575,21 @@ class CellLife(RuleBasedStateMachine):
 
     def _record(self, name: str, result: object) -> None:
         person = self.people[name]
-        if isinstance(result, Opened):
+        if isinstance(result, Opened) and result.kind == Kind.KEY_UPDATE:
+            # For admins only; never shown. The admin takes every update it reads, unless its
+            # sender was removed since or a change already committed a newer one.
+            taken = person.cell.take_key_update(result)
+            assert name == "admin" or not taken, name
+            if taken:
+                event("a posted key update taken by the admin")
+            for released in result.released:
+                self._record(name, released)
+        elif isinstance(result, Opened):
             if result.kind != Kind.SENDER_KEY:
                 sender = self.ids[result.sender.member_id]
                 sent = self.sent[sender, result.epoch, result.counter]
                 assert sent not in person.shown, "shown twice"
-                content = decode_content(result.kind, result.plaintext)
-                assert content == sent.content
-                person.shown.append(sent)
-                self._fold(name, sent)
+                self._take(name, result, sent)
                 if sent.expires_at <= self.now:
                     event("opened late, within the lateness")
                 if sent.sender in self.removed:
@@ -582,10 +659,8 @@ class CellLife(RuleBasedStateMachine):
         """Quiescence: everyone sends once more, all is delivered, grace passes, drops come back."""
         if not self.people:
             return
-        for name in sorted(self.people):
-            sent = self._seal(name, self.people[name].cell, Alert(
-                sent_at_ms=self._sent_at_ms(), text="last", priority=Priority.INFO,
-                expires_at=int(self.now) + TTL))  # fmt: skip
+        for name in sorted(self.people):  # "admin" first
+            sent = self._seal(name, self.people[name].cell, self._last(name))
             self.sent[name, sent.epoch, sent.counter] = sent
             self._fold(name, sent)
             self._broadcast(name, sent)
@@ -628,7 +703,10 @@ class CellLife(RuleBasedStateMachine):
             unshown = [s for s in self.sent.values() if id(s) in expected - shown]
             assert all(s.expires_at + LATENESS <= self.now for s in unshown), (name, unshown)
             assert len(unshown) == len(person.expired) + person.expired_released, (name, unshown)
-        # 3: the same roll-up for every alert, at every member that holds it.
+        self._same_rollups()
+
+    def _same_rollups(self) -> None:
+        """3: the same roll-up for every alert, at every member that holds it."""
         for alert_id in self.alerts:
             rollups: list[AlertRollup] = [
                 r for p in self.people.values() if (r := p.book.rollup(alert_id)) is not None
@@ -657,3 +735,96 @@ TestCellLife.settings = settings(
     max_examples=int(os.environ.get("CELL_LIFE_EXAMPLES", max(20, _PROFILE.max_examples // 5))),
     stateful_step_count=60 if _PROFILE.max_examples > 1000 else 40,
 )
+
+
+class ChannelLife(CellLife):
+    """The same life in a broadcast channel (issue 12; docs/protocol.md §C11).
+
+    The admin is the channel's only poster (the machine has no dispatchers): it alone sends
+    alerts, and every other member sends only status replies, sealed to the admin (content
+    kind 19) inside the group envelope. Every invariant of `CellLife` holds, with two
+    changes: a member other than the admin is handed another member's answer (and counts
+    it as delivered: the gap and recovery bookkeeping is the group layer's, the same) but
+    cannot open it, which is checked on every such envelope; and roll-ups agree only on the
+    admin's answers, while each member's roll-up holds no other member's answer than its
+    own and the admin's.
+    """
+
+    def _wire(self, name: str, cell: CellCrypto, content: Alert | StatusReply) -> tuple[int, bytes]:
+        if name == "admin":
+            return content.KIND, content.encode()
+        admin = self.people["admin"].identity.info
+        sealed = seal_for_dispatch(cell_id=cell.cell_id, sender_id=cell.me.member_id,
+                                   recipients=[admin], kind=content.KIND,
+                                   plaintext=content.encode())  # fmt: skip
+        return DISPATCH_KIND, sealed
+
+    def _content_of(self, name: str, data: st.DataObject) -> Alert | StatusReply:
+        if name == "admin" or not self.alerts:
+            if name != "admin":
+                event("a responder had nothing to answer: the admin posted instead")
+            return self._content(data)
+        return StatusReply(
+            sent_at_ms=self._sent_at_ms(),
+            alert_id=MessageId(data.draw(st.sampled_from(self.alerts))),
+            status=data.draw(st.sampled_from(list(Status))),
+        )
+
+    @rule(data=st.data())
+    def send(self, data: st.DataObject) -> None:
+        """As `CellLife.send`, but a responder with nothing to answer lets the admin post."""
+        name = data.draw(st.sampled_from(sorted(self.people)))
+        if name != "admin" and not self.alerts:
+            name = "admin"
+        sent = self._seal(name, self.people[name].cell, self._content_of(name, data))
+        self.sent[name, sent.epoch, sent.counter] = sent
+        self._fold(name, sent)
+        self._broadcast(name, sent)
+
+    def _last(self, name: str) -> Alert | StatusReply:
+        if name == "admin":
+            last = super()._last(name)
+            self.alerts.append(last.alert_id)
+            return last
+        return StatusReply(sent_at_ms=self._sent_at_ms(), alert_id=MessageId(self.alerts[-1]),
+                           status=Status.RESPONDING)  # fmt: skip
+
+    def _take(self, name: str, opened: Opened, sent: Sent) -> None:
+        person = self.people[name]
+        if sent.sender == "admin":
+            assert opened.kind != DISPATCH_KIND
+            super()._take(name, opened, sent)
+            return
+        assert opened.kind == DISPATCH_KIND, "a responder's answer travelled unsealed"
+        sender = opened.sender.member_id
+        if name != "admin":
+            with pytest.raises(NotForMeError):
+                open_for_dispatch(opened.plaintext, cell_id=person.cell.cell_id,
+                                  sender_id=sender, me=person.identity)  # fmt: skip
+            person.shown.append(sent)  # handed over, as ciphertext: not folded
+            event("a responder was handed another's sealed answer")
+            return
+        kind, plaintext = open_for_dispatch(opened.plaintext, cell_id=person.cell.cell_id,
+                                            sender_id=sender, me=person.identity)  # fmt: skip
+        assert decode_content(kind, plaintext) == sent.content
+        person.shown.append(sent)
+        self._fold(name, sent)
+
+    def _same_rollups(self) -> None:
+        admin_id = self.admin_id
+        for alert_id in self.alerts:
+            views = set()
+            for person in self.people.values():
+                rollup = person.book.rollup(alert_id)
+                if rollup is None:
+                    continue
+                me = person.identity.member_id
+                assert set(rollup.responders) <= {admin_id, me} or me == admin_id
+                views.add(tuple(sorted(
+                    (m, s.status) for m, s in rollup.responders.items() if m == admin_id
+                )))  # fmt: skip
+            assert len(views) <= 1, (alert_id.hex()[:8], views)
+
+
+TestChannelLife = ChannelLife.TestCase
+TestChannelLife.settings = TestCellLife.settings

@@ -17,6 +17,7 @@ bucket key opens the bucket box), which is what keeps the search honest.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
 import pytest
 from hypothesis import given
@@ -38,6 +39,7 @@ from cellrelay.protocol.cell._control import (
     committed_updates,
     split_change,
 )
+from cellrelay.protocol.cell._envelope import Kind
 from cellrelay.protocol.cell._epochs import build_change
 from cellrelay.protocol.cell._errors import (
     BadSignatureError,
@@ -46,7 +48,7 @@ from cellrelay.protocol.cell._errors import (
     MembershipError,
     TamperedError,
 )
-from cellrelay.protocol.cell._group import KEY_UPDATE_PERIOD, CellCrypto
+from cellrelay.protocol.cell._group import KEY_UPDATE_PERIOD, CellCrypto, Opened
 from cellrelay.protocol.cell._identity import Identity
 from cellrelay.protocol.cell._keys import kdf
 from cellrelay.protocol.cell._membership import Role
@@ -95,9 +97,21 @@ def _seize(cell: Cell, name: str) -> tuple[bytes, Identity]:
 
 
 def _keys_that_open(seized: bytes, cell: Cell, me: bytes, change: bytes, signer: bytes) -> int:
+    admin = cell["admin"]
+    return keys_that_open(seized, admin.cell_id, admin.membership.members, me, change, signer)
+
+
+def keys_that_open(
+    seized: bytes,
+    cell_id: bytes,
+    members: Iterable[bytes],
+    me: bytes,
+    change: bytes,
+    signer: bytes,
+) -> int:
     """How many 32-byte strings of `seized` open `me`'s receive box or bucket box in
-    `change` (either gives the change secret), tried as X25519 private keys."""
-    cell_id = cell["admin"].cell_id
+    `change` (either gives the change secret), tried as X25519 private keys. `members`:
+    the member ids after the change (tests/client/test_key_updates.py uses it too)."""
     number, nonce = split_change(change)
     section, table = bucketed_keys(change)
     e_pub, refreshed, bucket_offset, _ = parse_section(section)
@@ -109,7 +123,7 @@ def _keys_that_open(seized: bytes, cell: Cell, me: bytes, change: bytes, signer:
     receive_box = None
     if b in refreshed:
         new_public, _, offset = refreshed[b]
-        mine = sorted(m for m in cell["admin"].membership.members if bucket_of(cell_id, m) == b)
+        mine = sorted(m for m in members if bucket_of(cell_id, m) == b)
         at = offset + mine.index(me) * BOX_SIZE
         receive_box = section[at : at + BOX_SIZE]
     found = 0
@@ -264,15 +278,35 @@ def test_a_joined_admin_that_never_saw_an_update_still_reaches_the_member(cell: 
         newcomer = Identity.generate("newcomer")
         if bucket_of(cell_id, newcomer.member_id) == bucket_of(cell_id, alice):
             break
+    assert not cell["alice"].key_update_due(cell.now)  # just updated
     cell.post_control(cell["second"].add_member(newcomer.info, now=cell.now))
     cell.sync()
     assert cell["alice"].epoch == cell["second"].epoch
     assert not [u for u in cell.members["alice"].updates if isinstance(u, GroupError)]
+    # Boxed to her identity key: alice notices, and her next update is due at once, so
+    # that the admin who did not know her key learns one (§G6.5) ...
+    assert cell["alice"].key_update_due(cell.now)
+    assert not cell["bob"].key_update_due(cell.now)  # boxed to what bob has: nothing due
+    _commit(cell, "alice", by="second")
+    assert cell["second"]._s.receive_publics[alice][0] == cell["alice"].receive_generation == 2
+    assert not cell["alice"].key_update_due(cell.now)
+    # ... and from then on its changes box to it.
+    while True:
+        other = Identity.generate("other")
+        if bucket_of(cell_id, other.member_id) == bucket_of(cell_id, alice):
+            break
+    cell.post_control(cell["second"].add_member(other.info, now=cell.now))
+    cell.sync()
+    assert not cell["alice"].key_update_due(cell.now)
 
 
 def test_a_key_update_is_due_after_the_period(cell: Cell) -> None:
     alice = cell["alice"]
-    assert alice.key_update_due(cell.now)  # joined before any update: due at once
+    # A joiner's first update is due a period after it joined (its identity key, generation
+    # 0, was boxed to moments ago), not at once: a cell onboarding many members at once
+    # would otherwise owe a rotation per 16 of them.
+    assert not alice.key_update_due(cell.now)
+    assert alice.key_update_due(cell.now + KEY_UPDATE_PERIOD)
     alice.key_update(now=cell.now)
     assert not alice.key_update_due(cell.now + KEY_UPDATE_PERIOD - 1)
     assert alice.key_update_due(cell.now + KEY_UPDATE_PERIOD)
@@ -378,3 +412,92 @@ def test_an_admin_commits_as_many_updates_as_fit_and_keeps_the_rest() -> None:
     second = admin.rotate(now=cell.now)
     rest = [u.member_id for u in committed_updates(second)]
     assert rest == [p.member_id for p in updaters[len(committed) :]]
+
+
+# -- the key update envelope (kind 8): how a member's update reaches the admins ---------------
+
+
+def _post_update(cell: Cell, name: str) -> bytes:
+    """`name` makes a key update and posts it in the group mailbox (kind 8); return it."""
+    data = cell[name].key_update(now=cell.now)
+    cell.group.append(
+        cell[name].seal_key_update(data, expires_at=int(cell.now) + 3600, now=cell.now)
+    )
+    return data
+
+
+def _take_all(cell: Cell, name: str) -> list[bool | GroupError]:
+    """Sync, then hand every key update envelope `name` opened to `take_key_update`."""
+    cell.sync()
+    taken: list[bool | GroupError] = []
+    for result in cell.members[name].results:
+        if isinstance(result, Opened) and result.kind == Kind.KEY_UPDATE:
+            try:
+                taken.append(cell[name].take_key_update(result))
+            except GroupError as exc:
+                taken.append(exc)
+    cell.members[name].results.clear()
+    return taken
+
+
+def test_a_posted_update_reaches_the_admin_and_its_commit_heals(cell: Cell) -> None:
+    _post_update(cell, "alice")
+    assert _take_all(cell, "admin") == [True]
+    assert cell["admin"].waiting_key_updates == 1
+    assert _take_all(cell, "bob") == [False]  # not an admin: keeps nothing
+    assert cell["bob"].waiting_key_updates == 0
+    _rotate(cell)
+    assert cell["alice"].receive_generation == 1
+    assert cell["admin"].waiting_key_updates == 0
+    cell.send("admin", b"after the commit")
+    cell.sync()
+    results = cell.members["alice"].results
+    assert [r.plaintext for r in results if isinstance(r, Opened) and r.plaintext] == [
+        b"after the commit"
+    ]
+
+
+def test_a_posted_update_of_another_member_or_an_old_generation_is_refused(cell: Cell) -> None:
+    alice_update = cell["alice"].key_update(now=cell.now)
+    # bob seals alice's update on his own chain (seal_key_update would refuse it).
+    cell.group.append(
+        cell["bob"]._seal(
+            Kind.KEY_UPDATE, alice_update, expires_at=int(cell.now) + 60, now=cell.now
+        )
+    )
+    (refused,) = _take_all(cell, "admin")
+    assert isinstance(refused, MembershipError)
+    assert cell["admin"].waiting_key_updates == 0
+    with pytest.raises(ValueError, match="not a key update of this member"):
+        cell["bob"].seal_key_update(alice_update, expires_at=int(cell.now) + 60, now=cell.now)
+    first = _post_update(cell, "alice")
+    assert _take_all(cell, "admin") == [True]
+    _rotate(cell)
+    # The committed update read again (after its change, or posted again after a restart):
+    # quietly nothing. An older generation after a newer one is committed: refused.
+    cell.group.append(
+        cell["alice"].seal_key_update(first, expires_at=int(cell.now) + 60, now=cell.now)
+    )
+    assert _take_all(cell, "admin") == [False]
+    newer = _post_update(cell, "alice")
+    assert _take_all(cell, "admin") == [True]
+    _rotate(cell)
+    assert cell["alice"].receive_generation == KeyUpdate.from_bytes(newer).generation
+    cell.group.append(
+        cell["alice"]._seal(Kind.KEY_UPDATE, first, expires_at=int(cell.now) + 60, now=cell.now)
+    )
+    (replayed,) = _take_all(cell, "admin")
+    assert isinstance(replayed, MembershipError)
+    assert cell["admin"].waiting_key_updates == 0
+
+
+@given(st.binary(max_size=300))
+def test_any_key_update_body_is_taken_or_refused_with_a_group_error(body: bytes) -> None:
+    cell = Cell()
+    cell.join("alice")
+    cell.group.append(
+        cell["alice"]._seal(Kind.KEY_UPDATE, body, expires_at=int(cell.now) + 60, now=cell.now)
+    )
+    (outcome,) = _take_all(cell, "admin")
+    assert outcome is False or isinstance(outcome, GroupError)
+    assert cell["admin"].waiting_key_updates == 0
