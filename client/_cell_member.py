@@ -1901,7 +1901,10 @@ class MemberCell:
         """
         me = self.crypto.me.member_id
         if isinstance(content, Alert):
-            members = [info.member_id for info in self.crypto.members]
+            # The member ids only when they are used: a member that does not report
+            # receipts (the default) and receives another's alert needs none, and listing a
+            # 1,000-member cell for every alert was O(n) for nothing.
+            members = self.crypto.membership.members.keys()
             if sender_id == me:
                 # New here: its counts start at "0 of N", which the app shows at once.
                 if self._tally.track(content.message_id, me, members, sample=self.receipt_sample):

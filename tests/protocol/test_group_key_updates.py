@@ -369,7 +369,7 @@ def test_a_version_3_change_commits_nothing(cell: Cell) -> None:
 def test_a_version_4_state_loads_with_identity_receive_keys(cell: Cell) -> None:
     """A state saved before receive keys (version 4) is version 5 without the receive part:
     it loads with every receive key the identity key, and the cell heals from there."""
-    saved = write_state(cell["bob"]._s, cached=False)
+    saved = write_state(cell["bob"]._s, cached=False, version=5)
     # A member that never updated ends with: generation 0, no key, no pending, the time,
     # no receive keys of others, no held updates (4 + 1 + 1 + 8 + 2 + 2 bytes).
     assert saved[-18:-12] == bytes(6)
