@@ -36,6 +36,9 @@ Issue 12's alert target at 1,000 members (`--members 100,1000 --probes 4`): (a) 
 completion, from the send to the last member's link reading the alert's frame, and (b) a
 member's own time from that read to its app's event, taken from `--probes` members that run
 alone, one process each; docs/benchmarks.md says what the figures mean on two cores.
+Issue 13's, a cell on two relays (`--relays 1,2,2k --probes 4`, side by side: one relay, two,
+two with the second killed mid-run): (a) until the member's last link has read the alert
+(it is then on every relay), and (b) per frame read, the second copies included.
 
 Every figure shares two cores with the relay, the four workers and whatever else runs on
 the machine: "other load" is printed as in docs/benchmarks.md.
@@ -45,6 +48,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
+import itertools
 import json
 import logging
 import math
@@ -86,6 +91,7 @@ from bench_group import (
     bench_ed25519,
 )
 
+from cellrelay.client._cell_member import MemberCell
 from cellrelay.client._cell_moves import MAX_ALERT_LIMIT
 from cellrelay.client._client import Client, create_identity, open_client
 from cellrelay.client._events import AlertReceived
@@ -196,9 +202,16 @@ class Lines:
             await self._send.send_all(data)
 
 
-# When each member's link last read a frame that delivered an envelope (CLOCK_MONOTONIC, ns),
-# by id of the link: the start of the member's own part, (b) (`install_frame_clock`).
-_frame_read_ns: dict[int, int] = {}
+# The frame clock (`install_frame_clock`), CLOCK_MONOTONIC ns. Envelopes are followed by
+# their bytes' identity from the link that read them to the cell that takes them: the
+# `Delivery` a link hands on carries the very `bytes` object of its `Deliver`.
+_read_by_envelope: dict[int, int] = {}  # id(envelope) -> when its frame was read
+# (id(cell), digest) -> when each of the member's links read the envelope's frame: one
+# read per relay the member reads the cell on (issue 13: every envelope arrives on each).
+_reads: dict[tuple[int, bytes], list[int]] = {}
+_last_taken: dict[int, tuple[bytes, int]] = {}  # id(cell) -> (digest, read) of its last first copy
+# (id(cell), digest, ns from a second copy's frame read to its being dropped)
+_duplicate_own: list[tuple[int, bytes, int]] = []
 
 
 def install_frame_clock() -> None:
@@ -206,12 +219,17 @@ def install_frame_clock() -> None:
 
     The time is taken as the link's read loop hands the bytes just read from its socket to
     the transport (`Connection.receive_data`: transport decryption is the member's work),
-    and kept for the link once the frame turns out to deliver an envelope. A benchmark
-    hook only: the two wrapped methods are the real ones, called unchanged.
+    and kept for the envelope once the frame turns out to deliver one. When the member's
+    cell takes the envelope (`MemberCell._take`), the read is filed under the envelope's
+    digest: the first copy's is the start of (b) for the alert; a second copy's, from
+    another relay (issue 13), gives (b) for that frame, to its being dropped; and the
+    latest read over the member's links is its part of (a), the alert on every relay.
+    A benchmark hook only: the three wrapped methods are the real ones, called unchanged.
     """
     read_at: dict[object, int] = {}  # by the link's read task: a link reads in one task
     receive_data = Connection.receive_data
     handle = RelayLink._handle
+    take = MemberCell._take
 
     def timed_receive(conn: Connection, data: bytes | bytearray | memoryview) -> list[Message]:
         read_at[trio.lowlevel.current_task()] = time.monotonic_ns()
@@ -221,31 +239,80 @@ def install_frame_clock() -> None:
         if isinstance(message, Deliver):
             read = read_at.get(trio.lowlevel.current_task())
             if read is not None:
-                _frame_read_ns[id(link)] = read
+                _read_by_envelope[id(message.envelope)] = read
         await handle(link, message)
+
+    def timed_take(
+        cell: MemberCell,
+        envelope: bytes,
+        ref: int,
+        *,
+        live: bool = False,
+        relay: tuple[int, int] | None = None,
+    ) -> None:
+        read = _read_by_envelope.pop(id(envelope), None)
+        digest = hashlib.blake2b(envelope, digest_size=16).digest()
+        duplicate = relay is not None and digest in cell._taken
+        take(cell, envelope, ref, live=live, relay=relay)
+        if read is None:
+            return
+        _reads.setdefault((id(cell), digest), []).append(read)
+        if duplicate:
+            _duplicate_own.append((id(cell), digest, time.monotonic_ns() - read))
+        else:
+            _last_taken[id(cell)] = (digest, read)
 
     Connection.receive_data = timed_receive  # type: ignore[method-assign, assignment]
     RelayLink._handle = timed_handle  # type: ignore[method-assign, assignment]
+    MemberCell._take = timed_take  # type: ignore[method-assign, assignment]
 
 
-async def record_alerts(cell: Cell, received: dict[int, list[tuple[int, int]]]) -> None:
+# Per alert number, each of this worker's deliveries: (id(cell), digest, first read, app event).
+Received = dict[int, list[tuple[int, bytes, int, int]]]
+
+
+async def record_alerts(cell: Cell, received: Received) -> None:
     """Note when each benchmark alert's frame was read and when the app got it (ns).
 
     During the measured rounds the lead's alerts, `--interval` apart, are the only
-    envelopes delivered, so the link's last delivering frame is the alert's.
+    envelopes delivered, so the cell's last envelope taken first is the alert's.
     """
     async for event in cell.events():
         if isinstance(event, AlertReceived) and event.alert.text.startswith(PREFIX):
             now = time.monotonic_ns()
-            read = _frame_read_ns.get(id(cell.link), now)
-            received.setdefault(int(event.alert.text.rsplit(" ", 1)[1]), []).append((read, now))
+            digest, read = _last_taken.get(id(cell), (b"", now))
+            number = int(event.alert.text.rsplit(" ", 1)[1])
+            received.setdefault(number, []).append((id(cell), digest, read, now))
+
+
+def report(received: Received) -> dict[str, Any]:
+    """What a worker tells the controller after a round; forgets it."""
+    deliveries = {
+        # (first read, app event, last read over the member's links, frames read)
+        str(n): [
+            (read, at, max(reads := _reads.get((cell, digest), [read])), len(reads))
+            for cell, digest, read, at in times
+        ]
+        for n, times in received.items()
+    }
+    numbers = {(cell, digest): n for n, times in received.items() for cell, digest, _, _ in times}
+    # (alert number, ns) of the second copies of the alerts
+    duplicates = [
+        (numbers[cell, digest], ns)
+        for cell, digest, ns in _duplicate_own
+        if (cell, digest) in numbers
+    ]
+    received.clear()
+    _reads.clear()
+    _duplicate_own.clear()
+    return {"received": deliveries, "duplicates": duplicates}
 
 
 async def worker(home: Path, first: int, count: int) -> None:
     """Run `count` members; follow the controller's steps (see `controller`)."""
     pipe = Lines(trio.lowlevel.FdStream(os.dup(sys.stdin.fileno())), None)
     install_frame_clock()
-    received: dict[int, list[tuple[int, int]]] = {}
+    received: Received = {}
     async with AsyncExitStack() as stack:
         clients: list[Client] = []
         for number in range(first, first + count):
@@ -279,8 +346,7 @@ async def worker(home: Path, first: int, count: int) -> None:
             except EOFError:  # the controller is done
                 break
             if request.get("report"):
-                await pipe.write({"received": {str(k): v for k, v in received.items()}})
-                received.clear()
+                await pipe.write(report(received))
         nursery.cancel_scope.cancel()
         if _profiler is not None:
             _profiler.disable()
@@ -483,21 +549,32 @@ async def controller(
                 per_alert: dict[int, list[float]] = {n: [] for n in sent}
                 frames: dict[int, list[float]] = {n: [] for n in sent}  # send to frame read
                 own: list[float] = []  # (b): frame read to the app's event, per delivery
+                # (b) for the second copies (issue 13): frame read to the copy dropped
+                duplicates: list[float] = []
                 after_ack: list[float] = []
                 own_queued: list[float] = []  # (b) in the workers, behind their other members
+                duplicates_queued: list[float] = []
+                frames_read = 0
                 for index, w in enumerate(workers):
                     await w.pipe.write({"report": True})
-                    received = (await w.expect("received"))["received"]
+                    reported = await w.expect("received")
                     probe = index >= len(workers) - args.probes
-                    for key, times in received.items():
+                    counted = probe or not args.probes
+                    (duplicates if counted else duplicates_queued).extend(
+                        ns / 1e6 for n, ns in reported["duplicates"] if n in sent
+                    )
+                    for key, times in reported["received"].items():
                         n = int(key)
                         if n in sent:
-                            per_alert[n].extend((t - sent[n]) / 1e6 for _, t in times)
-                            frames[n].extend((r - sent[n]) / 1e6 for r, _ in times)
-                            (own if probe or not args.probes else own_queued).extend(
-                                (t - r) / 1e6 for r, t in times
+                            per_alert[n].extend((t - sent[n]) / 1e6 for _, t, _, _ in times)
+                            # (a) counts the member's link that read the alert last: the
+                            # alert is on every relay's connection to it
+                            frames[n].extend((last - sent[n]) / 1e6 for _, _, last, _ in times)
+                            frames_read += sum(count for _, _, _, count in times)
+                            (own if counted else own_queued).extend(
+                                (t - r) / 1e6 for r, t, _, _ in times
                             )
-                            after_ack.extend((t - returned[n]) / 1e6 for _, t in times)
+                            after_ack.extend((t - returned[n]) / 1e6 for _, t, _, _ in times)
                 relay_completion: list[float] = []  # (a): to the last member's frame read
                 for n, latencies in per_alert.items():
                     deliveries.extend(latencies)
@@ -514,6 +591,11 @@ async def controller(
                     "relay_completion": summarize(relay_completion),
                     "member_own": summarize(own),
                     "member_own_in_workers": summarize(own_queued),
+                    # (b) per frame read, the second copies included (issue 13)
+                    "member_own_per_frame": summarize(own + duplicates),
+                    "member_own_per_frame_in_workers": summarize(own_queued + duplicates_queued),
+                    "duplicate_own": summarize(duplicates or duplicates_queued),
+                    "frames_per_delivery": frames_read / max(1, sum(map(len, per_alert.values()))),
                     "missing": missing,
                     "send_alert_ms": statistics.median(send_ms),
                     "relay_cpu_ms_per_alert": relay_cpu * 1000 / total,
@@ -543,6 +625,7 @@ def print_round(result: dict[str, Any]) -> None:
         who = "a probe's (a member alone in its process)"
         queued = f" (the workers' members, queued behind each other: p50 {fmt(q['p50'])}, p99 {fmt(q['p99'])})"
     d, last, acked = result["deliveries"], result["last_member"], result["after_send_returned"]
+    frame, dup = result["member_own_per_frame"], result["duplicate_own"]
     print(
         f"    round {result['round']}: {result['alerts']} alerts, {d['count']} deliveries"
         f" (missing {result['missing']}); per delivery p50 {fmt(d['p50'])} ms, p90 {fmt(d['p90'])},"
@@ -550,10 +633,13 @@ def print_round(result: dict[str, Any]) -> None:
         f" p99 {fmt(last['p99'])}\n"
         f"      send_alert takes {fmt(result['send_alert_ms'])} ms (median); from its return:"
         f" p50 {fmt(acked['p50'])} ms, p99 {fmt(acked['p99'])}\n"
-        f"      (a) send to the last member's frame read p50 {fmt(result['relay_completion']['p50'])} ms,"
+        f"      (a) send to the last member's frame read (on every relay) p50 {fmt(result['relay_completion']['p50'])} ms,"
         f" p99 {fmt(result['relay_completion']['p99'])}; (b) {who} frame read to its app's"
         f" event p50 {fmt(result['member_own']['p50'])} ms, p99 {fmt(result['member_own']['p99'])}"
         f"{queued}\n"
+        f"      {result['frames_per_delivery']:.2f} frames read per delivery; (b) per frame, second"
+        f" copies included, p50 {fmt(frame['p50'])} ms, p99 {fmt(frame['p99'])}; a second copy"
+        f" alone p50 {fmt(dup['p50'])}, p99 {fmt(dup['p99'])} ({dup['count']})\n"
         f"      CPU: relay {fmt(result['relay_cpu_ms_per_alert'], 2)} ms per alert, lead"
         f" {fmt(result['lead_cpu_ms_per_alert'])} ms per alert, members"
         f" {fmt(result['member_cpu_ms_per_delivery'], 2)} ms per member per alert;"
@@ -565,7 +651,8 @@ def latency_part(args: argparse.Namespace) -> dict[str, Any]:
     """Run part (b); print and return its figures."""
     print(
         f"(b) alert latency, app to app: 1 lead + {args.members} members in {args.workers} worker"
-        f" processes{f' and {args.probes} alone' if args.probes else ''}, a cell on {args.relays} relay(s),"
+        f" processes{f' and {args.probes} alone' if args.probes else ''}, a cell on {args.relays} relay(s)"
+        f"{f' (the last killed in round {args.stop_relay_in_round})' if args.stop_relay_in_round else ''},"
         f" {args.rounds} rounds of {args.alerts} alerts ({args.warmup} more first,"
         f" not counted), {args.interval * 1000:.0f} ms apart (±20 %)"
     )
@@ -599,6 +686,11 @@ def latency_part(args: argparse.Namespace) -> dict[str, Any]:
         "last_member_p99": last99,
         "a_p99": statistics.median(r["relay_completion"]["p99"] for r in results["rounds"]),
         "b_p99": statistics.median(r["member_own"]["p99"] for r in results["rounds"]),
+        "b_frame_p99": statistics.median(
+            r["member_own_per_frame"]["p99"] for r in results["rounds"]
+        ),
+        "relays": args.relays,
+        "stopped": args.stop_relay_in_round,
         "member_cpu_ms": statistics.median(
             r["member_cpu_ms_per_delivery"] for r in results["rounds"]
         ),
@@ -626,6 +718,9 @@ def print_side_by_side(summaries: list[dict[str, Any]]) -> None:
         ("(a) send to the last member's frame, p99 ms", "a_p99", 1),
         ("(b) a member's frame to its app, p99 ms", "b_p99", 2),
         ("p99(a) + p99(b) ms (issue 12: ≤ 250)", "sum", 1),
+        ("(b) per frame, second copies included, p99", "b_frame_p99", 2),
+        ("p99(a) + p99(b per frame) ms", "sum13", 1),
+        ("  the same, to the first column's", "ratio13", 2),
         ("members' CPU per member per alert, ms (≤ 1)", "member_cpu_ms", 3),
         ("relay CPU per alert, ms", "relay_cpu_ms", 2),
         ("other load, cores", "other_load", 2),
@@ -633,12 +728,38 @@ def print_side_by_side(summaries: list[dict[str, Any]]) -> None:
     )
     print("side by side (medians of the rounds):")
     print(f"    {'members':46}" + "".join(f"{s['members']:>10,}" for s in summaries))
+    print(
+        f"    {'relays (k: the last killed mid-run)':46}"
+        + "".join(f"{str(s['relays']) + ('k' if s['stopped'] else ''):>10}" for s in summaries)
+    )
+    base = summaries[0]["a_p99"] + summaries[0]["b_frame_p99"]
     for label, key, digits in rows:
         cells = []
         for s in summaries:
-            value = s["a_p99"] + s["b_p99"] if key == "sum" else s[key]
+            if key == "sum":
+                value = s["a_p99"] + s["b_p99"]
+            elif key in ("sum13", "ratio13"):
+                value = s["a_p99"] + s["b_frame_p99"]
+                value = value / base if key == "ratio13" else value
+            else:
+                value = s[key]
             cells.append(f"{value:>10.{digits}f}")
         print(f"    {label:46}" + "".join(cells))
+
+
+def relay_runs(args: argparse.Namespace) -> list[tuple[int, int]]:
+    """`--relays` as (relays, round in which the last is killed, 0 for none) per run."""
+    runs = []
+    for spec in str(args.relays).split(","):
+        killed = spec.endswith("k")
+        relays = int(spec.removesuffix("k"))
+        if relays not in (1, 2, 3) or (killed and relays == 1):
+            raise SystemExit(f"--relays: {spec!r} is not 1, 2, 3, 2k or 3k")
+        stop = args.stop_relay_in_round if relays > 1 else 0
+        if killed:
+            stop = stop or (args.rounds + 1) // 2
+        runs.append((relays, stop))
+    return runs
 
 
 def main() -> None:
@@ -666,8 +787,10 @@ def main() -> None:
         "--drain", type=float, default=2.0, help="seconds to wait after a round's last alert"
     )
     parser.add_argument(
-        "--relays", type=int, default=1, choices=(1, 2, 3),
-        help="relays the cell lives on, each its own process (issue 13; default 1)",
+        "--relays", default="1",
+        help="relays the cell lives on, each its own process (issue 13; default 1); several"
+        " runs one after the other, printed side by side: e.g. 1,2,2k (k: the last relay"
+        " killed in the middle round, or in --stop-relay-in-round)",
     )  # fmt: skip
     parser.add_argument(
         "--stop-relay-in-round", type=int, default=0, metavar="ROUND",
@@ -717,14 +840,15 @@ def main() -> None:
     if not args.skip_latency:
         sizes = [int(n) for n in str(args.members).split(",")]
         runs = []
-        for size in sizes:
+        for size, (relays, stop) in itertools.product(sizes, relay_runs(args)):
             if size + 1 > MAX_MEMBERS:  # the lead is a member too
                 print(
                     f"(a cell holds at most {MAX_MEMBERS:,} members, the lead included:"
                     f" --members {size} runs {MAX_MEMBERS - 1} besides the lead)"
                 )
                 size = MAX_MEMBERS - 1  # the size actually run
-            runs.append(latency_part(argparse.Namespace(**{**vars(args), "members": size})))
+            run = {**vars(args), "members": size, "relays": relays, "stop_relay_in_round": stop}
+            runs.append(latency_part(argparse.Namespace(**run)))
         figures["latency"] = runs[0] if len(runs) == 1 else runs
         if len(runs) > 1:
             print_side_by_side([r["summary"] for r in runs])

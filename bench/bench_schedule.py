@@ -26,6 +26,10 @@ epoch that follows, the bytes of sender keys on the wire and each member's CPU t
   announce (a distribution without the chain key); shown for 3 speakers (an alerting cell)
   and for all n (a reply storm).
 
+Then, with `--admin-state` (1,000 by default; about 40 s more), an admin's saved state right
+after admitting that many members one by one: as state version 5 saved it (every old epoch's
+member list in full) and as version 6 does (differences), size and load time.
+
 Targets (issue 12), at 1,000 members: admin ≤ 100 ms, member ≤ 5 ms, ≤ 64 KiB on the wire.
 Figures are medians of `--repeats` runs on this machine; docs/benchmarks.md quotes a run.
 """
@@ -88,6 +92,7 @@ from cellrelay.protocol.cell._schedule import (
     seal_keys,
     sign_key_update,
 )
+from cellrelay.protocol.cell._state import write_state
 from cellrelay.protocol.wire._address import RelayAddress
 from cellrelay.protocol.wire._messages import MailboxId
 
@@ -554,6 +559,35 @@ def alert_processing(members: int, alerts: int) -> dict[str, float]:
     }
 
 
+def admin_state(members: int, repeats: int) -> dict[str, float]:
+    """An admin's saved state right after admitting `members - 1` members one by one.
+
+    Each change applied as the client applies it (`open_control` of its own change), so
+    the state holds 64 old epochs in their grace windows, as the lead's does after
+    bench_cells.py's set-up. Saved as version 5 did (every old epoch's member list in full,
+    `write_state(version=5)`) and as version 6 does (each as its difference from the
+    current list); the load is `CellCrypto.from_bytes` of each, median of `repeats`.
+    """
+    identity = Identity.generate("admin")
+    admin = CellCrypto.create(
+        identity, now=NOW, group_keys=(bytes(32), bytes(32)), control_read_key=bytes(32),
+        name="bench",
+    )  # fmt: skip
+    for i in range(members - 1):
+        person = Identity.generate(f"m{i}")
+        admin.open_control(admin.add_member(person.info, now=NOW), now=NOW, announce=False)
+    old = write_state(admin._s, version=5, cached=False)
+    new = write_state(admin._s, cached=False)
+    return {
+        "epochs": len(admin._s.epochs),
+        "v5_bytes": len(old),
+        "v6_bytes": len(new),
+        "v5_load_ms": ms(lambda: CellCrypto.from_bytes(old, identity), repeats),
+        "v6_load_ms": ms(lambda: CellCrypto.from_bytes(new, identity), repeats),
+        "v6_save_ms": ms(lambda: write_state(admin._s), repeats),
+    }
+
+
 def kib(value: float) -> str:
     """Bytes as KiB (or MiB from 10 MiB) with one decimal."""
     if value >= 10 * 1024 * 1024:
@@ -569,6 +603,10 @@ def main() -> None:
     parser.add_argument(
         "--alert-members", type=int, nargs="*", default=[100, 1000],
         help="cell sizes for a member's processing of one alert (none: skip)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--admin-state", type=int, nargs="*", default=[1000],
+        help="cell sizes for an admin's saved state after admitting one by one (none: skip)",
     )  # fmt: skip
     parser.add_argument(
         "--key-update-members", type=int, nargs="*", default=[128, 1000],
@@ -636,6 +674,14 @@ def main() -> None:
               f" p50 {alert['p50_ms']:.3f} ms, p99 {alert['p99_ms']:.3f} ms,"
               f" CPU {alert['cpu_ms']:.3f} ms per alert; the welcome had"
               f" {alert['pages']:.0f} pages")  # fmt: skip
+
+    for n in args.admin_state:
+        state = admin_state(n, args.repeats)
+        print(f"\nan admin's saved state after admitting {n - 1:,} members one by one"
+              f" ({state['epochs']:.0f} epochs kept): version 5 (old epochs' member lists in"
+              f" full) {kib(state['v5_bytes'])}, loads in {state['v5_load_ms']:.1f} ms;"
+              f" version 6 (as differences) {kib(state['v6_bytes'])}, loads in"
+              f" {state['v6_load_ms']:.1f} ms, saves in {state['v6_save_ms']:.2f} ms")  # fmt: skip
 
 
 if __name__ == "__main__":

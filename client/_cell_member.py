@@ -80,6 +80,7 @@ from cellrelay.protocol.cell._errors import (
     EpochGapError,
     EquivocationError,
     ExpiredError,
+    ForkedEpochError,
     GroupError,
     PendingOverflowError,
     RemovedError,
@@ -88,7 +89,7 @@ from cellrelay.protocol.cell._errors import (
     StaleEpochError,
     UnknownEpochError,
 )
-from cellrelay.protocol.cell._group import CellCrypto, EpochUpdate, Opened, Outcome
+from cellrelay.protocol.cell._group import GRACE_PERIOD, CellCrypto, EpochUpdate, Opened, Outcome
 from cellrelay.protocol.cell._identity import Identity, MemberInfo
 from cellrelay.protocol.cell._membership import LogEntry, Op, Role
 from cellrelay.protocol.cell._outcomes import Behind, Missing, Own
@@ -502,6 +503,9 @@ class MemberCell:
         self._first_started = trio.Event()
         self._first_failed: Exception | None = None
         self._lost_race = False  # our last epoch change lost to another admin's
+        # The cell settings before the last change applied, while a competing change may
+        # still replace it (issue 13, the hash rule; `_on_control_locked`).
+        self._settings_before: tuple[object, ...] | None = None
         self._heads: dict[MailboxId, int] = {}  # relay heads when watched, for wait_synced
         self._progress = trio.Event()  # set after each processed delivery
         self._dirty = False  # the group layer's state changed since the record was written
@@ -1915,7 +1919,10 @@ class MemberCell:
         """
         me = self.crypto.me.member_id
         if isinstance(content, Alert):
-            members = [info.member_id for info in self.crypto.members]
+            # The member ids only when they are used: a member that does not report
+            # receipts (the default) and receives another's alert needs none, and listing a
+            # 1,000-member cell for every alert was O(n) for nothing.
+            members = self.crypto.membership.members.keys()
             if sender_id == me:
                 # New here: its counts start at "0 of N", which the app shows at once.
                 if self._tally.track(content.message_id, me, members, sample=self.receipt_sample):
@@ -2165,8 +2172,23 @@ class MemberCell:
         events: list[CellEvent] = []
         update: EpochUpdate | None = None
         self._live = False  # what an epoch change releases counts as a catch-up (_flood.py)
+        # The hash rule decides between competing changes on several relays (docs/design.md);
+        # on one, the relay's order does.
+        self.crypto.settle_window = GRACE_PERIOD if self.further else 0.0
+        settings = self._settings()
         try:
             update = self.crypto.open_control(event.envelope, now=now, announce=False)
+        except ForkedEpochError as exc:
+            log.warning("epoch_change_forked", ours=exc.ours)
+            events.append(
+                SecurityWarning(
+                    cell=self.name,
+                    reason="ForkedEpochError",
+                    detail="two admins changed the cell while cut off from each other's relays"
+                    " for longer than the settle window: members on the other side must be"
+                    " invited again",
+                )
+            )
         except StaleControlError as exc:
             if exc.ours:
                 log.warning("epoch_change_lost_race")
@@ -2194,6 +2216,10 @@ class MemberCell:
             if update is not None:
                 self.record.epoch_started_at = time.time()
                 self._refetch.released()
+                if update.superseded is None:
+                    self._settings_before = settings
+                else:
+                    events.extend(self._superseded(update))
                 events.extend(await self._apply(update))
                 if self.further:  # an admin copies it to the relays that lack it
                     self._control_copier.applied(
@@ -2224,6 +2250,42 @@ class MemberCell:
             self._background(further.rewatch_group)
         self._queued.extend(events)
         self.flush()
+
+    def _settings(self) -> tuple[object, ...]:
+        """The cell settings epoch changes set (§C5.1), to restore for a competing change."""
+        r = self.record
+        return (
+            r.alert_limit,
+            r.verify_first,
+            r.escalate_below,
+            r.escalate_after,
+            list(r.muted_everyone),
+        )
+
+    def _superseded(self, update: EpochUpdate) -> list[CellEvent]:
+        """A competing change for the epoch replaced the one applied (the hash rule).
+
+        The crypto state went back to the epoch before and applied `update`; the settings
+        go back too, before `_apply` takes up the winner's. The members had been told of
+        the loser's change; they are told it was replaced. A loser that was ours: our
+        operation is undone, and an admin redoes it (`_lost_race` for one still waiting).
+        """
+        if self._settings_before is not None:
+            r = self.record
+            (r.alert_limit, r.verify_first, r.escalate_below, r.escalate_after,
+             r.muted_everyone) = self._settings_before  # type: ignore[assignment]  # fmt: skip
+        log.warning("epoch_change_replaced", ours=update.lost_ours)
+        if update.lost_ours:
+            self._lost_race = True
+        return [
+            SecurityWarning(
+                cell=self.name,
+                reason="EpochChangeReplaced",
+                detail=("your change" if update.lost_ours else "an admin's change")
+                + " was replaced by another admin's, made at the same moment on another relay;"
+                " look again and redo it if it is still needed",
+            )
+        ]
 
     async def _apply(self, update: EpochUpdate) -> list[CellEvent]:
         """Act on an applied epoch change: keys, distribution, relay rotation, events."""

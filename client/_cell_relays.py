@@ -650,6 +650,7 @@ class _Change:
     expires_at: int
     epoch: int  # the epoch the change starts
     group_keys: tuple[bytes, bytes] | None = field(repr=False)  # the rotation it carries
+    rank: bytes = b""  # BLAKE2b-256: among competing changes for an epoch the lowest wins
 
 
 # Epoch changes an admin keeps to copy to one relay; beyond it the oldest go (a relay away
@@ -678,10 +679,12 @@ class ControlCopier:
         self._queues: dict[int, list[_Change]] = {}
         self._seen: dict[int, dict[bytes, None]] = {}
         self._own: dict[bytes, None] = {}
-        # The highest epoch each relay delivered a change for: a change for that epoch or
-        # an earlier one is never copied there (that relay has this one, or a competing
-        # one whose group keys a copy's rotation would undo).
-        self._epochs: dict[int, int] = {}
+        # The highest epoch each relay delivered a change for, and the lowest BLAKE2b-256
+        # of its changes for that epoch: a change for an earlier epoch, or for the same one
+        # with no lower hash, is never copied there (that relay has this one, or a
+        # competing one that wins, or a later one whose group keys a copy's rotation would
+        # undo). A change that wins over the one a relay has is copied (the hash rule).
+        self._tops: dict[int, tuple[int, bytes]] = {}
         self._rng = random.SystemRandom()
 
     @staticmethod
@@ -698,7 +701,22 @@ class ControlCopier:
         _remember(self._seen.setdefault(relay, {}), self.digest(envelope))
         with contextlib.suppress(MalformedError):
             number, _ = split_change(envelope)
-            self._epochs[relay] = max(self._epochs.get(relay, 0), number)
+            rank = self.rank(envelope)
+            top = self._tops.get(relay)
+            if top is None or number > top[0] or (number == top[0] and rank < top[1]):
+                self._tops[relay] = (number, rank)
+
+    @staticmethod
+    def rank(envelope: bytes) -> bytes:
+        """What the hash rule compares competing changes by (CellCrypto's digest)."""
+        return hashlib.blake2b(envelope, digest_size=32).digest()
+
+    def _holds_as_good(self, index: int, change: _Change) -> bool:
+        """Relay `index` delivered a later change, or one for the same epoch that wins."""
+        top = self._tops.get(index)
+        return top is not None and (
+            top[0] > change.epoch or (top[0] == change.epoch and top[1] <= change.rank)
+        )
 
     def applied(
         self, relay: int, envelope: bytes, expires_at: int, group_keys: tuple[bytes, bytes] | None
@@ -712,7 +730,7 @@ class ControlCopier:
             epoch, _ = split_change(envelope)
         except MalformedError:  # pragma: no cover - it opened and applied
             return
-        change = _Change(envelope, digest, expires_at, epoch, group_keys)
+        change = _Change(envelope, digest, expires_at, epoch, group_keys, self.rank(envelope))
         for index in [0, *(f.index for f in cell.further)]:
             if index == relay or digest in self._seen.get(index, ()):
                 continue
@@ -751,22 +769,21 @@ class ControlCopier:
         if target is None:  # dropped meanwhile
             return True
         link, record, order, rotate = target
-        if change.expires_at <= link.relay_time() or change.epoch <= self._epochs.get(index, 0):
+        if change.expires_at <= link.relay_time() or self._holds_as_good(index, change):
             return True
         control = record.control_mailbox
         try:
             # Only to a relay that holds nothing this admin has not read there yet: one that
             # does is likely to deliver the change itself, and may hold a later change
-            # already, whose group keys a copy's rotation would turn back.
+            # already, whose group keys a copy's rotation would turn back. (A relay that
+            # holds a competing change that loses gets the winner: its members then switch.)
             page = await link.request(
                 Fetch(id=0, mailbox=control, after=record.control_cursor, limit=1)
             )
             if not isinstance(page, Page) or page.items:
                 return False
             async with order:
-                if change.digest in self._seen.get(index, ()) or change.epoch <= self._epochs.get(
-                    index, 0
-                ):
+                if change.digest in self._seen.get(index, ()) or self._holds_as_good(index, change):
                     return True
                 if change.group_keys is not None:
                     await rotate(change.group_keys)

@@ -695,10 +695,13 @@ class RelayLink:
 
     async def watch(self, mailbox: MailboxId, key: CapabilityKey, cursor: int) -> int:
         """Subscribe from `cursor`, now and after every reconnect; return the relay's head."""
-        self._watches[mailbox] = _Watch(mailbox=mailbox, key=key, cursor=cursor)
+        self._watches[mailbox] = watch = _Watch(mailbox=mailbox, key=key, cursor=cursor)
         await self._auth(mailbox, key, "read")
+        if self._watches.get(mailbox) is not watch:
+            # An `unwatch` (a relay dropped, a cell left) came while the proof was on its way.
+            raise LinkClosedError("the mailbox was unwatched while it was being watched")
         reply = await self.request(
-            Subscribe(id=0, mailbox=mailbox, after=self._watches[mailbox].cursor), retry=False
+            Subscribe(id=0, mailbox=mailbox, after=watch.cursor), retry=False
         )
         return reply.head if isinstance(reply, Subscribed) else 0
 

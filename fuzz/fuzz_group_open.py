@@ -11,7 +11,10 @@ input (so a crash reproduces from its input alone):
 * 3: `CellCrypto.from_welcome`;
 * 4: `CellCrypto.from_bytes` (a saved state);
 * 5: `CellCrypto.take_key_update` on the admin, of a kind 8 envelope from alice whose
-  plaintext is the input (docs/protocol.md §G6.5): whatever it takes, it holds one update.
+  plaintext is the input (docs/protocol.md §G6.5): whatever it takes, it holds one update;
+* 6: an announcement's plaintext (behind the distribution key's AEAD, which the other
+  modes rarely get through), read by `AnnouncementPayload.for_recipient` at the index
+  in the first byte: it must refuse and read exactly what `from_bytes` does.
 
 Keys are pinned (fuzz/group_fixture.py). Anything but a result or a `GroupError` is a bug.
 """
@@ -29,6 +32,7 @@ with atheris.instrument_imports():
         BODY_OFFSET,
         CLEAR_SIZE,
         SEALED_HEADER_SIZE,
+        AnnouncementPayload,
         Kind,
     )
     from cellrelay.protocol.cell._errors import GroupError
@@ -36,7 +40,7 @@ with atheris.instrument_imports():
     from cellrelay.protocol.cell._padding import bucket_for
 
 FIXTURE = build()
-MODES = 6
+MODES = 7
 
 
 def _genuine_header(cell: CellCrypto, rest: bytes) -> bytes:
@@ -55,11 +59,33 @@ def _genuine_header(cell: CellCrypto, rest: bytes) -> bytes:
     return envelope[:size].ljust(size, b"\x00")
 
 
+def _announcement(rest: bytes) -> None:
+    """Mode 6: `for_recipient` against `from_bytes` on the same bytes."""
+    if not rest:
+        return
+    index, payload = rest[0], rest[1:]
+    try:
+        full = AnnouncementPayload.from_bytes(payload)
+    except GroupError:
+        try:
+            AnnouncementPayload.for_recipient(payload, index)
+        except GroupError:
+            return
+        raise AssertionError("for_recipient read what from_bytes refuses") from None
+    mine, count = AnnouncementPayload.for_recipient(payload, index)
+    expected = (full.macs[index],) if index < len(full.macs) else ()
+    if count != len(full.macs) or mine.macs != expected or mine.start != full.start:
+        raise AssertionError("for_recipient read other bytes than from_bytes")
+
+
 def test_one_input(data: bytes) -> None:
     """Check one input (atheris entry point)."""
     if not data:
         return
     mode, rest = data[0] % MODES, data[1:]
+    if mode == 6:
+        _announcement(rest)
+        return
     alice = CellCrypto.from_bytes(FIXTURE.alice_state, FIXTURE.alice)
     try:
         if mode == 0:

@@ -174,6 +174,8 @@ def write_group_seeds() -> None:
         "welcome": b"\x03" + env["welcome"],
         "state": b"\x04" + fixture.alice_state,
         "key-update": b"\x05" + env["key-update"],
+        # Mode 6: the index, then an announcement's plaintext (4 MACs; fixed bytes).
+        "announcement": b"\x06\x02" + bytes(4) + bytes(range(32)) + b"\x00\x04" + bytes(64),
     }
     for name, seed in seeds.items():
         (folder / f"{name}.bin").write_bytes(seed)

@@ -21,6 +21,7 @@ CellrelayError
     ├── PendingOverflowError        the buffer of not-yet-openable envelopes is full
     ├── MembershipError             a membership log entry does not verify
     ├── StaleControlError           an epoch change for an epoch already reached
+    │   └── ForkedEpochError        a competing change for an epoch settled already
     ├── EpochGapError               an epoch change that skips epochs: rejoin needed
     ├── NotAdminError               a local admin operation by a non-admin
     └── RemovedError                this member was removed from the cell
@@ -41,6 +42,7 @@ __all__ = [
     "EpochGapError",
     "EquivocationError",
     "ExpiredError",
+    "ForkedEpochError",
     "GroupError",
     "MalformedError",
     "MembershipError",
@@ -147,6 +149,24 @@ class StaleControlError(GroupError):
     def __init__(self, message: str, *, ours: bool = False) -> None:
         super().__init__(message)
         self.ours = ours
+
+
+class ForkedEpochError(StaleControlError):
+    """A competing change for an epoch this member applied another change for, too late.
+
+    On a cell on several relays (issue 13) two admins cut off from each other's relays can
+    both change epoch E; the change with the lowest BLAKE2b-256 wins if it arrives within
+    the settle window (`CellCrypto.settle_window`). One that arrives later, or for an epoch
+    before the last one applied, is not applied: the cell has split, and an admin must
+    re-invite the members on the other side. `signer` is its admin when it verified under
+    the state it competes in (None: no longer verifiable here, so possibly not a change).
+    """
+
+    def __init__(
+        self, message: str, *, ours: bool = False, signer: MemberInfo | None = None
+    ) -> None:
+        super().__init__(message, ours=ours)
+        self.signer = signer
 
 
 class EpochGapError(GroupError):

@@ -41,6 +41,7 @@ and `_control`.
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Final
 
 from .._crypto import ED25519_SEED_SIZE, SigningKey, blake2b, random_bytes, zero
@@ -81,6 +82,7 @@ from ._epochs import (
 )
 from ._errors import (
     EpochGapError,
+    ForkedEpochError,
     MembershipError,
     NotAdminError,
     RemovedError,
@@ -152,6 +154,8 @@ WELCOME_WINDOW: Final = 600.0
 KEY_UPDATE_PERIOD: Final = 7 * 24 * 3600.0
 # Counters are u32 in the header (docs/protocol.md §G9); past this, rotate the epoch.
 MAX_COUNTER: Final = 2**32 - 1
+# Epoch changes applied, remembered by digest to tell a competing change from a re-delivery.
+_MAX_APPLIED: Final = 16
 # This member's own epoch changes not read back yet, remembered to set
 # StaleControlError.ours; an admin has one or two in flight, 16 is plenty.
 _MAX_PROPOSALS: Final = 16
@@ -220,6 +224,17 @@ def _check_group_keys(keys: tuple[bytes, bytes]) -> tuple[bytes, bytes]:
     return bytes(keys[0]), bytes(keys[1])
 
 
+@dataclass(frozen=True, slots=True)
+class _Settle:
+    """The last change applied within its settle window, and the state from before it."""
+
+    epoch: int
+    before: bytes = field(repr=False)  # SECRET: the state of epoch `epoch - 1`
+    digest: bytes  # of the change applied for `epoch`
+    applied_at: float
+    ours: bool  # it was this member's own proposal
+
+
 class CellCrypto:
     """One member's keys and membership for one cell (see the module docstring)."""
 
@@ -234,6 +249,13 @@ class CellCrypto:
         # An admin's every change also commits a new receive key of its own (§G6.5): off
         # until the client turns it on, so that tests and vectors pinning changes keep them.
         self.update_on_commit = False
+        # Issue 13, the hash rule for competing changes (docs/design.md): how long after
+        # applying a change this member may still go back to the epoch before it for a
+        # competing change with a lower BLAKE2b-256. 0 (the default, a cell on one relay,
+        # whose order decides): never. The client sets GRACE_PERIOD on several relays.
+        self.settle_window = 0.0
+        self._settle: _Settle | None = None
+        self._applied: dict[int, bytes] = {}  # epoch -> digest of the change applied
 
     # -- construction ------------------------------------------------------------------
 
@@ -696,6 +718,7 @@ class CellCrypto:
         deliveries.
         """
         self._forget_secret(now)
+        self.settle(now)
         return self._rx.check(now)
 
     def _forget_secret(self, now: float) -> None:
@@ -789,7 +812,12 @@ class CellCrypto:
             ours = digest in s.proposals
             if ours:
                 s.proposals.remove(digest)
-            raise StaleControlError("epoch already reached", ours=ours)
+            applied = self._applied.get(number)
+            if not self.settle_window or applied is None or digest >= applied:
+                # One relay: its order decides, and a competing change read later lost. On
+                # several, a change with a higher hash than the one applied loses anyway.
+                raise StaleControlError("epoch already reached", ours=ours)
+            return self._competing(envelope, number, digest, ours, now=now, key_ttl=key_ttl, announce=announce)  # fmt: skip
         if number > s.current + 1:
             raise EpochGapError("epoch changes were missed")
         change = check_change(
@@ -802,9 +830,16 @@ class CellCrypto:
             dh=self._identity.dh,
             identity_pub=self._identity.dh_pub,
         )
-        # Verified: from here on, apply.
-        if digest in s.proposals:
+        # Verified: from here on, apply. On several relays, E's state is kept for the
+        # settle window: a competing change for the same epoch may still win (`_competing`).
+        before = write_state(s) if self.settle_window > 0 else None
+        ours = digest in s.proposals
+        if ours:
             s.proposals.remove(digest)
+        self._applied[number] = digest
+        while len(self._applied) > _MAX_APPLIED:
+            del self._applied[min(self._applied)]
+        self._settle = None if before is None else _Settle(number, before, digest, now, ours)
         if change.bucket_publics is None or change.secret is None:
             s.forget_buckets()  # version 1 or 2: the next change of version 3 migrates
         else:
@@ -851,6 +886,47 @@ class CellCrypto:
             released=self._rx.release(None, None, now),
             extra=change.extra,
         )
+
+    def _competing(
+        self,
+        envelope: bytes,
+        number: int,
+        digest: bytes,
+        ours: bool,
+        *,
+        now: float,
+        key_ttl: int,
+        announce: bool,
+    ) -> EpochUpdate:
+        """A change for epoch `number`, which this member applied another change for.
+
+        Within the settle window of the last change applied, the change is opened under
+        the state kept from before that one (so it must be a sibling: built on the same
+        epoch, signed by an admin of it); the one of the two whose envelope has the lower
+        BLAKE2b-256 wins. If it is this one, this member's state becomes that state with
+        this change applied, and the update says which change it replaced (`superseded`).
+        """
+        settle = self._settle
+        if settle is None or settle.epoch != number or now - settle.applied_at > self.settle_window:
+            raise ForkedEpochError("a competing change for an epoch settled already", ours=ours)
+        other = CellCrypto(self._identity, read_state(settle.before, self._me), rng=self._rng)
+        other.update_on_commit = self.update_on_commit
+        # Raises as for any change that does not verify under E (then it is no sibling).
+        update = other.open_control(envelope, now=now, key_ttl=key_ttl, announce=announce)
+        if digest > settle.digest:
+            raise StaleControlError("a competing change for this epoch won", ours=ours)
+        if settle.digest in other._s.proposals:  # our change that lost: not reported again
+            other._s.proposals.remove(settle.digest)
+        self._s, self._rx, self._pairwise = other._s, other._rx, other._pairwise
+        self._applied = {**self._applied, number: digest}
+        # The window still runs from the first change applied for this epoch.
+        self._settle = _Settle(number, settle.before, digest, settle.applied_at, ours)
+        return replace(update, superseded=settle.digest, lost_ours=settle.ours)
+
+    def settle(self, now: float) -> None:
+        """Forget the epoch kept for the settle window once it is over (`check` calls it)."""
+        if self._settle is not None and now - self._settle.applied_at > self.settle_window:
+            self._settle = None
 
     def _commit_receive_keys(
         self, updates: list[KeyUpdate], own: int | None, *, now: float

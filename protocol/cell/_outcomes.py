@@ -77,6 +77,11 @@ class EpochUpdate:
     distribution: bytes | None = field(default=None, repr=False)
     released: tuple[Outcome | GroupError, ...] = ()
     extra: bytes | None = field(default=None, repr=False)
+    # Issue 13, the hash rule: the digest of the competing change for the same epoch that
+    # this one replaced (this member had applied it, and goes back to the epoch before);
+    # `lost_ours` when that change was this member's own proposal: redo the operation.
+    superseded: bytes | None = field(default=None, repr=False)
+    lost_ours: bool = False
 
     @property
     def change(self) -> Op | None:

@@ -402,7 +402,14 @@ class Receiver:
         plaintext = open_body(envelope, header, epoch.keys.distribution, nonce)
         payload: DistributionPayload | AnnouncementPayload
         mac_key = self._pair(sender.dh_pub, PAIRWISE_DISTRIBUTION_MAC)
-        recipients = [m for m in epoch.members if m != sender.member_id]
+        # The recipients are the epoch's other members in ascending id order (the sender
+        # is one of the epoch's members: step 6 of §G10 found it there).
+        recipients = len(epoch.members) - 1
+        index = epoch.index_of(self._me)
+        if index is None:  # pragma: no cover - a member opens only epochs it is in
+            raise MalformedError("not a member of the epoch")
+        if sender.member_id < self._me:
+            index -= 1
         if tree is None:
             payload = DistributionPayload.from_bytes(plaintext)
             expected = distribution_mac(
@@ -415,8 +422,11 @@ class Receiver:
                 start=payload.start,
                 signing_public=payload.signing_public,
             )
+            count = len(payload.macs)
+            mine = payload.macs[index] if index < count else b""
         else:
-            payload = AnnouncementPayload.from_bytes(plaintext)
+            payload, count = AnnouncementPayload.for_recipient(plaintext, index)
+            mine = payload.macs[0] if payload.macs else b""
             expected = announcement_mac(
                 mac_key,
                 cell_id=s.cell_id,
@@ -426,9 +436,9 @@ class Receiver:
                 start=payload.start,
                 signing_public=payload.signing_public,
             )
-        if len(payload.macs) != len(recipients):
+        if count != recipients:
             raise MalformedError("wrong number of MACs")
-        if not hmac.compare_digest(expected, payload.macs[recipients.index(self._me)]):
+        if not hmac.compare_digest(expected, mine):
             raise BadSignatureError("bad distribution MAC")
         verify_envelope(payload.signing_public, header, signature, envelope)
         known = epoch.chains.get(sender.member_id)

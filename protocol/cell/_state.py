@@ -9,6 +9,14 @@ Layout (version 2): see `write_state`; every field is fixed-size or length-prefi
 back by `read_state` with the same bounds the protocol has, so a corrupted or hostile file
 gives `MalformedError`, never a state that breaks an invariant.
 
+Version 6 (issue 12, cells of 1,000) saves each epoch's member list as its difference from
+the cell's current member list, saved just before the epochs: the ids of current members
+the epoch lacks (or holds with other public info), then the infos of the epoch's members
+that are not current members (docs/protocol.md §G11). An admin admitting members one by
+one keeps up to 64 old epochs, each with nearly the whole list: at 1,000 members that was
+4.6 MiB saved in full, 425 KiB as differences (bench_schedule.py --admin-state). Versions 1 to 5 (every list in full)
+are still read, and the next save writes version 6.
+
 Version 5 (issue 12, post-compromise security) adds, at the end, the receive keys
 (docs/protocol.md §G6.5): this member's committed receive key (generation and private key;
 generation 0 is its identity key, saved as none), the keys of its updates not yet
@@ -58,7 +66,7 @@ from ._schedule import BUCKETS, KEY_UPDATE_SIZE, SenderTree, bucket_of, init_sec
 
 __all__ = ["Epoch", "Parked", "SavedState", "read_state", "write_state"]
 
-STATE_VERSION: Final = 5
+STATE_VERSION: Final = 6
 # Join boxes an admin keeps for members it may still welcome: one per member added and not
 # yet heard from (its first sender key drops it), the oldest dropped past this.
 MAX_JOIN_BOXES: Final = MAX_MEMBERS
@@ -91,14 +99,30 @@ class Epoch:
     secret_until: float = float("inf")
     chains: dict[bytes, ReceiveChain] = field(default_factory=dict)
     superseded_at: float | None = None  # local time the next epoch was applied
-    # `write_state`'s encoding of `members`, made at the first save: an epoch's member
-    # list never changes (a membership change starts a new epoch).
-    members_wire: bytes | None = field(default=None, repr=False)
+    # `write_state`'s encoding of `members` (version 6: its difference from the cell's
+    # current member list), with the Membership it was made against: an epoch's member
+    # list never changes (a membership change starts a new epoch), but the current one does.
+    members_wire: tuple[Membership, bytes] | None = field(default=None, repr=False)
     # The epoch's sender tree (§G8.1); None for an epoch entered before version 3, whose
     # chains come in distributions.
     tree: SenderTree | None = field(default=None, repr=False)
     # Members by bucket, computed at the first use (not saved: it follows from `members`).
     by_bucket: dict[int, list[bytes]] | None = field(default=None, repr=False)
+    # One member's position in `members` (this member's: `index_of`), found at the first use.
+    position: tuple[bytes, int | None] | None = field(default=None, repr=False)
+
+    def index_of(self, member_id: bytes) -> int | None:
+        """`member_id`'s position among the epoch's members, ascending (None: not one).
+
+        Kept for the last member asked about, which is this member: a receiver looks for
+        its own MAC in every announcement of the epoch.
+        """
+        if self.position is None or self.position[0] != member_id:
+            index = None
+            if member_id in self.members:
+                index = next(i for i, m in enumerate(self.members) if m == member_id)
+            self.position = (member_id, index)
+        return self.position[1]
 
     def buckets(self, cell_id: bytes) -> dict[int, list[bytes]]:
         """The members of the epoch by bucket (non-empty buckets only), each ascending.
@@ -194,7 +218,9 @@ class SavedState:
         self.join_boxes = {}
 
 
-def write_state(state: SavedState, *, cached: bool = True, parked: bool = True) -> bytes:
+def write_state(
+    state: SavedState, *, cached: bool = True, parked: bool = True, version: int = STATE_VERSION
+) -> bytes:
     """Return the saved form of `state`.
 
     The parts that rarely change between two saves (member lists, other members' chains)
@@ -202,8 +228,12 @@ def write_state(state: SavedState, *, cached: bool = True, parked: bool = True) 
     `Epoch.members_wire`, `ReceiveChain.saved`); `cached=False` encodes everything
     afresh, which tests compare against. `parked=False` leaves the parked envelopes out
     (saved as none), for a caller that can fetch them again (`CellCrypto.to_bytes`).
+    `version=5` writes every epoch's member list in full, as version 5 did (for tests of
+    reading older states; nothing else of version 5 differs).
     """
-    w = Writer().u8(STATE_VERSION).raw(state.member_id).raw(state.cell_id)
+    if version not in (5, STATE_VERSION):
+        raise ValueError("only versions 5 and 6 are written")
+    w = Writer().u8(version).raw(state.member_id).raw(state.cell_id)
     w.short(state.name.encode()).raw(state.group_keys[0]).raw(state.group_keys[1])
     w.raw(state.control_read_key).long(state.admin_secrets).long(state.extra)
     w.u8(state.removed).raw(_DOUBLE.pack(state.grace_period))
@@ -218,7 +248,12 @@ def write_state(state: SavedState, *, cached: bool = True, parked: bool = True) 
         for key in (keys.header, keys.distribution, keys.control_header, keys.control_body):
             w.raw(key.export())
         w.u16(len(epoch.members))
-        w.raw(_members_block(epoch) if cached else _write_members(epoch.members))
+        if version < 6:
+            w.raw(_write_members(epoch.members))
+        elif cached:
+            w.raw(_members_block(epoch, m))
+        else:
+            w.raw(_write_members_diff(epoch.members, m))
         w.raw(epoch.own_public).u8(epoch.own is not None)
         if epoch.own is not None:
             own = epoch.own
@@ -345,6 +380,26 @@ def _write_members(members: dict[bytes, MemberInfo]) -> bytes:
     return w.bytes()
 
 
+def _write_members_diff(members: dict[bytes, MemberInfo], current: Membership) -> bytes:
+    """An epoch's member list as its difference from the current one (version 6).
+
+    u16 count, then the ids of the current members that `members` lacks or holds with
+    other public info; u16 count, then the infos of `members` not among the current ones
+    as they are; each part in ascending member id order (one encoding per list). The
+    epoch's own count precedes it (`write_state`).
+    """
+    now = current.members
+    absent = sorted(mid for mid, info in now.items() if members.get(mid) != info)
+    extra = [members[mid] for mid in sorted(members) if now.get(mid) != members[mid]]
+    w = Writer().u16(len(absent))
+    for mid in absent:
+        w.raw(mid)
+    w.u16(len(extra))
+    for info in extra:
+        info.write(w)
+    return w.bytes()
+
+
 # The reused encodings (see `write_state`). Each is kept with what tells whether it is
 # still true: the Membership object, nothing for an epoch's never-changing member list,
 # and a chain's `next` and number of skipped keys.
@@ -357,10 +412,11 @@ def _membership_block(state: SavedState) -> bytes:
     return cached[1]
 
 
-def _members_block(epoch: Epoch) -> bytes:
-    if epoch.members_wire is None:
-        epoch.members_wire = _write_members(epoch.members)
-    return epoch.members_wire
+def _members_block(epoch: Epoch, current: Membership) -> bytes:
+    cached = epoch.members_wire
+    if cached is None or cached[0] is not current:
+        cached = epoch.members_wire = (current, _write_members_diff(epoch.members, current))
+    return cached[1]
 
 
 def _chain_block(sender: bytes, chain: ReceiveChain) -> bytes:
@@ -397,7 +453,37 @@ def _read_members(reader: Reader, count: int) -> dict[bytes, MemberInfo]:
     return dict(sorted(members.items()))
 
 
-def _read_epoch(reader: Reader, version: int, cell_id: bytes) -> Epoch:
+def _read_members_diff(reader: Reader, count: int, current: Membership) -> dict[bytes, MemberInfo]:
+    """Read what `_write_members_diff` wrote: an epoch of `count` members (version 6).
+
+    The infos shared with the current list are the same objects (one copy in memory too).
+    """
+    if count > MAX_MEMBERS:
+        raise MalformedError("too many members")
+    now = current.members
+    absent = set()
+    last = b""
+    for _ in range(reader.u16()):
+        mid = reader.take(MEMBER_ID_SIZE)
+        if mid not in now or mid <= last:
+            raise MalformedError("bad member list difference")
+        absent.add(mid)
+        last = mid
+    members = {mid: info for mid, info in now.items() if mid not in absent}
+    extra = reader.u16()
+    if len(members) + extra != count:
+        raise MalformedError("bad member list difference")
+    last = b""
+    for _ in range(extra):
+        info = MemberInfo.read(reader)
+        if info.member_id <= last or info.member_id in members or now.get(info.member_id) == info:
+            raise MalformedError("bad member list difference")
+        members[info.member_id] = info
+        last = info.member_id
+    return dict(sorted(members.items()))
+
+
+def _read_epoch(reader: Reader, version: int, cell_id: bytes, current: Membership) -> Epoch:
     number = reader.u32()
     keys = EpochKeys(
         header=XChaChaKey(reader.take(_KEY)),
@@ -405,7 +491,11 @@ def _read_epoch(reader: Reader, version: int, cell_id: bytes) -> Epoch:
         control_header=XChaChaKey(reader.take(_KEY)),
         control_body=XChaChaKey(reader.take(_KEY)),
     )
-    members = _read_members(reader, reader.u16())
+    count = reader.u16()
+    if version >= 6:
+        members = _read_members_diff(reader, count, current)
+    else:
+        members = _read_members(reader, count)
     own_public = reader.take(ED25519_PUBLIC_KEY_SIZE)
     own = None
     if reader.flag():
@@ -514,7 +604,7 @@ def read_state(data: bytes, member_id: bytes) -> SavedState:
         raise MalformedError("bad membership") from exc
     epochs = {}
     for _ in range(r.u8()):
-        epoch = _read_epoch(r, version, cell_id)
+        epoch = _read_epoch(r, version, cell_id, membership)
         epochs[epoch.number] = epoch
     parked = []
     for _ in range(r.u16()):

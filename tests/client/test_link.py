@@ -8,7 +8,13 @@ from collections.abc import Awaitable, Callable
 import pytest
 import trio
 
-from cellrelay.client._link import Delivery, RelayLink, RelayRefusedError, Revocation
+from cellrelay.client._link import (
+    Delivery,
+    LinkClosedError,
+    RelayLink,
+    RelayRefusedError,
+    Revocation,
+)
 from cellrelay.protocol import ErrorCode
 from cellrelay.protocol.wire import CapabilityKey, Create, Created, MailboxId, RelayAddress
 
@@ -140,3 +146,31 @@ async def test_relay_that_lost_envelopes_is_followed_from_its_head(
     delivery = await next_delivery(link)
     assert (delivery.seq, delivery.envelope) == (1, b"after the restore")
     await link.aclose()
+
+
+async def test_an_unwatch_while_the_watch_proves_its_key_wins(
+    running_relay: RunningRelay, nursery: trio.Nursery
+) -> None:
+    """A relay dropped just as a client starts on it: the unwatch comes while the watch's
+    read proof is on its way. The watch gives up with LinkClosedError (it used to raise
+    KeyError, which ended the whole client), and the mailbox is not watched after."""
+    link = RelayLink(address_of(running_relay))
+    await nursery.start(link.run)
+    keys = Keys()
+    mailbox = await create_mailbox(link, keys)
+    outcome: list[BaseException | int] = []
+
+    async def watch() -> None:
+        try:
+            outcome.append(await link.watch(mailbox, keys.read, cursor=0))
+        except LinkClosedError as exc:
+            outcome.append(exc)
+
+    async with trio.open_nursery() as both:
+        both.start_soon(watch)
+        while mailbox not in link._watches:  # registered: its proof is now on its way
+            await trio.lowlevel.checkpoint()
+        await link.unwatch(mailbox)
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], LinkClosedError)
+    assert mailbox not in link._watches

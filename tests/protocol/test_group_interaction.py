@@ -107,6 +107,7 @@ from cellrelay.protocol.cell._identity import Identity
 from cellrelay.protocol.cell._outcomes import Missing, Opened, Own, Pending
 from cellrelay.protocol.cell._receiver import GAP_GRACE, MAX_OLD_EPOCHS
 from cellrelay.protocol.cell._rollup import AlertRollup, RollupBook
+from cellrelay.protocol.cell._state import write_state
 
 from .group_harness import CONTROL_READ_KEY, GROUP_KEYS, NOW, invite_of, new_keys
 
@@ -533,7 +534,15 @@ class CellLife(RuleBasedStateMachine):
     def restart(self, data: st.DataObject) -> None:
         name = data.draw(st.sampled_from(sorted(self.people)))
         person = self.people[name]
-        person.cell = CellCrypto.from_bytes(person.cell.to_bytes(), person.identity)
+        saved = person.cell.to_bytes()
+        if data.draw(st.booleans(), label="from a version 5 save"):
+            # Saved before epochs' member lists were differences (issue 12): every old
+            # epoch's list in full. It reads back to the same state, saved as version 6.
+            older = write_state(person.cell._s, version=5)
+            assert older[0] == 5
+            assert CellCrypto.from_bytes(older, person.identity).to_bytes() == saved
+            saved = older
+        person.cell = CellCrypto.from_bytes(saved, person.identity)
         person.cell.lateness = LATENESS  # not saved: the client sets it on every load
         person.excused = {(s.sender, s.epoch) for s in self.sent.values()}
 
