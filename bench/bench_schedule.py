@@ -42,7 +42,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -444,27 +444,7 @@ def key_update_costs(members: int, repeats: int) -> dict[str, float]:
     admin's rotations commit 0, 1, 4 and 16 held updates (`rotate`; 16 held commit as many
     as fit). The other members' updates are handed to the admin directly: the same state.
     """
-    admin_identity = Identity.generate("admin")
-    admin = CellCrypto.create(
-        admin_identity, now=NOW, group_keys=(bytes(32), bytes(32)), control_read_key=bytes(32)
-    )
-    people = [Identity.generate(f"m{i}") for i in range(members - 1)]
-    for person in people:
-        admin.open_control(admin.add_member(person.info, now=NOW), now=NOW, announce=False)
-    invite = Invite(
-        relay=RelayAddress("127.0.0.1", 7446, bytes(range(32))),
-        cell_id=admin.cell_id,
-        cell_name="bench",
-        join_mailbox=MailboxId(bytes(16)),
-        admin_sign_key=admin.me.sign_pub,
-        admin_box_key=admin.me.dh_pub,
-        expires_at=int(NOW) + 3600,
-        secret=bytes(32),
-    )
-    welcome, pages = admin.welcome_with_pages(people[0].member_id, now=NOW, invite=invite)
-    member, announcement = CellCrypto.from_welcome(
-        people[0], welcome, now=NOW, invite=invite, pages=pages
-    )
+    admin_identity, admin, people, member, announcement, _ = _cell_of(members)
     admin.open(announcement, now=NOW)
     saved_admin = admin.to_bytes()
     make, take, envelope = [], [], b""
@@ -501,15 +481,18 @@ def key_update_costs(members: int, repeats: int) -> dict[str, float]:
     return costs
 
 
-def alert_processing(members: int, alerts: int) -> dict[str, float]:
-    """A member's own work for one alert in a cell of `members`, at the protocol layer.
+class _Cell(NamedTuple):
+    admin_identity: Identity
+    admin: CellCrypto
+    people: list[Identity]  # the others, in the order added
+    member: CellCrypto  # people[0], joined by a paged welcome
+    announcement: bytes  # its announcement
+    pages: int  # how many pages its welcome took
 
-    The cell is built through real version 3 changes (adds, `announce=False`) and a paged
-    welcome; then the admin seals `alerts` alerts (kind 1, the content layer's encoding)
-    and the member opens and decodes each: the part of "frame received to the app's
-    callback" that grows with the cell. The client adds its transport decryption, the
-    roll-up and the keystore save on top (bench_cells.py measures those at 100 members).
-    """
+
+def _cell_of(members: int) -> _Cell:
+    """A cell of `members` built through real version 3 changes (adds, `announce=False`),
+    and its first other member joined by a paged welcome."""
     admin_identity = Identity.generate("admin")
     admin = CellCrypto.create(
         admin_identity, now=NOW, group_keys=(bytes(32), bytes(32)), control_read_key=bytes(32),
@@ -529,7 +512,23 @@ def alert_processing(members: int, alerts: int) -> dict[str, float]:
         secret=bytes(32),
     )
     welcome, pages = admin.welcome_with_pages(people[0].member_id, now=NOW, invite=invite)
-    member, _ = CellCrypto.from_welcome(people[0], welcome, now=NOW, invite=invite, pages=pages)
+    member, announcement = CellCrypto.from_welcome(
+        people[0], welcome, now=NOW, invite=invite, pages=pages
+    )
+    return _Cell(admin_identity, admin, people, member, announcement, len(pages))
+
+
+def alert_processing(members: int, alerts: int) -> dict[str, float]:
+    """A member's own work for one alert in a cell of `members`, at the protocol layer.
+
+    The cell is built through real version 3 changes (adds, `announce=False`) and a paged
+    welcome; then the admin seals `alerts` alerts (kind 1, the content layer's encoding)
+    and the member opens and decodes each: the part of "frame received to the app's
+    callback" that grows with the cell. The client adds its transport decryption, the
+    roll-up and the keystore save on top (bench_cells.py measures those at 100 members).
+    """
+    cell = _cell_of(members)
+    admin, member = cell.admin, cell.member
     member.open(admin.announcement(now=NOW), now=NOW)
     sealed = [
         admin.seal(
@@ -554,7 +553,7 @@ def alert_processing(members: int, alerts: int) -> dict[str, float]:
         "p50_ms": statistics.median(wall),
         "p99_ms": wall[min(len(wall) - 1, int(len(wall) * 0.99))],
         "cpu_ms": statistics.mean(cpu),
-        "pages": float(len(pages)),
+        "pages": float(cell.pages),
         "alert_bytes": float(len(sealed[0])),
     }
 
