@@ -65,16 +65,6 @@ from cellrelay.protocol.cell._state import SavedState, read_state, write_state
 
 from .group_harness import Cell, Opened, Pending, new_keys
 
-
-@pytest.fixture
-def cell() -> Cell:
-    """A cell of admin, alice and bob, sender keys exchanged."""
-    c = Cell()
-    c.join("alice")
-    c.join("bob")
-    return c
-
-
 # -- forged distributions (alice, a member, holds the epoch's header and distribution keys) --
 
 

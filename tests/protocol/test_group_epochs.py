@@ -47,15 +47,6 @@ from .group_harness import (
 )
 
 
-@pytest.fixture
-def cell() -> Cell:
-    """A cell of admin, alice and bob, sender keys exchanged."""
-    c = Cell()
-    c.join("alice")
-    c.join("bob")
-    return c
-
-
 def test_everyone_agrees_after_joins(cell: Cell) -> None:
     epochs = {cell[name].epoch for name in cell.members}
     assert epochs == {3}

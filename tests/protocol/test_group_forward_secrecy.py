@@ -58,16 +58,6 @@ from cellrelay.protocol.cell._schedule import (
 
 from .group_harness import Cell
 
-
-@pytest.fixture
-def cell() -> Cell:
-    """A cell of admin, alice and bob, sender keys exchanged."""
-    c = Cell()
-    c.join("alice")
-    c.join("bob")
-    return c
-
-
 STEPS = 12  # messages per sender in the scenario: every chain key is tried this far on
 
 

@@ -40,15 +40,6 @@ DAY = 24 * 3600.0
 VECTORS = Path(__file__).parent.parent / "vectors"
 
 
-@pytest.fixture
-def cell() -> Cell:
-    """A cell of admin, alice and bob, sender keys exchanged."""
-    c = Cell()
-    c.join("alice")
-    c.join("bob")
-    return c
-
-
 def withhold_from(cell: Cell, sender: str, victim: str, text: bytes) -> bytes:
     """Seal a message that the relay delivers to everyone but `victim`; return it."""
     envelope = cell[sender].seal(Kind.ALERT, text, expires_at=int(cell.now) + TTL, now=cell.now)

@@ -68,15 +68,6 @@ from cellrelay.protocol.cell._state import read_state, write_state
 from .group_harness import Cell
 
 
-@pytest.fixture
-def cell() -> Cell:
-    """A cell of admin, alice and bob."""
-    c = Cell()
-    c.join("alice")
-    c.join("bob")
-    return c
-
-
 def _commit(cell: Cell, name: str, *, by: str = "admin") -> bytes:
     """`name` makes a key update, `by` takes it and commits it in a rotation; return it."""
     data = cell[name].key_update(now=cell.now)

@@ -43,15 +43,6 @@ from .group_harness import TTL, Cell, Opened, Own, Pending
 HEADER = struct.Struct(">16sI16sIBQ")
 
 
-@pytest.fixture
-def cell() -> Cell:
-    """A cell of admin, alice and bob, sender keys exchanged."""
-    c = Cell()
-    c.join("alice")
-    c.join("bob")
-    return c
-
-
 def test_every_kind_round_trips(cell: Cell) -> None:
     kinds = [Kind.ALERT, Kind.REPLY, Kind.RECEIPT, Kind.MESSAGE, 16, 200, 255]
     for n, kind in enumerate(kinds):
